@@ -1,0 +1,73 @@
+// The fixed datagram header (DESIGN.md section 3).
+//
+// Every datagram is this 16-byte plain header followed by a FlatBuffers body. The header
+// is read before anything else, so that length, version and type are checked at the cost
+// of a few loads. All fields are little-endian on the wire; we only build for
+// little-endian hosts (static_assert below) and read the header with memcpy, so no
+// alignment is assumed. A value type; thread-compatible.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace ringpeer::wire {
+
+static_assert(std::endian::native == std::endian::little,
+              "ringpeer's wire header is little-endian and read in place");
+
+// Largest datagram we send or accept: passes any IPv6 path without fragmentation.
+inline constexpr size_t kDatagramBytesMax = 1200;
+
+// "rpr1" read as a little-endian word.
+inline constexpr uint32_t kMagic = 0x31727072u;
+inline constexpr uint8_t kVersion = 1;
+
+// Message types. Values are stable on the wire; new ones are only appended. Unknown types
+// are counted and dropped, so old nodes survive new ones.
+enum class MessageType : uint8_t {
+  kPing = 1,
+  kPong = 2,
+  kPeers = 3,
+  // 16..63: reserved for the DHT (issue 3); 64..127: rooms (issue 5).
+};
+inline constexpr uint8_t kMessageTypeMax = 3;
+
+// Header flags.
+enum HeaderFlags : uint16_t {
+  kFlagNone = 0,
+};
+
+// Shard hint meaning "no preference": the receiving kernel may pick any shard.
+inline constexpr uint32_t kNoShardHint = 0xFFFFFFFFu;
+
+struct Header {
+  uint32_t magic;       // kMagic
+  uint8_t version;      // kVersion
+  uint8_t type;         // MessageType
+  uint16_t flags;       // HeaderFlags
+  uint32_t shard_hint;  // room-id prefix, or the shard bits of a reply's txid
+  uint16_t body_bytes;  // must equal datagram length - sizeof(Header)
+  uint16_t reserved;    // zero; a non-zero value is a malformed datagram in version 1
+};
+static_assert(sizeof(Header) == 16);
+static_assert(offsetof(Header, magic) == 0);
+static_assert(offsetof(Header, version) == 4);
+static_assert(offsetof(Header, type) == 5);
+static_assert(offsetof(Header, flags) == 6);
+static_assert(offsetof(Header, shard_hint) == 8);
+static_assert(offsetof(Header, body_bytes) == 12);
+static_assert(offsetof(Header, reserved) == 14);
+inline constexpr size_t kHeaderBytes = sizeof(Header);
+inline constexpr size_t kBodyBytesMax = kDatagramBytesMax - kHeaderBytes;
+
+inline Header LoadHeader(const uint8_t* p) noexcept {
+  Header h;
+  std::memcpy(&h, p, sizeof(h));
+  return h;
+}
+
+inline void StoreHeader(uint8_t* p, const Header& h) noexcept { std::memcpy(p, &h, sizeof(h)); }
+
+}  // namespace ringpeer::wire
