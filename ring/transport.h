@@ -1,0 +1,156 @@
+// Transport: the seam between a shard and the kernel's UDP sockets.
+//
+// A shard is written against this small interface (DESIGN.md section 2): production uses
+// the io_uring transport (ring/uring_transport.h) or, where io_uring is unavailable, the
+// recvmmsg/sendmmsg one (ring/mmsg_transport.h); tests may use an in-memory one.
+//
+// One loop iteration of a shard is:
+//   n = Poll(timeout, batch)      // submit what is queued, wait, fill up to batch.size()
+//   ... handle batch[0..n), building replies with SendBuffer()/CommitSend() ...
+//   ReleaseReceived()             // give the receive buffers back
+//   Flush()                       // hand the queued sends to the kernel (may be deferred
+//                                 // into the next Poll's single syscall)
+// Everything is sized at construction; nothing allocates after it.
+//
+// Thread-safety: a Transport belongs to one shard thread. The only thing another thread
+// may touch is its WakeHandle (immutable after construction), which it passes to its own
+// transport's QueueWake().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/endpoint.h"
+
+namespace ringpeer::ring {
+
+// Received datagram, borrowed from the transport until ReleaseReceived().
+// `data + 16` is 8-byte aligned (the FlatBuffers Verifier checks alignment).
+struct RecvDatagram {
+  const uint8_t* data = nullptr;
+  uint32_t size = 0;
+  uint16_t socket_index = 0;  // which of the shard's sockets it arrived on
+  bool truncated = false;     // larger than the buffer: the caller drops it as too long
+  base::Endpoint from;
+};
+
+// How another shard wakes this one: an io_uring ring fd (MSG_RING) or an eventfd.
+struct WakeHandle {
+  int ring_fd = -1;
+  int event_fd = -1;
+};
+
+// Counters a transport keeps about itself. Owned by the shard thread; the shard publishes
+// them. Monotonic.
+struct TransportStats {
+  uint64_t received = 0;          // datagrams handed to the shard
+  uint64_t sent = 0;              // send completions that succeeded
+  uint64_t send_errors = 0;       // send completions that failed (ICMP errors, ENOBUFS)
+  uint64_t send_slots_full = 0;   // SendBuffer() found no free slot
+  uint64_t recv_no_buffers = 0;   // the kernel had no provided buffer (receive dropped)
+  uint64_t recv_truncated = 0;    // datagram larger than a buffer
+  uint64_t recv_rearms = 0;       // multishot receive re-armed after it stopped
+  uint64_t wakeups = 0;           // doorbells received
+  uint64_t syscalls = 0;          // submit/wait (or recvmmsg/sendmmsg/poll) calls made
+};
+
+struct TransportConfig {
+  // Receive buffers per shard. With the default 4096 x 2048 B = 8 MiB per shard: enough
+  // for a full loopback burst at ~700k datagrams/s between two loop iterations.
+  uint32_t recv_buffers = 4096;      // power of two (buffer ring requirement)
+  uint32_t recv_buffer_bytes = 2048; // header + sockaddr + 1200 B payload, rounded up
+  // Send slots: datagrams queued but not yet completed by the kernel.
+  uint32_t send_slots = 2048;
+  uint32_t send_slot_bytes = 1280;   // >= kDatagramBytesMax, 8-byte multiple
+  // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.
+  uint32_t sq_entries = 4096;
+  // Pin the calling thread's transport work to this CPU for SQPOLL-free setups (-1: none).
+  int cpu = -1;
+};
+
+// Which transport to use. kAuto prefers io_uring and falls back to recvmmsg with a
+// reason; kIoUring makes an unavailable io_uring an error.
+enum class TransportKind : uint8_t { kAuto, kIoUring, kMmsg };
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+
+  // "io_uring" or "recvmmsg".
+  virtual const char* name() const noexcept = 0;
+
+  // Poll: submits queued work, waits up to `timeout_us` (0: don't wait) for at least one
+  // datagram or doorbell, then fills `out` with up to out.size() received datagrams.
+  // Returns how many. Sets *woken when a doorbell rang since the last Poll.
+  // REQUIRES: ReleaseReceived() was called after the previous Poll.
+  virtual size_t Poll(int64_t timeout_us, std::span<RecvDatagram> out, bool* woken) noexcept = 0;
+
+  // ReleaseReceived: returns every buffer handed out by the last Poll to the kernel.
+  virtual void ReleaseReceived() noexcept = 0;
+
+  // SendBuffer: a free send slot to build one datagram into, or an empty span when all
+  // slots are in flight (the caller drops and counts). The slot is 8-byte aligned.
+  virtual std::span<uint8_t> SendBuffer() noexcept = 0;
+
+  // CommitSend: queues the slot from the last SendBuffer() with `size` bytes for `to`,
+  // sent from socket `socket_index` (or the first socket of `to`'s family when -1).
+  virtual void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept = 0;
+
+  // Flush: hands queued sends to the kernel. io_uring may defer the syscall to the next
+  // Poll so that one iteration costs one syscall.
+  virtual void Flush() noexcept = 0;
+
+  // wake_handle: how others wake this transport. QueueWake: wake `target` (another
+  // shard's transport) once; batched with this transport's next submit.
+  virtual WakeHandle wake_handle() const noexcept = 0;
+  virtual void QueueWake(const WakeHandle& target) noexcept = 0;
+
+  // The local address of socket `i` (after bind, with the real port for port 0).
+  virtual base::Endpoint local_address(size_t i) const noexcept = 0;
+  virtual size_t socket_count() const noexcept = 0;
+
+  virtual const TransportStats& stats() const noexcept = 0;
+};
+
+// ShardSockets: the bound UDP sockets of one shard, one per listen address. The transport
+// takes ownership (closes them).
+struct ShardSockets {
+  std::vector<int> fds;
+  std::vector<base::Endpoint> addresses;  // what each fd is bound to (real port)
+};
+
+// BindShardSockets: for each listen address, binds `shards` sockets to the same address
+// and port with SO_REUSEPORT, in shard order. A wildcard IPv6 address ([::]) is dual-stack
+// (also receives IPv4). Port 0 picks one free port and uses it for every shard. Before
+// binding a fixed port, a probe bind without SO_REUSEPORT detects a port that another
+// process holds, even another ringpeer (otherwise the kernel would let us share it).
+// With `steer`, attaches the reuseport program that picks shard = header byte 8 (the low
+// byte of the shard hint) modulo `shards`, or the kernel's hash when that byte is 0xFF.
+// Errors: "address already in use", "cannot assign address", etc., as an absl::Status
+// naming the address.
+absl::StatusOr<std::vector<ShardSockets>> BindShardSockets(
+    const std::vector<base::Endpoint>& listen, uint32_t shards, bool steer);
+
+// ProbeIoUring: OK when this process can create an io_uring with what we need (multishot
+// recvmsg, provided buffer rings); otherwise Unavailable with one clear sentence naming
+// the cause (kernel.io_uring_disabled, a seccomp profile such as Docker's default, or a
+// kernel too old).
+absl::Status ProbeIoUring();
+
+// CreateTransport: builds the transport of `kind` over `sockets`. With kAuto, an
+// unavailable io_uring falls back to recvmmsg and `*fallback_reason` says why (empty
+// otherwise). With kIoUring it is an error instead.
+absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(TransportKind kind,
+                                                           ShardSockets sockets,
+                                                           const TransportConfig& config,
+                                                           std::string* fallback_reason);
+
+}  // namespace ringpeer::ring
