@@ -26,6 +26,8 @@ enum class Verdict : uint8_t {
   kChallengeLimited,  // no budget left this second for signing challenges
   kMailboxFull,       // a cross-shard mailbox was full
   kSendQueueFull,     // no free send slot this iteration
+  kUnverifiedSender,  // a message that needs a verified peer came from an unverified one
+  kTableFull,         // a bounded table had no room (new peer not admitted)
   kCount
 };
 
@@ -50,6 +52,8 @@ inline const char* VerdictName(Verdict v) noexcept {
     case Verdict::kChallengeLimited: return "challenge_limited";
     case Verdict::kMailboxFull: return "mailbox_full";
     case Verdict::kSendQueueFull: return "send_queue_full";
+    case Verdict::kUnverifiedSender: return "unverified_sender";
+    case Verdict::kTableFull: return "table_full";
     case Verdict::kCount: break;
   }
   return "unknown";

@@ -1,0 +1,230 @@
+// Goal: the overlay forms a verified peer set through ping/challenge/peers, and refuses
+// what it should: forged proofs, replies to nothing, lists from unverified peers.
+// Method: a few Overlay + PingResponder pairs on an in-memory network driven by a virtual
+// clock; datagrams pass through the real encoder and wire::Decode.
+#include "dht/overlay.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <memory>
+
+#include "dht/ping_responder.h"
+
+namespace ringpeer::dht {
+namespace {
+
+struct Packet {
+  base::Endpoint from, to;
+  std::vector<uint8_t> bytes;
+};
+
+class VecOutbox : public Outbox {
+ public:
+  VecOutbox(base::Endpoint self, std::deque<Packet>* q) : self_(self), q_(q) {}
+  std::span<uint8_t> Buffer() noexcept override { return buf_; }
+  void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    q_->push_back(Packet{self_, to, std::vector<uint8_t>(buf_.begin(), buf_.begin() + size)});
+  }
+
+ private:
+  base::Endpoint self_;
+  std::deque<Packet>* q_;
+  alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf_{};
+};
+
+struct TestNode {
+  TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now)
+      : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
+        keys(wire::KeyPair::FromSeed(Seed(n))),
+        rng(n),
+        overlay(keys, OverlayConfig{0, 64, std::move(bootstrap)}, &rng, now),
+        responder(keys, now),
+        out(addr, q) {}
+  static std::array<uint8_t, 32> Seed(uint8_t n) {
+    std::array<uint8_t, 32> s{};
+    s[0] = n;
+    return s;
+  }
+  base::Endpoint addr;
+  wire::KeyPair keys;
+  base::Rng rng;
+  Overlay overlay;
+  PingResponder responder;
+  VecOutbox out;
+  std::map<wire::Verdict, int> verdicts;
+  bool down = false;
+};
+
+class Net {
+ public:
+  TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {}) {
+    nodes_.push_back(std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_));
+    return nodes_.back().get();
+  }
+  TestNode* At(const base::Endpoint& e) {
+    for (auto& n : nodes_)
+      if (n->addr == e) return n.get();
+    return nullptr;
+  }
+  void Deliver(const Packet& p) {
+    TestNode* n = At(p.to);
+    if (n == nullptr || n->down) return;
+    alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+    std::copy(p.bytes.begin(), p.bytes.end(), buf.begin());
+    wire::Message m;
+    wire::Verdict v = wire::Decode(buf.data(), p.bytes.size(), &m);
+    if (v == wire::Verdict::kOk) {
+      switch (m.type()) {
+        case wire::MessageType::kPing:
+          v = n->responder.Answer(now_, p.from, m, n->out);
+          n->overlay.OnPingSeen(now_, p.from, wire::FromWireId(*m.ping()->sender()), n->out);
+          break;
+        default:
+          v = n->overlay.OnMessage(now_, p.from, m, n->out);
+          break;
+      }
+    }
+    n->verdicts[v]++;
+  }
+  // Run: advances virtual time in 100 ms ticks, delivering everything in between.
+  void Run(int64_t duration_us) {
+    const int64_t end = now_ + duration_us;
+    for (int guard = 0; now_ < end && guard < 100000; ++guard) {
+      for (int k = 0; k < 10000 && !q_.empty(); ++k) {
+        Packet p = std::move(q_.front());
+        q_.pop_front();
+        Deliver(p);
+      }
+      now_ += 100'000;
+      for (auto& n : nodes_)
+        if (!n->down) n->overlay.Tick(now_, n->out);
+    }
+  }
+  std::deque<Packet>& queue() { return q_; }
+  int64_t now() const { return now_; }
+
+ private:
+  int64_t now_ = 1'000'000;
+  std::deque<Packet> q_;
+  std::vector<std::unique_ptr<TestNode>> nodes_;
+};
+
+bool HasVerified(const TestNode& n, const TestNode& peer, int64_t now) {
+  for (const PeerStatus& s : n.overlay.Snapshot(now)) {
+    if (s.addr == peer.addr && s.verified && s.live &&
+        s.id == wire::NodeIdOf(peer.keys.public_key)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST(Overlay, ThreeNodesVerifyEachOther) {
+  ASSERT_TRUE(wire::InitCrypto());
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr});
+  net.Run(3 * kSecondUs);
+  for (TestNode* x : {a, b, c}) {
+    for (TestNode* y : {a, b, c}) {
+      if (x == y) continue;
+      EXPECT_TRUE(HasVerified(*x, *y, net.now()))
+          << int(x->addr.ip[3]) << "->" << int(y->addr.ip[3]);
+    }
+    EXPECT_EQ(x->overlay.VerifiedPeers(), 2u);
+    EXPECT_EQ(x->verdicts[wire::Verdict::kBadSignature], 0);
+  }
+  EXPECT_EQ(b->overlay.observed_address(), b->addr);
+}
+
+TEST(Overlay, SilentPeersAreForgottenButBootstrapIsPinned) {
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr});
+  net.Run(3 * kSecondUs);
+  ASSERT_TRUE(HasVerified(*a, *c, net.now()));
+  c->down = true;
+  a->down = true;  // b's bootstrap goes away too
+  net.Run(kLiveWindowUs + kPingIntervalUs + 4 * kRequestTimeoutUs);
+  bool c_known = false, a_known = false;
+  for (const PeerStatus& s : b->overlay.Snapshot(net.now())) {
+    if (s.addr == c->addr) c_known = true;
+    if (s.addr == a->addr) {
+      a_known = true;
+      EXPECT_FALSE(s.live);
+      EXPECT_TRUE(s.bootstrap);
+    }
+  }
+  EXPECT_FALSE(c_known);
+  EXPECT_TRUE(a_known);
+  EXPECT_EQ(b->overlay.LivePeers(net.now()), 0u);
+  // The bootstrap comes back: b re-verifies it by itself.
+  a->down = false;
+  net.Run(kBootstrapRetryMaxUs + 3 * kSecondUs);
+  EXPECT_TRUE(HasVerified(*b, *a, net.now()));
+}
+
+TEST(Overlay, ForgedProofIsRejected) {
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  // b's first tick challenges a. Intercept the ping and answer it with a forgery: a valid
+  // key whose id matches, but a signature over the wrong challenge.
+  b->overlay.Tick(net.now(), b->out);
+  ASSERT_EQ(net.queue().size(), 1u);
+  Packet ping = net.queue().front();
+  net.queue().clear();
+  alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+  std::copy(ping.bytes.begin(), ping.bytes.end(), buf.begin());
+  wire::Message m;
+  ASSERT_EQ(wire::Decode(buf.data(), ping.bytes.size(), &m), wire::Verdict::kOk);
+  wire::Hash256 wrong{};
+  wire::Signature sig = wire::Sign(a->keys.secret_key, wire::PongSigningBytes(wrong));
+  wire::Encoder enc;
+  VecOutbox forged_out(a->addr, &net.queue());
+  std::span<uint8_t> fb = forged_out.Buffer();
+  size_t n = enc.Pong(fb, 0, m.ping()->txid(), wire::NodeIdOf(a->keys.public_key), b->addr,
+                      &a->keys.public_key, &sig);
+  forged_out.Commit(n, b->addr);
+  net.Deliver(net.queue().front());
+  net.queue().pop_front();
+  EXPECT_EQ(b->verdicts[wire::Verdict::kBadSignature], 1);
+  EXPECT_EQ(b->overlay.VerifiedPeers(), 0u);
+  // A replay of the same pong is now a reply to nothing.
+  forged_out.Commit(n, b->addr);
+  net.Deliver(net.queue().front());
+  net.queue().pop_front();
+  EXPECT_EQ(b->verdicts[wire::Verdict::kUnexpectedReply], 1);
+}
+
+TEST(Overlay, PeersFromUnverifiedSenderAreRefused) {
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2);
+  wire::Encoder enc;
+  std::array<wire::PeerInfo, 1> list{wire::PeerInfo{wire::NodeId{}, *base::Endpoint::Parse("127.0.0.9:1")}};
+  size_t n = enc.Peers(b->out.Buffer(), 0, 1, wire::NodeIdOf(b->keys.public_key), list);
+  b->out.Commit(n, a->addr);
+  net.Deliver(net.queue().front());
+  net.queue().pop_front();
+  EXPECT_EQ(a->verdicts[wire::Verdict::kUnverifiedSender], 1);
+  EXPECT_EQ(a->overlay.Snapshot(net.now()).size(), 0u);
+}
+
+TEST(Overlay, SelfBootstrapIsDropped) {
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr, *base::Endpoint::Parse("127.0.0.2:7700")});
+  net.Run(3 * kSecondUs);
+  auto snap = b->overlay.Snapshot(net.now());
+  ASSERT_EQ(snap.size(), 1u);
+  EXPECT_EQ(snap[0].addr, a->addr);
+  EXPECT_TRUE(snap[0].verified);
+}
+
+}  // namespace
+}  // namespace ringpeer::dht

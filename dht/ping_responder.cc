@@ -1,0 +1,32 @@
+#include "dht/ping_responder.h"
+
+namespace ringpeer::dht {
+
+PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us) noexcept
+    : identity_(identity),
+      id_(wire::NodeIdOf(identity.public_key)),
+      signatures_(kSignaturesPerSecondMax, kSignatureBurstMax, now_us) {}
+
+wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,
+                                    const wire::Message& ping, Outbox& out) noexcept {
+  const wire::fb::Ping* p = ping.ping();
+  // The reply goes back to the sender's shard: the low byte of its txid names it.
+  const uint32_t hint = static_cast<uint32_t>(p->txid() & 0xFF);
+  const wire::fb::Id256* challenge = p->challenge();
+  wire::Signature sig;
+  if (challenge != nullptr) {
+    if (!signatures_.TryTake(now_us)) return wire::Verdict::kChallengeLimited;
+    sig = wire::Sign(identity_.secret_key,
+                     wire::PongSigningBytes(wire::FromWireId(*challenge)));
+  }
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  const size_t n = encoder_.Pong(buf, hint, p->txid(), id_, from,
+                                 challenge ? &identity_.public_key : nullptr,
+                                 challenge ? &sig : nullptr);
+  RP_ASSERT(n > 0);
+  out.Commit(n, from);
+  return wire::Verdict::kOk;
+}
+
+}  // namespace ringpeer::dht
