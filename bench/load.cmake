@@ -1,0 +1,16 @@
+# Load tools: the kernel echo baseline and the ringpeer-load generator (bench/README.md).
+# Both land in the same build directory because ringpeer-load starts ringpeer-udp-echo
+# from next to its own executable for the baseline phase.
+add_executable(ringpeer-udp-echo udp_echo.cc)
+target_include_directories(ringpeer-udp-echo PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(ringpeer-udp-echo PRIVATE base)
+
+add_executable(ringpeer-load ringpeer_load.cc)
+target_include_directories(ringpeer-load PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
+target_link_libraries(ringpeer-load PRIVATE wire base absl::str_format)
+# Building the loader builds the baseline it launches.
+add_dependencies(ringpeer-load ringpeer-udp-echo)
+
+# The loader's pure helpers (histogram, flags, addressing, output) without its main().
+rp_test(load_stats_test SRCS load_stats_test.cc DEPS wire base absl::str_format
+        LABELS bench)

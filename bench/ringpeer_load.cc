@@ -1,0 +1,953 @@
+// ringpeer-load: drives one ringpeer node with many simulated peers from one process.
+//
+// Subcommand `ping`: N peers, each its own UDP socket bound to its own loopback source
+// address (127.0.0.2, 127.0.0.3, ...; loopback accepts all of 127/8), so per-source-address
+// rate limits on the node see N different senders. Each peer keeps W liveness pings in
+// flight (real ringpeer datagrams from wire::Encoder::Ping, no challenge); an answer is a
+// Pong with the same txid, or, from the kernel echo baseline, our own Ping sent back.
+// It reports answered pings per second and latency percentiles, and, in the same run, the
+// same figures against `ringpeer-udp-echo`, the kernel's own UDP ceiling on this machine.
+//
+// The loader is one thread on one epoll loop. Per datagram it does one encode, one decode
+// and its share of one sendmmsg and one recvmmsg; everything it needs is allocated before
+// the clock starts, and latencies go into a fixed histogram. It only talks to loopback: it
+// is a benchmark for this machine, not a traffic generator for someone else's.
+//
+// The pure helpers (histogram, flag parsing, addressing, output) come first; the test
+// bench/load_stats_test.cc includes this file with RINGPEER_LOAD_NO_MAIN defined.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/assert.h"
+#include "base/endpoint.h"
+#include "wire/crypto.h"
+#include "wire/encode.h"
+#include "wire/header.h"
+#include "wire/message.h"
+
+namespace ringpeer::load {
+
+// ---------------------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------------------
+
+// Peers per run: each is a socket (a file descriptor) and a distinct 127/8 address.
+inline constexpr uint32_t kPeersMax = 16384;
+inline constexpr uint32_t kPeersDefault = 256;
+// Pings in flight per peer. The slot index lives in the txid's low 8 bits, so at most 256;
+// 64 already keeps any node's queues full.
+inline constexpr uint32_t kWindowMax = 64;
+inline constexpr uint32_t kWindowDefault = 4;
+inline constexpr long kSecondsMax = 3600;
+inline constexpr long kSecondsDefault = 5;
+// Warm-up before measuring: lets caches, socket queues and the node's peer table settle.
+inline constexpr int64_t kWarmupNs = 500'000'000;
+// A ping not answered within this long is counted lost and replaced, so a dropped datagram
+// never shrinks the window for the rest of the run.
+inline constexpr int64_t kLostAfterNs = 200'000'000;
+// How often the loop looks for lost pings: a fraction of kLostAfterNs is precise enough.
+inline constexpr int64_t kLostScanEveryNs = 20'000'000;
+// Longest one epoll wait may block: bounds how late the loop notices its deadline.
+inline constexpr int kEpollWaitMs = 1;
+// Ready sockets taken per epoll_wait.
+inline constexpr int kEpollEventsMax = 1024;
+// Datagrams read per recvmmsg: a full window plus room for the node's own traffic.
+inline constexpr unsigned kRecvBatch = kWindowMax + 16;
+// Receive buffers are larger than any valid datagram so that an oversized one is seen
+// whole and rejected by Decode instead of being silently truncated into something valid.
+inline constexpr size_t kRecvBytesMax = 2048;
+// How long the echo child may take to print its port, and to exit after SIGTERM.
+inline constexpr int kEchoStartTimeoutMs = 5000;
+inline constexpr int kEchoStopTimeoutMs = 2000;
+// The echo child's own lifetime bound: our run plus this margin.
+inline constexpr long kEchoLifetimeMarginSeconds = 30;
+// Socket buffers per peer: a window of replies is tiny; this only avoids drops on bursts.
+inline constexpr int kPeerSocketBufferBytes = 256 << 10;
+
+static_assert(kWindowMax <= 256, "the slot index is the txid's low 8 bits");
+static_assert(kRecvBatch >= kWindowMax);
+static_assert(kLostScanEveryNs < kLostAfterNs);
+
+// ---------------------------------------------------------------------------------------
+// LatencyHistogram: fixed log-linear buckets, no allocation per sample.
+// ---------------------------------------------------------------------------------------
+
+// Values (nanoseconds) below 2^kSubBits are kept exactly; above, each power of two is split
+// into 2^kSubBits buckets, so a reported percentile is within 1/16 (~6%) of the true value.
+// Samples above kValueMaxNs (about 18 minutes) land in the last bucket. Not thread-safe.
+class LatencyHistogram {
+ public:
+  static constexpr int kSubBits = 4;
+  static constexpr uint64_t kSubCount = uint64_t{1} << kSubBits;
+  static constexpr int kMsbMax = 40;
+  static constexpr uint64_t kValueMaxNs = (uint64_t{1} << (kMsbMax + 1)) - 1;
+  static constexpr size_t kBuckets = (kMsbMax - kSubBits + 2) * kSubCount;
+
+  // Record: adds one sample. Negative values (a clock that went backwards) count as 0.
+  void Record(int64_t value_ns) noexcept {
+    uint64_t v = value_ns < 0 ? 0 : static_cast<uint64_t>(value_ns);
+    ++counts_[BucketOf(std::min(v, kValueMaxNs))];
+    ++count_;
+  }
+
+  uint64_t count() const noexcept { return count_; }
+
+  // PercentileNs: the midpoint of the bucket holding the p-th quantile, p in [0, 1];
+  // 0 when empty.
+  uint64_t PercentileNs(double p) const noexcept {
+    if (count_ == 0) return 0;
+    p = std::clamp(p, 0.0, 1.0);
+    uint64_t rank = static_cast<uint64_t>(std::ceil(p * static_cast<double>(count_)));
+    rank = std::max<uint64_t>(rank, 1);
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; ++i) {
+      seen += counts_[i];
+      if (seen >= rank) return (LowerBound(i) + UpperBound(i)) / 2;
+    }
+    RP_ASSERT(false);  // seen reaches count_ >= rank by the last bucket
+    return 0;
+  }
+
+  static constexpr size_t BucketOf(uint64_t v) noexcept {
+    if (v < kSubCount) return static_cast<size_t>(v);
+    const int msb = 63 - std::countl_zero(v);
+    const int shift = msb - kSubBits;
+    const uint64_t sub = (v >> shift) & (kSubCount - 1);
+    return static_cast<size_t>((shift + 1) * kSubCount + sub);
+  }
+  static constexpr uint64_t LowerBound(size_t bucket) noexcept {
+    if (bucket < kSubCount) return bucket;
+    const int shift = static_cast<int>(bucket / kSubCount) - 1;
+    return (kSubCount + bucket % kSubCount) << shift;
+  }
+  static constexpr uint64_t UpperBound(size_t bucket) noexcept {
+    if (bucket < kSubCount) return bucket;
+    const int shift = static_cast<int>(bucket / kSubCount) - 1;
+    return LowerBound(bucket) + (uint64_t{1} << shift) - 1;
+  }
+
+ private:
+  std::array<uint64_t, kBuckets> counts_{};
+  uint64_t count_ = 0;
+};
+
+static_assert(LatencyHistogram::kBuckets ==
+              LatencyHistogram::BucketOf(LatencyHistogram::kValueMaxNs) + 1);
+
+// ---------------------------------------------------------------------------------------
+// Addressing and transaction ids
+// ---------------------------------------------------------------------------------------
+
+// IsLoopback: 127.0.0.0/8 or ::1. The tool refuses every other target.
+// ErrnoError: an operational error from a failed system call. (base/status.h has
+// ErrnoStatus, but it passes a std::string_view to absl::StrCat, which Debian's abseil
+// does not accept; this keeps the tool building until that is fixed.)
+inline absl::Status ErrnoError(int err, const std::string& what) {
+  return absl::InternalError(what + ": " + std::strerror(err));
+}
+
+inline bool IsLoopback(const base::Endpoint& e) noexcept {
+  if (e.is_v4()) return e.ip[0] == 127;
+  if (e.family != base::Endpoint::Family::kV6) return false;
+  static constexpr std::array<uint8_t, 16> kV6Loopback = {0, 0, 0, 0, 0, 0, 0, 0,
+                                                          0, 0, 0, 0, 0, 0, 0, 1};
+  return e.ip == kV6Loopback;
+}
+
+// PeerSource: the address peer `index` sends from. IPv4 peers start at 127.0.0.2 (the
+// target usually sits on 127.0.0.1) and count up through 127.0.X.Y; IPv6 has a single
+// loopback address, so every peer uses ::1 with its own port.
+inline base::Endpoint PeerSource(uint32_t index, bool v6) noexcept {
+  RP_ASSERT(index < kPeersMax);
+  base::Endpoint e;
+  if (v6) {
+    e.family = base::Endpoint::Family::kV6;
+    e.ip[15] = 1;
+    return e;
+  }
+  const uint32_t host = (uint32_t{127} << 24) + index + 2;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip = {static_cast<uint8_t>(host >> 24), static_cast<uint8_t>(host >> 16),
+          static_cast<uint8_t>(host >> 8), static_cast<uint8_t>(host)};
+  return e;
+}
+
+// A txid names its peer (high 32 bits), a generation (24 bits) and the window slot (low 8
+// bits), so a reply finds its slot without a lookup and a stale reply (for a ping already
+// counted lost and replaced) does not match the slot's current txid.
+inline uint64_t MakeTxid(uint32_t peer, uint32_t generation, uint32_t slot) noexcept {
+  RP_ASSERT(slot < 256);
+  return uint64_t{peer} << 32 | uint64_t{generation & 0xFFFFFFu} << 8 | slot;
+}
+inline uint32_t TxidPeer(uint64_t txid) noexcept { return static_cast<uint32_t>(txid >> 32); }
+inline uint32_t TxidSlot(uint64_t txid) noexcept { return static_cast<uint32_t>(txid & 0xFF); }
+inline uint32_t TxidGeneration(uint64_t txid) noexcept {
+  return static_cast<uint32_t>(txid >> 8) & 0xFFFFFFu;
+}
+
+// ---------------------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------------------
+
+struct Options {
+  std::optional<base::Endpoint> target;
+  uint32_t peers = kPeersDefault;
+  long seconds = kSecondsDefault;
+  uint32_t window = kWindowDefault;
+  int cpu = -1;
+  int echo_cpu = -1;
+  bool baseline = true;
+  bool baseline_only = false;
+  bool json = false;
+  bool connected = true;
+};
+
+enum class ParseOutcome : uint8_t { kRun, kHelp, kError };
+
+inline const char* HelpText() {
+  return "usage: ringpeer-load ping [flags]\n"
+         "Drives one ringpeer node on this machine with many simulated peers sending\n"
+         "liveness pings, and measures answered pings/s and latency. Unless --no-baseline,\n"
+         "first runs the same load against ringpeer-udp-echo (the kernel's UDP ceiling).\n"
+         "  --target HOST:PORT  node to drive; loopback only (127.0.0.0/8, ::1, localhost)\n"
+         "  --peers N           simulated peers, each its own socket and 127/8 address\n"
+         "                      (default 256, at most 16384)\n"
+         "  --seconds S         measured seconds per phase, after a 0.5 s warm-up (default 5)\n"
+         "  --window W          pings in flight per peer (default 4, at most 64)\n"
+         "  --cpu N             pin the load generator to CPU N\n"
+         "  --echo-cpu N        pin the baseline echo server to CPU N\n"
+         "  --no-baseline       skip the kernel echo baseline\n"
+         "  --baseline-only     run only the baseline (no --target needed)\n"
+         "  --json              human-readable lines to stderr, one JSON object to stdout\n"
+         "  --unconnected       do not connect() the peer sockets (slower; for a node that\n"
+         "                      answers from an address other than --target)\n"
+         "The last stdout line is `pings_per_s=.. p50_us=.. p99_us=.. lost=.. baseline_per_s=..\n"
+         "baseline_p50_us=.. baseline_p99_us=.. ratio=..` (figures of a skipped phase are 0).\n";
+}
+
+// ParseInt: the whole of `text` as a decimal integer in [lo, hi].
+inline bool ParseInt(std::string_view text, long lo, long hi, long* out) noexcept {
+  if (text.empty() || text.size() > 9) return false;
+  long v = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  if (v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+// ParseTarget: "HOST:PORT" with a numeric host or "localhost"; loopback only.
+inline bool ParseTarget(std::string_view text, std::optional<base::Endpoint>* out,
+                        std::string* error) {
+  std::string spelled(text);
+  if (text.starts_with("localhost:")) spelled = "127.0.0.1" + spelled.substr(9);
+  std::optional<base::Endpoint> e = base::Endpoint::Parse(spelled);
+  if (!e || e->port == 0) {
+    *error = absl::StrCat("--target: expected HOST:PORT (e.g. 127.0.0.1:7700), got '",
+                          std::string(text), "'");
+    return false;
+  }
+  if (!IsLoopback(*e)) {
+    *error = absl::StrCat("--target ", e->ToString(),
+                          ": refused; ringpeer-load only drives nodes on this machine "
+                          "(127.0.0.0/8 or ::1)");
+    return false;
+  }
+  *out = e;
+  return true;
+}
+
+// ParseValueFlag: one flag that takes a value. Returns false with `error` set.
+inline bool ParseValueFlag(std::string_view flag, std::string_view value, Options* o,
+                           std::string* error) {
+  long v = 0;
+  auto number = [&](long lo, long hi) {
+    if (ParseInt(value, lo, hi, &v)) return true;
+    *error = absl::StrCat(std::string(flag), ": expected an integer in [", lo, ", ", hi,
+                          "], got '", std::string(value), "'");
+    return false;
+  };
+  if (flag == "--target") return ParseTarget(value, &o->target, error);
+  if (flag == "--peers") {
+    if (!number(1, kPeersMax)) return false;
+    o->peers = static_cast<uint32_t>(v);
+  } else if (flag == "--seconds") {
+    if (!number(1, kSecondsMax)) return false;
+    o->seconds = v;
+  } else if (flag == "--window") {
+    if (!number(1, kWindowMax)) return false;
+    o->window = static_cast<uint32_t>(v);
+  } else if (flag == "--cpu" || flag == "--echo-cpu") {
+    if (!number(0, CPU_SETSIZE - 1)) return false;
+    (flag == "--cpu" ? o->cpu : o->echo_cpu) = static_cast<int>(v);
+  } else {
+    *error = absl::StrCat("unknown flag '", std::string(flag), "' (try --help)");
+    return false;
+  }
+  return true;
+}
+
+// ParseOptions: `argv[1]` is the subcommand; flags are `--name value` or `--name=value`.
+inline ParseOutcome ParseOptions(int argc, const char* const* argv, Options* o,
+                                 std::string* error) {
+  if (argc < 2) {
+    *error = "missing subcommand (try: ringpeer-load ping --help)";
+    return ParseOutcome::kError;
+  }
+  std::string_view sub = argv[1];
+  if (sub == "--help" || sub == "-h" || sub == "help") return ParseOutcome::kHelp;
+  if (sub != "ping") {
+    *error = absl::StrCat("unknown subcommand '", std::string(sub), "' (the only one is: ping)");
+    return ParseOutcome::kError;
+  }
+  for (int i = 2; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") return ParseOutcome::kHelp;
+    if (arg == "--no-baseline") { o->baseline = false; continue; }
+    if (arg == "--baseline-only") { o->baseline_only = true; continue; }
+    if (arg == "--json") { o->json = true; continue; }
+    if (arg == "--unconnected") { o->connected = false; continue; }
+    std::string_view flag = arg, value;
+    if (size_t eq = arg.find('='); eq != std::string_view::npos) {
+      flag = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    } else if (i + 1 < argc && arg.starts_with("--")) {
+      value = argv[++i];
+    } else if (arg.starts_with("--")) {
+      *error = absl::StrCat(std::string(arg), ": missing value");
+      return ParseOutcome::kError;
+    }
+    if (!ParseValueFlag(flag, value, o, error)) return ParseOutcome::kError;
+  }
+  if (o->baseline_only && !o->baseline) {
+    *error = "--baseline-only and --no-baseline leave nothing to run";
+    return ParseOutcome::kError;
+  }
+  if (!o->baseline_only && !o->target) {
+    *error = "--target HOST:PORT is required (or --baseline-only)";
+    return ParseOutcome::kError;
+  }
+  return ParseOutcome::kRun;
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------
+
+// PhaseResult: the figures of one phase (baseline or target). Counts cover the measured
+// window only, after the warm-up.
+struct PhaseResult {
+  double seconds = 0;         // measured wall time
+  uint64_t answered = 0;      // pings answered within the window
+  uint64_t pongs = 0;         // ... of which by a Pong
+  uint64_t echoes = 0;        // ... of which by our own Ping sent back
+  uint64_t lost = 0;          // abandoned after kLostAfterNs
+  uint64_t late = 0;          // a reply to a ping already abandoned, or a duplicate
+  uint64_t other = 0;         // anything else the node sent (its own pings, bad bytes)
+  uint64_t send_errors = 0;   // pings the kernel refused to send (they also end up lost)
+  uint64_t recv_errors = 0;   // receive errors such as ECONNREFUSED (nobody listening)
+  LatencyHistogram latency;
+
+  double PerSecond() const noexcept { return seconds > 0 ? answered / seconds : 0; }
+  double P50Us() const noexcept { return latency.PercentileNs(0.50) / 1000.0; }
+  double P99Us() const noexcept { return latency.PercentileNs(0.99) / 1000.0; }
+};
+
+// Summary: the figures of the final line. A phase that did not run reads as zeros.
+struct Summary {
+  double pings_per_s = 0, p50_us = 0, p99_us = 0;
+  uint64_t lost = 0;
+  double baseline_per_s = 0, baseline_p50_us = 0, baseline_p99_us = 0;
+  double ratio = 0;  // pings_per_s / baseline_per_s; 0 without both phases
+  uint64_t other = 0;
+  uint64_t baseline_lost = 0;
+};
+
+inline Summary Summarize(const PhaseResult* target, const PhaseResult* baseline) noexcept {
+  Summary s;
+  if (target != nullptr) {
+    s.pings_per_s = target->PerSecond();
+    s.p50_us = target->P50Us();
+    s.p99_us = target->P99Us();
+    s.lost = target->lost;
+    s.other = target->other;
+  }
+  if (baseline != nullptr) {
+    s.baseline_per_s = baseline->PerSecond();
+    s.baseline_p50_us = baseline->P50Us();
+    s.baseline_p99_us = baseline->P99Us();
+    s.baseline_lost = baseline->lost;
+  }
+  if (s.pings_per_s > 0 && s.baseline_per_s > 0) s.ratio = s.pings_per_s / s.baseline_per_s;
+  return s;
+}
+
+// FormatKeyValues: the one machine-readable line; the first eight keys are the contract,
+// later keys are extras.
+inline std::string FormatKeyValues(const Summary& s) {
+  return absl::StrFormat(
+      "pings_per_s=%.0f p50_us=%.1f p99_us=%.1f lost=%u baseline_per_s=%.0f "
+      "baseline_p50_us=%.1f baseline_p99_us=%.1f ratio=%.3f other=%u baseline_lost=%u",
+      s.pings_per_s, s.p50_us, s.p99_us, s.lost, s.baseline_per_s, s.baseline_p50_us,
+      s.baseline_p99_us, s.ratio, s.other, s.baseline_lost);
+}
+
+inline std::string FormatJson(const Summary& s) {
+  return absl::StrFormat(
+      "{\"pings_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"lost\":%u,"
+      "\"baseline_per_s\":%.0f,\"baseline_p50_us\":%.1f,\"baseline_p99_us\":%.1f,"
+      "\"ratio\":%.3f,\"other\":%u,\"baseline_lost\":%u}",
+      s.pings_per_s, s.p50_us, s.p99_us, s.lost, s.baseline_per_s, s.baseline_p50_us,
+      s.baseline_p99_us, s.ratio, s.other, s.baseline_lost);
+}
+
+// FormatPhase: one human-readable line for a phase.
+inline std::string FormatPhase(const std::string& label, const PhaseResult& r) {
+  return absl::StrFormat(
+      "%-9s %9.0f pings/s  p50 %7.1f us  p99 %7.1f us  answered %u (pong %u, echo %u)  "
+      "lost %u  late %u  other %u  send_err %u  recv_err %u",
+      label, r.PerSecond(), r.P50Us(), r.P99Us(), r.answered, r.pongs, r.echoes, r.lost,
+      r.late, r.other, r.send_errors, r.recv_errors);
+}
+
+// ---------------------------------------------------------------------------------------
+// The load engine
+// ---------------------------------------------------------------------------------------
+
+inline int64_t NowNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// PingLoad: the sockets, buffers and window state of one phase against one target.
+// Everything is allocated in Open(); Run() allocates nothing. Single-threaded; owns its
+// file descriptors.
+class PingLoad {
+ public:
+  PingLoad() = default;
+  PingLoad(const PingLoad&) = delete;
+  PingLoad& operator=(const PingLoad&) = delete;
+  ~PingLoad() { Close(); }
+
+  // Open: one nonblocking socket per peer, bound to its own source address, registered
+  // with a fresh epoll instance. REQUIRES: target is loopback; 1 <= window <= kWindowMax.
+  absl::Status Open(const base::Endpoint& target, uint32_t peers, uint32_t window,
+                    bool connected);
+
+  // Run: warm-up, then `seconds` measured. Returns the measured figures.
+  PhaseResult Run(long seconds) noexcept;
+
+ private:
+  struct Peer {
+    int fd = -1;
+    uint32_t generation = 0;  // bumped per ping sent, so each txid is fresh
+    wire::NodeId id{};        // the sender id in this peer's pings
+  };
+  // The window: slot_txid_[p * window_ + s] is peer p's slot s's ping in flight, sent at
+  // slot_sent_ns_[same index].
+  struct RecvBatch {
+    alignas(64) uint8_t data[kRecvBatch][kRecvBytesMax];
+    iovec iov[kRecvBatch];
+    mmsghdr msgs[kRecvBatch];
+  };
+  struct SendBatch {
+    alignas(64) uint8_t data[kWindowMax][wire::kDatagramBytesMax];
+    iovec iov[kWindowMax];
+    mmsghdr msgs[kWindowMax];
+  };
+
+  void Close() noexcept;
+  absl::Status OpenPeer(uint32_t index);
+  void ServicePeer(uint32_t p, int64_t measure_from_ns) noexcept;
+  void Classify(uint32_t p, const uint8_t* data, size_t size, int64_t now_ns, bool measure,
+                uint32_t* free_slots, uint32_t* free_count) noexcept;
+  void SendPings(uint32_t p, const uint32_t* slots, uint32_t count, bool measure) noexcept;
+  void ReplaceLost(int64_t now_ns, bool measure) noexcept;
+
+  base::Endpoint target_;
+  sockaddr_storage target_sa_{};
+  socklen_t target_sa_len_ = 0;
+  uint32_t window_ = 0;
+  bool connected_ = true;
+  int epoll_fd_ = -1;
+  std::vector<Peer> peers_;
+  std::vector<uint64_t> slot_txid_;
+  std::vector<int64_t> slot_sent_ns_;
+  std::unique_ptr<RecvBatch> rx_;
+  std::unique_ptr<SendBatch> tx_;
+  std::vector<epoll_event> events_;
+  wire::Encoder encoder_;
+  PhaseResult result_;
+};
+
+void PingLoad::Close() noexcept {
+  for (Peer& peer : peers_) {
+    if (peer.fd >= 0) close(peer.fd);
+    peer.fd = -1;
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  epoll_fd_ = -1;
+}
+
+absl::Status PingLoad::OpenPeer(uint32_t index) {
+  const bool v6 = !target_.is_v4();
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return ErrnoError(errno, "socket");
+  peers_[index].fd = fd;
+  int bytes = kPeerSocketBufferBytes;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+  sockaddr_storage ss;
+  const base::Endpoint source = PeerSource(index, v6);
+  socklen_t len = source.ToSockaddr(&ss, v6);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return ErrnoError(errno, absl::StrCat("bind peer ", index, " to ",
+                                                 source.ToString()));
+  }
+  // A connected socket skips the route lookup on every send (~15% of the loader's time
+  // here) and hears ICMP port-unreachable as ECONNREFUSED; it also drops replies from any
+  // address but the target's, hence --unconnected for a node that answers from another.
+  if (connected_ &&
+      connect(fd, reinterpret_cast<const sockaddr*>(&target_sa_), target_sa_len_) != 0) {
+    return ErrnoError(errno, absl::StrCat("connect peer ", index, " to ", target_.ToString()));
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u32 = index;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    return ErrnoError(errno, "epoll_ctl");
+  }
+  wire::RandomBytes(peers_[index].id);
+  return absl::OkStatus();
+}
+
+absl::Status PingLoad::Open(const base::Endpoint& target, uint32_t peers, uint32_t window,
+                            bool connected) {
+  RP_ASSERT(IsLoopback(target));
+  RP_ASSERT(window >= 1);
+  RP_ASSERT(window <= kWindowMax);
+  Close();
+  target_ = target;
+  window_ = window;
+  connected_ = connected;
+  target_sa_len_ = target.ToSockaddr(&target_sa_, !target.is_v4());
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return ErrnoError(errno, "epoll_create1");
+  peers_.assign(peers, Peer{});
+  slot_txid_.assign(size_t{peers} * window, 0);
+  slot_sent_ns_.assign(size_t{peers} * window, 0);
+  events_.resize(kEpollEventsMax);
+  if (!rx_) rx_ = std::make_unique<RecvBatch>();
+  if (!tx_) tx_ = std::make_unique<SendBatch>();
+  for (unsigned i = 0; i < kRecvBatch; ++i) {
+    rx_->iov[i] = {rx_->data[i], kRecvBytesMax};
+    rx_->msgs[i].msg_hdr = {};
+    rx_->msgs[i].msg_hdr.msg_iov = &rx_->iov[i];
+    rx_->msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  for (unsigned i = 0; i < kWindowMax; ++i) {
+    tx_->iov[i] = {tx_->data[i], 0};
+    tx_->msgs[i].msg_hdr = {};
+    tx_->msgs[i].msg_hdr.msg_name = connected_ ? nullptr : &target_sa_;
+    tx_->msgs[i].msg_hdr.msg_namelen = connected_ ? 0 : target_sa_len_;
+    tx_->msgs[i].msg_hdr.msg_iov = &tx_->iov[i];
+    tx_->msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  for (uint32_t i = 0; i < peers; ++i) {
+    absl::Status st = OpenPeer(i);
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+// SendPings: fills the given slots of peer `p` with fresh pings, sent in one sendmmsg.
+void PingLoad::SendPings(uint32_t p, const uint32_t* slots, uint32_t count,
+                         bool measure) noexcept {
+  RP_ASSERT(count <= window_);
+  Peer& peer = peers_[p];
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t txid = MakeTxid(p, ++peer.generation, slots[i]);
+    const size_t n = encoder_.Ping({tx_->data[i], wire::kDatagramBytesMax}, wire::kNoShardHint,
+                                   txid, peer.id, nullptr);
+    RP_ASSERT(n > 0);
+    tx_->iov[i].iov_len = n;
+    slot_txid_[size_t{p} * window_ + slots[i]] = txid;
+  }
+  // One clock read for the batch: the pings leave together.
+  const int64_t now_ns = NowNs();
+  for (uint32_t i = 0; i < count; ++i) slot_sent_ns_[size_t{p} * window_ + slots[i]] = now_ns;
+  const int sent = sendmmsg(peer.fd, tx_->msgs, count, MSG_DONTWAIT);
+  // Unsent pings keep their slot and send time, so they come back as lost and are replaced.
+  const uint32_t ok = sent > 0 ? static_cast<uint32_t>(sent) : 0;
+  if (measure) result_.send_errors += count - ok;
+}
+
+// Classify: one received datagram. A matching answer frees its slot for the next ping.
+void PingLoad::Classify(uint32_t p, const uint8_t* data, size_t size, int64_t now_ns,
+                        bool measure, uint32_t* free_slots, uint32_t* free_count) noexcept {
+  wire::Message m;
+  uint64_t txid = 0;
+  bool pong = false;
+  bool matched_kind = false;
+  if (wire::Decode(data, size, &m) == wire::Verdict::kOk) {
+    if (m.type() == wire::MessageType::kPong) {
+      txid = m.pong()->txid();
+      pong = matched_kind = true;
+    } else if (m.type() == wire::MessageType::kPing &&
+               std::memcmp(m.ping()->sender()->b()->Data(), peers_[p].id.data(), 32) == 0) {
+      txid = m.ping()->txid();  // our own ping, sent back by an echo server
+      matched_kind = true;
+    }
+  }
+  const uint32_t slot = TxidSlot(txid);
+  if (!matched_kind || TxidPeer(txid) != p || slot >= window_) {
+    if (measure) ++result_.other;
+    return;
+  }
+  const size_t index = size_t{p} * window_ + slot;
+  if (slot_txid_[index] != txid) {
+    if (measure) ++result_.late;
+    return;
+  }
+  slot_txid_[index] = 0;  // txid 0 is never sent (generations start at 1), so this frees it
+  free_slots[(*free_count)++] = slot;
+  if (!measure) return;
+  ++result_.answered;
+  ++(pong ? result_.pongs : result_.echoes);
+  result_.latency.Record(now_ns - slot_sent_ns_[index]);
+}
+
+// ServicePeer: drains peer `p`'s socket and refills its window in one send batch.
+void PingLoad::ServicePeer(uint32_t p, int64_t measure_from_ns) noexcept {
+  const int n = recvmmsg(peers_[p].fd, rx_->msgs, kRecvBatch, MSG_DONTWAIT, nullptr);
+  if (n <= 0) {
+    // ECONNREFUSED: an ICMP port-unreachable (nobody listening); EAGAIN: spurious wakeup.
+    if (n < 0 && errno != EAGAIN && NowNs() >= measure_from_ns) ++result_.recv_errors;
+    return;
+  }
+  const int64_t now_ns = NowNs();
+  const bool measure = now_ns >= measure_from_ns;
+  uint32_t free_slots[kRecvBatch];
+  uint32_t free_count = 0;
+  for (int i = 0; i < n; ++i) {
+    Classify(p, rx_->data[i], rx_->msgs[i].msg_len, now_ns, measure, free_slots, &free_count);
+  }
+  RP_ASSERT(free_count <= window_);  // each slot is freed at most once per ping
+  if (free_count > 0) SendPings(p, free_slots, free_count, measure);
+}
+
+// ReplaceLost: abandons every ping older than kLostAfterNs and sends a fresh one in its slot.
+void PingLoad::ReplaceLost(int64_t now_ns, bool measure) noexcept {
+  uint32_t slots[kWindowMax];
+  for (uint32_t p = 0; p < peers_.size(); ++p) {
+    uint32_t count = 0;
+    for (uint32_t s = 0; s < window_; ++s) {
+      if (now_ns - slot_sent_ns_[size_t{p} * window_ + s] > kLostAfterNs) slots[count++] = s;
+    }
+    if (count == 0) continue;
+    if (measure) result_.lost += count;
+    SendPings(p, slots, count, measure);
+  }
+}
+
+PhaseResult PingLoad::Run(long seconds) noexcept {
+  result_ = PhaseResult{};
+  const int64_t start_ns = NowNs();
+  const int64_t measure_from_ns = start_ns + kWarmupNs;
+  const int64_t end_ns = measure_from_ns + seconds * 1'000'000'000;
+  std::array<uint32_t, kWindowMax> all_slots;
+  for (uint32_t s = 0; s < window_; ++s) all_slots[s] = s;
+  for (uint32_t p = 0; p < peers_.size(); ++p) SendPings(p, all_slots.data(), window_, false);
+  int64_t next_scan_ns = start_ns + kLostScanEveryNs;
+  int64_t now_ns = start_ns;
+  while (now_ns < end_ns) {  // bounded by end_ns: each pass waits at most kEpollWaitMs
+    const int ready = epoll_wait(epoll_fd_, events_.data(), kEpollEventsMax, kEpollWaitMs);
+    for (int i = 0; i < ready; ++i) ServicePeer(events_[i].data.u32, measure_from_ns);
+    now_ns = NowNs();
+    if (now_ns >= next_scan_ns) {
+      ReplaceLost(now_ns, now_ns >= measure_from_ns);
+      next_scan_ns = now_ns + kLostScanEveryNs;
+    }
+  }
+  result_.seconds = static_cast<double>(now_ns - measure_from_ns) / 1e9;
+  return result_;
+}
+
+// ---------------------------------------------------------------------------------------
+// The baseline echo child and process set-up
+// ---------------------------------------------------------------------------------------
+
+// EchoChild: a running ringpeer-udp-echo and the port it bound.
+struct EchoChild {
+  pid_t pid = -1;
+  int stdout_fd = -1;
+  uint16_t port = 0;
+};
+
+// EchoPath: ringpeer-udp-echo in the directory of our own executable.
+inline absl::StatusOr<std::string> EchoPath() {
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0) return ErrnoError(errno, "readlink /proc/self/exe");
+  std::string path(self, static_cast<size_t>(n));
+  path = path.substr(0, path.rfind('/') + 1) + "ringpeer-udp-echo";
+  if (access(path.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "baseline needs ", path, " (build target ringpeer-udp-echo, or pass --no-baseline)"));
+  }
+  return path;
+}
+
+// ReadPortLine: reads the child's first line, "port=N", waiting at most the start timeout.
+inline absl::StatusOr<uint16_t> ReadPortLine(int fd) {
+  std::string line;
+  const int64_t deadline_ns = NowNs() + int64_t{kEchoStartTimeoutMs} * 1'000'000;
+  while (line.find('\n') == std::string::npos && line.size() < 64) {
+    const int64_t left_ms = (deadline_ns - NowNs()) / 1'000'000;
+    pollfd pfd{fd, POLLIN, 0};
+    if (left_ms <= 0 || poll(&pfd, 1, static_cast<int>(left_ms)) <= 0) {
+      return absl::DeadlineExceededError("ringpeer-udp-echo did not report its port");
+    }
+    char buf[64];
+    const ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0) return absl::InternalError("ringpeer-udp-echo exited before reporting a port");
+    line.append(buf, static_cast<size_t>(n));
+  }
+  long port = 0;
+  const size_t end = line.find('\n');
+  if (!line.starts_with("port=") || end == std::string::npos ||
+      !ParseInt(std::string_view(line).substr(5, end - 5), 1, 65535, &port)) {
+    return absl::InternalError(absl::StrCat("ringpeer-udp-echo said '", line, "'"));
+  }
+  return static_cast<uint16_t>(port);
+}
+
+// ExecEcho: in the forked child. Dies with the parent, so no echo outlives a crashed loader.
+// Without --echo-cpu it gets back the CPU mask we started with, not the loader's own pin.
+[[noreturn]] inline void ExecEcho(const std::string& path, int stdout_fd, int cpu,
+                                  long lifetime_s, pid_t parent, const cpu_set_t& mask) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(127);  // the parent died before prctl took effect
+  sched_setaffinity(0, sizeof(mask), &mask);
+  dup2(stdout_fd, STDOUT_FILENO);
+  std::string seconds = std::to_string(lifetime_s);
+  std::string cpu_text = std::to_string(cpu);
+  std::vector<const char*> args = {path.c_str(), "--listen", "127.0.0.1:0", "--seconds",
+                                   seconds.c_str()};
+  if (cpu >= 0) {
+    args.push_back("--cpu");
+    args.push_back(cpu_text.c_str());
+  }
+  args.push_back(nullptr);
+  execv(path.c_str(), const_cast<char* const*>(args.data()));
+  _exit(127);
+}
+
+inline void StopEcho(EchoChild* child) noexcept {
+  if (child->pid <= 0) return;
+  kill(child->pid, SIGTERM);
+  int status = 0;
+  pid_t done = 0;
+  for (int waited_ms = 0; waited_ms < kEchoStopTimeoutMs; waited_ms += 10) {
+    done = waitpid(child->pid, &status, WNOHANG);
+    if (done != 0) break;
+    usleep(10'000);
+  }
+  if (done == 0) {
+    kill(child->pid, SIGKILL);
+    waitpid(child->pid, &status, 0);
+  }
+  if (child->stdout_fd >= 0) close(child->stdout_fd);
+  *child = EchoChild{};
+}
+
+inline absl::StatusOr<EchoChild> StartEcho(int cpu, long lifetime_s, const cpu_set_t& mask) {
+  absl::StatusOr<std::string> path_or = EchoPath();
+  if (!path_or.ok()) return path_or.status();
+  const std::string path = *path_or;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe2");
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) return ErrnoError(errno, "fork");
+  if (pid == 0) ExecEcho(path, fds[1], cpu, lifetime_s, parent, mask);
+  close(fds[1]);
+  EchoChild child{pid, fds[0], 0};
+  absl::StatusOr<uint16_t> port = ReadPortLine(fds[0]);
+  if (!port.ok()) {
+    StopEcho(&child);
+    return port.status();
+  }
+  child.port = *port;
+  return child;
+}
+
+inline absl::Status PinToCpu(int cpu, std::string_view flag) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+    return ErrnoError(errno, absl::StrCat(std::string(flag), " ", cpu));
+  }
+  return absl::OkStatus();
+}
+
+// RaiseFileLimit: one descriptor per peer, plus a few for epoll, pipes and stdio.
+inline absl::Status RaiseFileLimit(uint32_t peers) {
+  constexpr rlim_t kSpareFds = 64;
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return ErrnoError(errno, "getrlimit");
+  const rlim_t need = peers + kSpareFds;
+  if (lim.rlim_cur >= need) return absl::OkStatus();
+  if (lim.rlim_max < need) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "--peers ", peers, " needs ", need, " file descriptors; the hard limit is ",
+        lim.rlim_max, " (ulimit -Hn)"));
+  }
+  lim.rlim_cur = need;
+  if (setrlimit(RLIMIT_NOFILE, &lim) != 0) return ErrnoError(errno, "setrlimit");
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// The ping subcommand
+// ---------------------------------------------------------------------------------------
+
+// Reporter: human lines to stdout, or to stderr when stdout carries JSON.
+class Reporter {
+ public:
+  explicit Reporter(bool json) : json_(json) {}
+  void Line(const std::string& text) const {
+    std::fprintf(json_ ? stderr : stdout, "%s\n", text.c_str());
+    std::fflush(json_ ? stderr : stdout);
+  }
+  void Final(const Summary& s) const {
+    std::printf("%s\n", (json_ ? FormatJson(s) : FormatKeyValues(s)).c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool json_;
+};
+
+inline absl::StatusOr<PhaseResult> RunPhase(PingLoad* load, const base::Endpoint& target,
+                                            const Options& o) {
+  absl::Status st = load->Open(target, o.peers, o.window, o.connected);
+  if (!st.ok()) return st;
+  return load->Run(o.seconds);
+}
+
+inline absl::StatusOr<PhaseResult> RunBaseline(PingLoad* load, const Options& o,
+                                               const cpu_set_t& mask, const Reporter& out) {
+  const long lifetime_s = o.seconds + kWarmupNs / 1'000'000'000 + kEchoLifetimeMarginSeconds;
+  absl::StatusOr<EchoChild> started = StartEcho(o.echo_cpu, lifetime_s, mask);
+  if (!started.ok()) return started.status();
+  EchoChild child = *started;
+  base::Endpoint echo = *base::Endpoint::Parse("127.0.0.1:0");
+  echo.port = child.port;
+  out.Line(absl::StrCat("baseline: ringpeer-udp-echo pid ", child.pid, " on ", echo.ToString(),
+                        o.echo_cpu >= 0 ? absl::StrCat(" (cpu ", o.echo_cpu, ")") : ""));
+  absl::StatusOr<PhaseResult> r = RunPhase(load, echo, o);
+  StopEcho(&child);
+  return r;
+}
+
+inline int RunPing(const Options& o) {
+  const Reporter out(o.json);
+  if (!wire::InitCrypto()) {
+    std::fprintf(stderr, "ringpeer-load: libsodium failed to initialise\n");
+    return 1;
+  }
+  absl::Status st = RaiseFileLimit(o.peers);
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "ringpeer-load: %s\n", std::string(s.message()).c_str());
+    return 1;
+  };
+  if (!st.ok()) return fail(st);
+  out.Line(absl::StrFormat("ringpeer-load ping: %u peers x window %u, %d s measured "
+                           "(after %.1f s warm-up) per phase",
+                           o.peers, o.window, o.seconds, kWarmupNs / 1e9));
+  // Both phases run with the same pin; the echo child gets --echo-cpu or our original mask.
+  cpu_set_t original_mask;
+  CPU_ZERO(&original_mask);
+  sched_getaffinity(0, sizeof(original_mask), &original_mask);
+  if (o.cpu >= 0 && !(st = PinToCpu(o.cpu, "--cpu")).ok()) return fail(st);
+  PingLoad load;
+  std::optional<PhaseResult> baseline, target;
+  if (o.baseline) {
+    absl::StatusOr<PhaseResult> r = RunBaseline(&load, o, original_mask, out);
+    if (!r.ok()) return fail(r.status());
+    baseline = *r;
+    out.Line(FormatPhase("baseline", *baseline));
+  }
+  if (!o.baseline_only) {
+    absl::StatusOr<PhaseResult> r = RunPhase(&load, *o.target, o);
+    if (!r.ok()) return fail(r.status());
+    target = *r;
+    out.Line(FormatPhase("target", *target));
+  }
+  out.Final(Summarize(target ? &*target : nullptr, baseline ? &*baseline : nullptr));
+  if (target && target->answered == 0) {
+    std::fprintf(stderr,
+                 "ringpeer-load: no answers from %s (is a node listening there? if it answers "
+                 "from another address, try --unconnected)\n",
+                 o.target->ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace ringpeer::load
+
+#ifndef RINGPEER_LOAD_NO_MAIN
+int main(int argc, char** argv) {
+  using namespace ringpeer::load;
+  Options o;
+  std::string error;
+  switch (ParseOptions(argc, argv, &o, &error)) {
+    case ParseOutcome::kHelp:
+      std::fputs(HelpText(), stdout);
+      return 0;
+    case ParseOutcome::kError:
+      std::fprintf(stderr, "ringpeer-load: %s\n", error.c_str());
+      return 2;
+    case ParseOutcome::kRun:
+      break;
+  }
+  return RunPing(o);
+}
+#endif
