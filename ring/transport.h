@@ -70,7 +70,12 @@ struct TransportConfig {
   // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.
   uint32_t sq_entries = 4096;
   // Pin the calling thread's transport work to this CPU for SQPOLL-free setups (-1: none).
+  // io_uring: the ring's async workers (io-wq, used only for rare punted work) are bound
+  // to this CPU. The shard pins its own thread.
   int cpu = -1;
+  // io_uring: register the sockets as fixed files, which saves a file lookup and reference
+  // count per operation. Off is for measuring the difference.
+  bool register_files = true;
 };
 
 // Which transport to use. kAuto prefers io_uring and falls back to recvmmsg with a
@@ -87,9 +92,12 @@ class Transport {
   // "io_uring" or "recvmmsg".
   virtual const char* name() const noexcept = 0;
 
-  // Poll: submits queued work, waits up to `timeout_us` (0: don't wait) for at least one
-  // datagram or doorbell, then fills `out` with up to out.size() received datagrams.
-  // Returns how many. Sets *woken when a doorbell rang since the last Poll.
+  // Poll: submits queued work, waits up to `timeout_us` (0: don't wait; negative: no
+  // limit) for at least one datagram or doorbell, then fills `out` with up to out.size()
+  // received datagrams. Returns how many. Sets *woken when a doorbell rang since the last
+  // Poll. It may return 0 early (a send completed), so callers loop on their own deadline.
+  // The first Poll always reports *woken (a doorbell may have rung before it could be
+  // delivered). io_uring: submit and wait are one system call.
   // REQUIRES: ReleaseReceived() was called after the previous Poll.
   virtual size_t Poll(int64_t timeout_us, std::span<RecvDatagram> out, bool* woken) noexcept = 0;
 
@@ -143,6 +151,8 @@ absl::StatusOr<std::vector<ShardSockets>> BindShardSockets(
 // recvmsg, provided buffer rings); otherwise Unavailable with one clear sentence naming
 // the cause (kernel.io_uring_disabled, a seccomp profile such as Docker's default, or a
 // kernel too old).
+// The environment variable RINGPEER_TEST_DISABLE_IO_URING=1 makes it report Unavailable,
+// so that tests can exercise the recvmmsg fallback and the kIoUring error path.
 absl::Status ProbeIoUring();
 
 // CreateTransport: builds the transport of `kind` over `sockets`. With kAuto, an

@@ -1,0 +1,277 @@
+// MmsgTransport (ring/mmsg_transport.h): ppoll + recvmmsg in, sendmmsg out.
+#include "ring/mmsg_transport.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <ctime>
+
+#include "base/assert.h"
+#include "ring/status_internal.h"
+
+namespace ringpeer::ring {
+namespace {
+
+using base::Endpoint;
+
+absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
+  if (s.fds.empty() || s.fds.size() != s.addresses.size()) {
+    return absl::InvalidArgumentError("recvmmsg transport: no sockets, or fds != addresses");
+  }
+  if (c.recv_buffers == 0 || c.recv_buffer_bytes == 0 || c.recv_buffer_bytes % 8 != 0) {
+    return absl::InvalidArgumentError("recv_buffers and recv_buffer_bytes (8-byte multiple)");
+  }
+  if (c.send_slots == 0 || c.send_slot_bytes == 0 || c.send_slot_bytes % 8 != 0) {
+    return absl::InvalidArgumentError("send_slots and send_slot_bytes (8-byte multiple)");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+MmsgTransport::MmsgTransport(const TransportConfig& config) : config_(config) {}
+
+MmsgTransport::~MmsgTransport() {
+  for (int fd : fds_) close(fd);
+  if (event_fd_ >= 0) close(event_fd_);
+}
+
+absl::StatusOr<std::unique_ptr<MmsgTransport>> MmsgTransport::Create(
+    ShardSockets* sockets, const TransportConfig& config) {
+  RP_RETURN_IF_ERROR(ValidateConfig(config, *sockets));
+  std::unique_ptr<MmsgTransport> t(new MmsgTransport(config));
+  // Nonblocking: Poll() reads it directly and must never sleep on it.
+  t->event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (t->event_fd_ < 0) return internal::ErrnoStatus(errno, "eventfd");
+  t->Allocate(sockets->fds.size());
+  t->fds_ = std::move(sockets->fds);
+  t->addresses_ = std::move(sockets->addresses);
+  sockets->fds.clear();
+  sockets->addresses.clear();
+  for (size_t i = 0; i < t->fds_.size(); i++) t->pollfds_[i] = pollfd{t->fds_[i], POLLIN, 0};
+  t->pollfds_.back() = pollfd{t->event_fd_, POLLIN, 0};
+  return t;
+}
+
+void MmsgTransport::Allocate(size_t sockets) {
+  pollfds_.resize(sockets + 1);
+  recv_slots_ = std::min(kRecvSlotsMax, config_.recv_buffers);
+  const size_t recv_words = config_.recv_buffer_bytes / 8;
+  recv_memory_ = std::make_unique<uint64_t[]>(recv_slots_ * recv_words);
+  recv_names_ = std::make_unique<sockaddr_storage[]>(recv_slots_);
+  recv_iovs_ = std::make_unique<iovec[]>(recv_slots_);
+  recv_msgs_ = std::make_unique<mmsghdr[]>(recv_slots_);
+  for (uint32_t i = 0; i < recv_slots_; i++) {
+    recv_iovs_[i] = iovec{&recv_memory_[i * recv_words], config_.recv_buffer_bytes};
+    recv_msgs_[i] = mmsghdr{};
+    recv_msgs_[i].msg_hdr.msg_name = &recv_names_[i];
+    recv_msgs_[i].msg_hdr.msg_iov = &recv_iovs_[i];
+    recv_msgs_[i].msg_hdr.msg_iovlen = 1;
+  }
+  const size_t send_words = config_.send_slot_bytes / 8;
+  send_memory_ = std::make_unique<uint64_t[]>(config_.send_slots * send_words);
+  slots_ = std::make_unique<SendSlot[]>(config_.send_slots);
+  free_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
+  queued_ = std::make_unique<uint32_t[]>(config_.send_slots);
+  send_msgs_ = std::make_unique<mmsghdr[]>(config_.send_slots);
+  for (uint32_t i = 0; i < config_.send_slots; i++) {
+    free_slots_[i] = config_.send_slots - 1 - i;
+    slots_[i].iov.iov_base = &send_memory_[i * send_words];
+  }
+  free_count_ = config_.send_slots;
+}
+
+size_t MmsgTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
+                           bool* woken) noexcept {
+  RP_ASSERT(woken != nullptr);
+  RP_ASSERT(!held_);  // REQUIRES: ReleaseReceived() after the previous Poll
+  *woken = first_poll_;
+  first_poll_ = false;
+  FlushWakes();  // doorbells go out before we may sleep
+  Wait(timeout_us);
+  if (pollfds_.back().revents != 0) {
+    uint64_t value = 0;
+    stats_.syscalls++;
+    if (read(event_fd_, &value, sizeof(value)) == sizeof(value)) {
+      stats_.wakeups++;
+      *woken = true;
+    }
+  }
+  const size_t cap = std::min<size_t>(out.size(), recv_slots_);
+  size_t filled = 0;
+  for (size_t s = 0; s < fds_.size() && filled < cap; s++) {
+    if (pollfds_[s].revents == 0) continue;
+    filled = ReceiveFrom(s, out.first(cap), filled);
+  }
+  held_ = true;
+  return filled;
+}
+
+void MmsgTransport::Wait(int64_t timeout_us) noexcept {
+  timespec ts{};
+  ts.tv_sec = timeout_us / 1'000'000;
+  ts.tv_nsec = (timeout_us % 1'000'000) * 1000;
+  stats_.syscalls++;
+  const int ready = ppoll(pollfds_.data(), pollfds_.size(), timeout_us < 0 ? nullptr : &ts,
+                          nullptr);
+  if (ready <= 0) {
+    for (pollfd& p : pollfds_) p.revents = 0;  // timeout or EINTR: nothing to read
+  }
+}
+
+// ReceiveFrom: recvmmsg from one socket until it is empty or `out` is full. Each call
+// takes up to kRecvBatch, so the loop runs at most kRecvSlotsMax / kRecvBatch + 1 times.
+size_t MmsgTransport::ReceiveFrom(size_t s, std::span<RecvDatagram> out,
+                                  size_t filled) noexcept {
+  while (filled < out.size()) {
+    const auto want = static_cast<unsigned>(std::min<size_t>(kRecvBatch, out.size() - filled));
+    for (size_t i = filled; i < filled + want; i++) {
+      recv_msgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      recv_msgs_[i].msg_hdr.msg_flags = 0;
+    }
+    stats_.syscalls++;
+    const int got = recvmmsg(fds_[s], &recv_msgs_[filled], want, MSG_DONTWAIT, nullptr);
+    if (got <= 0) break;  // EAGAIN: drained; other errors (ICMP) are retried next Poll
+    for (size_t i = filled; i < filled + static_cast<size_t>(got); i++) {
+      const msghdr& h = recv_msgs_[i].msg_hdr;
+      RecvDatagram& d = out[i];
+      d.data = static_cast<const uint8_t*>(recv_iovs_[i].iov_base);
+      RP_DASSERT(reinterpret_cast<uintptr_t>(d.data + 16) % 8 == 0);
+      d.size = recv_msgs_[i].msg_len;
+      d.socket_index = static_cast<uint16_t>(s);
+      d.truncated = (h.msg_flags & MSG_TRUNC) != 0;
+      d.from = Endpoint::FromSockaddr(static_cast<const sockaddr*>(h.msg_name), h.msg_namelen);
+      if (d.truncated) stats_.recv_truncated++;
+    }
+    stats_.received += static_cast<uint64_t>(got);
+    filled += static_cast<size_t>(got);
+    if (static_cast<unsigned>(got) < want) break;  // the socket is empty
+  }
+  return filled;
+}
+
+std::span<uint8_t> MmsgTransport::SendBuffer() noexcept {
+  if (free_count_ == 0) {
+    stats_.send_slots_full++;
+    return {};
+  }
+  const uint32_t slot = free_slots_[free_count_ - 1];
+  return {static_cast<uint8_t*>(slots_[slot].iov.iov_base), config_.send_slot_bytes};
+}
+
+int MmsgTransport::PickSocket(const Endpoint& to, int socket_index) const noexcept {
+  if (socket_index >= 0) {
+    RP_ASSERT(static_cast<size_t>(socket_index) < fds_.size());
+    return socket_index;
+  }
+  for (size_t i = 0; i < addresses_.size(); i++) {
+    if (addresses_[i].family == to.family) return static_cast<int>(i);
+  }
+  // IPv4 through a dual-stack [::] socket, as a mapped address.
+  static constexpr std::array<uint8_t, 16> kAny{};
+  for (size_t i = 0; i < addresses_.size() && to.is_v4(); i++) {
+    if (addresses_[i].family == Endpoint::Family::kV6 && addresses_[i].ip == kAny) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+void MmsgTransport::CommitSend(size_t size, const Endpoint& to, int socket_index) noexcept {
+  RP_ASSERT(free_count_ > 0);  // REQUIRES: SendBuffer() returned a slot
+  RP_ASSERT(size <= config_.send_slot_bytes);
+  const int s = PickSocket(to, socket_index);
+  if (s < 0) {
+    stats_.send_errors++;  // no socket of that family; the slot stays free
+    return;
+  }
+  const uint32_t slot = free_slots_[--free_count_];
+  SendSlot& send = slots_[slot];
+  send.iov.iov_len = size;
+  send.to_bytes = to.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
+  send.socket_index = static_cast<uint16_t>(s);
+  RP_ASSERT(queued_count_ < config_.send_slots);
+  queued_[queued_count_++] = slot;
+}
+
+void MmsgTransport::Flush() noexcept {
+  FlushWakes();
+  for (size_t s = 0; s < fds_.size() && queued_count_ > 0; s++) SendQueued(s);
+  // Every queued slot was sent or counted as failed: all are free again.
+  for (uint32_t i = 0; i < queued_count_; i++) free_slots_[free_count_++] = queued_[i];
+  RP_ASSERT(free_count_ == config_.send_slots);
+  queued_count_ = 0;
+}
+
+void MmsgTransport::SendQueued(size_t s) noexcept {
+  size_t count = 0;
+  for (uint32_t i = 0; i < queued_count_; i++) {
+    SendSlot& send = slots_[queued_[i]];
+    if (send.socket_index != s) continue;
+    msghdr& h = send_msgs_[count++].msg_hdr;
+    h = msghdr{};
+    h.msg_name = &send.to;
+    h.msg_namelen = send.to_bytes;
+    h.msg_iov = &send.iov;
+    h.msg_iovlen = 1;
+  }
+  if (count > 0) SendBatch(fds_[s], send_msgs_.get(), count);
+}
+
+// SendBatch: sendmmsg until all are sent. A full socket buffer (EAGAIN) gets one retry of
+// the rest, then the rest is counted as dropped; an error on one datagram (ECONNREFUSED
+// from an earlier ICMP, EPERM from a firewall) skips that one. Each pass sends at least
+// one datagram or spends the single retry, so the loop ends.
+void MmsgTransport::SendBatch(int fd, mmsghdr* msgs, size_t count) noexcept {
+  size_t done = 0;
+  bool retried = false;
+  while (done < count) {
+    const auto n = static_cast<unsigned>(std::min<size_t>(count - done, kSendmmsgMax));
+    stats_.syscalls++;
+    const int sent = sendmmsg(fd, msgs + done, n, MSG_DONTWAIT);
+    if (sent > 0) {
+      stats_.sent += static_cast<uint64_t>(sent);
+      done += static_cast<size_t>(sent);
+      continue;
+    }
+    const int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ENOBUFS) {
+      if (retried) break;
+      retried = true;
+      continue;
+    }
+    stats_.send_errors++;
+    done++;
+  }
+  stats_.send_errors += count - done;
+}
+
+void MmsgTransport::QueueWake(const WakeHandle& target) noexcept {
+  // An io_uring transport keeps an eventfd for us too, so every handle has one.
+  RP_ASSERT(target.event_fd >= 0);
+  for (uint32_t i = 0; i < wake_count_; i++) {
+    if (wake_fds_[i] == target.event_fd) return;  // already queued: one doorbell is enough
+  }
+  if (wake_count_ == kWakeTargetsMax) FlushWakes();
+  wake_fds_[wake_count_++] = target.event_fd;
+}
+
+void MmsgTransport::FlushWakes() noexcept {
+  for (uint32_t i = 0; i < wake_count_; i++) {
+    const uint64_t one = 1;
+    stats_.syscalls++;
+    // Can fail only if the counter would overflow, i.e. the target is ringing already.
+    (void)!write(wake_fds_[i], &one, sizeof(one));
+  }
+  wake_count_ = 0;
+}
+
+Endpoint MmsgTransport::local_address(size_t i) const noexcept {
+  RP_ASSERT(i < addresses_.size());
+  return addresses_[i];
+}
+
+}  // namespace ringpeer::ring

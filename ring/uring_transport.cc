@@ -1,0 +1,485 @@
+// UringTransport (ring/uring_transport.h): setup, the poll loop and the send pool.
+#include "ring/uring_transport.h"
+
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cerrno>
+
+#include "absl/strings/str_cat.h"
+#include "base/assert.h"
+#include "ring/status_internal.h"
+
+namespace ringpeer::ring {
+namespace {
+
+using base::Endpoint;
+
+// Buffer group id of our provided-buffer ring (one per io_uring, so any id works).
+constexpr uint16_t kBufferGroup = 0;
+// What each SQE is for, in the top byte of user_data; the low 32 bits carry an index
+// (socket or send slot).
+enum class Op : uint8_t {
+  kRecv = 1,       // multishot recvmsg, index = socket
+  kSend = 2,       // sendmsg, index = send slot
+  kDoorbell = 3,   // posted into our CQ by another ring's MSG_RING
+  kEventRead = 4,  // our read on the wake eventfd completed
+  kWakeSent = 5,   // our MSG_RING or eventfd write to another shard (CQE only on error)
+};
+constexpr uint64_t UserData(Op op, uint32_t index) {
+  return uint64_t{static_cast<uint8_t>(op)} << 56 | index;
+}
+// The value written to an eventfd to ring it; static so that it outlives the async write.
+constexpr uint64_t kEventIncrement = 1;
+
+static_assert(UringTransport::kRecvPayloadOffset % 8 == 0,
+              "payload + 16 must stay 8-byte aligned for the FlatBuffers Verifier");
+static_assert(sizeof(sockaddr_in6) <= UringTransport::kRecvNameBytes);
+
+struct SetupMode {
+  unsigned flags;
+  const char* name;
+};
+// Best first. DEFER_TASKRUN runs completion work only when we enter the kernel (which
+// Poll does once per iteration anyway) instead of interrupting the shard; it requires
+// SINGLE_ISSUER, and R_DISABLED lets the polling thread, not the constructing one, become
+// that issuer. SUBMIT_ALL keeps one bad SQE from holding back the rest of a batch.
+constexpr SetupMode kSetupModes[] = {
+    {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
+         IORING_SETUP_R_DISABLED,
+     "single_issuer+defer_taskrun"},
+    {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, "coop_taskrun"},
+    {0, "plain"},
+};
+
+absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
+  if (s.fds.empty() || s.fds.size() != s.addresses.size()) {
+    return absl::InvalidArgumentError("io_uring transport: no sockets, or fds != addresses");
+  }
+  if (!std::has_single_bit(c.recv_buffers) ||
+      c.recv_buffers > UringTransport::kRecvBuffersMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "recv_buffers must be a power of two <= 32768, got ", c.recv_buffers));
+  }
+  if (c.recv_buffer_bytes % 8 != 0 ||
+      c.recv_buffer_bytes <= UringTransport::kRecvPayloadOffset + 16) {
+    return absl::InvalidArgumentError("recv_buffer_bytes must be a multiple of 8 above 64");
+  }
+  if (c.send_slots == 0 || c.send_slot_bytes == 0 || c.send_slot_bytes % 8 != 0) {
+    return absl::InvalidArgumentError("send_slots and send_slot_bytes (8-byte multiple)");
+  }
+  if (c.sq_entries < c.send_slots + UringTransport::kSqeReserve + s.fds.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "sq_entries must be >= send_slots + sockets + ", UringTransport::kSqeReserve));
+  }
+  return absl::OkStatus();
+}
+
+// Anonymous, prefaulted memory: page aligned (the buffer ring requires it) and never
+// touched by a page fault on the hot path.
+uint8_t* MapMemory(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+}
+
+}  // namespace
+
+UringTransport::UringTransport(const TransportConfig& config) : config_(config) {}
+
+UringTransport::~UringTransport() {
+  // The ring goes first: it cancels the receives that write into our buffers.
+  if (ring_ready_) io_uring_queue_exit(&ring_);
+  for (int fd : fds_) close(fd);
+  if (event_fd_ >= 0) close(event_fd_);
+  if (recv_memory_ != nullptr) munmap(recv_memory_, recv_memory_bytes_);
+  if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
+  if (send_memory_ != nullptr) munmap(send_memory_, send_memory_bytes_);
+}
+
+absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
+    ShardSockets* sockets, const TransportConfig& config) {
+  RP_RETURN_IF_ERROR(ValidateConfig(config, *sockets));
+  std::unique_ptr<UringTransport> t(new UringTransport(config));
+  RP_RETURN_IF_ERROR(t->SetupMemory());
+  RP_RETURN_IF_ERROR(t->SetupRing(sockets->fds.size()));
+  RP_RETURN_IF_ERROR(t->SetupBufferRing());
+  t->event_fd_ = eventfd(0, EFD_CLOEXEC);  // blocking: the ring polls it for us
+  if (t->event_fd_ < 0) return internal::ErrnoStatus(errno, "eventfd");
+  if (config.register_files) {
+    const int ret = io_uring_register_files(&t->ring_, sockets->fds.data(),
+                                            static_cast<unsigned>(sockets->fds.size()));
+    t->files_registered_ = ret == 0;  // an optimisation only; plain fds work as well
+  }
+  if (config.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(config.cpu, &set);
+    (void)io_uring_register_iowq_aff(&t->ring_, sizeof(set), &set);  // best effort
+  }
+  t->AdoptSockets(sockets);
+  for (size_t i = 0; i < t->fds_.size(); i++) t->ArmReceive(i);
+  t->ArmEventRead();
+  return t;
+}
+
+absl::Status UringTransport::SetupMemory() {
+  recv_memory_bytes_ = size_t{config_.recv_buffers} * config_.recv_buffer_bytes;
+  recv_memory_ = MapMemory(recv_memory_bytes_);
+  buf_ring_bytes_ = size_t{config_.recv_buffers} * sizeof(io_uring_buf);
+  buf_ring_ = reinterpret_cast<io_uring_buf_ring*>(MapMemory(buf_ring_bytes_));
+  send_memory_bytes_ = size_t{config_.send_slots} * config_.send_slot_bytes;
+  send_memory_ = MapMemory(send_memory_bytes_);
+  if (recv_memory_ == nullptr || buf_ring_ == nullptr || send_memory_ == nullptr) {
+    return internal::ErrnoStatus(errno, "mmap of transport buffers");
+  }
+  held_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
+  slots_ = std::make_unique<SendSlot[]>(config_.send_slots);
+  free_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
+  for (uint32_t i = 0; i < config_.send_slots; i++) {
+    // Pushed in reverse so that slot 0 is handed out first (easier to read in a debugger).
+    free_slots_[i] = config_.send_slots - 1 - i;
+    SendSlot& slot = slots_[i];
+    slot.msg = msghdr{};
+    slot.msg.msg_name = &slot.to;
+    slot.msg.msg_iov = &slot.iov;
+    slot.msg.msg_iovlen = 1;
+    slot.iov.iov_base = send_memory_ + size_t{i} * config_.send_slot_bytes;
+  }
+  free_count_ = config_.send_slots;
+  recv_msg_.msg_namelen = kRecvNameBytes;  // the layout the kernel writes each buffer in
+  return absl::OkStatus();
+}
+
+absl::Status UringTransport::SetupRing(size_t sockets) {
+  // CQ room for every completion that can be outstanding at once: each receive buffer,
+  // each send slot, the re-arms, and doorbells. Overflow is survivable (FEAT_NODROP) but
+  // slow, so size for the worst case.
+  const uint32_t cq_entries = std::bit_ceil(config_.recv_buffers + config_.send_slots +
+                                            kSqeReserve + static_cast<uint32_t>(sockets));
+  int ret = -EINVAL;
+  for (const SetupMode& mode : kSetupModes) {
+    io_uring_params params{};
+    params.flags = mode.flags | IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
+    params.cq_entries = cq_entries;
+    ret = io_uring_queue_init_params(config_.sq_entries, &ring_, &params);
+    if (ret == 0) {
+      setup_mode_ = mode.name;
+      ring_enabled_ = (mode.flags & IORING_SETUP_R_DISABLED) == 0;
+      ring_ready_ = true;
+      return absl::OkStatus();
+    }
+    if (ret != -EINVAL) break;  // EINVAL: flags this kernel lacks; try the next mode
+  }
+  return internal::ErrnoStatus(-ret, "io_uring_queue_init");
+}
+
+absl::Status UringTransport::SetupBufferRing() {
+  io_uring_buf_ring_init(buf_ring_);
+  io_uring_buf_reg reg{};
+  reg.ring_addr = reinterpret_cast<uint64_t>(buf_ring_);
+  reg.ring_entries = config_.recv_buffers;
+  reg.bgid = kBufferGroup;
+  const int ret = io_uring_register_buf_ring(&ring_, &reg, 0);
+  if (ret != 0) return internal::ErrnoStatus(-ret, "io_uring_register_buf_ring");
+  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  for (uint32_t bid = 0; bid < config_.recv_buffers; bid++) {
+    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes,
+                          static_cast<uint16_t>(bid), mask, static_cast<int>(bid));
+  }
+  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(config_.recv_buffers));
+  return absl::OkStatus();
+}
+
+void UringTransport::AdoptSockets(ShardSockets* sockets) {
+  fds_ = std::move(sockets->fds);
+  addresses_ = std::move(sockets->addresses);
+  sockets->fds.clear();
+  sockets->addresses.clear();
+  rearm_.assign(fds_.size(), 0);
+}
+
+uint8_t* UringTransport::RecvBuffer(uint32_t bid) const noexcept {
+  RP_DASSERT(bid < config_.recv_buffers);
+  return recv_memory_ + size_t{bid} * config_.recv_buffer_bytes;
+}
+
+io_uring_sqe* UringTransport::GetSqe() noexcept {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  if (sqe != nullptr || !ring_enabled_) return sqe;
+  // The SQ is full, which takes far more doorbells in one iteration than kSqeReserve
+  // allows for. Submit early (one extra system call, rare) rather than drop.
+  stats_.syscalls++;
+  (void)io_uring_submit(&ring_);
+  return io_uring_get_sqe(&ring_);
+}
+
+void UringTransport::SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept {
+  RP_DASSERT(socket_index < fds_.size());
+  if (files_registered_) {
+    sqe->fd = static_cast<int>(socket_index);
+    sqe->flags |= IOSQE_FIXED_FILE;
+  } else {
+    sqe->fd = fds_[socket_index];
+  }
+}
+
+void UringTransport::ArmReceive(size_t socket_index) noexcept {
+  io_uring_sqe* sqe = GetSqe();
+  if (sqe == nullptr) {
+    rearm_[socket_index] = 1;  // try again after the next Poll's submit
+    return;
+  }
+  io_uring_prep_recvmsg_multishot(sqe, -1, &recv_msg_, 0);
+  SetTarget(sqe, socket_index);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = kBufferGroup;
+  io_uring_sqe_set_data64(sqe, UserData(Op::kRecv, static_cast<uint32_t>(socket_index)));
+}
+
+void UringTransport::ArmEventRead() noexcept {
+  io_uring_sqe* sqe = GetSqe();
+  if (sqe == nullptr) {
+    rearm_event_read_ = true;
+    return;
+  }
+  io_uring_prep_read(sqe, event_fd_, &event_value_, sizeof(event_value_), 0);
+  io_uring_sqe_set_data64(sqe, UserData(Op::kEventRead, 0));
+}
+
+size_t UringTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
+                            bool* woken) noexcept {
+  RP_ASSERT(woken != nullptr);
+  RP_ASSERT(held_count_ == 0);  // REQUIRES: ReleaseReceived() after the previous Poll
+  *woken = false;
+  if (!ring_enabled_) {
+    // The first Poll's thread becomes the ring's single issuer.
+    // liburing 2.3 declares io_uring_enable_rings but its shared library does not export
+    // it, so we make the register call ourselves.
+    const long ret = syscall(__NR_io_uring_register, ring_.ring_fd,
+                             IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
+    RP_ASSERT(ret == 0);
+    ring_enabled_ = true;
+  }
+  if (first_poll_) {
+    first_poll_ = false;
+    *woken = true;  // a MSG_RING to a still-disabled ring fails; report it conservatively
+  }
+  Enter(timeout_us);
+  const size_t filled = Drain(out, woken);
+  // Re-arms are queued after the drain (never from inside it) and submitted by the next
+  // Poll, after ReleaseReceived() has refilled the buffer ring that ran dry.
+  for (size_t i = 0; i < rearm_.size(); i++) {
+    if (rearm_[i] == 0) continue;
+    rearm_[i] = 0;
+    stats_.recv_rearms++;
+    ArmReceive(i);
+  }
+  if (rearm_event_read_) {
+    rearm_event_read_ = false;
+    ArmEventRead();
+  }
+  return filled;
+}
+
+void UringTransport::Enter(int64_t timeout_us) noexcept {
+  // Exactly one io_uring_enter: it submits everything queued since the last Poll (sends,
+  // re-arms, doorbells) and, with DEFER_TASKRUN, runs the completion work that fills
+  // the CQ. Errors (ETIME, EINTR, EBUSY on a full CQ) need no action: we drain anyway.
+  stats_.syscalls++;
+  io_uring_cqe* cqe = nullptr;
+  if (timeout_us == 0 || io_uring_cq_ready(&ring_) > 0) {
+    (void)io_uring_submit_and_get_events(&ring_);
+    return;
+  }
+  if (timeout_us < 0) {
+    (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);
+    return;
+  }
+  __kernel_timespec ts{};
+  ts.tv_sec = timeout_us / 1'000'000;
+  ts.tv_nsec = (timeout_us % 1'000'000) * 1000;
+  (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+}
+
+size_t UringTransport::Drain(std::span<RecvDatagram> out, bool* woken) noexcept {
+  size_t filled = 0;
+  io_uring_cqe* cqes[kCqeBatch];
+  for (uint32_t round = 0; round < kDrainRoundsMax; round++) {
+    const unsigned count = io_uring_peek_batch_cqe(&ring_, cqes, kCqeBatch);
+    unsigned consumed = 0;
+    while (consumed < count && HandleCqe(*cqes[consumed], out, &filled, woken)) consumed++;
+    io_uring_cq_advance(&ring_, consumed);
+    // Stop when the CQ is empty or `out` is full (that receive stays for the next Poll).
+    if (consumed < kCqeBatch) break;
+  }
+  return filled;
+}
+
+bool UringTransport::HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> out,
+                               size_t* filled, bool* woken) noexcept {
+  const auto op = static_cast<Op>(cqe.user_data >> 56);
+  const auto index = static_cast<uint32_t>(cqe.user_data);
+  switch (op) {
+    case Op::kRecv:
+      if (cqe.res >= 0 && *filled == out.size()) return false;
+      HandleRecv(cqe, index, out, filled);
+      return true;
+    case Op::kSend:
+      HandleSend(cqe, index);
+      return true;
+    case Op::kDoorbell:
+      stats_.wakeups++;
+      *woken = true;
+      return true;
+    case Op::kEventRead:
+      if (cqe.res > 0) {
+        stats_.wakeups++;
+        *woken = true;
+      }
+      rearm_event_read_ = true;
+      return true;
+    case Op::kWakeSent:
+      // A doorbell that failed (the target shard is gone). Nothing to retry into.
+      return true;
+  }
+  return true;  // not ours (e.g. liburing's internal timeout on old kernels)
+}
+
+void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
+                                std::span<RecvDatagram> out, size_t* filled) noexcept {
+  RP_ASSERT(socket_index < fds_.size());
+  if ((cqe.flags & IORING_CQE_F_MORE) == 0) rearm_[socket_index] = 1;
+  if (cqe.res < 0) {
+    // ENOBUFS: the buffer ring ran dry; the datagram waits in the socket until re-armed.
+    if (cqe.res == -ENOBUFS) stats_.recv_no_buffers++;
+    return;
+  }
+  RP_ASSERT((cqe.flags & IORING_CQE_F_BUFFER) != 0);  // every receive selects a buffer
+  const uint32_t bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
+  RP_ASSERT(bid < config_.recv_buffers);
+  RP_ASSERT(held_count_ < config_.recv_buffers);
+  held_[held_count_++] = static_cast<uint16_t>(bid);
+  uint8_t* buffer = RecvBuffer(bid);
+  io_uring_recvmsg_out* o = io_uring_recvmsg_validate(buffer, cqe.res, &recv_msg_);
+  if (o == nullptr) return;  // shorter than the layout header: nothing to hand out
+  auto* payload = static_cast<uint8_t*>(io_uring_recvmsg_payload(o, &recv_msg_));
+  RP_DASSERT(payload == buffer + kRecvPayloadOffset);
+  RP_DASSERT(reinterpret_cast<uintptr_t>(payload + 16) % 8 == 0);
+  const uint32_t stored = io_uring_recvmsg_payload_length(o, cqe.res, &recv_msg_);
+  RecvDatagram& d = out[(*filled)++];
+  d.data = payload;
+  d.size = std::min(o->payloadlen, stored);
+  d.socket_index = static_cast<uint16_t>(socket_index);
+  d.truncated = (o->flags & MSG_TRUNC) != 0;
+  d.from = Endpoint::FromSockaddr(static_cast<const sockaddr*>(io_uring_recvmsg_name(o)),
+                                  std::min(o->namelen, kRecvNameBytes));
+  stats_.received++;
+  if (d.truncated) stats_.recv_truncated++;
+}
+
+void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept {
+  RP_ASSERT(slot < config_.send_slots);
+  RP_ASSERT(free_count_ < config_.send_slots);
+  // A failed send (ICMP port unreachable as ECONNREFUSED, ENOBUFS, EPERM from a firewall)
+  // is UDP's normal loss; count it and reuse the slot.
+  if (cqe.res < 0) {
+    stats_.send_errors++;
+  } else {
+    stats_.sent++;
+  }
+  free_slots_[free_count_++] = slot;
+}
+
+void UringTransport::ReleaseReceived() noexcept {
+  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  for (uint32_t i = 0; i < held_count_; i++) {
+    const uint16_t bid = held_[i];
+    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes, bid, mask,
+                          static_cast<int>(i));
+  }
+  // One release-store of the tail publishes the whole batch to the kernel.
+  if (held_count_ > 0) io_uring_buf_ring_advance(buf_ring_, static_cast<int>(held_count_));
+  held_count_ = 0;
+}
+
+std::span<uint8_t> UringTransport::SendBuffer() noexcept {
+  if (free_count_ == 0) {
+    stats_.send_slots_full++;
+    return {};
+  }
+  const uint32_t slot = free_slots_[free_count_ - 1];
+  return {send_memory_ + size_t{slot} * config_.send_slot_bytes, config_.send_slot_bytes};
+}
+
+int UringTransport::PickSocket(const Endpoint& to, int socket_index) const noexcept {
+  if (socket_index >= 0) {
+    RP_ASSERT(static_cast<size_t>(socket_index) < fds_.size());
+    return socket_index;
+  }
+  for (size_t i = 0; i < addresses_.size(); i++) {
+    if (addresses_[i].family == to.family) return static_cast<int>(i);
+  }
+  // IPv4 through a dual-stack [::] socket, as a mapped address.
+  static constexpr std::array<uint8_t, 16> kAny{};
+  for (size_t i = 0; i < addresses_.size() && to.is_v4(); i++) {
+    if (addresses_[i].family == Endpoint::Family::kV6 && addresses_[i].ip == kAny) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_index) noexcept {
+  RP_ASSERT(free_count_ > 0);  // REQUIRES: SendBuffer() returned a slot
+  RP_ASSERT(size <= config_.send_slot_bytes);
+  const int s = PickSocket(to, socket_index);
+  io_uring_sqe* sqe = s < 0 ? nullptr : GetSqe();
+  if (sqe == nullptr) {
+    stats_.send_errors++;  // no socket of that family; the slot stays free
+    return;
+  }
+  const uint32_t slot = free_slots_[--free_count_];
+  SendSlot& send = slots_[slot];
+  send.iov.iov_len = size;
+  send.msg.msg_namelen =
+      to.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
+  io_uring_prep_sendmsg(sqe, -1, &send.msg, 0);
+  SetTarget(sqe, static_cast<size_t>(s));
+  io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot));
+}
+
+void UringTransport::Flush() noexcept {
+  // Deliberately empty: the sends sit in the SQ and the next Poll() submits them in the
+  // same system call that waits, so an iteration costs one syscall, not two.
+}
+
+WakeHandle UringTransport::wake_handle() const noexcept {
+  return WakeHandle{ring_.ring_fd, event_fd_};
+}
+
+void UringTransport::QueueWake(const WakeHandle& target) noexcept {
+  RP_ASSERT(target.ring_fd >= 0 || target.event_fd >= 0);
+  io_uring_sqe* sqe = GetSqe();
+  if (sqe == nullptr) return;  // the SQ is full even after a submit: the wake is lost
+  if (target.ring_fd >= 0) {
+    io_uring_prep_msg_ring(sqe, target.ring_fd, 0, UserData(Op::kDoorbell, 0), 0);
+  } else {
+    io_uring_prep_write(sqe, target.event_fd, &kEventIncrement, sizeof(kEventIncrement), 0);
+  }
+  sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;  // only a failed doorbell posts a CQE here
+  io_uring_sqe_set_data64(sqe, UserData(Op::kWakeSent, 0));
+}
+
+Endpoint UringTransport::local_address(size_t i) const noexcept {
+  RP_ASSERT(i < addresses_.size());
+  return addresses_[i];
+}
+
+}  // namespace ringpeer::ring

@@ -1,0 +1,141 @@
+// UringTransport: the io_uring implementation of ring::Transport (ring/transport.h).
+//
+// Receives: one multishot recvmsg per socket, selecting buffers from one provided-buffer
+// ring shared by the shard's sockets, so the kernel writes each datagram straight into a
+// buffer that Poll() hands to the shard without a copy. Sends: a fixed pool of send slots,
+// one sendmsg SQE each, the slot freed by its completion. Doorbells: MSG_RING from another
+// ring, or a write to the eventfd that this ring keeps a read armed on (so that a
+// recvmmsg transport can wake it too). Each Poll() is one io_uring_enter: it submits what
+// was queued since the last one and waits.
+//
+// Buffer layout of one receive buffer (the kernel writes it, recvmsg multishot format):
+//   [io_uring_recvmsg_out 16 B][source address, kRecvNameBytes][payload ...]
+// so the payload starts 48 B into an 8-byte aligned buffer and payload + 16 is aligned.
+//
+// Thread-safety: shard-local, not thread-safe. It may be constructed on one thread and
+// then used only by another: the ring is created disabled and enabled by the first Poll(),
+// which makes the polling thread its single issuer (IORING_SETUP_SINGLE_ISSUER).
+// wake_handle() may be read by any thread.
+#pragma once
+
+#include <liburing.h>
+#include <netinet/in.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ring/transport.h"
+
+namespace ringpeer::ring {
+
+class UringTransport final : public Transport {
+ public:
+  // Room reserved in each receive buffer for the source address. sockaddr_in6 is 28 B;
+  // 32 keeps the payload 8-byte aligned (16 B recvmsg_out + 32 B = 48 B).
+  static constexpr uint32_t kRecvNameBytes = 32;
+  // Offset of the payload inside a receive buffer.
+  static constexpr uint32_t kRecvPayloadOffset =
+      static_cast<uint32_t>(sizeof(io_uring_recvmsg_out)) + kRecvNameBytes;
+  // CQEs looked at per io_uring_peek_batch_cqe call, and calls per Poll(): bounds the work
+  // of one Poll at 1024 completions (receives beyond out.size() stay queued for the next).
+  static constexpr uint32_t kCqeBatch = 256;
+  static constexpr uint32_t kDrainRoundsMax = 4;
+  // SQEs kept beyond send_slots: one receive re-arm per socket plus the eventfd read, and
+  // doorbells to other shards (one per shard per iteration; 64 is the most shards we run).
+  static constexpr uint32_t kSqeReserve = 80;
+  // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
+  static constexpr uint32_t kRecvBuffersMax = 32768;
+
+  // Create: sets up the ring, the buffer ring and the send pool, and arms the receives.
+  // On success it owns `*sockets` (they are moved out); on failure `*sockets` is left
+  // untouched so that the caller may fall back to another transport.
+  static absl::StatusOr<std::unique_ptr<UringTransport>> Create(ShardSockets* sockets,
+                                                                const TransportConfig& config);
+  ~UringTransport() override;
+
+  const char* name() const noexcept override { return "io_uring"; }
+  size_t Poll(int64_t timeout_us, std::span<RecvDatagram> out, bool* woken) noexcept override;
+  void ReleaseReceived() noexcept override;
+  std::span<uint8_t> SendBuffer() noexcept override;
+  void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept override;
+  void Flush() noexcept override;
+  WakeHandle wake_handle() const noexcept override;
+  void QueueWake(const WakeHandle& target) noexcept override;
+  base::Endpoint local_address(size_t i) const noexcept override;
+  size_t socket_count() const noexcept override { return fds_.size(); }
+  const TransportStats& stats() const noexcept override { return stats_; }
+
+  // The io_uring setup flags that this kernel accepted: "single_issuer+defer_taskrun",
+  // "coop_taskrun" or "plain" (the fallbacks for older kernels).
+  const char* setup_mode() const noexcept { return setup_mode_; }
+  // Whether the sockets are registered fixed files.
+  bool files_registered() const noexcept { return files_registered_; }
+
+ private:
+  struct SendSlot {
+    msghdr msg;
+    iovec iov;
+    sockaddr_storage to;
+  };
+
+  explicit UringTransport(const TransportConfig& config);
+  absl::Status SetupRing(size_t sockets);
+  absl::Status SetupMemory();
+  absl::Status SetupBufferRing();
+  void AdoptSockets(ShardSockets* sockets);
+
+  io_uring_sqe* GetSqe() noexcept;
+  void SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept;
+  void ArmReceive(size_t socket_index) noexcept;
+  void ArmEventRead() noexcept;
+  void Enter(int64_t timeout_us) noexcept;
+  size_t Drain(std::span<RecvDatagram> out, bool* woken) noexcept;
+  bool HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> out, size_t* filled,
+                 bool* woken) noexcept;
+  void HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
+                  size_t* filled) noexcept;
+  void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
+  int PickSocket(const base::Endpoint& to, int socket_index) const noexcept;
+  uint8_t* RecvBuffer(uint32_t bid) const noexcept;
+
+  const TransportConfig config_;
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  bool ring_enabled_ = false;   // false until the first Poll() when created disabled
+  bool first_poll_ = true;
+  const char* setup_mode_ = "none";
+  bool files_registered_ = false;
+
+  std::vector<int> fds_;
+  std::vector<base::Endpoint> addresses_;
+  std::vector<uint8_t> rearm_;  // per socket: its multishot receive stopped
+  int event_fd_ = -1;
+  uint64_t event_value_ = 0;    // the eventfd read lands here
+  bool rearm_event_read_ = false;
+
+  // Receive side. The msghdr tells the kernel the layout of each buffer (name room, no
+  // control data); it is read when each receive SQE is submitted.
+  msghdr recv_msg_{};
+  uint8_t* recv_memory_ = nullptr;     // recv_buffers * recv_buffer_bytes, page aligned
+  size_t recv_memory_bytes_ = 0;
+  io_uring_buf_ring* buf_ring_ = nullptr;
+  size_t buf_ring_bytes_ = 0;
+  bool buf_ring_registered_ = false;
+  std::unique_ptr<uint16_t[]> held_;   // buffer ids handed out by the last Poll()
+  uint32_t held_count_ = 0;
+
+  // Send side: slots, their data (send_slots * send_slot_bytes) and a stack of free ids.
+  std::unique_ptr<SendSlot[]> slots_;
+  uint8_t* send_memory_ = nullptr;
+  size_t send_memory_bytes_ = 0;
+  std::unique_ptr<uint32_t[]> free_slots_;
+  uint32_t free_count_ = 0;
+
+  TransportStats stats_;
+};
+
+}  // namespace ringpeer::ring
