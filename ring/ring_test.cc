@@ -486,6 +486,81 @@ TEST(UringTransport, RejectsBadConfig) {
   close((*sockets)[0].fds[0]);
 }
 
+// A burst larger than the buffer ring: the multishot receive runs out of buffers (ENOBUFS),
+// stops, and is re-armed after ReleaseReceived refills the ring; nothing is lost because
+// the datagrams wait in the socket meanwhile.
+TEST(UringTransport, RearmsAfterBufferRingRunsDry) {
+  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+  TransportConfig config;
+  config.recv_buffers = 16;
+  auto t = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
+  ASSERT_TRUE(t.ok()) << t.status();
+  Transport& transport = **t;
+  Pump(transport, 1);  // arm the receive before the burst
+  TestSocket peer(Ep("127.0.0.1:0"));
+  constexpr uint32_t kBurst = 200;
+  for (uint32_t i = 0; i < kBurst; i++) {
+    ASSERT_TRUE(peer.SendTo(Target(transport, "127.0.0.1"), MakeDatagram(i, 0, 100)));
+  }
+  std::vector<std::vector<uint8_t>> got;
+  PollFor(transport, kBurst, &got, nullptr, false);
+  EXPECT_EQ(got.size(), kBurst);
+  EXPECT_GE(transport.stats().recv_no_buffers, 1u);
+  EXPECT_GE(transport.stats().recv_rearms, 1u);
+}
+
+// Not a pass/fail test (speed goals live in bench/): echo throughput of each transport,
+// and io_uring with and without registered files. Run with
+//   ring_test --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'
+TEST(TransportThroughput, DISABLED_EchoRate) {
+  struct Case {
+    const char* name;
+    TransportKind kind;
+    bool register_files;
+  };
+  const Case cases[] = {{"io_uring fixed files", TransportKind::kIoUring, true},
+                        {"io_uring plain fds", TransportKind::kIoUring, false},
+                        {"recvmmsg", TransportKind::kMmsg, false},
+                        {"io_uring fixed files", TransportKind::kIoUring, true},
+                        {"io_uring plain fds", TransportKind::kIoUring, false}};
+  for (const Case& c : cases) {
+    TransportConfig config;
+    config.register_files = c.register_files;
+    auto t = MakeTransport(c.kind, Ep("127.0.0.1:0"), config);
+    ASSERT_TRUE(t.ok());
+    TestSocket peer(Ep("127.0.0.1:0"));
+    constexpr uint32_t kTotal = 200'000, kWindow = 512;
+    uint32_t sent = 0, replies = 0;
+    RecvDatagram batch[64];
+    const auto start = Clock::now();
+    const auto deadline = start + std::chrono::seconds(60);
+    const std::vector<uint8_t> d = MakeDatagram(0, 0, 100);
+    const uint64_t syscalls_before = (*t)->stats().syscalls;
+    Clock::duration in_transport{};
+    for (int i = 0; i < 100'000'000 && replies < kTotal && Clock::now() < deadline; i++) {
+      while (sent < kTotal && sent - replies < kWindow) {
+        ASSERT_TRUE(peer.SendTo(Target(**t, "127.0.0.1"), d));
+        sent++;
+      }
+      bool woken = false;
+      const auto before = Clock::now();
+      const size_t n = (*t)->Poll(0, batch, &woken);
+      for (size_t k = 0; k < n; k++) Echo(**t, batch[k]);
+      (*t)->ReleaseReceived();
+      (*t)->Flush();
+      in_transport += Clock::now() - before;
+      while (peer.Recv(0)) replies++;
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const double transport_ns =
+        std::chrono::duration<double, std::nano>(in_transport).count() / std::max(1u, replies);
+    std::printf("%-22s %8.0f echoes/s  %6.0f ns/echo in the transport  %.3f syscalls/echo\n",
+                c.name, replies / seconds, transport_ns,
+                double((*t)->stats().syscalls - syscalls_before) / std::max(1u, replies));
+    EXPECT_EQ(replies, kTotal);
+  }
+}
+
 // Reads one datagram from whichever shard socket has one; returns the shard or -1.
 int ReceivingShard(const std::vector<ShardSockets>& shards, std::vector<uint8_t>* out) {
   std::vector<pollfd> fds;

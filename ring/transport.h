@@ -40,6 +40,8 @@ struct RecvDatagram {
 };
 
 // How another shard wakes this one: an io_uring ring fd (MSG_RING) or an eventfd.
+// An io_uring transport fills both (MSG_RING from another ring; the eventfd for a
+// recvmmsg transport, which has no ring); a recvmmsg transport fills only event_fd.
 struct WakeHandle {
   int ring_fd = -1;
   int event_fd = -1;
