@@ -1,0 +1,341 @@
+// Room: input records, key epochs, writes and sync planning. The order, folding and
+// checkpoint barrier live in room_order.cc.
+#include "node/room/room.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "flatbuffers/flatbuffers.h"
+
+namespace ringpeer::room {
+
+Room::Room(Genesis genesis, const KeyPair* identity, std::unique_ptr<Reducer> reducer)
+    : genesis_(std::move(genesis)), reducer_(std::move(reducer)) {
+  if (identity != nullptr) identity_ = *identity;
+  base_hash_ = genesis_.room_id;
+  if (reducer_ != nullptr) {
+    reducer_->Clear();
+    reducer_->Serialize(&base_state_);
+  }
+}
+
+Room::~Room() = default;
+
+absl::StatusOr<std::unique_ptr<Room>> Room::Open(Bytes genesis_record, const KeyPair* identity,
+                                                 std::unique_ptr<Reducer> custom) {
+  Genesis g;
+  Verdict v = ParseGenesis(genesis_record, &g);
+  if (v != Verdict::kOk) {
+    return absl::InvalidArgumentError(std::string("room: genesis rejected: ") + VerdictName(v));
+  }
+  std::unique_ptr<Reducer> reducer =
+      g.reducer == ReducerKind::kOpaque ? std::move(custom) : MakeReducer(g.reducer);
+  if (reducer == nullptr) {
+    return absl::InvalidArgumentError("room: an opaque room needs the application's reducer");
+  }
+  return std::unique_ptr<Room>(new Room(std::move(g), identity, std::move(reducer)));
+}
+
+Verdict Room::Count(Verdict v) noexcept {
+  ++verdict_counts_[static_cast<int>(v)];
+  return v;
+}
+
+bool Room::can_read() const noexcept {
+  return !epochs_.empty() && epochs_.back().content_key.has_value();
+}
+
+bool Room::can_write() const noexcept {
+  return can_read() && epochs_.back().write.has_value();
+}
+
+const ContentKey* Room::ContentKeyFor(uint32_t epoch) const noexcept {
+  if (epoch >= epochs_.size() || !epochs_[epoch].content_key) return nullptr;
+  return &*epochs_[epoch].content_key;
+}
+
+bool Room::ParseHeld(Bytes record, Held* out) {
+  // Called only on records that passed DecodeUpdate, so GetRoot is safe here.
+  const auto* env = flatbuffers::GetRoot<fb::Signed>(record.data());
+  const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
+  out->record.assign(record.begin(), record.end());
+  out->epoch = body->epoch();
+  out->parents.clear();
+  if (body->parents() != nullptr) {
+    for (const fb::Key256* k : *body->parents()) out->parents.push_back(FromKey(*k));
+  }
+  return true;
+}
+
+// ---- key epochs ----
+
+Verdict Room::AddKeyEpoch(Bytes record) {
+  KeyEpoch k;
+  Verdict v = ParseKeyEpoch(record, id(), genesis_.admin, identity_ ? &*identity_ : nullptr, &k);
+  if (v != Verdict::kOk) return Count(v);
+  if (k.epoch < epochs_.size()) return Count(Verdict::kDuplicate);
+  if (k.epoch != epochs_.size()) return Count(Verdict::kEpochGap);
+  EpochState st;
+  st.write_key = k.write_key;
+  st.content_key = k.content_key;
+  if (k.write_seed) st.write = KeyPair::FromSeed(*k.write_seed);
+  st.previous_box = std::move(k.previous_box);
+  st.previous_nonce = k.previous_nonce;
+  st.rotation_heads = k.rotation_heads;
+  epochs_.push_back(std::move(st));
+  if (k.previous_key && k.epoch > 0 && !epochs_[k.epoch - 1].content_key) {
+    epochs_[k.epoch - 1].content_key = k.previous_key;
+  }
+  BackfillKeys();
+  reader_ = false;
+  for (const EpochState& e : epochs_) reader_ |= reducer_ != nullptr && e.content_key.has_value();
+  if (k.epoch > 0) PruneForRotation(k.rotation_heads, k.epoch);
+  // Keys may have changed what this node can decrypt: re-fold (rotations are rare).
+  RebuildOrder();
+  Release({});
+  return Count(Verdict::kOk);
+}
+
+void Room::BackfillKeys() {
+  // Each epoch seals its predecessor's content key, so the newest key opens all history.
+  for (size_t e = epochs_.size() - 1; e > 0; --e) {
+    EpochState& cur = epochs_[e];
+    EpochState& prev = epochs_[e - 1];
+    if (!cur.content_key || prev.content_key || cur.previous_box.empty()) continue;
+    std::vector<uint8_t> plain;
+    if (OpenContent(*cur.content_key, cur.previous_nonce, id(), cur.previous_box, &plain) &&
+        plain.size() == 32) {
+      ContentKey key;
+      std::memcpy(key.data(), plain.data(), 32);
+      prev.content_key = key;
+    }
+  }
+}
+
+// ---- updates ----
+
+Verdict Room::Receive(Bytes record) {
+  UpdateView u;
+  Verdict v = DecodeUpdate(record, id(), &u);
+  if (v != Verdict::kOk) return Count(v);
+  // Duplicates are dropped before the signature: a relay verifies each update once.
+  if (index_.contains(u.id) || pending_.contains(u.id) || quarantine_.contains(u.id)) {
+    return Count(Verdict::kDuplicate);
+  }
+  if (u.epoch >= epochs_.size()) return Count(Verdict::kUnknownEpoch);
+  if (!CheckUpdateSignature(u, epochs_[u.epoch].write_key)) {
+    return Count(Verdict::kBadSignature);
+  }
+  Held held;
+  ParseHeld(record, &held);
+  v = Admit(u.id, std::move(held));
+  TryAwaitedCheckpoint();
+  return Count(v);
+}
+
+Verdict Room::Admit(const Hash256& id, Held held) {
+  bool placed = false;
+  Verdict v = PlaceOne(id, &held, &placed);
+  std::vector<Hash256> work;
+  if (placed) work.push_back(id);
+  Release(std::move(work));
+  return v;
+}
+
+void Room::Hold(const Hash256& id, Held&& held) {
+  // Bounded: the oldest held update goes first. The FIFO may hold ids already released;
+  // it is compacted when it grows past twice the bound.
+  while (quarantine_.size() >= kQuarantineMax && !quarantine_fifo_.empty()) {
+    quarantine_.erase(quarantine_fifo_.front());
+    quarantine_fifo_.pop_front();
+  }
+  if (quarantine_fifo_.size() > 2 * kQuarantineMax) {
+    std::deque<Hash256> live;
+    for (const Hash256& q : quarantine_fifo_) {
+      if (quarantine_.contains(q)) live.push_back(q);
+    }
+    quarantine_fifo_.swap(live);
+  }
+  quarantine_.emplace(id, std::move(held));
+  quarantine_fifo_.push_back(id);
+}
+
+Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
+  *placed = false;
+  const bool old_epoch = held->epoch + 1 < epochs_.size();
+  if (old_epoch) {
+    // An old key after rotation is accepted only as an ancestor of the rotation point.
+    if (!expected_.contains(id)) {
+      Hold(id, std::move(*held));
+      return Verdict::kStaleEpoch;
+    }
+    for (const Hash256& p : held->parents) {
+      if (index_.contains(p)) continue;
+      if (expected_.insert(p).second && quarantine_.contains(p)) unquarantine_.push_back(p);
+    }
+  }
+  size_t missing = 0;
+  for (const Hash256& p : held->parents) {
+    auto it = index_.find(p);
+    if (it == index_.end()) {
+      ++missing;
+      continue;
+    }
+    const Entry& parent = entries_[it->second];
+    if (parent.segment != kTailSegment && !cp_head_slots_.contains(it->second)) {
+      return Verdict::kBehindCheckpoint;
+    }
+  }
+  if (missing > 0) {
+    if (pending_.size() >= kPendingMax) return Verdict::kPendingFull;
+    for (const Hash256& p : held->parents) {
+      if (!index_.contains(p)) waiting_[p].push_back(id);
+    }
+    pending_.emplace(id, std::move(*held));
+    return Verdict::kPending;
+  }
+  *placed = true;
+  return Insert(id, std::move(*held));
+}
+
+void Room::Release(std::vector<Hash256> work) {
+  // A worklist rather than recursion: a long chain of pending updates cannot grow the stack.
+  while (!work.empty() || !unquarantine_.empty()) {
+    if (work.empty()) {
+      Hash256 q = unquarantine_.back();
+      unquarantine_.pop_back();
+      auto it = quarantine_.find(q);
+      if (it == quarantine_.end() || index_.contains(q) || pending_.contains(q)) continue;
+      Held held = std::move(it->second);
+      quarantine_.erase(it);
+      bool placed = false;
+      PlaceOne(q, &held, &placed);
+      if (placed) work.push_back(q);
+      continue;
+    }
+    Hash256 id = work.back();
+    work.pop_back();
+    auto w = waiting_.find(id);
+    if (w == waiting_.end()) continue;
+    std::vector<Hash256> children = std::move(w->second);
+    waiting_.erase(w);
+    for (const Hash256& child : children) {
+      auto it = pending_.find(child);
+      if (it == pending_.end()) continue;
+      bool ready = std::all_of(it->second.parents.begin(), it->second.parents.end(),
+                               [&](const Hash256& p) { return index_.contains(p); });
+      if (!ready) continue;  // still listed under its other missing parents
+      Held held = std::move(it->second);
+      pending_.erase(it);
+      bool placed = false;
+      PlaceOne(child, &held, &placed);
+      if (placed) work.push_back(child);
+    }
+  }
+}
+
+absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random) {
+  if (!can_write()) return absl::FailedPreconditionError("room: no write key");
+  // Conservative cap check before signing: any built-in reducer grows the state by at most
+  // the payload plus a few bytes of framing, so an honest writer never sends an update
+  // that every reader would refuse.
+  if (reducer_->StateBytes() + payload.size() + 64 > genesis_.state_bytes_max) {
+    return absl::ResourceExhaustedError("room: the state would pass its size cap");
+  }
+  std::vector<Hash256> parents = heads();
+  if (parents.size() > kParentsMax) parents.resize(kParentsMax);
+  if (payload.size() > UpdatePayloadBytesMax(parents.size())) {
+    return absl::InvalidArgumentError("room: payload too large for one update");
+  }
+  const uint32_t epoch = static_cast<uint32_t>(epochs_.size() - 1);
+  Nonce nonce;
+  random(nonce);
+  std::vector<uint8_t> record = MakeUpdate(id(), epoch, *epochs_.back().write,
+                                           *epochs_.back().content_key, parents, payload, nonce);
+  if (record.empty()) return absl::InvalidArgumentError("room: update record too large");
+  // Our own update: decode (cheap) but skip verifying our own signature.
+  UpdateView u;
+  Verdict v = DecodeUpdate(record, id(), &u);
+  RP_ASSERT(v == Verdict::kOk);
+  Held held;
+  ParseHeld(record, &held);
+  v = Count(Admit(u.id, std::move(held)));
+  if (v != Verdict::kOk) {
+    return absl::InternalError(std::string("room: own update refused: ") + VerdictName(v));
+  }
+  return record;
+}
+
+// ---- queries ----
+
+std::vector<Hash256> Room::heads() const {
+  std::vector<Hash256> out;
+  out.reserve(heads_.size());
+  for (uint32_t s : heads_) out.push_back(entries_[s].id);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Hash256 Room::state_hash() const noexcept {
+  return order_.empty() ? base_hash_ : chain_.back();
+}
+
+std::vector<Hash256> Room::order() const {
+  std::vector<Hash256> out;
+  out.reserve(order_.size());
+  for (uint32_t s : order_) out.push_back(entries_[s].id);
+  return out;
+}
+
+void Room::SerializeState(std::vector<uint8_t>* out) const {
+  out->clear();
+  if (reader_) reducer_->Serialize(out);
+}
+
+std::vector<uint8_t> Room::AncestorMask(std::span<const uint32_t> from) const {
+  std::vector<uint8_t> mask(entries_.size(), 0);
+  std::vector<uint32_t> stack(from.begin(), from.end());
+  while (!stack.empty()) {
+    uint32_t s = stack.back();
+    stack.pop_back();
+    if (mask[s] || entries_[s].dead) continue;
+    mask[s] = 1;
+    for (uint32_t p : entries_[s].parents) {
+      if (!mask[p]) stack.push_back(p);
+    }
+  }
+  return mask;
+}
+
+SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads) const {
+  std::vector<uint32_t> from;
+  for (const Hash256& h : peer_heads) {
+    auto it = index_.find(h);
+    if (it != index_.end()) from.push_back(it->second);
+  }
+  std::vector<uint8_t> mask = AncestorMask(from);
+  SyncPlan plan;
+  for (uint32_t s : order_) {
+    if (mask[s]) continue;
+    plan.updates.push_back(Bytes(entries_[s].record));
+    plan.updates_bytes += entries_[s].record.size();
+  }
+  if (!has_checkpoint()) return plan;
+  bool peer_has_checkpoint = true;
+  for (uint32_t s : cp_head_slots_) peer_has_checkpoint &= mask[s] != 0;
+  if (peer_has_checkpoint) return plan;
+  // We started from this checkpoint (base entries) and cannot send what it covers; or
+  // the backlog is larger than the checkpoint itself.
+  bool from_base = false;
+  for (uint32_t s : cp_head_slots_) from_base |= entries_[s].base;
+  const uint64_t checkpoint_bytes = cp_record_.size() + cp_.blob_bytes;
+  if (from_base || plan.updates_bytes > checkpoint_bytes) {
+    plan.take_checkpoint = true;
+    plan.updates.clear();
+    plan.updates_bytes = 0;
+  }
+  return plan;
+}
+
+}  // namespace ringpeer::room

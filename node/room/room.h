@@ -1,0 +1,230 @@
+// Room: the sans-I/O model of one room (DESIGN.md section 6).
+//
+// A Room holds a room's key epochs, its log of updates (a DAG), the deterministic order of
+// that log, the state folded along it, the checkpoint in effect, and the bounded sets of
+// updates that cannot be placed yet. Input is record bytes from any peer; output is a
+// Verdict, and for a member, the state. It has no sockets, clocks, threads or globals;
+// randomness (nonces) is passed in.
+//
+// Order rule: topological, ties by id (Kahn's algorithm taking the smallest available id),
+// with one refinement: the checkpoint in effect is a barrier, so its ancestors come first.
+// An update whose parents include the last one in the order is appended in O(1); one that
+// lands earlier is inserted and the state re-folded from the nearest snapshot (every
+// kSnapshotEvery updates, the last kSnapshotsMax kept), else from the base.
+// State hash: h(0) = room id; after each update the reducer applied, h = BLAKE2b(h ‖ id).
+// A relay (no content key) cannot run the reducer and chains every update.
+//
+// Shard-local; not thread-safe. Owning type: not copyable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
+#include "node/room/records.h"
+#include "node/room/reducer.h"
+#include "node/room/verdict.h"
+
+namespace ringpeer::room {
+
+// Updates held waiting for their parents. Bounded so that a writer cannot grow memory by
+// naming parents that never come; over the bound new ones are dropped (repaired by sync).
+inline constexpr size_t kPendingMax = 4096;
+// Old-epoch updates held until a rotation point names them (or never: evicted writers).
+inline constexpr size_t kQuarantineMax = 1024;
+// Snapshot cadence and count for re-folding after an out-of-order insertion.
+inline constexpr uint32_t kSnapshotEvery = 256;
+inline constexpr size_t kSnapshotsMax = 4;
+
+// Hash for ids: they are BLAKE2b outputs already, so their first word is a good hash.
+struct IdHash {
+  size_t operator()(const Hash256& h) const noexcept {
+    size_t v;
+    static_assert(sizeof(v) <= sizeof(Hash256));
+    __builtin_memcpy(&v, h.data(), sizeof(v));
+    return v;
+  }
+};
+
+struct Checkpoint {
+  std::vector<uint8_t> record;
+  std::vector<uint8_t> blob;  // the encrypted state; BLAKE2b-256 of it is in the record
+};
+
+// A sync answer: either the updates the peer lacks, in order, or "take the checkpoint".
+struct SyncPlan {
+  bool take_checkpoint = false;
+  std::vector<Bytes> updates;  // views into the room's records; valid until it changes
+  uint64_t updates_bytes = 0;
+};
+
+class Room {
+ public:
+  // Open: a room from its genesis record. `identity` (may be null: a relay) is the node's
+  // ed25519 key pair, which key epochs seal member keys to; the Room keeps a copy.
+  // `custom` is the application's reducer for ReducerKind::kOpaque (ignored otherwise).
+  static absl::StatusOr<std::unique_ptr<Room>> Open(Bytes genesis_record,
+                                                    const KeyPair* identity,
+                                                    std::unique_ptr<Reducer> custom = nullptr);
+  Room(const Room&) = delete;
+  Room& operator=(const Room&) = delete;
+  ~Room();
+
+  // AddKeyEpoch: the next admin-signed key epoch. A rotation (epoch > 0) names the log
+  // heads it was made at; old-epoch updates that are not their ancestors are set aside.
+  Verdict AddKeyEpoch(Bytes record);
+  // Receive: one update record from a peer. Checks size, epoch, signature, parents, in
+  // that order. kOk / kOverCap / kBadPayload mean it is in the log (the last two: the state
+  // did not change); kPending means held until its parents come.
+  Verdict Receive(Bytes record);
+  // Write: makes, signs and applies an update over the current heads; returns its record
+  // for broadcast. Fails without changing anything when this node lacks the write key or
+  // the payload could take the state past its cap.
+  absl::StatusOr<std::vector<uint8_t>> Write(Bytes payload, RandomFn random);
+
+  // MakeCheckpoint: the signed (heads, state hash, encrypted state). Needs write access.
+  absl::StatusOr<Checkpoint> MakeCheckpoint(RandomFn random) const;
+  // AddCheckpoint: at a node that holds the log: puts the checkpoint in effect (as the
+  // order's barrier) once all its heads are here (kPending until then). `blob` may be
+  // empty; it is kept for peers that ask when present.
+  Verdict AddCheckpoint(Bytes record, Bytes blob);
+  // NeedsBlob: false when a cached state with `cached_state_hash` is the checkpoint's.
+  bool NeedsBlob(Bytes record, const Hash256& cached_state_hash) const;
+  // LoadCheckpoint: starts an empty room from a checkpoint and its blob.
+  // LoadCheckpointCached: the same from a cached plaintext state whose hash matched.
+  // REQUIRES: the room's log is empty.
+  Verdict LoadCheckpoint(Bytes record, Bytes blob);
+  Verdict LoadCheckpointCached(Bytes record, Bytes cached_state);
+
+  // PlanSync: what a peer reporting `peer_heads` lacks, in order. Heads we do not know are
+  // ignored (the peer has something we lack). O(log size).
+  SyncPlan PlanSync(std::span<const Hash256> peer_heads) const;
+
+  const Genesis& genesis() const noexcept { return genesis_; }
+  const Hash256& id() const noexcept { return genesis_.room_id; }
+  // The current heads, sorted by id.
+  std::vector<Hash256> heads() const;
+  // The state hash after the last update in the order.
+  Hash256 state_hash() const noexcept;
+  // The log's ids in order (after the checkpoint base).
+  std::vector<Hash256> order() const;
+  // SerializeState: the deterministic state bytes (empty for a relay).
+  void SerializeState(std::vector<uint8_t>* out) const;
+  const Reducer* reducer() const noexcept { return reducer_.get(); }
+  bool can_read() const noexcept;
+  bool can_write() const noexcept;
+  // The latest key epoch known, or -1 before the first.
+  int64_t epoch() const noexcept { return static_cast<int64_t>(epochs_.size()) - 1; }
+  size_t log_size() const noexcept { return order_.size(); }
+  size_t pending_size() const noexcept { return pending_.size(); }
+  size_t quarantine_size() const noexcept { return quarantine_.size(); }
+  bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
+  uint64_t verdict_count(Verdict v) const noexcept {
+    return verdict_counts_[static_cast<int>(v)];
+  }
+
+ private:
+  static constexpr uint32_t kNoPos = UINT32_MAX;
+  static constexpr uint32_t kTailSegment = UINT32_MAX;
+
+  struct Entry {
+    Hash256 id{};
+    std::vector<uint8_t> record;  // exact bytes received; empty for a base entry
+    absl::InlinedVector<uint32_t, 2> parents;
+    absl::InlinedVector<uint32_t, 2> children;
+    uint32_t epoch = 0;
+    uint32_t pos = kNoPos;
+    uint32_t segment = kTailSegment;  // checkpoint generation that covers it, or tail
+    bool base = false;   // a checkpoint head known by id only (loaded from a checkpoint)
+    bool dead = false;   // removed by a rotation or a checkpoint barrier
+  };
+  struct EpochState {
+    PublicKey write_key{};
+    std::optional<ContentKey> content_key;
+    std::optional<KeyPair> write;
+    std::vector<uint8_t> previous_box;  // previous content key under this one
+    Nonce previous_nonce{};
+    std::vector<Hash256> rotation_heads;
+  };
+  struct Held {
+    std::vector<uint8_t> record;
+    std::vector<Hash256> parents;
+    uint32_t epoch = 0;
+  };
+  struct Snapshot {
+    uint32_t pos = 0;  // updates applied before it
+    std::vector<uint8_t> state;
+  };
+
+  Room(Genesis genesis, const KeyPair* identity, std::unique_ptr<Reducer> reducer);
+
+  Verdict Count(Verdict v) noexcept;
+  // Admit: a verified update whose epoch rule passed; places it or holds it pending,
+  // then releases what waited on it. Never recursive: a worklist.
+  Verdict Admit(const Hash256& id, Held held);
+  Verdict PlaceOne(const Hash256& id, Held* held, bool* placed);
+  void Release(std::vector<Hash256> work);
+  void Hold(const Hash256& id, Held&& held);
+  Verdict Insert(const Hash256& id, Held&& held);
+  Verdict ApplyAt(uint32_t pos);
+  Verdict Refold(uint32_t from_pos);
+  void TryAwaitedCheckpoint();
+  void RebuildOrder();
+  void RecomputeHeads();
+  void Kill(uint32_t slot, bool quarantine);
+  void PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch);
+  void BackfillKeys();
+  static bool ParseHeld(Bytes record, Held* out);
+  Verdict InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob);
+  Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state);
+  Verdict CheckCheckpoint(Bytes record, CheckpointInfo* cp) const;
+  std::vector<uint8_t> AncestorMask(std::span<const uint32_t> from) const;
+  const ContentKey* ContentKeyFor(uint32_t epoch) const noexcept;
+
+  Genesis genesis_;
+  std::optional<KeyPair> identity_;
+  std::unique_ptr<Reducer> reducer_;
+  std::vector<EpochState> epochs_;
+
+  std::vector<Entry> entries_;                           // slots; dead ones stay
+  absl::flat_hash_map<Hash256, uint32_t, IdHash> index_;  // live entries by id
+  std::vector<uint32_t> order_;                          // slots in order
+  std::vector<Hash256> chain_;                           // state hash after order_[i]
+  std::vector<uint32_t> heads_;                          // slots with no live child
+
+  absl::flat_hash_map<Hash256, Held, IdHash> pending_;
+  absl::flat_hash_map<Hash256, std::vector<Hash256>, IdHash> waiting_;  // parent -> children
+  absl::flat_hash_map<Hash256, Held, IdHash> quarantine_;
+  std::deque<Hash256> quarantine_fifo_;
+  absl::flat_hash_set<Hash256, IdHash> expected_;  // old-epoch ids a rotation point names
+
+  // Base: the state the order starts from (the empty room, or a loaded checkpoint).
+  Hash256 base_hash_{};
+  std::vector<uint8_t> base_state_;
+  std::deque<Snapshot> snapshots_;
+  std::vector<uint8_t> scratch_;  // decrypted payload; reused so applying does not allocate
+  bool reader_ = false;           // has a reducer and some content key: folds the state
+  std::vector<Hash256> unquarantine_;  // held ids a rotation point has just named
+
+  // Checkpoint in effect.
+  std::vector<uint8_t> cp_record_;
+  std::vector<uint8_t> cp_blob_;
+  CheckpointInfo cp_;
+  uint32_t cp_generation_ = 0;
+  absl::flat_hash_set<uint32_t> cp_head_slots_;
+  uint32_t tail_start_ = 0;  // first order position after the barrier
+  std::vector<uint8_t> awaited_cp_record_;  // a checkpoint waiting for its heads
+  std::vector<uint8_t> awaited_cp_blob_;
+
+  uint64_t verdict_counts_[kVerdictCount] = {};
+};
+
+}  // namespace ringpeer::room

@@ -1,0 +1,349 @@
+// Room: the deterministic order, the fold along it, and the checkpoint barrier.
+#include <algorithm>
+#include <cstring>
+#include <queue>
+#include <tuple>
+
+#include "base/assert.h"
+#include "flatbuffers/flatbuffers.h"
+#include "node/room/room.h"
+
+namespace ringpeer::room {
+namespace {
+
+Hash256 Chain(const Hash256& prev, const Hash256& id) noexcept {
+  return wire::Hasher().Update(prev).Update(id).Final();
+}
+
+}  // namespace
+
+Verdict Room::Insert(const Hash256& id, Held&& held) {
+  const uint32_t slot = static_cast<uint32_t>(entries_.size());
+  entries_.emplace_back();
+  Entry& e = entries_.back();
+  e.id = id;
+  e.record = std::move(held.record);
+  e.epoch = held.epoch;
+  // Kahn's algorithm taking the smallest available id would emit this update at the first
+  // position, at or after all its parents (and the barrier), whose current occupant has a
+  // larger id: before that, a smaller id was always available; after it, nothing changes.
+  uint32_t pos = tail_start_;
+  for (const Hash256& p : held.parents) {
+    const uint32_t ps = index_.at(p);
+    e.parents.push_back(ps);
+    entries_[ps].children.push_back(slot);
+    if (!entries_[ps].base) pos = std::max(pos, entries_[ps].pos + 1);
+  }
+  while (pos < order_.size() && entries_[order_[pos]].id < id) ++pos;
+  order_.insert(order_.begin() + pos, slot);
+  chain_.insert(chain_.begin() + pos, Hash256{});
+  for (uint32_t i = pos; i < order_.size(); ++i) entries_[order_[i]].pos = i;
+  index_.emplace(id, slot);
+  // Heads: the parents stop being heads, the new update is one.
+  heads_.erase(std::remove_if(heads_.begin(), heads_.end(),
+                              [&](uint32_t h) {
+                                const auto& ps = entries_[slot].parents;
+                                return std::find(ps.begin(), ps.end(), h) != ps.end();
+                              }),
+               heads_.end());
+  heads_.push_back(slot);
+  if (pos + 1 == order_.size()) return ApplyAt(pos);  // the common case: O(1)
+  return Refold(pos);
+}
+
+Verdict Room::ApplyAt(uint32_t pos) {
+  const Entry& e = entries_[order_[pos]];
+  const Hash256& prev = pos == 0 ? base_hash_ : chain_[pos - 1];
+  Verdict v = Verdict::kOk;
+  if (reader_) {
+    const ContentKey* key = ContentKeyFor(e.epoch);
+    const auto* env = flatbuffers::GetRoot<fb::Signed>(e.record.data());
+    const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
+    Nonce nonce;
+    std::memcpy(nonce.data(), body->nonce()->b()->Data(), nonce.size());
+    const auto* cipher = body->ciphertext();
+    if (key == nullptr ||
+        !OpenContent(*key, nonce, id(), Bytes(cipher->data(), cipher->size()), &scratch_)) {
+      v = Verdict::kUndecryptable;
+    } else {
+      v = reducer_->Apply(scratch_, genesis_.state_bytes_max);
+    }
+  }
+  // A refused update stays in the log (every replica refuses it alike) but changes
+  // neither the state nor its hash.
+  chain_[pos] = v == Verdict::kOk ? Chain(prev, e.id) : prev;
+  if (reader_ && (pos + 1) % kSnapshotEvery == 0 &&
+      (snapshots_.empty() || snapshots_.back().pos < pos + 1)) {
+    Snapshot snap;
+    snap.pos = pos + 1;
+    reducer_->Serialize(&snap.state);
+    snapshots_.push_back(std::move(snap));
+    if (snapshots_.size() > kSnapshotsMax) snapshots_.pop_front();
+  }
+  return v;
+}
+
+Verdict Room::Refold(uint32_t from_pos) {
+  // Re-fold from the newest snapshot at or before `from_pos`, else from the base. The
+  // cost is bounded by kSnapshotEvery plus the updates after `from_pos`, unless the
+  // insertion lands before the oldest snapshot kept.
+  while (!snapshots_.empty() && snapshots_.back().pos > from_pos) snapshots_.pop_back();
+  uint32_t start = from_pos;
+  if (reader_) {
+    if (!snapshots_.empty()) {
+      start = snapshots_.back().pos;
+      RP_ASSERT(reducer_->Load(snapshots_.back().state));
+    } else {
+      start = 0;
+      RP_ASSERT(reducer_->Load(base_state_));
+    }
+  }
+  Verdict result = Verdict::kOk;
+  for (uint32_t i = start; i < order_.size(); ++i) {
+    Verdict v = ApplyAt(i);
+    if (i == from_pos) result = v;
+  }
+  return result;
+}
+
+void Room::RebuildOrder() {
+  // Kahn's algorithm over live updates, smallest (segment, id) first. Segments are the
+  // checkpoint generations: every update a checkpoint covers comes before any it does not.
+  std::vector<uint32_t> indegree(entries_.size(), 0);
+  using Key = std::tuple<uint32_t, Hash256, uint32_t>;
+  std::priority_queue<Key, std::vector<Key>, std::greater<Key>> ready;
+  tail_start_ = 0;
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    const Entry& e = entries_[s];
+    if (e.dead || e.base) continue;
+    for (uint32_t p : e.parents) indegree[s] += !entries_[p].dead && !entries_[p].base;
+    if (indegree[s] == 0) ready.emplace(e.segment, e.id, s);
+    tail_start_ += e.segment != kTailSegment;
+  }
+  order_.clear();
+  while (!ready.empty()) {
+    const uint32_t s = std::get<2>(ready.top());
+    ready.pop();
+    entries_[s].pos = static_cast<uint32_t>(order_.size());
+    order_.push_back(s);
+    for (uint32_t c : entries_[s].children) {
+      if (entries_[c].dead) continue;
+      if (--indegree[c] == 0) ready.emplace(entries_[c].segment, entries_[c].id, c);
+    }
+  }
+  chain_.assign(order_.size(), Hash256{});
+  snapshots_.clear();
+  Refold(0);
+  RecomputeHeads();
+}
+
+void Room::RecomputeHeads() {
+  heads_.clear();
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    const Entry& e = entries_[s];
+    if (e.dead) continue;
+    bool has_child = false;
+    for (uint32_t c : e.children) has_child |= !entries_[c].dead;
+    if (!has_child) heads_.push_back(s);
+  }
+}
+
+void Room::Kill(uint32_t slot, bool quarantine) {
+  Entry& e = entries_[slot];
+  RP_ASSERT(!e.dead);
+  RP_ASSERT(!e.base);
+  e.dead = true;
+  e.pos = kNoPos;
+  index_.erase(e.id);
+  if (quarantine) {
+    Held held;
+    ParseHeld(e.record, &held);
+    Hold(e.id, std::move(held));
+  }
+  e.record.clear();
+  e.record.shrink_to_fit();
+}
+
+void Room::PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch) {
+  std::vector<uint32_t> from;
+  for (const Hash256& h : rotation_heads) {
+    auto it = index_.find(h);
+    if (it != index_.end()) {
+      from.push_back(it->second);
+    } else if (expected_.insert(h).second && quarantine_.contains(h)) {
+      unquarantine_.push_back(h);
+    }
+  }
+  std::vector<uint8_t> mask = AncestorMask(from);
+  // Old-key updates that the rotation point does not cover were written after it (or
+  // concurrently with it): set them aside. A later arrival may still name them.
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    const Entry& e = entries_[s];
+    if (e.dead || e.base || e.segment != kTailSegment || e.epoch >= epoch || mask[s]) continue;
+    Kill(s, /*quarantine=*/true);
+  }
+  // Pending updates under old keys are re-checked when released (PlaceOne).
+}
+
+// ---- checkpoints ----
+
+Verdict Room::CheckCheckpoint(Bytes record, CheckpointInfo* cp) const {
+  Bytes signed_bytes;
+  Signature sig;
+  Verdict v = DecodeCheckpoint(record, id(), cp, &signed_bytes, &sig);
+  if (v != Verdict::kOk) return v;
+  if (cp->epoch >= epochs_.size()) return Verdict::kUnknownEpoch;
+  if (!wire::VerifySignature(epochs_[cp->epoch].write_key, signed_bytes, sig)) {
+    return Verdict::kBadSignature;
+  }
+  return Verdict::kOk;
+}
+
+absl::StatusOr<Checkpoint> Room::MakeCheckpoint(RandomFn random) const {
+  if (!can_write()) return absl::FailedPreconditionError("room: no write key");
+  std::vector<Hash256> hs = heads();
+  if (hs.size() > kCheckpointHeadsMax) {
+    return absl::FailedPreconditionError("room: too many heads; write a merge first");
+  }
+  std::vector<uint8_t> state;
+  reducer_->Serialize(&state);
+  Nonce nonce;
+  random(nonce);
+  Checkpoint cp;
+  const uint32_t epoch = static_cast<uint32_t>(epochs_.size() - 1);
+  cp.record = room::MakeCheckpoint(id(), epoch, *epochs_.back().write,
+                                   *epochs_.back().content_key, hs, state_hash(), state, nonce,
+                                   &cp.blob);
+  return cp;
+}
+
+Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
+  CheckpointInfo cp;
+  Verdict v = CheckCheckpoint(record, &cp);
+  if (v != Verdict::kOk) return Count(v);
+  if (has_checkpoint() && cp.id == cp_.id) return Count(Verdict::kDuplicate);
+  if (!blob.empty() && (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash)) {
+    return Count(Verdict::kBadBlob);
+  }
+  for (const Hash256& h : cp.heads) {
+    if (!index_.contains(h)) {
+      awaited_cp_record_.assign(record.begin(), record.end());
+      awaited_cp_blob_.assign(blob.begin(), blob.end());
+      return Count(Verdict::kPending);
+    }
+  }
+  return Count(InstallCheckpoint(cp, record, blob));
+}
+
+void Room::TryAwaitedCheckpoint() {
+  if (awaited_cp_record_.empty()) return;
+  CheckpointInfo cp;
+  if (CheckCheckpoint(awaited_cp_record_, &cp) != Verdict::kOk) return;
+  for (const Hash256& h : cp.heads) {
+    if (!index_.contains(h)) return;
+  }
+  std::vector<uint8_t> record = std::move(awaited_cp_record_);
+  std::vector<uint8_t> blob = std::move(awaited_cp_blob_);
+  awaited_cp_record_.clear();
+  awaited_cp_blob_.clear();
+  Count(InstallCheckpoint(cp, record, blob));
+}
+
+Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob) {
+  std::vector<uint32_t> head_slots;
+  for (const Hash256& h : cp.heads) head_slots.push_back(index_.at(h));
+  std::vector<uint8_t> mask = AncestorMask(head_slots);
+  for (uint32_t s : cp_head_slots_) {
+    if (!mask[s]) return Verdict::kStaleCheckpoint;
+  }
+  // Updates that branch from inside the checkpoint (a parent it covers that is not one of
+  // its heads) are refused, with everything built on them: a node that starts from the
+  // checkpoint could never place them.
+  absl::flat_hash_set<uint32_t> new_heads(head_slots.begin(), head_slots.end());
+  std::vector<uint8_t> killed(entries_.size(), 0);
+  for (uint32_t s : order_) {
+    if (mask[s]) continue;
+    for (uint32_t p : entries_[s].parents) {
+      if (killed[p] || (mask[p] && !new_heads.contains(p))) {
+        killed[s] = 1;
+        break;
+      }
+    }
+  }
+  for (uint32_t s = 0; s < killed.size(); ++s) {
+    if (killed[s]) Kill(s, /*quarantine=*/false);
+  }
+  ++cp_generation_;
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    if (mask[s] && !entries_[s].dead && entries_[s].segment == kTailSegment) {
+      entries_[s].segment = cp_generation_;
+    }
+  }
+  cp_head_slots_ = std::move(new_heads);
+  cp_ = cp;
+  cp_record_.assign(record.begin(), record.end());
+  cp_blob_.assign(blob.begin(), blob.end());
+  RebuildOrder();
+  if (reader_) {
+    const Hash256& at = tail_start_ == 0 ? base_hash_ : chain_[tail_start_ - 1];
+    if (at != cp.state_hash) return Verdict::kCheckpointMismatch;
+  }
+  return Verdict::kOk;
+}
+
+bool Room::NeedsBlob(Bytes record, const Hash256& cached_state_hash) const {
+  CheckpointInfo cp;
+  if (CheckCheckpoint(record, &cp) != Verdict::kOk) return true;
+  return cp.state_hash != cached_state_hash;
+}
+
+Verdict Room::LoadCheckpoint(Bytes record, Bytes blob) {
+  return Count(LoadBase(record, blob, {}));
+}
+
+Verdict Room::LoadCheckpointCached(Bytes record, Bytes cached_state) {
+  return Count(LoadBase(record, {}, cached_state));
+}
+
+Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
+  RP_ASSERT(entries_.empty());
+  RP_ASSERT(pending_.empty());
+  CheckpointInfo cp;
+  Verdict v = CheckCheckpoint(record, &cp);
+  if (v != Verdict::kOk) return v;
+  const bool from_cache = blob.empty() && !plain_state.empty();
+  if (!from_cache &&
+      (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash)) {
+    return Verdict::kBadBlob;
+  }
+  std::vector<uint8_t> plain(plain_state.begin(), plain_state.end());
+  if (reader_ && !from_cache) {
+    const ContentKey* key = ContentKeyFor(cp.epoch);
+    if (key == nullptr) return Verdict::kNoKey;
+    if (!OpenContent(*key, cp.nonce, id(), blob, &plain)) return Verdict::kBadBlob;
+  }
+  if (reader_ && !reducer_->Load(plain)) {
+    RP_ASSERT(reducer_->Load(base_state_));
+    return Verdict::kBadBlob;
+  }
+  base_state_ = std::move(plain);
+  base_hash_ = cp.state_hash;
+  cp_generation_ = 1;
+  for (const Hash256& h : cp.heads) {
+    if (index_.contains(h)) continue;
+    const uint32_t slot = static_cast<uint32_t>(entries_.size());
+    Entry& e = entries_.emplace_back();
+    e.id = h;
+    e.base = true;
+    e.segment = cp_generation_;
+    index_.emplace(h, slot);
+    cp_head_slots_.insert(slot);
+    heads_.push_back(slot);
+  }
+  cp_ = cp;
+  cp_record_.assign(record.begin(), record.end());
+  cp_blob_.assign(blob.begin(), blob.end());
+  return Verdict::kOk;
+}
+
+}  // namespace ringpeer::room

@@ -1,0 +1,250 @@
+// Goal: the room model's scenarios: members and a relay agree, every rejection names its
+// reason and changes nothing, eviction locks the evicted member out, checkpoints and
+// cached states load, sync planning answers "take the checkpoint" when cheaper, and an
+// application's own reducer plugs in.
+// Method: small hand-built rooms with deterministic keys (RoomFixture), one scenario each.
+#include "node/room/room.h"
+
+#include "gtest/gtest.h"
+#include "node/room/test_util.h"
+
+namespace ringpeer::room {
+namespace {
+
+using testing::RoomFixture;
+
+std::vector<uint8_t> Msg(const KeyPair& who, std::string_view text) {
+  return ChatPayload(ChatOp::kMessage, who.public_key, text);
+}
+
+std::vector<uint8_t> StateOf(const Room& r) {
+  std::vector<uint8_t> s;
+  r.SerializeState(&s);
+  return s;
+}
+
+TEST(Room, MembersAndRelayAgree) {
+  RoomFixture f(10, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  auto bob = f.Open(&f.members[1]);
+  auto relay = f.Open(nullptr);
+  EXPECT_TRUE(alice->can_write());
+  EXPECT_FALSE(relay->can_read());
+  std::vector<std::vector<uint8_t>> sent;
+  for (int i = 0; i < 5; ++i) {
+    auto rec = alice->Write(Msg(f.members[0], "hello " + std::to_string(i)), f.random);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    sent.push_back(*rec);
+  }
+  for (auto it = sent.rbegin(); it != sent.rend(); ++it) {  // reversed: all but one wait
+    Verdict v = bob->Receive(*it);
+    EXPECT_TRUE(v == Verdict::kOk || v == Verdict::kPending) << VerdictName(v);
+    EXPECT_EQ(relay->Receive(*it), v);
+  }
+  EXPECT_EQ(bob->pending_size(), 0u);
+  EXPECT_EQ(bob->state_hash(), alice->state_hash());
+  EXPECT_EQ(StateOf(*bob), StateOf(*alice));
+  EXPECT_EQ(relay->order(), alice->order());
+  EXPECT_EQ(relay->heads(), alice->heads());
+  EXPECT_TRUE(StateOf(*relay).empty());
+  const auto* chat = static_cast<const ChatReducer*>(bob->reducer());
+  ASSERT_EQ(chat->messages().size(), 5u);
+  EXPECT_EQ(chat->messages()[4].text, "hello 4");
+  EXPECT_EQ(bob->Receive(sent[0]), Verdict::kDuplicate);
+}
+
+TEST(Room, RejectionsNameTheirReasonAndChangeNothing) {
+  RoomFixture f(11, ReducerKind::kKv, 400);
+  auto alice = f.Open(&f.members[0]);
+  auto bob = f.Open(&f.members[1]);
+  auto rec = alice->Write(KvPayload(KvOp::kSet, "k", "v"), f.random);
+  ASSERT_TRUE(rec.ok());
+  ASSERT_EQ(bob->Receive(*rec), Verdict::kOk);
+  const Hash256 hash = bob->state_hash();
+  const auto state = StateOf(*bob);
+  const size_t log = bob->log_size();
+  auto unchanged = [&] {
+    EXPECT_EQ(bob->state_hash(), hash);
+    EXPECT_EQ(StateOf(*bob), state);
+  };
+  KeyEpoch k0;
+  ASSERT_EQ(ParseKeyEpoch(f.epochs[0], f.room_id, f.admin.public_key, &f.members[0], &k0),
+            Verdict::kOk);
+  KeyPair write = KeyPair::FromSeed(*k0.write_seed);
+  std::vector<Hash256> heads = bob->heads();
+  auto payload = KvPayload(KvOp::kSet, "x", "y");
+  // Forged: signed by a key that is not the epoch's write key.
+  KeyPair forger = KeyPair::FromSeed(f.rng.Bytes32());
+  auto forged = MakeUpdate(f.room_id, 0, forger, f.content_keys[0], heads, payload, Nonce{});
+  EXPECT_EQ(bob->Receive(forged), Verdict::kBadSignature);
+  unchanged();
+  EXPECT_EQ(bob->log_size(), log);
+  // Unknown epoch.
+  auto future = MakeUpdate(f.room_id, 7, write, f.content_keys[0], heads, payload, Nonce{});
+  EXPECT_EQ(bob->Receive(future), Verdict::kUnknownEpoch);
+  unchanged();
+  EXPECT_EQ(bob->log_size(), log);
+  // Past the cap: every reader refuses it alike; the state and its hash stay.
+  auto big = MakeUpdate(f.room_id, 0, write, f.content_keys[0], heads,
+                        KvPayload(KvOp::kSet, "big", std::string(500, 'b')), Nonce{});
+  EXPECT_EQ(bob->Receive(big), Verdict::kOverCap);
+  unchanged();
+  EXPECT_EQ(bob->verdict_count(Verdict::kOverCap), 1u);
+  // The honest writer refuses to make it at all.
+  EXPECT_EQ(alice->Write(KvPayload(KvOp::kSet, "big", std::string(500, 'b')), f.random)
+                .status()
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+  // Garbage and another room's bytes.
+  EXPECT_EQ(bob->Receive(std::vector<uint8_t>(300, 1)), Verdict::kVerifyFailed);
+  unchanged();
+}
+
+TEST(Room, EvictionLocksTheEvictedMemberOut) {
+  RoomFixture f(12, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  auto carol = f.Open(&f.members[2]);
+  auto late = f.Open(&f.members[1]);  // bob: receives everything late
+  auto r1 = alice->Write(Msg(f.members[0], "before"), f.random);
+  ASSERT_TRUE(r1.ok());
+  ASSERT_EQ(carol->Receive(*r1), Verdict::kOk);
+  auto r2 = carol->Write(Msg(f.members[2], "carol before"), f.random);
+  ASSERT_TRUE(r2.ok());
+  ASSERT_EQ(alice->Receive(*r2), Verdict::kOk);
+  // The admin evicts carol at alice's heads.
+  const auto& rot = f.Rotate({{f.members[0].public_key, true}, {f.members[1].public_key, true}},
+                             alice->heads());
+  // Carol writes after the rotation with the old key; alice has the rotation already.
+  auto evil = carol->Write(Msg(f.members[2], "carol after"), f.random);
+  ASSERT_TRUE(evil.ok());
+  ASSERT_EQ(alice->AddKeyEpoch(rot), Verdict::kOk);
+  const Hash256 before = alice->state_hash();
+  EXPECT_EQ(alice->Receive(*evil), Verdict::kStaleEpoch);
+  EXPECT_EQ(alice->state_hash(), before);
+  // Bob gets the rotation first, then everything in reverse: the old-key ancestors are
+  // accepted, carol's later update is not.
+  ASSERT_EQ(late->AddKeyEpoch(rot), Verdict::kOk);
+  EXPECT_EQ(late->Receive(*evil), Verdict::kStaleEpoch);
+  EXPECT_NE(late->Receive(*r2), Verdict::kStaleEpoch);
+  EXPECT_EQ(late->Receive(*r1), Verdict::kOk);
+  EXPECT_EQ(late->state_hash(), alice->state_hash());
+  EXPECT_EQ(StateOf(*late), StateOf(*alice));
+  // After the rotation carol can verify but not read, and cannot write.
+  auto a2 = alice->Write(Msg(f.members[0], "after"), f.random);
+  ASSERT_TRUE(a2.ok());
+  ASSERT_EQ(carol->AddKeyEpoch(rot), Verdict::kOk);
+  EXPECT_FALSE(carol->can_read());
+  EXPECT_FALSE(carol->can_write());
+  const auto carol_state = StateOf(*carol);
+  carol->Receive(*a2);
+  EXPECT_EQ(StateOf(*carol), carol_state);
+  UpdateView u;
+  ASSERT_EQ(DecodeUpdate(*a2, f.room_id, &u), Verdict::kOk);
+  std::vector<uint8_t> plain;
+  Nonce n;
+  std::memcpy(n.data(), u.body->nonce()->b()->Data(), 24);
+  const auto* c = u.body->ciphertext();
+  EXPECT_FALSE(OpenContent(f.content_keys[0], n, f.room_id, Bytes(c->data(), c->size()), &plain));
+  // Carol's post-rotation update, received before the rotation, is set aside by it.
+  auto fresh = f.Open(&f.members[1]);
+  RoomFixture& g = f;
+  auto early = Room::Open(g.genesis, &g.members[1]);
+  ASSERT_TRUE(early.ok());
+  ASSERT_EQ((*early)->AddKeyEpoch(g.epochs[0]), Verdict::kOk);
+  for (const auto* rec : {&*r1, &*r2, &*evil}) (*early)->Receive(*rec);
+  EXPECT_EQ((*early)->log_size(), 3u);
+  ASSERT_EQ((*early)->AddKeyEpoch(rot), Verdict::kOk);
+  EXPECT_EQ((*early)->log_size(), 2u);
+  EXPECT_EQ((*early)->Receive(*a2), Verdict::kOk);
+  EXPECT_EQ((*early)->state_hash(), alice->state_hash());
+  (void)fresh;
+}
+
+TEST(Room, CheckpointAndCachedState) {
+  RoomFixture f(13, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(alice->Write(Msg(f.members[0], "m"), f.random).ok());
+  auto cp = alice->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  ASSERT_EQ(alice->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  std::vector<std::vector<uint8_t>> tail;
+  for (int i = 0; i < 5; ++i) tail.push_back(*alice->Write(Msg(f.members[0], "t"), f.random));
+
+  auto bob = f.Open(&f.members[1]);
+  std::vector<uint8_t> bad_blob = cp->blob;
+  bad_blob[0] ^= 1;
+  EXPECT_EQ(bob->LoadCheckpoint(cp->record, bad_blob), Verdict::kBadBlob);
+  ASSERT_EQ(bob->LoadCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  SyncPlan plan = alice->PlanSync(bob->heads());
+  EXPECT_FALSE(plan.take_checkpoint);
+  ASSERT_EQ(plan.updates.size(), 5u);
+  for (Bytes u : plan.updates) EXPECT_EQ(bob->Receive(u), Verdict::kOk);
+  EXPECT_EQ(bob->state_hash(), alice->state_hash());
+  EXPECT_EQ(StateOf(*bob), StateOf(*alice));
+
+  // A cached state whose hash matches is used without the blob.
+  std::vector<uint8_t> cached = StateOf(*alice);
+  auto carol = f.Open(&f.members[2]);
+  CheckpointInfo info;
+  Bytes sb;
+  Signature sig;
+  ASSERT_EQ(DecodeCheckpoint(cp->record, f.room_id, &info, &sb, &sig), Verdict::kOk);
+  EXPECT_TRUE(carol->NeedsBlob(cp->record, alice->state_hash()));
+  EXPECT_FALSE(carol->NeedsBlob(cp->record, info.state_hash));
+  std::vector<uint8_t> cp_state;
+  {
+    auto replay = f.Open(&f.members[2]);
+    ASSERT_EQ(replay->LoadCheckpoint(cp->record, cp->blob), Verdict::kOk);
+    replay->SerializeState(&cp_state);
+  }
+  ASSERT_EQ(carol->LoadCheckpointCached(cp->record, cp_state), Verdict::kOk);
+  for (const auto& t : tail) EXPECT_EQ(carol->Receive(t), Verdict::kOk);
+  EXPECT_EQ(carol->state_hash(), alice->state_hash());
+
+  // An empty peer is told to take the checkpoint: the backlog is larger than it.
+  SyncPlan fresh = alice->PlanSync({});
+  EXPECT_TRUE(fresh.take_checkpoint);
+  EXPECT_TRUE(bob->PlanSync({}).take_checkpoint);  // bob cannot send what it never had
+  (void)cached;
+}
+
+// An application's own reducer: counts payload bytes, capped.
+class CountingReducer final : public Reducer {
+ public:
+  Verdict Apply(Bytes payload, uint64_t cap) noexcept override {
+    if (StateBytes() + 1 > cap) return Verdict::kOverCap;
+    total_ += payload.size();
+    ++count_;
+    return Verdict::kOk;
+  }
+  uint64_t StateBytes() const noexcept override { return 16; }
+  void Serialize(std::vector<uint8_t>* out) const override {
+    out->assign(16, 0);
+    std::memcpy(out->data(), &total_, 8);
+    std::memcpy(out->data() + 8, &count_, 8);
+  }
+  bool Load(Bytes s) override {
+    if (s.size() != 16) return false;
+    std::memcpy(&total_, s.data(), 8);
+    std::memcpy(&count_, s.data() + 8, 8);
+    return true;
+  }
+  void Clear() noexcept override { total_ = count_ = 0; }
+  uint64_t total_ = 0, count_ = 0;
+};
+
+TEST(Room, ApplicationReducer) {
+  RoomFixture f(14, ReducerKind::kOpaque, 1000);
+  EXPECT_FALSE(Room::Open(f.genesis, &f.members[0]).ok());  // opaque needs a reducer
+  auto room = Room::Open(f.genesis, &f.members[0], std::make_unique<CountingReducer>());
+  ASSERT_TRUE(room.ok());
+  ASSERT_EQ((*room)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  std::vector<uint8_t> p(10, 1);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*room)->Write(p, f.random).ok());
+  const auto* r = static_cast<const CountingReducer*>((*room)->reducer());
+  EXPECT_EQ(r->total_, 30u);
+  EXPECT_EQ(r->count_, 3u);
+}
+
+}  // namespace
+}  // namespace ringpeer::room
