@@ -220,6 +220,8 @@ wire::Verdict Overlay::OnMessage(int64_t now_us, const base::Endpoint& from,
       return OnPeers(now_us, from, msg, out);
     case wire::MessageType::kPing:
       break;  // answered by PingResponder; reported through OnPingSeen
+    default:
+      break;
   }
   return wire::Verdict::kUnknownType;
 }

@@ -98,4 +98,157 @@ size_t Encoder::Peers(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid
   return Finish(out, MessageType::kPeers, shard_hint);
 }
 
+flatbuffers::Offset<flatbuffers::Vector<const fb::PeerEntry*>> Encoder::EntryVector(
+    std::span<const PeerInfo> list) noexcept {
+  RP_ASSERT(list.size() <= kNodesPerMessageMax);
+  fb::PeerEntry entries[kNodesPerMessageMax];
+  for (size_t i = 0; i < list.size(); ++i) {
+    entries[i] = fb::PeerEntry(ToWireId(list[i].id), ToWireAddr(list[i].addr));
+  }
+  return fbb_.CreateVectorOfStructs(entries, list.size());
+}
+
+size_t Encoder::FindNode(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                         const NodeId& sender, const NodeId& target, uint8_t count,
+                         size_t pad_bytes) noexcept {
+  RP_ASSERT(count <= kNodesPerMessageMax);
+  fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pad;
+  if (pad_bytes > 0) {
+    uint8_t* p = nullptr;
+    pad = fbb_.CreateUninitializedVector(pad_bytes, &p);
+    std::memset(p, 0, pad_bytes);
+  }
+  fb::Id256 s = ToWireId(sender);
+  fb::Id256 t = ToWireId(target);
+  fbb_.Finish(fb::CreateFindNode(fbb_, txid, &s, &t, count, pad));
+  return Finish(out, MessageType::kFindNode, shard_hint);
+}
+
+size_t Encoder::Nodes(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                      const NodeId& sender, std::span<const PeerInfo> nodes, uint8_t chunk,
+                      uint8_t chunks) noexcept {
+  RP_ASSERT(chunks == 0 || chunk < chunks);
+  fbb_.Clear();
+  auto vec = EntryVector(nodes);
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateNodes(fbb_, txid, &s, vec, chunk, chunks));
+  return Finish(out, MessageType::kNodes, shard_hint);
+}
+
+size_t Encoder::GetProviders(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                             const NodeId& sender, const NodeId& key, uint8_t count,
+                             size_t pad_bytes) noexcept {
+  RP_ASSERT(count <= kProvidersPerMessageMax);
+  fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pad;
+  if (pad_bytes > 0) {
+    uint8_t* p = nullptr;
+    pad = fbb_.CreateUninitializedVector(pad_bytes, &p);
+    std::memset(p, 0, pad_bytes);
+  }
+  fb::Id256 s = ToWireId(sender);
+  fb::Id256 k = ToWireId(key);
+  fbb_.Finish(fb::CreateGetProviders(fbb_, txid, &s, &k, count, pad));
+  return Finish(out, MessageType::kGetProviders, shard_hint);
+}
+
+size_t Encoder::Providers(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                          const NodeId& sender, const Token& token,
+                          std::span<const PeerInfo> providers,
+                          std::span<const PeerInfo> nodes) noexcept {
+  RP_ASSERT(providers.size() <= kProvidersPerMessageMax);
+  RP_ASSERT(nodes.size() <= kProviderNodesPerMessageMax);
+  fbb_.Clear();
+  auto pv = EntryVector(providers);
+  auto nv = EntryVector(nodes);
+  fb::Id256 s = ToWireId(sender);
+  fb::Token128 t;
+  std::memcpy(t.mutable_b()->Data(), token.data(), token.size());
+  fbb_.Finish(fb::CreateProviders(fbb_, txid, &s, &t, pv, nv));
+  return Finish(out, MessageType::kProviders, shard_hint);
+}
+
+size_t Encoder::Announce(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                         const NodeId& sender, const NodeId& key, const Token& token) noexcept {
+  fbb_.Clear();
+  fb::Id256 s = ToWireId(sender);
+  fb::Id256 k = ToWireId(key);
+  fb::Token128 t;
+  std::memcpy(t.mutable_b()->Data(), token.data(), token.size());
+  fbb_.Finish(fb::CreateAnnounce(fbb_, txid, &s, &k, &t));
+  return Finish(out, MessageType::kAnnounce, shard_hint);
+}
+
+size_t Encoder::Ack(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                    const NodeId& sender) noexcept {
+  fbb_.Clear();
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateAck(fbb_, txid, &s));
+  return Finish(out, MessageType::kAck, shard_hint);
+}
+
+size_t Encoder::Route(std::span<uint8_t> out, const RouteFields& f,
+                      std::span<const uint8_t> payload) noexcept {
+  RP_ASSERT(f.ttl <= kRouteTtlMax);
+  RP_ASSERT(payload.size() <= kRoutePayloadBytesMax);
+  fbb_.Clear();
+  auto pv = fbb_.CreateVector(payload.data(), payload.size());
+  fb::Id256 o = ToWireId(f.origin);
+  fb::Id256 t = ToWireId(f.target);
+  fb::Addr a;  // family 0 (unset) unless the caller knows it
+  if (f.origin_addr.valid()) a = ToWireAddr(f.origin_addr);
+  fb::RouteState st(a, f.ttl, f.hops, f.attempt);
+  fbb_.Finish(fb::CreateRoute(fbb_, f.route_id, &o, &t, &st, f.kind, pv));
+  return Finish(out, MessageType::kRoute, kNoShardHint);
+}
+
+size_t Encoder::RouteReply(std::span<uint8_t> out, uint64_t route_id, const NodeId& responder,
+                           const base::Endpoint& origin_addr, uint8_t hops, bool delivered,
+                           uint8_t kind) noexcept {
+  RP_ASSERT(origin_addr.valid());
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(responder);
+  fb::Addr a = ToWireAddr(origin_addr);
+  fbb_.Finish(fb::CreateRouteReply(fbb_, route_id, &r, &a, hops, delivered, kind));
+  return Finish(out, MessageType::kRouteReply, kNoShardHint);
+}
+
+size_t Encoder::Walk(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                     const NodeId& sender) noexcept {
+  fbb_.Clear();
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateWalk(fbb_, txid, &s));
+  return Finish(out, MessageType::kWalk, shard_hint);
+}
+
+size_t Encoder::WalkReply(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                          const NodeId& sender, uint16_t degree,
+                          std::span<const PeerInfo> next) noexcept {
+  RP_ASSERT(next.size() <= kWalkNextMax);
+  fbb_.Clear();
+  auto nv = EntryVector(next);
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateWalkReply(fbb_, txid, &s, degree, nv));
+  return Finish(out, MessageType::kWalkReply, shard_hint);
+}
+
+size_t Encoder::Gossip(std::span<uint8_t> out, uint64_t msg_id, const NodeId& origin,
+                       std::span<const uint8_t> payload) noexcept {
+  RP_ASSERT(payload.size() <= kGossipPayloadBytesMax);
+  fbb_.Clear();
+  auto pv = fbb_.CreateVector(payload.data(), payload.size());
+  fb::Id256 o = ToWireId(origin);
+  fbb_.Finish(fb::CreateGossip(fbb_, msg_id, &o, pv));
+  return Finish(out, MessageType::kGossip, kNoShardHint);
+}
+
+size_t Encoder::DumpRequest(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                            const NodeId& sender) noexcept {
+  fbb_.Clear();
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateDumpRequest(fbb_, txid, &s));
+  return Finish(out, MessageType::kDumpRequest, shard_hint);
+}
+
 }  // namespace ringpeer::wire

@@ -12,6 +12,7 @@
 #include "base/endpoint.h"
 #include "flatbuffers/flatbuffers.h"
 #include "wire/crypto.h"
+#include "wire/dht_generated.h"
 #include "wire/header.h"
 #include "wire/overlay_generated.h"
 
@@ -27,6 +28,21 @@ Signature FromWireSig(const fb::Sig512& sig) noexcept;
 struct PeerInfo {
   NodeId id;
   base::Endpoint addr;
+};
+
+using Token = std::array<uint8_t, 16>;
+
+// RouteFields: what a Route carries besides its id; `origin_addr` is invalid until the
+// first hop fills it.
+struct RouteFields {
+  uint64_t route_id = 0;
+  NodeId origin{};
+  NodeId target{};
+  base::Endpoint origin_addr;
+  uint8_t ttl = 0;
+  uint8_t hops = 0;
+  uint8_t attempt = 0;
+  uint8_t kind = 0;
 };
 
 class Encoder {
@@ -46,7 +62,42 @@ class Encoder {
   size_t Peers(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid, const NodeId& sender,
                std::span<const PeerInfo> peers) noexcept;
 
+  // DHT messages (wire/schemas/dht.fbs). `pad_bytes` adds that many zero bytes to a
+  // request (see FindNode in dht.fbs). Each returns 0 when the result would not fit.
+  size_t FindNode(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                  const NodeId& sender, const NodeId& target, uint8_t count,
+                  size_t pad_bytes) noexcept;
+  // Nodes: `chunks` is 0 for a find_node answer, the chunk count for a table dump.
+  size_t Nodes(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid, const NodeId& sender,
+               std::span<const PeerInfo> nodes, uint8_t chunk = 0, uint8_t chunks = 0) noexcept;
+  size_t GetProviders(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                      const NodeId& sender, const NodeId& key, uint8_t count,
+                      size_t pad_bytes) noexcept;
+  size_t Providers(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                   const NodeId& sender, const Token& token, std::span<const PeerInfo> providers,
+                   std::span<const PeerInfo> nodes) noexcept;
+  size_t Announce(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                  const NodeId& sender, const NodeId& key, const Token& token) noexcept;
+  size_t Ack(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+             const NodeId& sender) noexcept;
+  size_t Route(std::span<uint8_t> out, const RouteFields& f,
+               std::span<const uint8_t> payload) noexcept;
+  size_t RouteReply(std::span<uint8_t> out, uint64_t route_id, const NodeId& responder,
+                    const base::Endpoint& origin_addr, uint8_t hops, bool delivered,
+                    uint8_t kind) noexcept;
+  size_t Walk(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+              const NodeId& sender) noexcept;
+  size_t WalkReply(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                   const NodeId& sender, uint16_t degree, std::span<const PeerInfo> next) noexcept;
+  size_t Gossip(std::span<uint8_t> out, uint64_t msg_id, const NodeId& origin,
+                std::span<const uint8_t> payload) noexcept;
+  size_t DumpRequest(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
+                     const NodeId& sender) noexcept;
+
  private:
+  flatbuffers::Offset<flatbuffers::Vector<const fb::PeerEntry*>> EntryVector(
+      std::span<const PeerInfo> list) noexcept;
+
   // Finish: writes the header and copies the finished body after it.
   size_t Finish(std::span<uint8_t> out, MessageType type, uint32_t shard_hint) noexcept;
 

@@ -30,9 +30,31 @@ enum class MessageType : uint8_t {
   kPing = 1,
   kPong = 2,
   kPeers = 3,
-  // 16..63: reserved for the DHT (issue 3); 64..127: rooms (issue 5).
+  // 16..63: the DHT (issue 3); 64..127: rooms (issue 5).
+  kFindNode = 16,
+  kNodes = 17,
+  kGetProviders = 18,
+  kProviders = 19,
+  kAnnounce = 20,
+  kAck = 21,
+  kRoute = 22,
+  kRouteReply = 23,
+  kWalk = 24,
+  kWalkReply = 25,
+  kGossip = 26,
+  kDumpRequest = 27,
 };
-inline constexpr uint8_t kMessageTypeMax = 3;
+inline constexpr uint8_t kMessageTypeMax = 27;
+// The overlay's original types end here; the DHT range starts at kDhtTypeFirst.
+inline constexpr uint8_t kOverlayTypeLast = 3;
+inline constexpr uint8_t kDhtTypeFirst = 16;
+inline constexpr uint8_t kDhtTypeLast = 27;
+
+// IsKnownType: whether `type` is a message type this version speaks.
+constexpr bool IsKnownType(uint8_t type) noexcept {
+  return (type >= 1 && type <= kOverlayTypeLast) ||
+         (type >= kDhtTypeFirst && type <= kDhtTypeLast);
+}
 
 // Header flags.
 enum HeaderFlags : uint16_t {

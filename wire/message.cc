@@ -39,7 +39,120 @@ Verdict CheckPeers(const fb::Peers* peers) noexcept {
   return Verdict::kOk;
 }
 
+// EntriesOk: a list of at most `max` peer entries, each with a real address family.
+bool EntriesOk(const flatbuffers::Vector<const fb::PeerEntry*>* list, size_t max) noexcept {
+  if (list == nullptr) return true;
+  if (list->size() > max) return false;
+  for (const fb::PeerEntry* e : *list) {
+    if (!AddrOk(&e->addr())) return false;
+  }
+  return true;
+}
+
+// Check: the semantic checks per DHT type, after the Verifier (FlatBuffers cannot express
+// list bounds or enumerated address families).
+Verdict Check(const fb::FindNode* m) noexcept {
+  return m->count() <= kNodesPerMessageMax ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::Nodes* m) noexcept {
+  if (!EntriesOk(m->nodes(), kNodesPerMessageMax)) return Verdict::kBadField;
+  if (m->chunks() > 0 && m->chunk() >= m->chunks()) return Verdict::kBadField;
+  return Verdict::kOk;
+}
+Verdict Check(const fb::GetProviders* m) noexcept {
+  return m->count() <= kProvidersPerMessageMax ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::Providers* m) noexcept {
+  if (!EntriesOk(m->providers(), kProvidersPerMessageMax)) return Verdict::kBadField;
+  if (!EntriesOk(m->nodes(), kProviderNodesPerMessageMax)) return Verdict::kBadField;
+  return Verdict::kOk;
+}
+Verdict Check(const fb::Announce*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::Ack*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::Route* m) noexcept {
+  const fb::RouteState* st = m->state();
+  if (st->ttl() > kRouteTtlMax) return Verdict::kBadField;
+  // family 0: not yet filled by the first hop.
+  const uint8_t family = st->origin_addr().family();
+  if (family != 0 && family != 4 && family != 6) return Verdict::kBadField;
+  if (m->payload() != nullptr && m->payload()->size() > kRoutePayloadBytesMax) {
+    return Verdict::kBadField;
+  }
+  return Verdict::kOk;
+}
+Verdict Check(const fb::RouteReply* m) noexcept {
+  return AddrOk(m->origin_addr()) ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::Walk*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::WalkReply* m) noexcept {
+  return EntriesOk(m->next(), kWalkNextMax) ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::Gossip* m) noexcept {
+  if (m->payload() != nullptr && m->payload()->size() > kGossipPayloadBytesMax) {
+    return Verdict::kBadField;
+  }
+  return Verdict::kOk;
+}
+Verdict Check(const fb::DumpRequest*) noexcept { return Verdict::kOk; }
+
+template <typename T>
+Verdict VerifyAndCheck(const uint8_t* body, size_t size, const void** table) noexcept {
+  const T* root = VerifyRoot<T>(body, size);
+  if (root == nullptr) return Verdict::kVerifyFailed;
+  const Verdict v = Check(root);
+  if (v == Verdict::kOk) *table = root;
+  return v;
+}
+
 }  // namespace
+
+Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size,
+                      Message* out) noexcept {
+  const void* table = nullptr;
+  Verdict v = Verdict::kUnknownType;
+  switch (static_cast<MessageType>(h.type)) {
+    case MessageType::kFindNode: v = VerifyAndCheck<fb::FindNode>(body, size, &table); break;
+    case MessageType::kNodes: v = VerifyAndCheck<fb::Nodes>(body, size, &table); break;
+    case MessageType::kGetProviders:
+      v = VerifyAndCheck<fb::GetProviders>(body, size, &table);
+      break;
+    case MessageType::kProviders: v = VerifyAndCheck<fb::Providers>(body, size, &table); break;
+    case MessageType::kAnnounce: v = VerifyAndCheck<fb::Announce>(body, size, &table); break;
+    case MessageType::kAck: v = VerifyAndCheck<fb::Ack>(body, size, &table); break;
+    case MessageType::kRoute: v = VerifyAndCheck<fb::Route>(body, size, &table); break;
+    case MessageType::kRouteReply: v = VerifyAndCheck<fb::RouteReply>(body, size, &table); break;
+    case MessageType::kWalk: v = VerifyAndCheck<fb::Walk>(body, size, &table); break;
+    case MessageType::kWalkReply: v = VerifyAndCheck<fb::WalkReply>(body, size, &table); break;
+    case MessageType::kGossip: v = VerifyAndCheck<fb::Gossip>(body, size, &table); break;
+    case MessageType::kDumpRequest:
+      v = VerifyAndCheck<fb::DumpRequest>(body, size, &table);
+      break;
+    default: break;
+  }
+  if (v == Verdict::kOk) out->table_ = table;
+  return v;
+}
+
+uint64_t RequestTxid(const Message& msg) noexcept {
+  switch (msg.type()) {
+    case MessageType::kPing: return msg.ping()->txid();
+    case MessageType::kPong: return msg.pong()->txid();
+    case MessageType::kPeers: return msg.peers()->txid();
+    case MessageType::kFindNode: return msg.find_node()->txid();
+    case MessageType::kNodes: return msg.nodes()->txid();
+    case MessageType::kGetProviders: return msg.get_providers()->txid();
+    case MessageType::kProviders: return msg.providers()->txid();
+    case MessageType::kAnnounce: return msg.announce()->txid();
+    case MessageType::kAck: return msg.ack()->txid();
+    case MessageType::kWalk: return msg.walk()->txid();
+    case MessageType::kWalkReply: return msg.walk_reply()->txid();
+    case MessageType::kDumpRequest: return msg.dump_request()->txid();
+    case MessageType::kRoute:
+    case MessageType::kRouteReply:
+    case MessageType::kGossip: break;
+  }
+  return 0;
+}
 
 Verdict CheckHeader(const uint8_t* data, size_t size, Header* out) noexcept {
   if (size < kHeaderBytes) return Verdict::kTooShort;
@@ -49,7 +162,7 @@ Verdict CheckHeader(const uint8_t* data, size_t size, Header* out) noexcept {
   if (h.version != kVersion) return Verdict::kBadVersion;
   if (h.body_bytes != size - kHeaderBytes) return Verdict::kBadLength;
   if (h.reserved != 0) return Verdict::kBadReserved;
-  if (h.type == 0 || h.type > kMessageTypeMax) return Verdict::kUnknownType;
+  if (!IsKnownType(h.type)) return Verdict::kUnknownType;
   *out = h;
   return Verdict::kOk;
 }
@@ -61,6 +174,14 @@ Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept {
   const uint8_t* body = data + kHeaderBytes;
   const size_t body_size = size - kHeaderBytes;
   const void* table = nullptr;
+  if (h.type >= kDhtTypeFirst) {
+    v = DecodeDhtBody(h, body, body_size, out);
+    if (v != Verdict::kOk) return v;
+    out->header_ = h;
+    out->data_ = data;
+    out->size_ = size;
+    return Verdict::kOk;
+  }
   switch (static_cast<MessageType>(h.type)) {
     case MessageType::kPing: {
       table = VerifyRoot<fb::Ping>(body, body_size);
@@ -78,6 +199,8 @@ Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept {
       table = peers;
       break;
     }
+    default:
+      return Verdict::kUnknownType;  // CheckHeader let it through: a DHT type, above
   }
   if (table == nullptr) return Verdict::kVerifyFailed;
   out->header_ = h;

@@ -15,6 +15,7 @@
 #include <span>
 
 #include "base/assert.h"
+#include "wire/dht_generated.h"
 #include "wire/header.h"
 #include "wire/overlay_generated.h"
 #include "wire/verdict.h"
@@ -23,6 +24,19 @@ namespace ringpeer::wire {
 
 // Most peers one Peers message may list; keeps it far below kDatagramBytesMax.
 inline constexpr size_t kPeersPerMessageMax = 16;
+// Most nodes in one Nodes message: k = 20 entries of 52 bytes still fit in 1200 bytes.
+inline constexpr size_t kNodesPerMessageMax = 20;
+// Most providers and closer nodes in one Providers message (together they must fit).
+inline constexpr size_t kProvidersPerMessageMax = 8;
+inline constexpr size_t kProviderNodesPerMessageMax = 10;
+// Longest routed path a Route may ask for: far above log2 of any network we expect.
+inline constexpr uint8_t kRouteTtlMax = 32;
+// Largest payload a routed message or a gossip message carries (the rest of a datagram
+// is headers and ids).
+inline constexpr size_t kRoutePayloadBytesMax = 512;
+inline constexpr size_t kGossipPayloadBytesMax = 900;
+// Most next-hop suggestions in a WalkReply.
+inline constexpr size_t kWalkNextMax = 4;
 
 class Message {
  public:
@@ -45,9 +59,68 @@ class Message {
     RP_ASSERT(type() == MessageType::kPeers);
     return static_cast<const fb::Peers*>(table_);
   }
+  // DHT messages (wire/schemas/dht.fbs).
+  const fb::FindNode* find_node() const noexcept {
+    RP_ASSERT(type() == MessageType::kFindNode);
+    return static_cast<const fb::FindNode*>(table_);
+  }
+  const fb::Nodes* nodes() const noexcept {
+    RP_ASSERT(type() == MessageType::kNodes);
+    return static_cast<const fb::Nodes*>(table_);
+  }
+  const fb::GetProviders* get_providers() const noexcept {
+    RP_ASSERT(type() == MessageType::kGetProviders);
+    return static_cast<const fb::GetProviders*>(table_);
+  }
+  const fb::Providers* providers() const noexcept {
+    RP_ASSERT(type() == MessageType::kProviders);
+    return static_cast<const fb::Providers*>(table_);
+  }
+  const fb::Announce* announce() const noexcept {
+    RP_ASSERT(type() == MessageType::kAnnounce);
+    return static_cast<const fb::Announce*>(table_);
+  }
+  const fb::Ack* ack() const noexcept {
+    RP_ASSERT(type() == MessageType::kAck);
+    return static_cast<const fb::Ack*>(table_);
+  }
+  const fb::Route* route() const noexcept {
+    RP_ASSERT(type() == MessageType::kRoute);
+    return static_cast<const fb::Route*>(table_);
+  }
+  const fb::RouteReply* route_reply() const noexcept {
+    RP_ASSERT(type() == MessageType::kRouteReply);
+    return static_cast<const fb::RouteReply*>(table_);
+  }
+  const fb::Walk* walk() const noexcept {
+    RP_ASSERT(type() == MessageType::kWalk);
+    return static_cast<const fb::Walk*>(table_);
+  }
+  const fb::WalkReply* walk_reply() const noexcept {
+    RP_ASSERT(type() == MessageType::kWalkReply);
+    return static_cast<const fb::WalkReply*>(table_);
+  }
+  const fb::Gossip* gossip() const noexcept {
+    RP_ASSERT(type() == MessageType::kGossip);
+    return static_cast<const fb::Gossip*>(table_);
+  }
+  const fb::DumpRequest* dump_request() const noexcept {
+    RP_ASSERT(type() == MessageType::kDumpRequest);
+    return static_cast<const fb::DumpRequest*>(table_);
+  }
 
  private:
   friend Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept;
+
+// DecodeDhtBody: Decode's step for the DHT types (16..63): Verifier and semantic checks.
+// On kOk sets out's table. Called only by Decode, after the header checks.
+Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size, Message* out) noexcept;
+
+// RequestTxid: the txid of any DHT request or reply (for steering replies to the shard that
+// sent the request: its low byte). Route and Gossip, which have none, give 0.
+uint64_t RequestTxid(const Message& msg) noexcept;
+  friend Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size,
+                               Message* out) noexcept;
 
   Header header_{};
   const void* table_ = nullptr;
@@ -62,5 +135,13 @@ Verdict CheckHeader(const uint8_t* data, size_t size, Header* out) noexcept;
 // `data`. REQUIRES: `data` is 8-byte aligned at data + kHeaderBytes, as receive buffers
 // and mailbox slots are (the Verifier checks alignment and rejects otherwise).
 Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept;
+
+// DecodeDhtBody: Decode's step for the DHT types (16..63): Verifier and semantic checks.
+// On kOk sets out's table. Called only by Decode, after the header checks.
+Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size, Message* out) noexcept;
+
+// RequestTxid: the txid of any DHT request or reply (for steering replies to the shard that
+// sent the request: its low byte). Route and Gossip, which have none, give 0.
+uint64_t RequestTxid(const Message& msg) noexcept;
 
 }  // namespace ringpeer::wire

@@ -1,0 +1,152 @@
+// RoutingTable: Kademlia k-buckets over the 256-bit XOR metric, with a replacement cache.
+//
+// Only peers that answered a signed challenge are offered to it (the Overlay enforces
+// that); the table itself is a pure data structure with no I/O. Its rules:
+//  - Buckets split: bucket i < depth-1 holds ids sharing exactly i leading bits with ours;
+//    the last bucket holds the rest and splits when it is full, up to buckets_max.
+//  - A full bucket keeps newcomers in its replacement cache and asks the caller to probe
+//    its least-recently-seen entry; that entry is evicted only when the probe fails.
+//  - At most subnet_per_bucket_max entries per /24 (IPv4) or /48 (IPv6) in a bucket and
+//    subnet_per_table_max in the table, so that one network cannot fill a table. Loopback
+//    addresses and pinned (configured static) peers are exempt.
+//  - Pinned entries are never evicted.
+// All storage is sized at construction: buckets_max x (bucket_size + replacements).
+// Owner-shard-local; not thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/endpoint.h"
+#include "base/rng.h"
+#include "dht/node_id.h"
+
+namespace ringpeer::dht {
+
+// A node and where to reach it.
+struct Contact {
+  NodeId id{};
+  base::Endpoint addr;
+  friend bool operator==(const Contact&, const Contact&) = default;
+};
+
+struct RoutingConfig {
+  uint32_t bucket_size = 20;             // k: Kademlia's replication parameter
+  uint32_t buckets_max = 32;             // 2^32 x k nodes before the last bucket stops splitting
+  uint32_t replacements_per_bucket = 8;  // verified spares per bucket
+  uint32_t subnet_per_bucket_max = 2;    // entries per /24 or /48 in one bucket
+  uint32_t subnet_per_table_max = 10;    // entries per /24 or /48 in the whole table
+};
+
+// Consecutive request failures after which an entry is stale: lookups skip it and the
+// caller probes it (one lost datagram is not enough to distrust a peer).
+inline constexpr uint8_t kStaleFailures = 2;
+// A full bucket probes its least-recently-seen entry only if it has been silent this long;
+// a peer heard from moments ago is alive, and probing it again would be waste.
+inline constexpr int64_t kProbeSilenceUs = 60'000'000;
+
+struct RoutingEntry {
+  NodeId id{};
+  base::Endpoint addr;
+  int64_t last_seen_us = 0;
+  uint8_t failures = 0;
+  bool pinned = false;
+  bool probing = false;
+};
+
+enum class AddResult : uint8_t {
+  kInserted,     // now in a bucket
+  kUpdated,      // was there; refreshed (and its address updated)
+  kCached,       // bucket full: kept in the replacement cache
+  kSubnetLimit,  // too many entries from its /24 or /48
+  kSelf,         // our own id
+  kInvalid,      // no usable address
+};
+
+struct AddOutcome {
+  AddResult result = AddResult::kInvalid;
+  bool probe = false;  // the caller should ping `probe_target` (a full bucket's oldest)
+  Contact probe_target;
+};
+
+class RoutingTable {
+ public:
+  RoutingTable(const NodeId& self, const RoutingConfig& config);
+  RoutingTable(const RoutingTable&) = delete;
+  RoutingTable& operator=(const RoutingTable&) = delete;
+
+  // Wants: whether verifying this peer could get it a place (cheap; called before spending
+  // a challenge on a stranger). False for known ids, full buckets without stale entries,
+  // and subnets at their limit.
+  bool Wants(const NodeId& id, const base::Endpoint& addr) const noexcept;
+  // Add: a peer that answered our signed challenge. REQUIRES: it did.
+  AddOutcome Add(const NodeId& id, const base::Endpoint& addr, int64_t now_us,
+                 bool pinned) noexcept;
+  // Touch: we heard from `id` at `addr`; clears its failures. False if not in the table
+  // (or known at another address, which only a new challenge may change).
+  bool Touch(const NodeId& id, const base::Endpoint& addr, int64_t now_us) noexcept;
+  // Failed: a request to `id` went unanswered. True when the entry just became stale and
+  // the caller should probe it.
+  bool Failed(const NodeId& id) noexcept;
+  // ProbeFailed: `id` did not answer a probe: evicted unless pinned, and the newest
+  // replacement that fits takes its place.
+  void ProbeFailed(const NodeId& id, int64_t now_us) noexcept;
+
+  // Closest: up to out.size() entries nearest `target`, nearest first, skipping stale ones.
+  // Returns how many were written.
+  size_t Closest(const NodeId& target, std::span<Contact> out) const noexcept;
+  // RandomContact: a uniformly random non-stale entry; false when there is none.
+  bool RandomContact(base::Rng& rng, Contact* out) const noexcept;
+  const RoutingEntry* Find(const NodeId& id) const noexcept;
+
+  size_t size() const noexcept { return size_; }
+  uint32_t depth() const noexcept { return depth_; }
+  size_t BucketSize(uint32_t b) const noexcept { return counts_[b]; }
+  size_t ReplacementCount(uint32_t b) const noexcept { return repl_counts_[b]; }
+  // BucketOf: which bucket `id` falls into now.
+  uint32_t BucketOf(const NodeId& id) const noexcept;
+  const NodeId& self() const noexcept { return self_; }
+  const RoutingConfig& config() const noexcept { return config_; }
+
+  // ForEach: calls f(const RoutingEntry&) for every entry (persistence, snapshots).
+  template <typename F>
+  void ForEach(F&& f) const {
+    for (uint32_t b = 0; b < depth_; ++b) {
+      for (uint32_t i = 0; i < counts_[b]; ++i) f(entries_[b * k_ + i]);
+    }
+  }
+
+ private:
+  struct Spare {
+    Contact contact;
+    int64_t last_seen_us = 0;
+  };
+
+  RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &entries_[b * k_ + i]; }
+  int IndexIn(uint32_t b, const NodeId& id) const noexcept;
+  bool SubnetAllows(uint32_t b, const base::Endpoint& addr, const NodeId* ignore) const noexcept;
+  void Split() noexcept;
+  void Cache(uint32_t b, const Contact& c, int64_t now_us) noexcept;
+  void RemoveAt(uint32_t b, uint32_t i) noexcept;
+  void Promote(uint32_t b) noexcept;
+  bool IsStale(const RoutingEntry& e) const noexcept { return e.failures >= kStaleFailures; }
+
+  const NodeId self_;
+  const RoutingConfig config_;
+  const uint32_t k_;
+  uint32_t depth_ = 1;
+  size_t size_ = 0;
+  std::vector<RoutingEntry> entries_;  // buckets_max x k, bucket b at [b*k, b*k+counts_[b])
+  std::vector<uint8_t> counts_;
+  std::vector<Spare> spares_;          // buckets_max x replacements_per_bucket
+  std::vector<uint8_t> repl_counts_;
+};
+
+// SameSubnet: both in one /24 (IPv4) or /48 (IPv6).
+bool SameSubnet(const base::Endpoint& a, const base::Endpoint& b) noexcept;
+// IsLoopback: 127.0.0.0/8 or ::1 (exempt from subnet limits: local test networks).
+bool IsLoopback(const base::Endpoint& a) noexcept;
+
+}  // namespace ringpeer::dht

@@ -1,0 +1,254 @@
+// Goal: the routing table keeps Kademlia's rules: buckets split only along our own id,
+// hold at most k, keep spares in a replacement cache, evict the least-recently-seen entry
+// only after it fails a probe, limit entries per /24 and /48, never evict pinned peers,
+// and answer Closest in XOR order. Method: hand-built ids with chosen prefixes against a
+// table whose own id is all zeros; and the table file's round trip and corruptions.
+#include "dht/routing_table.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "dht/table_file.h"
+
+namespace ringpeer::dht {
+namespace {
+
+// IdWithPrefix: an id sharing exactly `cpl` leading bits with all-zeros, made unique by `n`.
+NodeId IdWithPrefix(int cpl, uint32_t n) {
+  NodeId id{};
+  id[cpl / 8] = static_cast<uint8_t>(0x80 >> (cpl % 8));
+  id[28] = static_cast<uint8_t>(n >> 24);
+  id[29] = static_cast<uint8_t>(n >> 16);
+  id[30] = static_cast<uint8_t>(n >> 8);
+  id[31] = static_cast<uint8_t>(n);
+  return id;
+}
+
+// Addr: a distinct /24 per n unless `subnet` is given.
+base::Endpoint Addr(uint32_t n, int subnet = -1) {
+  base::Endpoint e;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip[0] = 10;
+  e.ip[1] = static_cast<uint8_t>(subnet >= 0 ? subnet >> 8 : n >> 8);
+  e.ip[2] = static_cast<uint8_t>(subnet >= 0 ? subnet : n);
+  e.ip[3] = static_cast<uint8_t>(n);
+  e.port = 7700;
+  return e;
+}
+
+const NodeId kSelf{};
+
+TEST(RoutingTable, LastBucketSplitsOthersDoNot) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  for (uint32_t i = 0; i < 20; ++i) {
+    ASSERT_EQ(t.Add(IdWithPrefix(0, i), Addr(i), 0, false).result, AddResult::kInserted);
+  }
+  EXPECT_EQ(t.depth(), 1u);
+  // The 21st far id splits the last bucket, but all 20 stay in bucket 0: it is still full.
+  EXPECT_EQ(t.Add(IdWithPrefix(0, 99), Addr(99), 0, false).result, AddResult::kCached);
+  EXPECT_EQ(t.depth(), 2u);
+  EXPECT_EQ(t.BucketSize(0), 20u);
+  EXPECT_EQ(t.ReplacementCount(0), 1u);
+  // Nearer ids land in the new last bucket, which splits again when it fills.
+  for (uint32_t i = 0; i < 20; ++i) {
+    ASSERT_EQ(t.Add(IdWithPrefix(3, 100 + i), Addr(100 + i), 0, false).result,
+              AddResult::kInserted);
+  }
+  EXPECT_EQ(t.Add(IdWithPrefix(5, 200), Addr(200), 0, false).result, AddResult::kInserted);
+  EXPECT_GE(t.depth(), 4u);
+  EXPECT_EQ(t.BucketOf(IdWithPrefix(3, 100)), 3u);
+  EXPECT_EQ(t.size(), 41u);
+  size_t sum = 0;
+  for (uint32_t b = 0; b < t.depth(); ++b) {
+    EXPECT_LE(t.BucketSize(b), 20u);
+    sum += t.BucketSize(b);
+  }
+  EXPECT_EQ(sum, t.size());
+}
+
+TEST(RoutingTable, DepthIsBoundedByBucketsMax) {
+  RoutingConfig c;
+  c.bucket_size = 2;
+  c.buckets_max = 3;
+  RoutingTable t(kSelf, c);
+  for (uint32_t i = 0; i < 10; ++i) t.Add(IdWithPrefix(10, i), Addr(i), 0, false);
+  EXPECT_EQ(t.depth(), 3u);
+  EXPECT_EQ(t.BucketSize(2), 2u);
+  EXPECT_EQ(t.size(), 2u);
+}
+
+TEST(RoutingTable, SubnetLimitsPerBucketAndPerTable) {
+  RoutingConfig c;
+  c.bucket_size = 2;  // small buckets split early, so one /24 can spread over many
+  RoutingTable t(kSelf, c);
+  EXPECT_EQ(t.Add(IdWithPrefix(0, 1), Addr(1, 7), 0, false).result, AddResult::kInserted);
+  EXPECT_EQ(t.Add(IdWithPrefix(0, 2), Addr(2, 7), 0, false).result, AddResult::kInserted);
+  EXPECT_FALSE(t.Wants(IdWithPrefix(0, 3), Addr(3, 7)));
+  EXPECT_EQ(t.Add(IdWithPrefix(0, 3), Addr(3, 7), 0, false).result, AddResult::kSubnetLimit);
+  // Another bucket may take two more from the same /24, up to 10 in the whole table.
+  uint32_t inserted = 2;
+  for (int cpl = 1; cpl < 12; ++cpl) {
+    for (uint32_t j = 0; j < 3; ++j) {
+      if (t.Add(IdWithPrefix(cpl, 10 * cpl + j), Addr(10 * cpl + j, 7), 0, false).result ==
+          AddResult::kInserted) {
+        ++inserted;
+      }
+    }
+  }
+  EXPECT_EQ(inserted, 10u);
+  EXPECT_EQ(t.Add(IdWithPrefix(40, 1), Addr(41, 7), 0, false).result, AddResult::kSubnetLimit);
+  // Pinned static peers and loopback addresses are exempt.
+  EXPECT_EQ(t.Add(IdWithPrefix(40, 2), Addr(42, 7), 0, true).result, AddResult::kInserted);
+  base::Endpoint lo = *base::Endpoint::Parse("127.0.0.1:1");
+  EXPECT_EQ(t.Add(IdWithPrefix(41, 5), lo, 0, false).result, AddResult::kInserted);
+  EXPECT_NE(t.Add(IdWithPrefix(41, 6), lo, 0, false).result, AddResult::kSubnetLimit);
+}
+
+TEST(RoutingTable, SubnetSizesAreSlash24AndSlash48) {
+  base::Endpoint a = *base::Endpoint::Parse("1.2.3.4:1");
+  EXPECT_TRUE(SameSubnet(a, *base::Endpoint::Parse("1.2.3.200:9")));
+  EXPECT_FALSE(SameSubnet(a, *base::Endpoint::Parse("1.2.4.4:1")));
+  base::Endpoint b = *base::Endpoint::Parse("[2001:db8:1::1]:1");
+  EXPECT_TRUE(SameSubnet(b, *base::Endpoint::Parse("[2001:db8:1:ffff::2]:1")));
+  EXPECT_FALSE(SameSubnet(b, *base::Endpoint::Parse("[2001:db8:2::1]:1")));
+}
+
+// Fills bucket 0 with 20 peers seen at times 1..20 (peer 0 is the least recently seen).
+void FillBucket0(RoutingTable& t) {
+  for (uint32_t i = 0; i < 20; ++i) t.Add(IdWithPrefix(0, i), Addr(i), 1 + i, false);
+  t.Add(IdWithPrefix(1, 500), Addr(500), 1, false);  // makes bucket 0 a non-last bucket
+}
+
+TEST(RoutingTable, FullBucketEvictsOnlyAfterFailedProbe) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  FillBucket0(t);
+  // Its oldest entry was heard from moments ago: no probe.
+  EXPECT_FALSE(t.Add(IdWithPrefix(0, 70), Addr(70), 100, false).probe);
+  const int64_t later = kProbeSilenceUs + 100;
+  AddOutcome o = t.Add(IdWithPrefix(0, 77), Addr(77), later, false);
+  EXPECT_EQ(o.result, AddResult::kCached);
+  ASSERT_TRUE(o.probe);
+  EXPECT_EQ(o.probe_target.id, IdWithPrefix(0, 0));  // least recently seen
+  EXPECT_NE(t.Find(IdWithPrefix(0, 0)), nullptr);     // not evicted yet
+  EXPECT_EQ(t.Find(IdWithPrefix(0, 77)), nullptr);
+  // While the probe is out, another newcomer does not probe the same entry again.
+  EXPECT_FALSE(t.Add(IdWithPrefix(0, 78), Addr(78), later + 1, false).probe);
+  t.ProbeFailed(IdWithPrefix(0, 0), later + 1);
+  EXPECT_EQ(t.Find(IdWithPrefix(0, 0)), nullptr);
+  EXPECT_NE(t.Find(IdWithPrefix(0, 78)), nullptr);  // the newest spare took its place
+  EXPECT_EQ(t.BucketSize(0), 20u);
+}
+
+TEST(RoutingTable, AnsweredProbeKeepsTheOldEntry) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  FillBucket0(t);
+  const int64_t later = kProbeSilenceUs + 100;
+  AddOutcome o = t.Add(IdWithPrefix(0, 77), Addr(77), later, false);
+  ASSERT_TRUE(o.probe);
+  EXPECT_TRUE(t.Touch(o.probe_target.id, o.probe_target.addr, later + 1));
+  EXPECT_NE(t.Find(IdWithPrefix(0, 0)), nullptr);
+  EXPECT_EQ(t.Find(IdWithPrefix(0, 77)), nullptr);
+  EXPECT_EQ(t.ReplacementCount(0), 1u);
+}
+
+TEST(RoutingTable, PinnedPeersAreNeverEvicted) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  t.Add(IdWithPrefix(0, 0), Addr(0), 1, /*pinned=*/true);
+  for (uint32_t i = 1; i < 20; ++i) t.Add(IdWithPrefix(0, i), Addr(i), 1 + i, false);
+  t.Add(IdWithPrefix(1, 500), Addr(500), 1, false);
+  AddOutcome o = t.Add(IdWithPrefix(0, 77), Addr(77), kProbeSilenceUs + 100, false);
+  ASSERT_TRUE(o.probe);
+  EXPECT_NE(o.probe_target.id, IdWithPrefix(0, 0));  // the pinned one is not even probed
+  t.ProbeFailed(IdWithPrefix(0, 0), kProbeSilenceUs + 200);
+  EXPECT_NE(t.Find(IdWithPrefix(0, 0)), nullptr);
+  EXPECT_TRUE(t.Find(IdWithPrefix(0, 0))->pinned);
+}
+
+TEST(RoutingTable, FailuresMakeEntriesStaleAndProbed) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  t.Add(IdWithPrefix(0, 1), Addr(1), 1, false);
+  t.Add(IdWithPrefix(0, 2), Addr(2), 1, false);
+  EXPECT_FALSE(t.Failed(IdWithPrefix(0, 1)));
+  EXPECT_TRUE(t.Failed(IdWithPrefix(0, 1)));  // second failure: stale, probe it
+  EXPECT_FALSE(t.Failed(IdWithPrefix(0, 1)));  // already being probed
+  Contact out[4];
+  ASSERT_EQ(t.Closest(IdWithPrefix(0, 1), out), 1u);
+  EXPECT_EQ(out[0].id, IdWithPrefix(0, 2));
+  // Hearing from it again makes it usable.
+  EXPECT_TRUE(t.Touch(IdWithPrefix(0, 1), Addr(1), 5));
+  EXPECT_EQ(t.Closest(IdWithPrefix(0, 1), out), 2u);
+  // Touch from another address is not proof of anything.
+  EXPECT_FALSE(t.Touch(IdWithPrefix(0, 1), Addr(9), 6));
+}
+
+TEST(RoutingTable, ClosestIsInXorOrder) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  base::Rng rng(7);
+  std::vector<NodeId> ids;
+  for (uint32_t i = 0; i < 300; ++i) {
+    NodeId id = RandomId(rng);
+    if (t.Add(id, Addr(i), 1, false).result == AddResult::kInserted) ids.push_back(id);
+  }
+  ASSERT_EQ(ids.size(), t.size());
+  const NodeId target = RandomId(rng);
+  std::sort(ids.begin(), ids.end(),
+            [&](const NodeId& a, const NodeId& b) { return CloserTo(target, a, b); });
+  Contact out[20];
+  ASSERT_EQ(t.Closest(target, out), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(out[i].id, ids[i]) << i;
+}
+
+TEST(RoutingTable, RandomIdWithPrefixHasThatPrefix) {
+  base::Rng rng(3);
+  NodeId base = RandomId(rng);
+  for (int bits : {0, 1, 7, 8, 9, 100, 255}) {
+    EXPECT_EQ(CommonPrefixBits(base, RandomIdWithPrefix(base, bits, rng)), bits);
+  }
+}
+
+TEST(TableFile, RoundTripAndCorruption) {
+  std::vector<SavedContact> in = {{Contact{IdWithPrefix(0, 1), Addr(1)}, false},
+                                  {Contact{IdWithPrefix(4, 2),
+                                           *base::Endpoint::Parse("[2001:db8::5]:9")},
+                                   true}};
+  std::vector<uint8_t> bytes = SerializeTable(in);
+  auto out = ParseTable(bytes);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);
+  EXPECT_EQ((*out)[0].contact, in[0].contact);
+  EXPECT_EQ((*out)[1].contact, in[1].contact);
+  EXPECT_TRUE((*out)[1].pinned);
+  for (size_t i = 0; i < bytes.size(); i += 7) {
+    std::vector<uint8_t> bad = bytes;
+    bad[i] ^= 0x40;
+    EXPECT_FALSE(ParseTable(bad).ok()) << "flip at " << i;
+  }
+  std::vector<uint8_t> truncated(bytes.begin(), bytes.end() - 1);
+  EXPECT_EQ(ParseTable(truncated).status().code(), absl::StatusCode::kDataLoss);
+  std::vector<uint8_t> bad_sum = bytes;
+  bad_sum.back() ^= 1;
+  EXPECT_NE(ParseTable(bad_sum).status().message().find("checksum"), std::string::npos);
+  EXPECT_FALSE(ParseTable({}).ok());
+}
+
+TEST(TableFile, SaveAndLoadAtomically) {
+  char dir[] = "/tmp/rp_table_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/routing.table";
+  EXPECT_EQ(LoadTableFile(path).status().code(), absl::StatusCode::kNotFound);
+  RoutingTable t(kSelf, RoutingConfig{});
+  for (uint32_t i = 0; i < 30; ++i) t.Add(IdWithPrefix(static_cast<int>(i % 5), i), Addr(i), 1, i == 3);
+  ASSERT_TRUE(SaveTableFile(path, SerializeTable(TableEntries(t))).ok());
+  auto loaded = LoadTableFile(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->size(), t.size());
+  EXPECT_EQ(access((path + ".tmp").c_str(), F_OK), -1);  // no temporary left behind
+  std::remove(path.c_str());
+  rmdir(dir);
+}
+
+}  // namespace
+}  // namespace ringpeer::dht
