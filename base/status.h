@@ -36,7 +36,9 @@ namespace ringpeer::base {
 
 // ErrnoStatus: an absl::Status for a failed system call, "what: strerror(err)".
 inline absl::Status ErrnoStatus(int err, std::string_view what) {
-  std::string msg = absl::StrCat(what, ": ", std::strerror(err));
+  std::string msg(what);
+  msg += ": ";
+  msg += std::strerror(err);
   switch (err) {
     case EACCES:
     case EPERM:

@@ -1,0 +1,56 @@
+// Flags: command-line flags with RINGPEER_* environment fallbacks and generated help.
+//
+// Precedence: a flag on the command line, then its environment variable, then the
+// default. `--name value` and `--name=value` both work; list flags may repeat, and their
+// environment variable is comma-separated. An unknown flag, a missing value or a stray
+// argument is an error with one clear line. Control path; not thread-safe.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ringpeer::cli {
+
+struct FlagSpec {
+  enum class Kind { kValue, kList, kSwitch };
+  const char* name;        // without dashes: "data-dir"
+  Kind kind;
+  const char* env;         // "RINGPEER_DATA_DIR", or nullptr
+  const char* value_name;  // "DIR" (for help)
+  const char* default_text;  // shown in help, or nullptr
+  const char* help;
+};
+
+class Flags {
+ public:
+  // Parse: args are what follows the sub-command. `positional_max` arguments that are not
+  // flags are allowed.
+  static absl::StatusOr<Flags> Parse(std::span<const FlagSpec> specs,
+                                     std::span<const char* const> args, size_t positional_max);
+
+  // Value: the last value given (flag, then env), or nullopt.
+  std::optional<std::string> Value(const std::string& name) const;
+  std::vector<std::string> List(const std::string& name) const;
+  bool Switch(const std::string& name) const { return Value(name).has_value(); }
+  bool help() const { return help_; }
+  const std::vector<std::string>& positional() const { return positional_; }
+
+  // Help: the flag table for --help.
+  static std::string Help(std::span<const FlagSpec> specs);
+
+ private:
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positional_;
+  bool help_ = false;
+};
+
+// ParseUint: a decimal in [min, max], or an error naming the flag.
+absl::StatusOr<uint64_t> ParseUint(const std::string& flag, const std::string& text,
+                                   uint64_t min, uint64_t max);
+
+}  // namespace ringpeer::cli

@@ -1,0 +1,86 @@
+// Node: the running process — N shards on N pinned threads sharing one port.
+//
+// Create() binds every socket on the calling thread (so "address in use" is reported
+// before anything starts). Start() spawns one thread per shard; each creates its own
+// transport on its own thread (io_uring's SINGLE_ISSUER and DEFER_TASKRUN tie a ring to
+// the thread that created it), reports back, and waits until every shard's wake handle
+// is known before running. Stop() raises the stop flag and joins.
+//
+// Thread-safety: Create/Start/Stop/Status from one control thread. Shards run on theirs.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/endpoint.h"
+#include "node/shard/shard.h"
+#include "ring/transport.h"
+#include "wire/crypto.h"
+
+namespace ringpeer::shard {
+
+struct NodeConfig {
+  std::vector<base::Endpoint> listen;
+  uint32_t shards = 1;
+  ring::TransportKind transport = ring::TransportKind::kAuto;
+  ring::TransportConfig transport_config;
+  bool steer = true;
+  std::vector<base::Endpoint> bootstrap;
+  uint32_t rate_limit_per_s = 5000;
+  uint32_t rate_limit_burst = 10000;
+  // Mailbox slots per ordered pair of shards: 1024 x ~1.2 KiB = 1.3 MiB per pair.
+  uint32_t mailbox_capacity = 1024;
+  uint32_t peers_max = 1024;
+};
+
+// AvailableCpus: the CPUs this process may run on (its affinity mask), in order.
+std::vector<int> AvailableCpus();
+
+class Node {
+ public:
+  static absl::StatusOr<std::unique_ptr<Node>> Create(const NodeConfig& config,
+                                                      const wire::KeyPair& identity);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Start: spawns and pins the shard threads. An error (e.g. io_uring required but
+  // unavailable) stops every thread already started before returning.
+  absl::Status Start();
+  // Stop: raises the stop flag, wakes no one (each shard ticks within kTickUs), joins.
+  void Stop();
+
+  // StatusJson: node id, addresses, transport, peers and per-shard counters as one JSON
+  // object; StatusText: the same for people. Control path; waits up to ~1 s for the owner.
+  std::string StatusJson();
+  std::string StatusText();
+
+  const wire::NodeId& id() const { return id_; }
+  const std::vector<base::Endpoint>& addresses() const { return addresses_; }
+  // Why io_uring was not used (empty when it was, or when recvmmsg was asked for).
+  const std::string& fallback_reason() const { return fallback_reason_; }
+  const char* transport_name() const;
+  uint32_t shards() const { return config_.shards; }
+
+ private:
+  Node(const NodeConfig& config, const wire::KeyPair& identity);
+  // Collect: the owner shard's snapshot of its peers (empty if it did not answer in time).
+  std::unique_ptr<Snapshot> Collect();
+
+  NodeConfig config_;
+  const wire::KeyPair identity_;
+  const wire::NodeId id_;
+  std::vector<ring::ShardSockets> sockets_;
+  std::vector<base::Endpoint> addresses_;
+  std::unique_ptr<Mailboxes> mailboxes_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stop_{false};
+  std::string fallback_reason_;
+};
+
+}  // namespace ringpeer::shard

@@ -1,0 +1,266 @@
+#include "node/shard/shard.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "wire/message.h"
+
+namespace ringpeer::shard {
+namespace {
+
+int64_t MonotonicUs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
+uint64_t SeedFromSystem() noexcept {
+  uint64_t seed;
+  wire::RandomBytes({reinterpret_cast<uint8_t*>(&seed), sizeof(seed)});
+  return seed;
+}
+
+}  // namespace
+
+Mailboxes::Mailboxes(uint32_t shards, uint32_t capacity)
+    : shards_(shards), wakes_(shards) {
+  rings_.reserve(size_t{shards} * shards);
+  for (uint32_t i = 0; i < shards * shards; ++i) {
+    // The diagonal (a shard to itself) is never used; it costs only two slots.
+    const bool diagonal = i / shards == i % shards;
+    rings_.push_back(std::make_unique<SpscRing<MailItem>>(diagonal ? 2 : capacity));
+  }
+}
+
+// TransportOutbox: the overlay's Outbox over the transport's send slots (no copy).
+class Shard::TransportOutbox : public dht::Outbox {
+ public:
+  explicit TransportOutbox(ring::Transport* t, ShardCounters* c) : t_(t), c_(c) {}
+  std::span<uint8_t> Buffer() noexcept override {
+    std::span<uint8_t> b = t_->SendBuffer();
+    return b.size() > wire::kDatagramBytesMax ? b.first(wire::kDatagramBytesMax) : b;
+  }
+  void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    t_->CommitSend(size, to);
+    ShardCounters::Add(c_->sent, 1);
+  }
+
+ private:
+  ring::Transport* t_;
+  ShardCounters* c_;
+};
+
+Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
+             std::unique_ptr<ring::Transport> transport, Mailboxes* mailboxes,
+             const std::atomic<bool>* stop)
+    : config_(config),
+      identity_(identity),
+      transport_(std::move(transport)),
+      mailboxes_(mailboxes),
+      stop_(stop),
+      outbox_(std::make_unique<TransportOutbox>(transport_.get(), &counters_)),
+      responder_(identity, MonotonicUs()),
+      limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
+      rng_(SeedFromSystem()),
+      pending_publish_(config.shards, 0),
+      ping_seen_(std::make_unique<SeenEntry[]>(kPingSeenCacheEntries)) {
+  RP_ASSERT(config_.index < config_.shards);
+  RP_ASSERT(config_.owner < config_.shards);
+  RP_ASSERT(mailboxes_->shards() == config_.shards);
+  if (config_.index == config_.owner) {
+    dht::OverlayConfig oc = config_.overlay;
+    oc.shard_index = static_cast<uint8_t>(config_.index);
+    overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, MonotonicUs());
+  }
+}
+
+Shard::~Shard() = default;
+
+bool Shard::CancelSnapshot(Snapshot* snap) noexcept {
+  Snapshot* expected = snap;
+  return snapshot_request_.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
+}
+
+bool Shard::RequestSnapshot(Snapshot* snap) noexcept {
+  Snapshot* expected = nullptr;
+  return snapshot_request_.compare_exchange_strong(expected, snap, std::memory_order_acq_rel);
+}
+
+void Shard::Run() noexcept {
+  ring::RecvDatagram batch[kRecvBatchMax];
+  int64_t now = MonotonicUs();
+  int64_t next_tick = now;
+  // The one intentionally unbounded loop: it runs until the node stops.
+  while (!stop_->load(std::memory_order_relaxed)) {
+    const int64_t timeout = std::max<int64_t>(0, next_tick - now);
+    bool woken = false;
+    const size_t n = transport_->Poll(timeout, batch, &woken);
+    now = MonotonicUs();
+    for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
+    transport_->ReleaseReceived();
+    DrainMailboxes(now);
+    if (now >= next_tick) {
+      OnTick(now);
+      next_tick = now + kTickUs;
+    }
+    PublishMailboxes();
+    transport_->Flush();
+    ShardCounters::Add(counters_.received, n);
+    ShardCounters::Add(counters_.loop_iterations, 1);
+  }
+  transport_->Flush();
+  bool woken = false;
+  transport_->Poll(0, std::span(batch, 0), &woken);  // submit the last sends
+  PublishTransportStats();
+}
+
+void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept {
+  if (d.truncated) return Drop(wire::Verdict::kTooLong);
+  wire::Header header;
+  wire::Verdict v = wire::CheckHeader(d.data, d.size, &header);
+  if (v != wire::Verdict::kOk) return Drop(v);
+  if (!limiter_.Allow(d.from, now_us)) return Drop(wire::Verdict::kRateLimited);
+  wire::Message msg;
+  v = wire::Decode(d.data, d.size, &msg);
+  if (v != wire::Verdict::kOk) return Drop(v);
+  HandleVerified(d.from, msg, /*from_mailbox=*/false, now_us);
+}
+
+void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
+                           bool from_mailbox, int64_t now_us) noexcept {
+  switch (msg.type()) {
+    case wire::MessageType::kPing:
+      return HandlePing(from, msg, now_us);
+    case wire::MessageType::kPong: {
+      // A reply goes to the shard that sent the request: the low byte of the txid.
+      const uint32_t to = static_cast<uint32_t>(msg.pong()->txid() & 0xFF);
+      if (to >= config_.shards) return Drop(wire::Verdict::kUnexpectedReply);
+      if (to != config_.index) {
+        return Forward(to, MailItem::Kind::kDatagram, from, msg.bytes());
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  if (!overlay_) {
+    RP_ASSERT(!from_mailbox);  // mail for the overlay only ever goes to the owner
+    return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
+  }
+  const wire::Verdict v = overlay_->OnMessage(now_us, from, msg, *outbox_);
+  if (v != wire::Verdict::kOk) Drop(v);
+}
+
+void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
+                       int64_t now_us) noexcept {
+  const wire::Verdict v = responder_.Answer(now_us, from, msg, *outbox_);
+  if (v != wire::Verdict::kOk) {
+    Drop(v);
+  } else {
+    ShardCounters::Add(counters_.pings_answered, 1);
+  }
+  if (PingSeenRecently(from, now_us)) return;
+  if (overlay_) {
+    overlay_->OnPingSeen(now_us, from, wire::FromWireId(*msg.ping()->sender()), *outbox_);
+  } else {
+    Forward(config_.owner, MailItem::Kind::kPingSeen, from, msg.bytes());
+  }
+}
+
+bool Shard::PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept {
+  const uint64_t key = from.Hash() | 1;
+  SeenEntry& e = ping_seen_[key & (kPingSeenCacheEntries - 1)];
+  if (e.key == key && now_us - e.last_us < kPingSeenIntervalUs) return true;
+  e.key = key;
+  e.last_us = now_us;
+  return false;
+}
+
+void Shard::Forward(uint32_t to, MailItem::Kind kind, const base::Endpoint& from,
+                    std::span<const uint8_t> bytes) noexcept {
+  RP_ASSERT(to != config_.index);
+  RP_ASSERT(bytes.size() <= wire::kDatagramBytesMax);
+  SpscRing<MailItem>& ring = mailboxes_->Ring(config_.index, to);
+  MailItem* item = ring.BeginPush();
+  if (item == nullptr) return Drop(wire::Verdict::kMailboxFull);
+  item->from = from;
+  item->kind = kind;
+  item->size = static_cast<uint16_t>(bytes.size());
+  std::memcpy(item->bytes, bytes.data(), bytes.size());
+  ring.CommitPush();
+  pending_publish_[to] = 1;
+  ShardCounters::Add(counters_.mailbox_out, 1);
+}
+
+void Shard::PublishMailboxes() noexcept {
+  for (uint32_t to = 0; to < config_.shards; ++to) {
+    if (!pending_publish_[to]) continue;
+    pending_publish_[to] = 0;
+    if (mailboxes_->Ring(config_.index, to).Publish() > 0) {
+      transport_->QueueWake(mailboxes_->Wake(to));  // one doorbell per batch
+    }
+  }
+}
+
+void Shard::DrainMailboxes(int64_t now_us) noexcept {
+  for (uint32_t from = 0; from < config_.shards; ++from) {
+    if (from == config_.index) continue;
+    SpscRing<MailItem>& ring = mailboxes_->Ring(from, config_.index);
+    size_t taken = 0;
+    for (; taken < kMailboxBatchMax; ++taken) {
+      MailItem* item = ring.Front();
+      if (item == nullptr) break;
+      // The sending shard verified it; verifying again keeps Message's guarantee local
+      // and costs ~100 ns.
+      wire::Message msg;
+      if (wire::Decode(item->bytes, item->size, &msg) == wire::Verdict::kOk) {
+        if (item->kind == MailItem::Kind::kPingSeen) {
+          if (overlay_) {
+            overlay_->OnPingSeen(now_us, item->from, wire::FromWireId(*msg.ping()->sender()),
+                                 *outbox_);
+          }
+        } else {
+          HandleVerified(item->from, msg, /*from_mailbox=*/true, now_us);
+        }
+      }
+      ring.Pop();
+    }
+    if (taken > 0) {
+      ring.Release();
+      ShardCounters::Add(counters_.mailbox_in, taken);
+    }
+  }
+}
+
+void Shard::OnTick(int64_t now_us) noexcept {
+  if (overlay_) overlay_->Tick(now_us, *outbox_);
+  // Claim the request first, so that a control thread that gave up cannot free it while
+  // we fill it (see CancelSnapshot).
+  Snapshot* snap = snapshot_request_.load(std::memory_order_relaxed) == nullptr
+                       ? nullptr
+                       : snapshot_request_.exchange(nullptr, std::memory_order_acq_rel);
+  if (snap != nullptr) {
+    // Control path: allocating here is fine (once per `ringpeer status`).
+    if (overlay_) {
+      snap->peers = overlay_->Snapshot(now_us);
+      snap->observed = overlay_->observed_address();
+    }
+    snap->now_us = now_us;
+    snap->done.store(true, std::memory_order_release);
+  }
+  PublishTransportStats();
+}
+
+void Shard::PublishTransportStats() noexcept {
+  const ring::TransportStats& s = transport_->stats();
+  ShardCounters::Add(counters_.send_errors, s.send_errors - last_stats_.send_errors);
+  ShardCounters::Add(counters_.recv_no_buffers, s.recv_no_buffers - last_stats_.recv_no_buffers);
+  ShardCounters::Add(counters_.dropped[int(wire::Verdict::kSendQueueFull)],
+                     s.send_slots_full - last_stats_.send_slots_full);
+  last_stats_ = s;
+}
+
+}  // namespace ringpeer::shard

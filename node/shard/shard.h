@@ -1,0 +1,170 @@
+// Shard: one core's event loop — transport + overlay + rate limits + mailboxes.
+//
+// Each shard owns a socket per listen address (all shards share the port through
+// SO_REUSEPORT), a transport, a PingResponder, a RateLimiter and, on the owner shard only,
+// the dht::Overlay. A datagram is checked in order of cost (DESIGN.md section 1): header,
+// per-address rate limit, FlatBuffers Verifier, then the handler (signatures last).
+// What belongs to another shard — a pong to a ping that shard sent, overlay traffic for
+// the owner — crosses over that pair's SpscRing, copied into a fixed slot, and the target
+// is woken once per batch (MSG_RING or eventfd). A full mailbox drops and counts.
+//
+// Thread-safety: Run() executes on the shard's own thread. counters() may be read from
+// any thread (relaxed atomics written only by this shard). RequestSnapshot() is the one
+// entry point for the control thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/endpoint.h"
+#include "dht/overlay.h"
+#include "dht/ping_responder.h"
+#include "node/shard/rate_limiter.h"
+#include "node/shard/spsc_ring.h"
+#include "ring/transport.h"
+#include "wire/crypto.h"
+#include "wire/header.h"
+#include "wire/verdict.h"
+
+namespace ringpeer::shard {
+
+// Loop tick: timers, overlay maintenance and control requests run at least this often.
+inline constexpr int64_t kTickUs = 50'000;
+// Datagrams taken from the transport per iteration (bounded work per pass).
+inline constexpr size_t kRecvBatchMax = 64;
+// Items taken from each incoming mailbox per iteration.
+inline constexpr size_t kMailboxBatchMax = 256;
+// A ping from an address the owner has heard about within this window is not reported
+// to the owner again (each report costs a mailbox slot or a table lookup).
+inline constexpr int64_t kPingSeenIntervalUs = 2'000'000;
+inline constexpr uint32_t kPingSeenCacheEntries = 4096;
+
+// MailItem: one datagram handed to another shard. The payload is 8-byte aligned so that
+// the FlatBuffers body at bytes + 16 is aligned for the Verifier.
+struct MailItem {
+  enum class Kind : uint8_t { kDatagram, kPingSeen };
+  base::Endpoint from;
+  Kind kind = Kind::kDatagram;
+  uint16_t size = 0;
+  alignas(8) uint8_t bytes[wire::kDatagramBytesMax];
+};
+
+// Mailboxes: one SpscRing per ordered pair of shards, plus each shard's wake handle.
+class Mailboxes {
+ public:
+  Mailboxes(uint32_t shards, uint32_t capacity);
+  SpscRing<MailItem>& Ring(uint32_t from, uint32_t to) noexcept {
+    return *rings_[from * shards_ + to];
+  }
+  uint32_t shards() const noexcept { return shards_; }
+  // Wake handles are set once, before any shard thread starts, then only read.
+  void SetWake(uint32_t shard, ring::WakeHandle h) noexcept { wakes_[shard] = h; }
+  const ring::WakeHandle& Wake(uint32_t shard) const noexcept { return wakes_[shard]; }
+
+ private:
+  uint32_t shards_;
+  std::vector<std::unique_ptr<SpscRing<MailItem>>> rings_;
+  std::vector<ring::WakeHandle> wakes_;
+};
+
+struct ShardConfig {
+  uint32_t index = 0;
+  uint32_t shards = 1;
+  uint32_t owner = 0;  // the shard that owns the overlay's peer table
+  uint32_t rate_limit_per_s = 5000;
+  uint32_t rate_limit_burst = 10000;
+  uint32_t rate_limit_entries = 16384;
+  dht::OverlayConfig overlay;  // used on the owner shard only
+};
+
+// Counters published for status and metrics. Written only by the owning shard.
+struct ShardCounters {
+  std::atomic<uint64_t> received{0};
+  std::atomic<uint64_t> sent{0};
+  std::atomic<uint64_t> pings_answered{0};
+  std::atomic<uint64_t> mailbox_out{0};
+  std::atomic<uint64_t> mailbox_in{0};
+  std::atomic<uint64_t> loop_iterations{0};
+  std::atomic<uint64_t> send_errors{0};
+  std::atomic<uint64_t> recv_no_buffers{0};
+  std::atomic<uint64_t> dropped[wire::kVerdictCount]{};
+
+  static void Add(std::atomic<uint64_t>& c, uint64_t n) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+// Snapshot: what the control thread asks the owner shard for.
+struct Snapshot {
+  std::vector<dht::PeerStatus> peers;
+  base::Endpoint observed;
+  int64_t now_us = 0;
+  std::atomic<bool> done{false};
+};
+
+class Shard {
+ public:
+  // REQUIRES: identity, mailboxes and stop outlive the shard; the transport's wake handle
+  // was registered in `mailboxes` before any shard runs.
+  Shard(const ShardConfig& config, const wire::KeyPair& identity,
+        std::unique_ptr<ring::Transport> transport, Mailboxes* mailboxes,
+        const std::atomic<bool>* stop);
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  // Run: the loop, until *stop. Returns after flushing queued sends.
+  void Run() noexcept;
+
+  // RequestSnapshot: asks this (owner) shard to fill `snap` at its next tick; it sets
+  // snap->done (release) when finished. One request at a time. Any thread.
+  bool RequestSnapshot(Snapshot* snap) noexcept;
+  // CancelSnapshot: withdraws a request the shard has not claimed yet. False: the shard
+  // already claimed it and will set done shortly, so `snap` must stay alive until then.
+  bool CancelSnapshot(Snapshot* snap) noexcept;
+
+  const ShardCounters& counters() const noexcept { return counters_; }
+  ring::Transport& transport() noexcept { return *transport_; }
+  const char* transport_name() const noexcept { return transport_->name(); }
+
+ private:
+  class TransportOutbox;
+
+  void HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept;
+  void HandleVerified(const base::Endpoint& from, const wire::Message& msg, bool from_mailbox,
+                      int64_t now_us) noexcept;
+  void HandlePing(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept;
+  // Forward: copies a datagram into the mailbox towards `to`. Counts a full mailbox.
+  void Forward(uint32_t to, MailItem::Kind kind, const base::Endpoint& from,
+               std::span<const uint8_t> bytes) noexcept;
+  void DrainMailboxes(int64_t now_us) noexcept;
+  void PublishMailboxes() noexcept;
+  void OnTick(int64_t now_us) noexcept;
+  bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
+  void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
+  void PublishTransportStats() noexcept;
+
+  const ShardConfig config_;
+  const wire::KeyPair& identity_;
+  std::unique_ptr<ring::Transport> transport_;
+  Mailboxes* mailboxes_;
+  const std::atomic<bool>* stop_;
+  std::unique_ptr<TransportOutbox> outbox_;
+  dht::PingResponder responder_;
+  RateLimiter limiter_;
+  base::Rng rng_;
+  std::unique_ptr<dht::Overlay> overlay_;  // owner shard only
+  std::vector<uint8_t> pending_publish_;   // per target shard: items pushed, not published
+  struct SeenEntry {
+    uint64_t key = 0;
+    int64_t last_us = 0;
+  };
+  std::unique_ptr<SeenEntry[]> ping_seen_;
+  std::atomic<Snapshot*> snapshot_request_{nullptr};
+  ShardCounters counters_;
+  ring::TransportStats last_stats_{};
+};
+
+}  // namespace ringpeer::shard
