@@ -1,0 +1,160 @@
+// ringpeer-flood: sends malformed datagrams at a node, mixed with honest pings, and a
+// pong with a forged signature to every challenge the node sends back. A test tool for
+// loopback only (refuses other targets).
+//
+// usage: ringpeer-flood --target 127.0.0.1:PORT [--count N] [--sources S] [--seed X]
+// Ends with one line: sent= malformed= pings= pongs= challenges= forged_pongs=
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "base/endpoint.h"
+#include "base/rng.h"
+#include "wire/encode.h"
+#include "wire/message.h"
+
+namespace {
+
+using namespace ringpeer;
+
+struct Counts {
+  uint64_t sent = 0, malformed = 0, pings = 0, pongs = 0, challenges = 0, forged = 0;
+};
+
+enum class Kind { kRandom, kTruncated, kBadMagic, kBadVersion, kLyingLength, kReserved,
+                  kUnknownType, kFlipped, kOversize, kCount };
+
+// Malformed: one hostile datagram of `kind` into buf; returns its length.
+size_t Malformed(Kind kind, base::Rng& rng, wire::Encoder& enc, const wire::NodeId& id,
+                 uint8_t* buf) {
+  size_t n = enc.Ping({buf, wire::kDatagramBytesMax}, 0, rng.Next(), id, nullptr);
+  switch (kind) {
+    case Kind::kRandom:
+      n = rng.Uniform(wire::kDatagramBytesMax);
+      rng.Fill({buf, n});
+      return n;
+    case Kind::kTruncated: {
+      n = wire::kHeaderBytes + rng.Uniform(n - wire::kHeaderBytes);
+      const uint16_t body = static_cast<uint16_t>(n - wire::kHeaderBytes);
+      std::memcpy(buf + 12, &body, 2);  // an honest length over a cut body
+      return n;
+    }
+    case Kind::kBadMagic: buf[1] ^= 0x40; return n;
+    case Kind::kBadVersion: buf[4] = 9; return n;
+    case Kind::kLyingLength: buf[12] += 7; return n;
+    case Kind::kReserved: buf[14] = 1; return n;
+    case Kind::kUnknownType: buf[5] = 99; return n;
+    case Kind::kFlipped:
+      for (int i = 0; i < 4; ++i) buf[wire::kHeaderBytes + rng.Uniform(n - wire::kHeaderBytes)] ^= 0xA5;
+      return n;
+    case Kind::kOversize:
+      rng.Fill({buf, 1300});
+      return 1300;
+    case Kind::kCount: break;
+  }
+  return n;
+}
+
+int Usage(const char* msg) {
+  std::fprintf(stderr, "ringpeer-flood: %s\nusage: ringpeer-flood --target 127.0.0.1:PORT "
+               "[--count N] [--sources S] [--seed X]\n", msg);
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<base::Endpoint> target;
+  uint64_t count = 100000, sources = 64, seed = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i], v = argv[i + 1];
+    if (f == "--target") target = base::Endpoint::Parse(v);
+    else if (f == "--count") count = std::strtoull(v.c_str(), nullptr, 10);
+    else if (f == "--sources") sources = std::strtoull(v.c_str(), nullptr, 10);
+    else if (f == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
+    else return Usage(("unknown flag " + f).c_str());
+  }
+  if (!target || !target->is_v4() || target->ip[0] != 127) return Usage("--target must be 127.x.x.x:PORT");
+  if (sources == 0 || sources > 250) return Usage("--sources must be 1..250");
+  wire::InitCrypto();
+  base::Rng rng(seed);
+  std::vector<int> fds;
+  for (uint64_t s = 0; s < sources; ++s) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(0x7F000100u + static_cast<uint32_t>(s) + 2);  // 127.0.1.x
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+      std::perror("ringpeer-flood: bind");
+      return 1;
+    }
+    fds.push_back(fd);
+  }
+  sockaddr_storage to;
+  const socklen_t to_len = target->ToSockaddr(&to, false);
+  wire::Encoder enc;
+  wire::KeyPair liar = wire::KeyPair::FromSeed({42});
+  const wire::NodeId liar_id = wire::NodeIdOf(liar.public_key);
+  alignas(8) uint8_t buf[1400];
+  alignas(8) uint8_t in[2048];
+  Counts c;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto drain = [&](int fd) {
+    for (int k = 0; k < 64; ++k) {
+      sockaddr_storage from;
+      socklen_t fl = sizeof(from);
+      ssize_t r = recvfrom(fd, in, sizeof(in), 0, reinterpret_cast<sockaddr*>(&from), &fl);
+      if (r <= 0) return;
+      wire::Message m;
+      if (wire::Decode(in, static_cast<size_t>(r), &m) != wire::Verdict::kOk) continue;
+      if (m.type() == wire::MessageType::kPong) ++c.pongs;
+      if (m.type() == wire::MessageType::kPing && m.ping()->challenge() != nullptr) {
+        // Answer the node's challenge with a signature over the wrong bytes.
+        ++c.challenges;
+        wire::Hash256 wrong = wire::FromWireId(*m.ping()->challenge());
+        wrong[0] ^= 1;
+        wire::Signature sig = wire::Sign(liar.secret_key, wire::PongSigningBytes(wrong));
+        size_t n = enc.Pong({buf, sizeof(buf)}, 0, m.ping()->txid(), liar_id, *target,
+                            &liar.public_key, &sig);
+        if (sendto(fd, buf, n, 0, reinterpret_cast<sockaddr*>(&from), fl) > 0) ++c.forged;
+      }
+    }
+  };
+  for (uint64_t i = 0; i < count && std::chrono::steady_clock::now() < deadline; ++i) {
+    const int fd = fds[i % fds.size()];
+    size_t n;
+    if (i % 10 == 0) {
+      n = enc.Ping({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, liar_id, nullptr);
+      ++c.pings;
+    } else {
+      n = Malformed(static_cast<Kind>(rng.Uniform(int(Kind::kCount))), rng, enc, liar_id, buf);
+      ++c.malformed;
+    }
+    if (sendto(fd, buf, n, 0, reinterpret_cast<sockaddr*>(&to), to_len) >= 0) ++c.sent;
+    if (i % 256 == 255) {
+      for (int f : fds) drain(f);
+      // Pace to ~50k/s so that the per-address limits (not the socket buffers) decide.
+      usleep(4000);
+    }
+  }
+  // Let the last answers and challenges arrive (bounded).
+  for (int round = 0; round < 20; ++round) {
+    pollfd p{fds[0], POLLIN, 0};
+    poll(&p, 1, 50);
+    for (int f : fds) drain(f);
+  }
+  for (int f : fds) close(f);
+  std::printf("sent=%lu malformed=%lu pings=%lu pongs=%lu challenges=%lu forged_pongs=%lu\n",
+              c.sent, c.malformed, c.pings, c.pongs, c.challenges, c.forged);
+  return 0;
+}
