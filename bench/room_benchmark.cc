@@ -182,6 +182,8 @@ BENCHMARK(BM_CheckpointLoad5MB)->Unit(benchmark::kMillisecond);
 // Collects each benchmark's rate and time per iteration for the summary line.
 class SummaryReporter : public benchmark::ConsoleReporter {
  public:
+  // No colour: escape codes would otherwise precede the summary line scripts parse.
+  SummaryReporter() : ConsoleReporter(OO_Tabular) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     ConsoleReporter::ReportRuns(runs);
     for (const Run& r : runs) {

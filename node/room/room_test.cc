@@ -146,18 +146,15 @@ TEST(Room, EvictionLocksTheEvictedMemberOut) {
   const auto* c = u.body->ciphertext();
   EXPECT_FALSE(OpenContent(f.content_keys[0], n, f.room_id, Bytes(c->data(), c->size()), &plain));
   // Carol's post-rotation update, received before the rotation, is set aside by it.
-  auto fresh = f.Open(&f.members[1]);
-  RoomFixture& g = f;
-  auto early = Room::Open(g.genesis, &g.members[1]);
+  auto early = Room::Open(f.genesis, &f.members[1]);
   ASSERT_TRUE(early.ok());
-  ASSERT_EQ((*early)->AddKeyEpoch(g.epochs[0]), Verdict::kOk);
+  ASSERT_EQ((*early)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
   for (const auto* rec : {&*r1, &*r2, &*evil}) (*early)->Receive(*rec);
   EXPECT_EQ((*early)->log_size(), 3u);
   ASSERT_EQ((*early)->AddKeyEpoch(rot), Verdict::kOk);
   EXPECT_EQ((*early)->log_size(), 2u);
   EXPECT_EQ((*early)->Receive(*a2), Verdict::kOk);
   EXPECT_EQ((*early)->state_hash(), alice->state_hash());
-  (void)fresh;
 }
 
 TEST(Room, CheckpointAndCachedState) {
@@ -183,7 +180,6 @@ TEST(Room, CheckpointAndCachedState) {
   EXPECT_EQ(StateOf(*bob), StateOf(*alice));
 
   // A cached state whose hash matches is used without the blob.
-  std::vector<uint8_t> cached = StateOf(*alice);
   auto carol = f.Open(&f.members[2]);
   CheckpointInfo info;
   Bytes sb;
@@ -205,7 +201,6 @@ TEST(Room, CheckpointAndCachedState) {
   SyncPlan fresh = alice->PlanSync({});
   EXPECT_TRUE(fresh.take_checkpoint);
   EXPECT_TRUE(bob->PlanSync({}).take_checkpoint);  // bob cannot send what it never had
-  (void)cached;
 }
 
 // An application's own reducer: counts payload bytes, capped.
