@@ -9,6 +9,8 @@ namespace {
 
 // Txid layout: random high 32 bits (unguessable), slot in bits 8..31, shard in bits 0..7.
 constexpr uint32_t kSlotsMax = 1u << 24;
+// A timed-out ping is retried this much later (the shard's tick period).
+constexpr int64_t kRetryDelayUs = 100'000;
 
 uint32_t SlotOfTxid(uint64_t txid) noexcept { return static_cast<uint32_t>(txid >> 8) & 0xFFFFFF; }
 
@@ -20,9 +22,33 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
       id_(wire::NodeIdOf(identity.public_key)),
       config_(config),
       rng_(rng),
+      proof_(config.proof != nullptr ? config.proof : &ed25519_),
+      table_(id_, config.routing),
+      store_(config.providers),
+      tokens_(*rng, now_us),
+      seen_(config.seen_max),
+      dumps_(kDumpsPerSecond, kDumpsPerSecond, now_us),
       new_peer_challenges_(kNewPeerChallengesPerSecond, kNewPeerChallengeBurst, now_us) {
   RP_ASSERT(config_.peers_max > 0);
-  RP_ASSERT(config_.peers_max < kSlotsMax);
+  RP_ASSERT(config_.peers_max < kRpcSlotBase);
+  RP_ASSERT(config_.rpcs_max > 0);
+  RP_ASSERT(config_.rpcs_max < kSlotsMax - kRpcSlotBase);
+  RP_ASSERT(config_.lookups_max > 0);
+  RP_ASSERT(config_.lookups_max < 0xFFFF);
+  RP_ASSERT(config_.announces_max < 0xFFFF);
+  rpcs_.resize(config_.rpcs_max);
+  lookups_.reserve(config_.lookups_max);
+  for (uint32_t i = 0; i < config_.lookups_max; ++i) {
+    lookups_.push_back(std::make_unique<LookupSlot>(config_.lookup_candidates_max));
+  }
+  announces_.resize(config_.announces_max);
+  routes_.resize(config_.routes_max);
+  route_payloads_.resize(size_t{config_.routes_max} * wire::kRoutePayloadBytesMax);
+  walks_.resize(config_.size_walks);
+  size_samples_.reserve(config_.size_lookups);
+  next_refresh_us_ = now_us + config_.refresh_interval_us;
+  next_housekeeping_us_ = now_us + kHousekeepingUs;
+  next_wake_us_ = now_us;
   RP_ASSERT(config_.bootstrap.size() <= config_.peers_max);
   peers_.resize(config_.peers_max);
   free_.reserve(config_.peers_max);
@@ -45,7 +71,18 @@ int Overlay::Find(const base::Endpoint& addr) const noexcept {
 int Overlay::FindOrAdd(const base::Endpoint& addr, int64_t now_us) noexcept {
   int slot = Find(addr);
   if (slot >= 0) return slot;
-  if (free_.empty()) return -1;
+  if (free_.empty()) {
+    // Full: make room by forgetting the verified contact heard from least recently (it
+    // keeps its place in the routing table; the contacts table is only for sessions).
+    int victim = -1;
+    for (uint32_t i = 0; i < peers_.size(); ++i) {
+      const Peer& p = peers_[i];
+      if (p.state != State::kVerified || p.bootstrap || p.pending_txid != 0) continue;
+      if (victim < 0 || p.last_heard_us < peers_[victim].last_heard_us) victim = int(i);
+    }
+    if (victim < 0) return -1;
+    Forget(static_cast<uint32_t>(victim));
+  }
   const uint32_t s = free_.back();
   free_.pop_back();
   Peer& p = peers_[s];
@@ -90,6 +127,7 @@ void Overlay::SendPing(uint32_t slot, bool challenge, int64_t now_us, Outbox& ou
   out.Commit(n, p.addr);
   p.pending_txid = txid;
   p.pending_sent_us = now_us;
+  Wake(now_us + kRequestTimeoutUs);
   ++counters_.pings_sent;
   if (challenge) ++counters_.challenges_sent;
 }
@@ -99,6 +137,7 @@ void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcep
   if (p.pending_txid != 0 || now_us < p.next_ping_us) return;
   if (!p.bootstrap && !new_peer_challenges_.TryTake(now_us)) {
     ++counters_.new_peers_deferred;
+    Wake(now_us + kSecondUs / kNewPeerChallengesPerSecond);
     return;
   }
   SendPing(slot, /*challenge=*/true, now_us, out);
@@ -107,6 +146,9 @@ void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcep
 void Overlay::OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire::NodeId& claimed,
                          Outbox& out) noexcept {
   if (claimed == id_) return;  // our own ping reflected back, or a liar; either way ignore
+  if (table_.Touch(claimed, from, now_us)) return;  // a routing-table peer, already proven
+  // A stranger costs us a challenge only if the routing table would take it.
+  if (Find(from) < 0 && !table_.Wants(claimed, from)) return;
   const int slot = FindOrAdd(from, now_us);
   if (slot < 0) return;
   Peer& p = peers_[slot];
@@ -143,10 +185,12 @@ void Overlay::OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us,
   p.failures = 0;
   p.retry_us = kBootstrapRetryUs;
   p.last_heard_us = now_us;
-  p.next_ping_us = now_us + kPingIntervalUs;
+  p.next_ping_us = now_us + config_.ping_interval_us;
+  Wake(p.next_ping_us);
   if (first) {
     ++counters_.peers_verified;
-    SendPeers(slot, now_us, out);
+    if (config_.peers_interval_us > 0) SendPeers(slot, now_us, out);
+    OfferVerified(now_us, id, p.addr, p.bootstrap, out);
   }
 }
 
@@ -154,6 +198,7 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
                               const wire::Message& msg, Outbox& out) noexcept {
   const wire::fb::Pong* pong = msg.pong();
   const uint32_t slot = SlotOfTxid(pong->txid());
+  if (slot >= kRpcSlotBase) return OnReply(now_us, from, msg, out);  // a probe's pong
   // Cheap checks first: is this the answer to a request of ours, from where we sent it?
   if (slot >= peers_.size()) return wire::Verdict::kUnexpectedReply;
   Peer& p = peers_[slot];
@@ -167,8 +212,7 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
     const wire::PublicKey key = wire::FromWireId(*pong->public_key());
     if (wire::NodeIdOf(key) != responder) return wire::Verdict::kBadSignature;
     // The expensive step, last.
-    if (!wire::VerifySignature(key, wire::PongSigningBytes(p.challenge),
-                               wire::FromWireSig(*pong->signature()))) {
+    if (!proof_->Verify(key, p.challenge, wire::FromWireSig(*pong->signature()))) {
       return wire::Verdict::kBadSignature;
     }
     if (responder == id_) {  // we bootstrapped from ourselves
@@ -181,7 +225,8 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
     if (p.state != State::kVerified || p.id != responder) return wire::Verdict::kBadField;
     p.failures = 0;
     p.last_heard_us = now_us;
-    p.next_ping_us = now_us + kPingIntervalUs;
+    p.next_ping_us = now_us + config_.ping_interval_us;
+    table_.Touch(responder, from, now_us);
   }
   observed_ = wire::FromWireAddr(*pong->observed());
   return wire::Verdict::kOk;
@@ -202,7 +247,7 @@ wire::Verdict Overlay::OnPeers(int64_t now_us, const base::Endpoint& from,
     const wire::NodeId id = wire::FromWireId(e->id());
     const base::Endpoint addr = wire::FromWireAddr(e->addr());
     if (id == id_ || !addr.valid() || addr.port == 0) continue;
-    if (Find(addr) >= 0) continue;
+    if (Find(addr) >= 0 || !table_.Wants(id, addr)) continue;
     const int s = FindOrAdd(addr, now_us);
     if (s < 0) return wire::Verdict::kTableFull;
     peers_[s].id = id;
@@ -221,14 +266,14 @@ wire::Verdict Overlay::OnMessage(int64_t now_us, const base::Endpoint& from,
     case wire::MessageType::kPing:
       break;  // answered by PingResponder; reported through OnPingSeen
     default:
-      break;
+      return OnDhtMessage(now_us, from, msg, out);
   }
   return wire::Verdict::kUnknownType;
 }
 
 void Overlay::SendPeers(uint32_t slot, int64_t now_us, Outbox& out) noexcept {
   Peer& to = peers_[slot];
-  to.next_peers_us = now_us + kPeersIntervalUs;
+  to.next_peers_us = now_us + config_.peers_interval_us;
   wire::PeerInfo list[wire::kPeersPerMessageMax];
   size_t n = 0;
   // Start at a random slot so that, over time, every live peer gets advertised.
@@ -263,23 +308,34 @@ void Overlay::OnTimeout(uint32_t slot, int64_t now_us) noexcept {
 }
 
 void Overlay::Tick(int64_t now_us, Outbox& out) noexcept {
+  if (now_us < next_wake_us_) return;  // nothing is due (callers may tick on a period)
+  next_wake_us_ = now_us + kHousekeepingUs;
   for (uint32_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     if (p.state == State::kEmpty) continue;
     if (p.pending_txid != 0) {
-      if (now_us - p.pending_sent_us >= kRequestTimeoutUs) OnTimeout(i, now_us);
+      if (now_us - p.pending_sent_us >= kRequestTimeoutUs) {
+        OnTimeout(i, now_us);
+        Wake(now_us + kRetryDelayUs);  // retried on a later tick, not in this one
+      } else {
+        Wake(p.pending_sent_us + kRequestTimeoutUs);
+      }
       continue;
     }
     if (p.state == State::kCandidate) {
       MaybeChallenge(i, now_us, out);
+      if (p.pending_txid == 0) Wake(std::max(p.next_ping_us, now_us + 1000));
       continue;
     }
     if (now_us >= p.next_ping_us) {
       SendPing(i, /*challenge=*/false, now_us, out);
-    } else if (now_us >= p.next_peers_us) {
+    } else if (config_.peers_interval_us > 0 && now_us >= p.next_peers_us) {
       SendPeers(i, now_us, out);
     }
+    Wake(p.next_ping_us);
+    if (config_.peers_interval_us > 0) Wake(p.next_peers_us);
   }
+  DhtTick(now_us, out);
 }
 
 std::vector<PeerStatus> Overlay::Snapshot(int64_t now_us) const {

@@ -1,9 +1,19 @@
-// Overlay: the node's view of its peers — who exists, who proved their id, who is live.
+// Overlay: the node's view of its peers and the DHT built on them — who exists, who
+// proved their id, the k-bucket routing table, iterative lookups, provider records, routed
+// messages (hello), network-size estimates and flood gossip.
 //
 // Sans-I/O (DESIGN.md section 5): it takes (now, from, verified message), and writes what
 // it wants sent to an Outbox. It has no sockets, clocks, threads or globals; randomness
-// (txids, challenges) comes from an injected Rng. The node's owner shard and the
-// simulator drive this same code.
+// (txids, challenges, tokens) comes from an injected Rng. The node's owner shard and the
+// simulator drive this same code, the same way:
+//   - every verified datagram except Ping goes to OnMessage (Ping: PingResponder, then
+//     OnPingSeen), on the shard that owns the overlay;
+//   - Tick(now) runs timers; NextWakeUs() says when it next has work (call Tick then, or
+//     on a fixed period, whichever is sooner);
+//   - requests (FindNode, GetProviders, Announce, Route/Hello, EstimateSize, Broadcast,
+//     RequestDump) start work whose results arrive through OverlayEvents.
+// Other shards answer FindNode from a TableSnapshot the owner publishes (see
+// dht/snapshot.h).
 //
 // Rules it keeps:
 //  - A peer is verified only after it answered a ping carrying our random challenge with
@@ -15,11 +25,13 @@
 //    the table has a fixed size, and a pong is checked against our pending request
 //    (txid and address) before its signature is verified.
 //
-// Owner-shard-local; not thread-safe. Nothing allocates after construction.
+// Owner-shard-local; not thread-safe. Nothing allocates after construction, except the
+// control-path calls that say so (Snapshot, EstimateSizeByWalks, SavedTable).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -27,7 +39,15 @@
 #include "base/endpoint.h"
 #include "base/rng.h"
 #include "base/token_bucket.h"
+#include "dht/lookup.h"
 #include "dht/outbox.h"
+#include "dht/proof.h"
+#include "dht/providers.h"
+#include "dht/routing_table.h"
+#include "dht/seen_set.h"
+#include "dht/size_estimate.h"
+#include "dht/snapshot.h"
+#include "dht/table_file.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
 #include "wire/message.h"
@@ -53,10 +73,92 @@ inline constexpr int64_t kBootstrapRetryMaxUs = 30 * kSecondUs;
 inline constexpr uint32_t kNewPeerChallengesPerSecond = 200;
 inline constexpr uint32_t kNewPeerChallengeBurst = 400;
 
+// DHT request timeout: one round trip on any sane path, with margin; lookups retry.
+inline constexpr int64_t kDhtRequestTimeoutUs = 1 * kSecondUs;
+// A routed message's origin waits this long for the reply before trying again.
+inline constexpr int64_t kRouteTimeoutUs = 3 * kSecondUs;
+// Tries a routed message gets from its origin (each picks among more next hops).
+inline constexpr uint8_t kRouteAttemptsMax = 5;
+// Hops a routed message may take: log2 of a billion nodes, with margin.
+inline constexpr uint8_t kRouteTtlDefault = 24;
+// Nodes a lookup asks each peer for (the reply then needs ~600 bytes).
+inline constexpr uint8_t kLookupReplyNodes = 10;
+// Table dumps answered per second (each costs up to ~30 datagrams).
+inline constexpr uint32_t kDumpsPerSecond = 5;
+// How often provider records are expired and token secrets checked for rotation.
+inline constexpr int64_t kHousekeepingUs = 10 * kSecondUs;
+// Refresh lookups a join or periodic refresh runs for sparse buckets (one at a time).
+inline constexpr uint32_t kRefreshLookupsMax = 16;
+
+// Routed-message kinds (Route.kind).
+enum class RouteKind : uint8_t { kData = 0, kHello = 1 };
+
+struct OverlayEvents;
+
 struct OverlayConfig {
   uint8_t shard_index = 0;                // low byte of our txids: replies come back to us
-  uint32_t peers_max = 1024;              // table size, fixed at start
+  uint32_t peers_max = 1024;              // contacts (challenge/liveness) table, fixed
   std::vector<base::Endpoint> bootstrap;  // pinned peers
+  // DHT sizing (the simulator uses small values; see tests/sim). Every pool below is
+  // allocated once, at construction.
+  RoutingConfig routing;
+  uint32_t rpcs_max = 256;             // DHT requests in flight
+  uint32_t lookups_max = 16;           // concurrent lookups
+  uint32_t lookup_candidates_max = 48; // shortlist per lookup
+  LookupParams lookup;                 // alpha, disjoint paths, k, attempts
+  ProviderLimits providers;
+  uint32_t announces_max = 64;         // keys we announce and republish
+  uint32_t routes_max = 32;            // our routed messages awaiting replies
+  uint32_t seen_max = 4096;            // routed and gossip ids remembered
+  uint32_t gossip_fanout = 8;          // peers each new gossip message is sent to
+  uint32_t size_lookups = 16;          // random lookups per density estimate
+  uint32_t size_walks = 10;            // walks per collision estimate
+  uint32_t size_walk_steps = 150;      // steps per walk
+  int64_t ping_interval_us = kPingIntervalUs;    // contacts' liveness pings
+  int64_t peers_interval_us = kPeersIntervalUs;  // peer exchange; 0: never
+  int64_t refresh_interval_us = 15 * 60 * kSecondUs;  // sparse-bucket refresh lookups
+  int64_t request_timeout_us = kDhtRequestTimeoutUs;
+  const ProofScheme* proof = nullptr;  // null: ed25519 (production)
+  OverlayEvents* events = nullptr;     // null: results are dropped
+};
+
+// LookupResult: a finished lookup. Spans are valid during the callback only.
+struct LookupResult {
+  uint32_t handle = 0;
+  LookupKind kind = LookupKind::kFindNode;
+  NodeId target{};
+  std::span<const Contact> closest;    // answered, nearest first
+  std::span<const Contact> providers;  // kGetProviders only
+  uint8_t rounds = 0;                  // generation of the nearest answer
+  uint32_t requests = 0;               // requests sent, retries included
+  uint32_t replies = 0;
+};
+
+struct RouteResult {
+  uint64_t route_id = 0;
+  NodeId target{};
+  RouteKind kind = RouteKind::kData;
+  bool replied = false;     // false: every attempt timed out
+  bool delivered = false;   // the target itself answered
+  uint8_t hops = 0;
+  uint8_t attempts = 0;
+  Contact responder;        // who answered, at the address it answered from
+  base::Endpoint observed;  // our address as the first hop saw it
+};
+
+// OverlayEvents: where results go. Called synchronously from inside the Overlay's calls;
+// an implementation must not call back into the Overlay (queue the work instead).
+struct OverlayEvents {
+  virtual ~OverlayEvents() = default;
+  virtual void OnLookupDone(const LookupResult&) {}
+  virtual void OnRouteDone(const RouteResult&) {}
+  // OnRouted: a routed message reached us (we are its target or the closest node).
+  virtual void OnRouted(const NodeId& origin, const base::Endpoint& origin_addr, RouteKind kind,
+                        bool exact, std::span<const uint8_t> payload) {}
+  virtual void OnGossip(const NodeId& origin, uint64_t msg_id, std::span<const uint8_t> payload) {}
+  virtual void OnSizeEstimate(const SizeEstimate&) {}
+  virtual void OnAnnounced(const NodeId& key, uint32_t acks) {}
+  virtual void OnDumpChunk(const base::Endpoint& from, std::span<const Contact> nodes) {}
 };
 
 // PeerState: what Snapshot() reports.
@@ -76,6 +178,25 @@ struct OverlayCounters {
   uint64_t peers_forgotten = 0;
   uint64_t peers_messages_sent = 0;
   uint64_t new_peers_deferred = 0;  // challenge budget empty: tried later
+  // DHT
+  uint64_t requests_sent = 0;        // find_node, get_providers, announce, walk, dump
+  uint64_t requests_timed_out = 0;
+  uint64_t requests_answered = 0;    // requests from others we answered
+  uint64_t replies_trimmed = 0;      // answers cut to 3x an unverified request
+  uint64_t rpc_slots_full = 0;       // a request not sent: no slot
+  uint64_t probes_sent = 0;          // pings of a full bucket's oldest or stale entry
+  uint64_t evictions = 0;            // entries dropped after a failed probe
+  uint64_t announces_stored = 0;
+  uint64_t announces_refused = 0;    // store limits
+  uint64_t tokens_rejected = 0;      // forged or stale tokens
+  uint64_t routes_forwarded = 0;
+  uint64_t routes_answered = 0;      // as target or closest node
+  uint64_t routes_duplicate = 0;     // loop guard: seen before
+  uint64_t gossip_delivered = 0;
+  uint64_t gossip_duplicate = 0;
+  uint64_t gossip_sent = 0;
+  uint64_t dumps_answered = 0;
+  uint64_t dumps_refused = 0;
 };
 
 class Overlay {
@@ -115,6 +236,55 @@ class Overlay {
   const base::Endpoint& observed_address() const noexcept { return observed_; }
   const OverlayCounters& counters() const noexcept { return counters_; }
 
+  // --- DHT requests. Each returns 0 (or false) when its pool is full or no peer is known.
+  // FindNode: an iterative lookup of `target`; the result comes to OnLookupDone. `paths`
+  // > 1 runs that many disjoint paths.
+  uint32_t FindNode(int64_t now_us, const NodeId& target, Outbox& out,
+                    uint8_t paths = 0) noexcept;
+  // GetProviders: a lookup that collects providers of `key` (OnLookupDone.providers).
+  uint32_t GetProviders(int64_t now_us, const NodeId& key, Outbox& out) noexcept;
+  // Announce: announces us as a provider of `key` to the k nearest nodes, and again every
+  // kRepublishUs until Unannounce. OnAnnounced reports the acknowledgements.
+  bool Announce(int64_t now_us, const NodeId& key, Outbox& out) noexcept;
+  void Unannounce(const NodeId& key) noexcept;
+  // Route: sends `payload` greedily towards `target`; the reply (from the target or the
+  // closest node reached) comes to OnRouteDone. Returns the route id, 0 if none was sent.
+  // REQUIRES: payload.size() <= wire::kRoutePayloadBytesMax.
+  uint64_t Route(int64_t now_us, const NodeId& target, RouteKind kind,
+                 std::span<const uint8_t> payload, Outbox& out) noexcept;
+  // Hello: a routed hello to `target`: both ends learn each other's observed address and
+  // exchange a direct (challenge) ping, which makes each a verified peer of the other.
+  uint64_t Hello(int64_t now_us, const NodeId& target, Outbox& out) noexcept {
+    return Route(now_us, target, RouteKind::kHello, {}, out);
+  }
+  // EstimateSize: density estimate from config.size_lookups random lookups
+  // (OnSizeEstimate). False when one is already running.
+  bool EstimateSize(int64_t now_us, Outbox& out) noexcept;
+  // EstimateSizeByWalks: collision estimate from random walks (OnSizeEstimate). Control
+  // path: allocates its sample buffer.
+  bool EstimateSizeByWalks(int64_t now_us, Outbox& out);
+  // Broadcast: floods `payload` to the network. Returns its message id.
+  // REQUIRES: payload.size() <= wire::kGossipPayloadBytesMax.
+  uint64_t Broadcast(int64_t now_us, std::span<const uint8_t> payload, Outbox& out) noexcept;
+  // RequestDump: asks the verified peer at `addr` for its whole table (OnDumpChunk); the
+  // entries it sends are offered to our table like any learned peer.
+  bool RequestDump(int64_t now_us, const base::Endpoint& addr, Outbox& out) noexcept;
+
+  // Restore: the saved table of an earlier run. Its peers are challenged again (a table
+  // entry is only as good as a fresh proof), so a restarted node rejoins without its
+  // bootstrap peers. Call once, before the first Tick.
+  void Restore(int64_t now_us, std::span<const SavedContact> saved) noexcept;
+  // SavedTable: the table to persist (control path; allocates). See dht/table_file.h.
+  std::vector<SavedContact> SavedTable() const { return TableEntries(table_); }
+  // PublishSnapshot: copies the table into `out` for the other shards' FindNode answers.
+  void PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept;
+
+  // NextWakeUs: the earliest time Tick has work to do.
+  int64_t NextWakeUs() const noexcept { return next_wake_us_; }
+  const RoutingTable& table() const noexcept { return table_; }
+  const ProviderStore& provider_store() const noexcept { return store_; }
+  bool joined() const noexcept { return joined_; }
+
  private:
   enum class State : uint8_t { kEmpty, kCandidate, kVerified };
   struct Peer {
@@ -151,10 +321,143 @@ class Overlay {
     return p.state == State::kVerified && now_us - p.last_heard_us < kLiveWindowUs;
   }
 
+  // --- DHT internals (overlay_dht.cc).
+  enum class RpcKind : uint8_t { kFree, kLookup, kProbe, kAnnounce, kWalk, kDump };
+  struct Rpc {
+    uint64_t txid = 0;
+    int64_t sent_us = 0;
+    Contact to;
+    RpcKind kind = RpcKind::kFree;
+    uint16_t owner = 0;     // lookup, announce or walk index
+    int16_t candidate = -1; // lookup candidate
+  };
+  struct LookupSlot {
+    explicit LookupSlot(uint32_t candidates) : lookup(candidates) {}
+    Lookup lookup;
+    bool active = false;
+    uint32_t handle = 0;
+    uint16_t announce = 0xFFFF;  // announce slot this lookup serves
+    uint8_t providers_count = 0;
+    Contact providers[wire::kProvidersPerMessageMax];
+  };
+  struct AnnounceSlot {
+    NodeId key{};
+    bool active = false;
+    int64_t next_us = 0;
+    uint32_t acks = 0;
+  };
+  struct RouteSlot {
+    uint64_t route_id = 0;  // 0: free
+    NodeId target{};
+    RouteKind kind = RouteKind::kData;
+    uint8_t attempts = 0;
+    int64_t deadline_us = 0;
+    uint16_t payload_bytes = 0;
+    uint32_t payload_offset = 0;  // into route_payloads_
+  };
+  struct WalkSlot {
+    Contact at;
+    uint16_t steps = 0;
+    uint8_t retries = 0;
+    bool active = false;
+  };
+
+  static constexpr uint32_t kRpcSlotBase = 1u << 23;  // txid slots >= this are DHT requests
+
+  wire::Verdict OnDhtMessage(int64_t now_us, const base::Endpoint& from,
+                             const wire::Message& msg, Outbox& out) noexcept;
+  wire::Verdict OnFindNode(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                           Outbox& out) noexcept;
+  wire::Verdict OnGetProviders(int64_t now_us, const base::Endpoint& from,
+                               const wire::Message& msg, Outbox& out) noexcept;
+  wire::Verdict OnAnnounceMsg(int64_t now_us, const base::Endpoint& from,
+                              const wire::Message& msg, Outbox& out) noexcept;
+  wire::Verdict OnReply(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                        Outbox& out) noexcept;
+  wire::Verdict OnRoute(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                        Outbox& out) noexcept;
+  wire::Verdict OnRouteReply(int64_t now_us, const base::Endpoint& from,
+                             const wire::Message& msg, Outbox& out) noexcept;
+  wire::Verdict OnWalk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                       Outbox& out) noexcept;
+  wire::Verdict OnGossip(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                         Outbox& out) noexcept;
+  wire::Verdict OnDumpRequest(int64_t now_us, const base::Endpoint& from,
+                              const wire::Message& msg, Outbox& out) noexcept;
+  void OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, Outbox& out) noexcept;
+  void OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, Outbox& out) noexcept;
+  void OnDumpChunk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                   Outbox& out) noexcept;
+
+  // Learn: `id` talked to us from `addr`: refresh it, or challenge it if the table wants it.
+  void Learn(int64_t now_us, const NodeId& id, const base::Endpoint& addr, Outbox& out) noexcept;
+  // AddCandidate: challenge the peer at `addr` (claiming `id`) through the contacts table.
+  void AddCandidate(int64_t now_us, const base::Endpoint& addr, const NodeId& id,
+                    Outbox& out) noexcept;
+  void OfferVerified(int64_t now_us, const NodeId& id, const base::Endpoint& addr, bool pinned,
+                     Outbox& out) noexcept;
+  // RoundTripped: whether `addr` (claiming `id`) has answered a request of ours.
+  bool RoundTripped(const NodeId& id, const base::Endpoint& addr) const noexcept;
+  int AllocRpc(int64_t now_us, RpcKind kind, const Contact& to, uint16_t owner,
+               int16_t candidate) noexcept;
+  void FreeRpc(Rpc& rpc) noexcept { rpc = Rpc{}; }
+  void SendProbe(int64_t now_us, const Contact& c, Outbox& out) noexcept;
+  void OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept;
+  uint32_t StartLookup(int64_t now_us, const NodeId& target, LookupKind kind, uint8_t paths,
+                       Outbox& out) noexcept;
+  void SendLookupRequest(int64_t now_us, uint32_t li, int c, Outbox& out) noexcept;
+  void PumpLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept;
+  void FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept;
+  void SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept;
+  // NextHop: the known node nearest `target` and strictly nearer than us, avoiding `not_to`;
+  // with attempt > 0, a random one of the attempt + 1 nearest such nodes.
+  bool NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_t attempt,
+               Contact* out) noexcept;
+  void StepWalk(int64_t now_us, uint32_t w, Outbox& out) noexcept;
+  void ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept;
+  void FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to, Outbox& out) noexcept;
+  void FinishWalks(int64_t now_us) noexcept;
+  void DhtTick(int64_t now_us, Outbox& out) noexcept;
+  void StartRefresh(int64_t now_us, Outbox& out) noexcept;
+  void Wake(int64_t at_us) noexcept { next_wake_us_ = std::min(next_wake_us_, at_us); }
+  uint64_t NewTxid(uint32_t slot) noexcept {
+    return (rng_->Next() & 0xFFFFFFFF00000000ull) | (uint64_t{slot} << 8) | config_.shard_index;
+  }
+
   const wire::KeyPair& identity_;
   const wire::NodeId id_;
   const OverlayConfig config_;
   base::Rng* rng_;
+  Ed25519Proof ed25519_;
+  const ProofScheme* proof_;
+  RoutingTable table_;
+  ProviderStore store_;
+  TokenMint tokens_;
+  SeenSet seen_;
+  std::vector<Rpc> rpcs_;
+  uint32_t rpc_hint_ = 0;  // where the next free-slot search starts
+  std::vector<std::unique_ptr<LookupSlot>> lookups_;
+  std::vector<AnnounceSlot> announces_;
+  std::vector<RouteSlot> routes_;
+  std::vector<uint8_t> route_payloads_;
+  std::vector<WalkSlot> walks_;
+  std::vector<WalkSample> walk_samples_;  // allocated by EstimateSizeByWalks
+  uint64_t walk_messages_ = 0;
+  uint32_t next_handle_ = 1;
+  // Density estimate in progress: handles of its lookups and their samples.
+  uint32_t size_pending_ = 0;
+  uint32_t size_to_start_ = 0;
+  bool size_retry_ = false;
+  uint64_t size_messages_ = 0;
+  std::vector<double> size_samples_;
+  base::TokenBucket dumps_;
+  bool joined_ = false;             // the self-lookup has run
+  uint32_t refresh_next_bucket_ = 0;
+  uint32_t refresh_remaining_ = 0;
+  uint32_t refresh_handle_ = 0;
+  int64_t next_refresh_us_ = 0;
+  int64_t next_housekeeping_us_ = 0;
+  int64_t next_wake_us_ = 0;
   std::vector<Peer> peers_;  // sized once: config_.peers_max
   std::vector<uint32_t> free_;
   absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> by_addr_;

@@ -39,9 +39,15 @@ struct TestNode {
       : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
         keys(wire::KeyPair::FromSeed(Seed(n))),
         rng(n),
-        overlay(keys, OverlayConfig{0, 64, std::move(bootstrap)}, &rng, now),
+        overlay(keys, Config(std::move(bootstrap)), &rng, now),
         responder(keys, now),
         out(addr, q) {}
+  static OverlayConfig Config(std::vector<base::Endpoint> bootstrap) {
+    OverlayConfig c;
+    c.peers_max = 64;
+    c.bootstrap = std::move(bootstrap);
+    return c;
+  }
   static std::array<uint8_t, 32> Seed(uint8_t n) {
     std::array<uint8_t, 32> s{};
     s[0] = n;

@@ -2,8 +2,10 @@
 
 namespace ringpeer::dht {
 
-PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us) noexcept
+PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us,
+                             const ProofScheme* proof) noexcept
     : identity_(identity),
+      proof_(proof != nullptr ? proof : &ed25519_),
       id_(wire::NodeIdOf(identity.public_key)),
       signatures_(kSignaturesPerSecondMax, kSignatureBurstMax, now_us) {}
 
@@ -16,8 +18,7 @@ wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,
   wire::Signature sig;
   if (challenge != nullptr) {
     if (!signatures_.TryTake(now_us)) return wire::Verdict::kChallengeLimited;
-    sig = wire::Sign(identity_.secret_key,
-                     wire::PongSigningBytes(wire::FromWireId(*challenge)));
+    sig = proof_->Sign(identity_, wire::FromWireId(*challenge));
   }
   std::span<uint8_t> buf = out.Buffer();
   if (buf.empty()) return wire::Verdict::kSendQueueFull;

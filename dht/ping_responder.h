@@ -12,6 +12,7 @@
 #include "base/endpoint.h"
 #include "base/token_bucket.h"
 #include "dht/outbox.h"
+#include "dht/proof.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
 #include "wire/message.h"
@@ -25,8 +26,10 @@ inline constexpr uint32_t kSignatureBurstMax = 200;
 
 class PingResponder {
  public:
-  // REQUIRES: `identity` outlives the responder.
-  PingResponder(const wire::KeyPair& identity, int64_t now_us) noexcept;
+  // REQUIRES: `identity` (and `proof`, if given) outlive the responder. A null `proof`
+  // means ed25519 (production); the simulator passes its cheap stand-in.
+  PingResponder(const wire::KeyPair& identity, int64_t now_us,
+                const ProofScheme* proof = nullptr) noexcept;
   PingResponder(const PingResponder&) = delete;
   PingResponder& operator=(const PingResponder&) = delete;
 
@@ -39,6 +42,8 @@ class PingResponder {
 
  private:
   const wire::KeyPair& identity_;
+  Ed25519Proof ed25519_;
+  const ProofScheme* proof_;
   wire::NodeId id_;
   base::TokenBucket signatures_;
   wire::Encoder encoder_;

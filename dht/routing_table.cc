@@ -236,6 +236,12 @@ void RoutingTable::ProbeFailed(const NodeId& id, int64_t now_us) noexcept {
   Promote(b);
 }
 
+void RoutingTable::CancelProbe(const NodeId& id) noexcept {
+  const uint32_t b = BucketOf(id);
+  const int at = IndexIn(b, id);
+  if (at >= 0) Slot(b, static_cast<uint32_t>(at))->probing = false;
+}
+
 size_t RoutingTable::Closest(const NodeId& target, std::span<Contact> out) const noexcept {
   // Insertion into a small sorted array: n <= ~32, the table holds a few hundred entries.
   size_t n = 0;

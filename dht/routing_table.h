@@ -93,6 +93,8 @@ class RoutingTable {
   // ProbeFailed: `id` did not answer a probe: evicted unless pinned, and the newest
   // replacement that fits takes its place.
   void ProbeFailed(const NodeId& id, int64_t now_us) noexcept;
+  // CancelProbe: the caller could not send the probe it was asked for; ask again later.
+  void CancelProbe(const NodeId& id) noexcept;
 
   // Closest: up to out.size() entries nearest `target`, nearest first, skipping stale ones.
   // Returns how many were written.

@@ -1,0 +1,451 @@
+// The DHT half of Overlay: requests in flight, lookups, providers, routed messages, size
+// estimates, gossip and table dumps. The contacts/challenge half is in overlay.cc.
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "dht/overlay.h"
+#include "flatbuffers/flatbuffers.h"
+
+namespace ringpeer::dht {
+namespace {
+
+uint32_t SlotOfTxid(uint64_t txid) noexcept { return static_cast<uint32_t>(txid >> 8) & 0xFFFFFF; }
+
+// Retries of one walk step before the walk jumps to a random peer of ours.
+constexpr uint8_t kWalkRetriesMax = 1;
+
+// ReadEntries: peer entries from the wire, without our own id or unusable addresses.
+size_t ReadEntries(const flatbuffers::Vector<const wire::fb::PeerEntry*>* list,
+                   const NodeId& self, std::span<Contact> out) noexcept {
+  if (list == nullptr) return 0;
+  size_t n = 0;
+  for (const wire::fb::PeerEntry* e : *list) {
+    if (n == out.size()) break;
+    Contact c{wire::FromWireId(e->id()), wire::FromWireAddr(e->addr())};
+    if (c.id == self || !c.addr.valid() || c.addr.port == 0) continue;
+    out[n++] = c;
+  }
+  return n;
+}
+
+void ToPeerInfo(std::span<const Contact> in, wire::PeerInfo* out) noexcept {
+  for (size_t i = 0; i < in.size(); ++i) out[i] = wire::PeerInfo{in[i].id, in[i].addr};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Dispatch and replies.
+
+wire::Verdict Overlay::OnDhtMessage(int64_t now_us, const base::Endpoint& from,
+                                    const wire::Message& msg, Outbox& out) noexcept {
+  switch (msg.type()) {
+    case wire::MessageType::kFindNode: return OnFindNode(now_us, from, msg, out);
+    case wire::MessageType::kGetProviders: return OnGetProviders(now_us, from, msg, out);
+    case wire::MessageType::kAnnounce: return OnAnnounceMsg(now_us, from, msg, out);
+    case wire::MessageType::kNodes:
+    case wire::MessageType::kProviders:
+    case wire::MessageType::kAck:
+    case wire::MessageType::kWalkReply: return OnReply(now_us, from, msg, out);
+    case wire::MessageType::kRoute: return OnRoute(now_us, from, msg, out);
+    case wire::MessageType::kRouteReply: return OnRouteReply(now_us, from, msg, out);
+    case wire::MessageType::kWalk: return OnWalk(now_us, from, msg, out);
+    case wire::MessageType::kGossip: return OnGossip(now_us, from, msg, out);
+    case wire::MessageType::kDumpRequest: return OnDumpRequest(now_us, from, msg, out);
+    default: break;
+  }
+  return wire::Verdict::kUnknownType;
+}
+
+wire::Verdict Overlay::OnReply(int64_t now_us, const base::Endpoint& from,
+                               const wire::Message& msg, Outbox& out) noexcept {
+  const uint64_t txid = wire::RequestTxid(msg);
+  const uint32_t slot = SlotOfTxid(txid);
+  // Cheap checks first: a request of ours, answered from where we sent it.
+  if (slot < kRpcSlotBase || slot - kRpcSlotBase >= rpcs_.size()) {
+    return wire::Verdict::kUnexpectedReply;
+  }
+  Rpc& rpc = rpcs_[slot - kRpcSlotBase];
+  if (rpc.kind == RpcKind::kFree || rpc.txid != txid || !(rpc.to.addr == from)) {
+    return wire::Verdict::kUnexpectedReply;
+  }
+  NodeId sender{};
+  RpcKind expect = RpcKind::kFree;
+  switch (msg.type()) {
+    case wire::MessageType::kPong:
+      sender = wire::FromWireId(*msg.pong()->responder());
+      expect = RpcKind::kProbe;
+      break;
+    case wire::MessageType::kNodes:
+      sender = wire::FromWireId(*msg.nodes()->sender());
+      expect = msg.nodes()->chunks() > 0 ? RpcKind::kDump : RpcKind::kLookup;
+      break;
+    case wire::MessageType::kProviders:
+      sender = wire::FromWireId(*msg.providers()->sender());
+      expect = RpcKind::kLookup;
+      break;
+    case wire::MessageType::kAck:
+      sender = wire::FromWireId(*msg.ack()->sender());
+      expect = RpcKind::kAnnounce;
+      break;
+    case wire::MessageType::kWalkReply:
+      sender = wire::FromWireId(*msg.walk_reply()->sender());
+      expect = RpcKind::kWalk;
+      break;
+    default: return wire::Verdict::kUnexpectedReply;
+  }
+  // Another node at that address (a restart) does not answer for the one we asked.
+  if (rpc.kind != expect || sender != rpc.to.id) return wire::Verdict::kBadField;
+  switch (rpc.kind) {
+    case RpcKind::kProbe: FreeRpc(rpc); break;
+    case RpcKind::kLookup: OnLookupReply(now_us, rpc, msg, out); break;
+    case RpcKind::kAnnounce: {
+      AnnounceSlot& a = announces_[rpc.owner];
+      FreeRpc(rpc);
+      if (a.active && config_.events != nullptr) config_.events->OnAnnounced(a.key, ++a.acks);
+      break;
+    }
+    case RpcKind::kWalk: OnWalkReply(now_us, rpc, msg, out); break;
+    case RpcKind::kDump: OnDumpChunk(now_us, from, msg, out); break;
+    case RpcKind::kFree: break;
+  }
+  Learn(now_us, sender, from, out);
+  return wire::Verdict::kOk;
+}
+
+int Overlay::AllocRpc(int64_t now_us, RpcKind kind, const Contact& to, uint16_t owner,
+                      int16_t candidate) noexcept {
+  const uint32_t n = static_cast<uint32_t>(rpcs_.size());
+  for (uint32_t k = 0; k < n; ++k) {
+    const uint32_t i = (rpc_hint_ + k) % n;
+    Rpc& r = rpcs_[i];
+    if (r.kind != RpcKind::kFree) continue;
+    rpc_hint_ = (i + 1) % n;
+    r.txid = NewTxid(kRpcSlotBase + i);
+    r.sent_us = now_us;
+    r.to = to;
+    r.kind = kind;
+    r.owner = owner;
+    r.candidate = candidate;
+    Wake(now_us + config_.request_timeout_us);
+    ++counters_.requests_sent;
+    return static_cast<int>(i);
+  }
+  ++counters_.rpc_slots_full;
+  return -1;
+}
+
+void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept {
+  const Rpc rpc = rpcs_[slot];
+  FreeRpc(rpcs_[slot]);
+  ++counters_.requests_timed_out;
+  switch (rpc.kind) {
+    case RpcKind::kProbe:
+      table_.ProbeFailed(rpc.to.id, now_us);
+      if (table_.Find(rpc.to.id) == nullptr) ++counters_.evictions;
+      break;
+    case RpcKind::kLookup: {
+      LookupSlot& l = *lookups_[rpc.owner];
+      if (!l.active) break;
+      if (l.lookup.OnTimeout(rpc.candidate)) {
+        SendLookupRequest(now_us, rpc.owner, rpc.candidate, out);
+      } else if (table_.Failed(rpc.to.id)) {
+        SendProbe(now_us, rpc.to, out);
+      }
+      PumpLookup(now_us, rpc.owner, out);
+      break;
+    }
+    case RpcKind::kWalk: {
+      WalkSlot& w = walks_[rpc.owner];
+      if (!w.active) break;
+      ++walk_messages_;
+      if (++w.retries > kWalkRetriesMax && !table_.RandomContact(*rng_, &w.at)) {
+        w.active = false;
+        FinishWalks(now_us);
+        break;
+      }
+      if (w.retries > kWalkRetriesMax) w.retries = 0;
+      StepWalk(now_us, rpc.owner, out);
+      break;
+    }
+    case RpcKind::kAnnounce:
+    case RpcKind::kDump:
+    case RpcKind::kFree: break;
+  }
+}
+
+void Overlay::SendProbe(int64_t now_us, const Contact& c, Outbox& out) noexcept {
+  const int r = AllocRpc(now_us, RpcKind::kProbe, c, 0, -1);
+  if (r < 0) return table_.CancelProbe(c.id);
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return;  // counted as lost: the probe times out like a lost datagram
+  const size_t n = encoder_.Ping(buf, wire::kNoShardHint, rpcs_[r].txid, id_, nullptr);
+  RP_ASSERT(n > 0);
+  out.Commit(n, c.addr);
+  ++counters_.probes_sent;
+}
+
+// ---------------------------------------------------------------------------------------
+// Learning peers.
+
+bool Overlay::RoundTripped(const NodeId& id, const base::Endpoint& addr) const noexcept {
+  const int s = Find(addr);
+  if (s >= 0 && peers_[s].state == State::kVerified) return true;
+  const RoutingEntry* e = table_.Find(id);
+  return e != nullptr && e->addr == addr;
+}
+
+void Overlay::Learn(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
+                    Outbox& out) noexcept {
+  if (id == id_ || table_.Touch(id, addr, now_us)) return;
+  if (Find(addr) >= 0 || !table_.Wants(id, addr)) return;
+  AddCandidate(now_us, addr, id, out);
+}
+
+void Overlay::AddCandidate(int64_t now_us, const base::Endpoint& addr, const NodeId& id,
+                           Outbox& out) noexcept {
+  if (id == id_ || !addr.valid()) return;
+  const int slot = FindOrAdd(addr, now_us);
+  if (slot < 0) return;
+  Peer& p = peers_[slot];
+  if (p.state == State::kCandidate) {
+    p.id = id;
+    MaybeChallenge(static_cast<uint32_t>(slot), now_us, out);
+    if (p.pending_txid == 0) Wake(now_us);
+  } else if (p.state == State::kVerified && p.id == id) {
+    OfferVerified(now_us, id, addr, p.bootstrap, out);
+  }
+}
+
+void Overlay::OfferVerified(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
+                            bool pinned, Outbox& out) noexcept {
+  const AddOutcome o = table_.Add(id, addr, now_us, pinned);
+  if (o.probe) SendProbe(now_us, o.probe_target, out);
+  if (!joined_ && table_.size() > 0) {
+    // Join: look ourselves up (fills the near buckets and tells our neighbours about us),
+    // then refresh the sparse far buckets one lookup at a time.
+    joined_ = true;
+    refresh_next_bucket_ = 0;
+    refresh_remaining_ = kRefreshLookupsMax;
+    refresh_handle_ = StartLookup(now_us, id_, LookupKind::kRefresh, 1, out);
+  }
+}
+
+void Overlay::StartRefresh(int64_t now_us, Outbox& out) noexcept {
+  refresh_handle_ = 0;
+  while (refresh_remaining_ > 0 && refresh_next_bucket_ + 1 < table_.depth()) {
+    const uint32_t b = refresh_next_bucket_++;
+    if (table_.BucketSize(b) >= table_.config().bucket_size) continue;
+    --refresh_remaining_;
+    const NodeId target = RandomIdWithPrefix(id_, static_cast<int>(b), *rng_);
+    const uint32_t h = StartLookup(now_us, target, LookupKind::kRefresh, 1, out);
+    // A lookup that finished at once (no peers) does not continue the chain.
+    if (h != 0 && lookups_[0] != nullptr) {
+      for (const auto& l : lookups_) {
+        if (l->active && l->handle == h) refresh_handle_ = h;
+      }
+      if (refresh_handle_ != 0) return;
+    }
+  }
+}
+
+void Overlay::Restore(int64_t now_us, std::span<const SavedContact> saved) noexcept {
+  for (const SavedContact& s : saved) {
+    if (s.contact.id == id_ || !s.contact.addr.valid()) continue;
+    const int slot = FindOrAdd(s.contact.addr, now_us);
+    if (slot < 0) break;  // the contacts table is full of candidates: enough to rejoin
+    if (peers_[slot].state == State::kCandidate) peers_[slot].id = s.contact.id;
+  }
+  next_wake_us_ = now_us;
+}
+
+void Overlay::PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept {
+  out->Clear(now_us);
+  table_.ForEach([&](const RoutingEntry& e) {
+    if (e.failures < kStaleFailures) out->Push(Contact{e.id, e.addr});
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Answering requests.
+
+wire::Verdict Overlay::OnFindNode(int64_t now_us, const base::Endpoint& from,
+                                  const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::FindNode* req = msg.find_node();
+  const NodeId sender = wire::FromWireId(*req->sender());
+  if (sender == id_) return wire::Verdict::kBadField;
+  Contact closest[wire::kNodesPerMessageMax];
+  const size_t want = std::min<size_t>(req->count(), wire::kNodesPerMessageMax);
+  const size_t n = table_.Closest(wire::FromWireId(*req->target()), std::span(closest, want));
+  bool trimmed = false;
+  const wire::Verdict v = AnswerFindNode(id_, from, msg, std::span(closest, n),
+                                         RoundTripped(sender, from), encoder_, out, &trimmed);
+  if (v != wire::Verdict::kOk) return v;
+  ++counters_.requests_answered;
+  if (trimmed) ++counters_.replies_trimmed;
+  Learn(now_us, sender, from, out);
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Overlay::OnGetProviders(int64_t now_us, const base::Endpoint& from,
+                                      const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::GetProviders* req = msg.get_providers();
+  const NodeId sender = wire::FromWireId(*req->sender());
+  if (sender == id_) return wire::Verdict::kBadField;
+  const NodeId key = wire::FromWireId(*req->key());
+  Contact prov[wire::kProvidersPerMessageMax];
+  Contact near[wire::kProviderNodesPerMessageMax];
+  size_t np = store_.Get(key, now_us, std::span(prov, std::min<size_t>(req->count(),
+                                                                        std::size(prov))));
+  size_t nn = table_.Closest(key, near);
+  wire::PeerInfo pi[wire::kProvidersPerMessageMax], ni[wire::kProviderNodesPerMessageMax];
+  ToPeerInfo(std::span(prov, np), pi);
+  ToPeerInfo(std::span(near, nn), ni);
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  const size_t limit = RoundTripped(sender, from) ? buf.size()
+                                                   : kAmplificationMax * msg.bytes().size();
+  const uint32_t hint = static_cast<uint32_t>(req->txid() & 0xFF);
+  const wire::Token token = tokens_.Make(from);
+  size_t bytes = 0;
+  // Closer nodes go first, then providers, until the answer fits the amplification limit.
+  for (;;) {
+    bytes = encoder_.Providers(buf, hint, req->txid(), id_, token, std::span(pi, np),
+                               std::span(ni, nn));
+    RP_ASSERT(bytes > 0);
+    if (bytes <= limit || (nn == 0 && np == 0)) break;
+    nn > 0 ? --nn : --np;
+    ++counters_.replies_trimmed;
+  }
+  if (bytes > limit) return wire::Verdict::kOk;
+  out.Commit(bytes, from);
+  ++counters_.requests_answered;
+  Learn(now_us, sender, from, out);
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Overlay::OnAnnounceMsg(int64_t now_us, const base::Endpoint& from,
+                                     const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::Announce* a = msg.announce();
+  const NodeId sender = wire::FromWireId(*a->sender());
+  wire::Token token;
+  std::memcpy(token.data(), a->token()->b()->Data(), token.size());
+  if (!tokens_.Check(from, token)) {
+    ++counters_.tokens_rejected;
+    return wire::Verdict::kBadField;
+  }
+  if (!store_.Add(wire::FromWireId(*a->key()), Contact{sender, from}, now_us)) {
+    ++counters_.announces_refused;
+    return wire::Verdict::kTableFull;
+  }
+  ++counters_.announces_stored;
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  const size_t n = encoder_.Ack(buf, static_cast<uint32_t>(a->txid() & 0xFF), a->txid(), id_);
+  RP_ASSERT(n > 0);
+  RP_ASSERT(n <= msg.bytes().size() * kAmplificationMax);
+  out.Commit(n, from);
+  Learn(now_us, sender, from, out);
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Overlay::OnWalk(int64_t now_us, const base::Endpoint& from,
+                              const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::Walk* w = msg.walk();
+  const NodeId sender = wire::FromWireId(*w->sender());
+  if (sender == id_) return wire::Verdict::kBadField;
+  wire::PeerInfo next[1];
+  size_t n = 0;
+  Contact c;
+  if (table_.RandomContact(*rng_, &c)) next[n++] = wire::PeerInfo{c.id, c.addr};
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  const uint16_t degree = static_cast<uint16_t>(std::min<size_t>(table_.size(), 0xFFFF));
+  size_t bytes = encoder_.WalkReply(buf, static_cast<uint32_t>(w->txid() & 0xFF), w->txid(), id_,
+                                    degree, std::span(next, n));
+  RP_ASSERT(bytes > 0);
+  if (!RoundTripped(sender, from) && bytes > kAmplificationMax * msg.bytes().size()) {
+    ++counters_.replies_trimmed;
+    return wire::Verdict::kOk;
+  }
+  out.Commit(bytes, from);
+  ++counters_.requests_answered;
+  Learn(now_us, sender, from, out);
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Overlay::OnDumpRequest(int64_t now_us, const base::Endpoint& from,
+                                     const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::DumpRequest* d = msg.dump_request();
+  // A dump is ~30 datagrams: only for peers with a round trip, and only a few a second.
+  if (!RoundTripped(wire::FromWireId(*d->sender()), from)) {
+    ++counters_.dumps_refused;
+    return wire::Verdict::kUnverifiedSender;
+  }
+  if (!dumps_.TryTake(now_us)) {
+    ++counters_.dumps_refused;
+    return wire::Verdict::kRateLimited;
+  }
+  const size_t per = wire::kNodesPerMessageMax;
+  const size_t chunks = std::min<size_t>(255, std::max<size_t>(1, (table_.size() + per - 1) / per));
+  wire::PeerInfo list[wire::kNodesPerMessageMax];
+  size_t n = 0, chunk = 0;
+  const uint32_t hint = static_cast<uint32_t>(d->txid() & 0xFF);
+  auto flush = [&] {
+    if (chunk >= chunks) return;
+    std::span<uint8_t> buf = out.Buffer();
+    if (!buf.empty()) {
+      const size_t bytes = encoder_.Nodes(buf, hint, d->txid(), id_, std::span(list, n),
+                                          static_cast<uint8_t>(chunk),
+                                          static_cast<uint8_t>(chunks));
+      RP_ASSERT(bytes > 0);
+      out.Commit(bytes, from);
+    }
+    ++chunk;
+    n = 0;
+  };
+  table_.ForEach([&](const RoutingEntry& e) {
+    list[n++] = wire::PeerInfo{e.id, e.addr};
+    if (n == per) flush();
+  });
+  if (n > 0 || chunk == 0) flush();
+  ++counters_.dumps_answered;
+  return wire::Verdict::kOk;
+}
+
+void Overlay::OnDumpChunk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                          Outbox& out) noexcept {
+  const wire::fb::Nodes* m = msg.nodes();
+  const uint32_t slot = SlotOfTxid(m->txid()) - kRpcSlotBase;
+  // More chunks may follow: keep the request open until the last one.
+  if (m->chunk() + 1 >= m->chunks()) {
+    FreeRpc(rpcs_[slot]);
+  } else {
+    rpcs_[slot].sent_us = now_us;
+  }
+  Contact nodes[wire::kNodesPerMessageMax];
+  const size_t n = ReadEntries(m->nodes(), id_, nodes);
+  if (config_.events != nullptr) config_.events->OnDumpChunk(from, std::span(nodes, n));
+  // Second-hand entries: each must still answer our challenge before it enters the table.
+  for (size_t i = 0; i < n; ++i) {
+    if (Find(nodes[i].addr) < 0 && table_.Wants(nodes[i].id, nodes[i].addr)) {
+      AddCandidate(now_us, nodes[i].addr, nodes[i].id, out);
+    }
+  }
+}
+
+bool Overlay::RequestDump(int64_t now_us, const base::Endpoint& addr, Outbox& out) noexcept {
+  const int s = Find(addr);
+  if (s < 0 || peers_[s].state != State::kVerified) return false;
+  const int r = AllocRpc(now_us, RpcKind::kDump, Contact{peers_[s].id, addr}, 0, -1);
+  if (r < 0) return false;
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return true;  // times out like a lost datagram
+  const size_t n = encoder_.DumpRequest(buf, wire::kNoShardHint, rpcs_[r].txid, id_);
+  RP_ASSERT(n > 0);
+  out.Commit(n, addr);
+  return true;
+}
+
+}  // namespace ringpeer::dht

@@ -1,0 +1,597 @@
+// Overlay: lookups, announcements, routed messages, size estimates, gossip and the DHT's
+// timers (see overlay.h for the contract).
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "dht/overlay.h"
+#include "flatbuffers/flatbuffers.h"
+
+namespace ringpeer::dht {
+namespace {
+
+constexpr uint16_t kWalkBurnIn = 5;
+constexpr uint32_t kSizeLookupsConcurrent = 2;
+constexpr uint64_t kGossipSalt = 0x9E3779B97F4A7C15ull;
+constexpr uint16_t kNoAnnounce = 0xFFFF;
+// Expected answer sizes: header + table overhead + entries. Requests are padded to a
+// third of these, so that even a responder without a round trip with us answers fully.
+constexpr size_t kReplyOverheadBytes = 96;
+constexpr size_t kNodesReplyBytes = kReplyOverheadBytes + kLookupReplyNodes * kPeerEntryBytes;
+constexpr size_t kProvidersReplyBytes =
+    kReplyOverheadBytes + 16 +
+    (wire::kProvidersPerMessageMax + wire::kProviderNodesPerMessageMax) * kPeerEntryBytes;
+static_assert(kProvidersReplyBytes <= wire::kDatagramBytesMax);
+
+size_t ReadEntries(const flatbuffers::Vector<const wire::fb::PeerEntry*>* list,
+                   const NodeId& self, std::span<Contact> out) noexcept {
+  if (list == nullptr) return 0;
+  size_t n = 0;
+  for (const wire::fb::PeerEntry* e : *list) {
+    if (n == out.size()) break;
+    Contact c{wire::FromWireId(e->id()), wire::FromWireAddr(e->addr())};
+    if (c.id == self || !c.addr.valid() || c.addr.port == 0) continue;
+    out[n++] = c;
+  }
+  return n;
+}
+
+// PadFor: zero bytes to add to a request of `bytes` so that 3x it covers `reply_bytes`.
+// The pad vector itself costs a 4-byte length and up to 4 of alignment.
+size_t PadFor(size_t bytes, size_t reply_bytes) noexcept {
+  const size_t need = (reply_bytes + kAmplificationMax - 1) / kAmplificationMax;
+  return need > bytes + 8 ? need - bytes - 8 + 8 : 0;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Lookups.
+
+uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind kind,
+                              uint8_t paths, Outbox& out) noexcept {
+  uint32_t li = 0;
+  while (li < lookups_.size() && lookups_[li]->active) ++li;
+  if (li == lookups_.size()) return 0;
+  Contact seeds[64];
+  const size_t cap = std::min<size_t>(64, config_.lookup_candidates_max);
+  size_t n = table_.Closest(target, std::span(seeds, cap));
+  // A table the subnet rules kept empty still has verified contacts (bootstrap peers).
+  for (uint32_t i = 0; i < peers_.size() && n < config_.lookup.alpha; ++i) {
+    if (peers_[i].state == State::kVerified) seeds[n++] = Contact{peers_[i].id, peers_[i].addr};
+  }
+  if (n == 0) return 0;
+  LookupParams params = config_.lookup;
+  if (paths > 0) params.paths = std::min<uint8_t>(paths, Lookup::kPathsMax);
+  LookupSlot& l = *lookups_[li];
+  l.lookup.Start(target, kind, params, std::span(seeds, n));
+  l.active = true;
+  l.handle = next_handle_++;
+  if (next_handle_ == 0) next_handle_ = 1;
+  l.announce = kNoAnnounce;
+  l.providers_count = 0;
+  const uint32_t handle = l.handle;
+  PumpLookup(now_us, li, out);
+  return handle;
+}
+
+void Overlay::SendLookupRequest(int64_t now_us, uint32_t li, int c, Outbox& out) noexcept {
+  LookupSlot& l = *lookups_[li];
+  const Contact to = l.lookup.candidate(c).contact;
+  const int r = AllocRpc(now_us, RpcKind::kLookup, to, static_cast<uint16_t>(li),
+                         static_cast<int16_t>(c));
+  if (r < 0) return l.lookup.Abandon(c);
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return;  // times out and is retried like a lost datagram
+  const uint64_t txid = rpcs_[r].txid;
+  const NodeId& target = l.lookup.target();
+  size_t n = 0;
+  if (l.lookup.kind() == LookupKind::kGetProviders || l.lookup.kind() == LookupKind::kAnnounce) {
+    const uint8_t count = wire::kProvidersPerMessageMax;
+    n = encoder_.GetProviders(buf, wire::kNoShardHint, txid, id_, target, count, 0);
+    n = encoder_.GetProviders(buf, wire::kNoShardHint, txid, id_, target, count,
+                              PadFor(n, kProvidersReplyBytes));
+  } else {
+    n = encoder_.FindNode(buf, wire::kNoShardHint, txid, id_, target, kLookupReplyNodes, 0);
+    n = encoder_.FindNode(buf, wire::kNoShardHint, txid, id_, target, kLookupReplyNodes,
+                          PadFor(n, kNodesReplyBytes));
+  }
+  RP_ASSERT(n > 0);
+  out.Commit(n, to.addr);
+}
+
+void Overlay::PumpLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
+  LookupSlot& l = *lookups_[li];
+  if (!l.active) return;
+  for (int c = l.lookup.Next(); c >= 0; c = l.lookup.Next()) {
+    SendLookupRequest(now_us, li, c, out);
+  }
+  if (l.lookup.Done()) FinishLookup(now_us, li, out);
+}
+
+void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
+                            Outbox& out) noexcept {
+  const uint16_t li = rpc.owner;
+  const int c = rpc.candidate;
+  FreeRpc(rpc);
+  LookupSlot& l = *lookups_[li];
+  if (!l.active) return;
+  Contact nodes[wire::kNodesPerMessageMax];
+  size_t n = 0;
+  if (msg.type() == wire::MessageType::kNodes) {
+    n = ReadEntries(msg.nodes()->nodes(), id_, nodes);
+  } else {
+    const wire::fb::Providers* p = msg.providers();
+    n = ReadEntries(p->nodes(), id_, nodes);
+    Lookup::Candidate& cand = l.lookup.candidate(c);
+    cand.has_token = true;
+    std::memcpy(cand.token.data(), p->token()->b()->Data(), cand.token.size());
+    Contact prov[wire::kProvidersPerMessageMax];
+    const size_t np = ReadEntries(p->providers(), NodeId{}, prov);
+    for (size_t i = 0; i < np && l.providers_count < std::size(l.providers); ++i) {
+      const bool known = std::any_of(l.providers, l.providers + l.providers_count,
+                                     [&](const Contact& x) { return x.id == prov[i].id; });
+      if (!known) l.providers[l.providers_count++] = prov[i];
+    }
+  }
+  l.lookup.OnReply(c, std::span(nodes, n));
+  PumpLookup(now_us, li, out);
+}
+
+void Overlay::FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
+  LookupSlot& l = *lookups_[li];
+  Contact closest[255];
+  int idx[255];
+  const size_t n = l.lookup.ResultIndices(idx);
+  for (size_t i = 0; i < n; ++i) closest[i] = l.lookup.candidate(idx[i]).contact;
+  LookupResult res;
+  res.handle = l.handle;
+  res.kind = l.lookup.kind();
+  res.target = l.lookup.target();
+  res.closest = std::span(closest, n);
+  res.providers = std::span(l.providers, l.providers_count);
+  res.rounds = l.lookup.rounds();
+  res.requests = l.lookup.requests_sent();
+  res.replies = l.lookup.replies_received();
+  if (res.kind == LookupKind::kAnnounce && l.announce != kNoAnnounce) {
+    for (size_t i = 0; i < n; ++i) {
+      const Lookup::Candidate& cand = l.lookup.candidate(idx[i]);
+      if (!cand.has_token) continue;
+      const int r = AllocRpc(now_us, RpcKind::kAnnounce, cand.contact, l.announce, -1);
+      if (r < 0) break;
+      std::span<uint8_t> buf = out.Buffer();
+      if (buf.empty()) break;
+      const size_t bytes = encoder_.Announce(buf, wire::kNoShardHint, rpcs_[r].txid, id_,
+                                             res.target, cand.token);
+      RP_ASSERT(bytes > 0);
+      out.Commit(bytes, cand.contact.addr);
+    }
+  }
+  // Free the slot before anything below starts another lookup in it.
+  l.active = false;
+  if (config_.events != nullptr) config_.events->OnLookupDone(res);
+  if (res.kind == LookupKind::kSizeSample) {
+    double d[256];
+    size_t m = 0;
+    const double self_d = DistanceFraction(id_, res.target);
+    bool self_in = false;
+    for (size_t i = 0; i < n; ++i) {
+      const double di = DistanceFraction(closest[i].id, res.target);
+      if (!self_in && self_d < di) d[m++] = self_d, self_in = true;
+      d[m++] = di;
+    }
+    size_messages_ += res.requests + res.replies;
+    const double sample = DensitySample(std::span(d, std::min<size_t>(m, n)));
+    if (sample > 0) size_samples_.push_back(sample);
+    --size_pending_;
+    ContinueSizeEstimate(now_us, out);
+  }
+  if (res.kind == LookupKind::kRefresh && res.handle == refresh_handle_) StartRefresh(now_us, out);
+}
+
+uint32_t Overlay::FindNode(int64_t now_us, const NodeId& target, Outbox& out,
+                           uint8_t paths) noexcept {
+  return StartLookup(now_us, target, LookupKind::kFindNode, paths, out);
+}
+
+uint32_t Overlay::GetProviders(int64_t now_us, const NodeId& key, Outbox& out) noexcept {
+  return StartLookup(now_us, key, LookupKind::kGetProviders, 0, out);
+}
+
+bool Overlay::Announce(int64_t now_us, const NodeId& key, Outbox& out) noexcept {
+  uint32_t slot = static_cast<uint32_t>(announces_.size());
+  for (uint32_t i = 0; i < announces_.size(); ++i) {
+    if (announces_[i].active && announces_[i].key == key) slot = i;
+  }
+  for (uint32_t i = 0; i < announces_.size() && slot == announces_.size(); ++i) {
+    if (!announces_[i].active) slot = i;
+  }
+  if (slot == announces_.size()) return false;
+  AnnounceSlot& a = announces_[slot];
+  a.key = key;
+  a.active = true;
+  a.acks = 0;
+  a.next_us = now_us;  // DhtTick starts the lookup (and retries it if no slot is free)
+  Wake(now_us);
+  DhtTick(now_us, out);
+  return true;
+}
+
+void Overlay::Unannounce(const NodeId& key) noexcept {
+  for (AnnounceSlot& a : announces_) {
+    if (a.active && a.key == key) a.active = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Size estimates.
+
+bool Overlay::EstimateSize(int64_t now_us, Outbox& out) noexcept {
+  if (size_pending_ > 0 || size_to_start_ > 0) return false;
+  size_samples_.clear();
+  size_messages_ = 0;
+  size_to_start_ = config_.size_lookups;
+  ContinueSizeEstimate(now_us, out);
+  return true;
+}
+
+void Overlay::ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept {
+  while (size_to_start_ > 0 && size_pending_ < kSizeLookupsConcurrent) {
+    --size_to_start_;
+    ++size_pending_;
+    if (StartLookup(now_us, RandomId(*rng_), LookupKind::kSizeSample, 1, out) == 0) {
+      --size_pending_;  // no slot or no peers: this sample is skipped
+      break;
+    }
+  }
+  if (size_pending_ > 0) return;
+  if (size_to_start_ > 0) {
+    size_retry_ = true;  // DhtTick retries when a lookup slot frees up
+    Wake(now_us + kSecondUs / 10);
+    return;
+  }
+  if (size_samples_.empty() && size_messages_ == 0) return;
+  SizeEstimate e = DensityEstimate(size_samples_);
+  e.messages = size_messages_;
+  size_samples_.clear();
+  size_messages_ = 0;
+  if (config_.events != nullptr) config_.events->OnSizeEstimate(e);
+}
+
+bool Overlay::EstimateSizeByWalks(int64_t now_us, Outbox& out) {
+  for (const WalkSlot& w : walks_) {
+    if (w.active) return false;
+  }
+  walk_samples_.clear();
+  walk_samples_.reserve(size_t{config_.size_walks} * config_.size_walk_steps);
+  walk_messages_ = 0;
+  bool any = false;
+  for (uint32_t i = 0; i < walks_.size(); ++i) {
+    WalkSlot& w = walks_[i];
+    if (!table_.RandomContact(*rng_, &w.at)) break;
+    w.steps = 0;
+    w.retries = 0;
+    w.active = true;
+    any = true;
+    StepWalk(now_us, i, out);
+  }
+  return any;
+}
+
+void Overlay::StepWalk(int64_t now_us, uint32_t wi, Outbox& out) noexcept {
+  WalkSlot& w = walks_[wi];
+  const int r = AllocRpc(now_us, RpcKind::kWalk, w.at, static_cast<uint16_t>(wi), -1);
+  if (r < 0) {
+    w.active = false;
+    return FinishWalks(now_us);
+  }
+  ++walk_messages_;
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return;
+  const size_t n = encoder_.Walk(buf, wire::kNoShardHint, rpcs_[r].txid, id_);
+  RP_ASSERT(n > 0);
+  out.Commit(n, w.at.addr);
+}
+
+void Overlay::OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
+                          Outbox& out) noexcept {
+  const uint16_t wi = rpc.owner;
+  FreeRpc(rpc);
+  WalkSlot& w = walks_[wi];
+  if (!w.active) return;
+  ++walk_messages_;
+  const wire::fb::WalkReply* m = msg.walk_reply();
+  if (w.steps >= kWalkBurnIn && walk_samples_.size() < walk_samples_.capacity()) {
+    uint64_t fp;
+    std::memcpy(&fp, w.at.id.data(), 8);
+    walk_samples_.push_back(WalkSample{fp, std::max<uint32_t>(1, m->degree()), wi, w.steps});
+  }
+  ++w.steps;
+  w.retries = 0;
+  Contact next[1];
+  if (ReadEntries(m->next(), id_, next) == 0) {
+    if (!table_.RandomContact(*rng_, &next[0])) w.steps = config_.size_walk_steps;
+  }
+  w.at = next[0];
+  if (w.steps >= config_.size_walk_steps + kWalkBurnIn) {
+    w.active = false;
+    return FinishWalks(now_us);
+  }
+  StepWalk(now_us, wi, out);
+}
+
+void Overlay::FinishWalks(int64_t now_us) noexcept {
+  for (const WalkSlot& w : walks_) {
+    if (w.active) return;
+  }
+  if (walk_samples_.capacity() == 0) return;
+  SizeEstimate e = CollisionEstimate(walk_samples_);
+  e.messages = walk_messages_;
+  walk_samples_ = {};
+  if (config_.events != nullptr) config_.events->OnSizeEstimate(e);
+}
+
+// ---------------------------------------------------------------------------------------
+// Routed messages.
+
+bool Overlay::NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_t attempt,
+                      Contact* out) noexcept {
+  Contact c[4];
+  const size_t n = table_.Closest(target, c);
+  Contact ok[4];
+  size_t m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    // Strictly nearer than us: the distance falls at every hop, so no route can loop.
+    if (CloserTo(target, c[i].id, id_) && !(c[i].addr == not_to)) ok[m++] = c[i];
+  }
+  if (m == 0) return false;
+  const size_t choices = std::min<size_t>(m, size_t{attempt} + 1);
+  *out = ok[attempt == 0 ? 0 : rng_->Uniform(choices)];
+  return true;
+}
+
+uint64_t Overlay::Route(int64_t now_us, const NodeId& target, RouteKind kind,
+                        std::span<const uint8_t> payload, Outbox& out) noexcept {
+  RP_ASSERT(payload.size() <= wire::kRoutePayloadBytesMax);
+  for (uint32_t i = 0; i < routes_.size(); ++i) {
+    RouteSlot& r = routes_[i];
+    if (r.route_id != 0) continue;
+    r.route_id = rng_->Next() | 1;
+    r.target = target;
+    r.kind = kind;
+    r.attempts = 0;
+    r.payload_bytes = static_cast<uint16_t>(payload.size());
+    r.payload_offset = i * static_cast<uint32_t>(wire::kRoutePayloadBytesMax);
+    std::copy(payload.begin(), payload.end(), route_payloads_.begin() + r.payload_offset);
+    const uint64_t id = r.route_id;
+    SendRoute(now_us, r, out);
+    return id;
+  }
+  return 0;
+}
+
+void Overlay::SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept {
+  r.deadline_us = now_us + kRouteTimeoutUs;
+  Wake(r.deadline_us);
+  Contact next;
+  if (r.target == id_ || !NextHop(r.target, base::Endpoint{}, r.attempts, &next)) {
+    // We are the nearest node we know: the route ends here.
+    RouteResult res;
+    res.route_id = r.route_id;
+    res.target = r.target;
+    res.kind = r.kind;
+    res.replied = true;
+    res.delivered = r.target == id_;
+    res.attempts = static_cast<uint8_t>(r.attempts + 1);
+    res.responder = Contact{id_, observed_};
+    r.route_id = 0;
+    if (config_.events != nullptr) config_.events->OnRouteDone(res);
+    return;
+  }
+  wire::RouteFields f;
+  f.route_id = r.route_id;
+  f.origin = id_;
+  f.target = r.target;
+  f.ttl = kRouteTtlDefault;
+  f.attempt = r.attempts;
+  f.kind = static_cast<uint8_t>(r.kind);
+  ++r.attempts;
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return;
+  const size_t n = encoder_.Route(
+      buf, f, std::span(route_payloads_.data() + r.payload_offset, r.payload_bytes));
+  RP_ASSERT(n > 0);
+  out.Commit(n, next.addr);
+}
+
+wire::Verdict Overlay::OnRoute(int64_t now_us, const base::Endpoint& from,
+                               const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::Route* m = msg.route();
+  const wire::fb::RouteState* st = m->state();
+  // Loop guard: each attempt of a route passes a node once.
+  if (!seen_.Insert(m->route_id() ^ (uint64_t{st->attempt()} << 56))) {
+    ++counters_.routes_duplicate;
+    return wire::Verdict::kOk;
+  }
+  const NodeId origin = wire::FromWireId(*m->origin());
+  const NodeId target = wire::FromWireId(*m->target());
+  if (origin == id_) return wire::Verdict::kBadField;
+  const bool first_hop = st->origin_addr().family() == 0;
+  const base::Endpoint origin_addr = first_hop ? from : wire::FromWireAddr(st->origin_addr());
+  Contact next;
+  if (target != id_ && st->ttl() > 0 && NextHop(target, from, st->attempt(), &next)) {
+    std::span<uint8_t> buf = out.Buffer();
+    if (buf.empty()) return wire::Verdict::kSendQueueFull;
+    // Forward the bytes received; only the hop state changes, in place.
+    std::memcpy(buf.data(), msg.bytes().data(), msg.bytes().size());
+    auto* fwd = flatbuffers::GetMutableRoot<wire::fb::Route>(buf.data() + wire::kHeaderBytes);
+    wire::fb::RouteState* ms = fwd->mutable_state();
+    ms->mutate_ttl(static_cast<uint8_t>(st->ttl() - 1));
+    ms->mutate_hops(static_cast<uint8_t>(std::min(st->hops() + 1, 255)));
+    if (first_hop) ms->mutable_origin_addr() = wire::ToWireAddr(from);
+    out.Commit(msg.bytes().size(), next.addr);
+    ++counters_.routes_forwarded;
+    return wire::Verdict::kOk;
+  }
+  const bool exact = target == id_;
+  const RouteKind kind = static_cast<RouteKind>(m->kind());
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  const uint8_t hops = static_cast<uint8_t>(std::min(st->hops() + 1, 255));
+  const size_t n = encoder_.RouteReply(buf, m->route_id(), id_, origin_addr, hops, exact,
+                                       m->kind());
+  RP_ASSERT(n > 0);
+  if (n <= kAmplificationMax * msg.bytes().size() || RoundTripped(origin, origin_addr)) {
+    out.Commit(n, origin_addr);
+  }
+  ++counters_.routes_answered;
+  if (config_.events != nullptr) {
+    std::span<const uint8_t> payload;
+    if (m->payload() != nullptr) payload = std::span(m->payload()->data(), m->payload()->size());
+    config_.events->OnRouted(origin, origin_addr, kind, exact, payload);
+  }
+  // Hello: ping the origin directly; its answer to our challenge makes it a verified peer.
+  if (kind == RouteKind::kHello && exact) AddCandidate(now_us, origin_addr, origin, out);
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Overlay::OnRouteReply(int64_t now_us, const base::Endpoint& from,
+                                    const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::RouteReply* m = msg.route_reply();
+  for (RouteSlot& r : routes_) {
+    if (r.route_id == 0 || r.route_id != m->route_id()) continue;
+    RouteResult res;
+    res.route_id = r.route_id;
+    res.target = r.target;
+    res.kind = r.kind;
+    res.replied = true;
+    res.delivered = m->delivered();
+    res.hops = m->hops();
+    res.attempts = r.attempts;
+    res.responder = Contact{wire::FromWireId(*m->responder()), from};
+    res.observed = wire::FromWireAddr(*m->origin_addr());
+    r.route_id = 0;
+    if (config_.events != nullptr) config_.events->OnRouteDone(res);
+    if (res.kind == RouteKind::kHello && res.delivered) {
+      AddCandidate(now_us, from, res.responder.id, out);
+    }
+    return wire::Verdict::kOk;
+  }
+  return wire::Verdict::kUnexpectedReply;
+}
+
+// ---------------------------------------------------------------------------------------
+// Flood gossip.
+
+void Overlay::FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to,
+                      Outbox& out) noexcept {
+  Contact sent[32];
+  size_t n = 0;
+  const size_t fanout = std::min<size_t>(config_.gossip_fanout, std::size(sent));
+  // Random distinct peers; a few extra draws make up for repeats.
+  for (size_t tries = 0; n < fanout && tries < fanout * 3; ++tries) {
+    Contact c;
+    if (!table_.RandomContact(*rng_, &c)) break;
+    if (c.addr == not_to) continue;
+    if (std::any_of(sent, sent + n, [&](const Contact& s) { return s.id == c.id; })) continue;
+    sent[n++] = c;
+    std::span<uint8_t> buf = out.Buffer();
+    if (buf.empty()) return;
+    std::memcpy(buf.data(), bytes.data(), bytes.size());
+    out.Commit(bytes.size(), c.addr);
+    ++counters_.gossip_sent;
+  }
+}
+
+uint64_t Overlay::Broadcast(int64_t now_us, std::span<const uint8_t> payload,
+                            Outbox& out) noexcept {
+  RP_ASSERT(payload.size() <= wire::kGossipPayloadBytesMax);
+  const uint64_t msg_id = rng_->Next() | 1;
+  seen_.Insert(msg_id ^ kGossipSalt);
+  alignas(8) uint8_t bytes[wire::kDatagramBytesMax];
+  const size_t n = encoder_.Gossip(std::span(bytes), msg_id, id_, payload);
+  RP_ASSERT(n > 0);
+  FloodTo(std::span(bytes, n), base::Endpoint{}, out);
+  return msg_id;
+}
+
+wire::Verdict Overlay::OnGossip(int64_t now_us, const base::Endpoint& from,
+                                const wire::Message& msg, Outbox& out) noexcept {
+  const wire::fb::Gossip* g = msg.gossip();
+  if (!seen_.Insert(g->msg_id() ^ kGossipSalt)) {
+    ++counters_.gossip_duplicate;
+    return wire::Verdict::kOk;
+  }
+  ++counters_.gossip_delivered;
+  if (config_.events != nullptr) {
+    std::span<const uint8_t> payload;
+    if (g->payload() != nullptr) payload = std::span(g->payload()->data(), g->payload()->size());
+    config_.events->OnGossip(wire::FromWireId(*g->origin()), g->msg_id(), payload);
+  }
+  FloodTo(msg.bytes(), from, out);  // the bytes received, untouched
+  return wire::Verdict::kOk;
+}
+
+// ---------------------------------------------------------------------------------------
+// Timers.
+
+void Overlay::DhtTick(int64_t now_us, Outbox& out) noexcept {
+  for (uint32_t i = 0; i < rpcs_.size(); ++i) {
+    const Rpc& r = rpcs_[i];
+    if (r.kind == RpcKind::kFree) continue;
+    if (now_us - r.sent_us >= config_.request_timeout_us) {
+      OnRpcTimeout(now_us, i, out);
+    } else {
+      Wake(r.sent_us + config_.request_timeout_us);
+    }
+  }
+  for (RouteSlot& r : routes_) {
+    if (r.route_id == 0) continue;
+    if (now_us < r.deadline_us) {
+      Wake(r.deadline_us);
+    } else if (r.attempts < kRouteAttemptsMax) {
+      SendRoute(now_us, r, out);
+    } else {
+      RouteResult res;
+      res.route_id = r.route_id;
+      res.target = r.target;
+      res.kind = r.kind;
+      res.attempts = r.attempts;
+      r.route_id = 0;
+      if (config_.events != nullptr) config_.events->OnRouteDone(res);
+    }
+  }
+  for (uint32_t i = 0; i < announces_.size(); ++i) {
+    AnnounceSlot& a = announces_[i];
+    if (!a.active) continue;
+    if (now_us >= a.next_us) {
+      const uint32_t h = StartLookup(now_us, a.key, LookupKind::kAnnounce, 0, out);
+      for (const auto& l : lookups_) {
+        if (l->active && l->handle == h) l->announce = static_cast<uint16_t>(i);
+      }
+      a.next_us = now_us + (h != 0 ? kRepublishUs : kSecondUs);
+    }
+    Wake(a.next_us);
+  }
+  if (now_us >= next_housekeeping_us_) {
+    store_.Expire(now_us);
+    tokens_.MaybeRotate(*rng_, now_us);
+    next_housekeeping_us_ = now_us + kHousekeepingUs;
+  }
+  Wake(next_housekeeping_us_);
+  if (joined_ && now_us >= next_refresh_us_) {
+    next_refresh_us_ = now_us + config_.refresh_interval_us;
+    if (refresh_handle_ == 0) {
+      refresh_next_bucket_ = 0;
+      refresh_remaining_ = kRefreshLookupsMax;
+      StartRefresh(now_us, out);
+    }
+  }
+  if (joined_) Wake(next_refresh_us_);
+  if (size_retry_) {
+    size_retry_ = false;
+    ContinueSizeEstimate(now_us, out);
+  }
+}
+
+}  // namespace ringpeer::dht
