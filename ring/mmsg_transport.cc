@@ -10,7 +10,7 @@
 #include <ctime>
 
 #include "base/assert.h"
-#include "ring/status_internal.h"
+#include "base/status.h"
 
 namespace ringpeer::ring {
 namespace {
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<MmsgTransport>> MmsgTransport::Create(
   std::unique_ptr<MmsgTransport> t(new MmsgTransport(config));
   // Nonblocking: Poll() reads it directly and must never sleep on it.
   t->event_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (t->event_fd_ < 0) return internal::ErrnoStatus(errno, "eventfd");
+  if (t->event_fd_ < 0) return base::ErrnoStatus(errno, "eventfd");
   t->Allocate(sockets->fds.size());
   t->fds_ = std::move(sockets->fds);
   t->addresses_ = std::move(sockets->addresses);

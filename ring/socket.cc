@@ -12,14 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
-#include "ring/status_internal.h"
+#include "base/status.h"
 #include "ring/transport.h"
 
 namespace ringpeer::ring {
 namespace {
 
 using base::Endpoint;
-using internal::ErrnoStatus;
+using base::ErrnoStatus;
 
 // Socket buffers: 4 MiB holds ~3000 full-size datagrams, i.e. a few milliseconds of a
 // loopback burst while the shard is busy. The kernel caps SO_RCVBUF at net.core.rmem_max;

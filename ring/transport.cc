@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
-#include "ring/status_internal.h"
+#include "base/status.h"
 #include "ring/mmsg_transport.h"
 #include "ring/transport.h"
 #include "ring/uring_transport.h"
@@ -57,7 +57,7 @@ absl::Status CheckOpcodes(io_uring* ring) {
 absl::Status CheckBufferRing(io_uring* ring) {
   const size_t bytes = kProbeBufRingEntries * sizeof(io_uring_buf);
   void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) return internal::ErrnoStatus(errno, "mmap for the io_uring probe");
+  if (mem == MAP_FAILED) return base::ErrnoStatus(errno, "mmap for the io_uring probe");
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<uint64_t>(mem);
   reg.ring_entries = kProbeBufRingEntries;

@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
-#include "ring/status_internal.h"
+#include "base/status.h"
 
 namespace ringpeer::ring {
 namespace {
@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
   RP_RETURN_IF_ERROR(t->SetupRing(sockets->fds.size()));
   RP_RETURN_IF_ERROR(t->SetupBufferRing());
   t->event_fd_ = eventfd(0, EFD_CLOEXEC);  // blocking: the ring polls it for us
-  if (t->event_fd_ < 0) return internal::ErrnoStatus(errno, "eventfd");
+  if (t->event_fd_ < 0) return base::ErrnoStatus(errno, "eventfd");
   if (config.register_files) {
     const int ret = io_uring_register_files(&t->ring_, sockets->fds.data(),
                                             static_cast<unsigned>(sockets->fds.size()));
@@ -137,7 +137,7 @@ absl::Status UringTransport::SetupMemory() {
   send_memory_bytes_ = size_t{config_.send_slots} * config_.send_slot_bytes;
   send_memory_ = MapMemory(send_memory_bytes_);
   if (recv_memory_ == nullptr || buf_ring_ == nullptr || send_memory_ == nullptr) {
-    return internal::ErrnoStatus(errno, "mmap of transport buffers");
+    return base::ErrnoStatus(errno, "mmap of transport buffers");
   }
   held_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
   slots_ = std::make_unique<SendSlot[]>(config_.send_slots);
@@ -177,7 +177,7 @@ absl::Status UringTransport::SetupRing(size_t sockets) {
     }
     if (ret != -EINVAL) break;  // EINVAL: flags this kernel lacks; try the next mode
   }
-  return internal::ErrnoStatus(-ret, "io_uring_queue_init");
+  return base::ErrnoStatus(-ret, "io_uring_queue_init");
 }
 
 absl::Status UringTransport::SetupBufferRing() {
@@ -187,7 +187,7 @@ absl::Status UringTransport::SetupBufferRing() {
   reg.ring_entries = config_.recv_buffers;
   reg.bgid = kBufferGroup;
   const int ret = io_uring_register_buf_ring(&ring_, &reg, 0);
-  if (ret != 0) return internal::ErrnoStatus(-ret, "io_uring_register_buf_ring");
+  if (ret != 0) return base::ErrnoStatus(-ret, "io_uring_register_buf_ring");
   const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
   for (uint32_t bid = 0; bid < config_.recv_buffers; bid++) {
     io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes,

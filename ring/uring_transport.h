@@ -124,7 +124,6 @@ class UringTransport final : public Transport {
   size_t recv_memory_bytes_ = 0;
   io_uring_buf_ring* buf_ring_ = nullptr;
   size_t buf_ring_bytes_ = 0;
-  bool buf_ring_registered_ = false;
   std::unique_ptr<uint16_t[]> held_;   // buffer ids handed out by the last Poll()
   uint32_t held_count_ = 0;
 
