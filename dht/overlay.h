@@ -81,8 +81,10 @@ inline constexpr int64_t kRouteTimeoutUs = 3 * kSecondUs;
 inline constexpr uint8_t kRouteAttemptsMax = 5;
 // Hops a routed message may take: log2 of a billion nodes, with margin.
 inline constexpr uint8_t kRouteTtlDefault = 24;
-// Nodes a lookup asks each peer for (the reply then needs ~600 bytes).
-inline constexpr uint8_t kLookupReplyNodes = 10;
+// Nodes a lookup asks each peer for: k. With fewer, the far end of the k nearest is
+// rarely in anyone's answer and lookups miss it (measured: 14% of the 20 nearest missing
+// at 10 per answer). The answer needs ~1,130 bytes, so requests are padded to ~380.
+inline constexpr uint8_t kLookupReplyNodes = 20;
 // Table dumps answered per second (each costs up to ~30 datagrams).
 inline constexpr uint32_t kDumpsPerSecond = 5;
 // How often provider records are expired and token secrets checked for rotation.

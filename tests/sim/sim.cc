@@ -1,0 +1,610 @@
+#include "tests/sim/sim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "base/assert.h"
+#include "dht/table_file.h"
+#include "wire/message.h"
+
+namespace ringpeer::sim {
+namespace {
+
+constexpr uint32_t kMaxNodes = 65536;           // addresses are 10.hi.lo.1
+constexpr int64_t kSettledUs = 10'000'000;       // a node this old counts as findable
+constexpr int64_t kWakeResolutionUs = 1'000;     // ticks are at least this far apart
+
+double Uniform01(base::Rng& rng) { return static_cast<double>(rng.Next() >> 11) * 0x1p-53; }
+
+Percentiles PercentilesOf(std::vector<double> v) {
+  Percentiles p;
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  p.p50 = v[v.size() / 2];
+  p.p99 = v[std::min(v.size() - 1, static_cast<size_t>(std::ceil(v.size() * 0.99)) - 1)];
+  p.max = v.back();
+  return p;
+}
+
+void MeanSd(const std::vector<double>& v, double* mean, double* sd) {
+  *mean = 0;
+  *sd = 0;
+  if (v.empty()) return;
+  for (double x : v) *mean += x;
+  *mean /= v.size();
+  for (double x : v) *sd += (x - *mean) * (x - *mean);
+  *sd = v.size() > 1 ? std::sqrt(*sd / (v.size() - 1)) : 0;
+}
+
+}  // namespace
+
+wire::Signature SimProof::Sign(const wire::KeyPair& identity,
+                               const wire::Hash256& challenge) const noexcept {
+  wire::Hasher h;
+  h.Update(identity.public_key).Update(challenge);
+  const wire::Hash256 a = h.Final();
+  wire::Signature s;
+  std::memcpy(s.data(), a.data(), 32);
+  std::memcpy(s.data() + 32, a.data(), 32);
+  return s;
+}
+
+bool SimProof::Verify(const wire::PublicKey& key, const wire::Hash256& challenge,
+                      const wire::Signature& sig) const noexcept {
+  wire::Hasher h;
+  h.Update(key).Update(challenge);
+  const wire::Hash256 a = h.Final();
+  return std::memcmp(sig.data(), a.data(), 32) == 0;
+}
+
+struct Simulator::Packet {
+  base::Endpoint from;
+  uint32_t to = 0;
+  uint16_t size = 0;
+  std::vector<uint8_t> bytes;
+};
+
+class Simulator::NodeOutbox : public dht::Outbox {
+ public:
+  NodeOutbox(Simulator* sim, uint32_t index) : sim_(sim), index_(index) {}
+  std::span<uint8_t> Buffer() noexcept override { return buf_; }
+  void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    sim_->Send(index_, to, buf_, size);
+  }
+
+ private:
+  Simulator* sim_;
+  uint32_t index_;
+  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
+};
+
+// Per-node results, as the overlay reports them. Lookups and routes are also handed to
+// the simulator's measurement through the pending_* maps.
+struct Pending {
+  dht::NodeId target{};
+  int64_t start_us = 0;
+  int target_node = -1;
+};
+
+class Simulator::NodeEvents : public dht::OverlayEvents {
+ public:
+  NodeEvents(Simulator* sim, uint32_t index) : sim_(sim), index_(index) {}
+  void OnLookupDone(const dht::LookupResult& r) override;
+  void OnRouteDone(const dht::RouteResult& r) override;
+  void OnRouted(const dht::NodeId&, const base::Endpoint&, dht::RouteKind, bool,
+                std::span<const uint8_t>) override;
+  void OnGossip(const dht::NodeId&, uint64_t, std::span<const uint8_t>) override;
+  void OnSizeEstimate(const dht::SizeEstimate& e) override;
+  void OnAnnounced(const dht::NodeId&, uint32_t acks) override;
+
+ private:
+  Simulator* sim_;
+  uint32_t index_;
+};
+
+struct Simulator::Node {
+  uint32_t index = 0;
+  base::Endpoint addr;
+  wire::KeyPair keys;
+  dht::NodeId id{};
+  base::Rng rng{0};
+  std::unique_ptr<NodeEvents> events;
+  std::unique_ptr<NodeOutbox> out;
+  std::unique_ptr<dht::PingResponder> responder;
+  std::unique_ptr<dht::Overlay> overlay;
+  bool alive = true;
+  bool is_static = false;
+  int64_t joined_us = 0;
+  int64_t wake_at = INT64_MAX;
+  std::vector<uint8_t> saved;  // the table file written when it crashed
+  NodeLog log;
+};
+
+// Measurement state, kept outside the nodes so that node memory stays what a node needs.
+struct Measurement {
+  bool keep_logs = true;
+  std::unordered_map<uint64_t, Pending> lookups, routes;
+  std::vector<double> rounds, lookup_msgs, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
+  uint32_t lookups_ok = 0, lookups_done = 0, hellos_ok = 0, hellos_done = 0, ci_hits = 0;
+};
+static thread_local Measurement* g_measure = nullptr;  // the running Simulator's
+
+void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
+  Node& n = *sim_->nodes_[index_];
+  if (g_measure->keep_logs) {
+    n.log.lookups.push_back(r);
+    n.log.lookup_closest.emplace_back(r.closest.begin(), r.closest.end());
+    n.log.lookup_providers.emplace_back(r.providers.begin(), r.providers.end());
+  }
+  if (r.kind != dht::LookupKind::kFindNode) return;
+  auto it = g_measure->lookups.find(uint64_t{index_} << 32 | r.handle);
+  if (it == g_measure->lookups.end()) return;
+  const Pending p = it->second;
+  g_measure->lookups.erase(it);
+  const int truth = sim_->ClosestAlive(p.target, p.start_us - kSettledUs);
+  bool ok = false;
+  for (const dht::Contact& c : r.closest) {
+    if (truth >= 0 && c.id == sim_->nodes_[truth]->id) ok = true;
+  }
+  ++g_measure->lookups_done;
+  g_measure->lookups_ok += ok;
+  g_measure->rounds.push_back(r.rounds);
+  g_measure->lookup_msgs.push_back(r.requests + r.replies);
+}
+
+void Simulator::NodeEvents::OnRouteDone(const dht::RouteResult& r) {
+  Node& n = *sim_->nodes_[index_];
+  if (g_measure->keep_logs) n.log.routes.push_back(r);
+  auto it = g_measure->routes.find(r.route_id);
+  if (it == g_measure->routes.end()) return;
+  const Pending p = it->second;
+  g_measure->routes.erase(it);
+  if (!sim_->alive(static_cast<size_t>(p.target_node))) return;  // churned away: not counted
+  const bool ok = r.delivered && r.responder.id == p.target;
+  ++g_measure->hellos_done;
+  g_measure->hellos_ok += ok;
+  if (ok) g_measure->hello_hops.push_back(r.hops);
+}
+
+void Simulator::NodeEvents::OnRouted(const dht::NodeId&, const base::Endpoint&, dht::RouteKind,
+                                     bool, std::span<const uint8_t>) {
+  ++sim_->nodes_[index_]->log.routed_received;
+}
+
+void Simulator::NodeEvents::OnGossip(const dht::NodeId&, uint64_t, std::span<const uint8_t>) {
+  ++sim_->nodes_[index_]->log.gossip_received;
+}
+
+void Simulator::NodeEvents::OnAnnounced(const dht::NodeId&, uint32_t acks) {
+  sim_->nodes_[index_]->log.announce_acks = acks;
+}
+
+void Simulator::NodeEvents::OnSizeEstimate(const dht::SizeEstimate& e) {
+  if (g_measure->keep_logs) sim_->nodes_[index_]->log.sizes.push_back(e);
+  if (!e.ok) return;
+  size_t live = 0;
+  for (const auto& n : sim_->nodes_) live += n->alive;
+  const double err = (e.estimate - live) / live;
+  if (e.method == dht::SizeMethod::kDensity) {
+    g_measure->size_err.push_back(err);
+    g_measure->size_msgs.push_back(static_cast<double>(e.messages));
+    g_measure->ci_hits += (e.low <= live && live <= e.high);
+  } else {
+    g_measure->walk_err.push_back(err);
+    g_measure->walk_msgs.push_back(static_cast<double>(e.messages));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+Simulator::Simulator(const SimConfig& config)
+    : config_(config), net_rng_(config.seed * 2 + 1), work_rng_(config.seed * 2 + 2) {
+  RP_ASSERT(config_.nodes > 0);
+  RP_ASSERT(config_.nodes * (1 + config_.churn) + 16 < kMaxNodes);
+  if (!config_.real_crypto) proof_ = std::make_unique<SimProof>();
+  g_measure = new Measurement();
+}
+
+Simulator::~Simulator() {
+  nodes_.clear();
+  delete g_measure;
+  g_measure = nullptr;
+}
+
+base::Endpoint Simulator::AddrOf(uint32_t index) const {
+  base::Endpoint e;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip[0] = 10;
+  e.ip[1] = static_cast<uint8_t>(index >> 8);
+  e.ip[2] = static_cast<uint8_t>(index);
+  e.ip[3] = 1;
+  e.port = 7700;
+  return e;
+}
+
+int Simulator::NodeAt(const base::Endpoint& e) const {
+  if (!e.is_v4() || e.ip[0] != 10 || e.ip[3] != 1 || e.port != 7700) return -1;
+  const uint32_t i = uint32_t{e.ip[1]} << 8 | e.ip[2];
+  return i < nodes_.size() ? static_cast<int>(i) : -1;
+}
+
+std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire::KeyPair& keys,
+                                                     bool bootstrap, uint64_t incarnation) {
+  auto n = std::make_unique<Node>();
+  n->index = index;
+  n->addr = AddrOf(index);
+  n->keys = keys;
+  n->id = wire::NodeIdOf(keys.public_key);
+  n->rng = base::Rng(config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52));
+  n->events = std::make_unique<NodeEvents>(this, index);
+  n->out = std::make_unique<NodeOutbox>(this, index);
+  n->joined_us = now_;
+  dht::OverlayConfig c;
+  c.peers_max = 16;
+  if (bootstrap) {
+    // Two of the static peers, as an operator would configure a few bootstrap relays.
+    for (int k = 0; k < 2 && !statics_.empty(); ++k) {
+      const base::Endpoint& b = statics_[work_rng_.Uniform(statics_.size())];
+      if (!(b == n->addr) && std::find(c.bootstrap.begin(), c.bootstrap.end(), b) ==
+                                 c.bootstrap.end()) {
+        c.bootstrap.push_back(b);
+      }
+    }
+  }
+  // Small pools: enough for one node's share of the simulated work (see README.md).
+  c.routing.buckets_max = 14;
+  c.routing.replacements_per_bucket = 4;
+  c.rpcs_max = 32;
+  c.lookups_max = 4;
+  c.lookup_candidates_max = 32;
+  c.lookup.paths = config_.disjoint_paths;
+  c.providers.records_max = 32;
+  c.providers.per_key_max = 8;
+  c.providers.per_source_max = 8;
+  c.announces_max = 2;
+  c.routes_max = 4;
+  c.seen_max = 64;
+  c.gossip_fanout = 6;
+  c.size_walks = 10;
+  c.size_walk_steps = 140;
+  c.ping_interval_us = 120 * dht::kSecondUs;  // contacts only; the table probes on demand
+  c.peers_interval_us = 0;                     // discovery is by lookups here
+  c.proof = proof_.get();
+  c.events = n->events.get();
+  n->responder = std::make_unique<dht::PingResponder>(n->keys, now_, proof_.get());
+  n->overlay = std::make_unique<dht::Overlay>(n->keys, c, &n->rng, now_);
+  return n;
+}
+
+void Simulator::AddNode(bool with_bootstrap, bool is_static) {
+  const uint32_t index = static_cast<uint32_t>(nodes_.size());
+  std::array<uint8_t, 32> seed{};
+  const uint64_t s = config_.seed * 0x9E3779B97F4A7C15ull + index;
+  std::memcpy(seed.data(), &s, 8);
+  std::memcpy(seed.data() + 8, &index, 4);
+  nodes_.push_back(MakeNode(index, wire::KeyPair::FromSeed(seed), with_bootstrap, 0));
+  if (is_static) {
+    statics_.push_back(nodes_.back()->addr);
+    nodes_.back()->is_static = true;
+  }
+  Schedule(index);
+}
+
+dht::Overlay& Simulator::overlay(size_t i) { return *nodes_[i]->overlay; }
+bool Simulator::alive(size_t i) const { return nodes_[i]->alive; }
+dht::Outbox& Simulator::outbox(size_t i) { return *nodes_[i]->out; }
+const base::Endpoint& Simulator::addr(size_t i) const { return nodes_[i]->addr; }
+
+void Simulator::Inject(const base::Endpoint& from, size_t to, std::span<const uint8_t> bytes) {
+  uint32_t idx = static_cast<uint32_t>(packets_.size());
+  packets_.emplace_back();
+  Packet& p = packets_[idx];
+  p.from = from;
+  p.to = static_cast<uint32_t>(to);
+  p.size = static_cast<uint16_t>(bytes.size());
+  p.bytes.assign(bytes.begin(), bytes.end());
+  Deliver(idx);
+}
+Simulator::NodeLog& Simulator::log(size_t i) { return nodes_[i]->log; }
+
+void Simulator::Crash(size_t i) {
+  Node& n = *nodes_[i];
+  if (!n.alive) return;
+  n.saved = dht::SerializeTable(n.overlay->SavedTable());
+  n.alive = false;
+  n.wake_at = INT64_MAX;
+  n.overlay.reset();  // its memory goes back, as a crashed process's would
+  n.responder.reset();
+}
+
+void Simulator::Restart(size_t i) {
+  Node& old = *nodes_[i];
+  RP_ASSERT(!old.alive);
+  auto saved = dht::ParseTable(old.saved);
+  RP_ASSERT(saved.ok());
+  const wire::KeyPair keys = old.keys;
+  nodes_[i] = MakeNode(static_cast<uint32_t>(i), keys, /*bootstrap=*/false, ++seq_);
+  nodes_[i]->overlay->Restore(now_, *saved);
+  Schedule(static_cast<uint32_t>(i));
+}
+
+void Simulator::Push(int64_t at_us, uint32_t node, bool deliver) {
+  events_.push(Event{at_us, seq_++, node, deliver});
+}
+
+void Simulator::Schedule(uint32_t index) {
+  Node& n = *nodes_[index];
+  if (!n.alive) return;
+  const int64_t w = std::max(n.overlay->NextWakeUs(), now_ + kWakeResolutionUs);
+  if (w < n.wake_at) {
+    n.wake_at = w;
+    Push(w, index, false);
+  }
+}
+
+void Simulator::Send(uint32_t from, const base::Endpoint& to, const uint8_t* data, size_t size) {
+  ++datagrams_;
+  const int dst = NodeAt(to);
+  if (dst < 0) return;
+  if (config_.partition_start_us <= now_ && now_ < config_.partition_end_us &&
+      (from & 1) != (static_cast<uint32_t>(dst) & 1)) {
+    return;
+  }
+  if (config_.loss > 0 && Uniform01(net_rng_) < config_.loss) return;
+  const int copies = (config_.duplicate > 0 && Uniform01(net_rng_) < config_.duplicate) ? 2 : 1;
+  for (int c = 0; c < copies; ++c) {
+    uint32_t idx;
+    if (!free_packets_.empty()) {
+      idx = free_packets_.back();
+      free_packets_.pop_back();
+    } else {
+      idx = static_cast<uint32_t>(packets_.size());
+      packets_.emplace_back();
+    }
+    Packet& p = packets_[idx];
+    p.from = nodes_[from]->addr;
+    p.to = static_cast<uint32_t>(dst);
+    p.size = static_cast<uint16_t>(size);
+    p.bytes.assign(data, data + size);
+    const int64_t span = config_.delay_max_us - config_.delay_min_us;
+    const int64_t delay =
+        config_.delay_min_us + (span > 0 ? static_cast<int64_t>(net_rng_.Uniform(span)) : 0);
+    Push(now_ + delay, idx, true);
+  }
+}
+
+void Simulator::Deliver(uint32_t idx) {
+  Packet& p = packets_[idx];
+  Node& n = *nodes_[p.to];
+  if (n.alive) {
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    std::memcpy(buf, p.bytes.data(), p.size);
+    wire::Message m;
+    if (wire::Decode(buf, p.size, &m) == wire::Verdict::kOk) {
+      if (m.type() == wire::MessageType::kPing) {
+        n.responder->Answer(now_, p.from, m, *n.out);
+        n.overlay->OnPingSeen(now_, p.from, wire::FromWireId(*m.ping()->sender()), *n.out);
+      } else {
+        n.overlay->OnMessage(now_, p.from, m, *n.out);
+      }
+    }
+  }
+  const uint32_t to = p.to;
+  free_packets_.push_back(idx);
+  Schedule(to);
+}
+
+void Simulator::RunUntil(int64_t t_us) {
+  while (!events_.empty() && events_.top().at_us <= t_us) {
+    const Event e = events_.top();
+    events_.pop();
+    now_ = e.at_us;
+    if (e.deliver) {
+      Deliver(e.node);
+      continue;
+    }
+    Node& n = *nodes_[e.node];
+    if (!n.alive || n.wake_at != e.at_us) continue;  // superseded
+    n.wake_at = INT64_MAX;
+    n.overlay->Tick(now_, *n.out);
+    Schedule(e.node);
+  }
+  now_ = std::max(now_, t_us);
+}
+
+int Simulator::ClosestAlive(const dht::NodeId& target, int64_t joined_before_us) const {
+  int best = -1;
+  dht::NodeId best_id{};
+  for (const auto& n : nodes_) {
+    if (!n->alive || n->joined_us > joined_before_us) continue;
+    const dht::NodeId& id = n->id;
+    if (best < 0 || dht::CloserTo(target, id, best_id)) {
+      best = static_cast<int>(n->index);
+      best_id = id;
+    }
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------
+// The scripted run.
+
+namespace {
+enum class Action : uint8_t { kLookup, kHello, kSize, kChurn };
+struct Work {
+  int64_t at_us;
+  Action action;
+};
+}  // namespace
+
+int Simulator::PickSettled() {
+  for (int tries = 0; tries < 1000; ++tries) {
+    const size_t i = work_rng_.Uniform(nodes_.size());
+    const Node& n = *nodes_[i];
+    if (n.alive && n.joined_us <= now_ - kSettledUs) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+void Simulator::StartLookup() {
+  for (int tries = 0; tries < 8; ++tries) {
+    const int i = PickSettled();
+    if (i < 0) return;
+    const dht::NodeId target = dht::RandomId(work_rng_);
+    Node& n = *nodes_[i];
+    const uint32_t h = n.overlay->FindNode(now_, target, *n.out, config_.disjoint_paths);
+    Schedule(static_cast<uint32_t>(i));
+    if (h == 0) continue;  // all its lookup slots busy: ask another node
+    g_measure->lookups[uint64_t(i) << 32 | h] = Pending{target, now_, -1};
+    return;
+  }
+}
+
+void Simulator::StartHello() {
+  const int a = PickSettled();
+  const int b = PickSettled();
+  if (a < 0 || b < 0 || a == b) return;
+  Node& n = *nodes_[a];
+  const uint64_t id = n.overlay->Hello(now_, nodes_[b]->id, *n.out);
+  Schedule(static_cast<uint32_t>(a));
+  if (id != 0) g_measure->routes[id] = Pending{nodes_[b]->id, now_, b};
+}
+
+void Simulator::StartSize() {
+  const int i = PickSettled();
+  if (i < 0) return;
+  Node& n = *nodes_[i];
+  n.overlay->EstimateSize(now_, *n.out);
+  if (config_.walk_estimates) n.overlay->EstimateSizeByWalks(now_, *n.out);
+  Schedule(static_cast<uint32_t>(i));
+}
+
+void Simulator::ChurnOne() {
+  // Replace one node: a random non-static node leaves (crashes), a new one joins.
+  for (int tries = 0; tries < 100; ++tries) {
+    const size_t i = work_rng_.Uniform(nodes_.size());
+    if (!nodes_[i]->alive || nodes_[i]->is_static) continue;
+    Crash(i);
+    nodes_[i]->saved.clear();
+    AddNode(/*with_bootstrap=*/true);
+    ++replaced_;
+    return;
+  }
+}
+
+SimReport Simulator::Run() {
+  g_measure->keep_logs = false;
+  const int64_t join_window =
+      config_.join_window_us > 0 ? config_.join_window_us
+                                 : std::max<int64_t>(1, config_.nodes / 200) * 1'000'000;
+  const uint32_t statics = std::min(config_.static_nodes, config_.nodes);
+  for (uint32_t i = 0; i < statics; ++i) {
+    AddNode(i > 0, /*is_static=*/true);
+    RunUntil(now_ + 100'000);
+  }
+  const int64_t join_start = now_;
+  for (uint32_t i = statics; i < config_.nodes; ++i) {
+    RunUntil(join_start + join_window * (i - statics) / std::max<uint32_t>(1, config_.nodes));
+    AddNode(true);
+  }
+  RunUntil(now_ + config_.settle_us);
+  if (config_.verbose) {
+    std::fprintf(stderr, "joined %zu nodes at t=%.1fs, %llu datagrams\n", nodes_.size(),
+                 now_ / 1e6, static_cast<unsigned long long>(datagrams_));
+  }
+  // The measurement window: lookups, hellos, size estimates and churn, interleaved.
+  std::vector<Work> work;
+  const int64_t t0 = now_;
+  auto spread = [&](uint32_t count, Action a, int64_t offset) {
+    for (uint32_t i = 0; i < count; ++i) {
+      work.push_back(Work{t0 + offset + (config_.measure_us - offset) * i / std::max(1u, count), a});
+    }
+  };
+  spread(config_.lookups, Action::kLookup, 0);
+  spread(config_.hellos, Action::kHello, 0);
+  spread(config_.size_estimates, Action::kSize, 0);
+  spread(static_cast<uint32_t>(config_.churn * config_.nodes), Action::kChurn, 0);
+  std::stable_sort(work.begin(), work.end(),
+                   [](const Work& a, const Work& b) { return a.at_us < b.at_us; });
+  for (const Work& w : work) {
+    RunUntil(w.at_us);
+    switch (w.action) {
+      case Action::kLookup: StartLookup(); break;
+      case Action::kHello: StartHello(); break;
+      case Action::kSize: StartSize(); break;
+      case Action::kChurn: ChurnOne(); break;
+    }
+  }
+  RunUntil(t0 + config_.measure_us + config_.drain_us);
+  SimReport r;
+  Measure(&r);
+  return r;
+}
+
+void Simulator::Measure(SimReport* r) {
+  const Measurement& m = *g_measure;
+  r->seed = config_.seed;
+  size_t live = 0;
+  double table = 0;
+  for (const auto& n : nodes_) {
+    if (!n->alive) continue;
+    ++live;
+    table += static_cast<double>(n->overlay->table().size());
+  }
+  r->nodes = static_cast<uint32_t>(live);
+  r->table_size_mean = live > 0 ? table / live : 0;
+  r->lookups_done = m.lookups_done;
+  r->lookup_success = m.lookups_done > 0 ? double(m.lookups_ok) / m.lookups_done : 0;
+  r->rounds = PercentilesOf(m.rounds);
+  r->msgs_per_lookup = PercentilesOf(m.lookup_msgs);
+  r->hellos_done = m.hellos_done;
+  r->hello_delivery = m.hellos_done > 0 ? double(m.hellos_ok) / m.hellos_done : 0;
+  r->hello_hops = PercentilesOf(m.hello_hops);
+  MeanSd(m.size_err, &r->size_error_mean, &r->size_error_sd);
+  r->size_msgs = PercentilesOf(m.size_msgs);
+  r->size_estimates_done = static_cast<uint32_t>(m.size_err.size());
+  r->size_ci_coverage = m.size_err.empty() ? 0 : double(m.ci_hits) / m.size_err.size();
+  MeanSd(m.walk_err, &r->walk_error_mean, &r->walk_error_sd);
+  r->walk_msgs = PercentilesOf(m.walk_msgs);
+  r->walk_estimates_done = static_cast<uint32_t>(m.walk_err.size());
+  r->datagrams = datagrams_;
+  r->nodes_replaced = replaced_;
+  r->virtual_s = now_ / 1e6;
+}
+
+std::string SimReport::Text() const {
+  char b[2048];
+  std::snprintf(
+      b, sizeof(b),
+      "seed %llu, %u live nodes (%llu replaced), mean table %.0f entries, %.0f s virtual\n"
+      "lookups: %u done, success %.4f, rounds p50 %.0f p99 %.0f, messages p50 %.0f p99 %.0f\n"
+      "hello: %u done, delivered %.4f, hops p50 %.0f p99 %.0f max %.0f\n"
+      "size (density): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth %.2f, "
+      "messages p50 %.0f max %.0f\n"
+      "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, messages p50 %.0f\n"
+      "datagrams %llu, memory %.0f bytes per node\n",
+      static_cast<unsigned long long>(seed), nodes, static_cast<unsigned long long>(nodes_replaced),
+      table_size_mean, virtual_s, lookups_done, lookup_success, rounds.p50, rounds.p99,
+      msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hello_hops.p50,
+      hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
+      size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
+      walk_error_sd, walk_msgs.p50, static_cast<unsigned long long>(datagrams), bytes_per_node);
+  return b;
+}
+
+std::string SimReport::KeyValues() const {
+  char b[1024];
+  std::snprintf(b, sizeof(b),
+                "nodes=%u lookup_success=%.4f rounds_p50=%.0f rounds_p99=%.0f "
+                "msgs_per_lookup_p50=%.0f hello_delivery=%.4f hello_hops_p50=%.0f "
+                "hello_hops_max=%.0f size_error_sd=%.3f size_msgs=%.0f bytes_per_node=%.0f",
+                nodes, lookup_success, rounds.p50, rounds.p99, msgs_per_lookup.p50,
+                hello_delivery, hello_hops.p50, hello_hops.max, size_error_sd, size_msgs.max,
+                bytes_per_node);
+  return b;
+}
+
+}  // namespace ringpeer::sim
