@@ -377,23 +377,24 @@ void Simulator::Send(uint32_t from, const base::Endpoint& to, const uint8_t* dat
 }
 
 void Simulator::Deliver(uint32_t idx) {
-  Packet& p = packets_[idx];
-  Node& n = *nodes_[p.to];
-  if (n.alive) {
-    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
-    std::memcpy(buf, p.bytes.data(), p.size);
-    wire::Message m;
-    if (wire::Decode(buf, p.size, &m) == wire::Verdict::kOk) {
-      if (m.type() == wire::MessageType::kPing) {
-        n.responder->Answer(now_, p.from, m, *n.out);
-        n.overlay->OnPingSeen(now_, p.from, wire::FromWireId(*m.ping()->sender()), *n.out);
-      } else {
-        n.overlay->OnMessage(now_, p.from, m, *n.out);
-      }
+  // Copy out first: the node's answers add packets, which may move packets_.
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const base::Endpoint from = packets_[idx].from;
+  const uint32_t to = packets_[idx].to;
+  const size_t size = packets_[idx].size;
+  std::memcpy(buf, packets_[idx].bytes.data(), size);
+  free_packets_.push_back(idx);
+  Node& n = *nodes_[to];
+  if (!n.alive) return;
+  wire::Message m;
+  if (wire::Decode(buf, size, &m) == wire::Verdict::kOk) {
+    if (m.type() == wire::MessageType::kPing) {
+      n.responder->Answer(now_, from, m, *n.out);
+      n.overlay->OnPingSeen(now_, from, wire::FromWireId(*m.ping()->sender()), *n.out);
+    } else {
+      n.overlay->OnMessage(now_, from, m, *n.out);
     }
   }
-  const uint32_t to = p.to;
-  free_packets_.push_back(idx);
   Schedule(to);
 }
 

@@ -1,0 +1,328 @@
+// Goal: the pure pieces of the DHT behave on their own: a Lookup converges on the true
+// nearest ids of a synthetic network (with and without disjoint paths, with silent
+// nodes), provider tokens bind to the address and reject forgeries, the provider store
+// keeps its per-key, per-address and total bounds, the seen-set stays bounded, and the
+// size estimators are unbiased on synthetic id sets. Method: a Lookup driven against an
+// in-memory "network" (every node knows its 20 nearest plus random others), fixed seeds.
+#include "dht/lookup.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "dht/providers.h"
+#include "dht/seen_set.h"
+#include "dht/size_estimate.h"
+#include "dht/snapshot.h"
+#include "wire/encode.h"
+
+namespace ringpeer::dht {
+namespace {
+
+base::Endpoint AddrOf(uint32_t i) {
+  base::Endpoint e;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip[0] = 10;
+  e.ip[1] = static_cast<uint8_t>(i >> 8);
+  e.ip[2] = static_cast<uint8_t>(i);
+  e.ip[3] = 1;
+  e.port = 7700;
+  return e;
+}
+
+// A synthetic network: node i answers with the 20 ids nearest the target among what it
+// knows (its 30 nearest neighbours and 60 random nodes).
+struct Synthetic {
+  explicit Synthetic(uint32_t n, uint64_t seed) : rng(seed) {
+    for (uint32_t i = 0; i < n; ++i) ids.push_back(RandomId(rng));
+    for (uint32_t i = 0; i < n; ++i) {
+      std::vector<uint32_t> all(n);
+      for (uint32_t j = 0; j < n; ++j) all[j] = j;
+      std::partial_sort(all.begin(), all.begin() + 31, all.end(), [&](uint32_t a, uint32_t b) {
+        return CloserTo(ids[i], ids[a], ids[b]);
+      });
+      std::vector<uint32_t> k(all.begin() + 1, all.begin() + 31);
+      for (int r = 0; r < 60; ++r) k.push_back(static_cast<uint32_t>(rng.Uniform(n)));
+      knows.push_back(k);
+    }
+  }
+  std::vector<Contact> Answer(uint32_t node, const NodeId& target) const {
+    std::vector<uint32_t> k = knows[node];
+    std::sort(k.begin(), k.end(), [&](uint32_t a, uint32_t b) { return CloserTo(target, ids[a], ids[b]); });
+    k.erase(std::unique(k.begin(), k.end()), k.end());
+    std::vector<Contact> out;
+    for (size_t i = 0; i < k.size() && out.size() < 20; ++i) out.push_back(Contact{ids[k[i]], AddrOf(k[i])});
+    return out;
+  }
+  uint32_t IndexOf(const Contact& c) const { return uint32_t{c.addr.ip[1]} << 8 | c.addr.ip[2]; }
+  base::Rng rng;
+  std::vector<NodeId> ids;
+  std::vector<std::vector<uint32_t>> knows;
+};
+
+// Drives `l` to completion; nodes in `silent` never answer. Returns rounds of requests.
+int Drive(Lookup& l, const Synthetic& net, const std::set<uint32_t>& silent) {
+  int waves = 0;
+  while (!l.Done() && waves < 100) {
+    ++waves;
+    std::vector<int> sent;
+    for (int c = l.Next(); c >= 0; c = l.Next()) sent.push_back(c);
+    for (int c : sent) {
+      const uint32_t node = net.IndexOf(l.candidate(c).contact);
+      if (silent.count(node)) {
+        while (l.OnTimeout(c)) {}
+        continue;
+      }
+      std::vector<Contact> a = net.Answer(node, l.target());
+      l.OnReply(c, a);
+    }
+  }
+  return waves;
+}
+
+std::vector<NodeId> TrueNearest(const Synthetic& net, const NodeId& target, size_t k,
+                                const std::set<uint32_t>& silent) {
+  std::vector<uint32_t> idx;
+  for (uint32_t i = 0; i < net.ids.size(); ++i) {
+    if (!silent.count(i)) idx.push_back(i);
+  }
+  std::sort(idx.begin(), idx.end(), [&](uint32_t a, uint32_t b) { return CloserTo(target, net.ids[a], net.ids[b]); });
+  std::vector<NodeId> out;
+  for (size_t i = 0; i < k; ++i) out.push_back(net.ids[idx[i]]);
+  return out;
+}
+
+void ExpectConverges(uint8_t paths, const std::set<uint32_t>& silent, size_t hits_min) {
+  Synthetic net(2000, 42);
+  Lookup l(48);
+  for (int t = 0; t < 20; ++t) {
+    const NodeId target = RandomId(net.rng);
+    const uint32_t start = static_cast<uint32_t>(net.rng.Uniform(2000));
+    std::vector<Contact> seeds = net.Answer(start, target);
+    LookupParams p;
+    p.paths = paths;
+    l.Start(target, LookupKind::kFindNode, p, seeds);
+    Drive(l, net, silent);
+    ASSERT_TRUE(l.Done());
+    Contact out[20];
+    const size_t n = l.Results(out);
+    const auto truth = TrueNearest(net, target, 20, silent);
+    ASSERT_GE(n, 1u);
+    EXPECT_EQ(out[0].id, truth[0]) << "lookup " << t << " paths " << int(paths);
+    size_t hits = 0;
+    for (size_t i = 0; i < n; ++i) hits += std::count(truth.begin(), truth.end(), out[i].id);
+    EXPECT_GE(hits, hits_min) << "lookup " << t;
+    EXPECT_GE(l.rounds(), 1);
+    EXPECT_LE(l.rounds(), 8);
+    EXPECT_GE(l.requests_sent(), 20u);
+  }
+}
+
+TEST(Lookup, ConvergesOnTheNearestIds) { ExpectConverges(1, {}, 18); }
+TEST(Lookup, DisjointPathsConvergeToo) { ExpectConverges(3, {}, 18); }
+TEST(Lookup, SilentNodesAreRetriedThenSkipped) {
+  std::set<uint32_t> silent;
+  for (uint32_t i = 0; i < 2000; i += 10) silent.insert(i);  // 10% dead
+  // Silent nodes take what only they knew with them: a few far results may go too.
+  ExpectConverges(1, silent, 16);
+}
+
+TEST(Lookup, DisjointPathsNeverShareANode) {
+  Synthetic net(500, 7);
+  Lookup l(64);
+  const NodeId target = RandomId(net.rng);
+  LookupParams p;
+  p.paths = 4;
+  l.Start(target, LookupKind::kFindNode, p, net.Answer(0, target));
+  std::set<uint32_t> queried[4];
+  while (!l.Done()) {
+    std::vector<int> sent;
+    for (int c = l.Next(); c >= 0; c = l.Next()) sent.push_back(c);
+    ASSERT_FALSE(sent.empty());
+    for (int c : sent) {
+      const uint32_t node = net.IndexOf(l.candidate(c).contact);
+      queried[l.candidate(c).path].insert(node);
+      l.OnReply(c, net.Answer(node, target));
+    }
+  }
+  for (int a = 0; a < 4; ++a) {
+    EXPECT_FALSE(queried[a].empty());
+    for (int b = a + 1; b < 4; ++b) {
+      for (uint32_t x : queried[a]) EXPECT_EQ(queried[b].count(x), 0u);
+    }
+  }
+}
+
+TEST(Lookup, KeepsAlphaInFlight) {
+  Synthetic net(300, 9);
+  Lookup l(32);
+  const NodeId target = RandomId(net.rng);
+  l.Start(target, LookupKind::kFindNode, LookupParams{}, net.Answer(0, target));
+  int in_flight = 0;
+  while (l.Next() >= 0) ++in_flight;
+  EXPECT_EQ(in_flight, 3);
+}
+
+TEST(Providers, TokensBindToTheAddressAndRotate) {
+  base::Rng rng(1);
+  TokenMint mint(rng, 0);
+  const base::Endpoint a = AddrOf(1), b = AddrOf(2);
+  const Token t = mint.Make(a);
+  EXPECT_TRUE(mint.Check(a, t));
+  EXPECT_FALSE(mint.Check(b, t));  // another address cannot use it
+  Token forged = t;
+  forged[3] ^= 1;
+  EXPECT_FALSE(mint.Check(a, forged));
+  EXPECT_FALSE(mint.Check(a, Token{}));
+  mint.MaybeRotate(rng, kTokenRotateUs);  // one rotation: the previous secret still counts
+  EXPECT_TRUE(mint.Check(a, t));
+  mint.MaybeRotate(rng, 2 * kTokenRotateUs);
+  EXPECT_FALSE(mint.Check(a, t));  // two: expired
+}
+
+TEST(Providers, StoreKeepsItsBounds) {
+  ProviderLimits lim;
+  lim.records_max = 10;
+  lim.per_key_max = 4;
+  lim.per_source_max = 3;
+  ProviderStore store(lim);
+  base::Rng rng(2);
+  const NodeId key = RandomId(rng);
+  // One address: at most 3 records, whatever ids it claims.
+  for (int i = 0; i < 5; ++i) {
+    const bool ok = store.Add(RandomId(rng), Contact{RandomId(rng), AddrOf(1)}, 0);
+    EXPECT_EQ(ok, i < 3);
+  }
+  // One key: the 4 freshest providers are kept.
+  for (uint32_t i = 0; i < 6; ++i) EXPECT_TRUE(store.Add(key, Contact{RandomId(rng), AddrOf(10 + i)}, i));
+  Contact out[8];
+  EXPECT_EQ(store.Get(key, 10, out), 4u);
+  // In all: at most records_max.
+  for (uint32_t i = 0; i < 10; ++i) store.Add(RandomId(rng), Contact{RandomId(rng), AddrOf(50 + i)}, 10);
+  EXPECT_LE(store.size(), 10u);
+  // Expiry frees records.
+  store.Expire(kProviderTtlUs + 100);
+  EXPECT_EQ(store.size(), 0u);
+  EXPECT_EQ(store.Get(key, kProviderTtlUs + 100, out), 0u);
+}
+
+TEST(SeenSet, RemembersRecentIdsInBoundedMemory) {
+  SeenSet s(64);
+  for (uint64_t i = 1; i <= 64; ++i) EXPECT_TRUE(s.Insert(i));
+  for (uint64_t i = 1; i <= 64; ++i) EXPECT_FALSE(s.Insert(i));  // all still remembered
+  for (uint64_t i = 1000; i < 1000 + 10 * 64; ++i) s.Insert(i);
+  // Only the last generations are remembered: the oldest ids are forgotten.
+  EXPECT_FALSE(s.Contains(1));
+  EXPECT_TRUE(s.Contains(1000 + 10 * 64 - 1));
+  size_t remembered = 0;
+  for (uint64_t i = 1000; i < 1000 + 10 * 64; ++i) remembered += s.Contains(i);
+  EXPECT_GE(remembered, 64u);
+  EXPECT_LE(remembered, 128u);
+}
+
+TEST(SizeEstimate, DensityIsUnbiasedOnSyntheticIds) {
+  base::Rng rng(3);
+  const uint32_t n = 5000;
+  std::vector<NodeId> ids;
+  for (uint32_t i = 0; i < n; ++i) ids.push_back(RandomId(rng));
+  std::vector<double> samples;
+  for (int t = 0; t < 200; ++t) {
+    const NodeId target = RandomId(rng);
+    std::vector<double> d;
+    for (const NodeId& id : ids) d.push_back(DistanceFraction(id, target));
+    std::partial_sort(d.begin(), d.begin() + 20, d.end());
+    samples.push_back(DensitySample(std::span(d.data(), 20)));
+  }
+  const SizeEstimate e = DensityEstimate(samples);
+  ASSERT_TRUE(e.ok);
+  EXPECT_NEAR(e.estimate, n, 0.05 * n);
+  EXPECT_LT(e.low, n);
+  EXPECT_GT(e.high, n);
+}
+
+TEST(SizeEstimate, CollisionsOnUniformSamples) {
+  base::Rng rng(4);
+  const uint32_t n = 10000;
+  std::vector<WalkSample> s;
+  for (uint16_t w = 0; w < 10; ++w) {
+    for (uint16_t step = 0; step < 300; ++step) {
+      s.push_back(WalkSample{rng.Uniform(n) + 1, 20, w, step});
+    }
+  }
+  const SizeEstimate e = CollisionEstimate(s);
+  ASSERT_TRUE(e.ok);
+  EXPECT_NEAR(e.estimate, n, 0.3 * n);
+  EXPECT_LT(e.low, e.estimate);
+  EXPECT_GT(e.high, e.estimate);
+  // No collisions: nothing to say.
+  std::vector<WalkSample> none = {{1, 1, 0, 0}, {2, 1, 0, 1}};
+  EXPECT_FALSE(CollisionEstimate(none).ok);
+}
+
+TEST(Snapshot, AnswersFindNodeWithinTheAmplificationLimit) {
+  ASSERT_TRUE(wire::InitCrypto());
+  base::Rng rng(6);
+  TableSnapshot snap(64);
+  snap.Clear(0);
+  for (uint32_t i = 0; i < 40; ++i) snap.Push(Contact{RandomId(rng), AddrOf(i)});
+  struct CaptureOutbox : Outbox {
+    std::span<uint8_t> Buffer() noexcept override { return buf; }
+    void Commit(size_t size, const base::Endpoint&) noexcept override { sent = size; }
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    size_t sent = 0;
+  } out;
+  wire::Encoder enc;
+  alignas(8) uint8_t req[wire::kDatagramBytesMax];
+  SnapshotResponder responder(RandomId(rng));
+  for (size_t pad : {size_t{0}, size_t{400}}) {
+    const size_t n = enc.FindNode(req, 0, 7, RandomId(rng), RandomId(rng), 20, pad);
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(req, n, &m), wire::Verdict::kOk);
+    out.sent = 0;
+    ASSERT_EQ(responder.Answer(AddrOf(999), m, snap, out), wire::Verdict::kOk);
+    ASSERT_GT(out.sent, 0u);
+    EXPECT_LE(out.sent, kAmplificationMax * n);  // a stranger gets at most 3x its request
+    wire::Message reply;
+    ASSERT_EQ(wire::Decode(out.buf, out.sent, &reply), wire::Verdict::kOk);
+    const size_t entries = reply.nodes()->nodes()->size();
+    if (pad == 0) {
+      EXPECT_LT(entries, 20u);  // trimmed
+    } else {
+      EXPECT_EQ(entries, 20u);  // a padded request earns a full answer
+    }
+  }
+}
+
+TEST(Wire, DhtMessagesRoundTripAndBoundsAreChecked) {
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  base::Rng rng(8);
+  std::vector<wire::PeerInfo> list(20, wire::PeerInfo{RandomId(rng), AddrOf(3)});
+  size_t n = enc.Nodes(buf, 0, 5, RandomId(rng), list);
+  ASSERT_GT(n, 0u);  // k = 20 entries fit one datagram
+  wire::Message m;
+  ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+  EXPECT_EQ(m.nodes()->nodes()->size(), 20u);
+  EXPECT_EQ(wire::RequestTxid(m), 5u);
+  wire::RouteFields f;
+  f.route_id = 9;
+  f.ttl = wire::kRouteTtlMax;
+  n = enc.Route(buf, f, {});
+  ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+  EXPECT_EQ(m.route()->state()->origin_addr().family(), 0);
+  // A ttl above the maximum is refused.
+  auto* st = flatbuffers::GetMutableRoot<wire::fb::Route>(buf + wire::kHeaderBytes)->mutable_state();
+  st->mutate_ttl(wire::kRouteTtlMax + 1);
+  EXPECT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kBadField);
+  // A bad address family in a list is refused.
+  n = enc.Nodes(buf, 0, 5, RandomId(rng), std::span(list.data(), 1));
+  for (size_t i = wire::kHeaderBytes; i < n; ++i) {
+    if (buf[i] == 4 && buf[i - 1] == 0x1E && buf[i - 2] == 0x14) buf[i] = 5;  // port 7700
+  }
+  EXPECT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kBadField);
+}
+
+}  // namespace
+}  // namespace ringpeer::dht
