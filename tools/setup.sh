@@ -15,7 +15,9 @@ JOBS=${JOBS:-2}
 PACKAGES=(build-essential cmake ninja-build pkg-config python3 git
           liburing-dev libsodium-dev libabsl-dev libflatbuffers-dev flatbuffers-compiler
           libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
-          clang-14 libclang-rt-14-dev iproute2 nftables tmux)
+          clang-14 libclang-rt-14-dev iproute2 nftables tmux
+          libcpp-httplib-dev curl python3-prometheus-client
+          docker-compose yamllint nodejs npm)
 
 install_packages() {
   local missing=()

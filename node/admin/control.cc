@@ -6,8 +6,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,6 +18,12 @@
 
 namespace ringpeer::admin {
 namespace {
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
 
 // A client that connects and sends nothing is given this long.
 constexpr int kClientTimeoutMs = 1000;
@@ -72,11 +80,23 @@ ControlServer::~ControlServer() {
   }
 }
 
-int ControlServer::ServeUntilSignal(int signal_fd, const Handler& handler) {
+int ControlServer::ServeUntilSignal(int signal_fd, const Handler& handler, int tick_ms,
+                                    const std::function<void()>& on_tick) {
+  const bool ticking = tick_ms > 0 && on_tick;
+  int64_t next_tick_ms = NowMs() + tick_ms;
   // The control loop: runs until a signal arrives.
   for (;;) {
+    int timeout = -1;
+    if (ticking) {
+      const int64_t now = NowMs();
+      if (now >= next_tick_ms) {
+        on_tick();
+        next_tick_ms = NowMs() + tick_ms;
+      }
+      timeout = static_cast<int>(std::max<int64_t>(0, next_tick_ms - NowMs()));
+    }
     pollfd fds[2] = {{signal_fd, POLLIN, 0}, {fd_, POLLIN, 0}};
-    if (poll(fds, 2, -1) < 0) {
+    if (poll(fds, 2, timeout) < 0) {
       if (errno == EINTR) continue;
       return SIGTERM;  // cannot wait any more: stop as if asked to
     }

@@ -29,8 +29,10 @@ class ControlServer {
   ~ControlServer();
 
   // ServeUntilSignal: answers requests until `signal_fd` (a signalfd) is readable.
-  // Returns the signal number received.
-  int ServeUntilSignal(int signal_fd, const Handler& handler);
+  // Returns the signal number received. With tick_ms > 0, also calls on_tick about every
+  // tick_ms (the process's periodic control work: peer and limit logging).
+  int ServeUntilSignal(int signal_fd, const Handler& handler, int tick_ms = 0,
+                       const std::function<void()>& on_tick = {});
 
  private:
   ControlServer(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}

@@ -1,6 +1,8 @@
 #include "node/cli/flags.h"
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -14,6 +16,67 @@ const FlagSpec* Find(std::span<const FlagSpec> specs, std::string_view name) {
     if (name == s.name) return &s;
   }
   return nullptr;
+}
+
+struct Setting {
+  std::vector<std::string> values;
+  std::string source;
+};
+
+// ReadConfigFile: `name = value` lines; see flags.h.
+absl::StatusOr<std::map<std::string, Setting>> ReadConfigFile(std::span<const FlagSpec> specs,
+                                                              const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("config file ", path, ": cannot open it"));
+  }
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
+  if (text.size() > kConfigFileBytesMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, " is larger than ", kConfigFileBytesMax, " bytes"));
+  }
+  std::map<std::string, Setting> out;
+  int line_no = 0;
+  for (absl::string_view raw : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    const std::string where = absl::StrCat(path, ":", line_no);
+    absl::string_view line = raw;
+    if (size_t hash = line.find('#'); hash != absl::string_view::npos) line = line.substr(0, hash);
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty()) continue;
+    const size_t eq = line.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": expected 'name = value'"));
+    }
+    const std::string name(absl::StripAsciiWhitespace(line.substr(0, eq)));
+    std::string value(absl::StripAsciiWhitespace(line.substr(eq + 1)));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    const FlagSpec* spec = Find(specs, name);
+    if (spec == nullptr || name == "config") {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown setting '", name, "'"));
+    }
+    Setting& s = out[spec->name];
+    if (s.source.empty()) s.source = absl::StrCat("config ", where);
+    if (spec->kind == FlagSpec::Kind::kList) {
+      for (absl::string_view part : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+        s.values.emplace_back(absl::StripAsciiWhitespace(part));
+      }
+    } else if (spec->kind == FlagSpec::Kind::kSwitch) {
+      if (value != "true" && value != "false") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", name, "' is a switch: true or false"));
+      }
+      s.values.clear();
+      if (value == "true") s.values.emplace_back("true");
+    } else {
+      s.values.assign(1, value);
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -64,14 +127,36 @@ absl::StatusOr<Flags> Flags::Parse(std::span<const FlagSpec> specs,
     }
     given[spec->name].push_back(value);
   }
+  // The config file, if the table has a "config" flag and it was given (flag or env).
+  std::map<std::string, Setting> file;
+  if (const FlagSpec* cs = Find(specs, "config"); cs != nullptr) {
+    std::string path;
+    if (auto it = given.find("config"); it != given.end()) {
+      path = it->second.back();
+    } else if (const char* env = cs->env ? std::getenv(cs->env) : nullptr; env && *env) {
+      path = env;
+    }
+    if (!path.empty()) {
+      auto read = ReadConfigFile(specs, path);
+      if (!read.ok()) return read.status();
+      file = std::move(*read);
+    }
+  }
   for (const FlagSpec& s : specs) {
     if (auto it = given.find(s.name); it != given.end()) {
       f.values_[s.name] = it->second;
+      f.sources_[s.name] = "flag";
       continue;
     }
-    if (s.env == nullptr) continue;
-    const char* env = std::getenv(s.env);
-    if (env == nullptr || *env == '\0') continue;
+    const char* env = s.env == nullptr ? nullptr : std::getenv(s.env);
+    if (env == nullptr || *env == '\0') {
+      if (auto it = file.find(s.name); it != file.end() && !it->second.values.empty()) {
+        f.values_[s.name] = it->second.values;
+        f.sources_[s.name] = it->second.source;
+      }
+      continue;
+    }
+    f.sources_[s.name] = absl::StrCat("env ", s.env);
     if (s.kind == FlagSpec::Kind::kList) {
       for (absl::string_view part : absl::StrSplit(env, ',', absl::SkipWhitespace())) {
         f.values_[s.name].emplace_back(std::string(absl::StripAsciiWhitespace(part)));
@@ -87,6 +172,11 @@ std::optional<std::string> Flags::Value(const std::string& name) const {
   auto it = values_.find(name);
   if (it == values_.end() || it->second.empty()) return std::nullopt;
   return it->second.back();
+}
+
+std::string Flags::Source(const std::string& name) const {
+  auto it = sources_.find(name);
+  return it == sources_.end() ? "default" : it->second;
 }
 
 std::vector<std::string> Flags::List(const std::string& name) const {

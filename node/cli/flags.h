@@ -1,7 +1,10 @@
 // Flags: command-line flags with RINGPEER_* environment fallbacks and generated help.
 //
 // Precedence: a flag on the command line, then its environment variable, then the
-// default. `--name value` and `--name=value` both work; list flags may repeat, and their
+// config file, then the default. The config file is named by a flag called "config" (or
+// its environment variable) when the spec table has one; it holds one `name = value` per
+// line with the flag's name, `#` comments, and lists as repeated lines or comma-separated
+// values. An unknown name in the file is an error naming the file and line. `--name value` and `--name=value` both work; list flags may repeat, and their
 // environment variable is comma-separated. An unknown flag, a missing value or a stray
 // argument is an error with one clear line. Control path; not thread-safe.
 #pragma once
@@ -38,6 +41,9 @@ class Flags {
   std::vector<std::string> List(const std::string& name) const;
   bool Switch(const std::string& name) const { return Value(name).has_value(); }
   bool help() const { return help_; }
+  // Source: where the value came from: "flag", "env RINGPEER_X", "config FILE:LINE", or
+  // "default" when none was given.
+  std::string Source(const std::string& name) const;
   const std::vector<std::string>& positional() const { return positional_; }
 
   // Help: the flag table for --help.
@@ -45,9 +51,13 @@ class Flags {
 
  private:
   std::map<std::string, std::vector<std::string>> values_;
+  std::map<std::string, std::string> sources_;
   std::vector<std::string> positional_;
   bool help_ = false;
 };
+
+// Longest config file accepted: a config is a few dozen lines; anything bigger is a mistake.
+inline constexpr size_t kConfigFileBytesMax = 64 * 1024;
 
 // ParseUint: a decimal in [min, max], or an error naming the flag.
 absl::StatusOr<uint64_t> ParseUint(const std::string& flag, const std::string& text,

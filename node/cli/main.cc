@@ -11,16 +11,25 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/endpoint.h"
+#include "base/log.h"
 #include "base/status.h"
 #include "node/admin/control.h"
+#include "node/admin/http.h"
+#include "node/admin/metrics.h"
 #include "node/cli/flags.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
@@ -55,7 +64,23 @@ constexpr FlagSpec kServeFlags[] = {
      "steer datagrams to shards by their shard hint (reuseport BPF)"},
     {"peers-max", FlagSpec::Kind::kValue, "RINGPEER_PEERS_MAX", "N", "1024",
      "size of the peer table"},
+    {"admin", FlagSpec::Kind::kValue, "RINGPEER_ADMIN", "ADDR:PORT|off",
+     admin::kAdminDefaultAddress,
+     "admin HTTP (/metrics /healthz /readyz /status); no authentication, keep it private"},
+    {"log-level", FlagSpec::Kind::kValue, "RINGPEER_LOG_LEVEL", "LEVEL", "info",
+     "debug, info, warn or error"},
+    {"log-format", FlagSpec::Kind::kValue, "RINGPEER_LOG_FORMAT", "FORMAT", "text",
+     "text, or json (one object per line)"},
+    {"config", FlagSpec::Kind::kValue, "RINGPEER_CONFIG", "FILE", nullptr,
+     "config file: 'name = value' lines with these flags' names; flags and env override it"},
+    {"print-config", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
+     "print the configuration in effect (as a config file) and exit"},
 };
+
+// How often the control thread looks at peers and counters, and how often it reports
+// drops (limits hit, malformed traffic) in one aggregated line.
+constexpr int kWatchTickMs = 1000;
+constexpr int64_t kDropReportIntervalMs = 10'000;
 
 constexpr FlagSpec kStatusFlags[] = {
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
@@ -113,8 +138,17 @@ bool Ipv6Available() {
   return true;
 }
 
-absl::StatusOr<shard::NodeConfig> ServeConfig(const Flags& f, std::string* data_dir) {
-  shard::NodeConfig c;
+struct ServeSettings {
+  shard::NodeConfig node;
+  std::string data_dir;
+  std::optional<base::Endpoint> admin;  // nullopt: --admin off
+  base::LogLevel log_level = base::LogLevel::kInfo;
+  base::LogFormat log_format = base::LogFormat::kText;
+};
+
+absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
+  ServeSettings settings;
+  shard::NodeConfig& c = settings.node;
   uint16_t port = kDefaultPort;
   if (auto v = f.Value("port")) {
     RP_ASSIGN_OR_RETURN(uint64_t p, ParseUint("port", *v, 0, 65535));
@@ -169,22 +203,182 @@ absl::StatusOr<shard::NodeConfig> ServeConfig(const Flags& f, std::string* data_
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("peers-max", *v, 8, 1'000'000));
     c.peers_max = static_cast<uint32_t>(r);
   }
-  *data_dir = f.Value("data-dir").value_or(kDefaultDataDir);
-  return c;
+  settings.data_dir = f.Value("data-dir").value_or(kDefaultDataDir);
+  const std::string admin = f.Value("admin").value_or(admin::kAdminDefaultAddress);
+  if (admin != "off") {
+    settings.admin = base::Endpoint::Parse(admin);
+    if (!settings.admin) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--admin: '", admin, "' is not ADDR:PORT (e.g. 127.0.0.1:7780) or off"));
+    }
+  }
+  const std::string level = f.Value("log-level").value_or("info");
+  auto l = base::ParseLogLevel(level);
+  if (!l) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-level: '", level, "' is not one of debug, info, warn, error"));
+  }
+  settings.log_level = *l;
+  const std::string format = f.Value("log-format").value_or("text");
+  auto fm = base::ParseLogFormat(format);
+  if (!fm) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log-format: '", format, "' is not text or json"));
+  }
+  settings.log_format = *fm;
+  return settings;
 }
+
+// PrintConfig: the settings in effect, as a config file that `--config` reads back, each
+// line saying where its value came from.
+void PrintConfig(const Flags& f, const ServeSettings& s) {
+  const shard::NodeConfig& c = s.node;
+  std::vector<std::string> listen;
+  for (const base::Endpoint& e : c.listen) listen.push_back(e.ToString());
+  const char* transport = c.transport == ring::TransportKind::kIoUring ? "io_uring"
+                          : c.transport == ring::TransportKind::kMmsg  ? "recvmmsg"
+                                                                       : "auto";
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"listen", absl::StrJoin(listen, ", ")},
+      {"port", f.Value("port").value_or(std::to_string(kDefaultPort))},
+      {"shards", std::to_string(c.shards)},
+      {"data-dir", s.data_dir},
+      {"bootstrap", absl::StrJoin(f.List("bootstrap"), ", ")},
+      {"transport", transport},
+      {"rate-limit", std::to_string(c.rate_limit_per_s)},
+      {"rate-burst", std::to_string(c.rate_limit_burst)},
+      {"steering", c.steer ? "on" : "off"},
+      {"peers-max", std::to_string(c.peers_max)},
+      {"admin", s.admin ? s.admin->ToString() : "off"},
+      {"log-level", base::LogLevelName(s.log_level)},
+      {"log-format", s.log_format == base::LogFormat::kJson ? "json" : "text"},
+  };
+  std::printf("# ringpeer serve: configuration in effect\n");
+  if (auto cfg = f.Value("config")) std::printf("# config file: %s\n", cfg->c_str());
+  for (const auto& [name, value] : rows) {
+    std::string source = f.Source(name);
+    if (name == "listen" && source == "default") source = "default, from port";
+    if (name == "shards" && source == "default") source = "default, one per available CPU";
+    std::string line = name + " = " + value;
+    if (value.empty()) line = "# " + name + " =";  // an empty list: nothing to set
+    if (line.size() < 40) line.resize(40, ' ');
+    std::printf("%s # %s\n", line.c_str(), source.c_str());
+  }
+}
+
+// Watch: the control thread's periodic look at the node. It turns snapshots and counter
+// changes into log lines (peers gained and lost; drops aggregated per interval, never per
+// packet) and caches the live-peer count that /readyz answers from.
+class Watch {
+ public:
+  explicit Watch(shard::Node* node, std::mutex* mu) : node_(node), mu_(mu) {}
+
+  void Tick() {
+    std::vector<dht::PeerStatus> peers;
+    admin::NodeMetrics m;
+    {
+      std::lock_guard<std::mutex> lock(*mu_);
+      m = node_->Metrics(&peers);
+    }
+    if (!m.snapshot_ok) {
+      if (!owner_silent_) base::Log(base::LogLevel::kWarn, "owner shard did not answer a snapshot");
+      owner_silent_ = true;
+    } else {
+      owner_silent_ = false;
+      ComparePeers(peers);
+      live_.store(static_cast<int64_t>(m.peers_live), std::memory_order_relaxed);
+    }
+    ReportDrops(m);
+  }
+
+  // Live: verified peers heard from recently, as of the last tick; -1 before the first.
+  int64_t live() const { return live_.load(std::memory_order_relaxed); }
+
+ private:
+  void ComparePeers(const std::vector<dht::PeerStatus>& peers) {
+    std::map<std::string, std::string> now;  // id -> address, live and verified only
+    for (const dht::PeerStatus& p : peers) {
+      if (p.live && p.verified) now[wire::Hex(p.id)] = p.addr.ToString();
+    }
+    for (const auto& [id, addr] : now) {
+      if (!live_peers_.contains(id)) {
+        base::Log(base::LogLevel::kInfo, "peer gained")
+            .Field("peer", id).Field("addr", addr).Field("live_peers", now.size());
+      }
+    }
+    for (const auto& [id, addr] : live_peers_) {
+      if (!now.contains(id)) {
+        base::Log(base::LogLevel::kInfo, "peer lost")
+            .Field("peer", id).Field("addr", addr).Field("live_peers", now.size());
+      }
+    }
+    if (!now.empty() != !live_peers_.empty() || first_) {
+      base::Log(now.empty() ? base::LogLevel::kWarn : base::LogLevel::kInfo,
+                now.empty() ? "not ready: no live peers" : "ready: has live peers")
+          .Field("live_peers", now.size());
+    }
+    first_ = false;
+    live_peers_ = std::move(now);
+  }
+
+  void ReportDrops(const admin::NodeMetrics& m) {
+    std::array<uint64_t, wire::kVerdictCount> total{};
+    for (const admin::ShardMetrics& s : m.shards) {
+      for (int v = 0; v < wire::kVerdictCount; ++v) total[v] += s.dropped[v];
+    }
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    if (last_report_ms_ == 0) {
+      last_report_ms_ = now_ms;
+      reported_ = total;
+      return;
+    }
+    if (now_ms - last_report_ms_ < kDropReportIntervalMs) return;
+    uint64_t sum = 0;
+    for (int v = 1; v < wire::kVerdictCount; ++v) sum += total[v] - reported_[v];
+    if (sum != 0) {
+      base::Log line(base::LogLevel::kWarn, "datagrams dropped");
+      line.Field("interval_s", (now_ms - last_report_ms_) / 1000).Field("total", sum);
+      for (int v = 1; v < wire::kVerdictCount; ++v) {
+        const uint64_t d = total[v] - reported_[v];
+        if (d != 0) line.Field(wire::VerdictName(static_cast<wire::Verdict>(v)), d);
+      }
+    }
+    last_report_ms_ = now_ms;
+    reported_ = total;
+  }
+
+  shard::Node* node_;
+  std::mutex* mu_;
+  std::atomic<int64_t> live_{-1};
+  bool first_ = true;
+  bool owner_silent_ = false;
+  std::map<std::string, std::string> live_peers_;
+  int64_t last_report_ms_ = 0;
+  std::array<uint64_t, wire::kVerdictCount> reported_{};
+};
 
 int Serve(std::span<const char* const> args) {
   auto flags = Flags::Parse(kServeFlags, args, 0);
   if (!flags.ok()) return UsageError("serve", flags.status());
   if (flags->help()) {
     std::printf("usage: ringpeer serve [flags]\n\nRuns a node. With no flags it listens on UDP "
-                "port 7700 (IPv4 and IPv6) and keeps its data in ./ringpeer-data.\n\nflags:\n%s",
+                "port 7700 (IPv4 and IPv6) and keeps its data in ./ringpeer-data.\n"
+                "Precedence: flag, then RINGPEER_* variable, then --config file, then "
+                "default.\n\nflags:\n%s",
                 Flags::Help(kServeFlags).c_str());
     return 0;
   }
-  std::string data_dir_path;
-  auto config = ServeConfig(*flags, &data_dir_path);
-  if (!config.ok()) return UsageError("serve", config.status());
+  auto settings = ServeConfig(*flags);
+  if (!settings.ok()) return UsageError("serve", settings.status());
+  if (flags->Switch("print-config")) {
+    PrintConfig(*flags, *settings);
+    return 0;
+  }
+  base::SetLogLevel(settings->log_level);
+  base::SetLogFormat(settings->log_format);
+  const std::string& data_dir_path = settings->data_dir;
   if (!wire::InitCrypto()) return RuntimeError(absl::InternalError("libsodium failed to start"));
   auto data_dir = store::DataDir::Open(data_dir_path);
   if (!data_dir.ok()) return RuntimeError(data_dir.status());
@@ -201,33 +395,80 @@ int Serve(std::span<const char* const> args) {
   const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   if (sfd < 0) return RuntimeError(base::ErrnoStatus(errno, "signalfd"));
 
-  auto node = shard::Node::Create(*config, *key);
+  auto node = shard::Node::Create(settings->node, *key);
   if (!node.ok()) return RuntimeError(node.status());
   auto control = admin::ControlServer::Listen(data_dir->File(store::kControlSocketFile));
   if (!control.ok()) return RuntimeError(control.status());
   absl::Status started = (*node)->Start();
   if (!started.ok()) return RuntimeError(started);
   if (!(*node)->fallback_reason().empty()) {
-    std::fprintf(stderr, "ringpeer: io_uring unavailable (%s); using recvmmsg/sendmmsg\n",
-                 (*node)->fallback_reason().c_str());
+    base::Log(base::LogLevel::kWarn, "io_uring unavailable; using recvmmsg/sendmmsg")
+        .Field("reason", (*node)->fallback_reason());
   }
   std::vector<std::string> addrs;
   for (const base::Endpoint& e : (*node)->addresses()) addrs.push_back(e.ToString());
-  std::fprintf(stderr, "ringpeer: node %s listening on udp %s (%s, %u shard%s), data in %s\n",
-               wire::Hex((*node)->id()).c_str(), absl::StrJoin(addrs, ", ").c_str(),
-               (*node)->transport_name(), (*node)->shards(), (*node)->shards() == 1 ? "" : "s",
-               data_dir_path.c_str());
+  base::Log(base::LogLevel::kInfo, "node started")
+      .Field("node_id", wire::Hex((*node)->id()))
+      .Field("udp", absl::StrJoin(addrs, ","))
+      .Field("transport", (*node)->transport_name())
+      .Field("shards", (*node)->shards())
+      .Field("data_dir", data_dir_path)
+      .Field("bootstrap", absl::StrJoin(flags->List("bootstrap"), ","));
 
   shard::Node* n = node->get();
-  const int sig = control->ServeUntilSignal(sfd, [n](std::string_view request) -> std::string {
-    if (request == "status json") return n->StatusJson() + "\n";
-    if (request == "status text") return n->StatusText();
-    return "error: unknown request '" + std::string(request) + "'\n";
-  });
-  std::fprintf(stderr, "ringpeer: %s received, stopping\n", strsignal(sig));
+  // Every call that asks the owner shard for a snapshot goes through this mutex: the shard
+  // takes one request at a time. Control path only; a shard never touches it.
+  std::mutex snapshot_mu;
+  Watch watch(n, &snapshot_mu);
+  std::unique_ptr<admin::AdminHttpServer> http;
+  if (settings->admin) {
+    const auto start_time = std::chrono::steady_clock::now();
+    admin::AdminHandlers h;
+    h.metrics = [n, &snapshot_mu, start_time, dir = data_dir_path] {
+      admin::NodeMetrics m;
+      {
+        std::lock_guard<std::mutex> lock(snapshot_mu);
+        m = n->Metrics();
+      }
+      m.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time)
+                       .count();
+      m.storage_bytes = admin::DirectoryBytes(dir);
+      return admin::RenderPrometheus(m);
+    };
+    h.status_json = [n, &snapshot_mu] {
+      std::lock_guard<std::mutex> lock(snapshot_mu);
+      return n->StatusJson();
+    };
+    h.ready = [&watch](std::string* why) {
+      const int64_t live = watch.live();
+      if (live > 0) return true;
+      *why = live < 0 ? "starting" : "no live, verified overlay peers";
+      return false;
+    };
+    auto server = admin::AdminHttpServer::Start(*settings->admin, std::move(h));
+    if (!server.ok()) {
+      (*node)->Stop();
+      return RuntimeError(server.status());
+    }
+    http = std::move(*server);
+    base::Log(base::LogLevel::kInfo, "admin http listening")
+        .Field("addr", http->address().ToString());
+  }
+
+  const int sig = control->ServeUntilSignal(
+      sfd,
+      [n, &snapshot_mu](std::string_view request) -> std::string {
+        std::lock_guard<std::mutex> lock(snapshot_mu);
+        if (request == "status json") return n->StatusJson() + "\n";
+        if (request == "status text") return n->StatusText();
+        return "error: unknown request '" + std::string(request) + "'\n";
+      },
+      kWatchTickMs, [&watch] { watch.Tick(); });
+  base::Log(base::LogLevel::kInfo, "stopping").Field("signal", strsignal(sig));
+  http.reset();  // no request may reach the node while it stops
   (*node)->Stop();
   close(sfd);
-  std::fprintf(stderr, "ringpeer: stopped\n");
+  base::Log(base::LogLevel::kInfo, "stopped");
   return 0;
 }
 

@@ -211,6 +211,41 @@ std::string Node::StatusJson() {
   return w.str();
 }
 
+admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
+  std::unique_ptr<Snapshot> snap = Collect();
+  admin::NodeMetrics m;
+  m.node_id = wire::Hex(id_);
+  m.transport = transport_name();
+  m.mailbox_capacity = config_.mailbox_capacity;
+  m.peers_max = config_.peers_max;
+  m.snapshot_ok = snap->done.load(std::memory_order_acquire);
+  m.peers_known = snap->peers.size();
+  for (const dht::PeerStatus& p : snap->peers) {
+    m.peers_verified += p.verified;
+    m.peers_live += p.live;
+  }
+  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  m.shards.resize(shards_.size());
+  for (uint32_t i = 0; i < shards_.size(); ++i) {
+    const ShardCounters& sc = shards_[i]->counters();
+    admin::ShardMetrics& out = m.shards[i];
+    out.received = get(sc.received);
+    out.sent = get(sc.sent);
+    out.pings_answered = get(sc.pings_answered);
+    out.loop_iterations = get(sc.loop_iterations);
+    out.mailbox_in = get(sc.mailbox_in);
+    out.mailbox_out = get(sc.mailbox_out);
+    out.send_errors = get(sc.send_errors);
+    out.recv_no_buffers = get(sc.recv_no_buffers);
+    for (int v = 0; v < wire::kVerdictCount; ++v) out.dropped[v] = get(sc.dropped[v]);
+    for (uint32_t from = 0; from < shards_.size(); ++from) {
+      if (from != i) out.mailbox_depth += mailboxes_->Ring(from, i).Depth();
+    }
+  }
+  if (peers != nullptr) *peers = std::move(snap->peers);
+  return m;
+}
+
 std::string Node::StatusText() {
   std::unique_ptr<Snapshot> snap = Collect();
   const Snapshot& c = *snap;

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/endpoint.h"
+#include "node/admin/metrics.h"
 #include "node/shard/shard.h"
 #include "ring/transport.h"
 #include "wire/crypto.h"
@@ -58,6 +59,13 @@ class Node {
   // object; StatusText: the same for people. Control path; waits up to ~1 s for the owner.
   std::string StatusJson();
   std::string StatusText();
+
+  // Metrics: per-shard counters (relaxed loads), mailbox depths and the owner shard's peer
+  // snapshot, for /metrics; with `peers`, also that snapshot's peer list. Control path;
+  // waits up to ~1 s for the owner, like StatusJson. Callers serialize it with
+  // StatusJson/StatusText (one snapshot request at a time). New figures (routing table,
+  // lookups, rooms, size estimate) are filled in here.
+  admin::NodeMetrics Metrics(std::vector<dht::PeerStatus>* peers = nullptr);
 
   const wire::NodeId& id() const { return id_; }
   const std::vector<base::Endpoint>& addresses() const { return addresses_; }
