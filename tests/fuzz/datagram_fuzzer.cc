@@ -32,12 +32,18 @@ class CountingOutbox : public dht::Outbox {
   int sent = 0;
 };
 
+dht::OverlayConfig FuzzConfig() {
+  dht::OverlayConfig c;
+  c.peers_max = 64;
+  c.bootstrap = {*base::Endpoint::Parse("127.0.0.2:7700")};
+  return c;
+}
+
 struct World {
   World()
       : keys(wire::KeyPair::FromSeed({1})),
         rng(1),
-        overlay(keys, dht::OverlayConfig{0, 64, {*base::Endpoint::Parse("127.0.0.2:7700")}}, &rng,
-                1'000'000),
+        overlay(keys, FuzzConfig(), &rng, 1'000'000),
         responder(keys, 1'000'000) {
     RP_ASSERT(wire::InitCrypto());
     overlay.Tick(1'000'000, out);  // a challenge is outstanding to the bootstrap peer
