@@ -36,11 +36,11 @@ size_t ReadEntries(const flatbuffers::Vector<const wire::fb::PeerEntry*>* list,
   return n;
 }
 
-// PadFor: zero bytes to add to a request of `bytes` so that 3x it covers `reply_bytes`.
-// The pad vector itself costs a 4-byte length and up to 4 of alignment.
+// PadFor: zero bytes to add to a request of `bytes` so that 3x it covers `reply_bytes`
+// (the pad vector's own length word and alignment only make it larger).
 size_t PadFor(size_t bytes, size_t reply_bytes) noexcept {
   const size_t need = (reply_bytes + kAmplificationMax - 1) / kAmplificationMax;
-  return need > bytes + 8 ? need - bytes - 8 + 8 : 0;
+  return need > bytes ? need - bytes : 0;
 }
 
 }  // namespace
