@@ -60,6 +60,13 @@ absl::StatusOr<std::unique_ptr<AdminHttpServer>> AdminHttpServer::Start(
   srv.set_write_timeout(kAdminHttpTimeoutS, 0);
   srv.set_keep_alive_max_count(16);
   srv.set_payload_max_length(4096);  // every endpoint is a GET; a body is never needed
+  // httplib's default also sets SO_REUSEPORT, which would let a second node bind the same
+  // admin port and split the scrapes between two processes. SO_REUSEADDR only: a restart
+  // can rebind at once, a second process gets "address in use".
+  srv.set_socket_options([](int sock) {
+    int one = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  });
 
   auto h = std::make_shared<AdminHandlers>(std::move(handlers));
   srv.Get("/metrics", [h](const httplib::Request&, httplib::Response& res) {

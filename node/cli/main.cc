@@ -399,8 +399,64 @@ int Serve(std::span<const char* const> args) {
   if (!node.ok()) return RuntimeError(node.status());
   auto control = admin::ControlServer::Listen(data_dir->File(store::kControlSocketFile));
   if (!control.ok()) return RuntimeError(control.status());
+  // The admin server is bound before the shards start, so that a busy admin port fails
+  // the start with one line; until Start() its handlers see a node with no shards.
+  shard::Node* n = node->get();
+  // Every call that asks the owner shard for a snapshot goes through this mutex: the shard
+  // takes one request at a time. Control path only; a shard never touches it.
+  std::mutex snapshot_mu;
+  // Set once Start() has returned: before that the shard table is being built and must
+  // not be read from the admin threads.
+  std::atomic<bool> running{false};
+  Watch watch(n, &snapshot_mu);
+  std::unique_ptr<admin::AdminHttpServer> http;
+  if (settings->admin) {
+    const auto start_time = std::chrono::steady_clock::now();
+    admin::AdminHandlers h;
+    h.metrics = [n, &snapshot_mu, &running, start_time, dir = data_dir_path] {
+      admin::NodeMetrics m;
+      if (running.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lock(snapshot_mu);
+        m = n->Metrics();
+      } else {
+        m.node_id = wire::Hex(n->id());
+        m.transport = "starting";
+      }
+      m.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time)
+                       .count();
+      m.storage_bytes = admin::DirectoryBytes(dir);
+      return admin::RenderPrometheus(m);
+    };
+    h.status_json = [n, &snapshot_mu, &running] {
+      if (!running.load(std::memory_order_acquire)) return std::string("{\"starting\":true}");
+      std::lock_guard<std::mutex> lock(snapshot_mu);
+      return n->StatusJson();
+    };
+    h.ready = [&watch](std::string* why) {
+      const int64_t live = watch.live();
+      if (live > 0) return true;
+      *why = live < 0 ? "starting" : "no live, verified overlay peers";
+      return false;
+    };
+    auto server = admin::AdminHttpServer::Start(*settings->admin, std::move(h));
+    if (server.ok()) {
+      http = std::move(*server);
+      base::Log(base::LogLevel::kInfo, "admin http listening")
+          .Field("addr", http->address().ToString());
+    } else if (flags->Source("admin") == "default") {
+      // Several nodes on one host (tests, benchmarks) all default to the same port: the
+      // first gets it, the others run without it rather than refusing to start.
+      base::Log(base::LogLevel::kWarn, "admin http disabled: default address unavailable")
+          .Field("error", std::string(server.status().message()))
+          .Field("hint", "set --admin ADDR:PORT, or --admin off");
+    } else {
+      return RuntimeError(server.status());
+    }
+  }
+
   absl::Status started = (*node)->Start();
   if (!started.ok()) return RuntimeError(started);
+  running.store(true, std::memory_order_release);
   if (!(*node)->fallback_reason().empty()) {
     base::Log(base::LogLevel::kWarn, "io_uring unavailable; using recvmmsg/sendmmsg")
         .Field("reason", (*node)->fallback_reason());
@@ -414,46 +470,6 @@ int Serve(std::span<const char* const> args) {
       .Field("shards", (*node)->shards())
       .Field("data_dir", data_dir_path)
       .Field("bootstrap", absl::StrJoin(flags->List("bootstrap"), ","));
-
-  shard::Node* n = node->get();
-  // Every call that asks the owner shard for a snapshot goes through this mutex: the shard
-  // takes one request at a time. Control path only; a shard never touches it.
-  std::mutex snapshot_mu;
-  Watch watch(n, &snapshot_mu);
-  std::unique_ptr<admin::AdminHttpServer> http;
-  if (settings->admin) {
-    const auto start_time = std::chrono::steady_clock::now();
-    admin::AdminHandlers h;
-    h.metrics = [n, &snapshot_mu, start_time, dir = data_dir_path] {
-      admin::NodeMetrics m;
-      {
-        std::lock_guard<std::mutex> lock(snapshot_mu);
-        m = n->Metrics();
-      }
-      m.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time)
-                       .count();
-      m.storage_bytes = admin::DirectoryBytes(dir);
-      return admin::RenderPrometheus(m);
-    };
-    h.status_json = [n, &snapshot_mu] {
-      std::lock_guard<std::mutex> lock(snapshot_mu);
-      return n->StatusJson();
-    };
-    h.ready = [&watch](std::string* why) {
-      const int64_t live = watch.live();
-      if (live > 0) return true;
-      *why = live < 0 ? "starting" : "no live, verified overlay peers";
-      return false;
-    };
-    auto server = admin::AdminHttpServer::Start(*settings->admin, std::move(h));
-    if (!server.ok()) {
-      (*node)->Stop();
-      return RuntimeError(server.status());
-    }
-    http = std::move(*server);
-    base::Log(base::LogLevel::kInfo, "admin http listening")
-        .Field("addr", http->address().ToString());
-  }
 
   const int sig = control->ServeUntilSignal(
       sfd,
