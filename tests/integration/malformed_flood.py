@@ -41,8 +41,17 @@ def main():
                        "bad_reserved", "unknown_type", "verify_failed"]:
             check(dropped[reason] > 0, f"counted {reason}")
         total = sum(dropped.values())
-        check(total >= int(figures["malformed"]) * 0.95,
-              f"drops ({total}) account for the malformed datagrams ({figures['malformed']})")
+        received = sum(sc["received"] for sc in st["shard_counters"])
+        answered = sum(sc["pings_answered"] for sc in st["shard_counters"])
+        # The kernel may drop some of the burst when the machine is busy (socket buffer
+        # full); what the node did receive must all be accounted for: dropped under a
+        # reason, or a ping it answered (a few flipped-byte datagrams remain valid
+        # messages and are handled, hence the 1% slack).
+        check(received >= int(figures["sent"]) * 0.5,
+              f"node received most of the flood ({received}/{figures['sent']})")
+        check(total + answered >= received * 0.99,
+              f"every received datagram is accounted for (dropped {total} + answered "
+              f"{answered} of {received})")
         forged = int(figures["forged_pongs"])
         check(forged > 0 and wait_for(lambda: sum(
             sc["dropped"]["bad_signature"] for sc in node.status()["shard_counters"]) >= forged,
