@@ -94,6 +94,9 @@ void PrintUsage(FILE* out) {
                "usage:\n"
                "  ringpeer serve [flags]    run a node (no configuration needed)\n"
                "  ringpeer status [flags]   show the running node's peers and counters\n"
+               "  ringpeer lookup KEY       find the nodes nearest KEY in the DHT\n"
+               "  ringpeer announce KEY     announce the node as a provider of KEY\n"
+               "  ringpeer providers KEY    find the providers of KEY\n"
                "  ringpeer help             this text\n\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
@@ -395,6 +398,7 @@ int Serve(std::span<const char* const> args) {
   const int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
   if (sfd < 0) return RuntimeError(base::ErrnoStatus(errno, "signalfd"));
 
+  settings->node.table_path = data_dir->File(store::kRoutingTableFile);
   auto node = shard::Node::Create(settings->node, *key);
   if (!node.ok()) return RuntimeError(node.status());
   auto control = admin::ControlServer::Listen(data_dir->File(store::kControlSocketFile));
@@ -454,6 +458,7 @@ int Serve(std::span<const char* const> args) {
     }
   }
 
+  for (const std::string& w : (*node)->TakeWarnings()) base::Log(base::LogLevel::kWarn, w);
   absl::Status started = (*node)->Start();
   if (!started.ok()) return RuntimeError(started);
   running.store(true, std::memory_order_release);
@@ -477,12 +482,16 @@ int Serve(std::span<const char* const> args) {
         std::lock_guard<std::mutex> lock(snapshot_mu);
         if (request == "status json") return n->StatusJson() + "\n";
         if (request == "status text") return n->StatusText();
-        return "error: unknown request '" + std::string(request) + "'\n";
+        return n->HandleControl(request);
       },
-      kWatchTickMs, [&watch] { watch.Tick(); });
+      kWatchTickMs, [&watch, n] {
+        watch.Tick();
+        n->PeriodicSave();
+      });
   base::Log(base::LogLevel::kInfo, "stopping").Field("signal", strsignal(sig));
   http.reset();  // no request may reach the node while it stops
   (*node)->Stop();
+  for (const std::string& w : (*node)->TakeWarnings()) base::Log(base::LogLevel::kWarn, w);
   close(sfd);
   base::Log(base::LogLevel::kInfo, "stopped");
   return 0;
@@ -506,6 +515,48 @@ int Status(std::span<const char* const> args) {
   return 0;
 }
 
+constexpr FlagSpec kQueryFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
+     "data directory of the running node"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
+};
+
+// KeyFromText: 64 hex digits are an id as they stand; anything else names a resource and
+// is hashed (key = BLAKE2b-256 of its bytes), so `ringpeer announce my-room` works.
+wire::NodeId KeyFromText(const std::string& text) {
+  wire::NodeId id;
+  if (wire::ParseHex32(text, &id)) return id;
+  return wire::Blake2b256({reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+// Query: `ringpeer lookup|announce|providers KEY`: asks the running node to do it.
+int Query(const std::string& verb, const char* what, std::span<const char* const> args) {
+  auto flags = Flags::Parse(kQueryFlags, args, 1);
+  if (!flags.ok()) return UsageError(verb, flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer %s KEY [flags]\n\n%s\nKEY is 64 hex digits, or any text, "
+                "which is hashed with BLAKE2b-256.\n\nflags:\n%s",
+                verb.c_str(), what, Flags::Help(kQueryFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return UsageError(verb, absl::InvalidArgumentError("needs one KEY"));
+  }
+  const wire::NodeId key = KeyFromText(flags->positional()[0]);
+  const std::string dir = flags->Value("data-dir").value_or(kDefaultDataDir);
+  const std::string request =
+      absl::StrCat(verb, flags->Switch("json") ? " json " : " text ", wire::Hex(key));
+  auto answer = admin::ControlRequest(dir + "/" + store::kControlSocketFile, request,
+                                      /*timeout_ms=*/40000);
+  if (!answer.ok()) return RuntimeError(answer.status());
+  if (answer->rfind("error: ", 0) == 0) {
+    std::fprintf(stderr, "ringpeer %s: %s", verb.c_str(), answer->c_str() + 7);
+    return kExitRuntime;
+  }
+  std::fputs(answer->c_str(), stdout);
+  return 0;
+}
+
 }  // namespace
 }  // namespace ringpeer::cli
 
@@ -520,6 +571,16 @@ int main(int argc, char** argv) {
                                     static_cast<size_t>(argc - 2));
   if (command == "serve") return Serve(rest);
   if (command == "status") return Status(rest);
+  if (command == "lookup") {
+    return Query("lookup", "Finds the nodes nearest KEY in the DHT (an iterative lookup).", rest);
+  }
+  if (command == "announce") {
+    return Query("announce", "Announces the running node as a provider of KEY (republished "
+                 "until it stops).", rest);
+  }
+  if (command == "providers") {
+    return Query("providers", "Finds the providers of KEY in the DHT.", rest);
+  }
   if (command == "help" || command == "--help" || command == "-h") {
     PrintUsage(stdout);
     return 0;

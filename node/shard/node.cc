@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <cstdio>
 #include <latch>
 #include <thread>
 
@@ -62,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeConfig& config,
   RP_ASSIGN_OR_RETURN(node->sockets_,
                       ring::BindShardSockets(config.listen, config.shards, config.steer));
   node->addresses_ = node->sockets_[0].addresses;
+  if (!config.table_path.empty()) node->LoadTable();
   node->mailboxes_ = std::make_unique<Mailboxes>(config.shards, config.mailbox_capacity);
   return node;
 }
@@ -94,6 +96,7 @@ absl::Status Node::Start() {
         sc.rate_limit_burst = config_.rate_limit_burst;
         sc.overlay.peers_max = config_.peers_max;
         sc.overlay.bootstrap = config_.bootstrap;
+        if (i == 0) sc.restore = restore_;
         mailboxes_->SetWake(i, (*t)->wake_handle());
         shards_[i] = std::make_unique<Shard>(sc, identity_, std::move(*t), mailboxes_.get(),
                                              &stop_);
@@ -121,36 +124,166 @@ absl::Status Node::Start() {
 }
 
 void Node::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
   stop_.store(true);
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  // The shard threads are gone: the owner's overlay can be read from here.
+  if (!config_.table_path.empty() && !shards_.empty() && shards_[0]) {
+    absl::Status s = dht::SaveTableFile(config_.table_path, shards_[0]->SavedTableBytes());
+    if (!s.ok()) warnings_.push_back(absl::StrCat("routing table not saved: ", s.message()));
+  }
+}
+
+void Node::LoadTable() {
+  auto loaded = dht::LoadTableFile(config_.table_path);
+  if (loaded.ok()) {
+    restore_ = std::move(*loaded);
+    return;
+  }
+  if (absl::IsNotFound(loaded.status())) return;  // first start
+  // The table is a cache of peers: start without it, but keep the bad file for a look.
+  const std::string aside = config_.table_path + ".corrupt";
+  std::rename(config_.table_path.c_str(), aside.c_str());
+  warnings_.push_back(absl::StrCat("routing table ", config_.table_path, " unreadable (",
+                                   loaded.status().message(), "); moved to ", aside,
+                                   " and starting without it"));
+}
+
+void Node::PeriodicSave() {
+  const auto now = std::chrono::steady_clock::now();
+  if (config_.table_path.empty() || shards_.empty() ||
+      now - last_save_ < std::chrono::milliseconds(kTableSaveIntervalMs)) {
+    return;
+  }
+  last_save_ = now;
+  std::unique_ptr<ControlCommand> cmd =
+      Run(ControlCommand::Kind::kSaveTable, wire::NodeId{}, /*timeout_ms=*/1000);
+  if (!cmd->ok) return;  // busy: the next tick tries again
+  absl::Status s = dht::SaveTableFile(config_.table_path, cmd->table_bytes);
+  if (!s.ok()) warnings_.push_back(absl::StrCat("routing table not saved: ", s.message()));
 }
 
 const char* Node::transport_name() const {
   return shards_.empty() || !shards_[0] ? "none" : shards_[0]->transport_name();
 }
 
-std::unique_ptr<Snapshot> Node::Collect() {
-  auto snap = std::make_unique<Snapshot>();
+std::unique_ptr<ControlCommand> Node::Run(ControlCommand::Kind kind, const wire::NodeId& target,
+                                          int timeout_ms) {
+  auto cmd = std::make_unique<ControlCommand>();
+  cmd->kind = kind;
+  cmd->target = target;
   Shard* owner = shards_.empty() ? nullptr : shards_[0].get();
-  if (owner == nullptr || !owner->RequestSnapshot(snap.get())) return snap;
-  // Control path: the owner answers at its next tick (every 50 ms). Bounded wait.
-  for (int i = 0; i < 200 && !snap->done.load(std::memory_order_acquire); ++i) {
+  if (owner == nullptr || !owner->Post(cmd.get())) {
+    cmd->error = "the node is busy with another request";
+    return cmd;
+  }
+  // Control path: the owner claims the command within one loop iteration (at most a tick)
+  // and answers within kCommandDeadlineUs. Bounded wait.
+  for (int waited = 0; waited < timeout_ms && !cmd->done.load(std::memory_order_acquire);
+       waited += 5) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (!snap->done.load(std::memory_order_acquire) && !owner->CancelSnapshot(snap.get())) {
-    // The owner claimed it and is filling it right now; it must not be freed under it.
-    // This needs a shard stalled for a second mid-tick; leak one small object rather than
-    // risk a use-after-free.
-    snap.release();
-    return std::make_unique<Snapshot>();
+  if (cmd->done.load(std::memory_order_acquire)) return cmd;
+  if (owner->Withdraw(cmd.get())) {
+    cmd->error = "the owner shard did not answer in time";
+    return cmd;
   }
-  return snap;
+  // The owner has claimed it and will answer by its deadline; it must not be freed before.
+  for (int i = 0; i < 8000 && !cmd->done.load(std::memory_order_acquire); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (!cmd->done.load(std::memory_order_acquire)) {
+    cmd.release();  // a shard stalled past its deadline: leak rather than use-after-free
+    auto failed = std::make_unique<ControlCommand>();
+    failed->error = "the owner shard is stalled";
+    return failed;
+  }
+  return cmd;
+}
+
+namespace {
+
+void WriteContacts(admin::JsonWriter& w, const char* key, const std::vector<dht::Contact>& cs) {
+  w.Key(key).BeginArray();
+  for (const dht::Contact& c : cs) {
+    w.BeginObject();
+    w.Key("id").String(wire::Hex(c.id));
+    w.Key("address").String(c.addr.ToString());
+    w.EndObject();
+  }
+  w.EndArray();
+}
+
+void AppendContacts(std::string* out, const char* title, const std::vector<dht::Contact>& cs) {
+  absl::StrAppend(out, title, " (", cs.size(), "):\n");
+  for (const dht::Contact& c : cs) {
+    absl::StrAppend(out, "  ", wire::Hex(c.id), "  ", c.addr.ToString(), "\n");
+  }
+}
+
+}  // namespace
+
+std::string Node::HandleControl(std::string_view request) {
+  // "VERB FORMAT HEX"
+  const size_t a = request.find(' ');
+  const size_t b = a == std::string_view::npos ? a : request.find(' ', a + 1);
+  if (b == std::string_view::npos) return "error: malformed request\n";
+  const std::string verb(request.substr(0, a));
+  const std::string format(request.substr(a + 1, b - a - 1));
+  wire::NodeId target;
+  if (!wire::ParseHex32(request.substr(b + 1), &target) ||
+      (format != "json" && format != "text")) {
+    return "error: malformed request\n";
+  }
+  ControlCommand::Kind kind;
+  if (verb == "lookup") {
+    kind = ControlCommand::Kind::kLookup;
+  } else if (verb == "providers") {
+    kind = ControlCommand::Kind::kProviders;
+  } else if (verb == "announce") {
+    kind = ControlCommand::Kind::kAnnounce;
+  } else {
+    return "error: unknown request '" + verb + "'\n";
+  }
+  const int timeout_ms = static_cast<int>(kCommandDeadlineUs / 1000) + 2000;
+  std::unique_ptr<ControlCommand> cmd = Run(kind, target, timeout_ms);
+  if (!cmd->ok) return "error: " + cmd->error + "\n";
+  const char* key_name = kind == ControlCommand::Kind::kLookup ? "target" : "key";
+  if (format == "json") {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key(key_name).String(wire::Hex(target));
+    if (kind == ControlCommand::Kind::kAnnounce) {
+      w.Key("acks").Uint(cmd->acks);
+    } else {
+      w.Key("rounds").Uint(cmd->rounds);
+      w.Key("requests").Uint(cmd->requests);
+      if (kind == ControlCommand::Kind::kProviders) WriteContacts(w, "providers", cmd->providers);
+      WriteContacts(w, "closest", cmd->closest);
+    }
+    w.EndObject();
+    return w.str() + "\n";
+  }
+  std::string out = absl::StrCat(key_name, " ", wire::Hex(target), "\n");
+  if (kind == ControlCommand::Kind::kAnnounce) {
+    absl::StrAppend(&out, "announced to ", cmd->acks, " node(s); republished until the node stops\n");
+    return out;
+  }
+  absl::StrAppend(&out, cmd->rounds, " round(s), ", cmd->requests, " request(s)\n");
+  if (kind == ControlCommand::Kind::kProviders) AppendContacts(&out, "providers", cmd->providers);
+  AppendContacts(&out, "closest nodes", cmd->closest);
+  return out;
+}
+
+std::unique_ptr<ControlCommand> Node::Collect() {
+  return Run(ControlCommand::Kind::kSnapshot, wire::NodeId{}, /*timeout_ms=*/1000);
 }
 
 std::string Node::StatusJson() {
-  std::unique_ptr<Snapshot> snap = Collect();
-  const Snapshot& c = *snap;
+  std::unique_ptr<ControlCommand> snap = Collect();
+  const ControlCommand& c = *snap;
   const int64_t now = c.done ? c.now_us : MonotonicUs();
   admin::JsonWriter w;
   w.BeginObject();
@@ -181,6 +314,38 @@ std::string Node::StatusJson() {
   }
   w.EndArray();
   w.Key("live_peers").Uint(live);
+  w.Key("routing_table_size").Uint(c.table_size);
+  w.Key("size_estimate").BeginObject();
+  for (const auto& [name, e] : {std::pair{"density", &c.size_density},
+                                std::pair{"walks", &c.size_walks}}) {
+    w.Key(name);
+    if (!e->has_value()) {
+      w.Null();
+      continue;
+    }
+    w.BeginObject();
+    w.Key("nodes").Uint(static_cast<uint64_t>((*e)->estimate + 0.5));
+    w.Key("low").Uint(static_cast<uint64_t>((*e)->low + 0.5));
+    w.Key("high").Uint(static_cast<uint64_t>((*e)->high + 0.5));
+    w.Key("messages").Uint((*e)->messages);
+    w.EndObject();
+  }
+  w.EndObject();
+  const dht::OverlayCounters& oc = c.overlay;
+  w.Key("overlay").BeginObject();
+  w.Key("requests_sent").Uint(oc.requests_sent);
+  w.Key("requests_answered").Uint(oc.requests_answered);
+  w.Key("requests_timed_out").Uint(oc.requests_timed_out);
+  w.Key("replies_trimmed").Uint(oc.replies_trimmed);
+  w.Key("announces_stored").Uint(oc.announces_stored);
+  w.Key("announces_refused").Uint(oc.announces_refused);
+  w.Key("tokens_rejected").Uint(oc.tokens_rejected);
+  w.Key("routes_forwarded").Uint(oc.routes_forwarded);
+  w.Key("routes_answered").Uint(oc.routes_answered);
+  w.Key("gossip_delivered").Uint(oc.gossip_delivered);
+  w.Key("challenges_sent").Uint(oc.challenges_sent);
+  w.Key("new_peers_deferred").Uint(oc.new_peers_deferred);
+  w.EndObject();
   w.Key("shard_counters").BeginArray();
   for (uint32_t i = 0; i < shards_.size(); ++i) {
     const ShardCounters& sc = shards_[i]->counters();
@@ -212,7 +377,7 @@ std::string Node::StatusJson() {
 }
 
 admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
-  std::unique_ptr<Snapshot> snap = Collect();
+  std::unique_ptr<ControlCommand> snap = Collect();
   admin::NodeMetrics m;
   m.node_id = wire::Hex(id_);
   m.transport = transport_name();
@@ -247,8 +412,8 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
 }
 
 std::string Node::StatusText() {
-  std::unique_ptr<Snapshot> snap = Collect();
-  const Snapshot& c = *snap;
+  std::unique_ptr<ControlCommand> snap = Collect();
+  const ControlCommand& c = *snap;
   const int64_t now = c.done ? c.now_us : MonotonicUs();
   std::string out;
   absl::StrAppend(&out, "node id     ", wire::Hex(id_), "\n");
@@ -259,6 +424,14 @@ std::string Node::StatusText() {
   }
   size_t live = 0;
   for (const dht::PeerStatus& p : c.peers) live += p.live;
+  absl::StrAppend(&out, "routing     ", c.table_size, " node(s) in the table\n");
+  for (const auto& [name, e] : {std::pair{"size (density)", &c.size_density},
+                                std::pair{"size (walks)", &c.size_walks}}) {
+    if (e->has_value()) {
+      absl::StrAppendFormat(&out, "%-15s ~%.0f nodes (95%%: %.0f..%.0f)\n", name,
+                            (*e)->estimate, (*e)->low, (*e)->high);
+    }
+  }
   absl::StrAppend(&out, "\npeers       ", c.peers.size(), " known, ", live, " live\n");
   for (const dht::PeerStatus& p : c.peers) {
     absl::StrAppendFormat(&out, "  %s  %-24s %-10s %s%s\n", wire::Hex(p.id).substr(0, 16),

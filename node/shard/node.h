@@ -10,6 +10,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <string_view>
+#include <utility>
 #include <memory>
 #include <string>
 #include <thread>
@@ -36,7 +39,13 @@ struct NodeConfig {
   // Mailbox slots per ordered pair of shards: 1024 x ~1.2 KiB = 1.3 MiB per pair.
   uint32_t mailbox_capacity = 1024;
   uint32_t peers_max = 1024;
+  // Where the routing table is saved (on stop and every kTableSaveIntervalMs) and
+  // restored from at start, so a restarted node rejoins without its bootstrap peers.
+  // Empty: not persisted.
+  std::string table_path;
 };
+
+inline constexpr int64_t kTableSaveIntervalMs = 60'000;
 
 // AvailableCpus: the CPUs this process may run on (its affinity mask), in order.
 std::vector<int> AvailableCpus();
@@ -52,8 +61,20 @@ class Node {
   // Start: spawns and pins the shard threads. An error (e.g. io_uring required but
   // unavailable) stops every thread already started before returning.
   absl::Status Start();
-  // Stop: raises the stop flag, wakes no one (each shard ticks within kTickUs), joins.
+  // Stop: raises the stop flag, wakes no one (each shard ticks within kTickUs), joins,
+  // then saves the routing table.
   void Stop();
+
+  // HandleControl: answers a control-socket request other than status:
+  //   "lookup json|text HEX", "providers json|text HEX", "announce json|text HEX".
+  // Control path; blocks for the length of a lookup (bounded by kCommandDeadlineUs).
+  std::string HandleControl(std::string_view request);
+  // PeriodicSave: saves the routing table when kTableSaveIntervalMs has passed since the
+  // last save. Call from the control thread's periodic tick.
+  void PeriodicSave();
+  // TakeWarnings: what an operator should see since the last call (e.g. a corrupt table
+  // file set aside at Create, a table that could not be saved at Stop).
+  std::vector<std::string> TakeWarnings() { return std::exchange(warnings_, {}); }
 
   // StatusJson: node id, addresses, transport, peers and per-shard counters as one JSON
   // object; StatusText: the same for people. Control path; waits up to ~1 s for the owner.
@@ -67,6 +88,11 @@ class Node {
   // lookups, rooms, size estimate) are filled in here.
   admin::NodeMetrics Metrics(std::vector<dht::PeerStatus>* peers = nullptr);
 
+  // Run: posts a command to the owner shard and waits up to `timeout_ms` for its answer
+  // (control path). On failure the command's `error` says why.
+  std::unique_ptr<ControlCommand> Run(ControlCommand::Kind kind, const wire::NodeId& target,
+                                      int timeout_ms);
+
   const wire::NodeId& id() const { return id_; }
   const std::vector<base::Endpoint>& addresses() const { return addresses_; }
   // Why io_uring was not used (empty when it was, or when recvmmsg was asked for).
@@ -77,7 +103,7 @@ class Node {
  private:
   Node(const NodeConfig& config, const wire::KeyPair& identity);
   // Collect: the owner shard's snapshot of its peers (empty if it did not answer in time).
-  std::unique_ptr<Snapshot> Collect();
+  std::unique_ptr<ControlCommand> Collect();
 
   NodeConfig config_;
   const wire::KeyPair identity_;
@@ -89,6 +115,11 @@ class Node {
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
   std::string fallback_reason_;
+  void LoadTable();
+  bool stopped_ = false;
+  std::vector<std::string> warnings_;
+  std::vector<dht::SavedContact> restore_;
+  std::chrono::steady_clock::time_point last_save_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace ringpeer::shard

@@ -53,6 +53,47 @@ class Shard::TransportOutbox : public dht::Outbox {
   ShardCounters* c_;
 };
 
+// Events: the overlay's results, matched against the command in progress. Called from
+// inside Overlay calls, so it only records; it never calls back into the overlay.
+class Shard::Events : public dht::OverlayEvents {
+ public:
+  explicit Events(Shard* shard) : shard_(shard) {}
+  void OnLookupDone(const dht::LookupResult& r) override {
+    ControlCommand* cmd = shard_->command_;
+    if (cmd == nullptr || r.handle != shard_->command_handle_) return;
+    cmd->closest.assign(r.closest.begin(), r.closest.end());
+    cmd->providers.assign(r.providers.begin(), r.providers.end());
+    cmd->rounds = r.rounds;
+    cmd->requests = r.requests;
+    cmd->ok = true;
+    finished_ = true;
+  }
+  void OnAnnounced(const dht::NodeId& key, uint32_t acks) override {
+    ControlCommand* cmd = shard_->command_;
+    if (cmd == nullptr || cmd->kind != ControlCommand::Kind::kAnnounce || key != cmd->target) {
+      return;
+    }
+    cmd->acks = acks;
+    cmd->ok = acks > 0;
+    if (acks == 0) cmd->error = "no node acknowledged the announcement";
+    finished_ = true;
+  }
+  void OnSizeEstimate(const dht::SizeEstimate& e) override {
+    if (!e.ok) return;
+    (e.method == dht::SizeMethod::kDensity ? shard_->size_density_ : shard_->size_walks_) = e;
+  }
+  // TakeFinished: whether the command in progress got its answer since the last call.
+  bool TakeFinished() noexcept {
+    const bool f = finished_;
+    finished_ = false;
+    return f;
+  }
+
+ private:
+  Shard* shard_;
+  bool finished_ = false;
+};
+
 Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
              std::unique_ptr<ring::Transport> transport, Mailboxes* mailboxes,
              const std::atomic<bool>* stop)
@@ -71,22 +112,27 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   RP_ASSERT(config_.owner < config_.shards);
   RP_ASSERT(mailboxes_->shards() == config_.shards);
   if (config_.index == config_.owner) {
+    const int64_t now = MonotonicUs();
+    events_ = std::make_unique<Events>(this);
     dht::OverlayConfig oc = config_.overlay;
     oc.shard_index = static_cast<uint8_t>(config_.index);
-    overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, MonotonicUs());
+    oc.events = events_.get();
+    overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);
+    if (!config_.restore.empty()) overlay_->Restore(now, config_.restore);
+    next_size_estimate_us_ = now + kSizeEstimateFirstUs;
   }
 }
 
 Shard::~Shard() = default;
 
-bool Shard::CancelSnapshot(Snapshot* snap) noexcept {
-  Snapshot* expected = snap;
-  return snapshot_request_.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
+bool Shard::Withdraw(ControlCommand* cmd) noexcept {
+  ControlCommand* expected = cmd;
+  return command_request_.compare_exchange_strong(expected, nullptr, std::memory_order_acq_rel);
 }
 
-bool Shard::RequestSnapshot(Snapshot* snap) noexcept {
-  Snapshot* expected = nullptr;
-  return snapshot_request_.compare_exchange_strong(expected, snap, std::memory_order_acq_rel);
+bool Shard::Post(ControlCommand* cmd) noexcept {
+  ControlCommand* expected = nullptr;
+  return command_request_.compare_exchange_strong(expected, cmd, std::memory_order_acq_rel);
 }
 
 void Shard::Run() noexcept {
@@ -102,6 +148,7 @@ void Shard::Run() noexcept {
     for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
     transport_->ReleaseReceived();
     DrainMailboxes(now);
+    if (overlay_) PollCommand(now);
     if (now >= next_tick) {
       OnTick(now);
       next_tick = now + kTickUs;
@@ -131,21 +178,9 @@ void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept
 
 void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
                            bool from_mailbox, int64_t now_us) noexcept {
-  switch (msg.type()) {
-    case wire::MessageType::kPing:
-      return HandlePing(from, msg, now_us);
-    case wire::MessageType::kPong: {
-      // A reply goes to the shard that sent the request: the low byte of the txid.
-      const uint32_t to = static_cast<uint32_t>(msg.pong()->txid() & 0xFF);
-      if (to >= config_.shards) return Drop(wire::Verdict::kUnexpectedReply);
-      if (to != config_.index) {
-        return Forward(to, MailItem::Kind::kDatagram, from, msg.bytes());
-      }
-      break;
-    }
-    default:
-      break;
-  }
+  if (msg.type() == wire::MessageType::kPing) return HandlePing(from, msg, now_us);
+  // Everything else is overlay state, which lives on the owner shard. Replies belong
+  // there too: only the owner sends requests, so every txid it makes names it.
   if (!overlay_) {
     RP_ASSERT(!from_mailbox);  // mail for the overlay only ever goes to the owner
     return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
@@ -236,22 +271,82 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 }
 
 void Shard::OnTick(int64_t now_us) noexcept {
-  if (overlay_) overlay_->Tick(now_us, *outbox_);
-  // Claim the request first, so that a control thread that gave up cannot free it while
-  // we fill it (see CancelSnapshot).
-  Snapshot* snap = snapshot_request_.load(std::memory_order_relaxed) == nullptr
-                       ? nullptr
-                       : snapshot_request_.exchange(nullptr, std::memory_order_acq_rel);
-  if (snap != nullptr) {
-    // Control path: allocating here is fine (once per `ringpeer status`).
-    if (overlay_) {
-      snap->peers = overlay_->Snapshot(now_us);
-      snap->observed = overlay_->observed_address();
-    }
-    snap->now_us = now_us;
-    snap->done.store(true, std::memory_order_release);
+  if (overlay_) {
+    overlay_->Tick(now_us, *outbox_);
+    MaybeEstimateSize(now_us);
   }
   PublishTransportStats();
+}
+
+void Shard::MaybeEstimateSize(int64_t now_us) noexcept {
+  if (now_us < next_size_estimate_us_ || overlay_->VerifiedPeers() == 0) return;
+  next_size_estimate_us_ = now_us + kSizeEstimateIntervalUs;
+  overlay_->EstimateSize(now_us, *outbox_);
+  // The walk estimate allocates its sample buffer: once per interval, off the packet path.
+  overlay_->EstimateSizeByWalks(now_us, *outbox_);
+}
+
+void Shard::PollCommand(int64_t now_us) noexcept {
+  if (command_ != nullptr) {
+    if (events_->TakeFinished()) return FinishCommand();
+    if (now_us >= command_deadline_us_) {
+      command_->error = "timed out";
+      return FinishCommand();
+    }
+    return;
+  }
+  // A relaxed look first: the exchange (a locked instruction) only when there is work.
+  if (command_request_.load(std::memory_order_relaxed) == nullptr) return;
+  ControlCommand* cmd = command_request_.exchange(nullptr, std::memory_order_acq_rel);
+  if (cmd != nullptr) StartCommand(cmd, now_us);
+}
+
+void Shard::StartCommand(ControlCommand* cmd, int64_t now_us) noexcept {
+  RP_ASSERT(command_ == nullptr);
+  RP_ASSERT(overlay_ != nullptr);
+  command_ = cmd;
+  command_deadline_us_ = now_us + kCommandDeadlineUs;
+  cmd->now_us = now_us;
+  switch (cmd->kind) {
+    case ControlCommand::Kind::kSnapshot:
+      // Control path: allocating here is fine (once per `ringpeer status`).
+      cmd->peers = overlay_->Snapshot(now_us);
+      cmd->observed = overlay_->observed_address();
+      cmd->overlay = overlay_->counters();
+      cmd->table_size = overlay_->table().size();
+      cmd->size_density = size_density_;
+      cmd->size_walks = size_walks_;
+      cmd->ok = true;
+      return FinishCommand();
+    case ControlCommand::Kind::kSaveTable:
+      cmd->table_bytes = dht::SerializeTable(overlay_->SavedTable());
+      cmd->ok = true;
+      return FinishCommand();
+    case ControlCommand::Kind::kLookup:
+    case ControlCommand::Kind::kProviders:
+      command_handle_ = cmd->kind == ControlCommand::Kind::kLookup
+                            ? overlay_->FindNode(now_us, cmd->target, *outbox_)
+                            : overlay_->GetProviders(now_us, cmd->target, *outbox_);
+      if (command_handle_ == 0) {
+        cmd->error = "no verified peers to ask yet, or too many lookups in flight";
+        return FinishCommand();
+      }
+      return;
+    case ControlCommand::Kind::kAnnounce:
+      if (!overlay_->Announce(now_us, cmd->target, *outbox_)) {
+        cmd->error = "no verified peers to announce to yet, or too many announcements";
+        return FinishCommand();
+      }
+      return;
+  }
+}
+
+void Shard::FinishCommand() noexcept {
+  ControlCommand* cmd = command_;
+  command_ = nullptr;
+  command_handle_ = 0;
+  events_->TakeFinished();
+  cmd->done.store(true, std::memory_order_release);
 }
 
 void Shard::PublishTransportStats() noexcept {

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "base/endpoint.h"
@@ -77,6 +79,7 @@ struct ShardConfig {
   uint32_t rate_limit_burst = 10000;
   uint32_t rate_limit_entries = 16384;
   dht::OverlayConfig overlay;  // used on the owner shard only
+  std::vector<dht::SavedContact> restore;  // the saved routing table (owner shard only)
 };
 
 // Counters published for status and metrics. Written only by the owning shard.
@@ -96,13 +99,37 @@ struct ShardCounters {
   }
 };
 
-// Snapshot: what the control thread asks the owner shard for.
-struct Snapshot {
-  std::vector<dht::PeerStatus> peers;
-  base::Endpoint observed;
+// ControlCommand: a request from the control thread to the owner shard (the one with the
+// overlay), and its answer. The control thread posts it with Shard::Post(); the owner
+// claims it at its next loop iteration, works on it (a lookup takes a few round trips),
+// fills the answer and sets `done` (release). Control path: allocating is fine here.
+struct ControlCommand {
+  enum class Kind : uint8_t { kSnapshot, kLookup, kProviders, kAnnounce, kSaveTable };
+  Kind kind = Kind::kSnapshot;
+  wire::NodeId target{};  // lookup target or provider key
+
+  // Answer.
+  bool ok = false;
+  std::string error;
   int64_t now_us = 0;
+  std::vector<dht::PeerStatus> peers;  // kSnapshot
+  base::Endpoint observed;
+  dht::OverlayCounters overlay;
+  size_t table_size = 0;
+  std::optional<dht::SizeEstimate> size_density, size_walks;
+  std::vector<dht::Contact> closest;    // kLookup, kProviders
+  std::vector<dht::Contact> providers;  // kProviders
+  uint32_t rounds = 0, requests = 0, acks = 0;
+  std::vector<uint8_t> table_bytes;  // kSaveTable: the routing table file's contents
   std::atomic<bool> done{false};
 };
+
+// How long the owner works on one command before answering "timed out" (lookups end by
+// themselves well before: every request has a timeout and a bounded number of tries).
+inline constexpr int64_t kCommandDeadlineUs = 30'000'000;
+// Size estimates: the first this long after start, then at this period.
+inline constexpr int64_t kSizeEstimateFirstUs = 20'000'000;
+inline constexpr int64_t kSizeEstimateIntervalUs = 300'000'000;
 
 class Shard {
  public:
@@ -118,14 +145,19 @@ class Shard {
   // Run: the loop, until *stop. Returns after flushing queued sends.
   void Run() noexcept;
 
-  // RequestSnapshot: asks this (owner) shard to fill `snap` at its next tick; it sets
-  // snap->done (release) when finished. One request at a time. Any thread.
-  bool RequestSnapshot(Snapshot* snap) noexcept;
-  // CancelSnapshot: withdraws a request the shard has not claimed yet. False: the shard
-  // already claimed it and will set done shortly, so `snap` must stay alive until then.
-  bool CancelSnapshot(Snapshot* snap) noexcept;
+  // Post: hands `cmd` to this (owner) shard; it sets cmd->done (release) when answered,
+  // within kCommandDeadlineUs. One command at a time; false if one is pending. Any thread.
+  bool Post(ControlCommand* cmd) noexcept;
+  // Withdraw: takes back a command the shard has not claimed yet. False: the shard has it
+  // and will set done by its deadline, so `cmd` must stay alive until then.
+  bool Withdraw(ControlCommand* cmd) noexcept;
 
   const ShardCounters& counters() const noexcept { return counters_; }
+  // SavedTableBytes: the owner's routing table as a file's bytes (empty on other shards).
+  // REQUIRES: Run() has returned (the shard thread no longer touches the overlay).
+  std::vector<uint8_t> SavedTableBytes() const {
+    return overlay_ ? dht::SerializeTable(overlay_->SavedTable()) : std::vector<uint8_t>{};
+  }
   ring::Transport& transport() noexcept { return *transport_; }
   const char* transport_name() const noexcept { return transport_->name(); }
 
@@ -142,6 +174,12 @@ class Shard {
   void DrainMailboxes(int64_t now_us) noexcept;
   void PublishMailboxes() noexcept;
   void OnTick(int64_t now_us) noexcept;
+  // Commands from the control thread (owner shard only).
+  class Events;
+  void PollCommand(int64_t now_us) noexcept;
+  void StartCommand(ControlCommand* cmd, int64_t now_us) noexcept;
+  void FinishCommand() noexcept;
+  void MaybeEstimateSize(int64_t now_us) noexcept;
   bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
   void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
   void PublishTransportStats() noexcept;
@@ -162,7 +200,13 @@ class Shard {
     int64_t last_us = 0;
   };
   std::unique_ptr<SeenEntry[]> ping_seen_;
-  std::atomic<Snapshot*> snapshot_request_{nullptr};
+  std::atomic<ControlCommand*> command_request_{nullptr};
+  ControlCommand* command_ = nullptr;  // claimed, in progress
+  uint32_t command_handle_ = 0;        // the lookup serving it
+  int64_t command_deadline_us_ = 0;
+  std::unique_ptr<Events> events_;
+  std::optional<dht::SizeEstimate> size_density_, size_walks_;
+  int64_t next_size_estimate_us_ = 0;
   ShardCounters counters_;
   ring::TransportStats last_stats_{};
 };

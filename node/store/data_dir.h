@@ -17,6 +17,7 @@ namespace ringpeer::store {
 inline constexpr char kNodeKeyFile[] = "node.key";
 inline constexpr char kControlSocketFile[] = "control.sock";
 inline constexpr char kLockFile[] = "lock";
+inline constexpr char kRoutingTableFile[] = "routing.table";
 
 class DataDir {
  public:
