@@ -123,6 +123,16 @@ TEST(ParseOptions, DefaultsAndValues) {
   EXPECT_EQ(p.echo_cpu, 0);
   EXPECT_FALSE(p.baseline);
   EXPECT_TRUE(p.json);
+  EXPECT_TRUE(p.connected);
+  EXPECT_TRUE(p.gso);
+
+  Options q;
+  ASSERT_EQ(Parse({"ping", "--baseline-only", "--unconnected", "--no-gso"}, &q, &error),
+            ParseOutcome::kRun)
+      << error;
+  EXPECT_FALSE(q.connected);
+  EXPECT_FALSE(q.gso);
+  EXPECT_FALSE(q.target.has_value());
 }
 
 TEST(ParseOptions, Errors) {

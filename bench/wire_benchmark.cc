@@ -7,6 +7,7 @@
 // Benchmark table, the program prints one line `wire_ns: name=ns ...` (CPU ns per op) for
 // scripts and the README.
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdint>
@@ -96,7 +97,6 @@ void DecodeLoop(benchmark::State& state, const Datagram& d) {
     benchmark::DoNotOptimize(m);
   }
   RP_ASSERT(Decode(d.bytes.data(), d.size, &m) == Verdict::kOk);
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * d.size));
 }
 
 void BM_DecodePing(benchmark::State& state) { DecodeLoop(state, MakePing()); }
@@ -154,6 +154,10 @@ BENCHMARK(BM_Ed25519Verify);
 // each benchmark, for the one-line summary.
 class CollectingReporter : public benchmark::ConsoleReporter {
  public:
+  // Colour only on a terminal: the library decides that for its own reporter, not ours.
+  explicit CollectingReporter(bool color)
+      : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
@@ -201,7 +205,7 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  ringpeer::wire::CollectingReporter reporter;
+  ringpeer::wire::CollectingReporter reporter(isatty(STDOUT_FILENO) != 0);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   std::printf("%s\n", reporter.SummaryLine().c_str());
