@@ -3,7 +3,11 @@
 // loopback only (refuses other targets).
 //
 // usage: ringpeer-flood --target 127.0.0.1:PORT [--count N] [--sources S] [--seed X]
-// Ends with one line: sent= malformed= pings= pongs= challenges= forged_pongs=
+//                      [--mode malformed|dht]
+// malformed (default) ends with: sent= malformed= pings= pongs= challenges= forged_pongs=
+// dht: one address floods find_node requests and announces with forged tokens as fast as
+// it can, while a second address asks one find_node per 100 flood datagrams; ends with:
+// flood_sent= forged_announces= honest_sent= honest_answered=
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -12,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -65,6 +70,61 @@ size_t Malformed(Kind kind, base::Rng& rng, wire::Encoder& enc, const wire::Node
   return n;
 }
 
+// DhtFlood: the --mode dht run. Returns the summary line.
+std::string DhtFlood(int flood_fd, int honest_fd, const sockaddr_storage& to, socklen_t to_len,
+                     uint64_t count, base::Rng& rng) {
+  wire::Encoder enc;
+  const wire::NodeId id = wire::NodeIdOf(wire::KeyPair::FromSeed({43}).public_key);
+  alignas(8) uint8_t buf[1400];
+  alignas(8) uint8_t in[2048];
+  uint64_t flood_sent = 0, forged = 0, honest_sent = 0, honest_answered = 0;
+  auto drain_honest = [&] {
+    for (int k = 0; k < 64; ++k) {
+      ssize_t r = recv(honest_fd, in, sizeof(in), 0);
+      if (r <= 0) return;
+      wire::Message m;
+      if (wire::Decode(in, static_cast<size_t>(r), &m) == wire::Verdict::kOk &&
+          m.type() == wire::MessageType::kNodes) {
+        ++honest_answered;
+      }
+    }
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (uint64_t i = 0; i < count && std::chrono::steady_clock::now() < deadline; ++i) {
+    wire::NodeId target;
+    rng.Fill(target);
+    size_t n;
+    if (i % 10 == 9) {
+      wire::Token token;
+      rng.Fill(token);
+      n = enc.Announce({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, token);
+      ++forged;
+    } else {
+      n = enc.FindNode({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, 20, 0);
+    }
+    if (sendto(flood_fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
+      ++flood_sent;
+    }
+    if (i % 100 == 0) {
+      n = enc.FindNode({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, 20, 0);
+      if (sendto(honest_fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
+        ++honest_sent;
+      }
+      drain_honest();
+    }
+  }
+  for (int round = 0; round < 20; ++round) {
+    pollfd p{honest_fd, POLLIN, 0};
+    poll(&p, 1, 50);
+    drain_honest();
+  }
+  char line[160];
+  std::snprintf(line, sizeof(line),
+                "flood_sent=%lu forged_announces=%lu honest_sent=%lu honest_answered=%lu",
+                flood_sent, forged, honest_sent, honest_answered);
+  return line;
+}
+
 int Usage(const char* msg) {
   std::fprintf(stderr, "ringpeer-flood: %s\nusage: ringpeer-flood --target 127.0.0.1:PORT "
                "[--count N] [--sources S] [--seed X]\n", msg);
@@ -76,12 +136,14 @@ int Usage(const char* msg) {
 int main(int argc, char** argv) {
   std::optional<base::Endpoint> target;
   uint64_t count = 100000, sources = 64, seed = 1;
+  std::string mode = "malformed";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
     if (f == "--target") target = base::Endpoint::Parse(v);
     else if (f == "--count") count = std::strtoull(v.c_str(), nullptr, 10);
     else if (f == "--sources") sources = std::strtoull(v.c_str(), nullptr, 10);
     else if (f == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
+    else if (f == "--mode") mode = v;
     else return Usage(("unknown flag " + f).c_str());
   }
   if (!target || !target->is_v4() || target->ip[0] != 127) return Usage("--target must be 127.x.x.x:PORT");
@@ -102,6 +164,13 @@ int main(int argc, char** argv) {
   }
   sockaddr_storage to;
   const socklen_t to_len = target->ToSockaddr(&to, false);
+  if (mode == "dht") {
+    if (fds.size() < 2) return Usage("--mode dht needs --sources >= 2");
+    std::printf("%s\n", DhtFlood(fds[0], fds[1], to, to_len, count, rng).c_str());
+    for (int f : fds) close(f);
+    return 0;
+  }
+  if (mode != "malformed") return Usage("--mode must be malformed or dht");
   wire::Encoder enc;
   wire::KeyPair liar = wire::KeyPair::FromSeed({42});
   const wire::NodeId liar_id = wire::NodeIdOf(liar.public_key);
