@@ -122,13 +122,28 @@ void Lookup::OnReply(int c, std::span<const Contact> nodes) noexcept {
 bool Lookup::OnTimeout(int c) noexcept {
   Candidate& cand = cands_[static_cast<size_t>(c)];
   if (cand.state != State::kInFlight) return false;
-  if (cand.attempts < params_.attempts_max) {
+  const uint8_t tries_max = RankOnPath(c) < params_.nearest_count
+                                ? std::max(params_.attempts_max, params_.attempts_nearest_max)
+                                : params_.attempts_max;
+  if (cand.attempts < tries_max) {
     ++cand.attempts;
     ++requests_sent_;
     return true;
   }
   Abandon(c);
   return false;
+}
+
+uint32_t Lookup::RankOnPath(int c) const noexcept {
+  const Candidate& cand = cands_[static_cast<size_t>(c)];
+  uint32_t rank = 0;
+  for (uint8_t idx : order_) {
+    if (idx == c) return rank;
+    const Candidate& o = cands_[idx];
+    if (o.path == cand.path && o.state != State::kFailed) ++rank;
+  }
+  RP_DASSERT(false);  // every candidate in use is in order_
+  return rank;
 }
 
 void Lookup::Abandon(int c) noexcept {

@@ -208,11 +208,18 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
   const wire::NodeId responder = wire::FromWireId(*pong->responder());
   p.pending_txid = 0;
   if (p.has_challenge) {
-    if (pong->public_key() == nullptr) return wire::Verdict::kBadField;
+    if (pong->public_key() == nullptr) {
+      OnFailedProof(slot, now_us);
+      return wire::Verdict::kBadField;
+    }
     const wire::PublicKey key = wire::FromWireId(*pong->public_key());
-    if (wire::NodeIdOf(key) != responder) return wire::Verdict::kBadSignature;
+    if (wire::NodeIdOf(key) != responder) {
+      OnFailedProof(slot, now_us);
+      return wire::Verdict::kBadSignature;
+    }
     // The expensive step, last.
     if (!proof_->Verify(key, p.challenge, wire::FromWireSig(*pong->signature()))) {
+      OnFailedProof(slot, now_us);
       return wire::Verdict::kBadSignature;
     }
     if (responder == id_) {  // we bootstrapped from ourselves
@@ -293,6 +300,28 @@ void Overlay::SendPeers(uint32_t slot, int64_t now_us, Outbox& out) noexcept {
   RP_ASSERT(bytes > 0);
   out.Commit(bytes, to.addr);
   ++counters_.peers_messages_sent;
+}
+
+void Overlay::OnFailedProof(uint32_t slot, int64_t now_us) noexcept {
+  Peer& p = peers_[slot];
+  ++counters_.proofs_failed;
+  if (p.state == State::kVerified) {
+    // A verified peer's address now answers for another key: it is not that peer any
+    // more. Prove it again from scratch, with the back-off below.
+    p.state = State::kCandidate;
+  }
+  // An honest node never fails a proof, so this is a forger (or a corrupted datagram).
+  // Back off exponentially and forget it after kFailuresMax: without this, a forger
+  // answering every challenge would cost us a verification per tick, forever.
+  ++p.failures;
+  if (p.failures >= kFailuresMax) {
+    p.pending_sent_us = now_us;  // a pinned peer's back-off starts now
+    Forget(slot);
+    return;
+  }
+  p.next_ping_us = now_us + p.retry_us;
+  p.retry_us = std::min(p.retry_us * 2, kBootstrapRetryMaxUs);
+  Wake(p.next_ping_us);
 }
 
 void Overlay::OnTimeout(uint32_t slot, int64_t now_us) noexcept {

@@ -180,6 +180,7 @@ struct OverlayCounters {
   uint64_t peers_forgotten = 0;
   uint64_t peers_messages_sent = 0;
   uint64_t new_peers_deferred = 0;  // challenge budget empty: tried later
+  uint64_t proofs_failed = 0;       // challenge answers with a bad proof (backed off)
   // DHT
   uint64_t requests_sent = 0;        // find_node, get_providers, announce, walk, dump
   uint64_t requests_timed_out = 0;
@@ -318,6 +319,8 @@ class Overlay {
   // Challenge a candidate now if the new-peer budget allows, else later in Tick.
   void MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcept;
   void OnTimeout(uint32_t slot, int64_t now_us) noexcept;
+  // OnFailedProof: the peer in `slot` answered our challenge with a bad proof.
+  void OnFailedProof(uint32_t slot, int64_t now_us) noexcept;
   void OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us, Outbox& out) noexcept;
   bool IsLive(const Peer& p, int64_t now_us) const noexcept {
     return p.state == State::kVerified && now_us - p.last_heard_us < kLiveWindowUs;

@@ -34,13 +34,27 @@ class VecOutbox : public Outbox {
   alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf_{};
 };
 
+// BadProof: a forger's proof scheme: it answers every challenge with a signature over
+// nothing, under the right key (so the id check passes and the signature check fails).
+class BadProof final : public ProofScheme {
+ public:
+  wire::Signature Sign(const wire::KeyPair&, const wire::Hash256&) const noexcept override {
+    return wire::Signature{};
+  }
+  bool Verify(const wire::PublicKey&, const wire::Hash256&,
+              const wire::Signature&) const noexcept override {
+    return true;  // the forger believes everyone
+  }
+};
+
 struct TestNode {
-  TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now)
+  TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now,
+           const ProofScheme* responder_proof = nullptr)
       : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
         keys(wire::KeyPair::FromSeed(Seed(n))),
         rng(n),
         overlay(keys, Config(std::move(bootstrap)), &rng, now),
-        responder(keys, now),
+        responder(keys, now, responder_proof),
         out(addr, q) {}
   static OverlayConfig Config(std::vector<base::Endpoint> bootstrap) {
     OverlayConfig c;
@@ -65,8 +79,10 @@ struct TestNode {
 
 class Net {
  public:
-  TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {}) {
-    nodes_.push_back(std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_));
+  TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {},
+                const ProofScheme* responder_proof = nullptr) {
+    nodes_.push_back(
+        std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_, responder_proof));
     return nodes_.back().get();
   }
   TestNode* At(const base::Endpoint& e) {
@@ -205,6 +221,26 @@ TEST(Overlay, ForgedProofIsRejected) {
   net.Deliver(net.queue().front());
   net.queue().pop_front();
   EXPECT_EQ(b->verdicts[wire::Verdict::kUnexpectedReply], 1);
+}
+
+TEST(Overlay, ForgerIsBackedOffNotChallengedEveryTick) {
+  // A forger that pings us and answers each of our challenges with a bad signature must
+  // not cost us a verification per tick: a few failures back it off, then it is forgotten.
+  BadProof bad;
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* forger = net.Add(2, {a->addr}, &bad);
+  net.Run(60 * kSecondUs);
+  const int bad_proofs = a->verdicts[wire::Verdict::kBadSignature];
+  EXPECT_GE(bad_proofs, 1);  // it was challenged, and caught
+  // 60 s of 100 ms ticks would be ~600 verifications without the back-off. With it: up to
+  // kFailuresMax per ping that brings the forger back (it pings every kPingIntervalUs).
+  EXPECT_LE(bad_proofs, 20);
+  EXPECT_EQ(a->overlay.counters().proofs_failed, static_cast<uint64_t>(bad_proofs));
+  EXPECT_EQ(a->overlay.VerifiedPeers(), 0u);
+  for (const PeerStatus& s : a->overlay.Snapshot(net.now())) EXPECT_FALSE(s.verified);
+  // The forger itself verified a (a's proofs are honest).
+  EXPECT_TRUE(HasVerified(*forger, *a, net.now()));
 }
 
 TEST(Overlay, PeersFromUnverifiedSenderAreRefused) {

@@ -129,44 +129,46 @@ struct Measurement {
   std::unordered_map<uint64_t, Pending> lookups, routes;
   std::vector<double> rounds, lookup_msgs, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
   uint32_t lookups_ok = 0, lookups_done = 0, hellos_ok = 0, hellos_done = 0, ci_hits = 0;
+  uint32_t hellos_timed_out = 0, hellos_wrong_end = 0;  // the two ways a hello fails
 };
-static thread_local Measurement* g_measure = nullptr;  // the running Simulator's
 
 void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
   Node& n = *sim_->nodes_[index_];
-  if (g_measure->keep_logs) {
+  if (sim_->measure_->keep_logs) {
     n.log.lookups.push_back(r);
     n.log.lookup_closest.emplace_back(r.closest.begin(), r.closest.end());
     n.log.lookup_providers.emplace_back(r.providers.begin(), r.providers.end());
   }
   if (r.kind != dht::LookupKind::kFindNode) return;
-  auto it = g_measure->lookups.find(uint64_t{index_} << 32 | r.handle);
-  if (it == g_measure->lookups.end()) return;
+  auto it = sim_->measure_->lookups.find(uint64_t{index_} << 32 | r.handle);
+  if (it == sim_->measure_->lookups.end()) return;
   const Pending p = it->second;
-  g_measure->lookups.erase(it);
+  sim_->measure_->lookups.erase(it);
   const int truth = sim_->ClosestAlive(p.target, p.start_us - kSettledUs);
   bool ok = false;
   for (const dht::Contact& c : r.closest) {
     if (truth >= 0 && c.id == sim_->nodes_[truth]->id) ok = true;
   }
-  ++g_measure->lookups_done;
-  g_measure->lookups_ok += ok;
-  g_measure->rounds.push_back(r.rounds);
-  g_measure->lookup_msgs.push_back(r.requests + r.replies);
+  ++sim_->measure_->lookups_done;
+  sim_->measure_->lookups_ok += ok;
+  sim_->measure_->rounds.push_back(r.rounds);
+  sim_->measure_->lookup_msgs.push_back(r.requests + r.replies);
 }
 
 void Simulator::NodeEvents::OnRouteDone(const dht::RouteResult& r) {
   Node& n = *sim_->nodes_[index_];
-  if (g_measure->keep_logs) n.log.routes.push_back(r);
-  auto it = g_measure->routes.find(r.route_id);
-  if (it == g_measure->routes.end()) return;
+  if (sim_->measure_->keep_logs) n.log.routes.push_back(r);
+  auto it = sim_->measure_->routes.find(r.route_id);
+  if (it == sim_->measure_->routes.end()) return;
   const Pending p = it->second;
-  g_measure->routes.erase(it);
+  sim_->measure_->routes.erase(it);
   if (!sim_->alive(static_cast<size_t>(p.target_node))) return;  // churned away: not counted
   const bool ok = r.delivered && r.responder.id == p.target;
-  ++g_measure->hellos_done;
-  g_measure->hellos_ok += ok;
-  if (ok) g_measure->hello_hops.push_back(r.hops);
+  if (!r.replied) ++sim_->measure_->hellos_timed_out;
+  if (r.replied && !ok) ++sim_->measure_->hellos_wrong_end;
+  ++sim_->measure_->hellos_done;
+  sim_->measure_->hellos_ok += ok;
+  if (ok) sim_->measure_->hello_hops.push_back(r.hops);
 }
 
 void Simulator::NodeEvents::OnRouted(const dht::NodeId&, const base::Endpoint&, dht::RouteKind,
@@ -183,18 +185,18 @@ void Simulator::NodeEvents::OnAnnounced(const dht::NodeId&, uint32_t acks) {
 }
 
 void Simulator::NodeEvents::OnSizeEstimate(const dht::SizeEstimate& e) {
-  if (g_measure->keep_logs) sim_->nodes_[index_]->log.sizes.push_back(e);
+  if (sim_->measure_->keep_logs) sim_->nodes_[index_]->log.sizes.push_back(e);
   if (!e.ok) return;
   size_t live = 0;
   for (const auto& n : sim_->nodes_) live += n->alive;
   const double err = (e.estimate - live) / live;
   if (e.method == dht::SizeMethod::kDensity) {
-    g_measure->size_err.push_back(err);
-    g_measure->size_msgs.push_back(static_cast<double>(e.messages));
-    g_measure->ci_hits += (e.low <= live && live <= e.high);
+    sim_->measure_->size_err.push_back(err);
+    sim_->measure_->size_msgs.push_back(static_cast<double>(e.messages));
+    sim_->measure_->ci_hits += (e.low <= live && live <= e.high);
   } else {
-    g_measure->walk_err.push_back(err);
-    g_measure->walk_msgs.push_back(static_cast<double>(e.messages));
+    sim_->measure_->walk_err.push_back(err);
+    sim_->measure_->walk_msgs.push_back(static_cast<double>(e.messages));
   }
 }
 
@@ -205,13 +207,11 @@ Simulator::Simulator(const SimConfig& config)
   RP_ASSERT(config_.nodes > 0);
   RP_ASSERT(config_.nodes * (1 + config_.churn) + 16 < kMaxNodes);
   if (!config_.real_crypto) proof_ = std::make_unique<SimProof>();
-  g_measure = new Measurement();
+  measure_ = std::make_unique<Measurement>();
 }
 
 Simulator::~Simulator() {
   nodes_.clear();
-  delete g_measure;
-  g_measure = nullptr;
 }
 
 base::Endpoint Simulator::AddrOf(uint32_t index) const {
@@ -459,7 +459,7 @@ void Simulator::StartLookup() {
     const uint32_t h = n.overlay->FindNode(now_, target, *n.out, config_.disjoint_paths);
     Schedule(static_cast<uint32_t>(i));
     if (h == 0) continue;  // all its lookup slots busy: ask another node
-    g_measure->lookups[uint64_t(i) << 32 | h] = Pending{target, now_, -1};
+    measure_->lookups[uint64_t(i) << 32 | h] = Pending{target, now_, -1};
     return;
   }
 }
@@ -471,7 +471,7 @@ void Simulator::StartHello() {
   Node& n = *nodes_[a];
   const uint64_t id = n.overlay->Hello(now_, nodes_[b]->id, *n.out);
   Schedule(static_cast<uint32_t>(a));
-  if (id != 0) g_measure->routes[id] = Pending{nodes_[b]->id, now_, b};
+  if (id != 0) measure_->routes[id] = Pending{nodes_[b]->id, now_, b};
 }
 
 void Simulator::StartSize() {
@@ -497,7 +497,7 @@ void Simulator::ChurnOne() {
 }
 
 SimReport Simulator::Run() {
-  g_measure->keep_logs = false;
+  measure_->keep_logs = false;
   const int64_t join_window =
       config_.join_window_us > 0 ? config_.join_window_us
                                  : std::max<int64_t>(1, config_.nodes / 200) * 1'000'000;
@@ -546,7 +546,7 @@ SimReport Simulator::Run() {
 }
 
 void Simulator::Measure(SimReport* r) {
-  const Measurement& m = *g_measure;
+  const Measurement& m = *measure_;
   r->seed = config_.seed;
   size_t live = 0;
   double table = 0;
@@ -562,6 +562,8 @@ void Simulator::Measure(SimReport* r) {
   r->rounds = PercentilesOf(m.rounds);
   r->msgs_per_lookup = PercentilesOf(m.lookup_msgs);
   r->hellos_done = m.hellos_done;
+  r->hellos_timed_out = m.hellos_timed_out;
+  r->hellos_wrong_end = m.hellos_wrong_end;
   r->hello_delivery = m.hellos_done > 0 ? double(m.hellos_ok) / m.hellos_done : 0;
   r->hello_hops = PercentilesOf(m.hello_hops);
   MeanSd(m.size_err, &r->size_error_mean, &r->size_error_sd);
@@ -582,14 +584,15 @@ std::string SimReport::Text() const {
       b, sizeof(b),
       "seed %llu, %u live nodes (%llu replaced), mean table %.0f entries, %.0f s virtual\n"
       "lookups: %u done, success %.4f, rounds p50 %.0f p99 %.0f, messages p50 %.0f p99 %.0f\n"
-      "hello: %u done, delivered %.4f, hops p50 %.0f p99 %.0f max %.0f\n"
+      "hello: %u done, delivered %.4f (%u timed out, %u ended elsewhere), hops p50 %.0f p99 "
+      "%.0f max %.0f\n"
       "size (density): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth %.2f, "
       "messages p50 %.0f max %.0f\n"
       "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, messages p50 %.0f\n"
       "datagrams %llu, memory %.0f bytes per node\n",
       static_cast<unsigned long long>(seed), nodes, static_cast<unsigned long long>(nodes_replaced),
       table_size_mean, virtual_s, lookups_done, lookup_success, rounds.p50, rounds.p99,
-      msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hello_hops.p50,
+      msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hellos_timed_out, hellos_wrong_end, hello_hops.p50,
       hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
       size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
       walk_error_sd, walk_msgs.p50, static_cast<unsigned long long>(datagrams), bytes_per_node);

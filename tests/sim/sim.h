@@ -26,6 +26,8 @@
 
 namespace ringpeer::sim {
 
+struct Measurement;  // sim.cc: what the scripted run measures
+
 struct SimConfig {
   uint32_t nodes = 1000;
   uint64_t seed = 1;
@@ -63,6 +65,8 @@ struct SimReport {
   Percentiles rounds, msgs_per_lookup;
   uint32_t hellos_done = 0;
   double hello_delivery = 0;
+  uint32_t hellos_timed_out = 0;   // every attempt went unanswered
+  uint32_t hellos_wrong_end = 0;   // answered by a node other than the target
   Percentiles hello_hops;
   double size_error_mean = 0, size_error_sd = 0;  // density, relative to the live count
   Percentiles size_msgs;
@@ -161,6 +165,8 @@ class Simulator {
   std::vector<uint32_t> free_packets_;
   std::unique_ptr<dht::ProofScheme> proof_;
   std::vector<base::Endpoint> statics_;
+  // Per simulator, so that two simulators alive at once (the replay test) keep apart.
+  std::unique_ptr<Measurement> measure_;
   friend class NodeOutbox;
   friend class NodeEvents;
 };
