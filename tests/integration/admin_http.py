@@ -23,7 +23,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from harness import Cluster, check, wait_for
+from harness import Cluster, check, summary, wait_for
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -197,7 +197,7 @@ def main():
         rc, secs = second.stop()
         check(rc == 0, f"SIGTERM with the admin server running exits 0 ({secs:.2f} s)")
     print("admin_http: all checks passed")
-    print("1 passed, 0 failed")
+    summary()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import argparse
 import subprocess
 import sys
 
-from harness import Cluster, check
+from harness import Cluster, check, summary
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
         check(rejected > 0 and st["overlay"]["announces_stored"] == 0,
               f"forged tokens rejected ({rejected}), none stored")
         check(node.proc.poll() is None, "node survived")
-    print("1 passed, 0 failed")
+    summary()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import random
 import subprocess
 import sys
 
-from harness import Cluster, check, wait_for
+from harness import Cluster, check, summary, wait_for
 
 
 def query(binary, node, verb, key):
@@ -91,7 +91,7 @@ def main():
         got, err = query(a.binary, again, "lookup", "%064x" % rng.getrandbits(256))
         check(got is not None and len(got["closest"]) >= min(others, 20) - 1,
               f"restarted node's lookups reach the network ({len(got['closest']) if got else err})")
-    print("1 passed, 0 failed")
+    summary()
 
 
 if __name__ == "__main__":

@@ -106,8 +106,19 @@ def wait_for(predicate, timeout, interval=0.1):
     return predicate()
 
 
+_checks_passed = 0
+
+
 def check(cond, message):
+    """Asserts one acceptance point; the first failure ends the script with exit 1."""
+    global _checks_passed
     if not cond:
         print("FAIL: " + message, flush=True)
+        print(f"{_checks_passed} passed, 1 failed", flush=True)
         sys.exit(1)
+    _checks_passed += 1
     print("ok: " + message, flush=True)
+
+
+def summary():
+    print(f"{_checks_passed} passed, 0 failed", flush=True)

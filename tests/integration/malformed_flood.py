@@ -10,7 +10,7 @@ import argparse
 import subprocess
 import sys
 
-from harness import Cluster, check, wait_for
+from harness import Cluster, check, summary, wait_for
 
 
 def main():
@@ -66,7 +66,7 @@ def main():
                        timeout=5), "node still answers a new peer after the flood")
         rc, secs = node.stop()
         check(rc == 0, f"node exits cleanly after the flood ({secs:.2f} s)")
-    print("1 passed, 0 failed")
+    summary()
 
 
 if __name__ == "__main__":

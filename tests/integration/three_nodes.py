@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from harness import Cluster, check, wait_for
+from harness import Cluster, check, summary, wait_for
 
 
 def peers_ok(nodes):
@@ -92,12 +92,29 @@ def main():
         check(none.returncode == 1 and "no ringpeer node is running" in none.stderr,
               "status without a node says so")
 
+        # io_uring unavailable (simulated): auto falls back with one line; io_uring is an error.
+        env = {"RINGPEER_TEST_DISABLE_IO_URING": "1"}
+        fb = c.start("fallback", ["--listen", "127.0.0.1:0", "--admin", "off"], env=env)
+        st = fb.wait_ready()
+        log = fb.read_log()
+        check(st["transport"] == "recvmmsg" and log.count("io_uring unavailable") == 1,
+              "without io_uring the node says so once and runs on recvmmsg")
+        fb.stop()
+        strict = subprocess.run([a.binary, "serve", "--data-dir", os.path.join(c.tmp, "strict"),
+                                 "--listen", "127.0.0.1:0", "--transport", "io_uring",
+                                 "--admin", "off"],
+                                capture_output=True, text=True, timeout=10,
+                                env=dict(os.environ, **env))
+        check(strict.returncode == 1 and "io_uring" in strict.stderr and
+              strict.stderr.strip().count("\n") == 0,
+              f"--transport io_uring without io_uring is one clear error: {strict.stderr.strip()!r}")
+
         # SIGTERM: clean exit within 2 s, control socket removed.
         rc, secs = third.stop()
         check(rc == 0 and secs < 2.0, f"SIGTERM exits 0 in {secs:.2f} s")
         check(not os.path.exists(os.path.join(third.data_dir, "control.sock")),
               "control socket removed on exit")
-    print("3 passed, 0 failed")
+    summary()
 
 
 if __name__ == "__main__":
