@@ -79,6 +79,11 @@ inline constexpr int64_t kDhtRequestTimeoutUs = 1 * kSecondUs;
 inline constexpr int64_t kRouteTimeoutUs = 3 * kSecondUs;
 // Tries a routed message gets from its origin (each picks among more next hops).
 inline constexpr uint8_t kRouteAttemptsMax = 5;
+// Next hops a node tries for one routed message: each hop acknowledges what it receives,
+// and a hop that stays silent for route_hop_timeout_us is counted as failed (and probed)
+// and the message goes to the next-nearest node instead. Under churn a table holds dead
+// entries until probed out; without this, every route through one was lost.
+inline constexpr uint8_t kRouteHopTriesMax = 3;
 // Hops a routed message may take: log2 of a billion nodes, with margin.
 inline constexpr uint8_t kRouteTtlDefault = 24;
 // Nodes a lookup asks each peer for: k. With fewer, the far end of the k nearest is
@@ -111,6 +116,10 @@ struct OverlayConfig {
   ProviderLimits providers;
   uint32_t announces_max = 64;         // keys we announce and republish
   uint32_t routes_max = 32;            // our routed messages awaiting replies
+  // Routed messages we sent or forwarded and keep (a datagram each) until the next hop
+  // acknowledges them; when all are busy, messages are forwarded untracked.
+  uint32_t route_hops_max = 16;
+  int64_t route_hop_timeout_us = 500'000;  // a hop's ack: one round trip, with margin
   uint32_t seen_max = 4096;            // routed and gossip ids remembered
   uint32_t gossip_fanout = 8;          // peers each new gossip message is sent to
   uint32_t size_lookups = 16;          // random lookups per density estimate
@@ -195,6 +204,9 @@ struct OverlayCounters {
   uint64_t routes_forwarded = 0;
   uint64_t routes_answered = 0;      // as target or closest node
   uint64_t routes_duplicate = 0;     // loop guard: seen before
+  uint64_t route_hops_failed = 0;    // a next hop did not acknowledge in time
+  uint64_t route_hops_resent = 0;    // ...and the message went to another next hop
+  uint64_t route_hops_untracked = 0; // forwarded without a slot to resend it from
   uint64_t gossip_delivered = 0;
   uint64_t gossip_duplicate = 0;
   uint64_t gossip_sent = 0;
@@ -360,6 +372,17 @@ class Overlay {
     uint16_t payload_bytes = 0;
     uint32_t payload_offset = 0;  // into route_payloads_
   };
+  struct HopSlot {
+    uint64_t key = 0;  // HopAckKey(route id, attempt); 0: free
+    Contact to;
+    base::Endpoint prev;  // where it came from (never sent back there)
+    NodeId target{};
+    int64_t sent_us = 0;
+    uint8_t attempt = 0;
+    uint8_t tries = 0;
+    NodeId tried[kRouteHopTriesMax] = {};
+    uint16_t bytes = 0;  // the datagram, at hops_max slot index x kDatagramBytesMax
+  };
   struct WalkSlot {
     Contact at;
     uint16_t steps = 0;
@@ -417,7 +440,15 @@ class Overlay {
   // NextHop: the known node nearest `target` and strictly nearer than us, avoiding `not_to`;
   // with attempt > 0, a random one of the attempt + 1 nearest such nodes.
   bool NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_t attempt,
-               Contact* out) noexcept;
+               Contact* out, std::span<const NodeId> avoid = {}) noexcept;
+  // SendTracked: sends a routed datagram to `to` and keeps it until `to` acknowledges it.
+  // `key` is HopAckKey(route id, attempt); a resend finds its slot by it.
+  void SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const Contact& to,
+                   const base::Endpoint& prev, const NodeId& target, uint8_t attempt,
+                   uint64_t key, Outbox& out) noexcept;
+  // OnHopAck: an Ack for a routed datagram we sent; false if it matches none.
+  bool OnHopAck(int64_t now_us, const base::Endpoint& from, const wire::Message& msg) noexcept;
+  void HopTick(int64_t now_us, Outbox& out) noexcept;
   void StepWalk(int64_t now_us, uint32_t w, Outbox& out) noexcept;
   void ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept;
   void FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to, Outbox& out) noexcept;
@@ -445,6 +476,8 @@ class Overlay {
   std::vector<AnnounceSlot> announces_;
   std::vector<RouteSlot> routes_;
   std::vector<uint8_t> route_payloads_;
+  std::vector<HopSlot> hops_;
+  std::vector<uint8_t> hop_bytes_;  // route_hops_max x kDatagramBytesMax
   std::vector<WalkSlot> walks_;
   std::vector<WalkSample> walk_samples_;  // allocated by EstimateSizeByWalks
   uint64_t walk_messages_ = 0;

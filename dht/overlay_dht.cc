@@ -44,9 +44,11 @@ wire::Verdict Overlay::OnDhtMessage(int64_t now_us, const base::Endpoint& from,
     case wire::MessageType::kFindNode: return OnFindNode(now_us, from, msg, out);
     case wire::MessageType::kGetProviders: return OnGetProviders(now_us, from, msg, out);
     case wire::MessageType::kAnnounce: return OnAnnounceMsg(now_us, from, msg, out);
+    case wire::MessageType::kAck:
+      if (OnHopAck(now_us, from, msg)) return wire::Verdict::kOk;
+      return OnReply(now_us, from, msg, out);
     case wire::MessageType::kNodes:
     case wire::MessageType::kProviders:
-    case wire::MessageType::kAck:
     case wire::MessageType::kWalkReply: return OnReply(now_us, from, msg, out);
     case wire::MessageType::kRoute: return OnRoute(now_us, from, msg, out);
     case wire::MessageType::kRouteReply: return OnRouteReply(now_us, from, msg, out);

@@ -14,6 +14,14 @@ constexpr uint16_t kWalkBurnIn = 5;
 constexpr uint32_t kSizeLookupsConcurrent = 2;
 constexpr uint64_t kGossipSalt = 0x9E3779B97F4A7C15ull;
 constexpr uint16_t kNoAnnounce = 0xFFFF;
+constexpr uint64_t kHopAckSalt = 0xA5C3E1F00F1E3C5Aull;
+
+// HopAckKey: the txid of the Ack a hop sends for a routed datagram, the same at both ends:
+// one key per attempt of a route, unguessable to anyone who did not see the route id.
+uint64_t HopAckKey(uint64_t route_id, uint8_t attempt) noexcept {
+  const uint64_t k = route_id ^ (uint64_t{attempt} << 56) ^ kHopAckSalt;
+  return k == 0 ? 1 : k;
+}
 // Expected answer sizes: header + table overhead + entries. Requests are padded to a
 // third of these, so that even a responder without a round trip with us answers fully.
 constexpr size_t kReplyOverheadBytes = 96;
@@ -335,19 +343,102 @@ void Overlay::FinishWalks(int64_t now_us) noexcept {
 // Routed messages.
 
 bool Overlay::NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_t attempt,
-                      Contact* out) noexcept {
-  Contact c[4];
+                      Contact* out, std::span<const NodeId> avoid) noexcept {
+  Contact c[4 + kRouteHopTriesMax];
   const size_t n = table_.Closest(target, c);
-  Contact ok[4];
+  Contact ok[std::size(c)];
   size_t m = 0;
   for (size_t i = 0; i < n; ++i) {
     // Strictly nearer than us: the distance falls at every hop, so no route can loop.
-    if (CloserTo(target, c[i].id, id_) && !(c[i].addr == not_to)) ok[m++] = c[i];
+    if (!CloserTo(target, c[i].id, id_) || c[i].addr == not_to) continue;
+    if (std::find(avoid.begin(), avoid.end(), c[i].id) != avoid.end()) continue;
+    ok[m++] = c[i];
   }
   if (m == 0) return false;
   const size_t choices = std::min<size_t>(m, size_t{attempt} + 1);
   *out = ok[attempt == 0 ? 0 : rng_->Uniform(choices)];
   return true;
+}
+
+void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const Contact& to,
+                          const base::Endpoint& prev, const NodeId& target, uint8_t attempt,
+                          uint64_t key, Outbox& out) noexcept {
+  RP_ASSERT(bytes.size() <= wire::kDatagramBytesMax);
+  RP_ASSERT(key != 0);
+  std::span<uint8_t> buf = out.Buffer();
+  if (buf.empty()) return;  // lost, as a datagram may be; the origin tries again
+  std::memcpy(buf.data(), bytes.data(), bytes.size());
+  out.Commit(bytes.size(), to.addr);
+  // The slot already tracking this message (a resend), else a free one.
+  uint32_t slot = static_cast<uint32_t>(hops_.size());
+  for (uint32_t i = 0; i < hops_.size() && slot == hops_.size(); ++i) {
+    if (hops_[i].key == key) slot = i;
+  }
+  for (uint32_t i = 0; i < hops_.size() && slot == hops_.size(); ++i) {
+    if (hops_[i].key == 0) {
+      HopSlot& h = hops_[i];
+      h = HopSlot{};
+      h.key = key;
+      h.prev = prev;
+      h.target = target;
+      h.attempt = attempt;
+      h.bytes = static_cast<uint16_t>(bytes.size());
+      std::memcpy(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax, bytes.data(),
+                  bytes.size());
+      slot = i;
+    }
+  }
+  if (slot == hops_.size()) {
+    ++counters_.route_hops_untracked;  // every slot busy: sent, but not resent by us
+    return;
+  }
+  HopSlot& h = hops_[slot];
+  h.to = to;
+  h.sent_us = now_us;
+  if (h.tries < kRouteHopTriesMax) h.tried[h.tries] = to.id;
+  ++h.tries;
+  Wake(now_us + config_.route_hop_timeout_us);
+}
+
+bool Overlay::OnHopAck(int64_t now_us, const base::Endpoint& from,
+                       const wire::Message& msg) noexcept {
+  const uint64_t key = msg.ack()->txid();
+  if (key == 0) return false;
+  for (HopSlot& h : hops_) {
+    if (h.key != key || !(h.to.addr == from)) continue;
+    if (wire::FromWireId(*msg.ack()->sender()) != h.to.id) return false;
+    h.key = 0;
+    table_.Touch(h.to.id, from, now_us);
+    return true;
+  }
+  return false;
+}
+
+void Overlay::HopTick(int64_t now_us, Outbox& out) noexcept {
+  for (uint32_t i = 0; i < hops_.size(); ++i) {
+    HopSlot& h = hops_[i];
+    if (h.key == 0) continue;
+    if (now_us - h.sent_us < config_.route_hop_timeout_us) {
+      Wake(h.sent_us + config_.route_hop_timeout_us);
+      continue;
+    }
+    // Silent: count it against the hop (two such failures make it stale and probed) and
+    // hand the message to the next-nearest node we have not tried.
+    ++counters_.route_hops_failed;
+    if (table_.Failed(h.to.id)) SendProbe(now_us, h.to, out);
+    Contact next;
+    const size_t tried = std::min<size_t>(h.tries, kRouteHopTriesMax);
+    if (h.tries >= kRouteHopTriesMax ||
+        !NextHop(h.target, h.prev, h.attempt, &next, std::span(h.tried, tried))) {
+      h.key = 0;  // nobody left to try: the origin's next attempt takes over
+      continue;
+    }
+    const std::span<const uint8_t> bytes(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax,
+                                         h.bytes);
+    ++counters_.route_hops_resent;
+    // SendTracked finds this slot by its key and records the new hop.
+    SendTracked(now_us, bytes, next, h.prev, h.target, h.attempt, h.key, out);
+  }
 }
 
 uint64_t Overlay::Route(int64_t now_us, const NodeId& target, RouteKind kind,
@@ -396,40 +487,48 @@ void Overlay::SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept {
   f.attempt = r.attempts;
   f.kind = static_cast<uint8_t>(r.kind);
   ++r.attempts;
-  std::span<uint8_t> buf = out.Buffer();
-  if (buf.empty()) return;
+  alignas(8) uint8_t bytes[wire::kDatagramBytesMax];
   const size_t n = encoder_.Route(
-      buf, f, std::span(route_payloads_.data() + r.payload_offset, r.payload_bytes));
+      std::span(bytes), f, std::span(route_payloads_.data() + r.payload_offset, r.payload_bytes));
   RP_ASSERT(n > 0);
-  out.Commit(n, next.addr);
+  SendTracked(now_us, std::span(bytes, n), next, base::Endpoint{}, r.target, f.attempt,
+              HopAckKey(r.route_id, f.attempt), out);
 }
 
 wire::Verdict Overlay::OnRoute(int64_t now_us, const base::Endpoint& from,
                                const wire::Message& msg, Outbox& out) noexcept {
   const wire::fb::Route* m = msg.route();
   const wire::fb::RouteState* st = m->state();
+  const NodeId origin = wire::FromWireId(*m->origin());
+  const NodeId target = wire::FromWireId(*m->target());
+  if (origin == id_) return wire::Verdict::kBadField;
+  // Acknowledge the hop, duplicates included (our first ack may have been lost): the
+  // sender then stops resending it elsewhere. The ack is smaller than the route.
+  if (std::span<uint8_t> ack = out.Buffer(); !ack.empty()) {
+    const size_t n = encoder_.Ack(ack, wire::kNoShardHint,
+                                  HopAckKey(m->route_id(), st->attempt()), id_);
+    RP_ASSERT(n > 0);
+    if (n <= msg.bytes().size()) out.Commit(n, from);
+  }
   // Loop guard: each attempt of a route passes a node once.
   if (!seen_.Insert(m->route_id() ^ (uint64_t{st->attempt()} << 56))) {
     ++counters_.routes_duplicate;
     return wire::Verdict::kOk;
   }
-  const NodeId origin = wire::FromWireId(*m->origin());
-  const NodeId target = wire::FromWireId(*m->target());
-  if (origin == id_) return wire::Verdict::kBadField;
   const bool first_hop = st->origin_addr().family() == 0;
   const base::Endpoint origin_addr = first_hop ? from : wire::FromWireAddr(st->origin_addr());
   Contact next;
   if (target != id_ && st->ttl() > 0 && NextHop(target, from, st->attempt(), &next)) {
-    std::span<uint8_t> buf = out.Buffer();
-    if (buf.empty()) return wire::Verdict::kSendQueueFull;
     // Forward the bytes received; only the hop state changes, in place.
-    std::memcpy(buf.data(), msg.bytes().data(), msg.bytes().size());
-    auto* fwd = flatbuffers::GetMutableRoot<wire::fb::Route>(buf.data() + wire::kHeaderBytes);
+    alignas(8) uint8_t bytes[wire::kDatagramBytesMax];
+    std::memcpy(bytes, msg.bytes().data(), msg.bytes().size());
+    auto* fwd = flatbuffers::GetMutableRoot<wire::fb::Route>(bytes + wire::kHeaderBytes);
     wire::fb::RouteState* ms = fwd->mutable_state();
     ms->mutate_ttl(static_cast<uint8_t>(st->ttl() - 1));
     ms->mutate_hops(static_cast<uint8_t>(std::min(st->hops() + 1, 255)));
     if (first_hop) ms->mutable_origin_addr() = wire::ToWireAddr(from);
-    out.Commit(msg.bytes().size(), next.addr);
+    SendTracked(now_us, std::span(bytes, msg.bytes().size()), next, from, target,
+                st->attempt(), HopAckKey(m->route_id(), st->attempt()), out);
     ++counters_.routes_forwarded;
     return wire::Verdict::kOk;
   }
@@ -545,6 +644,7 @@ void Overlay::DhtTick(int64_t now_us, Outbox& out) noexcept {
       Wake(r.sent_us + config_.request_timeout_us);
     }
   }
+  HopTick(now_us, out);
   for (RouteSlot& r : routes_) {
     if (r.route_id == 0) continue;
     if (now_us < r.deadline_us) {
