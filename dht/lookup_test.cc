@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -206,6 +208,57 @@ TEST(Providers, StoreKeepsItsBounds) {
   store.Expire(kProviderTtlUs + 100);
   EXPECT_EQ(store.size(), 0u);
   EXPECT_EQ(store.Get(key, kProviderTtlUs + 100, out), 0u);
+}
+
+TEST(Providers, IndexedStoreMatchesItsLimitsUnderRandomWork) {
+  // The store is indexed by key and by source; after every step of a random mix of adds,
+  // refreshes, moves and expiry, what Get returns must agree with the limits and with
+  // what was accepted.
+  ProviderLimits lim;
+  lim.records_max = 48;
+  lim.per_key_max = 4;
+  lim.per_source_max = 5;
+  ProviderStore store(lim, 99);
+  base::Rng rng(7);
+  std::vector<NodeId> keys, ids;
+  for (int i = 0; i < 24; ++i) keys.push_back(RandomId(rng));
+  for (int i = 0; i < 40; ++i) ids.push_back(RandomId(rng));
+  int64_t now = 0;
+  for (int step = 0; step < 20000; ++step) {
+    now += static_cast<int64_t>(rng.Uniform(kProviderTtlUs / 500));
+    const NodeId& key = keys[rng.Uniform(keys.size())];
+    const Contact who{ids[rng.Uniform(ids.size())], AddrOf(static_cast<uint32_t>(rng.Uniform(16)))};
+    if (rng.Uniform(100) == 0) store.Expire(now);
+    if (store.Add(key, who, now)) {
+      Contact out[8];
+      const size_t n = store.Get(key, now, out);
+      ASSERT_TRUE(std::any_of(out, out + n, [&](const Contact& c) { return c == who; }))
+          << "step " << step;
+    }
+    ASSERT_LE(store.size(), lim.records_max);
+    if (step % 97 != 0) continue;
+    size_t live = 0;
+    std::map<uint32_t, uint32_t> per_source;
+    for (const NodeId& k : keys) {
+      Contact out[8];
+      const size_t n = store.Get(k, now, out);
+      ASSERT_LE(n, lim.per_key_max);
+      live += n;
+      for (size_t i = 0; i < n; ++i) {
+        ++per_source[out[i].addr.ip[2]];
+        for (size_t j = i + 1; j < n; ++j) ASSERT_NE(out[i].id, out[j].id);
+      }
+    }
+    for (const auto& [src, count] : per_source) ASSERT_LE(count, lim.per_source_max);
+    ASSERT_LE(live, store.size());  // expired records may wait for Expire
+  }
+  store.Expire(now + kProviderTtlUs);
+  EXPECT_EQ(store.size(), 0u);
+  // Every slot and index entry came back: the pool fills again from empty.
+  for (uint32_t i = 0; i < lim.records_max; ++i) {
+    EXPECT_TRUE(store.Add(RandomId(rng), Contact{RandomId(rng), AddrOf(100 + i)}, now + kProviderTtlUs));
+  }
+  EXPECT_EQ(store.size(), lim.records_max);
 }
 
 TEST(SeenSet, RemembersRecentIdsInBoundedMemory) {

@@ -24,7 +24,7 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
       rng_(rng),
       proof_(config.proof != nullptr ? config.proof : &ed25519_),
       table_(id_, config.routing),
-      store_(config.providers),
+      store_(config.providers, rng->Next()),
       tokens_(*rng, now_us),
       seen_(config.seen_max),
       dumps_(kDumpsPerSecond, kDumpsPerSecond, now_us),

@@ -2,8 +2,11 @@
 //
 // ProviderStore keeps "node X at address A provides key K" records with an expiry, in a
 // fixed pool: at most records_max in all, per_key_max per key and per_source_max per
-// source IP address, so that one address cannot fill the store. Lookups scan the pool:
-// O(records_max), fine up to a few thousand records on the owner shard.
+// source IP address, so that one address cannot fill the store. Records are threaded on
+// two intrusive lists, one per key and one per source address, whose heads sit in two
+// open-addressed tables hashed with a secret SipHash key (announcers choose the keys, so
+// they must not be able to aim them at one probe chain). Add and Get cost
+// O(per_key_max + per_source_max), not O(records_max); only Expire scans the pool.
 //
 // TokenMint issues the token a GetProviders answer carries: a keyed BLAKE2b of the
 // requester's address under a secret that rotates every kTokenRotateUs. An Announce is
@@ -37,26 +40,52 @@ using Token = std::array<uint8_t, 16>;
 
 class ProviderStore {
  public:
-  explicit ProviderStore(const ProviderLimits& limits);
+  // `seed` keys the index hash (the Overlay passes a random one).
+  explicit ProviderStore(const ProviderLimits& limits, uint64_t seed = 0);
   ProviderStore(const ProviderStore&) = delete;
   ProviderStore& operator=(const ProviderStore&) = delete;
 
   // Add: records (or refreshes) `provider` for `key` until now + kProviderTtlUs. False when
-  // a limit refused it (expired records are reclaimed first).
+  // a limit refused it (expired records of the key are reclaimed first, and the whole pool
+  // when it is full).
   bool Add(const NodeId& key, const Contact& provider, int64_t now_us) noexcept;
   // Get: up to out.size() live providers of `key`. Returns how many were written.
   size_t Get(const NodeId& key, int64_t now_us, std::span<Contact> out) const noexcept;
-  // Expire: frees records past their expiry.
+  // Expire: frees records past their expiry. O(records_max): housekeeping, every ~10 s.
   void Expire(int64_t now_us) noexcept;
   size_t size() const noexcept { return used_; }
 
  private:
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+  enum class Chain : uint8_t { kKey = 0, kSource = 1 };
+  struct Links {
+    uint32_t prev = kNone;
+    uint32_t next = kNone;
+  };
   struct Record {
     NodeId key{};
     Contact provider;
     int64_t expires_us = 0;  // 0: free slot
+    Links links[2];          // by Chain
   };
+
+  // HashOf: the index hash of record r's key or source (r need not be linked yet).
+  uint64_t HashOf(const Record& r, Chain chain) const noexcept;
+  static bool SameSource(const Record& a, const Record& b) noexcept;
+  // Head: the slot in the chain's table holding the list `probe` belongs to, or the empty
+  // slot where its list would go.
+  uint32_t HeadSlot(const Record& probe, Chain chain) const noexcept;
+  void Link(uint32_t r, Chain chain) noexcept;
+  void Unlink(uint32_t r, Chain chain) noexcept;
+  void EraseSlot(uint32_t slot, Chain chain) noexcept;
+  void Free(uint32_t r) noexcept;
+  uint32_t SourceCount(const Record& probe) const noexcept;
+
   std::vector<Record> records_;
+  std::vector<uint32_t> free_;
+  std::vector<uint32_t> heads_[2];  // by Chain: open-addressed, linear probing, kNone empty
+  uint64_t mask_ = 0;
+  std::array<uint8_t, 16> hash_key_{};
   const ProviderLimits limits_;
   size_t used_ = 0;
 };

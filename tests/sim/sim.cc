@@ -266,7 +266,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   c.providers.per_source_max = 8;
   c.announces_max = 2;
   c.routes_max = 4;
-  c.route_hops_max = 4;
+  c.route_hops_max = 3;
   c.seen_max = 64;
   c.gossip_fanout = 6;
   c.size_walks = 10;
