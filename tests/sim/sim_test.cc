@@ -119,6 +119,41 @@ TEST(Sim, HelloReachesItsTargetAndBothEndsVerifyEachOther) {
   EXPECT_GE(mutual, delivered * 3 / 4) << "seed " << c.seed;
 }
 
+TEST(Sim, HelloGoesAroundDeadHopsOnItsFirstAttempt) {
+  // A third of the nodes crash at once and nobody has noticed yet: their entries are still
+  // in every table. Hop-by-hop acks send each hello around the dead hops within the same
+  // attempt, so it arrives, and the silent hops are counted as failed.
+  SimConfig c = Small(23, 0.05);
+  Simulator s(c);
+  Build(s, c.nodes);
+  base::Rng rng(3);
+  for (size_t i = 8; i < s.size(); ++i) {
+    if (rng.Uniform(3) == 0) s.Crash(i);
+  }
+  int delivered = 0, first_attempt = 0, tries = 0;
+  for (int t = 0; t < 60; ++t) {
+    const size_t a = 8 + rng.Uniform(s.size() - 8), b = 8 + rng.Uniform(s.size() - 8);
+    if (a == b || !s.alive(a) || !s.alive(b)) continue;
+    ++tries;
+    ASSERT_NE(s.overlay(a).Hello(s.now(), s.overlay(b).id(), s.outbox(a)), 0u);
+    s.Kick(a);
+    s.RunUntil(s.now() + 20'000'000);
+    ASSERT_FALSE(s.log(a).routes.empty());
+    const dht::RouteResult& r = s.log(a).routes.back();
+    if (!r.delivered) continue;
+    ++delivered;
+    first_attempt += r.attempts == 1;
+  }
+  uint64_t resent = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s.alive(i)) resent += s.overlay(i).counters().route_hops_resent;
+  }
+  ASSERT_GE(tries, 15);
+  EXPECT_EQ(delivered, tries) << "seed " << c.seed;
+  EXPECT_GE(first_attempt, tries * 3 / 4) << "seed " << c.seed;
+  EXPECT_GT(resent, 0u) << "seed " << c.seed;
+}
+
 TEST(Sim, ProvidersAreFoundAndForgedTokensRefused) {
   SimConfig c = Small(31);
   Simulator s(c);
