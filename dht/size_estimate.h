@@ -10,6 +10,17 @@
 // in proportion to its degree, so we use the degree-corrected form of Katzir et al.
 // (2011): N = (sum d_i)(sum 1/d_i) / (2 C). Pairs from the same walk fewer than
 // kWalkPairGap steps apart are not counted (a walk bouncing back is not a collision).
+//
+// KNOWN BIAS (measured: about -50% at 10,000 nodes; see tests/sim/README.md): the degree
+// correction is exact only for a walk on an undirected graph, where a node is visited in
+// proportion to its degree. Routing-table links are one-way, and a node is visited in
+// proportion to how many tables hold it (early, long-lived nodes are in far more tables
+// than others), which no node knows. Visits concentrate, collisions double, the estimate
+// halves. Its interval covers sampling error only, not this bias. A fix needs a walk over
+// a relation both ends know (e.g. "each holds the other in its table", checked by the
+// next hop) or a reversible, degree-corrected (Metropolis-Hastings) walk over it, which
+// needs the walk request to name the previous hop: a wire change. Use the density
+// estimate; this one is a cross-check of order of magnitude.
 // Pure functions and a sample buffer; thread-compatible.
 #pragma once
 
