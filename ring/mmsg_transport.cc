@@ -162,28 +162,10 @@ std::span<uint8_t> MmsgTransport::SendBuffer() noexcept {
   return {static_cast<uint8_t*>(slots_[slot].iov.iov_base), config_.send_slot_bytes};
 }
 
-int MmsgTransport::PickSocket(const Endpoint& to, int socket_index) const noexcept {
-  if (socket_index >= 0) {
-    RP_ASSERT(static_cast<size_t>(socket_index) < fds_.size());
-    return socket_index;
-  }
-  for (size_t i = 0; i < addresses_.size(); i++) {
-    if (addresses_[i].family == to.family) return static_cast<int>(i);
-  }
-  // IPv4 through a dual-stack [::] socket, as a mapped address.
-  static constexpr std::array<uint8_t, 16> kAny{};
-  for (size_t i = 0; i < addresses_.size() && to.is_v4(); i++) {
-    if (addresses_[i].family == Endpoint::Family::kV6 && addresses_[i].ip == kAny) {
-      return static_cast<int>(i);
-    }
-  }
-  return -1;
-}
-
 void MmsgTransport::CommitSend(size_t size, const Endpoint& to, int socket_index) noexcept {
   RP_ASSERT(free_count_ > 0);  // REQUIRES: SendBuffer() returned a slot
   RP_ASSERT(size <= config_.send_slot_bytes);
-  const int s = PickSocket(to, socket_index);
+  const int s = ring::PickSocket(addresses_, to, socket_index);
   if (s < 0) {
     stats_.send_errors++;  // no socket of that family; the slot stays free
     return;

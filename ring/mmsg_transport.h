@@ -72,7 +72,6 @@ class MmsgTransport final : public Transport {
   void SendQueued(size_t socket_index) noexcept;
   void SendBatch(int fd, mmsghdr* msgs, size_t count) noexcept;
   void FlushWakes() noexcept;
-  int PickSocket(const base::Endpoint& to, int socket_index) const noexcept;
 
   const TransportConfig config_;
   std::vector<int> fds_;

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -188,6 +189,25 @@ absl::StatusOr<std::vector<ShardSockets>> BindShardSockets(
     }
   }
   return result;
+}
+
+int PickSocket(std::span<const base::Endpoint> addresses, const base::Endpoint& to,
+               int socket_index) noexcept {
+  if (socket_index >= 0) {
+    RP_ASSERT(static_cast<size_t>(socket_index) < addresses.size());
+    return socket_index;
+  }
+  for (size_t i = 0; i < addresses.size(); i++) {
+    if (addresses[i].family == to.family) return static_cast<int>(i);
+  }
+  // IPv4 through a dual-stack [::] socket, as a mapped address.
+  static constexpr std::array<uint8_t, 16> kAny{};
+  for (size_t i = 0; i < addresses.size() && to.is_v4(); i++) {
+    if (addresses[i].family == base::Endpoint::Family::kV6 && addresses[i].ip == kAny) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
 }
 
 }  // namespace ringpeer::ring

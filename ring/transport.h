@@ -130,6 +130,12 @@ class Transport {
   virtual const TransportStats& stats() const noexcept = 0;
 };
 
+// PickSocket: which of a shard's sockets (bound to `addresses`) sends to `to`: the given
+// `socket_index` when >= 0, else the first socket of `to`'s family, else (for IPv4) a
+// dual-stack [::] socket. -1 when none can.
+int PickSocket(std::span<const base::Endpoint> addresses, const base::Endpoint& to,
+               int socket_index) noexcept;
+
 // ShardSockets: the bound UDP sockets of one shard, one per listen address. The transport
 // takes ownership (closes them).
 struct ShardSockets {

@@ -418,28 +418,10 @@ std::span<uint8_t> UringTransport::SendBuffer() noexcept {
   return {send_memory_ + size_t{slot} * config_.send_slot_bytes, config_.send_slot_bytes};
 }
 
-int UringTransport::PickSocket(const Endpoint& to, int socket_index) const noexcept {
-  if (socket_index >= 0) {
-    RP_ASSERT(static_cast<size_t>(socket_index) < fds_.size());
-    return socket_index;
-  }
-  for (size_t i = 0; i < addresses_.size(); i++) {
-    if (addresses_[i].family == to.family) return static_cast<int>(i);
-  }
-  // IPv4 through a dual-stack [::] socket, as a mapped address.
-  static constexpr std::array<uint8_t, 16> kAny{};
-  for (size_t i = 0; i < addresses_.size() && to.is_v4(); i++) {
-    if (addresses_[i].family == Endpoint::Family::kV6 && addresses_[i].ip == kAny) {
-      return static_cast<int>(i);
-    }
-  }
-  return -1;
-}
-
 void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_index) noexcept {
   RP_ASSERT(free_count_ > 0);  // REQUIRES: SendBuffer() returned a slot
   RP_ASSERT(size <= config_.send_slot_bytes);
-  const int s = PickSocket(to, socket_index);
+  const int s = ring::PickSocket(addresses_, to, socket_index);
   io_uring_sqe* sqe = s < 0 ? nullptr : GetSqe();
   if (sqe == nullptr) {
     stats_.send_errors++;  // no socket of that family; the slot stays free

@@ -99,7 +99,6 @@ class UringTransport final : public Transport {
   void HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
                   size_t* filled) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
-  int PickSocket(const base::Endpoint& to, int socket_index) const noexcept;
   uint8_t* RecvBuffer(uint32_t bid) const noexcept;
 
   const TransportConfig config_;
