@@ -672,7 +672,9 @@ void PingLoad::Classify(uint32_t p, const uint8_t* data, size_t size, int64_t no
     }
   }
   const uint32_t slot = TxidSlot(txid);
-  if (!matched_kind || TxidPeer(txid) != p || slot >= window_) {
+  // txid 0 marks a free slot, so a reply claiming it must not match (it would free a slot
+  // twice in one batch).
+  if (!matched_kind || txid == 0 || TxidPeer(txid) != p || slot >= window_) {
     if (measure) ++result_.other;
     return;
   }
