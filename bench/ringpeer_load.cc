@@ -12,8 +12,9 @@
 // its share of one send and one recvmmsg per peer socket. Sends use UDP GSO: a peer's
 // batch leaves as one buffer the kernel splits into datagrams, which on loopback spares the
 // loader ~10% of its core (measured), so the target saturates before the loader does.
-// Everything is allocated before the clock starts; latencies go into a fixed histogram. It only talks to loopback: it
-// is a benchmark for this machine, not a traffic generator for someone else's.
+// Everything is allocated before the clock starts; latencies go into a fixed histogram.
+// It only talks to loopback: it is a benchmark for this machine, not a traffic generator
+// for someone else's.
 //
 // The pure helpers (histogram, flag parsing, addressing, output) come first; the test
 // bench/load_stats_test.cc includes this file with RINGPEER_LOAD_NO_MAIN defined.
