@@ -1,0 +1,175 @@
+// RoomStorage: where a node keeps the rooms it serves, so that a relay survives a restart
+// and acknowledges an update only once it is durable (issue 5, item 6).
+//
+// The swarm (node/room/swarm.h) is sans-I/O: it stages writes here and never waits. The
+// shard drives durability once per loop iteration:
+//
+//     ... messages handled: swarms call PutGenesis/PutKeyEpoch/Append/PutCheckpoint ...
+//     absl::Status s = storage.Commit();          // one transaction, one fsync
+//     if (s.ok()) host.ReleaseAcks(now, outbox);  // acks for what that commit made durable
+//     else        host.DropAcks();                // publishers retransmit; nothing is lost
+//
+// Contract for implementations (the LMDB one in node/store, the in-memory one below):
+//
+// - Staged writes (every Put*/Append since the last Commit) become durable together at
+//   Commit(), or not at all. A crash before Commit may lose them; it must never lose
+//   anything an earlier successful Commit covered. Reads (Load) see staged writes.
+// - Records are opaque bytes, stored exactly as given (signatures cover them). The storage
+//   never parses them; ids are passed in so it need not hash.
+// - Append is idempotent by update id: appending an id the room already holds is a no-op
+//   (flooding delivers duplicates and a restarted relay re-receives its own log).
+// - Per room, updates keep their append order. Load returns them in that order. Order
+//   does not have to be causal: room::Room holds an update until its parents arrive.
+// - PutCheckpoint replaces the room's previous checkpoint (only the newest is kept). It
+//   does not delete updates: pruning the log a checkpoint covers is a later change, and
+//   until it exists a relay's log grows with its room.
+// - PutKeyEpoch for an epoch already stored is a no-op (epochs are immutable once signed).
+// - Errors are environment errors (disk full, I/O): absl::Status, never a crash. A failed
+//   Commit leaves the staged writes staged; the next Commit retries them.
+//
+// How a restarted relay reloads a room (RoomHost::Restore does this):
+//   LoadedRoom r = *storage.Load(room_id);
+//   room = Room::Open(r.genesis, identity);  for (e : r.key_epochs) room.AddKeyEpoch(e);
+//   if r.checkpoint_record is set and not all its heads are among r.updates:
+//       room.LoadCheckpoint(r.checkpoint_record, r.checkpoint_blob)   // started from it
+//   for (u : r.updates) room.Receive(u);
+//   if r.checkpoint_record is set and it was not loaded above:
+//       room.AddCheckpoint(r.checkpoint_record, r.checkpoint_blob)
+//
+// Thread-safety: one storage object per shard, used only by that shard's thread (the LMDB
+// implementation may share one environment between shards, each with its own write txn).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "node/room/records.h"
+
+namespace ringpeer::room {
+
+// Everything stored for one room, as Load returns it.
+struct LoadedRoom {
+  std::vector<uint8_t> genesis;                   // the signed genesis record
+  std::vector<std::vector<uint8_t>> key_epochs;   // key epoch records, by epoch 0, 1, ...
+  std::vector<uint8_t> checkpoint_record;         // empty: no checkpoint stored
+  std::vector<uint8_t> checkpoint_blob;           // the encrypted state it names
+  std::vector<std::vector<uint8_t>> updates;      // update records, in append order
+};
+
+class RoomStorage {
+ public:
+  virtual ~RoomStorage() = default;
+
+  // PutGenesis: registers a room this node serves, by its id and signed genesis record.
+  // Idempotent. Every other call for the room comes after this one.
+  virtual absl::Status PutGenesis(const Hash256& room_id, Bytes genesis) = 0;
+  // PutKeyEpoch: stages key epoch `epoch` (records arrive in epoch order, without gaps).
+  virtual absl::Status PutKeyEpoch(const Hash256& room_id, uint32_t epoch, Bytes record) = 0;
+  // Append: stages one accepted update record; a no-op for an id already stored.
+  // Hot path: called once per accepted update; must not block on I/O (stage, then Commit).
+  virtual absl::Status Append(const Hash256& room_id, const Hash256& update_id,
+                              Bytes record) = 0;
+  // PutCheckpoint: stages the room's newest checkpoint record and its blob (up to the
+  // room's state cap, 5 MB by default), replacing the previous one.
+  virtual absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) = 0;
+  // Commit: makes every staged write durable at once. On error nothing new is durable and
+  // the writes stay staged.
+  virtual absl::Status Commit() = 0;
+
+  // Rooms: the ids of every room stored (for a restart: Load each one).
+  virtual std::vector<Hash256> Rooms() = 0;
+  // Load: everything stored for `room_id` (staged writes included); NotFound if unknown.
+  // Control path (start-up): allocating is fine.
+  virtual absl::StatusOr<LoadedRoom> Load(const Hash256& room_id) = 0;
+  // Forget: deletes a room and everything stored for it (staged; durable at Commit).
+  virtual absl::Status Forget(const Hash256& room_id) = 0;
+};
+
+// MemoryRoomStorage: the in-memory RoomStorage for tests and benchmarks. Staged and
+// durable state are kept apart, so a test can "crash" (DropStaged) and see exactly what
+// a Commit covered. Not for production: it allocates freely. Not thread-safe.
+class MemoryRoomStorage final : public RoomStorage {
+ public:
+  absl::Status PutGenesis(const Hash256& room_id, Bytes genesis) override {
+    Stored& s = staged_[room_id];
+    if (s.room.genesis.empty()) s.room.genesis.assign(genesis.begin(), genesis.end());
+    return absl::OkStatus();
+  }
+  absl::Status PutKeyEpoch(const Hash256& room_id, uint32_t epoch, Bytes record) override {
+    Stored* s = Find(room_id);
+    if (s == nullptr) return absl::NotFoundError("room not stored");
+    if (epoch < s->room.key_epochs.size()) return absl::OkStatus();
+    if (epoch != s->room.key_epochs.size()) return absl::InvalidArgumentError("epoch gap");
+    s->room.key_epochs.emplace_back(record.begin(), record.end());
+    return absl::OkStatus();
+  }
+  absl::Status Append(const Hash256& room_id, const Hash256& update_id,
+                      Bytes record) override {
+    if (fail_) return absl::UnavailableError("injected failure");
+    Stored* s = Find(room_id);
+    if (s == nullptr) return absl::NotFoundError("room not stored");
+    if (!s->ids.insert(update_id).second) return absl::OkStatus();
+    s->room.updates.emplace_back(record.begin(), record.end());
+    return absl::OkStatus();
+  }
+  absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) override {
+    Stored* s = Find(room_id);
+    if (s == nullptr) return absl::NotFoundError("room not stored");
+    s->room.checkpoint_record.assign(record.begin(), record.end());
+    s->room.checkpoint_blob.assign(blob.begin(), blob.end());
+    return absl::OkStatus();
+  }
+  absl::Status Commit() override {
+    if (fail_) return absl::UnavailableError("injected failure");
+    durable_ = staged_;
+    ++commits_;
+    return absl::OkStatus();
+  }
+  std::vector<Hash256> Rooms() override {
+    std::vector<Hash256> out;
+    for (const auto& [id, s] : staged_) out.push_back(id);
+    return out;
+  }
+  absl::StatusOr<LoadedRoom> Load(const Hash256& room_id) override {
+    Stored* s = Find(room_id);
+    if (s == nullptr) return absl::NotFoundError("room not stored");
+    return s->room;
+  }
+  absl::Status Forget(const Hash256& room_id) override {
+    staged_.erase(room_id);
+    return absl::OkStatus();
+  }
+
+  // Test hooks: DropStaged forgets what no Commit covered (a crash); SetFail makes
+  // Append and Commit fail (a full disk); DurableUpdates counts what survived.
+  void DropStaged() { staged_ = durable_; }
+  void SetFail(bool fail) { fail_ = fail; }
+  size_t DurableUpdates(const Hash256& room_id) const {
+    auto it = durable_.find(room_id);
+    return it == durable_.end() ? 0 : it->second.room.updates.size();
+  }
+  uint64_t commits() const { return commits_; }
+
+ private:
+  struct Stored {
+    LoadedRoom room;
+    absl::flat_hash_set<Hash256> ids;
+  };
+  Stored* Find(const Hash256& room_id) {
+    auto it = staged_.find(room_id);
+    return it == staged_.end() ? nullptr : &it->second;
+  }
+
+  std::map<Hash256, Stored> staged_;
+  std::map<Hash256, Stored> durable_;
+  bool fail_ = false;
+  uint64_t commits_ = 0;
+};
+
+}  // namespace ringpeer::room
