@@ -23,17 +23,21 @@ trap cleanup EXIT
 declare -A rate ratio base p50 p99
 for round in $(seq 1 "$rounds"); do
   for transport in io_uring recvmmsg; do
-    port=$((17700 + round * 10 + ${#transport}))
+    if [ "$transport" = io_uring ]; then port=$((17700 + round * 10)); else port=$((17705 + round * 10)); fi
     rm -rf "$tmp/data"
     taskset -c 0 "$node_bin" serve --shards 1 --transport "$transport" \
-      --listen "127.0.0.1:$port" --data-dir "$tmp/data" 2>"$tmp/node.log" &
+      --listen "127.0.0.1:$port" --data-dir "$tmp/data" --admin off 2>"$tmp/node.log" &
     pid=$!
     for _ in $(seq 1 100); do
       "$node_bin" status --data-dir "$tmp/data" >/dev/null 2>&1 && break
       sleep 0.05
     done
-    line=$("$load_bin" ping --target "127.0.0.1:$port" --seconds "$seconds" --cpu 1 \
-             --echo-cpu 0 | tail -n 1)
+    if ! line=$("$load_bin" ping --target "127.0.0.1:$port" --seconds "$seconds" --cpu 1 \
+                  --echo-cpu 0 | tail -n 1); then
+      echo "ping_compare: the load run failed; node log:" >&2
+      cat "$tmp/node.log" >&2
+      exit 1
+    fi
     kill "$pid"
     wait "$pid" || true
     pid=""

@@ -16,9 +16,10 @@ namespace ringpeer::bench {
 class SummaryReporter : public benchmark::ConsoleReporter {
  public:
   // keys: (benchmark function name, key in the summary line), in output order.
-  // Colour is off so that the closing line starts clean for scripts.
-  explicit SummaryReporter(std::vector<std::pair<std::string, std::string>> keys)
-      : benchmark::ConsoleReporter(OO_Tabular), keys_(std::move(keys)) {}
+  // Colour is off by default so that the closing line starts clean for scripts.
+  explicit SummaryReporter(std::vector<std::pair<std::string, std::string>> keys,
+                           bool color = false)
+      : benchmark::ConsoleReporter(color ? OO_Defaults : OO_Tabular), keys_(std::move(keys)) {}
 
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {

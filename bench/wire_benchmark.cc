@@ -12,12 +12,12 @@
 #include <array>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "base/assert.h"
+#include "bench/summary_reporter.h"
 #include "base/endpoint.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
@@ -150,51 +150,6 @@ void BM_Ed25519Verify(benchmark::State& state) {
 }
 BENCHMARK(BM_Ed25519Verify);
 
-// CollectingReporter: prints the usual console table and remembers CPU ns per iteration of
-// each benchmark, for the one-line summary.
-class CollectingReporter : public benchmark::ConsoleReporter {
- public:
-  // Colour only on a terminal: the library decides that for its own reporter, not ours.
-  explicit CollectingReporter(bool color)
-      : ConsoleReporter(color ? OO_ColorTabular : OO_Tabular) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Iteration || run.error_occurred) continue;
-      const double ns = run.GetAdjustedCPUTime() *
-                        benchmark::GetTimeUnitMultiplier(benchmark::kNanosecond) /
-                        benchmark::GetTimeUnitMultiplier(run.time_unit);
-      ns_per_op_[run.run_name.function_name] = ns;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-
-  // SummaryLine: `wire_ns: check_header=.. decode_ping=.. ...` in a fixed order.
-  std::string SummaryLine() const {
-    static constexpr std::pair<const char*, const char*> kKeys[] = {
-        {"BM_CheckHeader", "check_header"},
-        {"BM_DecodePing", "decode_ping"},
-        {"BM_DecodePongWithProof", "decode_pong_proof"},
-        {"BM_DecodePeers16", "decode_peers16"},
-        {"BM_EncodePing", "encode_ping"},
-        {"BM_EncodePong", "encode_pong"},
-        {"BM_Ed25519Verify", "ed25519_verify"},
-    };
-    std::string line = "wire_ns:";
-    for (const auto& [name, key] : kKeys) {
-      auto it = ns_per_op_.find(name);
-      if (it == ns_per_op_.end()) continue;  // filtered out with --benchmark_filter
-      char buf[64];
-      std::snprintf(buf, sizeof(buf), " %s=%.1f", key, it->second);
-      line += buf;
-    }
-    return line;
-  }
-
- private:
-  std::map<std::string, double> ns_per_op_;
-};
-
 }  // namespace
 }  // namespace ringpeer::wire
 
@@ -205,9 +160,19 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  ringpeer::wire::CollectingReporter reporter(isatty(STDOUT_FILENO) != 0);
+  ringpeer::bench::SummaryReporter reporter(
+      {
+          {"BM_CheckHeader", "check_header"},
+          {"BM_DecodePing", "decode_ping"},
+          {"BM_DecodePongWithProof", "decode_pong_proof"},
+          {"BM_DecodePeers16", "decode_peers16"},
+          {"BM_EncodePing", "encode_ping"},
+          {"BM_EncodePong", "encode_pong"},
+          {"BM_Ed25519Verify", "ed25519_verify"},
+      },
+      /*color=*/isatty(STDOUT_FILENO) != 0);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
-  std::printf("%s\n", reporter.SummaryLine().c_str());
+  std::printf("%s\n", reporter.SummaryLine("wire_ns:").c_str());
   return 0;
 }
