@@ -251,4 +251,155 @@ size_t Encoder::DumpRequest(std::span<uint8_t> out, uint32_t shard_hint, uint64_
   return Finish(out, MessageType::kDumpRequest, shard_hint);
 }
 
+// ---- room messages ----
+
+fb::RoomCheckpointRef ToWireCheckpoint(const RoomCheckpointInfo& c) noexcept {
+  return fb::RoomCheckpointRef(ToWireId(c.id), ToWireId(c.root), c.object_bytes, c.record_bytes,
+                               c.levels);
+}
+
+RoomCheckpointInfo FromWireCheckpoint(const fb::RoomCheckpointRef* c) noexcept {
+  RoomCheckpointInfo info;
+  if (c == nullptr) return info;
+  info.id = FromWireId(c->id());
+  info.root = FromWireId(c->root());
+  info.object_bytes = c->object_bytes();
+  info.record_bytes = c->record_bytes();
+  info.levels = c->levels();
+  return info;
+}
+
+size_t Encoder::RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
+                         bool relay) noexcept {
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay));
+  return Finish(out, MessageType::kRoomJoin, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomLeave(std::span<uint8_t> out, const Hash256& room,
+                          const NodeId& sender) noexcept {
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 s = ToWireId(sender);
+  fbb_.Finish(fb::CreateRoomLeave(fbb_, &r, &s));
+  return Finish(out, MessageType::kRoomLeave, RoomShardHint(room.data()));
+}
+
+// IdVector: a vector of Id256 structs built in place (no temporary array).
+static flatbuffers::Offset<flatbuffers::Vector<const fb::Id256*>> IdVector(
+    flatbuffers::FlatBufferBuilder& fbb, std::span<const Hash256> ids) noexcept {
+  fb::Id256* p = nullptr;
+  auto off = fbb.CreateUninitializedVectorOfStructs(ids.size(), &p);
+  for (size_t i = 0; i < ids.size(); ++i) p[i] = ToWireId(ids[i]);
+  return off;
+}
+
+size_t Encoder::RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept {
+  fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::Vector<const fb::Id256*>> heads;
+  if (f.heads.size() <= kRoomHeadsListMax) heads = IdVector(fbb_, f.heads);
+  fb::Id256 r = ToWireId(f.room);
+  fb::Id256 s = ToWireId(f.sender);
+  fb::Id256 d = ToWireId(f.heads_digest);
+  fb::RoomCheckpointRef cp = ToWireCheckpoint(f.checkpoint);
+  fbb_.Finish(fb::CreateRoomHeads(fbb_, &r, &s, f.relay, f.epoch, f.log_size, &d, heads,
+                                  f.checkpoint.valid() ? &cp : nullptr));
+  return Finish(out, MessageType::kRoomHeads, RoomShardHint(f.room.data()));
+}
+
+size_t Encoder::RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept {
+  RP_ASSERT(!record.empty());
+  RP_ASSERT(record.size() <= kRoomRecordBytesMax);
+  fbb_.Clear();
+  auto rec = fbb_.CreateVector(record.data(), record.size());
+  fb::Id256 r = ToWireId(room);
+  fbb_.Finish(fb::CreateRoomPublish(fbb_, &r, rec));
+  return Finish(out, MessageType::kRoomPublish, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomAck(std::span<uint8_t> out, const Hash256& room,
+                        const Hash256& update) noexcept {
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 u = ToWireId(update);
+  fbb_.Finish(fb::CreateRoomAck(fbb_, &r, &u));
+  return Finish(out, MessageType::kRoomAck, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid,
+                         uint16_t window, std::span<const Hash256> heads) noexcept {
+  RP_ASSERT(heads.size() <= kRoomSyncHeadsMax);
+  fbb_.Clear();
+  auto hv = IdVector(fbb_, heads);
+  fb::Id256 r = ToWireId(room);
+  fbb_.Finish(fb::CreateRoomSync(fbb_, &r, txid, window, hv));
+  return Finish(out, MessageType::kRoomSync, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomSyncData(std::span<uint8_t> out, const Hash256& room, uint64_t txid,
+                             uint16_t seq, uint16_t count, bool more, bool take_checkpoint,
+                             const RoomCheckpointInfo& checkpoint,
+                             std::span<const Bytes> records) noexcept {
+  RP_ASSERT(seq < count);
+  RP_ASSERT(records.size() <= kRoomSyncRecordsMax);
+  RP_ASSERT(!take_checkpoint || checkpoint.valid());
+  fbb_.Clear();
+  flatbuffers::Offset<fb::RoomRecord> recs[kRoomSyncRecordsMax];
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto bytes = fbb_.CreateVector(records[i].data(), records[i].size());
+    recs[i] = fb::CreateRoomRecord(fbb_, bytes);
+  }
+  auto rv = fbb_.CreateVector(recs, records.size());
+  fb::Id256 r = ToWireId(room);
+  fb::RoomCheckpointRef cp = ToWireCheckpoint(checkpoint);
+  fbb_.Finish(fb::CreateRoomSyncData(fbb_, &r, txid, seq, count, more, take_checkpoint,
+                                     checkpoint.valid() ? &cp : nullptr, rv));
+  return Finish(out, MessageType::kRoomSyncData, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomCheckpointGet(std::span<uint8_t> out, const Hash256& room,
+                                  const Hash256& checkpoint, uint8_t level,
+                                  uint32_t index) noexcept {
+  RP_ASSERT(level <= kRoomPieceLevelsMax);
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 c = ToWireId(checkpoint);
+  fbb_.Finish(fb::CreateRoomCheckpointGet(fbb_, &r, &c, level, index));
+  return Finish(out, MessageType::kRoomCheckpointGet, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomCheckpointChunk(std::span<uint8_t> out, const Hash256& room,
+                                    const Hash256& checkpoint, uint8_t level, uint32_t index,
+                                    Bytes bytes) noexcept {
+  RP_ASSERT(level <= kRoomPieceLevelsMax);
+  RP_ASSERT(bytes.size() <= kRoomPieceBytes);
+  fbb_.Clear();
+  auto bv = fbb_.CreateVector(bytes.data(), bytes.size());
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 c = ToWireId(checkpoint);
+  fbb_.Finish(fb::CreateRoomCheckpointChunk(fbb_, &r, &c, level, index, bv));
+  return Finish(out, MessageType::kRoomCheckpointChunk, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                             uint32_t retry_after_ms) noexcept {
+  fbb_.Clear();
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 u = ToWireId(update);
+  fbb_.Finish(fb::CreateRoomSlowDown(fbb_, &r, &u, retry_after_ms));
+  return Finish(out, MessageType::kRoomSlowDown, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept {
+  RP_ASSERT(!record.empty());
+  fbb_.Clear();
+  if (record.size() > kRoomRecordBytesMax) return 0;
+  auto rec = fbb_.CreateVector(record.data(), record.size());
+  fb::Id256 r = ToWireId(room);
+  fbb_.Finish(fb::CreateRoomEpoch(fbb_, &r, rec));
+  return Finish(out, MessageType::kRoomEpoch, RoomShardHint(room.data()));
+}
+
 }  // namespace ringpeer::wire

@@ -15,6 +15,7 @@
 #include "wire/dht_generated.h"
 #include "wire/header.h"
 #include "wire/overlay_generated.h"
+#include "wire/room_net_generated.h"
 
 namespace ringpeer::wire {
 
@@ -43,6 +44,32 @@ struct RouteFields {
   uint8_t hops = 0;
   uint8_t attempt = 0;
   uint8_t kind = 0;
+};
+
+// A checkpoint as a fetchable object (RoomCheckpointRef in room_net.fbs); id zero: none.
+struct RoomCheckpointInfo {
+  Hash256 id{};
+  Hash256 root{};
+  uint64_t object_bytes = 0;
+  uint32_t record_bytes = 0;
+  uint8_t levels = 0;
+  bool valid() const noexcept { return object_bytes > 0; }
+  friend bool operator==(const RoomCheckpointInfo&, const RoomCheckpointInfo&) = default;
+};
+fb::RoomCheckpointRef ToWireCheckpoint(const RoomCheckpointInfo& c) noexcept;
+RoomCheckpointInfo FromWireCheckpoint(const fb::RoomCheckpointRef* c) noexcept;
+
+// RoomHeadsFields: what a RoomHeads carries; `heads` is sent only when it has at most
+// kRoomHeadsListMax entries (the digest always).
+struct RoomHeadsFields {
+  Hash256 room{};
+  NodeId sender{};
+  bool relay = false;
+  uint32_t epoch = 0;
+  uint64_t log_size = 0;
+  Hash256 heads_digest{};
+  std::span<const Hash256> heads;
+  RoomCheckpointInfo checkpoint;
 };
 
 class Encoder {
@@ -93,6 +120,30 @@ class Encoder {
                 std::span<const uint8_t> payload) noexcept;
   size_t DumpRequest(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
                      const NodeId& sender) noexcept;
+
+  // Room messages (wire/schemas/room_net.fbs). The shard hint is always the room id's
+  // prefix (RoomShardHint). Each returns 0 when the result would not fit a datagram.
+  size_t RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
+                  bool relay) noexcept;
+  size_t RoomLeave(std::span<uint8_t> out, const Hash256& room, const NodeId& sender) noexcept;
+  size_t RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept;
+  size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
+  size_t RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update) noexcept;
+  size_t RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t window,
+                  std::span<const Hash256> heads) noexcept;
+  // RoomSyncData: `checkpoint` is sent when valid (with take_checkpoint, or as a hint).
+  size_t RoomSyncData(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t seq,
+                      uint16_t count, bool more, bool take_checkpoint,
+                      const RoomCheckpointInfo& checkpoint,
+                      std::span<const Bytes> records) noexcept;
+  size_t RoomCheckpointGet(std::span<uint8_t> out, const Hash256& room, const Hash256& checkpoint,
+                           uint8_t level, uint32_t index) noexcept;
+  size_t RoomCheckpointChunk(std::span<uint8_t> out, const Hash256& room,
+                             const Hash256& checkpoint, uint8_t level, uint32_t index,
+                             Bytes bytes) noexcept;
+  size_t RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                      uint32_t retry_after_ms) noexcept;
+  size_t RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
 
  private:
   flatbuffers::Offset<flatbuffers::Vector<const fb::PeerEntry*>> EntryVector(

@@ -43,17 +43,33 @@ enum class MessageType : uint8_t {
   kWalkReply = 25,
   kGossip = 26,
   kDumpRequest = 27,
+  // Rooms (wire/schemas/room_net.fbs). shard_hint = the room id's first 4 bytes (LE).
+  kRoomJoin = 64,
+  kRoomLeave = 65,
+  kRoomHeads = 66,
+  kRoomPublish = 67,
+  kRoomAck = 68,
+  kRoomSync = 69,
+  kRoomSyncData = 70,
+  kRoomCheckpointGet = 71,
+  kRoomCheckpointChunk = 72,
+  kRoomSlowDown = 73,
+  kRoomEpoch = 74,
 };
 inline constexpr uint8_t kMessageTypeMax = 27;
 // The overlay's original types end here; the DHT range starts at kDhtTypeFirst.
 inline constexpr uint8_t kOverlayTypeLast = 3;
 inline constexpr uint8_t kDhtTypeFirst = 16;
 inline constexpr uint8_t kDhtTypeLast = 27;
+// The room range (64..127); this version speaks kRoomTypeFirst..kRoomTypeLast.
+inline constexpr uint8_t kRoomTypeFirst = 64;
+inline constexpr uint8_t kRoomTypeLast = 74;
 
 // IsKnownType: whether `type` is a message type this version speaks.
 constexpr bool IsKnownType(uint8_t type) noexcept {
   return (type >= 1 && type <= kOverlayTypeLast) ||
-         (type >= kDhtTypeFirst && type <= kDhtTypeLast);
+         (type >= kDhtTypeFirst && type <= kDhtTypeLast) ||
+         (type >= kRoomTypeFirst && type <= kRoomTypeLast);
 }
 
 // Header flags.

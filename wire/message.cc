@@ -1,5 +1,7 @@
 #include "wire/message.h"
 
+#include <cstring>
+
 #include "flatbuffers/flatbuffers.h"
 
 namespace ringpeer::wire {
@@ -150,6 +152,17 @@ uint64_t RequestTxid(const Message& msg) noexcept {
     case MessageType::kRoute:
     case MessageType::kRouteReply:
     case MessageType::kGossip: break;
+    case MessageType::kRoomSync: return msg.room_sync()->txid();
+    case MessageType::kRoomSyncData: return msg.room_sync_data()->txid();
+    case MessageType::kRoomJoin:
+    case MessageType::kRoomLeave:
+    case MessageType::kRoomHeads:
+    case MessageType::kRoomPublish:
+    case MessageType::kRoomAck:
+    case MessageType::kRoomCheckpointGet:
+    case MessageType::kRoomCheckpointChunk:
+    case MessageType::kRoomSlowDown:
+    case MessageType::kRoomEpoch: break;
   }
   return 0;
 }
@@ -175,7 +188,8 @@ Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept {
   const size_t body_size = size - kHeaderBytes;
   const void* table = nullptr;
   if (h.type >= kDhtTypeFirst) {
-    v = DecodeDhtBody(h, body, body_size, out);
+    v = h.type >= kRoomTypeFirst ? DecodeRoomBody(h, body, body_size, out)
+                                 : DecodeDhtBody(h, body, body_size, out);
     if (v != Verdict::kOk) return v;
     out->header_ = h;
     out->data_ = data;
@@ -208,6 +222,122 @@ Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept {
   out->data_ = data;
   out->size_ = size;
   return Verdict::kOk;
+}
+
+// ---- room messages (wire/schemas/room_net.fbs) ----
+
+namespace {
+
+bool HeadsOk(const flatbuffers::Vector<const fb::Id256*>* heads, size_t max) noexcept {
+  return heads == nullptr || heads->size() <= max;
+}
+bool RefOk(const fb::RoomCheckpointRef* ref) noexcept {
+  if (ref == nullptr) return true;
+  if (ref->levels() > kRoomPieceLevelsMax) return false;
+  return ref->record_bytes() <= ref->object_bytes();
+}
+bool RecordOk(const flatbuffers::Vector<uint8_t>* record) noexcept {
+  return record->size() > 0 && record->size() <= kRoomRecordBytesMax;
+}
+
+Verdict Check(const fb::RoomJoin*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::RoomLeave*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::RoomHeads* m) noexcept {
+  if (!HeadsOk(m->heads(), kRoomHeadsListMax)) return Verdict::kBadField;
+  return RefOk(m->checkpoint()) ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomPublish* m) noexcept {
+  return RecordOk(m->record()) ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomAck*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::RoomSync* m) noexcept {
+  return HeadsOk(m->heads(), kRoomSyncHeadsMax) ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomSyncData* m) noexcept {
+  if (m->count() == 0 || m->seq() >= m->count()) return Verdict::kBadField;
+  if (!RefOk(m->checkpoint())) return Verdict::kBadField;
+  if (m->take_checkpoint() && m->checkpoint() == nullptr) return Verdict::kBadField;
+  const auto* records = m->records();
+  if (records == nullptr) return Verdict::kOk;
+  if (records->size() > kRoomSyncRecordsMax) return Verdict::kBadField;
+  for (const fb::RoomRecord* r : *records) {
+    if (!RecordOk(r->bytes())) return Verdict::kBadField;
+  }
+  return Verdict::kOk;
+}
+Verdict Check(const fb::RoomCheckpointGet* m) noexcept {
+  return m->level() <= kRoomPieceLevelsMax ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomCheckpointChunk* m) noexcept {
+  if (m->level() > kRoomPieceLevelsMax) return Verdict::kBadField;
+  return m->bytes()->size() <= kRoomPieceBytes ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomSlowDown*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::RoomEpoch* m) noexcept {
+  return RecordOk(m->record()) ? Verdict::kOk : Verdict::kBadField;
+}
+
+// VerifyRoom: Verifier, semantic checks, and the steering rule: a room message whose shard
+// hint is not its room's prefix would land on a shard that does not own the room.
+template <typename T>
+Verdict VerifyRoom(const Header& h, const uint8_t* body, size_t size,
+                   const void** table) noexcept {
+  const T* root = VerifyRoot<T>(body, size);
+  if (root == nullptr) return Verdict::kVerifyFailed;
+  if (RoomShardHint(root->room()->b()->Data()) != h.shard_hint) return Verdict::kBadField;
+  const Verdict v = Check(root);
+  if (v == Verdict::kOk) *table = root;
+  return v;
+}
+
+}  // namespace
+
+Verdict DecodeRoomBody(const Header& h, const uint8_t* body, size_t size,
+                       Message* out) noexcept {
+  const void* t = nullptr;
+  Verdict v = Verdict::kUnknownType;
+  switch (static_cast<MessageType>(h.type)) {
+    case MessageType::kRoomJoin: v = VerifyRoom<fb::RoomJoin>(h, body, size, &t); break;
+    case MessageType::kRoomLeave: v = VerifyRoom<fb::RoomLeave>(h, body, size, &t); break;
+    case MessageType::kRoomHeads: v = VerifyRoom<fb::RoomHeads>(h, body, size, &t); break;
+    case MessageType::kRoomPublish: v = VerifyRoom<fb::RoomPublish>(h, body, size, &t); break;
+    case MessageType::kRoomAck: v = VerifyRoom<fb::RoomAck>(h, body, size, &t); break;
+    case MessageType::kRoomSync: v = VerifyRoom<fb::RoomSync>(h, body, size, &t); break;
+    case MessageType::kRoomSyncData: v = VerifyRoom<fb::RoomSyncData>(h, body, size, &t); break;
+    case MessageType::kRoomCheckpointGet:
+      v = VerifyRoom<fb::RoomCheckpointGet>(h, body, size, &t);
+      break;
+    case MessageType::kRoomCheckpointChunk:
+      v = VerifyRoom<fb::RoomCheckpointChunk>(h, body, size, &t);
+      break;
+    case MessageType::kRoomSlowDown: v = VerifyRoom<fb::RoomSlowDown>(h, body, size, &t); break;
+    case MessageType::kRoomEpoch: v = VerifyRoom<fb::RoomEpoch>(h, body, size, &t); break;
+    default: break;
+  }
+  if (v == Verdict::kOk) out->table_ = t;
+  return v;
+}
+
+Hash256 RoomOf(const Message& msg) noexcept {
+  RP_ASSERT(msg.is_room());
+  const fb::Id256* room = nullptr;
+  switch (msg.type()) {
+    case MessageType::kRoomJoin: room = msg.room_join()->room(); break;
+    case MessageType::kRoomLeave: room = msg.room_leave()->room(); break;
+    case MessageType::kRoomHeads: room = msg.room_heads()->room(); break;
+    case MessageType::kRoomPublish: room = msg.room_publish()->room(); break;
+    case MessageType::kRoomAck: room = msg.room_ack()->room(); break;
+    case MessageType::kRoomSync: room = msg.room_sync()->room(); break;
+    case MessageType::kRoomSyncData: room = msg.room_sync_data()->room(); break;
+    case MessageType::kRoomCheckpointGet: room = msg.room_checkpoint_get()->room(); break;
+    case MessageType::kRoomCheckpointChunk: room = msg.room_checkpoint_chunk()->room(); break;
+    case MessageType::kRoomSlowDown: room = msg.room_slow_down()->room(); break;
+    case MessageType::kRoomEpoch: room = msg.room_epoch()->room(); break;
+    default: RP_ASSERT(false);
+  }
+  Hash256 id;
+  std::memcpy(id.data(), room->b()->Data(), id.size());
+  return id;
 }
 
 }  // namespace ringpeer::wire

@@ -12,12 +12,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "base/assert.h"
+#include "wire/crypto.h"
 #include "wire/dht_generated.h"
 #include "wire/header.h"
 #include "wire/overlay_generated.h"
+#include "wire/room_net_generated.h"
 #include "wire/verdict.h"
 
 namespace ringpeer::wire {
@@ -37,6 +40,22 @@ inline constexpr size_t kRoutePayloadBytesMax = 512;
 inline constexpr size_t kGossipPayloadBytesMax = 900;
 // Most next-hop suggestions in a WalkReply.
 inline constexpr size_t kWalkNextMax = 4;
+// Room messages (wire/schemas/room_net.fbs). A record carried whole in one datagram (an
+// update, a small key epoch) is at most room::kUpdateBytesMax (1100), leaving 84 bytes for
+// the header and the framing.
+inline constexpr size_t kRoomRecordBytesMax = 1100;
+// Heads listed in a RoomHeads (16 x 32 bytes); with more, only their digest is sent.
+inline constexpr size_t kRoomHeadsListMax = 16;
+// Heads a RoomSync may name (24 x 32 bytes); a node with more sends the first 24 and
+// receives a few updates it already has.
+inline constexpr size_t kRoomSyncHeadsMax = 24;
+// Records in one RoomSyncData (small updates share a datagram).
+inline constexpr size_t kRoomSyncRecordsMax = 16;
+// Checkpoint piece size and tree shape (see RoomCheckpointRef): 1024-byte pieces, 32 hashes
+// per node; 6 levels above the leaves address 32^6 KiB, far past any state cap.
+inline constexpr size_t kRoomPieceBytes = 1024;
+inline constexpr size_t kRoomPieceFanout = kRoomPieceBytes / 32;
+inline constexpr uint8_t kRoomPieceLevelsMax = 6;
 
 class Message {
  public:
@@ -108,6 +127,40 @@ class Message {
     RP_ASSERT(type() == MessageType::kDumpRequest);
     return static_cast<const fb::DumpRequest*>(table_);
   }
+  // Room messages (wire/schemas/room_net.fbs).
+  const fb::RoomJoin* room_join() const noexcept {
+    return As<fb::RoomJoin>(MessageType::kRoomJoin);
+  }
+  const fb::RoomLeave* room_leave() const noexcept {
+    return As<fb::RoomLeave>(MessageType::kRoomLeave);
+  }
+  const fb::RoomHeads* room_heads() const noexcept {
+    return As<fb::RoomHeads>(MessageType::kRoomHeads);
+  }
+  const fb::RoomPublish* room_publish() const noexcept {
+    return As<fb::RoomPublish>(MessageType::kRoomPublish);
+  }
+  const fb::RoomAck* room_ack() const noexcept { return As<fb::RoomAck>(MessageType::kRoomAck); }
+  const fb::RoomSync* room_sync() const noexcept {
+    return As<fb::RoomSync>(MessageType::kRoomSync);
+  }
+  const fb::RoomSyncData* room_sync_data() const noexcept {
+    return As<fb::RoomSyncData>(MessageType::kRoomSyncData);
+  }
+  const fb::RoomCheckpointGet* room_checkpoint_get() const noexcept {
+    return As<fb::RoomCheckpointGet>(MessageType::kRoomCheckpointGet);
+  }
+  const fb::RoomCheckpointChunk* room_checkpoint_chunk() const noexcept {
+    return As<fb::RoomCheckpointChunk>(MessageType::kRoomCheckpointChunk);
+  }
+  const fb::RoomSlowDown* room_slow_down() const noexcept {
+    return As<fb::RoomSlowDown>(MessageType::kRoomSlowDown);
+  }
+  const fb::RoomEpoch* room_epoch() const noexcept {
+    return As<fb::RoomEpoch>(MessageType::kRoomEpoch);
+  }
+  // IsRoom: a room message (types 64..127); its room() is the room it is about.
+  bool is_room() const noexcept { return header_.type >= kRoomTypeFirst; }
 
  private:
   friend Verdict Decode(const uint8_t* data, size_t size, Message* out) noexcept;
@@ -121,6 +174,14 @@ Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size, Message
 uint64_t RequestTxid(const Message& msg) noexcept;
   friend Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size,
                                Message* out) noexcept;
+  friend Verdict DecodeRoomBody(const Header& h, const uint8_t* body, size_t size,
+                                Message* out) noexcept;
+
+  template <typename T>
+  const T* As(MessageType t) const noexcept {
+    RP_ASSERT(type() == t);
+    return static_cast<const T*>(table_);
+  }
 
   Header header_{};
   const void* table_ = nullptr;
@@ -143,5 +204,19 @@ Verdict DecodeDhtBody(const Header& h, const uint8_t* body, size_t size, Message
 // RequestTxid: the txid of any DHT request or reply (for steering replies to the shard that
 // sent the request: its low byte). Route and Gossip, which have none, give 0.
 uint64_t RequestTxid(const Message& msg) noexcept;
+
+// DecodeRoomBody: Decode's step for the room types (64..127): Verifier and semantic checks,
+// including that the header's shard hint is the room id's first 4 bytes.
+Verdict DecodeRoomBody(const Header& h, const uint8_t* body, size_t size, Message* out) noexcept;
+
+// RoomOf: the room id of a room message. REQUIRES: msg.is_room().
+Hash256 RoomOf(const Message& msg) noexcept;
+
+// RoomShardHint: the shard hint of every message about `room_id` (its first 4 bytes, LE).
+inline uint32_t RoomShardHint(const uint8_t* room_id) noexcept {
+  uint32_t hint;
+  std::memcpy(&hint, room_id, sizeof(hint));
+  return hint;
+}
 
 }  // namespace ringpeer::wire
