@@ -8,6 +8,8 @@
 // dht: one address floods find_node requests and announces with forged tokens as fast as
 // it can, while a second address asks one find_node per 100 flood datagrams; ends with:
 // flood_sent= forged_announces= honest_sent= honest_answered=
+// challenges: pings that each carry a challenge, from every source, as fast as possible;
+// ends with: challenges_sent= signed_pongs= seconds=
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -125,6 +127,52 @@ std::string DhtFlood(int flood_fd, int honest_fd, const sockaddr_storage& to, so
   return line;
 }
 
+// ChallengeFlood: the --mode challenges run: pings that each carry a fresh challenge, from
+// every source, as fast as possible. Counts the pongs that came back signed.
+std::string ChallengeFlood(const std::vector<int>& fds, const sockaddr_storage& to,
+                           socklen_t to_len, uint64_t count, base::Rng& rng) {
+  wire::Encoder enc;
+  const wire::NodeId id = wire::NodeIdOf(wire::KeyPair::FromSeed({44}).public_key);
+  alignas(8) uint8_t buf[1400];
+  alignas(8) uint8_t in[2048];
+  uint64_t sent = 0, signed_pongs = 0, plain_pongs = 0;
+  auto drain = [&](int fd) {
+    for (int k = 0; k < 256; ++k) {
+      ssize_t r = recv(fd, in, sizeof(in), 0);
+      if (r <= 0) return;
+      wire::Message m;
+      if (wire::Decode(in, static_cast<size_t>(r), &m) != wire::Verdict::kOk ||
+          m.type() != wire::MessageType::kPong) {
+        continue;
+      }
+      (m.pong()->signature() != nullptr ? signed_pongs : plain_pongs)++;
+    }
+  };
+  const auto start = std::chrono::steady_clock::now();
+  for (uint64_t i = 0; i < count && std::chrono::steady_clock::now() - start <
+                                        std::chrono::seconds(30); ++i) {
+    wire::Hash256 challenge;
+    rng.Fill(challenge);
+    const size_t n = enc.Ping({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, &challenge);
+    const int fd = fds[i % fds.size()];
+    if (sendto(fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) ++sent;
+    if (i % 512 == 511) {
+      for (int f : fds) drain(f);
+    }
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (int round = 0; round < 10; ++round) {
+    pollfd p{fds[0], POLLIN, 0};
+    poll(&p, 1, 50);
+    for (int f : fds) drain(f);
+  }
+  char line[160];
+  std::snprintf(line, sizeof(line), "challenges_sent=%lu signed_pongs=%lu seconds=%.3f", sent,
+                signed_pongs, secs);
+  return line;
+}
+
 int Usage(const char* msg) {
   std::fprintf(stderr, "ringpeer-flood: %s\nusage: ringpeer-flood --target 127.0.0.1:PORT "
                "[--count N] [--sources S] [--seed X]\n", msg);
@@ -170,7 +218,12 @@ int main(int argc, char** argv) {
     for (int f : fds) close(f);
     return 0;
   }
-  if (mode != "malformed") return Usage("--mode must be malformed or dht");
+  if (mode == "challenges") {
+    std::printf("%s\n", ChallengeFlood(fds, to, to_len, count, rng).c_str());
+    for (int f : fds) close(f);
+    return 0;
+  }
+  if (mode != "malformed") return Usage("--mode must be malformed, dht or challenges");
   wire::Encoder enc;
   wire::KeyPair liar = wire::KeyPair::FromSeed({42});
   const wire::NodeId liar_id = wire::NodeIdOf(liar.public_key);
