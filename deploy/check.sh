@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# deploy/check.sh [RINGPEER_BINARY]: validates everything in deploy/ that can be checked
+# without a container engine or a cluster, and builds the image where an engine exists.
+#
+#   yamllint               the compose file and the Kubernetes manifests
+#   docker-compose config  the compose file, as Compose itself reads it (seccomp file too)
+#   kubernetes-models      each Kubernetes document against the Kubernetes API schemas
+#   dockerfile-utils       Dockerfile syntax and instruction arguments
+#   python3 json           the seccomp profile's structure and its io_uring syscalls
+#   systemd-analyze        the systemd unit
+#   ringpeer --config      the example config file, through --print-config
+#   docker build           only where `docker info` reaches an engine
+#
+# The npm tools install into deploy/check/node_modules from package-lock.json (npm ci).
+# A stage whose tool is missing is reported as skipped, never as passed.
+set -uo pipefail
+cd "$(dirname "$0")"
+BIN=${1:-}
+passed=0
+failed=0
+skipped=0
+
+stage() {
+  local name=$1
+  shift
+  if "$@"; then
+    echo "ok: $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name"
+    failed=$((failed + 1))
+  fi
+}
+skip() {
+  echo "skipped: $1"
+  skipped=$((skipped + 1))
+}
+
+if command -v yamllint >/dev/null; then
+  stage "yamllint" yamllint -s -d '{extends: default, rules: {line-length: {max: 100},
+    document-start: disable, truthy: {check-keys: false}}}' docker-compose.yml k8s/
+else
+  skip "yamllint not installed (apt-get install yamllint)"
+fi
+
+if command -v docker-compose >/dev/null; then
+  stage "docker-compose config" docker-compose -f docker-compose.yml config -q
+else
+  skip "docker-compose not installed (apt-get install docker-compose)"
+fi
+
+npm_tools() {
+  [ -x check/node_modules/.bin/dockerfile-utils ] && return 0
+  command -v npm >/dev/null || return 1
+  (cd check && timeout 300 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+if command -v node >/dev/null && npm_tools; then
+  stage "kubernetes manifests against the Kubernetes schemas" \
+    node check/validate-k8s.mjs k8s/*.yaml
+  stage "Dockerfile syntax (dockerfile-utils)" check/node_modules/.bin/dockerfile-utils lint Dockerfile
+else
+  skip "node/npm not available: Kubernetes schema and Dockerfile checks not run"
+fi
+
+seccomp_ok() {
+  python3 - <<'PY'
+import json, sys
+p = json.load(open("seccomp-io_uring.json"))
+assert p["defaultAction"] in ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL_PROCESS"), "not an allow-list"
+allowed = set()
+for rule in p["syscalls"]:
+    assert rule["action"].startswith("SCMP_ACT_"), rule
+    if rule["action"] == "SCMP_ACT_ALLOW" and "args" not in rule:
+        allowed |= set(rule["names"])
+need = {"io_uring_setup", "io_uring_enter", "io_uring_register", "recvmmsg", "sendmmsg",
+        "socket", "bind", "signalfd4", "clone3", "futex", "execve"}
+missing = need - allowed
+assert not missing, f"missing {missing}"
+assert not ({"mount", "ptrace", "kexec_load", "bpf", "init_module"} & allowed), "too wide"
+PY
+}
+stage "seccomp profile: allow-list with io_uring" seccomp_ok
+
+if command -v systemd-analyze >/dev/null; then
+  unit_ok() {
+    local dir bin
+    dir=$(mktemp -d)
+    bin=${BIN:-/bin/true}
+    sed "s#/usr/local/bin/ringpeer#$bin#" systemd/ringpeer.service >"$dir/ringpeer.service"
+    local out
+    out=$(systemd-analyze verify "$dir/ringpeer.service" 2>&1)
+    rm -rf "$dir"
+    # Warnings about the host (e.g. no running systemd in a container) are not the unit's.
+    if echo "$out" | grep -v -e "Failed to connect" -e "^$" | grep -q .; then
+      echo "$out"
+      return 1
+    fi
+  }
+  stage "systemd unit (systemd-analyze verify)" unit_ok
+else
+  skip "systemd-analyze not available"
+fi
+
+if [ -n "$BIN" ]; then
+  config_ok() {
+    local out
+    out=$("$BIN" serve --config systemd/ringpeer.conf --print-config) || return 1
+    echo "$out" | grep -q "^log-format = json" && echo "$out" | grep -q "systemd/ringpeer.conf"
+  }
+  stage "example config file reads (ringpeer serve --print-config)" config_ok
+else
+  skip "no ringpeer binary given: example config not checked"
+fi
+
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  stage "docker build" docker build -q -f Dockerfile -t ringpeer:check .. >/dev/null
+else
+  skip "no container engine here (docker info fails): the image was not built"
+fi
+
+echo "deploy: $passed passed, $failed failed, $skipped skipped"
+echo "$passed passed, $failed failed"
+((failed == 0))
