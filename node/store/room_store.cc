@@ -1,0 +1,938 @@
+#include "node/store/room_store.h"
+
+#include <fcntl.h>
+#include <lmdb.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/assert.h"
+#include "base/status.h"
+
+namespace ringpeer::store {
+namespace {
+
+constexpr char kDataFile[] = "data.mdb";
+constexpr char kEnvLockFile[] = "lock.mdb";
+// Meta keys the store itself owns; PutMeta refuses this prefix.
+constexpr absl::string_view kReservedPrefix = "ringpeer.";
+constexpr char kFormatKey[] = "ringpeer.format";
+constexpr char kNodeKey[] = "ringpeer.node";
+// The format value: a program name that another program's LMDB file will not have, then
+// the version. "ringpeer-room-store 1".
+constexpr absl::string_view kFormatName = "ringpeer-room-store ";
+// Database names, indexed like RoomStore::Db.
+constexpr const char* kDbNames[] = {"rooms", "epochs", "updates", "update_ids", "checkpoints",
+                                    "meta"};
+// Every value ends in a SipHash-2-4 of the rest: LMDB has no checksums of its own, and a
+// flipped bit in a record would otherwise surface as a bad signature, a silent loss of
+// data this relay acknowledged. The key is fixed: this guards against accidents, not
+// attackers (anyone who can write the file can write a matching sum).
+constexpr size_t kSumBytes = crypto_shorthash_BYTES;
+constexpr unsigned char kSumKey[crypto_shorthash_KEYBYTES] = {
+    'r', 'i', 'n', 'g', 'p', 'e', 'e', 'r', '-', 's', 't', 'o', 'r', 'e', '-', '1'};
+// Named databases we open, plus slack so a later format can add some.
+constexpr MDB_dbi kMaxDbs = 16;
+// MDB_NOTLS: reader slots belong to transactions, not threads, so a store opened on the
+// main thread works on its shard thread.
+constexpr unsigned int kEnvFlags = MDB_NOTLS;
+// Room id ‖ big-endian sequence / epoch: byte order is numeric order within a room.
+constexpr size_t kRoomSeqKeyBytes = 32 + 8;
+constexpr size_t kRoomEpochKeyBytes = 32 + 4;
+// How much the checker child may report (one status message).
+constexpr size_t kCheckerMessageBytesMax = 4096;
+
+static_assert(kSumBytes == 8);
+static_assert(sizeof(kDbNames) / sizeof(kDbNames[0]) == 6);
+
+MDB_val Val(const void* data, size_t bytes) {
+  return MDB_val{bytes, const_cast<void*>(data)};
+}
+
+uint64_t Sum(const uint8_t* data, size_t bytes) {
+  uint64_t out;
+  crypto_shorthash(reinterpret_cast<unsigned char*>(&out), data, bytes, kSumKey);
+  return out;
+}
+
+// Checked: the payload of a stored value, or false when its checksum does not match.
+bool Checked(const MDB_val& v, Bytes* payload) {
+  if (v.mv_size < kSumBytes) return false;
+  const auto* p = static_cast<const uint8_t*>(v.mv_data);
+  const size_t n = v.mv_size - kSumBytes;
+  uint64_t stored;
+  std::memcpy(&stored, p + n, sizeof(stored));
+  if (stored != Sum(p, n)) return false;
+  *payload = Bytes(p, n);
+  return true;
+}
+
+void PutBe(uint8_t* out, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) {
+    out[i] = static_cast<uint8_t>(v);
+    v >>= 8;
+  }
+}
+
+uint64_t GetBe(const uint8_t* in, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = (v << 8) | in[i];
+  return v;
+}
+
+std::array<uint8_t, kRoomSeqKeyBytes> RoomSeqKey(const Hash256& room, uint64_t seq) {
+  std::array<uint8_t, kRoomSeqKeyBytes> k;
+  std::memcpy(k.data(), room.data(), 32);
+  PutBe(k.data() + 32, seq, 8);
+  return k;
+}
+
+std::array<uint8_t, kRoomEpochKeyBytes> RoomEpochKey(const Hash256& room, uint32_t epoch) {
+  std::array<uint8_t, kRoomEpochKeyBytes> k;
+  std::memcpy(k.data(), room.data(), 32);
+  PutBe(k.data() + 32, epoch, 4);
+  return k;
+}
+
+bool HasRoomPrefix(const MDB_val& key, const Hash256& room) {
+  return key.mv_size > 32 && std::memcmp(key.mv_data, room.data(), 32) == 0;
+}
+
+// PutChecked: stores `pieces` concatenated plus their checksum under `key`, writing straight
+// into the page (MDB_RESERVE) so a 5 MB blob is copied once. Returns an LMDB code.
+int PutChecked(MDB_txn* txn, MDB_dbi dbi, MDB_val key, std::initializer_list<Bytes> pieces,
+               unsigned int flags = 0) {
+  size_t n = 0;
+  for (Bytes p : pieces) n += p.size();
+  MDB_val v{n + kSumBytes, nullptr};
+  const int rc = mdb_put(txn, dbi, &key, &v, flags | MDB_RESERVE);
+  if (rc != 0) return rc;
+  auto* out = static_cast<uint8_t*>(v.mv_data);
+  size_t off = 0;
+  for (Bytes p : pieces) {
+    if (!p.empty()) std::memcpy(out + off, p.data(), p.size());
+    off += p.size();
+  }
+  const uint64_t sum = Sum(out, n);
+  std::memcpy(out + n, &sum, sizeof(sum));
+  return 0;
+}
+
+// Owning guards so that every early return aborts its transaction or closes its cursor.
+class Txn {
+ public:
+  Txn() = default;
+  Txn(const Txn&) = delete;
+  Txn& operator=(const Txn&) = delete;
+  ~Txn() {
+    if (txn_ != nullptr) mdb_txn_abort(txn_);
+  }
+  int Begin(MDB_env* env, unsigned int flags) {
+    return mdb_txn_begin(env, nullptr, flags, &txn_);
+  }
+  int Commit() {
+    MDB_txn* t = txn_;
+    txn_ = nullptr;
+    return mdb_txn_commit(t);
+  }
+  MDB_txn* get() const { return txn_; }
+
+ private:
+  MDB_txn* txn_ = nullptr;
+};
+
+class Cursor {
+ public:
+  Cursor() = default;
+  Cursor(const Cursor&) = delete;
+  Cursor& operator=(const Cursor&) = delete;
+  ~Cursor() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+  }
+  int Open(MDB_txn* txn, MDB_dbi dbi) { return mdb_cursor_open(txn, dbi, &cursor_); }
+  int Get(MDB_val* key, MDB_val* value, MDB_cursor_op op) {
+    return mdb_cursor_get(cursor_, key, value, op);
+  }
+  MDB_cursor* get() const { return cursor_; }
+
+ private:
+  MDB_cursor* cursor_ = nullptr;
+};
+
+// StoreError: one message per LMDB or errno code, naming the store's path.
+absl::Status StoreError(const std::string& path, uint64_t map_bytes, int rc,
+                        absl::string_view what) {
+  const char* text = mdb_strerror(rc);
+  switch (rc) {
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_INCOMPATIBLE:
+      return absl::DataLossError(
+          absl::StrCat("data directory ", path, " is corrupt: ", what, ": ", text));
+    case MDB_VERSION_MISMATCH:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "data directory ", path, " was written by an incompatible LMDB version: ", text));
+    case MDB_MAP_FULL:
+    case MDB_TXN_FULL:
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "room storage %s is full (map size %d bytes); raise --storage-max", path, map_bytes));
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return absl::ResourceExhaustedError(
+          absl::StrCat("room storage ", path, ": disk full (", what, ": ", text, ")"));
+    default:
+      if (rc > 0) return base::ErrnoStatus(rc, absl::StrCat("room storage ", path, ": ", what));
+      return absl::InternalError(absl::StrCat("room storage ", path, ": ", what, ": ", text));
+  }
+}
+
+absl::Status Corrupt(const std::string& path, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("data directory ", path, " is corrupt: ", what));
+}
+
+// FsyncDir: makes a rename or a new entry in `dir` durable.
+absl::Status FsyncDir(const std::string& dir) {
+  const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return base::ErrnoStatus(errno, absl::StrCat("cannot open ", dir));
+  const int rc = fsync(fd);
+  const int err = errno;
+  close(fd);
+  if (rc != 0) return base::ErrnoStatus(err, absl::StrCat("cannot fsync ", dir));
+  return absl::OkStatus();
+}
+
+// RemoveLeftover: removes a creation directory a crash left behind. Only the two files
+// LMDB makes are removed; anything else in it is someone else's and stops us.
+absl::Status RemoveLeftover(const std::string& dir) {
+  for (const char* name : {kDataFile, kEnvLockFile}) {
+    const std::string file = absl::StrCat(dir, "/", name);
+    if (unlink(file.c_str()) != 0 && errno != ENOENT) {
+      return base::ErrnoStatus(errno, absl::StrCat("cannot remove ", file));
+    }
+  }
+  if (rmdir(dir.c_str()) != 0 && errno != ENOENT) {
+    return base::ErrnoStatus(errno, absl::StrCat("cannot remove leftover directory ", dir));
+  }
+  return absl::OkStatus();
+}
+
+// DiskNearlyFull: whether the filesystem holding `path` lacks room for a batch of
+// `batch_bytes` (with slack for LMDB's copied-on-write tree pages).
+bool DiskNearlyFull(const std::string& path, uint64_t batch_bytes) {
+  struct statvfs fs;
+  if (statvfs(path.c_str(), &fs) != 0) return false;
+  const uint64_t avail = uint64_t{fs.f_bavail} * fs.f_frsize;
+  return avail < 2 * batch_bytes + (uint64_t{16} << 20);
+}
+
+}  // namespace
+
+std::string ShardDir(const std::string& data_dir, uint32_t shard) {
+  return absl::StrCat(data_dir, "/", kShardDirPrefix, shard);
+}
+
+// One write transaction's working state.
+struct RoomStore::Batch {
+  MDB_txn* txn = nullptr;
+  // The room whose next sequence is cached (consecutive updates usually share a room).
+  Hash256 seq_room{};
+  uint64_t seq_next = 0;
+  bool seq_valid = false;
+  uint64_t written = 0;
+  uint64_t duplicates = 0;
+};
+
+RoomStore::RoomStore(std::string path, MDB_env* env, StoreSync sync)
+    : path_(std::move(path)), env_(env), sync_(sync) {
+  // Sized for a busy loop iteration so that steady-state batches do not allocate.
+  ops_.reserve(1024);
+  arena_.reserve(512 * 1024);
+}
+
+RoomStore::~RoomStore() {
+  if (env_ != nullptr) mdb_env_close(env_);
+}
+
+absl::Status RoomStore::Error(int rc, absl::string_view what) const {
+  MDB_envinfo info{};
+  mdb_env_info(env_, &info);
+  return StoreError(path_, info.me_mapsize, rc, what);
+}
+
+absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::Open(const std::string& data_dir,
+                                                           uint32_t shard,
+                                                           const RoomStoreOptions& options) {
+  if (options.map_bytes < kStoreMapBytesMin) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "room storage map size %d bytes is below the minimum %d", options.map_bytes,
+        kStoreMapBytesMin));
+  }
+  if (sodium_init() < 0) return absl::InternalError("libsodium failed to initialise");
+  const std::string path = ShardDir(data_dir, shard);
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return base::ErrnoStatus(errno, absl::StrCat("room storage ", path));
+    RP_RETURN_IF_ERROR(Create(data_dir, path, options));
+  } else if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("data directory ", path, " is not a directory"));
+  }
+  if (options.verify_on_open) RP_RETURN_IF_ERROR(VerifyInChild(path, options));
+  return OpenEnv(path, options, /*create=*/false);
+}
+
+absl::Status RoomStore::Create(const std::string& data_dir, const std::string& path,
+                               const RoomStoreOptions& options) {
+  // Build the environment beside its final name and rename it into place: a crash before
+  // the rename leaves only the .new directory (removed on the next start), never a
+  // half-initialised shard directory that would later read as corrupt.
+  const std::string tmp = path + ".new";
+  RP_RETURN_IF_ERROR(RemoveLeftover(tmp));
+  if (mkdir(tmp.c_str(), 0700) != 0) {
+    return base::ErrnoStatus(errno, absl::StrCat("cannot create ", tmp));
+  }
+  {
+    RP_ASSIGN_OR_RETURN(std::unique_ptr<RoomStore> fresh, OpenEnv(tmp, options, true));
+  }
+  RP_RETURN_IF_ERROR(FsyncDir(tmp));
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return base::ErrnoStatus(errno, absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return FsyncDir(data_dir);
+}
+
+absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::OpenEnv(const std::string& path,
+                                                              const RoomStoreOptions& options,
+                                                              bool create) {
+  const std::string data_file = absl::StrCat(path, "/", kDataFile);
+  if (!create) {
+    // LMDB quietly initialises a missing or empty data file; for a store that existed
+    // that would be a silent loss of everything acknowledged, so it is corruption.
+    struct stat st;
+    if (stat(data_file.c_str(), &st) != 0) {
+      if (errno == ENOENT) return Corrupt(path, "data.mdb is missing");
+      return base::ErrnoStatus(errno, absl::StrCat("room storage ", data_file));
+    }
+    if (!S_ISREG(st.st_mode)) return Corrupt(path, "data.mdb is not a regular file");
+    if (st.st_size == 0) return Corrupt(path, "data.mdb is empty");
+  }
+  MDB_env* env = nullptr;
+  int rc = mdb_env_create(&env);
+  if (rc != 0) return StoreError(path, options.map_bytes, rc, "cannot create an environment");
+  std::unique_ptr<RoomStore> store(new RoomStore(path, env, options.sync));
+  rc = mdb_env_set_mapsize(env, options.map_bytes);
+  if (rc == 0) rc = mdb_env_set_maxdbs(env, kMaxDbs);
+  if (rc != 0) return store->Error(rc, "cannot configure the environment");
+  const unsigned int flags = kEnvFlags | (options.sync == StoreSync::kOneSync ? MDB_NOSYNC : 0);
+  rc = mdb_env_open(env, path.c_str(), flags, 0600);
+  if (rc != 0) return store->Error(rc, "cannot open data.mdb");
+  // Reader slots of a killed process would pin old pages forever; clear them.
+  int dead = 0;
+  mdb_reader_check(env, &dead);
+  if (!create) RP_RETURN_IF_ERROR(store->CheckFileSize(data_file));
+  RP_RETURN_IF_ERROR(store->OpenDbs(options, create));
+  return store;
+}
+
+absl::Status RoomStore::CheckFileSize(const std::string& data_file) const {
+  // A truncated file passes LMDB's header check, and touching a page past its end would
+  // raise SIGBUS; the meta page says how many pages there must be.
+  MDB_envinfo info{};
+  MDB_stat env_stat{};
+  mdb_env_info(env_, &info);
+  mdb_env_stat(env_, &env_stat);
+  struct stat st;
+  if (stat(data_file.c_str(), &st) != 0) {
+    return base::ErrnoStatus(errno, absl::StrCat("room storage ", data_file));
+  }
+  const uint64_t need = (uint64_t{info.me_last_pgno} + 1) * env_stat.ms_psize;
+  if (static_cast<uint64_t>(st.st_size) < need) {
+    return Corrupt(path_, absl::StrFormat("data.mdb is truncated (%d bytes; its pages need %d)",
+                                          st.st_size, need));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::OpenDbs(const RoomStoreOptions& options, bool create) {
+  Txn txn;
+  int rc = txn.Begin(env_, create ? 0 : MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a transaction");
+  // The format marker first, so that another program's environment is refused before we
+  // look for anything else in it (and nothing is written to it).
+  rc = mdb_dbi_open(txn.get(), kDbNames[kMeta], create ? MDB_CREATE : 0, &dbi_[kMeta]);
+  if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data directory ", path_,
+        " holds an LMDB environment that is not a ringpeer room store; refusing to use it"));
+  }
+  if (rc != 0) return Error(rc, "cannot open the meta database");
+  if (create) {
+    const std::string format = absl::StrCat(kFormatName, kStoreFormatVersion);
+    rc = PutChecked(txn.get(), dbi_[kMeta], Val(kFormatKey, std::strlen(kFormatKey)),
+                    {Bytes(reinterpret_cast<const uint8_t*>(format.data()), format.size())});
+    if (rc == 0 && options.node_id.has_value()) {
+      rc = PutChecked(txn.get(), dbi_[kMeta], Val(kNodeKey, std::strlen(kNodeKey)),
+                      {Bytes(*options.node_id)});
+    }
+    if (rc != 0) return Error(rc, "cannot write the format marker");
+  } else {
+    RP_RETURN_IF_ERROR(CheckFormat(txn.get(), options));
+  }
+  for (int db = 0; db < kDbCount; ++db) {
+    if (db == kMeta) continue;
+    rc = mdb_dbi_open(txn.get(), kDbNames[db], create ? MDB_CREATE : 0, &dbi_[db]);
+    if (rc == MDB_NOTFOUND) {
+      return Corrupt(path_, absl::StrCat("its '", kDbNames[db], "' database is missing"));
+    }
+    if (rc != 0) return Error(rc, absl::StrCat("cannot open the ", kDbNames[db], " database"));
+  }
+  // Committing (even a read transaction) is what makes the handles usable afterwards.
+  rc = txn.Commit();
+  if (rc != 0) return Error(rc, "cannot create the databases");
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::CheckFormat(void* txn_ptr, const RoomStoreOptions& options) const {
+  auto* txn = static_cast<MDB_txn*>(txn_ptr);
+  const absl::Status foreign = absl::FailedPreconditionError(absl::StrCat(
+      "data directory ", path_,
+      " holds an LMDB environment that is not a ringpeer room store; refusing to use it"));
+  MDB_val key = Val(kFormatKey, std::strlen(kFormatKey));
+  MDB_val value;
+  int rc = mdb_get(txn, dbi_[kMeta], &key, &value);
+  if (rc == MDB_NOTFOUND) return foreign;
+  if (rc != 0) return Error(rc, "cannot read the format marker");
+  Bytes payload;
+  if (!Checked(value, &payload)) return foreign;
+  const absl::string_view text(reinterpret_cast<const char*>(payload.data()), payload.size());
+  if (text.substr(0, kFormatName.size()) != kFormatName) return foreign;
+  uint32_t version = 0;
+  if (!absl::SimpleAtoi(text.substr(kFormatName.size()), &version)) {
+    return Corrupt(path_, absl::StrCat("its format marker reads '", text, "'"));
+  }
+  if (version > kStoreFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "data directory %s was written by a newer ringpeer (room store format %d; this build "
+        "reads up to %d); refusing to touch it",
+        path_, version, kStoreFormatVersion));
+  }
+  if (!options.node_id.has_value()) return absl::OkStatus();
+  key = Val(kNodeKey, std::strlen(kNodeKey));
+  rc = mdb_get(txn, dbi_[kMeta], &key, &value);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();
+  if (rc != 0) return Error(rc, "cannot read the owner node id");
+  if (!Checked(value, &payload) || payload.size() != 32) {
+    return Corrupt(path_, "its owner node id is damaged");
+  }
+  if (std::memcmp(payload.data(), options.node_id->data(), 32) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data directory ", path_, " belongs to node ", wire::Hex(payload).substr(0, 16),
+        "…, not this node (", wire::Hex(*options.node_id).substr(0, 16),
+        "…); was it copied from another node? refusing to use it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::VerifyInChild(const std::string& path, const RoomStoreOptions& options) {
+  // LMDB trusts its pages: a scribbled branch page can make it read outside the map and
+  // fault. Walking everything once in a child turns that into an error message here.
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return base::ErrnoStatus(errno, "cannot create a pipe");
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const int err = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return base::ErrnoStatus(err, "cannot start the room storage checker");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    absl::Status st;
+    {
+      auto store = OpenEnv(path, options, /*create=*/false);
+      st = store.ok() ? (*store)->Verify() : store.status();
+    }
+    const std::string msg = absl::StrCat(static_cast<int>(st.code()), " ", st.message());
+    size_t off = 0;
+    const size_t n = std::min(msg.size(), kCheckerMessageBytesMax);
+    while (off < n) {
+      const ssize_t w = write(fds[1], msg.data() + off, n - off);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+    _exit(0);  // no atexit handlers, no flushing of the parent's stdio buffers
+  }
+  close(fds[1]);
+  std::string msg;
+  char buf[512];
+  for (;;) {  // bounded: the child writes at most kCheckerMessageBytesMax, then exits
+    const ssize_t r = read(fds[0], buf, sizeof(buf));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    if (msg.size() < kCheckerMessageBytesMax) msg.append(buf, static_cast<size_t>(r));
+  }
+  close(fds[0]);
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return base::ErrnoStatus(errno, "cannot wait for the storage checker");
+  }
+  if (WIFSIGNALED(wstatus)) {
+    return Corrupt(path, absl::StrCat("reading it crashed the checker (",
+                                      strsignal(WTERMSIG(wstatus)), ")"));
+  }
+  const size_t space = msg.find(' ');
+  int code = 0;
+  if (space == std::string::npos || !absl::SimpleAtoi(msg.substr(0, space), &code) ||
+      code < 0 || code > 16) {
+    return absl::InternalError(absl::StrCat("room storage checker for ", path, " failed"));
+  }
+  if (code == 0) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(code), msg.substr(space + 1));
+}
+
+// ---- buffered writes ----
+
+size_t RoomStore::Stash(Bytes bytes) {
+  RP_ASSERT(bytes.size() <= kStoreValueBytesMax);
+  const size_t offset = arena_.size();
+  arena_.insert(arena_.end(), bytes.begin(), bytes.end());
+  return offset;
+}
+
+void RoomStore::PutGenesis(const Hash256& room, Bytes record) {
+  Op op{.kind = OpKind::kGenesis, .room = room};
+  op.bytes = record.size();
+  op.offset = Stash(record);
+  ops_.push_back(op);
+}
+
+void RoomStore::PutKeyEpoch(const Hash256& room, uint32_t epoch, Bytes record) {
+  Op op{.kind = OpKind::kKeyEpoch, .epoch = epoch, .room = room};
+  op.bytes = record.size();
+  op.offset = Stash(record);
+  ops_.push_back(op);
+}
+
+void RoomStore::AppendUpdate(const Hash256& room, const Hash256& update_id, Bytes record) {
+  Op op{.kind = OpKind::kUpdate, .room = room, .id = update_id};
+  op.bytes = record.size();
+  op.offset = Stash(record);
+  ops_.push_back(op);
+}
+
+void RoomStore::PutCheckpoint(const Hash256& room, Bytes record, Bytes blob) {
+  Op op{.kind = OpKind::kCheckpoint, .room = room};
+  op.bytes = record.size();
+  op.offset = Stash(record);
+  op.bytes2 = blob.size();
+  op.offset2 = Stash(blob);
+  ops_.push_back(op);
+}
+
+void RoomStore::DeleteUpdate(const Hash256& update_id) {
+  ops_.push_back(Op{.kind = OpKind::kDeleteUpdate, .id = update_id});
+}
+
+void RoomStore::DeleteRoom(const Hash256& room) {
+  ops_.push_back(Op{.kind = OpKind::kDeleteRoom, .room = room});
+}
+
+void RoomStore::PutMeta(absl::string_view name, Bytes value) {
+  RP_ASSERT(!name.empty());
+  RP_ASSERT(name.substr(0, kReservedPrefix.size()) != kReservedPrefix);
+  Op op{.kind = OpKind::kMeta};
+  op.bytes = name.size();
+  op.offset = Stash(Bytes(reinterpret_cast<const uint8_t*>(name.data()), name.size()));
+  op.bytes2 = value.size();
+  op.offset2 = Stash(value);
+  ops_.push_back(op);
+}
+
+void RoomStore::Discard() {
+  ops_.clear();
+  arena_.clear();  // keeps its capacity: the next batch reuses it
+}
+
+// ---- commit ----
+
+absl::Status RoomStore::Commit() {
+  if (!broken_.ok()) {
+    Discard();
+    ++stats_.commits_failed;
+    return broken_;
+  }
+  if (ops_.empty()) return absl::OkStatus();
+  Txn txn;
+  int rc = txn.Begin(env_, 0);
+  if (rc != 0) {
+    Discard();
+    ++stats_.commits_failed;
+    return Error(rc, "cannot begin a write transaction");
+  }
+  Batch batch{.txn = txn.get()};
+  for (const Op& op : ops_) {
+    absl::Status st = ApplyOp(&batch, op);
+    if (!st.ok()) {  // the guard aborts the transaction: nothing of the batch remains
+      Discard();
+      ++stats_.commits_failed;
+      return st;
+    }
+  }
+  rc = txn.Commit();
+  const char* what = "cannot commit";
+  if (rc == 0 && sync_ == StoreSync::kOneSync) {
+    rc = mdb_env_sync(env_, 1);
+    what = "cannot sync";
+  }
+  const uint64_t batch_bytes = arena_.size();
+  Discard();
+  if (rc != 0) {
+    ++stats_.commits_failed;
+    absl::Status st = Error(rc, what);
+    // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
+    // gives; say so when the filesystem is indeed (nearly) full.
+    if (rc == EIO && DiskNearlyFull(path_, batch_bytes)) {
+      st = absl::ResourceExhaustedError(absl::StrCat(
+          "room storage ", path_, ": disk full (", what, ": ", mdb_strerror(rc), ")"));
+    }
+    // A full map, or a write refused outright for lack of space, leaves LMDB consistent
+    // and may clear up. Anything else (EIO, which may come from fsync; a panicked
+    // environment) may have lost dirty pages, and retrying could report durable what is
+    // not, so the store refuses every later commit.
+    const bool transient = rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC ||
+                           rc == EDQUOT || rc == EFBIG;
+    if (!transient) {
+      broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
+                                                     "; storage stopped, restart the node"));
+    }
+    return st;
+  }
+  ++stats_.commits;
+  stats_.updates_written += batch.written;
+  stats_.updates_duplicate += batch.duplicates;
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
+  MDB_txn* txn = batch->txn;
+  const Bytes first(arena_.data() + op.offset, op.bytes);
+  const Bytes second(arena_.data() + op.offset2, op.bytes2);
+  int rc = 0;
+  switch (op.kind) {
+    case OpKind::kGenesis:
+      rc = PutChecked(txn, dbi_[kRooms], Val(op.room.data(), 32), {first});
+      if (rc != 0) return Error(rc, "cannot store a genesis record");
+      return absl::OkStatus();
+    case OpKind::kKeyEpoch: {
+      const auto key = RoomEpochKey(op.room, op.epoch);
+      rc = PutChecked(txn, dbi_[kEpochs], Val(key.data(), key.size()), {first});
+      if (rc != 0) return Error(rc, "cannot store a key epoch");
+      return absl::OkStatus();
+    }
+    case OpKind::kUpdate:
+      return ApplyUpdate(batch, op);
+    case OpKind::kCheckpoint: {
+      uint8_t len[4];
+      PutBe(len, op.bytes, 4);
+      rc = PutChecked(txn, dbi_[kCheckpoints], Val(op.room.data(), 32),
+                      {Bytes(len, 4), first, second});
+      if (rc != 0) return Error(rc, "cannot store a checkpoint");
+      return absl::OkStatus();
+    }
+    case OpKind::kDeleteUpdate: {
+      MDB_val key = Val(op.id.data(), 32);
+      MDB_val value;
+      rc = mdb_get(txn, dbi_[kUpdateIds], &key, &value);
+      if (rc == MDB_NOTFOUND) return absl::OkStatus();
+      if (rc != 0) return Error(rc, "cannot find an update to delete");
+      Bytes where;
+      if (!Checked(value, &where) || where.size() != kRoomSeqKeyBytes) {
+        return Corrupt(path_, "an update index entry has a bad checksum");
+      }
+      MDB_val update_key = Val(where.data(), where.size());
+      rc = mdb_del(txn, dbi_[kUpdates], &update_key, nullptr);
+      if (rc == 0 || rc == MDB_NOTFOUND) rc = mdb_del(txn, dbi_[kUpdateIds], &key, nullptr);
+      if (rc != 0) return Error(rc, "cannot delete an update");
+      return absl::OkStatus();
+    }
+    case OpKind::kDeleteRoom:
+      return ApplyDeleteRoom(batch, op);
+    case OpKind::kMeta:
+      rc = PutChecked(txn, dbi_[kMeta], Val(first.data(), first.size()), {second});
+      if (rc != 0) return Error(rc, "cannot store a meta value");
+      return absl::OkStatus();
+  }
+  RP_ASSERT(false);
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
+  MDB_txn* txn = batch->txn;
+  if (!batch->seq_valid || batch->seq_room != op.room) {
+    // First update of this room in the batch: check the room exists and find the end of
+    // its log (the last key with its prefix). O(log n), once per room per batch.
+    MDB_val key = Val(op.room.data(), 32);
+    MDB_val value;
+    int rc = mdb_get(txn, dbi_[kRooms], &key, &value);
+    if (rc == MDB_NOTFOUND) {
+      return absl::InternalError(absl::StrCat("room storage ", path_,
+                                              ": an update for a room with no genesis record"));
+    }
+    if (rc != 0) return Error(rc, "cannot look up a room");
+    Cursor cursor;
+    rc = cursor.Open(txn, dbi_[kUpdates]);
+    if (rc != 0) return Error(rc, "cannot open a cursor");
+    const auto end = RoomSeqKey(op.room, UINT64_MAX);
+    MDB_val k = Val(end.data(), end.size());
+    rc = cursor.Get(&k, &value, MDB_SET_RANGE);
+    rc = rc == 0 ? cursor.Get(&k, &value, MDB_PREV)
+                 : (rc == MDB_NOTFOUND ? cursor.Get(&k, &value, MDB_LAST) : rc);
+    if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot find the end of a room log");
+    batch->seq_next = 0;
+    if (rc == 0 && HasRoomPrefix(k, op.room)) {
+      if (k.mv_size != kRoomSeqKeyBytes) return Corrupt(path_, "an update key has a bad size");
+      batch->seq_next = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8) + 1;
+    }
+    batch->seq_room = op.room;
+    batch->seq_valid = true;
+  }
+  const auto key = RoomSeqKey(op.room, batch->seq_next);
+  // The id index doubles as the duplicate check: MDB_NOOVERWRITE fails on an id stored
+  // earlier or earlier in this batch, and the update is then skipped.
+  int rc = PutChecked(txn, dbi_[kUpdateIds], Val(op.id.data(), 32), {Bytes(key)},
+                      MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) {
+    ++batch->duplicates;
+    return absl::OkStatus();
+  }
+  if (rc != 0) return Error(rc, "cannot index an update");
+  const Bytes record(arena_.data() + op.offset, op.bytes);
+  rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record});
+  if (rc != 0) return Error(rc, "cannot store an update");
+  ++batch->seq_next;
+  ++batch->written;
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::ApplyDeleteRoom(Batch* batch, const Op& op) {
+  MDB_txn* txn = batch->txn;
+  batch->seq_valid = false;
+  for (Db db : {kRooms, kCheckpoints}) {
+    MDB_val key = Val(op.room.data(), 32);
+    const int rc = mdb_del(txn, dbi_[db], &key, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot delete a room");
+  }
+  // Each pass finds the room's first remaining entry; bounded by the entries it holds.
+  for (Db db : {kEpochs, kUpdates}) {
+    Cursor cursor;
+    int rc = cursor.Open(txn, dbi_[db]);
+    if (rc != 0) return Error(rc, "cannot open a cursor");
+    const auto start = RoomSeqKey(op.room, 0);
+    for (;;) {
+      MDB_val k = Val(start.data(), 33);  // room id and one zero byte sorts before them all
+      MDB_val v;
+      rc = cursor.Get(&k, &v, MDB_SET_RANGE);
+      if (rc == MDB_NOTFOUND || (rc == 0 && !HasRoomPrefix(k, op.room))) break;
+      if (rc != 0) return Error(rc, "cannot walk a room's entries");
+      if (db == kUpdates) {
+        Bytes payload;
+        if (!Checked(v, &payload) || payload.size() < 32) {
+          return Corrupt(path_, "an update has a bad checksum");
+        }
+        MDB_val id = Val(payload.data(), 32);
+        rc = mdb_del(txn, dbi_[kUpdateIds], &id, nullptr);
+        if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot delete an update index");
+      }
+      rc = mdb_cursor_del(cursor.get(), 0);
+      if (rc != 0) return Error(rc, "cannot delete a room's entries");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ---- reads ----
+
+absl::StatusOr<std::vector<Hash256>> RoomStore::ListRooms() const {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  Cursor cursor;
+  rc = cursor.Open(txn.get(), dbi_[kRooms]);
+  if (rc != 0) return Error(rc, "cannot open a cursor");
+  std::vector<Hash256> rooms;
+  MDB_val k, v;
+  for (rc = cursor.Get(&k, &v, MDB_FIRST); rc == 0; rc = cursor.Get(&k, &v, MDB_NEXT)) {
+    if (k.mv_size != 32) return Corrupt(path_, "a room key has a bad size");
+    Hash256& id = rooms.emplace_back();
+    std::memcpy(id.data(), k.mv_data, 32);
+  }
+  if (rc != MDB_NOTFOUND) return Error(rc, "cannot list rooms");
+  return rooms;
+}
+
+absl::Status RoomStore::LoadRoomIn(void* txn_ptr, const Hash256& room, StoredRoom* out) const {
+  auto* txn = static_cast<MDB_txn*>(txn_ptr);
+  out->id = room;
+  MDB_val key = Val(room.data(), 32);
+  MDB_val value;
+  Bytes payload;
+  int rc = mdb_get(txn, dbi_[kRooms], &key, &value);
+  if (rc == MDB_NOTFOUND) {
+    return absl::NotFoundError(absl::StrCat("room ", wire::Hex(room), " is not stored"));
+  }
+  if (rc != 0) return Error(rc, "cannot read a room");
+  if (!Checked(value, &payload)) return Corrupt(path_, "a genesis record has a bad checksum");
+  out->genesis.assign(payload.begin(), payload.end());
+
+  rc = mdb_get(txn, dbi_[kCheckpoints], &key, &value);
+  if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot read a checkpoint");
+  out->has_checkpoint = rc == 0;
+  if (rc == 0) {
+    if (!Checked(value, &payload) || payload.size() < 4 ||
+        GetBe(payload.data(), 4) > payload.size() - 4) {
+      return Corrupt(path_, "a checkpoint has a bad checksum");
+    }
+    const size_t record_bytes = GetBe(payload.data(), 4);
+    out->checkpoint_record.assign(payload.begin() + 4, payload.begin() + 4 + record_bytes);
+    out->checkpoint_blob.assign(payload.begin() + 4 + record_bytes, payload.end());
+  }
+
+  // Epochs then updates: both are the room's key range, in key order.
+  for (Db db : {kEpochs, kUpdates}) {
+    Cursor cursor;
+    rc = cursor.Open(txn, dbi_[db]);
+    if (rc != 0) return Error(rc, "cannot open a cursor");
+    const auto start = RoomSeqKey(room, 0);
+    MDB_val k = Val(start.data(), 33);
+    for (rc = cursor.Get(&k, &value, MDB_SET_RANGE); rc == 0 && HasRoomPrefix(k, room);
+         rc = cursor.Get(&k, &value, MDB_NEXT)) {
+      if (!Checked(value, &payload)) {
+        return Corrupt(path_, absl::StrCat("an entry of '", kDbNames[db], "' has a bad checksum"));
+      }
+      if (db == kEpochs) {
+        out->key_epochs.emplace_back(payload.begin(), payload.end());
+      } else {
+        if (payload.size() < 32) return Corrupt(path_, "an update entry is too short");
+        out->updates.emplace_back(payload.begin() + 32, payload.end());
+      }
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot read a room's log");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StoredRoom> RoomStore::LoadRoom(const Hash256& room) const {
+  Txn txn;
+  const int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  StoredRoom out;
+  RP_RETURN_IF_ERROR(LoadRoomIn(txn.get(), room, &out));
+  return out;
+}
+
+absl::Status RoomStore::LoadRooms(absl::FunctionRef<absl::Status(StoredRoom&&)> fn) const {
+  RP_ASSIGN_OR_RETURN(const std::vector<Hash256> rooms, ListRooms());
+  // One read transaction for the whole walk: a consistent snapshot of the store.
+  Txn txn;
+  const int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  for (const Hash256& id : rooms) {
+    StoredRoom room;
+    RP_RETURN_IF_ERROR(LoadRoomIn(txn.get(), id, &room));
+    RP_RETURN_IF_ERROR(fn(std::move(room)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> RoomStore::HasUpdate(const Hash256& update_id) const {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  MDB_val key = Val(update_id.data(), 32);
+  MDB_val value;
+  rc = mdb_get(txn.get(), dbi_[kUpdateIds], &key, &value);
+  if (rc == MDB_NOTFOUND) return false;
+  if (rc != 0) return Error(rc, "cannot look up an update");
+  return true;
+}
+
+absl::StatusOr<std::optional<std::vector<uint8_t>>> RoomStore::GetMeta(
+    absl::string_view name) const {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  MDB_val key = Val(name.data(), name.size());
+  MDB_val value;
+  rc = mdb_get(txn.get(), dbi_[kMeta], &key, &value);
+  if (rc == MDB_NOTFOUND) return std::optional<std::vector<uint8_t>>();
+  if (rc != 0) return Error(rc, "cannot read a meta value");
+  Bytes payload;
+  if (!Checked(value, &payload)) {
+    return Corrupt(path_, absl::StrCat("meta value '", name, "' has a bad checksum"));
+  }
+  return std::optional<std::vector<uint8_t>>(std::in_place, payload.begin(), payload.end());
+}
+
+absl::Status RoomStore::Verify() const {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  // Expected key size per database (0: any).
+  constexpr size_t kKeyBytes[kDbCount] = {32, kRoomEpochKeyBytes, kRoomSeqKeyBytes, 32, 32, 0};
+  uint64_t counts[kDbCount] = {};
+  for (int db = 0; db < kDbCount; ++db) {
+    Cursor cursor;
+    rc = cursor.Open(txn.get(), dbi_[db]);
+    if (rc != 0) return Error(rc, "cannot open a cursor");
+    MDB_val k, v;
+    for (rc = cursor.Get(&k, &v, MDB_FIRST); rc == 0; rc = cursor.Get(&k, &v, MDB_NEXT)) {
+      ++counts[db];
+      Bytes payload;
+      const bool key_ok = kKeyBytes[db] == 0 || k.mv_size == kKeyBytes[db];
+      if (!key_ok || !Checked(v, &payload)) {
+        return Corrupt(path_, absl::StrFormat("entry %d of '%s' has a bad %s", counts[db],
+                                              kDbNames[db], key_ok ? "checksum" : "key"));
+      }
+      if (db == kUpdateIds && payload.size() != kRoomSeqKeyBytes) {
+        return Corrupt(path_, "an update index entry has a bad size");
+      }
+      if (db == kUpdates && payload.size() < 32) {
+        return Corrupt(path_, "an update entry is too short");
+      }
+    }
+    if (rc != MDB_NOTFOUND) {
+      return Error(rc, absl::StrCat("cannot read the '", kDbNames[db], "' database"));
+    }
+  }
+  if (counts[kUpdates] != counts[kUpdateIds]) {
+    return Corrupt(path_, absl::StrFormat("%d updates but %d index entries", counts[kUpdates],
+                                          counts[kUpdateIds]));
+  }
+  return absl::OkStatus();
+}
+
+RoomStoreStats RoomStore::stats() const noexcept {
+  RoomStoreStats s = stats_;
+  MDB_envinfo info{};
+  MDB_stat env_stat{};
+  mdb_env_info(env_, &info);
+  mdb_env_stat(env_, &env_stat);
+  s.map_bytes = info.me_mapsize;
+  s.used_bytes = (uint64_t{info.me_last_pgno} + 1) * env_stat.ms_psize;
+  return s;
+}
+
+}  // namespace ringpeer::store

@@ -1,0 +1,549 @@
+// Goal: a shard's room store keeps everything a Commit() returned OK for, across close,
+// reopen and SIGKILL; shows no half batch; and turns bad, foreign or full storage into a
+// clear error instead of a crash or a silent loss. Method: real LMDB environments in
+// temporary directories; crashes are forked children killed with SIGKILL at a point chosen
+// by a seeded PRNG, reporting each returned Commit() through a pipe; corruption is done by
+// truncating and overwriting data.mdb. Records are opaque bytes to the store, so the tests
+// use patterned bytes rather than signed records.
+#include "node/store/room_store.h"
+
+#include <fcntl.h>
+#include <lmdb.h>
+#include <signal.h>
+#include <sodium.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace ringpeer::store {
+namespace {
+
+std::string TempDir() {
+  char tmpl[] = "/tmp/ringpeer-roomstore-XXXXXX";
+  char* d = mkdtemp(tmpl);
+  EXPECT_NE(d, nullptr);
+  return std::string(d);
+}
+
+Hash256 Id(uint8_t kind, uint32_t a, uint32_t b = 0) {
+  Hash256 h{};
+  h[0] = kind;
+  std::memcpy(h.data() + 1, &a, 4);
+  std::memcpy(h.data() + 5, &b, 4);
+  h[31] = 0x5a;
+  return h;
+}
+
+// A record whose bytes say what it is, so a mix-up shows.
+std::vector<uint8_t> Record(uint8_t tag, uint32_t n, size_t bytes = 300) {
+  std::vector<uint8_t> r(bytes);
+  for (size_t i = 0; i < bytes; ++i) r[i] = static_cast<uint8_t>(tag + n * 7 + i);
+  return r;
+}
+
+std::unique_ptr<RoomStore> MustOpen(const std::string& dir, RoomStoreOptions options = {}) {
+  auto store = RoomStore::Open(dir, 0, options);
+  EXPECT_TRUE(store.ok()) << store.status();
+  return store.ok() ? std::move(*store) : nullptr;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(RoomStore, RoundTripAcrossReopen) {
+  const std::string dir = TempDir();
+  const Hash256 a = Id(1, 1), b = Id(1, 2);
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    store->PutGenesis(b, Record('g', 2));
+    store->PutGenesis(a, Record('g', 1));
+    store->PutKeyEpoch(a, 1, Record('e', 11));
+    store->PutKeyEpoch(a, 0, Record('e', 10));
+    // Interleaved arrivals of two rooms, and one duplicate that must be skipped.
+    for (uint32_t i = 0; i < 50; ++i) {
+      store->AppendUpdate(a, Id(2, 1, i), Record('u', i));
+      store->AppendUpdate(b, Id(2, 2, i), Record('v', i));
+    }
+    store->AppendUpdate(a, Id(2, 1, 3), Record('x', 3));
+    store->PutMeta("routing", Record('r', 0, 40));
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_EQ(store->pending_count(), 0u);
+    // A second batch continues the logs, and a duplicate of a committed update is skipped.
+    store->AppendUpdate(a, Id(2, 1, 50), Record('u', 50));
+    store->AppendUpdate(a, Id(2, 1, 0), Record('x', 0));
+    store->PutCheckpoint(a, Record('c', 1, 200), Record('b', 1, 1000));
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_EQ(store->stats().updates_written, 101u);
+    EXPECT_EQ(store->stats().updates_duplicate, 2u);
+  }
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  auto rooms = store->ListRooms();
+  ASSERT_TRUE(rooms.ok());
+  ASSERT_EQ(rooms->size(), 2u);
+  std::vector<StoredRoom> loaded;
+  ASSERT_TRUE(store->LoadRooms([&](StoredRoom&& r) {
+    loaded.push_back(std::move(r));
+    return absl::OkStatus();
+  }).ok());
+  ASSERT_EQ(loaded.size(), 2u);
+  const StoredRoom& ra = loaded[0].id == a ? loaded[0] : loaded[1];
+  const StoredRoom& rb = loaded[0].id == a ? loaded[1] : loaded[0];
+  EXPECT_EQ(ra.genesis, Record('g', 1));
+  ASSERT_EQ(ra.key_epochs.size(), 2u);
+  EXPECT_EQ(ra.key_epochs[0], Record('e', 10));
+  EXPECT_EQ(ra.key_epochs[1], Record('e', 11));
+  ASSERT_EQ(ra.updates.size(), 51u);
+  for (uint32_t i = 0; i <= 50; ++i) EXPECT_EQ(ra.updates[i], Record('u', i)) << i;
+  EXPECT_TRUE(ra.has_checkpoint);
+  EXPECT_EQ(ra.checkpoint_record, Record('c', 1, 200));
+  EXPECT_EQ(ra.checkpoint_blob, Record('b', 1, 1000));
+  EXPECT_EQ(rb.genesis, Record('g', 2));
+  EXPECT_TRUE(rb.key_epochs.empty());
+  EXPECT_FALSE(rb.has_checkpoint);
+  ASSERT_EQ(rb.updates.size(), 50u);
+  EXPECT_EQ(rb.updates[49], Record('v', 49));
+  EXPECT_TRUE(*store->HasUpdate(Id(2, 2, 7)));
+  EXPECT_FALSE(*store->HasUpdate(Id(2, 3, 7)));
+  auto meta = store->GetMeta("routing");
+  ASSERT_TRUE(meta.ok());
+  ASSERT_TRUE(meta->has_value());
+  EXPECT_EQ(**meta, Record('r', 0, 40));
+  EXPECT_FALSE(store->GetMeta("absent")->has_value());
+  EXPECT_TRUE(store->Verify().ok());
+
+  // Deletes: one update, then a whole room; the other room is untouched.
+  store->DeleteUpdate(Id(2, 2, 0));
+  store->DeleteRoom(a);
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->LoadRoom(a).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 5)));
+  auto rb2 = store->LoadRoom(b);
+  ASSERT_TRUE(rb2.ok());
+  ASSERT_EQ(rb2->updates.size(), 49u);
+  EXPECT_EQ(rb2->updates[0], Record('v', 1));
+  EXPECT_TRUE(store->Verify().ok());
+}
+
+TEST(RoomStore, EmptyCommitAndDiscard) {
+  const std::string dir = TempDir();
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->Commit().ok());
+  store->PutGenesis(Id(1, 1), Record('g', 1));
+  store->Discard();
+  EXPECT_TRUE(store->Commit().ok());
+  EXPECT_TRUE(store->ListRooms()->empty());
+}
+
+TEST(RoomStore, UpdateForUnknownRoomFailsTheWholeBatch) {
+  const std::string dir = TempDir();
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  store->PutGenesis(Id(1, 1), Record('g', 1));
+  store->AppendUpdate(Id(1, 9), Id(2, 9), Record('u', 9));
+  EXPECT_FALSE(store->Commit().ok());
+  EXPECT_TRUE(store->ListRooms()->empty());  // the genesis of the same batch is not there
+  store->PutGenesis(Id(1, 1), Record('g', 1));
+  EXPECT_TRUE(store->Commit().ok());
+}
+
+TEST(RoomStore, FiveMegabyteCheckpoint) {
+  const std::string dir = TempDir();
+  const Hash256 room = Id(1, 1);
+  std::vector<uint8_t> blob(5 * 1000 * 1000);
+  std::mt19937_64 rng(7);
+  for (auto& byte : blob) byte = static_cast<uint8_t>(rng());
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    store->PutGenesis(room, Record('g', 1));
+    store->PutCheckpoint(room, Record('c', 1, 4000), blob);
+    ASSERT_TRUE(store->Commit().ok());
+  }
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    auto loaded = store->LoadRoom(room);
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->checkpoint_record, Record('c', 1, 4000));
+    EXPECT_TRUE(loaded->checkpoint_blob == blob);
+    // A newer, smaller checkpoint replaces it.
+    store->PutCheckpoint(room, Record('c', 2, 100), Record('b', 2, 10));
+    ASSERT_TRUE(store->Commit().ok());
+  }
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  auto loaded = store->LoadRoom(room);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->checkpoint_record, Record('c', 2, 100));
+  EXPECT_EQ(loaded->checkpoint_blob, Record('b', 2, 10));
+}
+
+// ---- crash simulation ----
+
+constexpr uint32_t kRooms = 3;
+// Batch b holds BatchSize(b) updates spread over the rooms; sizes vary so that commits
+// touch varying numbers of pages.
+uint32_t BatchSize(uint32_t b) { return 1 + (b * 37) % 64; }
+
+// RunChild: commits batches from `first` on, writing each batch number to `fd` after its
+// Commit() returned OK, until killed (or `last`).
+[[noreturn]] void RunChild(const std::string& dir, uint32_t first, uint32_t last, int fd) {
+  RoomStoreOptions options;
+  options.verify_on_open = false;  // the parent verifies after the crash
+  auto store = RoomStore::Open(dir, 0, options);
+  if (!store.ok()) _exit(2);
+  if (first == 0) {
+    for (uint32_t r = 0; r < kRooms; ++r) (*store)->PutGenesis(Id(1, r), Record('g', r));
+  }
+  for (uint32_t b = first; b < last; ++b) {
+    for (uint32_t j = 0; j < BatchSize(b); ++j) {
+      (*store)->AppendUpdate(Id(1, j % kRooms), Id(2, b, j), Record('u', b * 1000 + j));
+    }
+    if (!(*store)->Commit().ok()) _exit(3);
+    if (write(fd, &b, sizeof(b)) != sizeof(b)) _exit(4);
+  }
+  _exit(0);
+}
+
+TEST(RoomStore, SigkillLosesNothingAcknowledged) {
+  const std::string dir = TempDir();
+  std::mt19937 rng(20240605);
+  constexpr uint32_t kBatchesPerRound = 80;
+  constexpr int kRounds = 5;
+  uint32_t next = 0;  // batches known present so far
+  for (int round = 0; round < kRounds; ++round) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    const uint32_t last = next + kBatchesPerRound;
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      RunChild(dir, next, last, fds[1]);
+    }
+    close(fds[1]);
+    // Kill after a random number of acknowledgements: the child is then somewhere in the
+    // next batch (building it, inside the commit, or in its fsync).
+    const uint32_t kill_after = 1 + rng() % (kBatchesPerRound - 1);
+    uint32_t reported = 0;
+    int64_t last_acked = -1;
+    uint32_t b;
+    bool killed = false;
+    for (;;) {  // bounded: the child writes at most kBatchesPerRound reports
+      const ssize_t r = read(fds[0], &b, sizeof(b));
+      if (r < 0 && errno == EINTR) continue;
+      if (r != sizeof(b)) break;
+      last_acked = b;
+      if (++reported == kill_after) {
+        ASSERT_EQ(kill(pid, SIGKILL), 0);
+        killed = true;
+      }
+    }
+    close(fds[0]);
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(killed);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited " << WEXITSTATUS(wstatus);
+    ASSERT_GE(last_acked, static_cast<int64_t>(next));
+
+    auto store = MustOpen(dir);  // verify_on_open walks the whole environment
+    ASSERT_NE(store, nullptr);
+    // Every acknowledged batch is whole; the one in flight is whole or absent.
+    uint32_t present_batches = 0;
+    for (uint32_t batch = 0; batch < last; ++batch) {
+      uint32_t present = 0;
+      for (uint32_t j = 0; j < BatchSize(batch); ++j) present += *store->HasUpdate(Id(2, batch, j));
+      ASSERT_TRUE(present == 0 || present == BatchSize(batch))
+          << "round " << round << " batch " << batch << ": " << present << " of "
+          << BatchSize(batch);
+      if (batch <= last_acked) {
+        ASSERT_EQ(present, BatchSize(batch)) << "batch " << batch;
+      }
+      if (present != 0) {
+        ASSERT_EQ(present_batches, batch) << "batches are committed in order";
+        ++present_batches;
+      }
+    }
+    ASSERT_LE(present_batches, static_cast<uint32_t>(last_acked) + 2);
+    // The logs hold the updates in arrival order.
+    auto room0 = store->LoadRoom(Id(1, 0));
+    ASSERT_TRUE(room0.ok()) << room0.status();
+    size_t i = 0;
+    for (uint32_t batch = 0; batch < present_batches; ++batch) {
+      for (uint32_t j = 0; j < BatchSize(batch); j += kRooms) {
+        ASSERT_LT(i, room0->updates.size());
+        ASSERT_EQ(room0->updates[i++], Record('u', batch * 1000 + j));
+      }
+    }
+    EXPECT_EQ(i, room0->updates.size());
+    next = present_batches;
+  }
+}
+
+// ---- corruption, foreign and full storage ----
+
+std::string DataFile(const std::string& dir) { return dir + "/shard-0/data.mdb"; }
+
+// MakeStore: a store holding one room with `updates` updates.
+void MakeStore(const std::string& dir, uint32_t updates) {
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  store->PutGenesis(Id(1, 1), Record('g', 1));
+  for (uint32_t i = 0; i < updates; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
+  ASSERT_TRUE(store->Commit().ok());
+}
+
+void ExpectCorrupt(const std::string& dir, std::string_view detail = "") {
+  auto store = RoomStore::Open(dir, 0, {});
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  const std::string msg(store.status().message());
+  EXPECT_NE(msg.find("data directory " + dir + "/shard-0 is corrupt"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(detail), std::string::npos) << msg;
+}
+
+TEST(RoomStore, TruncatedFileIsAClearError) {
+  const std::string dir = TempDir();
+  MakeStore(dir, 300);
+  struct stat st;
+  ASSERT_EQ(stat(DataFile(dir).c_str(), &st), 0);
+  ASSERT_EQ(truncate(DataFile(dir).c_str(), st.st_size / 2), 0);
+  ExpectCorrupt(dir, "truncated");
+  ASSERT_EQ(truncate(DataFile(dir).c_str(), 100), 0);
+  ExpectCorrupt(dir);
+  ASSERT_EQ(truncate(DataFile(dir).c_str(), 0), 0);
+  ExpectCorrupt(dir, "empty");
+  ASSERT_EQ(unlink(DataFile(dir).c_str()), 0);
+  ExpectCorrupt(dir, "missing");
+}
+
+void Overwrite(const std::string& path, off_t offset, const std::string& bytes) {
+  const int fd = open(path.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, bytes.data(), bytes.size(), offset), static_cast<ssize_t>(bytes.size()));
+  close(fd);
+}
+
+TEST(RoomStore, ScribbledFileIsAClearError) {
+  {
+    // One flipped byte inside a stored record: only the checksum can see it.
+    const std::string dir = TempDir();
+    MakeStore(dir, 50);
+    const std::string data = ReadFile(DataFile(dir));
+    const std::vector<uint8_t> rec = Record('u', 17);
+    const size_t at = data.find(std::string(rec.begin(), rec.end()));
+    ASSERT_NE(at, std::string::npos);
+    Overwrite(DataFile(dir), static_cast<off_t>(at + 100), std::string(1, data[at + 100] ^ 1));
+    ExpectCorrupt(dir, "checksum");
+    RoomStoreOptions unchecked;
+    unchecked.verify_on_open = false;
+    auto store = RoomStore::Open(dir, 0, unchecked);
+    ASSERT_TRUE(store.ok());
+    EXPECT_EQ((*store)->LoadRoom(Id(1, 1)).status().code(), absl::StatusCode::kDataLoss);
+  }
+  {
+    // Garbage over the meta pages.
+    const std::string dir = TempDir();
+    MakeStore(dir, 50);
+    Overwrite(DataFile(dir), 0, std::string(8192, '\xa5'));
+    ExpectCorrupt(dir);
+  }
+  {
+    // Garbage over every page after the meta pages (tree pages, leaves and overflow).
+    const std::string dir = TempDir();
+    MakeStore(dir, 300);
+    struct stat st;
+    ASSERT_EQ(stat(DataFile(dir).c_str(), &st), 0);
+    std::mt19937 rng(3);
+    std::string junk(static_cast<size_t>(st.st_size) - 8192, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    Overwrite(DataFile(dir), 8192, junk);
+    ExpectCorrupt(dir);
+  }
+}
+
+TEST(RoomStore, ForeignEnvironmentIsRefusedAndUntouched) {
+  const std::string dir = TempDir();
+  const std::string shard = dir + "/shard-0";
+  ASSERT_EQ(mkdir(shard.c_str(), 0700), 0);
+  {
+    // Another program's LMDB environment in the place of a shard.
+    MDB_env* env;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_open(env, shard.c_str(), 0, 0600), 0);
+    MDB_txn* txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, nullptr, 0, &dbi), 0);
+    MDB_val k{5, const_cast<char*>("hello")}, v{5, const_cast<char*>("world")};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  const std::string before = ReadFile(DataFile(dir));
+  auto store = RoomStore::Open(dir, 0, {});
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("not a ringpeer room store"), std::string::npos)
+      << store.status();
+  EXPECT_EQ(ReadFile(DataFile(dir)), before);
+
+  // A shard path that is a file.
+  const std::string other = TempDir();
+  std::ofstream(other + "/shard-0") << "x";
+  EXPECT_EQ(RoomStore::Open(other, 0, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(RoomStore, NewerFormatIsRefusedAndUntouched) {
+  const std::string dir = TempDir();
+  MakeStore(dir, 3);
+  {
+    // Rewrite the format marker as a newer ringpeer would (value ‖ SipHash, the store's
+    // on-disk format).
+    MDB_env* env;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 16), 0);
+    ASSERT_EQ(mdb_env_open(env, (dir + "/shard-0").c_str(), 0, 0600), 0);
+    MDB_txn* txn;
+    MDB_dbi dbi;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+    std::string value = "ringpeer-room-store 2";
+    const unsigned char key[16] = {'r', 'i', 'n', 'g', 'p', 'e', 'e', 'r',
+                                   '-', 's', 't', 'o', 'r', 'e', '-', '1'};
+    unsigned char sum[8];
+    crypto_shorthash(sum, reinterpret_cast<const unsigned char*>(value.data()), value.size(),
+                     key);
+    value.append(reinterpret_cast<char*>(sum), 8);
+    MDB_val k{15, const_cast<char*>("ringpeer.format")}, v{value.size(), value.data()};
+    ASSERT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  const std::string before = ReadFile(DataFile(dir));
+  auto store = RoomStore::Open(dir, 0, {});
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("newer ringpeer"), std::string::npos)
+      << store.status();
+  EXPECT_EQ(ReadFile(DataFile(dir)), before);
+}
+
+TEST(RoomStore, AnotherNodesStoreIsRefused) {
+  const std::string dir = TempDir();
+  RoomStoreOptions mine;
+  mine.node_id = Id(9, 1);
+  ASSERT_NE(MustOpen(dir, mine), nullptr);
+  ASSERT_NE(MustOpen(dir, mine), nullptr);
+  RoomStoreOptions theirs;
+  theirs.node_id = Id(9, 2);
+  auto store = RoomStore::Open(dir, 0, theirs);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("belongs to node"), std::string::npos);
+}
+
+TEST(RoomStore, MapFullKeepsEarlierDataAndRecovers) {
+  const std::string dir = TempDir();
+  RoomStoreOptions small;
+  small.map_bytes = 256 * 1024;
+  auto store = MustOpen(dir, small);
+  ASSERT_NE(store, nullptr);
+  store->PutGenesis(Id(1, 1), Record('g', 1));
+  for (uint32_t i = 0; i < 20; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
+  ASSERT_TRUE(store->Commit().ok());
+  for (uint32_t i = 20; i < 40; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
+  store->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
+  const absl::Status st = store->Commit();
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_NE(st.message().find("room storage " + dir + "/shard-0 is full (map size 262144 bytes)"),
+            std::string::npos) << st;
+  EXPECT_NE(st.message().find("--storage-max"), std::string::npos);
+  EXPECT_EQ(store->pending_count(), 0u);
+  // Nothing of the failed batch, all of the earlier one; and the store still commits.
+  auto room = store->LoadRoom(Id(1, 1));
+  ASSERT_TRUE(room.ok());
+  EXPECT_EQ(room->updates.size(), 20u);
+  EXPECT_FALSE(room->has_checkpoint);
+  store->AppendUpdate(Id(1, 1), Id(2, 1, 20), Record('u', 20));
+  EXPECT_TRUE(store->Commit().ok());
+  store.reset();
+  // A bigger map on reopen holds what did not fit.
+  auto bigger = MustOpen(dir, {});
+  ASSERT_NE(bigger, nullptr);
+  bigger->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
+  EXPECT_TRUE(bigger->Commit().ok());
+  EXPECT_EQ(bigger->LoadRoom(Id(1, 1))->updates.size(), 21u);
+}
+
+TEST(RoomStore, DiskFullIsResourceExhausted) {
+  // A file size limit stands in for a full disk: the kernel refuses the write the same
+  // way (EFBIG rather than ENOSPC), without needing a small filesystem.
+  const std::string dir = TempDir();
+  MakeStore(dir, 5);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    signal(SIGXFSZ, SIG_IGN);
+    RoomStoreOptions options;
+    options.verify_on_open = false;
+    auto store = RoomStore::Open(dir, 0, options);
+    if (!store.ok()) _exit(2);
+    struct stat st;
+    if (stat(DataFile(dir).c_str(), &st) != 0) _exit(3);
+    // At the current size: the checkpoint's new pages are refused outright.
+    const rlimit limit{static_cast<rlim_t>(st.st_size), static_cast<rlim_t>(st.st_size)};
+    if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(4);
+    (*store)->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
+    const absl::Status s = (*store)->Commit();
+    const std::string msg = std::string(s.message());
+    if (write(fds[1], msg.data(), msg.size()) < 0) _exit(5);
+    _exit(s.code() == absl::StatusCode::kResourceExhausted ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string msg(512, '\0');
+  const ssize_t n = read(fds[0], msg.data(), msg.size());
+  msg.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  close(fds[0]);
+  int wstatus = 0;
+  ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+  ASSERT_TRUE(WIFEXITED(wstatus));
+  EXPECT_EQ(WEXITSTATUS(wstatus), 0) << msg;
+  EXPECT_NE(msg.find("disk full"), std::string::npos) << msg;
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->LoadRoom(Id(1, 1))->updates.size(), 5u);
+}
+
+TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
+  const std::string dir = TempDir();
+  ASSERT_EQ(mkdir((dir + "/shard-0.new").c_str(), 0700), 0);
+  std::ofstream(dir + "/shard-0.new/data.mdb") << "half";
+  MakeStore(dir, 2);
+  struct stat st;
+  EXPECT_NE(stat((dir + "/shard-0.new").c_str(), &st), 0);
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->LoadRoom(Id(1, 1))->updates.size(), 2u);
+}
+
+}  // namespace
+}  // namespace ringpeer::store
