@@ -1,0 +1,511 @@
+// Swarm: the peer table, heads, the flood, acks and publish limits. Sync is in
+// swarm_sync.cc, checkpoint pieces in swarm_checkpoint.cc.
+#include "node/room/swarm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "node/room/swarm_internal.h"
+
+namespace ringpeer::room {
+namespace {
+
+uint64_t Prefix64(const Hash256& id) noexcept {
+  uint64_t v;
+  std::memcpy(&v, id.data(), sizeof(v));
+  return v;
+}
+
+// Permanent: the same bytes will fail again, so they are remembered and not re-verified.
+bool IsPermanentReject(Verdict v) noexcept {
+  switch (v) {
+    case Verdict::kTooShort:
+    case Verdict::kTooLong:
+    case Verdict::kVerifyFailed:
+    case Verdict::kBadField:
+    case Verdict::kWrongRoom:
+    case Verdict::kBadSignature:
+    case Verdict::kStaleEpoch:
+    case Verdict::kBehindCheckpoint: return true;
+    default: return false;
+  }
+}
+
+bool InLog(Verdict v) noexcept {
+  return v == Verdict::kOk || v == Verdict::kPending || v == Verdict::kOverCap ||
+         v == Verdict::kBadPayload;
+}
+
+}  // namespace
+
+Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch_records,
+             const SwarmConfig& config, RoomStorage* storage, wire::Encoder* encoder,
+             base::Rng* rng, SwarmListener* listener)
+    : room_(std::move(room)), config_(config), storage_(storage), encoder_(encoder),
+      rng_(rng), listener_(listener), epochs_(std::move(epoch_records)),
+      peers_(config.peers_max), seen_(kSeenIdsMax), rejected_(kRejectedIdsMax),
+      room_bucket_(config.room_publish_per_s, config.room_publish_burst, 0),
+      room_hard_bucket_(config.room_publish_per_s * 2, config.room_publish_burst * 2, 0) {
+  RP_ASSERT(room_ != nullptr);
+  RP_ASSERT(encoder_ != nullptr);
+  RP_ASSERT(rng_ != nullptr);
+  RP_ASSERT(config.peers_max > 0);
+  acks_.reserve(kAcksQueuedMax);
+}
+
+Swarm::~Swarm() = default;
+
+// ---- peers ----
+
+// FindPeer: a linear scan; fine while peers_max stays near 64 (one cache line per peer).
+Swarm::Peer* Swarm::FindPeer(const base::Endpoint& addr) noexcept {
+  for (Peer& p : peers_) {
+    if (p.used && p.addr == addr) return &p;
+  }
+  return nullptr;
+}
+
+uint32_t Swarm::SlotOf(const Peer* p) const noexcept {
+  RP_ASSERT(p >= peers_.data());
+  RP_ASSERT(p < peers_.data() + peers_.size());
+  return static_cast<uint32_t>(p - peers_.data());
+}
+
+size_t Swarm::peers_count() const noexcept { return peers_used_; }
+
+Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
+                              const wire::NodeId& id, bool relay) noexcept {
+  Peer* p = FindPeer(addr);
+  if (p == nullptr) {
+    for (Peer& slot : peers_) {
+      if (!slot.used) {
+        p = &slot;
+        break;
+      }
+    }
+    if (p == nullptr) return nullptr;  // table full: the newcomer tries another provider
+    *p = Peer{};
+    p->used = true;
+    p->addr = addr;
+    const uint32_t factor = relay ? config_.relay_publish_factor : 1;
+    p->publish = base::TokenBucket(config_.peer_publish_per_s * factor,
+                                   config_.peer_publish_burst * factor, now_us);
+    p->serve = base::TokenBucket(config_.serve_per_s, config_.serve_burst, now_us);
+    ++peers_used_;
+    std::erase(joining_, addr);
+    Emit(SwarmEvent::kPeerJoined, {}, addr);
+    if (peers_used_ == 1) Emit(SwarmEvent::kConnected, {}, addr);
+  }
+  p->id = id;
+  p->relay = relay;
+  p->last_heard_us = now_us;
+  return p;
+}
+
+void Swarm::DropPeer(Peer* p) noexcept {
+  RP_ASSERT(p->used);
+  const base::Endpoint addr = p->addr;
+  const uint32_t slot = SlotOf(p);
+  p->used = false;
+  --peers_used_;
+  if (sync_.active && sync_.peer == slot) sync_.active = false;
+  Emit(SwarmEvent::kPeerLeft, {}, addr);
+  if (peers_used_ == 0) Emit(SwarmEvent::kDisconnected, {}, addr);
+}
+
+void Swarm::Emit(SwarmEvent kind, const Hash256& id, const base::Endpoint& peer) {
+  if (listener_ != nullptr) listener_->OnSwarmEvent(*this, SwarmEventInfo{kind, id, peer});
+}
+
+std::span<uint8_t> Swarm::Buffer(dht::Outbox& out) noexcept { return out.Buffer(); }
+
+void Swarm::Send(const base::Endpoint& to, size_t size, dht::Outbox& out) noexcept {
+  RP_ASSERT(size <= wire::kDatagramBytesMax);
+  if (size > 0) out.Commit(size, to);
+}
+
+void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out) noexcept {
+  if (FindPeer(peer) == nullptr && std::find(joining_.begin(), joining_.end(), peer) ==
+                                       joining_.end()) {
+    if (joining_.size() < config_.peers_max) joining_.push_back(peer);
+  }
+  std::span<uint8_t> buf = Buffer(out);
+  if (buf.empty()) return;
+  Send(peer, encoder_->RoomJoin(buf, id(), config_.self, config_.relay), out);
+  next_join_us_ = now_us + config_.retry_us * 4;
+}
+
+void Swarm::Leave(dht::Outbox& out) noexcept {
+  for (Peer& p : peers_) {
+    if (!p.used) continue;
+    std::span<uint8_t> buf = Buffer(out);
+    if (!buf.empty()) Send(p.addr, encoder_->RoomLeave(buf, id(), config_.self), out);
+    DropPeer(&p);
+  }
+  joining_.clear();
+}
+
+// ---- heads ----
+
+const Hash256& Swarm::HeadsDigest() noexcept {
+  if (!digest_dirty_) return digest_;
+  heads_cache_ = room_->heads();
+  wire::Hasher h;
+  for (const Hash256& head : heads_cache_) h.Update(head);
+  digest_ = h.Final();
+  digest_dirty_ = false;
+  return digest_;
+}
+
+void Swarm::SendHeads(int64_t /*now_us*/, Peer& p, dht::Outbox& out) noexcept {
+  std::span<uint8_t> buf = Buffer(out);
+  if (buf.empty()) return;
+  wire::RoomHeadsFields f;
+  f.room = id();
+  f.sender = config_.self;
+  f.relay = config_.relay;
+  f.epoch = room_->epoch() < 0 ? 0 : static_cast<uint32_t>(room_->epoch());
+  f.log_size = room_->log_size();
+  f.heads_digest = HeadsDigest();
+  f.heads = heads_cache_;
+  f.checkpoint = checkpoint_info();
+  Send(p.addr, encoder_->RoomHeads(buf, f), out);
+}
+
+wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                            dht::Outbox& out) noexcept {
+  const wire::fb::RoomJoin* m = msg.room_join();
+  Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
+  if (p == nullptr) return wire::Verdict::kTableFull;
+  SendHeads(now_us, *p, out);  // the answer: our heads, epoch and checkpoint
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
+                             const wire::Message& msg, dht::Outbox& out) noexcept {
+  const wire::fb::RoomHeads* m = msg.room_heads();
+  const bool known = FindPeer(from) != nullptr;
+  Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
+  if (p == nullptr) return wire::Verdict::kTableFull;
+  if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
+  p->log_size = m->log_size();
+  p->digest = wire::FromWireId(*m->heads_digest());
+  p->checkpoint = wire::FromWireCheckpoint(m->checkpoint());
+  const int64_t my_epoch = room_->epoch();
+  if (my_epoch >= 0 && m->epoch() < my_epoch) SendEpochsAfter(m->epoch(), from, out);
+  if (p->checkpoint.valid()) MaybeFetch(now_us, p->checkpoint, out);
+  if (fetch_ != nullptr || sync_.active) return wire::Verdict::kOk;
+  if (p->digest != HeadsDigest() && now_us >= p->next_sync_us && p->log_size > 0) {
+    p->next_sync_us = now_us + config_.heads_interval_us;
+    StartSync(now_us, SlotOf(p), out);
+  }
+  return wire::Verdict::kOk;
+}
+
+// ---- key epochs ----
+
+void Swarm::SendEpochsAfter(uint32_t epoch, const base::Endpoint& to,
+                            dht::Outbox& out) noexcept {
+  for (size_t e = epoch + 1; e < epochs_.size(); ++e) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return;
+    Send(to, encoder_->RoomEpoch(buf, id(), epochs_[e]), out);
+  }
+}
+
+Verdict Swarm::AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept {
+  const Verdict v = room_->AddKeyEpoch(record);
+  if (v != Verdict::kOk) return v;
+  epochs_.emplace_back(record.begin(), record.end());
+  digest_dirty_ = true;  // a rotation may set updates aside
+  if (storage_ != nullptr &&
+      !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), record).ok()) {
+    ++counters_.storage_errors;
+  }
+  seen_.Insert(Prefix64(wire::Blake2b256(record)));
+  std::span<uint8_t> buf = Buffer(out);
+  if (buf.empty()) return v;
+  const size_t n = encoder_->RoomEpoch(buf, id(), record);
+  if (n == 0) return v;  // larger than a datagram: peers need the chunked form (later)
+  for (Peer& p : peers_) {
+    if (!p.used) continue;
+    std::span<uint8_t> b = Buffer(out);
+    if (b.empty()) break;
+    std::memcpy(b.data(), buf.data(), n);
+    Send(p.addr, n, out);
+  }
+  return v;
+}
+
+wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& msg,
+                             dht::Outbox& out) noexcept {
+  const auto* rec = msg.room_epoch()->record();
+  Bytes record(rec->data(), rec->size());
+  if (!seen_.Insert(Prefix64(wire::Blake2b256(record)))) return wire::Verdict::kOk;
+  std::memcpy(scratch_, record.data(), record.size());
+  Bytes aligned(scratch_, record.size());
+  const Verdict v = room_->AddKeyEpoch(aligned);
+  if (v != Verdict::kOk) {
+    return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadField;
+  }
+  epochs_.emplace_back(aligned.begin(), aligned.end());
+  digest_dirty_ = true;
+  if (storage_ != nullptr &&
+      !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), aligned).ok()) {
+    ++counters_.storage_errors;
+  }
+  Flood(msg.bytes(), from, out);
+  return wire::Verdict::kOk;
+}
+
+// ---- flood, acks, limits ----
+
+void Swarm::Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept {
+  for (Peer& p : peers_) {
+    if (!p.used || p.addr == except) continue;
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return;  // send queue full: the rest repair through sync
+    std::memcpy(buf.data(), datagram.data(), datagram.size());
+    Send(p.addr, datagram.size(), out);
+    ++counters_.forwarded;
+  }
+}
+
+void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
+  if (storage_ == nullptr) return;  // only durable nodes acknowledge
+  if (acks_.size() >= kAcksQueuedMax) return;
+  acks_.push_back(PendingAck{to, update});
+}
+
+void Swarm::ReleaseAcks(dht::Outbox& out) noexcept {
+  for (const PendingAck& a : acks_) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) break;  // unsent acks: the publisher retransmits and is acked again
+    Send(a.to, encoder_->RoomAck(buf, id(), a.id), out);
+    ++counters_.acks_sent;
+  }
+  acks_.clear();
+}
+
+// AdmitRate: per-peer then per-room limits for a fresh update. Over the room's soft limit
+// only the fastest sender of this period is shed; over the hard limit (2x) everyone is.
+bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
+                      dht::Outbox& out) noexcept {
+  bool shed = !p.publish.TryTake(now_us);
+  if (!shed && !room_bucket_.TryTake(now_us)) {
+    uint32_t fastest = 0;
+    for (const Peer& q : peers_) {
+      if (q.used) fastest = std::max(fastest, q.recent_publishes);
+    }
+    shed = p.recent_publishes * 4 >= fastest * 3 || !room_hard_bucket_.TryTake(now_us);
+  }
+  if (!shed) {
+    ++p.recent_publishes;
+    return true;
+  }
+  ++counters_.shed;
+  if (now_us - p.slowdown_sent_us >= 1'000'000 || p.slowdown_sent_us == 0) {
+    p.slowdown_sent_us = now_us;
+    std::span<uint8_t> buf = Buffer(out);
+    if (!buf.empty()) {
+      Send(p.addr, encoder_->RoomSlowDown(buf, id(), update, kSlowDownRetryMs), out);
+      ++counters_.slowdowns_sent;
+    }
+  }
+  return false;
+}
+
+Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint& from,
+                      bool* accepted) noexcept {
+  RP_ASSERT(record.size() <= sizeof(scratch_));
+  std::memcpy(scratch_, record.data(), record.size());  // the room reads 8-byte aligned
+  Bytes aligned(scratch_, record.size());
+  const Hash256 before = room_->state_hash();
+  const Verdict v = room_->Receive(aligned);
+  *accepted = InLog(v);
+  if (v == Verdict::kDuplicate) {
+    ++counters_.duplicates;
+    if (from.valid()) QueueAck(from, update);  // a retransmission: its first ack may have been lost
+    return v;
+  }
+  if (!*accepted) {
+    ++counters_.rejected;
+    if (IsPermanentReject(v)) rejected_.Insert(Prefix64(update));
+    return v;
+  }
+  seen_.Insert(Prefix64(update));
+  digest_dirty_ = true;
+  if (storage_ != nullptr) {
+    if (storage_->Append(id(), update, aligned).ok()) {
+      if (from.valid()) QueueAck(from, update);  // sync records come with no sender
+    } else {
+      ++counters_.storage_errors;  // no ack: the publisher retries
+    }
+  }
+  Emit(SwarmEvent::kUpdateApplied, update, from);
+  NoteStateChange(before);
+  return v;
+}
+
+void Swarm::NoteStateChange(const Hash256& before) {
+  if (room_->state_hash() != before) Emit(SwarmEvent::kStateChanged, room_->state_hash(), {});
+}
+
+wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
+                               const wire::Message& msg, dht::Outbox& out) noexcept {
+  Peer* p = FindPeer(from);
+  if (p == nullptr) return wire::Verdict::kUnverifiedSender;  // join first
+  p->last_heard_us = now_us;
+  const auto* rec = msg.room_publish()->record();
+  Bytes record(rec->data(), rec->size());
+  UpdateView view;
+  std::memcpy(scratch_, record.data(), record.size());
+  if (DecodeUpdate(Bytes(scratch_, record.size()), id(), &view) != Verdict::kOk) {
+    ++counters_.rejected;
+    return wire::Verdict::kBadField;
+  }
+  const Hash256 update = view.id;
+  // Cheapest first: duplicates and known-bad ids cost a hash, never a signature.
+  if (seen_.Contains(Prefix64(update))) {
+    ++counters_.duplicates;
+    QueueAck(from, update);
+    return wire::Verdict::kOk;
+  }
+  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kBadSignature;
+  // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
+  if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
+  // A large record of a sync stream comes as a RoomPublish from the peer we asked.
+  const bool from_sync = sync_.active && peers_[sync_.peer].addr == from;
+  if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
+  bool accepted = false;
+  const Verdict v = Accept(record, update, from, &accepted);
+  if (!accepted) {
+    return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadSignature;
+  }
+  ++counters_.accepted;
+  Flood(msg.bytes(), from, out);  // the bytes received: signatures cover them
+  return wire::Verdict::kOk;
+}
+
+absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbox& out) {
+  if (now_us < slowed_until_us_) return absl::ResourceExhaustedError("slowed down by a relay");
+  const Hash256 before = room_->state_hash();
+  auto record = room_->Write(payload, [this](std::span<uint8_t> b) { rng_->Fill(b); });
+  if (!record.ok()) return record.status();
+  UpdateView view;
+  const Verdict decoded = DecodeUpdate(*record, id(), &view);
+  RP_ASSERT(decoded == Verdict::kOk);
+  const Hash256 update = view.id;
+  ++counters_.published;
+  seen_.Insert(Prefix64(update));
+  digest_dirty_ = true;
+  if (storage_ != nullptr && !storage_->Append(id(), update, *record).ok()) {
+    ++counters_.storage_errors;
+  }
+  Emit(SwarmEvent::kUpdateApplied, update, {});
+  NoteStateChange(before);
+  std::span<uint8_t> buf = Buffer(out);
+  if (!buf.empty()) {
+    const size_t n = encoder_->RoomPublish(buf, id(), *record);
+    RP_ASSERT(n > 0);
+    Flood(Bytes(buf.data(), n), base::Endpoint{}, out);
+  }
+  if (unacked_.size() < kUnackedMax) {
+    unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
+  }
+  return update;
+}
+
+void Swarm::RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept {
+  bool any_relay = false;
+  for (const Peer& p : peers_) any_relay |= p.used && p.relay;
+  if (!any_relay) {
+    unacked_.clear();  // nobody acks in a swarm without relays; sync repairs loss
+    return;
+  }
+  for (size_t i = 0; i < unacked_.size();) {
+    Unacked& u = unacked_[i];
+    if (u.retries >= kPublishRetriesMax) {
+      unacked_[i] = std::move(unacked_.back());
+      unacked_.pop_back();
+      continue;
+    }
+    if (now_us >= u.next_us) {
+      u.next_us = now_us + config_.retry_us * 4;
+      ++u.retries;
+      for (Peer& p : peers_) {
+        if (!p.used || !p.relay) continue;
+        std::span<uint8_t> buf = Buffer(out);
+        if (buf.empty()) return;
+        Send(p.addr, encoder_->RoomPublish(buf, id(), u.record), out);
+      }
+    }
+    ++i;
+  }
+}
+
+// ---- dispatch and time ----
+
+wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
+                               const wire::Message& msg, dht::Outbox& out) noexcept {
+  RP_ASSERT(msg.is_room());
+  if (Peer* p = FindPeer(from)) p->last_heard_us = now_us;
+  switch (msg.type()) {
+    case wire::MessageType::kRoomJoin: return OnJoin(now_us, from, msg, out);
+    case wire::MessageType::kRoomLeave:
+      if (Peer* p = FindPeer(from)) DropPeer(p);
+      return wire::Verdict::kOk;
+    case wire::MessageType::kRoomHeads: return OnHeads(now_us, from, msg, out);
+    case wire::MessageType::kRoomPublish: return OnPublish(now_us, from, msg, out);
+    case wire::MessageType::kRoomAck: {
+      const Hash256 update = wire::FromWireId(*msg.room_ack()->update());
+      const size_t before = unacked_.size();
+      std::erase_if(unacked_, [&](const Unacked& u) { return u.id == update; });
+      if (unacked_.size() == before) return wire::Verdict::kUnexpectedReply;
+      ++counters_.acks_received;
+      Emit(SwarmEvent::kAcked, update, from);
+      return wire::Verdict::kOk;
+    }
+    case wire::MessageType::kRoomSync: return OnSync(now_us, from, msg, out);
+    case wire::MessageType::kRoomSyncData: return OnSyncData(now_us, from, msg, out);
+    case wire::MessageType::kRoomCheckpointGet: return OnPieceGet(now_us, from, msg, out);
+    case wire::MessageType::kRoomCheckpointChunk: return OnPiece(now_us, from, msg, out);
+    case wire::MessageType::kRoomSlowDown: {
+      if (FindPeer(from) == nullptr) return wire::Verdict::kUnverifiedSender;
+      const int64_t wait_us = int64_t{msg.room_slow_down()->retry_after_ms()} * 1000;
+      slowed_until_us_ = now_us + std::min<int64_t>(wait_us, 10'000'000);
+      Emit(SwarmEvent::kSlowedDown, wire::FromWireId(*msg.room_slow_down()->update()), from);
+      return wire::Verdict::kOk;
+    }
+    case wire::MessageType::kRoomEpoch: return OnEpoch(from, msg, out);
+    default: break;
+  }
+  return wire::Verdict::kUnknownType;
+}
+
+void Swarm::Tick(int64_t now_us, dht::Outbox& out) noexcept {
+  if (!joining_.empty() && now_us >= next_join_us_) {
+    const std::vector<base::Endpoint> again = joining_;
+    for (const base::Endpoint& e : again) Connect(now_us, e, out);
+  }
+  if (now_us >= next_heads_us_) {
+    // Jitter keeps the swarm's announcements from lining up.
+    next_heads_us_ = now_us + config_.heads_interval_us -
+                     static_cast<int64_t>(rng_->Uniform(config_.heads_interval_us / 4 + 1));
+    for (Peer& p : peers_) {
+      if (!p.used) continue;
+      if (now_us - p.last_heard_us > config_.peer_silent_us) {
+        DropPeer(&p);
+        continue;
+      }
+      p.recent_publishes /= 2;
+      SendHeads(now_us, p, out);
+    }
+  }
+  RetryUnacked(now_us, out);
+  SyncTick(now_us, out);
+  FetchTick(now_us, out);
+}
+
+}  // namespace ringpeer::room

@@ -1,0 +1,310 @@
+// Swarm: one room on the network, sans-I/O (issue 5). It wraps a room::Room and speaks the
+// room messages of wire/schemas/room_net.fbs with the room's other members and relays.
+//
+// Input: (now, from, verified wire::Message) through OnMessage, and Tick(now). Output:
+// datagrams written to a dht::Outbox, writes staged in a RoomStorage, and events to a
+// SwarmListener. No sockets, clocks, threads or globals; randomness comes from an
+// injected base::Rng. What it does:
+//  - keeps a bounded table of swarm peers, refreshed by their RoomHeads (sent every
+//    heads_interval_us, which is also the keepalive); the silent are dropped;
+//  - floods each new update once to every peer but the one it came from, forwarding the
+//    received datagram byte for byte; a bounded seen-set drops duplicates before any
+//    signature check;
+//  - acknowledges an update (RoomAck) only after the storage made it durable: acks queue
+//    until the shard's Commit() succeeds and it calls ReleaseAcks();
+//  - repairs gaps with RoomSync (the heads it has) answered by a windowed, rate-limited
+//    stream of missing records, or "take the checkpoint" when that is cheaper;
+//  - fetches checkpoints in hash-checked 1 KiB pieces from every peer that advertises
+//    them, resumes after loss, keeps a matching cached state (Room::NeedsBlob);
+//  - limits publishing per peer and per room, and sheds the fastest sender first,
+//    telling it with RoomSlowDown.
+//
+// Shard-local; not thread-safe. Owning type: not copyable.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/endpoint.h"
+#include "base/rng.h"
+#include "base/token_bucket.h"
+#include "dht/outbox.h"
+#include "dht/seen_set.h"
+#include "node/room/room.h"
+#include "node/room/storage.h"
+#include "wire/encode.h"
+#include "wire/message.h"
+
+namespace ringpeer::room {
+
+struct SwarmConfig {
+  wire::NodeId self{};
+  // A relay stores the log (it needs a storage) and fetches every new checkpoint, so it
+  // can serve joiners; a member fetches a checkpoint only to join.
+  bool relay = false;
+  // Peers in one room's table. A relay fans out to each, so this bounds the work one
+  // update costs it; a full table refuses new peers (they try another provider).
+  uint32_t peers_max = 64;
+  // Head announcement (and keepalive) period; a peer silent for peer_silent_us (five
+  // periods: five lost datagrams in a row at 10% loss is 1 in 100,000) is dropped.
+  int64_t heads_interval_us = 2'000'000;
+  int64_t peer_silent_us = 10'000'000;
+  // Records one RoomSync asks for; the stream is ack-clocked by the next RoomSync.
+  uint16_t sync_window = 512;
+  // No answer to a RoomSync or a piece request in this long: ask again (maybe elsewhere).
+  int64_t retry_us = 200'000;
+  // Datagrams a peer may draw from our sync and checkpoint serving, per second and burst:
+  // enough for a 5 MB checkpoint in well under a second, bounded so a peer cannot make us
+  // a traffic amplifier.
+  uint32_t serve_per_s = 200'000;
+  uint32_t serve_burst = 8192;
+  // Fresh updates per second from one member (a relay peer forwards many authors: x16).
+  uint32_t peer_publish_per_s = 100;
+  uint32_t peer_publish_burst = 200;
+  uint32_t relay_publish_factor = 16;
+  // Fresh updates per second for the whole room: past this, the fastest sender is shed.
+  uint32_t room_publish_per_s = 1000;
+  uint32_t room_publish_burst = 2000;
+  // Piece requests in flight to one peer during a checkpoint fetch.
+  uint32_t pieces_inflight_per_peer = 64;
+};
+
+// Forwarded update ids remembered (the flood's loop guard), and rejected ones (so that a
+// replayed bad update is not verified again). At least the last N are remembered.
+inline constexpr uint32_t kSeenIdsMax = 8192;
+inline constexpr uint32_t kRejectedIdsMax = 1024;
+// Acks waiting for the next commit; past this, new ones are dropped (publishers retry).
+inline constexpr size_t kAcksQueuedMax = 4096;
+// Own updates waiting for a relay's ack, retried every retry interval x 4 up to 8 times.
+inline constexpr size_t kUnackedMax = 512;
+inline constexpr uint32_t kPublishRetriesMax = 8;
+// Checkpoint ids this node tried and failed (bad root, stale): not fetched again.
+inline constexpr size_t kTriedCheckpointsMax = 8;
+// A sync that gets no answer this many times in a row is abandoned (next heads retry it).
+inline constexpr uint32_t kSyncAttemptsMax = 8;
+// How long a shed publisher is told to wait.
+inline constexpr uint32_t kSlowDownRetryMs = 1000;
+
+enum class SwarmEvent : uint8_t {
+  kUpdateApplied,     // id: an update entered the log (from a peer or Publish)
+  kStateChanged,      // the state hash changed
+  kPeerJoined,        // peer: added to the table
+  kPeerLeft,          // peer: dropped (silent, left)
+  kConnected,         // the first peer is heard from
+  kDisconnected,      // the last peer was dropped
+  kCheckpointLoaded,  // id: a fetched checkpoint was put in effect
+  kAcked,             // id: a relay acknowledged our update durably
+  kSlowedDown,        // id: our update was shed; wait before publishing again
+};
+
+struct SwarmEventInfo {
+  SwarmEvent kind;
+  Hash256 id{};
+  base::Endpoint peer;
+};
+
+class Swarm;
+class SwarmListener {
+ public:
+  virtual ~SwarmListener() = default;
+  virtual void OnSwarmEvent(Swarm& swarm, const SwarmEventInfo& event) = 0;
+};
+
+struct SwarmCounters {
+  uint64_t published = 0;        // own updates
+  uint64_t accepted = 0;         // updates from peers that entered the log (or pending)
+  uint64_t duplicates = 0;       // dropped before verification
+  uint64_t rejected = 0;         // failed the room's checks
+  uint64_t forwarded = 0;        // datagrams sent by the flood
+  uint64_t shed = 0;             // publishes dropped by the limits
+  uint64_t slowdowns_sent = 0;
+  uint64_t acks_sent = 0;
+  uint64_t acks_received = 0;
+  uint64_t syncs_sent = 0;       // RoomSync requests (each window counts)
+  uint64_t syncs_served = 0;
+  uint64_t sync_records_received = 0;
+  uint64_t pieces_served = 0;
+  uint64_t pieces_received = 0;
+  uint64_t pieces_bad = 0;       // failed their hash: the sender is struck
+  uint64_t checkpoints_loaded = 0;
+  uint64_t storage_errors = 0;
+};
+
+class Swarm {
+ public:
+  // `room` is opened with `epoch_records` applied (kept to hand to peers that lack them).
+  // `storage` (may be null for a member without persistence) receives every accepted
+  // record; it must already hold the genesis and those epochs. `encoder` and `rng` are
+  // the shard's and outlive the swarm; `listener` may be null.
+  Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch_records,
+        const SwarmConfig& config, RoomStorage* storage, wire::Encoder* encoder,
+        base::Rng* rng, SwarmListener* listener);
+  Swarm(const Swarm&) = delete;
+  Swarm& operator=(const Swarm&) = delete;
+  ~Swarm();
+
+  // Connect: sends a RoomJoin to `peer` (a provider from the DHT or an invite's address).
+  // It enters the table when it answers; Tick repeats the join until then.
+  void Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out) noexcept;
+  // Leave: tells every peer and empties the table.
+  void Leave(dht::Outbox& out) noexcept;
+  // OnMessage: one verified room message about this room. kOk or why it was dropped.
+  wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                          dht::Outbox& out) noexcept;
+  // Tick: heads announcements, dropping the silent, retries. Call every ~10-50 ms.
+  void Tick(int64_t now_us, dht::Outbox& out) noexcept;
+
+  // Publish: writes, signs and floods an update; retried to relays until acked.
+  absl::StatusOr<Hash256> Publish(int64_t now_us, Bytes payload, dht::Outbox& out);
+  // MakeCheckpoint: makes a checkpoint of the current state, puts it in effect and
+  // advertises it in the next heads. Needs write access.
+  absl::Status MakeCheckpoint();
+  // AddKeyEpoch: applies a key epoch (the admin's rotation) and floods it.
+  Verdict AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept;
+  // SetCachedState: a state kept from an earlier session, offered before joining; when a
+  // fetched checkpoint has this state hash, its blob is not fetched.
+  void SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state);
+  // RequestSync: asks a peer for what this node lacks now (after a restart, say).
+  void RequestSync(int64_t now_us, dht::Outbox& out) noexcept;
+
+  // ReleaseAcks: sends the acks queued before the storage's last successful Commit.
+  // DropAcks: forgets them (the commit failed; publishers will retransmit).
+  void ReleaseAcks(dht::Outbox& out) noexcept;
+  void DropAcks() noexcept { acks_.clear(); }
+
+  const Room& room() const noexcept { return *room_; }
+  const Hash256& id() const noexcept { return room_->id(); }
+  const SwarmCounters& counters() const noexcept { return counters_; }
+  size_t peers_count() const noexcept;
+  size_t unacked_count() const noexcept { return unacked_.size(); }
+  size_t acks_queued() const noexcept { return acks_.size(); }
+  bool fetching() const noexcept { return fetch_ != nullptr; }
+  bool syncing() const noexcept { return sync_.active; }
+  const wire::RoomCheckpointInfo& checkpoint_info() const noexcept;
+
+ public:
+  // Internal types (swarm_internal.h); public only so that free helpers can name them.
+  struct Peer;
+  struct Object;
+  struct Fetch;
+
+ private:
+  struct SyncClient {
+    bool active = false;
+    uint32_t peer = 0;        // slot
+    uint64_t txid = 0;
+    uint16_t expected = 0;    // datagrams in the current window (0: not known yet)
+    uint16_t received = 0;
+    bool more = false;
+    uint32_t attempts = 0;
+    int64_t deadline_us = 0;
+  };
+  struct Unacked {
+    Hash256 id{};
+    std::vector<uint8_t> record;
+    int64_t next_us = 0;
+    uint32_t retries = 0;
+  };
+  struct PendingAck {
+    base::Endpoint to;
+    Hash256 id{};
+  };
+
+  // Peers (swarm.cc).
+  Peer* FindPeer(const base::Endpoint& addr) noexcept;
+  Peer* AdmitPeer(int64_t now_us, const base::Endpoint& addr, const wire::NodeId& id,
+                  bool relay) noexcept;
+  void DropPeer(Peer* p) noexcept;
+  uint32_t SlotOf(const Peer* p) const noexcept;
+  void Emit(SwarmEvent kind, const Hash256& id, const base::Endpoint& peer);
+  void Send(const base::Endpoint& to, size_t size, dht::Outbox& out) noexcept;
+  std::span<uint8_t> Buffer(dht::Outbox& out) noexcept;
+  void SendHeads(int64_t now_us, Peer& p, dht::Outbox& out) noexcept;
+  const Hash256& HeadsDigest() noexcept;
+  wire::Verdict OnJoin(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                       dht::Outbox& out) noexcept;
+  wire::Verdict OnHeads(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                        dht::Outbox& out) noexcept;
+  void SendEpochsAfter(uint32_t epoch, const base::Endpoint& to, dht::Outbox& out) noexcept;
+  wire::Verdict OnEpoch(const base::Endpoint& from, const wire::Message& msg,
+                        dht::Outbox& out) noexcept;
+
+  // Flood, acks, limits (swarm.cc).
+  wire::Verdict OnPublish(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                          dht::Outbox& out) noexcept;
+  bool AdmitRate(int64_t now_us, Peer& p, const Hash256& id, dht::Outbox& out) noexcept;
+  // Accept: a record from a peer through the room; stores it and queues its ack. Returns
+  // the room's verdict; `accepted` says whether it entered the log or the pending set.
+  Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from,
+                 bool* accepted) noexcept;
+  void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
+  void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;
+  void RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept;
+  void NoteStateChange(const Hash256& before);
+
+  // Sync (swarm_sync.cc).
+  void StartSync(int64_t now_us, uint32_t slot, dht::Outbox& out) noexcept;
+  void SendSyncRequest(int64_t now_us, dht::Outbox& out) noexcept;
+  wire::Verdict OnSync(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                       dht::Outbox& out) noexcept;
+  wire::Verdict OnSyncData(int64_t now_us, const base::Endpoint& from,
+                           const wire::Message& msg, dht::Outbox& out) noexcept;
+  void SyncTick(int64_t now_us, dht::Outbox& out) noexcept;
+
+  // Checkpoints (swarm_checkpoint.cc).
+  void AdoptObject(Bytes record, Bytes blob);
+  void MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, dht::Outbox& out);
+  wire::Verdict OnPieceGet(int64_t now_us, const base::Endpoint& from,
+                           const wire::Message& msg, dht::Outbox& out) noexcept;
+  wire::Verdict OnPiece(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                        dht::Outbox& out) noexcept;
+  void StartLevel(uint8_t level);
+  void RequestPieces(int64_t now_us, dht::Outbox& out) noexcept;
+  void FetchTick(int64_t now_us, dht::Outbox& out) noexcept;
+  void FinishFetch(int64_t now_us, dht::Outbox& out);
+  bool TryCachedLoad();
+  void AbandonFetch() noexcept;
+  void TryAwaitedCheckpoint();
+
+  std::unique_ptr<Room> room_;
+  SwarmConfig config_;
+  RoomStorage* storage_;
+  wire::Encoder* encoder_;
+  base::Rng* rng_;
+  SwarmListener* listener_;
+  SwarmCounters counters_;
+
+  std::vector<std::vector<uint8_t>> epochs_;  // key epoch records, by epoch
+  std::vector<Peer> peers_;  // fixed slots, sized at construction
+  size_t peers_used_ = 0;
+  dht::SeenSet seen_;
+  dht::SeenSet rejected_;
+  base::TokenBucket room_bucket_;
+  base::TokenBucket room_hard_bucket_;  // 2x: past it even the slower senders are dropped
+  std::vector<PendingAck> acks_;
+  std::vector<Unacked> unacked_;
+  std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
+  int64_t next_join_us_ = 0;
+  int64_t next_heads_us_ = 0;
+  int64_t slowed_until_us_ = 0;
+
+  Hash256 digest_{};
+  bool digest_dirty_ = true;
+  std::vector<Hash256> heads_cache_;
+
+  SyncClient sync_;
+  uint64_t sync_seen_[8] = {};  // datagrams of the current window received (512 bits)
+  std::unique_ptr<Object> object_;  // the checkpoint in effect, as a servable object
+  std::unique_ptr<Fetch> fetch_;
+  std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads (relay)
+  std::vector<uint8_t> awaited_blob_;
+  std::vector<Hash256> tried_;           // checkpoint ids that failed
+  Hash256 cached_hash_{};
+  std::vector<uint8_t> cached_state_;
+  alignas(8) uint8_t scratch_[wire::kDatagramBytesMax];  // aligned copy of a record
+};
+
+}  // namespace ringpeer::room

@@ -1,0 +1,346 @@
+// Swarm: checkpoints as fetchable objects. object = record ‖ blob in 1 KiB leaves under a
+// fan-out-32 hash tree (RoomCheckpointRef in room_net.fbs). A fetch walks the tree top
+// down, one level at a time: each piece is checked against the hash its parent gave, so
+// pieces may come from every peer that advertises the checkpoint, a bad one is caught and
+// its sender struck, and loss only means asking again. The assembled record and blob
+// still pass the room's own signed checks before they are used.
+#include <algorithm>
+#include <cstring>
+
+#include "base/assert.h"
+#include "node/room/swarm.h"
+#include "node/room/swarm_internal.h"
+
+namespace ringpeer::room {
+namespace {
+
+// A peer that sent this many bad pieces is not asked again during this fetch.
+constexpr uint32_t kStrikesMax = 3;
+// Largest object a peer may advertise: the largest record plus the largest state cap we
+// accept (64 MiB: far above the 5 MB default, and bounds what a liar makes us allocate).
+constexpr uint64_t kObjectBytesMax = kCheckpointBytesMax + (uint64_t{64} << 20);
+
+Bytes HashBytes(const std::vector<Hash256>& level, size_t first, size_t count) noexcept {
+  return Bytes(reinterpret_cast<const uint8_t*>(level.data() + first), count * 32);
+}
+
+uint32_t Ceil(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
+
+}  // namespace
+
+std::vector<uint32_t> PieceCounts(uint64_t object_bytes) {
+  std::vector<uint32_t> counts{std::max<uint32_t>(1, Ceil(object_bytes, wire::kRoomPieceBytes))};
+  while (counts.back() > 1) counts.push_back(Ceil(counts.back(), wire::kRoomPieceFanout));
+  return counts;
+}
+
+// PieceBytes: the exact size of piece (level, index) of an object with `counts`.
+static size_t PieceBytes(const std::vector<uint32_t>& counts, uint64_t object_bytes,
+                         uint8_t level, uint32_t index) noexcept {
+  if (level == 0) {
+    return static_cast<size_t>(
+        std::min<uint64_t>(wire::kRoomPieceBytes, object_bytes - uint64_t{index} *
+                                                                  wire::kRoomPieceBytes));
+  }
+  const uint32_t below = counts[level - 1];
+  return 32 * std::min<size_t>(wire::kRoomPieceFanout, below - index * wire::kRoomPieceFanout);
+}
+
+void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
+  out->bytes.assign(record.begin(), record.end());
+  out->bytes.insert(out->bytes.end(), blob.begin(), blob.end());
+  const std::vector<uint32_t> counts = PieceCounts(out->bytes.size());
+  out->hashes.assign(counts.size(), {});
+  for (size_t k = 0; k < counts.size(); ++k) {
+    out->hashes[k].resize(counts[k]);
+    for (uint32_t i = 0; i < counts[k]; ++i) {
+      out->hashes[k][i] = wire::Blake2b256(out->Piece(static_cast<uint8_t>(k), i));
+    }
+  }
+  out->info.id = wire::Blake2b256(record);
+  out->info.root = out->hashes.back()[0];
+  out->info.object_bytes = out->bytes.size();
+  out->info.record_bytes = static_cast<uint32_t>(record.size());
+  out->info.levels = static_cast<uint8_t>(counts.size() - 1);
+}
+
+Bytes Swarm::Object::Piece(uint8_t level, uint32_t index) const noexcept {
+  if (level >= hashes.size() || index >= hashes[level].size()) return {};
+  if (level == 0) {
+    const size_t first = size_t{index} * wire::kRoomPieceBytes;
+    return Bytes(bytes.data() + first, std::min(wire::kRoomPieceBytes, bytes.size() - first));
+  }
+  const std::vector<Hash256>& below = hashes[level - 1];
+  const size_t first = size_t{index} * wire::kRoomPieceFanout;
+  return HashBytes(below, first, std::min(wire::kRoomPieceFanout, below.size() - first));
+}
+
+const wire::RoomCheckpointInfo& Swarm::checkpoint_info() const noexcept {
+  static const wire::RoomCheckpointInfo kNone{};
+  return object_ != nullptr ? object_->info : kNone;
+}
+
+void Swarm::AdoptObject(Bytes record, Bytes blob) {
+  auto object = std::make_unique<Object>();
+  BuildObject(record, blob, object.get());
+  object_ = std::move(object);
+}
+
+absl::Status Swarm::MakeCheckpoint() {
+  auto cp = room_->MakeCheckpoint([this](std::span<uint8_t> b) { rng_->Fill(b); });
+  if (!cp.ok()) return cp.status();
+  const Verdict v = room_->AddCheckpoint(cp->record, cp->blob);
+  if (v != Verdict::kOk) return absl::InternalError(VerdictName(v));
+  if (storage_ != nullptr && !storage_->PutCheckpoint(id(), cp->record, cp->blob).ok()) {
+    ++counters_.storage_errors;
+  }
+  AdoptObject(cp->record, cp->blob);
+  return absl::OkStatus();
+}
+
+void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state) {
+  cached_hash_ = state_hash;
+  cached_state_ = std::move(state);
+}
+
+// MaybeFetch: starts fetching an advertised checkpoint when this node needs it: to join
+// (an empty room), or as a relay that serves joiners.
+void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, dht::Outbox& out) {
+  if (fetch_ != nullptr || !cp.valid()) return;
+  if (object_ != nullptr && object_->info.id == cp.id) return;
+  if (std::find(tried_.begin(), tried_.end(), cp.id) != tried_.end()) return;
+  const bool joining = room_->log_size() == 0 && !room_->has_checkpoint();
+  if (!joining && !config_.relay) return;
+  if (!awaited_record_.empty() && wire::Blake2b256(awaited_record_) == cp.id) return;
+  const std::vector<uint32_t> counts = PieceCounts(cp.object_bytes);
+  if (cp.object_bytes > kObjectBytesMax || cp.record_bytes > kCheckpointBytesMax ||
+      cp.record_bytes == 0 || counts.size() - 1 != cp.levels) {
+    return;  // a malformed advertisement: ignored
+  }
+  auto f = std::make_unique<Fetch>();
+  f->info = cp;
+  f->counts = counts;
+  f->expected.resize(counts.size());
+  for (size_t k = 0; k < counts.size(); ++k) f->expected[k].resize(counts[k]);
+  f->expected.back()[0] = cp.root;
+  f->bytes.resize(cp.object_bytes);
+  fetch_ = std::move(f);
+  for (Peer& p : peers_) p.pieces_inflight = 0;
+  StartLevel(cp.levels);
+  RequestPieces(now_us, out);
+}
+
+void Swarm::StartLevel(uint8_t level) {
+  Fetch& f = *fetch_;
+  f.level = level;
+  f.state.assign(f.counts[level], PieceState::kMissing);
+  f.sent_us.assign(f.counts[level], 0);
+  f.sent_to.assign(f.counts[level], 0);
+  f.cursor = 0;
+  f.have = 0;
+  f.retry.clear();
+  for (Peer& p : peers_) p.pieces_inflight = 0;  // answers for the old level are ignored
+}
+
+void Swarm::RequestPieces(int64_t now_us, dht::Outbox& out) noexcept {
+  Fetch& f = *fetch_;
+  // Round robin over the peers that advertise this checkpoint, one request each per pass,
+  // until every window is full or no piece is left to ask for. Bounded: each pass sends
+  // at least one request or stops.
+  for (bool sent = true; sent;) {
+    sent = false;
+    for (Peer& p : peers_) {
+      if (!p.used || !(p.checkpoint.id == f.info.id) || p.strikes >= kStrikesMax) continue;
+      if (p.pieces_inflight >= config_.pieces_inflight_per_peer) continue;
+      uint32_t index;
+      if (!f.retry.empty()) {
+        index = f.retry.back();
+        f.retry.pop_back();
+      } else {
+        while (f.cursor < f.state.size() && f.state[f.cursor] != PieceState::kMissing) {
+          ++f.cursor;
+        }
+        if (f.cursor == f.state.size()) return;
+        index = f.cursor++;
+      }
+      std::span<uint8_t> buf = Buffer(out);
+      if (buf.empty()) return;
+      Send(p.addr, encoder_->RoomCheckpointGet(buf, id(), f.info.id, f.level, index), out);
+      f.state[index] = PieceState::kRequested;
+      f.sent_us[index] = now_us;
+      f.sent_to[index] = SlotOf(&p);
+      ++p.pieces_inflight;
+      sent = true;
+    }
+  }
+}
+
+wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
+                                const wire::Message& msg, dht::Outbox& out) noexcept {
+  Peer* p = FindPeer(from);
+  if (p == nullptr) return wire::Verdict::kUnverifiedSender;
+  if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
+  const wire::fb::RoomCheckpointGet* m = msg.room_checkpoint_get();
+  const Hash256 cp = wire::FromWireId(*m->checkpoint());
+  Bytes piece;
+  if (object_ != nullptr && object_->info.id == cp) piece = object_->Piece(m->level(), m->index());
+  std::span<uint8_t> buf = Buffer(out);
+  if (buf.empty()) return wire::Verdict::kSendQueueFull;
+  Send(from, encoder_->RoomCheckpointChunk(buf, id(), cp, m->level(), m->index(), piece), out);
+  ++counters_.pieces_served;
+  return wire::Verdict::kOk;
+}
+
+wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
+                             const wire::Message& msg, dht::Outbox& out) noexcept {
+  const wire::fb::RoomCheckpointChunk* m = msg.room_checkpoint_chunk();
+  Peer* p = FindPeer(from);
+  if (fetch_ == nullptr || p == nullptr) return wire::Verdict::kUnexpectedReply;
+  Fetch& f = *fetch_;
+  const uint32_t index = m->index();
+  if (!(wire::FromWireId(*m->checkpoint()) == f.info.id) || m->level() != f.level ||
+      index >= f.state.size() || f.state[index] == PieceState::kHave) {
+    return wire::Verdict::kUnexpectedReply;  // late, duplicate or for an old level
+  }
+  if (f.state[index] == PieceState::kRequested && f.sent_to[index] == SlotOf(p) &&
+      p->pieces_inflight > 0) {
+    --p->pieces_inflight;
+  }
+  Bytes piece(m->bytes()->data(), m->bytes()->size());
+  const bool fits = piece.size() == PieceBytes(f.counts, f.info.object_bytes, f.level, index);
+  if (piece.empty() || !fits || wire::Blake2b256(piece) != f.expected[f.level][index]) {
+    if (piece.empty()) {
+      p->checkpoint = {};  // it does not hold this checkpoint (any more)
+    } else {
+      ++counters_.pieces_bad;
+      ++p->strikes;
+    }
+    if (f.state[index] == PieceState::kRequested) f.retry.push_back(index);
+    f.state[index] = PieceState::kMissing;
+    RequestPieces(now_us, out);
+    return piece.empty() ? wire::Verdict::kOk : wire::Verdict::kBadField;
+  }
+  ++counters_.pieces_received;
+  if (f.level == 0) {
+    std::memcpy(f.bytes.data() + size_t{index} * wire::kRoomPieceBytes, piece.data(),
+                piece.size());
+  } else {
+    std::memcpy(f.expected[f.level - 1].data() + size_t{index} * wire::kRoomPieceFanout,
+                piece.data(), piece.size());
+  }
+  f.state[index] = PieceState::kHave;
+  ++f.have;
+  if (f.level == 0 && !f.record_checked && TryCachedLoad()) return wire::Verdict::kOk;
+  if (f.have < f.state.size()) {
+    RequestPieces(now_us, out);
+  } else if (f.level > 0) {
+    StartLevel(f.level - 1);
+    RequestPieces(now_us, out);
+  } else {
+    FinishFetch(now_us, out);
+  }
+  return wire::Verdict::kOk;
+}
+
+// TryCachedLoad: once the leaves holding the record are here, a cached state with the
+// checkpoint's state hash replaces the blob. True when the fetch ended that way.
+bool Swarm::TryCachedLoad() {
+  Fetch& f = *fetch_;
+  if (cached_state_.empty()) {
+    f.record_checked = true;
+    return false;
+  }
+  const uint32_t record_leaves = Ceil(f.info.record_bytes, wire::kRoomPieceBytes);
+  for (uint32_t i = 0; i < record_leaves; ++i) {
+    if (f.state[i] != PieceState::kHave) return false;
+  }
+  f.record_checked = true;
+  const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
+  if (room_->log_size() != 0 || room_->NeedsBlob(record, cached_hash_)) return false;
+  if (room_->LoadCheckpointCached(record, cached_state_) != Verdict::kOk) return false;
+  ++counters_.checkpoints_loaded;
+  const Hash256 cp = f.info.id;
+  AbandonFetch();  // the blob is not needed; this node cannot serve it, others can
+  digest_dirty_ = true;
+  Emit(SwarmEvent::kCheckpointLoaded, cp, {});
+  return true;
+}
+
+void Swarm::FinishFetch(int64_t now_us, dht::Outbox& out) {
+  Fetch& f = *fetch_;
+  const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
+  Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
+  const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+  const Hash256 before = room_->state_hash();
+  const Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
+  const Hash256 cp = f.info.id;
+  if (v == Verdict::kOk) {
+    auto object = std::make_unique<Object>();
+    object->info = f.info;
+    object->bytes = std::move(f.bytes);
+    object->hashes = std::move(f.expected);  // every level is verified: the object's tree
+    object_ = std::move(object);
+    Bytes obj_blob(object_->bytes.data() + record.size(), object_->bytes.size() - record.size());
+    if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, obj_blob).ok()) {
+      ++counters_.storage_errors;
+    }
+    ++counters_.checkpoints_loaded;
+    digest_dirty_ = true;
+    AbandonFetch();
+    Emit(SwarmEvent::kCheckpointLoaded, cp, {});
+    NoteStateChange(before);
+    RequestSync(now_us, out);  // the log after the checkpoint
+    return;
+  }
+  if (v == Verdict::kPending) {  // its heads have not reached us yet (a relay)
+    awaited_record_ = record;
+    awaited_blob_.assign(blob.begin(), blob.end());
+  } else if (v != Verdict::kDuplicate) {
+    if (tried_.size() == kTriedCheckpointsMax) tried_.erase(tried_.begin());
+    tried_.push_back(cp);  // a bad root or a stale checkpoint: not fetched again
+  }
+  AbandonFetch();
+  if (empty) RequestSync(now_us, out);
+}
+
+void Swarm::AbandonFetch() noexcept {
+  fetch_.reset();
+  for (Peer& p : peers_) {
+    p.pieces_inflight = 0;
+    p.strikes = 0;
+  }
+}
+
+void Swarm::TryAwaitedCheckpoint() {
+  if (awaited_record_.empty()) return;
+  const Verdict v = room_->AddCheckpoint(awaited_record_, awaited_blob_);
+  if (v == Verdict::kPending) return;
+  // kDuplicate: the room installed it itself once the heads came.
+  if (v == Verdict::kOk || v == Verdict::kDuplicate) {
+    AdoptObject(awaited_record_, awaited_blob_);
+    if (storage_ != nullptr &&
+        !storage_->PutCheckpoint(id(), awaited_record_, awaited_blob_).ok()) {
+      ++counters_.storage_errors;
+    }
+  }
+  awaited_record_.clear();
+  awaited_blob_.clear();
+}
+
+void Swarm::FetchTick(int64_t now_us, dht::Outbox& out) noexcept {
+  if (fetch_ == nullptr) return;
+  Fetch& f = *fetch_;
+  // O(pieces of the level) per tick: ~5,000 for a 5 MB checkpoint, fine at tick rates.
+  for (uint32_t i = 0; i < f.state.size(); ++i) {
+    if (f.state[i] != PieceState::kRequested || now_us - f.sent_us[i] < config_.retry_us) {
+      continue;
+    }
+    Peer& p = peers_[f.sent_to[i]];
+    if (p.pieces_inflight > 0) --p.pieces_inflight;
+    f.state[i] = PieceState::kMissing;
+    f.retry.push_back(i);
+  }
+  RequestPieces(now_us, out);
+}
+
+}  // namespace ringpeer::room

@@ -1,0 +1,65 @@
+// Swarm's private types, shared by swarm.cc, swarm_sync.cc and swarm_checkpoint.cc.
+// Not part of the interface; include only from those files.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "base/token_bucket.h"
+#include "node/room/swarm.h"
+
+namespace ringpeer::room {
+
+struct Swarm::Peer {
+  bool used = false;
+  bool relay = false;
+  base::Endpoint addr;
+  wire::NodeId id{};
+  int64_t last_heard_us = 0;
+  int64_t next_sync_us = 0;       // earliest unprompted sync to this peer
+  int64_t slowdown_sent_us = 0;   // last RoomSlowDown, so a flood gets one reply per second
+  uint64_t log_size = 0;
+  Hash256 digest{};
+  wire::RoomCheckpointInfo checkpoint;
+  base::TokenBucket publish;
+  base::TokenBucket serve;
+  uint32_t recent_publishes = 0;  // fresh updates this period (halved each heads period)
+  uint32_t pieces_inflight = 0;
+  uint32_t strikes = 0;           // bad pieces sent
+};
+
+// A checkpoint as a servable object: record ‖ blob in 1 KiB leaves under a fan-out-32 hash
+// tree (RoomCheckpointRef in room_net.fbs). hashes[k][i]: hash of piece i of level k.
+struct Swarm::Object {
+  wire::RoomCheckpointInfo info;
+  std::vector<uint8_t> bytes;
+  std::vector<std::vector<Hash256>> hashes;
+
+  // Piece: the bytes of piece (level, index), or empty when out of range.
+  Bytes Piece(uint8_t level, uint32_t index) const noexcept;
+};
+
+// Piece counts per level for an object of `object_bytes`: level 0 = leaves.
+std::vector<uint32_t> PieceCounts(uint64_t object_bytes);
+// BuildObject: cuts and hashes; fills info (id, root, sizes, levels).
+void BuildObject(Bytes record, Bytes blob, Swarm::Object* out);
+
+enum class PieceState : uint8_t { kMissing = 0, kRequested, kHave };
+
+struct Swarm::Fetch {
+  wire::RoomCheckpointInfo info;
+  std::vector<uint32_t> counts;                 // pieces per level
+  std::vector<std::vector<Hash256>> expected;   // known expected hashes per level
+  std::vector<uint8_t> bytes;                   // the object being assembled
+  uint8_t level = 0;                            // the level being fetched
+  std::vector<PieceState> state;                // of the current level's pieces
+  std::vector<int64_t> sent_us;
+  std::vector<uint32_t> sent_to;                // peer slot
+  uint32_t cursor = 0;                          // first piece never requested
+  std::vector<uint32_t> retry;                  // pieces to ask for again
+  uint32_t have = 0;                            // pieces of the current level held
+  bool record_checked = false;                  // the cache test ran
+};
+
+}  // namespace ringpeer::room
