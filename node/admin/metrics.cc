@@ -124,10 +124,20 @@ void RenderOptional(Writer& w, const NodeMetrics& m) {
   if (m.routing) {
     w.Family("ringpeer_routing_table_entries", "gauge", "Contacts in the k-buckets.");
     w.Sample("ringpeer_routing_table_entries", "", m.routing->entries);
-    w.Family("ringpeer_routing_table_capacity", "gauge", "Contacts the current buckets can hold.");
-    w.Sample("ringpeer_routing_table_capacity", "", m.routing->capacity);
-    w.Family("ringpeer_routing_table_buckets", "gauge", "K-buckets in the routing table.");
-    w.Sample("ringpeer_routing_table_buckets", "", m.routing->buckets);
+    if (m.routing->capacity != 0) {
+      w.Family("ringpeer_routing_table_capacity", "gauge",
+               "Contacts the current buckets can hold.");
+      w.Sample("ringpeer_routing_table_capacity", "", m.routing->capacity);
+    }
+    if (m.routing->buckets != 0) {
+      w.Family("ringpeer_routing_table_buckets", "gauge", "K-buckets in the routing table.");
+      w.Sample("ringpeer_routing_table_buckets", "", m.routing->buckets);
+    }
+  }
+  for (const CounterMetric& c : m.overlay) {
+    const std::string name = absl::StrCat("ringpeer_overlay_", c.name, "_total");
+    w.Family(name, "counter", c.help);
+    w.Sample(name, "", c.value);
   }
   if (m.lookups) {
     const LookupMetrics& l = *m.lookups;
@@ -147,12 +157,17 @@ void RenderOptional(Writer& w, const NodeMetrics& m) {
     w.SampleF("ringpeer_lookup_duration_seconds_sum", "", h.sum_s);
     w.Sample("ringpeer_lookup_duration_seconds_count", "", h.count);
   }
-  if (m.size_estimate) {
+  if (m.size_estimate || m.size_estimate_walks) {
     w.Family("ringpeer_network_size_estimate", "gauge",
-             "Estimated number of nodes in the network, with its confidence interval.");
-    w.SampleF("ringpeer_network_size_estimate", "bound=\"estimate\"", m.size_estimate->nodes);
-    w.SampleF("ringpeer_network_size_estimate", "bound=\"low\"", m.size_estimate->low);
-    w.SampleF("ringpeer_network_size_estimate", "bound=\"high\"", m.size_estimate->high);
+             "Estimated number of nodes in the network, by method, with its 95% interval.");
+    for (const auto& [method, e] : {std::pair{"density", &m.size_estimate},
+                                    std::pair{"walks", &m.size_estimate_walks}}) {
+      if (!e->has_value()) continue;
+      const std::string l = absl::StrCat("method=\"", method, "\",bound=");
+      w.SampleF("ringpeer_network_size_estimate", absl::StrCat(l, "\"estimate\""), (*e)->nodes);
+      w.SampleF("ringpeer_network_size_estimate", absl::StrCat(l, "\"low\""), (*e)->low);
+      w.SampleF("ringpeer_network_size_estimate", absl::StrCat(l, "\"high\""), (*e)->high);
+    }
   }
   if (m.rooms) {
     w.Family("ringpeer_rooms", "gauge", "Rooms this node serves.");

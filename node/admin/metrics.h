@@ -65,6 +65,14 @@ struct SizeEstimateMetrics {
   double high = 0;
 };
 
+// CounterMetric: one overlay counter, rendered as ringpeer_overlay_<name>_total. A list
+// rather than fields, so a new overlay counter is one line in Node::Metrics().
+struct CounterMetric {
+  const char* name;  // [a-z_]+, e.g. "requests_sent"
+  const char* help;
+  uint64_t value = 0;
+};
+
 struct RoomMetrics {
   uint64_t rooms = 0;
   uint64_t updates_accepted = 0;
@@ -85,9 +93,11 @@ struct NodeMetrics {
   uint64_t peers_live = 0;
   uint64_t peers_max = 0;
   std::optional<uint64_t> storage_bytes;  // bytes under the data directory
-  std::optional<RoutingMetrics> routing;
+  std::optional<RoutingMetrics> routing;  // capacity and buckets rendered when non-zero
+  std::vector<CounterMetric> overlay;      // the owner shard's overlay counters
   std::optional<LookupMetrics> lookups;
-  std::optional<SizeEstimateMetrics> size_estimate;
+  std::optional<SizeEstimateMetrics> size_estimate;        // density of the k closest
+  std::optional<SizeEstimateMetrics> size_estimate_walks;  // collisions of random walks
   std::optional<RoomMetrics> rooms;
 };
 

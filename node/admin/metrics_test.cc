@@ -72,7 +72,10 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   m.routing = RoutingMetrics{12, 40, 2};
   m.size_estimate = SizeEstimateMetrics{100, 80, 130};
   m.storage_bytes = 4096;
+  m.overlay.push_back({"requests_sent", "DHT requests sent.", 17});
   const std::string t = RenderPrometheus(m);
+  EXPECT_TRUE(Has(t, "# TYPE ringpeer_overlay_requests_sent_total counter"));
+  EXPECT_TRUE(Has(t, "ringpeer_overlay_requests_sent_total 17"));
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"0.050000000000000003\"} 1"));
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"+Inf\"} 4"));
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_count 4"));
@@ -80,7 +83,8 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   EXPECT_TRUE(Has(t, "ringpeer_rooms 3"));
   EXPECT_TRUE(Has(t, "ringpeer_room_updates_total{result=\"rejected\"} 1"));
   EXPECT_TRUE(Has(t, "ringpeer_routing_table_entries 12"));
-  EXPECT_TRUE(Has(t, "ringpeer_network_size_estimate{bound=\"high\"} 130"));
+  EXPECT_TRUE(Has(t, "ringpeer_network_size_estimate{method=\"density\",bound=\"high\"} 130"));
+  EXPECT_EQ(t.find("method=\"walks\""), std::string::npos);
   EXPECT_TRUE(Has(t, "ringpeer_storage_bytes 4096"));
 }
 

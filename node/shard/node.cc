@@ -376,6 +376,50 @@ std::string Node::StatusJson() {
   return w.str();
 }
 
+namespace {
+
+// FillOverlayMetrics: the owner shard's overlay figures. A new OverlayCounters field is
+// one more line in the list below (name, help, value); it then appears on /metrics as
+// ringpeer_overlay_<name>_total.
+void FillOverlayMetrics(const ControlCommand& c, admin::NodeMetrics* m) {
+  m->routing = admin::RoutingMetrics{c.table_size, 0, 0};
+  auto size = [](const std::optional<dht::SizeEstimate>& e)
+      -> std::optional<admin::SizeEstimateMetrics> {
+    if (!e || !e->ok) return std::nullopt;
+    return admin::SizeEstimateMetrics{e->estimate, e->low, e->high};
+  };
+  m->size_estimate = size(c.size_density);
+  m->size_estimate_walks = size(c.size_walks);
+  const dht::OverlayCounters& o = c.overlay;
+  m->overlay = {
+      {"pings_sent", "Liveness pings sent.", o.pings_sent},
+      {"challenges_sent", "Pings carrying a challenge to a new peer.", o.challenges_sent},
+      {"peers_verified", "Times a peer proved its id.", o.peers_verified},
+      {"peers_forgotten", "Peers dropped after repeated failures.", o.peers_forgotten},
+      {"new_peers_deferred", "New peers not challenged yet: budget empty.",
+       o.new_peers_deferred},
+      {"requests_sent", "DHT requests sent (find_node, providers, announce, walks, dumps).",
+       o.requests_sent},
+      {"requests_timed_out", "DHT requests that got no answer in time.", o.requests_timed_out},
+      {"requests_answered", "DHT requests from others that we answered.", o.requests_answered},
+      {"replies_trimmed", "Answers cut to 3x the size of an unverified request.",
+       o.replies_trimmed},
+      {"rpc_slots_full", "DHT requests not sent: no free slot.", o.rpc_slots_full},
+      {"evictions", "Routing-table entries dropped after a failed probe.", o.evictions},
+      {"announces_stored", "Provider announcements stored.", o.announces_stored},
+      {"announces_refused", "Provider announcements refused by store limits.",
+       o.announces_refused},
+      {"tokens_rejected", "Announcements with a forged or stale token.", o.tokens_rejected},
+      {"routes_forwarded", "Routed messages forwarded.", o.routes_forwarded},
+      {"routes_answered", "Routed messages answered as target or closest node.",
+       o.routes_answered},
+      {"gossip_delivered", "New gossip messages delivered.", o.gossip_delivered},
+      {"gossip_duplicate", "Gossip messages seen before.", o.gossip_duplicate},
+  };
+}
+
+}  // namespace
+
 admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
   std::unique_ptr<ControlCommand> snap = Collect();
   admin::NodeMetrics m;
@@ -407,6 +451,7 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
       if (from != i) out.mailbox_depth += mailboxes_->Ring(from, i).Depth();
     }
   }
+  if (m.snapshot_ok) FillOverlayMetrics(*snap, &m);
   if (peers != nullptr) *peers = std::move(snap->peers);
   return m;
 }

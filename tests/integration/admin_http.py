@@ -135,6 +135,9 @@ def main():
             return after if ok else None
         after = wait_for(moved, timeout=10.0, interval=0.2)
         check(bool(after), "counters move: received, sent, live peers, drops by reason")
+        check(total(after or {}, "ringpeer_routing_table_entries") >= 1 and
+              total(after or {}, "ringpeer_overlay_peers_verified_total") >= 1,
+              "overlay figures: routing-table entries and verified peers")
 
         code, body = get(a1, "/status")
         st = json.loads(body)
