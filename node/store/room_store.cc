@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -343,6 +344,7 @@ absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::OpenEnv(const std::string&
   mdb_reader_check(env, &dead);
   if (!create) RP_RETURN_IF_ERROR(store->CheckFileSize(data_file));
   RP_RETURN_IF_ERROR(store->OpenDbs(options, create));
+  RP_RETURN_IF_ERROR(store->ReadRooms());
   return store;
 }
 
@@ -503,93 +505,92 @@ absl::Status RoomStore::VerifyInChild(const std::string& path, const RoomStoreOp
   return absl::Status(static_cast<absl::StatusCode>(code), msg.substr(space + 1));
 }
 
-// ---- buffered writes ----
+// ---- staging ----
 
-size_t RoomStore::Stash(Bytes bytes) {
-  RP_ASSERT(bytes.size() <= kStoreValueBytesMax);
-  const size_t offset = arena_.size();
-  arena_.insert(arena_.end(), bytes.begin(), bytes.end());
-  return offset;
+absl::Status RoomStore::CheckRoom(const Hash256& room_id) const {
+  if (rooms_.contains(room_id)) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("room ", wire::Hex(room_id), " is not stored"));
 }
 
-void RoomStore::PutGenesis(const Hash256& room, Bytes record) {
-  Op op{.kind = OpKind::kGenesis, .room = room};
-  op.bytes = record.size();
-  op.offset = Stash(record);
+absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second) {
+  if (arena_.size() + first.size() + second.size() > kStagedBytesMax) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "room storage %s: %d bytes staged and not committed; refusing more", path_,
+        arena_.size()));
+  }
+  // The arena and op vector keep their capacity across commits, so once they have grown
+  // to a busy loop iteration's batch, staging does not allocate.
+  op.offset = arena_.size();
+  op.bytes = first.size();
+  arena_.insert(arena_.end(), first.begin(), first.end());
+  op.offset2 = arena_.size();
+  op.bytes2 = second.size();
+  arena_.insert(arena_.end(), second.begin(), second.end());
   ops_.push_back(op);
+  return absl::OkStatus();
 }
 
-void RoomStore::PutKeyEpoch(const Hash256& room, uint32_t epoch, Bytes record) {
-  Op op{.kind = OpKind::kKeyEpoch, .epoch = epoch, .room = room};
-  op.bytes = record.size();
-  op.offset = Stash(record);
-  ops_.push_back(op);
+absl::Status RoomStore::PutGenesis(const Hash256& room_id, Bytes genesis) {
+  RP_RETURN_IF_ERROR(Stage(Op{.kind = OpKind::kGenesis, .room = room_id}, genesis));
+  rooms_.insert(room_id);  // allocates only for a new room: control path
+  return absl::OkStatus();
 }
 
-void RoomStore::AppendUpdate(const Hash256& room, const Hash256& update_id, Bytes record) {
-  Op op{.kind = OpKind::kUpdate, .room = room, .id = update_id};
-  op.bytes = record.size();
-  op.offset = Stash(record);
-  ops_.push_back(op);
+absl::Status RoomStore::PutKeyEpoch(const Hash256& room_id, uint32_t epoch, Bytes record) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  return Stage(Op{.kind = OpKind::kKeyEpoch, .epoch = epoch, .room = room_id}, record);
 }
 
-void RoomStore::PutCheckpoint(const Hash256& room, Bytes record, Bytes blob) {
-  Op op{.kind = OpKind::kCheckpoint, .room = room};
-  op.bytes = record.size();
-  op.offset = Stash(record);
-  op.bytes2 = blob.size();
-  op.offset2 = Stash(blob);
-  ops_.push_back(op);
+absl::Status RoomStore::Append(const Hash256& room_id, const Hash256& update_id,
+                               Bytes record) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  return Stage(Op{.kind = OpKind::kUpdate, .room = room_id, .id = update_id}, record);
 }
 
-void RoomStore::DeleteUpdate(const Hash256& update_id) {
-  ops_.push_back(Op{.kind = OpKind::kDeleteUpdate, .id = update_id});
+absl::Status RoomStore::PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  return Stage(Op{.kind = OpKind::kCheckpoint, .room = room_id}, record, blob);
 }
 
-void RoomStore::DeleteRoom(const Hash256& room) {
-  ops_.push_back(Op{.kind = OpKind::kDeleteRoom, .room = room});
+absl::Status RoomStore::Forget(const Hash256& room_id) {
+  RP_RETURN_IF_ERROR(Stage(Op{.kind = OpKind::kDeleteRoom, .room = room_id}, {}));
+  rooms_.erase(room_id);
+  return absl::OkStatus();
 }
 
-void RoomStore::PutMeta(absl::string_view name, Bytes value) {
+absl::Status RoomStore::DeleteUpdate(const Hash256& update_id) {
+  return Stage(Op{.kind = OpKind::kDeleteUpdate, .id = update_id}, {});
+}
+
+absl::Status RoomStore::PutMeta(absl::string_view name, Bytes value) {
   RP_ASSERT(!name.empty());
   RP_ASSERT(name.substr(0, kReservedPrefix.size()) != kReservedPrefix);
-  Op op{.kind = OpKind::kMeta};
-  op.bytes = name.size();
-  op.offset = Stash(Bytes(reinterpret_cast<const uint8_t*>(name.data()), name.size()));
-  op.bytes2 = value.size();
-  op.offset2 = Stash(value);
-  ops_.push_back(op);
+  return Stage(Op{.kind = OpKind::kMeta},
+               Bytes(reinterpret_cast<const uint8_t*>(name.data()), name.size()), value);
 }
 
-void RoomStore::Discard() {
+void RoomStore::DropStaged() {
   ops_.clear();
-  arena_.clear();  // keeps its capacity: the next batch reuses it
+  arena_.clear();
+  // Staged genesis and forget records changed rooms_; the committed list is the truth.
+  if (!ReadRooms().ok()) {
+    // Keep the staged view: reads will report the underlying error themselves.
+  }
 }
 
 // ---- commit ----
 
-absl::Status RoomStore::Commit() {
-  if (!broken_.ok()) {
-    Discard();
-    ++stats_.commits_failed;
-    return broken_;
-  }
-  if (ops_.empty()) return absl::OkStatus();
+absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
   Txn txn;
   int rc = txn.Begin(env_, 0);
   if (rc != 0) {
-    Discard();
-    ++stats_.commits_failed;
+    *commit_rc = rc;
     return Error(rc, "cannot begin a write transaction");
   }
-  Batch batch{.txn = txn.get()};
+  batch->txn = txn.get();
   for (const Op& op : ops_) {
-    absl::Status st = ApplyOp(&batch, op);
-    if (!st.ok()) {  // the guard aborts the transaction: nothing of the batch remains
-      Discard();
-      ++stats_.commits_failed;
-      return st;
-    }
+    // On error the guard aborts the transaction: nothing of the batch remains.
+    RP_RETURN_IF_ERROR(ApplyOp(batch, op));
   }
   rc = txn.Commit();
   const char* what = "cannot commit";
@@ -597,33 +598,46 @@ absl::Status RoomStore::Commit() {
     rc = mdb_env_sync(env_, 1);
     what = "cannot sync";
   }
-  const uint64_t batch_bytes = arena_.size();
-  Discard();
-  if (rc != 0) {
-    ++stats_.commits_failed;
-    absl::Status st = Error(rc, what);
-    // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
-    // gives; say so when the filesystem is indeed (nearly) full.
-    if (rc == EIO && DiskNearlyFull(path_, batch_bytes)) {
-      st = absl::ResourceExhaustedError(absl::StrCat(
-          "room storage ", path_, ": disk full (", what, ": ", mdb_strerror(rc), ")"));
-    }
-    // A full map, or a write refused outright for lack of space, leaves LMDB consistent
-    // and may clear up. Anything else (EIO, which may come from fsync; a panicked
-    // environment) may have lost dirty pages, and retrying could report durable what is
-    // not, so the store refuses every later commit.
-    const bool transient = rc == MDB_MAP_FULL || rc == MDB_TXN_FULL || rc == ENOSPC ||
-                           rc == EDQUOT || rc == EFBIG;
-    if (!transient) {
-      broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
-                                                     "; storage stopped, restart the node"));
-    }
-    return st;
+  *commit_rc = rc;
+  if (rc == 0) return absl::OkStatus();
+  // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
+  // gives; say so when the filesystem is indeed (nearly) full.
+  if (rc == EIO && DiskNearlyFull(path_, arena_.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat("room storage ", path_, ": disk full (",
+                                                     what, ": ", mdb_strerror(rc), ")"));
   }
-  ++stats_.commits;
-  stats_.updates_written += batch.written;
-  stats_.updates_duplicate += batch.duplicates;
-  return absl::OkStatus();
+  return Error(rc, what);
+}
+
+absl::Status RoomStore::Commit() {
+  if (!broken_.ok()) {
+    DropStaged();
+    ++stats_.commits_failed;
+    return broken_;
+  }
+  if (ops_.empty()) return absl::OkStatus();
+  Batch batch;
+  int rc = 0;
+  const absl::Status st = WriteBatch(&batch, &rc);
+  if (st.ok()) {
+    ops_.clear();
+    arena_.clear();  // keeps its capacity for the next batch
+    ++stats_.commits;
+    stats_.updates_written += batch.written;
+    stats_.updates_duplicate += batch.duplicates;
+    return absl::OkStatus();
+  }
+  ++stats_.commits_failed;
+  // A full map, or a write refused outright for lack of space, leaves LMDB consistent and
+  // may clear up: keep the batch for the next Commit. EIO may come from fsync (and, short
+  // write or not, LMDB cannot say which), so it breaks the store, as does corruption.
+  const bool transient = st.code() == absl::StatusCode::kResourceExhausted && rc != EIO;
+  if (!transient) {
+    broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
+                                                   "; room storage stopped, restart the node"));
+    DropStaged();
+  }
+  return st;
 }
 
 absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
@@ -638,8 +652,9 @@ absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
       return absl::OkStatus();
     case OpKind::kKeyEpoch: {
       const auto key = RoomEpochKey(op.room, op.epoch);
-      rc = PutChecked(txn, dbi_[kEpochs], Val(key.data(), key.size()), {first});
-      if (rc != 0) return Error(rc, "cannot store a key epoch");
+      rc = PutChecked(txn, dbi_[kEpochs], Val(key.data(), key.size()), {first},
+                      MDB_NOOVERWRITE);
+      if (rc != 0 && rc != MDB_KEYEXIST) return Error(rc, "cannot store a key epoch");
       return absl::OkStatus();
     }
     case OpKind::kUpdate:
@@ -765,41 +780,47 @@ absl::Status RoomStore::ApplyDeleteRoom(Batch* batch, const Op& op) {
 
 // ---- reads ----
 
-absl::StatusOr<std::vector<Hash256>> RoomStore::ListRooms() const {
+absl::Status RoomStore::ReadRooms() {
   Txn txn;
   int rc = txn.Begin(env_, MDB_RDONLY);
   if (rc != 0) return Error(rc, "cannot begin a read transaction");
   Cursor cursor;
   rc = cursor.Open(txn.get(), dbi_[kRooms]);
   if (rc != 0) return Error(rc, "cannot open a cursor");
-  std::vector<Hash256> rooms;
+  rooms_.clear();
   MDB_val k, v;
   for (rc = cursor.Get(&k, &v, MDB_FIRST); rc == 0; rc = cursor.Get(&k, &v, MDB_NEXT)) {
     if (k.mv_size != 32) return Corrupt(path_, "a room key has a bad size");
-    Hash256& id = rooms.emplace_back();
+    Hash256 id;
     std::memcpy(id.data(), k.mv_data, 32);
+    rooms_.insert(id);
   }
   if (rc != MDB_NOTFOUND) return Error(rc, "cannot list rooms");
-  return rooms;
+  return absl::OkStatus();
 }
 
-absl::Status RoomStore::LoadRoomIn(void* txn_ptr, const Hash256& room, StoredRoom* out) const {
-  auto* txn = static_cast<MDB_txn*>(txn_ptr);
-  out->id = room;
+std::vector<Hash256> RoomStore::Rooms() {
+  std::vector<Hash256> out(rooms_.begin(), rooms_.end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::Status RoomStore::LoadCommitted(const Hash256& room, room::LoadedRoom* out,
+                                      std::vector<Hash256>* update_ids) const {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
   MDB_val key = Val(room.data(), 32);
   MDB_val value;
   Bytes payload;
-  int rc = mdb_get(txn, dbi_[kRooms], &key, &value);
-  if (rc == MDB_NOTFOUND) {
-    return absl::NotFoundError(absl::StrCat("room ", wire::Hex(room), " is not stored"));
-  }
+  rc = mdb_get(txn.get(), dbi_[kRooms], &key, &value);
+  if (rc == MDB_NOTFOUND) return absl::OkStatus();  // staged only, or not at all
   if (rc != 0) return Error(rc, "cannot read a room");
   if (!Checked(value, &payload)) return Corrupt(path_, "a genesis record has a bad checksum");
   out->genesis.assign(payload.begin(), payload.end());
 
-  rc = mdb_get(txn, dbi_[kCheckpoints], &key, &value);
+  rc = mdb_get(txn.get(), dbi_[kCheckpoints], &key, &value);
   if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot read a checkpoint");
-  out->has_checkpoint = rc == 0;
   if (rc == 0) {
     if (!Checked(value, &payload) || payload.size() < 4 ||
         GetBe(payload.data(), 4) > payload.size() - 4) {
@@ -810,13 +831,13 @@ absl::Status RoomStore::LoadRoomIn(void* txn_ptr, const Hash256& room, StoredRoo
     out->checkpoint_blob.assign(payload.begin() + 4 + record_bytes, payload.end());
   }
 
-  // Epochs then updates: both are the room's key range, in key order.
+  // Epochs then updates: each is the room's key range, in key order.
   for (Db db : {kEpochs, kUpdates}) {
     Cursor cursor;
-    rc = cursor.Open(txn, dbi_[db]);
+    rc = cursor.Open(txn.get(), dbi_[db]);
     if (rc != 0) return Error(rc, "cannot open a cursor");
     const auto start = RoomSeqKey(room, 0);
-    MDB_val k = Val(start.data(), 33);
+    MDB_val k = Val(start.data(), 33);  // room id and a zero byte sorts before all its keys
     for (rc = cursor.Get(&k, &value, MDB_SET_RANGE); rc == 0 && HasRoomPrefix(k, room);
          rc = cursor.Get(&k, &value, MDB_NEXT)) {
       if (!Checked(value, &payload)) {
@@ -824,37 +845,70 @@ absl::Status RoomStore::LoadRoomIn(void* txn_ptr, const Hash256& room, StoredRoo
       }
       if (db == kEpochs) {
         out->key_epochs.emplace_back(payload.begin(), payload.end());
-      } else {
-        if (payload.size() < 32) return Corrupt(path_, "an update entry is too short");
-        out->updates.emplace_back(payload.begin() + 32, payload.end());
+        continue;
       }
+      if (payload.size() < 32) return Corrupt(path_, "an update entry is too short");
+      Hash256& id = update_ids->emplace_back();
+      std::memcpy(id.data(), payload.data(), 32);
+      out->updates.emplace_back(payload.begin() + 32, payload.end());
     }
     if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot read a room's log");
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<StoredRoom> RoomStore::LoadRoom(const Hash256& room) const {
-  Txn txn;
-  const int rc = txn.Begin(env_, MDB_RDONLY);
-  if (rc != 0) return Error(rc, "cannot begin a read transaction");
-  StoredRoom out;
-  RP_RETURN_IF_ERROR(LoadRoomIn(txn.get(), room, &out));
-  return out;
-}
-
-absl::Status RoomStore::LoadRooms(absl::FunctionRef<absl::Status(StoredRoom&&)> fn) const {
-  RP_ASSIGN_OR_RETURN(const std::vector<Hash256> rooms, ListRooms());
-  // One read transaction for the whole walk: a consistent snapshot of the store.
-  Txn txn;
-  const int rc = txn.Begin(env_, MDB_RDONLY);
-  if (rc != 0) return Error(rc, "cannot begin a read transaction");
-  for (const Hash256& id : rooms) {
-    StoredRoom room;
-    RP_RETURN_IF_ERROR(LoadRoomIn(txn.get(), id, &room));
-    RP_RETURN_IF_ERROR(fn(std::move(room)));
+absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  // Staged writes after the room's last staged Forget apply; the committed state applies
+  // only when no Forget is staged.
+  size_t first = 0;
+  bool committed = true;
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    if (ops_[i].kind == OpKind::kDeleteRoom && ops_[i].room == room_id) {
+      first = i + 1;
+      committed = false;
+    }
   }
-  return absl::OkStatus();
+  room::LoadedRoom out;
+  std::vector<Hash256> ids;  // parallel to out.updates
+  if (committed) RP_RETURN_IF_ERROR(LoadCommitted(room_id, &out, &ids));
+  // Control path (start-up): a set of the ids for the duplicate rule is fine here.
+  absl::flat_hash_set<Hash256> seen(ids.begin(), ids.end());
+  for (size_t i = first; i < ops_.size(); ++i) {
+    const Op& op = ops_[i];
+    const Bytes a(arena_.data() + op.offset, op.bytes);
+    const Bytes b(arena_.data() + op.offset2, op.bytes2);
+    if (op.kind == OpKind::kDeleteUpdate && seen.erase(op.id) > 0) {
+      const size_t at = std::find(ids.begin(), ids.end(), op.id) - ids.begin();
+      ids.erase(ids.begin() + at);
+      out.updates.erase(out.updates.begin() + at);
+    }
+    if (op.room != room_id) continue;
+    switch (op.kind) {
+      case OpKind::kGenesis:
+        if (out.genesis.empty()) out.genesis.assign(a.begin(), a.end());
+        break;
+      case OpKind::kKeyEpoch:
+        if (op.epoch >= out.key_epochs.size()) out.key_epochs.emplace_back(a.begin(), a.end());
+        break;
+      case OpKind::kUpdate:
+        if (seen.insert(op.id).second) {
+          ids.push_back(op.id);
+          out.updates.emplace_back(a.begin(), a.end());
+        }
+        break;
+      case OpKind::kCheckpoint:
+        out.checkpoint_record.assign(a.begin(), a.end());
+        out.checkpoint_blob.assign(b.begin(), b.end());
+        break;
+      default:
+        break;
+    }
+  }
+  if (out.genesis.empty()) {  // only after a failed re-read of the committed room list
+    return absl::NotFoundError(absl::StrCat("room ", wire::Hex(room_id), " is not stored"));
+  }
+  return out;
 }
 
 absl::StatusOr<bool> RoomStore::HasUpdate(const Hash256& update_id) const {

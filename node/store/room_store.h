@@ -27,10 +27,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/container/flat_hash_set.h"
+#include "node/room/storage.h"
 #include "wire/crypto.h"
 
 struct MDB_env;
@@ -43,9 +44,10 @@ namespace ringpeer::store {
 inline constexpr uint64_t kStoreMapBytesDefault = uint64_t{1} << 30;
 // Smallest map accepted: LMDB needs a few dozen pages for its own trees.
 inline constexpr uint64_t kStoreMapBytesMin = 64 * 1024;
-// Largest single record or blob accepted by the buffered writers (a checkpoint blob is at
-// most the state cap, 5 MB by default; room caps above 64 MiB are not supported).
-inline constexpr size_t kStoreValueBytesMax = size_t{64} << 20;
+// Most bytes staged between commits. Reached only while commits keep failing (the shard
+// commits every loop iteration); staging then fails so memory stays bounded and the
+// updates are not acknowledged, which makes publishers retransmit later.
+inline constexpr size_t kStagedBytesMax = size_t{32} << 20;
 // The format this build writes and reads; a newer one is refused, never touched.
 inline constexpr uint32_t kStoreFormatVersion = 1;
 // Names inside a shard directory.
@@ -79,17 +81,6 @@ struct RoomStoreOptions {
   std::optional<Hash256> node_id;
 };
 
-// A room as stored, for rebuilding the room model after a restart.
-struct StoredRoom {
-  Hash256 id{};
-  std::vector<uint8_t> genesis;
-  std::vector<std::vector<uint8_t>> key_epochs;  // by epoch number, 0 first
-  bool has_checkpoint = false;
-  std::vector<uint8_t> checkpoint_record;
-  std::vector<uint8_t> checkpoint_blob;
-  std::vector<std::vector<uint8_t>> updates;  // records in arrival order
-};
-
 // Figures for logs and metrics.
 struct RoomStoreStats {
   uint64_t commits = 0;
@@ -100,7 +91,7 @@ struct RoomStoreStats {
   uint64_t used_bytes = 0;  // pages in use times page size, at the last commit
 };
 
-class RoomStore {
+class RoomStore final : public room::RoomStorage {
  public:
   // Open: opens (or creates) DATA_DIR/shard-N. A new environment is built in a temporary
   // directory and renamed into place, so a crash during creation never leaves a half-made
@@ -113,58 +104,54 @@ class RoomStore {
                                                          const RoomStoreOptions& options);
   RoomStore(const RoomStore&) = delete;
   RoomStore& operator=(const RoomStore&) = delete;
-  ~RoomStore();
+  ~RoomStore() override;
 
-  // ---- buffered writes: memory only, made durable by the next Commit() ----
+  // ---- room::RoomStorage (see node/room/storage.h for the contract) ----
+  // Staging copies the bytes into an arena and does no I/O. Staging fails with NotFound for
+  // a room that is neither stored nor staged, and with ResourceExhausted when the staged
+  // batch would pass kStagedBytesMax (commits keep failing: the disk or map is full).
 
-  // PutGenesis: stores a room's genesis record (replacing nothing: the id names it).
-  void PutGenesis(const Hash256& room, Bytes record);
-  // PutKeyEpoch: stores key epoch `epoch` of a room, replacing an earlier copy.
-  void PutKeyEpoch(const Hash256& room, uint32_t epoch, Bytes record);
-  // AppendUpdate: appends an update to the room's log. An id already stored, or already in
-  // this batch, is skipped at commit (counted in updates_duplicate).
-  // REQUIRES: the room's genesis is stored or in this batch.
-  void AppendUpdate(const Hash256& room, const Hash256& update_id, Bytes record);
-  // PutCheckpoint: replaces the room's checkpoint (record and blob, the blob may be empty).
-  void PutCheckpoint(const Hash256& room, Bytes record, Bytes blob);
-  // DeleteUpdate: removes an update from the log (pruned behind a checkpoint, or killed by
-  // a rotation). An id not stored is ignored.
-  void DeleteUpdate(const Hash256& update_id);
-  // DeleteRoom: removes a room and everything stored for it.
-  void DeleteRoom(const Hash256& room);
-  // PutMeta: a small named value (e.g. "routing" for the routing table), replaced whole.
-  // REQUIRES: `name` does not start with "ringpeer." (reserved for the store itself).
-  void PutMeta(absl::string_view name, Bytes value);
-
+  absl::Status PutGenesis(const Hash256& room_id, Bytes genesis) override;
+  // An epoch already stored is kept (epochs are immutable once signed).
+  absl::Status PutKeyEpoch(const Hash256& room_id, uint32_t epoch, Bytes record) override;
+  // An id already stored, or staged earlier, is skipped at commit (updates_duplicate).
+  absl::Status Append(const Hash256& room_id, const Hash256& update_id,
+                      Bytes record) override;
+  absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) override;
   // Commit: writes the whole batch in one LMDB write transaction and returns once it is on
-  // disk (fsync). OK means every buffered write is durable and may be acknowledged; any
-  // error means none of them is, the previous committed state is intact, and the batch
-  // has been dropped. An empty batch returns OK without I/O. Errors: a full map
-  // (ResourceExhausted, "raise --storage-max"), a full disk (ResourceExhausted), I/O errors
-  // (after which the store refuses further commits until it is reopened).
-  absl::Status Commit();
-  // Discard: drops the buffered batch without writing it.
-  void Discard();
-  // Buffered writes not yet committed (0 after Commit or Discard).
-  size_t pending_count() const noexcept { return ops_.size(); }
-  size_t pending_bytes() const noexcept { return arena_.size(); }
+  // disk (fsync). OK means every staged write is durable and may be acknowledged; any error
+  // means none of them is and the previous committed state is intact. An empty batch
+  // returns OK without I/O. Errors: a full map (ResourceExhausted, "raise --storage-max")
+  // or disk (ResourceExhausted): the batch stays staged and the next Commit retries it.
+  // Anything else (I/O error, corruption): the batch is dropped and the store refuses
+  // every later commit until the node restarts, since after a failed fsync the kernel may
+  // have dropped pages that a retry would then report durable.
+  absl::Status Commit() override;
+  // Rooms: stored and staged rooms, sorted by id.
+  std::vector<Hash256> Rooms() override;
+  // Load: the committed room with the staged writes applied over it. Checks every value's
+  // checksum (DataLoss names the path).
+  absl::StatusOr<room::LoadedRoom> Load(const Hash256& room_id) override;
+  absl::Status Forget(const Hash256& room_id) override;
 
-  // ---- reads: committed state only ----
+  // ---- beyond the interface ----
 
-  // ListRooms: the ids of the stored rooms, sorted.
-  absl::StatusOr<std::vector<Hash256>> ListRooms() const;
-  // LoadRoom: everything stored for `room`. NotFound when it is not stored.
-  absl::StatusOr<StoredRoom> LoadRoom(const Hash256& room) const;
-  // LoadRooms: calls `fn` for each stored room in id order, one room in memory at a time;
-  // stops at the first error `fn` returns.
-  absl::Status LoadRooms(absl::FunctionRef<absl::Status(StoredRoom&&)> fn) const;
+  // DeleteUpdate: stages removing an update from its room's log (pruned behind a
+  // checkpoint, or killed by a rotation). An id not stored is ignored.
+  absl::Status DeleteUpdate(const Hash256& update_id);
+  // PutMeta: stages a small named value (e.g. "routing" for the routing table), replaced
+  // whole. REQUIRES: `name` is not empty and does not start with "ringpeer." (the store's).
+  absl::Status PutMeta(absl::string_view name, Bytes value);
+  // GetMeta: a committed value put with PutMeta, or nullopt.
+  absl::StatusOr<std::optional<std::vector<uint8_t>>> GetMeta(absl::string_view name) const;
   // HasUpdate: whether an update with this id is committed.
   absl::StatusOr<bool> HasUpdate(const Hash256& update_id) const;
-  // GetMeta: a value put with PutMeta, or nullopt.
-  absl::StatusOr<std::optional<std::vector<uint8_t>>> GetMeta(absl::string_view name) const;
   // Verify: reads every value and checks its checksum and shape (Open's check, in-process).
   absl::Status Verify() const;
 
+  // Staged writes not yet committed (0 after a successful Commit).
+  size_t staged_count() const noexcept { return ops_.size(); }
+  size_t staged_bytes() const noexcept { return arena_.size(); }
   const std::string& path() const noexcept { return path_; }
   RoomStoreStats stats() const noexcept;
 
@@ -199,11 +186,16 @@ class RoomStore {
   absl::Status CheckFileSize(const std::string& data_file) const;
   absl::Status OpenDbs(const RoomStoreOptions& options, bool create);
   absl::Status CheckFormat(void* txn, const RoomStoreOptions& options) const;
-  size_t Stash(Bytes bytes);
+  absl::Status Stage(Op op, Bytes first, Bytes second = {});
+  absl::Status CheckRoom(const Hash256& room_id) const;
+  absl::Status WriteBatch(Batch* batch, int* commit_rc);
+  void DropStaged();
+  absl::Status ReadRooms();
   absl::Status ApplyOp(Batch* batch, const Op& op);
   absl::Status ApplyUpdate(Batch* batch, const Op& op);
   absl::Status ApplyDeleteRoom(Batch* batch, const Op& op);
-  absl::Status LoadRoomIn(void* txn, const Hash256& room, StoredRoom* out) const;
+  absl::Status LoadCommitted(const Hash256& room, room::LoadedRoom* out,
+                             std::vector<Hash256>* update_ids) const;
   absl::Status Error(int rc, absl::string_view what) const;
 
   std::string path_;
@@ -212,6 +204,8 @@ class RoomStore {
   StoreSync sync_ = StoreSync::kSafe;
   std::vector<Op> ops_;
   std::vector<uint8_t> arena_;
+  // Rooms stored or staged (Rooms(), and the check that a room exists before staging).
+  absl::flat_hash_set<Hash256> rooms_;
   // Set after an error that leaves the environment unusable (an fsync failure: the kernel
   // may have dropped the dirty pages, so retrying could ack data that is not on disk).
   absl::Status broken_;

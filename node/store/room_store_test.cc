@@ -27,6 +27,12 @@
 namespace ringpeer::store {
 namespace {
 
+#define RP_EXPECT_OK(expr)            \
+  do {                                \
+    const absl::Status s_ = (expr);   \
+    EXPECT_TRUE(s_.ok()) << s_;       \
+  } while (0)
+
 std::string TempDir() {
   char tmpl[] = "/tmp/ringpeer-roomstore-XXXXXX";
   char* d = mkdtemp(tmpl);
@@ -67,52 +73,49 @@ TEST(RoomStore, RoundTripAcrossReopen) {
   {
     auto store = MustOpen(dir);
     ASSERT_NE(store, nullptr);
-    store->PutGenesis(b, Record('g', 2));
-    store->PutGenesis(a, Record('g', 1));
-    store->PutKeyEpoch(a, 1, Record('e', 11));
-    store->PutKeyEpoch(a, 0, Record('e', 10));
+    RP_EXPECT_OK(store->PutGenesis(b, Record('g', 2)));
+    RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+    RP_EXPECT_OK(store->PutKeyEpoch(a, 1, Record('e', 11)));
+    RP_EXPECT_OK(store->PutKeyEpoch(a, 0, Record('e', 10)));
     // Interleaved arrivals of two rooms, and one duplicate that must be skipped.
     for (uint32_t i = 0; i < 50; ++i) {
-      store->AppendUpdate(a, Id(2, 1, i), Record('u', i));
-      store->AppendUpdate(b, Id(2, 2, i), Record('v', i));
+      RP_EXPECT_OK(store->Append(a, Id(2, 1, i), Record('u', i)));
+      RP_EXPECT_OK(store->Append(b, Id(2, 2, i), Record('v', i)));
     }
-    store->AppendUpdate(a, Id(2, 1, 3), Record('x', 3));
-    store->PutMeta("routing", Record('r', 0, 40));
+    RP_EXPECT_OK(store->Append(a, Id(2, 1, 3), Record('x', 3)));
+    RP_EXPECT_OK(store->PutMeta("routing", Record('r', 0, 40)));
     ASSERT_TRUE(store->Commit().ok());
-    EXPECT_EQ(store->pending_count(), 0u);
+    EXPECT_EQ(store->staged_count(), 0u);
     // A second batch continues the logs, and a duplicate of a committed update is skipped.
-    store->AppendUpdate(a, Id(2, 1, 50), Record('u', 50));
-    store->AppendUpdate(a, Id(2, 1, 0), Record('x', 0));
-    store->PutCheckpoint(a, Record('c', 1, 200), Record('b', 1, 1000));
+    RP_EXPECT_OK(store->Append(a, Id(2, 1, 50), Record('u', 50)));
+    RP_EXPECT_OK(store->Append(a, Id(2, 1, 0), Record('x', 0)));
+    RP_EXPECT_OK(store->PutCheckpoint(a, Record('c', 1, 200), Record('b', 1, 1000)));
     ASSERT_TRUE(store->Commit().ok());
     EXPECT_EQ(store->stats().updates_written, 101u);
     EXPECT_EQ(store->stats().updates_duplicate, 2u);
   }
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  auto rooms = store->ListRooms();
-  ASSERT_TRUE(rooms.ok());
-  ASSERT_EQ(rooms->size(), 2u);
-  std::vector<StoredRoom> loaded;
-  ASSERT_TRUE(store->LoadRooms([&](StoredRoom&& r) {
-    loaded.push_back(std::move(r));
-    return absl::OkStatus();
-  }).ok());
-  ASSERT_EQ(loaded.size(), 2u);
-  const StoredRoom& ra = loaded[0].id == a ? loaded[0] : loaded[1];
-  const StoredRoom& rb = loaded[0].id == a ? loaded[1] : loaded[0];
+  const std::vector<Hash256> rooms = store->Rooms();
+  ASSERT_EQ(rooms.size(), 2u);
+  EXPECT_EQ(rooms[0], std::min(a, b));
+  auto loaded_a = store->Load(a);
+  auto loaded_b = store->Load(b);
+  ASSERT_TRUE(loaded_a.ok()) << loaded_a.status();
+  ASSERT_TRUE(loaded_b.ok()) << loaded_b.status();
+  const room::LoadedRoom& ra = *loaded_a;
+  const room::LoadedRoom& rb = *loaded_b;
   EXPECT_EQ(ra.genesis, Record('g', 1));
   ASSERT_EQ(ra.key_epochs.size(), 2u);
   EXPECT_EQ(ra.key_epochs[0], Record('e', 10));
   EXPECT_EQ(ra.key_epochs[1], Record('e', 11));
   ASSERT_EQ(ra.updates.size(), 51u);
   for (uint32_t i = 0; i <= 50; ++i) EXPECT_EQ(ra.updates[i], Record('u', i)) << i;
-  EXPECT_TRUE(ra.has_checkpoint);
   EXPECT_EQ(ra.checkpoint_record, Record('c', 1, 200));
   EXPECT_EQ(ra.checkpoint_blob, Record('b', 1, 1000));
   EXPECT_EQ(rb.genesis, Record('g', 2));
   EXPECT_TRUE(rb.key_epochs.empty());
-  EXPECT_FALSE(rb.has_checkpoint);
+  EXPECT_TRUE(rb.checkpoint_record.empty());
   ASSERT_EQ(rb.updates.size(), 50u);
   EXPECT_EQ(rb.updates[49], Record('v', 49));
   EXPECT_TRUE(*store->HasUpdate(Id(2, 2, 7)));
@@ -125,39 +128,82 @@ TEST(RoomStore, RoundTripAcrossReopen) {
   EXPECT_TRUE(store->Verify().ok());
 
   // Deletes: one update, then a whole room; the other room is untouched.
-  store->DeleteUpdate(Id(2, 2, 0));
-  store->DeleteRoom(a);
+  RP_EXPECT_OK(store->DeleteUpdate(Id(2, 2, 0)));
+  RP_EXPECT_OK(store->Forget(a));
   ASSERT_TRUE(store->Commit().ok());
-  EXPECT_EQ(store->LoadRoom(a).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Load(a).status().code(), absl::StatusCode::kNotFound);
   EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 5)));
-  auto rb2 = store->LoadRoom(b);
+  EXPECT_EQ(store->Rooms().size(), 1u);
+  auto rb2 = store->Load(b);
   ASSERT_TRUE(rb2.ok());
   ASSERT_EQ(rb2->updates.size(), 49u);
   EXPECT_EQ(rb2->updates[0], Record('v', 1));
   EXPECT_TRUE(store->Verify().ok());
 }
 
-TEST(RoomStore, EmptyCommitAndDiscard) {
+TEST(RoomStore, LoadSeesStagedWrites) {
   const std::string dir = TempDir();
+  const Hash256 a = Id(1, 1);
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  EXPECT_TRUE(store->Commit().ok());
-  store->PutGenesis(Id(1, 1), Record('g', 1));
-  store->Discard();
-  EXPECT_TRUE(store->Commit().ok());
-  EXPECT_TRUE(store->ListRooms()->empty());
+  EXPECT_TRUE(store->Commit().ok());  // empty: no I/O
+  EXPECT_EQ(store->stats().commits, 0u);
+  RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+  RP_EXPECT_OK(store->PutKeyEpoch(a, 0, Record('e', 0)));
+  RP_EXPECT_OK(store->Append(a, Id(2, 1, 0), Record('u', 0)));
+  ASSERT_TRUE(store->Commit().ok());
+  // Staged over committed: a duplicate id, an epoch already stored, a new update, a
+  // checkpoint.
+  RP_EXPECT_OK(store->Append(a, Id(2, 1, 0), Record('x', 0)));
+  RP_EXPECT_OK(store->PutKeyEpoch(a, 0, Record('x', 1)));
+  RP_EXPECT_OK(store->PutKeyEpoch(a, 1, Record('e', 1)));
+  RP_EXPECT_OK(store->Append(a, Id(2, 1, 1), Record('u', 1)));
+  RP_EXPECT_OK(store->PutCheckpoint(a, Record('c', 1), Record('b', 1)));
+  auto staged = store->Load(a);
+  ASSERT_TRUE(staged.ok());
+  ASSERT_EQ(staged->updates.size(), 2u);
+  EXPECT_EQ(staged->updates[1], Record('u', 1));
+  ASSERT_EQ(staged->key_epochs.size(), 2u);
+  EXPECT_EQ(staged->key_epochs[0], Record('e', 0));
+  EXPECT_EQ(staged->checkpoint_blob, Record('b', 1));
+  ASSERT_TRUE(store->Commit().ok());
+  auto committed = store->Load(a);
+  ASSERT_TRUE(committed.ok());
+  EXPECT_EQ(committed->updates, staged->updates);
+  EXPECT_EQ(committed->key_epochs, staged->key_epochs);
+  EXPECT_EQ(committed->checkpoint_record, staged->checkpoint_record);
+  // A staged Forget hides the committed room; a genesis after it starts it afresh.
+  RP_EXPECT_OK(store->Forget(a));
+  EXPECT_TRUE(store->Rooms().empty());
+  EXPECT_EQ(store->Load(a).status().code(), absl::StatusCode::kNotFound);
+  RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+  RP_EXPECT_OK(store->Append(a, Id(2, 1, 7), Record('u', 7)));
+  auto fresh = store->Load(a);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(fresh->key_epochs.empty());
+  ASSERT_EQ(fresh->updates.size(), 1u);
+  ASSERT_TRUE(store->Commit().ok());
+  store.reset();
+  store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  auto reopened = store->Load(a);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ(reopened->updates, fresh->updates);
+  EXPECT_TRUE(reopened->checkpoint_record.empty());
 }
 
-TEST(RoomStore, UpdateForUnknownRoomFailsTheWholeBatch) {
+TEST(RoomStore, UnknownRoomIsRefusedWhenStaged) {
   const std::string dir = TempDir();
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  store->PutGenesis(Id(1, 1), Record('g', 1));
-  store->AppendUpdate(Id(1, 9), Id(2, 9), Record('u', 9));
-  EXPECT_FALSE(store->Commit().ok());
-  EXPECT_TRUE(store->ListRooms()->empty());  // the genesis of the same batch is not there
-  store->PutGenesis(Id(1, 1), Record('g', 1));
+  RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+  EXPECT_EQ(store->Append(Id(1, 9), Id(2, 9), Record('u', 9)).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->PutCheckpoint(Id(1, 9), Record('c', 9), {}).code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->staged_count(), 1u);
   EXPECT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->Rooms().size(), 1u);
 }
 
 TEST(RoomStore, FiveMegabyteCheckpoint) {
@@ -169,24 +215,24 @@ TEST(RoomStore, FiveMegabyteCheckpoint) {
   {
     auto store = MustOpen(dir);
     ASSERT_NE(store, nullptr);
-    store->PutGenesis(room, Record('g', 1));
-    store->PutCheckpoint(room, Record('c', 1, 4000), blob);
+    RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
+    RP_EXPECT_OK(store->PutCheckpoint(room, Record('c', 1, 4000), blob));
     ASSERT_TRUE(store->Commit().ok());
   }
   {
     auto store = MustOpen(dir);
     ASSERT_NE(store, nullptr);
-    auto loaded = store->LoadRoom(room);
+    auto loaded = store->Load(room);
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     EXPECT_EQ(loaded->checkpoint_record, Record('c', 1, 4000));
     EXPECT_TRUE(loaded->checkpoint_blob == blob);
     // A newer, smaller checkpoint replaces it.
-    store->PutCheckpoint(room, Record('c', 2, 100), Record('b', 2, 10));
+    RP_EXPECT_OK(store->PutCheckpoint(room, Record('c', 2, 100), Record('b', 2, 10)));
     ASSERT_TRUE(store->Commit().ok());
   }
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  auto loaded = store->LoadRoom(room);
+  auto loaded = store->Load(room);
   ASSERT_TRUE(loaded.ok());
   EXPECT_EQ(loaded->checkpoint_record, Record('c', 2, 100));
   EXPECT_EQ(loaded->checkpoint_blob, Record('b', 2, 10));
@@ -206,12 +252,14 @@ uint32_t BatchSize(uint32_t b) { return 1 + (b * 37) % 64; }
   options.verify_on_open = false;  // the parent verifies after the crash
   auto store = RoomStore::Open(dir, 0, options);
   if (!store.ok()) _exit(2);
-  if (first == 0) {
-    for (uint32_t r = 0; r < kRooms; ++r) (*store)->PutGenesis(Id(1, r), Record('g', r));
+  for (uint32_t r = 0; r < kRooms; ++r) {
+    if (!(*store)->PutGenesis(Id(1, r), Record('g', r)).ok()) _exit(5);
   }
   for (uint32_t b = first; b < last; ++b) {
     for (uint32_t j = 0; j < BatchSize(b); ++j) {
-      (*store)->AppendUpdate(Id(1, j % kRooms), Id(2, b, j), Record('u', b * 1000 + j));
+      const absl::Status s =
+          (*store)->Append(Id(1, j % kRooms), Id(2, b, j), Record('u', b * 1000 + j));
+      if (!s.ok()) _exit(6);
     }
     if (!(*store)->Commit().ok()) _exit(3);
     if (write(fd, &b, sizeof(b)) != sizeof(b)) _exit(4);
@@ -280,7 +328,7 @@ TEST(RoomStore, SigkillLosesNothingAcknowledged) {
     }
     ASSERT_LE(present_batches, static_cast<uint32_t>(last_acked) + 2);
     // The logs hold the updates in arrival order.
-    auto room0 = store->LoadRoom(Id(1, 0));
+    auto room0 = store->Load(Id(1, 0));
     ASSERT_TRUE(room0.ok()) << room0.status();
     size_t i = 0;
     for (uint32_t batch = 0; batch < present_batches; ++batch) {
@@ -302,8 +350,10 @@ std::string DataFile(const std::string& dir) { return dir + "/shard-0/data.mdb";
 void MakeStore(const std::string& dir, uint32_t updates) {
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  store->PutGenesis(Id(1, 1), Record('g', 1));
-  for (uint32_t i = 0; i < updates; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
+  RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+  for (uint32_t i = 0; i < updates; ++i) {
+    RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+  }
   ASSERT_TRUE(store->Commit().ok());
 }
 
@@ -353,7 +403,7 @@ TEST(RoomStore, ScribbledFileIsAClearError) {
     unchecked.verify_on_open = false;
     auto store = RoomStore::Open(dir, 0, unchecked);
     ASSERT_TRUE(store.ok());
-    EXPECT_EQ((*store)->LoadRoom(Id(1, 1)).status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ((*store)->Load(Id(1, 1)).status().code(), absl::StatusCode::kDataLoss);
   }
   {
     // Garbage over the meta pages.
@@ -458,37 +508,62 @@ TEST(RoomStore, AnotherNodesStoreIsRefused) {
   EXPECT_NE(store.status().message().find("belongs to node"), std::string::npos);
 }
 
-TEST(RoomStore, MapFullKeepsEarlierDataAndRecovers) {
+TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
   const std::string dir = TempDir();
   RoomStoreOptions small;
   small.map_bytes = 256 * 1024;
-  auto store = MustOpen(dir, small);
+  const std::vector<uint8_t> big(1 << 20, 7);
+  {
+    auto store = MustOpen(dir, small);
+    ASSERT_NE(store, nullptr);
+    RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+    for (uint32_t i = 0; i < 20; ++i) {
+      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+    }
+    ASSERT_TRUE(store->Commit().ok());
+    for (uint32_t i = 20; i < 40; ++i) {
+      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+    }
+    RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
+    const size_t staged = store->staged_count();
+    for (int attempt = 0; attempt < 2; ++attempt) {  // the retry fails the same way
+      const absl::Status st = store->Commit();
+      EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+      EXPECT_NE(st.message().find("room storage " + dir +
+                                  "/shard-0 is full (map size 262144 bytes); raise "
+                                  "--storage-max"),
+                std::string::npos)
+          << st;
+      EXPECT_EQ(store->staged_count(), staged);
+    }
+    EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 20)));
+    EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 19)));
+  }
+  // Restarted with a bigger map: the earlier batch is all there, nothing of the failed one,
+  // and what did not fit now does.
+  auto store = MustOpen(dir, {});
   ASSERT_NE(store, nullptr);
-  store->PutGenesis(Id(1, 1), Record('g', 1));
-  for (uint32_t i = 0; i < 20; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
-  ASSERT_TRUE(store->Commit().ok());
-  for (uint32_t i = 20; i < 40; ++i) store->AppendUpdate(Id(1, 1), Id(2, 1, i), Record('u', i));
-  store->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
-  const absl::Status st = store->Commit();
-  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
-  EXPECT_NE(st.message().find("room storage " + dir + "/shard-0 is full (map size 262144 bytes)"),
-            std::string::npos) << st;
-  EXPECT_NE(st.message().find("--storage-max"), std::string::npos);
-  EXPECT_EQ(store->pending_count(), 0u);
-  // Nothing of the failed batch, all of the earlier one; and the store still commits.
-  auto room = store->LoadRoom(Id(1, 1));
+  auto room = store->Load(Id(1, 1));
   ASSERT_TRUE(room.ok());
   EXPECT_EQ(room->updates.size(), 20u);
-  EXPECT_FALSE(room->has_checkpoint);
-  store->AppendUpdate(Id(1, 1), Id(2, 1, 20), Record('u', 20));
+  EXPECT_TRUE(room->checkpoint_record.empty());
+  RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
   EXPECT_TRUE(store->Commit().ok());
-  store.reset();
-  // A bigger map on reopen holds what did not fit.
-  auto bigger = MustOpen(dir, {});
-  ASSERT_NE(bigger, nullptr);
-  bigger->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
-  EXPECT_TRUE(bigger->Commit().ok());
-  EXPECT_EQ(bigger->LoadRoom(Id(1, 1))->updates.size(), 21u);
+  EXPECT_EQ(store->Load(Id(1, 1))->checkpoint_blob, big);
+}
+
+TEST(RoomStore, StagingIsBounded) {
+  const std::string dir = TempDir();
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+  const std::vector<uint8_t> blob(kStagedBytesMax / 4);
+  int accepted = 0;
+  for (int i = 0; i < 8 && store->PutCheckpoint(Id(1, 1), Record('c', i), blob).ok(); ++i) {
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 3);
+  EXPECT_LE(store->staged_bytes(), kStagedBytesMax);
 }
 
 TEST(RoomStore, DiskFullIsResourceExhausted) {
@@ -512,7 +587,10 @@ TEST(RoomStore, DiskFullIsResourceExhausted) {
     // At the current size: the checkpoint's new pages are refused outright.
     const rlimit limit{static_cast<rlim_t>(st.st_size), static_cast<rlim_t>(st.st_size)};
     if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(4);
-    (*store)->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7));
+    if (!(*store)->PutCheckpoint(Id(1, 1), Record('c', 1), std::vector<uint8_t>(1 << 20, 7))
+             .ok()) {
+      _exit(6);
+    }
     const absl::Status s = (*store)->Commit();
     const std::string msg = std::string(s.message());
     if (write(fds[1], msg.data(), msg.size()) < 0) _exit(5);
@@ -530,7 +608,7 @@ TEST(RoomStore, DiskFullIsResourceExhausted) {
   EXPECT_NE(msg.find("disk full"), std::string::npos) << msg;
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->LoadRoom(Id(1, 1))->updates.size(), 5u);
+  EXPECT_EQ(store->Load(Id(1, 1))->updates.size(), 5u);
 }
 
 TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
@@ -542,7 +620,7 @@ TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
   EXPECT_NE(stat((dir + "/shard-0.new").c_str(), &st), 0);
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(store->LoadRoom(Id(1, 1))->updates.size(), 2u);
+  EXPECT_EQ(store->Load(Id(1, 1))->updates.size(), 2u);
 }
 
 }  // namespace
