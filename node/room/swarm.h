@@ -167,6 +167,9 @@ class Swarm {
   // SetCachedState: a state kept from an earlier session, offered before joining; when a
   // fetched checkpoint has this state hash, its blob is not fetched.
   void SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state);
+  // Restore: refills an empty room from storage after a restart (order in storage.h).
+  // Nothing is written back: it is already stored.
+  void Restore(const LoadedRoom& loaded);
   // RequestSync: asks a peer for what this node lacks now (after a restart, say).
   void RequestSync(int64_t now_us, dht::Outbox& out) noexcept;
 

@@ -24,6 +24,12 @@ Bytes HashBytes(const std::vector<Hash256>& level, size_t first, size_t count) n
   return Bytes(reinterpret_cast<const uint8_t*>(level.data() + first), count * 32);
 }
 
+uint64_t Prefix64Of(const Hash256& id) noexcept {
+  uint64_t v;
+  std::memcpy(&v, id.data(), sizeof(v));
+  return v;
+}
+
 uint32_t Ceil(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
 
 }  // namespace
@@ -96,6 +102,37 @@ absl::Status Swarm::MakeCheckpoint() {
   }
   AdoptObject(cp->record, cp->blob);
   return absl::OkStatus();
+}
+
+void Swarm::Restore(const LoadedRoom& r) {
+  RP_ASSERT(room_->log_size() == 0);
+  const bool have_cp = !r.checkpoint_record.empty();
+  bool loaded_cp = false;
+  if (have_cp) {
+    // Started from the checkpoint (a joiner) unless every head of it is in the log.
+    CheckpointInfo info;
+    Bytes signed_bytes;
+    Signature sig;
+    if (DecodeCheckpoint(r.checkpoint_record, id(), &info, &signed_bytes, &sig) == Verdict::kOk) {
+      absl::flat_hash_set<Hash256, IdHash> ids;
+      for (const auto& u : r.updates) {
+        UpdateView view;
+        if (DecodeUpdate(u, id(), &view) == Verdict::kOk) ids.insert(view.id);
+      }
+      bool all = true;
+      for (const Hash256& h : info.heads) all &= ids.contains(h);
+      if (!all) loaded_cp = room_->LoadCheckpoint(r.checkpoint_record, r.checkpoint_blob) ==
+                            Verdict::kOk;
+    }
+  }
+  for (const auto& u : r.updates) room_->Receive(u);
+  if (have_cp && !loaded_cp) room_->AddCheckpoint(r.checkpoint_record, r.checkpoint_blob);
+  if (have_cp && room_->has_checkpoint()) AdoptObject(r.checkpoint_record, r.checkpoint_blob);
+  for (const auto& u : r.updates) {
+    UpdateView view;
+    if (DecodeUpdate(u, id(), &view) == Verdict::kOk) seen_.Insert(Prefix64Of(view.id));
+  }
+  digest_dirty_ = true;
 }
 
 void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state) {

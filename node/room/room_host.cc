@@ -1,0 +1,113 @@
+#include "node/room/room_host.h"
+
+#include "base/assert.h"
+
+namespace ringpeer::room {
+
+RoomHost::RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Encoder* encoder,
+                   base::Rng* rng, SwarmListener* listener)
+    : config_(config), storage_(storage), encoder_(encoder), rng_(rng), listener_(listener) {
+  RP_ASSERT(encoder_ != nullptr);
+  RP_ASSERT(rng_ != nullptr);
+  RP_ASSERT(!config.swarm.relay || storage_ != nullptr);  // a relay acks only what is durable
+  rooms_.reserve(config.rooms_max);
+}
+
+absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
+                                      std::span<const std::vector<uint8_t>> epochs, bool store) {
+  if (rooms_.size() >= config_.rooms_max) return absl::ResourceExhaustedError("room table full");
+  auto room = Room::Open(genesis, config_.identity);
+  if (!room.ok()) return room.status();
+  const Hash256 room_id = (*room)->id();
+  if (rooms_.contains(room_id)) return absl::AlreadyExistsError("room already served");
+  for (const auto& e : epochs) {
+    const Verdict v = (*room)->AddKeyEpoch(e);
+    if (v != Verdict::kOk) return absl::InvalidArgumentError(VerdictName(v));
+  }
+  if (store && storage_ != nullptr) {
+    absl::Status s = storage_->PutGenesis(room_id, genesis);
+    for (size_t i = 0; s.ok() && i < epochs.size(); ++i) {
+      s = storage_->PutKeyEpoch(room_id, static_cast<uint32_t>(i), epochs[i]);
+    }
+    if (!s.ok()) return s;
+  }
+  std::vector<std::vector<uint8_t>> records(epochs.begin(), epochs.end());
+  auto swarm = std::make_unique<Swarm>(std::move(*room), std::move(records), config_.swarm,
+                                       storage_, encoder_, rng_, listener_);
+  Swarm* raw = swarm.get();
+  rooms_.emplace(room_id, std::move(swarm));
+  return raw;
+}
+
+absl::StatusOr<Swarm*> RoomHost::Create(Bytes genesis,
+                                        std::span<const std::vector<uint8_t>> epochs) {
+  return Open(genesis, epochs, /*store=*/true);
+}
+
+absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
+                                      std::span<const std::vector<uint8_t>> epochs,
+                                      std::span<const base::Endpoint> bootstrap,
+                                      dht::Outbox& out) {
+  auto swarm = Create(genesis, epochs);
+  if (!swarm.ok()) return swarm;
+  for (const base::Endpoint& e : bootstrap) (*swarm)->Connect(now_us, e, out);
+  return swarm;
+}
+
+absl::Status RoomHost::Restore() {
+  if (storage_ == nullptr) return absl::OkStatus();
+  for (const Hash256& room_id : storage_->Rooms()) {
+    auto loaded = storage_->Load(room_id);
+    if (!loaded.ok()) return loaded.status();
+    auto swarm = Open(loaded->genesis, loaded->key_epochs, /*store=*/false);
+    if (!swarm.ok()) return swarm.status();
+    (*swarm)->Restore(*loaded);
+  }
+  return absl::OkStatus();
+}
+
+void RoomHost::Close(const Hash256& room_id, dht::Outbox& out) {
+  auto it = rooms_.find(room_id);
+  if (it == rooms_.end()) return;
+  it->second->Leave(out);
+  rooms_.erase(it);
+}
+
+Swarm* RoomHost::Find(const Hash256& room_id) noexcept {
+  auto it = rooms_.find(room_id);
+  return it == rooms_.end() ? nullptr : it->second.get();
+}
+
+wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
+                                  const wire::Message& msg, dht::Outbox& out) noexcept {
+  RP_ASSERT(msg.is_room());
+  Swarm* swarm = Find(wire::RoomOf(msg));
+  if (swarm == nullptr) return wire::Verdict::kUnexpectedReply;  // not a room served here
+  return swarm->OnMessage(now_us, from, msg, out);
+}
+
+// Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.
+void RoomHost::Tick(int64_t now_us, dht::Outbox& out) noexcept {
+  for (auto& [id, swarm] : rooms_) swarm->Tick(now_us, out);
+}
+
+absl::Status RoomHost::CommitAndRelease(dht::Outbox& out) {
+  if (storage_ == nullptr) return absl::OkStatus();
+  absl::Status s = storage_->Commit();
+  if (s.ok()) {
+    ReleaseAcks(out);
+  } else {
+    DropAcks();
+  }
+  return s;
+}
+
+void RoomHost::ReleaseAcks(dht::Outbox& out) noexcept {
+  for (auto& [id, swarm] : rooms_) swarm->ReleaseAcks(out);
+}
+
+void RoomHost::DropAcks() noexcept {
+  for (auto& [id, swarm] : rooms_) swarm->DropAcks();
+}
+
+}  // namespace ringpeer::room

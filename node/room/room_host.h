@@ -1,0 +1,81 @@
+// RoomHost: the rooms one shard serves (issue 5, item 1). A bounded table of Swarms keyed
+// by room id; room messages are dispatched to their swarm by the room id they carry.
+//
+// The shard owns one RoomHost and one RoomStorage. Per loop iteration it calls:
+//   host.OnMessage(now, from, msg, out)   for every verified message with msg.is_room()
+//   host.Tick(now, out)                   every ~10-50 ms
+//   host.CommitAndRelease(out)            once, after the messages: storage Commit, then acks
+// Rooms hash to shards by the header's shard hint (the room id's first 4 bytes), so a room
+// message normally arrives at its owner; one that does not is the shard's to forward.
+//
+// Shard-local; not thread-safe. Owning type: not copyable.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "node/room/swarm.h"
+
+namespace ringpeer::room {
+
+struct RoomHostConfig {
+  // The node's identity (key epochs seal member keys to it); null for a relay.
+  const KeyPair* identity = nullptr;
+  // Rooms one shard serves at once; a full table refuses new rooms (Create fails). Each
+  // room costs its log plus ~peers_max x 200 bytes of swarm state.
+  uint32_t rooms_max = 256;
+  SwarmConfig swarm;
+};
+
+class RoomHost {
+ public:
+  // `storage` may be null (a member without persistence); `encoder`, `rng` and `listener`
+  // (may be null) outlive the host.
+  RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Encoder* encoder,
+           base::Rng* rng, SwarmListener* listener);
+  RoomHost(const RoomHost&) = delete;
+  RoomHost& operator=(const RoomHost&) = delete;
+
+  // Create: starts serving a room from its genesis and key epoch records (stored first).
+  // AlreadyExists when served; ResourceExhausted when the table is full.
+  absl::StatusOr<Swarm*> Create(Bytes genesis, std::span<const std::vector<uint8_t>> epochs);
+  // Join: Create, then Connect to each bootstrap peer (providers from the DHT).
+  absl::StatusOr<Swarm*> Join(int64_t now_us, Bytes genesis,
+                              std::span<const std::vector<uint8_t>> epochs,
+                              std::span<const base::Endpoint> bootstrap, dht::Outbox& out);
+  // Restore: reloads every room in the storage (start-up). See storage.h for the order.
+  absl::Status Restore();
+  // Close: leaves a room and stops serving it (its storage stays).
+  void Close(const Hash256& room_id, dht::Outbox& out);
+  Swarm* Find(const Hash256& room_id) noexcept;
+
+  // OnMessage: one verified room message. kOk, or why it was dropped (unknown room: the
+  // room is not served here).
+  wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                          dht::Outbox& out) noexcept;
+  void Tick(int64_t now_us, dht::Outbox& out) noexcept;
+  // CommitAndRelease: storage Commit, then every swarm's acks (or, if the commit failed,
+  // drops them: publishers retransmit). Without a storage it does nothing.
+  absl::Status CommitAndRelease(dht::Outbox& out);
+  void ReleaseAcks(dht::Outbox& out) noexcept;
+  void DropAcks() noexcept;
+
+  size_t rooms_count() const noexcept { return rooms_.size(); }
+
+ private:
+  absl::StatusOr<Swarm*> Open(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
+                              bool store);
+
+  RoomHostConfig config_;
+  RoomStorage* storage_;
+  wire::Encoder* encoder_;
+  base::Rng* rng_;
+  SwarmListener* listener_;
+  absl::flat_hash_map<Hash256, std::unique_ptr<Swarm>, IdHash> rooms_;
+};
+
+}  // namespace ringpeer::room
