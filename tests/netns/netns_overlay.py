@@ -6,13 +6,17 @@ heals after a host dies and comes back.
 
 Topology (every namespace is created by this test and deleted at the end, even on failure):
 
-    h1..h5 (10.77.0.11-15) ──veth── [bridge br0 in ns "sw"] ──veth── rt (10.77.0.1)
-                                                                       │ masquerade
-                                                                  n1 (10.77.1.2, behind NAT)
+    h1..h5 (10.77.<i>.11/16) ──veth── [bridge br0 in ns "sw"] ──veth── rt (10.77.100.1)
+                                                                          │ masquerade
+                                                            n1 (10.77.200.2, behind the NAT)
+
+ Each public host sits in its own /24 of one /16 segment: the routing table admits at most
+ two peers per /24 per bucket (Sybil resistance), so hosts sharing one /24 would be
+ refused as peers by design, which is not what a real network looks like.
 
  - loss: in each host's namespace an nftables rule drops 5% of incoming UDP datagrams
    (numgen random mod 100 < 5), with a counter the test reads to prove loss happened.
- - NAT: rt masquerades 10.77.1.0/24 behind 10.77.0.1 and forwards inbound traffic only for
+ - NAT: rt masquerades 10.77.200.0/24 behind 10.77.100.1 and forwards inbound traffic only for
    connections n1 opened (ct state established,related), like a home router.
  - delay: not applied. This kernel has no netem, and the transport has no delaying shim
    yet; see tests/netns/README.md.
@@ -21,9 +25,9 @@ Checks, each with a deadline:
  1. within 10 s of the last start the six nodes form one overlay: each has a live,
     verified peer and those peerings connect all six; /readyz answers 200 on every host;
  2. n1 reaches the overlay through a public host: n1 lists a public host P as live and
-    verified, P lists n1's id as live and verified at the router's public address 10.77.0.1 (within
-    25 s: a lost challenge is sent again only at the next 10 s liveness ping), and n1
-    learned that address as its observed address;
+    verified, P lists n1's id as live and verified at the router's public address
+    10.77.100.1 (within 25 s: a lost challenge is sent again only at the next 10 s
+    liveness ping), and n1 learned that address as its observed address;
  3. the loss rules dropped datagrams (otherwise the test proved nothing about loss);
  4. h3 killed with SIGKILL and restarted on the same data directory rejoins: same node id,
     live, verified peers again (all proved after the restart: the new process starts with
@@ -49,6 +53,7 @@ PREFIX = f"rpt{os.getpid()}-"
 PORT = 7700
 ADMIN = "127.0.0.1:7780"
 LOSS_PERCENT = 5
+ROUTER_PUBLIC = "10.77.100.1"  # the NAT's public address
 FORM_DEADLINE_S = 10.0
 # Mutual verification of the NAT host and h1: one lost challenge costs a ping interval.
 NAT_DEADLINE_S = 25.0
@@ -159,27 +164,27 @@ def build_network():
         h = add_ns(f"h{i}")
         veth(h, "eth0", sw, f"p{i}")
         sh("ip", "link", "set", f"p{i}", "master", "br0", "up", ns=sw)
-        sh("ip", "addr", "add", f"10.77.0.{10 + i}/24", "dev", "eth0", ns=h)
+        sh("ip", "addr", "add", f"10.77.{i}.11/16", "dev", "eth0", ns=h)
         sh("ip", "link", "set", "eth0", "up", ns=h)
         add_loss(h)
-        hosts[f"h{i}"] = (h, f"10.77.0.{10 + i}")
+        hosts[f"h{i}"] = (h, f"10.77.{i}.11")
     rt = add_ns("rt")
     veth(rt, "eth0", sw, "prt")
     sh("ip", "link", "set", "prt", "master", "br0", "up", ns=sw)
-    sh("ip", "addr", "add", "10.77.0.1/24", "dev", "eth0", ns=rt)
+    sh("ip", "addr", "add", f"{ROUTER_PUBLIC}/16", "dev", "eth0", ns=rt)
     sh("ip", "link", "set", "eth0", "up", ns=rt)
     n1 = add_ns("n1")
     veth(rt, "lan0", n1, "eth0")
-    sh("ip", "addr", "add", "10.77.1.1/24", "dev", "lan0", ns=rt)
+    sh("ip", "addr", "add", "10.77.200.1/24", "dev", "lan0", ns=rt)
     sh("ip", "link", "set", "lan0", "up", ns=rt)
-    sh("ip", "addr", "add", "10.77.1.2/24", "dev", "eth0", ns=n1)
+    sh("ip", "addr", "add", "10.77.200.2/24", "dev", "eth0", ns=n1)
     sh("ip", "link", "set", "eth0", "up", ns=n1)
-    sh("ip", "route", "add", "default", "via", "10.77.1.1", ns=n1)
+    sh("ip", "route", "add", "default", "via", "10.77.200.1", ns=n1)
     sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=rt)
     nft(rt, """table ip rpnat {
   chain post {
     type nat hook postrouting priority 100;
-    oifname "eth0" ip saddr 10.77.1.0/24 masquerade
+    oifname "eth0" ip saddr 10.77.200.0/24 masquerade
   }
 }
 table inet rpfw {
@@ -191,7 +196,7 @@ table inet rpfw {
 }
 """)
     add_loss(n1)
-    hosts["n1"] = (n1, "10.77.1.2")
+    hosts["n1"] = (n1, "10.77.200.2")
     return hosts
 
 
@@ -333,7 +338,7 @@ def main():
             skip(f"this machine does not allow the test network: {e}")
         raise
 
-    boot = [f"10.77.0.11:{PORT}"]
+    boot = [f"10.77.1.11:{PORT}"]
     hosts = [Host(binary, "h1", *net["h1"], bootstrap=[])]
     for i in range(2, 6):
         hosts.append(Host(binary, f"h{i}", *net[f"h{i}"], bootstrap=boot))
@@ -384,14 +389,20 @@ def main():
         print("info: the NAT host's peers: " + json.dumps(sn.get("peers")))
         for h in public:
             mine = [p for p in (h.status() or {}).get("peers", [])
-                    if p["id"] == sn.get("node_id") or p["address"].startswith("10.77.0.1:")]
+                    if p["id"] == sn.get("node_id") or
+                    p["address"].startswith(ROUTER_PUBLIC + ":")]
             print(f"info: {h.name}'s entries for it: {json.dumps(mine)}")
+            figures = [l for l in h.metrics().splitlines() if not l.startswith("#") and
+                       (("dropped_total" in l and not l.endswith(" 0")) or
+                        "challenges_sent" in l or "peers_verified" in l or
+                        "new_peers_deferred" in l)]
+            print(f"info: {h.name}'s figures: " + "; ".join(figures))
     if got:
         sn, name, seen = got
-        check(seen["address"].startswith("10.77.0.1:"),
+        check(seen["address"].startswith(ROUTER_PUBLIC + ":"),
               f"{name} sees the NAT host at the router's public address ({seen['address']})")
         obs = sn.get("observed_address") or ""
-        check(obs.startswith("10.77.0.1:"),
+        check(obs.startswith(ROUTER_PUBLIC + ":"),
               f"the NAT host learned its public address from a pong ({obs or 'none'})")
 
     drops = sum(loss_drops(h.ns) for h in hosts)
