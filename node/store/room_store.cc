@@ -267,9 +267,14 @@ RoomStore::~RoomStore() {
 }
 
 absl::Status RoomStore::Error(int rc, absl::string_view what) const {
-  MDB_envinfo info{};
-  mdb_env_info(env_, &info);
-  return StoreError(path_, info.me_mapsize, rc, what);
+  // LMDB's env info is only valid once mdb_env_open succeeded (before, it faults).
+  uint64_t map_bytes = map_bytes_;
+  if (env_opened_) {
+    MDB_envinfo info{};
+    mdb_env_info(env_, &info);
+    map_bytes = info.me_mapsize;
+  }
+  return StoreError(path_, map_bytes, rc, what);
 }
 
 absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::Open(const std::string& data_dir,
@@ -333,12 +338,14 @@ absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::OpenEnv(const std::string&
   int rc = mdb_env_create(&env);
   if (rc != 0) return StoreError(path, options.map_bytes, rc, "cannot create an environment");
   std::unique_ptr<RoomStore> store(new RoomStore(path, env, options.sync));
+  store->map_bytes_ = options.map_bytes;
   rc = mdb_env_set_mapsize(env, options.map_bytes);
   if (rc == 0) rc = mdb_env_set_maxdbs(env, kMaxDbs);
   if (rc != 0) return store->Error(rc, "cannot configure the environment");
   const unsigned int flags = kEnvFlags | (options.sync == StoreSync::kOneSync ? MDB_NOSYNC : 0);
   rc = mdb_env_open(env, path.c_str(), flags, 0600);
   if (rc != 0) return store->Error(rc, "cannot open data.mdb");
+  store->env_opened_ = true;
   // Reader slots of a killed process would pin old pages forever; clear them.
   int dead = 0;
   mdb_reader_check(env, &dead);
@@ -494,6 +501,11 @@ absl::Status RoomStore::VerifyInChild(const std::string& path, const RoomStoreOp
   if (WIFSIGNALED(wstatus)) {
     return Corrupt(path, absl::StrCat("reading it crashed the checker (",
                                       strsignal(WTERMSIG(wstatus)), ")"));
+  }
+  if (msg.empty()) {
+    // It died before reporting without a signal: a sanitizer's fault handler exits.
+    return Corrupt(path, absl::StrCat("reading it crashed the checker (exit status ",
+                                      WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1, ")"));
   }
   const size_t space = msg.find(' ');
   int code = 0;

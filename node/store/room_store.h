@@ -202,6 +202,8 @@ class RoomStore final : public room::RoomStorage {
   MDB_env* env_ = nullptr;
   unsigned int dbi_[kDbCount] = {};  // MDB_dbi, kept out of this header
   StoreSync sync_ = StoreSync::kSafe;
+  uint64_t map_bytes_ = 0;    // as configured; LMDB's own figure once the env is open
+  bool env_opened_ = false;   // mdb_env_open succeeded
   std::vector<Op> ops_;
   std::vector<uint8_t> arena_;
   // Rooms stored or staged (Rooms(), and the check that a room exists before staging).
