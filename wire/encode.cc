@@ -215,21 +215,22 @@ size_t Encoder::RouteReply(std::span<uint8_t> out, uint64_t route_id, const Node
 }
 
 size_t Encoder::Walk(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
-                     const NodeId& sender) noexcept {
+                     const NodeId& sender, const NodeId* prev) noexcept {
   fbb_.Clear();
   fb::Id256 s = ToWireId(sender);
-  fbb_.Finish(fb::CreateWalk(fbb_, txid, &s));
+  fb::Id256 p = prev != nullptr ? ToWireId(*prev) : fb::Id256{};
+  fbb_.Finish(fb::CreateWalk(fbb_, txid, &s, prev != nullptr ? &p : nullptr));
   return Finish(out, MessageType::kWalk, shard_hint);
 }
 
 size_t Encoder::WalkReply(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
                           const NodeId& sender, uint16_t degree,
-                          std::span<const PeerInfo> next) noexcept {
+                          std::span<const PeerInfo> next, bool prev_held) noexcept {
   RP_ASSERT(next.size() <= kWalkNextMax);
   fbb_.Clear();
   auto nv = EntryVector(next);
   fb::Id256 s = ToWireId(sender);
-  fbb_.Finish(fb::CreateWalkReply(fbb_, txid, &s, degree, nv));
+  fbb_.Finish(fb::CreateWalkReply(fbb_, txid, &s, degree, nv, prev_held));
   return Finish(out, MessageType::kWalkReply, shard_hint);
 }
 
@@ -270,11 +271,13 @@ RoomCheckpointInfo FromWireCheckpoint(const fb::RoomCheckpointRef* c) noexcept {
 }
 
 size_t Encoder::RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
-                         bool relay) noexcept {
+                         bool relay, std::span<const uint8_t> genesis) noexcept {
   fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> g;
+  if (!genesis.empty()) g = fbb_.CreateVector(genesis.data(), genesis.size());
   fb::Id256 r = ToWireId(room);
   fb::Id256 s = ToWireId(sender);
-  fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay));
+  fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay, g));
   return Finish(out, MessageType::kRoomJoin, RoomShardHint(room.data()));
 }
 

@@ -112,10 +112,12 @@ class Encoder {
   size_t RouteReply(std::span<uint8_t> out, uint64_t route_id, const NodeId& responder,
                     const base::Endpoint& origin_addr, uint8_t hops, bool delivered,
                     uint8_t kind) noexcept;
+  // Walk: `prev` (may be null) is the node the walk would move from (see dht.fbs).
   size_t Walk(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
-              const NodeId& sender) noexcept;
+              const NodeId& sender, const NodeId* prev = nullptr) noexcept;
   size_t WalkReply(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
-                   const NodeId& sender, uint16_t degree, std::span<const PeerInfo> next) noexcept;
+                   const NodeId& sender, uint16_t degree, std::span<const PeerInfo> next,
+                   bool prev_held = false) noexcept;
   size_t Gossip(std::span<uint8_t> out, uint64_t msg_id, const NodeId& origin,
                 std::span<const uint8_t> payload) noexcept;
   size_t DumpRequest(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
@@ -123,8 +125,9 @@ class Encoder {
 
   // Room messages (wire/schemas/room_net.fbs). The shard hint is always the room id's
   // prefix (RoomShardHint). Each returns 0 when the result would not fit a datagram.
+  // RoomJoin: `genesis` (may be empty) lets a relay that does not serve the room start.
   size_t RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
-                  bool relay) noexcept;
+                  bool relay, std::span<const uint8_t> genesis = {}) noexcept;
   size_t RoomLeave(std::span<uint8_t> out, const Hash256& room, const NodeId& sender) noexcept;
   size_t RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept;
   size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;

@@ -34,6 +34,7 @@ absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
   std::vector<std::vector<uint8_t>> records(epochs.begin(), epochs.end());
   auto swarm = std::make_unique<Swarm>(std::move(*room), std::move(records), config_.swarm,
                                        storage_, encoder_, rng_, listener_);
+  swarm->set_genesis_record(std::vector<uint8_t>(genesis.begin(), genesis.end()));
   Swarm* raw = swarm.get();
   rooms_.emplace(room_id, std::move(swarm));
   return raw;
@@ -82,8 +83,25 @@ wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
                                   const wire::Message& msg, dht::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
   Swarm* swarm = Find(wire::RoomOf(msg));
+  if (swarm == nullptr) swarm = ServeOnJoin(msg);
   if (swarm == nullptr) return wire::Verdict::kUnexpectedReply;  // not a room served here
   return swarm->OnMessage(now_us, from, msg, out);
+}
+
+// ServeOnJoin: a relay starts serving a room when a member's RoomJoin brings its genesis.
+// The record's admin signature is checked and its hash must be the room id the message
+// names, so a stranger can only make us serve a real room, and at most rooms_max of them.
+Swarm* RoomHost::ServeOnJoin(const wire::Message& msg) noexcept {
+  if (!config_.swarm.relay || msg.type() != wire::MessageType::kRoomJoin) return nullptr;
+  const auto* genesis = msg.room_join()->genesis();
+  if (genesis == nullptr || rooms_.size() >= config_.rooms_max) return nullptr;
+  const Bytes record(genesis->data(), genesis->size());
+  Genesis parsed;
+  if (ParseGenesis(record, &parsed) != Verdict::kOk || parsed.room_id != wire::RoomOf(msg)) {
+    return nullptr;
+  }
+  auto swarm = Open(record, {}, /*store=*/true);
+  return swarm.ok() ? *swarm : nullptr;
 }
 
 // Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.

@@ -54,7 +54,8 @@ class RoomHost {
   Swarm* Find(const Hash256& room_id) noexcept;
 
   // OnMessage: one verified room message. kOk, or why it was dropped (unknown room: the
-  // room is not served here).
+  // room is not served here). A relay starts serving an unknown room when a RoomJoin
+  // carries its signed genesis (open relay, bounded by rooms_max).
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                           dht::Outbox& out) noexcept;
   void Tick(int64_t now_us, dht::Outbox& out) noexcept;
@@ -69,6 +70,7 @@ class RoomHost {
  private:
   absl::StatusOr<Swarm*> Open(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                               bool store);
+  Swarm* ServeOnJoin(const wire::Message& msg) noexcept;
 
   RoomHostConfig config_;
   RoomStorage* storage_;

@@ -132,7 +132,7 @@ void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out
   }
   std::span<uint8_t> buf = Buffer(out);
   if (buf.empty()) return;
-  Send(peer, encoder_->RoomJoin(buf, id(), config_.self, config_.relay), out);
+  Send(peer, encoder_->RoomJoin(buf, id(), config_.self, config_.relay, genesis_record_), out);
   next_join_us_ = now_us + config_.retry_us * 4;
 }
 

@@ -179,6 +179,9 @@ class Swarm {
   void DropAcks() noexcept { acks_.clear(); }
 
   const Room& room() const noexcept { return *room_; }
+  // set_genesis_record: the room's signed genesis, carried in our RoomJoins so that a
+  // relay that does not serve the room yet can start to (RoomHost sets it).
+  void set_genesis_record(std::vector<uint8_t> record) { genesis_record_ = std::move(record); }
   const Hash256& id() const noexcept { return room_->id(); }
   const SwarmCounters& counters() const noexcept { return counters_; }
   size_t peers_count() const noexcept;
@@ -273,6 +276,7 @@ class Swarm {
   void TryAwaitedCheckpoint();
 
   std::unique_ptr<Room> room_;
+  std::vector<uint8_t> genesis_record_;
   SwarmConfig config_;
   RoomStorage* storage_;
   wire::Encoder* encoder_;

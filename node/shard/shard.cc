@@ -111,6 +111,13 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   RP_ASSERT(config_.index < config_.shards);
   RP_ASSERT(config_.owner < config_.shards);
   RP_ASSERT(mailboxes_->shards() == config_.shards);
+  room::RoomHostConfig rc;
+  rc.identity = &identity_;
+  rc.rooms_max = config_.rooms_max;
+  rc.swarm.self = wire::NodeIdOf(identity_.public_key);
+  rc.swarm.relay = config_.room_storage != nullptr;
+  rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
+                                            /*listener=*/nullptr);
   if (config_.index == config_.owner) {
     const int64_t now = MonotonicUs();
     events_ = std::make_unique<Events>(this);
@@ -148,6 +155,8 @@ void Shard::Run() noexcept {
     for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
     transport_->ReleaseReceived();
     DrainMailboxes(now);
+    // One storage transaction per iteration, then the acks it made true (DESIGN.md 8).
+    if (!rooms_->CommitAndRelease(*outbox_).ok()) ShardCounters::Add(counters_.storage_errors, 1);
     if (overlay_) PollCommand(now);
     if (now >= next_tick) {
       OnTick(now);
@@ -179,6 +188,7 @@ void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept
 void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
                            bool from_mailbox, int64_t now_us) noexcept {
   if (msg.type() == wire::MessageType::kPing) return HandlePing(from, msg, now_us);
+  if (msg.is_room()) return HandleRoom(from, msg, now_us);
   // Everything else is overlay state, which lives on the owner shard. Replies belong
   // there too: only the owner sends requests, so every txid it makes names it.
   if (!overlay_) {
@@ -186,6 +196,18 @@ void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
     return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
   }
   const wire::Verdict v = overlay_->OnMessage(now_us, from, msg, *outbox_);
+  if (v != wire::Verdict::kOk) Drop(v);
+}
+
+void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
+                       int64_t now_us) noexcept {
+  // A room belongs to shard room_id[0] % shards: the low byte of its shard hint, which the
+  // reuseport program steers by. What the kernel put elsewhere (hint byte 0xFF, or
+  // steering off) crosses the mailbox.
+  const uint32_t owner = wire::RoomOf(msg)[0] % config_.shards;
+  if (owner != config_.index) return Forward(owner, MailItem::Kind::kDatagram, from, msg.bytes());
+  ShardCounters::Add(counters_.room_messages, 1);
+  const wire::Verdict v = rooms_->OnMessage(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) Drop(v);
 }
 
@@ -271,6 +293,8 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 }
 
 void Shard::OnTick(int64_t now_us) noexcept {
+  rooms_->Tick(now_us, *outbox_);
+  counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
   if (overlay_) {
     overlay_->Tick(now_us, *outbox_);
     MaybeEstimateSize(now_us);

@@ -23,6 +23,8 @@
 #include "base/endpoint.h"
 #include "dht/overlay.h"
 #include "dht/ping_responder.h"
+#include "node/room/room_host.h"
+#include "node/room/storage.h"
 #include "node/shard/rate_limiter.h"
 #include "node/shard/spsc_ring.h"
 #include "ring/transport.h"
@@ -80,6 +82,11 @@ struct ShardConfig {
   uint32_t rate_limit_entries = 16384;
   dht::OverlayConfig overlay;  // used on the owner shard only
   std::vector<dht::SavedContact> restore;  // the saved routing table (owner shard only)
+  // Rooms: this shard serves the rooms whose id's first byte is its index modulo shards.
+  // With a storage it is a relay for them (stores logs, acks durably, serves joiners);
+  // without one it only relays live traffic and never acks. Owned by the Node.
+  room::RoomStorage* room_storage = nullptr;
+  uint32_t rooms_max = 256;
 };
 
 // Counters published for status and metrics. Written only by the owning shard.
@@ -92,6 +99,9 @@ struct ShardCounters {
   std::atomic<uint64_t> loop_iterations{0};
   std::atomic<uint64_t> send_errors{0};
   std::atomic<uint64_t> recv_no_buffers{0};
+  std::atomic<uint64_t> rooms{0};            // rooms this shard serves
+  std::atomic<uint64_t> room_messages{0};    // verified room messages handled here
+  std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
   std::atomic<uint64_t> dropped[wire::kVerdictCount]{};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) noexcept {
@@ -153,6 +163,8 @@ class Shard {
   bool Withdraw(ControlCommand* cmd) noexcept;
 
   const ShardCounters& counters() const noexcept { return counters_; }
+  // RoomsRestore: reloads the rooms in this shard's storage. Call before Run().
+  absl::Status RestoreRooms() { return rooms_->Restore(); }
   // SavedTableBytes: the owner's routing table as a file's bytes (empty on other shards).
   // REQUIRES: Run() has returned (the shard thread no longer touches the overlay).
   std::vector<uint8_t> SavedTableBytes() const {
@@ -168,6 +180,7 @@ class Shard {
   void HandleVerified(const base::Endpoint& from, const wire::Message& msg, bool from_mailbox,
                       int64_t now_us) noexcept;
   void HandlePing(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept;
+  void HandleRoom(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept;
   // Forward: copies a datagram into the mailbox towards `to`. Counts a full mailbox.
   void Forward(uint32_t to, MailItem::Kind kind, const base::Endpoint& from,
                std::span<const uint8_t> bytes) noexcept;
@@ -194,6 +207,8 @@ class Shard {
   RateLimiter limiter_;
   base::Rng rng_;
   std::unique_ptr<dht::Overlay> overlay_;  // owner shard only
+  wire::Encoder room_encoder_;
+  std::unique_ptr<room::RoomHost> rooms_;
   std::vector<uint8_t> pending_publish_;   // per target shard: items pushed, not published
   struct SeenEntry {
     uint64_t key = 0;
