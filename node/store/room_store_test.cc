@@ -24,6 +24,10 @@
 
 #include <gtest/gtest.h>
 
+#include "node/room/reducer.h"
+#include "node/room/room.h"
+#include "node/room/test_util.h"
+
 namespace ringpeer::store {
 namespace {
 
@@ -630,6 +634,60 @@ TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
   auto store = MustOpen(dir);
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->Load(Id(1, 1))->updates.size(), 2u);
+}
+
+// A relay's room rebuilt from the store after a restart, by the recipe in storage.h, has
+// the same log, heads and state hash as before: the store keeps records byte for byte.
+TEST(RoomStore, RelayRoomRebuiltFromStore) {
+  ASSERT_TRUE(wire::InitCrypto());
+  room::testing::RoomFixture f(11, room::ReducerKind::kChat, room::kStateBytesMaxDefault);
+  auto member = f.Open(&f.members[0]);
+  auto relay = f.Open(nullptr);
+  const std::string dir = TempDir();
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    RP_EXPECT_OK(store->PutGenesis(f.room_id, f.genesis));
+    RP_EXPECT_OK(store->PutKeyEpoch(f.room_id, 0, f.epochs[0]));
+    for (int i = 0; i < 120; ++i) {
+      const std::vector<uint8_t> payload = room::ChatPayload(
+          room::ChatOp::kMessage, f.members[0].public_key, "message " + std::to_string(i));
+      auto record = member->Write(payload, f.random);
+      ASSERT_TRUE(record.ok()) << record.status();
+      ASSERT_EQ(relay->Receive(*record), room::Verdict::kOk);
+      room::UpdateView view;
+      ASSERT_EQ(room::DecodeUpdate(*record, f.room_id, &view), room::Verdict::kOk);
+      RP_EXPECT_OK(store->Append(f.room_id, view.id, *record));
+      if (i == 80) {
+        auto cp = member->MakeCheckpoint(f.random);
+        ASSERT_TRUE(cp.ok());
+        ASSERT_EQ(relay->AddCheckpoint(cp->record, cp->blob), room::Verdict::kOk);
+        RP_EXPECT_OK(store->PutCheckpoint(f.room_id, cp->record, cp->blob));
+      }
+      if (i % 16 == 15) {
+        ASSERT_TRUE(store->Commit().ok());  // a loop iteration's batch
+      }
+    }
+    ASSERT_TRUE(store->Commit().ok());
+  }
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(store->Rooms(), std::vector<Hash256>{f.room_id});
+  auto loaded = store->Load(f.room_id);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto rebuilt = room::Room::Open(loaded->genesis, nullptr);
+  ASSERT_TRUE(rebuilt.ok());
+  for (const auto& e : loaded->key_epochs) {
+    ASSERT_EQ((*rebuilt)->AddKeyEpoch(e), room::Verdict::kOk);
+  }
+  for (const auto& u : loaded->updates) ASSERT_EQ((*rebuilt)->Receive(u), room::Verdict::kOk);
+  ASSERT_FALSE(loaded->checkpoint_record.empty());
+  ASSERT_EQ((*rebuilt)->AddCheckpoint(loaded->checkpoint_record, loaded->checkpoint_blob),
+            room::Verdict::kOk);
+  EXPECT_EQ((*rebuilt)->order(), relay->order());
+  EXPECT_EQ((*rebuilt)->heads(), relay->heads());
+  EXPECT_EQ((*rebuilt)->state_hash(), relay->state_hash());
+  EXPECT_TRUE((*rebuilt)->has_checkpoint());
 }
 
 }  // namespace
