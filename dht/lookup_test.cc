@@ -296,22 +296,29 @@ TEST(SizeEstimate, DensityIsUnbiasedOnSyntheticIds) {
 }
 
 TEST(SizeEstimate, CollisionsOnUniformSamples) {
+  // Visits uniform over n nodes; sightings from a skewed distribution (a tenth of the
+  // nodes named ten times as often): visit-sighting pairs of different walks still match
+  // with probability 1/n.
   base::Rng rng(4);
   const uint32_t n = 10000;
-  std::vector<WalkSample> s;
-  for (uint16_t w = 0; w < 10; ++w) {
-    for (uint16_t step = 0; step < 300; ++step) {
-      s.push_back(WalkSample{rng.Uniform(n) + 1, 20, w, step});
+  std::vector<WalkSample> visits, seen;
+  for (uint16_t w = 0; w < 5; ++w) {
+    for (int i = 0; i < 250; ++i) visits.push_back(WalkSample{rng.Uniform(n) + 1, w});
+    for (int i = 0; i < 1000; ++i) {
+      const uint64_t node = rng.Uniform(2) == 0 ? rng.Uniform(n / 10) : rng.Uniform(n);
+      seen.push_back(WalkSample{node + 1, w});
     }
   }
-  const SizeEstimate e = CollisionEstimate(s);
+  const SizeEstimate e = CollisionEstimate(visits, seen);
   ASSERT_TRUE(e.ok);
+  EXPECT_EQ(e.method, SizeMethod::kCollision);
   EXPECT_NEAR(e.estimate, n, 0.3 * n);
   EXPECT_LT(e.low, e.estimate);
   EXPECT_GT(e.high, e.estimate);
-  // No collisions: nothing to say.
-  std::vector<WalkSample> none = {{1, 1, 0, 0}, {2, 1, 0, 1}};
-  EXPECT_FALSE(CollisionEstimate(none).ok);
+  // Matches within one walk do not count; none left: nothing to say.
+  std::vector<WalkSample> v1 = {{1, 0}, {2, 1}};
+  std::vector<WalkSample> s1 = {{1, 0}, {3, 1}};
+  EXPECT_FALSE(CollisionEstimate(v1, s1).ok);
 }
 
 TEST(Snapshot, AnswersFindNodeWithinTheAmplificationLimit) {

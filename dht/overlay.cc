@@ -46,7 +46,6 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
   route_payloads_.resize(size_t{config_.routes_max} * wire::kRoutePayloadBytesMax);
   hops_.resize(config_.route_hops_max);
   hop_bytes_.resize(size_t{config_.route_hops_max} * wire::kDatagramBytesMax);
-  walks_.resize(config_.size_walks);
   size_samples_.reserve(config_.size_lookups);
   next_refresh_us_ = now_us + config_.refresh_interval_us;
   next_housekeeping_us_ = now_us + kHousekeepingUs;

@@ -97,6 +97,11 @@ inline constexpr int64_t kHousekeepingUs = 10 * kSecondUs;
 // Refresh lookups a join or periodic refresh runs for sparse buckets (one at a time).
 inline constexpr uint32_t kRefreshLookupsMax = 16;
 
+// Steps a size-estimation walk takes before its positions count as samples: from a
+// point, 40 steps bring a walk within 0.1 (total variation) of uniform at 10,000 nodes;
+// its sightings pair only with other walks, so a little dependence left is harmless.
+inline constexpr uint16_t kWalkBurnInSteps = 30;
+
 // Routed-message kinds (Route.kind).
 enum class RouteKind : uint8_t { kData = 0, kHello = 1 };
 
@@ -123,8 +128,12 @@ struct OverlayConfig {
   uint32_t seen_max = 4096;            // routed and gossip ids remembered
   uint32_t gossip_fanout = 8;          // peers each new gossip message is sent to
   uint32_t size_lookups = 16;          // random lookups per density estimate
-  uint32_t size_walks = 10;            // walks per collision estimate
-  uint32_t size_walk_steps = 150;      // steps per walk
+  // Collision estimate (see dht/size_estimate.h). Walks run side by side until each has
+  // taken its steps or, together, they have spent the message budget (requests sent plus
+  // replies received). The defaults fit 30 x sqrt(N) at N = 10,000 with 5% loss.
+  uint32_t size_walks = 10;                  // walks per estimate, side by side
+  uint32_t size_walk_steps = 400;            // steps per walk after its burn-in, at most
+  uint32_t size_walk_messages_max = 2900;    // budget of one estimate
   int64_t ping_interval_us = kPingIntervalUs;    // contacts' liveness pings
   int64_t peers_interval_us = kPeersIntervalUs;  // peer exchange; 0: never
   int64_t refresh_interval_us = 15 * 60 * kSecondUs;  // sparse-bucket refresh lookups
@@ -383,11 +392,22 @@ class Overlay {
     NodeId tried[kRouteHopTriesMax] = {};
     uint16_t bytes = 0;  // the datagram, at hops_max slot index x kDatagramBytesMax
   };
+  // WalkSlot: one Metropolis-Hastings walk of a collision estimate. It is at `at` (our own
+  // id: at us), holds up to kWalkNextMax proposals from `at`'s table, and waits either for
+  // `at` itself (more proposals) or for the proposed node (its degree, whether it holds
+  // `at`, and its own proposals).
+  enum class WalkWait : uint8_t { kNothing, kRefill, kProposal };
   struct WalkSlot {
     Contact at;
-    uint16_t steps = 0;
+    Contact proposed;
+    uint32_t degree = 0;   // live table entries at `at`
+    uint16_t steps = 0;    // steps taken, burn-in and stays included
+    uint16_t segment = 0;  // sample group (a new one after a restart at us)
+    uint8_t next_count = 0;
     uint8_t retries = 0;
+    WalkWait wait = WalkWait::kNothing;
     bool active = false;
+    Contact next[wire::kWalkNextMax];
   };
 
   static constexpr uint32_t kRpcSlotBase = 1u << 23;  // txid slots >= this are DHT requests
@@ -449,7 +469,16 @@ class Overlay {
   // OnHopAck: an Ack for a routed datagram we sent; false if it matches none.
   bool OnHopAck(int64_t now_us, const base::Endpoint& from, const wire::Message& msg) noexcept;
   void HopTick(int64_t now_us, Outbox& out) noexcept;
+  // StepWalk: moves walk `w` on until it must wait for a reply (or ends it).
   void StepWalk(int64_t now_us, uint32_t w, Outbox& out) noexcept;
+  // SendWalk: asks `to` for a walk step; `prev` names the node we would move from.
+  bool SendWalk(int64_t now_us, uint32_t w, const Contact& to, const NodeId* prev,
+                Outbox& out) noexcept;
+  // ResolveProposal: the proposed node's answer (or, with `answered` false, its silence).
+  // Returns whether the walk moved.
+  bool ResolveProposal(uint32_t w, bool answered, bool held, uint32_t degree) noexcept;
+  void RecordSightings(uint32_t w, std::span<const Contact> ids) noexcept;
+  void EndWalk(int64_t now_us, uint32_t w) noexcept;
   void ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept;
   void FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to, Outbox& out) noexcept;
   void FinishWalks(int64_t now_us) noexcept;
@@ -478,9 +507,12 @@ class Overlay {
   std::vector<uint8_t> route_payloads_;
   std::vector<HopSlot> hops_;
   std::vector<uint8_t> hop_bytes_;  // route_hops_max x kDatagramBytesMax
-  std::vector<WalkSlot> walks_;
-  std::vector<WalkSample> walk_samples_;  // allocated by EstimateSizeByWalks
+  std::vector<WalkSlot> walks_;  // allocated by EstimateSizeByWalks, freed when it reports
+  std::vector<WalkSample> walk_visits_;  // allocated by EstimateSizeByWalks
+  std::vector<WalkSample> walk_seen_;    // ditto
   uint64_t walk_messages_ = 0;
+  uint16_t walk_segments_ = 0;
+  bool walks_running_ = false;
   uint32_t next_handle_ = 1;
   // Density estimate in progress: handles of its lookups and their samples.
   uint32_t size_pending_ = 0;

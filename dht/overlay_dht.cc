@@ -159,15 +159,28 @@ void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept 
       break;
     }
     case RpcKind::kWalk: {
+      if (rpc.owner >= walks_.size() || !walks_[rpc.owner].active) break;
       WalkSlot& w = walks_[rpc.owner];
-      if (!w.active) break;
-      ++walk_messages_;
-      if (++w.retries > kWalkRetriesMax && !table_.RandomContact(*rng_, &w.at)) {
-        w.active = false;
-        FinishWalks(now_us);
-        break;
+      const bool proposal = w.wait == WalkWait::kProposal;
+      if (++w.retries <= kWalkRetriesMax) {
+        const Contact to = proposal ? w.proposed : w.at;
+        const NodeId prev = w.at.id;
+        if (SendWalk(now_us, rpc.owner, to, proposal ? &prev : nullptr, out)) break;
       }
-      if (w.retries > kWalkRetriesMax) w.retries = 0;
+      // Given up on: a silent proposal is a rejection (loss is the same both ways, so
+      // this keeps the walk reversible); a silent current node strands the walk, which
+      // starts again at us with a new burn-in.
+      if (proposal) {
+        ResolveProposal(rpc.owner, /*answered=*/false, false, 0);
+      } else {
+        w.at = Contact{id_, base::Endpoint{}};
+        w.degree = static_cast<uint32_t>(table_.LiveSize());
+        w.next_count = 0;
+        w.steps = 0;
+        w.segment = walk_segments_++;
+      }
+      w.wait = WalkWait::kNothing;
+      w.retries = 0;
       StepWalk(now_us, rpc.owner, out);
       break;
     }
@@ -357,17 +370,29 @@ wire::Verdict Overlay::OnWalk(int64_t now_us, const base::Endpoint& from,
   const wire::fb::Walk* w = msg.walk();
   const NodeId sender = wire::FromWireId(*w->sender());
   if (sender == id_) return wire::Verdict::kBadField;
-  wire::PeerInfo next[1];
+  // Independent uniform picks (with repetition): the walk proposes them one by one.
+  wire::PeerInfo next[wire::kWalkNextMax];
   size_t n = 0;
   Contact c;
-  if (table_.RandomContact(*rng_, &c)) next[n++] = wire::PeerInfo{c.id, c.addr};
+  for (size_t k = 0; k < std::size(next); ++k) {
+    if (table_.RandomContact(*rng_, &c)) next[n++] = wire::PeerInfo{c.id, c.addr};
+  }
+  const bool held = w->prev() != nullptr && table_.HoldsLive(wire::FromWireId(*w->prev()));
   std::span<uint8_t> buf = out.Buffer();
   if (buf.empty()) return wire::Verdict::kSendQueueFull;
-  const uint16_t degree = static_cast<uint16_t>(std::min<size_t>(table_.size(), 0xFFFF));
-  size_t bytes = encoder_.WalkReply(buf, static_cast<uint32_t>(w->txid() & 0xFF), w->txid(), id_,
-                                    degree, std::span(next, n));
-  RP_ASSERT(bytes > 0);
-  if (!RoundTripped(sender, from) && bytes > kAmplificationMax * msg.bytes().size()) {
+  const uint16_t degree = static_cast<uint16_t>(std::min<size_t>(table_.LiveSize(), 0xFFFF));
+  const size_t limit = RoundTripped(sender, from) ? buf.size()
+                                                  : kAmplificationMax * msg.bytes().size();
+  size_t bytes = 0;
+  // A stranger's small request gets fewer proposals rather than none (never above 3x).
+  for (;;) {
+    bytes = encoder_.WalkReply(buf, static_cast<uint32_t>(w->txid() & 0xFF), w->txid(), id_,
+                               degree, std::span(next, n), held);
+    RP_ASSERT(bytes > 0);
+    if (bytes <= limit || n == 0) break;
+    --n;
+  }
+  if (bytes > limit) {
     ++counters_.replies_trimmed;
     return wire::Verdict::kOk;
   }

@@ -10,7 +10,6 @@
 namespace ringpeer::dht {
 namespace {
 
-constexpr uint16_t kWalkBurnIn = 5;
 constexpr uint32_t kSizeLookupsConcurrent = 2;
 constexpr uint64_t kGossipSalt = 0x9E3779B97F4A7C15ull;
 constexpr uint16_t kNoAnnounce = 0xFFFF;
@@ -267,75 +266,160 @@ void Overlay::ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept {
 }
 
 bool Overlay::EstimateSizeByWalks(int64_t now_us, Outbox& out) {
-  for (const WalkSlot& w : walks_) {
-    if (w.active) return false;
-  }
-  walk_samples_.clear();
-  walk_samples_.reserve(size_t{config_.size_walks} * config_.size_walk_steps);
+  if (walks_running_ || config_.size_walks == 0) return false;
+  const uint32_t degree = static_cast<uint32_t>(table_.LiveSize());
+  if (degree == 0) return false;
+  // The walks' state lives only while an estimate runs (~300 bytes a walk).
+  walks_.assign(config_.size_walks, WalkSlot{});
+  // Sized for the whole estimate, so that no reply reallocates them: every step is at
+  // most one visit, and every reply (two messages of the budget) up to kWalkNextMax ids.
+  walk_visits_.clear();
+  walk_visits_.reserve(walks_.size() * (size_t{config_.size_walk_steps} + kWalkBurnInSteps));
+  walk_seen_.clear();
+  walk_seen_.reserve((config_.size_walk_messages_max / 2 + walks_.size()) * wire::kWalkNextMax);
   walk_messages_ = 0;
-  bool any = false;
-  for (uint32_t i = 0; i < walks_.size(); ++i) {
-    WalkSlot& w = walks_[i];
-    if (!table_.RandomContact(*rng_, &w.at)) break;
-    w.steps = 0;
-    w.retries = 0;
+  walk_segments_ = 0;
+  for (WalkSlot& w : walks_) {
+    w = WalkSlot{};
+    w.at = Contact{id_, base::Endpoint{}};
+    w.degree = degree;
+    w.segment = walk_segments_++;
     w.active = true;
-    any = true;
-    StepWalk(now_us, i, out);
   }
-  return any;
+  walks_running_ = true;
+  for (uint32_t i = 0; i < walks_.size(); ++i) StepWalk(now_us, i, out);
+  return true;
 }
 
 void Overlay::StepWalk(int64_t now_us, uint32_t wi, Outbox& out) noexcept {
   WalkSlot& w = walks_[wi];
-  const int r = AllocRpc(now_us, RpcKind::kWalk, w.at, static_cast<uint16_t>(wi), -1);
-  if (r < 0) {
-    w.active = false;
-    return FinishWalks(now_us);
+  // Each pass takes a step or refills proposals at us (after which a step follows), so
+  // the loop ends within two passes per step.
+  const uint32_t passes_max = 2 * (config_.size_walk_steps + kWalkBurnInSteps) + 2;
+  for (uint32_t pass = 0; w.active; ++pass) {
+    RP_ASSERT(pass <= passes_max);
+    RP_ASSERT(w.wait == WalkWait::kNothing);
+    if (w.steps >= kWalkBurnInSteps + config_.size_walk_steps) return EndWalk(now_us, wi);
+    if (w.next_count == 0) {
+      if (w.at.id == id_) {
+        // At us: our own proposals, no message.
+        w.degree = static_cast<uint32_t>(table_.LiveSize());
+        for (Contact& c : w.next) w.next_count += table_.RandomContact(*rng_, &c);
+        if (w.next_count == 0) return EndWalk(now_us, wi);
+        continue;
+      }
+      if (!SendWalk(now_us, wi, w.at, nullptr, out)) return EndWalk(now_us, wi);
+      return;
+    }
+    w.proposed = w.next[--w.next_count];
+    if (w.proposed.id == id_) {
+      // We are the proposal: answer it ourselves.
+      ResolveProposal(wi, true, table_.HoldsLive(w.at.id),
+                      static_cast<uint32_t>(table_.LiveSize()));
+      continue;
+    }
+    const NodeId prev = w.at.id;
+    if (!SendWalk(now_us, wi, w.proposed, &prev, out)) return EndWalk(now_us, wi);
+    return;
   }
-  ++walk_messages_;
+}
+
+bool Overlay::SendWalk(int64_t now_us, uint32_t wi, const Contact& to, const NodeId* prev,
+                       Outbox& out) noexcept {
+  // The budget holds this request and every reply still awaited, this one's included.
+  uint64_t awaited = 0;
+  for (const WalkSlot& w : walks_) awaited += w.wait != WalkWait::kNothing;
+  if (walk_messages_ + awaited + 2 > config_.size_walk_messages_max) return false;
+  const int r = AllocRpc(now_us, RpcKind::kWalk, to, static_cast<uint16_t>(wi), -1);
+  if (r < 0) return false;
   std::span<uint8_t> buf = out.Buffer();
-  if (buf.empty()) return;
-  const size_t n = encoder_.Walk(buf, wire::kNoShardHint, rpcs_[r].txid, id_);
+  if (buf.empty()) {
+    FreeRpc(rpcs_[r]);
+    return false;
+  }
+  const size_t n = encoder_.Walk(buf, wire::kNoShardHint, rpcs_[r].txid, id_, prev);
   RP_ASSERT(n > 0);
-  out.Commit(n, w.at.addr);
+  out.Commit(n, to.addr);
+  ++walk_messages_;
+  walks_[wi].wait = prev != nullptr ? WalkWait::kProposal : WalkWait::kRefill;
+  return true;
+}
+
+bool Overlay::ResolveProposal(uint32_t wi, bool answered, bool held, uint32_t degree) noexcept {
+  WalkSlot& w = walks_[wi];
+  RP_ASSERT(w.active);
+  // Metropolis-Hastings over mutual links: move with probability min(1, deg(at)/deg(v)).
+  bool move = answered && held && degree > 0;
+  if (move && degree > w.degree) move = rng_->Uniform(degree) < w.degree;
+  if (move) {
+    w.at = w.proposed;
+    w.degree = degree;
+    w.next_count = 0;
+  }
+  // Staying is a step too: the walk's position after it is a sample either way.
+  ++w.steps;
+  if (w.steps > kWalkBurnInSteps && walk_visits_.size() < walk_visits_.capacity()) {
+    uint64_t fp;
+    std::memcpy(&fp, w.at.id.data(), 8);
+    walk_visits_.push_back(WalkSample{fp, w.segment});
+  }
+  return move;
+}
+
+void Overlay::RecordSightings(uint32_t wi, std::span<const Contact> ids) noexcept {
+  const WalkSlot& w = walks_[wi];
+  if (w.steps < kWalkBurnInSteps) return;  // near our own neighbourhood still
+  for (const Contact& c : ids) {
+    if (walk_seen_.size() == walk_seen_.capacity()) return;
+    uint64_t fp;
+    std::memcpy(&fp, c.id.data(), 8);
+    walk_seen_.push_back(WalkSample{fp, w.segment});
+  }
 }
 
 void Overlay::OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
                           Outbox& out) noexcept {
   const uint16_t wi = rpc.owner;
   FreeRpc(rpc);
+  if (wi >= walks_.size()) return;
   WalkSlot& w = walks_[wi];
-  if (!w.active) return;
+  if (!w.active || w.wait == WalkWait::kNothing) return;
   ++walk_messages_;
   const wire::fb::WalkReply* m = msg.walk_reply();
-  if (w.steps >= kWalkBurnIn && walk_samples_.size() < walk_samples_.capacity()) {
-    uint64_t fp;
-    std::memcpy(&fp, w.at.id.data(), 8);
-    walk_samples_.push_back(WalkSample{fp, std::max<uint32_t>(1, m->degree()), wi, w.steps});
-  }
-  ++w.steps;
+  // Our own id may be among the proposals: we are a node of the walk's graph too.
+  Contact next[wire::kWalkNextMax];
+  const size_t n = ReadEntries(m->next(), NodeId{}, next);
+  RecordSightings(wi, std::span(next, n));
+  const WalkWait waited = w.wait;
+  w.wait = WalkWait::kNothing;
   w.retries = 0;
-  Contact next[1];
-  if (ReadEntries(m->next(), id_, next) == 0) {
-    if (!table_.RandomContact(*rng_, &next[0])) w.steps = config_.size_walk_steps;
-  }
-  w.at = next[0];
-  if (w.steps >= config_.size_walk_steps + kWalkBurnIn) {
-    w.active = false;
-    return FinishWalks(now_us);
+  const bool moved = waited == WalkWait::kRefill ||
+                     ResolveProposal(wi, true, m->prev_held(), m->degree());
+  if (waited == WalkWait::kRefill) w.degree = m->degree();
+  if (moved) {
+    std::copy(next, next + n, w.next);
+    w.next_count = static_cast<uint8_t>(n);
   }
   StepWalk(now_us, wi, out);
 }
 
+void Overlay::EndWalk(int64_t now_us, uint32_t wi) noexcept {
+  walks_[wi].active = false;
+  walks_[wi].wait = WalkWait::kNothing;
+  FinishWalks(now_us);
+}
+
 void Overlay::FinishWalks(int64_t now_us) noexcept {
+  if (!walks_running_) return;
   for (const WalkSlot& w : walks_) {
     if (w.active) return;
   }
-  if (walk_samples_.capacity() == 0) return;
-  SizeEstimate e = CollisionEstimate(walk_samples_);
+  walks_running_ = false;
+  SizeEstimate e = CollisionEstimate(walk_visits_, walk_seen_);
   e.messages = walk_messages_;
-  walk_samples_ = {};
+  walk_visits_ = {};
+  walk_seen_ = {};
+  walks_ = {};
   if (config_.events != nullptr) config_.events->OnSizeEstimate(e);
 }
 

@@ -288,6 +288,13 @@ bool RoutingTable::RandomContact(base::Rng& rng, Contact* out) const noexcept {
   return false;
 }
 
+size_t RoutingTable::LiveSize() const noexcept {
+  size_t n = 0;
+  ForEach([&](const RoutingEntry& e) { n += !IsStale(e); });
+  RP_ASSERT(n <= size_);
+  return n;
+}
+
 const RoutingEntry* RoutingTable::Find(const NodeId& id) const noexcept {
   const uint32_t b = BucketOf(id);
   const int at = IndexIn(b, id);

@@ -102,6 +102,14 @@ class RoutingTable {
   // RandomContact: a uniformly random non-stale entry; false when there is none.
   bool RandomContact(base::Rng& rng, Contact* out) const noexcept;
   const RoutingEntry* Find(const NodeId& id) const noexcept;
+  // LiveSize: the entries that are not stale, among which RandomContact picks: a walk's
+  // degree (O(size), fine for a few hundred entries once per walk request).
+  size_t LiveSize() const noexcept;
+  // HoldsLive: `id` is an entry and not stale.
+  bool HoldsLive(const NodeId& id) const noexcept {
+    const RoutingEntry* e = Find(id);
+    return e != nullptr && !IsStale(*e);
+  }
 
   size_t size() const noexcept { return size_; }
   uint32_t depth() const noexcept { return depth_; }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/assert.h"
+
 namespace ringpeer::dht {
 
 double DensitySample(std::span<const double> d) noexcept {
@@ -35,38 +37,81 @@ SizeEstimate DensityEstimate(std::span<const double> samples) noexcept {
   return e;
 }
 
-SizeEstimate CollisionEstimate(std::vector<WalkSample>& samples) {
+namespace {
+
+bool ByNodeThenWalk(const WalkSample& a, const WalkSample& b) noexcept {
+  return a.node != b.node ? a.node < b.node : a.walk < b.walk;
+}
+
+// PerWalk: how many of `s` each walk holds, indexed by walk.
+std::vector<double> PerWalk(const std::vector<WalkSample>& s, size_t walks) {
+  std::vector<double> n(walks, 0);
+  for (const WalkSample& x : s) n[x.walk] += 1;
+  return n;
+}
+
+// PoissonBounds: Wilson-Hilferty approximation of the exact 95% interval of a Poisson
+// mean, given a (possibly fractional) count c > 0. Good to a few percent from c = 1.
+void PoissonBounds(double c, double* low, double* high) noexcept {
+  constexpr double kZ = 1.96;
+  const double l = c * std::pow(1 - 1 / (9 * c) - kZ / (3 * std::sqrt(c)), 3);
+  const double h1 = c + 1;
+  *low = std::max(0.0, l);
+  *high = h1 * std::pow(1 - 1 / (9 * h1) + kZ / (3 * std::sqrt(h1)), 3);
+}
+
+}  // namespace
+
+SizeEstimate CollisionEstimate(std::vector<WalkSample>& visits, std::vector<WalkSample>& seen) {
   SizeEstimate e;
   e.method = SizeMethod::kCollision;
-  e.samples = static_cast<uint32_t>(samples.size());
-  double sum_d = 0, sum_inv = 0;
-  for (const WalkSample& s : samples) {
-    sum_d += s.degree;
-    sum_inv += 1.0 / s.degree;
+  e.samples = static_cast<uint32_t>(visits.size());
+  // Visits are sightings too.
+  seen.insert(seen.end(), visits.begin(), visits.end());
+  size_t walks = 0;
+  for (const WalkSample& s : seen) walks = std::max<size_t>(walks, size_t{s.walk} + 1);
+  const std::vector<double> nv = PerWalk(visits, walks);
+  const std::vector<double> ns = PerWalk(seen, walks);
+  // Pairs of a visit and a sighting from another walk.
+  double pairs = 0, total_v = 0, total_s = 0;
+  for (size_t w = 0; w < walks; ++w) {
+    total_v += nv[w];
+    total_s += ns[w];
+    pairs -= nv[w] * ns[w];
   }
-  std::sort(samples.begin(), samples.end(),
-            [](const WalkSample& a, const WalkSample& b) { return a.node < b.node; });
-  double pairs = 0;
-  for (size_t i = 0; i < samples.size();) {
-    size_t j = i;
-    while (j < samples.size() && samples[j].node == samples[i].node) ++j;
-    for (size_t a = i; a < j; ++a) {
-      for (size_t b = a + 1; b < j; ++b) {
-        const WalkSample& x = samples[a];
-        const WalkSample& y = samples[b];
-        const uint32_t gap = x.step > y.step ? x.step - y.step : y.step - x.step;
-        if (x.walk == y.walk && gap < kWalkPairGap) continue;
-        pairs += 1;
-      }
+  pairs += total_v * total_s;
+  std::sort(visits.begin(), visits.end(), ByNodeThenWalk);
+  std::sort(seen.begin(), seen.end(), ByNodeThenWalk);
+  // Merge: for each node, matches = sum over walks a != b of visits_a x sightings_b.
+  double matches = 0, clump_sq = 0;
+  size_t j = 0;
+  for (size_t i = 0; i < visits.size();) {
+    const uint64_t node = visits[i].node;
+    size_t i_end = i;
+    while (i_end < visits.size() && visits[i_end].node == node) ++i_end;
+    while (j < seen.size() && seen[j].node < node) ++j;
+    size_t j_end = j;
+    while (j_end < seen.size() && seen[j_end].node == node) ++j_end;
+    double same_walk = 0;
+    for (size_t a = i, b = j; a < i_end; ++a) {
+      while (b < j_end && seen[b].walk < visits[a].walk) ++b;
+      for (size_t c = b; c < j_end && seen[c].walk == visits[a].walk; ++c) same_walk += 1;
     }
-    i = j;
+    const double m = static_cast<double>(i_end - i) * static_cast<double>(j_end - j) - same_walk;
+    RP_ASSERT(m >= 0);
+    matches += m;
+    clump_sq += m * m;
+    i = i_end;
+    j = j_end;
   }
-  if (pairs < 1) return e;
-  e.estimate = sum_d * sum_inv / (2 * pairs);
-  // C is roughly Poisson: its 95% interval maps to the estimate's (inversely).
-  const double rel = 1.96 / std::sqrt(pairs);
-  e.low = e.estimate / (1 + rel);
-  e.high = rel < 1 ? e.estimate / (1 - rel) : e.estimate * 1e3;
+  if (matches < 1) return e;
+  e.estimate = pairs / matches;
+  // The Poisson count that has the same relative variance as the clumped matches.
+  const double effective = matches * matches / clump_sq;
+  double low = 0, high = 0;
+  PoissonBounds(effective, &low, &high);
+  e.low = e.estimate * effective / high;
+  e.high = low > 0 ? e.estimate * effective / low : e.estimate * 1e3;
   e.ok = true;
   return e;
 }

@@ -270,7 +270,8 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   c.seen_max = 64;
   c.gossip_fanout = 6;
   c.size_walks = 10;
-  c.size_walk_steps = 140;
+  c.size_walk_steps = 400;
+  c.size_walk_messages_max = 2900;
   c.ping_interval_us = 120 * dht::kSecondUs;  // contacts only; the table probes on demand
   c.peers_interval_us = 0;                     // discovery is by lookups here
   c.proof = proof_.get();
