@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/status.h"
@@ -18,6 +19,42 @@ namespace ringpeer::store {
 namespace {
 
 constexpr char kKeyHeader[] = "ringpeer-node-key v1";
+constexpr char kFormatName[] = "ringpeer-data-dir ";
+
+// CheckFormat: reads DIR/FORMAT if present. Sets *present; refuses another program's
+// marker or a newer version without touching anything.
+absl::Status CheckFormat(const std::string& dir, bool* present) {
+  const std::string file = dir + "/" + kFormatFile;
+  *present = false;
+  const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return base::ErrnoStatus(errno, absl::StrCat("cannot read ", file));
+  }
+  char buf[128];
+  const ssize_t n = read(fd, buf, sizeof(buf));
+  const int err = errno;
+  close(fd);
+  if (n < 0) return base::ErrnoStatus(err, absl::StrCat("cannot read ", file));
+  *present = true;
+  std::string line(buf, static_cast<size_t>(n));
+  line = line.substr(0, line.find('\n'));
+  const std::string prefix = kFormatName;
+  uint32_t version = 0;
+  if (line.compare(0, prefix.size(), prefix) != 0 ||
+      !absl::SimpleAtoi(line.substr(prefix.size()), &version)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data directory ", dir, " belongs to another program (", file, " reads '",
+        line.substr(0, 60), "'); refusing to use it"));
+  }
+  if (version > kDataDirFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "data directory %s was written by a newer ringpeer (format %d; this build reads up "
+        "to %d); refusing to touch it",
+        dir, version, kDataDirFormatVersion));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status MakeDirs(const std::string& path) {
   std::string partial;
@@ -48,6 +85,8 @@ absl::StatusOr<DataDir> DataDir::Open(const std::string& path) {
   if (access(path.c_str(), W_OK | X_OK) != 0) {
     return base::ErrnoStatus(errno, absl::StrCat("data directory ", path, " is not writable"));
   }
+  bool marked = false;
+  RP_RETURN_IF_ERROR(CheckFormat(path, &marked));
   const std::string lock_path = path + "/" + kLockFile;
   int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
@@ -62,7 +101,13 @@ absl::StatusOr<DataDir> DataDir::Open(const std::string& path) {
     }
     return base::ErrnoStatus(err, absl::StrCat("cannot lock ", lock_path));
   }
-  return DataDir(path, fd);
+  DataDir dir(path, fd);
+  if (!marked) {
+    RP_RETURN_IF_ERROR(WriteFileAtomically(dir.File(kFormatFile),
+                                           absl::StrCat(kFormatName, kDataDirFormatVersion, "\n"),
+                                           0600));
+  }
+  return dir;
 }
 
 DataDir::DataDir(DataDir&& other) noexcept

@@ -18,11 +18,17 @@ inline constexpr char kNodeKeyFile[] = "node.key";
 inline constexpr char kControlSocketFile[] = "control.sock";
 inline constexpr char kLockFile[] = "lock";
 inline constexpr char kRoutingTableFile[] = "routing.table";
+// The data directory's format marker: "ringpeer-data-dir <version>\n". Written on first use;
+// a directory whose marker names another program or a newer version is refused untouched.
+inline constexpr char kFormatFile[] = "FORMAT";
+inline constexpr uint32_t kDataDirFormatVersion = 1;
 
 class DataDir {
  public:
-  // Open: creates `path` (mode 0700) if missing, checks it is a writable directory and
-  // takes its lock. Errors: not a directory, not writable, in use by another process.
+  // Open: creates `path` (mode 0700) if missing, checks it is a writable directory, checks
+  // its format marker (before writing anything) and takes its lock. Errors: not a
+  // directory, not writable, in use by another process, another program's or a newer
+  // ringpeer's directory.
   static absl::StatusOr<DataDir> Open(const std::string& path);
 
   DataDir(DataDir&& other) noexcept;

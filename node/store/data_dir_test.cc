@@ -79,5 +79,29 @@ TEST(DataDir, NotADirectoryOrNotWritable) {
   }
 }
 
+TEST(DataDir, FormatMarkerWrittenAndForeignOrNewerRefused) {
+  const std::string dir = TempDir();
+  {
+    auto dd = DataDir::Open(dir);
+    ASSERT_TRUE(dd.ok()) << dd.status();
+  }
+  std::ifstream in(dir + "/FORMAT");
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "ringpeer-data-dir 1");
+  ASSERT_TRUE(DataDir::Open(dir).ok());
+
+  for (const char* marker : {"postgres 15\n", "ringpeer-data-dir 2\n"}) {
+    const std::string other = TempDir();
+    std::ofstream(other + "/FORMAT") << marker;
+    auto dd = DataDir::Open(other);
+    ASSERT_FALSE(dd.ok());
+    EXPECT_EQ(dd.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(dd.status().message().find(other), std::string::npos) << dd.status();
+    struct stat st;
+    EXPECT_NE(stat((other + "/lock").c_str(), &st), 0) << "a refused directory is untouched";
+  }
+}
+
 }  // namespace
 }  // namespace ringpeer::store
