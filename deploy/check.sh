@@ -101,6 +101,37 @@ else
   skip "systemd-analyze not available"
 fi
 
+if [ -n "$BIN" ] && command -v readelf >/dev/null && command -v dpkg >/dev/null; then
+  # Every shared library the binary links directly must come from a package the runtime
+  # stage installs, or from the base image (libc6, libstdc++6, libgcc-s1).
+  runtime_libs_ok() {
+    local runtime missing=0 lib path pkg
+    runtime=$(sed -n '/^FROM debian:12-slim/,$p' Dockerfile | tr -s ' \\' '\n' | grep -E '^lib')
+    for lib in $(readelf -d "$BIN" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+      path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+      [ -n "$path" ] || { echo "  $lib: not found on this machine"; missing=1; continue; }
+      # Merged /usr: dpkg may know the file under /lib or under /usr/lib, linked or not.
+      pkg=""
+      for cand in "$path" "$(readlink -f "$path")" "${path/#\/lib\//\/usr\/lib\/}" \
+                  "$(dirname "$path")/$(basename "$(readlink -f "$path")")"; do
+        pkg=$(dpkg -S "$cand" 2>/dev/null | head -1 | cut -d: -f1)
+        [ -n "$pkg" ] && break
+      done
+      case "$pkg" in
+        libc6 | libstdc++6 | libgcc-s1) continue ;;
+      esac
+      if ! grep -qx "$pkg" <<<"$runtime"; then
+        echo "  $lib comes from $pkg, which the runtime stage does not install"
+        missing=1
+      fi
+    done
+    return $missing
+  }
+  stage "runtime image installs every library the binary needs" runtime_libs_ok
+else
+  skip "no ringpeer binary (or readelf/dpkg): runtime libraries not checked"
+fi
+
 if [ -n "$BIN" ]; then
   config_ok() {
     local out
