@@ -321,6 +321,81 @@ TEST(SizeEstimate, CollisionsOnUniformSamples) {
   EXPECT_FALSE(CollisionEstimate(v1, s1).ok);
 }
 
+// A synthetic overlay with known N: one-way links of varied out-degree that favour a few
+// popular nodes (as early nodes are in many more tables), about half of them mutual. The
+// walks below run Overlay's step rule (WalkMoves over "the next node holds the previous
+// one") and CollisionEstimate must find N; a walk that ignores the rule must not.
+struct SyntheticOverlay {
+  explicit SyntheticOverlay(uint32_t n, base::Rng& rng) : out(n) {
+    for (uint32_t u = 0; u < n; ++u) {
+      const uint32_t degree = 20 + static_cast<uint32_t>(rng.Uniform(60));
+      while (out[u].size() < degree) {
+        const bool popular = rng.Uniform(2) == 0;
+        const uint32_t v = static_cast<uint32_t>(popular ? rng.Uniform(n / 20) : rng.Uniform(n));
+        if (v == u || Holds(u, v)) continue;
+        out[u].push_back(v);
+        if (rng.Uniform(2) == 0 && !Holds(v, u)) out[v].push_back(u);
+      }
+    }
+  }
+  bool Holds(uint32_t u, uint32_t v) const {
+    return std::find(out[u].begin(), out[u].end(), v) != out[u].end();
+  }
+  uint32_t Pick(uint32_t u, base::Rng& rng) const {
+    return out[u][rng.Uniform(out[u].size())];
+  }
+  // Estimate: `walks` walks from `origin`, each proposal one reply of kWalkNextMax picks.
+  SizeEstimate Estimate(uint32_t origin, bool follow_rule, base::Rng& rng) const {
+    std::vector<WalkSample> visits, seen;
+    for (uint16_t w = 0; w < 10; ++w) {
+      uint32_t at = origin;
+      for (uint32_t step = 1; step <= kWalkBurnInSteps + 115; ++step) {
+        const uint32_t v = Pick(at, rng);
+        const bool moves = follow_rule ? WalkMoves(static_cast<uint32_t>(out[at].size()),
+                                                   static_cast<uint32_t>(out[v].size()),
+                                                   Holds(v, at), rng)
+                                       : true;
+        if (step > kWalkBurnInSteps) {
+          for (size_t k = 0; k < wire::kWalkNextMax; ++k) seen.push_back({Pick(v, rng), w});
+        }
+        if (moves) at = v;
+        if (step > kWalkBurnInSteps) visits.push_back(WalkSample{at, w});
+      }
+    }
+    return CollisionEstimate(visits, seen);
+  }
+  std::vector<std::vector<uint32_t>> out;
+};
+
+TEST(SizeEstimate, WalksFindTheSizeOfAnAsymmetricGraph) {
+  base::Rng rng(11);
+  const uint32_t n = 4000;
+  const SyntheticOverlay g(n, rng);
+  double sum = 0, naive_sum = 0, covered = 0;
+  constexpr int kEstimates = 12;
+  for (int i = 0; i < kEstimates; ++i) {
+    const uint32_t origin = static_cast<uint32_t>(rng.Uniform(n));
+    const SizeEstimate e = g.Estimate(origin, /*follow_rule=*/true, rng);
+    ASSERT_TRUE(e.ok);
+    sum += e.estimate;
+    covered += e.low <= n && n <= e.high;
+    naive_sum += g.Estimate(origin, /*follow_rule=*/false, rng).estimate;
+  }
+  EXPECT_NEAR(sum / kEstimates, n, 0.08 * n);
+  EXPECT_GE(covered, kEstimates - 2);
+  // Following one-way links over-samples the popular nodes: far too few.
+  EXPECT_LT(naive_sum / kEstimates, 0.7 * n);
+}
+
+TEST(SizeEstimate, DensityIntervalUsesStudentT) {
+  // Two samples: t with 1 degree of freedom is 12.7, not 1.96.
+  const double s[] = {90, 110};
+  const SizeEstimate e = DensityEstimate(s);
+  ASSERT_TRUE(e.ok);
+  EXPECT_NEAR(e.estimate, 100, 1e-9);
+  EXPECT_GT(e.high - e.estimate, 5 * 1.96 * 10 / std::sqrt(2.0) * 0.9);
+}
+
 TEST(Snapshot, AnswersFindNodeWithinTheAmplificationLimit) {
   ASSERT_TRUE(wire::InitCrypto());
   base::Rng rng(6);

@@ -97,11 +97,6 @@ inline constexpr int64_t kHousekeepingUs = 10 * kSecondUs;
 // Refresh lookups a join or periodic refresh runs for sparse buckets (one at a time).
 inline constexpr uint32_t kRefreshLookupsMax = 16;
 
-// Steps a size-estimation walk takes before its positions count as samples: from a
-// point, 40 steps bring a walk within 0.1 (total variation) of uniform at 10,000 nodes;
-// its sightings pair only with other walks, so a little dependence left is harmless.
-inline constexpr uint16_t kWalkBurnInSteps = 30;
-
 // Routed-message kinds (Route.kind).
 enum class RouteKind : uint8_t { kData = 0, kHello = 1 };
 

@@ -349,8 +349,7 @@ bool Overlay::ResolveProposal(uint32_t wi, bool answered, bool held, uint32_t de
   WalkSlot& w = walks_[wi];
   RP_ASSERT(w.active);
   // Metropolis-Hastings over mutual links: move with probability min(1, deg(at)/deg(v)).
-  bool move = answered && held && degree > 0;
-  if (move && degree > w.degree) move = rng_->Uniform(degree) < w.degree;
+  const bool move = answered && WalkMoves(w.degree, degree, held, *rng_);
   if (move) {
     w.at = w.proposed;
     w.degree = degree;

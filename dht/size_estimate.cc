@@ -7,6 +7,21 @@
 
 namespace ringpeer::dht {
 
+namespace {
+
+// StudentT975: the 97.5% quantile of Student's t with `df` degrees of freedom, by the
+// Cornish-Fisher expansion around the normal's 1.96 (within 0.5% from df = 3; 2.131 at
+// the 15 of a 16-lookup estimate, where the normal's 1.96 made the interval 8% too narrow).
+double StudentT975(uint32_t df) noexcept {
+  RP_ASSERT(df >= 1);
+  constexpr double z = 1.959964;
+  const double v = df, z3 = z * z * z, z5 = z3 * z * z, z7 = z5 * z * z;
+  return z + (z3 + z) / (4 * v) + (5 * z5 + 16 * z3 + 3 * z) / (96 * v * v) +
+         (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * v * v * v);
+}
+
+}  // namespace
+
 double DensitySample(std::span<const double> d) noexcept {
   if (d.size() < 3 || d.back() <= 0) return 0;
   return static_cast<double>(d.size() - 1) / d.back();
@@ -30,9 +45,10 @@ SizeEstimate DensityEstimate(std::span<const double> samples) noexcept {
     if (s > 0) var += (s - mean) * (s - mean);
   }
   const double se = std::sqrt(var / (n - 1) / n);
+  const double t = StudentT975(n - 1);
   e.estimate = mean;
-  e.low = std::max(0.0, mean - 1.96 * se);
-  e.high = mean + 1.96 * se;
+  e.low = std::max(0.0, mean - t * se);
+  e.high = mean + t * se;
   e.ok = true;
   return e;
 }
@@ -61,6 +77,11 @@ void PoissonBounds(double c, double* low, double* high) noexcept {
 }
 
 }  // namespace
+
+bool WalkMoves(uint32_t degree_from, uint32_t degree_to, bool held, base::Rng& rng) noexcept {
+  if (!held || degree_to == 0) return false;
+  return degree_to <= degree_from || rng.Uniform(degree_to) < degree_from;
+}
 
 SizeEstimate CollisionEstimate(std::vector<WalkSample>& visits, std::vector<WalkSample>& seen) {
   SizeEstimate e;

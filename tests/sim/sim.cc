@@ -129,6 +129,7 @@ struct Measurement {
   std::unordered_map<uint64_t, Pending> lookups, routes;
   std::vector<double> rounds, lookup_msgs, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
   uint32_t lookups_ok = 0, lookups_done = 0, hellos_ok = 0, hellos_done = 0, ci_hits = 0;
+  uint32_t walk_ci_hits = 0;
   uint32_t hellos_timed_out = 0, hellos_wrong_end = 0;  // the two ways a hello fails
 };
 
@@ -197,6 +198,7 @@ void Simulator::NodeEvents::OnSizeEstimate(const dht::SizeEstimate& e) {
   } else {
     sim_->measure_->walk_err.push_back(err);
     sim_->measure_->walk_msgs.push_back(static_cast<double>(e.messages));
+    sim_->measure_->walk_ci_hits += (e.low <= live && live <= e.high);
   }
 }
 
@@ -575,6 +577,7 @@ void Simulator::Measure(SimReport* r) {
   MeanSd(m.walk_err, &r->walk_error_mean, &r->walk_error_sd);
   r->walk_msgs = PercentilesOf(m.walk_msgs);
   r->walk_estimates_done = static_cast<uint32_t>(m.walk_err.size());
+  r->walk_ci_coverage = m.walk_err.empty() ? 0 : double(m.walk_ci_hits) / m.walk_err.size();
   r->datagrams = datagrams_;
   r->nodes_replaced = replaced_;
   r->virtual_s = now_ / 1e6;
@@ -590,14 +593,15 @@ std::string SimReport::Text() const {
       "%.0f max %.0f\n"
       "size (density): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth %.2f, "
       "messages p50 %.0f max %.0f\n"
-      "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, messages p50 %.0f\n"
+      "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth "
+      "%.2f, messages p50 %.0f max %.0f\n"
       "datagrams %llu, memory %.0f bytes per node\n",
       static_cast<unsigned long long>(seed), nodes, static_cast<unsigned long long>(nodes_replaced),
       table_size_mean, virtual_s, lookups_done, lookup_success, rounds.p50, rounds.p99,
       msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hellos_timed_out, hellos_wrong_end, hello_hops.p50,
       hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
       size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
-      walk_error_sd, walk_msgs.p50, static_cast<unsigned long long>(datagrams), bytes_per_node);
+      walk_error_sd, walk_ci_coverage, walk_msgs.p50, walk_msgs.max, static_cast<unsigned long long>(datagrams), bytes_per_node);
   return b;
 }
 

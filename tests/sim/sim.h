@@ -74,6 +74,7 @@ struct SimReport {
   Percentiles walk_msgs;
   uint32_t size_estimates_done = 0, walk_estimates_done = 0;
   double size_ci_coverage = 0;  // fraction of density intervals holding the true size
+  double walk_ci_coverage = 0;  // the same for the collision (walk) intervals
   uint64_t datagrams = 0;
   uint64_t nodes_replaced = 0;
   double bytes_per_node = 0;    // set by the caller that measured the heap

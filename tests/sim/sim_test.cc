@@ -316,6 +316,37 @@ TEST(Sim, PartitionHealsAndLookupsRecover) {
   EXPECT_GE(found, 9) << "seed " << c.seed;
 }
 
+TEST(Sim, WalkEstimatesFindTheNetworkSizeWithinBudget) {
+  SimConfig c;
+  c.seed = 13;
+  c.loss = 0.05;
+  Simulator s(c);
+  Build(s, 400);
+  s.log(20).sizes.clear();
+  const size_t origins[] = {20, 150, 333};
+  for (size_t o : origins) {
+    ASSERT_TRUE(s.overlay(o).EstimateSizeByWalks(s.now(), s.outbox(o)));
+    EXPECT_FALSE(s.overlay(o).EstimateSizeByWalks(s.now(), s.outbox(o)));  // one at a time
+    s.Kick(o);
+  }
+  s.RunUntil(s.now() + 120'000'000);
+  double sum = 0;
+  for (size_t o : origins) {
+    const auto& sizes = s.log(o).sizes;
+    auto it = std::find_if(sizes.begin(), sizes.end(), [](const dht::SizeEstimate& e) {
+      return e.method == dht::SizeMethod::kCollision;
+    });
+    ASSERT_NE(it, sizes.end()) << "seed " << c.seed << " origin " << o;
+    ASSERT_TRUE(it->ok) << "seed " << c.seed;
+    EXPECT_LE(it->messages, 2900u);
+    EXPECT_NEAR(it->estimate, 400, 0.3 * 400) << "seed " << c.seed << " origin " << o;
+    EXPECT_LT(it->low, it->estimate);
+    EXPECT_GT(it->high, it->estimate);
+    sum += it->estimate;
+  }
+  EXPECT_NEAR(sum / std::size(origins), 400, 0.15 * 400) << "seed " << c.seed;
+}
+
 TEST(Sim, ShortRunMeetsItsTargets) {
   SimConfig c;
   c.nodes = 500;
