@@ -256,9 +256,21 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"log-level", base::LogLevelName(s.log_level)},
       {"log-format", s.log_format == base::LogFormat::kJson ? "json" : "text"},
   };
+  // Flags added later without a resolved row above still show, as given or as default.
+  std::vector<std::pair<std::string, std::string>> all = rows;
+  for (const FlagSpec& spec : kServeFlags) {
+    const std::string name = spec.name;
+    if (name == "config" || name == "print-config") continue;
+    bool listed = false;
+    for (const auto& row : rows) listed = listed || row.first == name;
+    if (listed) continue;
+    // Not given: left empty, so it prints as a comment (a default's help text, such as
+    // "one per available CPU", is not a value the config file could read back).
+    all.emplace_back(name, absl::StrJoin(f.List(name), ", "));
+  }
   std::printf("# ringpeer serve: configuration in effect\n");
   if (auto cfg = f.Value("config")) std::printf("# config file: %s\n", cfg->c_str());
-  for (const auto& [name, value] : rows) {
+  for (const auto& [name, value] : all) {
     std::string source = f.Source(name);
     if (name == "listen" && source == "default") source = "default, from port";
     if (name == "shards" && source == "default") source = "default, one per available CPU";
@@ -399,6 +411,8 @@ int Serve(std::span<const char* const> args) {
   if (sfd < 0) return RuntimeError(base::ErrnoStatus(errno, "signalfd"));
 
   settings->node.table_path = data_dir->File(store::kRoutingTableFile);
+  // `ringpeer serve` is a relay: it stores the rooms its members bring (DIR/shard-N).
+  settings->node.room_store_dir = data_dir_path;
   auto node = shard::Node::Create(settings->node, *key);
   if (!node.ok()) return RuntimeError(node.status());
   auto control = admin::ControlServer::Listen(data_dir->File(store::kControlSocketFile));
