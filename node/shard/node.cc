@@ -14,6 +14,7 @@
 #include "base/assert.h"
 #include "base/status.h"
 #include "node/admin/json.h"
+#include "node/store/room_store.h"
 
 namespace ringpeer::shard {
 namespace {
@@ -65,6 +66,18 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeConfig& config,
   node->addresses_ = node->sockets_[0].addresses;
   if (!config.table_path.empty()) node->LoadTable();
   node->mailboxes_ = std::make_unique<Mailboxes>(config.shards, config.mailbox_capacity);
+  if (!config.room_store_dir.empty()) {
+    // Opened here, on the control thread and before any shard runs: opening verifies each
+    // environment in a forked child, which must not happen beside running threads.
+    store::RoomStoreOptions options;
+    if (config.room_store_bytes_max != 0) options.map_bytes = config.room_store_bytes_max;
+    options.node_id = node->id_;
+    for (uint32_t i = 0; i < config.shards; ++i) {
+      RP_ASSIGN_OR_RETURN(std::unique_ptr<store::RoomStore> s,
+                          store::RoomStore::Open(config.room_store_dir, i, options));
+      node->room_stores_.push_back(std::move(s));
+    }
+  }
   return node;
 }
 
@@ -97,9 +110,11 @@ absl::Status Node::Start() {
         sc.overlay.peers_max = config_.peers_max;
         sc.overlay.bootstrap = config_.bootstrap;
         if (i == 0) sc.restore = restore_;
+        if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         mailboxes_->SetWake(i, (*t)->wake_handle());
         shards_[i] = std::make_unique<Shard>(sc, identity_, std::move(*t), mailboxes_.get(),
                                              &stop_);
+        st->results[i] = shards_[i]->RestoreRooms();
       } else {
         st->results[i] = t.status();
       }

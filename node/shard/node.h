@@ -43,6 +43,11 @@ struct NodeConfig {
   // restored from at start, so a restarted node rejoins without its bootstrap peers.
   // Empty: not persisted.
   std::string table_path;
+  // Where the shards keep room logs (DATA_DIR/shard-N, LMDB). Set: this node is a relay,
+  // it stores the rooms its members bring and acknowledges updates once durable. Empty:
+  // rooms are only relayed live (an embedded client keeps its own cache).
+  std::string room_store_dir;
+  uint64_t room_store_bytes_max = 0;  // 0: the store's default map size
 };
 
 inline constexpr int64_t kTableSaveIntervalMs = 60'000;
@@ -111,6 +116,7 @@ class Node {
   std::vector<ring::ShardSockets> sockets_;
   std::vector<base::Endpoint> addresses_;
   std::unique_ptr<Mailboxes> mailboxes_;
+  std::vector<std::unique_ptr<room::RoomStorage>> room_stores_;  // one per shard, or none
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<std::thread> threads_;
   std::atomic<bool> stop_{false};
