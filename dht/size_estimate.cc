@@ -103,7 +103,10 @@ SizeEstimate CollisionEstimate(std::vector<WalkSample>& visits, std::vector<Walk
   pairs += total_v * total_s;
   std::sort(visits.begin(), visits.end(), ByNodeThenWalk);
   std::sort(seen.begin(), seen.end(), ByNodeThenWalk);
-  // Merge: for each node, matches = sum over walks a != b of visits_a x sightings_b.
+  // Merge: for each node, matches = sum over walks a != b of visits_a x sightings_b. Each
+  // match is also credited to the visiting walk (out) and the sighting walk (in), for the
+  // jackknife below.
+  std::vector<double> out(walks, 0), in(walks, 0);
   double matches = 0, clump_sq = 0;
   size_t j = 0;
   for (size_t i = 0; i < visits.size();) {
@@ -113,12 +116,23 @@ SizeEstimate CollisionEstimate(std::vector<WalkSample>& visits, std::vector<Walk
     while (j < seen.size() && seen[j].node < node) ++j;
     size_t j_end = j;
     while (j_end < seen.size() && seen[j_end].node == node) ++j_end;
-    double same_walk = 0;
-    for (size_t a = i, b = j; a < i_end; ++a) {
-      while (b < j_end && seen[b].walk < visits[a].walk) ++b;
-      for (size_t c = b; c < j_end && seen[c].walk == visits[a].walk; ++c) same_walk += 1;
+    const double v_node = static_cast<double>(i_end - i);
+    const double s_node = static_cast<double>(j_end - j);
+    // CountOf: how many of [b, e) belong to `walk` (the range is sorted by walk).
+    auto count_of = [](const std::vector<WalkSample>& x, size_t b, size_t e, uint16_t walk) {
+      double n = 0;
+      for (size_t k = b; k < e; ++k) n += x[k].walk == walk;
+      return n;
+    };
+    double m = 0;
+    for (size_t a = i; a < i_end; ++a) {
+      const double other = s_node - count_of(seen, j, j_end, visits[a].walk);
+      out[visits[a].walk] += other;
+      m += other;
     }
-    const double m = static_cast<double>(i_end - i) * static_cast<double>(j_end - j) - same_walk;
+    for (size_t b = j; b < j_end; ++b) {
+      in[seen[b].walk] += v_node - count_of(visits, i, i_end, seen[b].walk);
+    }
     RP_ASSERT(m >= 0);
     matches += m;
     clump_sq += m * m;
@@ -127,12 +141,35 @@ SizeEstimate CollisionEstimate(std::vector<WalkSample>& visits, std::vector<Walk
   }
   if (matches < 1) return e;
   e.estimate = pairs / matches;
-  // The Poisson count that has the same relative variance as the clumped matches.
+  // Two intervals, and the wider bound of each side is reported. (1) Poisson: the count
+  // with the same relative variance as the clumped matches, M^2 / V.
   const double effective = matches * matches / clump_sq;
   double low = 0, high = 0;
   PoissonBounds(effective, &low, &high);
   e.low = e.estimate * effective / high;
   e.high = low > 0 ? e.estimate * effective / low : e.estimate * 1e3;
+  // (2) Delete-one-walk jackknife of log N: it also sees what ties walks together (their
+  // common start, regions of the graph they share), which per-node clumps miss: measured
+  // at 10,000 nodes, (1) alone held the truth in 75-95% of estimates.
+  double sum = 0, sum_sq = 0;
+  uint32_t groups = 0;
+  for (size_t w = 0; w < walks; ++w) {
+    if (nv[w] + ns[w] == 0) continue;
+    const double p = pairs - nv[w] * (total_s - ns[w]) - ns[w] * (total_v - nv[w]);
+    const double mw = matches - out[w] - in[w];
+    if (p <= 0 || mw < 1) continue;
+    const double theta = std::log(p / mw);
+    sum += theta;
+    sum_sq += theta * theta;
+    ++groups;
+  }
+  if (groups >= 3) {
+    const double mean = sum / groups;
+    const double var = std::max(0.0, sum_sq / groups - mean * mean) * (groups - 1);
+    const double half = StudentT975(groups - 1) * std::sqrt(var);
+    e.low = std::min(e.low, e.estimate * std::exp(-half));
+    e.high = std::max(e.high, e.estimate * std::exp(half));
+  }
   e.ok = true;
   return e;
 }
