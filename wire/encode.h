@@ -70,6 +70,7 @@ struct RoomHeadsFields {
   Hash256 heads_digest{};
   std::span<const Hash256> heads;
   RoomCheckpointInfo checkpoint;
+  bool no_epoch = false;  // the sender holds no key epoch yet (epoch 0 would be ambiguous)
 };
 
 class Encoder {

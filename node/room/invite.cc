@@ -13,6 +13,8 @@ constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
 constexpr size_t kChecksumBytes = 4;
 constexpr uint8_t kFlagContentKey = 1;
 constexpr uint8_t kFlagWriteSeed = 2;
+constexpr uint8_t kFlagMemberSeed = 4;
+constexpr uint8_t kFlagRecords = 8;
 
 std::string Base32(const std::vector<uint8_t>& data) {
   std::string out;
@@ -75,6 +77,48 @@ struct Cursor {
 
 absl::Status Truncated() { return absl::InvalidArgumentError("invite: truncated"); }
 
+bool TakeRecord(Cursor& c, std::vector<uint8_t>* out) {
+  uint8_t len[2];
+  if (!c.Take(len, 2)) return false;
+  const size_t n = size_t{len[0]} | size_t{len[1]} << 8;
+  if (n == 0 || n > kInviteRecordBytesMax) return false;
+  out->resize(n);
+  return c.Take(out->data(), n);
+}
+
+// DecodeRecords: the genesis and key epochs. The genesis is checked here (signature, and
+// that it is the room the invite names) so that a mixed-up paste fails with a clear line;
+// the epochs are checked by the room when it opens.
+absl::Status DecodeRecords(Cursor& c, Invite* inv) {
+  if (!TakeRecord(c, &inv->genesis)) return Truncated();
+  uint8_t count = 0;
+  if (!c.Take(&count, 1)) return Truncated();
+  if (count > kInviteEpochsMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invite: ", int{count}, " key epochs (at most ", kInviteEpochsMax, ")"));
+  }
+  inv->epochs.resize(count);
+  for (auto& e : inv->epochs) {
+    if (!TakeRecord(c, &e)) return Truncated();
+  }
+  Genesis g;
+  if (ParseGenesis(inv->genesis, &g) != Verdict::kOk) {
+    return absl::InvalidArgumentError("invite: the room's genesis record is invalid");
+  }
+  if (g.room_id != inv->room_id) {
+    return absl::InvalidArgumentError("invite: the genesis record is not this room's");
+  }
+  return absl::OkStatus();
+}
+
+void PutRecord(std::vector<uint8_t>* p, const std::vector<uint8_t>& r) {
+  RP_ASSERT(!r.empty());
+  RP_ASSERT(r.size() <= kInviteRecordBytesMax);
+  p->push_back(static_cast<uint8_t>(r.size()));
+  p->push_back(static_cast<uint8_t>(r.size() >> 8));
+  p->insert(p->end(), r.begin(), r.end());
+}
+
 absl::StatusOr<Invite> Decode(const std::vector<uint8_t>& payload) {
   Cursor c{payload};
   Invite inv;
@@ -82,7 +126,7 @@ absl::StatusOr<Invite> Decode(const std::vector<uint8_t>& payload) {
   if (!c.Take(inv.room_id.data(), 32) || !c.Take(&flags, 1) || !c.Take(epoch, 4)) {
     return Truncated();
   }
-  if (flags & ~(kFlagContentKey | kFlagWriteSeed)) {
+  if (flags & ~(kFlagContentKey | kFlagWriteSeed | kFlagMemberSeed | kFlagRecords)) {
     return absl::InvalidArgumentError(absl::StrCat("invite: unknown flags ", int{flags}));
   }
   if ((flags & kFlagWriteSeed) && !(flags & kFlagContentKey)) {
@@ -99,6 +143,15 @@ absl::StatusOr<Invite> Decode(const std::vector<uint8_t>& payload) {
     WriteSeed s;
     if (!c.Take(s.data(), 32)) return Truncated();
     inv.write_seed = s;
+  }
+  if (flags & kFlagMemberSeed) {
+    std::array<uint8_t, 32> s;
+    if (!c.Take(s.data(), 32)) return Truncated();
+    inv.member_seed = s;
+  }
+  if (flags & kFlagRecords) {
+    absl::Status s = DecodeRecords(c, &inv);
+    if (!s.ok()) return s;
   }
   if (!c.Take(&count, 1)) return Truncated();
   if (count > kInviteAddressesMax) {
@@ -129,11 +182,21 @@ std::string FormatInvite(const Invite& inv) {
   RP_ASSERT(inv.bootstrap.size() <= kInviteAddressesMax);
   RP_ASSERT(!inv.write_seed || inv.content_key);
   std::vector<uint8_t> p(inv.room_id.begin(), inv.room_id.end());
+  RP_ASSERT(inv.epochs.size() <= kInviteEpochsMax);
+  RP_ASSERT(inv.epochs.empty() || !inv.genesis.empty());
   uint8_t flags = (inv.content_key ? kFlagContentKey : 0) | (inv.write_seed ? kFlagWriteSeed : 0);
+  if (inv.member_seed) flags |= kFlagMemberSeed;
+  if (!inv.genesis.empty()) flags |= kFlagRecords;
   p.push_back(flags);
   for (int i = 0; i < 4; ++i) p.push_back(static_cast<uint8_t>(inv.epoch >> (8 * i)));
   if (inv.content_key) p.insert(p.end(), inv.content_key->begin(), inv.content_key->end());
   if (inv.write_seed) p.insert(p.end(), inv.write_seed->begin(), inv.write_seed->end());
+  if (inv.member_seed) p.insert(p.end(), inv.member_seed->begin(), inv.member_seed->end());
+  if (!inv.genesis.empty()) {
+    PutRecord(&p, inv.genesis);
+    p.push_back(static_cast<uint8_t>(inv.epochs.size()));
+    for (const auto& e : inv.epochs) PutRecord(&p, e);
+  }
   p.push_back(static_cast<uint8_t>(inv.bootstrap.size()));
   for (const base::Endpoint& e : inv.bootstrap) {
     RP_ASSERT(e.valid());

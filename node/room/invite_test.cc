@@ -69,5 +69,26 @@ TEST(Invite, ClearErrors) {
   EXPECT_EQ(ErrorOf("ringpeer:1:abcd"), "invite: too short (cut off when pasted?)");
 }
 
+// A self-contained invite (room create): member seed, genesis and key epochs round-trip,
+// and a genesis that is not the named room's is refused with a clear line.
+TEST(Invite, SelfContained) {
+  testing::RoomFixture f(4, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  Invite inv;
+  inv.room_id = f.room_id;
+  inv.member_seed = f.rng.Bytes32();
+  inv.genesis = f.genesis;
+  inv.epochs = f.epochs;
+  inv.bootstrap.push_back(*base::Endpoint::Parse("127.0.0.1:7700"));
+  auto back = ParseInvite(FormatInvite(inv));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, inv);
+  Invite other = inv;
+  other.room_id[0] ^= 1;
+  EXPECT_EQ(ErrorOf(FormatInvite(other)), "invite: the genesis record is not this room's");
+  other = inv;
+  other.genesis.back() ^= 1;  // breaks the admin's signature
+  EXPECT_EQ(ErrorOf(FormatInvite(other)), "invite: the room's genesis record is invalid");
+}
+
 }  // namespace
 }  // namespace ringpeer::room

@@ -338,4 +338,20 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads) const {
   return plan;
 }
 
+bool Room::Payload(const Hash256& update, std::vector<uint8_t>* out) const {
+  auto it = index_.find(update);
+  if (it == index_.end()) return false;
+  const Entry& e = entries_[it->second];
+  if (e.base || e.record.empty()) return false;  // known by id only (from a checkpoint)
+  const ContentKey* key = ContentKeyFor(e.epoch);
+  if (key == nullptr) return false;
+  // The record was verified when it entered the log, so reading it in place is safe.
+  const auto* env = flatbuffers::GetRoot<fb::Signed>(e.record.data());
+  const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
+  Nonce nonce;
+  std::memcpy(nonce.data(), body->nonce()->b()->Data(), nonce.size());
+  const auto* cipher = body->ciphertext();
+  return OpenContent(*key, nonce, id(), Bytes(cipher->data(), cipher->size()), out);
+}
+
 }  // namespace ringpeer::room

@@ -119,6 +119,10 @@ class Room {
   // SerializeState: the deterministic state bytes (empty for a relay).
   void SerializeState(std::vector<uint8_t>* out) const;
   const Reducer* reducer() const noexcept { return reducer_.get(); }
+  // Payload: the decrypted payload of update `id` from the log, for an application that
+  // shows updates as they come (node/client). False when the id is not in the log or
+  // this node cannot read it. Allocates into `out`; not for the packet path.
+  bool Payload(const Hash256& id, std::vector<uint8_t>* out) const;
   bool can_read() const noexcept;
   bool can_write() const noexcept;
   // The latest key epoch known, or -1 before the first.

@@ -14,9 +14,10 @@ RoomHost::RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Enc
 }
 
 absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
-                                      std::span<const std::vector<uint8_t>> epochs, bool store) {
+                                      std::span<const std::vector<uint8_t>> epochs, bool store,
+                                      const KeyPair* identity) {
   if (rooms_.size() >= config_.rooms_max) return absl::ResourceExhaustedError("room table full");
-  auto room = Room::Open(genesis, config_.identity);
+  auto room = Room::Open(genesis, identity != nullptr ? identity : config_.identity);
   if (!room.ok()) return room.status();
   const Hash256 room_id = (*room)->id();
   if (rooms_.contains(room_id)) return absl::AlreadyExistsError("room already served");
@@ -41,15 +42,16 @@ absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
 }
 
 absl::StatusOr<Swarm*> RoomHost::Create(Bytes genesis,
-                                        std::span<const std::vector<uint8_t>> epochs) {
-  return Open(genesis, epochs, /*store=*/true);
+                                        std::span<const std::vector<uint8_t>> epochs,
+                                        const KeyPair* identity) {
+  return Open(genesis, epochs, /*store=*/true, identity);
 }
 
 absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
                                       std::span<const std::vector<uint8_t>> epochs,
                                       std::span<const base::Endpoint> bootstrap,
-                                      dht::Outbox& out) {
-  auto swarm = Create(genesis, epochs);
+                                      dht::Outbox& out, const KeyPair* identity) {
+  auto swarm = Create(genesis, epochs, identity);
   if (!swarm.ok()) return swarm;
   for (const base::Endpoint& e : bootstrap) (*swarm)->Connect(now_us, e, out);
   return swarm;

@@ -41,12 +41,16 @@ class RoomHost {
   RoomHost& operator=(const RoomHost&) = delete;
 
   // Create: starts serving a room from its genesis and key epoch records (stored first).
-  // AlreadyExists when served; ResourceExhausted when the table is full.
-  absl::StatusOr<Swarm*> Create(Bytes genesis, std::span<const std::vector<uint8_t>> epochs);
+  // AlreadyExists when served; ResourceExhausted when the table is full. `identity`, when
+  // set, replaces the host's for this room: the key its grants are sealed to (an invite's
+  // member key, node/client); the Room keeps a copy.
+  absl::StatusOr<Swarm*> Create(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
+                                const KeyPair* identity = nullptr);
   // Join: Create, then Connect to each bootstrap peer (providers from the DHT).
   absl::StatusOr<Swarm*> Join(int64_t now_us, Bytes genesis,
                               std::span<const std::vector<uint8_t>> epochs,
-                              std::span<const base::Endpoint> bootstrap, dht::Outbox& out);
+                              std::span<const base::Endpoint> bootstrap, dht::Outbox& out,
+                              const KeyPair* identity = nullptr);
   // Restore: reloads every room in the storage (start-up). See storage.h for the order.
   absl::Status Restore();
   // Close: leaves a room and stops serving it (its storage stays).
@@ -69,7 +73,7 @@ class RoomHost {
 
  private:
   absl::StatusOr<Swarm*> Open(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
-                              bool store);
+                              bool store, const KeyPair* identity = nullptr);
   Swarm* ServeOnJoin(const wire::Message& msg) noexcept;
 
   RoomHostConfig config_;

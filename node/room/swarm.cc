@@ -74,6 +74,14 @@ uint32_t Swarm::SlotOf(const Peer* p) const noexcept {
 
 size_t Swarm::peers_count() const noexcept { return peers_used_; }
 
+bool Swarm::CaughtUp() noexcept {
+  const Hash256& mine = HeadsDigest();
+  for (const Peer& p : peers_) {
+    if (p.used && p.heard_heads && p.digest == mine) return true;
+  }
+  return false;
+}
+
 Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
                               const wire::NodeId& id, bool relay) noexcept {
   Peer* p = FindPeer(addr);
@@ -166,6 +174,7 @@ void Swarm::SendHeads(int64_t /*now_us*/, Peer& p, dht::Outbox& out) noexcept {
   f.sender = config_.self;
   f.relay = config_.relay;
   f.epoch = room_->epoch() < 0 ? 0 : static_cast<uint32_t>(room_->epoch());
+  f.no_epoch = room_->epoch() < 0;
   f.log_size = room_->log_size();
   f.heads_digest = HeadsDigest();
   f.heads = heads_cache_;
@@ -191,9 +200,14 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
   p->log_size = m->log_size();
   p->digest = wire::FromWireId(*m->heads_digest());
+  p->heard_heads = true;
   p->checkpoint = wire::FromWireCheckpoint(m->checkpoint());
   const int64_t my_epoch = room_->epoch();
-  if (my_epoch >= 0 && m->epoch() < my_epoch) SendEpochsAfter(m->epoch(), from, out);
+  if (my_epoch >= 0 && m->no_epoch()) {
+    SendEpochsFrom(0, from, out);  // a relay serving from a join's genesis: all of them
+  } else if (my_epoch >= 0 && m->epoch() < my_epoch) {
+    SendEpochsFrom(m->epoch() + 1, from, out);
+  }
   if (p->checkpoint.valid()) MaybeFetch(now_us, p->checkpoint, out);
   if (fetch_ != nullptr || sync_.active) return wire::Verdict::kOk;
   if (p->digest != HeadsDigest() && now_us >= p->next_sync_us && p->log_size > 0) {
@@ -205,9 +219,9 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
 
 // ---- key epochs ----
 
-void Swarm::SendEpochsAfter(uint32_t epoch, const base::Endpoint& to,
-                            dht::Outbox& out) noexcept {
-  for (size_t e = epoch + 1; e < epochs_.size(); ++e) {
+void Swarm::SendEpochsFrom(uint32_t first, const base::Endpoint& to,
+                           dht::Outbox& out) noexcept {
+  for (size_t e = first; e < epochs_.size(); ++e) {
     std::span<uint8_t> buf = Buffer(out);
     if (buf.empty()) return;
     Send(to, encoder_->RoomEpoch(buf, id(), epochs_[e]), out);

@@ -189,6 +189,9 @@ class Swarm {
   size_t acks_queued() const noexcept { return acks_.size(); }
   bool fetching() const noexcept { return fetch_ != nullptr; }
   bool syncing() const noexcept { return sync_.active; }
+  // CaughtUp: our heads equal those a peer last announced (a reader that just joined is
+  // caught up with that peer's history). False with no peers.
+  bool CaughtUp() noexcept;
   const wire::RoomCheckpointInfo& checkpoint_info() const noexcept;
 
  public:
@@ -234,7 +237,8 @@ class Swarm {
                        dht::Outbox& out) noexcept;
   wire::Verdict OnHeads(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                         dht::Outbox& out) noexcept;
-  void SendEpochsAfter(uint32_t epoch, const base::Endpoint& to, dht::Outbox& out) noexcept;
+  // SendEpochsFrom: key epoch records `first` and later, one datagram each.
+  void SendEpochsFrom(uint32_t first, const base::Endpoint& to, dht::Outbox& out) noexcept;
   wire::Verdict OnEpoch(const base::Endpoint& from, const wire::Message& msg,
                         dht::Outbox& out) noexcept;
 

@@ -21,6 +21,7 @@ struct Swarm::Peer {
   int64_t slowdown_sent_us = 0;   // last RoomSlowDown, so a flood gets one reply per second
   uint64_t log_size = 0;
   Hash256 digest{};
+  bool heard_heads = false;       // `digest` is from a RoomHeads (not the zero default)
   wire::RoomCheckpointInfo checkpoint;
   base::TokenBucket publish;
   base::TokenBucket serve;

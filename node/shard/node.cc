@@ -111,6 +111,7 @@ absl::Status Node::Start() {
         sc.overlay.bootstrap = config_.bootstrap;
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
+        sc.room_listener = config_.room_listener;
         mailboxes_->SetWake(i, (*t)->wake_handle());
         shards_[i] = std::make_unique<Shard>(sc, identity_, std::move(*t), mailboxes_.get(),
                                              &stop_);
@@ -189,6 +190,11 @@ std::unique_ptr<ControlCommand> Node::Run(ControlCommand::Kind kind, const wire:
   auto cmd = std::make_unique<ControlCommand>();
   cmd->kind = kind;
   cmd->target = target;
+  return Submit(std::move(cmd), timeout_ms);
+}
+
+std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd,
+                                             int timeout_ms) {
   Shard* owner = shards_.empty() ? nullptr : shards_[0].get();
   if (owner == nullptr || !owner->Post(cmd.get())) {
     cmd->error = "the node is busy with another request";

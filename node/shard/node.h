@@ -48,6 +48,9 @@ struct NodeConfig {
   // rooms are only relayed live (an embedded client keeps its own cache).
   std::string room_store_dir;
   uint64_t room_store_bytes_max = 0;  // 0: the store's default map size
+  // Told about room events on the shard threads (node/client's event ring); may be null.
+  // Outlives the Node.
+  room::SwarmListener* room_listener = nullptr;
 };
 
 inline constexpr int64_t kTableSaveIntervalMs = 60'000;
@@ -97,6 +100,9 @@ class Node {
   // (control path). On failure the command's `error` says why.
   std::unique_ptr<ControlCommand> Run(ControlCommand::Kind kind, const wire::NodeId& target,
                                       int timeout_ms);
+  // Submit: the same for a command the caller filled in (room requests carry more than a
+  // target). Returns it answered, or with `error` set.
+  std::unique_ptr<ControlCommand> Submit(std::unique_ptr<ControlCommand> cmd, int timeout_ms);
 
   const wire::NodeId& id() const { return id_; }
   const std::vector<base::Endpoint>& addresses() const { return addresses_; }

@@ -117,7 +117,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   rc.swarm.self = wire::NodeIdOf(identity_.public_key);
   rc.swarm.relay = config_.room_storage != nullptr;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
-                                            /*listener=*/nullptr);
+                                            config_.room_listener);
   if (config_.index == config_.owner) {
     const int64_t now = MonotonicUs();
     events_ = std::make_unique<Events>(this);
@@ -362,7 +362,72 @@ void Shard::StartCommand(ControlCommand* cmd, int64_t now_us) noexcept {
         return FinishCommand();
       }
       return;
+    case ControlCommand::Kind::kRoomJoin:
+    case ControlCommand::Kind::kRoomPublish:
+    case ControlCommand::Kind::kRoomLeave:
+    case ControlCommand::Kind::kRoomState:
+      StartRoomCommand(cmd, now_us);
+      return FinishCommand();
   }
+}
+
+// StartRoomCommand: an embedded client's request about one of its rooms. Control path:
+// allocating is fine. Only the owner shard takes commands, so this serves rooms only on a
+// one-shard node (node/client runs one); on more shards a room owned elsewhere is refused.
+void Shard::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
+  if (cmd->target[0] % config_.shards != config_.index) {
+    cmd->error = "the room belongs to another shard (room commands need a one-shard node)";
+    return;
+  }
+  room::Swarm* swarm = rooms_->Find(cmd->target);
+  if (cmd->kind == ControlCommand::Kind::kRoomJoin) {
+    if (swarm == nullptr) {
+      auto joined = rooms_->Join(now_us, cmd->genesis, cmd->epochs, cmd->bootstrap, *outbox_,
+                                 cmd->member ? &*cmd->member : nullptr);
+      if (!joined.ok()) {
+        cmd->error = std::string(joined.status().message());
+        return;
+      }
+      counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
+    } else {
+      for (const base::Endpoint& e : cmd->bootstrap) swarm->Connect(now_us, e, *outbox_);
+    }
+    cmd->ok = true;
+    return;
+  }
+  if (swarm == nullptr) {
+    cmd->error = "not in this room";
+    return;
+  }
+  switch (cmd->kind) {
+    case ControlCommand::Kind::kRoomPublish:
+      for (const std::vector<uint8_t>& p : cmd->payloads) {
+        auto id = swarm->Publish(now_us, p, *outbox_);
+        if (!id.ok()) {
+          cmd->error = std::string(id.status().message());
+          return;  // `published` says how many went out before this one
+        }
+        cmd->published.push_back(*id);
+      }
+      break;
+    case ControlCommand::Kind::kRoomLeave:
+      rooms_->Close(cmd->target, *outbox_);
+      counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
+      break;
+    default: {
+      const room::Room& r = swarm->room();
+      cmd->room.log_size = r.log_size();
+      cmd->room.peers = static_cast<uint32_t>(swarm->peers_count());
+      cmd->room.unacked = static_cast<uint32_t>(swarm->unacked_count());
+      cmd->room.syncing = swarm->syncing() || swarm->fetching();
+      cmd->room.caught_up = swarm->CaughtUp();
+      cmd->room.can_write = r.can_write();
+      cmd->room.epoch = r.epoch();
+      r.SerializeState(&cmd->state);
+      break;
+    }
+  }
+  cmd->ok = true;
 }
 
 void Shard::FinishCommand() noexcept {

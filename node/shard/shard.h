@@ -87,6 +87,9 @@ struct ShardConfig {
   // without one it only relays live traffic and never acks. Owned by the Node.
   room::RoomStorage* room_storage = nullptr;
   uint32_t rooms_max = 256;
+  // Told about every room event on the shard thread (an embedded client's event ring,
+  // node/client); may be null. Owned by the Node's creator; outlives the shard.
+  room::SwarmListener* room_listener = nullptr;
 };
 
 // Counters published for status and metrics. Written only by the owning shard.
@@ -114,9 +117,23 @@ struct ShardCounters {
 // claims it at its next loop iteration, works on it (a lookup takes a few round trips),
 // fills the answer and sets `done` (release). Control path: allocating is fine here.
 struct ControlCommand {
-  enum class Kind : uint8_t { kSnapshot, kLookup, kProviders, kAnnounce, kSaveTable };
+  enum class Kind : uint8_t {
+    kSnapshot, kLookup, kProviders, kAnnounce, kSaveTable,
+    // Rooms (an embedded client, node/client); `target` is the room id. Answered at once.
+    kRoomJoin,     // open the room from `genesis` + `epochs` as `member`, join `bootstrap`
+    kRoomPublish,  // write each of `payloads`; `published` gets their ids
+    kRoomLeave,    // leave and stop serving the room
+    kRoomState,    // the room's serialized state and figures (RoomFigures)
+  };
   Kind kind = Kind::kSnapshot;
   wire::NodeId target{};  // lookup target or provider key
+
+  // Room requests.
+  std::vector<uint8_t> genesis;
+  std::vector<std::vector<uint8_t>> epochs;
+  std::optional<wire::KeyPair> member;  // the key the epochs' grants are sealed to
+  std::vector<base::Endpoint> bootstrap;
+  std::vector<std::vector<uint8_t>> payloads;
 
   // Answer.
   bool ok = false;
@@ -131,6 +148,17 @@ struct ControlCommand {
   std::vector<dht::Contact> providers;  // kProviders
   uint32_t rounds = 0, requests = 0, acks = 0;
   std::vector<uint8_t> table_bytes;  // kSaveTable: the routing table file's contents
+  std::vector<wire::Hash256> published;  // kRoomPublish: ids of the updates written
+  struct RoomFigures {
+    uint64_t log_size = 0;
+    uint32_t peers = 0;        // swarm peers in the room's table
+    uint32_t unacked = 0;      // own updates no relay has acknowledged yet
+    bool syncing = false;      // a sync or checkpoint fetch is in progress
+    bool caught_up = false;    // our heads equal a peer's last announced heads
+    bool can_write = false;
+    int64_t epoch = -1;
+  } room;                      // kRoomState
+  std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::atomic<bool> done{false};
 };
 
@@ -191,6 +219,8 @@ class Shard {
   class Events;
   void PollCommand(int64_t now_us) noexcept;
   void StartCommand(ControlCommand* cmd, int64_t now_us) noexcept;
+  // StartRoomCommand: the room kinds; each is answered before it returns.
+  void StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept;
   void FinishCommand() noexcept;
   void MaybeEstimateSize(int64_t now_us) noexcept;
   bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
