@@ -31,6 +31,7 @@
 #include "node/admin/http.h"
 #include "node/admin/metrics.h"
 #include "node/cli/flags.h"
+#include "node/cli/room_cmd.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
 #include "wire/crypto.h"
@@ -97,6 +98,10 @@ void PrintUsage(FILE* out) {
                "  ringpeer lookup KEY       find the nodes nearest KEY in the DHT\n"
                "  ringpeer announce KEY     announce the node as a provider of KEY\n"
                "  ringpeer providers KEY    find the providers of KEY\n"
+               "  ringpeer room create NAME make a room; prints its invites\n"
+               "  ringpeer room post INVITE TEXT   publish a message (waits for a relay)\n"
+               "  ringpeer room read INVITE [--follow] [--json]   print the messages\n"
+               "  ringpeer chat INVITE      a terminal chat\n"
                "  ringpeer help             this text\n\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
@@ -595,6 +600,8 @@ int main(int argc, char** argv) {
   if (command == "providers") {
     return Query("providers", "Finds the providers of KEY in the DHT.", rest);
   }
+  if (command == "room") return RoomMain(rest);
+  if (command == "chat") return ChatMain(rest);
   if (command == "help" || command == "--help" || command == "-h") {
     PrintUsage(stdout);
     return 0;

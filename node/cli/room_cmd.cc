@@ -1,0 +1,526 @@
+#include "node/cli/room_cmd.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "node/admin/json.h"
+#include "node/cli/flags.h"
+#include "node/client/client.h"
+#include "node/store/data_dir.h"
+
+namespace ringpeer::cli {
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+constexpr char kDefaultClientDir[] = "./ringpeer-client";
+// Updates one publish request carries; the relay lets a member burst 200 updates, so a
+// batch this size is acked before the next is sent.
+constexpr size_t kPostBatchMax = 100;
+
+constexpr FlagSpec kCreateFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
+     "where the admin key file is written (DIR/rooms/ROOM.admin, mode 0600)"},
+    {"bootstrap", FlagSpec::Kind::kList, "RINGPEER_BOOTSTRAP", "HOST:PORT", nullptr,
+     "relay the invites point joiners to (repeat for several)"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
+};
+
+constexpr FlagSpec kClientFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
+     "the client's own node key (one running client per directory)"},
+    {"bootstrap", FlagSpec::Kind::kList, "RINGPEER_BOOTSTRAP", "HOST:PORT", nullptr,
+     "relay to join through, besides the invite's addresses"},
+    {"listen", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_LISTEN", "ADDR:PORT", "0.0.0.0:0",
+     "UDP address of the embedded node"},
+    {"nick", FlagSpec::Kind::kValue, "RINGPEER_NICK", "NAME", "$USER",
+     "the name others see (a claim, not a proof)"},
+    {"timeout", FlagSpec::Kind::kValue, nullptr, "SECONDS", "15",
+     "how long to wait for a relay (join, catch-up, acks)"},
+    {"follow", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
+     "read: keep printing new messages until interrupted"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
+     "read: one JSON object per message"},
+};
+
+int Usage(const std::string& command, const absl::Status& s) {
+  std::fprintf(stderr, "ringpeer %s: %s (see 'ringpeer %s --help')\n", command.c_str(),
+               std::string(s.message()).c_str(), command.c_str());
+  return kExitUsage;
+}
+
+int Fail(const std::string& command, const absl::Status& s) {
+  std::fprintf(stderr, "ringpeer %s: %s\n", command.c_str(), std::string(s.message()).c_str());
+  return kExitRuntime;
+}
+
+// Resolve: "host:port" or "[v6]:port" (numeric first, then DNS).
+absl::StatusOr<base::Endpoint> Resolve(const std::string& text) {
+  if (auto e = base::Endpoint::Parse(text)) return *e;
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--bootstrap: '", text, "' is not HOST:PORT"));
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  const std::string host = text.substr(0, colon), port = text.substr(colon + 1);
+  const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--bootstrap: cannot resolve '", text, "': ", gai_strerror(rc)));
+  }
+  base::Endpoint e = base::Endpoint::FromSockaddr(res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  if (!e.valid()) return absl::InvalidArgumentError(absl::StrCat("cannot resolve '", text, "'"));
+  return e;
+}
+
+absl::StatusOr<std::vector<base::Endpoint>> Bootstrap(const Flags& f) {
+  std::vector<base::Endpoint> out;
+  for (const std::string& b : f.List("bootstrap")) {
+    auto e = Resolve(b);
+    if (!e.ok()) return e.status();
+    out.push_back(*e);
+  }
+  return out;
+}
+
+std::string ShortHex(const wire::PublicKey& k) { return wire::Hex(k).substr(0, 8); }
+
+// ---- room create ----
+
+int Create(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kCreateFlags, args, 1);
+  if (!flags.ok()) return Usage("room create", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room create NAME [flags]\n\nMakes a chat room offline: an "
+                "admin key (saved in DIR/rooms, mode 0600),\nthe room's genesis and first key "
+                "epoch, and two invites: one to write, one to read.\nAn invite is a bearer "
+                "secret: whoever holds it has its access.\n\nflags:\n%s",
+                Flags::Help(kCreateFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return Usage("room create", absl::InvalidArgumentError("needs one NAME"));
+  }
+  auto boot = Bootstrap(*flags);
+  if (!boot.ok()) return Usage("room create", boot.status());
+  if (!wire::InitCrypto()) return Fail("room create", absl::InternalError("libsodium failed"));
+  auto made = client::CreateRoom(flags->positional()[0], *boot);
+  if (!made.ok()) return Fail("room create", made.status());
+  const std::string dir = flags->Value("data-dir").value_or(kDefaultClientDir);
+  auto data_dir = store::DataDir::Open(dir);
+  if (!data_dir.ok()) return Fail("room create", data_dir.status());
+  const std::string rooms = dir + "/rooms";
+  if (mkdir(rooms.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Fail("room create", absl::InternalError(absl::StrCat("cannot create ", rooms)));
+  }
+  // Everything a later `room evict` needs to sign a rotation and re-grant the invites
+  // that stay: the admin secret key and the invites' member seeds. Hence mode 0600.
+  const std::string hex = wire::Hex(made->room_id);
+  const std::string path = absl::StrCat(rooms, "/", hex, ".admin");
+  std::string file = absl::StrCat(
+      "# ringpeer room admin key: keep private; it signs key rotations\n", "room ", hex, "\n",
+      "admin_secret ", wire::Hex(wire::Bytes(made->admin.secret_key.data(),
+                                       made->admin.secret_key.size())), "\n",
+      "writer_invite ", room::FormatInvite(made->writer), "\n",
+      "reader_invite ", room::FormatInvite(made->reader), "\n");
+  absl::Status s = store::WriteFileAtomically(path, file, 0600);
+  if (!s.ok()) return Fail("room create", s);
+  const std::string writer = room::FormatInvite(made->writer);
+  const std::string reader = room::FormatInvite(made->reader);
+  if (flags->Switch("json")) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("room").String(hex);
+    w.Key("name").String(flags->positional()[0]);
+    w.Key("admin_key").String(path);
+    w.Key("writer_invite").String(writer);
+    w.Key("reader_invite").String(reader);
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+    return 0;
+  }
+  std::printf("room        %s\nadmin key   %s  (private: it signs key rotations)\n\n"
+              "writer invite (read and write):\n%s\n\nreader invite (read only):\n%s\n",
+              hex.c_str(), path.c_str(), writer.c_str(), reader.c_str());
+  if (boot->empty()) {
+    std::printf("\nnote: no --bootstrap given; joiners must pass --bootstrap HOST:PORT\n");
+  }
+  return 0;
+}
+
+// ---- a joined session (post, read, chat) ----
+
+struct Session {
+  std::unique_ptr<client::Client> client;
+  client::RoomRef room;
+  std::string nick;
+  int timeout_ms = 15000;
+  std::map<wire::PublicKey, std::string> nicks;  // from join/nick events and the state
+  bool connected = false;
+};
+
+std::string NickOf(const Session& s, const wire::PublicKey& author) {
+  auto it = s.nicks.find(author);
+  return it == s.nicks.end() ? ShortHex(author) : it->second;
+}
+
+// Open: starts the client and joins; `before_join` sets callbacks that must see every
+// event of the room (the history arrives right after the join).
+absl::Status Open(const Flags& f, const std::string& invite, Session* s,
+                  const std::function<void()>& before_join = [] {}) {
+  client::ClientOptions o;
+  o.data_dir = f.Value("data-dir").value_or(kDefaultClientDir);
+  auto boot = Bootstrap(f);
+  if (!boot.ok()) return boot.status();
+  o.bootstrap = *boot;
+  const std::string listen = f.Value("listen").value_or("0.0.0.0:0");
+  auto l = base::Endpoint::Parse(listen);
+  if (!l) return absl::InvalidArgumentError(absl::StrCat("--listen: '", listen, "' is not ADDR:PORT"));
+  o.listen = *l;
+  if (auto t = f.Value("timeout")) {
+    auto v = ParseUint("timeout", *t, 1, 3600);
+    if (!v.ok()) return v.status();
+    s->timeout_ms = static_cast<int>(*v * 1000);
+  }
+  const char* user = std::getenv("USER");
+  s->nick = f.Value("nick").value_or(user != nullptr && *user ? user : "anon");
+  auto c = client::Client::Start(o);
+  if (!c.ok()) return c.status();
+  s->client = std::move(*c);
+  s->client->OnConnection([s](const client::RoomRef&, bool up) { s->connected = up; });
+  before_join();
+  auto room = s->client->Join(invite);
+  if (!room.ok()) return room.status();
+  s->room = *room;
+  return absl::OkStatus();
+}
+
+// CatchUp: polls (running callbacks) until the room holds a peer's announced heads.
+absl::StatusOr<client::RoomState> CatchUp(Session* s) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(s->timeout_ms);
+  for (;;) {
+    s->client->Poll(20);
+    auto st = s->client->State(s->room);
+    if (!st.ok()) return st.status();
+    if (st->caught_up && !st->syncing) return st;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::DeadlineExceededError(
+          st->peers == 0 ? absl::StrCat("no relay answered within ", s->timeout_ms / 1000,
+                                        " s (is `ringpeer serve` running at the invite's "
+                                        "address? try --bootstrap HOST:PORT)")
+                         : absl::StrCat("not caught up with the room within ",
+                                        s->timeout_ms / 1000, " s (", st->log_size,
+                                        " updates so far)"));
+    }
+  }
+}
+
+void LearnNicks(Session* s, const room::ChatReducer& chat) {
+  for (const auto& [author, nick] : chat.members()) s->nicks[author] = nick;
+}
+
+void PrintLine(const Session& s, const wire::PublicKey& author, const std::string& text,
+               bool json) {
+  if (json) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("author").String(wire::Hex(author));
+    w.Key("nick").String(NickOf(s, author));
+    w.Key("text").String(text);
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+  } else {
+    std::printf("%s: %s\n", NickOf(s, author).c_str(), text.c_str());
+  }
+  std::fflush(stdout);
+}
+
+// PublishAndWait: publishes in batches, each acknowledged by a relay before the next.
+absl::Status PublishAndWait(Session* s, std::vector<std::vector<uint8_t>> payloads) {
+  size_t acked = 0;
+  s->client->OnAcked([&acked](const client::RoomRef&, const wire::Hash256&) { ++acked; });
+  size_t sent = 0;
+  while (sent < payloads.size()) {
+    const size_t n = std::min(kPostBatchMax, payloads.size() - sent);
+    std::vector<std::vector<uint8_t>> batch(payloads.begin() + sent, payloads.begin() + sent + n);
+    auto ids = s->client->Publish(s->room, std::move(batch));
+    if (!ids.ok()) return ids.status();
+    sent += n;
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(s->timeout_ms);
+    while (acked < sent && std::chrono::steady_clock::now() < deadline) s->client->Poll(20);
+    if (acked < sent) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no relay acknowledged ", sent - acked, " of ", sent, " update(s) within ",
+                       s->timeout_ms / 1000, " s; they may still arrive, but are not durable"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// JoinPayload: a chat `join` naming our nick, when the room does not know it yet.
+void MaybeAnnounce(Session* s, std::vector<std::vector<uint8_t>>* out) {
+  const wire::PublicKey& me = s->client->identity().public_key;
+  auto it = s->nicks.find(me);
+  if (it != s->nicks.end() && it->second == s->nick) return;
+  out->push_back(room::ChatPayload(room::ChatOp::kJoin, me, s->nick));
+  s->nicks[me] = s->nick;
+}
+
+int Post(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kClientFlags, args, 2);
+  if (!flags.ok()) return Usage("room post", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room post INVITE TEXT [flags]\n\nPublishes TEXT to the "
+                "room (TEXT '-': each line of stdin) and exits once a relay\nhas made every "
+                "message durable. Exit 1 when none does within --timeout.\n\nflags:\n%s",
+                Flags::Help(kClientFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 2) {
+    return Usage("room post", absl::InvalidArgumentError("needs INVITE and TEXT"));
+  }
+  std::vector<std::string> texts;
+  if (flags->positional()[1] == "-") {
+    char* line = nullptr;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+      std::string t(line, static_cast<size_t>(n));
+      while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+      if (!t.empty()) texts.push_back(std::move(t));
+    }
+    free(line);
+  } else {
+    texts.push_back(flags->positional()[1]);
+  }
+  Session s;
+  absl::Status st = Open(*flags, flags->positional()[0], &s);
+  if (!st.ok()) return Fail("room post", st);
+  auto state = CatchUp(&s);  // so that our messages follow the history we saw
+  if (!state.ok()) return Fail("room post", state.status());
+  if (!state->can_write) {
+    return Fail("room post", absl::PermissionDeniedError("this invite is read-only"));
+  }
+  room::ChatReducer chat;
+  if (chat.Load(state->state)) LearnNicks(&s, chat);
+  std::vector<std::vector<uint8_t>> payloads;
+  MaybeAnnounce(&s, &payloads);
+  const wire::PublicKey& me = s.client->identity().public_key;
+  for (const std::string& t : texts) {
+    if (t.size() > room::UpdatePayloadBytesMax(room::kParentsMax) - 33) {
+      return Fail("room post", absl::InvalidArgumentError("message too long for one update"));
+    }
+    payloads.push_back(room::ChatPayload(room::ChatOp::kMessage, me, t));
+  }
+  st = PublishAndWait(&s, std::move(payloads));
+  if (!st.ok()) return Fail("room post", st);
+  return 0;
+}
+
+// Interrupted: SIGINT or SIGTERM arrived (they are blocked and taken synchronously).
+bool Interrupted(const sigset_t& mask) {
+  timespec zero{0, 0};
+  return sigtimedwait(&mask, nullptr, &zero) > 0;
+}
+
+sigset_t BlockStopSignals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);  // before the client's threads start
+  return mask;
+}
+
+// FollowUpdates: prints chat messages as their updates arrive (history during the sync
+// included, in the order it arrives) and keeps the nick table current.
+void FollowUpdates(Session* s, bool json, bool show_joins) {
+  s->client->OnUpdate([s, json, show_joins](const client::UpdateEvent& u) {
+    client::ChatLine line;
+    if (!client::ParseChat(u.payload, &line)) return;
+    switch (line.op) {
+      case room::ChatOp::kJoin:
+      case room::ChatOp::kNick:
+        s->nicks[line.author] = line.text;
+        if (show_joins && !u.own) std::printf("* %s is here\n", line.text.c_str());
+        break;
+      case room::ChatOp::kLeave:
+        if (show_joins && !u.own) std::printf("* %s left\n", NickOf(*s, line.author).c_str());
+        break;
+      case room::ChatOp::kMessage:
+        if (!u.own || !show_joins) PrintLine(*s, line.author, line.text, json);
+        break;
+    }
+    std::fflush(stdout);
+  });
+}
+
+int Read(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kClientFlags, args, 1);
+  if (!flags.ok()) return Usage("room read", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room read INVITE [flags]\n\nPrints the room's messages "
+                "('nick: text', or JSON lines with --json). With --follow it\nkeeps printing "
+                "new ones until SIGINT or SIGTERM.\n\nflags:\n%s",
+                Flags::Help(kClientFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return Usage("room read", absl::InvalidArgumentError("needs one INVITE"));
+  }
+  const bool json = flags->Switch("json"), follow = flags->Switch("follow");
+  const sigset_t mask = BlockStopSignals();
+  Session s;
+  absl::Status st = Open(*flags, flags->positional()[0], &s, [&] {
+    if (follow) FollowUpdates(&s, json, /*show_joins=*/false);
+  });
+  if (!st.ok()) return Fail("room read", st);
+  auto state = CatchUp(&s);
+  if (!state.ok()) return Fail("room read", state.status());
+  if (!follow) {
+    room::ChatReducer chat;
+    if (!chat.Load(state->state)) {
+      return Fail("room read", absl::DataLossError("the room's state is not a chat"));
+    }
+    LearnNicks(&s, chat);
+    for (const auto& m : chat.messages()) PrintLine(s, m.author, m.text, json);
+    return 0;
+  }
+  bool was_connected = true;
+  while (!Interrupted(mask)) {
+    s.client->Poll(100);
+    if (s.connected != was_connected) {
+      std::fprintf(stderr, s.connected ? "-- connected to the room again\n"
+                                       : "-- connection to the room lost; retrying\n");
+      was_connected = s.connected;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RoomMain(std::span<const char* const> args) {
+  const std::string sub = args.empty() ? "" : args[0];
+  std::span<const char* const> rest = args.empty() ? args : args.subspan(1);
+  if (sub == "create") return Create(rest);
+  if (sub == "post") return Post(rest);
+  if (sub == "read") return Read(rest);
+  if (sub == "evict") {
+    std::fprintf(stderr, "ringpeer room evict: not implemented yet (the admin key file in "
+                         "DIR/rooms holds what a rotation needs)\n");
+    return kExitRuntime;
+  }
+  std::fprintf(stderr,
+               "usage: ringpeer room create NAME | post INVITE TEXT | read INVITE [--follow]\n"
+               "Run 'ringpeer room SUB --help' for the flags of one.\n");
+  return sub.empty() || sub == "help" || sub == "--help" ? (sub.empty() ? kExitUsage : 0)
+                                                         : kExitUsage;
+}
+
+int ChatMain(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kClientFlags, args, 1);
+  if (!flags.ok()) return Usage("chat", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer chat INVITE [flags]\n\nA terminal chat: shows the history, "
+                "then new messages as they come; each line you\ntype is sent. /who lists who "
+                "is here; /quit or Ctrl-D leaves.\n\nflags:\n%s",
+                Flags::Help(kClientFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return Usage("chat", absl::InvalidArgumentError("needs one INVITE"));
+  }
+  const sigset_t mask = BlockStopSignals();
+  Session s;
+  absl::Status st = Open(*flags, flags->positional()[0], &s,
+                         [&] { FollowUpdates(&s, /*json=*/false, /*show_joins=*/true); });
+  if (!st.ok()) return Fail("chat", st);
+  std::fprintf(stderr, "-- joining room %s as %s\n", wire::Hex(s.room.id).substr(0, 16).c_str(),
+               s.nick.c_str());
+  auto state = CatchUp(&s);
+  if (!state.ok()) return Fail("chat", state.status());
+  const bool can_write = state->can_write;
+  std::fprintf(stderr, "-- connected; %llu update(s) in the room%s\n",
+               static_cast<unsigned long long>(state->log_size),
+               can_write ? "" : " (read-only invite)");
+  const wire::PublicKey me = s.client->identity().public_key;
+  auto send = [&](std::vector<std::vector<uint8_t>> p) {
+    auto ids = s.client->Publish(s.room, std::move(p));
+    if (!ids.ok()) std::fprintf(stderr, "-- not sent: %s\n", std::string(ids.status().message()).c_str());
+  };
+  if (can_write) {
+    std::vector<std::vector<uint8_t>> p;
+    MaybeAnnounce(&s, &p);
+    if (!p.empty()) send(std::move(p));
+  }
+  std::string pending;
+  bool was_connected = true, quit = false;
+  while (!quit && !Interrupted(mask)) {
+    s.client->Poll(0);
+    if (s.connected != was_connected) {
+      std::fprintf(stderr, s.connected ? "-- connection is back\n"
+                                       : "-- connection lost; retrying\n");
+      was_connected = s.connected;
+    }
+    pollfd in{STDIN_FILENO, POLLIN, 0};
+    if (poll(&in, 1, 50) <= 0) continue;
+    char buf[1024];
+    const ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+    if (n <= 0) break;  // Ctrl-D
+    pending.append(buf, static_cast<size_t>(n));
+    size_t nl;
+    while ((nl = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      if (line.empty()) continue;
+      if (line == "/quit") {
+        quit = true;
+        break;
+      }
+      if (line == "/who") {
+        auto now = s.client->State(s.room);
+        room::ChatReducer chat;
+        if (now.ok() && chat.Load(now->state)) {
+          std::string who;
+          for (const auto& [author, nick] : chat.members()) absl::StrAppend(&who, " ", nick);
+          std::fprintf(stderr, "-- here:%s\n", who.c_str());
+        }
+        continue;
+      }
+      if (!can_write) {
+        std::fprintf(stderr, "-- read-only invite: not sent\n");
+        continue;
+      }
+      std::vector<std::vector<uint8_t>> p;
+      p.push_back(room::ChatPayload(room::ChatOp::kMessage, me, line));
+      send(std::move(p));
+    }
+  }
+  if (can_write) {
+    std::vector<std::vector<uint8_t>> p;
+    p.push_back(room::ChatPayload(room::ChatOp::kLeave, me, ""));
+    send(std::move(p));
+    s.client->Poll(200);  // give the flood a moment to leave before the node stops
+  }
+  return 0;
+}
+
+}  // namespace ringpeer::cli

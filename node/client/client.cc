@@ -1,0 +1,259 @@
+#include "node/client/client.h"
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "base/assert.h"
+
+namespace ringpeer::client {
+
+bool ParseChat(wire::Bytes payload, ChatLine* out) {
+  if (payload.size() < 1 + 32) return false;
+  const uint8_t op = payload[0];
+  if (op < static_cast<uint8_t>(room::ChatOp::kJoin) ||
+      op > static_cast<uint8_t>(room::ChatOp::kMessage)) {
+    return false;
+  }
+  out->op = static_cast<room::ChatOp>(op);
+  std::memcpy(out->author.data(), payload.data() + 1, 32);
+  out->text.assign(reinterpret_cast<const char*>(payload.data()) + 33, payload.size() - 33);
+  return true;
+}
+
+absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
+                                   const std::vector<base::Endpoint>& bootstrap) {
+  if (bootstrap.size() > room::kInviteAddressesMax) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", room::kInviteAddressesMax,
+                                                   " bootstrap addresses fit in an invite"));
+  }
+  auto random32 = [] {
+    std::array<uint8_t, 32> a;
+    wire::RandomBytes(a);
+    return a;
+  };
+  NewRoom r;
+  r.admin = wire::KeyPair::FromSeed(random32());
+  const std::array<uint8_t, 32> writer_seed = random32(), reader_seed = random32();
+  const wire::KeyPair writer = wire::KeyPair::FromSeed(writer_seed);
+  const wire::KeyPair reader = wire::KeyPair::FromSeed(reader_seed);
+  std::vector<uint8_t> genesis = room::MakeGenesis(r.admin, name, room::ReducerKind::kChat,
+                                                   room::kStateBytesMaxDefault, random32());
+  room::Genesis g;
+  if (room::ParseGenesis(genesis, &g) != room::Verdict::kOk) {
+    return absl::InvalidArgumentError("room name too long for a genesis record");
+  }
+  r.room_id = g.room_id;
+  room::KeyEpochSpec spec;
+  spec.room_id = g.room_id;
+  spec.epoch = 0;
+  spec.write_seed = random32();
+  spec.content_key = random32();
+  spec.members = {{writer.public_key, true}, {reader.public_key, false}};
+  std::vector<uint8_t> epoch =
+      room::MakeKeyEpoch(r.admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  if (genesis.size() > room::kInviteRecordBytesMax || epoch.size() > room::kInviteRecordBytesMax) {
+    return absl::InvalidArgumentError("room records too large for an invite (shorter name?)");
+  }
+  r.writer.room_id = g.room_id;
+  r.writer.member_seed = writer_seed;
+  r.writer.genesis = genesis;
+  r.writer.epochs = {epoch};
+  r.writer.bootstrap = bootstrap;
+  r.reader = r.writer;
+  r.reader.member_seed = reader_seed;
+  return r;
+}
+
+// OnSwarmEvent: on the shard thread, inside a swarm call. Copies what the application
+// needs into a ring slot (decrypting an update's payload here, where the room is) and
+// publishes it at once, so the application sees it within its next poll.
+void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) {
+  Event* slot = ring.BeginPush();
+  if (slot == nullptr) {
+    dropped.store(dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return;
+  }
+  slot->kind = e.kind;
+  slot->room = swarm.id();
+  slot->id = e.id;
+  slot->peer = e.peer;
+  slot->own = e.kind == room::SwarmEvent::kUpdateApplied && !e.peer.valid();
+  slot->readable = false;
+  slot->payload_bytes = 0;
+  if (e.kind == room::SwarmEvent::kUpdateApplied && swarm.room().Payload(e.id, &scratch) &&
+      scratch.size() <= sizeof(slot->payload)) {
+    std::memcpy(slot->payload, scratch.data(), scratch.size());
+    slot->payload_bytes = static_cast<uint16_t>(scratch.size());
+    slot->readable = true;
+  }
+  ring.CommitPush();
+  ring.Publish();
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& options) {
+  if (!wire::InitCrypto()) return absl::InternalError("libsodium failed to start");
+  std::unique_ptr<Client> c(new Client());
+  auto dir = store::DataDir::Open(options.data_dir);
+  if (!dir.ok()) return dir.status();
+  c->data_dir_ = std::make_unique<store::DataDir>(std::move(*dir));
+  auto key = c->data_dir_->LoadOrCreateNodeKey();
+  if (!key.ok()) return key.status();
+  c->identity_ = *key;
+  c->bootstrap_ = options.bootstrap;
+  c->listener_ = std::make_unique<Listener>();
+  shard::NodeConfig config;
+  config.listen = {options.listen};
+  config.shards = 1;  // room commands go to the owner shard, which then hosts every room
+  config.transport = options.transport;
+  config.bootstrap = options.bootstrap;
+  config.room_listener = c->listener_.get();
+  // No room store: a client relays live traffic and never acks; relays keep the log.
+  auto node = shard::Node::Create(config, c->identity_);
+  if (!node.ok()) return node.status();
+  c->node_ = std::move(*node);
+  absl::Status started = c->node_->Start();
+  if (!started.ok()) return started;
+  return c;
+}
+
+Client::~Client() {
+  if (node_) node_->Stop();
+}
+
+base::Endpoint Client::local_address() const {
+  return node_->addresses().empty() ? base::Endpoint{} : node_->addresses()[0];
+}
+
+std::unique_ptr<shard::ControlCommand> Client::Request(
+    std::unique_ptr<shard::ControlCommand> cmd) {
+  return node_->Submit(std::move(cmd), kRequestTimeoutMs);
+}
+
+absl::StatusOr<RoomRef> Client::Join(std::string_view invite_text) {
+  auto invite = room::ParseInvite(invite_text);
+  if (!invite.ok()) return invite.status();
+  if (invite->genesis.empty() || !invite->member_seed) {
+    return absl::InvalidArgumentError(
+        "invite: carries no room records (made by an older ringpeer? ask for a new one)");
+  }
+  auto cmd = std::make_unique<shard::ControlCommand>();
+  cmd->kind = shard::ControlCommand::Kind::kRoomJoin;
+  cmd->target = invite->room_id;
+  cmd->genesis = std::move(invite->genesis);
+  cmd->epochs = std::move(invite->epochs);
+  cmd->member = wire::KeyPair::FromSeed(*invite->member_seed);
+  cmd->bootstrap = invite->bootstrap;
+  for (const base::Endpoint& e : bootstrap_) cmd->bootstrap.push_back(e);
+  if (cmd->bootstrap.empty()) {
+    return absl::InvalidArgumentError(
+        "no peer to join through: the invite has no addresses; pass --bootstrap HOST:PORT");
+  }
+  cmd = Request(std::move(cmd));
+  if (!cmd->ok) return absl::UnavailableError(absl::StrCat("join: ", cmd->error));
+  return RoomRef{invite->room_id};
+}
+
+absl::StatusOr<std::vector<wire::Hash256>> Client::Publish(
+    const RoomRef& room, std::vector<std::vector<uint8_t>> payloads) {
+  auto cmd = std::make_unique<shard::ControlCommand>();
+  cmd->kind = shard::ControlCommand::Kind::kRoomPublish;
+  cmd->target = room.id;
+  cmd->payloads = std::move(payloads);
+  cmd = Request(std::move(cmd));
+  if (!cmd->ok) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("publish: ", cmd->error, " (", cmd->published.size(), " of ",
+                     cmd->payloads.size(), " written)"));
+  }
+  return std::move(cmd->published);
+}
+
+absl::StatusOr<wire::Hash256> Client::Publish(const RoomRef& room, wire::Bytes payload) {
+  std::vector<std::vector<uint8_t>> one;
+  one.emplace_back(payload.begin(), payload.end());
+  auto ids = Publish(room, std::move(one));
+  if (!ids.ok()) return ids.status();
+  RP_ASSERT(ids->size() == 1);
+  return (*ids)[0];
+}
+
+absl::Status Client::Leave(const RoomRef& room) {
+  auto cmd = std::make_unique<shard::ControlCommand>();
+  cmd->kind = shard::ControlCommand::Kind::kRoomLeave;
+  cmd->target = room.id;
+  cmd = Request(std::move(cmd));
+  if (!cmd->ok) return absl::UnavailableError(absl::StrCat("leave: ", cmd->error));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
+  auto cmd = std::make_unique<shard::ControlCommand>();
+  cmd->kind = shard::ControlCommand::Kind::kRoomState;
+  cmd->target = room.id;
+  cmd = Request(std::move(cmd));
+  if (!cmd->ok) return absl::UnavailableError(absl::StrCat("state: ", cmd->error));
+  RoomState s;
+  s.log_size = cmd->room.log_size;
+  s.peers = cmd->room.peers;
+  s.unacked = cmd->room.unacked;
+  s.syncing = cmd->room.syncing;
+  s.caught_up = cmd->room.caught_up;
+  s.can_write = cmd->room.can_write;
+  s.epoch = cmd->room.epoch;
+  s.state = std::move(cmd->state);
+  return s;
+}
+
+void Client::Dispatch(const Event& e) {
+  const RoomRef room{e.room};
+  switch (e.kind) {
+    case room::SwarmEvent::kUpdateApplied:
+      if (on_update_) {
+        UpdateEvent u;
+        u.room = room;
+        u.id = e.id;
+        u.own = e.own;
+        if (e.readable) u.payload.assign(e.payload, e.payload + e.payload_bytes);
+        on_update_(u);
+      }
+      return;
+    case room::SwarmEvent::kStateChanged:
+      if (on_state_) on_state_(room, e.id);
+      return;
+    case room::SwarmEvent::kPeerJoined:
+    case room::SwarmEvent::kPeerLeft:
+      if (on_members_) on_members_(room, e.peer, e.kind == room::SwarmEvent::kPeerJoined);
+      return;
+    case room::SwarmEvent::kConnected:
+    case room::SwarmEvent::kDisconnected:
+      if (on_connection_) on_connection_(room, e.kind == room::SwarmEvent::kConnected);
+      return;
+    case room::SwarmEvent::kAcked:
+      if (on_acked_) on_acked_(room, e.id);
+      return;
+    case room::SwarmEvent::kCheckpointLoaded:
+    case room::SwarmEvent::kSlowedDown:
+      return;  // State() shows their effect
+  }
+}
+
+// Poll: the ring has no doorbell towards the application (the shard must never block or
+// make a system call per event), so an empty ring is looked at again every 5 ms.
+size_t Client::Poll(int timeout_ms) {
+  size_t n = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    while (Event* e = listener_->ring.Front()) {
+      Dispatch(*e);
+      listener_->ring.Pop();
+      ++n;
+    }
+    if (n > 0) listener_->ring.Release();
+    if (n > 0 || std::chrono::steady_clock::now() >= deadline) return n;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+}  // namespace ringpeer::client

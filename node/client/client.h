@@ -1,0 +1,187 @@
+// Client: the embedding API (DESIGN.md section 2, node/client). An application links this
+// library, calls Client::Start, joins rooms with the invite text a person pasted, publishes
+// bytes, and gets callbacks for updates, state changes, swarm peers and the connection.
+//
+// Inside, the client runs a one-shard Node on an ephemeral UDP port with its own data
+// directory (node key). The application thread never touches the shard: requests go to
+// the shard through the Node's ControlCommand mechanism (Join, Publish, Leave, State wait
+// up to one shard tick, ~50 ms, for their answer), and the shard reports room events into
+// an SPSC ring of fixed slots that Poll() drains on the application's thread, where the
+// callbacks run. The ring never blocks the shard: when it is full an event is dropped and
+// counted (events_dropped()); State() still gives the whole room.
+//
+// Thread-safety: one application thread calls everything (Start, Join, Publish, Poll...);
+// callbacks run inside Poll() on that thread. Owning type: not copyable.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/endpoint.h"
+#include "node/room/invite.h"
+#include "node/room/reducer.h"
+#include "node/room/swarm.h"
+#include "node/shard/node.h"
+#include "node/shard/spsc_ring.h"
+#include "node/store/data_dir.h"
+
+namespace ringpeer::client {
+
+// Events the shard may queue before the application polls: a join's sync arrives at up to
+// 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB.
+inline constexpr uint32_t kEventRingSlots = 4096;
+// How long a request to the shard may take (it is claimed within one tick, ~50 ms).
+inline constexpr int kRequestTimeoutMs = 5000;
+
+struct ClientOptions {
+  // Holds the client's node key (created with mode 0600 on first use) and, later, its
+  // room cache. Created (0700) if missing; one client per directory (it is locked).
+  std::string data_dir;
+  // The UDP address to bind; port 0 picks a free one.
+  base::Endpoint listen = *base::Endpoint::Parse("0.0.0.0:0");
+  // Peers to join the overlay and every room through, besides an invite's own addresses.
+  std::vector<base::Endpoint> bootstrap;
+  ring::TransportKind transport = ring::TransportKind::kAuto;
+};
+
+// A room this client has joined: its id (64 hex digits in ToString()).
+struct RoomRef {
+  wire::Hash256 id{};
+  friend bool operator==(const RoomRef&, const RoomRef&) = default;
+};
+
+struct UpdateEvent {
+  RoomRef room;
+  wire::Hash256 id{};
+  std::vector<uint8_t> payload;  // decrypted; empty when this member cannot read it
+  bool own = false;              // written by this client
+};
+
+// What State() reports about a room.
+struct RoomState {
+  uint64_t log_size = 0;
+  uint32_t peers = 0;
+  uint32_t unacked = 0;     // own updates no relay has made durable yet
+  bool syncing = false;
+  bool caught_up = false;   // our heads equal a peer's last announced heads
+  bool can_write = false;
+  int64_t epoch = -1;
+  std::vector<uint8_t> state;  // the reducer's serialized state (ChatReducer::Load reads it)
+};
+
+// A new room, made offline by its admin: the admin key (signs the genesis and every key
+// epoch; keep it to evict later), and two self-contained invites whose member keys epoch 0
+// grants: one with write access, one read-only.
+struct NewRoom {
+  wire::KeyPair admin;
+  wire::Hash256 room_id{};
+  room::Invite writer;
+  room::Invite reader;
+};
+// CreateRoom: a chat room named `name` whose invites carry `bootstrap` (at most
+// room::kInviteAddressesMax). Randomness from libsodium. REQUIRES: wire::InitCrypto().
+absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
+                                   const std::vector<base::Endpoint>& bootstrap);
+
+// One chat line decoded from an update payload (room::ChatPayload's form).
+struct ChatLine {
+  room::ChatOp op = room::ChatOp::kMessage;
+  wire::PublicKey author{};
+  std::string text;
+};
+// ParseChat: false when `payload` is not a chat payload.
+bool ParseChat(wire::Bytes payload, ChatLine* out);
+
+class Client {
+ public:
+  // Start: opens the data directory, loads or makes the node key, binds and starts the
+  // one-shard node. Errors: the directory (in use, not writable), the address.
+  static absl::StatusOr<std::unique_ptr<Client>> Start(const ClientOptions& options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Join: opens the room an invite names and connects to its bootstrap addresses (and
+  // the options' bootstrap). The invite must be self-contained (ringpeer room create).
+  // Joining a room already joined connects again and succeeds.
+  absl::StatusOr<RoomRef> Join(std::string_view invite_text);
+  // Publish: writes updates (each at most room::UpdatePayloadBytesMax bytes) over the
+  // room's current heads, in order. Returns their ids; relays acknowledge them later
+  // (OnAcked). Fails without write access, or when a relay asked us to slow down.
+  absl::StatusOr<std::vector<wire::Hash256>> Publish(const RoomRef& room,
+                                                     std::vector<std::vector<uint8_t>> payloads);
+  absl::StatusOr<wire::Hash256> Publish(const RoomRef& room, wire::Bytes payload);
+  absl::Status Leave(const RoomRef& room);
+  absl::StatusOr<RoomState> State(const RoomRef& room);
+
+  // Callbacks, run by Poll() on the application's thread. Set before joining.
+  void OnUpdate(std::function<void(const UpdateEvent&)> f) { on_update_ = std::move(f); }
+  void OnState(std::function<void(const RoomRef&, const wire::Hash256&)> f) {
+    on_state_ = std::move(f);
+  }
+  // OnMembers: a swarm peer (relay or member node) entered (true) or left the room.
+  void OnMembers(std::function<void(const RoomRef&, const base::Endpoint&, bool)> f) {
+    on_members_ = std::move(f);
+  }
+  // OnConnection: the room's first peer was heard (true) or its last one dropped (false).
+  void OnConnection(std::function<void(const RoomRef&, bool)> f) {
+    on_connection_ = std::move(f);
+  }
+  // OnAcked: a relay made one of our updates durable.
+  void OnAcked(std::function<void(const RoomRef&, const wire::Hash256&)> f) {
+    on_acked_ = std::move(f);
+  }
+
+  // Poll: runs the callbacks for every queued event; waits up to `timeout_ms` for the
+  // first one. Returns how many it dispatched.
+  size_t Poll(int timeout_ms);
+
+  const wire::KeyPair& identity() const { return identity_; }
+  base::Endpoint local_address() const;
+  uint64_t events_dropped() const { return listener_->dropped.load(std::memory_order_relaxed); }
+
+ private:
+  // One queued room event: fixed size, written in place by the shard thread.
+  struct Event {
+    room::SwarmEvent kind = room::SwarmEvent::kUpdateApplied;
+    bool own = false;
+    uint16_t payload_bytes = 0;
+    bool readable = false;
+    wire::Hash256 room{};
+    wire::Hash256 id{};
+    base::Endpoint peer;
+    uint8_t payload[room::kUpdateBytesMax];
+  };
+  // Listener: the shard's side. Runs on the shard thread only; the one producer.
+  struct Listener final : room::SwarmListener {
+    Listener() : ring(kEventRingSlots) {}
+    void OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) override;
+    shard::SpscRing<Event> ring;
+    std::vector<uint8_t> scratch;  // decrypted payload (shard thread)
+    std::atomic<uint64_t> dropped{0};
+  };
+
+  Client() = default;
+  std::unique_ptr<shard::ControlCommand> Request(std::unique_ptr<shard::ControlCommand> cmd);
+  void Dispatch(const Event& e);
+
+  std::unique_ptr<Listener> listener_;  // outlives node_ (declared first, destroyed last)
+  std::unique_ptr<shard::Node> node_;
+  wire::KeyPair identity_;
+  std::vector<base::Endpoint> bootstrap_;
+  std::function<void(const UpdateEvent&)> on_update_;
+  std::function<void(const RoomRef&, const wire::Hash256&)> on_state_;
+  std::function<void(const RoomRef&, const base::Endpoint&, bool)> on_members_;
+  std::function<void(const RoomRef&, bool)> on_connection_;
+  std::function<void(const RoomRef&, const wire::Hash256&)> on_acked_;
+  std::unique_ptr<store::DataDir> data_dir_;  // held for its lock
+};
+
+}  // namespace ringpeer::client
