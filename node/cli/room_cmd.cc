@@ -218,7 +218,12 @@ absl::StatusOr<client::RoomState> CatchUp(Session* s) {
     s->client->Poll(20);
     auto st = s->client->State(s->room);
     if (!st.ok()) return st.status();
-    if (st->caught_up && !st->syncing) return st;
+    if (st->caught_up && !st->syncing) {
+      // Events the shard queued before it answered are in the ring now: run them, so
+      // that callbacks have seen everything the state holds.
+      s->client->Poll(0);
+      return st;
+    }
     if (std::chrono::steady_clock::now() >= deadline) {
       return absl::DeadlineExceededError(
           st->peers == 0 ? absl::StrCat("no relay answered within ", s->timeout_ms / 1000,
@@ -350,11 +355,18 @@ sigset_t BlockStopSignals() {
 }
 
 // FollowUpdates: prints chat messages as their updates arrive (history during the sync
-// included, in the order it arrives) and keeps the nick table current.
-void FollowUpdates(Session* s, bool json, bool show_joins) {
-  s->client->OnUpdate([s, json, show_joins](const client::UpdateEvent& u) {
+// included, in the order it arrives) and keeps the nick table current. With `print`
+// false it only learns nicks: the state forgets members who left, the history does not.
+void FollowUpdates(Session* s, bool json, bool show_joins, bool print = true) {
+  s->client->OnUpdate([s, json, show_joins, print](const client::UpdateEvent& u) {
     client::ChatLine line;
     if (!client::ParseChat(u.payload, &line)) return;
+    if (!print) {
+      if (line.op == room::ChatOp::kJoin || line.op == room::ChatOp::kNick) {
+        s->nicks[line.author] = line.text;
+      }
+      return;
+    }
     switch (line.op) {
       case room::ChatOp::kJoin:
       case room::ChatOp::kNick:
@@ -389,7 +401,7 @@ int Read(std::span<const char* const> args) {
   const sigset_t mask = BlockStopSignals();
   Session s;
   absl::Status st = Open(*flags, flags->positional()[0], &s, [&] {
-    if (follow) FollowUpdates(&s, json, /*show_joins=*/false);
+    FollowUpdates(&s, json, /*show_joins=*/false, /*print=*/follow);
   });
   if (!st.ok()) return Fail("room read", st);
   auto state = CatchUp(&s);
