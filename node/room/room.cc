@@ -116,6 +116,7 @@ void Room::BackfillKeys() {
 // ---- updates ----
 
 Verdict Room::Receive(Bytes record) {
+  placed_.clear();
   UpdateView u;
   Verdict v = DecodeUpdate(record, id(), &u);
   if (v != Verdict::kOk) return Count(v);
@@ -196,6 +197,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     return Verdict::kPending;
   }
   *placed = true;
+  placed_.push_back(id);
   return Insert(id, std::move(*held));
 }
 

@@ -85,6 +85,9 @@ class Room {
   // that order. kOk / kOverCap / kBadPayload mean it is in the log (the last two: the state
   // did not change); kPending means held until its parents come.
   Verdict Receive(Bytes record);
+  // Placed: the updates the last Receive put in the log, in the order placed: the update
+  // itself unless it went pending, and every pending update its arrival released.
+  const std::vector<Hash256>& placed() const noexcept { return placed_; }
   // Write: makes, signs and applies an update over the current heads; returns its record
   // for broadcast. Fails without changing anything when this node lacks the write key or
   // the payload could take the state past its cap.
@@ -205,6 +208,7 @@ class Room {
   std::vector<uint32_t> heads_;                          // slots with no live child
 
   absl::flat_hash_map<Hash256, Held, IdHash> pending_;
+  std::vector<Hash256> placed_;  // see placed(); cleared by each Receive
   absl::flat_hash_map<Hash256, std::vector<Hash256>, IdHash> waiting_;  // parent -> children
   absl::flat_hash_map<Hash256, Held, IdHash> quarantine_;
   std::deque<Hash256> quarantine_fifo_;

@@ -357,7 +357,9 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
       ++counters_.storage_errors;  // no ack: the publisher retries
     }
   }
-  Emit(SwarmEvent::kUpdateApplied, update, from);
+  // An update that went pending is announced when it is placed, with the pending updates
+  // that a later arrival releases: only then can the application read its payload.
+  for (const Hash256& placed : room_->placed()) Emit(SwarmEvent::kUpdateApplied, placed, from);
   NoteStateChange(before);
   return v;
 }
