@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +37,22 @@ constexpr FlagSpec kCreateFlags[] = {
      "where the admin key file is written (DIR/rooms/ROOM.admin, mode 0600)"},
     {"bootstrap", FlagSpec::Kind::kList, "RINGPEER_BOOTSTRAP", "HOST:PORT", nullptr,
      "relay the invites point joiners to (repeat for several)"},
+    {"writers", FlagSpec::Kind::kValue, nullptr, "N", "1",
+     "how many writer invites (each its own member key, so that one can be evicted)"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
+};
+
+constexpr FlagSpec kEvictFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
+     "where `room create` wrote the admin key file; also the embedded client's directory"},
+    {"admin-key", FlagSpec::Kind::kValue, nullptr, "FILE", "DIR/rooms/ROOM.admin",
+     "the room's admin key file (rewritten with the re-issued invites)"},
+    {"bootstrap", FlagSpec::Kind::kList, "RINGPEER_BOOTSTRAP", "HOST:PORT", nullptr,
+     "relay to publish the rotation through, besides the invites' addresses"},
+    {"listen", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_LISTEN", "ADDR:PORT", "0.0.0.0:0",
+     "UDP address of the embedded node"},
+    {"timeout", FlagSpec::Kind::kValue, nullptr, "SECONDS", "15",
+     "how long to wait for a relay"},
     {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
 };
 
@@ -118,8 +136,11 @@ int Create(std::span<const char* const> args) {
   }
   auto boot = Bootstrap(*flags);
   if (!boot.ok()) return Usage("room create", boot.status());
+  auto writers = ParseUint("writers", flags->Value("writers").value_or("1"), 1,
+                           client::kWritersMax);
+  if (!writers.ok()) return Usage("room create", writers.status());
   if (!wire::InitCrypto()) return Fail("room create", absl::InternalError("libsodium failed"));
-  auto made = client::CreateRoom(flags->positional()[0], *boot);
+  auto made = client::CreateRoom(flags->positional()[0], *boot, *writers);
   if (!made.ok()) return Fail("room create", made.status());
   const std::string dir = flags->Value("data-dir").value_or(kDefaultClientDir);
   auto data_dir = store::DataDir::Open(dir);
@@ -138,6 +159,9 @@ int Create(std::span<const char* const> args) {
                                        made->admin.secret_key.size())), "\n",
       "writer_invite ", room::FormatInvite(made->writer), "\n",
       "reader_invite ", room::FormatInvite(made->reader), "\n");
+  for (const room::Invite& w : made->more_writers) {
+    absl::StrAppend(&file, "writer_invite ", room::FormatInvite(w), "\n");
+  }
   absl::Status s = store::WriteFileAtomically(path, file, 0600);
   if (!s.ok()) return Fail("room create", s);
   const std::string writer = room::FormatInvite(made->writer);
@@ -150,6 +174,9 @@ int Create(std::span<const char* const> args) {
     w.Key("admin_key").String(path);
     w.Key("writer_invite").String(writer);
     w.Key("reader_invite").String(reader);
+    w.Key("more_writer_invites").BeginArray();
+    for (const room::Invite& m : made->more_writers) w.String(room::FormatInvite(m));
+    w.EndArray();
     w.EndObject();
     std::printf("%s\n", w.str().c_str());
     return 0;
@@ -157,6 +184,10 @@ int Create(std::span<const char* const> args) {
   std::printf("room        %s\nadmin key   %s  (private: it signs key rotations)\n\n"
               "writer invite (read and write):\n%s\n\nreader invite (read only):\n%s\n",
               hex.c_str(), path.c_str(), writer.c_str(), reader.c_str());
+  for (size_t i = 0; i < made->more_writers.size(); ++i) {
+    std::printf("\nwriter invite %zu (read and write):\n%s\n", i + 2,
+                room::FormatInvite(made->more_writers[i]).c_str());
+  }
   if (boot->empty()) {
     std::printf("\nnote: no --bootstrap given; joiners must pass --bootstrap HOST:PORT\n");
   }
@@ -427,6 +458,216 @@ int Read(std::span<const char* const> args) {
   return 0;
 }
 
+// ---- room evict ----
+
+// AdminFile: DIR/rooms/ROOM.admin as `room create` (and each eviction) writes it: "key
+// value" lines; one "*_invite" line per member, in order; "evicted HEX" per member gone.
+struct AdminFile {
+  std::string room_hex;
+  std::string admin_secret_hex;
+  struct Member {
+    std::string label;  // "writer_invite" or "reader_invite"
+    std::string text;
+    room::Invite invite;
+    wire::PublicKey key{};
+  };
+  std::vector<Member> members;
+  std::vector<std::string> evicted;
+};
+
+absl::StatusOr<AdminFile> ReadAdminFile(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot open the admin key file ", path,
+                                            " (pass --admin-key FILE)"));
+  }
+  AdminFile a;
+  char* line = nullptr;
+  size_t cap = 0;
+  ssize_t n;
+  absl::Status bad;
+  while ((n = getline(&line, &cap, f)) > 0) {
+    std::string t(line, static_cast<size_t>(n));
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+    if (t.empty() || t[0] == '#') continue;
+    const size_t sp = t.find(' ');
+    if (sp == std::string::npos) continue;
+    const std::string key = t.substr(0, sp), value = t.substr(sp + 1);
+    if (key == "room") a.room_hex = value;
+    if (key == "admin_secret") a.admin_secret_hex = value;
+    if (key == "evicted") a.evicted.push_back(value);
+    if (key.size() > 7 && key.substr(key.size() - 7) == "_invite") {
+      auto inv = room::ParseInvite(value);
+      if (!inv.ok() || !inv->member_seed) {
+        bad = absl::DataLossError(absl::StrCat(path, ": a ", key, " line is not a "
+                                               "self-contained invite"));
+        continue;
+      }
+      AdminFile::Member m{key, value, *inv, wire::KeyPair::FromSeed(*inv->member_seed).public_key};
+      a.members.push_back(std::move(m));
+    }
+  }
+  free(line);
+  std::fclose(f);
+  if (!bad.ok()) return bad;
+  if (a.room_hex.empty() || a.admin_secret_hex.size() != 128) {
+    return absl::DataLossError(absl::StrCat(path, ": not a ringpeer room admin key file"));
+  }
+  return a;
+}
+
+int Evict(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kEvictFlags, args, 1);
+  if (!flags.ok()) return Usage("room evict", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room evict INVITE_OR_MEMBER [flags]\n\nEvicts a member: the "
+                "admin signs the next key epoch at the room's current heads,\ngranting a new "
+                "write key and content key to every other member of the admin key\nfile, "
+                "publishes it through a relay, rewrites the file and prints the re-issued\n"
+                "invites. The evicted member's later posts are refused by everyone, and it "
+                "cannot\nread what is written after the rotation.\nINVITE_OR_MEMBER: the "
+                "member's invite, or the first 8+ hex digits of its member key.\n\nflags:\n%s",
+                Flags::Help(kEvictFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return Usage("room evict", absl::InvalidArgumentError("needs one INVITE_OR_MEMBER"));
+  }
+  if (!wire::InitCrypto()) return Fail("room evict", absl::InternalError("libsodium failed"));
+  const std::string target = flags->positional()[0];
+  const std::string dir = flags->Value("data-dir").value_or(kDefaultClientDir);
+  std::string who;  // hex of the member key, or a prefix of it
+  std::string path;
+  if (target.rfind("ringpeer:", 0) == 0) {
+    auto inv = room::ParseInvite(target);
+    if (!inv.ok()) return Usage("room evict", inv.status());
+    if (!inv->member_seed) {
+      return Usage("room evict", absl::InvalidArgumentError(
+                                     "the invite names no member key (not self-contained)"));
+    }
+    who = wire::Hex(wire::KeyPair::FromSeed(*inv->member_seed).public_key);
+    path = absl::StrCat(dir, "/rooms/", wire::Hex(inv->room_id), ".admin");
+  } else {
+    who = target;
+    for (char& c : who) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (who.size() < 8 || who.size() > 64 ||
+        who.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return Usage("room evict", absl::InvalidArgumentError(
+                                     "INVITE_OR_MEMBER: an invite, or 8 to 64 hex digits"));
+    }
+    if (!flags->Value("admin-key")) {
+      return Usage("room evict", absl::InvalidArgumentError(
+                                     "a member key needs --admin-key FILE (an invite names "
+                                     "its room)"));
+    }
+  }
+  if (auto k = flags->Value("admin-key")) path = *k;
+  auto file = ReadAdminFile(path);
+  if (!file.ok()) return Fail("room evict", file.status());
+  std::array<uint8_t, 32> seed;
+  if (!wire::ParseHex32(std::string_view(file->admin_secret_hex).substr(0, 64), &seed)) {
+    return Fail("room evict", absl::DataLossError(path + ": bad admin_secret"));
+  }
+  const wire::KeyPair admin = wire::KeyPair::FromSeed(seed);
+  std::vector<room::Invite> stay;
+  std::vector<const AdminFile::Member*> staying;
+  std::string evicted_hex;
+  for (const AdminFile::Member& m : file->members) {
+    const std::string hex = wire::Hex(m.key);
+    if (hex.rfind(who, 0) == 0) {
+      if (!evicted_hex.empty()) {
+        return Usage("room evict", absl::InvalidArgumentError(
+                                       absl::StrCat("'", who, "' names several members")));
+      }
+      evicted_hex = hex;
+    } else {
+      stay.push_back(m.invite);
+      staying.push_back(&m);
+    }
+  }
+  if (evicted_hex.empty()) {
+    for (const std::string& e : file->evicted) {
+      if (e.rfind(who, 0) == 0) {
+        return Fail("room evict", absl::FailedPreconditionError(
+                                      absl::StrCat("member ", e.substr(0, 16),
+                                                   " was already evicted")));
+      }
+    }
+    return Fail("room evict", absl::NotFoundError(
+                                  absl::StrCat("no member ", who.substr(0, 16), " in ", path)));
+  }
+  if (stay.empty()) {
+    return Fail("room evict", absl::FailedPreconditionError(
+                                  "that is the last member; nobody would stay in the room"));
+  }
+  // Join through a member that stays (its key only reads the heads here), catch up, so
+  // that the rotation names every update written so far.
+  Session s;
+  absl::Status st = Open(*flags, staying[0]->text, &s);
+  if (!st.ok()) return Fail("room evict", st);
+  auto state = CatchUp(&s);
+  if (!state.ok()) return Fail("room evict", state.status());
+  const int64_t file_epoch = static_cast<int64_t>(stay[0].epochs.size()) - 1;
+  if (state->epoch != file_epoch) {
+    return Fail("room evict", absl::FailedPreconditionError(absl::StrCat(
+                                  "the room is at key epoch ", state->epoch, ", the admin key "
+                                  "file at ", file_epoch, " (an older copy of the file?)")));
+  }
+  auto rotation = client::MakeRotation(admin, stay, state->heads);
+  if (!rotation.ok()) return Fail("room evict", rotation.status());
+  st = s.client->AddKeyEpoch(s.room, rotation->record);
+  if (!st.ok()) return Fail("room evict", st);
+  // The epoch is flooded once; a relay that missed it shows the older epoch in its next
+  // RoomHeads (every 2 s) and gets it again. Stay that long.
+  s.client->Poll(0);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < until) s.client->Poll(50);
+  // Rewrite the admin key file: the members that stay with their new invites.
+  std::string out = absl::StrCat(
+      "# ringpeer room admin key: keep private; it signs key rotations\n", "room ",
+      file->room_hex, "\n", "admin_secret ", file->admin_secret_hex, "\n");
+  std::vector<std::string> texts;
+  for (size_t i = 0; i < staying.size(); ++i) {
+    texts.push_back(room::FormatInvite(rotation->invites[i]));
+    absl::StrAppend(&out, staying[i]->label, " ", texts.back(), "\n");
+  }
+  for (const std::string& e : file->evicted) absl::StrAppend(&out, "evicted ", e, "\n");
+  absl::StrAppend(&out, "evicted ", evicted_hex, "\n");
+  st = store::WriteFileAtomically(path, out, 0600);
+  if (!st.ok()) {
+    std::fprintf(stderr, "ringpeer room evict: the rotation is published, but %s; the "
+                         "re-issued invites follow\n", std::string(st.message()).c_str());
+  }
+  if (flags->Switch("json")) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("room").String(file->room_hex);
+    w.Key("epoch").Uint(rotation->epoch);
+    w.Key("evicted").String(evicted_hex);
+    w.Key("invites").BeginArray();
+    for (size_t i = 0; i < staying.size(); ++i) {
+      w.BeginObject();
+      w.Key("member").String(wire::Hex(staying[i]->key));
+      w.Key("write").Bool(staying[i]->label == "writer_invite");
+      w.Key("invite").String(texts[i]);
+      w.EndObject();
+    }
+    w.EndArray();
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+  } else {
+    std::printf("room        %s\nevicted     %s\nkey epoch   %u\n", file->room_hex.c_str(),
+                evicted_hex.c_str(), rotation->epoch);
+    for (size_t i = 0; i < staying.size(); ++i) {
+      std::printf("\nre-issued %s for member %s:\n%s\n",
+                  staying[i]->label == "writer_invite" ? "writer invite (read and write)"
+                                                       : "reader invite (read only)",
+                  ShortHex(staying[i]->key).c_str(), texts[i].c_str());
+    }
+  }
+  return st.ok() ? 0 : kExitRuntime;
+}
+
 }  // namespace
 
 int RoomMain(std::span<const char* const> args) {
@@ -435,13 +676,10 @@ int RoomMain(std::span<const char* const> args) {
   if (sub == "create") return Create(rest);
   if (sub == "post") return Post(rest);
   if (sub == "read") return Read(rest);
-  if (sub == "evict") {
-    std::fprintf(stderr, "ringpeer room evict: not implemented yet (the admin key file in "
-                         "DIR/rooms holds what a rotation needs)\n");
-    return kExitRuntime;
-  }
+  if (sub == "evict") return Evict(rest);
   std::fprintf(stderr,
-               "usage: ringpeer room create NAME | post INVITE TEXT | read INVITE [--follow]\n"
+               "usage: ringpeer room create NAME | post INVITE TEXT | read INVITE [--follow]"
+               " | evict INVITE\n"
                "Run 'ringpeer room SUB --help' for the flags of one.\n");
   return sub.empty() || sub == "help" || sub == "--help" ? (sub.empty() ? kExitUsage : 0)
                                                          : kExitUsage;

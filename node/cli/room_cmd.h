@@ -5,6 +5,8 @@
 //   ringpeer room post INVITE TEXT  publish TEXT (or each stdin line for "-"); waits for a
 //                                   relay's durable ack
 //   ringpeer room read INVITE       print the history; --follow keeps printing
+//   ringpeer room evict INVITE      the admin rotates the keys without that member and
+//                                   prints the re-issued invites of those who stay
 //   ringpeer chat INVITE            a terminal chat
 //
 // Control path; called from main() on the main thread.

@@ -23,7 +23,11 @@ bool ParseChat(wire::Bytes payload, ChatLine* out) {
 }
 
 absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
-                                   const std::vector<base::Endpoint>& bootstrap) {
+                                   const std::vector<base::Endpoint>& bootstrap,
+                                   size_t writers) {
+  if (writers < 1 || writers > kWritersMax) {
+    return absl::InvalidArgumentError(absl::StrCat("writers: 1 to ", kWritersMax));
+  }
   if (bootstrap.size() > room::kInviteAddressesMax) {
     return absl::InvalidArgumentError(absl::StrCat("at most ", room::kInviteAddressesMax,
                                                    " bootstrap addresses fit in an invite"));
@@ -51,6 +55,11 @@ absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
   spec.write_seed = random32();
   spec.content_key = random32();
   spec.members = {{writer.public_key, true}, {reader.public_key, false}};
+  std::vector<std::array<uint8_t, 32>> more_seeds;
+  for (size_t i = 1; i < writers; ++i) {
+    more_seeds.push_back(random32());
+    spec.members.push_back({wire::KeyPair::FromSeed(more_seeds.back()).public_key, true});
+  }
   std::vector<uint8_t> epoch =
       room::MakeKeyEpoch(r.admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
   if (genesis.size() > room::kInviteRecordBytesMax || epoch.size() > room::kInviteRecordBytesMax) {
@@ -63,6 +72,80 @@ absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
   r.writer.bootstrap = bootstrap;
   r.reader = r.writer;
   r.reader.member_seed = reader_seed;
+  for (const auto& seed : more_seeds) {
+    r.more_writers.push_back(r.writer);
+    r.more_writers.back().member_seed = seed;
+  }
+  return r;
+}
+
+absl::StatusOr<Rotation> MakeRotation(const wire::KeyPair& admin,
+                                      const std::vector<room::Invite>& stay,
+                                      const std::vector<wire::Hash256>& heads) {
+  if (stay.empty()) return absl::InvalidArgumentError("no member would stay in the room");
+  const room::Invite& first = stay[0];
+  if (first.genesis.empty() || first.epochs.empty()) {
+    return absl::InvalidArgumentError("invite: carries no room records");
+  }
+  room::Genesis g;
+  if (room::ParseGenesis(first.genesis, &g) != room::Verdict::kOk ||
+      g.admin != admin.public_key) {
+    return absl::InvalidArgumentError("the admin key is not this room's admin");
+  }
+  const uint32_t last = static_cast<uint32_t>(first.epochs.size() - 1);
+  if (first.epochs.size() + 1 > room::kInviteEpochsMax) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "an invite carries at most ", room::kInviteEpochsMax, " key epochs; this room has ",
+        first.epochs.size()));
+  }
+  auto random32 = [] {
+    std::array<uint8_t, 32> a;
+    wire::RandomBytes(a);
+    return a;
+  };
+  room::KeyEpochSpec spec;
+  spec.room_id = g.room_id;
+  spec.epoch = last + 1;
+  spec.write_seed = random32();
+  spec.content_key = random32();
+  spec.rotation_heads = heads;
+  for (const room::Invite& inv : stay) {
+    if (inv.room_id != g.room_id || !inv.member_seed) {
+      return absl::InvalidArgumentError("invite: not a self-contained invite of this room");
+    }
+    if (inv.epochs.size() != first.epochs.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invite: made at epoch ", inv.epochs.size() - 1, ", the others at ", last,
+          " (use the invites of the latest rotation)"));
+    }
+    const wire::KeyPair me = wire::KeyPair::FromSeed(*inv.member_seed);
+    room::KeyEpoch e;
+    if (room::ParseKeyEpoch(inv.epochs[last], g.room_id, admin.public_key, &me, &e) !=
+            room::Verdict::kOk ||
+        !e.content_key) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invite: epoch ", last, " grants its member nothing (evicted?)"));
+    }
+    if (!spec.previous_key) spec.previous_key = *e.content_key;
+    for (const room::MemberGrantSpec& m : spec.members) {
+      if (m.member == me.public_key) {
+        return absl::InvalidArgumentError("invite: the same member twice");
+      }
+    }
+    spec.members.push_back({me.public_key, e.write_seed.has_value()});
+  }
+  Rotation r;
+  r.epoch = spec.epoch;
+  r.record = room::MakeKeyEpoch(admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  if (r.record.size() > room::kInviteRecordBytesMax) {
+    return absl::ResourceExhaustedError("key epoch too large for an invite (too many members)");
+  }
+  for (const room::Invite& inv : stay) {
+    room::Invite n = inv;
+    n.epoch = spec.epoch;
+    n.epochs.push_back(r.record);
+    r.invites.push_back(std::move(n));
+  }
   return r;
 }
 
@@ -203,7 +286,18 @@ absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
   s.can_write = cmd->room.can_write;
   s.epoch = cmd->room.epoch;
   s.state = std::move(cmd->state);
+  s.heads = std::move(cmd->heads);
   return s;
+}
+
+absl::Status Client::AddKeyEpoch(const RoomRef& room, wire::Bytes record) {
+  auto cmd = std::make_unique<shard::ControlCommand>();
+  cmd->kind = shard::ControlCommand::Kind::kRoomEpoch;
+  cmd->target = room.id;
+  cmd->epochs.emplace_back(record.begin(), record.end());
+  cmd = Request(std::move(cmd));
+  if (!cmd->ok) return absl::FailedPreconditionError(absl::StrCat("key epoch: ", cmd->error));
+  return absl::OkStatus();
 }
 
 void Client::Dispatch(const Event& e) {

@@ -74,6 +74,7 @@ struct RoomState {
   bool can_write = false;
   int64_t epoch = -1;
   std::vector<uint8_t> state;  // the reducer's serialized state (ChatReducer::Load reads it)
+  std::vector<wire::Hash256> heads;  // the log's current heads (what a rotation names)
 };
 
 // A new room, made offline by its admin: the admin key (signs the genesis and every key
@@ -84,11 +85,33 @@ struct NewRoom {
   wire::Hash256 room_id{};
   room::Invite writer;
   room::Invite reader;
+  std::vector<room::Invite> more_writers;  // writers after the first (CreateRoom's `writers`)
 };
 // CreateRoom: a chat room named `name` whose invites carry `bootstrap` (at most
 // room::kInviteAddressesMax). Randomness from libsodium. REQUIRES: wire::InitCrypto().
+// `writers` (1..kWritersMax) is how many writer invites, each its own member key.
+inline constexpr size_t kWritersMax = 4;
 absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
-                                   const std::vector<base::Endpoint>& bootstrap);
+                                   const std::vector<base::Endpoint>& bootstrap,
+                                   size_t writers = 1);
+
+// A key rotation that leaves members out (eviction, node/room/README.md "Eviction"): key
+// epoch N+1, signed by the admin at `heads` (the log's current heads), grants a fresh
+// write key and content key to the members of `stay` only, each with the access its
+// invite had (write, or read-only), and seals the old content key under the new one so
+// that history stays readable. `stay` are self-contained invites of this room, all made
+// after epoch N (`room create`'s, or an earlier rotation's). Returns the record to publish
+// (Client::AddKeyEpoch) and each member's re-issued invite (epochs 0..N+1), in order.
+// Errors: no member stays, an invite of another room or an older epoch, too many epochs
+// for an invite. REQUIRES: wire::InitCrypto().
+struct Rotation {
+  uint32_t epoch = 0;
+  std::vector<uint8_t> record;
+  std::vector<room::Invite> invites;
+};
+absl::StatusOr<Rotation> MakeRotation(const wire::KeyPair& admin,
+                                      const std::vector<room::Invite>& stay,
+                                      const std::vector<wire::Hash256>& heads);
 
 // One chat line decoded from an update payload (room::ChatPayload's form).
 struct ChatLine {
@@ -120,6 +143,10 @@ class Client {
   absl::StatusOr<wire::Hash256> Publish(const RoomRef& room, wire::Bytes payload);
   absl::Status Leave(const RoomRef& room);
   absl::StatusOr<RoomState> State(const RoomRef& room);
+  // AddKeyEpoch: applies the admin's next key epoch record (MakeRotation) to the joined
+  // room and floods it to the room's peers; relays store it and pass it on to members
+  // who join later. Errors: the room refused it (its verdict name), not joined.
+  absl::Status AddKeyEpoch(const RoomRef& room, wire::Bytes record);
 
   // Callbacks, run by Poll() on the application's thread. Set before joining.
   void OnUpdate(std::function<void(const UpdateEvent&)> f) { on_update_ = std::move(f); }

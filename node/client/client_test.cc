@@ -119,5 +119,50 @@ TEST(Client, ClearErrors) {
   EXPECT_FALSE(Client::Start(o).ok());
 }
 
+// MakeRotation, offline: the members that stay open epoch 1 with the access they had
+// (writer: write seed; reader: content key only) and the old content key; the evicted
+// member opens nothing; a room's invites of another admin, or none staying, are refused.
+TEST(Client, RotationGrantsOnlyTheMembersThatStay) {
+  ASSERT_TRUE(wire::InitCrypto());
+  auto made = CreateRoom("rot", {*base::Endpoint::Parse("127.0.0.1:9")}, 2);
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_EQ(made->more_writers.size(), 1u);
+  const room::Invite& gone = made->writer;
+  const std::vector<room::Invite> stay = {made->more_writers[0], made->reader};
+  const std::vector<wire::Hash256> heads = {wire::Hash256{1}};
+  auto rot = MakeRotation(made->admin, stay, heads);
+  ASSERT_TRUE(rot.ok()) << rot.status();
+  EXPECT_EQ(rot->epoch, 1u);
+  ASSERT_EQ(rot->invites.size(), 2u);
+  auto open = [&](const room::Invite& inv, room::KeyEpoch* e) {
+    const wire::KeyPair me = wire::KeyPair::FromSeed(*inv.member_seed);
+    return room::ParseKeyEpoch(rot->record, made->room_id, made->admin.public_key, &me, e);
+  };
+  room::KeyEpoch w, r, g;
+  ASSERT_EQ(open(stay[0], &w), room::Verdict::kOk);
+  EXPECT_TRUE(w.content_key && w.write_seed && w.previous_key);
+  EXPECT_EQ(w.rotation_heads, heads);
+  ASSERT_EQ(open(stay[1], &r), room::Verdict::kOk);
+  EXPECT_TRUE(r.content_key && !r.write_seed);
+  ASSERT_EQ(open(gone, &g), room::Verdict::kOk);
+  EXPECT_FALSE(g.content_key || g.write_seed);
+  for (const room::Invite& inv : rot->invites) {
+    EXPECT_EQ(inv.epochs.size(), 2u);
+    auto back = room::ParseInvite(room::FormatInvite(inv));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, inv);
+  }
+  EXPECT_FALSE(MakeRotation(made->admin, {}, heads).ok());
+  EXPECT_FALSE(MakeRotation(wire::KeyPair::Generate(), stay, heads).ok());
+  EXPECT_FALSE(MakeRotation(made->admin, {stay[0], stay[0]}, heads).ok());
+  // The evicted member's invite cannot stay in a later rotation: epoch 1 grants it nothing.
+  const std::vector<room::Invite> after = {rot->invites[0], rot->invites[1]};
+  auto next = MakeRotation(made->admin, after, heads);
+  ASSERT_TRUE(next.ok()) << next.status();
+  room::Invite old = gone;
+  old.epochs = rot->invites[0].epochs;
+  EXPECT_FALSE(MakeRotation(made->admin, {old}, heads).ok());
+}
+
 }  // namespace
 }  // namespace ringpeer::client

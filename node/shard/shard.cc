@@ -366,6 +366,7 @@ void Shard::StartCommand(ControlCommand* cmd, int64_t now_us) noexcept {
     case ControlCommand::Kind::kRoomPublish:
     case ControlCommand::Kind::kRoomLeave:
     case ControlCommand::Kind::kRoomState:
+    case ControlCommand::Kind::kRoomEpoch:
       StartRoomCommand(cmd, now_us);
       return FinishCommand();
   }
@@ -410,6 +411,18 @@ void Shard::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
         cmd->published.push_back(*id);
       }
       break;
+    case ControlCommand::Kind::kRoomEpoch: {
+      if (cmd->epochs.size() != 1) {
+        cmd->error = "needs one key epoch record";
+        return;
+      }
+      const room::Verdict v = swarm->AddKeyEpoch(cmd->epochs[0], *outbox_);
+      if (v != room::Verdict::kOk) {
+        cmd->error = std::string("key epoch refused: ") + room::VerdictName(v);
+        return;
+      }
+      break;
+    }
     case ControlCommand::Kind::kRoomLeave:
       rooms_->Close(cmd->target, *outbox_);
       counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
@@ -424,6 +437,7 @@ void Shard::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
       cmd->room.can_write = r.can_write();
       cmd->room.epoch = r.epoch();
       r.SerializeState(&cmd->state);
+      cmd->heads = r.heads();
       break;
     }
   }

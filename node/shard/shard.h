@@ -124,6 +124,7 @@ struct ControlCommand {
     kRoomPublish,  // write each of `payloads`; `published` gets their ids
     kRoomLeave,    // leave and stop serving the room
     kRoomState,    // the room's serialized state and figures (RoomFigures)
+    kRoomEpoch,    // apply `epochs[0]` (the admin's next key epoch) and flood it
   };
   Kind kind = Kind::kSnapshot;
   wire::NodeId target{};  // lookup target or provider key
@@ -159,6 +160,7 @@ struct ControlCommand {
     int64_t epoch = -1;
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
+  std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)
   std::atomic<bool> done{false};
 };
 
