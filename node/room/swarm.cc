@@ -330,7 +330,7 @@ bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
   return false;
 }
 
-Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint& from,
+Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint& from, bool ack,
                       bool* accepted) noexcept {
   RP_ASSERT(record.size() <= sizeof(scratch_));
   std::memcpy(scratch_, record.data(), record.size());  // the room reads 8-byte aligned
@@ -340,7 +340,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   *accepted = InLog(v);
   if (v == Verdict::kDuplicate) {
     ++counters_.duplicates;
-    if (from.valid()) QueueAck(from, update);  // a retransmission: its first ack may have been lost
+    if (ack) QueueAck(from, update);  // a retransmission: its first ack may have been lost
     return v;
   }
   if (!*accepted) {
@@ -352,7 +352,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   digest_dirty_ = true;
   if (storage_ != nullptr) {
     if (storage_->Append(id(), update, aligned).ok()) {
-      if (from.valid()) QueueAck(from, update);  // sync records come with no sender
+      if (ack) QueueAck(from, update);  // sync records are not publishes: no ack
     } else {
       ++counters_.storage_errors;  // no ack: the publisher retries
     }
@@ -395,7 +395,7 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
   const bool from_sync = sync_.active && peers_[sync_.peer].addr == from;
   if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
   bool accepted = false;
-  const Verdict v = Accept(record, update, from, &accepted);
+  const Verdict v = Accept(record, update, from, /*ack=*/from.valid(), &accepted);
   if (!accepted) {
     return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadSignature;
   }

@@ -248,7 +248,7 @@ class Swarm {
   bool AdmitRate(int64_t now_us, Peer& p, const Hash256& id, dht::Outbox& out) noexcept;
   // Accept: a record from a peer through the room; stores it and queues its ack. Returns
   // the room's verdict; `accepted` says whether it entered the log or the pending set.
-  Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from,
+  Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
                  bool* accepted) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
   void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;

@@ -161,7 +161,9 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
       }
       ++counters_.sync_records_received;
       bool accepted = false;
-      Accept(record, view.id, base::Endpoint{}, &accepted);  // no ack: not a publish
+      // The peer that sent it is its sender for the application's events (an update with
+      // no sender reads as our own); no ack: it is not a publish.
+      Accept(record, view.id, from, /*ack=*/false, &accepted);
       if (accepted) ++counters_.accepted;
     }
   }
