@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "dht/entries.h"
 #include "dht/overlay.h"
 #include "flatbuffers/flatbuffers.h"
 
@@ -15,19 +16,6 @@ uint32_t SlotOfTxid(uint64_t txid) noexcept { return static_cast<uint32_t>(txid 
 // Retries of one walk step before the walk jumps to a random peer of ours.
 constexpr uint8_t kWalkRetriesMax = 1;
 
-// ReadEntries: peer entries from the wire, without our own id or unusable addresses.
-size_t ReadEntries(const flatbuffers::Vector<const wire::fb::PeerEntry*>* list,
-                   const NodeId& self, std::span<Contact> out) noexcept {
-  if (list == nullptr) return 0;
-  size_t n = 0;
-  for (const wire::fb::PeerEntry* e : *list) {
-    if (n == out.size()) break;
-    Contact c{wire::FromWireId(e->id()), wire::FromWireAddr(e->addr())};
-    if (c.id == self || !c.addr.valid() || c.addr.port == 0) continue;
-    out[n++] = c;
-  }
-  return n;
-}
 
 void ToPeerInfo(std::span<const Contact> in, wire::PeerInfo* out) noexcept {
   for (size_t i = 0; i < in.size(); ++i) out[i] = wire::PeerInfo{in[i].id, in[i].addr};

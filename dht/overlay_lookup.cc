@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "dht/entries.h"
 #include "dht/overlay.h"
 #include "flatbuffers/flatbuffers.h"
 
@@ -30,18 +31,6 @@ constexpr size_t kProvidersReplyBytes =
     (wire::kProvidersPerMessageMax + wire::kProviderNodesPerMessageMax) * kPeerEntryBytes;
 static_assert(kProvidersReplyBytes <= wire::kDatagramBytesMax);
 
-size_t ReadEntries(const flatbuffers::Vector<const wire::fb::PeerEntry*>* list,
-                   const NodeId& self, std::span<Contact> out) noexcept {
-  if (list == nullptr) return 0;
-  size_t n = 0;
-  for (const wire::fb::PeerEntry* e : *list) {
-    if (n == out.size()) break;
-    Contact c{wire::FromWireId(e->id()), wire::FromWireAddr(e->addr())};
-    if (c.id == self || !c.addr.valid() || c.addr.port == 0) continue;
-    out[n++] = c;
-  }
-  return n;
-}
 
 // PadFor: zero bytes to add to a request of `bytes` so that 3x it covers `reply_bytes`
 // (the pad vector's own length word and alignment only make it larger).

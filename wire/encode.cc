@@ -108,17 +108,21 @@ flatbuffers::Offset<flatbuffers::Vector<const fb::PeerEntry*>> Encoder::EntryVec
   return fbb_.CreateVectorOfStructs(entries, list.size());
 }
 
+flatbuffers::Offset<flatbuffers::Vector<uint8_t>> Encoder::PadVector(
+    size_t pad_bytes) noexcept {
+  if (pad_bytes == 0) return {};
+  uint8_t* p = nullptr;
+  auto pad = fbb_.CreateUninitializedVector(pad_bytes, &p);
+  std::memset(p, 0, pad_bytes);
+  return pad;
+}
+
 size_t Encoder::FindNode(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
                          const NodeId& sender, const NodeId& target, uint8_t count,
                          size_t pad_bytes) noexcept {
   RP_ASSERT(count <= kNodesPerMessageMax);
   fbb_.Clear();
-  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pad;
-  if (pad_bytes > 0) {
-    uint8_t* p = nullptr;
-    pad = fbb_.CreateUninitializedVector(pad_bytes, &p);
-    std::memset(p, 0, pad_bytes);
-  }
+  const auto pad = PadVector(pad_bytes);
   fb::Id256 s = ToWireId(sender);
   fb::Id256 t = ToWireId(target);
   fbb_.Finish(fb::CreateFindNode(fbb_, txid, &s, &t, count, pad));
@@ -141,12 +145,7 @@ size_t Encoder::GetProviders(std::span<uint8_t> out, uint32_t shard_hint, uint64
                              size_t pad_bytes) noexcept {
   RP_ASSERT(count <= kProvidersPerMessageMax);
   fbb_.Clear();
-  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pad;
-  if (pad_bytes > 0) {
-    uint8_t* p = nullptr;
-    pad = fbb_.CreateUninitializedVector(pad_bytes, &p);
-    std::memset(p, 0, pad_bytes);
-  }
+  const auto pad = PadVector(pad_bytes);
   fb::Id256 s = ToWireId(sender);
   fb::Id256 k = ToWireId(key);
   fbb_.Finish(fb::CreateGetProviders(fbb_, txid, &s, &k, count, pad));

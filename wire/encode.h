@@ -150,6 +150,8 @@ class Encoder {
   size_t RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
 
  private:
+  // PadVector: `pad_bytes` zero bytes (requests padded against reply amplification).
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> PadVector(size_t pad_bytes) noexcept;
   flatbuffers::Offset<flatbuffers::Vector<const fb::PeerEntry*>> EntryVector(
       std::span<const PeerInfo> list) noexcept;
 

@@ -215,7 +215,8 @@ void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
                        int64_t now_us) noexcept {
   const wire::Verdict v = responder_.Answer(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) {
-    Drop(v);
+    // A full send queue is counted by the transport (send_slots_full); count it once.
+    if (v != wire::Verdict::kSendQueueFull) Drop(v);
   } else {
     ShardCounters::Add(counters_.pings_answered, 1);
   }
