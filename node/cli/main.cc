@@ -104,6 +104,7 @@ void PrintUsage(FILE* out) {
                "  ringpeer room evict INVITE       rotate the keys without that member\n"
                "  ringpeer chat INVITE      a terminal chat\n"
                "  ringpeer help             this text\n\n"
+               "  ringpeer room info INVITE [--json]   state hash, log size, heads, access\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
 

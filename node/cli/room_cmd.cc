@@ -203,6 +203,9 @@ struct Session {
   int timeout_ms = 15000;
   std::map<wire::PublicKey, std::string> nicks;  // from join/nick events and the state
   bool connected = false;
+  // Updates with seq below this are in the state the history was printed from (or not
+  // printed yet): FollowUpdates prints only those at or after it.
+  uint64_t live_from = UINT64_MAX;
 };
 
 std::string NickOf(const Session& s, const wire::PublicKey& author) {
@@ -250,9 +253,8 @@ absl::StatusOr<client::RoomState> CatchUp(Session* s) {
     auto st = s->client->State(s->room);
     if (!st.ok()) return st.status();
     if (st->caught_up && !st->syncing) {
-      // Events the shard queued before it answered are in the ring now: run them, so
-      // that callbacks have seen everything the state holds.
-      s->client->Poll(0);
+      // Events queued before and after the answer stay in the ring: the caller's next
+      // Poll runs them, and UpdateEvent::seq against st->event_mark tells them apart.
       return st;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -285,6 +287,18 @@ void PrintLine(const Session& s, const wire::PublicKey& author, const std::strin
     std::printf("%s: %s\n", NickOf(s, author).c_str(), text.c_str());
   }
   std::fflush(stdout);
+}
+
+// PrintHistory: the room's messages as `state` holds them (the last kChatMessagesMax, in
+// the order every member agrees on, whether they came from the cache, a checkpoint or the
+// sync), then switches FollowUpdates to the updates that came after that state.
+absl::Status PrintHistory(Session* s, const client::RoomState& state, bool json) {
+  room::ChatReducer chat;
+  if (!chat.Load(state.state)) return absl::DataLossError("the room's state is not a chat");
+  LearnNicks(s, chat);
+  for (const auto& m : chat.messages()) PrintLine(*s, m.author, m.text, json);
+  s->live_from = state.event_mark;
+  return absl::OkStatus();
 }
 
 // PublishAndWait: publishes in batches, each acknowledged by a relay before the next.
@@ -385,14 +399,15 @@ sigset_t BlockStopSignals() {
   return mask;
 }
 
-// FollowUpdates: prints chat messages as their updates arrive (history during the sync
-// included, in the order it arrives) and keeps the nick table current. With `print`
-// false it only learns nicks: the state forgets members who left, the history does not.
+// FollowUpdates: prints chat messages as their updates arrive, from s->live_from on (the
+// history before it comes from the state: PrintHistory), and keeps the nick table
+// current. With `print` false it only learns nicks: the state forgets members who left,
+// the history does not.
 void FollowUpdates(Session* s, bool json, bool show_joins, bool print = true) {
   s->client->OnUpdate([s, json, show_joins, print](const client::UpdateEvent& u) {
     client::ChatLine line;
     if (!client::ParseChat(u.payload, &line)) return;
-    if (!print) {
+    if (!print || u.seq < s->live_from) {
       if (line.op == room::ChatOp::kJoin || line.op == room::ChatOp::kNick) {
         s->nicks[line.author] = line.text;
       }
@@ -437,15 +452,9 @@ int Read(std::span<const char* const> args) {
   if (!st.ok()) return Fail("room read", st);
   auto state = CatchUp(&s);
   if (!state.ok()) return Fail("room read", state.status());
-  if (!follow) {
-    room::ChatReducer chat;
-    if (!chat.Load(state->state)) {
-      return Fail("room read", absl::DataLossError("the room's state is not a chat"));
-    }
-    LearnNicks(&s, chat);
-    for (const auto& m : chat.messages()) PrintLine(s, m.author, m.text, json);
-    return 0;
-  }
+  st = PrintHistory(&s, *state, json);
+  if (!st.ok()) return Fail("room read", st);
+  if (!follow) return 0;
   bool was_connected = true;
   while (!Interrupted(mask)) {
     s.client->Poll(100);
@@ -454,6 +463,54 @@ int Read(std::span<const char* const> args) {
                                        : "-- connection to the room lost; retrying\n");
       was_connected = s.connected;
     }
+  }
+  return 0;
+}
+
+// Info: the room as this member holds it once caught up, for scripts that compare
+// members (equal state hashes: the same state) and for people checking a join.
+int Info(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kClientFlags, args, 1);
+  if (!flags.ok()) return Usage("room info", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room info INVITE [flags]\n\nJoins, catches up, and prints "
+                "the room's id, state hash, log size, heads, key\nepoch and access (--json: "
+                "one JSON object). Members holding the same updates\nprint the same state "
+                "hash.\n\nflags:\n%s",
+                Flags::Help(kClientFlags).c_str());
+    return 0;
+  }
+  if (flags->positional().size() != 1) {
+    return Usage("room info", absl::InvalidArgumentError("needs one INVITE"));
+  }
+  Session s;
+  absl::Status st = Open(*flags, flags->positional()[0], &s);
+  if (!st.ok()) return Fail("room info", st);
+  auto state = CatchUp(&s);
+  if (!state.ok()) return Fail("room info", state.status());
+  const std::string room_hex = wire::Hex(s.room.id), hash_hex = wire::Hex(state->state_hash);
+  if (flags->Switch("json")) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("room").String(room_hex);
+    w.Key("state_hash").String(hash_hex);
+    w.Key("log_size").Uint(state->log_size);
+    w.Key("heads").BeginArray();
+    for (const wire::Hash256& h : state->heads) w.String(wire::Hex(h));
+    w.EndArray();
+    w.Key("epoch").Int(state->epoch);
+    w.Key("can_write").Bool(state->can_write);
+    w.Key("peers").Uint(state->peers);
+    w.Key("from_cache").Uint(state->restored);
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+  } else {
+    std::printf("room        %s\nstate_hash  %s\nlog_size    %llu\nheads       %zu\n"
+                "epoch       %lld\naccess      %s\npeers       %u\nfrom_cache  %llu\n",
+                room_hex.c_str(), hash_hex.c_str(),
+                static_cast<unsigned long long>(state->log_size), state->heads.size(),
+                static_cast<long long>(state->epoch), state->can_write ? "write" : "read",
+                state->peers, static_cast<unsigned long long>(state->restored));
   }
   return 0;
 }
@@ -676,10 +733,11 @@ int RoomMain(std::span<const char* const> args) {
   if (sub == "create") return Create(rest);
   if (sub == "post") return Post(rest);
   if (sub == "read") return Read(rest);
+  if (sub == "info") return Info(rest);
   if (sub == "evict") return Evict(rest);
   std::fprintf(stderr,
                "usage: ringpeer room create NAME | post INVITE TEXT | read INVITE [--follow]"
-               " | evict INVITE\n"
+               " | info INVITE | evict INVITE\n"
                "Run 'ringpeer room SUB --help' for the flags of one.\n");
   return sub.empty() || sub == "help" || sub == "--help" ? (sub.empty() ? kExitUsage : 0)
                                                          : kExitUsage;
@@ -707,6 +765,8 @@ int ChatMain(std::span<const char* const> args) {
                s.nick.c_str());
   auto state = CatchUp(&s);
   if (!state.ok()) return Fail("chat", state.status());
+  st = PrintHistory(&s, *state, /*json=*/false);
+  if (!st.ok()) return Fail("chat", st);
   const bool can_write = state->can_write;
   std::fprintf(stderr, "-- connected; %llu update(s) in the room%s\n",
                static_cast<unsigned long long>(state->log_size),

@@ -1,6 +1,7 @@
 #include "node/client/client.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -153,12 +154,14 @@ absl::StatusOr<Rotation> MakeRotation(const wire::KeyPair& admin,
 // needs into a ring slot (decrypting an update's payload here, where the room is) and
 // publishes it at once, so the application sees it within its next poll.
 void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) {
+  const uint64_t seq = pushed++;
   Event* slot = ring.BeginPush();
   if (slot == nullptr) {
     dropped.store(dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     return;
   }
   slot->kind = e.kind;
+  slot->seq = seq;
   slot->room = swarm.id();
   slot->id = e.id;
   slot->peer = e.peer;
@@ -190,9 +193,25 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   config.listen = {options.listen};
   config.shards = 1;  // room commands go to the owner shard, which then hosts every room
   config.transport = options.transport;
+  // Test only: the link delay of `ringpeer serve --test-delay-ms` (ring/delay_transport.h),
+  // so that room traffic in tests/netns is delayed both ways.
+  if (const char* d = std::getenv("RINGPEER_TEST_DELAY_MS"); d != nullptr && *d != '\0') {
+    char* end = nullptr;
+    const long ms = std::strtol(d, &end, 10);
+    if (*end != '\0' || ms < 0 || ms > 10'000) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("RINGPEER_TEST_DELAY_MS: '", d, "' is not a whole number in [0, 10000]"));
+    }
+    config.transport_config.send_delay_us = int64_t{ms} * 1000;
+  }
   config.bootstrap = options.bootstrap;
   config.room_listener = c->listener_.get();
-  // No room store: a client relays live traffic and never acks; relays keep the log.
+  // The room cache: the rooms this client joined, kept in its data directory (LMDB, like
+  // a relay's store) so that joining again fetches only what happened since. A member
+  // never acks (relays do, once durable) and reopens a room only when it joins it again.
+  config.room_store_dir = options.data_dir;
+  config.room_relay = false;
+  if (!options.cache) config.room_store_dir.clear();
   auto node = shard::Node::Create(config, c->identity_);
   if (!node.ok()) return node.status();
   c->node_ = std::move(*node);
@@ -287,6 +306,9 @@ absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
   s.epoch = cmd->room.epoch;
   s.state = std::move(cmd->state);
   s.heads = std::move(cmd->heads);
+  s.state_hash = cmd->room.state_hash;
+  s.event_mark = cmd->room.event_mark;
+  s.restored = cmd->room.restored;
   return s;
 }
 
@@ -309,6 +331,7 @@ void Client::Dispatch(const Event& e) {
         u.room = room;
         u.id = e.id;
         u.own = e.own;
+        u.seq = e.seq;
         if (e.readable) u.payload.assign(e.payload, e.payload + e.payload_bytes);
         on_update_(u);
       }

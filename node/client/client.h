@@ -41,14 +41,18 @@ inline constexpr uint32_t kEventRingSlots = 4096;
 inline constexpr int kRequestTimeoutMs = 5000;
 
 struct ClientOptions {
-  // Holds the client's node key (created with mode 0600 on first use) and, later, its
-  // room cache. Created (0700) if missing; one client per directory (it is locked).
+  // Holds the client's node key (created with mode 0600 on first use) and its room
+  // cache. Created (0700) if missing; one client per directory (it is locked).
   std::string data_dir;
   // The UDP address to bind; port 0 picks a free one.
   base::Endpoint listen = *base::Endpoint::Parse("0.0.0.0:0");
   // Peers to join the overlay and every room through, besides an invite's own addresses.
   std::vector<base::Endpoint> bootstrap;
   ring::TransportKind transport = ring::TransportKind::kAuto;
+  // Keep joined rooms in data_dir (shard-0/, LMDB) and reopen them from there on the next
+  // join, so that a returning client fetches only what it missed. Off: every join starts
+  // empty and downloads the room again.
+  bool cache = true;
 };
 
 // A room this client has joined: its id (64 hex digits in ToString()).
@@ -62,6 +66,9 @@ struct UpdateEvent {
   wire::Hash256 id{};
   std::vector<uint8_t> payload;  // decrypted; empty when this member cannot read it
   bool own = false;              // written by this client
+  // Position in this client's event stream: an update with seq >= a RoomState's
+  // event_mark is not in that state yet (print the state, then only such updates).
+  uint64_t seq = 0;
 };
 
 // What State() reports about a room.
@@ -75,6 +82,9 @@ struct RoomState {
   int64_t epoch = -1;
   std::vector<uint8_t> state;  // the reducer's serialized state (ChatReducer::Load reads it)
   std::vector<wire::Hash256> heads;  // the log's current heads (what a rotation names)
+  wire::Hash256 state_hash{};  // equal on every member that holds the same log
+  uint64_t event_mark = 0;     // UpdateEvent::seq of the first update not in `state`
+  uint64_t restored = 0;       // updates this join took from the cache, not the network
 };
 
 // A new room, made offline by its admin: the admin key (signs the genesis and every key
@@ -181,6 +191,7 @@ class Client {
     bool own = false;
     uint16_t payload_bytes = 0;
     bool readable = false;
+    uint64_t seq = 0;
     wire::Hash256 room{};
     wire::Hash256 id{};
     base::Endpoint peer;
@@ -190,7 +201,9 @@ class Client {
   struct Listener final : room::SwarmListener {
     Listener() : ring(kEventRingSlots) {}
     void OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) override;
+    uint64_t Mark() override { return pushed; }
     shard::SpscRing<Event> ring;
+    uint64_t pushed = 0;           // events offered, dropped ones included (shard thread)
     std::vector<uint8_t> scratch;  // decrypted payload (shard thread)
     std::atomic<uint64_t> dropped{0};
   };

@@ -71,6 +71,7 @@ bool Room::ParseHeld(Bytes record, Held* out) {
 // ---- key epochs ----
 
 Verdict Room::AddKeyEpoch(Bytes record) {
+  placed_.clear();
   KeyEpoch k;
   Verdict v = ParseKeyEpoch(record, id(), genesis_.admin, identity_ ? &*identity_ : nullptr, &k);
   if (v != Verdict::kOk) return Count(v);
@@ -114,6 +115,13 @@ void Room::BackfillKeys() {
 }
 
 // ---- updates ----
+
+Bytes Room::RecordOf(const Hash256& id) const noexcept {
+  auto it = index_.find(id);
+  if (it == index_.end()) return {};
+  const Entry& e = entries_[it->second];
+  return Bytes(e.record.data(), e.record.size());
+}
 
 Verdict Room::Receive(Bytes record) {
   placed_.clear();

@@ -88,6 +88,9 @@ class Room {
   // Placed: the updates the last Receive put in the log, in the order placed: the update
   // itself unless it went pending, and every pending update its arrival released.
   const std::vector<Hash256>& placed() const noexcept { return placed_; }
+  // RecordOf: the exact record bytes of update `id` in the log (empty when it is not, or
+  // is a checkpoint's base entry known by id only). Valid until the room changes.
+  Bytes RecordOf(const Hash256& id) const noexcept;
   // Write: makes, signs and applies an update over the current heads; returns its record
   // for broadcast. Fails without changing anything when this node lacks the write key or
   // the payload could take the state past its cap.
@@ -208,7 +211,7 @@ class Room {
   std::vector<uint32_t> heads_;                          // slots with no live child
 
   absl::flat_hash_map<Hash256, Held, IdHash> pending_;
-  std::vector<Hash256> placed_;  // see placed(); cleared by each Receive
+  std::vector<Hash256> placed_;  // see placed(); cleared by each Receive and AddKeyEpoch
   absl::flat_hash_map<Hash256, std::vector<Hash256>, IdHash> waiting_;  // parent -> children
   absl::flat_hash_map<Hash256, Held, IdHash> quarantine_;
   std::deque<Hash256> quarantine_fifo_;

@@ -51,9 +51,42 @@ absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
                                       std::span<const std::vector<uint8_t>> epochs,
                                       std::span<const base::Endpoint> bootstrap,
                                       dht::Outbox& out, const KeyPair* identity) {
-  auto swarm = Create(genesis, epochs, identity);
+  absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
+  // A member's cache (a client's data directory): a room joined before is reopened from
+  // what was stored, so the join asks only for what happened since. The cache is kept
+  // only while it still matches: the stored records are verified again as the room
+  // reloads them (a record that fails is dropped and counted, never trusted), and a
+  // cache that cannot be opened at all is forgotten and the join starts empty.
+  if (!config_.swarm.relay && storage_ != nullptr) swarm = OpenCached(genesis, epochs, identity);
+  if (!swarm.ok()) swarm = Create(genesis, epochs, identity);
   if (!swarm.ok()) return swarm;
   for (const base::Endpoint& e : bootstrap) (*swarm)->Connect(now_us, e, out);
+  return swarm;
+}
+
+absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
+                                            std::span<const std::vector<uint8_t>> epochs,
+                                            const KeyPair* identity) {
+  Genesis g;
+  if (ParseGenesis(genesis, &g) != Verdict::kOk) return absl::InvalidArgumentError("genesis");
+  auto loaded = storage_->Load(g.room_id);
+  if (!loaded.ok()) return loaded.status();  // not cached (NotFound) or unreadable
+  ++cache_.opened;
+  // The cache may know later key epochs than the invite (a rotation seen before); the
+  // longer list wins when it opens, else the invite's.
+  absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
+  if (loaded->key_epochs.size() > epochs.size() &&
+      std::equal(genesis.begin(), genesis.end(), loaded->genesis.begin(), loaded->genesis.end())) {
+    swarm = Open(genesis, loaded->key_epochs, /*store=*/true, identity);
+  }
+  if (!swarm.ok()) swarm = Open(genesis, epochs, /*store=*/true, identity);
+  if (!swarm.ok()) {
+    ++cache_.discarded;
+    storage_->Forget(g.room_id).IgnoreError();  // staged; Create stores the room anew
+    return swarm.status();
+  }
+  (*swarm)->Restore(*loaded);
+  cache_.updates_restored += (*swarm)->room().log_size();
   return swarm;
 }
 

@@ -46,7 +46,8 @@ class RoomHost {
   // member key, node/client); the Room keeps a copy.
   absl::StatusOr<Swarm*> Create(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                                 const KeyPair* identity = nullptr);
-  // Join: Create, then Connect to each bootstrap peer (providers from the DHT).
+  // Join: Create, then Connect to each bootstrap peer (providers from the DHT). On a
+  // member with a storage (a client's cache) a room stored before is reopened from it.
   absl::StatusOr<Swarm*> Join(int64_t now_us, Bytes genesis,
                               std::span<const std::vector<uint8_t>> epochs,
                               std::span<const base::Endpoint> bootstrap, dht::Outbox& out,
@@ -71,10 +72,20 @@ class RoomHost {
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
 
+  // What a member's cache did for its joins (Join on a non-relay host with a storage).
+  struct CacheCounters {
+    uint64_t opened = 0;            // joins that found the room stored
+    uint64_t discarded = 0;         // stored rooms that no longer opened, forgotten
+    uint64_t updates_restored = 0;  // updates reloaded instead of fetched
+  };
+  const CacheCounters& cache_counters() const noexcept { return cache_; }
+
  private:
   absl::StatusOr<Swarm*> Open(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                               bool store, const KeyPair* identity = nullptr);
   Swarm* ServeOnJoin(const wire::Message& msg) noexcept;
+  absl::StatusOr<Swarm*> OpenCached(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
+                                    const KeyPair* identity);
 
   RoomHostConfig config_;
   RoomStorage* storage_;
@@ -82,6 +93,7 @@ class RoomHost {
   base::Rng* rng_;
   SwarmListener* listener_;
   absl::flat_hash_map<Hash256, std::unique_ptr<Swarm>, IdHash> rooms_;
+  CacheCounters cache_;
 };
 
 }  // namespace ringpeer::room

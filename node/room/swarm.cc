@@ -102,6 +102,7 @@ Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
     p->serve = base::TokenBucket(config_.serve_per_s, config_.serve_burst, now_us);
     ++peers_used_;
     std::erase(joining_, addr);
+    join_interval_us_ = 0;
     Emit(SwarmEvent::kPeerJoined, {}, addr);
     if (peers_used_ == 1) Emit(SwarmEvent::kConnected, {}, addr);
   }
@@ -237,6 +238,7 @@ Verdict Swarm::AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept {
       !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), record).ok()) {
     ++counters_.storage_errors;
   }
+  StorePlaced(nullptr);  // (not announced: their author is unknown here; the state has them)
   seen_.Insert(Prefix64(wire::Blake2b256(record)));
   std::span<uint8_t> buf = Buffer(out);
   if (buf.empty()) return v;
@@ -269,6 +271,8 @@ wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& ms
       !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), aligned).ok()) {
     ++counters_.storage_errors;
   }
+  StorePlaced(nullptr);
+  for (const Hash256& placed : room_->placed()) Emit(SwarmEvent::kUpdateApplied, placed, from);
   Flood(msg.bytes(), from, out);
   return wire::Verdict::kOk;
 }
@@ -287,7 +291,9 @@ void Swarm::Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out
 }
 
 void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
-  if (storage_ == nullptr) return;  // only durable nodes acknowledge
+  // Only relays acknowledge, once durable: a member's storage is its own cache, and a
+  // publisher that took a member's ack for a relay's would stop retransmitting too soon.
+  if (storage_ == nullptr || !config_.relay) return;
   if (acks_.size() >= kAcksQueuedMax) return;
   acks_.push_back(PendingAck{to, update});
 }
@@ -357,11 +363,27 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
       ++counters_.storage_errors;  // no ack: the publisher retries
     }
   }
+  StorePlaced(&update);
   // An update that went pending is announced when it is placed, with the pending updates
   // that a later arrival releases: only then can the application read its payload.
   for (const Hash256& placed : room_->placed()) Emit(SwarmEvent::kUpdateApplied, placed, from);
   NoteStateChange(before);
   return v;
+}
+
+// StorePlaced: appends what the room just placed besides `skip` (stored by the caller).
+// An old-key update set aside until a rotation names it as an ancestor was not stored
+// when it arrived (it was not in the log); it is now. Pending updates were stored on
+// arrival: appending them again is a no-op (Append is idempotent by id).
+void Swarm::StorePlaced(const Hash256* skip) noexcept {
+  if (storage_ == nullptr) return;
+  for (const Hash256& placed : room_->placed()) {
+    if (skip != nullptr && placed == *skip) continue;
+    const Bytes record = room_->RecordOf(placed);
+    if (record.empty()) continue;
+    if (!storage_->Append(id(), placed, record).ok()) ++counters_.storage_errors;
+    seen_.Insert(Prefix64(placed));
+  }
 }
 
 void Swarm::NoteStateChange(const Hash256& before) {
@@ -504,6 +526,10 @@ void Swarm::Tick(int64_t now_us, dht::Outbox& out) noexcept {
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;
     for (const base::Endpoint& e : again) Connect(now_us, e, out);
+    // Backs off while nobody answers (a relay that is down): 0.8 s, 1.6 s, ... 6.4 s.
+    join_interval_us_ = std::min<int64_t>(
+        join_interval_us_ == 0 ? config_.retry_us * 4 : join_interval_us_ * 2, kJoinRetryMaxUs);
+    next_join_us_ = now_us + join_interval_us_;
   }
   if (now_us >= next_heads_us_) {
     // Jitter keeps the swarm's announcements from lining up.
@@ -512,7 +538,14 @@ void Swarm::Tick(int64_t now_us, dht::Outbox& out) noexcept {
     for (Peer& p : peers_) {
       if (!p.used) continue;
       if (now_us - p.last_heard_us > config_.peer_silent_us) {
+        // A member keeps asking a relay that went silent (restarting, or a network
+        // that came back) until it answers; relays wait for members to come back.
+        const bool rejoin = !config_.relay && p.relay && joining_.size() < config_.peers_max;
+        const base::Endpoint addr = p.addr;
         DropPeer(&p);
+        if (rejoin && std::find(joining_.begin(), joining_.end(), addr) == joining_.end()) {
+          joining_.push_back(addr);
+        }
         continue;
       }
       p.recent_publishes /= 2;

@@ -87,6 +87,9 @@ inline constexpr size_t kTriedCheckpointsMax = 8;
 inline constexpr uint32_t kSyncAttemptsMax = 8;
 // How long a shed publisher is told to wait.
 inline constexpr uint32_t kSlowDownRetryMs = 1000;
+// The longest wait between join attempts to peers that do not answer (backoff from
+// 4 x retry_us, doubling).
+inline constexpr int64_t kJoinRetryMaxUs = 6'400'000;
 
 enum class SwarmEvent : uint8_t {
   kUpdateApplied,     // id: an update entered the log (from a peer or Publish)
@@ -111,6 +114,9 @@ class SwarmListener {
  public:
   virtual ~SwarmListener() = default;
   virtual void OnSwarmEvent(Swarm& swarm, const SwarmEventInfo& event) = 0;
+  // Mark: a position in the listener's event stream, taken where a room's state is read
+  // (node/client: events before the mark are in that state, events after it are not).
+  virtual uint64_t Mark() { return 0; }
 };
 
 struct SwarmCounters {
@@ -185,6 +191,8 @@ class Swarm {
   const Hash256& id() const noexcept { return room_->id(); }
   const SwarmCounters& counters() const noexcept { return counters_; }
   size_t peers_count() const noexcept;
+  // Updates reloaded from storage when the room was opened (Restore), not fetched.
+  uint64_t restored_updates() const noexcept { return restored_updates_; }
   size_t unacked_count() const noexcept { return unacked_.size(); }
   size_t acks_queued() const noexcept { return acks_.size(); }
   bool fetching() const noexcept { return fetch_ != nullptr; }
@@ -250,6 +258,7 @@ class Swarm {
   // the room's verdict; `accepted` says whether it entered the log or the pending set.
   Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
                  bool* accepted) noexcept;
+  void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
   void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;
   void RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept;
@@ -299,6 +308,8 @@ class Swarm {
   std::vector<Unacked> unacked_;
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;
+  uint64_t restored_updates_ = 0;  // the log Restore reloaded (a cache or a relay restart)
+  int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;
 

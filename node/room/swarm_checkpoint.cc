@@ -133,6 +133,7 @@ void Swarm::Restore(const LoadedRoom& r) {
     if (DecodeUpdate(u, id(), &view) == Verdict::kOk) seen_.Insert(Prefix64Of(view.id));
   }
   digest_dirty_ = true;
+  restored_updates_ = room_->log_size();
 }
 
 void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state) {

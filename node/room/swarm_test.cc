@@ -304,6 +304,56 @@ TEST(Swarm, EvictedMembersPostsAreRejectedAfterRotation) {
   EXPECT_EQ(s.swarms[0]->room().state_hash(), s.swarms[1]->room().state_hash());
 }
 
+// An old-key update that reaches a relay after the rotation, and before the update the
+// rotation names (its child), is set aside, then placed when the child arrives. The relay
+// must store it then, or a restart serves a log with a hole in it.
+TEST(Swarm, RelayStoresOldKeyUpdatesThatARotationReleases) {
+  RoomFixture f(801, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  auto writer = f.Open(&f.members[0]);
+  auto u1 = writer->Write(Chat(f.members[0], "first"), f.random);
+  auto u2 = writer->Write(Chat(f.members[0], "second"), f.random);
+  ASSERT_TRUE(u1.ok() && u2.ok());
+  UpdateView v1, v2;
+  ASSERT_EQ(DecodeUpdate(*u1, f.room_id, &v1), Verdict::kOk);
+  ASSERT_EQ(DecodeUpdate(*u2, f.room_id, &v2), Verdict::kOk);
+  f.Rotate({{f.members[1].public_key, true}}, {v2.id});  // evicts member 0 after u2
+
+  Net net(801);
+  Node* relay = net.Add(nullptr, true);
+  Swarm* swarm = *relay->host->Create(f.genesis, f.epochs);
+  base::Endpoint peer = relay->addr;
+  peer.port = 4242;
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  auto deliver = [&](size_t n) {
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+    relay->host->OnMessage(net.now_us, peer, m, relay->out);
+  };
+  Hash256 self{};
+  self[0] = 42;
+  deliver(enc.RoomJoin(buf, f.room_id, self, false, {}));
+  ASSERT_EQ(swarm->peers_count(), 1u);
+  deliver(enc.RoomPublish(buf, f.room_id, *u1));  // old key, not named yet: set aside
+  EXPECT_EQ(swarm->room().log_size(), 0u);
+  deliver(enc.RoomPublish(buf, f.room_id, *u2));  // the rotation head: both placed
+  EXPECT_EQ(swarm->room().log_size(), 2u);
+  ASSERT_TRUE(relay->host->CommitAndRelease(relay->out).ok());
+
+  // A restart from what was stored holds both.
+  auto loaded = relay->storage.Load(f.room_id);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->updates.size(), 2u);
+  RoomHostConfig c;
+  c.swarm.relay = true;
+  RoomHost restarted(c, &relay->storage, &relay->encoder, &relay->rng, nullptr);
+  ASSERT_TRUE(restarted.Restore().ok());
+  Swarm* back = restarted.Find(f.room_id);
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(back->room().log_size(), 2u);
+  EXPECT_EQ(back->room().state_hash(), swarm->room().state_hash());
+}
+
 TEST(Swarm, PublishLimitsShedTheFastestAndTellIt) {
   SwarmConfig sc;
   sc.peer_publish_per_s = 20;

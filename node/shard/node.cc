@@ -111,11 +111,12 @@ absl::Status Node::Start() {
         sc.overlay.bootstrap = config_.bootstrap;
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
+        sc.room_relay = config_.room_relay;
         sc.room_listener = config_.room_listener;
         mailboxes_->SetWake(i, (*t)->wake_handle());
         shards_[i] = std::make_unique<Shard>(sc, identity_, std::move(*t), mailboxes_.get(),
                                              &stop_);
-        st->results[i] = shards_[i]->RestoreRooms();
+        if (config_.room_relay) st->results[i] = shards_[i]->RestoreRooms();
       } else {
         st->results[i] = t.status();
       }

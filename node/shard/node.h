@@ -48,6 +48,9 @@ struct NodeConfig {
   // rooms are only relayed live (an embedded client keeps its own cache).
   std::string room_store_dir;
   uint64_t room_store_bytes_max = 0;  // 0: the store's default map size
+  // False: the room store is a member's cache (node/client), not a relay's: no acks, and
+  // rooms are reopened from it when joined again rather than all at start.
+  bool room_relay = true;
   // Told about room events on the shard threads (node/client's event ring); may be null.
   // Outlives the Node.
   room::SwarmListener* room_listener = nullptr;

@@ -115,7 +115,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   rc.identity = &identity_;
   rc.rooms_max = config_.rooms_max;
   rc.swarm.self = wire::NodeIdOf(identity_.public_key);
-  rc.swarm.relay = config_.room_storage != nullptr;
+  rc.swarm.relay = config_.room_storage != nullptr && config_.room_relay;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
                                             config_.room_listener);
   if (config_.index == config_.owner) {
@@ -462,4 +462,7 @@ void Shard::PublishTransportStats() noexcept {
   last_stats_ = s;
 }
 
+      cmd->room.state_hash = r.state_hash();
+      cmd->room.restored = swarm->restored_updates();
+      if (config_.room_listener != nullptr) cmd->room.event_mark = config_.room_listener->Mark();
 }  // namespace ringpeer::shard

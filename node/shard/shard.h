@@ -87,6 +87,9 @@ struct ShardConfig {
   // without one it only relays live traffic and never acks. Owned by the Node.
   room::RoomStorage* room_storage = nullptr;
   uint32_t rooms_max = 256;
+  // True: a relay (stores every room its members bring, acks once durable, reloads its
+  // rooms at start). False with a storage: a member whose storage is its room cache.
+  bool room_relay = true;
   // Told about every room event on the shard thread (an embedded client's event ring,
   // node/client); may be null. Owned by the Node's creator; outlives the shard.
   room::SwarmListener* room_listener = nullptr;
@@ -181,6 +184,9 @@ class Shard {
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
+    wire::Hash256 state_hash{};  // what every member that holds the same log agrees on
+    uint64_t event_mark = 0;     // the listener's Mark() when the state was taken
+    uint64_t restored = 0;       // updates reloaded from storage (a member's cache)
 
   // Run: the loop, until *stop. Returns after flushing queued sends.
   void Run() noexcept;

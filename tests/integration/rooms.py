@@ -119,6 +119,21 @@ def main():
             check(len(texts) == 104 and texts[-1] == "msg 99",
                   f"read after restart has all 104 messages ({len(texts)})")
 
+            # The client's cache: a room joined before reopens from the data directory
+            # (only what happened since comes over the network), and members that hold
+            # the same updates report the same state hash.
+            cached = run(b, ["room", "info", r, "--json"], d("dave/dir"))
+            check(cached.returncode == 0, f"room info exits 0: {cached.stderr.strip()!r}")
+            ci = json.loads(cached.stdout)
+            fresh = run(b, ["room", "info", r, "--json"], d("gina"))
+            fi = json.loads(fresh.stdout)
+            check(ci["from_cache"] >= 104 and ci["log_size"] == fi["log_size"],
+                  f"a returning client reopens the room from its cache ({ci['from_cache']} of "
+                  f"{ci['log_size']} updates from the cache)")
+            check(fi["from_cache"] == 0, f"a new client has no cache ({fi['from_cache']})")
+            check(ci["state_hash"] == fi["state_hash"] and len(ci["state_hash"]) == 64,
+                  f"both report the same state hash ({ci['state_hash'][:16]})")
+
             # Errors a person can act on.
             ro = run(b, ["room", "post", r, "nope"], d("erin"))
             check(ro.returncode == 1 and "read-only" in ro.stderr,
