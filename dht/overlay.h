@@ -147,6 +147,7 @@ struct LookupResult {
   uint8_t rounds = 0;                  // generation of the nearest answer
   uint32_t requests = 0;               // requests sent, retries included
   uint32_t replies = 0;
+  int64_t duration_us = 0;             // from the start to this result, on the caller's clock
 };
 
 struct RouteResult {
@@ -165,6 +166,10 @@ struct RouteResult {
 // an implementation must not call back into the Overlay (queue the work instead).
 struct OverlayEvents {
   virtual ~OverlayEvents() = default;
+  // OnLookupStarted: a lookup of any kind (the caller's, refreshes, size samples,
+  // announcements) got a slot and seeds. Its OnLookupDone, same handle, always follows,
+  // possibly from inside the same call.
+  virtual void OnLookupStarted(uint32_t handle, LookupKind kind) {}
   virtual void OnLookupDone(const LookupResult&) {}
   virtual void OnRouteDone(const RouteResult&) {}
   // OnRouted: a routed message reached us (we are its target or the closest node).
@@ -357,6 +362,7 @@ class Overlay {
     Lookup lookup;
     bool active = false;
     uint32_t handle = 0;
+    int64_t started_us = 0;
     uint16_t announce = 0xFFFF;  // announce slot this lookup serves
     uint8_t providers_count = 0;
     Contact providers[wire::kProvidersPerMessageMax];

@@ -64,9 +64,11 @@ uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind k
   l.active = true;
   l.handle = next_handle_++;
   if (next_handle_ == 0) next_handle_ = 1;
+  l.started_us = now_us;
   l.announce = kNoAnnounce;
   l.providers_count = 0;
   const uint32_t handle = l.handle;
+  if (config_.events != nullptr) config_.events->OnLookupStarted(handle, kind);
   PumpLookup(now_us, li, out);
   return handle;
 }
@@ -149,6 +151,7 @@ void Overlay::FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
   res.rounds = l.lookup.rounds();
   res.requests = l.lookup.requests_sent();
   res.replies = l.lookup.replies_received();
+  res.duration_us = now_us - l.started_us;
   if (res.kind == LookupKind::kAnnounce && l.announce != kNoAnnounce) {
     for (size_t i = 0; i < n; ++i) {
       const Lookup::Candidate& cand = l.lookup.candidate(idx[i]);

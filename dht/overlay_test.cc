@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 #include <map>
 #include <memory>
@@ -49,17 +50,18 @@ class BadProof final : public ProofScheme {
 
 struct TestNode {
   TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now,
-           const ProofScheme* responder_proof = nullptr)
+           const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr)
       : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
         keys(wire::KeyPair::FromSeed(Seed(n))),
         rng(n),
-        overlay(keys, Config(std::move(bootstrap)), &rng, now),
+        overlay(keys, Config(std::move(bootstrap), events), &rng, now),
         responder(keys, now, responder_proof),
         out(addr, q) {}
-  static OverlayConfig Config(std::vector<base::Endpoint> bootstrap) {
+  static OverlayConfig Config(std::vector<base::Endpoint> bootstrap, OverlayEvents* events) {
     OverlayConfig c;
     c.peers_max = 64;
     c.bootstrap = std::move(bootstrap);
+    c.events = events;
     return c;
   }
   static std::array<uint8_t, 32> Seed(uint8_t n) {
@@ -80,9 +82,9 @@ struct TestNode {
 class Net {
  public:
   TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {},
-                const ProofScheme* responder_proof = nullptr) {
-    nodes_.push_back(
-        std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_, responder_proof));
+                const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr) {
+    nodes_.push_back(std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_,
+                                                responder_proof, events));
     return nodes_.back().get();
   }
   TestNode* At(const base::Endpoint& e) {
@@ -266,6 +268,74 @@ TEST(Overlay, SelfBootstrapIsDropped) {
   ASSERT_EQ(snap.size(), 1u);
   EXPECT_EQ(snap[0].addr, a->addr);
   EXPECT_TRUE(snap[0].verified);
+}
+
+// LookupLog: the lookup events one node reports, with the virtual time of each.
+struct LookupLog : OverlayEvents {
+  struct Done {
+    uint32_t handle;
+    LookupKind kind;
+    size_t answered;
+    int64_t duration_us;
+    int64_t at_us;
+  };
+  void OnLookupStarted(uint32_t handle, LookupKind kind) override {
+    started.push_back({handle, kind});
+  }
+  void OnLookupDone(const LookupResult& r) override {
+    done.push_back({r.handle, r.kind, r.closest.size(), r.duration_us, net->now()});
+  }
+  const Net* net = nullptr;
+  std::vector<std::pair<uint32_t, LookupKind>> started;
+  std::vector<Done> done;
+};
+
+// Goal: what /metrics counts and times (node/shard): every lookup the overlay runs, of any
+// kind, is reported started and then done under the same handle, with the time it took
+// on the caller's clock; a lookup that cannot start is not reported at all.
+TEST(Overlay, LookupsAreReportedStartedThenDoneWithTheirDuration) {
+  ASSERT_TRUE(wire::InitCrypto());
+  Net net;
+  LookupLog log;
+  log.net = &net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr}, nullptr, &log);
+  base::Rng rng(7);
+  EXPECT_EQ(c->overlay.FindNode(net.now(), RandomId(rng), c->out), 0u);  // no peers yet
+  EXPECT_TRUE(log.started.empty());
+  net.Run(3 * kSecondUs);
+  ASSERT_EQ(c->overlay.VerifiedPeers(), 2u);
+  // Joining ran refresh lookups; each one started has ended by now, in a single report.
+  ASSERT_FALSE(log.started.empty());
+  ASSERT_EQ(log.done.size(), log.started.size());
+  for (size_t i = 0; i < log.started.size(); ++i) {
+    EXPECT_EQ(std::count_if(log.done.begin(), log.done.end(),
+                            [&](const LookupLog::Done& d) {
+                              return d.handle == log.started[i].first &&
+                                     d.kind == log.started[i].second;
+                            }),
+              1);
+  }
+
+  // A lookup while one of the two peers is down: the live one answers at once, the other
+  // times out (its retries included), so the lookup takes at least one request timeout.
+  b->down = true;
+  const size_t before = log.started.size();
+  const int64_t t0 = net.now();
+  const uint32_t h = c->overlay.FindNode(t0, RandomId(rng), c->out);
+  ASSERT_NE(h, 0u);
+  ASSERT_EQ(log.started.size(), before + 1);
+  EXPECT_EQ(log.started.back().first, h);
+  EXPECT_EQ(log.started.back().second, LookupKind::kFindNode);
+  net.Run(20 * kSecondUs);
+  auto it = std::find_if(log.done.begin(), log.done.end(),
+                         [&](const LookupLog::Done& d) { return d.handle == h; });
+  ASSERT_NE(it, log.done.end());
+  EXPECT_EQ(it->kind, LookupKind::kFindNode);
+  EXPECT_EQ(it->answered, 1u);  // a answered, b did not
+  EXPECT_EQ(it->duration_us, it->at_us - t0);
+  EXPECT_GE(it->duration_us, kDhtRequestTimeoutUs);
 }
 
 }  // namespace

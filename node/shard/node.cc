@@ -440,6 +440,42 @@ void FillOverlayMetrics(const ControlCommand& c, admin::NodeMetrics* m) {
   };
 }
 
+// FillLookupAndRoomMetrics: lookups and rooms, added up over the shards' counters
+// (relaxed loads; each shard writes its own). Lookups run on the owner shard only.
+void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
+                              admin::NodeMetrics* m) {
+  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  admin::LookupMetrics& l = m->lookups.emplace();
+  admin::RoomMetrics& r = m->rooms.emplace();
+  uint64_t buckets[kLookupDurationBuckets] = {};
+  uint64_t sum_us = 0;
+  for (const std::unique_ptr<Shard>& shard : shards) {
+    const ShardCounters& sc = shard->counters();
+    // Outcomes before starts (a lookup is counted started before it is counted done), so
+    // that one finishing meanwhile does not read as more done than started.
+    l.succeeded += get(sc.lookups_succeeded);
+    l.failed += get(sc.lookups_failed);
+    l.started += get(sc.lookups_started);
+    for (size_t b = 0; b < kLookupDurationBuckets; ++b) {
+      buckets[b] += get(sc.lookup_duration_buckets[b]);
+    }
+    sum_us += get(sc.lookup_duration_sum_us);
+    r.rooms += get(sc.rooms);
+    r.updates_accepted += get(sc.room_updates_accepted);
+    r.updates_rejected += get(sc.room_updates_rejected);
+  }
+  // Cumulative counts, as Prometheus wants them; the count is the last bucket's (+Inf).
+  admin::Histogram& h = l.duration;
+  uint64_t cumulative = 0;
+  for (size_t b = 0; b < std::size(kLookupDurationBoundsUs); ++b) {
+    cumulative += buckets[b];
+    h.upper_bounds_s.push_back(static_cast<double>(kLookupDurationBoundsUs[b]) / 1e6);
+    h.bucket_counts.push_back(cumulative);
+  }
+  h.count = cumulative + buckets[kLookupDurationBuckets - 1];
+  h.sum_s = static_cast<double>(sum_us) / 1e6;
+}
+
 }  // namespace
 
 admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
@@ -473,6 +509,7 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
       if (from != i) out.mailbox_depth += mailboxes_->Ring(from, i).Depth();
     }
   }
+  FillLookupAndRoomMetrics(shards_, &m);
   if (m.snapshot_ok) FillOverlayMetrics(*snap, &m);
   if (peers != nullptr) *peers = std::move(snap->peers);
   return m;

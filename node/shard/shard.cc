@@ -58,7 +58,11 @@ class Shard::TransportOutbox : public dht::Outbox {
 class Shard::Events : public dht::OverlayEvents {
  public:
   explicit Events(Shard* shard) : shard_(shard) {}
+  void OnLookupStarted(uint32_t, dht::LookupKind) override {
+    ShardCounters::Add(shard_->counters_.lookups_started, 1);
+  }
   void OnLookupDone(const dht::LookupResult& r) override {
+    CountLookup(r);
     ControlCommand* cmd = shard_->command_;
     if (cmd == nullptr || r.handle != shard_->command_handle_) return;
     cmd->closest.assign(r.closest.begin(), r.closest.end());
@@ -90,6 +94,17 @@ class Shard::Events : public dht::OverlayEvents {
   }
 
  private:
+  // CountLookup: the outcome and duration of every finished lookup, for /metrics.
+  void CountLookup(const dht::LookupResult& r) noexcept {
+    ShardCounters& c = shard_->counters_;
+    ShardCounters::Add(r.closest.empty() ? c.lookups_failed : c.lookups_succeeded, 1);
+    const int64_t d = std::max<int64_t>(0, r.duration_us);
+    size_t b = 0;
+    while (b < std::size(kLookupDurationBoundsUs) && d > kLookupDurationBoundsUs[b]) ++b;
+    ShardCounters::Add(c.lookup_duration_buckets[b], 1);
+    ShardCounters::Add(c.lookup_duration_sum_us, static_cast<uint64_t>(d));
+  }
+
   Shard* shard_;
   bool finished_ = false;
 };
@@ -207,8 +222,18 @@ void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
   const uint32_t owner = wire::RoomOf(msg)[0] % config_.shards;
   if (owner != config_.index) return Forward(owner, MailItem::Kind::kDatagram, from, msg.bytes());
   ShardCounters::Add(counters_.room_messages, 1);
+  // Update outcomes are counted by the room's swarm, and only while it handles a message:
+  // what this one moved is added to the shard's totals. (A swarm that a relay opens for
+  // this message is a join's: it has counted no update yet.)
+  room::Swarm* swarm = rooms_->Find(wire::RoomOf(msg));
+  const uint64_t accepted = swarm != nullptr ? swarm->counters().accepted : 0;
+  const uint64_t rejected = swarm != nullptr ? swarm->counters().rejected : 0;
   const wire::Verdict v = rooms_->OnMessage(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) Drop(v);
+  if (swarm != nullptr) {
+    ShardCounters::Add(counters_.room_updates_accepted, swarm->counters().accepted - accepted);
+    ShardCounters::Add(counters_.room_updates_rejected, swarm->counters().rejected - rejected);
+  }
 }
 
 void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,

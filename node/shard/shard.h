@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -95,6 +96,14 @@ struct ShardConfig {
   room::SwarmListener* room_listener = nullptr;
 };
 
+// Upper bounds of the lookup duration histogram's buckets (the last bucket counts what
+// is slower than all of them): from a loopback round trip to a lookup whose nearest
+// candidates all time out their five tries.
+inline constexpr int64_t kLookupDurationBoundsUs[] = {
+    5'000, 10'000, 25'000, 50'000, 100'000, 250'000,
+    500'000, 1'000'000, 2'500'000, 5'000'000, 10'000'000, 30'000'000};
+inline constexpr size_t kLookupDurationBuckets = std::size(kLookupDurationBoundsUs) + 1;
+
 // Counters published for status and metrics. Written only by the owning shard.
 struct ShardCounters {
   std::atomic<uint64_t> received{0};
@@ -108,6 +117,20 @@ struct ShardCounters {
   std::atomic<uint64_t> rooms{0};            // rooms this shard serves
   std::atomic<uint64_t> room_messages{0};    // verified room messages handled here
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
+  // Room updates from peers that the rooms served here took into their logs, or refused
+  // (the swarms' counters, added up as they move: they stay when a room is closed).
+  std::atomic<uint64_t> room_updates_accepted{0};
+  std::atomic<uint64_t> room_updates_rejected{0};
+  // Lookups of every kind the overlay ran (owner shard only). Succeeded: at least one
+  // node answered. Started minus both: lookups in flight.
+  std::atomic<uint64_t> lookups_started{0};
+  std::atomic<uint64_t> lookups_succeeded{0};
+  std::atomic<uint64_t> lookups_failed{0};
+  // Finished lookups by duration: per bucket of kLookupDurationBoundsUs (not cumulative;
+  // the last one is past every bound), and the sum. A reader derives the count from the
+  // buckets, so its cumulative counts never exceed it.
+  std::atomic<uint64_t> lookup_duration_buckets[kLookupDurationBuckets]{};
+  std::atomic<uint64_t> lookup_duration_sum_us{0};
   std::atomic<uint64_t> dropped[wire::kVerdictCount]{};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) noexcept {

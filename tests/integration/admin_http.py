@@ -8,9 +8,14 @@ node with no peers and passes once it has a live, verified one; /status is the s
 JSON. JSON logs are one object per line and report the peer gained. --print-config shows
 flag, environment and config-file values with their sources and reads back as a config
 file. Bad admin values are usage errors; an admin port in use is one clear line.
+Lookups and rooms are on /metrics too: a `ringpeer lookup` moves the lookup counters and
+the duration histogram, and a room post through the node (as the room's relay) moves the
+accepted room updates, and only those.
 
 Method: two nodes on 127.0.0.1 with --admin 127.0.0.1:0 (the chosen port is read from the
-JSON log line "admin http listening"); every wait polls a condition with a deadline.
+JSON log line "admin http listening"); the first is also the relay of a room made with
+`ringpeer room create` and posted to with `ringpeer room post`. Every wait polls a
+condition with a deadline.
 
 usage: admin_http.py RINGPEER_BINARY [--shards N]
 """
@@ -81,6 +86,106 @@ def total(samples, name, **labels):
     return sum(v for (n, l), v in samples.items() if n == name and want <= set(l))
 
 
+def lookup_figures(samples):
+    """(started, succeeded, failed, histogram count, histogram sum) from a scrape."""
+    return (total(samples, "ringpeer_lookups_total", result="started"),
+            total(samples, "ringpeer_lookups_total", result="succeeded"),
+            total(samples, "ringpeer_lookups_total", result="failed"),
+            total(samples, "ringpeer_lookup_duration_seconds_count"),
+            total(samples, "ringpeer_lookup_duration_seconds_sum"))
+
+
+def histogram_consistent(samples, name):
+    """Cumulative buckets never fall, and the +Inf bucket is the count."""
+    buckets = sorted((float(dict(l)["le"]), v) for (n, l), v in samples.items()
+                     if n == name + "_bucket")
+    counts = [v for _, v in buckets]
+    return (len(buckets) >= 2 and buckets[-1][0] == float("inf") and
+            counts == sorted(counts) and counts[-1] == total(samples, name + "_count"))
+
+
+def check_lookups(binary, node, addr):
+    """A `ringpeer lookup` on `node` is counted started and succeeded, and timed."""
+    # Joining runs refresh lookups of the node's own; wait until none is in flight and
+    # the figures hold still over two scrapes, so that what follows is the CLI's lookup.
+    last = {}
+
+    def settled():
+        _, s = scrape(addr)
+        v = lookup_figures(s)
+        done = v[0] == v[1] + v[2] == v[3] and last.get("v") == v
+        last["v"] = v
+        return s if done else None
+    base = wait_for(settled, timeout=15.0, interval=0.2)
+    check(bool(base), f"lookups settle: each one started is counted done once ({last.get('v')})")
+    b = lookup_figures(base)
+    check(b[0] >= 1, f"the lookups a join runs (refreshes) are counted too ({b})")
+    out = subprocess.run([binary, "lookup", "admin-http metrics key", "--data-dir",
+                          node.data_dir, "--json"], capture_output=True, text=True, timeout=45)
+    answer = json.loads(out.stdout) if out.returncode == 0 else {}
+    check(len(answer.get("closest", [])) >= 1,
+          f"ringpeer lookup finds the other node: {out.stdout.strip()!r} {out.stderr.strip()!r}")
+
+    seen = {}
+
+    def counted():
+        _, s = scrape(addr)
+        v = seen["v"] = lookup_figures(s)
+        grew = v[0] > b[0] and v[1] > b[1] and v[3] > b[3] and v[4] > b[4]
+        return s if grew and v[0] == v[1] + v[2] == v[3] else None
+    after = wait_for(counted, timeout=5.0, interval=0.1)
+    check(bool(after), f"the lookup is counted: started, succeeded, histogram count and sum "
+                       f"grow, and started = succeeded + failed = count ({b} -> {seen['v']})")
+    a = seen["v"]
+    check(histogram_consistent(after, "ringpeer_lookup_duration_seconds"),
+          "the duration histogram's buckets are cumulative and end at the count")
+    le30 = sum(v for (n, l), v in after.items()
+               if n == "ringpeer_lookup_duration_seconds_bucket" and float(dict(l)["le"]) == 30)
+    check(le30 == a[3], f"every lookup on loopback finished within 30 s ({le30} of {a[3]})")
+
+
+def room_cli(binary, args, data_dir, timeout=30):
+    listen = [] if args[:2] == ["room", "create"] else ["--listen", "127.0.0.1:0"]
+    return subprocess.run([binary] + args + ["--data-dir", data_dir] + listen,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def check_rooms(binary, tmp, addr, port):
+    """A room made offline, then posted to through the node: the node starts relaying it
+    (the writer's join brings its genesis) and counts the post as one accepted update."""
+    def figures():
+        _, s = scrape(addr)
+        return (total(s, "ringpeer_rooms"),
+                total(s, "ringpeer_room_updates_total", result="accepted"),
+                total(s, "ringpeer_room_updates_total", result="rejected"))
+    b = figures()
+    check(b == (0, 0, 0), f"no rooms or room updates before any room exists ({b})")
+    made = room_cli(binary, ["room", "create", "metrics", "--bootstrap", f"127.0.0.1:{port}",
+                             "--json"], os.path.join(tmp, "room-admin"))
+    check(made.returncode == 0, f"room create: {made.stderr.strip()!r}")
+    writer = json.loads(made.stdout)["writer_invite"]
+    writer_dir = os.path.join(tmp, "room-writer")
+    post = room_cli(binary, ["room", "post", writer, "first", "--nick", "m"], writer_dir)
+    check(post.returncode == 0, f"room post acked by the node: {post.stderr.strip()!r}")
+    # The node acks an update once it has accepted it; the room count is published each
+    # tick (50 ms): poll for the figures with a deadline. A writer's first post also
+    # carries its chat `join` (its nick), so it may be more than one update.
+    seen = {}
+
+    def relaying():
+        v = seen["v"] = figures()
+        return v if v[0] == 1 and v[1] >= 1 and v[2] == 0 else None
+    first = wait_for(relaying, timeout=5.0, interval=0.1)
+    check(bool(first), f"the node relays the room and counts the post's updates as "
+                       f"accepted, none rejected ({b} -> {seen['v']})")
+    post = room_cli(binary, ["room", "post", writer, "second", "--nick", "m"], writer_dir)
+    check(post.returncode == 0, f"second room post acked: {post.stderr.strip()!r}")
+    want = (1, first[1] + 1, 0)
+    check(wait_for(lambda: figures() == want, timeout=5.0, interval=0.1),
+          f"one more post is exactly one more accepted update ({first} -> {figures()}, "
+          f"want {want})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -107,7 +212,11 @@ def main():
                            ("ringpeer_mailbox_depth", "gauge"),
                            ("ringpeer_mailbox_dropped", "counter"),
                            ("ringpeer_peers", "gauge"),
-                           ("ringpeer_storage_bytes", "gauge")]:
+                           ("ringpeer_storage_bytes", "gauge"),
+                           ("ringpeer_lookups", "counter"),
+                           ("ringpeer_lookup_duration_seconds", "histogram"),
+                           ("ringpeer_rooms", "gauge"),
+                           ("ringpeer_room_updates", "counter")]:
             check((want, kind) in families, f"/metrics has {want} ({kind})")
         check(total(before, "ringpeer_shards") == int(a.shards), "ringpeer_shards is right")
         check(total(before, "ringpeer_storage_bytes") > 0, "storage bytes count the node key")
@@ -138,6 +247,9 @@ def main():
         check(total(after or {}, "ringpeer_routing_table_entries") >= 1 and
               total(after or {}, "ringpeer_overlay_peers_verified_total") >= 1,
               "overlay figures: routing-table entries and verified peers")
+
+        check_lookups(a.binary, first, a1)
+        check_rooms(a.binary, c.tmp, a1, port)
 
         code, body = get(a1, "/status")
         st = json.loads(body)
