@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -16,13 +16,15 @@
 namespace ringpeer::admin {
 namespace {
 
-// Prometheus floats: shortest round-trip form; +Inf for the last bucket.
+// Prometheus floats: shortest round-trip form ("0.05", not "0.050000000000000003": bucket
+// bounds are label values that people read and write in queries); +Inf for the last bucket.
 std::string Float(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
   char buf[40];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
+  const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), v);
+  RP_ASSERT(r.ec == std::errc());
+  return std::string(buf, r.ptr);
 }
 
 // Label values come from our own code (shard numbers, verdict names, hex ids); escape

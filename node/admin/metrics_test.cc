@@ -76,7 +76,9 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   const std::string t = RenderPrometheus(m);
   EXPECT_TRUE(Has(t, "# TYPE ringpeer_overlay_requests_sent_total counter"));
   EXPECT_TRUE(Has(t, "ringpeer_overlay_requests_sent_total 17"));
-  EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"0.050000000000000003\"} 1"));
+  EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"0.05\"} 1"));
+  EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"0.25\"} 3"));
+  EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_sum 0.9"));
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_bucket{le=\"+Inf\"} 4"));
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_count 4"));
   EXPECT_TRUE(Has(t, "# TYPE ringpeer_lookup_duration_seconds histogram"));
