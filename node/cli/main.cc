@@ -101,10 +101,10 @@ void PrintUsage(FILE* out) {
                "  ringpeer room create NAME make a room; prints its invites\n"
                "  ringpeer room post INVITE TEXT   publish a message (waits for a relay)\n"
                "  ringpeer room read INVITE [--follow] [--json]   print the messages\n"
+               "  ringpeer room info INVITE [--json]   state hash, log size, heads, access\n"
                "  ringpeer room evict INVITE       rotate the keys without that member\n"
                "  ringpeer chat INVITE      a terminal chat\n"
                "  ringpeer help             this text\n\n"
-               "  ringpeer room info INVITE [--json]   state hash, log size, heads, access\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
 

@@ -25,7 +25,7 @@ bool ParseChat(wire::Bytes payload, ChatLine* out) {
 
 absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
                                    const std::vector<base::Endpoint>& bootstrap,
-                                   size_t writers) {
+                                   size_t writers, room::ReducerKind kind) {
   if (writers < 1 || writers > kWritersMax) {
     return absl::InvalidArgumentError(absl::StrCat("writers: 1 to ", kWritersMax));
   }
@@ -43,7 +43,7 @@ absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
   const std::array<uint8_t, 32> writer_seed = random32(), reader_seed = random32();
   const wire::KeyPair writer = wire::KeyPair::FromSeed(writer_seed);
   const wire::KeyPair reader = wire::KeyPair::FromSeed(reader_seed);
-  std::vector<uint8_t> genesis = room::MakeGenesis(r.admin, name, room::ReducerKind::kChat,
+  std::vector<uint8_t> genesis = room::MakeGenesis(r.admin, name, kind,
                                                    room::kStateBytesMaxDefault, random32());
   room::Genesis g;
   if (room::ParseGenesis(genesis, &g) != room::Verdict::kOk) {

@@ -101,9 +101,11 @@ struct NewRoom {
 // room::kInviteAddressesMax). Randomness from libsodium. REQUIRES: wire::InitCrypto().
 // `writers` (1..kWritersMax) is how many writer invites, each its own member key.
 inline constexpr size_t kWritersMax = 4;
+// `kind` picks the reducer (chat, or kv for key-value state).
 absl::StatusOr<NewRoom> CreateRoom(std::string_view name,
                                    const std::vector<base::Endpoint>& bootstrap,
-                                   size_t writers = 1);
+                                   size_t writers = 1,
+                                   room::ReducerKind kind = room::ReducerKind::kChat);
 
 // A key rotation that leaves members out (eviction, node/room/README.md "Eviction"): key
 // epoch N+1, signed by the admin at `heads` (the log's current heads), grants a fresh

@@ -112,6 +112,7 @@ absl::Status Node::Start() {
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         sc.room_relay = config_.room_relay;
+        sc.room_swarm = config_.room_swarm;
         sc.room_listener = config_.room_listener;
         mailboxes_->SetWake(i, (*t)->wake_handle());
         shards_[i] = std::make_unique<Shard>(sc, identity_, std::move(*t), mailboxes_.get(),

@@ -37,6 +37,11 @@ namespace ringpeer::shard {
 
 // Loop tick: timers, overlay maintenance and control requests run at least this often.
 inline constexpr int64_t kTickUs = 50'000;
+// Group commit: while datagrams arrive in full batches (more are waiting), the room store
+// commits (fsync, then the acks it makes true) at most this often; as soon as a batch is
+// not full, at once. Light traffic is acked after one commit; a saturated relay pays one
+// fsync per this interval instead of one per batch of kRecvBatchMax.
+inline constexpr int64_t kGroupCommitUs = 10'000;
 // Datagrams taken from the transport per iteration (bounded work per pass).
 inline constexpr size_t kRecvBatchMax = 64;
 // Items taken from each incoming mailbox per iteration.
@@ -87,10 +92,13 @@ struct ShardConfig {
   // With a storage it is a relay for them (stores logs, acks durably, serves joiners);
   // without one it only relays live traffic and never acks. Owned by the Node.
   room::RoomStorage* room_storage = nullptr;
-  uint32_t rooms_max = 256;
   // True: a relay (stores every room its members bring, acks once durable, reloads its
   // rooms at start). False with a storage: a member whose storage is its room cache.
   bool room_relay = true;
+  uint32_t rooms_max = 256;
+  // Limits and timers of every room's swarm (publish limits, keepalive, sync windows);
+  // `relay` and `self` are set by the shard.
+  room::SwarmConfig room_swarm;
   // Told about every room event on the shard thread (an embedded client's event ring,
   // node/client); may be null. Owned by the Node's creator; outlives the shard.
   room::SwarmListener* room_listener = nullptr;
@@ -184,6 +192,9 @@ struct ControlCommand {
     bool caught_up = false;    // our heads equal a peer's last announced heads
     bool can_write = false;
     int64_t epoch = -1;
+    wire::Hash256 state_hash{};  // what every member that holds the same log agrees on
+    uint64_t event_mark = 0;     // the listener's Mark() when the state was taken
+    uint64_t restored = 0;       // updates reloaded from storage (a member's cache)
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)
@@ -207,9 +218,6 @@ class Shard {
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
-    wire::Hash256 state_hash{};  // what every member that holds the same log agrees on
-    uint64_t event_mark = 0;     // the listener's Mark() when the state was taken
-    uint64_t restored = 0;       // updates reloaded from storage (a member's cache)
 
   // Run: the loop, until *stop. Returns after flushing queued sends.
   void Run() noexcept;
@@ -282,6 +290,7 @@ class Shard {
   int64_t command_deadline_us_ = 0;
   std::unique_ptr<Events> events_;
   std::optional<dht::SizeEstimate> size_density_, size_walks_;
+  int64_t last_commit_us_ = 0;  // see kGroupCommitUs
   int64_t next_size_estimate_us_ = 0;
   ShardCounters counters_;
   ring::TransportStats last_stats_{};

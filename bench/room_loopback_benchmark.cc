@@ -1,0 +1,422 @@
+// Room benchmark over real sockets on 127.0.0.1 (issue 5): a one-shard relay (the same
+// shard::Node that `ringpeer serve` runs, LMDB store in a temporary directory) and, in the
+// same process, clients (node/client, each its own one-shard node) or raw UDP sockets.
+//
+//   join_5mb_ms       a new client joins a kv room whose relay holds a ~5 MB checkpoint and
+//                     no log after it: from Client::Join to the joiner's state hash equal
+//                     to the writer's (the checkpoint pieces, hash-checked, then the sync).
+//   catchup_10k_ms    a new client joins a chat room whose relay holds 10,000 updates it
+//                     missed: from Client::Join to the same state hash (the sync stream).
+//   relay_updates_per_s  updates a one-shard relay takes from one publisher, verifies,
+//                     stores durably (LMDB commit, then the ack), and floods to 8 members
+//                     (raw sockets that joined the swarm and count what they get): the
+//                     publisher keeps up to kWindow updates unacknowledged.
+//   relay_overhead    the relay's time per update over the time to check one update's
+//                     signature, measured on this thread in the same run (the floor: a
+//                     relay must check every signature).
+//
+// The rooms are prepared offline (signed by a writer Room in this process) and written
+// into the relay's store before the relay starts, so what is timed is the network path.
+// Threads: the relay's shard on the first CPU of the affinity mask, everything else on
+// the second when there is one. Last line: join_5mb_ms= catchup_10k_ms=
+// relay_updates_per_s= relay_overhead= (plus the in-memory figures' names are not reused).
+//
+// usage: ringpeer-bench-room-loopback [--updates N] (N: the fan-out run's updates, 20000)
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "base/assert.h"
+#include "node/client/client.h"
+#include "node/room/reducer.h"
+#include "node/room/room.h"
+#include "node/shard/node.h"
+#include "node/store/room_store.h"
+#include "wire/encode.h"
+#include "wire/message.h"
+
+namespace ringpeer::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+void Check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "room_loopback: %s\n", what);
+    std::exit(1);
+  }
+}
+template <typename T>
+T Must(absl::StatusOr<T> v, const char* what) {
+  if (!v.ok()) {
+    std::fprintf(stderr, "room_loopback: %s: %s\n", what, v.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(*v);
+}
+
+// Affinity: the relay's shard pins itself to the first CPU of the caller's mask (Node
+// pins shard i to the i-th), so the caller narrows its own mask before each Start.
+std::vector<int> g_cpus;
+void UseCpu(size_t i) {
+  if (g_cpus.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(g_cpus[i % g_cpus.size()], &set);
+  sched_setaffinity(0, sizeof(set), &set);
+}
+
+std::string TempDir(const char* name) {
+  std::string t = (std::filesystem::temp_directory_path() / "rp-bench-XXXXXX").string();
+  Check(mkdtemp(t.data()) != nullptr, "mkdtemp");
+  return t + "/" + name;
+}
+
+// A prepared room: the invite a joiner uses, the records the relay stores, and the state
+// hash the joiner must reach.
+struct Prepared {
+  client::NewRoom made;
+  std::vector<std::vector<uint8_t>> updates;
+  room::Checkpoint checkpoint;  // empty record: none
+  wire::Hash256 state_hash{};
+  wire::PublicKey write_key{};
+};
+
+Prepared Prepare(room::ReducerKind kind, int updates, size_t value_bytes, bool checkpoint) {
+  Prepared p;
+  p.made = Must(client::CreateRoom("bench", {}, 1, kind), "create room");
+  const wire::KeyPair writer = wire::KeyPair::FromSeed(*p.made.writer.member_seed);
+  auto r = Must(room::Room::Open(p.made.writer.genesis, &writer), "open writer room");
+  Check(r->AddKeyEpoch(p.made.writer.epochs[0]) == room::Verdict::kOk, "key epoch");
+  const std::string value(value_bytes, 'v');
+  auto random = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
+  for (int i = 0; i < updates; ++i) {
+    const std::vector<uint8_t> payload =
+        kind == room::ReducerKind::kKv
+            ? room::KvPayload(room::KvOp::kSet, "key" + std::to_string(i), value)
+            : room::ChatPayload(room::ChatOp::kMessage, writer.public_key,
+                                "missed " + std::to_string(i));
+    p.updates.push_back(Must(r->Write(payload, random), "write"));
+  }
+  if (checkpoint) p.checkpoint = Must(r->MakeCheckpoint(random), "checkpoint");
+  p.state_hash = r->state_hash();
+  room::KeyEpoch epoch;
+  Check(room::ParseKeyEpoch(p.made.writer.epochs[0], p.made.room_id, p.made.admin.public_key,
+                            nullptr, &epoch) == room::Verdict::kOk,
+        "parse key epoch");
+  p.write_key = epoch.write_key;
+  return p;
+}
+
+struct Relay {
+  wire::KeyPair identity;
+  std::string dir;
+  std::unique_ptr<shard::Node> node;
+  base::Endpoint addr;
+};
+
+// StartRelay: writes the prepared room into a new store (a checkpoint and no log after
+// it, or the whole log), then starts the relay on it, which reloads it as after a restart.
+Relay StartRelay(const Prepared& p, bool with_log, const room::SwarmConfig& swarm) {
+  Relay r;
+  r.identity = wire::KeyPair::FromSeed([] {
+    std::array<uint8_t, 32> s;
+    wire::RandomBytes(s);
+    return s;
+  }());
+  r.dir = TempDir("relay");
+  std::filesystem::create_directories(r.dir);
+  {
+    store::RoomStoreOptions o;
+    o.node_id = wire::NodeIdOf(r.identity.public_key);
+    o.verify_on_open = false;  // new and empty
+    auto s = Must(store::RoomStore::Open(r.dir, 0, o), "open store");
+    Check(s->PutGenesis(p.made.room_id, p.made.writer.genesis).ok(), "store genesis");
+    Check(s->PutKeyEpoch(p.made.room_id, 0, p.made.writer.epochs[0]).ok(), "store epoch");
+    if (!p.checkpoint.record.empty()) {
+      Check(s->PutCheckpoint(p.made.room_id, p.checkpoint.record, p.checkpoint.blob).ok(),
+            "store checkpoint");
+    }
+    if (with_log) {
+      for (const auto& u : p.updates) {
+        room::UpdateView v;
+        Check(room::DecodeUpdate(u, p.made.room_id, &v) == room::Verdict::kOk, "decode");
+        Check(s->Append(p.made.room_id, v.id, u).ok(), "store update");
+      }
+    }
+    Check(s->Commit().ok(), "commit");
+  }
+  shard::NodeConfig c;
+  c.listen = {*base::Endpoint::Parse("127.0.0.1:0")};
+  c.shards = 1;
+  c.room_store_dir = r.dir;
+  c.rate_limit_per_s = 10'000'000;
+  c.rate_limit_burst = 10'000'000;
+  c.room_swarm = swarm;
+  if (const char* s = std::getenv("RP_BENCH_SEND_SLOTS")) c.transport_config.send_slots = std::atoi(s);
+  UseCpu(0);
+  r.node = Must(shard::Node::Create(c, r.identity), "relay");
+  Check(r.node->Start().ok(), "relay start");
+  r.addr = r.node->addresses()[0];
+  UseCpu(1);
+  return r;
+}
+
+void StopRelay(Relay& r) {
+  r.node->Stop();
+  r.node.reset();
+  std::filesystem::remove_all(std::filesystem::path(r.dir).parent_path());
+}
+
+// JoinUntil: a new client joins `p`'s room through the relay; returns the ms from Join to
+// holding the writer's state hash.
+double JoinUntil(const Prepared& p, const Relay& relay) {
+  client::ClientOptions o;
+  o.data_dir = TempDir("client");
+  o.listen = *base::Endpoint::Parse("127.0.0.1:0");
+  o.bootstrap = {relay.addr};
+  o.cache = false;
+  auto c = Must(client::Client::Start(o), "client");
+  bool done = false;
+  c->OnState([&](const client::RoomRef&, const wire::Hash256& h) { done |= h == p.state_hash; });
+  room::Invite inv = p.made.writer;
+  inv.bootstrap = {relay.addr};
+  const auto t0 = Clock::now();
+  auto ref = Must(c->Join(room::FormatInvite(inv)), "join");
+  auto next_check = Clock::now() + std::chrono::milliseconds(500);
+  while (!done) {
+    c->Poll(1);
+    // The state event can be lost when the event ring overflows during a large sync:
+    // then ask for the state itself now and then.
+    if (Clock::now() >= next_check) {
+      auto st = c->State(ref);
+      done |= st.ok() && st->state_hash == p.state_hash;
+      next_check = Clock::now() + std::chrono::milliseconds(500);
+    }
+    Check(MsSince(t0) < 60'000, "join did not reach the writer's state within 60 s");
+  }
+  const double ms = MsSince(t0);
+  c.reset();
+  std::filesystem::remove_all(std::filesystem::path(o.data_dir).parent_path());
+  return ms;
+}
+
+// A raw UDP socket on 127.0.0.1 that joins the relay's swarm as a member.
+struct RawPeer {
+  int fd = -1;
+  explicit RawPeer(const base::Endpoint& relay) {
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    Check(fd >= 0, "socket");
+    // Large receive buffers, so that what is measured is the relay and not this thread's
+    // draining (FORCE passes net.core.rmem_max when run as root).
+    const int buf = 16 << 20;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) != 0) {
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+    }
+    sockaddr_storage a;
+    const socklen_t n = base::Endpoint::Parse("127.0.0.1:0")->ToSockaddr(&a, false);
+    Check(bind(fd, reinterpret_cast<sockaddr*>(&a), n) == 0, "bind");
+    to_len = relay.ToSockaddr(&to, false);
+  }
+  ~RawPeer() { close(fd); }
+  void Send(const uint8_t* p, size_t n) {
+    sendto(fd, p, n, 0, reinterpret_cast<sockaddr*>(&to), to_len);
+  }
+  // Drain: reads what is queued; counts datagrams of `type`.
+  uint64_t Drain(wire::MessageType type) {
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    uint64_t n = 0;
+    for (;;) {
+      const ssize_t got = recv(fd, buf, sizeof(buf), 0);
+      if (got <= 0) return n;
+      wire::Message m;
+      if (wire::Decode(buf, static_cast<size_t>(got), &m) == wire::Verdict::kOk &&
+          m.type() == type) {
+        ++n;
+      }
+    }
+  }
+  sockaddr_storage to{};
+  socklen_t to_len = 0;
+};
+
+constexpr int kMembers = 8;
+constexpr size_t kWindow = 1024;
+constexpr int kRetryMs = 200;
+
+void Fanout(int updates, double* per_s, double* overhead) {
+  Prepared p = Prepare(room::ReducerKind::kChat, updates, 0, false);
+  room::SwarmConfig sc;  // limits out of the way: the figure is the relay's capacity
+  sc.peer_publish_per_s = sc.room_publish_per_s = 10'000'000;
+  sc.peer_publish_burst = sc.room_publish_burst = 10'000'000;
+  Relay relay = StartRelay(p, /*with_log=*/false, sc);
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  std::vector<std::unique_ptr<RawPeer>> members;
+  auto join = [&](RawPeer& peer, uint8_t tag) {
+    wire::NodeId self{};
+    self[0] = tag;
+    wire::RandomBytes(std::span<uint8_t>(self.data() + 1, 8));
+    peer.Send(buf, enc.RoomJoin(buf, p.made.room_id, self, false, {}));
+    // The relay answers a join with its heads: wait for them (bounded).
+    const auto t0 = Clock::now();
+    while (peer.Drain(wire::MessageType::kRoomHeads) == 0) {
+      pollfd pf{peer.fd, POLLIN, 0};
+      poll(&pf, 1, 10);
+      Check(MsSince(t0) < 5000, "the relay did not answer a join");
+    }
+  };
+  for (int i = 0; i < kMembers; ++i) {
+    members.push_back(std::make_unique<RawPeer>(relay.addr));
+    join(*members.back(), static_cast<uint8_t>(i + 1));
+  }
+  RawPeer publisher(relay.addr);
+  join(publisher, 100);
+  std::vector<std::vector<uint8_t>> datagrams;
+  for (const auto& u : p.updates) {
+    const size_t n = enc.RoomPublish(buf, p.made.room_id, u);
+    datagrams.emplace_back(buf, buf + n);
+  }
+  // Updates are sent in order, at most kWindow beyond the oldest unacknowledged one; an
+  // update not acknowledged within kRetryMs is sent again, as a member's client does
+  // (a relay whose send queue is full drops acks; the publisher retransmits).
+  absl::flat_hash_map<wire::Hash256, size_t, room::IdHash> index;
+  for (size_t i = 0; i < p.updates.size(); ++i) {
+    room::UpdateView v;
+    Check(room::DecodeUpdate(p.updates[i], p.made.room_id, &v) == room::Verdict::kOk, "decode");
+    index[v.id] = i;
+  }
+  std::vector<bool> is_acked(datagrams.size(), false);
+  std::vector<Clock::time_point> sent_at(datagrams.size());
+  size_t next = 0, oldest = 0, acked = 0;
+  uint64_t delivered = 0, retransmitted = 0;
+  alignas(8) uint8_t rbuf[wire::kDatagramBytesMax];
+  const auto t0 = Clock::now();
+  while (acked < datagrams.size()) {
+    const auto now = Clock::now();
+    while (next < datagrams.size() && next - oldest < kWindow) {
+      publisher.Send(datagrams[next].data(), datagrams[next].size());
+      sent_at[next++] = now;
+    }
+    for (size_t i = oldest; i < next; ++i) {
+      if (is_acked[i] || now - sent_at[i] < std::chrono::milliseconds(kRetryMs)) continue;
+      publisher.Send(datagrams[i].data(), datagrams[i].size());
+      sent_at[i] = now;
+      ++retransmitted;
+    }
+    pollfd pf{publisher.fd, POLLIN, 0};
+    poll(&pf, 1, 1);
+    for (;;) {
+      const ssize_t got = recv(publisher.fd, rbuf, sizeof(rbuf), 0);
+      if (got <= 0) break;
+      wire::Message m;
+      if (wire::Decode(rbuf, static_cast<size_t>(got), &m) != wire::Verdict::kOk ||
+          m.type() != wire::MessageType::kRoomAck) {
+        continue;
+      }
+      auto it = index.find(wire::FromWireId(*m.room_ack()->update()));
+      if (it != index.end() && !is_acked[it->second]) {
+        is_acked[it->second] = true;
+        ++acked;
+      }
+    }
+    while (oldest < next && is_acked[oldest]) ++oldest;
+    for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
+    if (MsSince(t0) >= 120'000) {
+      std::fprintf(stderr, "sent %zu acked %zu delivered %llu\n%s\n", next, acked,
+                   static_cast<unsigned long long>(delivered), relay.node->StatusJson().c_str());
+      Check(false, "the relay did not acknowledge every update within 120 s");
+    }
+  }
+  const double relay_s = MsSince(t0) / 1000;
+  // Let the last floods arrive (bounded), then count.
+  for (int i = 0; i < 50 && delivered < kMembers * datagrams.size(); ++i) {
+    usleep(2000);
+    for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
+  }
+  if (std::getenv("RP_BENCH_VERBOSE") != nullptr) {
+    std::fprintf(stderr, "%s\n", relay.node->StatusJson().c_str());
+  }
+  StopRelay(relay);
+  // The floor: checking each update's signature on this thread.
+  const auto t1 = Clock::now();
+  int ok = 0;
+  for (const auto& u : p.updates) {
+    room::UpdateView v;
+    Check(room::DecodeUpdate(u, p.made.room_id, &v) == room::Verdict::kOk, "decode");
+    ok += room::CheckUpdateSignature(v, p.write_key);
+  }
+  const double sig_s = MsSince(t1) / 1000;
+  Check(ok == updates, "signatures");
+  *per_s = updates / relay_s;
+  *overhead = relay_s / sig_s;
+  std::fprintf(stderr,
+               "fan-out: %d updates acked in %.1f ms (%.0f/s); %llu of %llu floods reached the "
+               "%d members; %llu retransmitted; signatures alone %.1f ms\n",
+               updates, relay_s * 1000, *per_s, static_cast<unsigned long long>(delivered),
+               static_cast<unsigned long long>(uint64_t{kMembers} * updates), kMembers,
+               static_cast<unsigned long long>(retransmitted), sig_s * 1000);
+}
+
+}  // namespace
+}  // namespace ringpeer::bench
+
+int main(int argc, char** argv) {
+  using namespace ringpeer;
+  using namespace ringpeer::bench;
+  int updates = 20'000;
+  bool only_fanout = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--fanout-only") == 0) {
+      only_fanout = true;
+    } else if (std::strcmp(argv[i], "--updates") == 0 && i + 1 < argc) {
+      updates = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: %s [--updates N] [--fanout-only]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (updates < 1) updates = 1;
+  Check(wire::InitCrypto(), "libsodium");
+  g_cpus = shard::AvailableCpus();
+
+  double join_ms = 0, catchup_ms = 0;
+  if (!only_fanout) {
+  // Join: a kv room of 6,000 x 800-byte values (~4.9 MB of state), checkpointed.
+  Prepared big = Prepare(room::ReducerKind::kKv, 6000, 800, true);
+  std::fprintf(stderr, "checkpoint: %zu-byte record, %zu-byte state blob\n",
+               big.checkpoint.record.size(), big.checkpoint.blob.size());
+  Relay r1 = StartRelay(big, /*with_log=*/false, room::SwarmConfig{});
+  join_ms = JoinUntil(big, r1);
+  StopRelay(r1);
+  std::fprintf(stderr, "join: %.1f ms\n", join_ms);
+
+  // Catch-up: 10,000 chat updates the joiner missed, no checkpoint.
+  Prepared missed = Prepare(room::ReducerKind::kChat, 10'000, 0, false);
+  Relay r2 = StartRelay(missed, /*with_log=*/true, room::SwarmConfig{});
+  catchup_ms = JoinUntil(missed, r2);
+  StopRelay(r2);
+  std::fprintf(stderr, "catch-up: %.1f ms\n", catchup_ms);
+  }
+
+  double per_s = 0, overhead = 0;
+  Fanout(updates, &per_s, &overhead);
+  std::printf("join_5mb_ms=%.1f catchup_10k_ms=%.1f relay_updates_per_s=%.0f relay_overhead=%.2f\n",
+              join_ms, catchup_ms, per_s, overhead);
+  return 0;
+}
