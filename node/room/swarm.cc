@@ -364,6 +364,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
     }
   }
   StorePlaced(&update);
+  since_checkpoint_ += room_->placed().size();
   // An update that went pending is announced when it is placed, with the pending updates
   // that a later arrival releases: only then can the application read its payload.
   for (const Hash256& placed : room_->placed()) Emit(SwarmEvent::kUpdateApplied, placed, from);
@@ -451,6 +452,11 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbo
   }
   if (unacked_.size() < kUnackedMax) {
     unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
+  }
+  ++since_checkpoint_;
+  if (config_.checkpoint_every != 0 && since_checkpoint_ >= config_.checkpoint_every &&
+      fetch_ == nullptr && MakeCheckpoint().ok()) {
+    ++counters_.checkpoints_made;  // announced with our next heads; relays fetch it
   }
   return update;
 }

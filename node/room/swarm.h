@@ -70,6 +70,10 @@ struct SwarmConfig {
   uint32_t room_publish_burst = 2000;
   // Piece requests in flight to one peer during a checkpoint fetch.
   uint32_t pieces_inflight_per_peer = 64;
+  // A member with write access that publishes when this many updates have entered the log
+  // since the newest checkpoint makes a new one (relays fetch it and serve it to joiners,
+  // who then download the state instead of the whole log). 0: never.
+  uint32_t checkpoint_every = 1000;
 };
 
 // Forwarded update ids remembered (the flood's loop guard), and rejected ones (so that a
@@ -136,6 +140,7 @@ struct SwarmCounters {
   uint64_t pieces_received = 0;
   uint64_t pieces_bad = 0;       // failed their hash: the sender is struck
   uint64_t checkpoints_loaded = 0;
+  uint64_t checkpoints_made = 0;  // by this writer, every checkpoint_every updates
   uint64_t storage_errors = 0;
 };
 
@@ -308,7 +313,8 @@ class Swarm {
   std::vector<Unacked> unacked_;
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;
-  uint64_t restored_updates_ = 0;  // the log Restore reloaded (a cache or a relay restart)
+  uint64_t restored_updates_ = 0;
+  uint64_t since_checkpoint_ = 0;  // updates placed since the newest checkpoint (approx.)  // the log Restore reloaded (a cache or a relay restart)
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;

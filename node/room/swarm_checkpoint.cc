@@ -87,6 +87,7 @@ const wire::RoomCheckpointInfo& Swarm::checkpoint_info() const noexcept {
 }
 
 void Swarm::AdoptObject(Bytes record, Bytes blob) {
+  since_checkpoint_ = 0;
   auto object = std::make_unique<Object>();
   BuildObject(record, blob, object.get());
   object_ = std::move(object);
@@ -134,6 +135,7 @@ void Swarm::Restore(const LoadedRoom& r) {
   }
   digest_dirty_ = true;
   restored_updates_ = room_->log_size();
+  if (!room_->has_checkpoint()) since_checkpoint_ = room_->log_size();
 }
 
 void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state) {
@@ -318,6 +320,7 @@ void Swarm::FinishFetch(int64_t now_us, dht::Outbox& out) {
     object->bytes = std::move(f.bytes);
     object->hashes = std::move(f.expected);  // every level is verified: the object's tree
     object_ = std::move(object);
+    since_checkpoint_ = 0;
     Bytes obj_blob(object_->bytes.data() + record.size(), object_->bytes.size() - record.size());
     if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, obj_blob).ok()) {
       ++counters_.storage_errors;

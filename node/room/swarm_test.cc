@@ -271,6 +271,33 @@ TEST(Swarm, LateJoinerGetsCheckpointAndTail) {
   EXPECT_EQ(StateOf(j->room()), StateOf(s.swarms[0]->room()));
 }
 
+// Nobody calls MakeCheckpoint here: writers make one every checkpoint_every updates, the
+// relay fetches it from their heads, and a joiner starts from it instead of the whole log.
+TEST(Swarm, WritersCheckpointOnTheirOwnAndJoinersStartThere) {
+  SwarmConfig sc;
+  sc.checkpoint_every = 50;
+  Swarmed s(451, 0.05, ReducerKind::kChat, sc);
+  s.net.Run(500'000);
+  for (int i = 0; i < 120; ++i) {
+    ASSERT_TRUE(s.swarms[i % 2]->Publish(s.net.now_us, Chat(s.f.members[i % 2], "m"),
+                                         s.members[i % 2]->out).ok());
+    s.net.Run(s.net.now_us + 3'000);
+  }
+  s.net.Run(s.net.now_us + 10'000'000);
+  const uint64_t made = s.swarms[0]->counters().checkpoints_made +
+                        s.swarms[1]->counters().checkpoints_made;
+  EXPECT_GE(made, 2u);
+  EXPECT_LE(made, 4u);  // about one per 50 updates, not one per writer per update
+  ASSERT_TRUE(s.relay_swarm->room().has_checkpoint());
+  Node* late = s.net.Add(&s.f.members[3], false, sc);
+  std::vector<base::Endpoint> boot{s.relay->addr};
+  Swarm* j = *late->host->Join(s.net.now_us, s.f.genesis, s.f.epochs, boot, late->out);
+  s.net.Run(s.net.now_us + 20'000'000);
+  EXPECT_EQ(j->counters().checkpoints_loaded, 1u);
+  EXPECT_LT(j->room().log_size(), 120u);  // the log after the checkpoint, not all of it
+  EXPECT_EQ(j->room().state_hash(), s.swarms[0]->room().state_hash());
+}
+
 TEST(Swarm, EvictedMembersPostsAreRejectedAfterRotation) {
   Swarmed s(501, 0.05);
   s.net.Run(500'000);

@@ -159,6 +159,9 @@ def main():
                 for j in range(3):
                     if j == k:
                         continue
+                    if text not in seen[j]:  # for the record: what that chat did print
+                        print(f"c{j} printed {sorted(seen[j])}; stderr {chats[j].err}",
+                              flush=True)
                     check(text in seen[j], f"'{text}' from c{k} appears at c{j}")
                     lat = seen[j][text] - t_sent
                     worst = max(worst, lat)
