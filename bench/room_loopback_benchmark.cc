@@ -255,7 +255,7 @@ struct RawPeer {
   socklen_t to_len = 0;
 };
 
-constexpr int kMembers = 8;
+int kMembers = 8;  // --members
 constexpr size_t kWindow = 1024;
 constexpr int kRetryMs = 200;
 
@@ -345,7 +345,7 @@ void Fanout(int updates, double* per_s, double* overhead) {
   }
   const double relay_s = MsSince(t0) / 1000;
   // Let the last floods arrive (bounded), then count.
-  for (int i = 0; i < 50 && delivered < kMembers * datagrams.size(); ++i) {
+  for (int i = 0; i < 50 && delivered < static_cast<uint64_t>(kMembers) * datagrams.size(); ++i) {
     usleep(2000);
     for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
   }
@@ -369,7 +369,7 @@ void Fanout(int updates, double* per_s, double* overhead) {
                "fan-out: %d updates acked in %.1f ms (%.0f/s); %llu of %llu floods reached the "
                "%d members; %llu retransmitted; signatures alone %.1f ms\n",
                updates, relay_s * 1000, *per_s, static_cast<unsigned long long>(delivered),
-               static_cast<unsigned long long>(uint64_t{kMembers} * updates), kMembers,
+               static_cast<unsigned long long>(static_cast<uint64_t>(kMembers) * updates), kMembers,
                static_cast<unsigned long long>(retransmitted), sig_s * 1000);
 }
 
@@ -384,10 +384,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--fanout-only") == 0) {
       only_fanout = true;
+    } else if (std::strcmp(argv[i], "--members") == 0 && i + 1 < argc) {
+      kMembers = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--updates") == 0 && i + 1 < argc) {
       updates = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--updates N] [--fanout-only]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--updates N] [--members N] [--fanout-only]\n", argv[0]);
       return 2;
     }
   }
