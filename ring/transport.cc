@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status.h"
+#include "ring/delay_transport.h"
 #include "ring/mmsg_transport.h"
 #include "ring/transport.h"
 #include "ring/uring_transport.h"
@@ -105,10 +106,12 @@ absl::Status ProbeIoUring() {
   return status;
 }
 
-absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(TransportKind kind,
-                                                           ShardSockets sockets,
-                                                           const TransportConfig& config,
-                                                           std::string* fallback_reason) {
+namespace {
+
+// CreateInner: the real transport (io_uring, or recvmmsg as allowed), unwrapped.
+absl::StatusOr<std::unique_ptr<Transport>> CreateInner(TransportKind kind, ShardSockets sockets,
+                                                       const TransportConfig& config,
+                                                       std::string* fallback_reason) {
   if (fallback_reason != nullptr) fallback_reason->clear();
   absl::Status uring_status = absl::OkStatus();
   if (kind != TransportKind::kMmsg) {
@@ -130,6 +133,25 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(TransportKind kind,
     return mmsg.status();
   }
   return std::unique_ptr<Transport>(std::move(*mmsg));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(TransportKind kind,
+                                                           ShardSockets sockets,
+                                                           const TransportConfig& config,
+                                                           std::string* fallback_reason) {
+  auto t = CreateInner(kind, std::move(sockets), config, fallback_reason);
+  if (!t.ok() || config.send_delay_us <= 0) return t;
+  // The test delay shim: only here, so an undelayed node runs the bare transport.
+  if (config.send_delay_slots == 0) {
+    return absl::InvalidArgumentError("send_delay_slots must be > 0 with send_delay_us");
+  }
+  DelayConfig dc;
+  dc.delay_us = config.send_delay_us;
+  dc.slots = config.send_delay_slots;
+  dc.slot_bytes = config.send_slot_bytes;
+  return std::unique_ptr<Transport>(std::make_unique<DelayTransport>(std::move(*t), dc));
 }
 
 }  // namespace ringpeer::ring

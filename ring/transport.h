@@ -59,6 +59,9 @@ struct TransportStats {
   uint64_t recv_rearms = 0;       // multishot receive re-armed after it stopped
   uint64_t wakeups = 0;           // doorbells received
   uint64_t syscalls = 0;          // submit/wait (or recvmmsg/sendmmsg/poll) calls made
+  // Test delay shim only (TransportConfig::send_delay_us > 0, ring/delay_transport.h).
+  uint64_t send_delayed = 0;      // datagrams held for the delay
+  uint64_t send_delay_full = 0;   // dropped: the delay queue was full (also in send_slots_full)
 };
 
 struct TransportConfig {
@@ -78,6 +81,14 @@ struct TransportConfig {
   // io_uring: register the sockets as fixed files, which saves a file lookup and reference
   // count per operation. Off is for measuring the difference.
   bool register_files = true;
+  // Test only (`ringpeer serve --test-delay-ms`, tests/netns): hold every outgoing
+  // datagram this long before sending it, to stand in for link delay where the kernel
+  // has no netem. 0: off, and the transport is not wrapped at all. When > 0,
+  // CreateTransport wraps the transport in a DelayTransport (ring/delay_transport.h)
+  // holding at most send_delay_slots datagrams (send_slot_bytes each); beyond that,
+  // sends are dropped and counted in send_slots_full.
+  int64_t send_delay_us = 0;
+  uint32_t send_delay_slots = 4096;
 };
 
 // Which transport to use. kAuto prefers io_uring and falls back to recvmmsg with a
@@ -165,7 +176,8 @@ absl::Status ProbeIoUring();
 
 // CreateTransport: builds the transport of `kind` over `sockets`. With kAuto, an
 // unavailable io_uring falls back to recvmmsg and `*fallback_reason` says why (empty
-// otherwise). With kIoUring it is an error instead.
+// otherwise). With kIoUring it is an error instead. With config.send_delay_us > 0 the
+// result is wrapped in a DelayTransport (a test option; see TransportConfig).
 absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(TransportKind kind,
                                                            ShardSockets sockets,
                                                            const TransportConfig& config,
