@@ -72,6 +72,9 @@ constexpr FlagSpec kServeFlags[] = {
      "debug, info, warn or error"},
     {"log-format", FlagSpec::Kind::kValue, "RINGPEER_LOG_FORMAT", "FORMAT", "text",
      "text, or json (one object per line)"},
+    {"test-delay-ms", FlagSpec::Kind::kValue, "RINGPEER_TEST_DELAY_MS", "MS", "0",
+     "test only: hold every sent datagram MS ms before sending (link delay for tests/netns, "
+     "where the kernel has no netem)"},
     {"config", FlagSpec::Kind::kValue, "RINGPEER_CONFIG", "FILE", nullptr,
      "config file: 'name = value' lines with these flags' names; flags and env override it"},
     {"print-config", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
@@ -212,6 +215,10 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
   if (auto v = f.Value("peers-max")) {
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("peers-max", *v, 8, 1'000'000));
     c.peers_max = static_cast<uint32_t>(r);
+  }
+  if (auto v = f.Value("test-delay-ms")) {
+    RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("test-delay-ms", *v, 0, 10'000));
+    c.transport_config.send_delay_us = static_cast<int64_t>(ms) * 1000;
   }
   settings.data_dir = f.Value("data-dir").value_or(kDefaultDataDir);
   const std::string admin = f.Value("admin").value_or(admin::kAdminDefaultAddress);
