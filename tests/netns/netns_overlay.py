@@ -18,12 +18,15 @@ Topology (every namespace is created by this test and deleted at the end, even o
    (numgen random mod 100 < 5), with a counter the test reads to prove loss happened.
  - NAT: rt masquerades 10.77.200.0/24 behind 10.77.100.1 and forwards inbound traffic only for
    connections n1 opened (ct state established,related), like a home router.
- - delay: not applied. This kernel has no netem, and the transport has no delaying shim
-   yet; see tests/netns/README.md.
+ - delay: this kernel has no netem, so every node holds each datagram it sends for
+   DELAY_MS (50 ms) before sending it (`ringpeer serve --test-delay-ms`, the transport's
+   test delay shim, ring/delay_transport.h): 50 ms one way between any two hosts, a 100 ms
+   round trip, on top of the loss. NETNS_DELAY_MS=0 turns it off (for diagnosis).
 
 Checks, each with a deadline:
  1. within 10 s of the last start the six nodes form one overlay: each has a live,
     verified peer and those peerings connect all six; /readyz answers 200 on every host;
+    a ping to each public node is answered no sooner than DELAY_MS (the delay is applied);
  2. n1 reaches the overlay through a public host: n1 lists a public host P as live and
     verified, P lists n1's id as live and verified at the router's public address
     10.77.100.1 (within 25 s: a lost challenge is sent again only at the next 10 s
@@ -53,6 +56,8 @@ PREFIX = f"rpt{os.getpid()}-"
 PORT = 7700
 ADMIN = "127.0.0.1:7780"
 LOSS_PERCENT = 5
+# Held by each sender before it goes out (the transport's test delay shim; no netem here).
+DELAY_MS = int(os.environ.get("NETNS_DELAY_MS", "50"))
 ROUTER_PUBLIC = "10.77.100.1"  # the NAT's public address
 FORM_DEADLINE_S = 10.0
 # Mutual verification of the NAT host and h1: one lost challenge costs a ping interval.
@@ -155,6 +160,48 @@ def loss_drops(ns):
     return total
 
 
+# A valid liveness ping (the fuzzer's seed corpus, written by tests/fuzz/make_corpus):
+# any ringpeer node answers it with a pong, whoever sends it.
+PING_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus",
+                         "datagram", "ping")
+
+# Runs in a host's namespace: for each ADDR:PORT, sends that ping from a fresh socket (so a
+# late pong can never be taken for a later ping's) and times the pong, up to 3 answered
+# pings out of 10 tries, 1 s each. Prints {"ADDR:PORT": [rtt ms, ...]}.
+PROBE = r"""
+import json, socket, sys, time
+ping = open(sys.argv[1], "rb").read()
+out = {}
+for target in sys.argv[2:]:
+    host, port = target.rsplit(":", 1)
+    rtts = []
+    for attempt in range(10):
+        if len(rtts) >= 3:
+            break
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(1.0)
+        t0 = time.monotonic()
+        s.sendto(ping, (host, int(port)))
+        try:
+            while True:
+                data, addr = s.recvfrom(2048)
+                if data[:4] == b"rpr1" and len(data) > 5 and data[5] == 2:
+                    rtts.append((time.monotonic() - t0) * 1000)
+                    break
+        except socket.timeout:
+            pass  # the ping or the pong was lost (the loss rules)
+        s.close()
+    out[target] = rtts
+print(json.dumps(out))
+"""
+
+
+def ping_rtts(ns, targets):
+    """{target: [ping round trips in ms]} measured from namespace ns."""
+    r = sh(sys.executable, "-c", PROBE, PING_PATH, *targets, ns=ns, timeout=15 * len(targets))
+    return json.loads(r.stdout)
+
+
 def build_network():
     sw = add_ns("sw")
     sh("ip", "link", "add", "br0", "type", "bridge", ns=sw)
@@ -212,7 +259,8 @@ class Host:
     def start(self):
         args = ["ip", "netns", "exec", self.ns, self.binary, "serve", "--data-dir",
                 self.data_dir, "--listen", f"0.0.0.0:{PORT}", "--shards", "1",
-                "--admin", ADMIN, "--log-format", "json"]
+                "--admin", ADMIN, "--log-format", "json",
+                "--test-delay-ms", str(DELAY_MS)]
         for b in self.bootstrap:
             args += ["--bootstrap", b]
         log = open(self.log_path, "ab")
@@ -349,8 +397,8 @@ def main():
     t0 = time.monotonic()
     formed = wait_for(lambda: one_overlay(hosts), FORM_DEADLINE_S)
     took = time.monotonic() - t0
-    check(bool(formed), f"six hosts with {LOSS_PERCENT}% loss form one overlay "
-                        f"({took:.1f} s, deadline {FORM_DEADLINE_S:.0f} s)")
+    check(bool(formed), f"six hosts with {LOSS_PERCENT}% loss and {DELAY_MS} ms delay form one "
+                        f"overlay ({took:.1f} s, deadline {FORM_DEADLINE_S:.0f} s)")
     if not formed:
         statuses = {h.name: h.status() for h in hosts}
         if all(statuses.values()):
@@ -363,6 +411,19 @@ def main():
               f"peerings; {mutual} pairs verified both ways")
     ready = wait_for(lambda: all(h.readyz() == "200" for h in hosts), 5.0)
     check(bool(ready), "/readyz answers 200 on every host")
+
+    # The delay is applied: a node answers a ping at once and holds the pong DELAY_MS, so
+    # a ping from a plain socket in another host takes at least that (well under 1 ms
+    # without the shim). h1 times the other public nodes, h2 times h1; n1 is behind the
+    # NAT, which lets no ping in.
+    if DELAY_MS > 0:
+        rtts = ping_rtts(hosts[0].ns, [f"{h.ip}:{PORT}" for h in hosts[1:5]])
+        rtts.update(ping_rtts(hosts[1].ns, [f"{hosts[0].ip}:{PORT}"]))
+        got = {h.name: sorted(rtts.get(f"{h.ip}:{PORT}", [])) for h in hosts[:5]}
+        check(all(r and r[0] >= DELAY_MS for r in got.values()),
+              f"every public node holds its sends {DELAY_MS} ms: pings answered in "
+              + "; ".join(f"{n}: {', '.join(f'{t:.1f}' for t in r) or 'none'}"
+                          for n, r in got.items()) + " ms")
 
     # The NAT host: verified by, and verifying, a public peer, seen at the router's address.
     public = hosts[:5]

@@ -8,11 +8,16 @@ The network is netns_overlay.py's (imported from it): h1..h5 public, each in its
 10.77.100.1. Every host's namespace drops a share of its incoming UDP with nftables
 (`numgen random mod 100 < P`, counted), so every datagram between two hosts, and between two
 processes on one host, crosses one such rule. The relay runs on h1; a member on each of
-h2..h5 and n1.
+h2..h5 and n1. Every process, relay and members, also holds each datagram it sends for
+50 ms (netns_overlay.DELAY_MS) before sending it: the relay with `--test-delay-ms`, the
+members' embedded nodes through RINGPEER_TEST_DELAY_MS (the kernel has no netem), so room
+traffic is delayed both ways, 50 ms one way per hop.
 
 Checks, each wait bounded:
- 1. five hosts, 5% loss: members on h2..h5 and n1 post concurrently (two rounds each, every
-    message acked by the relay) and every follower receives every posted message, once;
+ 1. five hosts, 5% loss, 50 ms delay: members on h2..h5 and n1 post concurrently (two
+    rounds each, every message acked by the relay) and every follower receives every
+    posted message, once; pings to the relay and to the public members' embedded nodes
+    are answered no sooner than the delay (it is applied at both ends);
  2. the NAT host chats through the relay: n1's posts are acked, every public follower gets
     them, n1's follower gets every public host's messages, and a fresh one-shot reader on
     n1 reads the whole history;
@@ -83,8 +88,9 @@ table inet rploss {{
 
 
 def client_cmd(ns, args, data_dir):
-    return ["ip", "netns", "exec", ns, binary] + args + ["--data-dir", data_dir,
-                                                       "--listen", "0.0.0.0:0"]
+    # The embedded node takes the test delay from the environment (it has no flag).
+    return ["ip", "netns", "exec", ns, "env", f"RINGPEER_TEST_DELAY_MS={ov.DELAY_MS}",
+            binary] + args + ["--data-dir", data_dir, "--listen", "0.0.0.0:0"]
 
 
 def client(ns, args, data_dir, stdin=None, timeout=40):
@@ -122,7 +128,8 @@ class Relay:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, binary, "serve", "--data-dir", self.data_dir,
              "--listen", f"0.0.0.0:{PORT}", "--shards", "1", "--admin", "off",
-             "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT)
+             "--log-format", "json", "--test-delay-ms", str(ov.DELAY_MS)],
+            stdout=log, stderr=subprocess.STDOUT)
         log.close()
         ov.procs.append(self.proc)
 
@@ -224,6 +231,42 @@ def total_drops(net):
     return sum(ov.loss_drops(ns) for ns, _ in net.values())
 
 
+def udp_port(ns, pid):
+    """The UDP port process `pid` listens on in namespace ns (an embedded client binds
+    0.0.0.0:0), or None."""
+    r = ov.sh("ss", "-Hunap", ns=ns, check=False)
+    for line in r.stdout.splitlines():
+        if f"pid={pid}," in line:
+            local = line.split()[3]  # State Recv-Q Send-Q Local Peer Process; -H: no header
+            return int(local.rsplit(":", 1)[1])
+    return None
+
+
+def delay_applies(net, relay_ip, followers):
+    """Checks that both ends of room traffic hold their sends: a pong from the relay, timed
+    from h2, and from each public member's embedded node (its follower), timed from h1,
+    takes at least DELAY_MS (each node answers at once and holds the pong). Without the
+    shim these round trips take well under a millisecond."""
+    rtts = ov.ping_rtts(net["h2"][0], [f"{relay_ip}:{PORT}"])
+    relay_rtts = sorted(rtts.get(f"{relay_ip}:{PORT}", []))
+    check(bool(relay_rtts) and relay_rtts[0] >= ov.DELAY_MS,
+          f"the relay holds its sends {ov.DELAY_MS} ms: pings from h2 answered in "
+          f"{', '.join(f'{t:.1f}' for t in relay_rtts) or 'none'} ms")
+    # n1's follower is behind the NAT, which lets no ping in: the public members only.
+    targets = {}
+    for h in MEMBERS[:4]:
+        port = udp_port(net[h][0], followers[h].proc.pid)
+        if port is not None:
+            targets[h] = f"{net[h][1]}:{port}"
+    rtts = ov.ping_rtts(net["h1"][0], list(targets.values())) if targets else {}
+    got = {h: sorted(rtts.get(t, [])) for h, t in targets.items()}
+    check(len(got) == 4 and all(r and r[0] >= ov.DELAY_MS for r in got.values()),
+          f"the members' embedded nodes hold their sends {ov.DELAY_MS} ms "
+          f"(RINGPEER_TEST_DELAY_MS): pings from h1 to the followers on h2..h5 answered in "
+          + "; ".join(f"{h}: {', '.join(f'{t:.1f}' for t in r) or 'none'}"
+                      for h, r in got.items()) + " ms")
+
+
 def main():
     global binary
     if len(sys.argv) != 2:
@@ -284,10 +327,12 @@ def main():
         posted = time.monotonic() - t_post
         t0 = time.monotonic()
         got = ov.wait_for(lambda: all_delivered(followers, acked), DELIVER_DEADLINE_S)
-        check(bool(got), f"5% loss: each of {len(followers)} followers (h2..h5, n1) received all "
-                         f"{len(acked)} acked messages from five hosts (posting {posted:.1f} s, "
-                         f"then {time.monotonic() - t0:.1f} s)"
+        check(bool(got), f"5% loss, {ov.DELAY_MS} ms delay: each of {len(followers)} followers "
+                         f"(h2..h5, n1) received all {len(acked)} acked messages from five "
+                         f"hosts (posting {posted:.1f} s, then {time.monotonic() - t0:.1f} s)"
                          f"{'' if got else ': ' + missing_report(followers, acked)}")
+        if ov.DELAY_MS > 0:
+            delay_applies(net, relay_ip, followers)
         dups = {h: duplicates(f) for h, f in followers.items()}
         check(not any(dups.values()), f"no follower printed a message twice ({dups})")
         check(total_drops(net) > drops0,
