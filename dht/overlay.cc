@@ -64,6 +64,16 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
   }
 }
 
+bool Overlay::AddBootstrap(int64_t now_us, const base::Endpoint& addr) noexcept {
+  if (Find(addr) >= 0) return true;
+  const int slot = FindOrAdd(addr, now_us);
+  if (slot < 0) return false;
+  peers_[slot].bootstrap = true;
+  peers_[slot].next_ping_us = now_us;
+  Wake(now_us);
+  return true;
+}
+
 int Overlay::Find(const base::Endpoint& addr) const noexcept {
   auto it = by_addr_.find(addr);
   return it == by_addr_.end() ? -1 : static_cast<int>(it->second);

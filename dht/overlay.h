@@ -250,6 +250,11 @@ class Overlay {
   // every ~100 ms; it scans the table (O(peers_max), fine for a table of ~1000).
   void Tick(int64_t now_us, Outbox& out) noexcept;
 
+  // AddBootstrap: a peer to join through that was learned after start (an invite's
+  // relays): treated like a configured bootstrap peer, pinged at the next Tick. False when
+  // the table is full. An address already known is left as it is.
+  bool AddBootstrap(int64_t now_us, const base::Endpoint& addr) noexcept;
+
   // Snapshot: every known peer (control path; allocates).
   std::vector<PeerStatus> Snapshot(int64_t now_us) const;
   size_t LivePeers(int64_t now_us) const noexcept;

@@ -57,6 +57,12 @@ class RoomHost {
   // Close: leaves a room and stops serving it (its storage stays).
   void Close(const Hash256& room_id, dht::Outbox& out);
   Swarm* Find(const Hash256& room_id) noexcept;
+  // ForEach: calls f(Swarm&) for every room served (order unspecified; f must not open or
+  // close rooms).
+  template <typename F>
+  void ForEach(F&& f) {
+    for (auto& [id, swarm] : rooms_) f(*swarm);
+  }
 
   // OnMessage: one verified room message. kOk, or why it was dropped (unknown room: the
   // room is not served here). A relay starts serving an unknown room when a RoomJoin

@@ -196,6 +196,16 @@ class Swarm {
   const Hash256& id() const noexcept { return room_->id(); }
   const SwarmCounters& counters() const noexcept { return counters_; }
   size_t peers_count() const noexcept;
+  // HasPeer: `addr` is in the room's peer table (heard from, not yet dropped).
+  bool HasPeer(const base::Endpoint& addr) noexcept { return FindPeer(addr) != nullptr; }
+  // Discovery: the shard's bookkeeping for finding this room's providers in the DHT
+  // (node/shard): whether it asked for the announcement, and when it looks up next.
+  struct Discovery {
+    bool announced = false;
+    int64_t next_lookup_us = 0;  // 0: at the next tick
+    int64_t interval_us = 0;     // doubles from kDiscoveryFirstUs to kDiscoveryMaxUs
+  };
+  Discovery& discovery() noexcept { return discovery_; }
   // Updates reloaded from storage when the room was opened (Restore), not fetched.
   uint64_t restored_updates() const noexcept { return restored_updates_; }
   size_t unacked_count() const noexcept { return unacked_.size(); }
@@ -314,7 +324,8 @@ class Swarm {
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;
   uint64_t restored_updates_ = 0;
-  uint64_t since_checkpoint_ = 0;  // updates placed since the newest checkpoint (approx.)  // the log Restore reloaded (a cache or a relay restart)
+  uint64_t since_checkpoint_ = 0;
+  Discovery discovery_;  // updates placed since the newest checkpoint (approx.)  // the log Restore reloaded (a cache or a relay restart)
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;

@@ -58,11 +58,18 @@ class Shard::TransportOutbox : public dht::Outbox {
 class Shard::Events : public dht::OverlayEvents {
  public:
   explicit Events(Shard* shard) : shard_(shard) {}
-  void OnLookupStarted(uint32_t, dht::LookupKind) override {
+  void OnLookupStarted(uint32_t handle, dht::LookupKind kind) override {
     ShardCounters::Add(shard_->counters_.lookups_started, 1);
+    // A room's provider lookup learns its handle here: it may end inside the same call.
+    Shard::RoomLookup* l = shard_->starting_room_lookup_;
+    if (l != nullptr && kind == dht::LookupKind::kGetProviders) {
+      l->handle = handle;
+      shard_->starting_room_lookup_ = nullptr;
+    }
   }
   void OnLookupDone(const dht::LookupResult& r) override {
     CountLookup(r);
+    if (r.kind == dht::LookupKind::kGetProviders) NoteRoomProviders(r);
     ControlCommand* cmd = shard_->command_;
     if (cmd == nullptr || r.handle != shard_->command_handle_) return;
     cmd->closest.assign(r.closest.begin(), r.closest.end());
@@ -94,6 +101,23 @@ class Shard::Events : public dht::OverlayEvents {
   }
 
  private:
+  // NoteRoomProviders: a room's provider lookup finished: its providers (not us) are
+  // queued for the room's swarm (handed over after the overlay call returns).
+  void NoteRoomProviders(const dht::LookupResult& r) noexcept {
+    for (Shard::RoomLookup& l : shard_->room_lookups_) {
+      if (l.handle == 0 || l.handle != r.handle) continue;
+      l.handle = 0;
+      size_t taken = 0;
+      const wire::NodeId self = shard_->overlay_->id();
+      for (const dht::Contact& c : r.providers) {
+        if (taken == kRoomProvidersJoinMax) break;
+        if (c.id == self || !c.addr.valid()) continue;
+        if (shard_->room_peers_found_.size() == kRoomPeersFoundMax) break;
+        shard_->room_peers_found_.push_back(Shard::RoomPeerFound{l.room, c.addr});
+        ++taken;
+      }
+    }
+  }
   // CountLookup: the outcome and duration of every finished lookup, for /metrics.
   void CountLookup(const dht::LookupResult& r) noexcept {
     ShardCounters& c = shard_->counters_;
@@ -134,11 +158,15 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   rc.swarm.relay = config_.room_storage != nullptr && config_.room_relay;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
                                             config_.room_listener);
+  room_peers_found_.reserve(kRoomPeersFoundMax);
   if (config_.index == config_.owner) {
     const int64_t now = MonotonicUs();
     events_ = std::make_unique<Events>(this);
     dht::OverlayConfig oc = config_.overlay;
     oc.shard_index = static_cast<uint8_t>(config_.index);
+    // Every room of every shard is announced from here, besides the node's own keys.
+    oc.announces_max = std::max<uint32_t>(oc.announces_max,
+                                          config_.rooms_max * config_.shards + 16);
     oc.events = events_.get();
     overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);
     if (!config_.restore.empty()) overlay_->Restore(now, config_.restore);
@@ -305,6 +333,20 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
     for (; taken < kMailboxBatchMax; ++taken) {
       MailItem* item = ring.Front();
       if (item == nullptr) break;
+      wire::Hash256 room{};
+      if (item->kind == MailItem::Kind::kRoomProviders ||
+          item->kind == MailItem::Kind::kRoomPeer) {
+        if (item->size == room.size()) {
+          std::memcpy(room.data(), item->bytes, room.size());
+          if (item->kind == MailItem::Kind::kRoomProviders) {
+            ProvideRoom(room, now_us);
+          } else {
+            ConnectRoomPeer(room, item->from, now_us);
+          }
+        }
+        ring.Pop();
+        continue;
+      }
       // The sending shard verified it; verifying again keeps Message's guarantee local
       // and costs ~100 ns.
       wire::Message msg;
@@ -330,11 +372,64 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 void Shard::OnTick(int64_t now_us) noexcept {
   rooms_->Tick(now_us, *outbox_);
   counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
+  RoomDiscoveryTick(now_us);
   if (overlay_) {
     overlay_->Tick(now_us, *outbox_);
     MaybeEstimateSize(now_us);
   }
+  DeliverRoomPeers(now_us);
   PublishTransportStats();
+}
+
+void Shard::RoomDiscoveryTick(int64_t now_us) noexcept {
+  rooms_->ForEach([&](room::Swarm& s) {
+    room::Swarm::Discovery& d = s.discovery();
+    if (now_us < d.next_lookup_us) return;
+    d.interval_us = d.interval_us == 0 ? kRoomDiscoveryFirstUs
+                                       : std::min(d.interval_us * 2, kRoomDiscoveryMaxUs);
+    d.next_lookup_us = now_us + d.interval_us;
+    if (config_.index == config_.owner) {
+      ProvideRoom(s.id(), now_us);
+    } else {
+      Forward(config_.owner, MailItem::Kind::kRoomProviders, base::Endpoint{}, s.id());
+    }
+  });
+}
+
+// ProvideRoom (owner shard): (re)announces us as a provider of `room` (the overlay keeps
+// republishing it) and starts a lookup of its providers. Either may be refused for now
+// (no verified peer yet, pools full): the room's next discovery round asks again.
+void Shard::ProvideRoom(const wire::Hash256& room, int64_t now_us) noexcept {
+  RP_ASSERT(overlay_ != nullptr);
+  overlay_->Announce(now_us, room, *outbox_);
+  for (RoomLookup& l : room_lookups_) {
+    if (l.handle != 0) continue;
+    l.room = room;
+    starting_room_lookup_ = &l;  // OnLookupStarted sets l.handle; OnLookupDone clears it
+    overlay_->GetProviders(now_us, room, *outbox_);
+    starting_room_lookup_ = nullptr;
+    break;
+  }
+  DeliverRoomPeers(now_us);
+}
+
+void Shard::DeliverRoomPeers(int64_t now_us) noexcept {
+  for (const RoomPeerFound& f : room_peers_found_) {
+    const uint32_t owner = f.room[0] % config_.shards;
+    if (owner == config_.index) {
+      ConnectRoomPeer(f.room, f.peer, now_us);
+    } else {
+      Forward(owner, MailItem::Kind::kRoomPeer, f.peer, f.room);
+    }
+  }
+  room_peers_found_.clear();
+}
+
+void Shard::ConnectRoomPeer(const wire::Hash256& room, const base::Endpoint& peer,
+                            int64_t now_us) noexcept {
+  room::Swarm* s = rooms_->Find(room);
+  if (s == nullptr || s->HasPeer(peer)) return;
+  s->Connect(now_us, peer, *outbox_);
 }
 
 void Shard::MaybeEstimateSize(int64_t now_us) noexcept {
@@ -417,6 +512,11 @@ void Shard::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
   }
   room::Swarm* swarm = rooms_->Find(cmd->target);
   if (cmd->kind == ControlCommand::Kind::kRoomJoin) {
+    // The invite's relays are also a way into the DHT, where the room's other providers
+    // are found (a client may have been started without --bootstrap).
+    if (overlay_) {
+      for (const base::Endpoint& e : cmd->bootstrap) overlay_->AddBootstrap(now_us, e);
+    }
     if (swarm == nullptr) {
       auto joined = rooms_->Join(now_us, cmd->genesis, cmd->epochs, cmd->bootstrap, *outbox_,
                                  cmd->member ? &*cmd->member : nullptr);
@@ -460,6 +560,7 @@ void Shard::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
     }
     case ControlCommand::Kind::kRoomLeave:
       rooms_->Close(cmd->target, *outbox_);
+      if (overlay_) overlay_->Unannounce(cmd->target);
       counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
       break;
     default: {

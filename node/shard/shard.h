@@ -54,7 +54,11 @@ inline constexpr uint32_t kPingSeenCacheEntries = 4096;
 // MailItem: one datagram handed to another shard. The payload is 8-byte aligned so that
 // the FlatBuffers body at bytes + 16 is aligned for the Verifier.
 struct MailItem {
-  enum class Kind : uint8_t { kDatagram, kPingSeen };
+  // kDatagram, kPingSeen: a verified datagram (bytes) from `from`.
+  // kRoomProviders: to the owner shard: announce us as a provider of the room whose id is
+  // bytes[0..32], and look up its other providers. kRoomPeer: from the owner: `from` is a
+  // provider of room bytes[0..32]; the room's shard connects its swarm to it.
+  enum class Kind : uint8_t { kDatagram, kPingSeen, kRoomProviders, kRoomPeer };
   base::Endpoint from;
   Kind kind = Kind::kDatagram;
   uint16_t size = 0;
@@ -207,6 +211,16 @@ inline constexpr int64_t kCommandDeadlineUs = 30'000'000;
 // Size estimates: the first this long after start, then at this period.
 inline constexpr int64_t kSizeEstimateFirstUs = 20'000'000;
 inline constexpr int64_t kSizeEstimateIntervalUs = 300'000'000;
+// Room discovery (issue 5, item 2): every node announces the rooms it serves as provider
+// records under the room id, and looks up each room's providers when it opens the room,
+// then again after 5 s, 10 s, ... up to every 10 minutes, connecting the room's swarm to
+// at most kRoomProvidersJoinMax of them per lookup (relays find each other this way, and
+// a joiner finds relays that its invite does not name).
+inline constexpr int64_t kRoomDiscoveryFirstUs = 5'000'000;
+inline constexpr int64_t kRoomDiscoveryMaxUs = 600'000'000;
+inline constexpr size_t kRoomProvidersJoinMax = 8;
+inline constexpr size_t kRoomLookupsMax = 8;        // provider lookups in flight (owner)
+inline constexpr size_t kRoomPeersFoundMax = 256;   // found, not yet handed to a swarm
 
 class Shard {
  public:
@@ -254,6 +268,13 @@ class Shard {
   void DrainMailboxes(int64_t now_us) noexcept;
   void PublishMailboxes() noexcept;
   void OnTick(int64_t now_us) noexcept;
+  // Room discovery: RoomDiscoveryTick schedules it per room; ProvideRoom runs on the owner
+  // shard; DeliverRoomPeers hands what lookups found to the rooms' swarms.
+  void RoomDiscoveryTick(int64_t now_us) noexcept;
+  void ProvideRoom(const wire::Hash256& room, int64_t now_us) noexcept;
+  void DeliverRoomPeers(int64_t now_us) noexcept;
+  void ConnectRoomPeer(const wire::Hash256& room, const base::Endpoint& peer,
+                       int64_t now_us) noexcept;
   // Commands from the control thread (owner shard only).
   class Events;
   void PollCommand(int64_t now_us) noexcept;
@@ -291,6 +312,17 @@ class Shard {
   std::unique_ptr<Events> events_;
   std::optional<dht::SizeEstimate> size_density_, size_walks_;
   int64_t last_commit_us_ = 0;  // see kGroupCommitUs
+  struct RoomLookup {
+    wire::Hash256 room{};
+    uint32_t handle = 0;  // 0: free
+  };
+  RoomLookup room_lookups_[kRoomLookupsMax];  // owner: provider lookups in flight
+  RoomLookup* starting_room_lookup_ = nullptr;
+  struct RoomPeerFound {
+    wire::Hash256 room{};
+    base::Endpoint peer;
+  };
+  std::vector<RoomPeerFound> room_peers_found_;  // reserved: filled inside overlay calls
   int64_t next_size_estimate_us_ = 0;
   ShardCounters counters_;
   ring::TransportStats last_stats_{};

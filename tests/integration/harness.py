@@ -46,6 +46,14 @@ class Node:
             time.sleep(0.05)
         raise RuntimeError("node did not come up:\n" + self.read_log())
 
+    def run_cli(self, args, timeout=45.0):
+        """Runs `ringpeer ARGS --data-dir DIR` against this node; its JSON answer or None."""
+        out = subprocess.run([self.binary] + args + ["--data-dir", self.data_dir],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            return None
+        return json.loads(out.stdout)
+
     def port(self):
         st = self.wait_ready()
         return int(st["listen"][0].rsplit(":", 1)[1])

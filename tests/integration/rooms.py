@@ -29,13 +29,14 @@ def run(binary, args, data_dir, stdin=None, timeout=30):
 class Follower:
     """`ringpeer room read --follow --json`, its output collected in a file."""
 
-    def __init__(self, binary, invite, data_dir):
+    def __init__(self, binary, invite, data_dir, extra=()):
         os.makedirs(os.path.dirname(data_dir), exist_ok=True)
         self.out_path = data_dir + ".out"
         self.out = open(self.out_path, "wb")
         self.proc = subprocess.Popen(
             [binary, "room", "read", invite, "--follow", "--json", "--data-dir", data_dir,
-             "--listen", "127.0.0.1:0"], stdout=self.out, stderr=subprocess.STDOUT)
+             "--listen", "127.0.0.1:0"] + list(extra),
+            stdout=self.out, stderr=subprocess.STDOUT)
 
     def texts(self):
         with open(self.out_path, "rb") as f:

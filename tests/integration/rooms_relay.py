@@ -145,15 +145,19 @@ def main():
             seen = [dict() for _ in chats]  # per chat: text -> time its line arrived
             deadline = time.monotonic() + LATENCY_MAX_S + 2.0
             expected = 2 * len(sent)
+            # Every queued line of every chat per pass: a chat's history lines may still be
+            # queued behind the live ones (its reader thread timestamps each on arrival).
             while sum(len(s) for s in seen) < expected and time.monotonic() < deadline:
                 for k, ch in enumerate(chats):
-                    try:
-                        t, line = ch.lines.get(timeout=0.02)
-                    except queue.Empty:
-                        continue
-                    text = line.split(": ", 1)[1] if ": " in line else line
-                    if text in sent:
-                        seen[k][text] = t
+                    while True:
+                        try:
+                            t, line = ch.lines.get_nowait()
+                        except queue.Empty:
+                            break
+                        text = line.split(": ", 1)[1] if ": " in line else line
+                        if text in sent:
+                            seen[k][text] = t
+                time.sleep(0.01)
             worst = 0.0
             for text, (k, t_sent) in sorted(sent.items()):
                 for j in range(3):
