@@ -69,11 +69,14 @@ struct TransportConfig {
   // for a full loopback burst at ~700k datagrams/s between two loop iterations.
   uint32_t recv_buffers = 4096;      // power of two (buffer ring requirement)
   uint32_t recv_buffer_bytes = 2048; // header + sockaddr + 1200 B payload, rounded up
-  // Send slots: datagrams queued but not yet completed by the kernel.
-  uint32_t send_slots = 2048;
+  // Send slots: datagrams queued but not yet completed by the kernel. 4096 x 1280 B =
+  // 5 MiB per shard. A relay sends ~9 datagrams per update it fans out to 8 members: with
+  // 2048 slots a burst of a few hundred updates overflowed the queue and lost acks (the
+  // room loopback benchmark: ~1,000 retransmissions per 20,000 updates; none with 4096).
+  uint32_t send_slots = 4096;
   uint32_t send_slot_bytes = 1280;   // >= kDatagramBytesMax, 8-byte multiple
   // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.
-  uint32_t sq_entries = 4096;
+  uint32_t sq_entries = 8192;
   // Pin the calling thread's transport work to this CPU for SQPOLL-free setups (-1: none).
   // io_uring: the ring's async workers (io-wq, used only for rare punted work) are bound
   // to this CPU. The shard pins its own thread.
