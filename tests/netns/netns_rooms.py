@@ -23,16 +23,16 @@ Checks, each wait bounded:
     n1 reads the whole history;
  3. the relay's node is killed with SIGKILL right after a batch was acked, and restarted on
     the same data directory (retried: the UDP port can stay bound for a moment after a
-    kill); with every member stopped (clients keep no room store, so only the relay's LMDB
-    store holds the log), a fresh reader on h4 reads every message that was ever acked;
- 4. 10% loss on every host: the followers come back (clients keep no room store, so each
-    fetches the whole log again), members post concurrently again, every follower receives
-    every acked message, and each follower's replica holds exactly the acked set, each
-    once; then fresh one-shot readers on the five member hosts, run at once, print the same
-    ordered history (`room read --json` prints the chat state: the room's canonical order).
-    The CLI exposes no state hash, so the test compares update sets and the full ordered
-    lists of (author, text) instead: the order is a function of the set (Kahn's algorithm,
-    smallest id first), and the chat state hash chains the same ids in that order.
+    kill); with every member stopped, a fresh reader on h4 (a new data directory, no cache:
+    only the relay's LMDB store can give it the log) reads every message ever acked;
+ 4. 10% loss on every host: the followers come back on their data directories (each
+    reopens the room from its cache and syncs what it missed), members post concurrently
+    again, every follower receives every acked message, and each follower's replica holds
+    exactly the acked set, each once; `ringpeer room info --json` on every follower's data
+    directory, run at once, reports the same state hash and log size everywhere; then fresh
+    one-shot readers on the five member hosts (no cache: each syncs the whole log under 10%
+    loss), run at once, print the same ordered history (`room read --json` prints the chat
+    state: the room's canonical order).
 
 Skips (exit 77, "skipped: ...") where network namespaces or nftables are not allowed.
 
@@ -421,8 +421,36 @@ def main():
                                    f"{len(acked)} acked messages, each once ({exact})")
         for h, f in followers.items():
             f.stop(signal.SIGTERM)
-        # The room's order, read at once on every host by fresh readers (clients keep no
-        # room store, so each one syncs the whole log under 10% loss).
+        # The same state hash on every member: `room info` on each follower's data directory
+        # (its cache, then a sync with the room), all at once, under the same 10% loss.
+        infos = {h: subprocess.Popen(client_cmd(net[h][0], ["room", "info", reader, "--json"],
+                                                d(f"member-{h}")),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for h in MEMBERS}
+        for p in infos.values():
+            ov.procs.append(p)
+        hashes = {}
+        for h, p in infos.items():
+            try:
+                out, err = p.communicate(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            try:
+                j = json.loads(out) if p.returncode == 0 else None
+            except ValueError:
+                j = None
+            hashes[h] = (j["state_hash"][:16], j["log_size"], j["from_cache"]) if j else None
+            if j is None:
+                print(f"info: {h}'s room info failed: {err.strip()!r}")
+        first = hashes[MEMBERS[0]]
+        check(first is not None and all(v is not None and v[:2] == first[:2]
+                                        for v in hashes.values()),
+              f"10% loss: every member reports the same state hash and log size ({hashes})")
+        check(all(v is not None and v[2] > 0 for v in hashes.values()),
+              "each reopened the room from its cache (from_cache > 0)")
+        # The room's order, read at once on every host by fresh readers (a new data
+        # directory: no cache, so each one syncs the whole log under 10% loss).
         readers = {h: subprocess.Popen(client_cmd(net[h][0], ["room", "read", reader, "--json"],
                                                   d(f"final-{h}")),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
