@@ -233,6 +233,7 @@ class Swarm {
     bool more = false;
     uint32_t attempts = 0;
     int64_t deadline_us = 0;
+    uint32_t brought = 0;     // updates it added to our log
   };
   struct Unacked {
     Hash256 id{};
@@ -323,9 +324,9 @@ class Swarm {
   std::vector<Unacked> unacked_;
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;
-  uint64_t restored_updates_ = 0;
-  uint64_t since_checkpoint_ = 0;
-  Discovery discovery_;  // updates placed since the newest checkpoint (approx.)  // the log Restore reloaded (a cache or a relay restart)
+  uint64_t restored_updates_ = 0;  // the log Restore reloaded (a cache or a relay restart)
+  uint64_t since_checkpoint_ = 0;  // updates placed since the newest checkpoint (approx.)
+  Discovery discovery_;
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;

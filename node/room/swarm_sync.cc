@@ -164,7 +164,10 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
       // The peer that sent it is its sender for the application's events (an update with
       // no sender reads as our own); no ack: it is not a publish.
       Accept(record, view.id, from, /*ack=*/false, &accepted);
-      if (accepted) ++counters_.accepted;
+      if (accepted) {
+        ++counters_.accepted;
+        ++sync_.brought;
+      }
     }
   }
   sync_.expected = m->count();
@@ -176,6 +179,13 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
   } else {
     sync_.active = false;
     TryAwaitedCheckpoint();
+    // What the sync brought, the other peers may lack too (a relay's members, when it
+    // synced from another relay): tell them our heads now rather than at the next period.
+    if (sync_.brought > 0) {
+      for (Peer& p : peers_) {
+        if (p.used && SlotOf(&p) != sync_.peer) SendHeads(now_us, p, out);
+      }
+    }
   }
   return wire::Verdict::kOk;
 }
