@@ -133,7 +133,7 @@ void Overlay::SendPing(uint32_t slot, bool challenge, int64_t now_us, Outbox& ou
   p.has_challenge = challenge;
   if (challenge) rng_->Fill(p.challenge);
   const size_t n = encoder_.Ping(buf, wire::kNoShardHint, txid, id_,
-                                 challenge ? &p.challenge : nullptr);
+                                 challenge ? &p.challenge : nullptr, config_.client);
   RP_ASSERT(n > 0);
   out.Commit(n, p.addr);
   p.pending_txid = txid;
@@ -155,8 +155,9 @@ void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcep
 }
 
 void Overlay::OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire::NodeId& claimed,
-                         Outbox& out) noexcept {
+                         Outbox& out, bool client) noexcept {
   if (claimed == id_) return;  // our own ping reflected back, or a liar; either way ignore
+  if (client) return;          // answered (the pong), never taken into the table
   if (table_.Touch(claimed, from, now_us)) return;  // a routing-table peer, already proven
   // A stranger costs us a challenge only if the routing table would take it.
   if (Find(from) < 0 && !table_.Wants(claimed, from)) return;
@@ -201,7 +202,7 @@ void Overlay::OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us,
   if (first) {
     ++counters_.peers_verified;
     if (config_.peers_interval_us > 0) SendPeers(slot, now_us, out);
-    OfferVerified(now_us, id, p.addr, p.bootstrap, out);
+    if (!p.client) OfferVerified(now_us, id, p.addr, p.bootstrap, out);
   }
 }
 
@@ -238,6 +239,7 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
       Forget(slot);
       return wire::Verdict::kOk;
     }
+    p.client = pong->client();
     OnVerified(slot, responder, now_us, out);
   } else {
     if (p.state != State::kVerified || p.id != responder) return wire::Verdict::kBadField;
@@ -300,7 +302,7 @@ void Overlay::SendPeers(uint32_t slot, int64_t now_us, Outbox& out) noexcept {
   for (size_t k = 0; k < size && n < wire::kPeersPerMessageMax; ++k) {
     const size_t i = (start + k) % size;
     const Peer& p = peers_[i];
-    if (i == slot || !IsLive(p, now_us)) continue;
+    if (i == slot || p.client || !IsLive(p, now_us)) continue;
     list[n++] = wire::PeerInfo{p.id, p.addr};
   }
   std::span<uint8_t> buf = out.Buffer();

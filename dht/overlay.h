@@ -135,6 +135,12 @@ struct OverlayConfig {
   int64_t request_timeout_us = kDhtRequestTimeoutUs;
   const ProofScheme* proof = nullptr;  // null: ed25519 (production)
   OverlayEvents* events = nullptr;     // null: results are dropped
+  // A DHT client (an embedded node, node/client): it looks up, gets and announces like
+  // any node, but its pings say so and other nodes never put it in their routing tables:
+  // a short-lived client would otherwise leave entries that lookups wait on until they
+  // time out (seen: 3 s provider lookups on a network of relays that clients came and went
+  // through).
+  bool client = false;
 };
 
 // LookupResult: a finished lookup. Spans are valid during the callback only.
@@ -233,8 +239,10 @@ class Overlay {
 
   // OnPingSeen: a ping from `from` claiming `claimed` arrived (at any shard; the pong was
   // already sent). Learns the sender and challenges it if it is new.
+  // `client`: the ping says its sender is a DHT client (OverlayConfig::client): it is
+  // answered but never challenged into the table.
   void OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire::NodeId& claimed,
-                  Outbox& out) noexcept;
+                  Outbox& out, bool client = false) noexcept;
   // OnMessage: every verified message except Ping (which any shard answers with a
   // PingResponder, then reports with OnPingSeen). Dispatches by type; the verdict says
   // what became of it. New overlay message types are handled here.
@@ -320,6 +328,7 @@ class Overlay {
     State state = State::kEmpty;
     bool bootstrap = false;
     bool has_challenge = false;
+    bool client = false;  // a DHT client: verified, but never tabled nor advertised
     uint32_t failures = 0;
     wire::NodeId id{};
     base::Endpoint addr;

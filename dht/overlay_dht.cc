@@ -183,7 +183,8 @@ void Overlay::SendProbe(int64_t now_us, const Contact& c, Outbox& out) noexcept 
   if (r < 0) return table_.CancelProbe(c.id);
   std::span<uint8_t> buf = out.Buffer();
   if (buf.empty()) return;  // counted as lost: the probe times out like a lost datagram
-  const size_t n = encoder_.Ping(buf, wire::kNoShardHint, rpcs_[r].txid, id_, nullptr);
+  const size_t n =
+      encoder_.Ping(buf, wire::kNoShardHint, rpcs_[r].txid, id_, nullptr, config_.client);
   RP_ASSERT(n > 0);
   out.Commit(n, c.addr);
   ++counters_.probes_sent;

@@ -50,15 +50,18 @@ class BadProof final : public ProofScheme {
 
 struct TestNode {
   TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now,
-           const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr)
+           const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr,
+           bool client = false)
       : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
         keys(wire::KeyPair::FromSeed(Seed(n))),
         rng(n),
-        overlay(keys, Config(std::move(bootstrap), events), &rng, now),
-        responder(keys, now, responder_proof),
+        overlay(keys, Config(std::move(bootstrap), events, client), &rng, now),
+        responder(keys, now, responder_proof, client),
         out(addr, q) {}
-  static OverlayConfig Config(std::vector<base::Endpoint> bootstrap, OverlayEvents* events) {
+  static OverlayConfig Config(std::vector<base::Endpoint> bootstrap, OverlayEvents* events,
+                              bool client) {
     OverlayConfig c;
+    c.client = client;
     c.peers_max = 64;
     c.bootstrap = std::move(bootstrap);
     c.events = events;
@@ -82,9 +85,10 @@ struct TestNode {
 class Net {
  public:
   TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {},
-                const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr) {
+                const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr,
+                bool client = false) {
     nodes_.push_back(std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_,
-                                                responder_proof, events));
+                                                responder_proof, events, client));
     return nodes_.back().get();
   }
   TestNode* At(const base::Endpoint& e) {
@@ -103,7 +107,8 @@ class Net {
       switch (m.type()) {
         case wire::MessageType::kPing:
           v = n->responder.Answer(now_, p.from, m, n->out);
-          n->overlay.OnPingSeen(now_, p.from, wire::FromWireId(*m.ping()->sender()), n->out);
+          n->overlay.OnPingSeen(now_, p.from, wire::FromWireId(*m.ping()->sender()), n->out,
+                                m.ping()->client());
           break;
         default:
           v = n->overlay.OnMessage(now_, p.from, m, n->out);
@@ -162,6 +167,33 @@ TEST(Overlay, ThreeNodesVerifyEachOther) {
     EXPECT_EQ(x->verdicts[wire::Verdict::kBadSignature], 0);
   }
   EXPECT_EQ(b->overlay.observed_address(), b->addr);
+}
+
+// A DHT client verifies the nodes it joins through and can look up, but no node takes it
+// into its table (nor tells others of it), so its going away leaves nothing to time out.
+TEST(Overlay, ClientsAreAnsweredButNeverTabled) {
+  ASSERT_TRUE(wire::InitCrypto());
+  Net net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr}, nullptr, nullptr, /*client=*/true);
+  net.Run(3 * kSecondUs);
+  EXPECT_TRUE(HasVerified(*c, *a, net.now()));  // the client knows its way in
+  EXPECT_TRUE(HasVerified(*c, *b, net.now()));  // and learns of others by peer exchange
+  const wire::NodeId client_id = wire::NodeIdOf(c->keys.public_key);
+  for (TestNode* x : {a, b}) {
+    Contact all[64];
+    const size_t n = x->overlay.table().Closest(client_id, all);
+    for (size_t i = 0; i < n; ++i) EXPECT_NE(all[i].id, client_id) << int(x->addr.ip[3]);
+    EXPECT_EQ(n, 1u);  // only the other server
+  }
+  // b met the client only by its own lookups' traffic, never through a's peer lists.
+  bool b_heard_of_c_from_a = false;
+  for (const PeerStatus& s : b->overlay.Snapshot(net.now())) {
+    b_heard_of_c_from_a |= s.addr == c->addr && !s.verified;
+  }
+  EXPECT_FALSE(b_heard_of_c_from_a);
+  EXPECT_TRUE(HasVerified(*a, *b, net.now()));  // servers still table each other
 }
 
 TEST(Overlay, SilentPeersAreForgottenButBootstrapIsPinned) {

@@ -3,11 +3,12 @@
 namespace ringpeer::dht {
 
 PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us,
-                             const ProofScheme* proof) noexcept
+                             const ProofScheme* proof, bool client) noexcept
     : identity_(identity),
       proof_(proof != nullptr ? proof : &ed25519_),
       id_(wire::NodeIdOf(identity.public_key)),
-      signatures_(kSignaturesPerSecondMax, kSignatureBurstMax, now_us) {}
+      signatures_(kSignaturesPerSecondMax, kSignatureBurstMax, now_us),
+      client_(client) {}
 
 wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,
                                     const wire::Message& ping, Outbox& out) noexcept {
@@ -24,7 +25,7 @@ wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,
   if (buf.empty()) return wire::Verdict::kSendQueueFull;
   const size_t n = encoder_.Pong(buf, hint, p->txid(), id_, from,
                                  challenge ? &identity_.public_key : nullptr,
-                                 challenge ? &sig : nullptr);
+                                 challenge ? &sig : nullptr, client_);
   RP_ASSERT(n > 0);
   out.Commit(n, from);
   return wire::Verdict::kOk;

@@ -28,8 +28,9 @@ class PingResponder {
  public:
   // REQUIRES: `identity` (and `proof`, if given) outlive the responder. A null `proof`
   // means ed25519 (production); the simulator passes its cheap stand-in.
+  // `client`: we are a DHT client (OverlayConfig::client); our pongs say so.
   PingResponder(const wire::KeyPair& identity, int64_t now_us,
-                const ProofScheme* proof = nullptr) noexcept;
+                const ProofScheme* proof = nullptr, bool client = false) noexcept;
   PingResponder(const PingResponder&) = delete;
   PingResponder& operator=(const PingResponder&) = delete;
 
@@ -47,6 +48,7 @@ class PingResponder {
   wire::NodeId id_;
   base::TokenBucket signatures_;
   wire::Encoder encoder_;
+  bool client_;
 };
 
 }  // namespace ringpeer::dht

@@ -54,19 +54,20 @@ size_t Encoder::Finish(std::span<uint8_t> out, MessageType type, uint32_t shard_
 }
 
 size_t Encoder::Ping(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
-                     const NodeId& sender, const Hash256* challenge) noexcept {
+                     const NodeId& sender, const Hash256* challenge, bool client) noexcept {
   fbb_.Clear();
   fb::Id256 s = ToWireId(sender);
   fb::Id256 c;
   if (challenge != nullptr) c = ToWireId(*challenge);
-  auto off = fb::CreatePing(fbb_, txid, &s, challenge != nullptr ? &c : nullptr);
+  auto off = fb::CreatePing(fbb_, txid, &s, challenge != nullptr ? &c : nullptr, client);
   fbb_.Finish(off);
   return Finish(out, MessageType::kPing, shard_hint);
 }
 
 size_t Encoder::Pong(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
                      const NodeId& responder, const base::Endpoint& observed,
-                     const PublicKey* proof_key, const Signature* proof_sig) noexcept {
+                     const PublicKey* proof_key, const Signature* proof_sig,
+                     bool client) noexcept {
   RP_ASSERT((proof_key == nullptr) == (proof_sig == nullptr));
   fbb_.Clear();
   fb::Id256 r = ToWireId(responder);
@@ -78,7 +79,7 @@ size_t Encoder::Pong(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid,
     std::memcpy(s.mutable_b()->Data(), proof_sig->data(), 64);
   }
   auto off = fb::CreatePong(fbb_, txid, &r, &a, proof_key ? &k : nullptr,
-                            proof_sig ? &s : nullptr);
+                            proof_sig ? &s : nullptr, client);
   fbb_.Finish(off);
   return Finish(out, MessageType::kPong, shard_hint);
 }

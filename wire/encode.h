@@ -82,11 +82,11 @@ class Encoder {
   // Each Encode* writes one datagram into `out` and returns its length, or 0 when it does
   // not fit (a programming error for our fixed-size messages, so callers may assert).
   size_t Ping(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid, const NodeId& sender,
-              const Hash256* challenge) noexcept;
+              const Hash256* challenge, bool client = false) noexcept;
   // Pong: `proof_key`/`proof_sig` are both set (answering a challenge) or both null.
   size_t Pong(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid, const NodeId& responder,
               const base::Endpoint& observed, const PublicKey* proof_key,
-              const Signature* proof_sig) noexcept;
+              const Signature* proof_sig, bool client = false) noexcept;
   size_t Peers(std::span<uint8_t> out, uint32_t shard_hint, uint64_t txid, const NodeId& sender,
                std::span<const PeerInfo> peers) noexcept;
 

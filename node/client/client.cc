@@ -211,6 +211,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   // never acks (relays do, once durable) and reopens a room only when it joins it again.
   config.room_store_dir = options.data_dir;
   config.room_relay = false;
+  config.dht_client = true;  // short-lived: never a routing-table entry of others
   if (!options.cache) config.room_store_dir.clear();
   auto node = shard::Node::Create(config, c->identity_);
   if (!node.ok()) return node.status();

@@ -109,6 +109,7 @@ absl::Status Node::Start() {
         sc.rate_limit_burst = config_.rate_limit_burst;
         sc.overlay.peers_max = config_.peers_max;
         sc.overlay.bootstrap = config_.bootstrap;
+        sc.overlay.client = config_.dht_client;
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         sc.room_relay = config_.room_relay;

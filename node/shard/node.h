@@ -51,6 +51,8 @@ struct NodeConfig {
   // False: the room store is a member's cache (node/client), not a relay's: no acks, and
   // rooms are reopened from it when joined again rather than all at start.
   bool room_relay = true;
+  // A DHT client (node/client): other nodes never take it into their routing tables.
+  bool dht_client = false;
   // Every room's swarm limits (publish rates, keepalive); the defaults suit a public relay.
   room::SwarmConfig room_swarm;
   // Told about room events on the shard threads (node/client's event ring); may be null.

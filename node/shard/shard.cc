@@ -142,7 +142,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
       mailboxes_(mailboxes),
       stop_(stop),
       outbox_(std::make_unique<TransportOutbox>(transport_.get(), &counters_)),
-      responder_(identity, MonotonicUs()),
+      responder_(identity, MonotonicUs(), nullptr, config.overlay.client),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
       rng_(SeedFromSystem()),
       pending_publish_(config.shards, 0),
@@ -284,7 +284,8 @@ void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
   }
   if (PingSeenRecently(from, now_us)) return;
   if (overlay_) {
-    overlay_->OnPingSeen(now_us, from, wire::FromWireId(*msg.ping()->sender()), *outbox_);
+    overlay_->OnPingSeen(now_us, from, wire::FromWireId(*msg.ping()->sender()), *outbox_,
+                         msg.ping()->client());
   } else {
     Forward(config_.owner, MailItem::Kind::kPingSeen, from, msg.bytes());
   }
@@ -354,7 +355,7 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
         if (item->kind == MailItem::Kind::kPingSeen) {
           if (overlay_) {
             overlay_->OnPingSeen(now_us, item->from, wire::FromWireId(*msg.ping()->sender()),
-                                 *outbox_);
+                                 *outbox_, msg.ping()->client());
           }
         } else {
           HandleVerified(item->from, msg, /*from_mailbox=*/true, now_us);
