@@ -211,8 +211,12 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   }
   if (p->checkpoint.valid()) MaybeFetch(now_us, p->checkpoint, out);
   if (fetch_ != nullptr || sync_.active) return wire::Verdict::kOk;
-  if (p->digest != HeadsDigest() && now_us >= p->next_sync_us && p->log_size > 0) {
+  // One sync per peer per heads period, unless its log grew since we last synced from it
+  // (a relay announcing what it just synced itself: its members follow at once).
+  if (p->digest != HeadsDigest() && p->log_size > 0 &&
+      (now_us >= p->next_sync_us || p->log_size > p->synced_log_size)) {
     p->next_sync_us = now_us + config_.heads_interval_us;
+    p->synced_log_size = p->log_size;
     StartSync(now_us, SlotOf(p), out);
   }
   return wire::Verdict::kOk;

@@ -18,6 +18,7 @@ struct Swarm::Peer {
   wire::NodeId id{};
   int64_t last_heard_us = 0;
   int64_t next_sync_us = 0;       // earliest unprompted sync to this peer
+  uint64_t synced_log_size = 0;   // its announced log size when we last synced from it
   int64_t slowdown_sent_us = 0;   // last RoomSlowDown, so a flood gets one reply per second
   uint64_t log_size = 0;
   Hash256 digest{};
