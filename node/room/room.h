@@ -129,6 +129,8 @@ class Room {
   // shows updates as they come (node/client). False when the id is not in the log or
   // this node cannot read it. Allocates into `out`; not for the packet path.
   bool Payload(const Hash256& id, std::vector<uint8_t>* out) const;
+  // identity: the key this room's grants are sealed to (null for a relay).
+  const KeyPair* identity() const noexcept { return identity_ ? &*identity_ : nullptr; }
   bool can_read() const noexcept;
   bool can_write() const noexcept;
   // The latest key epoch known, or -1 before the first.

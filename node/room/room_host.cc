@@ -53,10 +53,9 @@ absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
                                       dht::Outbox& out, const KeyPair* identity) {
   absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
   // A member's cache (a client's data directory): a room joined before is reopened from
-  // what was stored, so the join asks only for what happened since. The cache is kept
-  // only while it still matches: the stored records are verified again as the room
-  // reloads them (a record that fails is dropped and counted, never trusted), and a
-  // cache that cannot be opened at all is forgotten and the join starts empty.
+  // what was stored, so the join asks only for what happened since. The stored records
+  // are verified again as the room reloads them (one that fails is dropped, never
+  // trusted); a member far behind a checkpoint starts over from it (Swarm::ResetLog).
   if (!config_.swarm.relay && storage_ != nullptr) swarm = OpenCached(genesis, epochs, identity);
   if (!swarm.ok()) swarm = Create(genesis, epochs, identity);
   if (!swarm.ok()) return swarm;
@@ -69,6 +68,9 @@ absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
                                             const KeyPair* identity) {
   Genesis g;
   if (ParseGenesis(genesis, &g) != Verdict::kOk) return absl::InvalidArgumentError("genesis");
+  // Refusals that say nothing about the cache come first: it must survive them.
+  if (rooms_.size() >= config_.rooms_max) return absl::ResourceExhaustedError("room table full");
+  if (rooms_.contains(g.room_id)) return absl::AlreadyExistsError("room already served");
   auto loaded = storage_->Load(g.room_id);
   if (!loaded.ok()) return loaded.status();  // not cached (NotFound) or unreadable
   ++cache_.opened;
@@ -79,12 +81,14 @@ absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
       std::equal(genesis.begin(), genesis.end(), loaded->genesis.begin(), loaded->genesis.end())) {
     swarm = Open(genesis, loaded->key_epochs, /*store=*/true, identity);
   }
-  if (!swarm.ok()) swarm = Open(genesis, epochs, /*store=*/true, identity);
   if (!swarm.ok()) {
-    ++cache_.discarded;
-    storage_->Forget(g.room_id).IgnoreError();  // staged; Create stores the room anew
-    return swarm.status();
+    // The cached epochs did not open (or were not longer): the invite's, with the cached
+    // updates that they cover. Nothing is deleted: an error here is the invite's or the
+    // environment's, and the cache stays for the next join.
+    if (loaded->key_epochs.size() > epochs.size()) ++cache_.epochs_refused;
+    swarm = Open(genesis, epochs, /*store=*/true, identity);
   }
+  if (!swarm.ok()) return swarm.status();
   (*swarm)->Restore(*loaded);
   cache_.updates_restored += (*swarm)->room().log_size();
   return swarm;

@@ -81,7 +81,7 @@ class RoomHost {
   // What a member's cache did for its joins (Join on a non-relay host with a storage).
   struct CacheCounters {
     uint64_t opened = 0;            // joins that found the room stored
-    uint64_t discarded = 0;         // stored rooms that no longer opened, forgotten
+    uint64_t epochs_refused = 0;    // cached key epochs that did not open (invite's used)
     uint64_t updates_restored = 0;  // updates reloaded instead of fetched
   };
   const CacheCounters& cache_counters() const noexcept { return cache_; }

@@ -354,7 +354,9 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   *accepted = InLog(v);
   if (v == Verdict::kDuplicate) {
     ++counters_.duplicates;
-    if (ack) QueueAck(from, update);  // a retransmission: its first ack may have been lost
+    // A retransmission (its first ack may have been lost), or one whose first Append
+    // failed: stored again (a no-op when it is stored), acked only if that works.
+    if (ack) AckDuplicate(from, update);
     return v;
   }
   if (!*accepted) {
@@ -362,14 +364,16 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
     if (IsPermanentReject(v)) rejected_.Insert(Prefix64(update));
     return v;
   }
-  seen_.Insert(Prefix64(update));
   digest_dirty_ = true;
-  if (storage_ != nullptr) {
-    if (storage_->Append(id(), update, aligned).ok()) {
-      if (ack) QueueAck(from, update);  // sync records are not publishes: no ack
-    } else {
-      ++counters_.storage_errors;  // no ack: the publisher retries
-    }
+  // seen_ means "in the log and, on a node with a storage, staged": OnPublish acks what it
+  // holds without asking the storage.
+  if (storage_ == nullptr) {
+    seen_.Insert(Prefix64(update));
+  } else if (storage_->Append(id(), update, aligned).ok()) {
+    seen_.Insert(Prefix64(update));
+    if (ack) QueueAck(from, update);  // sync records are not publishes: no ack
+  } else {
+    ++counters_.storage_errors;  // no ack: the publisher retries
   }
   StorePlaced(&update);
   since_checkpoint_ += room_->placed().size();
@@ -390,9 +394,27 @@ void Swarm::StorePlaced(const Hash256* skip) noexcept {
     if (skip != nullptr && placed == *skip) continue;
     const Bytes record = room_->RecordOf(placed);
     if (record.empty()) continue;
-    if (!storage_->Append(id(), placed, record).ok()) ++counters_.storage_errors;
-    seen_.Insert(Prefix64(placed));
+    if (storage_->Append(id(), placed, record).ok()) {
+      seen_.Insert(Prefix64(placed));
+    } else {
+      ++counters_.storage_errors;
+    }
   }
+}
+
+// AckDuplicate: a publish of an update the log already holds. Acked once it is staged
+// again from the log's own (verified) record: a no-op for the storage when it was stored,
+// a second chance when its first Append failed. Pending updates are not acked yet.
+void Swarm::AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept {
+  if (storage_ == nullptr || !config_.relay) return;
+  const Bytes record = room_->RecordOf(update);
+  if (record.empty()) return;
+  if (!storage_->Append(id(), update, record).ok()) {
+    ++counters_.storage_errors;
+    return;
+  }
+  seen_.Insert(Prefix64(update));
+  QueueAck(to, update);
 }
 
 void Swarm::NoteStateChange(const Hash256& before) {

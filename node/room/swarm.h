@@ -141,6 +141,7 @@ struct SwarmCounters {
   uint64_t pieces_bad = 0;       // failed their hash: the sender is struck
   uint64_t checkpoints_loaded = 0;
   uint64_t checkpoints_made = 0;  // by this writer, every checkpoint_every updates
+  uint64_t log_resets = 0;        // member logs dropped to start from a checkpoint
   uint64_t storage_errors = 0;
 };
 
@@ -274,6 +275,8 @@ class Swarm {
   // the room's verdict; `accepted` says whether it entered the log or the pending set.
   Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
                  bool* accepted) noexcept;
+  bool ResetLog();
+  void AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept;
   void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
   void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;

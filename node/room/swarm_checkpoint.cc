@@ -145,6 +145,36 @@ void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state
 
 // MaybeFetch: starts fetching an advertised checkpoint when this node needs it: to join
 // (an empty room), or as a relay that serves joiners.
+// ResetLog: the room over again, empty, from its genesis and key epochs (a member told to
+// take a checkpoint it cannot reach from its log). Its stored log is forgotten: the
+// checkpoint covers it, and its own updates that no relay acknowledged yet are still
+// retransmitted from unacked_.
+bool Swarm::ResetLog() {
+  auto fresh = Room::Open(genesis_record_, room_->identity());
+  if (!fresh.ok()) return false;
+  for (const auto& e : epochs_) {
+    if ((*fresh)->AddKeyEpoch(e) != Verdict::kOk) return false;
+  }
+  const Hash256 before = room_->state_hash();
+  room_ = std::move(*fresh);
+  object_.reset();
+  awaited_record_.clear();
+  awaited_blob_.clear();
+  since_checkpoint_ = 0;
+  digest_dirty_ = true;
+  ++counters_.log_resets;
+  if (storage_ != nullptr) {
+    absl::Status s = storage_->Forget(id());
+    if (s.ok()) s = storage_->PutGenesis(id(), genesis_record_);
+    for (size_t i = 0; s.ok() && i < epochs_.size(); ++i) {
+      s = storage_->PutKeyEpoch(id(), static_cast<uint32_t>(i), epochs_[i]);
+    }
+    if (!s.ok()) ++counters_.storage_errors;
+  }
+  NoteStateChange(before);
+  return true;
+}
+
 void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, dht::Outbox& out) {
   if (fetch_ != nullptr || !cp.valid()) return;
   if (object_ != nullptr && object_->info.id == cp.id) return;

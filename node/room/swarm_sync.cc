@@ -147,6 +147,14 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     sync_.active = false;
     const wire::RoomCheckpointInfo cp = wire::FromWireCheckpoint(m->checkpoint());
     peers_[sync_.peer].checkpoint = cp;
+    // A member with a log that the peer will not sync (it started from this checkpoint,
+    // or what we lack is larger than the checkpoint) starts over from the checkpoint.
+    if (!config_.relay && cp.valid() && fetch_ == nullptr &&
+        (room_->log_size() > 0 || room_->has_checkpoint()) &&
+        (object_ == nullptr || object_->info.id != cp.id) &&
+        std::find(tried_.begin(), tried_.end(), cp.id) == tried_.end()) {
+      ResetLog();
+    }
     MaybeFetch(now_us, cp, out);
     return wire::Verdict::kOk;
   }

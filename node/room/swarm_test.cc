@@ -298,6 +298,80 @@ TEST(Swarm, WritersCheckpointOnTheirOwnAndJoinersStartThere) {
   EXPECT_EQ(j->room().state_hash(), s.swarms[0]->room().state_hash());
 }
 
+// A member that missed more than the checkpoint weighs is told to take the checkpoint; it
+// holds a log, so it cannot just load it: it starts over from the checkpoint.
+TEST(Swarm, MemberFarBehindStartsOverFromTheCheckpoint) {
+  Swarmed s(471, 0.0, ReducerKind::kKv);
+  s.net.Run(500'000);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, KvPayload(KvOp::kSet, "k", "first"),
+                                     s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 10'000);
+  }
+  s.net.Run(s.net.now_us + 3'000'000);
+  ASSERT_EQ(s.swarms[2]->room().log_size(), 5u);
+  s.members[2]->down = true;
+  const std::string big(600, 'v');
+  for (int i = 0; i < 150; ++i) {  // ~100 KB of log, one key: the state stays ~600 B
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, KvPayload(KvOp::kSet, "k", big),
+                                     s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 3'000);
+  }
+  s.net.Run(s.net.now_us + 3'000'000);
+  ASSERT_TRUE(s.swarms[0]->MakeCheckpoint().ok());
+  s.net.Run(s.net.now_us + 10'000'000);  // the relay fetches it
+  ASSERT_EQ(s.relay_swarm->checkpoint_info(), s.swarms[0]->checkpoint_info());
+  s.members[2]->down = false;
+  s.swarms[2]->RequestSync(s.net.now_us, s.members[2]->out);
+  s.net.Run(s.net.now_us + 20'000'000);
+  EXPECT_EQ(s.swarms[2]->counters().log_resets, 1u);
+  EXPECT_EQ(s.swarms[2]->counters().checkpoints_loaded, 1u);
+  EXPECT_EQ(s.swarms[2]->room().state_hash(), s.swarms[0]->room().state_hash());
+}
+
+// An update whose Append failed is in the log but not stored: its retransmission is
+// stored again before it is acked, never acked on the strength of the log alone.
+TEST(Swarm, RelayAcksOnlyWhatItStored) {
+  Swarmed s(201, 0.0);
+  s.net.Run(500'000);
+  s.relay->storage.SetFail(true);
+  ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "x"),
+                                   s.members[0]->out).ok());
+  s.net.Run(s.net.now_us + 10'000);  // delivered: in the relay's log, not stored
+  EXPECT_EQ(s.swarms[0]->counters().acks_received, 0u);
+  s.relay->storage.SetFail(false);
+  s.net.Run(s.net.now_us + 5'000'000);  // the publisher retransmits
+  EXPECT_EQ(s.relay->storage.DurableUpdates(s.f.room_id), 1u);
+  EXPECT_GE(s.swarms[0]->counters().acks_received, 1u);
+}
+
+// A member's cache survives a join that is refused for reasons of its own (a full table).
+TEST(Swarm, RefusedRejoinKeepsTheCache) {
+  RoomFixture f(901, ReducerKind::kChat, kStateBytesMaxDefault, 1);
+  RoomFixture g(902, ReducerKind::kChat, kStateBytesMaxDefault, 1);
+  Net net(9);
+  Node* n = net.Add(&f.members[0], false);
+  RoomHostConfig c;
+  c.identity = &f.members[0];
+  c.rooms_max = 1;
+  RoomHost host(c, &n->storage, &n->encoder, &n->rng, nullptr);
+  std::vector<base::Endpoint> none;
+  auto a = host.Join(0, f.genesis, f.epochs, none, n->out);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->Publish(0, Chat(f.members[0], "keep me"), n->out).ok());
+  ASSERT_TRUE(host.CommitAndRelease(n->out).ok());
+  host.Close(f.room_id, n->out);
+  ASSERT_TRUE(host.Join(0, g.genesis, g.epochs, none, n->out).ok());
+  EXPECT_FALSE(host.Join(0, f.genesis, f.epochs, none, n->out).ok());  // table full
+  host.CommitAndRelease(n->out).IgnoreError();
+  EXPECT_EQ(n->storage.DurableUpdates(f.room_id), 1u);
+  host.Close(g.room_id, n->out);
+  auto back = host.Join(0, f.genesis, f.epochs, none, n->out);  // room again: from cache
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back)->restored_updates(), 1u);
+  EXPECT_EQ(host.cache_counters().opened, 1u);  // the refused join never read it
+}
+
 TEST(Swarm, EvictedMembersPostsAreRejectedAfterRotation) {
   Swarmed s(501, 0.05);
   s.net.Run(500'000);

@@ -43,15 +43,16 @@ class Tmux:
             raise RuntimeError(f"tmux {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout
 
-    def open(self, name, argv):
-        # remain-on-exit keeps the pane (and its exit status) after the chat quits.
+    def open(self, name, argv, rc_file=None):
+        # remain-on-exit keeps the pane (and its exit status) after the chat quits. It is
+        # set in the same tmux command as the session is made, so that a chat that exits
+        # early cannot take its window with it before the option applies.
         shell = " ".join(f"'{a}'" for a in argv)
-        if not os.path.exists(self.sock):
-            self.cmd("-f", "/dev/null", "new-session", "-d", "-s", name, "-x", "160", "-y", "50",
-                     shell)
-        else:
-            self.cmd("new-session", "-d", "-s", name, "-x", "160", "-y", "50", shell)
-        self.cmd("set-option", "-t", name, "remain-on-exit", "on")
+        if rc_file is not None:  # the exit status, as the shell saw it
+            shell = f"sh -c \"{shell}; echo \\$? > '{rc_file}'\""
+        first = [] if os.path.exists(self.sock) else ["-f", "/dev/null"]
+        self.cmd(*first, "new-session", "-d", "-s", name, "-x", "160", "-y", "50", shell,
+                 ";", "set-option", "-w", "-t", name, "remain-on-exit", "on")
 
     def screen(self, name):
         # -J joins wrapped lines; -S - from the start of the history.
@@ -64,10 +65,6 @@ class Tmux:
         self.cmd("send-keys", "-t", name, "-l", text)
         self.cmd("send-keys", "-t", name, "Enter")
 
-    def pane_dead(self, name):
-        out = self.cmd("display-message", "-p", "-t", name, "#{pane_dead} #{pane_dead_status}",
-                       check_rc=False).split()
-        return out if out and out[0] == "1" else None
 
     def close(self):
         subprocess.run(["tmux", "-S", self.sock, "kill-server"], capture_output=True, timeout=10)
@@ -101,7 +98,15 @@ def main():
 
             def chat(name, invite):
                 tmux.open(name, [b, "chat", invite, "--nick", name, "--data-dir", d(name),
-                                 "--listen", "127.0.0.1:0", "--bootstrap", boot])
+                                 "--listen", "127.0.0.1:0", "--bootstrap", boot],
+                          rc_file=d(name + ".rc"))
+
+            def exit_status(name):
+                try:
+                    with open(d(name + ".rc")) as f:
+                        return f.read().strip() or None
+                except FileNotFoundError:
+                    return None
 
             def shows(name, text, timeout=10):
                 return wait_for(lambda: any(text in l for l in tmux.lines(name)), timeout, 0.05)
@@ -138,8 +143,8 @@ def main():
 
             # bob leaves: alice sees it, and bob's chat exits 0.
             tmux.type("bob", "/quit")
-            dead = wait_for(lambda: tmux.pane_dead("bob"), 10, 0.05)
-            check(dead is not None and dead[1] == "0", f"/quit exits 0 ({dead})")
+            rc = wait_for(lambda: exit_status("bob"), 10, 0.05)
+            check(rc == "0", f"/quit exits 0 ({rc})")
             check(shows("alice", "* bob left"), "alice sees '* bob left':\n" + tmux.screen("alice"))
 
             # The relay goes away (alice's only peer now: members that find each other in
