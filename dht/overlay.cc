@@ -66,6 +66,10 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
 
 bool Overlay::AddBootstrap(int64_t now_us, const base::Endpoint& addr) noexcept {
   if (Find(addr) >= 0) return true;
+  // Pinned for good, so bounded: invites name a few relays each, and a crafted one must
+  // not fill the table with addresses we would ping forever.
+  if (added_bootstraps_ >= kAddedBootstrapsMax) return false;
+  ++added_bootstraps_;
   const int slot = FindOrAdd(addr, now_us);
   if (slot < 0) return false;
   peers_[slot].bootstrap = true;

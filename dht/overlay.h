@@ -229,6 +229,9 @@ struct OverlayCounters {
   uint64_t dumps_refused = 0;
 };
 
+// Bootstrap peers added after start (AddBootstrap), at most.
+inline constexpr uint32_t kAddedBootstrapsMax = 16;
+
 class Overlay {
  public:
   // REQUIRES: `identity` and `rng` outlive the overlay.
@@ -260,7 +263,7 @@ class Overlay {
 
   // AddBootstrap: a peer to join through that was learned after start (an invite's
   // relays): treated like a configured bootstrap peer, pinged at the next Tick. False when
-  // the table is full. An address already known is left as it is.
+  // the table is full or kAddedBootstrapsMax were added. A known address is left as is.
   bool AddBootstrap(int64_t now_us, const base::Endpoint& addr) noexcept;
 
   // Snapshot: every known peer (control path; allocates).
@@ -537,6 +540,7 @@ class Overlay {
   std::vector<double> size_samples_;
   base::TokenBucket dumps_;
   bool joined_ = false;             // the self-lookup has run
+  uint32_t added_bootstraps_ = 0;  // AddBootstrap calls that pinned a new peer
   uint32_t refresh_next_bucket_ = 0;
   uint32_t refresh_remaining_ = 0;
   uint32_t refresh_handle_ = 0;

@@ -134,15 +134,17 @@ void Swarm::Send(const base::Endpoint& to, size_t size, dht::Outbox& out) noexce
   if (size > 0) out.Commit(size, to);
 }
 
-void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out) noexcept {
-  if (FindPeer(peer) == nullptr && std::find(joining_.begin(), joining_.end(), peer) ==
-                                       joining_.end()) {
+void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out,
+                    bool retry) noexcept {
+  if (retry && FindPeer(peer) == nullptr &&
+      std::find(joining_.begin(), joining_.end(), peer) == joining_.end()) {
     if (joining_.size() < config_.peers_max) joining_.push_back(peer);
   }
   std::span<uint8_t> buf = Buffer(out);
   if (buf.empty()) return;
   Send(peer, encoder_->RoomJoin(buf, id(), config_.self, config_.relay, genesis_record_), out);
-  next_join_us_ = now_us + config_.retry_us * 4;
+  // The first join is retried soon; later Connects do not cut the backoff short.
+  if (retry) next_join_us_ = std::max(next_join_us_, now_us + config_.retry_us * 4);
 }
 
 void Swarm::Leave(dht::Outbox& out) noexcept {
@@ -203,6 +205,13 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   p->digest = wire::FromWireId(*m->heads_digest());
   p->heard_heads = true;
   p->checkpoint = wire::FromWireCheckpoint(m->checkpoint());
+  // Another writer's checkpoint that we have not seen: the count towards ours restarts, so
+  // that W writers make about one checkpoint per checkpoint_every updates, not W.
+  if (p->checkpoint.valid() && p->checkpoint.id != last_peer_checkpoint_ &&
+      (object_ == nullptr || object_->info.id != p->checkpoint.id)) {
+    last_peer_checkpoint_ = p->checkpoint.id;
+    since_checkpoint_ = 0;
+  }
   const int64_t my_epoch = room_->epoch();
   if (my_epoch >= 0 && m->no_epoch()) {
     SendEpochsFrom(0, from, out);  // a relay serving from a join's genesis: all of them
@@ -485,8 +494,9 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbo
   }
   ++since_checkpoint_;
   if (config_.checkpoint_every != 0 && since_checkpoint_ >= config_.checkpoint_every &&
-      fetch_ == nullptr && MakeCheckpoint().ok()) {
-    ++counters_.checkpoints_made;  // announced with our next heads; relays fetch it
+      fetch_ == nullptr) {
+    if (MakeCheckpoint().ok()) ++counters_.checkpoints_made;  // relays fetch it from our heads
+    since_checkpoint_ = 0;  // also after a failure: not retried (5 MB of work) per publish
   }
   return update;
 }

@@ -160,7 +160,10 @@ class Swarm {
 
   // Connect: sends a RoomJoin to `peer` (a provider from the DHT or an invite's address).
   // It enters the table when it answers; Tick repeats the join until then.
-  void Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out) noexcept;
+  // `retry`: keep asking until it answers (bootstrap relays); false: one join datagram (a
+  // provider found in the DHT, which may be long gone: the next discovery asks again).
+  void Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out,
+               bool retry = true) noexcept;
   // Leave: tells every peer and empties the table.
   void Leave(dht::Outbox& out) noexcept;
   // OnMessage: one verified room message about this room. kOk or why it was dropped.
@@ -330,6 +333,7 @@ class Swarm {
   uint64_t restored_updates_ = 0;  // the log Restore reloaded (a cache or a relay restart)
   uint64_t since_checkpoint_ = 0;  // updates placed since the newest checkpoint (approx.)
   Discovery discovery_;
+  Hash256 last_peer_checkpoint_{};  // the newest checkpoint id a peer advertised to us
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;

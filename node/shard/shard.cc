@@ -192,7 +192,11 @@ void Shard::Run() noexcept {
   int64_t next_tick = now;
   // The one intentionally unbounded loop: it runs until the node stops.
   while (!stop_->load(std::memory_order_relaxed)) {
-    const int64_t timeout = std::max<int64_t>(0, next_tick - now);
+    int64_t timeout = std::max<int64_t>(0, next_tick - now);
+    // A deferred group commit is due within kGroupCommitUs, even if the burst has ended.
+    if (commit_deferred_) {
+      timeout = std::min(timeout, std::max<int64_t>(0, last_commit_us_ + kGroupCommitUs - now));
+    }
     bool woken = false;
     const size_t n = transport_->Poll(timeout, batch, &woken);
     now = MonotonicUs();
@@ -206,6 +210,9 @@ void Shard::Run() noexcept {
         ShardCounters::Add(counters_.storage_errors, 1);
       }
       last_commit_us_ = now;
+      commit_deferred_ = false;
+    } else {
+      commit_deferred_ = true;
     }
     if (overlay_) PollCommand(now);
     if (now >= next_tick) {
@@ -337,10 +344,11 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
       wire::Hash256 room{};
       if (item->kind == MailItem::Kind::kRoomProviders ||
           item->kind == MailItem::Kind::kRoomPeer) {
-        if (item->size == room.size()) {
+        if (item->size >= room.size()) {
           std::memcpy(room.data(), item->bytes, room.size());
           if (item->kind == MailItem::Kind::kRoomProviders) {
-            ProvideRoom(room, now_us);
+            // (Busy lookup slots: this round is skipped; the room's next one asks again.)
+            ProvideRoom(room, item->size > room.size() && item->bytes[32] != 0, now_us);
           } else {
             ConnectRoomPeer(room, item->from, now_us);
           }
@@ -386,32 +394,45 @@ void Shard::RoomDiscoveryTick(int64_t now_us) noexcept {
   rooms_->ForEach([&](room::Swarm& s) {
     room::Swarm::Discovery& d = s.discovery();
     if (now_us < d.next_lookup_us) return;
+    const bool announce = !d.announced;
+    if (config_.index == config_.owner) {
+      // While every lookup slot is busy the room waits its turn at the next tick (it is
+      // not pushed back a whole interval, which would starve the rooms that lose often).
+      if (!ProvideRoom(s.id(), announce, now_us)) return;
+    } else {
+      uint8_t item[33];
+      std::memcpy(item, s.id().data(), 32);
+      item[32] = announce ? 1 : 0;
+      Forward(config_.owner, MailItem::Kind::kRoomProviders, base::Endpoint{}, item);
+    }
+    d.announced = true;
     d.interval_us = d.interval_us == 0 ? kRoomDiscoveryFirstUs
                                        : std::min(d.interval_us * 2, kRoomDiscoveryMaxUs);
-    d.next_lookup_us = now_us + d.interval_us;
-    if (config_.index == config_.owner) {
-      ProvideRoom(s.id(), now_us);
-    } else {
-      Forward(config_.owner, MailItem::Kind::kRoomProviders, base::Endpoint{}, s.id());
-    }
+    // Jitter (x0.75 to x1.25): rooms opened together do not stay in step.
+    d.next_lookup_us = now_us + d.interval_us * 3 / 4 +
+                       static_cast<int64_t>(rng_.Uniform(d.interval_us / 2 + 1));
   });
 }
 
-// ProvideRoom (owner shard): (re)announces us as a provider of `room` (the overlay keeps
-// republishing it) and starts a lookup of its providers. Either may be refused for now
-// (no verified peer yet, pools full): the room's next discovery round asks again.
-void Shard::ProvideRoom(const wire::Hash256& room, int64_t now_us) noexcept {
+// ProvideRoom (owner shard): announces us as a provider of `room` the first time (the
+// overlay then republishes it) and starts a lookup of its providers. False when every
+// lookup slot of ours is busy. A lookup the overlay refuses (no verified peer yet, its
+// pool full) ends at once with nothing: the room's next discovery round asks again.
+bool Shard::ProvideRoom(const wire::Hash256& room, bool announce, int64_t now_us) noexcept {
   RP_ASSERT(overlay_ != nullptr);
-  overlay_->Announce(now_us, room, *outbox_);
+  if (announce) overlay_->Announce(now_us, room, *outbox_);
+  bool started = false;
   for (RoomLookup& l : room_lookups_) {
     if (l.handle != 0) continue;
     l.room = room;
     starting_room_lookup_ = &l;  // OnLookupStarted sets l.handle; OnLookupDone clears it
     overlay_->GetProviders(now_us, room, *outbox_);
     starting_room_lookup_ = nullptr;
+    started = true;
     break;
   }
   DeliverRoomPeers(now_us);
+  return started;
 }
 
 void Shard::DeliverRoomPeers(int64_t now_us) noexcept {
@@ -430,7 +451,7 @@ void Shard::ConnectRoomPeer(const wire::Hash256& room, const base::Endpoint& pee
                             int64_t now_us) noexcept {
   room::Swarm* s = rooms_->Find(room);
   if (s == nullptr || s->HasPeer(peer)) return;
-  s->Connect(now_us, peer, *outbox_);
+  s->Connect(now_us, peer, *outbox_, /*retry=*/false);
 }
 
 void Shard::MaybeEstimateSize(int64_t now_us) noexcept {

@@ -55,8 +55,8 @@ inline constexpr uint32_t kPingSeenCacheEntries = 4096;
 // the FlatBuffers body at bytes + 16 is aligned for the Verifier.
 struct MailItem {
   // kDatagram, kPingSeen: a verified datagram (bytes) from `from`.
-  // kRoomProviders: to the owner shard: announce us as a provider of the room whose id is
-  // bytes[0..32], and look up its other providers. kRoomPeer: from the owner: `from` is a
+  // kRoomProviders: to the owner shard: look up the providers of the room whose id is
+  // bytes[0..32] (and announce us as one when bytes[32] is 1). kRoomPeer: from the owner: `from` is a
   // provider of room bytes[0..32]; the room's shard connects its swarm to it.
   enum class Kind : uint8_t { kDatagram, kPingSeen, kRoomProviders, kRoomPeer };
   base::Endpoint from;
@@ -271,7 +271,7 @@ class Shard {
   // Room discovery: RoomDiscoveryTick schedules it per room; ProvideRoom runs on the owner
   // shard; DeliverRoomPeers hands what lookups found to the rooms' swarms.
   void RoomDiscoveryTick(int64_t now_us) noexcept;
-  void ProvideRoom(const wire::Hash256& room, int64_t now_us) noexcept;
+  bool ProvideRoom(const wire::Hash256& room, bool announce, int64_t now_us) noexcept;
   void DeliverRoomPeers(int64_t now_us) noexcept;
   void ConnectRoomPeer(const wire::Hash256& room, const base::Endpoint& peer,
                        int64_t now_us) noexcept;
@@ -312,6 +312,7 @@ class Shard {
   std::unique_ptr<Events> events_;
   std::optional<dht::SizeEstimate> size_density_, size_walks_;
   int64_t last_commit_us_ = 0;  // see kGroupCommitUs
+  bool commit_deferred_ = false;
   struct RoomLookup {
     wire::Hash256 room{};
     uint32_t handle = 0;  // 0: free
