@@ -122,6 +122,15 @@ TEST(Room, RejectionsNameTheirReasonAndChangeNothing) {
   // Garbage and another room's bytes.
   EXPECT_EQ(bob->Receive(std::vector<uint8_t>(300, 1)), Verdict::kVerifyFailed);
   unchanged();
+  // What the node reads back from its own store is not signature-checked again (the trust
+  // boundary of a restart or a cache: the store's checksums, not ed25519); every other
+  // check still applies.
+  EXPECT_EQ(bob->ReceiveStored(future), Verdict::kUnknownEpoch);
+  EXPECT_EQ(bob->ReceiveStored(std::vector<uint8_t>(300, 1)), Verdict::kVerifyFailed);
+  unchanged();
+  const size_t before = bob->log_size();
+  EXPECT_EQ(bob->ReceiveStored(forged), Verdict::kOk);
+  EXPECT_EQ(bob->log_size(), before + 1);
 }
 
 TEST(Room, EvictionLocksTheEvictedMemberOut) {

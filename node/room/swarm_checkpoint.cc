@@ -126,7 +126,7 @@ void Swarm::Restore(const LoadedRoom& r) {
                             Verdict::kOk;
     }
   }
-  for (const auto& u : r.updates) room_->Receive(u);
+  for (const auto& u : r.updates) room_->ReceiveStored(u);
   if (have_cp && !loaded_cp) room_->AddCheckpoint(r.checkpoint_record, r.checkpoint_blob);
   if (have_cp && room_->has_checkpoint()) AdoptObject(r.checkpoint_record, r.checkpoint_blob);
   for (const auto& u : r.updates) {
