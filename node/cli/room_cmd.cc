@@ -289,6 +289,18 @@ void PrintLine(const Session& s, const wire::PublicKey& author, const std::strin
   std::fflush(stdout);
 }
 
+// ReportDropped: says when updates came faster than this client could show them (its
+// event ring overflowed): they are in the room, but were not printed.
+void ReportDropped(const Session& s, uint64_t* seen) {
+  const uint64_t now = s.client->events_dropped();
+  if (now == *seen) return;
+  std::fprintf(stderr,
+               "-- %llu update(s) came too fast to be shown here; they are in the room "
+               "('ringpeer room read' prints it)\n",
+               static_cast<unsigned long long>(now - *seen));
+  *seen = now;
+}
+
 // PrintHistory: the room's messages as `state` holds them (the last kChatMessagesMax, in
 // the order every member agrees on, whether they came from the cache, a checkpoint or the
 // sync), then switches FollowUpdates to the updates that came after that state.
@@ -456,6 +468,7 @@ int Read(std::span<const char* const> args) {
   if (!st.ok()) return Fail("room read", st);
   if (!follow) return 0;
   bool was_connected = true;
+  uint64_t dropped = s.client->events_dropped();
   while (!Interrupted(mask)) {
     s.client->Poll(100);
     if (s.connected != was_connected) {
@@ -463,6 +476,7 @@ int Read(std::span<const char* const> args) {
                                        : "-- connection to the room lost; retrying\n");
       was_connected = s.connected;
     }
+    ReportDropped(s, &dropped);
   }
   return 0;
 }
@@ -783,6 +797,7 @@ int ChatMain(std::span<const char* const> args) {
   }
   std::string pending;
   bool was_connected = true, quit = false;
+  uint64_t dropped = s.client->events_dropped();
   while (!quit && !Interrupted(mask)) {
     s.client->Poll(0);
     if (s.connected != was_connected) {
@@ -790,6 +805,7 @@ int ChatMain(std::span<const char* const> args) {
                                        : "-- connection lost; retrying\n");
       was_connected = s.connected;
     }
+    ReportDropped(s, &dropped);
     pollfd in{STDIN_FILENO, POLLIN, 0};
     if (poll(&in, 1, 50) <= 0) continue;
     char buf[1024];
