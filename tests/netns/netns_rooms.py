@@ -104,6 +104,24 @@ def client(ns, args, data_dir, stdin=None, timeout=40):
     return r
 
 
+def clients_at_once(runs, timeout=40):
+    """Runs one client command per host at the same time: {host: (namespace, args,
+    data_dir)} -> {host: (returncode, stdout, stderr)}. Each is killed after `timeout` s."""
+    procs = {h: subprocess.Popen(client_cmd(ns, args, data_dir), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+             for h, (ns, args, data_dir) in runs.items()}
+    ov.procs.extend(procs.values())
+    results = {}
+    for h, p in procs.items():
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        results[h] = (p.returncode, out, err)
+    return results
+
+
 def parse_lines(text):
     out = []
     for line in (text or "").splitlines():
@@ -423,21 +441,12 @@ def main():
             f.stop(signal.SIGTERM)
         # The same state hash on every member: `room info` on each follower's data directory
         # (its cache, then a sync with the room), all at once, under the same 10% loss.
-        infos = {h: subprocess.Popen(client_cmd(net[h][0], ["room", "info", reader, "--json"],
-                                                d(f"member-{h}")),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for h in MEMBERS}
-        for p in infos.values():
-            ov.procs.append(p)
+        infos = clients_at_once({h: (net[h][0], ["room", "info", reader, "--json"],
+                                     d(f"member-{h}")) for h in MEMBERS})
         hashes = {}
-        for h, p in infos.items():
+        for h, (rc, out, err) in infos.items():
             try:
-                out, err = p.communicate(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-            try:
-                j = json.loads(out) if p.returncode == 0 else None
+                j = json.loads(out) if rc == 0 else None
             except ValueError:
                 j = None
             hashes[h] = (j["state_hash"][:16], j["log_size"], j["from_cache"]) if j else None
@@ -451,21 +460,12 @@ def main():
               "each reopened the room from its cache (from_cache > 0)")
         # The room's order, read at once on every host by fresh readers (a new data
         # directory: no cache, so each one syncs the whole log under 10% loss).
-        readers = {h: subprocess.Popen(client_cmd(net[h][0], ["room", "read", reader, "--json"],
-                                                  d(f"final-{h}")),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True) for h in MEMBERS}
-        for p in readers.values():
-            ov.procs.append(p)
+        readers = clients_at_once({h: (net[h][0], ["room", "read", reader, "--json"],
+                                       d(f"final-{h}")) for h in MEMBERS})
         lists = {}
-        for h, p in readers.items():
-            try:
-                out, err = p.communicate(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-            lists[h] = parse_lines(out) if p.returncode == 0 else None
-            if p.returncode != 0:
+        for h, (rc, out, err) in readers.items():
+            lists[h] = parse_lines(out) if rc == 0 else None
+            if rc != 0:
                 print(f"info: {h}'s read failed: {err.strip()!r}")
         ref = lists[MEMBERS[0]]
         same = ref is not None and all(l == ref for l in lists.values())
