@@ -54,8 +54,8 @@ absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
   absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
   // A member's cache (a client's data directory): a room joined before is reopened from
   // what was stored, so the join asks only for what happened since. The stored records
-  // are verified again as the room reloads them (one that fails is dropped, never
-  // trusted); a member far behind a checkpoint starts over from it (Swarm::ResetLog).
+  // pass every check again but the signature (Room::ReceiveStored: our own checksummed
+  // store); a member far behind a checkpoint starts over from it (Swarm::ResetLog).
   if (!config_.swarm.relay && storage_ != nullptr) swarm = OpenCached(genesis, epochs, identity);
   if (!swarm.ok()) swarm = Create(genesis, epochs, identity);
   if (!swarm.ok()) return swarm;
@@ -77,20 +77,18 @@ absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
   // The cache may know later key epochs than the invite (a rotation seen before); the
   // longer list wins when it opens, else the invite's.
   absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
-  if (loaded->key_epochs.size() > epochs.size() &&
-      std::equal(genesis.begin(), genesis.end(), loaded->genesis.begin(), loaded->genesis.end())) {
+  // (Stored under the room id, the hash of its genesis: the genesis is the invite's.)
+  if (loaded->key_epochs.size() > epochs.size()) {
     swarm = Open(genesis, loaded->key_epochs, /*store=*/true, identity);
   }
   if (!swarm.ok()) {
     // The cached epochs did not open (or were not longer): the invite's, with the cached
     // updates that they cover. Nothing is deleted: an error here is the invite's or the
     // environment's, and the cache stays for the next join.
-    if (loaded->key_epochs.size() > epochs.size()) ++cache_.epochs_refused;
     swarm = Open(genesis, epochs, /*store=*/true, identity);
   }
   if (!swarm.ok()) return swarm.status();
   (*swarm)->Restore(*loaded);
-  cache_.updates_restored += (*swarm)->room().log_size();
   return swarm;
 }
 
@@ -124,7 +122,14 @@ wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
   Swarm* swarm = Find(wire::RoomOf(msg));
   if (swarm == nullptr) swarm = ServeOnJoin(msg);
   if (swarm == nullptr) return wire::Verdict::kUnexpectedReply;  // not a room served here
-  return swarm->OnMessage(now_us, from, msg, out);
+  // Update outcomes move only while a swarm handles a message: what this one moved joins
+  // the host's totals, which outlive closed rooms (/metrics).
+  const uint64_t accepted = swarm->counters().accepted;
+  const uint64_t rejected = swarm->counters().rejected;
+  const wire::Verdict v = swarm->OnMessage(now_us, from, msg, out);
+  updates_accepted_ += swarm->counters().accepted - accepted;
+  updates_rejected_ += swarm->counters().rejected - rejected;
+  return v;
 }
 
 // ServeOnJoin: a relay starts serving a room when a member's RoomJoin brings its genesis.

@@ -77,12 +77,13 @@ class RoomHost {
   void DropAcks() noexcept;
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
+  // Updates from peers that the rooms took into their logs, or refused, since start.
+  uint64_t updates_accepted() const noexcept { return updates_accepted_; }
+  uint64_t updates_rejected() const noexcept { return updates_rejected_; }
 
   // What a member's cache did for its joins (Join on a non-relay host with a storage).
   struct CacheCounters {
-    uint64_t opened = 0;            // joins that found the room stored
-    uint64_t epochs_refused = 0;    // cached key epochs that did not open (invite's used)
-    uint64_t updates_restored = 0;  // updates reloaded instead of fetched
+    uint64_t opened = 0;  // joins that found the room stored (Swarm::restored_updates: how much)
   };
   const CacheCounters& cache_counters() const noexcept { return cache_; }
 
@@ -100,6 +101,8 @@ class RoomHost {
   SwarmListener* listener_;
   absl::flat_hash_map<Hash256, std::unique_ptr<Swarm>, IdHash> rooms_;
   CacheCounters cache_;
+  uint64_t updates_accepted_ = 0;
+  uint64_t updates_rejected_ = 0;
 };
 
 }  // namespace ringpeer::room

@@ -266,18 +266,10 @@ void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
   const uint32_t owner = wire::RoomOf(msg)[0] % config_.shards;
   if (owner != config_.index) return Forward(owner, MailItem::Kind::kDatagram, from, msg.bytes());
   ShardCounters::Add(counters_.room_messages, 1);
-  // Update outcomes are counted by the room's swarm, and only while it handles a message:
-  // what this one moved is added to the shard's totals. (A swarm that a relay opens for
-  // this message is a join's: it has counted no update yet.)
-  room::Swarm* swarm = rooms_->Find(wire::RoomOf(msg));
-  const uint64_t accepted = swarm != nullptr ? swarm->counters().accepted : 0;
-  const uint64_t rejected = swarm != nullptr ? swarm->counters().rejected : 0;
   const wire::Verdict v = rooms_->OnMessage(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) Drop(v);
-  if (swarm != nullptr) {
-    ShardCounters::Add(counters_.room_updates_accepted, swarm->counters().accepted - accepted);
-    ShardCounters::Add(counters_.room_updates_rejected, swarm->counters().rejected - rejected);
-  }
+  counters_.room_updates_accepted.store(rooms_->updates_accepted(), std::memory_order_relaxed);
+  counters_.room_updates_rejected.store(rooms_->updates_rejected(), std::memory_order_relaxed);
 }
 
 void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
