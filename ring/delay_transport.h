@@ -66,6 +66,8 @@ class DelayTransport final : public Transport {
   // The inner transport's counters plus this one's (send_delayed, send_delay_full, and
   // send_delay_full added to send_slots_full).
   const TransportStats& stats() const noexcept override;
+  // Held datagrams are dropped (the link "goes down" with the node); the inner one shuts.
+  void Shutdown() noexcept override { inner_->Shutdown(); }
 
   // Datagrams held now, and the due time of the oldest (meaningless when none are held).
   uint32_t held() const noexcept { return count_; }

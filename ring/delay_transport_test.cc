@@ -64,6 +64,7 @@ class FakeTransport final : public Transport {
   Endpoint local_address(size_t) const noexcept override { return Ep("127.0.0.1:9"); }
   size_t socket_count() const noexcept override { return 1; }
   const TransportStats& stats() const noexcept override { return stats_; }
+  void Shutdown() noexcept override {}
 
   // With `hold_flushes`, Flush/Poll leave the queue alone (an inner transport whose
   // slots are all still in flight).

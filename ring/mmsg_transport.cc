@@ -34,9 +34,16 @@ absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
 
 MmsgTransport::MmsgTransport(const TransportConfig& config) : config_(config) {}
 
-MmsgTransport::~MmsgTransport() {
+MmsgTransport::~MmsgTransport() { Shutdown(); }
+
+void MmsgTransport::Shutdown() noexcept {
+  // Plain sockets: the queued sends go out with one more flush, and close() releases the
+  // port at once (nothing else holds a reference to the socket).
+  if (!fds_.empty()) Flush();
   for (int fd : fds_) close(fd);
+  fds_.clear();
   if (event_fd_ >= 0) close(event_fd_);
+  event_fd_ = -1;
 }
 
 absl::StatusOr<std::unique_ptr<MmsgTransport>> MmsgTransport::Create(

@@ -56,6 +56,7 @@ class MmsgTransport final : public Transport {
   base::Endpoint local_address(size_t i) const noexcept override;
   size_t socket_count() const noexcept override { return fds_.size(); }
   const TransportStats& stats() const noexcept override { return stats_; }
+  void Shutdown() noexcept override;
 
  private:
   struct SendSlot {

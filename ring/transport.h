@@ -142,6 +142,14 @@ class Transport {
   virtual size_t socket_count() const noexcept = 0;
 
   virtual const TransportStats& stats() const noexcept = 0;
+
+  // Shutdown: releases the port before returning. Submits what is queued (the last
+  // sends), cancels every request still in the kernel, waits (bounded) for their
+  // completions, unregisters registered files and closes the sockets, so that a node
+  // started right after this process exits can bind the same port. Call it from the
+  // polling thread (io_uring's single issuer); afterwards only the destructor may run.
+  // The destructor does the same if it was not called, as well as it can from there.
+  virtual void Shutdown() noexcept = 0;
 };
 
 // PickSocket: which of a shard's sockets (bound to `addresses`) sends to `to`: the given

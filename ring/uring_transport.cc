@@ -11,6 +11,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
@@ -31,6 +32,7 @@ enum class Op : uint8_t {
   kDoorbell = 3,   // posted into our CQ by another ring's MSG_RING
   kEventRead = 4,  // our read on the wake eventfd completed
   kWakeSent = 5,   // our MSG_RING or eventfd write to another shard (CQE only on error)
+  kCancel = 6,     // Shutdown's cancel of every request still in the kernel
 };
 constexpr uint64_t UserData(Op op, uint32_t index) {
   return uint64_t{static_cast<uint8_t>(op)} << 56 | index;
@@ -94,9 +96,10 @@ uint8_t* MapMemory(size_t bytes) {
 UringTransport::UringTransport(const TransportConfig& config) : config_(config) {}
 
 UringTransport::~UringTransport() {
-  // The ring goes first: it cancels the receives that write into our buffers.
+  // Normally the polling thread has called Shutdown() already. If not (a shard that never
+  // ran), this is the same work from whichever thread destroys us.
+  Shutdown();
   if (ring_ready_) io_uring_queue_exit(&ring_);
-  for (int fd : fds_) close(fd);
   if (event_fd_ >= 0) close(event_fd_);
   if (recv_memory_ != nullptr) munmap(recv_memory_, recv_memory_bytes_);
   if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
@@ -203,6 +206,7 @@ void UringTransport::AdoptSockets(ShardSockets* sockets) {
   sockets->fds.clear();
   sockets->addresses.clear();
   rearm_.assign(fds_.size(), 0);
+  armed_.assign(fds_.size(), 0);
 }
 
 uint8_t* UringTransport::RecvBuffer(uint32_t bid) const noexcept {
@@ -236,6 +240,7 @@ void UringTransport::ArmReceive(size_t socket_index) noexcept {
     rearm_[socket_index] = 1;  // try again after the next Poll's submit
     return;
   }
+  armed_[socket_index] = 1;
   io_uring_prep_recvmsg_multishot(sqe, -1, &recv_msg_, 0);
   SetTarget(sqe, socket_index);
   sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -249,6 +254,7 @@ void UringTransport::ArmEventRead() noexcept {
     rearm_event_read_ = true;
     return;
   }
+  event_read_armed_ = true;
   io_uring_prep_read(sqe, event_fd_, &event_value_, sizeof(event_value_), 0);
   io_uring_sqe_set_data64(sqe, UserData(Op::kEventRead, 0));
 }
@@ -339,6 +345,7 @@ bool UringTransport::HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> 
       *woken = true;
       return true;
     case Op::kEventRead:
+      event_read_armed_ = false;
       if (cqe.res > 0) {
         stats_.wakeups++;
         *woken = true;
@@ -348,6 +355,8 @@ bool UringTransport::HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> 
     case Op::kWakeSent:
       // A doorbell that failed (the target shard is gone). Nothing to retry into.
       return true;
+    case Op::kCancel:
+      return true;
   }
   return true;  // not ours (e.g. liburing's internal timeout on old kernels)
 }
@@ -355,7 +364,10 @@ bool UringTransport::HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> 
 void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
                                 std::span<RecvDatagram> out, size_t* filled) noexcept {
   RP_ASSERT(socket_index < fds_.size());
-  if ((cqe.flags & IORING_CQE_F_MORE) == 0) rearm_[socket_index] = 1;
+  if ((cqe.flags & IORING_CQE_F_MORE) == 0) {
+    rearm_[socket_index] = 1;
+    armed_[socket_index] = 0;
+  }
   if (cqe.res < 0) {
     // ENOBUFS: the buffer ring ran dry; the datagram waits in the socket until re-armed.
     if (cqe.res == -ENOBUFS) stats_.recv_no_buffers++;
@@ -457,6 +469,86 @@ void UringTransport::QueueWake(const WakeHandle& target) noexcept {
   }
   sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;  // only a failed doorbell posts a CQE here
   io_uring_sqe_set_data64(sqe, UserData(Op::kWakeSent, 0));
+}
+
+uint32_t UringTransport::Outstanding() const noexcept {
+  uint32_t n = config_.send_slots - free_count_;  // sends in flight
+  for (uint8_t a : armed_) n += a;
+  return n + (event_read_armed_ ? 1 : 0) + (cancel_pending_ ? 1 : 0);
+}
+
+void UringTransport::ReapForShutdown(const io_uring_cqe& cqe) noexcept {
+  const auto op = static_cast<Op>(cqe.user_data >> 56);
+  const auto index = static_cast<uint32_t>(cqe.user_data);
+  switch (op) {
+    case Op::kRecv:
+      // A datagram that raced the cancel is dropped: its buffer goes with the ring.
+      if (index < armed_.size() && (cqe.flags & IORING_CQE_F_MORE) == 0) armed_[index] = 0;
+      return;
+    case Op::kSend:
+      if (index < config_.send_slots) HandleSend(cqe, index);
+      return;
+    case Op::kEventRead:
+      event_read_armed_ = false;
+      return;
+    case Op::kCancel:
+      cancel_pending_ = false;
+      return;
+    case Op::kDoorbell:
+    case Op::kWakeSent:
+      return;
+  }
+}
+
+void UringTransport::Shutdown() noexcept {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Why this order: a request in the kernel (a multishot receive, a send) and a
+  // registered-file slot each hold a reference to the socket. io_uring_queue_exit drops
+  // them only later, from a kernel worker, after the process may have exited, and until
+  // then the port stays bound: a node restarted at once got EADDRINUSE. So the requests
+  // end first (sends complete, the rest is cancelled and reaped), then the file table
+  // goes, then close() releases the port. The ring and the eventfd stay open until the
+  // destructor: other shards may still ring our doorbell while they stop.
+  const bool can_submit = ring_ready_ && ring_enabled_;
+  if (can_submit) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + std::chrono::milliseconds(kShutdownWaitMs);
+    bool cancel_queued = false;
+    // Bounded: each round waits at most 10 ms, and the deadline ends the loop.
+    for (int round = 0; round < kShutdownRoundsMax; round++) {
+      const bool sends_done = free_count_ == config_.send_slots;
+      if (!cancel_queued && (sends_done || round >= kShutdownSendRounds)) {
+        io_uring_sqe* sqe = GetSqe();
+        if (sqe != nullptr) {
+          io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+          io_uring_sqe_set_data64(sqe, UserData(Op::kCancel, 0));
+          cancel_pending_ = true;
+          cancel_queued = true;
+        }
+      }
+      if (cancel_queued && Outstanding() == 0) break;
+      if (std::chrono::steady_clock::now() >= deadline) break;
+      __kernel_timespec ts{};
+      ts.tv_nsec = 10'000'000;
+      io_uring_cqe* cqe = nullptr;
+      stats_.syscalls++;
+      (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+      io_uring_cqe* cqes[kCqeBatch];
+      for (unsigned count; (count = io_uring_peek_batch_cqe(&ring_, cqes, kCqeBatch)) > 0;) {
+        for (unsigned i = 0; i < count; i++) ReapForShutdown(*cqes[i]);
+        io_uring_cq_advance(&ring_, count);
+      }
+    }
+    shutdown_outstanding_ = Outstanding();
+  }
+  // From another thread than the issuer this fails (EEXIST under SINGLE_ISSUER); the
+  // references then go with io_uring_queue_exit in the destructor.
+  if (ring_ready_ && files_registered_ && io_uring_unregister_files(&ring_) == 0) {
+    files_registered_ = false;
+  }
+  for (int fd : fds_) close(fd);
+  fds_.clear();
 }
 
 Endpoint UringTransport::local_address(size_t i) const noexcept {

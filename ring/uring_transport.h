@@ -47,6 +47,11 @@ class UringTransport final : public Transport {
   // SQEs kept beyond send_slots: one receive re-arm per socket plus the eventfd read, and
   // doorbells to other shards (one per shard per iteration; 64 is the most shards we run).
   static constexpr uint32_t kSqeReserve = 80;
+  // Shutdown: how long it waits for the kernel to end our requests, in rounds of <= 10 ms;
+  // the first kShutdownSendRounds rounds let queued sends complete before the cancel.
+  static constexpr int kShutdownWaitMs = 1000;
+  static constexpr int kShutdownRoundsMax = 200;
+  static constexpr int kShutdownSendRounds = 10;
   // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
   static constexpr uint32_t kRecvBuffersMax = 32768;
 
@@ -68,12 +73,15 @@ class UringTransport final : public Transport {
   base::Endpoint local_address(size_t i) const noexcept override;
   size_t socket_count() const noexcept override { return fds_.size(); }
   const TransportStats& stats() const noexcept override { return stats_; }
+  void Shutdown() noexcept override;
 
   // The io_uring setup flags that this kernel accepted: "single_issuer+defer_taskrun",
   // "coop_taskrun" or "plain" (the fallbacks for older kernels).
   const char* setup_mode() const noexcept { return setup_mode_; }
   // Whether the sockets are registered fixed files.
   bool files_registered() const noexcept { return files_registered_; }
+  // After Shutdown(): requests still in the kernel when it gave up waiting (0 normally).
+  uint32_t shutdown_outstanding() const noexcept { return shutdown_outstanding_; }
 
  private:
   struct SendSlot {
@@ -100,6 +108,9 @@ class UringTransport final : public Transport {
                   size_t* filled) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
   uint8_t* RecvBuffer(uint32_t bid) const noexcept;
+  // Shutdown's bookkeeping of one completion: what is still outstanding in the kernel.
+  void ReapForShutdown(const io_uring_cqe& cqe) noexcept;
+  uint32_t Outstanding() const noexcept;
 
   const TransportConfig config_;
   io_uring ring_{};
@@ -112,6 +123,11 @@ class UringTransport final : public Transport {
   std::vector<int> fds_;
   std::vector<base::Endpoint> addresses_;
   std::vector<uint8_t> rearm_;  // per socket: its multishot receive stopped
+  std::vector<uint8_t> armed_;  // per socket: a receive SQE is queued or in the kernel
+  bool event_read_armed_ = false;
+  bool shut_down_ = false;
+  bool cancel_pending_ = false;
+  uint32_t shutdown_outstanding_ = 0;  // requests Shutdown() could not reap (0 normally)
   int event_fd_ = -1;
   uint64_t event_value_ = 0;    // the eventfd read lands here
   bool rearm_event_read_ = false;

@@ -65,6 +65,8 @@ constexpr FlagSpec kServeFlags[] = {
      "steer datagrams to shards by their shard hint (reuseport BPF)"},
     {"peers-max", FlagSpec::Kind::kValue, "RINGPEER_PEERS_MAX", "N", "1024",
      "size of the peer table"},
+    {"bind-retry-ms", FlagSpec::Kind::kValue, "RINGPEER_BIND_RETRY_MS", "MS", "5000",
+     "how long a listen port still held by a stopping node is retried"},
     {"admin", FlagSpec::Kind::kValue, "RINGPEER_ADMIN", "ADDR:PORT|off",
      admin::kAdminDefaultAddress,
      "admin HTTP (/metrics /healthz /readyz /status); no authentication, keep it private"},
@@ -215,6 +217,10 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
   if (auto v = f.Value("peers-max")) {
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("peers-max", *v, 8, 1'000'000));
     c.peers_max = static_cast<uint32_t>(r);
+  }
+  if (auto v = f.Value("bind-retry-ms")) {
+    RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("bind-retry-ms", *v, 0, 600'000));
+    c.bind_retry_ms = static_cast<int64_t>(ms);
   }
   if (auto v = f.Value("test-delay-ms")) {
     RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("test-delay-ms", *v, 0, 10'000));

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <latch>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
+#include "base/log.h"
 #include "base/status.h"
 #include "node/admin/json.h"
 #include "node/store/room_store.h"
@@ -48,6 +50,41 @@ std::vector<int> AvailableCpus() {
   return cpus;
 }
 
+namespace {
+
+// BindWithRetry: binds the shards' sockets; a port in use is retried (bounded, with
+// backoff from 20 ms to 250 ms) until config.bind_retry_ms has passed, because a node that
+// was just stopped may still be closing its sockets. A debug line says so; the final error says how long it waited.
+absl::StatusOr<std::vector<ring::ShardSockets>> BindWithRetry(const NodeConfig& config) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + std::chrono::milliseconds(std::max<int64_t>(0, config.bind_retry_ms));
+  int64_t backoff_ms = 20;
+  bool logged = false;
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<std::vector<ring::ShardSockets>> s =
+        ring::BindShardSockets(config.listen, config.shards, config.steer);
+    if (s.ok() || !absl::IsAlreadyExists(s.status())) return s;
+    const auto now = std::chrono::steady_clock::now();
+    if (now + std::chrono::milliseconds(backoff_ms) > deadline || attempt >= 1000) {
+      if (attempt == 0) return s;
+      const auto waited =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count();
+      return absl::AlreadyExistsError(absl::StrFormat("%s (still in use after %.1f s)",
+                                                      s.status().message(), waited / 1000.0));
+    }
+    if (!logged) {
+      logged = true;
+      base::Log(base::LogLevel::kDebug, "listen port busy; retrying")
+          .Field("error", std::string(s.status().message()))
+          .Field("retry_ms", config.bind_retry_ms);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 250);
+  }
+}
+
+}  // namespace
+
 Node::Node(const NodeConfig& config, const wire::KeyPair& identity)
     : config_(config), identity_(identity), id_(wire::NodeIdOf(identity.public_key)) {}
 
@@ -61,8 +98,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeConfig& config,
   }
   if (config.listen.empty()) return absl::InvalidArgumentError("no listen address");
   std::unique_ptr<Node> node(new Node(config, identity));
-  RP_ASSIGN_OR_RETURN(node->sockets_,
-                      ring::BindShardSockets(config.listen, config.shards, config.steer));
+  RP_ASSIGN_OR_RETURN(node->sockets_, BindWithRetry(config));
   node->addresses_ = node->sockets_[0].addresses;
   if (!config.table_path.empty()) node->LoadTable();
   node->mailboxes_ = std::make_unique<Mailboxes>(config.shards, config.mailbox_capacity);

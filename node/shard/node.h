@@ -39,6 +39,9 @@ struct NodeConfig {
   // Mailbox slots per ordered pair of shards: 1024 x ~1.2 KiB = 1.3 MiB per pair.
   uint32_t mailbox_capacity = 1024;
   uint32_t peers_max = 1024;
+  // A port still held by a node that is stopping (its sockets close as its process
+  // exits) is retried for this long before "address already in use" is an error.
+  int64_t bind_retry_ms = 5000;
   // Where the routing table is saved (on stop and every kTableSaveIntervalMs) and
   // restored from at start, so a restarted node rejoins without its bootstrap peers.
   // Empty: not persisted.

@@ -229,6 +229,9 @@ void Shard::Run() noexcept {
   transport_->Flush();
   bool woken = false;
   transport_->Poll(0, std::span(batch, 0), &woken);  // submit the last sends
+  // Release the port on this thread (io_uring's single issuer) before Run returns, so a
+  // node restarted as soon as this process exits can bind it.
+  transport_->Shutdown();
   PublishTransportStats();
 }
 

@@ -3,11 +3,13 @@
 // loopback only (refuses other targets).
 //
 // usage: ringpeer-flood --target 127.0.0.1:PORT [--count N] [--sources S] [--seed X]
-//                      [--mode malformed|dht]
+//                      [--mode malformed|dht|challenges] [--rate R]
 // malformed (default) ends with: sent= malformed= pings= pongs= challenges= forged_pongs=
-// dht: one address floods find_node requests and announces with forged tokens as fast as
-// it can, while a second address asks one find_node per 100 flood datagrams; ends with:
-// flood_sent= forged_announces= honest_sent= honest_answered=
+// dht: one address floods find_node requests and announces with forged tokens at R
+// datagrams/s (default 20000, 4x the node's default per-address limit), while a second
+// address is a client asking one find_node at a time (retried); ends with: flood_sent=
+// forged_announces= flood_seconds= honest_sent= honest_answered= honest_retries=
+// honest_unanswered=
 // challenges: pings that each carry a challenge, from every source, as fast as possible;
 // ends with: challenges_sent= signed_pongs= seconds=
 #include <arpa/inet.h>
@@ -17,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <cstdio>
@@ -73,57 +76,113 @@ size_t Malformed(Kind kind, base::Rng& rng, wire::Encoder& enc, const wire::Node
 }
 
 // DhtFlood: the --mode dht run. Returns the summary line.
+//
+// The flood is paced at `rate` datagrams/s, so what it measures is the node's per-address
+// limit, not how fast this machine happens to be: an unpaced flood from a fast sender fills
+// the node's socket buffer, and the kernel then drops the honest peer's datagrams before
+// the node ever sees them (that made this test flaky on a loaded machine). The honest peer
+// is a real client: one find_node at a time, every 10 ms, retried after 250 ms up to 3
+// tries, and counted answered when any try gets its Nodes reply.
 std::string DhtFlood(int flood_fd, int honest_fd, const sockaddr_storage& to, socklen_t to_len,
-                     uint64_t count, base::Rng& rng) {
+                     uint64_t count, uint64_t rate, base::Rng& rng) {
+  using Clock = std::chrono::steady_clock;
   wire::Encoder enc;
   const wire::NodeId id = wire::NodeIdOf(wire::KeyPair::FromSeed({43}).public_key);
+  const wire::NodeId honest_id = wire::NodeIdOf(wire::KeyPair::FromSeed({45}).public_key);
   alignas(8) uint8_t buf[1400];
+  alignas(8) uint8_t hbuf[1400];
   alignas(8) uint8_t in[2048];
   uint64_t flood_sent = 0, forged = 0, honest_sent = 0, honest_answered = 0;
-  auto drain_honest = [&] {
+  uint64_t honest_retries = 0, honest_unanswered = 0;
+  // The honest peer's one request in flight.
+  uint64_t h_txid = 0;
+  size_t h_len = 0;
+  int h_tries = 0;
+  Clock::time_point h_sent_at{}, h_next = Clock::now();
+  auto honest_step = [&](Clock::time_point now) {
     for (int k = 0; k < 64; ++k) {
       ssize_t r = recv(honest_fd, in, sizeof(in), 0);
-      if (r <= 0) return;
+      if (r <= 0) break;
       wire::Message m;
       if (wire::Decode(in, static_cast<size_t>(r), &m) == wire::Verdict::kOk &&
-          m.type() == wire::MessageType::kNodes) {
+          m.type() == wire::MessageType::kNodes && h_tries > 0 && m.nodes()->txid() == h_txid) {
         ++honest_answered;
+        h_tries = 0;
+      }
+    }
+    if (h_tries > 0 && now - h_sent_at >= std::chrono::milliseconds(250)) {
+      if (h_tries >= 3) {
+        ++honest_unanswered;
+        h_tries = 0;
+      } else {
+        if (sendto(honest_fd, hbuf, h_len, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
+          ++honest_retries;
+        }
+        ++h_tries;
+        h_sent_at = now;
       }
     }
   };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  for (uint64_t i = 0; i < count && std::chrono::steady_clock::now() < deadline; ++i) {
+  auto honest_send = [&](Clock::time_point now) {
+    if (h_tries > 0 || now < h_next) return;
     wire::NodeId target;
     rng.Fill(target);
-    size_t n;
-    if (i % 10 == 9) {
-      wire::Token token;
-      rng.Fill(token);
-      n = enc.Announce({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, token);
-      ++forged;
-    } else {
-      n = enc.FindNode({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, 20, 0);
+    h_txid = (honest_sent + 1) << 8;
+    h_len = enc.FindNode({hbuf, sizeof(hbuf)}, wire::kNoShardHint, h_txid, honest_id, target,
+                         20, 0);
+    if (sendto(honest_fd, hbuf, h_len, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
+      ++honest_sent;
     }
-    if (sendto(flood_fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
-      ++flood_sent;
-    }
-    if (i % 100 == 0) {
-      n = enc.FindNode({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, 20, 0);
-      if (sendto(honest_fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
-        ++honest_sent;
+    h_tries = 1;
+    h_sent_at = now;
+    h_next = now + std::chrono::milliseconds(10);
+  };
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::seconds(60);
+  const double per_datagram_s = 1.0 / static_cast<double>(std::max<uint64_t>(rate, 1));
+  uint64_t i = 0;
+  while (i < count && Clock::now() < deadline) {
+    // Send what is due by now (the schedule is start + i / rate), in bursts of <= 64.
+    const auto now = Clock::now();
+    const double elapsed = std::chrono::duration<double>(now - start).count();
+    const uint64_t due = std::min<uint64_t>(count, static_cast<uint64_t>(elapsed / per_datagram_s) + 1);
+    for (int burst = 0; i < due && burst < 64; ++burst, ++i) {
+      wire::NodeId target;
+      rng.Fill(target);
+      size_t n;
+      if (i % 10 == 9) {
+        wire::Token token;
+        rng.Fill(token);
+        n = enc.Announce({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, token);
+        ++forged;
+      } else {
+        n = enc.FindNode({buf, sizeof(buf)}, wire::kNoShardHint, i << 8, id, target, 20, 0);
       }
-      drain_honest();
+      if (sendto(flood_fd, buf, n, 0, reinterpret_cast<const sockaddr*>(&to), to_len) > 0) {
+        ++flood_sent;
+      }
+    }
+    honest_send(now);
+    honest_step(now);
+    if (i >= due) {
+      pollfd p{honest_fd, POLLIN, 0};
+      poll(&p, 1, 1);
     }
   }
-  for (int round = 0; round < 20; ++round) {
+  const double flood_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  // Let the honest peer's last request finish (bounded: 3 tries of 250 ms).
+  for (int round = 0; round < 100 && h_tries > 0; ++round) {
     pollfd p{honest_fd, POLLIN, 0};
-    poll(&p, 1, 50);
-    drain_honest();
+    poll(&p, 1, 10);
+    honest_step(Clock::now());
   }
-  char line[160];
+  if (h_tries > 0) ++honest_unanswered;
+  char line[320];
   std::snprintf(line, sizeof(line),
-                "flood_sent=%lu forged_announces=%lu honest_sent=%lu honest_answered=%lu",
-                flood_sent, forged, honest_sent, honest_answered);
+                "flood_sent=%lu forged_announces=%lu flood_seconds=%.3f honest_sent=%lu "
+                "honest_answered=%lu honest_retries=%lu honest_unanswered=%lu",
+                flood_sent, forged, flood_seconds, honest_sent, honest_answered, honest_retries,
+                honest_unanswered);
   return line;
 }
 
@@ -183,7 +242,7 @@ int Usage(const char* msg) {
 
 int main(int argc, char** argv) {
   std::optional<base::Endpoint> target;
-  uint64_t count = 100000, sources = 64, seed = 1;
+  uint64_t count = 100000, sources = 64, seed = 1, rate = 20000;
   std::string mode = "malformed";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
@@ -192,6 +251,7 @@ int main(int argc, char** argv) {
     else if (f == "--sources") sources = std::strtoull(v.c_str(), nullptr, 10);
     else if (f == "--seed") seed = std::strtoull(v.c_str(), nullptr, 10);
     else if (f == "--mode") mode = v;
+    else if (f == "--rate") rate = std::strtoull(v.c_str(), nullptr, 10);
     else return Usage(("unknown flag " + f).c_str());
   }
   if (!target || !target->is_v4() || target->ip[0] != 127) return Usage("--target must be 127.x.x.x:PORT");
@@ -214,7 +274,7 @@ int main(int argc, char** argv) {
   const socklen_t to_len = target->ToSockaddr(&to, false);
   if (mode == "dht") {
     if (fds.size() < 2) return Usage("--mode dht needs --sources >= 2");
-    std::printf("%s\n", DhtFlood(fds[0], fds[1], to, to_len, count, rng).c_str());
+    std::printf("%s\n", DhtFlood(fds[0], fds[1], to, to_len, count, rate, rng).c_str());
     for (int f : fds) close(f);
     return 0;
   }
