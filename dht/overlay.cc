@@ -210,6 +210,15 @@ void Overlay::OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us,
   }
 }
 
+bool Overlay::AdmitVerifiedForTesting(int64_t now_us, const NodeId& id,
+                                      const base::Endpoint& addr, Outbox& out) noexcept {
+  if (id == id_ || !addr.valid()) return false;
+  const int slot = FindOrAdd(addr, now_us);
+  if (slot < 0) return false;
+  OnVerified(static_cast<uint32_t>(slot), id, now_us, out);
+  return true;
+}
+
 wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
                               const wire::Message& msg, Outbox& out) noexcept {
   const wire::fb::Pong* pong = msg.pong();

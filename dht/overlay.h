@@ -319,6 +319,11 @@ class Overlay {
   // PublishSnapshot: copies the table into `out` for the other shards' FindNode answers.
   void PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept;
 
+  // AdmitVerifiedForTesting: makes `id` at `addr` a verified peer without the challenge
+  // round trip (no signatures), exactly as a good proof would. For fuzzers and simulators
+  // that need a populated table cheaply and reproducibly; never called by the node.
+  bool AdmitVerifiedForTesting(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
+                               Outbox& out) noexcept;
   // NextWakeUs: the earliest time Tick has work to do.
   int64_t NextWakeUs() const noexcept { return next_wake_us_; }
   const RoutingTable& table() const noexcept { return table_; }

@@ -142,9 +142,10 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
       mailboxes_(mailboxes),
       stop_(stop),
       outbox_(std::make_unique<TransportOutbox>(transport_.get(), &counters_)),
-      responder_(identity, MonotonicUs(), nullptr, config.overlay.client),
+      responder_(identity, config.start_us >= 0 ? config.start_us : MonotonicUs(), nullptr,
+                 config.overlay.client),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
-      rng_(SeedFromSystem()),
+      rng_(config.rng_seed != 0 ? config.rng_seed : SeedFromSystem()),
       pending_publish_(config.shards, 0),
       ping_seen_(std::make_unique<SeenEntry[]>(kPingSeenCacheEntries)) {
   RP_ASSERT(config_.index < config_.shards);
@@ -160,7 +161,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
                                             config_.room_listener);
   room_peers_found_.reserve(kRoomPeersFoundMax);
   if (config_.index == config_.owner) {
-    const int64_t now = MonotonicUs();
+    const int64_t now = config_.start_us >= 0 ? config_.start_us : MonotonicUs();
     events_ = std::make_unique<Events>(this);
     dht::OverlayConfig oc = config_.overlay;
     oc.shard_index = static_cast<uint8_t>(config_.index);
@@ -175,6 +176,9 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
 }
 
 Shard::~Shard() = default;
+
+absl::Status Shard::Commit() noexcept { return rooms_->CommitAndRelease(*outbox_); }
+dht::Outbox& Shard::outbox() noexcept { return *outbox_; }
 
 bool Shard::Withdraw(ControlCommand* cmd) noexcept {
   ControlCommand* expected = cmd;

@@ -106,6 +106,10 @@ struct ShardConfig {
   // Told about every room event on the shard thread (an embedded client's event ring,
   // node/client); may be null. Owned by the Node's creator; outlives the shard.
   room::SwarmListener* room_listener = nullptr;
+  // Tests, fuzzers and simulators: a fixed seed and start time make a shard reproducible
+  // (0 / -1: seeded from the system, started at the monotonic clock's now).
+  uint64_t rng_seed = 0;
+  int64_t start_us = -1;
 };
 
 // Upper bounds of the lookup duration histogram's buckets (the last bucket counts what
@@ -242,6 +246,24 @@ class Shard {
   // Withdraw: takes back a command the shard has not claimed yet. False: the shard has it
   // and will set done by its deadline, so `cmd` must stay alive until then.
   bool Withdraw(ControlCommand* cmd) noexcept;
+
+  // --- One step at a time, for fuzzers and tests (Run() does these in its loop). Each
+  // runs the same dispatch as Run(), on the caller's clock; the caller owns the thread.
+  // Receive: one datagram from the transport, through every check in order of cost.
+  void Receive(const ring::RecvDatagram& d, int64_t now_us) noexcept { HandleDatagram(d, now_us); }
+  // DeliverMail: takes this shard's mail from the other shards, then sends what it queued
+  // for them (with their doorbells).
+  void DeliverMail(int64_t now_us) noexcept {
+    DrainMailboxes(now_us);
+    PublishMailboxes();
+  }
+  // Tick: the periodic work (timeouts, pings, lookups, room timers).
+  void Tick(int64_t now_us) noexcept { OnTick(now_us); }
+  // Commit: one storage transaction and the acks it made true.
+  absl::Status Commit() noexcept;
+  dht::Overlay* overlay() noexcept { return overlay_.get(); }
+  dht::Outbox& outbox() noexcept;
+  room::RoomHost& rooms() noexcept { return *rooms_; }
 
   const ShardCounters& counters() const noexcept { return counters_; }
   // RoomsRestore: reloads the rooms in this shard's storage. Call before Run().

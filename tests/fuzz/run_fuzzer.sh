@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
-# run_fuzzer.sh FUZZER SEED_DIR SECONDS: a bounded libFuzzer run over a scratch copy of the
-# seed corpus (new inputs land in the scratch dir, not in git). Fails on any crash.
+# run_fuzzer.sh FUZZER SEED_DIR SECONDS [generate]: a bounded libFuzzer run over a scratch
+# copy of the seed corpus (new inputs land in the scratch dir, not in git). Fails on any
+# crash. With `generate`, the fuzzer first writes seeds made from its own node's traffic
+# (RINGPEER_FUZZ_WRITE_SEEDS) and those run too. A crash leaves its input in
+# tests/fuzz/crash-* (git-ignored) and prints the command that replays it.
 set -euo pipefail
-fuzzer=$1 seeds=$2 seconds=$3
+fuzzer=$1 seeds=$2 seconds=$3 mode=${4:-}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch/corpus" "$scratch/generated"
+dirs=("$scratch/corpus")
+[ -d "$seeds" ] && dirs+=("$seeds")
+if [ "$mode" = generate ]; then
+  RINGPEER_FUZZ_WRITE_SEEDS="$scratch/generated" "$fuzzer" 2>&1 | tail -n 1
+  dirs+=("$scratch/generated")
+fi
+artifacts="$(cd "$(dirname "$0")" && pwd)/"
+status=0
 "$fuzzer" -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$scratch/" "$scratch" "$seeds" 2>&1 | tail -n 15
+  -artifact_prefix="$artifacts" "${dirs[@]}" > "$scratch/log" 2>&1 || status=$?
+tail -n 15 "$scratch/log"
+if [ "$status" -ne 0 ]; then
+  grep -m1 -o "Test unit written to .*" "$scratch/log" || true
+  echo "replay: $fuzzer CRASH_FILE"
+fi
+exit "$status"

@@ -1,0 +1,450 @@
+// libFuzzer target: a node with state, driven through the shards' own dispatch.
+//
+// Each input is a short sequence of datagrams delivered to a two-shard node whose state
+// is what only a running node has: a routing table of 200 verified peers, lookups of its
+// own in flight (so replies with matching transaction ids get past the first checks), a
+// room with 30 updates and a checkpoint that it relays (on shard 1), a member of that room
+// in its swarm, and the mailbox between the shards (every room datagram that lands on
+// shard 0 and every overlay datagram that lands on shard 1 crosses it). The datagrams go
+// through Shard::Receive, the same header check, rate limit, Verifier and hand-off that
+// Shard::Run uses, then mail is delivered, storage committed, and time may advance.
+//
+// Every input starts from the same state, rebuilt per input without signing (the room is
+// restored from an in-memory store prepared once; peers are admitted without the
+// challenge), so a saved crashing input reproduces with the same binary.
+//
+// Input format, repeated up to kRecordsMax times:
+//   [selector u8][length u16 LE][datagram bytes]
+//   selector bit 0: shard (0 or 1); bits 1-3: source address (kSources below);
+//   bit 4: advance 60 ms and tick; bit 5: advance 3 s (timeouts) and tick.
+//
+// Invariants (besides ASan/UBSan): every datagram the node sends decodes as one we would
+// accept and fits 1200 bytes, and one received datagram makes at most a bounded number
+// of sends.
+//
+// RINGPEER_FUZZ_WRITE_SEEDS=DIR: write seed inputs made from the node's own traffic (its
+// requests in flight answered, the room's messages for its real room id) to DIR and exit.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/assert.h"
+#include "dht/overlay.h"
+#include "node/room/reducer.h"
+#include "node/room/records.h"
+#include "node/room/room.h"
+#include "node/room/storage.h"
+#include "node/shard/shard.h"
+#include "ring/transport.h"
+#include "wire/crypto.h"
+#include "wire/encode.h"
+#include "wire/message.h"
+
+namespace {
+
+using namespace ringpeer;
+
+constexpr int64_t kStartUs = 1'000'000'000;
+constexpr size_t kRecordsMax = 16;
+constexpr uint32_t kTablePeers = 200;
+constexpr int kSendsPerDatagramMax = 64;
+
+base::Endpoint Ep(const char* s) { return *base::Endpoint::Parse(s); }
+
+// CaptureTransport: a transport with no socket. Sends are checked and, while `log` is on,
+// kept (the seed writer answers them).
+class CaptureTransport final : public ring::Transport {
+ public:
+  struct Sent {
+    base::Endpoint to;
+    std::vector<uint8_t> bytes;
+  };
+  const char* name() const noexcept override { return "capture"; }
+  size_t Poll(int64_t, std::span<ring::RecvDatagram>, bool* woken) noexcept override {
+    *woken = false;
+    return 0;
+  }
+  void ReleaseReceived() noexcept override {}
+  std::span<uint8_t> SendBuffer() noexcept override { return buf_; }
+  void CommitSend(size_t size, const base::Endpoint& to, int) noexcept override {
+    RP_ASSERT(size <= wire::kDatagramBytesMax);
+    wire::Message m;
+    // Everything a node sends must be something a node accepts.
+    RP_ASSERT(wire::Decode(buf_, size, &m) == wire::Verdict::kOk);
+    ++sent;
+    if (log) captured.push_back(Sent{to, std::vector<uint8_t>(buf_, buf_ + size)});
+  }
+  void Flush() noexcept override {}
+  ring::WakeHandle wake_handle() const noexcept override { return ring::WakeHandle{-1, -1}; }
+  void QueueWake(const ring::WakeHandle&) noexcept override {}
+  base::Endpoint local_address(size_t) const noexcept override { return Ep("127.0.0.1:7700"); }
+  size_t socket_count() const noexcept override { return 1; }
+  const ring::TransportStats& stats() const noexcept override { return stats_; }
+  void Shutdown() noexcept override {}
+
+  alignas(8) uint8_t buf_[1280];
+  int sent = 0;
+  bool log = false;
+  std::vector<Sent> captured;
+
+ private:
+  ring::TransportStats stats_;
+};
+
+// The room, made once per process (this is where the signatures are paid).
+struct RoomTemplate {
+  wire::KeyPair admin = wire::KeyPair::FromSeed({11});
+  wire::KeyPair member = wire::KeyPair::FromSeed({12});
+  std::vector<uint8_t> genesis;
+  room::Hash256 room_id{};
+  std::vector<uint8_t> epoch0;
+  std::vector<std::vector<uint8_t>> updates;  // stored
+  std::vector<uint8_t> fresh_update;          // valid, not stored: a publish to accept
+  room::Checkpoint checkpoint;
+  room::MemoryRoomStorage storage;            // shard 1's store, copied per input
+  base::Rng rng{99};
+
+  RoomTemplate() {
+    auto random = [this](std::span<uint8_t> out) { rng.Fill(out); };
+    // The room must belong to shard 1 of 2 (room_id[0] odd), so traffic for it that lands
+    // on shard 0 crosses the mailbox.
+    for (uint8_t salt = 0;; ++salt) {
+      room::Hash256 s{};
+      s[0] = salt;
+      genesis = room::MakeGenesis(admin, "fuzz", room::ReducerKind::kChat,
+                                  room::kStateBytesMaxDefault, s);
+      room::Genesis g;
+      RP_ASSERT(room::ParseGenesis(genesis, &g) == room::Verdict::kOk);
+      room_id = g.room_id;
+      if (room_id[0] % 2 == 1) break;
+      RP_ASSERT(salt < 64);
+    }
+    room::KeyEpochSpec spec;
+    spec.room_id = room_id;
+    spec.epoch = 0;
+    rng.Fill(spec.write_seed);
+    rng.Fill(spec.content_key);
+    spec.members = {{member.public_key, true}};
+    epoch0 = room::MakeKeyEpoch(admin, spec, random);
+    auto writer = room::Room::Open(genesis, &member);
+    RP_ASSERT(writer.ok());
+    RP_ASSERT((*writer)->AddKeyEpoch(epoch0) == room::Verdict::kOk);
+    RP_ASSERT(storage.PutGenesis(room_id, genesis).ok());
+    RP_ASSERT(storage.PutKeyEpoch(room_id, 0, epoch0).ok());
+    for (int i = 0; i < 31; ++i) {
+      auto rec = (*writer)->Write(
+          room::ChatPayload(room::ChatOp::kMessage, member.public_key,
+                            "message " + std::to_string(i)),
+          random);
+      RP_ASSERT(rec.ok());
+      if (i == 30) {
+        fresh_update = *rec;
+        break;
+      }
+      updates.push_back(*rec);  // Write applied it to the writer's log already
+      room::UpdateView v;
+      RP_ASSERT(room::DecodeUpdate(*rec, room_id, &v) == room::Verdict::kOk);
+      RP_ASSERT(storage.Append(room_id, v.id, *rec).ok());
+      if (i == 19) {
+        auto cp = (*writer)->MakeCheckpoint(random);
+        RP_ASSERT(cp.ok());
+        checkpoint = *cp;
+        RP_ASSERT(storage.PutCheckpoint(room_id, cp->record, cp->blob).ok());
+      }
+    }
+    RP_ASSERT(storage.Commit().ok());
+  }
+};
+
+// Source addresses a datagram may come from: peers in the table (answering our requests),
+// the room member, strangers (one IPv6).
+constexpr int kSources = 8;
+
+struct World {
+  wire::KeyPair identity = wire::KeyPair::FromSeed({7});
+  std::unique_ptr<shard::Mailboxes> mail;
+  room::MemoryRoomStorage store0;
+  room::MemoryRoomStorage store1;
+  CaptureTransport* t[2] = {nullptr, nullptr};
+  std::unique_ptr<shard::Shard> shards[2];
+  std::atomic<bool> stop{false};
+  base::Endpoint sources[kSources];
+  std::vector<wire::NodeId> peer_ids;
+  std::vector<base::Endpoint> peer_addrs;
+  int64_t now = kStartUs;
+
+  World(const RoomTemplate& rt, bool log) : store1(rt.storage) {
+    mail = std::make_unique<shard::Mailboxes>(2, 64);
+    for (uint32_t i = 0; i < 2; ++i) {
+      shard::ShardConfig c;
+      c.index = i;
+      c.shards = 2;
+      c.rate_limit_entries = 256;
+      c.rooms_max = 8;
+      c.overlay.peers_max = 256;
+      c.room_storage = i == 0 ? &store0 : &store1;
+      c.rng_seed = 1000 + i;
+      c.start_us = kStartUs;
+      auto transport = std::make_unique<CaptureTransport>();
+      transport->log = log;
+      t[i] = transport.get();
+      mail->SetWake(i, transport->wake_handle());
+      shards[i] = std::make_unique<shard::Shard>(c, identity, std::move(transport), mail.get(),
+                                                 &stop);
+    }
+    RP_ASSERT(shards[1]->RestoreRooms().ok());
+    // The table: 200 verified peers in many /24s (public-looking addresses), admitted
+    // without signatures. The first few live on loopback so they can be sources.
+    dht::Overlay* o = shards[0]->overlay();
+    for (uint32_t i = 0; i < kTablePeers; ++i) {
+      wire::NodeId id{};
+      const uint32_t x = i * 2654435761u + 17;
+      std::memcpy(id.data(), &x, sizeof(x));
+      id[31] = static_cast<uint8_t>(i);
+      id[4] = static_cast<uint8_t>(i * 37);
+      char addr[64];
+      if (i < 4) {
+        std::snprintf(addr, sizeof(addr), "127.0.0.%u:7700", 10 + i);
+      } else {
+        std::snprintf(addr, sizeof(addr), "%u.%u.%u.9:7700", 20 + i % 180, (i * 7) % 250,
+                      (i * 13) % 250);
+      }
+      const base::Endpoint ep = Ep(addr);
+      if (o->AdmitVerifiedForTesting(now, id, ep, shards[0]->outbox())) {
+        peer_ids.push_back(id);
+        peer_addrs.push_back(ep);
+      }
+    }
+    // Requests of our own in flight: a lookup, a provider lookup, an announce. The peers
+    // they went to are sources 0-2 and 7, so that their answers can come back.
+    t[0]->log = true;
+    t[0]->captured.clear();
+    wire::NodeId target{};
+    target[0] = 0x5A;
+    o->FindNode(now, target, shards[0]->outbox());
+    o->GetProviders(now, rt.room_id, shards[0]->outbox());
+    wire::NodeId key{};
+    key[0] = 0xA5;
+    o->Announce(now, key, shards[0]->outbox());
+    Step(false);
+    int asked = 0;
+    const int request_sources[] = {0, 1, 2, 7};
+    for (const CaptureTransport::Sent& s : t[0]->captured) {
+      bool seen = false;
+      for (int k = 0; k < asked; ++k) seen |= sources[request_sources[k]] == s.to;
+      if (!seen && asked < 4) sources[request_sources[asked++]] = s.to;
+    }
+    for (int k = asked; k < 4; ++k) sources[request_sources[k]] = peer_addrs[k];
+    sources[3] = Ep("127.0.0.20:7701");  // the room member
+    sources[4] = Ep("127.0.0.21:7702");
+    sources[5] = Ep("127.0.0.22:7703");
+    sources[6] = Ep("[::1]:7704");
+    t[0]->log = log;
+    if (!log) t[0]->captured.clear();
+    // The member joins the room: the room now has a swarm peer to flood to.
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    wire::Encoder enc;
+    const size_t n = enc.RoomJoin(buf, rt.room_id, wire::NodeIdOf(rt.member.public_key), false);
+    Deliver(1, sources[3], buf, n);
+  }
+
+  void Step(bool tick) {
+    for (int round = 0; round < 2; ++round) {
+      for (auto& s : shards) s->DeliverMail(now);
+    }
+    for (auto& s : shards) (void)s->Commit();
+    if (tick) {
+      for (auto& s : shards) s->Tick(now);
+      for (auto& s : shards) s->DeliverMail(now);
+    }
+  }
+
+  void Deliver(int shard, const base::Endpoint& from, const uint8_t* data, size_t size) {
+    alignas(8) static uint8_t buf[2048];
+    const size_t n = std::min(size, sizeof(buf));
+    std::memcpy(buf, data, n);
+    ring::RecvDatagram d;
+    d.data = buf;
+    d.size = static_cast<uint32_t>(n);
+    d.truncated = size > wire::kDatagramBytesMax + 64;
+    d.from = from;
+    d.socket_index = 0;
+    const int before = t[0]->sent + t[1]->sent;
+    shards[shard]->Receive(d, now);
+    Step(false);
+    RP_ASSERT(t[0]->sent + t[1]->sent - before <= kSendsPerDatagramMax);
+  }
+};
+
+RoomTemplate* g_room = nullptr;
+
+// --- Seeds: the node's own traffic, answered.
+struct SeedWriter {
+  std::string dir;
+  int n = 0;
+  void Write(const std::vector<uint8_t>& input, const char* name) {
+    const std::string path = dir + "/" + name + "-" + std::to_string(n++);
+    std::ofstream f(path, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+  }
+};
+
+void Append(std::vector<uint8_t>* input, uint8_t selector, const uint8_t* d, size_t n) {
+  input->push_back(selector);
+  input->push_back(static_cast<uint8_t>(n));
+  input->push_back(static_cast<uint8_t>(n >> 8));
+  input->insert(input->end(), d, d + n);
+}
+
+int SourceIndexOf(const World& w, const base::Endpoint& to) {
+  for (int i = 0; i < kSources; ++i) {
+    if (w.sources[i] == to) return i;
+  }
+  return -1;
+}
+
+void WriteSeeds(const std::string& dir) {
+  SeedWriter out{dir};
+  World w(*g_room, /*log=*/true);
+  const RoomTemplate& rt = *g_room;
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const wire::NodeId stranger = wire::NodeIdOf(wire::KeyPair::FromSeed({77}).public_key);
+  auto one = [&](int shard, int src, size_t n, const char* name) {
+    std::vector<uint8_t> in;
+    Append(&in, static_cast<uint8_t>(shard | (src << 1)), buf, n);
+    out.Write(in, name);
+  };
+  // Requests, at both shards, with counts at 0, 1, the maximum and past it.
+  // (The encoder refuses counts past the maximum; the fuzzer's mutations make those.)
+  for (size_t count : {size_t{0}, size_t{1}, wire::kNodesPerMessageMax}) {
+    wire::NodeId target{};
+    target[1] = static_cast<uint8_t>(count);
+    const auto c = static_cast<uint8_t>(count);
+    one(0, 4, enc.FindNode(buf, wire::kNoShardHint, 0x100, stranger, target, c, 0), "find_node");
+    one(1, 4, enc.FindNode(buf, wire::kNoShardHint, 0x100, stranger, target, c, 0), "find_node");
+  }
+  for (size_t count : {size_t{0}, size_t{1}, wire::kProvidersPerMessageMax}) {
+    const auto c = static_cast<uint8_t>(count);
+    one(0, 4, enc.GetProviders(buf, wire::kNoShardHint, 0x200, stranger, rt.room_id, c, 0),
+        "get_providers");
+  }
+  one(0, 5, enc.Ping(buf, wire::kNoShardHint, 0x300, stranger, nullptr), "ping");
+  wire::Hash256 challenge{};
+  challenge[3] = 9;
+  one(1, 5, enc.Ping(buf, wire::kNoShardHint, 0x300, stranger, &challenge), "ping_challenge");
+  one(0, 4, enc.Walk(buf, wire::kNoShardHint, 0x400, stranger, &w.peer_ids[2]), "walk");
+  one(0, 4, enc.DumpRequest(buf, wire::kNoShardHint, 0x500, stranger), "dump");
+  // Answers to our requests in flight, from the peers they went to.
+  for (const CaptureTransport::Sent& s : w.t[0]->captured) {
+    const int src = SourceIndexOf(w, s.to);
+    wire::Message m;
+    if (src < 0 || wire::Decode(s.bytes.data(), s.bytes.size(), &m) != wire::Verdict::kOk) continue;
+    wire::PeerInfo list[20];
+    for (size_t i = 0; i < 20; ++i) list[i] = wire::PeerInfo{w.peer_ids[10 + i], w.peer_addrs[10 + i]};
+    wire::NodeId from_id{};
+    for (size_t i = 0; i < w.peer_addrs.size(); ++i) {
+      if (w.peer_addrs[i] == s.to) from_id = w.peer_ids[i];
+    }
+    if (m.type() == wire::MessageType::kFindNode) {
+      const uint64_t tx = m.find_node()->txid();
+      one(0, src, enc.Nodes(buf, static_cast<uint32_t>(tx & 0xFF), tx, from_id, list), "nodes");
+      one(1, src, enc.Nodes(buf, static_cast<uint32_t>(tx & 0xFF), tx, from_id, {}), "nodes_empty");
+    } else if (m.type() == wire::MessageType::kGetProviders) {
+      const uint64_t tx = m.get_providers()->txid();
+      wire::Token token{};
+      one(0, src, enc.Providers(buf, static_cast<uint32_t>(tx & 0xFF), tx, from_id, token,
+                                std::span(list, 3), std::span(list + 3, wire::kProviderNodesPerMessageMax)),
+          "providers");
+    } else if (m.type() == wire::MessageType::kPing) {
+      const uint64_t tx = m.ping()->txid();
+      one(0, src, enc.Pong(buf, static_cast<uint32_t>(tx & 0xFF), tx, from_id, w.sources[src],
+                           nullptr, nullptr),
+          "pong");
+    }
+  }
+  // Room messages for the room the node serves, from the member, at both shards.
+  const wire::NodeId member_id = wire::NodeIdOf(rt.member.public_key);
+  for (int shard : {0, 1}) {
+    one(shard, 3, enc.RoomJoin(buf, rt.room_id, member_id, false), "room_join");
+    one(shard, 4, enc.RoomJoin(buf, rt.room_id, stranger, true, rt.genesis), "room_join_genesis");
+    one(shard, 3, enc.RoomPublish(buf, rt.room_id, rt.fresh_update), "room_publish");
+    one(shard, 3, enc.RoomPublish(buf, rt.room_id, rt.updates[25]), "room_publish_dup");
+    one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x900, 16, {}), "room_sync_empty");
+    room::UpdateView v;
+    RP_ASSERT(room::DecodeUpdate(rt.updates[22], rt.room_id, &v) == room::Verdict::kOk);
+    const room::Hash256 head = v.id;
+    one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x901, 0, std::span(&head, 1)), "room_sync_window0");
+    one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x902, 0xFFFF, std::span(&head, 1)), "room_sync");
+    one(shard, 3, enc.RoomAck(buf, rt.room_id, head), "room_ack");
+    one(shard, 3, enc.RoomEpoch(buf, rt.room_id, rt.epoch0), "room_epoch");
+    one(shard, 3, enc.RoomSlowDown(buf, rt.room_id, head, 0), "room_slow_down");
+    one(shard, 3, enc.RoomLeave(buf, rt.room_id, member_id), "room_leave");
+    room::CheckpointInfo ci;
+    room::Bytes signed_bytes;
+    room::Signature sig;
+    if (room::DecodeCheckpoint(rt.checkpoint.record, rt.room_id, &ci, &signed_bytes, &sig) ==
+        room::Verdict::kOk) {
+      for (uint32_t index : {0u, 1u, 0xFFFFFFFFu}) {
+        one(shard, 3, enc.RoomCheckpointGet(buf, rt.room_id, ci.id, 0, index), "room_cp_get");
+      }
+      one(shard, 3, enc.RoomCheckpointChunk(buf, rt.room_id, ci.id, 0, 0,
+                                            std::span(rt.checkpoint.blob).first(
+                                                std::min<size_t>(rt.checkpoint.blob.size(), 800))),
+          "room_cp_chunk");
+    }
+    wire::RoomHeadsFields h;
+    h.room = rt.room_id;
+    h.sender = member_id;
+    h.epoch = 0;
+    h.log_size = 40;
+    h.heads = std::span(&head, 1);
+    one(shard, 3, enc.RoomHeads(buf, h), "room_heads");
+    const room::Bytes recs[2] = {rt.updates[1], rt.fresh_update};
+    one(shard, 3, enc.RoomSyncData(buf, rt.room_id, 0x903, 0, 2, false, false, {}, recs),
+        "room_sync_data");
+  }
+  // A sequence: join, publish, tick, sync, timeouts.
+  std::vector<uint8_t> seq;
+  size_t n = enc.RoomJoin(buf, rt.room_id, member_id, false);
+  Append(&seq, 1 | (3 << 1), buf, n);
+  n = enc.RoomPublish(buf, rt.room_id, rt.fresh_update);
+  Append(&seq, 0 | (3 << 1) | 0x10, buf, n);
+  n = enc.RoomSync(buf, rt.room_id, 0x904, 64, {});
+  Append(&seq, 1 | (3 << 1) | 0x20, buf, n);
+  out.Write(seq, "sequence");
+  std::fprintf(stderr, "node_fuzzer: wrote %d seeds to %s\n", out.n, dir.c_str());
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  RP_ASSERT(wire::InitCrypto());
+  g_room = new RoomTemplate();
+  if (const char* dir = std::getenv("RINGPEER_FUZZ_WRITE_SEEDS")) {
+    WriteSeeds(dir);
+    std::exit(0);
+  }
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  World w(*g_room, /*log=*/false);
+  size_t at = 0;
+  for (size_t r = 0; r < kRecordsMax && size - at >= 3; ++r) {
+    const uint8_t sel = data[at];
+    const size_t len = std::min<size_t>(data[at + 1] | size_t{data[at + 2]} << 8, size - at - 3);
+    const uint8_t* d = data + at + 3;
+    at += 3 + len;
+    if (sel & 0x10) w.now += 60'000;
+    if (sel & 0x20) w.now += 3'000'000;
+    w.Deliver(sel & 1, w.sources[(sel >> 1) & 7], d, len);
+    if (sel & 0x30) w.Step(true);
+  }
+  return 0;
+}
