@@ -878,5 +878,71 @@ TEST(Swarm, SyncWindowCountsAtTheirBoundaries) {
   EXPECT_EQ(data(1, 2), wire::Verdict::kUnexpectedReply);
 }
 
+// The serving side of the same counts: a RoomSync's window (0: the default of 64, 1, the
+// node's own cap of 512, and 65535 past it) and heads (none, the newest, 24 unknown), and
+// a RoomHeads' epoch (what it lacks is sent: none past ours, all with no_epoch).
+TEST(Swarm, SyncWindowsHeadsAndEpochsServedAtTheirBoundaries) {
+  RoomFixture f(1003, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  const std::vector<MemberGrantSpec> all = {{f.members[0].public_key, true},
+                                            {f.members[1].public_key, true}};
+  f.Rotate(all, {});
+  f.Rotate(all, {});  // epochs 0, 1, 2
+  Host server(f, 0, 4);
+  int64_t now = 1'000'000;
+  std::vector<Hash256> ids;
+  for (int i = 0; i < 100; ++i) {
+    auto id = server.swarm->Publish(now, Chat(f.members[0], "m" + std::to_string(i)), server.out);
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  const base::Endpoint peer = PeerAddr(8000);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  ASSERT_EQ(server.Deliver(now, peer, buf, enc.RoomJoin(buf, f.room_id, wire::NodeId{5}, false)),
+            wire::Verdict::kOk);
+  server.out.sent.clear();
+  // Records served for one RoomSync: they come in RoomSyncData datagrams (small updates).
+  auto served = [&](uint16_t window, const std::vector<Hash256>& heads) {
+    now += 1'000'000;
+    const size_t n = enc.RoomSync(buf, f.room_id, 42, window, heads);
+    EXPECT_EQ(server.Deliver(now, peer, buf, n), wire::Verdict::kOk);
+    size_t records = 0;
+    for (const auto& d : server.out.Take(peer, wire::MessageType::kRoomSyncData)) {
+      alignas(8) uint8_t b[wire::kDatagramBytesMax];
+      std::memcpy(b, d.data(), d.size());
+      wire::Message m;
+      EXPECT_EQ(wire::Decode(b, d.size(), &m), wire::Verdict::kOk);
+      EXPECT_LT(m.room_sync_data()->seq(), m.room_sync_data()->count());
+      if (m.room_sync_data()->records() != nullptr) records += m.room_sync_data()->records()->size();
+    }
+    return records;
+  };
+  EXPECT_EQ(served(0, {}), 64u);
+  EXPECT_EQ(served(1, {}), 1u);
+  EXPECT_EQ(served(512, {}), 100u);
+  EXPECT_EQ(served(65535, {}), 100u);
+  EXPECT_EQ(served(512, {ids.back()}), 0u);  // it has everything: one empty datagram
+  std::vector<Hash256> unknown(wire::kRoomSyncHeadsMax);
+  for (size_t i = 0; i < unknown.size(); ++i) unknown[i][0] = static_cast<uint8_t>(i + 1);
+  EXPECT_EQ(served(512, unknown), 100u);
+  // Epochs a RoomHeads says it lacks.
+  auto epochs_sent = [&](uint32_t epoch, bool no_epoch) {
+    wire::RoomHeadsFields h;
+    h.room = f.room_id;
+    h.sender = wire::NodeId{5};
+    h.epoch = epoch;
+    h.no_epoch = no_epoch;
+    h.heads_digest = server.swarm->room().state_hash();  // any; log_size 0: no sync
+    EXPECT_EQ(server.Deliver(now, peer, buf, enc.RoomHeads(buf, h)), wire::Verdict::kOk);
+    return server.out.Take(peer, wire::MessageType::kRoomEpoch).size();
+  };
+  EXPECT_EQ(epochs_sent(0, true), 3u);
+  EXPECT_EQ(epochs_sent(0, false), 2u);
+  EXPECT_EQ(epochs_sent(1, false), 1u);
+  EXPECT_EQ(epochs_sent(2, false), 0u);
+  EXPECT_EQ(epochs_sent(3, false), 0u);
+  EXPECT_EQ(epochs_sent(UINT32_MAX, false), 0u);
+}
+
 }  // namespace
 }  // namespace ringpeer::room
