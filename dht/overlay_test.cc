@@ -655,5 +655,100 @@ TEST(Snapshot, FindNodeCountBoundariesAgainstAFullSnapshot) {
   }
 }
 
+// Every list and length of the DHT messages at 0, 1, its maximum and past it, at Decode
+// (datagrams built by hand: the encoder asserts these bounds).
+size_t RawDht(flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type, uint8_t* out) {
+  if (fbb.GetSize() > wire::kDatagramBytesMax - wire::kHeaderBytes) {
+    ADD_FAILURE() << "test datagram too large: " << fbb.GetSize();
+    return 0;
+  }
+  const wire::Header h{wire::kMagic, wire::kVersion, static_cast<uint8_t>(type), wire::kFlagNone,
+                       0, static_cast<uint16_t>(fbb.GetSize()), 0};
+  wire::StoreHeader(out, h);
+  std::memcpy(out + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+  return wire::kHeaderBytes + fbb.GetSize();
+}
+
+TEST(Wire, DhtListsAndLengthsAtTheirBoundaries) {
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const wire::fb::Id256 id = wire::ToWireId(NodeId{1});
+  const wire::fb::PeerEntry entry(id, wire::ToWireAddr(*base::Endpoint::Parse("127.0.0.9:7")));
+  auto decode = [&](flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type) {
+    wire::Message m;
+    return wire::Decode(buf, RawDht(fbb, type, buf), &m);
+  };
+  auto entries = [&](flatbuffers::FlatBufferBuilder& fbb, size_t n) {
+    return fbb.CreateVectorOfStructs(std::vector<wire::fb::PeerEntry>(n, entry));
+  };
+  auto peers = [&](size_t n) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreatePeers(fbb, 1, &id, v));
+    return decode(fbb, wire::MessageType::kPeers);
+  };
+  auto nodes = [&](size_t n, uint8_t chunk, uint8_t chunks) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreateNodes(fbb, 1, &id, v, chunk, chunks));
+    return decode(fbb, wire::MessageType::kNodes);
+  };
+  auto providers = [&](size_t np, size_t nn) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto p = entries(fbb, np);
+    auto n = entries(fbb, nn);
+    const wire::fb::Token128 token;
+    fbb.Finish(wire::fb::CreateProviders(fbb, 1, &id, &token, p, n));
+    return decode(fbb, wire::MessageType::kProviders);
+  };
+  auto walk_reply = [&](size_t n) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreateWalkReply(fbb, 1, &id, 65535, v));
+    return decode(fbb, wire::MessageType::kWalkReply);
+  };
+  auto route = [&](uint8_t ttl, size_t payload) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = fbb.CreateVector(std::vector<uint8_t>(payload, 3));
+    const wire::fb::RouteState st(wire::fb::Addr{}, ttl, 255, 255);
+    fbb.Finish(wire::fb::CreateRoute(fbb, 1, &id, &id, &st, 255, v));
+    return decode(fbb, wire::MessageType::kRoute);
+  };
+  auto gossip = [&](size_t payload) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = fbb.CreateVector(std::vector<uint8_t>(payload, 3));
+    fbb.Finish(wire::fb::CreateGossip(fbb, 1, &id, v));
+    return decode(fbb, wire::MessageType::kGossip);
+  };
+  for (size_t n : {size_t{0}, size_t{1}, wire::kPeersPerMessageMax}) {
+    EXPECT_EQ(peers(n), wire::Verdict::kOk) << n;
+  }
+  EXPECT_EQ(peers(wire::kPeersPerMessageMax + 1), wire::Verdict::kBadField);
+  for (size_t n : {size_t{0}, size_t{1}, wire::kNodesPerMessageMax}) {
+    EXPECT_EQ(nodes(n, 0, 0), wire::Verdict::kOk) << n;
+  }
+  EXPECT_EQ(nodes(wire::kNodesPerMessageMax + 1, 0, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(nodes(1, 5, 0), wire::Verdict::kOk);  // chunks 0: a find_node answer
+  EXPECT_EQ(nodes(1, 0, 1), wire::Verdict::kOk);
+  EXPECT_EQ(nodes(1, 254, 255), wire::Verdict::kOk);
+  EXPECT_EQ(nodes(1, 1, 1), wire::Verdict::kBadField);
+  EXPECT_EQ(nodes(1, 255, 255), wire::Verdict::kBadField);
+  EXPECT_EQ(providers(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(providers(wire::kProvidersPerMessageMax, wire::kProviderNodesPerMessageMax),
+            wire::Verdict::kOk);
+  EXPECT_EQ(providers(wire::kProvidersPerMessageMax + 1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(providers(0, wire::kProviderNodesPerMessageMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(walk_reply(0), wire::Verdict::kOk);
+  EXPECT_EQ(walk_reply(wire::kWalkNextMax), wire::Verdict::kOk);
+  EXPECT_EQ(walk_reply(wire::kWalkNextMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(route(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(route(wire::kRouteTtlMax, wire::kRoutePayloadBytesMax), wire::Verdict::kOk);
+  EXPECT_EQ(route(wire::kRouteTtlMax + 1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(route(255, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(route(0, wire::kRoutePayloadBytesMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(gossip(0), wire::Verdict::kOk);
+  EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax), wire::Verdict::kOk);
+  EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax + 1), wire::Verdict::kBadField);
+}
+
 }  // namespace
 }  // namespace ringpeer::dht
