@@ -280,6 +280,9 @@ wire::Verdict Overlay::OnFindNode(int64_t now_us, const base::Endpoint& from,
   const NodeId sender = wire::FromWireId(*req->sender());
   if (sender == id_) return wire::Verdict::kBadField;
   Contact closest[wire::kNodesPerMessageMax];
+  // `count` is at most kNodesPerMessageMax (Decode drops more as kBadField); 0 is a valid
+  // request for nothing and gets a Nodes answer with no entries (it still proves we are
+  // alive and lets the requester learn our id), never a drop.
   const size_t want = std::min<size_t>(req->count(), wire::kNodesPerMessageMax);
   const size_t n = table_.Closest(wire::FromWireId(*req->target()), std::span(closest, want));
   bool trimmed = false;
@@ -298,6 +301,9 @@ wire::Verdict Overlay::OnGetProviders(int64_t now_us, const base::Endpoint& from
   const NodeId sender = wire::FromWireId(*req->sender());
   if (sender == id_) return wire::Verdict::kBadField;
   const NodeId key = wire::FromWireId(*req->key());
+  // `count` bounds the providers listed (at most kProvidersPerMessageMax: Decode drops more
+  // as kBadField); 0 asks for none. The closer nodes are not what `count` asks about: they
+  // let the requester's lookup go on, so they are always up to kProviderNodesPerMessageMax.
   Contact prov[wire::kProvidersPerMessageMax];
   Contact near[wire::kProviderNodesPerMessageMax];
   size_t np = store_.Get(key, now_us, std::span(prov, std::min<size_t>(req->count(),

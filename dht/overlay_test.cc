@@ -7,11 +7,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
 
 #include "dht/ping_responder.h"
+#include "dht/snapshot.h"
+#include "flatbuffers/flatbuffers.h"
 
 namespace ringpeer::dht {
 namespace {
@@ -368,6 +371,383 @@ TEST(Overlay, LookupsAreReportedStartedThenDoneWithTheirDuration) {
   EXPECT_EQ(it->answered, 1u);  // a answered, b did not
   EXPECT_EQ(it->duration_us, it->at_us - t0);
   EXPECT_GE(it->duration_us, kDhtRequestTimeoutUs);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: the counts of FindNode and GetProviders at 0, 1, the maximum and past it,
+// against a node whose routing table is full. A FindNode with count 0 once reached
+// RoutingTable::Closest with an empty span and wrote one element before the stack array.
+
+// AcceptAllProof: believes every proof, so that the test can table ids it grinds for
+// their prefixes (an id is still the hash of the key the pong names).
+class AcceptAllProof final : public ProofScheme {
+ public:
+  wire::Signature Sign(const wire::KeyPair&, const wire::Hash256&) const noexcept override {
+    return wire::Signature{};
+  }
+  bool Verify(const wire::PublicKey&, const wire::Hash256&,
+              const wire::Signature&) const noexcept override {
+    return true;
+  }
+};
+
+struct FakePeer {
+  wire::PublicKey key{};
+  NodeId id{};
+  base::Endpoint addr;
+};
+
+// FullTableNode: an Overlay whose routing table holds k = 20 entries in each of its first
+// `buckets` buckets, all verified through the real ping/challenge/pong path.
+class FullTableNode {
+ public:
+  static constexpr uint32_t kBuckets = 14;  // 280 entries
+
+  FullTableNode()
+      : addr_(*base::Endpoint::Parse("127.0.0.1:7700")),
+        keys_(wire::KeyPair::FromSeed(std::array<uint8_t, 32>{77})),
+        rng_(77),
+        overlay_(keys_, Config(&trust_), &rng_, now_),
+        out_(addr_, &q_) {}
+
+  static OverlayConfig Config(const ProofScheme* proof) {
+    OverlayConfig c;
+    c.peers_max = 1024;
+    c.proof = proof;
+    c.peers_interval_us = 0;                   // no peer exchange to sort out
+    c.ping_interval_us = 3600 * kSecondUs;     // nor liveness pings
+    c.request_timeout_us = 3600 * kSecondUs;   // unanswered lookups never mark entries failed
+    return c;
+  }
+
+  // Fill: grinds 20 keys per bucket and has each verified; true when all are tabled.
+  bool Fill() {
+    const NodeId self = wire::NodeIdOf(keys_.public_key);
+    base::Rng grind(78);
+    for (uint32_t b = 0; b < kBuckets; ++b) {
+      for (int i = 0; i < 20; ++i) {
+        FakePeer f;
+        // Expected 2^(b+1) tries; bounded far above that.
+        for (uint64_t tries = 0; tries < (uint64_t{1} << (b + 8)); ++tries) {
+          grind.Fill(f.key);
+          f.id = wire::NodeIdOf(f.key);
+          if (CommonPrefixBits(self, f.id) == static_cast<int>(b)) break;
+        }
+        if (CommonPrefixBits(self, f.id) != static_cast<int>(b)) return false;
+        f.addr = *base::Endpoint::Parse("127.0.0.2:" + std::to_string(10000 + fakes_.size()));
+        fakes_.push_back(f);
+        overlay_.OnPingSeen(now_, f.addr, f.id, out_, /*client=*/false);
+      }
+    }
+    // The challenge budget spreads the challenges over a few seconds of ticks.
+    for (int round = 0; round < 200 && overlay_.table().size() < fakes_.size(); ++round) {
+      AnswerChallenges();
+      now_ += 100'000;
+      overlay_.Tick(now_, out_);
+    }
+    AnswerChallenges();
+    return overlay_.table().size() == fakes_.size();
+  }
+
+  // Deliver: `bytes` from `from` through Decode into the overlay. Returns Decode's verdict
+  // when it refuses, else the handler's.
+  wire::Verdict Deliver(const base::Endpoint& from, std::span<const uint8_t> bytes) {
+    alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+    std::copy(bytes.begin(), bytes.end(), buf.begin());
+    wire::Message m;
+    const wire::Verdict v = wire::Decode(buf.data(), bytes.size(), &m);
+    if (v != wire::Verdict::kOk) return v;
+    return overlay_.OnMessage(now_, from, m, out_);
+  }
+
+  // TakeReplies: the datagrams of `type` sent to `to` since the last call (the rest, such
+  // as the challenge a new requester gets, are dropped).
+  std::vector<std::vector<uint8_t>> TakeReplies(const base::Endpoint& to,
+                                                wire::MessageType type) {
+    std::vector<std::vector<uint8_t>> r;
+    for (Packet& p : q_) {
+      if (p.to == to && p.bytes.size() >= wire::kHeaderBytes &&
+          wire::LoadHeader(p.bytes.data()).type == static_cast<uint8_t>(type)) {
+        r.push_back(std::move(p.bytes));
+      }
+    }
+    q_.clear();
+    return r;
+  }
+
+  Overlay& overlay() { return overlay_; }
+  NodeId id() const { return wire::NodeIdOf(keys_.public_key); }
+  const base::Endpoint& addr() const { return addr_; }
+
+ private:
+  void AnswerChallenges() {
+    std::deque<Packet> q;
+    q.swap(q_);
+    wire::Encoder enc;
+    for (const Packet& p : q) {
+      auto it = std::find_if(fakes_.begin(), fakes_.end(),
+                             [&](const FakePeer& f) { return f.addr == p.to; });
+      if (it == fakes_.end()) continue;
+      alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+      std::copy(p.bytes.begin(), p.bytes.end(), buf.begin());
+      wire::Message m;
+      if (wire::Decode(buf.data(), p.bytes.size(), &m) != wire::Verdict::kOk) continue;
+      if (m.type() != wire::MessageType::kPing) continue;  // lookups go unanswered
+      alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> pong;
+      const wire::Signature sig{};
+      const size_t n = enc.Pong(pong, 0, m.ping()->txid(), it->id, addr_, &it->key, &sig);
+      EXPECT_EQ(Deliver(it->addr, std::span(pong.data(), n)), wire::Verdict::kOk);
+    }
+  }
+
+  AcceptAllProof trust_;
+  base::Endpoint addr_;
+  wire::KeyPair keys_;
+  base::Rng rng_;
+  int64_t now_ = 1'000'000;
+  Overlay overlay_;
+  std::deque<Packet> q_;
+  VecOutbox out_;
+  std::vector<FakePeer> fakes_;
+};
+
+// SetCount: rewrites the count byte of an encoded FindNode or GetProviders in place (the
+// encoder refuses to write a count past the maximum, so a hostile one is made this way).
+template <typename T>
+void SetCount(std::span<uint8_t> datagram, uint8_t count) {
+  auto* root = flatbuffers::GetMutableRoot<T>(datagram.data() + wire::kHeaderBytes);
+  ASSERT_TRUE(root->mutate_count(count));  // present: it was encoded non-zero
+}
+
+// Count 0 is a request for nothing, answered with an empty list (never a crash, never a
+// drop: it still proves liveness and our id); 1 and the maximum are answered with exactly
+// that many nodes; past the maximum (21, 255) is dropped by Decode as kBadField.
+TEST(Overlay, FindNodeCountBoundariesAgainstAFullTable) {
+  ASSERT_TRUE(wire::InitCrypto());
+  FullTableNode a;
+  ASSERT_TRUE(a.Fill());
+  ASSERT_GE(a.overlay().table().size(), 280u);
+  const base::Endpoint from = *base::Endpoint::Parse("127.0.0.3:9000");
+  base::Rng rng(5);
+  wire::Encoder enc;
+  for (const NodeId target : {a.id(), RandomId(rng), RandomId(rng)}) {
+    Contact expect[wire::kNodesPerMessageMax];
+    ASSERT_EQ(a.overlay().table().Closest(target, expect), wire::kNodesPerMessageMax);
+    for (uint8_t count : {uint8_t{0}, uint8_t{1}, uint8_t{2},
+                          static_cast<uint8_t>(wire::kNodesPerMessageMax)}) {
+      alignas(8) uint8_t req[wire::kDatagramBytesMax];
+      // Padded so that the answer is not trimmed for a stranger: its length is the count's.
+      const size_t n = enc.FindNode(req, 0, 1000 + count, RandomId(rng), target, count, 400);
+      ASSERT_EQ(a.Deliver(from, std::span(req, n)), wire::Verdict::kOk) << int{count};
+      auto replies = a.TakeReplies(from, wire::MessageType::kNodes);
+      ASSERT_EQ(replies.size(), 1u) << int{count};
+      alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+      std::copy(replies[0].begin(), replies[0].end(), buf.begin());
+      wire::Message m;
+      ASSERT_EQ(wire::Decode(buf.data(), replies[0].size(), &m), wire::Verdict::kOk);
+      ASSERT_EQ(m.type(), wire::MessageType::kNodes);
+      EXPECT_EQ(m.nodes()->txid(), 1000u + count);
+      const size_t got = m.nodes()->nodes() == nullptr ? 0 : m.nodes()->nodes()->size();
+      ASSERT_EQ(got, count);
+      for (size_t i = 0; i < got; ++i) {
+        EXPECT_EQ(wire::FromWireId(m.nodes()->nodes()->Get(i)->id()), expect[i].id) << i;
+      }
+    }
+    for (int count : {static_cast<int>(wire::kNodesPerMessageMax) + 1, 255}) {
+      alignas(8) uint8_t req[wire::kDatagramBytesMax];
+      const size_t n = enc.FindNode(req, 0, 7, RandomId(rng), target,
+                                    static_cast<uint8_t>(wire::kNodesPerMessageMax), 400);
+      SetCount<wire::fb::FindNode>(std::span(req, n), static_cast<uint8_t>(count));
+      EXPECT_EQ(a.Deliver(from, std::span(req, n)), wire::Verdict::kBadField) << count;
+      EXPECT_TRUE(a.TakeReplies(from, wire::MessageType::kNodes).empty());
+    }
+  }
+}
+
+// GetProviders' count bounds the providers listed: 0 lists none, 1 one, the maximum (8)
+// eight of the 12 stored, past it (9, 255) is dropped by Decode. The closer nodes that let
+// a lookup go on are not what count asks about: up to kProviderNodesPerMessageMax always.
+TEST(Overlay, GetProvidersCountBoundariesAgainstAFullTable) {
+  ASSERT_TRUE(wire::InitCrypto());
+  FullTableNode a;
+  ASSERT_TRUE(a.Fill());
+  base::Rng rng(6);
+  wire::Encoder enc;
+  const NodeId key = RandomId(rng);
+  // 12 providers announce `key`, each with the token of a GetProviders answer.
+  for (int i = 0; i < 12; ++i) {
+    const base::Endpoint p = *base::Endpoint::Parse("127.0.1." + std::to_string(i + 1) + ":5000");
+    const NodeId pid = RandomId(rng);
+    alignas(8) uint8_t req[wire::kDatagramBytesMax];
+    size_t n = enc.GetProviders(req, 0, 50 + i, pid, key,
+                                static_cast<uint8_t>(wire::kProvidersPerMessageMax), 400);
+    ASSERT_EQ(a.Deliver(p, std::span(req, n)), wire::Verdict::kOk);
+    auto replies = a.TakeReplies(p, wire::MessageType::kProviders);
+    ASSERT_EQ(replies.size(), 1u);
+    alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+    std::copy(replies[0].begin(), replies[0].end(), buf.begin());
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf.data(), replies[0].size(), &m), wire::Verdict::kOk);
+    ASSERT_EQ(m.type(), wire::MessageType::kProviders);
+    wire::Token token;
+    std::memcpy(token.data(), m.providers()->token()->b()->Data(), token.size());
+    n = enc.Announce(req, 0, 80 + i, pid, key, token);
+    ASSERT_EQ(a.Deliver(p, std::span(req, n)), wire::Verdict::kOk);
+    EXPECT_EQ(a.TakeReplies(p, wire::MessageType::kAck).size(), 1u);
+  }
+  const base::Endpoint from = *base::Endpoint::Parse("127.0.0.3:9000");
+  for (uint8_t count : {uint8_t{0}, uint8_t{1}, static_cast<uint8_t>(wire::kProvidersPerMessageMax)}) {
+    alignas(8) uint8_t req[wire::kDatagramBytesMax];
+    const size_t n = enc.GetProviders(req, 0, 2000 + count, RandomId(rng), key, count, 400);
+    ASSERT_EQ(a.Deliver(from, std::span(req, n)), wire::Verdict::kOk) << int{count};
+    auto replies = a.TakeReplies(from, wire::MessageType::kProviders);
+    ASSERT_EQ(replies.size(), 1u) << int{count};
+    alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+    std::copy(replies[0].begin(), replies[0].end(), buf.begin());
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf.data(), replies[0].size(), &m), wire::Verdict::kOk);
+    ASSERT_EQ(m.type(), wire::MessageType::kProviders);
+    const auto* prov = m.providers()->providers();
+    EXPECT_EQ(prov == nullptr ? 0 : prov->size(), count);
+    const auto* nodes = m.providers()->nodes();
+    EXPECT_EQ(nodes == nullptr ? 0 : nodes->size(), wire::kProviderNodesPerMessageMax);
+  }
+  for (int count : {static_cast<int>(wire::kProvidersPerMessageMax) + 1, 255}) {
+    alignas(8) uint8_t req[wire::kDatagramBytesMax];
+    const size_t n = enc.GetProviders(req, 0, 7, RandomId(rng), key,
+                                      static_cast<uint8_t>(wire::kProvidersPerMessageMax), 400);
+    SetCount<wire::fb::GetProviders>(std::span(req, n), static_cast<uint8_t>(count));
+    EXPECT_EQ(a.Deliver(from, std::span(req, n)), wire::Verdict::kBadField) << count;
+    EXPECT_TRUE(a.TakeReplies(from, wire::MessageType::kProviders).empty());
+  }
+}
+
+// The snapshot path (find_node answered on a shard that does not own the table): the same
+// counts against a full snapshot.
+TEST(Snapshot, FindNodeCountBoundariesAgainstAFullSnapshot) {
+  ASSERT_TRUE(wire::InitCrypto());
+  base::Rng rng(9);
+  TableSnapshot snap(400);
+  snap.Clear(0);
+  for (uint32_t i = 0; i < 400; ++i) {
+    ASSERT_TRUE(snap.Push(Contact{RandomId(rng), *base::Endpoint::Parse(
+                                                     "127.0.2.1:" + std::to_string(1000 + i))}));
+  }
+  SnapshotResponder responder(RandomId(rng));
+  std::deque<Packet> q;
+  const base::Endpoint from = *base::Endpoint::Parse("127.0.0.3:9000");
+  VecOutbox out(*base::Endpoint::Parse("127.0.0.1:7700"), &q);
+  wire::Encoder enc;
+  for (uint8_t count : {uint8_t{0}, uint8_t{1}, static_cast<uint8_t>(wire::kNodesPerMessageMax)}) {
+    alignas(8) uint8_t req[wire::kDatagramBytesMax];
+    const size_t n = enc.FindNode(req, 0, 3, RandomId(rng), RandomId(rng), count, 400);
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(req, n, &m), wire::Verdict::kOk);
+    q.clear();
+    ASSERT_EQ(responder.Answer(from, m, snap, out), wire::Verdict::kOk);
+    ASSERT_EQ(q.size(), 1u);
+    alignas(8) std::array<uint8_t, wire::kDatagramBytesMax> buf;
+    std::copy(q[0].bytes.begin(), q[0].bytes.end(), buf.begin());
+    wire::Message reply;
+    ASSERT_EQ(wire::Decode(buf.data(), q[0].bytes.size(), &reply), wire::Verdict::kOk);
+    const size_t got = reply.nodes()->nodes() == nullptr ? 0 : reply.nodes()->nodes()->size();
+    EXPECT_EQ(got, count);
+  }
+}
+
+// Every list and length of the DHT messages at 0, 1, its maximum and past it, at Decode
+// (datagrams built by hand: the encoder asserts these bounds).
+size_t RawDht(flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type, uint8_t* out) {
+  if (fbb.GetSize() > wire::kDatagramBytesMax - wire::kHeaderBytes) {
+    ADD_FAILURE() << "test datagram too large: " << fbb.GetSize();
+    return 0;
+  }
+  const wire::Header h{wire::kMagic, wire::kVersion, static_cast<uint8_t>(type), wire::kFlagNone,
+                       0, static_cast<uint16_t>(fbb.GetSize()), 0};
+  wire::StoreHeader(out, h);
+  std::memcpy(out + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+  return wire::kHeaderBytes + fbb.GetSize();
+}
+
+TEST(Wire, DhtListsAndLengthsAtTheirBoundaries) {
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const wire::fb::Id256 id = wire::ToWireId(NodeId{1});
+  const wire::fb::PeerEntry entry(id, wire::ToWireAddr(*base::Endpoint::Parse("127.0.0.9:7")));
+  auto decode = [&](flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type) {
+    wire::Message m;
+    return wire::Decode(buf, RawDht(fbb, type, buf), &m);
+  };
+  auto entries = [&](flatbuffers::FlatBufferBuilder& fbb, size_t n) {
+    return fbb.CreateVectorOfStructs(std::vector<wire::fb::PeerEntry>(n, entry));
+  };
+  auto peers = [&](size_t n) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreatePeers(fbb, 1, &id, v));
+    return decode(fbb, wire::MessageType::kPeers);
+  };
+  auto nodes = [&](size_t n, uint8_t chunk, uint8_t chunks) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreateNodes(fbb, 1, &id, v, chunk, chunks));
+    return decode(fbb, wire::MessageType::kNodes);
+  };
+  auto providers = [&](size_t np, size_t nn) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto p = entries(fbb, np);
+    auto n = entries(fbb, nn);
+    const wire::fb::Token128 token;
+    fbb.Finish(wire::fb::CreateProviders(fbb, 1, &id, &token, p, n));
+    return decode(fbb, wire::MessageType::kProviders);
+  };
+  auto walk_reply = [&](size_t n) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = entries(fbb, n);
+    fbb.Finish(wire::fb::CreateWalkReply(fbb, 1, &id, 65535, v));
+    return decode(fbb, wire::MessageType::kWalkReply);
+  };
+  auto route = [&](uint8_t ttl, size_t payload) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = fbb.CreateVector(std::vector<uint8_t>(payload, 3));
+    const wire::fb::RouteState st(wire::fb::Addr{}, ttl, 255, 255);
+    fbb.Finish(wire::fb::CreateRoute(fbb, 1, &id, &id, &st, 255, v));
+    return decode(fbb, wire::MessageType::kRoute);
+  };
+  auto gossip = [&](size_t payload) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto v = fbb.CreateVector(std::vector<uint8_t>(payload, 3));
+    fbb.Finish(wire::fb::CreateGossip(fbb, 1, &id, v));
+    return decode(fbb, wire::MessageType::kGossip);
+  };
+  for (size_t n : {size_t{0}, size_t{1}, wire::kPeersPerMessageMax}) {
+    EXPECT_EQ(peers(n), wire::Verdict::kOk) << n;
+  }
+  EXPECT_EQ(peers(wire::kPeersPerMessageMax + 1), wire::Verdict::kBadField);
+  for (size_t n : {size_t{0}, size_t{1}, wire::kNodesPerMessageMax}) {
+    EXPECT_EQ(nodes(n, 0, 0), wire::Verdict::kOk) << n;
+  }
+  EXPECT_EQ(nodes(wire::kNodesPerMessageMax + 1, 0, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(nodes(1, 5, 0), wire::Verdict::kOk);  // chunks 0: a find_node answer
+  EXPECT_EQ(nodes(1, 0, 1), wire::Verdict::kOk);
+  EXPECT_EQ(nodes(1, 254, 255), wire::Verdict::kOk);
+  EXPECT_EQ(nodes(1, 1, 1), wire::Verdict::kBadField);
+  EXPECT_EQ(nodes(1, 255, 255), wire::Verdict::kBadField);
+  EXPECT_EQ(providers(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(providers(wire::kProvidersPerMessageMax, wire::kProviderNodesPerMessageMax),
+            wire::Verdict::kOk);
+  EXPECT_EQ(providers(wire::kProvidersPerMessageMax + 1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(providers(0, wire::kProviderNodesPerMessageMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(walk_reply(0), wire::Verdict::kOk);
+  EXPECT_EQ(walk_reply(wire::kWalkNextMax), wire::Verdict::kOk);
+  EXPECT_EQ(walk_reply(wire::kWalkNextMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(route(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(route(wire::kRouteTtlMax, wire::kRoutePayloadBytesMax), wire::Verdict::kOk);
+  EXPECT_EQ(route(wire::kRouteTtlMax + 1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(route(255, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(route(0, wire::kRoutePayloadBytesMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(gossip(0), wire::Verdict::kOk);
+  EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax), wire::Verdict::kOk);
+  EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax + 1), wire::Verdict::kBadField);
 }
 
 }  // namespace

@@ -97,7 +97,7 @@ class RoutingTable {
   void CancelProbe(const NodeId& id) noexcept;
 
   // Closest: up to out.size() entries nearest `target`, nearest first, skipping stale ones.
-  // Returns how many were written.
+  // Returns how many were written (0 for an empty `out`).
   size_t Closest(const NodeId& target, std::span<Contact> out) const noexcept;
   // RandomContact: a uniformly random non-stale entry; false when there is none.
   bool RandomContact(base::Rng& rng, Contact* out) const noexcept;

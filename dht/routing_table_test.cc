@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "dht/snapshot.h"
 #include "dht/table_file.h"
 
 namespace ringpeer::dht {
@@ -199,6 +200,71 @@ TEST(RoutingTable, ClosestIsInXorOrder) {
   Contact out[20];
   ASSERT_EQ(t.Closest(target, out), 20u);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(out[i].id, ids[i]) << i;
+}
+
+// FullTable: every bucket down to `buckets` holds k entries (20 x buckets in all).
+void FillTable(RoutingTable& t, uint32_t buckets) {
+  for (uint32_t b = 0; b < buckets; ++b) {
+    for (uint32_t i = 0; i < 20; ++i) {
+      const uint32_t n = b * 100 + i;
+      ASSERT_EQ(t.Add(IdWithPrefix(static_cast<int>(b), n), Addr(n), 1, false).result,
+                AddResult::kInserted);
+    }
+  }
+  ASSERT_EQ(t.size(), 20u * buckets);
+}
+
+// Regression (issue 10): a FindNode with count 0 reached Closest with an empty span, and
+// the first entry met n == cap at once: keys[n - 1] and out[n - 1] were read and written at
+// index SIZE_MAX (one element before the array). A guard element just before the empty
+// span catches that write; the sizes 1, k, 64 (Closest's own cap) and past it are the
+// other boundaries.
+TEST(RoutingTable, ClosestHandlesEmptyOneFullAndOversizedOutputs) {
+  RoutingTable t(kSelf, RoutingConfig{});
+  FillTable(t, 15);  // 300 entries
+  base::Rng rng(11);
+  const Contact guard{IdWithPrefix(200, 7), Addr(4000)};
+  for (int round = 0; round < 20; ++round) {
+    const NodeId target = round == 0 ? kSelf : RandomId(rng);
+    Contact buf[2] = {guard, guard};
+    EXPECT_EQ(t.Closest(target, std::span(buf + 1, 0)), 0u);
+    EXPECT_EQ(buf[0].id, guard.id);
+    EXPECT_EQ(buf[1].id, guard.id);
+    Contact one[1];
+    ASSERT_EQ(t.Closest(target, one), 1u);
+    Contact all[80];
+    ASSERT_EQ(t.Closest(target, all), 64u);  // capped at 64 however large `out` is
+    EXPECT_EQ(one[0].id, all[0].id);
+    for (size_t i = 1; i < 64; ++i) EXPECT_TRUE(CloserTo(target, all[i - 1].id, all[i].id));
+  }
+}
+
+// The same insertion pattern in TableSnapshot::Closest (other shards' find_node answers).
+TEST(TableSnapshot, ClosestHandlesEmptyOneAndFullOutputs) {
+  base::Rng rng(12);
+  TableSnapshot snap(400);
+  snap.Clear(0);
+  for (uint32_t i = 0; i < 400; ++i) ASSERT_TRUE(snap.Push(Contact{RandomId(rng), Addr(i)}));
+  EXPECT_FALSE(snap.Push(Contact{RandomId(rng), Addr(401)}));  // full
+  const Contact guard{IdWithPrefix(200, 7), Addr(4000)};
+  for (int round = 0; round < 20; ++round) {
+    const NodeId target = RandomId(rng);
+    Contact buf[2] = {guard, guard};
+    EXPECT_EQ(snap.Closest(target, std::span(buf + 1, 0)), 0u);
+    EXPECT_EQ(buf[0].id, guard.id);
+    EXPECT_EQ(buf[1].id, guard.id);
+    Contact one[1];
+    ASSERT_EQ(snap.Closest(target, one), 1u);
+    Contact k[wire::kNodesPerMessageMax];
+    ASSERT_EQ(snap.Closest(target, k), wire::kNodesPerMessageMax);
+    EXPECT_EQ(one[0].id, k[0].id);
+    for (size_t i = 1; i < std::size(k); ++i) EXPECT_TRUE(CloserTo(target, k[i - 1].id, k[i].id));
+  }
+  // An empty snapshot answers nothing at every size.
+  TableSnapshot empty(4);
+  Contact k[wire::kNodesPerMessageMax];
+  EXPECT_EQ(empty.Closest(RandomId(rng), k), 0u);
+  EXPECT_EQ(empty.Closest(RandomId(rng), std::span(k, 0)), 0u);
 }
 
 TEST(RoutingTable, RandomIdWithPrefixHasThatPrefix) {

@@ -7,6 +7,8 @@
 namespace ringpeer::dht {
 
 size_t TableSnapshot::Closest(const NodeId& target, std::span<Contact> out) const noexcept {
+  // An empty span wants nothing (and would make the first entry index out[n - 1] below).
+  if (out.empty()) return 0;
   size_t n = 0;
   for (const Contact& c : entries_) {
     if (n == out.size() && !CloserTo(target, c.id, out[n - 1].id)) continue;

@@ -52,7 +52,8 @@ class TableSnapshot {
   }
   std::span<const Contact> entries() const noexcept { return entries_; }
   int64_t published_us() const noexcept { return published_us_; }
-  // Closest: up to out.size() entries nearest `target`, nearest first.
+  // Closest: up to out.size() entries nearest `target`, nearest first (0 for an empty
+  // `out`).
   size_t Closest(const NodeId& target, std::span<Contact> out) const noexcept;
   bool Contains(const NodeId& id, const base::Endpoint& addr) const noexcept;
 

@@ -84,6 +84,17 @@ absl::StatusOr<Rotation> MakeRotation(const wire::KeyPair& admin,
                                       const std::vector<room::Invite>& stay,
                                       const std::vector<wire::Hash256>& heads) {
   if (stay.empty()) return absl::InvalidArgumentError("no member would stay in the room");
+  // MakeKeyEpoch asserts these bounds; the heads come from the network (any writer can
+  // branch the log), so too many is an error to report, not a crash of `room evict`.
+  if (heads.size() > room::kCheckpointHeadsMax) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the room has ", heads.size(), " heads (a key epoch names at most ",
+        room::kCheckpointHeadsMax, "); write a merge first"));
+  }
+  if (stay.size() > room::kMembersMax) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        stay.size(), " members would stay (a key epoch grants at most ", room::kMembersMax, ")"));
+  }
   const room::Invite& first = stay[0];
   if (first.genesis.empty() || first.epochs.empty()) {
     return absl::InvalidArgumentError("invite: carries no room records");

@@ -164,5 +164,30 @@ TEST(Client, RotationGrantsOnlyTheMembersThatStay) {
   EXPECT_FALSE(MakeRotation(made->admin, {old}, heads).ok());
 }
 
+// Regression (issue 10): the rotation heads are the room's heads, which any writer can
+// multiply by branching; past kCheckpointHeadsMax MakeKeyEpoch's assertion aborted
+// `room evict`. 0 and 1 heads rotate; the maximum does not abort (64 heads do not fit an
+// invite's record, which is reported); past it is a clear error.
+TEST(Client, RotationHeadsAtTheirBoundaries) {
+  ASSERT_TRUE(wire::InitCrypto());
+  auto made = CreateRoom("rot", {*base::Endpoint::Parse("127.0.0.1:9")}, 2);
+  ASSERT_TRUE(made.ok()) << made.status();
+  const std::vector<room::Invite> stay = {made->more_writers[0], made->reader};
+  auto heads_of = [](size_t n) {
+    std::vector<wire::Hash256> h(n);
+    for (size_t i = 0; i < n; ++i) h[i][0] = static_cast<uint8_t>(i + 1);
+    return h;
+  };
+  EXPECT_TRUE(MakeRotation(made->admin, stay, heads_of(0)).ok());
+  EXPECT_TRUE(MakeRotation(made->admin, stay, heads_of(1)).ok());
+  auto at_max = MakeRotation(made->admin, stay, heads_of(room::kCheckpointHeadsMax));
+  EXPECT_EQ(at_max.status().code(), absl::StatusCode::kResourceExhausted) << at_max.status();
+  for (size_t n : {room::kCheckpointHeadsMax + 1, size_t{1000}}) {
+    auto past = MakeRotation(made->admin, stay, heads_of(n));
+    EXPECT_EQ(past.status().code(), absl::StatusCode::kFailedPrecondition) << past.status();
+    EXPECT_NE(past.status().message().find("merge"), std::string_view::npos);
+  }
+}
+
 }  // namespace
 }  // namespace ringpeer::client

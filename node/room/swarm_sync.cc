@@ -140,7 +140,12 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     return wire::Verdict::kUnexpectedReply;
   }
   const uint16_t seq = m->seq();
-  if (seq >= kWindowDatagramsMax) return wire::Verdict::kBadField;
+  // A window spans at most kWindowDatagramsMax datagrams (OnSync never sends more): a
+  // larger count could never be completed from seqs below it, and would hold the sync
+  // open until it timed out. Decode already refused count 0 and seq >= count.
+  if (seq >= kWindowDatagramsMax || m->count() > kWindowDatagramsMax) {
+    return wire::Verdict::kBadField;
+  }
   if (sync_seen_[seq / 64] & (uint64_t{1} << (seq % 64))) return wire::Verdict::kOk;  // dup
   sync_seen_[seq / 64] |= uint64_t{1} << (seq % 64);
   if (m->take_checkpoint()) {

@@ -7,11 +7,13 @@
 // limits shed the fastest sender and tell it.
 // Method: a deterministic network (seeded loss, duplication, delay-based reordering) and a
 // virtual clock; every run is bounded in virtual time, and the seed is printed on failure.
+#include <cstring>
 #include <map>
 #include <memory>
 #include <queue>
 #include <string>
 
+#include "flatbuffers/flatbuffers.h"
 #include "gtest/gtest.h"
 #include "node/room/room_host.h"
 #include "node/room/test_util.h"
@@ -481,6 +483,465 @@ TEST(Swarm, PublishLimitsShedTheFastestAndTellIt) {
   int calm = 0;
   for (const auto& m : chat->messages()) calm += m.text == "calm";
   EXPECT_EQ(calm, 10);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 10: every count, length and index of a room message at 0, 1, its maximum and past
+// it, first at Decode (what no handler ever sees), then in the handlers that index with
+// them: checkpoint pieces (served and fetched) and sync windows.
+
+// RawRoom: a datagram with a valid header around a body built by hand (the encoder
+// asserts its bounds, so hostile values are made this way).
+size_t RawRoom(flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type, const Hash256& room,
+               uint8_t* out) {
+  if (fbb.GetSize() > wire::kDatagramBytesMax - wire::kHeaderBytes) {
+    ADD_FAILURE() << "test datagram too large: " << fbb.GetSize();
+    return 0;
+  }
+  const wire::Header h{wire::kMagic, wire::kVersion, static_cast<uint8_t>(type), wire::kFlagNone,
+                       wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
+  wire::StoreHeader(out, h);
+  std::memcpy(out + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+  return wire::kHeaderBytes + fbb.GetSize();
+}
+
+wire::Verdict DecodeOnly(const uint8_t* buf, size_t n) {
+  wire::Message m;
+  return wire::Decode(buf, n, &m);
+}
+
+TEST(RoomWire, CountsLengthsAndIndicesAtTheirBoundaries) {
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  Hash256 room{};
+  room[0] = 9;
+  const wire::fb::Id256 rid = wire::ToWireId(room);
+  const wire::fb::Id256 zero = wire::ToWireId(Hash256{});
+  // RoomSyncData: count 0 and seq >= count are refused; records up to 16, each 1..1100.
+  auto sync_data = [&](uint16_t seq, uint16_t count, int records, size_t record_bytes,
+                       const wire::fb::RoomCheckpointRef* cp = nullptr) {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<flatbuffers::Offset<wire::fb::RoomRecord>> rs;
+    const std::vector<uint8_t> bytes(record_bytes, 0x5a);
+    for (int i = 0; i < records; ++i) {
+      rs.push_back(wire::fb::CreateRoomRecord(fbb, fbb.CreateVector(bytes)));
+    }
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<wire::fb::RoomRecord>>> rv;
+    if (records >= 0) rv = fbb.CreateVector(rs);
+    wire::fb::RoomSyncDataBuilder b(fbb);
+    b.add_room(&rid);
+    b.add_seq(seq);
+    b.add_count(count);
+    if (cp != nullptr) b.add_checkpoint(cp);
+    if (records >= 0) b.add_records(rv);
+    fbb.Finish(b.Finish());
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomSyncData, room, buf));
+  };
+  EXPECT_EQ(sync_data(0, 0, -1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(sync_data(0, 1, -1, 0), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(1, 1, -1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(sync_data(65534, 65535, -1, 0), wire::Verdict::kOk);  // the swarm refuses it
+  EXPECT_EQ(sync_data(65535, 65535, -1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(sync_data(0, 1, 0, 1), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(0, 1, 1, 0), wire::Verdict::kBadField);  // an empty record
+  EXPECT_EQ(sync_data(0, 1, 1, 1), wire::Verdict::kOk);
+  // (A record of kRoomRecordBytesMax does not fit beside RoomSyncData's framing: such
+  // records travel as RoomPublish, below. 960 is the largest the server inlines.)
+  EXPECT_EQ(sync_data(0, 1, 1, 960), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(0, 1, wire::kRoomSyncRecordsMax, 8), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(0, 1, wire::kRoomSyncRecordsMax + 1, 8), wire::Verdict::kBadField);
+  // RoomCheckpointRef (in RoomSyncData and RoomHeads): levels up to 6, record within object.
+  const wire::fb::RoomCheckpointRef top(zero, zero, 4096, 100, wire::kRoomPieceLevelsMax);
+  const wire::fb::RoomCheckpointRef deep(zero, zero, 4096, 100, wire::kRoomPieceLevelsMax + 1);
+  const wire::fb::RoomCheckpointRef inside(zero, zero, 4096, 4096, 0);
+  const wire::fb::RoomCheckpointRef outside(zero, zero, 4096, 4097, 0);
+  EXPECT_EQ(sync_data(0, 1, -1, 0, &top), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(0, 1, -1, 0, &deep), wire::Verdict::kBadField);
+  EXPECT_EQ(sync_data(0, 1, -1, 0, &inside), wire::Verdict::kOk);
+  EXPECT_EQ(sync_data(0, 1, -1, 0, &outside), wire::Verdict::kBadField);
+  // RoomHeads: up to 16 heads listed.
+  auto heads = [&](size_t n, const wire::fb::RoomCheckpointRef* cp = nullptr) {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::fb::Id256> hs(n, zero);
+    auto hv = fbb.CreateVectorOfStructs(hs);
+    wire::fb::RoomHeadsBuilder b(fbb);
+    b.add_room(&rid);
+    b.add_sender(&zero);
+    b.add_heads_digest(&zero);
+    b.add_heads(hv);
+    if (cp != nullptr) b.add_checkpoint(cp);
+    fbb.Finish(b.Finish());
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomHeads, room, buf));
+  };
+  EXPECT_EQ(heads(0), wire::Verdict::kOk);
+  EXPECT_EQ(heads(1), wire::Verdict::kOk);
+  EXPECT_EQ(heads(wire::kRoomHeadsListMax), wire::Verdict::kOk);
+  EXPECT_EQ(heads(wire::kRoomHeadsListMax + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(heads(1, &deep), wire::Verdict::kBadField);
+  EXPECT_EQ(heads(1, &outside), wire::Verdict::kBadField);
+  // RoomSync: up to 24 heads.
+  auto sync = [&](size_t n) {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::fb::Id256> hs(n, zero);
+    auto hv = fbb.CreateVectorOfStructs(hs);
+    wire::fb::RoomSyncBuilder b(fbb);
+    b.add_room(&rid);
+    b.add_window(65535);
+    b.add_heads(hv);
+    fbb.Finish(b.Finish());
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomSync, room, buf));
+  };
+  EXPECT_EQ(sync(0), wire::Verdict::kOk);
+  EXPECT_EQ(sync(wire::kRoomSyncHeadsMax), wire::Verdict::kOk);
+  EXPECT_EQ(sync(wire::kRoomSyncHeadsMax + 1), wire::Verdict::kBadField);
+  // RoomCheckpointGet / Chunk: levels up to 6, pieces up to 1024 bytes (empty: not held);
+  // any index decodes (the handlers check it against the object).
+  auto get = [&](uint8_t level, uint32_t index) {
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(wire::fb::CreateRoomCheckpointGet(fbb, &rid, &zero, level, index));
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomCheckpointGet, room, buf));
+  };
+  EXPECT_EQ(get(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(get(wire::kRoomPieceLevelsMax, UINT32_MAX), wire::Verdict::kOk);
+  EXPECT_EQ(get(wire::kRoomPieceLevelsMax + 1, 0), wire::Verdict::kBadField);
+  EXPECT_EQ(get(255, 0), wire::Verdict::kBadField);
+  auto chunk = [&](uint8_t level, size_t bytes) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto bv = fbb.CreateVector(std::vector<uint8_t>(bytes, 1));
+    fbb.Finish(wire::fb::CreateRoomCheckpointChunk(fbb, &rid, &zero, level, 0, bv));
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomCheckpointChunk, room, buf));
+  };
+  EXPECT_EQ(chunk(0, 0), wire::Verdict::kOk);
+  EXPECT_EQ(chunk(0, 1), wire::Verdict::kOk);
+  EXPECT_EQ(chunk(wire::kRoomPieceLevelsMax, wire::kRoomPieceBytes), wire::Verdict::kOk);
+  EXPECT_EQ(chunk(0, wire::kRoomPieceBytes + 1), wire::Verdict::kBadField);
+  EXPECT_EQ(chunk(wire::kRoomPieceLevelsMax + 1, 1), wire::Verdict::kBadField);
+  // RoomPublish and RoomEpoch: a record of 1..1100 bytes.
+  for (auto type : {wire::MessageType::kRoomPublish, wire::MessageType::kRoomEpoch}) {
+    for (size_t n : {size_t{0}, size_t{1}, wire::kRoomRecordBytesMax,
+                     wire::kRoomRecordBytesMax + 1}) {
+      flatbuffers::FlatBufferBuilder fbb;
+      auto rv = fbb.CreateVector(std::vector<uint8_t>(n, 2));
+      if (type == wire::MessageType::kRoomPublish) {
+        fbb.Finish(wire::fb::CreateRoomPublish(fbb, &rid, rv));
+      } else {
+        fbb.Finish(wire::fb::CreateRoomEpoch(fbb, &rid, rv));
+      }
+      const bool ok = n >= 1 && n <= wire::kRoomRecordBytesMax;
+      EXPECT_EQ(DecodeOnly(buf, RawRoom(fbb, type, room, buf)),
+                ok ? wire::Verdict::kOk : wire::Verdict::kBadField)
+          << int{static_cast<uint8_t>(type)} << " " << n;
+    }
+  }
+}
+
+// CaptureOutbox: what a host sends, in order.
+class CaptureOutbox final : public dht::Outbox {
+ public:
+  std::span<uint8_t> Buffer() noexcept override { return buf_; }
+  void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    sent.push_back({to, std::vector<uint8_t>(buf_, buf_ + size)});
+  }
+  // Take: the datagrams of `type` sent to `to` since the last Take (all others dropped).
+  std::vector<std::vector<uint8_t>> Take(const base::Endpoint& to, wire::MessageType type) {
+    std::vector<std::vector<uint8_t>> r;
+    for (auto& [dst, bytes] : sent) {
+      if (dst == to && bytes.size() >= wire::kHeaderBytes &&
+          wire::LoadHeader(bytes.data()).type == static_cast<uint8_t>(type)) {
+        r.push_back(std::move(bytes));
+      }
+    }
+    sent.clear();
+    return r;
+  }
+  std::vector<std::pair<base::Endpoint, std::vector<uint8_t>>> sent;
+
+ private:
+  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
+};
+
+// Host: one RoomHost serving the fixture's room as member `member`, for handing it
+// crafted datagrams.
+struct Host {
+  Host(const RoomFixture& f, int member, uint64_t seed) : rng(seed) {
+    RoomHostConfig c;
+    c.identity = &f.members[member];
+    c.swarm.self[0] = static_cast<uint8_t>(member + 1);
+    host = std::make_unique<RoomHost>(c, &storage, &encoder, &rng, nullptr);
+    swarm = *host->Join(0, f.genesis, f.epochs, {}, out);
+  }
+  wire::Verdict Deliver(int64_t now_us, const base::Endpoint& from, const uint8_t* p, size_t n) {
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    std::memcpy(buf, p, n);
+    wire::Message m;
+    const wire::Verdict v = wire::Decode(buf, n, &m);
+    if (v != wire::Verdict::kOk) return v;
+    return host->OnMessage(now_us, from, m, out);
+  }
+  wire::Verdict Deliver(int64_t now_us, const base::Endpoint& from,
+                        const std::vector<uint8_t>& d) {
+    return Deliver(now_us, from, d.data(), d.size());
+  }
+  MemoryRoomStorage storage;
+  wire::Encoder encoder;
+  base::Rng rng;
+  CaptureOutbox out;
+  std::unique_ptr<RoomHost> host;
+  Swarm* swarm = nullptr;
+};
+
+base::Endpoint PeerAddr(uint16_t port) {
+  base::Endpoint e;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip[0] = 10;
+  e.ip[3] = 7;
+  e.port = port;
+  return e;
+}
+
+// ChunkBytes: the piece a RoomCheckpointChunk carries (empty: not held).
+size_t ChunkBytes(const std::vector<uint8_t>& d) {
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  std::memcpy(buf, d.data(), d.size());
+  wire::Message m;
+  EXPECT_EQ(wire::Decode(buf, d.size(), &m), wire::Verdict::kOk);
+  return m.room_checkpoint_chunk()->bytes()->size();
+}
+
+// Serving: every (level, index) of a RoomCheckpointGet is answered, with the piece when
+// the object has it and an empty chunk when it does not (past the last index, past the
+// top level, UINT32_MAX, another checkpoint). Fetching: pieces outside the level being
+// fetched, of the wrong size or failing their hash are refused and counted, and the fetch
+// still completes from good pieces. Advertisements the fetch cannot honour start nothing.
+TEST(Swarm, CheckpointPieceIndicesAtTheirBoundaries) {
+  RoomFixture f(1001, ReducerKind::kKv, kStateBytesMaxDefault, 2);
+  Host server(f, 0, 1);
+  int64_t now = 1'000'000;
+  const std::string value(700, 'v');
+  for (int i = 0; i < 8; ++i) {  // ~5.7 KB of state: 6 leaves under one top node
+    ASSERT_TRUE(server.swarm->Publish(now, KvPayload(KvOp::kSet, "k" + std::to_string(i), value),
+                                      server.out).ok());
+  }
+  ASSERT_TRUE(server.swarm->MakeCheckpoint().ok());
+  const wire::RoomCheckpointInfo info = server.swarm->checkpoint_info();
+  ASSERT_EQ(info.levels, 1);
+  const uint32_t leaves =
+      static_cast<uint32_t>((info.object_bytes + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes);
+  ASSERT_GT(leaves, 1u);
+  const base::Endpoint client = PeerAddr(5000);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  const wire::NodeId client_id{7};
+  ASSERT_EQ(server.Deliver(now, client, buf, enc.RoomJoin(buf, f.room_id, client_id, false)),
+            wire::Verdict::kOk);
+  server.out.sent.clear();
+  struct Case {
+    uint8_t level;
+    uint32_t index;
+    size_t bytes;
+  };
+  const Case cases[] = {
+      {0, 0, wire::kRoomPieceBytes},
+      {0, leaves - 1, static_cast<size_t>(info.object_bytes - (leaves - 1) * wire::kRoomPieceBytes)},
+      {0, leaves, 0},
+      {0, UINT32_MAX, 0},
+      {1, 0, 32 * size_t{leaves}},
+      {1, 1, 0},
+      {2, 0, 0},
+      {wire::kRoomPieceLevelsMax, 0, 0},
+      {wire::kRoomPieceLevelsMax, UINT32_MAX, 0},
+  };
+  for (const Case& c : cases) {
+    const size_t n = enc.RoomCheckpointGet(buf, f.room_id, info.id, c.level, c.index);
+    ASSERT_EQ(server.Deliver(now, client, buf, n), wire::Verdict::kOk);
+    auto chunks = server.out.Take(client, wire::MessageType::kRoomCheckpointChunk);
+    ASSERT_EQ(chunks.size(), 1u) << int{c.level} << "/" << c.index;
+    EXPECT_EQ(ChunkBytes(chunks[0]), c.bytes) << int{c.level} << "/" << c.index;
+  }
+  Hash256 other = info.id;
+  other[0] ^= 1;
+  ASSERT_EQ(server.Deliver(now, client, buf, enc.RoomCheckpointGet(buf, f.room_id, other, 0, 0)),
+            wire::Verdict::kOk);
+  auto none = server.out.Take(client, wire::MessageType::kRoomCheckpointChunk);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(ChunkBytes(none[0]), 0u);
+
+  // The fetching side: a joiner told of the checkpoint by `relay` (which relays the
+  // server's answers).
+  Host joiner(f, 1, 2);
+  const base::Endpoint relay = PeerAddr(6000);
+  auto advertise = [&](const wire::RoomCheckpointInfo& cp) {
+    wire::RoomHeadsFields h;
+    h.room = f.room_id;
+    h.sender = wire::NodeId{9};
+    h.relay = true;
+    h.log_size = 8;
+    h.heads_digest = Hash256{3};
+    h.checkpoint = cp;
+    return joiner.Deliver(now, relay, buf, enc.RoomHeads(buf, h));
+  };
+  // Advertisements it cannot honour: no fetch, nothing allocated.
+  wire::RoomCheckpointInfo bad = info;
+  bad.object_bytes = uint64_t{1} << 40;  // far past any state cap
+  bad.levels = 4;
+  ASSERT_EQ(advertise(bad), wire::Verdict::kOk);
+  EXPECT_FALSE(joiner.swarm->fetching());
+  bad = info;
+  bad.levels = 2;  // not the shape of object_bytes
+  ASSERT_EQ(advertise(bad), wire::Verdict::kOk);
+  EXPECT_FALSE(joiner.swarm->fetching());
+  bad = info;
+  bad.record_bytes = 0;
+  ASSERT_EQ(advertise(bad), wire::Verdict::kOk);
+  EXPECT_FALSE(joiner.swarm->fetching());
+  joiner.out.sent.clear();
+  ASSERT_EQ(advertise(info), wire::Verdict::kOk);
+  ASSERT_TRUE(joiner.swarm->fetching());
+  // It asks for the top node (level 1, index 0). Pieces outside that level are refused.
+  auto gets = joiner.out.Take(relay, wire::MessageType::kRoomCheckpointGet);
+  ASSERT_EQ(gets.size(), 1u);
+  const std::vector<uint8_t> piece(32, 0xEE);
+  for (auto [level, index] : {std::pair<uint8_t, uint32_t>{1, 1}, {1, UINT32_MAX}, {0, 0},
+                              {wire::kRoomPieceLevelsMax, 0}}) {
+    const size_t n = enc.RoomCheckpointChunk(buf, f.room_id, info.id, level, index, piece);
+    EXPECT_EQ(joiner.Deliver(now, relay, buf, n), wire::Verdict::kUnexpectedReply)
+        << int{level} << "/" << index;
+  }
+  // The right index with the wrong size, or the right size and a bad hash: a strike each.
+  const std::vector<uint8_t> short_piece(31, 0xEE);
+  const std::vector<uint8_t> forged(32 * size_t{leaves}, 0xEE);
+  EXPECT_EQ(joiner.Deliver(now, relay, buf,
+                           enc.RoomCheckpointChunk(buf, f.room_id, info.id, 1, 0, short_piece)),
+            wire::Verdict::kBadField);
+  EXPECT_EQ(joiner.Deliver(now, relay, buf,
+                           enc.RoomCheckpointChunk(buf, f.room_id, info.id, 1, 0, forged)),
+            wire::Verdict::kBadField);
+  EXPECT_EQ(joiner.swarm->counters().pieces_bad, 2u);
+  // Then the real pieces, relayed from the server, complete the fetch.
+  joiner.out.sent.clear();
+  for (int round = 0; round < 50 && joiner.swarm->fetching(); ++round) {
+    now += 300'000;  // past retry_us: what was refused is asked again
+    joiner.swarm->Tick(now, joiner.out);
+    for (const auto& g : joiner.out.Take(relay, wire::MessageType::kRoomCheckpointGet)) {
+      ASSERT_EQ(server.Deliver(now, client, g), wire::Verdict::kOk);
+      for (const auto& c : server.out.Take(client, wire::MessageType::kRoomCheckpointChunk)) {
+        joiner.Deliver(now, relay, c);
+      }
+    }
+  }
+  EXPECT_FALSE(joiner.swarm->fetching());
+  EXPECT_EQ(joiner.swarm->counters().checkpoints_loaded, 1u);
+  EXPECT_EQ(joiner.swarm->room().state_hash(), server.swarm->room().state_hash());
+}
+
+// A sync window spans at most 512 datagrams: seq and count past that are dropped (a count
+// past it could never complete and held the sync open until it timed out), and a count
+// within it completes when its datagrams are in.
+TEST(Swarm, SyncWindowCountsAtTheirBoundaries) {
+  RoomFixture f(1002, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  Host member(f, 0, 3);
+  const base::Endpoint peer = PeerAddr(7000);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  int64_t now = 1'000'000;
+  // Heads that differ from ours, with a log: the member syncs from the peer.
+  wire::RoomHeadsFields h;
+  h.room = f.room_id;
+  h.sender = wire::NodeId{9};
+  h.log_size = 3;
+  h.heads_digest = Hash256{4};
+  ASSERT_EQ(member.Deliver(now, peer, buf, enc.RoomHeads(buf, h)), wire::Verdict::kOk);
+  ASSERT_TRUE(member.swarm->syncing());
+  auto syncs = member.out.Take(peer, wire::MessageType::kRoomSync);
+  ASSERT_EQ(syncs.size(), 1u);
+  alignas(8) uint8_t sbuf[wire::kDatagramBytesMax];
+  std::memcpy(sbuf, syncs[0].data(), syncs[0].size());
+  wire::Message sm;
+  ASSERT_EQ(wire::Decode(sbuf, syncs[0].size(), &sm), wire::Verdict::kOk);
+  const uint64_t txid = sm.room_sync()->txid();
+  auto data = [&](uint16_t seq, uint16_t count) {
+    const size_t n = enc.RoomSyncData(buf, f.room_id, txid, seq, count, false, false, {}, {});
+    return member.Deliver(now, peer, buf, n);
+  };
+  EXPECT_EQ(data(0, 513), wire::Verdict::kBadField);
+  EXPECT_EQ(data(0, 65535), wire::Verdict::kBadField);
+  EXPECT_EQ(data(512, 600), wire::Verdict::kBadField);
+  EXPECT_EQ(data(65534, 65535), wire::Verdict::kBadField);
+  EXPECT_TRUE(member.swarm->syncing());
+  EXPECT_EQ(data(511, 512), wire::Verdict::kOk);  // the largest window's last datagram
+  EXPECT_TRUE(member.swarm->syncing());           // 511 more to come
+  EXPECT_EQ(data(511, 512), wire::Verdict::kOk);  // a duplicate: counted once
+  EXPECT_TRUE(member.swarm->syncing());
+  // A window of one completes at once (its count says the window is whole).
+  EXPECT_EQ(data(0, 1), wire::Verdict::kOk);
+  EXPECT_FALSE(member.swarm->syncing());
+  // After it, a stale datagram of that txid is a reply to nothing.
+  EXPECT_EQ(data(1, 2), wire::Verdict::kUnexpectedReply);
+}
+
+// The serving side of the same counts: a RoomSync's window (0: the default of 64, 1, the
+// node's own cap of 512, and 65535 past it) and heads (none, the newest, 24 unknown), and
+// a RoomHeads' epoch (what it lacks is sent: none past ours, all with no_epoch).
+TEST(Swarm, SyncWindowsHeadsAndEpochsServedAtTheirBoundaries) {
+  RoomFixture f(1003, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  const std::vector<MemberGrantSpec> all = {{f.members[0].public_key, true},
+                                            {f.members[1].public_key, true}};
+  f.Rotate(all, {});
+  f.Rotate(all, {});  // epochs 0, 1, 2
+  Host server(f, 0, 4);
+  int64_t now = 1'000'000;
+  std::vector<Hash256> ids;
+  for (int i = 0; i < 100; ++i) {
+    auto id = server.swarm->Publish(now, Chat(f.members[0], "m" + std::to_string(i)), server.out);
+    ASSERT_TRUE(id.ok()) << id.status();
+    ids.push_back(*id);
+  }
+  const base::Endpoint peer = PeerAddr(8000);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  ASSERT_EQ(server.Deliver(now, peer, buf, enc.RoomJoin(buf, f.room_id, wire::NodeId{5}, false)),
+            wire::Verdict::kOk);
+  server.out.sent.clear();
+  // Records served for one RoomSync: they come in RoomSyncData datagrams (small updates).
+  auto served = [&](uint16_t window, const std::vector<Hash256>& heads) {
+    now += 1'000'000;
+    const size_t n = enc.RoomSync(buf, f.room_id, 42, window, heads);
+    EXPECT_EQ(server.Deliver(now, peer, buf, n), wire::Verdict::kOk);
+    size_t records = 0;
+    for (const auto& d : server.out.Take(peer, wire::MessageType::kRoomSyncData)) {
+      alignas(8) uint8_t b[wire::kDatagramBytesMax];
+      std::memcpy(b, d.data(), d.size());
+      wire::Message m;
+      EXPECT_EQ(wire::Decode(b, d.size(), &m), wire::Verdict::kOk);
+      EXPECT_LT(m.room_sync_data()->seq(), m.room_sync_data()->count());
+      if (m.room_sync_data()->records() != nullptr) records += m.room_sync_data()->records()->size();
+    }
+    return records;
+  };
+  EXPECT_EQ(served(0, {}), 64u);
+  EXPECT_EQ(served(1, {}), 1u);
+  EXPECT_EQ(served(512, {}), 100u);
+  EXPECT_EQ(served(65535, {}), 100u);
+  EXPECT_EQ(served(512, {ids.back()}), 0u);  // it has everything: one empty datagram
+  std::vector<Hash256> unknown(wire::kRoomSyncHeadsMax);
+  for (size_t i = 0; i < unknown.size(); ++i) unknown[i][0] = static_cast<uint8_t>(i + 1);
+  EXPECT_EQ(served(512, unknown), 100u);
+  // Epochs a RoomHeads says it lacks.
+  auto epochs_sent = [&](uint32_t epoch, bool no_epoch) {
+    wire::RoomHeadsFields h;
+    h.room = f.room_id;
+    h.sender = wire::NodeId{5};
+    h.epoch = epoch;
+    h.no_epoch = no_epoch;
+    h.heads_digest = server.swarm->room().state_hash();  // any; log_size 0: no sync
+    EXPECT_EQ(server.Deliver(now, peer, buf, enc.RoomHeads(buf, h)), wire::Verdict::kOk);
+    return server.out.Take(peer, wire::MessageType::kRoomEpoch).size();
+  };
+  EXPECT_EQ(epochs_sent(0, true), 3u);
+  EXPECT_EQ(epochs_sent(0, false), 2u);
+  EXPECT_EQ(epochs_sent(1, false), 1u);
+  EXPECT_EQ(epochs_sent(2, false), 0u);
+  EXPECT_EQ(epochs_sent(3, false), 0u);
+  EXPECT_EQ(epochs_sent(UINT32_MAX, false), 0u);
 }
 
 }  // namespace
