@@ -247,6 +247,7 @@ size_t RoutingTable::Closest(const NodeId& target, std::span<Contact> out) const
   size_t n = 0;
   uint64_t keys[64];
   const size_t cap = std::min<size_t>(out.size(), 64);
+  if (cap == 0) return 0;  // a FindNode may ask for 0 entries: keys[n - 1] below needs n > 0
   for (uint32_t b = 0; b < depth_; ++b) {
     for (uint32_t i = 0; i < counts_[b]; ++i) {
       const RoutingEntry& e = entries_[b * k_ + i];

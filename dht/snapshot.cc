@@ -7,6 +7,7 @@
 namespace ringpeer::dht {
 
 size_t TableSnapshot::Closest(const NodeId& target, std::span<Contact> out) const noexcept {
+  if (out.empty()) return 0;  // out[n - 1] below needs n > 0
   size_t n = 0;
   for (const Contact& c : entries_) {
     if (n == out.size() && !CloserTo(target, c.id, out[n - 1].id)) continue;
