@@ -28,7 +28,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -418,6 +420,21 @@ void WriteSeeds(const std::string& dir) {
   n = enc.RoomSync(buf, rt.room_id, 0x904, 64, {});
   Append(&seq, 1 | (3 << 1) | 0x20, buf, n);
   out.Write(seq, "sequence");
+  // Raw datagrams captured between real nodes (RINGPEER_FUZZ_RAW_SEEDS: a directory, one
+  // datagram a file), each wrapped as a one-record input, alternating shards and sources.
+  if (const char* raw = std::getenv("RINGPEER_FUZZ_RAW_SEEDS")) {
+    std::error_code ec;
+    int k = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(raw, ec)) {
+      std::ifstream f(entry.path(), std::ios::binary);
+      std::vector<uint8_t> d((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (d.empty() || d.size() > 0xFFFF) continue;
+      std::vector<uint8_t> in;
+      Append(&in, static_cast<uint8_t>((k & 1) | (((k >> 1) % kSources) << 1)), d.data(), d.size());
+      out.Write(in, "captured");
+      ++k;
+    }
+  }
   std::fprintf(stderr, "node_fuzzer: wrote %d seeds to %s\n", out.n, dir.c_str());
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run_fuzzer.sh FUZZER SEED_DIR SECONDS [generate]: a bounded libFuzzer run over a scratch
 # copy of the seed corpus (new inputs land in the scratch dir, not in git). Fails on any
-# crash. With `generate`, the fuzzer first writes seeds made from its own node's traffic
-# (RINGPEER_FUZZ_WRITE_SEEDS) and those run too. A crash leaves its input in
+# crash. With `generate`, SEED_DIR holds raw captured datagrams: the fuzzer writes seeds
+# made from its own node's traffic (RINGPEER_FUZZ_WRITE_SEEDS) plus SEED_DIR's datagrams
+# in its input format (RINGPEER_FUZZ_RAW_SEEDS), and runs over those. A crash leaves its input in
 # tests/fuzz/crash-* (git-ignored) and prints the command that replays it.
 set -euo pipefail
 fuzzer=$1 seeds=$2 seconds=$3 mode=${4:-}
@@ -10,10 +11,12 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/corpus" "$scratch/generated"
 dirs=("$scratch/corpus")
-[ -d "$seeds" ] && dirs+=("$seeds")
 if [ "$mode" = generate ]; then
-  RINGPEER_FUZZ_WRITE_SEEDS="$scratch/generated" "$fuzzer" 2>&1 | tail -n 1
+  RINGPEER_FUZZ_WRITE_SEEDS="$scratch/generated" RINGPEER_FUZZ_RAW_SEEDS="$seeds" \
+    "$fuzzer" 2>&1 | tail -n 1
   dirs+=("$scratch/generated")
+elif [ -d "$seeds" ]; then
+  dirs+=("$seeds")
 fi
 artifacts="$(cd "$(dirname "$0")" && pwd)/"
 status=0
