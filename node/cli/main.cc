@@ -65,6 +65,12 @@ constexpr FlagSpec kServeFlags[] = {
      "steer datagrams to shards by their shard hint (reuseport BPF)"},
     {"peers-max", FlagSpec::Kind::kValue, "RINGPEER_PEERS_MAX", "N", "1024",
      "size of the peer table"},
+    {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
+     "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
+    {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
+     "off",
+     "on: apply --subnet-limit to private, CGNAT, ULA and link-local addresses too (by "
+     "default they are exempt: container networks put every node in one /24)"},
     {"admin", FlagSpec::Kind::kValue, "RINGPEER_ADMIN", "ADDR:PORT|off",
      admin::kAdminDefaultAddress,
      "admin HTTP (/metrics /healthz /readyz /status); no authentication, keep it private"},
@@ -216,6 +222,23 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("peers-max", *v, 8, 1'000'000));
     c.peers_max = static_cast<uint32_t>(r);
   }
+  if (auto v = f.Value("subnet-limit")) {
+    const size_t slash = v->find('/');
+    if (slash == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--subnet-limit: '", *v, "' is not BUCKET/TABLE (e.g. 2/10)"));
+    }
+    RP_ASSIGN_OR_RETURN(uint64_t b, ParseUint("subnet-limit", v->substr(0, slash), 1, 255));
+    RP_ASSIGN_OR_RETURN(uint64_t t, ParseUint("subnet-limit", v->substr(slash + 1), 1, 1'000'000));
+    c.subnet_per_bucket_max = static_cast<uint32_t>(b);
+    c.subnet_per_table_max = static_cast<uint32_t>(t);
+  }
+  const std::string limit_private = f.Value("subnet-limit-private").value_or("off");
+  if (limit_private != "on" && limit_private != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--subnet-limit-private: '", limit_private, "' is not on or off"));
+  }
+  c.subnet_limit_private = limit_private == "on";
   if (auto v = f.Value("test-delay-ms")) {
     RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("test-delay-ms", *v, 0, 10'000));
     c.transport_config.send_delay_us = static_cast<int64_t>(ms) * 1000;
@@ -266,6 +289,8 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"rate-burst", std::to_string(c.rate_limit_burst)},
       {"steering", c.steer ? "on" : "off"},
       {"peers-max", std::to_string(c.peers_max)},
+      {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
+      {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},
       {"log-level", base::LogLevelName(s.log_level)},
       {"log-format", s.log_format == base::LogFormat::kJson ? "json" : "text"},

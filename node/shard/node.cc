@@ -110,6 +110,9 @@ absl::Status Node::Start() {
         sc.overlay.peers_max = config_.peers_max;
         sc.overlay.bootstrap = config_.bootstrap;
         sc.overlay.client = config_.dht_client;
+        sc.overlay.routing.subnet_per_bucket_max = config_.subnet_per_bucket_max;
+        sc.overlay.routing.subnet_per_table_max = config_.subnet_per_table_max;
+        sc.overlay.routing.subnet_limit_private = config_.subnet_limit_private;
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         sc.room_relay = config_.room_relay;
@@ -333,6 +336,7 @@ std::string Node::StatusJson() {
     w.Key("verified").Bool(p.verified);
     w.Key("live").Bool(p.live);
     w.Key("bootstrap").Bool(p.bootstrap);
+    w.Key("in_table").Bool(p.in_table);
     w.Key("last_heard_ms_ago").Int(p.last_heard_us == 0 ? -1 : (now - p.last_heard_us) / 1000);
     w.EndObject();
   }

@@ -39,6 +39,12 @@ struct NodeConfig {
   // Mailbox slots per ordered pair of shards: 1024 x ~1.2 KiB = 1.3 MiB per pair.
   uint32_t mailbox_capacity = 1024;
   uint32_t peers_max = 1024;
+  // Routing-table entries per /24 (IPv4) or /48 (IPv6): per bucket and in the whole table.
+  // Non-public addresses (RFC 1918, ULA, link-local, CGNAT, loopback) are exempt unless
+  // subnet_limit_private (see dht/routing_table.h).
+  uint32_t subnet_per_bucket_max = 2;
+  uint32_t subnet_per_table_max = 10;
+  bool subnet_limit_private = false;
   // Where the routing table is saved (on stop and every kTableSaveIntervalMs) and
   // restored from at start, so a restarted node rejoins without its bootstrap peers.
   // Empty: not persisted.
