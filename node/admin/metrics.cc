@@ -116,6 +116,16 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
   PerShard(w, m, "ringpeer_recv_no_buffers_total", "counter",
            "Receives lost because no provided buffer was free.",
            &ShardMetrics::recv_no_buffers);
+  PerShard(w, m, "ringpeer_storage_commit_failures_total", "counter",
+           "Room store commits that failed (full disk or map, I/O error); nothing they "
+           "carried was acknowledged.",
+           &ShardMetrics::storage_commit_failures);
+  PerShard(w, m, "ringpeer_storage_recoveries_total", "counter",
+           "Room store commits that worked again after failing ones.",
+           &ShardMetrics::storage_recoveries);
+  PerShard(w, m, "ringpeer_storage_failing", "gauge",
+           "1 while the shard's room store cannot commit (updates are not acknowledged).",
+           &ShardMetrics::storage_failing);
 }
 
 void RenderOptional(Writer& w, const NodeMetrics& m) {

@@ -33,6 +33,11 @@ struct ShardMetrics {
   uint64_t mailbox_depth = 0;  // items waiting in this shard's incoming mailboxes
   uint64_t send_errors = 0;
   uint64_t recv_no_buffers = 0;
+  // Room storage: failed commits (nothing they carried was acknowledged), commits that
+  // worked after failing ones, and 1 while the last commit failed (0 without a store).
+  uint64_t storage_commit_failures = 0;
+  uint64_t storage_recoveries = 0;
+  uint64_t storage_failing = 0;
   std::array<uint64_t, wire::kVerdictCount> dropped{};  // indexed by wire::Verdict
 };
 
@@ -93,6 +98,9 @@ struct NodeMetrics {
   uint64_t peers_live = 0;
   uint64_t peers_max = 0;
   std::optional<uint64_t> storage_bytes;  // bytes under the data directory
+  // Why the room store cannot write (path and error), while a shard's commits fail; empty
+  // when every store is writable. Not rendered (it is text); /readyz and the logs say it.
+  std::string storage_error;
   std::optional<RoutingMetrics> routing;  // capacity and buckets rendered when non-zero
   std::vector<CounterMetric> overlay;      // the owner shard's overlay counters
   std::optional<LookupMetrics> lookups;

@@ -34,6 +34,7 @@
 #include "node/cli/room_cmd.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
+#include "node/store/room_store.h"
 #include "wire/crypto.h"
 
 namespace ringpeer::cli {
@@ -65,6 +66,12 @@ constexpr FlagSpec kServeFlags[] = {
      "steer datagrams to shards by their shard hint (reuseport BPF)"},
     {"peers-max", FlagSpec::Kind::kValue, "RINGPEER_PEERS_MAX", "N", "1024",
      "size of the peer table"},
+    {"storage-max", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAX", "SIZE", "1G per shard",
+     "most bytes the room store may hold, all shards together (e.g. 512M, 20G); each "
+     "shard gets an equal share"},
+    {"storage-map-bytes", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAP_BYTES", "SIZE",
+     "--storage-max / shards",
+     "LMDB map size of each shard's store (address space, not disk; the per-shard cap)"},
     {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
      "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
     {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
@@ -91,6 +98,7 @@ constexpr FlagSpec kServeFlags[] = {
 // drops (limits hit, malformed traffic) in one aggregated line.
 constexpr int kWatchTickMs = 1000;
 constexpr int64_t kDropReportIntervalMs = 10'000;
+constexpr int64_t kStorageReportIntervalMs = 60'000;
 
 constexpr FlagSpec kStatusFlags[] = {
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
@@ -222,6 +230,20 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("peers-max", *v, 8, 1'000'000));
     c.peers_max = static_cast<uint32_t>(r);
   }
+  // The room store's size: a total split evenly between the shards, or each shard's map.
+  constexpr uint64_t kStorageBytesMax = uint64_t{1} << 44;  // 16 TiB
+  uint64_t map_bytes = store::kStoreMapBytesDefault;
+  if (auto v = f.Value("storage-max")) {
+    RP_ASSIGN_OR_RETURN(uint64_t total, ParseBytes("storage-max", *v,
+                                                   store::kStoreMapBytesMin * c.shards,
+                                                   kStorageBytesMax));
+    map_bytes = total / c.shards;
+  }
+  if (auto v = f.Value("storage-map-bytes")) {
+    RP_ASSIGN_OR_RETURN(map_bytes, ParseBytes("storage-map-bytes", *v,
+                                              store::kStoreMapBytesMin, kStorageBytesMax));
+  }
+  c.room_store_bytes_max = map_bytes;
   if (auto v = f.Value("subnet-limit")) {
     const size_t slash = v->find('/');
     if (slash == std::string::npos) {
@@ -289,6 +311,8 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"rate-burst", std::to_string(c.rate_limit_burst)},
       {"steering", c.steer ? "on" : "off"},
       {"peers-max", std::to_string(c.peers_max)},
+      {"storage-max", std::to_string(c.room_store_bytes_max * c.shards)},
+      {"storage-map-bytes", std::to_string(c.room_store_bytes_max)},
       {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
       {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},
@@ -343,10 +367,16 @@ class Watch {
       live_.store(static_cast<int64_t>(m.peers_live), std::memory_order_relaxed);
     }
     ReportDrops(m);
+    ReportStorage(m);
   }
 
   // Live: verified peers heard from recently, as of the last tick; -1 before the first.
   int64_t live() const { return live_.load(std::memory_order_relaxed); }
+  // StorageError: why the room store cannot write, as of the last tick; empty when it can.
+  std::string storage_error() const {
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    return storage_error_;
+  }
 
  private:
   void ComparePeers(const std::vector<dht::PeerStatus>& peers) {
@@ -403,8 +433,48 @@ class Watch {
     reported_ = total;
   }
 
+  // ReportStorage: a store that cannot write is logged when it starts failing, again at
+  // most once a minute while it lasts, and once when it recovers. Failures that came and
+  // went between two ticks are logged too (the commit-failure count moved).
+  void ReportStorage(const admin::NodeMetrics& m) {
+    uint64_t failures = 0;
+    for (const admin::ShardMetrics& s : m.shards) failures += s.storage_commit_failures;
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    const bool failing = !m.storage_error.empty();
+    if (failing) {
+      if (!storage_failing_) storage_failures_at_start_ = storage_failures_;
+      if (!storage_failing_ || now_ms - storage_logged_ms_ >= kStorageReportIntervalMs) {
+        base::Log(base::LogLevel::kError,
+                  "room storage cannot write; nothing is acknowledged until it can")
+            .Field("error", m.storage_error)
+            .Field("failed_commits", failures - storage_failures_at_start_)
+            .Field("hint", "free space on the data directory's filesystem, or raise "
+                           "--storage-max / --storage-map-bytes");
+        storage_logged_ms_ = now_ms;
+      }
+    } else if (storage_failing_) {
+      base::Log(base::LogLevel::kInfo, "room storage writable again; acknowledging")
+          .Field("failed_commits", failures - storage_failures_at_start_);
+    } else if (failures != storage_failures_) {
+      base::Log(base::LogLevel::kWarn, "room storage commits failed, then worked again")
+          .Field("failed_commits", failures - storage_failures_);
+    }
+    storage_failing_ = failing;
+    storage_failures_ = failures;
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    storage_error_ = m.storage_error;
+  }
+
   shard::Node* node_;
   std::mutex* mu_;
+  bool storage_failing_ = false;
+  uint64_t storage_failures_ = 0;
+  uint64_t storage_failures_at_start_ = 0;
+  int64_t storage_logged_ms_ = 0;
+  mutable std::mutex storage_mu_;
+  std::string storage_error_;
   std::atomic<int64_t> live_{-1};
   bool first_ = true;
   bool owner_silent_ = false;
@@ -490,6 +560,10 @@ int Serve(std::span<const char* const> args) {
       return n->StatusJson();
     };
     h.ready = [&watch](std::string* why) {
+      if (std::string e = watch.storage_error(); !e.empty()) {
+        *why = "room storage cannot write (nothing is acknowledged): " + e;
+        return false;
+      }
       const int64_t live = watch.live();
       if (live > 0) return true;
       *why = live < 0 ? "starting" : "no live, verified overlay peers";

@@ -374,6 +374,33 @@ std::string Node::StatusJson() {
   w.Key("challenges_sent").Uint(oc.challenges_sent);
   w.Key("new_peers_deferred").Uint(oc.new_peers_deferred);
   w.EndObject();
+  w.Key("storage").BeginObject();
+  {
+    std::string error;
+    uint64_t failures = 0, failing = 0;
+    for (const std::unique_ptr<Shard>& sh : shards_) {
+      const ShardCounters& sc = sh->counters();
+      failures += sc.storage_errors.load(std::memory_order_relaxed);
+      if (sc.storage_failing.load(std::memory_order_relaxed) != 0) {
+        ++failing;
+        if (error.empty()) error = sh->StorageError();
+      }
+    }
+    w.Key("ok").Bool(failing == 0);
+    w.Key("shards_failing").Uint(failing);
+    w.Key("commit_failures").Uint(failures);
+    w.Key("error");
+    if (error.empty()) {
+      w.Null();
+    } else {
+      w.String(error);
+    }
+    w.Key("map_bytes_per_shard")
+        .Uint(room_stores_.empty()                  ? 0
+              : config_.room_store_bytes_max != 0 ? config_.room_store_bytes_max
+                                                  : store::kStoreMapBytesDefault);
+  }
+  w.EndObject();
   w.Key("shard_counters").BeginArray();
   for (uint32_t i = 0; i < shards_.size(); ++i) {
     const ShardCounters& sc = shards_[i]->counters();
@@ -510,6 +537,12 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
     out.mailbox_out = get(sc.mailbox_out);
     out.send_errors = get(sc.send_errors);
     out.recv_no_buffers = get(sc.recv_no_buffers);
+    out.storage_commit_failures = get(sc.storage_errors);
+    out.storage_recoveries = get(sc.storage_recoveries);
+    out.storage_failing = get(sc.storage_failing);
+    if (out.storage_failing != 0 && m.storage_error.empty()) {
+      m.storage_error = shards_[i]->StorageError();
+    }
     for (int v = 0; v < wire::kVerdictCount; ++v) out.dropped[v] = get(sc.dropped[v]);
     for (uint32_t from = 0; from < shards_.size(); ++from) {
       if (from != i) out.mailbox_depth += mailboxes_->Ring(from, i).Depth();
@@ -549,6 +582,23 @@ std::string Node::StatusText() {
                           p.live ? "live" : "silent",
                           p.bootstrap ? " (bootstrap)" : "");
     (void)now;
+  }
+  if (!room_stores_.empty()) {
+    uint64_t failures = 0;
+    std::string error;
+    for (const std::unique_ptr<Shard>& sh : shards_) {
+      const ShardCounters& sc = sh->counters();
+      failures += sc.storage_errors.load(std::memory_order_relaxed);
+      if (error.empty() && sc.storage_failing.load(std::memory_order_relaxed) != 0) {
+        error = sh->StorageError();
+      }
+    }
+    if (error.empty()) {
+      absl::StrAppend(&out, "storage     ok (", failures, " failed commit(s) since start)\n");
+    } else {
+      absl::StrAppend(&out, "storage     FAILING, nothing is acknowledged: ", error, " (",
+                      failures, " failed commit(s))\n");
+    }
   }
   absl::StrAppend(&out, "\nshard  received        sent   mailbox in/out  dropped\n");
   for (uint32_t i = 0; i < shards_.size(); ++i) {

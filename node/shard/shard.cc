@@ -206,9 +206,9 @@ void Shard::Run() noexcept {
     // One storage transaction, then the acks it made true (DESIGN.md 8): every iteration
     // when traffic is light, every kGroupCommitUs while full batches keep coming.
     if (n < kRecvBatchMax || now - last_commit_us_ >= kGroupCommitUs) {
-      if (!rooms_->CommitAndRelease(*outbox_).ok()) {
-        ShardCounters::Add(counters_.storage_errors, 1);
-      }
+      // While commits fail, the next try waits for its backoff (nothing is acked meanwhile:
+      // the acks stay queued until a commit makes their updates durable).
+      if (storage_backoff_us_ == 0 || now >= storage_retry_at_us_) CommitStorage(now);
       last_commit_us_ = now;
       commit_deferred_ = false;
     } else {
@@ -225,11 +225,34 @@ void Shard::Run() noexcept {
     ShardCounters::Add(counters_.loop_iterations, 1);
   }
   // What a deferred group commit still holds becomes durable (and acked) before exit.
-  if (!rooms_->CommitAndRelease(*outbox_).ok()) ShardCounters::Add(counters_.storage_errors, 1);
+  CommitStorage(now);
   transport_->Flush();
   bool woken = false;
   transport_->Poll(0, std::span(batch, 0), &woken);  // submit the last sends
   PublishTransportStats();
+}
+
+void Shard::CommitStorage(int64_t now_us) noexcept {
+  const absl::Status s = rooms_->CommitAndRelease(*outbox_);
+  if (s.ok()) {
+    if (storage_backoff_us_ != 0) {
+      storage_backoff_us_ = 0;
+      counters_.storage_failing.store(0, std::memory_order_relaxed);
+      ShardCounters::Add(counters_.storage_recoveries, 1);
+      std::lock_guard<std::mutex> lock(storage_mu_);
+      storage_error_.clear();
+    }
+    return;
+  }
+  ShardCounters::Add(counters_.storage_errors, 1);
+  counters_.storage_failing.store(1, std::memory_order_relaxed);
+  storage_backoff_us_ = storage_backoff_us_ == 0
+                            ? kStorageRetryFirstUs
+                            : std::min(storage_backoff_us_ * 2, kStorageRetryMaxUs);
+  storage_retry_at_us_ = now_us + storage_backoff_us_;
+  // Error path only (at most a few times a second): the copy may allocate.
+  std::lock_guard<std::mutex> lock(storage_mu_);
+  if (storage_error_ != s.message()) storage_error_ = std::string(s.message());
 }
 
 void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept {

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,6 +109,11 @@ struct ShardConfig {
   room::SwarmListener* room_listener = nullptr;
 };
 
+// A failed storage commit is retried after this long, doubling up to the maximum while it
+// keeps failing (a full disk: each try writes the whole staged batch again).
+inline constexpr int64_t kStorageRetryFirstUs = 50'000;
+inline constexpr int64_t kStorageRetryMaxUs = 1'000'000;
+
 // Upper bounds of the lookup duration histogram's buckets (the last bucket counts what
 // is slower than all of them): from a loopback round trip to a lookup whose nearest
 // candidates all time out their five tries.
@@ -129,6 +135,8 @@ struct ShardCounters {
   std::atomic<uint64_t> rooms{0};            // rooms this shard serves
   std::atomic<uint64_t> room_messages{0};    // verified room messages handled here
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
+  std::atomic<uint64_t> storage_failing{0};  // 1 while the last commit failed
+  std::atomic<uint64_t> storage_recoveries{0};  // commits that worked after failing ones
   // Room updates from peers that the rooms served here took into their logs, or refused
   // (the swarms' counters, added up as they move: they stay when a room is closed).
   std::atomic<uint64_t> room_updates_accepted{0};
@@ -244,6 +252,12 @@ class Shard {
   bool Withdraw(ControlCommand* cmd) noexcept;
 
   const ShardCounters& counters() const noexcept { return counters_; }
+  // StorageError: why the last storage commit failed while commits are failing (path and
+  // error); empty when the last one worked. Any thread.
+  std::string StorageError() const {
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    return storage_error_;
+  }
   // RoomsRestore: reloads the rooms in this shard's storage. Call before Run().
   absl::Status RestoreRooms() { return rooms_->Restore(); }
   // SavedTableBytes: the owner's routing table as a file's bytes (empty on other shards).
@@ -286,6 +300,9 @@ class Shard {
   bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
   void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
   void PublishTransportStats() noexcept;
+  // CommitStorage: the room store's group commit and the acks it makes true; a failure is
+  // counted, published (StorageError) and retried with backoff.
+  void CommitStorage(int64_t now_us) noexcept;
 
   const ShardConfig config_;
   const wire::KeyPair& identity_;
@@ -312,6 +329,10 @@ class Shard {
   std::unique_ptr<Events> events_;
   std::optional<dht::SizeEstimate> size_density_, size_walks_;
   int64_t last_commit_us_ = 0;  // see kGroupCommitUs
+  int64_t storage_retry_at_us_ = 0;   // while commits fail: not before this
+  int64_t storage_backoff_us_ = 0;    // 0: the last commit worked
+  mutable std::mutex storage_mu_;     // guards storage_error_ (shard writes, control reads)
+  std::string storage_error_;
   bool commit_deferred_ = false;
   struct RoomLookup {
     wire::Hash256 room{};
