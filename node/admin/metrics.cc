@@ -129,6 +129,21 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
 }
 
 void RenderOptional(Writer& w, const NodeMetrics& m) {
+  if (m.reflection) {
+    w.Family("ringpeer_reflection_refused_total", "counter",
+             "Datagrams not sent: the address has not proved it receives and they would "
+             "pass 3x what it sent us.");
+    w.Sample("ringpeer_reflection_refused_total", "", m.reflection->refused);
+    w.Family("ringpeer_reflection_refused_bytes_total", "counter",
+             "Bytes of the datagrams counted in ringpeer_reflection_refused_total.");
+    w.Sample("ringpeer_reflection_refused_bytes_total", "", m.reflection->refused_bytes);
+    w.Family("ringpeer_reflection_probes_total", "counter",
+             "Return-routability probes (pings with a fresh txid) sent.");
+    w.Sample("ringpeer_reflection_probes_total", "", m.reflection->probes);
+    w.Family("ringpeer_reflection_proved_total", "counter",
+             "Addresses that proved they receive (echoed a probe, or answered the overlay).");
+    w.Sample("ringpeer_reflection_proved_total", "", m.reflection->proved);
+  }
   if (m.storage_bytes) {
     w.Family("ringpeer_storage_bytes", "gauge", "Bytes of files under the data directory.");
     w.Sample("ringpeer_storage_bytes", "", *m.storage_bytes);

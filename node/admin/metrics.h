@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "wire/verdict.h"
@@ -84,6 +85,14 @@ struct RoomMetrics {
   uint64_t updates_rejected = 0;
 };
 
+// ReflectionMetrics: the shards' ReflectionGuards, added up.
+struct ReflectionMetrics {
+  uint64_t refused = 0;
+  uint64_t refused_bytes = 0;
+  uint64_t probes = 0;
+  uint64_t proved = 0;
+};
+
 struct NodeMetrics {
   std::string node_id;     // hex
   std::string transport;   // "io_uring", "recvmmsg"
@@ -107,6 +116,7 @@ struct NodeMetrics {
   std::optional<SizeEstimateMetrics> size_estimate;        // density of the k closest
   std::optional<SizeEstimateMetrics> size_estimate_walks;  // collisions of random walks
   std::optional<RoomMetrics> rooms;
+  std::optional<ReflectionMetrics> reflection;
 };
 
 // RenderPrometheus: the text format, one HELP and TYPE line per family.

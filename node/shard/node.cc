@@ -497,6 +497,14 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
     r.updates_accepted += get(sc.room_updates_accepted);
     r.updates_rejected += get(sc.room_updates_rejected);
   }
+  admin::ReflectionMetrics& x = m->reflection.emplace();
+  for (const std::unique_ptr<Shard>& shard : shards) {
+    const ShardCounters& sc = shard->counters();
+    x.refused += get(sc.reflection_refused);
+    x.refused_bytes += get(sc.reflection_refused_bytes);
+    x.probes += get(sc.reflection_probes);
+    x.proved += get(sc.reflection_proved);
+  }
   // Cumulative counts, as Prometheus wants them; the count is the last bucket's (+Inf).
   admin::Histogram& h = l.duration;
   uint64_t cumulative = 0;

@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "base/assert.h"
@@ -35,22 +36,37 @@ Mailboxes::Mailboxes(uint32_t shards, uint32_t capacity)
   }
 }
 
-// TransportOutbox: the overlay's Outbox over the transport's send slots (no copy).
+// TransportOutbox: the overlay's and the rooms' Outbox over the transport's send slots (no
+// copy). Every datagram the shard sends passes the ReflectionGuard here: one to an address
+// that has not proved it receives, beyond 3x what that address sent, is not sent.
 class Shard::TransportOutbox : public dht::Outbox {
  public:
-  explicit TransportOutbox(ring::Transport* t, ShardCounters* c) : t_(t), c_(c) {}
+  explicit TransportOutbox(Shard* shard) : s_(shard) {}
   std::span<uint8_t> Buffer() noexcept override {
-    std::span<uint8_t> b = t_->SendBuffer();
+    std::span<uint8_t> b = s_->transport_->SendBuffer();
+    last_ = b.data();
     return b.size() > wire::kDatagramBytesMax ? b.first(wire::kDatagramBytesMax) : b;
   }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    t_->CommitSend(size, to);
-    ShardCounters::Add(c_->sent, 1);
+    const uint8_t type = size > offsetof(wire::Header, type) && last_ != nullptr
+                             ? last_[offsetof(wire::Header, type)]
+                             : 0;
+    bool probe = false;
+    if (!s_->guard_.Allow(to, size, type, s_->now_us_, &probe)) {
+      // The slot is not committed: the next Buffer() hands it out again.
+      if (probe) s_->SendProbe(to, s_->now_us_);
+      return;
+    }
+    s_->transport_->CommitSend(size, to);
+    ShardCounters::Add(s_->counters_.sent, 1);
+    if (probe && type != static_cast<uint8_t>(wire::MessageType::kPing)) {
+      s_->SendProbe(to, s_->now_us_);
+    }
   }
 
  private:
-  ring::Transport* t_;
-  ShardCounters* c_;
+  Shard* s_;
+  const uint8_t* last_ = nullptr;
 };
 
 // Events: the overlay's results, matched against the command in progress. Called from
@@ -141,9 +157,11 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
       transport_(std::move(transport)),
       mailboxes_(mailboxes),
       stop_(stop),
-      outbox_(std::make_unique<TransportOutbox>(transport_.get(), &counters_)),
+      outbox_(std::make_unique<TransportOutbox>(this)),
       responder_(identity, MonotonicUs(), nullptr, config.overlay.client),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
+      guard_(config.reflection_entries),
+      now_us_(MonotonicUs()),
       rng_(SeedFromSystem()),
       pending_publish_(config.shards, 0),
       ping_seen_(std::make_unique<SeenEntry[]>(kPingSeenCacheEntries)) {
@@ -200,6 +218,7 @@ void Shard::Run() noexcept {
     bool woken = false;
     const size_t n = transport_->Poll(timeout, batch, &woken);
     now = MonotonicUs();
+    now_us_ = now;
     for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
     transport_->ReleaseReceived();
     DrainMailboxes(now);
@@ -269,16 +288,65 @@ void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept
 
 void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
                            bool from_mailbox, int64_t now_us) noexcept {
-  if (msg.type() == wire::MessageType::kPing) return HandlePing(from, msg, now_us);
+  if (msg.type() == wire::MessageType::kPing) {
+    Received(from, msg, now_us);
+    return HandlePing(from, msg, now_us);
+  }
   if (msg.is_room()) return HandleRoom(from, msg, now_us);
+  // A pong to a probe comes back to the shard that sent it (the txid's low byte, which the
+  // responder puts in the shard hint); the overlay's own pongs name the owner.
+  if (msg.type() == wire::MessageType::kPong) {
+    const uint64_t txid = msg.pong()->txid();
+    const uint32_t to = static_cast<uint32_t>(txid & 0xFF) % config_.shards;
+    if (to != config_.index) return Forward(to, MailItem::Kind::kDatagram, from, msg.bytes());
+    Received(from, msg, now_us);
+    if (guard_.OnPong(from, txid, now_us)) return PublishReflectionCounters();
+    if (!overlay_) return Drop(wire::Verdict::kUnexpectedReply);
+  }
   // Everything else is overlay state, which lives on the owner shard. Replies belong
   // there too: only the owner sends requests, so every txid it makes names it.
   if (!overlay_) {
     RP_ASSERT(!from_mailbox);  // mail for the overlay only ever goes to the owner
     return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
   }
+  if (msg.type() != wire::MessageType::kPong) Received(from, msg, now_us);
   const wire::Verdict v = overlay_->OnMessage(now_us, from, msg, *outbox_);
-  if (v != wire::Verdict::kOk) Drop(v);
+  if (v != wire::Verdict::kOk) {
+    MaybeProbe(from, now_us);
+    return Drop(v);
+  }
+  // A reply that matched one of our requests' txids, from where we sent it: the address
+  // receives what we send it.
+  switch (msg.type()) {
+    case wire::MessageType::kPong:
+    case wire::MessageType::kNodes:
+    case wire::MessageType::kProviders:
+    case wire::MessageType::kAck:
+    case wire::MessageType::kWalkReply:
+      guard_.Prove(from, now_us);
+      break;
+    default:
+      MaybeProbe(from, now_us);
+      break;
+  }
+}
+
+void Shard::SendProbe(const base::Endpoint& to, int64_t now_us) noexcept {
+  std::span<uint8_t> buf = outbox_->Buffer();
+  if (buf.empty()) return;
+  const uint64_t txid =
+      guard_.Probe(to, rng_.Next(), static_cast<uint8_t>(config_.index), now_us);
+  const size_t n = probe_encoder_.Ping(buf, wire::kNoShardHint, txid, responder_.id(), nullptr,
+                                       config_.overlay.client);
+  if (n > 0) outbox_->Commit(n, to);  // charged to the credit; never refused (a ping)
+}
+
+void Shard::PublishReflectionCounters() noexcept {
+  const ReflectionCounters& c = guard_.counters();
+  counters_.reflection_refused.store(c.refused, std::memory_order_relaxed);
+  counters_.reflection_refused_bytes.store(c.refused_bytes, std::memory_order_relaxed);
+  counters_.reflection_probes.store(c.probes_sent, std::memory_order_relaxed);
+  counters_.reflection_proved.store(c.proved, std::memory_order_relaxed);
 }
 
 void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
@@ -289,8 +357,10 @@ void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
   const uint32_t owner = wire::RoomOf(msg)[0] % config_.shards;
   if (owner != config_.index) return Forward(owner, MailItem::Kind::kDatagram, from, msg.bytes());
   ShardCounters::Add(counters_.room_messages, 1);
+  Received(from, msg, now_us);
   const wire::Verdict v = rooms_->OnMessage(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) Drop(v);
+  MaybeProbe(from, now_us);  // after the answer, which has first call on the credit
   counters_.room_updates_accepted.store(rooms_->updates_accepted(), std::memory_order_relaxed);
   counters_.room_updates_rejected.store(rooms_->updates_rejected(), std::memory_order_relaxed);
 }
@@ -394,6 +464,7 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 }
 
 void Shard::OnTick(int64_t now_us) noexcept {
+  PublishReflectionCounters();
   rooms_->Tick(now_us, *outbox_);
   counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
   RoomDiscoveryTick(now_us);

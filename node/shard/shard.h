@@ -28,6 +28,7 @@
 #include "node/room/room_host.h"
 #include "node/room/storage.h"
 #include "node/shard/rate_limiter.h"
+#include "node/shard/reflection_guard.h"
 #include "node/shard/spsc_ring.h"
 #include "ring/transport.h"
 #include "wire/crypto.h"
@@ -91,6 +92,8 @@ struct ShardConfig {
   uint32_t rate_limit_per_s = 5000;
   uint32_t rate_limit_burst = 10000;
   uint32_t rate_limit_entries = 16384;
+  // Addresses whose reflection credit and proof the shard tracks (ReflectionGuard).
+  uint32_t reflection_entries = 16384;
   dht::OverlayConfig overlay;  // used on the owner shard only
   std::vector<dht::SavedContact> restore;  // the saved routing table (owner shard only)
   // Rooms: this shard serves the rooms whose id's first byte is its index modulo shards.
@@ -137,6 +140,12 @@ struct ShardCounters {
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
   std::atomic<uint64_t> storage_failing{0};  // 1 while the last commit failed
   std::atomic<uint64_t> storage_recoveries{0};  // commits that worked after failing ones
+  // ReflectionGuard (issue 11, item 3): sends refused to unproved addresses out of credit,
+  // probes sent, addresses proved.
+  std::atomic<uint64_t> reflection_refused{0};
+  std::atomic<uint64_t> reflection_refused_bytes{0};
+  std::atomic<uint64_t> reflection_probes{0};
+  std::atomic<uint64_t> reflection_proved{0};
   // Room updates from peers that the rooms served here took into their logs, or refused
   // (the swarms' counters, added up as they move: they stay when a room is closed).
   std::atomic<uint64_t> room_updates_accepted{0};
@@ -298,6 +307,17 @@ class Shard {
   void FinishCommand() noexcept;
   void MaybeEstimateSize(int64_t now_us) noexcept;
   bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
+  // Received: credits a datagram handled here to its source (ReflectionGuard). MaybeProbe:
+  // after handling it, probes the source if the guard wants that.
+  void Received(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept {
+    guard_.OnReceive(from, msg.bytes().size(), now_us);
+  }
+  void MaybeProbe(const base::Endpoint& from, int64_t now_us) noexcept {
+    if (guard_.ShouldProbe(from, now_us)) SendProbe(from, now_us);
+  }
+  // SendProbe: a ping with a fresh txid to `to`; its pong proves the address.
+  void SendProbe(const base::Endpoint& to, int64_t now_us) noexcept;
+  void PublishReflectionCounters() noexcept;
   void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
   void PublishTransportStats() noexcept;
   // CommitStorage: the room store's group commit and the acks it makes true; a failure is
@@ -312,6 +332,9 @@ class Shard {
   std::unique_ptr<TransportOutbox> outbox_;
   dht::PingResponder responder_;
   RateLimiter limiter_;
+  ReflectionGuard guard_;
+  wire::Encoder probe_encoder_;
+  int64_t now_us_ = 0;  // the loop iteration's clock, for sends (TransportOutbox)
   base::Rng rng_;
   std::unique_ptr<dht::Overlay> overlay_;  // owner shard only
   wire::Encoder room_encoder_;
