@@ -202,6 +202,15 @@ void RenderOptional(Writer& w, const NodeMetrics& m) {
     w.Family("ringpeer_room_updates_total", "counter", "Room updates, by outcome.");
     w.Sample("ringpeer_room_updates_total", "result=\"accepted\"", m.rooms->updates_accepted);
     w.Sample("ringpeer_room_updates_total", "result=\"rejected\"", m.rooms->updates_rejected);
+    if (!m.rooms->admission.empty()) {
+      w.Family("ringpeer_room_admission_total", "counter",
+               "Rooms a RoomJoin asked this relay to serve, by outcome (opened, reloaded, "
+               "refused_*, dropped_unwritten, unloaded_idle).");
+      for (const auto& [outcome, n] : m.rooms->admission) {
+        w.Sample("ringpeer_room_admission_total",
+                 absl::StrCat("outcome=\"", Escape(outcome), "\""), n);
+      }
+    }
   }
 }
 

@@ -83,6 +83,8 @@ struct RoomMetrics {
   uint64_t rooms = 0;
   uint64_t updates_accepted = 0;
   uint64_t updates_rejected = 0;
+  // Room admission (room::AdmissionCounters, added over the shards), by outcome.
+  std::vector<std::pair<const char*, uint64_t>> admission;
 };
 
 // ReflectionMetrics: the shards' ReflectionGuards, added up.

@@ -72,6 +72,20 @@ constexpr FlagSpec kServeFlags[] = {
     {"storage-map-bytes", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAP_BYTES", "SIZE",
      "--storage-max / shards",
      "LMDB map size of each shard's store (address space, not disk; the per-shard cap)"},
+    {"rooms-max", FlagSpec::Kind::kValue, "RINGPEER_ROOMS_MAX", "N", "256",
+     "rooms each shard serves at once (a full table drops never-written rooms, then "
+     "unloads idle ones)"},
+    {"room-admission", FlagSpec::Kind::kValue, "RINGPEER_ROOM_ADMISSION", "open|listed",
+     "open", "open: serve any room a member joins with (per-source limits); listed: only "
+     "--room-allow rooms"},
+    {"room-allow", FlagSpec::Kind::kList, "RINGPEER_ROOM_ALLOW", "HEX", nullptr,
+     "a room id, or a room admin's public key, that --room-admission listed serves"},
+    {"rooms-per-source", FlagSpec::Kind::kValue, "RINGPEER_ROOMS_PER_SOURCE", "N", "16",
+     "open relay: new rooms one proved source address may make it serve per hour (0: no "
+     "limit)"},
+    {"room-idle-s", FlagSpec::Kind::kValue, "RINGPEER_ROOM_IDLE_S", "SECONDS", "600",
+     "a full room table unloads rooms silent this long (they stay on disk and are "
+     "reloaded when a member joins)"},
     {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
      "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
     {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
@@ -244,6 +258,38 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
                                               store::kStoreMapBytesMin, kStorageBytesMax));
   }
   c.room_store_bytes_max = map_bytes;
+  if (auto v = f.Value("rooms-max")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("rooms-max", *v, 1, 1'000'000));
+    c.rooms_max = static_cast<uint32_t>(r);
+  }
+  const std::string admission = f.Value("room-admission").value_or("open");
+  if (admission != "open" && admission != "listed") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--room-admission: '", admission, "' is not open or listed"));
+  }
+  c.room_admission.policy =
+      admission == "open" ? room::RoomAdmission::kOpen : room::RoomAdmission::kListed;
+  for (const std::string& h : f.List("room-allow")) {
+    wire::Hash256 id{};
+    if (!wire::ParseHex32(h, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--room-allow: '", h, "' is not a room id or admin key (64 hex digits)"));
+    }
+    c.room_admission.allowed.push_back(id);
+  }
+  if (c.room_admission.policy == room::RoomAdmission::kListed &&
+      c.room_admission.allowed.empty()) {
+    return absl::InvalidArgumentError(
+        "--room-admission listed needs at least one --room-allow (a room id or admin key)");
+  }
+  if (auto v = f.Value("rooms-per-source")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("rooms-per-source", *v, 0, 1'000'000));
+    c.room_admission.new_rooms_per_source_per_hour = static_cast<uint32_t>(r);
+  }
+  if (auto v = f.Value("room-idle-s")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("room-idle-s", *v, 1, 365ull * 86400));
+    c.room_admission.idle_unload_us = static_cast<int64_t>(r) * 1'000'000;
+  }
   if (auto v = f.Value("subnet-limit")) {
     const size_t slash = v->find('/');
     if (slash == std::string::npos) {
@@ -313,6 +359,11 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"peers-max", std::to_string(c.peers_max)},
       {"storage-max", std::to_string(c.room_store_bytes_max * c.shards)},
       {"storage-map-bytes", std::to_string(c.room_store_bytes_max)},
+      {"rooms-max", std::to_string(c.rooms_max)},
+      {"room-admission",
+       c.room_admission.policy == room::RoomAdmission::kOpen ? "open" : "listed"},
+      {"rooms-per-source", std::to_string(c.room_admission.new_rooms_per_source_per_hour)},
+      {"room-idle-s", std::to_string(c.room_admission.idle_unload_us / 1'000'000)},
       {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
       {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},
@@ -368,6 +419,7 @@ class Watch {
     }
     ReportDrops(m);
     ReportStorage(m);
+    ReportAdmission(m);
   }
 
   // Live: verified peers heard from recently, as of the last tick; -1 before the first.
@@ -467,8 +519,36 @@ class Watch {
     storage_error_ = m.storage_error;
   }
 
+  // ReportAdmission: rooms refused, dropped or unloaded by admission, one aggregated line
+  // per kDropReportIntervalMs at most (a squatter's joins never log per room).
+  void ReportAdmission(const admin::NodeMetrics& m) {
+    if (!m.rooms) return;
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    if (now_ms - admission_logged_ms_ < kDropReportIntervalMs) return;
+    std::map<std::string, uint64_t> now;
+    for (const auto& [name, n] : m.rooms->admission) now[name] = n;
+    std::vector<std::pair<std::string, uint64_t>> moved;
+    bool any = false;
+    for (const auto& [name, n] : now) {
+      const uint64_t d = n - admission_[name];
+      if (d != 0 && name != "opened" && name != "reloaded") any = true;
+      if (d != 0) moved.emplace_back(name, d);
+    }
+    if (any) {
+      base::Log line(base::LogLevel::kWarn, "room admission refused or evicted rooms");
+      line.Field("interval_s", (now_ms - admission_logged_ms_) / 1000);
+      for (const auto& [name, d] : moved) line.Field(name, d);
+    }
+    admission_ = std::move(now);
+    admission_logged_ms_ = now_ms;
+  }
+
   shard::Node* node_;
   std::mutex* mu_;
+  std::map<std::string, uint64_t> admission_;
+  int64_t admission_logged_ms_ = 0;
   bool storage_failing_ = false;
   uint64_t storage_failures_ = 0;
   uint64_t storage_failures_at_start_ = 0;

@@ -116,6 +116,8 @@ absl::Status Node::Start() {
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         sc.room_relay = config_.room_relay;
+        sc.rooms_max = config_.rooms_max;
+        sc.room_admission = config_.room_admission;
         sc.room_swarm = config_.room_swarm;
         sc.room_listener = config_.room_listener;
         mailboxes_->SetWake(i, (*t)->wake_handle());
@@ -496,6 +498,21 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
     r.rooms += get(sc.rooms);
     r.updates_accepted += get(sc.room_updates_accepted);
     r.updates_rejected += get(sc.room_updates_rejected);
+  }
+  const std::pair<const char*, std::atomic<uint64_t> ShardCounters::*> outcomes[] = {
+      {"opened", &ShardCounters::rooms_opened},
+      {"reloaded", &ShardCounters::rooms_reloaded},
+      {"refused_policy", &ShardCounters::rooms_refused_policy},
+      {"refused_unproved", &ShardCounters::rooms_refused_unproved},
+      {"refused_rate", &ShardCounters::rooms_refused_rate},
+      {"refused_full", &ShardCounters::rooms_refused_full},
+      {"dropped_unwritten", &ShardCounters::rooms_dropped_unwritten},
+      {"unloaded_idle", &ShardCounters::rooms_unloaded_idle},
+  };
+  for (const auto& [name, field] : outcomes) {
+    uint64_t n = 0;
+    for (const std::unique_ptr<Shard>& shard : shards) n += get(shard->counters().*field);
+    r.admission.emplace_back(name, n);
   }
   admin::ReflectionMetrics& x = m->reflection.emplace();
   for (const std::unique_ptr<Shard>& shard : shards) {

@@ -61,6 +61,9 @@ struct NodeConfig {
   bool dht_client = false;
   // Every room's swarm limits (publish rates, keepalive); the defaults suit a public relay.
   room::SwarmConfig room_swarm;
+  // Rooms each shard serves at once, and which ones a relay takes (issue 11, item 4).
+  uint32_t rooms_max = 256;
+  room::AdmissionConfig room_admission;
   // Told about room events on the shard threads (node/client's event ring); may be null.
   // Outlives the Node.
   room::SwarmListener* room_listener = nullptr;

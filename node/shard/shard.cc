@@ -174,6 +174,8 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   rc.swarm = config_.room_swarm;
   rc.swarm.self = wire::NodeIdOf(identity_.public_key);
   rc.swarm.relay = config_.room_storage != nullptr && config_.room_relay;
+  rc.admission = config_.room_admission;
+  rc.admission.sources = &guard_check_;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
                                             config_.room_listener);
   room_peers_found_.reserve(kRoomPeersFoundMax);
@@ -341,6 +343,26 @@ void Shard::SendProbe(const base::Endpoint& to, int64_t now_us) noexcept {
   if (n > 0) outbox_->Commit(n, to);  // charged to the credit; never refused (a ping)
 }
 
+void Shard::PublishAdmission() noexcept {
+  const room::AdmissionCounters& a = rooms_->admission();
+  auto set = [](std::atomic<uint64_t>& c, uint64_t v) { c.store(v, std::memory_order_relaxed); };
+  set(counters_.rooms_opened, a.opened);
+  set(counters_.rooms_reloaded, a.reloaded);
+  set(counters_.rooms_refused_policy, a.refused_policy);
+  set(counters_.rooms_refused_unproved, a.refused_unproved);
+  set(counters_.rooms_refused_rate, a.refused_rate);
+  set(counters_.rooms_refused_full, a.refused_full);
+  set(counters_.rooms_dropped_unwritten, a.dropped_unwritten);
+  set(counters_.rooms_unloaded_idle, a.unloaded_idle);
+  std::vector<wire::Hash256>& dropped = rooms_->dropped();
+  if (overlay_) {
+    for (const wire::Hash256& r : dropped) {
+      if (rooms_->Find(r) == nullptr) overlay_->Unannounce(r);
+    }
+  }
+  dropped.clear();  // keeps its capacity
+}
+
 void Shard::PublishReflectionCounters() noexcept {
   const ReflectionCounters& c = guard_.counters();
   counters_.reflection_refused.store(c.refused, std::memory_order_relaxed);
@@ -465,6 +487,7 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 
 void Shard::OnTick(int64_t now_us) noexcept {
   PublishReflectionCounters();
+  PublishAdmission();
   rooms_->Tick(now_us, *outbox_);
   counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
   RoomDiscoveryTick(now_us);

@@ -104,6 +104,9 @@ struct ShardConfig {
   // rooms at start). False with a storage: a member whose storage is its room cache.
   bool room_relay = true;
   uint32_t rooms_max = 256;
+  // Which rooms a relay serves (open or listed; per-source limits; idle unloading). The
+  // shard sets `sources` (its ReflectionGuard).
+  room::AdmissionConfig room_admission;
   // Limits and timers of every room's swarm (publish limits, keepalive, sync windows);
   // `relay` and `self` are set by the shard.
   room::SwarmConfig room_swarm;
@@ -146,6 +149,15 @@ struct ShardCounters {
   std::atomic<uint64_t> reflection_refused_bytes{0};
   std::atomic<uint64_t> reflection_probes{0};
   std::atomic<uint64_t> reflection_proved{0};
+  // Room admission (issue 11, item 4), RoomHost::admission() as it moves.
+  std::atomic<uint64_t> rooms_opened{0};
+  std::atomic<uint64_t> rooms_reloaded{0};
+  std::atomic<uint64_t> rooms_refused_policy{0};
+  std::atomic<uint64_t> rooms_refused_unproved{0};
+  std::atomic<uint64_t> rooms_refused_rate{0};
+  std::atomic<uint64_t> rooms_refused_full{0};
+  std::atomic<uint64_t> rooms_dropped_unwritten{0};
+  std::atomic<uint64_t> rooms_unloaded_idle{0};
   // Room updates from peers that the rooms served here took into their logs, or refused
   // (the swarms' counters, added up as they move: they stay when a room is closed).
   std::atomic<uint64_t> room_updates_accepted{0};
@@ -318,6 +330,9 @@ class Shard {
   // SendProbe: a ping with a fresh txid to `to`; its pong proves the address.
   void SendProbe(const base::Endpoint& to, int64_t now_us) noexcept;
   void PublishReflectionCounters() noexcept;
+  // PublishAdmission: the room host's admission counters, and the rooms it stopped serving
+  // withdrawn from the DHT (owner shard; elsewhere their announcements expire).
+  void PublishAdmission() noexcept;
   void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
   void PublishTransportStats() noexcept;
   // CommitStorage: the room store's group commit and the acks it makes true; a failure is
@@ -333,6 +348,17 @@ class Shard {
   dht::PingResponder responder_;
   RateLimiter limiter_;
   ReflectionGuard guard_;
+  class GuardCheck : public room::SourceCheck {
+   public:
+    explicit GuardCheck(const ReflectionGuard* g) : g_(g) {}
+    bool Proved(const base::Endpoint& a, int64_t now_us) const noexcept override {
+      return g_->IsProved(a, now_us);
+    }
+
+   private:
+    const ReflectionGuard* g_;
+  };
+  GuardCheck guard_check_{&guard_};
   wire::Encoder probe_encoder_;
   int64_t now_us_ = 0;  // the loop iteration's clock, for sends (TransportOutbox)
   base::Rng rng_;

@@ -132,6 +132,7 @@ class RoomStore final : public room::RoomStorage {
   absl::Status Commit() override;
   // Rooms: stored and staged rooms, sorted by id.
   std::vector<Hash256> Rooms() override;
+  bool Contains(const Hash256& room_id) override { return rooms_.contains(room_id); }
   // Load: the committed room with the staged writes applied over it. Checks every value's
   // checksum (DataLoss names the path).
   absl::StatusOr<room::LoadedRoom> Load(const Hash256& room_id) override;
