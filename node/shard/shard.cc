@@ -12,6 +12,12 @@
 namespace ringpeer::shard {
 namespace {
 
+// IsPing: the header names a ping (checked properly by HandleDatagram).
+bool IsPing(const ring::RecvDatagram& d) noexcept {
+  return d.size > offsetof(wire::Header, type) &&
+         d.data[offsetof(wire::Header, type)] == static_cast<uint8_t>(wire::MessageType::kPing);
+}
+
 int64_t MonotonicUs() noexcept {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -48,19 +54,23 @@ class Shard::TransportOutbox : public dht::Outbox {
     return b.size() > wire::kDatagramBytesMax ? b.first(wire::kDatagramBytesMax) : b;
   }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    const uint8_t type = size > offsetof(wire::Header, type) && last_ != nullptr
-                             ? last_[offsetof(wire::Header, type)]
-                             : 0;
+    uint8_t type = 0;
+    uint32_t hint = wire::kNoShardHint;
+    if (size >= wire::kHeaderBytes && last_ != nullptr) {
+      const wire::Header h = wire::LoadHeader(last_);
+      type = h.type;
+      hint = h.shard_hint;  // our probe goes to the shard there that this datagram goes to
+    }
     bool probe = false;
     if (!s_->guard_.Allow(to, size, type, s_->now_us_, &probe)) {
       // The slot is not committed: the next Buffer() hands it out again.
-      if (probe) s_->SendProbe(to, s_->now_us_);
+      if (probe) s_->SendProbe(to, s_->now_us_, hint);
       return;
     }
     s_->transport_->CommitSend(size, to);
     ShardCounters::Add(s_->counters_.sent, 1);
     if (probe && type != static_cast<uint8_t>(wire::MessageType::kPing)) {
-      s_->SendProbe(to, s_->now_us_);
+      s_->SendProbe(to, s_->now_us_, hint);
     }
   }
 
@@ -221,7 +231,15 @@ void Shard::Run() noexcept {
     const size_t n = transport_->Poll(timeout, batch, &woken);
     now = MonotonicUs();
     now_us_ = now;
-    for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
+    // Pings first: their answers (and the pongs to return-routability probes) leave before
+    // the requests that other datagrams of the batch trigger, so a peer proves itself to
+    // us before its requests arrive (ReflectionGuard).
+    for (size_t i = 0; i < n; ++i) {
+      if (IsPing(batch[i])) HandleDatagram(batch[i], now);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!IsPing(batch[i])) HandleDatagram(batch[i], now);
+    }
     transport_->ReleaseReceived();
     DrainMailboxes(now);
     // One storage transaction, then the acks it made true (DESIGN.md 8): every iteration
@@ -333,12 +351,12 @@ void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
   }
 }
 
-void Shard::SendProbe(const base::Endpoint& to, int64_t now_us) noexcept {
+void Shard::SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept {
   std::span<uint8_t> buf = outbox_->Buffer();
   if (buf.empty()) return;
   const uint64_t txid =
       guard_.Probe(to, rng_.Next(), static_cast<uint8_t>(config_.index), now_us);
-  const size_t n = probe_encoder_.Ping(buf, wire::kNoShardHint, txid, responder_.id(), nullptr,
+  const size_t n = probe_encoder_.Ping(buf, hint, txid, responder_.id(), nullptr,
                                        config_.overlay.client);
   if (n > 0) outbox_->Commit(n, to);  // charged to the credit; never refused (a ping)
 }
@@ -396,6 +414,9 @@ void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
   } else {
     ShardCounters::Add(counters_.pings_answered, 1);
   }
+  // A pinger that has not proved its address is probed back: a member's node pings a relay
+  // as it joins, so by the time its requests come, the probe's pong is there.
+  MaybeProbe(from, now_us, wire::kNoShardHint);
   if (PingSeenRecently(from, now_us)) return;
   if (overlay_) {
     overlay_->OnPingSeen(now_us, from, wire::FromWireId(*msg.ping()->sender()), *outbox_,

@@ -324,11 +324,13 @@ class Shard {
   void Received(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept {
     guard_.OnReceive(from, msg.bytes().size(), now_us);
   }
-  void MaybeProbe(const base::Endpoint& from, int64_t now_us) noexcept {
-    if (guard_.ShouldProbe(from, now_us)) SendProbe(from, now_us);
+  void MaybeProbe(const base::Endpoint& from, int64_t now_us,
+                  uint32_t hint = wire::kNoShardHint) noexcept {
+    if (guard_.ShouldProbe(from, now_us)) SendProbe(from, now_us, hint);
   }
-  // SendProbe: a ping with a fresh txid to `to`; its pong proves the address.
-  void SendProbe(const base::Endpoint& to, int64_t now_us) noexcept;
+  // SendProbe: a ping with a fresh txid to `to`, with shard hint `hint` (which of its
+  // shards answers); the pong proves the address.
+  void SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept;
   void PublishReflectionCounters() noexcept;
   // PublishAdmission: the room host's admission counters, and the rooms it stopped serving
   // withdrawn from the DHT (owner shard; elsewhere their announcements expire).
