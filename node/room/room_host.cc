@@ -173,33 +173,42 @@ Swarm* RoomHost::ServeOnJoin(int64_t now_us, const base::Endpoint& from,
   }
   const auto* genesis = msg.room_join()->genesis();
   if (genesis == nullptr) return nullptr;
+  // The cheap refusals (an unproved source, one over its hourly count) come before the
+  // genesis signature is checked, so a squatter's refused joins cost no verification.
+  SourceRooms* quota = nullptr;
+  if (!PreAdmit(now_us, from, &quota)) return nullptr;
   const Bytes record(genesis->data(), genesis->size());
   Genesis parsed;
   if (ParseGenesis(record, &parsed) != Verdict::kOk || parsed.room_id != room_id) {
     return nullptr;
   }
-  if (!Admit(now_us, from, parsed)) return nullptr;
+  if (!Listed(parsed)) return nullptr;
   if (rooms_.size() >= config_.rooms_max && !MakeSpace(now_us)) {
     ++admission_.refused_full;
     return nullptr;
   }
   auto swarm = Open(record, {}, /*store=*/true);
   if (!swarm.ok()) return nullptr;
+  if (quota != nullptr) ++quota->count;
   ++admission_.opened;
   return *swarm;
 }
 
-bool RoomHost::Admit(int64_t now_us, const base::Endpoint& from,
-                     const Genesis& genesis) noexcept {
+bool RoomHost::Listed(const Genesis& genesis) noexcept {
   const AdmissionConfig& a = config_.admission;
-  if (a.policy == RoomAdmission::kListed) {
-    const Hash256& admin = genesis.admin;
-    const bool listed = std::any_of(a.allowed.begin(), a.allowed.end(), [&](const Hash256& h) {
-      return h == genesis.room_id || h == admin;
-    });
-    if (!listed) ++admission_.refused_policy;
-    return listed;
-  }
+  if (a.policy != RoomAdmission::kListed) return true;
+  const bool listed = std::any_of(a.allowed.begin(), a.allowed.end(), [&](const Hash256& h) {
+    return h == genesis.room_id || h == genesis.admin;
+  });
+  if (!listed) ++admission_.refused_policy;
+  return listed;
+}
+
+bool RoomHost::PreAdmit(int64_t now_us, const base::Endpoint& from,
+                        SourceRooms** quota) noexcept {
+  const AdmissionConfig& a = config_.admission;
+  *quota = nullptr;
+  if (a.policy == RoomAdmission::kListed) return true;
   // Open: a forged source must not be able to make us serve rooms (the joiner's retry
   // comes after our probe has proved its address), and one source only so many per hour.
   if (a.sources != nullptr && !a.sources->Proved(from, now_us)) {
@@ -215,7 +224,7 @@ bool RoomHost::Admit(int64_t now_us, const base::Endpoint& from,
     if (set[w].key == key) e = &set[w];
   }
   if (e == nullptr) {
-    // A new source takes the entry whose hour ended longest ago (an attacker cycling
+    // A new source takes the entry whose hour started longest ago (an attacker cycling
     // through sources resets only entries it pays a proved address for).
     e = &set[0];
     for (uint32_t w = 1; w < 4; ++w) {
@@ -231,7 +240,7 @@ bool RoomHost::Admit(int64_t now_us, const base::Endpoint& from,
     ++admission_.refused_rate;
     return false;
   }
-  ++e->count;
+  *quota = e;
   return true;
 }
 

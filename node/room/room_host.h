@@ -120,8 +120,9 @@ class RoomHost {
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
   const AdmissionCounters& admission() const noexcept { return admission_; }
-  // TakeDropped: rooms admission stopped serving since the last call (the shard withdraws
-  // their provider announcements). Bounded: at most kDroppedMax are remembered.
+  // dropped: rooms admission stopped serving (dropped or unloaded) since the caller last
+  // cleared it; the shard withdraws their provider announcements. At most kDroppedMax are
+  // remembered.
   std::vector<Hash256>& dropped() noexcept { return dropped_; }
   static constexpr size_t kDroppedMax = 64;
   // Updates from peers that the rooms took into their logs, or refused, since start.
@@ -139,8 +140,12 @@ class RoomHost {
                               bool store, const KeyPair* identity = nullptr);
   Swarm* ServeOnJoin(int64_t now_us, const base::Endpoint& from,
                      const wire::Message& msg) noexcept;
-  // Admit: whether a RoomJoin from `from` may make us serve the room of `genesis`.
-  bool Admit(int64_t now_us, const base::Endpoint& from, const Genesis& genesis) noexcept;
+  struct SourceRooms;
+  // PreAdmit: the checks before the genesis is verified (open relay: a proved source under
+  // its hourly count; `quota` is its entry, counted once the room opens). Listed: whether
+  // a listed relay serves the room of `genesis`.
+  bool PreAdmit(int64_t now_us, const base::Endpoint& from, SourceRooms** quota) noexcept;
+  bool Listed(const Genesis& genesis) noexcept;
   // MakeSpace: frees a slot of a full table (a never-written room, else the idlest room
   // past idle_unload_us). False when every room is written and active.
   bool MakeSpace(int64_t now_us) noexcept;
