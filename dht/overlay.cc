@@ -397,8 +397,9 @@ std::vector<PeerStatus> Overlay::Snapshot(int64_t now_us) const {
   std::vector<PeerStatus> out;
   for (const Peer& p : peers_) {
     if (p.state == State::kEmpty) continue;
+    const RoutingEntry* e = p.state == State::kVerified ? table_.Find(p.id) : nullptr;
     out.push_back(PeerStatus{p.id, p.addr, p.state == State::kVerified, IsLive(p, now_us),
-                             p.bootstrap, p.last_heard_us});
+                             p.bootstrap, p.last_heard_us, e != nullptr && e->addr == p.addr});
   }
   return out;
 }

@@ -195,6 +195,7 @@ struct PeerStatus {
   bool live = false;
   bool bootstrap = false;
   int64_t last_heard_us = 0;
+  bool in_table = false;  // in the routing table at this address
 };
 
 struct OverlayCounters {

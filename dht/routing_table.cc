@@ -24,6 +24,18 @@ bool IsLoopback(const base::Endpoint& a) noexcept {
   return a.ip[15] == 1;
 }
 
+bool IsNonPublic(const base::Endpoint& a) noexcept {
+  if (IsLoopback(a)) return true;
+  const auto& ip = a.ip;
+  if (a.is_v4()) {
+    return ip[0] == 10 || (ip[0] == 172 && (ip[1] & 0xF0) == 16) ||
+           (ip[0] == 192 && ip[1] == 168) || (ip[0] == 100 && (ip[1] & 0xC0) == 64) ||
+           (ip[0] == 169 && ip[1] == 254);
+  }
+  if (a.family != base::Endpoint::Family::kV6) return false;
+  return (ip[0] & 0xFE) == 0xFC || (ip[0] == 0xFE && (ip[1] & 0xC0) == 0x80);
+}
+
 RoutingTable::RoutingTable(const NodeId& self, const RoutingConfig& config)
     : self_(self), config_(config), k_(config.bucket_size) {
   RP_ASSERT(config_.bucket_size > 0);
@@ -52,6 +64,7 @@ int RoutingTable::IndexIn(uint32_t b, const NodeId& id) const noexcept {
 bool RoutingTable::SubnetAllows(uint32_t b, const base::Endpoint& addr,
                                 const NodeId* ignore) const noexcept {
   if (IsLoopback(addr)) return true;
+  if (!config_.subnet_limit_private && IsNonPublic(addr)) return true;
   uint32_t in_bucket = 0, in_table = 0;
   for (uint32_t bb = 0; bb < depth_; ++bb) {
     for (uint32_t i = 0; i < counts_[bb]; ++i) {

@@ -7,8 +7,11 @@
 //  - A full bucket keeps newcomers in its replacement cache and asks the caller to probe
 //    its least-recently-seen entry; that entry is evicted only when the probe fails.
 //  - At most subnet_per_bucket_max entries per /24 (IPv4) or /48 (IPv6) in a bucket and
-//    subnet_per_table_max in the table, so that one network cannot fill a table. Loopback
-//    addresses and pinned (configured static) peers are exempt.
+//    subnet_per_table_max in the table, so that one network cannot fill a table. Pinned
+//    (configured static) peers are exempt, and so, unless subnet_limit_private is set, are
+//    addresses that are not public (IsNonPublic: loopback, RFC 1918, CGNAT, link-local,
+//    ULA): containers and private networks put every node in one /24, and whoever can
+//    place many hosts there already controls the network.
 //  - Pinned entries are never evicted.
 // All storage is sized at construction: buckets_max x (bucket_size + replacements).
 // Owner-shard-local; not thread-safe.
@@ -38,6 +41,8 @@ struct RoutingConfig {
   uint32_t replacements_per_bucket = 8;  // verified spares per bucket
   uint32_t subnet_per_bucket_max = 2;    // entries per /24 or /48 in one bucket
   uint32_t subnet_per_table_max = 10;    // entries per /24 or /48 in the whole table
+  // True: the limits above apply to non-public addresses too (loopback stays exempt).
+  bool subnet_limit_private = false;
 };
 
 // Consecutive request failures after which an entry is stale: lookups skip it and the
@@ -158,5 +163,8 @@ class RoutingTable {
 bool SameSubnet(const base::Endpoint& a, const base::Endpoint& b) noexcept;
 // IsLoopback: 127.0.0.0/8 or ::1 (exempt from subnet limits: local test networks).
 bool IsLoopback(const base::Endpoint& a) noexcept;
+// IsNonPublic: loopback, 10/8, 172.16/12, 192.168/16 (RFC 1918), 100.64/10 (CGNAT),
+// 169.254/16 and fe80::/10 (link-local), fc00::/7 (ULA, RFC 4193).
+bool IsNonPublic(const base::Endpoint& a) noexcept;
 
 }  // namespace ringpeer::dht

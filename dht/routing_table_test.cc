@@ -28,11 +28,12 @@ NodeId IdWithPrefix(int cpl, uint32_t n) {
   return id;
 }
 
-// Addr: a distinct /24 per n unless `subnet` is given.
+// Addr: a distinct public /24 per n unless `subnet` is given (44/8 is public; private
+// ranges are exempt from the subnet limits).
 base::Endpoint Addr(uint32_t n, int subnet = -1) {
   base::Endpoint e;
   e.family = base::Endpoint::Family::kV4;
-  e.ip[0] = 10;
+  e.ip[0] = 44;
   e.ip[1] = static_cast<uint8_t>(subnet >= 0 ? subnet >> 8 : n >> 8);
   e.ip[2] = static_cast<uint8_t>(subnet >= 0 ? subnet : n);
   e.ip[3] = static_cast<uint8_t>(n);
@@ -106,6 +107,42 @@ TEST(RoutingTable, SubnetLimitsPerBucketAndPerTable) {
   base::Endpoint lo = *base::Endpoint::Parse("127.0.0.1:1");
   EXPECT_EQ(t.Add(IdWithPrefix(41, 5), lo, 0, false).result, AddResult::kInserted);
   EXPECT_NE(t.Add(IdWithPrefix(41, 6), lo, 0, false).result, AddResult::kSubnetLimit);
+}
+
+TEST(RoutingTable, NonPublicAddressesAreExemptUnlessConfigured) {
+  // Twelve hosts of one private /24 (a container network) all fit in one bucket...
+  RoutingTable t(kSelf, RoutingConfig{});
+  for (uint32_t i = 1; i <= 12; ++i) {
+    base::Endpoint e = *base::Endpoint::Parse("172.18.0.2:7700");
+    e.ip[3] = static_cast<uint8_t>(i);
+    EXPECT_EQ(t.Add(IdWithPrefix(0, i), e, 0, false).result, AddResult::kInserted) << i;
+  }
+  // ...unless the operator asks for the limits on private addresses too.
+  RoutingConfig strict;
+  strict.subnet_limit_private = true;
+  RoutingTable u(kSelf, strict);
+  uint32_t in = 0;
+  for (uint32_t i = 1; i <= 12; ++i) {
+    base::Endpoint e = *base::Endpoint::Parse("172.18.0.2:7700");
+    e.ip[3] = static_cast<uint8_t>(i);
+    in += u.Add(IdWithPrefix(0, i), e, 0, false).result == AddResult::kInserted;
+  }
+  EXPECT_EQ(in, strict.subnet_per_bucket_max);
+}
+
+TEST(RoutingTable, NonPublicRanges) {
+  for (const char* a : {"127.0.0.1:1", "10.0.0.1:1", "10.255.255.255:1", "172.16.0.1:1",
+                        "172.31.255.1:1", "192.168.1.1:1", "100.64.0.1:1", "100.127.255.1:1",
+                        "169.254.1.1:1", "[::1]:1", "[fc00::1]:1", "[fd12:3456::1]:1",
+                        "[fe80::1]:1", "[febf::1]:1"}) {
+    EXPECT_TRUE(IsNonPublic(*base::Endpoint::Parse(a))) << a;
+  }
+  for (const char* a : {"8.8.8.8:1", "172.15.0.1:1", "172.32.0.1:1", "192.169.0.1:1",
+                        "100.63.0.1:1", "100.128.0.1:1", "11.0.0.1:1", "[2001:db8::1]:1",
+                        "[fec0::1]:1", "[fe00::1]:1", "[::2]:1"}) {
+    EXPECT_FALSE(IsNonPublic(*base::Endpoint::Parse(a))) << a;
+  }
+  EXPECT_FALSE(IsNonPublic(base::Endpoint{}));
 }
 
 TEST(RoutingTable, SubnetSizesAreSlash24AndSlash48) {

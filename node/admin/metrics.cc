@@ -116,9 +116,34 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
   PerShard(w, m, "ringpeer_recv_no_buffers_total", "counter",
            "Receives lost because no provided buffer was free.",
            &ShardMetrics::recv_no_buffers);
+  PerShard(w, m, "ringpeer_storage_commit_failures_total", "counter",
+           "Room store commits that failed (full disk or map, I/O error); nothing they "
+           "carried was acknowledged.",
+           &ShardMetrics::storage_commit_failures);
+  PerShard(w, m, "ringpeer_storage_recoveries_total", "counter",
+           "Room store commits that worked again after failing ones.",
+           &ShardMetrics::storage_recoveries);
+  PerShard(w, m, "ringpeer_storage_failing", "gauge",
+           "1 while the shard's room store cannot commit (updates are not acknowledged).",
+           &ShardMetrics::storage_failing);
 }
 
 void RenderOptional(Writer& w, const NodeMetrics& m) {
+  if (m.reflection) {
+    w.Family("ringpeer_reflection_refused_total", "counter",
+             "Datagrams not sent: the address has not proved it receives and they would "
+             "pass 3x what it sent us.");
+    w.Sample("ringpeer_reflection_refused_total", "", m.reflection->refused);
+    w.Family("ringpeer_reflection_refused_bytes_total", "counter",
+             "Bytes of the datagrams counted in ringpeer_reflection_refused_total.");
+    w.Sample("ringpeer_reflection_refused_bytes_total", "", m.reflection->refused_bytes);
+    w.Family("ringpeer_reflection_probes_total", "counter",
+             "Return-routability probes (pings with a fresh txid) sent.");
+    w.Sample("ringpeer_reflection_probes_total", "", m.reflection->probes);
+    w.Family("ringpeer_reflection_proved_total", "counter",
+             "Addresses that proved they receive (echoed a probe, or answered the overlay).");
+    w.Sample("ringpeer_reflection_proved_total", "", m.reflection->proved);
+  }
   if (m.storage_bytes) {
     w.Family("ringpeer_storage_bytes", "gauge", "Bytes of files under the data directory.");
     w.Sample("ringpeer_storage_bytes", "", *m.storage_bytes);
@@ -177,6 +202,15 @@ void RenderOptional(Writer& w, const NodeMetrics& m) {
     w.Family("ringpeer_room_updates_total", "counter", "Room updates, by outcome.");
     w.Sample("ringpeer_room_updates_total", "result=\"accepted\"", m.rooms->updates_accepted);
     w.Sample("ringpeer_room_updates_total", "result=\"rejected\"", m.rooms->updates_rejected);
+    if (!m.rooms->admission.empty()) {
+      w.Family("ringpeer_room_admission_total", "counter",
+               "Rooms a RoomJoin asked this relay to serve, by outcome (opened, reloaded, "
+               "refused_*, dropped_unwritten, unloaded_idle).");
+      for (const auto& [outcome, n] : m.rooms->admission) {
+        w.Sample("ringpeer_room_admission_total",
+                 absl::StrCat("outcome=\"", Escape(outcome), "\""), n);
+      }
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "wire/verdict.h"
@@ -33,6 +34,11 @@ struct ShardMetrics {
   uint64_t mailbox_depth = 0;  // items waiting in this shard's incoming mailboxes
   uint64_t send_errors = 0;
   uint64_t recv_no_buffers = 0;
+  // Room storage: failed commits (nothing they carried was acknowledged), commits that
+  // worked after failing ones, and 1 while the last commit failed (0 without a store).
+  uint64_t storage_commit_failures = 0;
+  uint64_t storage_recoveries = 0;
+  uint64_t storage_failing = 0;
   std::array<uint64_t, wire::kVerdictCount> dropped{};  // indexed by wire::Verdict
 };
 
@@ -77,6 +83,16 @@ struct RoomMetrics {
   uint64_t rooms = 0;
   uint64_t updates_accepted = 0;
   uint64_t updates_rejected = 0;
+  // Room admission (room::AdmissionCounters, added over the shards), by outcome.
+  std::vector<std::pair<const char*, uint64_t>> admission;
+};
+
+// ReflectionMetrics: the shards' ReflectionGuards, added up.
+struct ReflectionMetrics {
+  uint64_t refused = 0;
+  uint64_t refused_bytes = 0;
+  uint64_t probes = 0;
+  uint64_t proved = 0;
 };
 
 struct NodeMetrics {
@@ -93,12 +109,16 @@ struct NodeMetrics {
   uint64_t peers_live = 0;
   uint64_t peers_max = 0;
   std::optional<uint64_t> storage_bytes;  // bytes under the data directory
+  // Why the room store cannot write (path and error), while a shard's commits fail; empty
+  // when every store is writable. Not rendered (it is text); /readyz and the logs say it.
+  std::string storage_error;
   std::optional<RoutingMetrics> routing;  // capacity and buckets rendered when non-zero
   std::vector<CounterMetric> overlay;      // the owner shard's overlay counters
   std::optional<LookupMetrics> lookups;
   std::optional<SizeEstimateMetrics> size_estimate;        // density of the k closest
   std::optional<SizeEstimateMetrics> size_estimate_walks;  // collisions of random walks
   std::optional<RoomMetrics> rooms;
+  std::optional<ReflectionMetrics> reflection;
 };
 
 // RenderPrometheus: the text format, one HELP and TYPE line per family.

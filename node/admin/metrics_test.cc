@@ -68,7 +68,10 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   l.duration.count = 4;
   l.duration.sum_s = 0.9;
   m.lookups = l;
-  m.rooms = RoomMetrics{3, 10, 1};
+  m.rooms = RoomMetrics{3, 10, 1, {{"opened", 2}, {"refused_rate", 5}}};
+  m.reflection = ReflectionMetrics{6, 6000, 7, 8};
+  m.shards[0].storage_failing = 1;
+  m.shards[0].storage_commit_failures = 9;
   m.routing = RoutingMetrics{12, 40, 2};
   m.size_estimate = SizeEstimateMetrics{100, 80, 130};
   m.storage_bytes = 4096;
@@ -88,6 +91,11 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   EXPECT_TRUE(Has(t, "ringpeer_network_size_estimate{method=\"density\",bound=\"high\"} 130"));
   EXPECT_EQ(t.find("method=\"walks\""), std::string::npos);
   EXPECT_TRUE(Has(t, "ringpeer_storage_bytes 4096"));
+  EXPECT_TRUE(Has(t, "ringpeer_room_admission_total{outcome=\"refused_rate\"} 5"));
+  EXPECT_TRUE(Has(t, "ringpeer_reflection_refused_bytes_total 6000"));
+  EXPECT_TRUE(Has(t, "ringpeer_reflection_proved_total 8"));
+  EXPECT_TRUE(Has(t, "ringpeer_storage_failing{shard=\"0\"} 1"));
+  EXPECT_TRUE(Has(t, "ringpeer_storage_commit_failures_total{shard=\"0\"} 9"));
 }
 
 TEST(Metrics, DirectoryBytesCountsRegularFilesBelow) {

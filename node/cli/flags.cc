@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -209,6 +211,39 @@ absl::StatusOr<uint64_t> ParseUint(const std::string& flag, const std::string& t
   if (v < min || v > max) {
     return absl::InvalidArgumentError(
         absl::StrCat("--", flag, ": ", v, " is out of range [", min, ", ", max, "]"));
+  }
+  return v;
+}
+
+absl::StatusOr<uint64_t> ParseBytes(const std::string& flag, const std::string& text,
+                                    uint64_t min, uint64_t max) {
+  std::string digits = text;
+  int shift = 0;
+  for (const auto& [suffix, bits] : {std::pair<const char*, int>{"KiB", 10}, {"MiB", 20},
+                                     {"GiB", 30}, {"TiB", 40}, {"K", 10}, {"M", 20},
+                                     {"G", 30}, {"T", 40}}) {
+    const std::string_view sv(suffix);
+    if (digits.size() > sv.size() && std::string_view(digits).substr(digits.size() - sv.size()) == sv) {
+      digits.resize(digits.size() - sv.size());
+      shift = bits;
+      break;
+    }
+  }
+  if (digits.empty() || digits.size() > 15 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": '", text, "' is not a size (bytes, or a number with K, M, G or T)"));
+  }
+  const uint64_t n = std::strtoull(digits.c_str(), nullptr, 10);
+  if (shift > 0 && n > (max >> shift)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": ", text, " is more than ", max, " bytes"));
+  }
+  const uint64_t v = n << shift;
+  if (v < min || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", text, " (", v,
+                                                   " bytes) is out of range [", min, ", ",
+                                                   max, "]"));
   }
   return v;
 }

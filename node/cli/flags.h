@@ -63,4 +63,9 @@ inline constexpr size_t kConfigFileBytesMax = 64 * 1024;
 absl::StatusOr<uint64_t> ParseUint(const std::string& flag, const std::string& text,
                                    uint64_t min, uint64_t max);
 
+// ParseBytes: a size in bytes, with an optional binary suffix K, M, G or T (KiB, MiB, GiB,
+// TiB; "KiB" etc. also accepted), in [min, max], or an error naming the flag.
+absl::StatusOr<uint64_t> ParseBytes(const std::string& flag, const std::string& text,
+                                    uint64_t min, uint64_t max);
+
 }  // namespace ringpeer::cli

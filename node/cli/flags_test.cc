@@ -124,6 +124,23 @@ TEST(Flags, ConfigFileFromEnvironmentAndItsErrors) {
   EXPECT_NE(f.status().message().find("cannot open"), std::string::npos);
 }
 
+TEST(Flags, ParseBytesSuffixesAndBounds) {
+  EXPECT_EQ(*ParseBytes("storage-max", "4096", 1, uint64_t{1} << 50), 4096u);
+  EXPECT_EQ(*ParseBytes("storage-max", "64K", 1, uint64_t{1} << 50), 65536u);
+  EXPECT_EQ(*ParseBytes("storage-max", "3MiB", 1, uint64_t{1} << 50), 3u << 20);
+  EXPECT_EQ(*ParseBytes("storage-max", "2G", 1, uint64_t{1} << 50), uint64_t{2} << 30);
+  EXPECT_EQ(*ParseBytes("storage-max", "1T", 1, uint64_t{1} << 50), uint64_t{1} << 40);
+  EXPECT_FALSE(ParseBytes("storage-max", "", 1, 100).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "K", 1, 100).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "1.5G", 1, uint64_t{1} << 50).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "-1", 1, 100).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "1P", 1, uint64_t{1} << 50).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "2K", 1, 2047).ok());
+  EXPECT_FALSE(ParseBytes("storage-max", "100000T", 1, uint64_t{1} << 50).ok());
+  const auto e = ParseBytes("storage-max", "1x", 1, 100);
+  EXPECT_NE(e.status().message().find("--storage-max"), std::string::npos);
+}
+
 TEST(Flags, ParseUintBounds) {
   EXPECT_TRUE(ParseUint("shards", "4", 1, 255).ok());
   EXPECT_FALSE(ParseUint("shards", "0", 1, 255).ok());

@@ -34,6 +34,7 @@
 #include "node/cli/room_cmd.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
+#include "node/store/room_store.h"
 #include "wire/crypto.h"
 
 namespace ringpeer::cli {
@@ -67,6 +68,32 @@ constexpr FlagSpec kServeFlags[] = {
      "size of the peer table"},
     {"bind-retry-ms", FlagSpec::Kind::kValue, "RINGPEER_BIND_RETRY_MS", "MS", "5000",
      "how long a listen port still held by a stopping node is retried"},
+    {"storage-max", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAX", "SIZE", "1G per shard",
+     "most bytes the room store may hold, all shards together (e.g. 512M, 20G); each "
+     "shard gets an equal share"},
+    {"storage-map-bytes", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAP_BYTES", "SIZE",
+     "--storage-max / shards",
+     "LMDB map size of each shard's store (address space, not disk; the per-shard cap)"},
+    {"rooms-max", FlagSpec::Kind::kValue, "RINGPEER_ROOMS_MAX", "N", "256",
+     "rooms each shard serves at once (a full table drops never-written rooms, then "
+     "unloads idle ones)"},
+    {"room-admission", FlagSpec::Kind::kValue, "RINGPEER_ROOM_ADMISSION", "open|listed",
+     "open", "open: serve any room a member joins with (per-source limits); listed: only "
+     "--room-allow rooms"},
+    {"room-allow", FlagSpec::Kind::kList, "RINGPEER_ROOM_ALLOW", "HEX", nullptr,
+     "a room id, or a room admin's public key, that --room-admission listed serves"},
+    {"rooms-per-source", FlagSpec::Kind::kValue, "RINGPEER_ROOMS_PER_SOURCE", "N", "16",
+     "open relay: new rooms one proved source address may make it serve per hour (0: no "
+     "limit)"},
+    {"room-idle-s", FlagSpec::Kind::kValue, "RINGPEER_ROOM_IDLE_S", "SECONDS", "600",
+     "a full room table unloads rooms silent this long (they stay on disk and are "
+     "reloaded when a member joins)"},
+    {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
+     "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
+    {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
+     "off",
+     "on: apply --subnet-limit to private, CGNAT, ULA and link-local addresses too (by "
+     "default they are exempt: container networks put every node in one /24)"},
     {"admin", FlagSpec::Kind::kValue, "RINGPEER_ADMIN", "ADDR:PORT|off",
      admin::kAdminDefaultAddress,
      "admin HTTP (/metrics /healthz /readyz /status); no authentication, keep it private"},
@@ -87,6 +114,7 @@ constexpr FlagSpec kServeFlags[] = {
 // drops (limits hit, malformed traffic) in one aggregated line.
 constexpr int kWatchTickMs = 1000;
 constexpr int64_t kDropReportIntervalMs = 10'000;
+constexpr int64_t kStorageReportIntervalMs = 60'000;
 
 constexpr FlagSpec kStatusFlags[] = {
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
@@ -222,6 +250,69 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("bind-retry-ms", *v, 0, 600'000));
     c.bind_retry_ms = static_cast<int64_t>(ms);
   }
+  // The room store's size: a total split evenly between the shards, or each shard's map.
+  constexpr uint64_t kStorageBytesMax = uint64_t{1} << 44;  // 16 TiB
+  uint64_t map_bytes = store::kStoreMapBytesDefault;
+  if (auto v = f.Value("storage-max")) {
+    RP_ASSIGN_OR_RETURN(uint64_t total, ParseBytes("storage-max", *v,
+                                                   store::kStoreMapBytesMin * c.shards,
+                                                   kStorageBytesMax));
+    map_bytes = total / c.shards;
+  }
+  if (auto v = f.Value("storage-map-bytes")) {
+    RP_ASSIGN_OR_RETURN(map_bytes, ParseBytes("storage-map-bytes", *v,
+                                              store::kStoreMapBytesMin, kStorageBytesMax));
+  }
+  c.room_store_bytes_max = map_bytes;
+  if (auto v = f.Value("rooms-max")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("rooms-max", *v, 1, 1'000'000));
+    c.rooms_max = static_cast<uint32_t>(r);
+  }
+  const std::string admission = f.Value("room-admission").value_or("open");
+  if (admission != "open" && admission != "listed") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--room-admission: '", admission, "' is not open or listed"));
+  }
+  c.room_admission.policy =
+      admission == "open" ? room::RoomAdmission::kOpen : room::RoomAdmission::kListed;
+  for (const std::string& h : f.List("room-allow")) {
+    wire::Hash256 id{};
+    if (!wire::ParseHex32(h, &id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--room-allow: '", h, "' is not a room id or admin key (64 hex digits)"));
+    }
+    c.room_admission.allowed.push_back(id);
+  }
+  if (c.room_admission.policy == room::RoomAdmission::kListed &&
+      c.room_admission.allowed.empty()) {
+    return absl::InvalidArgumentError(
+        "--room-admission listed needs at least one --room-allow (a room id or admin key)");
+  }
+  if (auto v = f.Value("rooms-per-source")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("rooms-per-source", *v, 0, 1'000'000));
+    c.room_admission.new_rooms_per_source_per_hour = static_cast<uint32_t>(r);
+  }
+  if (auto v = f.Value("room-idle-s")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("room-idle-s", *v, 1, 365ull * 86400));
+    c.room_admission.idle_unload_us = static_cast<int64_t>(r) * 1'000'000;
+  }
+  if (auto v = f.Value("subnet-limit")) {
+    const size_t slash = v->find('/');
+    if (slash == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--subnet-limit: '", *v, "' is not BUCKET/TABLE (e.g. 2/10)"));
+    }
+    RP_ASSIGN_OR_RETURN(uint64_t b, ParseUint("subnet-limit", v->substr(0, slash), 1, 255));
+    RP_ASSIGN_OR_RETURN(uint64_t t, ParseUint("subnet-limit", v->substr(slash + 1), 1, 1'000'000));
+    c.subnet_per_bucket_max = static_cast<uint32_t>(b);
+    c.subnet_per_table_max = static_cast<uint32_t>(t);
+  }
+  const std::string limit_private = f.Value("subnet-limit-private").value_or("off");
+  if (limit_private != "on" && limit_private != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--subnet-limit-private: '", limit_private, "' is not on or off"));
+  }
+  c.subnet_limit_private = limit_private == "on";
   if (auto v = f.Value("test-delay-ms")) {
     RP_ASSIGN_OR_RETURN(uint64_t ms, ParseUint("test-delay-ms", *v, 0, 10'000));
     c.transport_config.send_delay_us = static_cast<int64_t>(ms) * 1000;
@@ -272,6 +363,15 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"rate-burst", std::to_string(c.rate_limit_burst)},
       {"steering", c.steer ? "on" : "off"},
       {"peers-max", std::to_string(c.peers_max)},
+      {"storage-max", std::to_string(c.room_store_bytes_max * c.shards)},
+      {"storage-map-bytes", std::to_string(c.room_store_bytes_max)},
+      {"rooms-max", std::to_string(c.rooms_max)},
+      {"room-admission",
+       c.room_admission.policy == room::RoomAdmission::kOpen ? "open" : "listed"},
+      {"rooms-per-source", std::to_string(c.room_admission.new_rooms_per_source_per_hour)},
+      {"room-idle-s", std::to_string(c.room_admission.idle_unload_us / 1'000'000)},
+      {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
+      {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},
       {"log-level", base::LogLevelName(s.log_level)},
       {"log-format", s.log_format == base::LogFormat::kJson ? "json" : "text"},
@@ -324,10 +424,17 @@ class Watch {
       live_.store(static_cast<int64_t>(m.peers_live), std::memory_order_relaxed);
     }
     ReportDrops(m);
+    ReportStorage(m);
+    ReportAdmission(m);
   }
 
   // Live: verified peers heard from recently, as of the last tick; -1 before the first.
   int64_t live() const { return live_.load(std::memory_order_relaxed); }
+  // StorageError: why the room store cannot write, as of the last tick; empty when it can.
+  std::string storage_error() const {
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    return storage_error_;
+  }
 
  private:
   void ComparePeers(const std::vector<dht::PeerStatus>& peers) {
@@ -384,8 +491,76 @@ class Watch {
     reported_ = total;
   }
 
+  // ReportStorage: a store that cannot write is logged when it starts failing, again at
+  // most once a minute while it lasts, and once when it recovers. Failures that came and
+  // went between two ticks are logged too (the commit-failure count moved).
+  void ReportStorage(const admin::NodeMetrics& m) {
+    uint64_t failures = 0;
+    for (const admin::ShardMetrics& s : m.shards) failures += s.storage_commit_failures;
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    const bool failing = !m.storage_error.empty();
+    if (failing) {
+      if (!storage_failing_) storage_failures_at_start_ = storage_failures_;
+      if (!storage_failing_ || now_ms - storage_logged_ms_ >= kStorageReportIntervalMs) {
+        base::Log(base::LogLevel::kError,
+                  "room storage cannot write; nothing is acknowledged until it can")
+            .Field("error", m.storage_error)
+            .Field("failed_commits", failures - storage_failures_at_start_)
+            .Field("hint", "free space on the data directory's filesystem, or raise "
+                           "--storage-max / --storage-map-bytes");
+        storage_logged_ms_ = now_ms;
+      }
+    } else if (storage_failing_) {
+      base::Log(base::LogLevel::kInfo, "room storage writable again; acknowledging")
+          .Field("failed_commits", failures - storage_failures_at_start_);
+    } else if (failures != storage_failures_) {
+      base::Log(base::LogLevel::kWarn, "room storage commits failed, then worked again")
+          .Field("failed_commits", failures - storage_failures_);
+    }
+    storage_failing_ = failing;
+    storage_failures_ = failures;
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    storage_error_ = m.storage_error;
+  }
+
+  // ReportAdmission: rooms refused, dropped or unloaded by admission, one aggregated line
+  // per kDropReportIntervalMs at most (a squatter's joins never log per room).
+  void ReportAdmission(const admin::NodeMetrics& m) {
+    if (!m.rooms) return;
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    if (now_ms - admission_logged_ms_ < kDropReportIntervalMs) return;
+    std::map<std::string, uint64_t> now;
+    for (const auto& [name, n] : m.rooms->admission) now[name] = n;
+    std::vector<std::pair<std::string, uint64_t>> moved;
+    bool any = false;
+    for (const auto& [name, n] : now) {
+      const uint64_t d = n - admission_[name];
+      if (d != 0 && name != "opened" && name != "reloaded") any = true;
+      if (d != 0) moved.emplace_back(name, d);
+    }
+    if (any) {
+      base::Log line(base::LogLevel::kWarn, "room admission refused or evicted rooms");
+      line.Field("interval_s", (now_ms - admission_logged_ms_) / 1000);
+      for (const auto& [name, d] : moved) line.Field(name, d);
+    }
+    admission_ = std::move(now);
+    admission_logged_ms_ = now_ms;
+  }
+
   shard::Node* node_;
   std::mutex* mu_;
+  std::map<std::string, uint64_t> admission_;
+  int64_t admission_logged_ms_ = 0;
+  bool storage_failing_ = false;
+  uint64_t storage_failures_ = 0;
+  uint64_t storage_failures_at_start_ = 0;
+  int64_t storage_logged_ms_ = 0;
+  mutable std::mutex storage_mu_;
+  std::string storage_error_;
   std::atomic<int64_t> live_{-1};
   bool first_ = true;
   bool owner_silent_ = false;
@@ -471,6 +646,10 @@ int Serve(std::span<const char* const> args) {
       return n->StatusJson();
     };
     h.ready = [&watch](std::string* why) {
+      if (std::string e = watch.storage_error(); !e.empty()) {
+        *why = "room storage cannot write (nothing is acknowledged): " + e;
+        return false;
+      }
       const int64_t live = watch.live();
       if (live > 0) return true;
       *why = live < 0 ? "starting" : "no live, verified overlay peers";

@@ -1,5 +1,8 @@
 #include "node/room/room_host.h"
 
+#include <algorithm>
+#include <climits>
+
 #include "base/assert.h"
 
 namespace ringpeer::room {
@@ -11,6 +14,8 @@ RoomHost::RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Enc
   RP_ASSERT(rng_ != nullptr);
   RP_ASSERT(!config.swarm.relay || storage_ != nullptr);  // a relay acks only what is durable
   rooms_.reserve(config.rooms_max);
+  sources_ = std::make_unique<SourceRooms[]>(kSourceEntries);
+  dropped_.reserve(kDroppedMax);
 }
 
 absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
@@ -95,13 +100,22 @@ absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
 absl::Status RoomHost::Restore() {
   if (storage_ == nullptr) return absl::OkStatus();
   for (const Hash256& room_id : storage_->Rooms()) {
-    auto loaded = storage_->Load(room_id);
-    if (!loaded.ok()) return loaded.status();
-    auto swarm = Open(loaded->genesis, loaded->key_epochs, /*store=*/false);
+    // More stored rooms than the table holds (rooms unloaded when idle): the rest stay in
+    // storage and are loaded when a member joins them.
+    if (rooms_.size() >= config_.rooms_max) break;
+    auto swarm = LoadStored(room_id);
     if (!swarm.ok()) return swarm.status();
-    (*swarm)->Restore(*loaded);
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<Swarm*> RoomHost::LoadStored(const Hash256& room_id) {
+  auto loaded = storage_->Load(room_id);
+  if (!loaded.ok()) return loaded.status();
+  auto swarm = Open(loaded->genesis, loaded->key_epochs, /*store=*/false);
+  if (!swarm.ok()) return swarm.status();
+  (*swarm)->Restore(*loaded);
+  return swarm;
 }
 
 void RoomHost::Close(const Hash256& room_id, dht::Outbox& out) {
@@ -120,7 +134,7 @@ wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
                                   const wire::Message& msg, dht::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
   Swarm* swarm = Find(wire::RoomOf(msg));
-  if (swarm == nullptr) swarm = ServeOnJoin(msg);
+  if (swarm == nullptr) swarm = ServeOnJoin(now_us, from, msg);
   if (swarm == nullptr) return wire::Verdict::kUnexpectedReply;  // not a room served here
   // Update outcomes move only while a swarm handles a message: what this one moved joins
   // the host's totals, which outlive closed rooms (/metrics).
@@ -132,20 +146,141 @@ wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
   return v;
 }
 
-// ServeOnJoin: a relay starts serving a room when a member's RoomJoin brings its genesis.
-// The record's admin signature is checked and its hash must be the room id the message
-// names, so a stranger can only make us serve a real room, and at most rooms_max of them.
-Swarm* RoomHost::ServeOnJoin(const wire::Message& msg) noexcept {
+// ServeOnJoin: a relay starts serving a room when a member's RoomJoin names it: one it
+// stored and unloaded is loaded again; a new one needs its genesis in the join and passes
+// admission (Admit). The record's admin signature is checked and its hash must be the
+// room id the message names, so a stranger can only make us serve a real room.
+// Control path for the relay (a new room, or a reload, allocates).
+Swarm* RoomHost::ServeOnJoin(int64_t now_us, const base::Endpoint& from,
+                             const wire::Message& msg) noexcept {
   if (!config_.swarm.relay || msg.type() != wire::MessageType::kRoomJoin) return nullptr;
+  const Hash256 room_id = wire::RoomOf(msg);
+  if (storage_ != nullptr && storage_->Contains(room_id)) {
+    // A reload costs a read of the room's log: only for a proved source.
+    const SourceCheck* sources = config_.admission.sources;
+    if (sources != nullptr && !sources->Proved(from, now_us)) {
+      ++admission_.refused_unproved;
+      return nullptr;
+    }
+    if (rooms_.size() >= config_.rooms_max && !MakeSpace(now_us)) {
+      ++admission_.refused_full;
+      return nullptr;
+    }
+    auto swarm = LoadStored(room_id);
+    if (!swarm.ok()) return nullptr;
+    ++admission_.reloaded;
+    return *swarm;
+  }
   const auto* genesis = msg.room_join()->genesis();
-  if (genesis == nullptr || rooms_.size() >= config_.rooms_max) return nullptr;
+  if (genesis == nullptr) return nullptr;
+  // The cheap refusals (an unproved source, one over its hourly count) come before the
+  // genesis signature is checked, so a squatter's refused joins cost no verification.
+  SourceRooms* quota = nullptr;
+  if (!PreAdmit(now_us, from, &quota)) return nullptr;
   const Bytes record(genesis->data(), genesis->size());
   Genesis parsed;
-  if (ParseGenesis(record, &parsed) != Verdict::kOk || parsed.room_id != wire::RoomOf(msg)) {
+  if (ParseGenesis(record, &parsed) != Verdict::kOk || parsed.room_id != room_id) {
+    return nullptr;
+  }
+  if (!Listed(parsed)) return nullptr;
+  if (rooms_.size() >= config_.rooms_max && !MakeSpace(now_us)) {
+    ++admission_.refused_full;
     return nullptr;
   }
   auto swarm = Open(record, {}, /*store=*/true);
-  return swarm.ok() ? *swarm : nullptr;
+  if (!swarm.ok()) return nullptr;
+  if (quota != nullptr) ++quota->count;
+  ++admission_.opened;
+  return *swarm;
+}
+
+bool RoomHost::Listed(const Genesis& genesis) noexcept {
+  const AdmissionConfig& a = config_.admission;
+  if (a.policy != RoomAdmission::kListed) return true;
+  const bool listed = std::any_of(a.allowed.begin(), a.allowed.end(), [&](const Hash256& h) {
+    return h == genesis.room_id || h == genesis.admin;
+  });
+  if (!listed) ++admission_.refused_policy;
+  return listed;
+}
+
+bool RoomHost::PreAdmit(int64_t now_us, const base::Endpoint& from,
+                        SourceRooms** quota) noexcept {
+  const AdmissionConfig& a = config_.admission;
+  *quota = nullptr;
+  if (a.policy == RoomAdmission::kListed) return true;
+  // Open: a forged source must not be able to make us serve rooms (the joiner's retry
+  // comes after our probe has proved its address), and one source only so many per hour.
+  if (a.sources != nullptr && !a.sources->Proved(from, now_us)) {
+    ++admission_.refused_unproved;
+    return false;
+  }
+  if (a.new_rooms_per_source_per_hour == 0) return true;
+  constexpr int64_t kHourUs = 3'600'000'000;
+  const uint64_t key = from.HashAddressOnly() | 1;
+  SourceRooms* set = &sources_[(key & (kSourceEntries / 4 - 1)) * 4];
+  SourceRooms* e = nullptr;
+  for (uint32_t w = 0; w < 4 && e == nullptr; ++w) {
+    if (set[w].key == key) e = &set[w];
+  }
+  if (e == nullptr) {
+    // A new source takes the entry whose hour started longest ago (an attacker cycling
+    // through sources resets only entries it pays a proved address for).
+    e = &set[0];
+    for (uint32_t w = 1; w < 4; ++w) {
+      if (set[w].window_us < e->window_us) e = &set[w];
+    }
+    *e = SourceRooms{key, now_us, 0};
+  }
+  if (now_us - e->window_us >= kHourUs) {
+    e->window_us = now_us;
+    e->count = 0;
+  }
+  if (e->count >= a.new_rooms_per_source_per_hour) {
+    ++admission_.refused_rate;
+    return false;
+  }
+  *quota = e;
+  return true;
+}
+
+bool RoomHost::MakeSpace(int64_t now_us) noexcept {
+  // Never written (no update, no key epoch, no checkpoint): nothing anyone was promised
+  // is in it; dropped and forgotten, the oldest first.
+  Hash256 victim{};
+  bool found = false;
+  int64_t oldest = INT64_MAX;
+  for (const auto& [id, swarm] : rooms_) {
+    const Room& r = swarm->room();
+    if (r.log_size() == 0 && r.epoch() < 0 && !r.has_checkpoint() &&
+        swarm->last_message_us() < oldest) {
+      oldest = swarm->last_message_us();
+      victim = id;
+      found = true;
+    }
+  }
+  if (found) {
+    rooms_.erase(victim);
+    if (storage_ != nullptr) (void)storage_->Forget(victim);
+    ++admission_.dropped_unwritten;
+    if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
+    return true;
+  }
+  // Else the idlest room silent past idle_unload_us: unloaded, its storage kept. Its peers
+  // are not told (a member that finds it silent joins again, which reloads it).
+  oldest = now_us - config_.admission.idle_unload_us;
+  for (const auto& [id, swarm] : rooms_) {
+    if (swarm->last_message_us() <= oldest) {
+      oldest = swarm->last_message_us();
+      victim = id;
+      found = true;
+    }
+  }
+  if (!found || storage_ == nullptr) return false;
+  rooms_.erase(victim);
+  ++admission_.unloaded_idle;
+  if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
+  return true;
 }
 
 // Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.

@@ -22,13 +22,54 @@
 
 namespace ringpeer::room {
 
+// SourceCheck: whether an address has proved that it receives what is sent to it (the
+// shard's ReflectionGuard). Shard-local.
+class SourceCheck {
+ public:
+  virtual ~SourceCheck() = default;
+  virtual bool Proved(const base::Endpoint& addr, int64_t now_us) const noexcept = 0;
+};
+
+// Which rooms a relay serves when a RoomJoin brings one it does not (issue 11, item 4).
+enum class RoomAdmission : uint8_t {
+  kOpen,    // any room, limited per source and hour
+  kListed,  // only rooms whose id, or whose admin's public key, is in `allowed`
+};
+
+struct AdmissionConfig {
+  RoomAdmission policy = RoomAdmission::kOpen;
+  std::vector<Hash256> allowed;  // room ids and admin public keys (kListed)
+  // Open relay: new rooms one proved source address (port ignored) may make us serve per
+  // hour. 0: no limit.
+  uint32_t new_rooms_per_source_per_hour = 16;
+  // A full table unloads a room silent this long (kept in storage, reloaded when a member
+  // joins again) to make room for a new one; never-written rooms go first, at any age.
+  int64_t idle_unload_us = 600'000'000;
+  // Who has proved its address; null: everyone counts as proved (tests, clients).
+  const SourceCheck* sources = nullptr;
+};
+
+// What admission did, since start.
+struct AdmissionCounters {
+  uint64_t opened = 0;            // rooms started from a RoomJoin's genesis
+  uint64_t reloaded = 0;          // stored rooms loaded again for a join
+  uint64_t refused_policy = 0;    // not in the configured list
+  uint64_t refused_unproved = 0;  // source has not proved its address (yet)
+  uint64_t refused_rate = 0;      // source over its new rooms per hour
+  uint64_t refused_full = 0;      // table full of written, active rooms
+  uint64_t dropped_unwritten = 0; // never-written rooms dropped (and forgotten) for new ones
+  uint64_t unloaded_idle = 0;     // idle rooms unloaded from memory (kept in storage)
+};
+
 struct RoomHostConfig {
   // The node's identity (key epochs seal member keys to it); null for a relay.
   const KeyPair* identity = nullptr;
-  // Rooms one shard serves at once; a full table refuses new rooms (Create fails). Each
-  // room costs its log plus ~peers_max x 200 bytes of swarm state.
+  // Rooms one shard serves at once; a full table refuses new rooms (Create fails) unless
+  // admission can make space. Each room costs its log plus ~peers_max x 200 bytes of swarm
+  // state.
   uint32_t rooms_max = 256;
   SwarmConfig swarm;
+  AdmissionConfig admission;
 };
 
 class RoomHost {
@@ -66,7 +107,8 @@ class RoomHost {
 
   // OnMessage: one verified room message. kOk, or why it was dropped (unknown room: the
   // room is not served here). A relay starts serving an unknown room when a RoomJoin
-  // carries its signed genesis (open relay, bounded by rooms_max).
+  // carries its signed genesis and admission allows it, and reloads a stored room that
+  // was unloaded when a RoomJoin names it (see AdmissionConfig).
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                           dht::Outbox& out) noexcept;
   void Tick(int64_t now_us, dht::Outbox& out) noexcept;
@@ -77,6 +119,12 @@ class RoomHost {
   void DropAcks() noexcept;
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
+  const AdmissionCounters& admission() const noexcept { return admission_; }
+  // dropped: rooms admission stopped serving (dropped or unloaded) since the caller last
+  // cleared it; the shard withdraws their provider announcements. At most kDroppedMax are
+  // remembered.
+  std::vector<Hash256>& dropped() noexcept { return dropped_; }
+  static constexpr size_t kDroppedMax = 64;
   // Updates from peers that the rooms took into their logs, or refused, since start.
   uint64_t updates_accepted() const noexcept { return updates_accepted_; }
   uint64_t updates_rejected() const noexcept { return updates_rejected_; }
@@ -90,7 +138,18 @@ class RoomHost {
  private:
   absl::StatusOr<Swarm*> Open(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                               bool store, const KeyPair* identity = nullptr);
-  Swarm* ServeOnJoin(const wire::Message& msg) noexcept;
+  Swarm* ServeOnJoin(int64_t now_us, const base::Endpoint& from,
+                     const wire::Message& msg) noexcept;
+  struct SourceRooms;
+  // PreAdmit: the checks before the genesis is verified (open relay: a proved source under
+  // its hourly count; `quota` is its entry, counted once the room opens). Listed: whether
+  // a listed relay serves the room of `genesis`.
+  bool PreAdmit(int64_t now_us, const base::Endpoint& from, SourceRooms** quota) noexcept;
+  bool Listed(const Genesis& genesis) noexcept;
+  // MakeSpace: frees a slot of a full table (a never-written room, else the idlest room
+  // past idle_unload_us). False when every room is written and active.
+  bool MakeSpace(int64_t now_us) noexcept;
+  absl::StatusOr<Swarm*> LoadStored(const Hash256& room_id);
   absl::StatusOr<Swarm*> OpenCached(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                                     const KeyPair* identity);
 
@@ -103,6 +162,16 @@ class RoomHost {
   CacheCounters cache_;
   uint64_t updates_accepted_ = 0;
   uint64_t updates_rejected_ = 0;
+  AdmissionCounters admission_;
+  std::vector<Hash256> dropped_;
+  // New rooms per source address and hour (open relay): a fixed 4-way table.
+  struct SourceRooms {
+    uint64_t key = 0;
+    int64_t window_us = 0;  // start of the current hour
+    uint32_t count = 0;
+  };
+  static constexpr uint32_t kSourceEntries = 1024;
+  std::unique_ptr<SourceRooms[]> sources_;
 };
 
 }  // namespace ringpeer::room

@@ -84,6 +84,13 @@ class RoomStorage {
 
   // Rooms: the ids of every room stored (for a restart: Load each one).
   virtual std::vector<Hash256> Rooms() = 0;
+  // Contains: whether `room_id` is stored (or staged). The default scans Rooms().
+  virtual bool Contains(const Hash256& room_id) {
+    for (const Hash256& r : Rooms()) {
+      if (r == room_id) return true;
+    }
+    return false;
+  }
   // Load: everything stored for `room_id` (staged writes included); NotFound if unknown.
   // Control path (start-up): allocating is fine.
   virtual absl::StatusOr<LoadedRoom> Load(const Hash256& room_id) = 0;

@@ -534,6 +534,7 @@ void Swarm::RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept {
 wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
                                const wire::Message& msg, dht::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
+  last_message_us_ = now_us;
   if (Peer* p = FindPeer(from)) p->last_heard_us = now_us;
   switch (msg.type()) {
     case wire::MessageType::kRoomJoin: return OnJoin(now_us, from, msg, out);

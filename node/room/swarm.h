@@ -212,6 +212,8 @@ class Swarm {
   Discovery& discovery() noexcept { return discovery_; }
   // Updates reloaded from storage when the room was opened (Restore), not fetched.
   uint64_t restored_updates() const noexcept { return restored_updates_; }
+  // LastMessageUs: when a room message last reached this swarm (RoomHost's idle rooms).
+  int64_t last_message_us() const noexcept { return last_message_us_; }
   size_t unacked_count() const noexcept { return unacked_.size(); }
   size_t acks_queued() const noexcept { return acks_.size(); }
   bool fetching() const noexcept { return fetch_ != nullptr; }
@@ -331,6 +333,7 @@ class Swarm {
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;
   uint64_t restored_updates_ = 0;  // the log Restore reloaded (a cache or a relay restart)
+  int64_t last_message_us_ = 0;
   uint64_t since_checkpoint_ = 0;  // updates placed since the newest checkpoint (approx.)
   Discovery discovery_;
   Hash256 last_peer_checkpoint_{};  // the newest checkpoint id a peer advertised to us

@@ -146,9 +146,14 @@ absl::Status Node::Start() {
         sc.overlay.peers_max = config_.peers_max;
         sc.overlay.bootstrap = config_.bootstrap;
         sc.overlay.client = config_.dht_client;
+        sc.overlay.routing.subnet_per_bucket_max = config_.subnet_per_bucket_max;
+        sc.overlay.routing.subnet_per_table_max = config_.subnet_per_table_max;
+        sc.overlay.routing.subnet_limit_private = config_.subnet_limit_private;
         if (i == 0) sc.restore = restore_;
         if (!room_stores_.empty()) sc.room_storage = room_stores_[i].get();
         sc.room_relay = config_.room_relay;
+        sc.rooms_max = config_.rooms_max;
+        sc.room_admission = config_.room_admission;
         sc.room_swarm = config_.room_swarm;
         sc.room_listener = config_.room_listener;
         mailboxes_->SetWake(i, (*t)->wake_handle());
@@ -369,6 +374,7 @@ std::string Node::StatusJson() {
     w.Key("verified").Bool(p.verified);
     w.Key("live").Bool(p.live);
     w.Key("bootstrap").Bool(p.bootstrap);
+    w.Key("in_table").Bool(p.in_table);
     w.Key("last_heard_ms_ago").Int(p.last_heard_us == 0 ? -1 : (now - p.last_heard_us) / 1000);
     w.EndObject();
   }
@@ -405,6 +411,33 @@ std::string Node::StatusJson() {
   w.Key("gossip_delivered").Uint(oc.gossip_delivered);
   w.Key("challenges_sent").Uint(oc.challenges_sent);
   w.Key("new_peers_deferred").Uint(oc.new_peers_deferred);
+  w.EndObject();
+  w.Key("storage").BeginObject();
+  {
+    std::string error;
+    uint64_t failures = 0, failing = 0;
+    for (const std::unique_ptr<Shard>& sh : shards_) {
+      const ShardCounters& sc = sh->counters();
+      failures += sc.storage_errors.load(std::memory_order_relaxed);
+      if (sc.storage_failing.load(std::memory_order_relaxed) != 0) {
+        ++failing;
+        if (error.empty()) error = sh->StorageError();
+      }
+    }
+    w.Key("ok").Bool(failing == 0);
+    w.Key("shards_failing").Uint(failing);
+    w.Key("commit_failures").Uint(failures);
+    w.Key("error");
+    if (error.empty()) {
+      w.Null();
+    } else {
+      w.String(error);
+    }
+    w.Key("map_bytes_per_shard")
+        .Uint(room_stores_.empty()                  ? 0
+              : config_.room_store_bytes_max != 0 ? config_.room_store_bytes_max
+                                                  : store::kStoreMapBytesDefault);
+  }
   w.EndObject();
   w.Key("shard_counters").BeginArray();
   for (uint32_t i = 0; i < shards_.size(); ++i) {
@@ -502,6 +535,29 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
     r.updates_accepted += get(sc.room_updates_accepted);
     r.updates_rejected += get(sc.room_updates_rejected);
   }
+  const std::pair<const char*, std::atomic<uint64_t> ShardCounters::*> outcomes[] = {
+      {"opened", &ShardCounters::rooms_opened},
+      {"reloaded", &ShardCounters::rooms_reloaded},
+      {"refused_policy", &ShardCounters::rooms_refused_policy},
+      {"refused_unproved", &ShardCounters::rooms_refused_unproved},
+      {"refused_rate", &ShardCounters::rooms_refused_rate},
+      {"refused_full", &ShardCounters::rooms_refused_full},
+      {"dropped_unwritten", &ShardCounters::rooms_dropped_unwritten},
+      {"unloaded_idle", &ShardCounters::rooms_unloaded_idle},
+  };
+  for (const auto& [name, field] : outcomes) {
+    uint64_t n = 0;
+    for (const std::unique_ptr<Shard>& shard : shards) n += get(shard->counters().*field);
+    r.admission.emplace_back(name, n);
+  }
+  admin::ReflectionMetrics& x = m->reflection.emplace();
+  for (const std::unique_ptr<Shard>& shard : shards) {
+    const ShardCounters& sc = shard->counters();
+    x.refused += get(sc.reflection_refused);
+    x.refused_bytes += get(sc.reflection_refused_bytes);
+    x.probes += get(sc.reflection_probes);
+    x.proved += get(sc.reflection_proved);
+  }
   // Cumulative counts, as Prometheus wants them; the count is the last bucket's (+Inf).
   admin::Histogram& h = l.duration;
   uint64_t cumulative = 0;
@@ -542,6 +598,12 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
     out.mailbox_out = get(sc.mailbox_out);
     out.send_errors = get(sc.send_errors);
     out.recv_no_buffers = get(sc.recv_no_buffers);
+    out.storage_commit_failures = get(sc.storage_errors);
+    out.storage_recoveries = get(sc.storage_recoveries);
+    out.storage_failing = get(sc.storage_failing);
+    if (out.storage_failing != 0 && m.storage_error.empty()) {
+      m.storage_error = shards_[i]->StorageError();
+    }
     for (int v = 0; v < wire::kVerdictCount; ++v) out.dropped[v] = get(sc.dropped[v]);
     for (uint32_t from = 0; from < shards_.size(); ++from) {
       if (from != i) out.mailbox_depth += mailboxes_->Ring(from, i).Depth();
@@ -581,6 +643,23 @@ std::string Node::StatusText() {
                           p.live ? "live" : "silent",
                           p.bootstrap ? " (bootstrap)" : "");
     (void)now;
+  }
+  if (!room_stores_.empty()) {
+    uint64_t failures = 0;
+    std::string error;
+    for (const std::unique_ptr<Shard>& sh : shards_) {
+      const ShardCounters& sc = sh->counters();
+      failures += sc.storage_errors.load(std::memory_order_relaxed);
+      if (error.empty() && sc.storage_failing.load(std::memory_order_relaxed) != 0) {
+        error = sh->StorageError();
+      }
+    }
+    if (error.empty()) {
+      absl::StrAppend(&out, "storage     ok (", failures, " failed commit(s) since start)\n");
+    } else {
+      absl::StrAppend(&out, "storage     FAILING, nothing is acknowledged: ", error, " (",
+                      failures, " failed commit(s))\n");
+    }
   }
   absl::StrAppend(&out, "\nshard  received        sent   mailbox in/out  dropped\n");
   for (uint32_t i = 0; i < shards_.size(); ++i) {

@@ -42,6 +42,12 @@ struct NodeConfig {
   // A port still held by a node that is stopping (its sockets close as its process
   // exits) is retried for this long before "address already in use" is an error.
   int64_t bind_retry_ms = 5000;
+  // Routing-table entries per /24 (IPv4) or /48 (IPv6): per bucket and in the whole table.
+  // Non-public addresses (RFC 1918, ULA, link-local, CGNAT, loopback) are exempt unless
+  // subnet_limit_private (see dht/routing_table.h).
+  uint32_t subnet_per_bucket_max = 2;
+  uint32_t subnet_per_table_max = 10;
+  bool subnet_limit_private = false;
   // Where the routing table is saved (on stop and every kTableSaveIntervalMs) and
   // restored from at start, so a restarted node rejoins without its bootstrap peers.
   // Empty: not persisted.
@@ -58,6 +64,9 @@ struct NodeConfig {
   bool dht_client = false;
   // Every room's swarm limits (publish rates, keepalive); the defaults suit a public relay.
   room::SwarmConfig room_swarm;
+  // Rooms each shard serves at once, and which ones a relay takes (issue 11, item 4).
+  uint32_t rooms_max = 256;
+  room::AdmissionConfig room_admission;
   // Told about room events on the shard threads (node/client's event ring); may be null.
   // Outlives the Node.
   room::SwarmListener* room_listener = nullptr;

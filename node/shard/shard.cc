@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "base/assert.h"
@@ -10,6 +11,12 @@
 
 namespace ringpeer::shard {
 namespace {
+
+// IsPing: the header names a ping (checked properly by HandleDatagram).
+bool IsPing(const ring::RecvDatagram& d) noexcept {
+  return d.size > offsetof(wire::Header, type) &&
+         d.data[offsetof(wire::Header, type)] == static_cast<uint8_t>(wire::MessageType::kPing);
+}
 
 int64_t MonotonicUs() noexcept {
   timespec ts;
@@ -35,22 +42,41 @@ Mailboxes::Mailboxes(uint32_t shards, uint32_t capacity)
   }
 }
 
-// TransportOutbox: the overlay's Outbox over the transport's send slots (no copy).
+// TransportOutbox: the overlay's and the rooms' Outbox over the transport's send slots (no
+// copy). Every datagram the shard sends passes the ReflectionGuard here: one to an address
+// that has not proved it receives, beyond 3x what that address sent, is not sent.
 class Shard::TransportOutbox : public dht::Outbox {
  public:
-  explicit TransportOutbox(ring::Transport* t, ShardCounters* c) : t_(t), c_(c) {}
+  explicit TransportOutbox(Shard* shard) : s_(shard) {}
   std::span<uint8_t> Buffer() noexcept override {
-    std::span<uint8_t> b = t_->SendBuffer();
+    std::span<uint8_t> b = s_->transport_->SendBuffer();
+    last_ = b.data();
     return b.size() > wire::kDatagramBytesMax ? b.first(wire::kDatagramBytesMax) : b;
   }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    t_->CommitSend(size, to);
-    ShardCounters::Add(c_->sent, 1);
+    uint8_t type = 0;
+    uint32_t hint = wire::kNoShardHint;
+    if (size >= wire::kHeaderBytes && last_ != nullptr) {
+      const wire::Header h = wire::LoadHeader(last_);
+      type = h.type;
+      hint = h.shard_hint;  // our probe goes to the shard there that this datagram goes to
+    }
+    bool probe = false;
+    if (!s_->guard_.Allow(to, size, type, s_->now_us_, &probe)) {
+      // The slot is not committed: the next Buffer() hands it out again.
+      if (probe) s_->SendProbe(to, s_->now_us_, hint);
+      return;
+    }
+    s_->transport_->CommitSend(size, to);
+    ShardCounters::Add(s_->counters_.sent, 1);
+    if (probe && type != static_cast<uint8_t>(wire::MessageType::kPing)) {
+      s_->SendProbe(to, s_->now_us_, hint);
+    }
   }
 
  private:
-  ring::Transport* t_;
-  ShardCounters* c_;
+  Shard* s_;
+  const uint8_t* last_ = nullptr;
 };
 
 // Events: the overlay's results, matched against the command in progress. Called from
@@ -141,10 +167,12 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
       transport_(std::move(transport)),
       mailboxes_(mailboxes),
       stop_(stop),
-      outbox_(std::make_unique<TransportOutbox>(transport_.get(), &counters_)),
+      outbox_(std::make_unique<TransportOutbox>(this)),
       responder_(identity, config.start_us >= 0 ? config.start_us : MonotonicUs(), nullptr,
                  config.overlay.client),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
+      guard_(config.reflection_entries),
+      now_us_(config.start_us >= 0 ? config.start_us : MonotonicUs()),
       rng_(config.rng_seed != 0 ? config.rng_seed : SeedFromSystem()),
       pending_publish_(config.shards, 0),
       ping_seen_(std::make_unique<SeenEntry[]>(kPingSeenCacheEntries)) {
@@ -157,6 +185,8 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   rc.swarm = config_.room_swarm;
   rc.swarm.self = wire::NodeIdOf(identity_.public_key);
   rc.swarm.relay = config_.room_storage != nullptr && config_.room_relay;
+  rc.admission = config_.room_admission;
+  rc.admission.sources = &guard_check_;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
                                             config_.room_listener);
   room_peers_found_.reserve(kRoomPeersFoundMax);
@@ -204,15 +234,24 @@ void Shard::Run() noexcept {
     bool woken = false;
     const size_t n = transport_->Poll(timeout, batch, &woken);
     now = MonotonicUs();
-    for (size_t i = 0; i < n; ++i) HandleDatagram(batch[i], now);
+    now_us_ = now;
+    // Pings first: their answers (and the pongs to return-routability probes) leave before
+    // the requests that other datagrams of the batch trigger, so a peer proves itself to
+    // us before its requests arrive (ReflectionGuard).
+    for (size_t i = 0; i < n; ++i) {
+      if (IsPing(batch[i])) HandleDatagram(batch[i], now);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!IsPing(batch[i])) HandleDatagram(batch[i], now);
+    }
     transport_->ReleaseReceived();
     DrainMailboxes(now);
     // One storage transaction, then the acks it made true (DESIGN.md 8): every iteration
     // when traffic is light, every kGroupCommitUs while full batches keep coming.
     if (n < kRecvBatchMax || now - last_commit_us_ >= kGroupCommitUs) {
-      if (!rooms_->CommitAndRelease(*outbox_).ok()) {
-        ShardCounters::Add(counters_.storage_errors, 1);
-      }
+      // While commits fail, the next try waits for its backoff (nothing is acked meanwhile:
+      // the acks stay queued until a commit makes their updates durable).
+      if (storage_backoff_us_ == 0 || now >= storage_retry_at_us_) CommitStorage(now);
       last_commit_us_ = now;
       commit_deferred_ = false;
     } else {
@@ -229,7 +268,7 @@ void Shard::Run() noexcept {
     ShardCounters::Add(counters_.loop_iterations, 1);
   }
   // What a deferred group commit still holds becomes durable (and acked) before exit.
-  if (!rooms_->CommitAndRelease(*outbox_).ok()) ShardCounters::Add(counters_.storage_errors, 1);
+  CommitStorage(now);
   transport_->Flush();
   bool woken = false;
   transport_->Poll(0, std::span(batch, 0), &woken);  // submit the last sends
@@ -237,6 +276,29 @@ void Shard::Run() noexcept {
   // node restarted as soon as this process exits can bind it.
   transport_->Shutdown();
   PublishTransportStats();
+}
+
+void Shard::CommitStorage(int64_t now_us) noexcept {
+  const absl::Status s = rooms_->CommitAndRelease(*outbox_);
+  if (s.ok()) {
+    if (storage_backoff_us_ != 0) {
+      storage_backoff_us_ = 0;
+      counters_.storage_failing.store(0, std::memory_order_relaxed);
+      ShardCounters::Add(counters_.storage_recoveries, 1);
+      std::lock_guard<std::mutex> lock(storage_mu_);
+      storage_error_.clear();
+    }
+    return;
+  }
+  ShardCounters::Add(counters_.storage_errors, 1);
+  counters_.storage_failing.store(1, std::memory_order_relaxed);
+  storage_backoff_us_ = storage_backoff_us_ == 0
+                            ? kStorageRetryFirstUs
+                            : std::min(storage_backoff_us_ * 2, kStorageRetryMaxUs);
+  storage_retry_at_us_ = now_us + storage_backoff_us_;
+  // Error path only (at most a few times a second): the copy may allocate.
+  std::lock_guard<std::mutex> lock(storage_mu_);
+  if (storage_error_ != s.message()) storage_error_ = std::string(s.message());
 }
 
 void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept {
@@ -253,16 +315,85 @@ void Shard::HandleDatagram(const ring::RecvDatagram& d, int64_t now_us) noexcept
 
 void Shard::HandleVerified(const base::Endpoint& from, const wire::Message& msg,
                            bool from_mailbox, int64_t now_us) noexcept {
-  if (msg.type() == wire::MessageType::kPing) return HandlePing(from, msg, now_us);
+  if (msg.type() == wire::MessageType::kPing) {
+    Received(from, msg, now_us);
+    return HandlePing(from, msg, now_us);
+  }
   if (msg.is_room()) return HandleRoom(from, msg, now_us);
+  // A pong to a probe comes back to the shard that sent it (the txid's low byte, which the
+  // responder puts in the shard hint); the overlay's own pongs name the owner.
+  if (msg.type() == wire::MessageType::kPong) {
+    const uint64_t txid = msg.pong()->txid();
+    const uint32_t to = static_cast<uint32_t>(txid & 0xFF) % config_.shards;
+    if (to != config_.index) return Forward(to, MailItem::Kind::kDatagram, from, msg.bytes());
+    Received(from, msg, now_us);
+    if (guard_.OnPong(from, txid, now_us)) return PublishReflectionCounters();
+    if (!overlay_) return Drop(wire::Verdict::kUnexpectedReply);
+  }
   // Everything else is overlay state, which lives on the owner shard. Replies belong
   // there too: only the owner sends requests, so every txid it makes names it.
   if (!overlay_) {
     RP_ASSERT(!from_mailbox);  // mail for the overlay only ever goes to the owner
     return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
   }
+  if (msg.type() != wire::MessageType::kPong) Received(from, msg, now_us);
   const wire::Verdict v = overlay_->OnMessage(now_us, from, msg, *outbox_);
-  if (v != wire::Verdict::kOk) Drop(v);
+  if (v != wire::Verdict::kOk) {
+    MaybeProbe(from, now_us);
+    return Drop(v);
+  }
+  // A reply that matched one of our requests' txids, from where we sent it: the address
+  // receives what we send it.
+  switch (msg.type()) {
+    case wire::MessageType::kPong:
+    case wire::MessageType::kNodes:
+    case wire::MessageType::kProviders:
+    case wire::MessageType::kAck:
+    case wire::MessageType::kWalkReply:
+      guard_.Prove(from, now_us);
+      break;
+    default:
+      MaybeProbe(from, now_us);
+      break;
+  }
+}
+
+void Shard::SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept {
+  std::span<uint8_t> buf = outbox_->Buffer();
+  if (buf.empty()) return;
+  const uint64_t txid =
+      guard_.Probe(to, rng_.Next(), static_cast<uint8_t>(config_.index), now_us);
+  const size_t n = probe_encoder_.Ping(buf, hint, txid, responder_.id(), nullptr,
+                                       config_.overlay.client);
+  if (n > 0) outbox_->Commit(n, to);  // charged to the credit; never refused (a ping)
+}
+
+void Shard::PublishAdmission() noexcept {
+  const room::AdmissionCounters& a = rooms_->admission();
+  auto set = [](std::atomic<uint64_t>& c, uint64_t v) { c.store(v, std::memory_order_relaxed); };
+  set(counters_.rooms_opened, a.opened);
+  set(counters_.rooms_reloaded, a.reloaded);
+  set(counters_.rooms_refused_policy, a.refused_policy);
+  set(counters_.rooms_refused_unproved, a.refused_unproved);
+  set(counters_.rooms_refused_rate, a.refused_rate);
+  set(counters_.rooms_refused_full, a.refused_full);
+  set(counters_.rooms_dropped_unwritten, a.dropped_unwritten);
+  set(counters_.rooms_unloaded_idle, a.unloaded_idle);
+  std::vector<wire::Hash256>& dropped = rooms_->dropped();
+  if (overlay_) {
+    for (const wire::Hash256& r : dropped) {
+      if (rooms_->Find(r) == nullptr) overlay_->Unannounce(r);
+    }
+  }
+  dropped.clear();  // keeps its capacity
+}
+
+void Shard::PublishReflectionCounters() noexcept {
+  const ReflectionCounters& c = guard_.counters();
+  counters_.reflection_refused.store(c.refused, std::memory_order_relaxed);
+  counters_.reflection_refused_bytes.store(c.refused_bytes, std::memory_order_relaxed);
+  counters_.reflection_probes.store(c.probes_sent, std::memory_order_relaxed);
+  counters_.reflection_proved.store(c.proved, std::memory_order_relaxed);
 }
 
 void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
@@ -273,8 +404,10 @@ void Shard::HandleRoom(const base::Endpoint& from, const wire::Message& msg,
   const uint32_t owner = wire::RoomOf(msg)[0] % config_.shards;
   if (owner != config_.index) return Forward(owner, MailItem::Kind::kDatagram, from, msg.bytes());
   ShardCounters::Add(counters_.room_messages, 1);
+  Received(from, msg, now_us);
   const wire::Verdict v = rooms_->OnMessage(now_us, from, msg, *outbox_);
   if (v != wire::Verdict::kOk) Drop(v);
+  MaybeProbe(from, now_us);  // after the answer, which has first call on the credit
   counters_.room_updates_accepted.store(rooms_->updates_accepted(), std::memory_order_relaxed);
   counters_.room_updates_rejected.store(rooms_->updates_rejected(), std::memory_order_relaxed);
 }
@@ -288,6 +421,9 @@ void Shard::HandlePing(const base::Endpoint& from, const wire::Message& msg,
   } else {
     ShardCounters::Add(counters_.pings_answered, 1);
   }
+  // A pinger that has not proved its address is probed back: a member's node pings a relay
+  // as it joins, so by the time its requests come, the probe's pong is there.
+  MaybeProbe(from, now_us, wire::kNoShardHint);
   if (PingSeenRecently(from, now_us)) return;
   if (overlay_) {
     overlay_->OnPingSeen(now_us, from, wire::FromWireId(*msg.ping()->sender()), *outbox_,
@@ -378,6 +514,8 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 }
 
 void Shard::OnTick(int64_t now_us) noexcept {
+  PublishReflectionCounters();
+  PublishAdmission();
   rooms_->Tick(now_us, *outbox_);
   counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
   RoomDiscoveryTick(now_us);

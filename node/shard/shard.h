@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "node/room/room_host.h"
 #include "node/room/storage.h"
 #include "node/shard/rate_limiter.h"
+#include "node/shard/reflection_guard.h"
 #include "node/shard/spsc_ring.h"
 #include "ring/transport.h"
 #include "wire/crypto.h"
@@ -90,6 +92,8 @@ struct ShardConfig {
   uint32_t rate_limit_per_s = 5000;
   uint32_t rate_limit_burst = 10000;
   uint32_t rate_limit_entries = 16384;
+  // Addresses whose reflection credit and proof the shard tracks (ReflectionGuard).
+  uint32_t reflection_entries = 16384;
   dht::OverlayConfig overlay;  // used on the owner shard only
   std::vector<dht::SavedContact> restore;  // the saved routing table (owner shard only)
   // Rooms: this shard serves the rooms whose id's first byte is its index modulo shards.
@@ -100,6 +104,9 @@ struct ShardConfig {
   // rooms at start). False with a storage: a member whose storage is its room cache.
   bool room_relay = true;
   uint32_t rooms_max = 256;
+  // Which rooms a relay serves (open or listed; per-source limits; idle unloading). The
+  // shard sets `sources` (its ReflectionGuard).
+  room::AdmissionConfig room_admission;
   // Limits and timers of every room's swarm (publish limits, keepalive, sync windows);
   // `relay` and `self` are set by the shard.
   room::SwarmConfig room_swarm;
@@ -111,6 +118,11 @@ struct ShardConfig {
   uint64_t rng_seed = 0;
   int64_t start_us = -1;
 };
+
+// A failed storage commit is retried after this long, doubling up to the maximum while it
+// keeps failing (a full disk: each try writes the whole staged batch again).
+inline constexpr int64_t kStorageRetryFirstUs = 50'000;
+inline constexpr int64_t kStorageRetryMaxUs = 1'000'000;
 
 // Upper bounds of the lookup duration histogram's buckets (the last bucket counts what
 // is slower than all of them): from a loopback round trip to a lookup whose nearest
@@ -133,6 +145,23 @@ struct ShardCounters {
   std::atomic<uint64_t> rooms{0};            // rooms this shard serves
   std::atomic<uint64_t> room_messages{0};    // verified room messages handled here
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
+  std::atomic<uint64_t> storage_failing{0};  // 1 while the last commit failed
+  std::atomic<uint64_t> storage_recoveries{0};  // commits that worked after failing ones
+  // ReflectionGuard (issue 11, item 3): sends refused to unproved addresses out of credit,
+  // probes sent, addresses proved.
+  std::atomic<uint64_t> reflection_refused{0};
+  std::atomic<uint64_t> reflection_refused_bytes{0};
+  std::atomic<uint64_t> reflection_probes{0};
+  std::atomic<uint64_t> reflection_proved{0};
+  // Room admission (issue 11, item 4), RoomHost::admission() as it moves.
+  std::atomic<uint64_t> rooms_opened{0};
+  std::atomic<uint64_t> rooms_reloaded{0};
+  std::atomic<uint64_t> rooms_refused_policy{0};
+  std::atomic<uint64_t> rooms_refused_unproved{0};
+  std::atomic<uint64_t> rooms_refused_rate{0};
+  std::atomic<uint64_t> rooms_refused_full{0};
+  std::atomic<uint64_t> rooms_dropped_unwritten{0};
+  std::atomic<uint64_t> rooms_unloaded_idle{0};
   // Room updates from peers that the rooms served here took into their logs, or refused
   // (the swarms' counters, added up as they move: they stay when a room is closed).
   std::atomic<uint64_t> room_updates_accepted{0};
@@ -250,15 +279,22 @@ class Shard {
   // --- One step at a time, for fuzzers and tests (Run() does these in its loop). Each
   // runs the same dispatch as Run(), on the caller's clock; the caller owns the thread.
   // Receive: one datagram from the transport, through every check in order of cost.
-  void Receive(const ring::RecvDatagram& d, int64_t now_us) noexcept { HandleDatagram(d, now_us); }
+  void Receive(const ring::RecvDatagram& d, int64_t now_us) noexcept {
+    now_us_ = now_us;
+    HandleDatagram(d, now_us);
+  }
   // DeliverMail: takes this shard's mail from the other shards, then sends what it queued
   // for them (with their doorbells).
   void DeliverMail(int64_t now_us) noexcept {
+    now_us_ = now_us;
     DrainMailboxes(now_us);
     PublishMailboxes();
   }
   // Tick: the periodic work (timeouts, pings, lookups, room timers).
-  void Tick(int64_t now_us) noexcept { OnTick(now_us); }
+  void Tick(int64_t now_us) noexcept {
+    now_us_ = now_us;
+    OnTick(now_us);
+  }
   // Commit: one storage transaction and the acks it made true.
   absl::Status Commit() noexcept;
   dht::Overlay* overlay() noexcept { return overlay_.get(); }
@@ -266,6 +302,12 @@ class Shard {
   room::RoomHost& rooms() noexcept { return *rooms_; }
 
   const ShardCounters& counters() const noexcept { return counters_; }
+  // StorageError: why the last storage commit failed while commits are failing (path and
+  // error); empty when the last one worked. Any thread.
+  std::string StorageError() const {
+    std::lock_guard<std::mutex> lock(storage_mu_);
+    return storage_error_;
+  }
   // RoomsRestore: reloads the rooms in this shard's storage. Call before Run().
   absl::Status RestoreRooms() { return rooms_->Restore(); }
   // SavedTableBytes: the owner's routing table as a file's bytes (empty on other shards).
@@ -306,8 +348,27 @@ class Shard {
   void FinishCommand() noexcept;
   void MaybeEstimateSize(int64_t now_us) noexcept;
   bool PingSeenRecently(const base::Endpoint& from, int64_t now_us) noexcept;
+  // Received: credits a datagram handled here to its source (ReflectionGuard). MaybeProbe:
+  // after handling it, probes the source if the guard wants that.
+  void Received(const base::Endpoint& from, const wire::Message& msg, int64_t now_us) noexcept {
+    guard_.OnReceive(from, msg.bytes().size(), now_us);
+  }
+  void MaybeProbe(const base::Endpoint& from, int64_t now_us,
+                  uint32_t hint = wire::kNoShardHint) noexcept {
+    if (guard_.ShouldProbe(from, now_us)) SendProbe(from, now_us, hint);
+  }
+  // SendProbe: a ping with a fresh txid to `to`, with shard hint `hint` (which of its
+  // shards answers); the pong proves the address.
+  void SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept;
+  void PublishReflectionCounters() noexcept;
+  // PublishAdmission: the room host's admission counters, and the rooms it stopped serving
+  // withdrawn from the DHT (owner shard; elsewhere their announcements expire).
+  void PublishAdmission() noexcept;
   void Drop(wire::Verdict v) noexcept { ShardCounters::Add(counters_.dropped[int(v)], 1); }
   void PublishTransportStats() noexcept;
+  // CommitStorage: the room store's group commit and the acks it makes true; a failure is
+  // counted, published (StorageError) and retried with backoff.
+  void CommitStorage(int64_t now_us) noexcept;
 
   const ShardConfig config_;
   const wire::KeyPair& identity_;
@@ -317,6 +378,20 @@ class Shard {
   std::unique_ptr<TransportOutbox> outbox_;
   dht::PingResponder responder_;
   RateLimiter limiter_;
+  ReflectionGuard guard_;
+  class GuardCheck : public room::SourceCheck {
+   public:
+    explicit GuardCheck(const ReflectionGuard* g) : g_(g) {}
+    bool Proved(const base::Endpoint& a, int64_t now_us) const noexcept override {
+      return g_->IsProved(a, now_us);
+    }
+
+   private:
+    const ReflectionGuard* g_;
+  };
+  GuardCheck guard_check_{&guard_};
+  wire::Encoder probe_encoder_;
+  int64_t now_us_ = 0;  // the loop iteration's clock, for sends (TransportOutbox)
   base::Rng rng_;
   std::unique_ptr<dht::Overlay> overlay_;  // owner shard only
   wire::Encoder room_encoder_;
@@ -334,6 +409,10 @@ class Shard {
   std::unique_ptr<Events> events_;
   std::optional<dht::SizeEstimate> size_density_, size_walks_;
   int64_t last_commit_us_ = 0;  // see kGroupCommitUs
+  int64_t storage_retry_at_us_ = 0;   // while commits fail: not before this
+  int64_t storage_backoff_us_ = 0;    // 0: the last commit worked
+  mutable std::mutex storage_mu_;     // guards storage_error_ (shard writes, control reads)
+  std::string storage_error_;
   bool commit_deferred_ = false;
   struct RoomLookup {
     wire::Hash256 room{};

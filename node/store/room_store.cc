@@ -187,7 +187,8 @@ absl::Status StoreError(const std::string& path, uint64_t map_bytes, int rc,
     case MDB_MAP_FULL:
     case MDB_TXN_FULL:
       return absl::ResourceExhaustedError(absl::StrFormat(
-          "room storage %s is full (map size %d bytes); raise --storage-max", path, map_bytes));
+          "room storage %s is full (map size %d bytes); raise --storage-max (or "
+          "--storage-map-bytes)", path, map_bytes));
     case ENOSPC:
     case EDQUOT:
     case EFBIG:
@@ -640,10 +641,13 @@ absl::Status RoomStore::Commit() {
     return absl::OkStatus();
   }
   ++stats_.commits_failed;
-  // A full map, or a write refused outright for lack of space, leaves LMDB consistent and
-  // may clear up: keep the batch for the next Commit. EIO may come from fsync (and, short
-  // write or not, LMDB cannot say which), so it breaks the store, as does corruption.
-  const bool transient = st.code() == absl::StatusCode::kResourceExhausted && rc != EIO;
+  // A full map or disk leaves LMDB consistent and may clear up: keep the batch for the
+  // next Commit. That includes EIO on a filesystem that is (nearly) full: LMDB reports a
+  // short page write as EIO, and the pages of a failed transaction are never referenced by
+  // a committed meta page, so the retry writes (and fsyncs) them all again. EIO with space
+  // left may come from a failed fsync, after which the kernel may have dropped dirty pages
+  // that a retry would report durable: that breaks the store, as does corruption.
+  const bool transient = st.code() == absl::StatusCode::kResourceExhausted;
   if (!transient) {
     broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
                                                    "; room storage stopped, restart the node"));

@@ -40,7 +40,8 @@ namespace ringpeer::store {
 
 // Default LMDB map size: the most one shard's environment may hold. LMDB reserves this
 // much address space up front (not disk); 1 GiB holds ~200 checkpoints of 5 MB or millions
-// of updates, and the operator raises it with --storage-max.
+// of updates. The operator sets it with `ringpeer serve --storage-max` (all shards
+// together, split evenly) or --storage-map-bytes (per shard).
 inline constexpr uint64_t kStoreMapBytesDefault = uint64_t{1} << 30;
 // Smallest map accepted: LMDB needs a few dozen pages for its own trees.
 inline constexpr uint64_t kStoreMapBytesMin = 64 * 1024;
@@ -122,13 +123,16 @@ class RoomStore final : public room::RoomStorage {
   // disk (fsync). OK means every staged write is durable and may be acknowledged; any error
   // means none of them is and the previous committed state is intact. An empty batch
   // returns OK without I/O. Errors: a full map (ResourceExhausted, "raise --storage-max")
-  // or disk (ResourceExhausted): the batch stays staged and the next Commit retries it.
-  // Anything else (I/O error, corruption): the batch is dropped and the store refuses
-  // every later commit until the node restarts, since after a failed fsync the kernel may
-  // have dropped pages that a retry would then report durable.
+  // or disk (ResourceExhausted, including EIO from a short write on a full filesystem):
+  // the batch stays staged and the next Commit retries it, so the store recovers by
+  // itself once space is freed. Anything else (I/O error with space left, corruption):
+  // the batch is dropped and the store refuses every later commit until the node
+  // restarts, since after a failed fsync the kernel may have dropped pages that a retry
+  // would then report durable.
   absl::Status Commit() override;
   // Rooms: stored and staged rooms, sorted by id.
   std::vector<Hash256> Rooms() override;
+  bool Contains(const Hash256& room_id) override { return rooms_.contains(room_id); }
   // Load: the committed room with the staged writes applied over it. Checks every value's
   // checksum (DataLoss names the path).
   absl::StatusOr<room::LoadedRoom> Load(const Hash256& room_id) override;
