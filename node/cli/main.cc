@@ -2,6 +2,7 @@
 //
 //   ringpeer serve [flags]            run a node (no configuration needed)
 //   ringpeer status [--data-dir DIR]  ask the node running on DIR how it is doing
+//   ringpeer --version                version, wire protocol version, git commit
 //
 // Exit codes: 0 success, 1 runtime error (port in use, data dir, node not running),
 // 2 usage error (bad flag or value).
@@ -29,12 +30,16 @@
 #include "base/status.h"
 #include "node/admin/control.h"
 #include "node/admin/http.h"
+#include "node/admin/json.h"
 #include "node/admin/metrics.h"
+#include "node/cli/build_info.h"
+#include "node/cli/cpu_quota.h"
 #include "node/cli/flags.h"
 #include "node/cli/room_cmd.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
 #include "wire/crypto.h"
+#include "wire/header.h"
 
 namespace ringpeer::cli {
 namespace {
@@ -49,7 +54,8 @@ constexpr FlagSpec kServeFlags[] = {
      "UDP address to listen on; [::] also receives IPv4"},
     {"port", FlagSpec::Kind::kValue, "RINGPEER_PORT", "N", "7700",
      "port for the default listen address (0: any free port)"},
-    {"shards", FlagSpec::Kind::kValue, "RINGPEER_SHARDS", "N", "one per available CPU",
+    {"shards", FlagSpec::Kind::kValue, "RINGPEER_SHARDS", "N",
+     "one per available CPU (affinity mask, capped by the cgroup CPU quota)",
      "event-loop threads, each pinned to a CPU"},
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
      "node key, control socket and saved state"},
@@ -92,6 +98,27 @@ constexpr FlagSpec kStatusFlags[] = {
     {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
 };
 
+// VersionLine: "ringpeer 0.1.0 (protocol 1, commit 0123456789ab)".
+std::string VersionLine() {
+  return absl::StrCat("ringpeer ", kProjectVersion, " (protocol ", wire::kVersion, ", commit ",
+                      kGitCommit, ")");
+}
+
+admin::BuildInfo Build() { return {kProjectVersion, wire::kVersion, kGitCommit}; }
+
+// WithBuild: the node's status JSON object with a "build" member first.
+std::string WithBuild(const std::string& status_json) {
+  if (status_json.empty() || status_json[0] != '{') return status_json;
+  admin::JsonWriter w;
+  w.BeginObject();
+  w.Key("version").String(kProjectVersion);
+  w.Key("protocol").Uint(wire::kVersion);
+  w.Key("commit").String(kGitCommit);
+  w.EndObject();
+  const bool empty = status_json.size() > 1 && status_json[1] == '}';
+  return absl::StrCat("{\"build\":", w.str(), empty ? "" : ",", status_json.substr(1));
+}
+
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "ringpeer: a peer-to-peer node for Linux servers\n\n"
@@ -107,6 +134,7 @@ void PrintUsage(FILE* out) {
                "  ringpeer room info INVITE [--json]   state hash, log size, heads, access\n"
                "  ringpeer room evict INVITE       rotate the keys without that member\n"
                "  ringpeer chat INVITE      a terminal chat\n"
+               "  ringpeer version          version, wire protocol and git commit (--version)\n"
                "  ringpeer help             this text\n\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
@@ -178,7 +206,7 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
   if (c.listen.empty()) {
     c.listen.push_back(*base::Endpoint::Parse(Ipv6Available() ? "[::]" : "0.0.0.0", port));
   }
-  c.shards = static_cast<uint32_t>(shard::AvailableCpus().size());
+  c.shards = DefaultShards(shard::AvailableCpus().size(), CgroupCpuLimit());
   if (auto v = f.Value("shards")) {
     RP_ASSIGN_OR_RETURN(uint64_t s, ParseUint("shards", *v, 1, 255));
     c.shards = static_cast<uint32_t>(s);
@@ -287,7 +315,9 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
   for (const auto& [name, value] : all) {
     std::string source = f.Source(name);
     if (name == "listen" && source == "default") source = "default, from port";
-    if (name == "shards" && source == "default") source = "default, one per available CPU";
+    if (name == "shards" && source == "default") {
+      source = "default, one per available CPU (affinity mask and cgroup CPU quota)";
+    }
     std::string line = name + " = " + value;
     if (value.empty()) line = "# " + name + " =";  // an empty list: nothing to set
     if (line.size() < 40) line.resize(40, ' ');
@@ -407,6 +437,10 @@ int Serve(std::span<const char* const> args) {
   }
   base::SetLogLevel(settings->log_level);
   base::SetLogFormat(settings->log_format);
+  base::Log(base::LogLevel::kInfo, "ringpeer")
+      .Field("version", kProjectVersion)
+      .Field("protocol", static_cast<int>(wire::kVersion))
+      .Field("commit", kGitCommit);
   const std::string& data_dir_path = settings->data_dir;
   if (!wire::InitCrypto()) return RuntimeError(absl::InternalError("libsodium failed to start"));
   auto data_dir = store::DataDir::Open(data_dir_path);
@@ -457,12 +491,12 @@ int Serve(std::span<const char* const> args) {
       m.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time)
                        .count();
       m.storage_bytes = admin::DirectoryBytes(dir);
-      return admin::RenderPrometheus(m);
+      return admin::RenderPrometheus(m) + admin::RenderBuildInfo(Build());
     };
     h.status_json = [n, &snapshot_mu, &running] {
       if (!running.load(std::memory_order_acquire)) return std::string("{\"starting\":true}");
       std::lock_guard<std::mutex> lock(snapshot_mu);
-      return n->StatusJson();
+      return WithBuild(n->StatusJson());
     };
     h.ready = [&watch](std::string* why) {
       const int64_t live = watch.live();
@@ -508,8 +542,11 @@ int Serve(std::span<const char* const> args) {
       sfd,
       [n, &snapshot_mu](std::string_view request) -> std::string {
         std::lock_guard<std::mutex> lock(snapshot_mu);
-        if (request == "status json") return n->StatusJson() + "\n";
-        if (request == "status text") return n->StatusText();
+        if (request == "status json") return WithBuild(n->StatusJson()) + "\n";
+        if (request == "status text") {
+          return absl::StrCat("version     ", kProjectVersion, " (protocol ", wire::kVersion,
+                              ", commit ", kGitCommit, ")\n", n->StatusText());
+        }
         return n->HandleControl(request);
       },
       kWatchTickMs, [&watch, n] {
@@ -611,6 +648,10 @@ int main(int argc, char** argv) {
   }
   if (command == "room") return RoomMain(rest);
   if (command == "chat") return ChatMain(rest);
+  if (command == "version" || command == "--version") {
+    std::printf("%s\n", VersionLine().c_str());
+    return 0;
+  }
   if (command == "help" || command == "--help" || command == "-h") {
     PrintUsage(stdout);
     return 0;
