@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# deploy/make-base.sh [--no-pull]: makes sure the Docker engine has the two base images
-# deploy/Dockerfile starts from, `debian:12` (build stage) and `debian:12-slim` (runtime).
+# deploy/make-base.sh [--no-pull] [IMAGE...]: makes sure the Docker engine has the base
+# images deploy/Dockerfile starts from, `debian:12` (build stage) and `debian:12-slim`
+# (runtime); both unless some are named.
 #
 #   - an image already present is kept as it is;
 #   - otherwise the official image is pulled (skipped with --no-pull or RINGPEER_NO_PULL=1);
@@ -16,17 +17,20 @@ set -euo pipefail
 DOCKER=${DOCKER:-docker}
 pull=1
 [ "${RINGPEER_NO_PULL:-0}" = 1 ] && pull=0
+wanted=()
 for arg in "$@"; do
   case "$arg" in
     --no-pull) pull=0 ;;
-    *) echo "usage: $0 [--no-pull]" >&2; exit 2 ;;
+    debian:12 | debian:12-slim) wanted+=("$arg") ;;
+    *) echo "usage: $0 [--no-pull] [debian:12] [debian:12-slim]" >&2; exit 2 ;;
   esac
 done
+((${#wanted[@]})) || wanted=(debian:12 debian:12-slim)
 
 have() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
 missing=()
-for img in debian:12 debian:12-slim; do
+for img in "${wanted[@]}"; do
   if have "$img"; then
     echo "make-base: $img present"
   elif ((pull)) && timeout 120 "$DOCKER" pull -q "$img" >/dev/null 2>&1; then
