@@ -17,7 +17,7 @@ PACKAGES=(build-essential cmake ninja-build pkg-config python3 git
           libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
           clang-14 libclang-rt-14-dev iproute2 nftables tmux
           libcpp-httplib-dev curl python3-prometheus-client
-          docker-compose yamllint)
+          docker-compose yamllint docker.io debootstrap)
 
 install_packages() {
   local missing=()
