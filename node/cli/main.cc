@@ -2,6 +2,7 @@
 //
 //   ringpeer serve [flags]            run a node (no configuration needed)
 //   ringpeer status [--data-dir DIR]  ask the node running on DIR how it is doing
+//   ringpeer ready [--data-dir DIR]   exit 0 when that node has live, verified peers
 //   ringpeer --version                version, wire protocol version, git commit
 //
 // Exit codes: 0 success, 1 runtime error (port in use, data dir, node not running),
@@ -125,6 +126,7 @@ void PrintUsage(FILE* out) {
                "usage:\n"
                "  ringpeer serve [flags]    run a node (no configuration needed)\n"
                "  ringpeer status [flags]   show the running node's peers and counters\n"
+               "  ringpeer ready [flags]    exit 0 when the node has live, verified peers\n"
                "  ringpeer lookup KEY       find the nodes nearest KEY in the DHT\n"
                "  ringpeer announce KEY     announce the node as a provider of KEY\n"
                "  ringpeer providers KEY    find the providers of KEY\n"
@@ -540,7 +542,12 @@ int Serve(std::span<const char* const> args) {
 
   const int sig = control->ServeUntilSignal(
       sfd,
-      [n, &snapshot_mu](std::string_view request) -> std::string {
+      [n, &snapshot_mu, &watch](std::string_view request) -> std::string {
+        if (request == "ready") {
+          const int64_t live = watch.live();
+          if (live > 0) return absl::StrCat("ready: ", live, " live, verified peer(s)\n");
+          return live < 0 ? "not ready: starting\n" : "not ready: no live, verified overlay peers\n";
+        }
         std::lock_guard<std::mutex> lock(snapshot_mu);
         if (request == "status json") return WithBuild(n->StatusJson()) + "\n";
         if (request == "status text") {
@@ -578,6 +585,31 @@ int Status(std::span<const char* const> args) {
   if (!answer.ok()) return RuntimeError(answer.status());
   std::fputs(answer->c_str(), stdout);
   return 0;
+}
+
+constexpr FlagSpec kReadyFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
+     "data directory of the running node"},
+};
+
+// Ready: the container health check (no curl in the image): what /readyz says, through
+// the control socket. Exit 0 ready, 1 not ready or no node.
+int Ready(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kReadyFlags, args, 0);
+  if (!flags.ok()) return UsageError("ready", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer ready [flags]\n\nExits 0 when the node running on the data "
+                "directory has live, verified overlay peers (what /readyz answers), 1 "
+                "otherwise.\n\nflags:\n%s",
+                Flags::Help(kReadyFlags).c_str());
+    return 0;
+  }
+  const std::string dir = flags->Value("data-dir").value_or(kDefaultDataDir);
+  auto answer = admin::ControlRequest(dir + "/" + store::kControlSocketFile, "ready",
+                                      /*timeout_ms=*/3000);
+  if (!answer.ok()) return RuntimeError(answer.status());
+  std::fputs(answer->c_str(), stdout);
+  return answer->rfind("ready", 0) == 0 ? 0 : kExitRuntime;
 }
 
 constexpr FlagSpec kQueryFlags[] = {
@@ -636,6 +668,7 @@ int main(int argc, char** argv) {
                                     static_cast<size_t>(argc - 2));
   if (command == "serve") return Serve(rest);
   if (command == "status") return Status(rest);
+  if (command == "ready") return Ready(rest);
   if (command == "lookup") {
     return Query("lookup", "Finds the nodes nearest KEY in the DHT (an iterative lookup).", rest);
   }

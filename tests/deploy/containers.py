@@ -306,6 +306,13 @@ def containers_checks(root, image, res, ncpu):
         code = wait_for(lambda: url and http_get(url)[0] == 200, 30, interval=0.5)
         check(code, f"{n}: /readyz is 200 (through 127.0.0.1)")
 
+    for n in all_names:
+        r = docker("exec", n, "ringpeer", "ready", timeout=15)
+        check(r.returncode == 0 and r.stdout.startswith("ready"),
+              f"{n}: `ringpeer ready` (the image's health check) exits 0: {r.stdout.strip()!r}")
+    nocurl = docker("exec", names["boot"], "sh", "-c", "command -v curl", timeout=15)
+    check(nocurl.returncode != 0, "the image has no curl")
+
     # The build, three ways: --version in the image, status, /metrics.
     v = docker("run", "--rm", "--network", "none", "--entrypoint", "ringpeer", image, "--version")
     check(v.returncode == 0 and v.stdout.startswith("ringpeer ") and "protocol " in v.stdout,
@@ -365,6 +372,11 @@ def containers_checks(root, image, res, ncpu):
     check(st2 is not None and st2["node_id"] == ids[names["n2"]],
           "n2 restarted keeps its node id (the key on its volume)")
     check(wait_mesh(all_names, 60) is not None, "after the restart all three verify each other again")
+
+    def healthy():
+        return docker("inspect", "-f", "{{.State.Health.Status}}", names["boot"]).stdout.strip() \
+            == "healthy"
+    check(wait_for(healthy, 40, interval=1), "Docker reports boot healthy (HEALTHCHECK)")
 
 
 def compose_checks(root, image, res):
