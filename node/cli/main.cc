@@ -439,10 +439,6 @@ int Serve(std::span<const char* const> args) {
   }
   base::SetLogLevel(settings->log_level);
   base::SetLogFormat(settings->log_format);
-  base::Log(base::LogLevel::kInfo, "ringpeer")
-      .Field("version", kProjectVersion)
-      .Field("protocol", static_cast<int>(wire::kVersion))
-      .Field("commit", kGitCommit);
   const std::string& data_dir_path = settings->data_dir;
   if (!wire::InitCrypto()) return RuntimeError(absl::InternalError("libsodium failed to start"));
   auto data_dir = store::DataDir::Open(data_dir_path);
@@ -478,6 +474,7 @@ int Serve(std::span<const char* const> args) {
   std::atomic<bool> running{false};
   Watch watch(n, &snapshot_mu);
   std::unique_ptr<admin::AdminHttpServer> http;
+  std::string admin_error;  // the default admin address was taken: logged after the start
   if (settings->admin) {
     const auto start_time = std::chrono::steady_clock::now();
     admin::AdminHandlers h;
@@ -509,22 +506,36 @@ int Serve(std::span<const char* const> args) {
     auto server = admin::AdminHttpServer::Start(*settings->admin, std::move(h));
     if (server.ok()) {
       http = std::move(*server);
-      base::Log(base::LogLevel::kInfo, "admin http listening")
-          .Field("addr", http->address().ToString());
     } else if (flags->Source("admin") == "default") {
       // Several nodes on one host (tests, benchmarks) all default to the same port: the
       // first gets it, the others run without it rather than refusing to start.
-      base::Log(base::LogLevel::kWarn, "admin http disabled: default address unavailable")
-          .Field("error", std::string(server.status().message()))
-          .Field("hint", "set --admin ADDR:PORT, or --admin off");
+      admin_error = std::string(server.status().message());
     } else {
       return RuntimeError(server.status());
     }
   }
 
-  for (const std::string& w : (*node)->TakeWarnings()) base::Log(base::LogLevel::kWarn, w);
+  const std::vector<std::string> warnings = (*node)->TakeWarnings();
   absl::Status started = (*node)->Start();
-  if (!started.ok()) return RuntimeError(started);
+  if (!started.ok()) {
+    for (const std::string& w : warnings) base::Log(base::LogLevel::kWarn, w);
+    return RuntimeError(started);
+  }
+  // The first log line names the build; it comes once everything is bound and started,
+  // so that a start that fails (port in use, no io_uring) is still one line.
+  base::Log(base::LogLevel::kInfo, "ringpeer")
+      .Field("version", kProjectVersion)
+      .Field("protocol", static_cast<int>(wire::kVersion))
+      .Field("commit", kGitCommit);
+  if (http) {
+    base::Log(base::LogLevel::kInfo, "admin http listening")
+        .Field("addr", http->address().ToString());
+  } else if (!admin_error.empty()) {
+    base::Log(base::LogLevel::kWarn, "admin http disabled: default address unavailable")
+        .Field("error", admin_error)
+        .Field("hint", "set --admin ADDR:PORT, or --admin off");
+  }
+  for (const std::string& w : warnings) base::Log(base::LogLevel::kWarn, w);
   running.store(true, std::memory_order_release);
   if (!(*node)->fallback_reason().empty()) {
     base::Log(base::LogLevel::kWarn, "io_uring unavailable; using recvmmsg/sendmmsg")
