@@ -8,6 +8,7 @@
 #   kubernetes-models      each Kubernetes document against the Kubernetes API schemas
 #   dockerfile-utils       Dockerfile syntax and instruction arguments
 #   python3 json           the seccomp profiles' structure and their io_uring syscalls
+#   diff                   the two .dockerignore files (classic builder and BuildKit)
 #   systemd-analyze        the systemd unit
 #   ringpeer --config      the example config file, through --print-config
 #
@@ -107,6 +108,12 @@ assert uring <= denied, "io_uring calls not denied"
 PY
 }
 stage "seccomp profile without io_uring: the same allow-list less io_uring" seccomp_no_uring_ok
+
+# The classic builder reads ../.dockerignore, BuildKit Dockerfile.dockerignore: the same.
+ignores_same() {
+  diff <(grep -v '^#' Dockerfile.dockerignore) <(grep -v '^#' ../.dockerignore)
+}
+stage "Dockerfile.dockerignore and .dockerignore list the same paths" ignores_same
 
 if command -v systemd-analyze >/dev/null; then
   unit_ok() {
