@@ -3,7 +3,9 @@
 #
 #   tools/setup.sh serve [FLAGS...]   install packages, build, run `ringpeer serve FLAGS`
 #   tools/setup.sh test               install packages, build, run every test:
-#                                       release build: unit + integration tests (ctest)
+#                                       release build: unit + integration tests (ctest),
+#                                         and the container test (tests/deploy: starts
+#                                         dockerd if none runs, and stops it again)
 #                                       ASan+UBSan build (clang): the same, plus the fuzzers
 #                                       TSan build (clang): the mailbox stress tests
 #
