@@ -3,7 +3,9 @@
 #
 #   tools/setup.sh serve [FLAGS...]   install packages, build, run `ringpeer serve FLAGS`
 #   tools/setup.sh test               install packages, build, run every test:
-#                                       release build: unit + integration tests (ctest)
+#                                       release build: unit + integration tests (ctest),
+#                                         and the container test (tests/deploy: starts
+#                                         dockerd if none runs, and stops it again)
 #                                       ASan+UBSan build (clang): the same, plus the fuzzers
 #                                       TSan build (clang): the mailbox stress tests
 #
@@ -17,7 +19,7 @@ PACKAGES=(build-essential cmake ninja-build pkg-config python3 git
           libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
           clang-14 libclang-rt-14-dev iproute2 nftables tmux
           libcpp-httplib-dev curl python3-prometheus-client
-          docker-compose yamllint)
+          docker-compose yamllint docker.io debootstrap)
 
 install_packages() {
   local missing=()

@@ -243,6 +243,17 @@ std::string RenderPrometheus(const NodeMetrics& m) {
   return w.Take();
 }
 
+std::string RenderBuildInfo(const BuildInfo& b) {
+  Writer w;
+  w.Family("ringpeer_build_info", "gauge",
+           "The build of this node, in the labels: version, wire protocol, git commit.");
+  w.Sample("ringpeer_build_info",
+           absl::StrCat("version=\"", Escape(b.version), "\",protocol=\"", b.protocol,
+                        "\",commit=\"", Escape(b.commit), "\""),
+           1);
+  return w.Take();
+}
+
 uint64_t DirectoryBytes(const std::string& path, uint64_t entries_max) {
   uint64_t total = 0, seen = 0;
   // Iterative walk with an explicit stack: no recursion, bounded by entries_max.

@@ -124,6 +124,18 @@ struct NodeMetrics {
 // RenderPrometheus: the text format, one HELP and TYPE line per family.
 std::string RenderPrometheus(const NodeMetrics& m);
 
+// BuildInfo: what `ringpeer --version` says (project version, wire protocol version, git
+// commit or "unknown").
+struct BuildInfo {
+  std::string version;
+  uint32_t protocol = 0;
+  std::string commit;
+};
+
+// RenderBuildInfo: the `ringpeer_build_info` gauge (always 1; the build in its labels),
+// with its HELP and TYPE lines, to append to RenderPrometheus's text.
+std::string RenderBuildInfo(const BuildInfo& b);
+
 // DirectoryBytes: total size of the regular files under `path` (not following links),
 // bounded to `entries_max` entries so a huge tree cannot stall the admin thread.
 uint64_t DirectoryBytes(const std::string& path, uint64_t entries_max = 100'000);

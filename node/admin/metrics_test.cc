@@ -98,6 +98,17 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   EXPECT_TRUE(Has(t, "ringpeer_storage_commit_failures_total{shard=\"0\"} 9"));
 }
 
+TEST(Metrics, BuildInfoIsOneGaugeWithTheBuildInItsLabels) {
+  const std::string text = RenderBuildInfo({"0.1.0", 1, "0123456789ab"});
+  EXPECT_EQ(text,
+            "# HELP ringpeer_build_info The build of this node, in the labels: version, wire "
+            "protocol, git commit.\n"
+            "# TYPE ringpeer_build_info gauge\n"
+            "ringpeer_build_info{version=\"0.1.0\",protocol=\"1\",commit=\"0123456789ab\"} 1\n");
+  // Label values are escaped.
+  EXPECT_NE(RenderBuildInfo({"a\"b", 2, "x"}).find("version=\"a\\\"b\""), std::string::npos);
+}
+
 TEST(Metrics, DirectoryBytesCountsRegularFilesBelow) {
   char tmpl[] = "/tmp/rp-metrics-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);

@@ -2,6 +2,8 @@
 //
 //   ringpeer serve [flags]            run a node (no configuration needed)
 //   ringpeer status [--data-dir DIR]  ask the node running on DIR how it is doing
+//   ringpeer ready [--data-dir DIR]   exit 0 when that node has live, verified peers
+//   ringpeer --version                version, wire protocol version, git commit
 //
 // Exit codes: 0 success, 1 runtime error (port in use, data dir, node not running),
 // 2 usage error (bad flag or value).
@@ -29,13 +31,17 @@
 #include "base/status.h"
 #include "node/admin/control.h"
 #include "node/admin/http.h"
+#include "node/admin/json.h"
 #include "node/admin/metrics.h"
+#include "node/cli/build_info.h"
+#include "node/cli/cpu_quota.h"
 #include "node/cli/flags.h"
 #include "node/cli/room_cmd.h"
 #include "node/shard/node.h"
 #include "node/store/data_dir.h"
 #include "node/store/room_store.h"
 #include "wire/crypto.h"
+#include "wire/header.h"
 
 namespace ringpeer::cli {
 namespace {
@@ -50,7 +56,8 @@ constexpr FlagSpec kServeFlags[] = {
      "UDP address to listen on; [::] also receives IPv4"},
     {"port", FlagSpec::Kind::kValue, "RINGPEER_PORT", "N", "7700",
      "port for the default listen address (0: any free port)"},
-    {"shards", FlagSpec::Kind::kValue, "RINGPEER_SHARDS", "N", "one per available CPU",
+    {"shards", FlagSpec::Kind::kValue, "RINGPEER_SHARDS", "N",
+     "one per available CPU (affinity mask, capped by the cgroup CPU quota)",
      "event-loop threads, each pinned to a CPU"},
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
      "node key, control socket and saved state"},
@@ -122,12 +129,34 @@ constexpr FlagSpec kStatusFlags[] = {
     {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
 };
 
+// VersionLine: "ringpeer 0.1.0 (protocol 1, commit 0123456789ab)".
+std::string VersionLine() {
+  return absl::StrCat("ringpeer ", kProjectVersion, " (protocol ", wire::kVersion, ", commit ",
+                      kGitCommit, ")");
+}
+
+admin::BuildInfo Build() { return {kProjectVersion, wire::kVersion, kGitCommit}; }
+
+// WithBuild: the node's status JSON object with a "build" member first.
+std::string WithBuild(const std::string& status_json) {
+  if (status_json.empty() || status_json[0] != '{') return status_json;
+  admin::JsonWriter w;
+  w.BeginObject();
+  w.Key("version").String(kProjectVersion);
+  w.Key("protocol").Uint(wire::kVersion);
+  w.Key("commit").String(kGitCommit);
+  w.EndObject();
+  const bool empty = status_json.size() > 1 && status_json[1] == '}';
+  return absl::StrCat("{\"build\":", w.str(), empty ? "" : ",", status_json.substr(1));
+}
+
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "ringpeer: a peer-to-peer node for Linux servers\n\n"
                "usage:\n"
                "  ringpeer serve [flags]    run a node (no configuration needed)\n"
                "  ringpeer status [flags]   show the running node's peers and counters\n"
+               "  ringpeer ready [flags]    exit 0 when the node has live, verified peers\n"
                "  ringpeer lookup KEY       find the nodes nearest KEY in the DHT\n"
                "  ringpeer announce KEY     announce the node as a provider of KEY\n"
                "  ringpeer providers KEY    find the providers of KEY\n"
@@ -137,6 +166,7 @@ void PrintUsage(FILE* out) {
                "  ringpeer room info INVITE [--json]   state hash, log size, heads, access\n"
                "  ringpeer room evict INVITE       rotate the keys without that member\n"
                "  ringpeer chat INVITE      a terminal chat\n"
+               "  ringpeer version          version, wire protocol and git commit (--version)\n"
                "  ringpeer help             this text\n\n"
                "Run 'ringpeer COMMAND --help' for the flags of a command.\n");
 }
@@ -208,7 +238,7 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
   if (c.listen.empty()) {
     c.listen.push_back(*base::Endpoint::Parse(Ipv6Available() ? "[::]" : "0.0.0.0", port));
   }
-  c.shards = static_cast<uint32_t>(shard::AvailableCpus().size());
+  c.shards = DefaultShards(shard::AvailableCpus().size(), CgroupCpuLimit());
   if (auto v = f.Value("shards")) {
     RP_ASSIGN_OR_RETURN(uint64_t s, ParseUint("shards", *v, 1, 255));
     c.shards = static_cast<uint32_t>(s);
@@ -393,7 +423,9 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
   for (const auto& [name, value] : all) {
     std::string source = f.Source(name);
     if (name == "listen" && source == "default") source = "default, from port";
-    if (name == "shards" && source == "default") source = "default, one per available CPU";
+    if (name == "shards" && source == "default") {
+      source = "default, one per available CPU (affinity mask and cgroup CPU quota)";
+    }
     std::string line = name + " = " + value;
     if (value.empty()) line = "# " + name + " =";  // an empty list: nothing to set
     if (line.size() < 40) line.resize(40, ' ');
@@ -623,6 +655,7 @@ int Serve(std::span<const char* const> args) {
   std::atomic<bool> running{false};
   Watch watch(n, &snapshot_mu);
   std::unique_ptr<admin::AdminHttpServer> http;
+  std::string admin_error;  // the default admin address was taken: logged after the start
   if (settings->admin) {
     const auto start_time = std::chrono::steady_clock::now();
     admin::AdminHandlers h;
@@ -638,12 +671,12 @@ int Serve(std::span<const char* const> args) {
       m.uptime_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time)
                        .count();
       m.storage_bytes = admin::DirectoryBytes(dir);
-      return admin::RenderPrometheus(m);
+      return admin::RenderPrometheus(m) + admin::RenderBuildInfo(Build());
     };
     h.status_json = [n, &snapshot_mu, &running] {
       if (!running.load(std::memory_order_acquire)) return std::string("{\"starting\":true}");
       std::lock_guard<std::mutex> lock(snapshot_mu);
-      return n->StatusJson();
+      return WithBuild(n->StatusJson());
     };
     h.ready = [&watch](std::string* why) {
       if (std::string e = watch.storage_error(); !e.empty()) {
@@ -658,22 +691,36 @@ int Serve(std::span<const char* const> args) {
     auto server = admin::AdminHttpServer::Start(*settings->admin, std::move(h));
     if (server.ok()) {
       http = std::move(*server);
-      base::Log(base::LogLevel::kInfo, "admin http listening")
-          .Field("addr", http->address().ToString());
     } else if (flags->Source("admin") == "default") {
       // Several nodes on one host (tests, benchmarks) all default to the same port: the
       // first gets it, the others run without it rather than refusing to start.
-      base::Log(base::LogLevel::kWarn, "admin http disabled: default address unavailable")
-          .Field("error", std::string(server.status().message()))
-          .Field("hint", "set --admin ADDR:PORT, or --admin off");
+      admin_error = std::string(server.status().message());
     } else {
       return RuntimeError(server.status());
     }
   }
 
-  for (const std::string& w : (*node)->TakeWarnings()) base::Log(base::LogLevel::kWarn, w);
+  const std::vector<std::string> warnings = (*node)->TakeWarnings();
   absl::Status started = (*node)->Start();
-  if (!started.ok()) return RuntimeError(started);
+  if (!started.ok()) {
+    for (const std::string& w : warnings) base::Log(base::LogLevel::kWarn, w);
+    return RuntimeError(started);
+  }
+  // The first log line names the build; it comes once everything is bound and started,
+  // so that a start that fails (port in use, no io_uring) is still one line.
+  base::Log(base::LogLevel::kInfo, "ringpeer")
+      .Field("version", kProjectVersion)
+      .Field("protocol", static_cast<int>(wire::kVersion))
+      .Field("commit", kGitCommit);
+  if (http) {
+    base::Log(base::LogLevel::kInfo, "admin http listening")
+        .Field("addr", http->address().ToString());
+  } else if (!admin_error.empty()) {
+    base::Log(base::LogLevel::kWarn, "admin http disabled: default address unavailable")
+        .Field("error", admin_error)
+        .Field("hint", "set --admin ADDR:PORT, or --admin off");
+  }
+  for (const std::string& w : warnings) base::Log(base::LogLevel::kWarn, w);
   running.store(true, std::memory_order_release);
   if (!(*node)->fallback_reason().empty()) {
     base::Log(base::LogLevel::kWarn, "io_uring unavailable; using recvmmsg/sendmmsg")
@@ -691,10 +738,18 @@ int Serve(std::span<const char* const> args) {
 
   const int sig = control->ServeUntilSignal(
       sfd,
-      [n, &snapshot_mu](std::string_view request) -> std::string {
+      [n, &snapshot_mu, &watch](std::string_view request) -> std::string {
+        if (request == "ready") {
+          const int64_t live = watch.live();
+          if (live > 0) return absl::StrCat("ready: ", live, " live, verified peer(s)\n");
+          return live < 0 ? "not ready: starting\n" : "not ready: no live, verified overlay peers\n";
+        }
         std::lock_guard<std::mutex> lock(snapshot_mu);
-        if (request == "status json") return n->StatusJson() + "\n";
-        if (request == "status text") return n->StatusText();
+        if (request == "status json") return WithBuild(n->StatusJson()) + "\n";
+        if (request == "status text") {
+          return absl::StrCat("version     ", kProjectVersion, " (protocol ", wire::kVersion,
+                              ", commit ", kGitCommit, ")\n", n->StatusText());
+        }
         return n->HandleControl(request);
       },
       kWatchTickMs, [&watch, n] {
@@ -726,6 +781,31 @@ int Status(std::span<const char* const> args) {
   if (!answer.ok()) return RuntimeError(answer.status());
   std::fputs(answer->c_str(), stdout);
   return 0;
+}
+
+constexpr FlagSpec kReadyFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_DATA_DIR", "DIR", kDefaultDataDir,
+     "data directory of the running node"},
+};
+
+// Ready: the container health check (no curl in the image): what /readyz says, through
+// the control socket. Exit 0 ready, 1 not ready or no node.
+int Ready(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kReadyFlags, args, 0);
+  if (!flags.ok()) return UsageError("ready", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer ready [flags]\n\nExits 0 when the node running on the data "
+                "directory has live, verified overlay peers (what /readyz answers), 1 "
+                "otherwise.\n\nflags:\n%s",
+                Flags::Help(kReadyFlags).c_str());
+    return 0;
+  }
+  const std::string dir = flags->Value("data-dir").value_or(kDefaultDataDir);
+  auto answer = admin::ControlRequest(dir + "/" + store::kControlSocketFile, "ready",
+                                      /*timeout_ms=*/3000);
+  if (!answer.ok()) return RuntimeError(answer.status());
+  std::fputs(answer->c_str(), stdout);
+  return answer->rfind("ready", 0) == 0 ? 0 : kExitRuntime;
 }
 
 constexpr FlagSpec kQueryFlags[] = {
@@ -784,6 +864,7 @@ int main(int argc, char** argv) {
                                     static_cast<size_t>(argc - 2));
   if (command == "serve") return Serve(rest);
   if (command == "status") return Status(rest);
+  if (command == "ready") return Ready(rest);
   if (command == "lookup") {
     return Query("lookup", "Finds the nodes nearest KEY in the DHT (an iterative lookup).", rest);
   }
@@ -796,6 +877,10 @@ int main(int argc, char** argv) {
   }
   if (command == "room") return RoomMain(rest);
   if (command == "chat") return ChatMain(rest);
+  if (command == "version" || command == "--version") {
+    std::printf("%s\n", VersionLine().c_str());
+    return 0;
+  }
   if (command == "help" || command == "--help" || command == "-h") {
     PrintUsage(stdout);
     return 0;
