@@ -6,16 +6,37 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
 #include <fstream>
 #include <gtest/gtest.h>
 
 namespace ringpeer::store {
 namespace {
 
+// Every directory made here is removed when the test binary ends (tests clean up).
+std::vector<std::string>& MadeDirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+
+class RemoveMadeDirs : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    for (const std::string& d : MadeDirs()) {
+      std::error_code ec;
+      std::filesystem::remove_all(d, ec);
+    }
+  }
+};
+const auto* const kRemoveMadeDirs = ::testing::AddGlobalTestEnvironment(new RemoveMadeDirs);
+
 std::string TempDir() {
   char tmpl[] = "/tmp/ringpeer-datadir-XXXXXX";
   char* d = mkdtemp(tmpl);
   EXPECT_NE(d, nullptr);
+  if (d != nullptr) MadeDirs().emplace_back(d);
   return std::string(d);
 }
 
