@@ -21,23 +21,14 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import urllib.request
 
-from harness import Cluster, check, summary, wait_for
+from harness import Cluster, check, free_tcp_port, summary, wait_for
 from rooms import run
 
 PER_SOURCE = 16
 ROOMS_MAX = 40
-
-
-def free_tcp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def admission_metrics(admin):

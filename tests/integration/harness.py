@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,11 +16,14 @@ import time
 
 
 class Node:
-    def __init__(self, binary, data_dir, args, env=None):
+    """`ringpeer serve` on `data_dir`. Its log is DIR/node.log, or `log_path` (appended to)
+    when the data directory is not a place for it (a test that fills the disk)."""
+
+    def __init__(self, binary, data_dir, args, env=None, log_path=None):
         self.data_dir = data_dir
-        self.log_path = os.path.join(data_dir, "node.log")
+        self.log_path = log_path or os.path.join(data_dir, "node.log")
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "ab" if log_path else "wb")
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -102,6 +106,15 @@ class Cluster:
             n.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+
+def free_tcp_port():
+    """A TCP port free on 127.0.0.1 now (for an admin address)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_for(predicate, timeout, interval=0.1):

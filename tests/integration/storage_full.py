@@ -23,27 +23,18 @@ usage: storage_full.py RINGPEER_BINARY
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
-from harness import Cluster, check, summary, wait_for
+from harness import Cluster, Node, check, free_tcp_port, summary, wait_for
 from rooms import run
 
 SKIP = 77
 TMPFS_BYTES = 4 << 20
 DETECT_S = 10.0
-
-
-def free_tcp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def http(addr, path):
@@ -121,11 +112,10 @@ def scenario(b, c, mnt):
         listen = f"127.0.0.1:{port}"
         deadline = time.monotonic() + 3.0
         while True:
-            # The harness's Node keeps its log in the data directory: on the tmpfs, which
-            # the test fills. RelayProc logs outside it.
-            relay = RelayProc(b, data, d("relay.log"),
-                              ["--listen", listen, "--shards", "1", "--admin", admin,
-                               "--bootstrap", boot_peer, "--log-format", "json"])
+            # Its log stays outside the data directory: that is on the tmpfs the test fills.
+            relay = Node(b, data, ["--listen", listen, "--shards", "1", "--admin", admin,
+                                   "--bootstrap", boot_peer, "--log-format", "json"],
+                         log_path=d("relay.log"))
             c.nodes.append(relay)
             try:
                 return relay, relay.port()
@@ -226,50 +216,6 @@ def scenario(b, c, mnt):
           f"{missing}): {rd.stderr.strip()!r}")
     summary()
     return 0
-
-
-class RelayProc:
-    """`ringpeer serve` with its log outside its data directory (which the test fills)."""
-
-    def __init__(self, binary, data_dir, log_path, args):
-        self.binary, self.data_dir, self.log_path = binary, data_dir, log_path
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([binary, "serve", "--data-dir", data_dir] + args,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-
-    def status(self, timeout=5.0):
-        out = subprocess.run([self.binary, "status", "--data-dir", self.data_dir, "--json"],
-                             capture_output=True, text=True, timeout=timeout)
-        return json.loads(out.stdout) if out.returncode == 0 else None
-
-    def port(self):
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("relay exited early:\n" + self.read_log())
-            st = self.status()
-            if st is not None:
-                return int(st["listen"][0].rsplit(":", 1)[1])
-            time.sleep(0.05)
-        raise RuntimeError("relay did not come up:\n" + self.read_log())
-
-    def read_log(self):
-        self.log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self, sig=signal.SIGTERM, timeout=5.0):
-        if self.proc.poll() is not None:
-            return self.proc.returncode, 0.0
-        t = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        return rc, time.monotonic() - t
 
 
 if __name__ == "__main__":
