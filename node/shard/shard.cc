@@ -207,7 +207,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
 
 Shard::~Shard() = default;
 
-absl::Status Shard::Commit() noexcept { return rooms_->CommitAndRelease(*outbox_); }
+void Shard::Commit() noexcept { CommitStorage(now_us_); }
 dht::Outbox& Shard::outbox() noexcept { return *outbox_; }
 
 bool Shard::Withdraw(ControlCommand* cmd) noexcept {

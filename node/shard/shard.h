@@ -296,7 +296,8 @@ class Shard {
     OnTick(now_us);
   }
   // Commit: one storage transaction and the acks it made true.
-  absl::Status Commit() noexcept;
+  // (The same path as Run's: a failed commit is counted, reported and backed off.)
+  void Commit() noexcept;
   dht::Overlay* overlay() noexcept { return overlay_.get(); }
   dht::Outbox& outbox() noexcept;
   room::RoomHost& rooms() noexcept { return *rooms_; }

@@ -259,7 +259,7 @@ struct World {
     for (int round = 0; round < 2; ++round) {
       for (auto& s : shards) s->DeliverMail(now);
     }
-    for (auto& s : shards) (void)s->Commit();
+    for (auto& s : shards) s->Commit();
     if (tick) {
       for (auto& s : shards) s->Tick(now);
       for (auto& s : shards) s->DeliverMail(now);
