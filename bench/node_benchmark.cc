@@ -23,7 +23,7 @@
 namespace ringpeer {
 namespace {
 
-class SlotOutbox : public dht::Outbox {
+class SlotOutbox : public base::Outbox {
  public:
   std::span<uint8_t> Buffer() noexcept override { return slot_; }
   void Commit(size_t size, const base::Endpoint&) noexcept override { bytes_ += size; }

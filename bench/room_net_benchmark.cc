@@ -31,7 +31,7 @@ struct Pkt {
 };
 
 class Net;
-class Out final : public dht::Outbox {
+class Out final : public base::Outbox {
  public:
   Out(Net* n, base::Endpoint self) : net_(n), self_(self) {}
   std::span<uint8_t> Buffer() noexcept override { return buf_; }

@@ -15,7 +15,6 @@
 #include <set>
 
 #include "dht/providers.h"
-#include "dht/seen_set.h"
 #include "dht/size_estimate.h"
 #include "dht/snapshot.h"
 #include "wire/encode.h"
@@ -261,20 +260,6 @@ TEST(Providers, IndexedStoreMatchesItsLimitsUnderRandomWork) {
   EXPECT_EQ(store.size(), lim.records_max);
 }
 
-TEST(SeenSet, RemembersRecentIdsInBoundedMemory) {
-  SeenSet s(64);
-  for (uint64_t i = 1; i <= 64; ++i) EXPECT_TRUE(s.Insert(i));
-  for (uint64_t i = 1; i <= 64; ++i) EXPECT_FALSE(s.Insert(i));  // all still remembered
-  for (uint64_t i = 1000; i < 1000 + 10 * 64; ++i) s.Insert(i);
-  // Only the last generations are remembered: the oldest ids are forgotten.
-  EXPECT_FALSE(s.Contains(1));
-  EXPECT_TRUE(s.Contains(1000 + 10 * 64 - 1));
-  size_t remembered = 0;
-  for (uint64_t i = 1000; i < 1000 + 10 * 64; ++i) remembered += s.Contains(i);
-  EXPECT_GE(remembered, 64u);
-  EXPECT_LE(remembered, 128u);
-}
-
 TEST(SizeEstimate, DensityIsUnbiasedOnSyntheticIds) {
   base::Rng rng(3);
   const uint32_t n = 5000;
@@ -402,7 +387,7 @@ TEST(Snapshot, AnswersFindNodeWithinTheAmplificationLimit) {
   TableSnapshot snap(64);
   snap.Clear(0);
   for (uint32_t i = 0; i < 40; ++i) snap.Push(Contact{RandomId(rng), AddrOf(i)});
-  struct CaptureOutbox : Outbox {
+  struct CaptureOutbox : base::Outbox {
     std::span<uint8_t> Buffer() noexcept override { return buf; }
     void Commit(size_t size, const base::Endpoint&) noexcept override { sent = size; }
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];

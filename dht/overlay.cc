@@ -128,7 +128,7 @@ void Overlay::Forget(uint32_t slot) noexcept {
   ++counters_.peers_forgotten;
 }
 
-void Overlay::SendPing(uint32_t slot, bool challenge, int64_t now_us, Outbox& out) noexcept {
+void Overlay::SendPing(uint32_t slot, bool challenge, int64_t now_us, base::Outbox& out) noexcept {
   Peer& p = peers_[slot];
   std::span<uint8_t> buf = out.Buffer();
   if (buf.empty()) return;  // retried on a later tick
@@ -147,7 +147,7 @@ void Overlay::SendPing(uint32_t slot, bool challenge, int64_t now_us, Outbox& ou
   if (challenge) ++counters_.challenges_sent;
 }
 
-void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcept {
+void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, base::Outbox& out) noexcept {
   Peer& p = peers_[slot];
   if (p.pending_txid != 0 || now_us < p.next_ping_us) return;
   if (!p.bootstrap && !new_peer_challenges_.TryTake(now_us)) {
@@ -159,7 +159,7 @@ void Overlay::MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcep
 }
 
 void Overlay::OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire::NodeId& claimed,
-                         Outbox& out, bool client) noexcept {
+                         base::Outbox& out, bool client) noexcept {
   if (claimed == id_) return;  // our own ping reflected back, or a liar; either way ignore
   if (client) return;          // answered (the pong), never taken into the table
   if (table_.Touch(claimed, from, now_us)) return;  // a routing-table peer, already proven
@@ -184,7 +184,7 @@ void Overlay::OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire:
 }
 
 void Overlay::OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us,
-                         Outbox& out) noexcept {
+                         base::Outbox& out) noexcept {
   Peer& p = peers_[slot];
   const bool first = p.state != State::kVerified;
   // One id, one entry: an id verified at a new address replaces its old entry.
@@ -211,7 +211,7 @@ void Overlay::OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us,
 }
 
 bool Overlay::AdmitVerifiedForTesting(int64_t now_us, const NodeId& id,
-                                      const base::Endpoint& addr, Outbox& out) noexcept {
+                                      const base::Endpoint& addr, base::Outbox& out) noexcept {
   if (id == id_ || !addr.valid()) return false;
   const int slot = FindOrAdd(addr, now_us);
   if (slot < 0) return false;
@@ -220,7 +220,7 @@ bool Overlay::AdmitVerifiedForTesting(int64_t now_us, const NodeId& id,
 }
 
 wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
-                              const wire::Message& msg, Outbox& out) noexcept {
+                              const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::Pong* pong = msg.pong();
   const uint32_t slot = SlotOfTxid(pong->txid());
   if (slot >= kRpcSlotBase) return OnReply(now_us, from, msg, out);  // a probe's pong
@@ -266,7 +266,7 @@ wire::Verdict Overlay::OnPong(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnPeers(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, Outbox& out) noexcept {
+                               const wire::Message& msg, base::Outbox& out) noexcept {
   const int slot = Find(from);
   if (slot < 0 || peers_[slot].state != State::kVerified) {
     return wire::Verdict::kUnverifiedSender;
@@ -290,7 +290,7 @@ wire::Verdict Overlay::OnPeers(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnMessage(int64_t now_us, const base::Endpoint& from,
-                                 const wire::Message& msg, Outbox& out) noexcept {
+                                 const wire::Message& msg, base::Outbox& out) noexcept {
   switch (msg.type()) {
     case wire::MessageType::kPong:
       return OnPong(now_us, from, msg, out);
@@ -304,7 +304,7 @@ wire::Verdict Overlay::OnMessage(int64_t now_us, const base::Endpoint& from,
   return wire::Verdict::kUnknownType;
 }
 
-void Overlay::SendPeers(uint32_t slot, int64_t now_us, Outbox& out) noexcept {
+void Overlay::SendPeers(uint32_t slot, int64_t now_us, base::Outbox& out) noexcept {
   Peer& to = peers_[slot];
   to.next_peers_us = now_us + config_.peers_interval_us;
   wire::PeerInfo list[wire::kPeersPerMessageMax];
@@ -362,7 +362,7 @@ void Overlay::OnTimeout(uint32_t slot, int64_t now_us) noexcept {
   p.next_ping_us = now_us;
 }
 
-void Overlay::Tick(int64_t now_us, Outbox& out) noexcept {
+void Overlay::Tick(int64_t now_us, base::Outbox& out) noexcept {
   if (now_us < next_wake_us_) return;  // nothing is due (callers may tick on a period)
   next_wake_us_ = now_us + kHousekeepingUs;
   for (uint32_t i = 0; i < peers_.size(); ++i) {

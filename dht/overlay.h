@@ -40,11 +40,11 @@
 #include "base/rng.h"
 #include "base/token_bucket.h"
 #include "dht/lookup.h"
-#include "dht/outbox.h"
+#include "base/outbox.h"
 #include "dht/proof.h"
 #include "dht/providers.h"
 #include "dht/routing_table.h"
-#include "dht/seen_set.h"
+#include "base/seen_set.h"
 #include "dht/size_estimate.h"
 #include "dht/snapshot.h"
 #include "dht/table_file.h"
@@ -246,21 +246,21 @@ class Overlay {
   // `client`: the ping says its sender is a DHT client (OverlayConfig::client): it is
   // answered but never challenged into the table.
   void OnPingSeen(int64_t now_us, const base::Endpoint& from, const wire::NodeId& claimed,
-                  Outbox& out, bool client = false) noexcept;
+                  base::Outbox& out, bool client = false) noexcept;
   // OnMessage: every verified message except Ping (which any shard answers with a
   // PingResponder, then reports with OnPingSeen). Dispatches by type; the verdict says
   // what became of it. New overlay message types are handled here.
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                          Outbox& out) noexcept;
+                          base::Outbox& out) noexcept;
   // OnPong: a pong for one of our pings. Verifies the challenge answer if one was asked.
   wire::Verdict OnPong(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                       Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
   // OnPeers: a peer list from a verified peer; unknown entries become candidates.
   wire::Verdict OnPeers(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                        Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
   // Tick: timeouts, liveness pings, bootstrap retries, periodic peer exchange. Call it
   // every ~100 ms; it scans the table (O(peers_max), fine for a table of ~1000).
-  void Tick(int64_t now_us, Outbox& out) noexcept;
+  void Tick(int64_t now_us, base::Outbox& out) noexcept;
 
   // AddBootstrap: a peer to join through that was learned after start (an invite's
   // relays): treated like a configured bootstrap peer, pinged at the next Tick. False when
@@ -280,36 +280,36 @@ class Overlay {
   // --- DHT requests. Each returns 0 (or false) when its pool is full or no peer is known.
   // FindNode: an iterative lookup of `target`; the result comes to OnLookupDone. `paths`
   // > 1 runs that many disjoint paths.
-  uint32_t FindNode(int64_t now_us, const NodeId& target, Outbox& out,
+  uint32_t FindNode(int64_t now_us, const NodeId& target, base::Outbox& out,
                     uint8_t paths = 0) noexcept;
   // GetProviders: a lookup that collects providers of `key` (OnLookupDone.providers).
-  uint32_t GetProviders(int64_t now_us, const NodeId& key, Outbox& out) noexcept;
+  uint32_t GetProviders(int64_t now_us, const NodeId& key, base::Outbox& out) noexcept;
   // Announce: announces us as a provider of `key` to the k nearest nodes, and again every
   // kRepublishUs until Unannounce. OnAnnounced reports the acknowledgements.
-  bool Announce(int64_t now_us, const NodeId& key, Outbox& out) noexcept;
+  bool Announce(int64_t now_us, const NodeId& key, base::Outbox& out) noexcept;
   void Unannounce(const NodeId& key) noexcept;
   // Route: sends `payload` greedily towards `target`; the reply (from the target or the
   // closest node reached) comes to OnRouteDone. Returns the route id, 0 if none was sent.
   // REQUIRES: payload.size() <= wire::kRoutePayloadBytesMax.
   uint64_t Route(int64_t now_us, const NodeId& target, RouteKind kind,
-                 std::span<const uint8_t> payload, Outbox& out) noexcept;
+                 std::span<const uint8_t> payload, base::Outbox& out) noexcept;
   // Hello: a routed hello to `target`: both ends learn each other's observed address and
   // exchange a direct (challenge) ping, which makes each a verified peer of the other.
-  uint64_t Hello(int64_t now_us, const NodeId& target, Outbox& out) noexcept {
+  uint64_t Hello(int64_t now_us, const NodeId& target, base::Outbox& out) noexcept {
     return Route(now_us, target, RouteKind::kHello, {}, out);
   }
   // EstimateSize: density estimate from config.size_lookups random lookups
   // (OnSizeEstimate). False when one is already running.
-  bool EstimateSize(int64_t now_us, Outbox& out) noexcept;
+  bool EstimateSize(int64_t now_us, base::Outbox& out) noexcept;
   // EstimateSizeByWalks: collision estimate from random walks (OnSizeEstimate). Control
   // path: allocates its sample buffer.
-  bool EstimateSizeByWalks(int64_t now_us, Outbox& out);
+  bool EstimateSizeByWalks(int64_t now_us, base::Outbox& out);
   // Broadcast: floods `payload` to the network. Returns its message id.
   // REQUIRES: payload.size() <= wire::kGossipPayloadBytesMax.
-  uint64_t Broadcast(int64_t now_us, std::span<const uint8_t> payload, Outbox& out) noexcept;
+  uint64_t Broadcast(int64_t now_us, std::span<const uint8_t> payload, base::Outbox& out) noexcept;
   // RequestDump: asks the verified peer at `addr` for its whole table (OnDumpChunk); the
   // entries it sends are offered to our table like any learned peer.
-  bool RequestDump(int64_t now_us, const base::Endpoint& addr, Outbox& out) noexcept;
+  bool RequestDump(int64_t now_us, const base::Endpoint& addr, base::Outbox& out) noexcept;
 
   // Restore: the saved table of an earlier run. Its peers are challenged again (a table
   // entry is only as good as a fresh proof), so a restarted node rejoins without its
@@ -324,7 +324,7 @@ class Overlay {
   // round trip (no signatures), exactly as a good proof would. For fuzzers and simulators
   // that need a populated table cheaply and reproducibly; never called by the node.
   bool AdmitVerifiedForTesting(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
-                               Outbox& out) noexcept;
+                               base::Outbox& out) noexcept;
   // NextWakeUs: the earliest time Tick has work to do.
   int64_t NextWakeUs() const noexcept { return next_wake_us_; }
   const RoutingTable& table() const noexcept { return table_; }
@@ -358,14 +358,14 @@ class Overlay {
   int Find(const base::Endpoint& addr) const noexcept;
   void Forget(uint32_t slot) noexcept;
   // SendPing: pings the peer in `slot`, with a fresh challenge when `challenge`.
-  void SendPing(uint32_t slot, bool challenge, int64_t now_us, Outbox& out) noexcept;
-  void SendPeers(uint32_t slot, int64_t now_us, Outbox& out) noexcept;
+  void SendPing(uint32_t slot, bool challenge, int64_t now_us, base::Outbox& out) noexcept;
+  void SendPeers(uint32_t slot, int64_t now_us, base::Outbox& out) noexcept;
   // Challenge a candidate now if the new-peer budget allows, else later in Tick.
-  void MaybeChallenge(uint32_t slot, int64_t now_us, Outbox& out) noexcept;
+  void MaybeChallenge(uint32_t slot, int64_t now_us, base::Outbox& out) noexcept;
   void OnTimeout(uint32_t slot, int64_t now_us) noexcept;
   // OnFailedProof: the peer in `slot` answered our challenge with a bad proof.
   void OnFailedProof(uint32_t slot, int64_t now_us) noexcept;
-  void OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us, Outbox& out) noexcept;
+  void OnVerified(uint32_t slot, const wire::NodeId& id, int64_t now_us, base::Outbox& out) noexcept;
   bool IsLive(const Peer& p, int64_t now_us) const noexcept {
     return p.state == State::kVerified && now_us - p.last_heard_us < kLiveWindowUs;
   }
@@ -437,50 +437,50 @@ class Overlay {
   static constexpr uint32_t kRpcSlotBase = 1u << 23;  // txid slots >= this are DHT requests
 
   wire::Verdict OnDhtMessage(int64_t now_us, const base::Endpoint& from,
-                             const wire::Message& msg, Outbox& out) noexcept;
+                             const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnFindNode(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                           Outbox& out) noexcept;
+                           base::Outbox& out) noexcept;
   wire::Verdict OnGetProviders(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, Outbox& out) noexcept;
+                               const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnAnnounceMsg(int64_t now_us, const base::Endpoint& from,
-                              const wire::Message& msg, Outbox& out) noexcept;
+                              const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnReply(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                        Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
   wire::Verdict OnRoute(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                        Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
   wire::Verdict OnRouteReply(int64_t now_us, const base::Endpoint& from,
-                             const wire::Message& msg, Outbox& out) noexcept;
+                             const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnWalk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                       Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
   wire::Verdict OnGossip(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                         Outbox& out) noexcept;
+                         base::Outbox& out) noexcept;
   wire::Verdict OnDumpRequest(int64_t now_us, const base::Endpoint& from,
-                              const wire::Message& msg, Outbox& out) noexcept;
-  void OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, Outbox& out) noexcept;
-  void OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, Outbox& out) noexcept;
+                              const wire::Message& msg, base::Outbox& out) noexcept;
+  void OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, base::Outbox& out) noexcept;
+  void OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg, base::Outbox& out) noexcept;
   void OnDumpChunk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                   Outbox& out) noexcept;
+                   base::Outbox& out) noexcept;
 
   // Learn: `id` talked to us from `addr`: refresh it, or challenge it if the table wants it.
-  void Learn(int64_t now_us, const NodeId& id, const base::Endpoint& addr, Outbox& out) noexcept;
+  void Learn(int64_t now_us, const NodeId& id, const base::Endpoint& addr, base::Outbox& out) noexcept;
   // AddCandidate: challenge the peer at `addr` (claiming `id`) through the contacts table.
   void AddCandidate(int64_t now_us, const base::Endpoint& addr, const NodeId& id,
-                    Outbox& out) noexcept;
+                    base::Outbox& out) noexcept;
   void OfferVerified(int64_t now_us, const NodeId& id, const base::Endpoint& addr, bool pinned,
-                     Outbox& out) noexcept;
+                     base::Outbox& out) noexcept;
   // RoundTripped: whether `addr` (claiming `id`) has answered a request of ours.
   bool RoundTripped(const NodeId& id, const base::Endpoint& addr) const noexcept;
   int AllocRpc(int64_t now_us, RpcKind kind, const Contact& to, uint16_t owner,
                int16_t candidate) noexcept;
   void FreeRpc(Rpc& rpc) noexcept { rpc = Rpc{}; }
-  void SendProbe(int64_t now_us, const Contact& c, Outbox& out) noexcept;
-  void OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept;
+  void SendProbe(int64_t now_us, const Contact& c, base::Outbox& out) noexcept;
+  void OnRpcTimeout(int64_t now_us, uint32_t slot, base::Outbox& out) noexcept;
   uint32_t StartLookup(int64_t now_us, const NodeId& target, LookupKind kind, uint8_t paths,
-                       Outbox& out) noexcept;
-  void SendLookupRequest(int64_t now_us, uint32_t li, int c, Outbox& out) noexcept;
-  void PumpLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept;
-  void FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept;
-  void SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
+  void SendLookupRequest(int64_t now_us, uint32_t li, int c, base::Outbox& out) noexcept;
+  void PumpLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept;
+  void FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept;
+  void SendRoute(int64_t now_us, RouteSlot& r, base::Outbox& out) noexcept;
   // NextHop: the known node nearest `target` and strictly nearer than us, avoiding `not_to`;
   // with attempt > 0, a random one of the attempt + 1 nearest such nodes.
   bool NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_t attempt,
@@ -489,25 +489,25 @@ class Overlay {
   // `key` is HopAckKey(route id, attempt); a resend finds its slot by it.
   void SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const Contact& to,
                    const base::Endpoint& prev, const NodeId& target, uint8_t attempt,
-                   uint64_t key, Outbox& out) noexcept;
+                   uint64_t key, base::Outbox& out) noexcept;
   // OnHopAck: an Ack for a routed datagram we sent; false if it matches none.
   bool OnHopAck(int64_t now_us, const base::Endpoint& from, const wire::Message& msg) noexcept;
-  void HopTick(int64_t now_us, Outbox& out) noexcept;
+  void HopTick(int64_t now_us, base::Outbox& out) noexcept;
   // StepWalk: moves walk `w` on until it must wait for a reply (or ends it).
-  void StepWalk(int64_t now_us, uint32_t w, Outbox& out) noexcept;
+  void StepWalk(int64_t now_us, uint32_t w, base::Outbox& out) noexcept;
   // SendWalk: asks `to` for a walk step; `prev` names the node we would move from.
   bool SendWalk(int64_t now_us, uint32_t w, const Contact& to, const NodeId* prev,
-                Outbox& out) noexcept;
+                base::Outbox& out) noexcept;
   // ResolveProposal: the proposed node's answer (or, with `answered` false, its silence).
   // Returns whether the walk moved.
   bool ResolveProposal(uint32_t w, bool answered, bool held, uint32_t degree) noexcept;
   void RecordSightings(uint32_t w, std::span<const Contact> ids) noexcept;
   void EndWalk(int64_t now_us, uint32_t w) noexcept;
-  void ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept;
-  void FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to, Outbox& out) noexcept;
+  void ContinueSizeEstimate(int64_t now_us, base::Outbox& out) noexcept;
+  void FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to, base::Outbox& out) noexcept;
   void FinishWalks(int64_t now_us) noexcept;
-  void DhtTick(int64_t now_us, Outbox& out) noexcept;
-  void StartRefresh(int64_t now_us, Outbox& out) noexcept;
+  void DhtTick(int64_t now_us, base::Outbox& out) noexcept;
+  void StartRefresh(int64_t now_us, base::Outbox& out) noexcept;
   void Wake(int64_t at_us) noexcept { next_wake_us_ = std::min(next_wake_us_, at_us); }
   uint64_t NewTxid(uint32_t slot) noexcept {
     return (rng_->Next() & 0xFFFFFFFF00000000ull) | (uint64_t{slot} << 8) | config_.shard_index;
@@ -522,7 +522,7 @@ class Overlay {
   RoutingTable table_;
   ProviderStore store_;
   TokenMint tokens_;
-  SeenSet seen_;
+  base::SeenSet seen_;
   std::vector<Rpc> rpcs_;
   uint32_t rpc_hint_ = 0;  // where the next free-slot search starts
   std::vector<std::unique_ptr<LookupSlot>> lookups_;

@@ -27,7 +27,7 @@ void ToPeerInfo(std::span<const Contact> in, wire::PeerInfo* out) noexcept {
 // Dispatch and replies.
 
 wire::Verdict Overlay::OnDhtMessage(int64_t now_us, const base::Endpoint& from,
-                                    const wire::Message& msg, Outbox& out) noexcept {
+                                    const wire::Message& msg, base::Outbox& out) noexcept {
   switch (msg.type()) {
     case wire::MessageType::kFindNode: return OnFindNode(now_us, from, msg, out);
     case wire::MessageType::kGetProviders: return OnGetProviders(now_us, from, msg, out);
@@ -49,7 +49,7 @@ wire::Verdict Overlay::OnDhtMessage(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnReply(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, Outbox& out) noexcept {
+                               const wire::Message& msg, base::Outbox& out) noexcept {
   const uint64_t txid = wire::RequestTxid(msg);
   const uint32_t slot = SlotOfTxid(txid);
   // Cheap checks first: a request of ours, answered from where we sent it.
@@ -126,7 +126,7 @@ int Overlay::AllocRpc(int64_t now_us, RpcKind kind, const Contact& to, uint16_t 
   return -1;
 }
 
-void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept {
+void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, base::Outbox& out) noexcept {
   const Rpc rpc = rpcs_[slot];
   FreeRpc(rpcs_[slot]);
   ++counters_.requests_timed_out;
@@ -178,7 +178,7 @@ void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, Outbox& out) noexcept 
   }
 }
 
-void Overlay::SendProbe(int64_t now_us, const Contact& c, Outbox& out) noexcept {
+void Overlay::SendProbe(int64_t now_us, const Contact& c, base::Outbox& out) noexcept {
   const int r = AllocRpc(now_us, RpcKind::kProbe, c, 0, -1);
   if (r < 0) return table_.CancelProbe(c.id);
   std::span<uint8_t> buf = out.Buffer();
@@ -201,14 +201,14 @@ bool Overlay::RoundTripped(const NodeId& id, const base::Endpoint& addr) const n
 }
 
 void Overlay::Learn(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
-                    Outbox& out) noexcept {
+                    base::Outbox& out) noexcept {
   if (id == id_ || table_.Touch(id, addr, now_us)) return;
   if (Find(addr) >= 0 || !table_.Wants(id, addr)) return;
   AddCandidate(now_us, addr, id, out);
 }
 
 void Overlay::AddCandidate(int64_t now_us, const base::Endpoint& addr, const NodeId& id,
-                           Outbox& out) noexcept {
+                           base::Outbox& out) noexcept {
   if (id == id_ || !addr.valid()) return;
   const int slot = FindOrAdd(addr, now_us);
   if (slot < 0) return;
@@ -223,7 +223,7 @@ void Overlay::AddCandidate(int64_t now_us, const base::Endpoint& addr, const Nod
 }
 
 void Overlay::OfferVerified(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
-                            bool pinned, Outbox& out) noexcept {
+                            bool pinned, base::Outbox& out) noexcept {
   const AddOutcome o = table_.Add(id, addr, now_us, pinned);
   if (o.probe) SendProbe(now_us, o.probe_target, out);
   if (!joined_ && table_.size() > 0) {
@@ -236,7 +236,7 @@ void Overlay::OfferVerified(int64_t now_us, const NodeId& id, const base::Endpoi
   }
 }
 
-void Overlay::StartRefresh(int64_t now_us, Outbox& out) noexcept {
+void Overlay::StartRefresh(int64_t now_us, base::Outbox& out) noexcept {
   refresh_handle_ = 0;
   while (refresh_remaining_ > 0 && refresh_next_bucket_ + 1 < table_.depth()) {
     const uint32_t b = refresh_next_bucket_++;
@@ -275,7 +275,7 @@ void Overlay::PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept
 // Answering requests.
 
 wire::Verdict Overlay::OnFindNode(int64_t now_us, const base::Endpoint& from,
-                                  const wire::Message& msg, Outbox& out) noexcept {
+                                  const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::FindNode* req = msg.find_node();
   const NodeId sender = wire::FromWireId(*req->sender());
   if (sender == id_) return wire::Verdict::kBadField;
@@ -296,7 +296,7 @@ wire::Verdict Overlay::OnFindNode(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnGetProviders(int64_t now_us, const base::Endpoint& from,
-                                      const wire::Message& msg, Outbox& out) noexcept {
+                                      const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::GetProviders* req = msg.get_providers();
   const NodeId sender = wire::FromWireId(*req->sender());
   if (sender == id_) return wire::Verdict::kBadField;
@@ -336,7 +336,7 @@ wire::Verdict Overlay::OnGetProviders(int64_t now_us, const base::Endpoint& from
 }
 
 wire::Verdict Overlay::OnAnnounceMsg(int64_t now_us, const base::Endpoint& from,
-                                     const wire::Message& msg, Outbox& out) noexcept {
+                                     const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::Announce* a = msg.announce();
   const NodeId sender = wire::FromWireId(*a->sender());
   wire::Token token;
@@ -361,7 +361,7 @@ wire::Verdict Overlay::OnAnnounceMsg(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnWalk(int64_t now_us, const base::Endpoint& from,
-                              const wire::Message& msg, Outbox& out) noexcept {
+                              const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::Walk* w = msg.walk();
   const NodeId sender = wire::FromWireId(*w->sender());
   if (sender == id_) return wire::Verdict::kBadField;
@@ -398,7 +398,7 @@ wire::Verdict Overlay::OnWalk(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnDumpRequest(int64_t now_us, const base::Endpoint& from,
-                                     const wire::Message& msg, Outbox& out) noexcept {
+                                     const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::DumpRequest* d = msg.dump_request();
   // A dump is ~30 datagrams: only for peers with a round trip, and only a few a second.
   if (!RoundTripped(wire::FromWireId(*d->sender()), from)) {
@@ -437,7 +437,7 @@ wire::Verdict Overlay::OnDumpRequest(int64_t now_us, const base::Endpoint& from,
 }
 
 void Overlay::OnDumpChunk(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                          Outbox& out) noexcept {
+                          base::Outbox& out) noexcept {
   const wire::fb::Nodes* m = msg.nodes();
   const uint32_t slot = SlotOfTxid(m->txid()) - kRpcSlotBase;
   // More chunks may follow: keep the request open until the last one.
@@ -457,7 +457,7 @@ void Overlay::OnDumpChunk(int64_t now_us, const base::Endpoint& from, const wire
   }
 }
 
-bool Overlay::RequestDump(int64_t now_us, const base::Endpoint& addr, Outbox& out) noexcept {
+bool Overlay::RequestDump(int64_t now_us, const base::Endpoint& addr, base::Outbox& out) noexcept {
   const int s = Find(addr);
   if (s < 0 || peers_[s].state != State::kVerified) return false;
   const int r = AllocRpc(now_us, RpcKind::kDump, Contact{peers_[s].id, addr}, 0, -1);

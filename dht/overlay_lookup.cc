@@ -45,7 +45,7 @@ size_t PadFor(size_t bytes, size_t reply_bytes) noexcept {
 // Lookups.
 
 uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind kind,
-                              uint8_t paths, Outbox& out) noexcept {
+                              uint8_t paths, base::Outbox& out) noexcept {
   uint32_t li = 0;
   while (li < lookups_.size() && lookups_[li]->active) ++li;
   if (li == lookups_.size()) return 0;
@@ -73,7 +73,7 @@ uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind k
   return handle;
 }
 
-void Overlay::SendLookupRequest(int64_t now_us, uint32_t li, int c, Outbox& out) noexcept {
+void Overlay::SendLookupRequest(int64_t now_us, uint32_t li, int c, base::Outbox& out) noexcept {
   LookupSlot& l = *lookups_[li];
   const Contact to = l.lookup.candidate(c).contact;
   const int r = AllocRpc(now_us, RpcKind::kLookup, to, static_cast<uint16_t>(li),
@@ -98,7 +98,7 @@ void Overlay::SendLookupRequest(int64_t now_us, uint32_t li, int c, Outbox& out)
   out.Commit(n, to.addr);
 }
 
-void Overlay::PumpLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
+void Overlay::PumpLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept {
   LookupSlot& l = *lookups_[li];
   if (!l.active) return;
   for (int c = l.lookup.Next(); c >= 0; c = l.lookup.Next()) {
@@ -108,7 +108,7 @@ void Overlay::PumpLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
 }
 
 void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
-                            Outbox& out) noexcept {
+                            base::Outbox& out) noexcept {
   const uint16_t li = rpc.owner;
   const int c = rpc.candidate;
   FreeRpc(rpc);
@@ -136,7 +136,7 @@ void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
   PumpLookup(now_us, li, out);
 }
 
-void Overlay::FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
+void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept {
   LookupSlot& l = *lookups_[li];
   Contact closest[255];
   int idx[255];
@@ -188,16 +188,16 @@ void Overlay::FinishLookup(int64_t now_us, uint32_t li, Outbox& out) noexcept {
   if (res.kind == LookupKind::kRefresh && res.handle == refresh_handle_) StartRefresh(now_us, out);
 }
 
-uint32_t Overlay::FindNode(int64_t now_us, const NodeId& target, Outbox& out,
+uint32_t Overlay::FindNode(int64_t now_us, const NodeId& target, base::Outbox& out,
                            uint8_t paths) noexcept {
   return StartLookup(now_us, target, LookupKind::kFindNode, paths, out);
 }
 
-uint32_t Overlay::GetProviders(int64_t now_us, const NodeId& key, Outbox& out) noexcept {
+uint32_t Overlay::GetProviders(int64_t now_us, const NodeId& key, base::Outbox& out) noexcept {
   return StartLookup(now_us, key, LookupKind::kGetProviders, 0, out);
 }
 
-bool Overlay::Announce(int64_t now_us, const NodeId& key, Outbox& out) noexcept {
+bool Overlay::Announce(int64_t now_us, const NodeId& key, base::Outbox& out) noexcept {
   uint32_t slot = static_cast<uint32_t>(announces_.size());
   for (uint32_t i = 0; i < announces_.size(); ++i) {
     if (announces_[i].active && announces_[i].key == key) slot = i;
@@ -225,7 +225,7 @@ void Overlay::Unannounce(const NodeId& key) noexcept {
 // ---------------------------------------------------------------------------------------
 // Size estimates.
 
-bool Overlay::EstimateSize(int64_t now_us, Outbox& out) noexcept {
+bool Overlay::EstimateSize(int64_t now_us, base::Outbox& out) noexcept {
   if (size_pending_ > 0 || size_to_start_ > 0) return false;
   size_samples_.clear();
   size_messages_ = 0;
@@ -234,7 +234,7 @@ bool Overlay::EstimateSize(int64_t now_us, Outbox& out) noexcept {
   return true;
 }
 
-void Overlay::ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept {
+void Overlay::ContinueSizeEstimate(int64_t now_us, base::Outbox& out) noexcept {
   while (size_to_start_ > 0 && size_pending_ < kSizeLookupsConcurrent) {
     --size_to_start_;
     ++size_pending_;
@@ -257,7 +257,7 @@ void Overlay::ContinueSizeEstimate(int64_t now_us, Outbox& out) noexcept {
   if (config_.events != nullptr) config_.events->OnSizeEstimate(e);
 }
 
-bool Overlay::EstimateSizeByWalks(int64_t now_us, Outbox& out) {
+bool Overlay::EstimateSizeByWalks(int64_t now_us, base::Outbox& out) {
   if (walks_running_ || config_.size_walks == 0) return false;
   const uint32_t degree = static_cast<uint32_t>(table_.LiveSize());
   if (degree == 0) return false;
@@ -283,7 +283,7 @@ bool Overlay::EstimateSizeByWalks(int64_t now_us, Outbox& out) {
   return true;
 }
 
-void Overlay::StepWalk(int64_t now_us, uint32_t wi, Outbox& out) noexcept {
+void Overlay::StepWalk(int64_t now_us, uint32_t wi, base::Outbox& out) noexcept {
   WalkSlot& w = walks_[wi];
   // Each pass takes a step or refills proposals at us (after which a step follows), so
   // the loop ends within two passes per step.
@@ -317,7 +317,7 @@ void Overlay::StepWalk(int64_t now_us, uint32_t wi, Outbox& out) noexcept {
 }
 
 bool Overlay::SendWalk(int64_t now_us, uint32_t wi, const Contact& to, const NodeId* prev,
-                       Outbox& out) noexcept {
+                       base::Outbox& out) noexcept {
   // The budget holds this request and every reply still awaited, this one's included.
   uint64_t awaited = 0;
   for (const WalkSlot& w : walks_) awaited += w.wait != WalkWait::kNothing;
@@ -369,7 +369,7 @@ void Overlay::RecordSightings(uint32_t wi, std::span<const Contact> ids) noexcep
 }
 
 void Overlay::OnWalkReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
-                          Outbox& out) noexcept {
+                          base::Outbox& out) noexcept {
   const uint16_t wi = rpc.owner;
   FreeRpc(rpc);
   if (wi >= walks_.size()) return;
@@ -437,7 +437,7 @@ bool Overlay::NextHop(const NodeId& target, const base::Endpoint& not_to, uint8_
 
 void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const Contact& to,
                           const base::Endpoint& prev, const NodeId& target, uint8_t attempt,
-                          uint64_t key, Outbox& out) noexcept {
+                          uint64_t key, base::Outbox& out) noexcept {
   RP_ASSERT(bytes.size() <= wire::kDatagramBytesMax);
   RP_ASSERT(key != 0);
   std::span<uint8_t> buf = out.Buffer();
@@ -489,7 +489,7 @@ bool Overlay::OnHopAck(int64_t now_us, const base::Endpoint& from,
   return false;
 }
 
-void Overlay::HopTick(int64_t now_us, Outbox& out) noexcept {
+void Overlay::HopTick(int64_t now_us, base::Outbox& out) noexcept {
   for (uint32_t i = 0; i < hops_.size(); ++i) {
     HopSlot& h = hops_[i];
     if (h.key == 0) continue;
@@ -517,7 +517,7 @@ void Overlay::HopTick(int64_t now_us, Outbox& out) noexcept {
 }
 
 uint64_t Overlay::Route(int64_t now_us, const NodeId& target, RouteKind kind,
-                        std::span<const uint8_t> payload, Outbox& out) noexcept {
+                        std::span<const uint8_t> payload, base::Outbox& out) noexcept {
   RP_ASSERT(payload.size() <= wire::kRoutePayloadBytesMax);
   for (uint32_t i = 0; i < routes_.size(); ++i) {
     RouteSlot& r = routes_[i];
@@ -536,7 +536,7 @@ uint64_t Overlay::Route(int64_t now_us, const NodeId& target, RouteKind kind,
   return 0;
 }
 
-void Overlay::SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept {
+void Overlay::SendRoute(int64_t now_us, RouteSlot& r, base::Outbox& out) noexcept {
   r.deadline_us = now_us + kRouteTimeoutUs;
   Wake(r.deadline_us);
   Contact next;
@@ -571,7 +571,7 @@ void Overlay::SendRoute(int64_t now_us, RouteSlot& r, Outbox& out) noexcept {
 }
 
 wire::Verdict Overlay::OnRoute(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, Outbox& out) noexcept {
+                               const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::Route* m = msg.route();
   const wire::fb::RouteState* st = m->state();
   const NodeId origin = wire::FromWireId(*m->origin());
@@ -630,7 +630,7 @@ wire::Verdict Overlay::OnRoute(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Overlay::OnRouteReply(int64_t now_us, const base::Endpoint& from,
-                                    const wire::Message& msg, Outbox& out) noexcept {
+                                    const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::RouteReply* m = msg.route_reply();
   for (RouteSlot& r : routes_) {
     if (r.route_id == 0 || r.route_id != m->route_id()) continue;
@@ -658,7 +658,7 @@ wire::Verdict Overlay::OnRouteReply(int64_t now_us, const base::Endpoint& from,
 // Flood gossip.
 
 void Overlay::FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_to,
-                      Outbox& out) noexcept {
+                      base::Outbox& out) noexcept {
   Contact sent[32];
   size_t n = 0;
   const size_t fanout = std::min<size_t>(config_.gossip_fanout, std::size(sent));
@@ -678,7 +678,7 @@ void Overlay::FloodTo(std::span<const uint8_t> bytes, const base::Endpoint& not_
 }
 
 uint64_t Overlay::Broadcast(int64_t now_us, std::span<const uint8_t> payload,
-                            Outbox& out) noexcept {
+                            base::Outbox& out) noexcept {
   RP_ASSERT(payload.size() <= wire::kGossipPayloadBytesMax);
   const uint64_t msg_id = rng_->Next() | 1;
   seen_.Insert(msg_id ^ kGossipSalt);
@@ -690,7 +690,7 @@ uint64_t Overlay::Broadcast(int64_t now_us, std::span<const uint8_t> payload,
 }
 
 wire::Verdict Overlay::OnGossip(int64_t now_us, const base::Endpoint& from,
-                                const wire::Message& msg, Outbox& out) noexcept {
+                                const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::Gossip* g = msg.gossip();
   if (!seen_.Insert(g->msg_id() ^ kGossipSalt)) {
     ++counters_.gossip_duplicate;
@@ -709,7 +709,7 @@ wire::Verdict Overlay::OnGossip(int64_t now_us, const base::Endpoint& from,
 // ---------------------------------------------------------------------------------------
 // Timers.
 
-void Overlay::DhtTick(int64_t now_us, Outbox& out) noexcept {
+void Overlay::DhtTick(int64_t now_us, base::Outbox& out) noexcept {
   for (uint32_t i = 0; i < rpcs_.size(); ++i) {
     const Rpc& r = rpcs_[i];
     if (r.kind == RpcKind::kFree) continue;

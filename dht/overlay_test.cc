@@ -24,7 +24,7 @@ struct Packet {
   std::vector<uint8_t> bytes;
 };
 
-class VecOutbox : public Outbox {
+class VecOutbox : public base::Outbox {
  public:
   VecOutbox(base::Endpoint self, std::deque<Packet>* q) : self_(self), q_(q) {}
   std::span<uint8_t> Buffer() noexcept override { return buf_; }

@@ -11,7 +11,7 @@ PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us,
       client_(client) {}
 
 wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,
-                                    const wire::Message& ping, Outbox& out) noexcept {
+                                    const wire::Message& ping, base::Outbox& out) noexcept {
   const wire::fb::Ping* p = ping.ping();
   // The reply goes back to the sender's shard: the low byte of its txid names it.
   const uint32_t hint = static_cast<uint32_t>(p->txid() & 0xFF);

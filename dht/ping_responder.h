@@ -11,7 +11,7 @@
 
 #include "base/endpoint.h"
 #include "base/token_bucket.h"
-#include "dht/outbox.h"
+#include "base/outbox.h"
 #include "dht/proof.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
@@ -37,7 +37,7 @@ class PingResponder {
   // Answer: writes a pong for `ping` (received from `from`) into `out`. Returns kOk, or
   // kChallengeLimited when a challenge found no signing budget, or kSendQueueFull.
   wire::Verdict Answer(int64_t now_us, const base::Endpoint& from, const wire::Message& ping,
-                       Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
 
   const wire::NodeId& id() const noexcept { return id_; }
 

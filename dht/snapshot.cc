@@ -31,7 +31,7 @@ bool TableSnapshot::Contains(const NodeId& id, const base::Endpoint& addr) const
 
 wire::Verdict AnswerFindNode(const NodeId& self, const base::Endpoint& from,
                              const wire::Message& msg, std::span<const Contact> closest,
-                             bool round_tripped, wire::Encoder& encoder, Outbox& out,
+                             bool round_tripped, wire::Encoder& encoder, base::Outbox& out,
                              bool* trimmed) noexcept {
   const wire::fb::FindNode* req = msg.find_node();
   const uint32_t hint = static_cast<uint32_t>(req->txid() & 0xFF);
@@ -58,7 +58,7 @@ wire::Verdict AnswerFindNode(const NodeId& self, const base::Endpoint& from,
 }
 
 wire::Verdict SnapshotResponder::Answer(const base::Endpoint& from, const wire::Message& msg,
-                                        const TableSnapshot& snapshot, Outbox& out) noexcept {
+                                        const TableSnapshot& snapshot, base::Outbox& out) noexcept {
   Contact closest[wire::kNodesPerMessageMax];
   const size_t n = snapshot.Closest(wire::FromWireId(*msg.find_node()->target()), closest);
   bool trimmed = false;

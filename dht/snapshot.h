@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "base/endpoint.h"
-#include "dht/outbox.h"
+#include "base/outbox.h"
 #include "dht/routing_table.h"
 #include "wire/encode.h"
 #include "wire/message.h"
@@ -68,7 +68,7 @@ class TableSnapshot {
 // Returns kOk, or kSendQueueFull.
 wire::Verdict AnswerFindNode(const NodeId& self, const base::Endpoint& from,
                              const wire::Message& msg, std::span<const Contact> closest,
-                             bool round_tripped, wire::Encoder& encoder, Outbox& out,
+                             bool round_tripped, wire::Encoder& encoder, base::Outbox& out,
                              bool* trimmed) noexcept;
 
 class SnapshotResponder {
@@ -80,7 +80,7 @@ class SnapshotResponder {
   // Answer: answers a FindNode from `snapshot`. The caller then forwards (from, sender id)
   // to the owner shard, whose Overlay learns it through OnMessage of the same datagram.
   wire::Verdict Answer(const base::Endpoint& from, const wire::Message& msg,
-                       const TableSnapshot& snapshot, Outbox& out) noexcept;
+                       const TableSnapshot& snapshot, base::Outbox& out) noexcept;
 
  private:
   NodeId self_;

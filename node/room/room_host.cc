@@ -55,7 +55,7 @@ absl::StatusOr<Swarm*> RoomHost::Create(Bytes genesis,
 absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
                                       std::span<const std::vector<uint8_t>> epochs,
                                       std::span<const base::Endpoint> bootstrap,
-                                      dht::Outbox& out, const KeyPair* identity) {
+                                      base::Outbox& out, const KeyPair* identity) {
   absl::StatusOr<Swarm*> swarm = absl::InternalError("unset");
   // A member's cache (a client's data directory): a room joined before is reopened from
   // what was stored, so the join asks only for what happened since. The stored records
@@ -118,7 +118,7 @@ absl::StatusOr<Swarm*> RoomHost::LoadStored(const Hash256& room_id) {
   return swarm;
 }
 
-void RoomHost::Close(const Hash256& room_id, dht::Outbox& out) {
+void RoomHost::Close(const Hash256& room_id, base::Outbox& out) {
   auto it = rooms_.find(room_id);
   if (it == rooms_.end()) return;
   it->second->Leave(out);
@@ -131,7 +131,7 @@ Swarm* RoomHost::Find(const Hash256& room_id) noexcept {
 }
 
 wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
-                                  const wire::Message& msg, dht::Outbox& out) noexcept {
+                                  const wire::Message& msg, base::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
   Swarm* swarm = Find(wire::RoomOf(msg));
   if (swarm == nullptr) swarm = ServeOnJoin(now_us, from, msg);
@@ -284,11 +284,11 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
 }
 
 // Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.
-void RoomHost::Tick(int64_t now_us, dht::Outbox& out) noexcept {
+void RoomHost::Tick(int64_t now_us, base::Outbox& out) noexcept {
   for (auto& [id, swarm] : rooms_) swarm->Tick(now_us, out);
 }
 
-absl::Status RoomHost::CommitAndRelease(dht::Outbox& out) {
+absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
   if (storage_ == nullptr) return absl::OkStatus();
   absl::Status s = storage_->Commit();
   if (s.ok()) {
@@ -299,7 +299,7 @@ absl::Status RoomHost::CommitAndRelease(dht::Outbox& out) {
   return s;
 }
 
-void RoomHost::ReleaseAcks(dht::Outbox& out) noexcept {
+void RoomHost::ReleaseAcks(base::Outbox& out) noexcept {
   for (auto& [id, swarm] : rooms_) swarm->ReleaseAcks(out);
 }
 

@@ -91,12 +91,12 @@ class RoomHost {
   // member with a storage (a client's cache) a room stored before is reopened from it.
   absl::StatusOr<Swarm*> Join(int64_t now_us, Bytes genesis,
                               std::span<const std::vector<uint8_t>> epochs,
-                              std::span<const base::Endpoint> bootstrap, dht::Outbox& out,
+                              std::span<const base::Endpoint> bootstrap, base::Outbox& out,
                               const KeyPair* identity = nullptr);
   // Restore: reloads every room in the storage (start-up). See storage.h for the order.
   absl::Status Restore();
   // Close: leaves a room and stops serving it (its storage stays).
-  void Close(const Hash256& room_id, dht::Outbox& out);
+  void Close(const Hash256& room_id, base::Outbox& out);
   Swarm* Find(const Hash256& room_id) noexcept;
   // ForEach: calls f(Swarm&) for every room served (order unspecified; f must not open or
   // close rooms).
@@ -110,12 +110,12 @@ class RoomHost {
   // carries its signed genesis and admission allows it, and reloads a stored room that
   // was unloaded when a RoomJoin names it (see AdmissionConfig).
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                          dht::Outbox& out) noexcept;
-  void Tick(int64_t now_us, dht::Outbox& out) noexcept;
+                          base::Outbox& out) noexcept;
+  void Tick(int64_t now_us, base::Outbox& out) noexcept;
   // CommitAndRelease: storage Commit, then every swarm's acks (or, if the commit failed,
   // drops them: publishers retransmit). Without a storage it does nothing.
-  absl::Status CommitAndRelease(dht::Outbox& out);
-  void ReleaseAcks(dht::Outbox& out) noexcept;
+  absl::Status CommitAndRelease(base::Outbox& out);
+  void ReleaseAcks(base::Outbox& out) noexcept;
   void DropAcks() noexcept;
 
   size_t rooms_count() const noexcept { return rooms_.size(); }

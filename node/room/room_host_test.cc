@@ -16,7 +16,7 @@
 namespace ringpeer::room {
 namespace {
 
-class NullOutbox final : public dht::Outbox {
+class NullOutbox final : public base::Outbox {
  public:
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
   void Commit(size_t, const base::Endpoint&) noexcept override { ++sent; }

@@ -127,14 +127,14 @@ void Swarm::Emit(SwarmEvent kind, const Hash256& id, const base::Endpoint& peer)
   if (listener_ != nullptr) listener_->OnSwarmEvent(*this, SwarmEventInfo{kind, id, peer});
 }
 
-std::span<uint8_t> Swarm::Buffer(dht::Outbox& out) noexcept { return out.Buffer(); }
+std::span<uint8_t> Swarm::Buffer(base::Outbox& out) noexcept { return out.Buffer(); }
 
-void Swarm::Send(const base::Endpoint& to, size_t size, dht::Outbox& out) noexcept {
+void Swarm::Send(const base::Endpoint& to, size_t size, base::Outbox& out) noexcept {
   RP_ASSERT(size <= wire::kDatagramBytesMax);
   if (size > 0) out.Commit(size, to);
 }
 
-void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out,
+void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, base::Outbox& out,
                     bool retry) noexcept {
   if (retry && FindPeer(peer) == nullptr &&
       std::find(joining_.begin(), joining_.end(), peer) == joining_.end()) {
@@ -147,7 +147,7 @@ void Swarm::Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out
   if (retry) next_join_us_ = std::max(next_join_us_, now_us + config_.retry_us * 4);
 }
 
-void Swarm::Leave(dht::Outbox& out) noexcept {
+void Swarm::Leave(base::Outbox& out) noexcept {
   for (Peer& p : peers_) {
     if (!p.used) continue;
     std::span<uint8_t> buf = Buffer(out);
@@ -169,7 +169,7 @@ const Hash256& Swarm::HeadsDigest() noexcept {
   return digest_;
 }
 
-void Swarm::SendHeads(int64_t /*now_us*/, Peer& p, dht::Outbox& out) noexcept {
+void Swarm::SendHeads(int64_t /*now_us*/, Peer& p, base::Outbox& out) noexcept {
   std::span<uint8_t> buf = Buffer(out);
   if (buf.empty()) return;
   wire::RoomHeadsFields f;
@@ -186,7 +186,7 @@ void Swarm::SendHeads(int64_t /*now_us*/, Peer& p, dht::Outbox& out) noexcept {
 }
 
 wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                            dht::Outbox& out) noexcept {
+                            base::Outbox& out) noexcept {
   const wire::fb::RoomJoin* m = msg.room_join();
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
   if (p == nullptr) return wire::Verdict::kTableFull;
@@ -195,7 +195,7 @@ wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wi
 }
 
 wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
-                             const wire::Message& msg, dht::Outbox& out) noexcept {
+                             const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::RoomHeads* m = msg.room_heads();
   const bool known = FindPeer(from) != nullptr;
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
@@ -234,7 +234,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
 // ---- key epochs ----
 
 void Swarm::SendEpochsFrom(uint32_t first, const base::Endpoint& to,
-                           dht::Outbox& out) noexcept {
+                           base::Outbox& out) noexcept {
   for (size_t e = first; e < epochs_.size(); ++e) {
     std::span<uint8_t> buf = Buffer(out);
     if (buf.empty()) return;
@@ -242,7 +242,7 @@ void Swarm::SendEpochsFrom(uint32_t first, const base::Endpoint& to,
   }
 }
 
-Verdict Swarm::AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept {
+Verdict Swarm::AddKeyEpoch(Bytes record, base::Outbox& out) noexcept {
   const Verdict v = room_->AddKeyEpoch(record);
   if (v != Verdict::kOk) return v;
   epochs_.emplace_back(record.begin(), record.end());
@@ -268,7 +268,7 @@ Verdict Swarm::AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept {
 }
 
 wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& msg,
-                             dht::Outbox& out) noexcept {
+                             base::Outbox& out) noexcept {
   const auto* rec = msg.room_epoch()->record();
   Bytes record(rec->data(), rec->size());
   if (!seen_.Insert(Prefix64(wire::Blake2b256(record)))) return wire::Verdict::kOk;
@@ -292,7 +292,7 @@ wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& ms
 
 // ---- flood, acks, limits ----
 
-void Swarm::Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept {
+void Swarm::Flood(Bytes datagram, const base::Endpoint& except, base::Outbox& out) noexcept {
   for (Peer& p : peers_) {
     if (!p.used || p.addr == except) continue;
     std::span<uint8_t> buf = Buffer(out);
@@ -311,7 +311,7 @@ void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
   acks_.push_back(PendingAck{to, update});
 }
 
-void Swarm::ReleaseAcks(dht::Outbox& out) noexcept {
+void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
   size_t sent = 0;
   for (; sent < acks_.size(); ++sent) {
     std::span<uint8_t> buf = Buffer(out);
@@ -328,7 +328,7 @@ void Swarm::ReleaseAcks(dht::Outbox& out) noexcept {
 // AdmitRate: per-peer then per-room limits for a fresh update. Over the room's soft limit
 // only the fastest sender of this period is shed; over the hard limit (2x) everyone is.
 bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
-                      dht::Outbox& out) noexcept {
+                      base::Outbox& out) noexcept {
   bool shed = !p.publish.TryTake(now_us);
   if (!shed && !room_bucket_.TryTake(now_us)) {
     uint32_t fastest = 0;
@@ -431,7 +431,7 @@ void Swarm::NoteStateChange(const Hash256& before) {
 }
 
 wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, dht::Outbox& out) noexcept {
+                               const wire::Message& msg, base::Outbox& out) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;  // join first
   p->last_heard_us = now_us;
@@ -466,7 +466,7 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
   return wire::Verdict::kOk;
 }
 
-absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbox& out) {
+absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, base::Outbox& out) {
   if (now_us < slowed_until_us_) return absl::ResourceExhaustedError("slowed down by a relay");
   const Hash256 before = room_->state_hash();
   auto record = room_->Write(payload, [this](std::span<uint8_t> b) { rng_->Fill(b); });
@@ -501,7 +501,7 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbo
   return update;
 }
 
-void Swarm::RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::RetryUnacked(int64_t now_us, base::Outbox& out) noexcept {
   bool any_relay = false;
   for (const Peer& p : peers_) any_relay |= p.used && p.relay;
   if (!any_relay) {
@@ -532,7 +532,7 @@ void Swarm::RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept {
 // ---- dispatch and time ----
 
 wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
-                               const wire::Message& msg, dht::Outbox& out) noexcept {
+                               const wire::Message& msg, base::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
   last_message_us_ = now_us;
   if (Peer* p = FindPeer(from)) p->last_heard_us = now_us;
@@ -569,7 +569,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
   return wire::Verdict::kUnknownType;
 }
 
-void Swarm::Tick(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;
     for (const base::Endpoint& e : again) Connect(now_us, e, out);

@@ -2,7 +2,7 @@
 // room messages of wire/schemas/room_net.fbs with the room's other members and relays.
 //
 // Input: (now, from, verified wire::Message) through OnMessage, and Tick(now). Output:
-// datagrams written to a dht::Outbox, writes staged in a RoomStorage, and events to a
+// datagrams written to a base::Outbox, writes staged in a RoomStorage, and events to a
 // SwarmListener. No sockets, clocks, threads or globals; randomness comes from an
 // injected base::Rng. What it does:
 //  - keeps a bounded table of swarm peers, refreshed by their RoomHeads (sent every
@@ -31,8 +31,8 @@
 #include "base/endpoint.h"
 #include "base/rng.h"
 #include "base/token_bucket.h"
-#include "dht/outbox.h"
-#include "dht/seen_set.h"
+#include "base/outbox.h"
+#include "base/seen_set.h"
 #include "node/room/room.h"
 #include "node/room/storage.h"
 #include "wire/encode.h"
@@ -162,23 +162,23 @@ class Swarm {
   // It enters the table when it answers; Tick repeats the join until then.
   // `retry`: keep asking until it answers (bootstrap relays); false: one join datagram (a
   // provider found in the DHT, which may be long gone: the next discovery asks again).
-  void Connect(int64_t now_us, const base::Endpoint& peer, dht::Outbox& out,
+  void Connect(int64_t now_us, const base::Endpoint& peer, base::Outbox& out,
                bool retry = true) noexcept;
   // Leave: tells every peer and empties the table.
-  void Leave(dht::Outbox& out) noexcept;
+  void Leave(base::Outbox& out) noexcept;
   // OnMessage: one verified room message about this room. kOk or why it was dropped.
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                          dht::Outbox& out) noexcept;
+                          base::Outbox& out) noexcept;
   // Tick: heads announcements, dropping the silent, retries. Call every ~10-50 ms.
-  void Tick(int64_t now_us, dht::Outbox& out) noexcept;
+  void Tick(int64_t now_us, base::Outbox& out) noexcept;
 
   // Publish: writes, signs and floods an update; retried to relays until acked.
-  absl::StatusOr<Hash256> Publish(int64_t now_us, Bytes payload, dht::Outbox& out);
+  absl::StatusOr<Hash256> Publish(int64_t now_us, Bytes payload, base::Outbox& out);
   // MakeCheckpoint: makes a checkpoint of the current state, puts it in effect and
   // advertises it in the next heads. Needs write access.
   absl::Status MakeCheckpoint();
   // AddKeyEpoch: applies a key epoch (the admin's rotation) and floods it.
-  Verdict AddKeyEpoch(Bytes record, dht::Outbox& out) noexcept;
+  Verdict AddKeyEpoch(Bytes record, base::Outbox& out) noexcept;
   // SetCachedState: a state kept from an earlier session, offered before joining; when a
   // fetched checkpoint has this state hash, its blob is not fetched.
   void SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state);
@@ -186,11 +186,11 @@ class Swarm {
   // Nothing is written back: it is already stored.
   void Restore(const LoadedRoom& loaded);
   // RequestSync: asks a peer for what this node lacks now (after a restart, say).
-  void RequestSync(int64_t now_us, dht::Outbox& out) noexcept;
+  void RequestSync(int64_t now_us, base::Outbox& out) noexcept;
 
   // ReleaseAcks: sends the acks queued before the storage's last successful Commit.
   // DropAcks: forgets them (the commit failed; publishers will retransmit).
-  void ReleaseAcks(dht::Outbox& out) noexcept;
+  void ReleaseAcks(base::Outbox& out) noexcept;
   void DropAcks() noexcept { acks_.clear(); }
 
   const Room& room() const noexcept { return *room_; }
@@ -259,23 +259,23 @@ class Swarm {
   void DropPeer(Peer* p) noexcept;
   uint32_t SlotOf(const Peer* p) const noexcept;
   void Emit(SwarmEvent kind, const Hash256& id, const base::Endpoint& peer);
-  void Send(const base::Endpoint& to, size_t size, dht::Outbox& out) noexcept;
-  std::span<uint8_t> Buffer(dht::Outbox& out) noexcept;
-  void SendHeads(int64_t now_us, Peer& p, dht::Outbox& out) noexcept;
+  void Send(const base::Endpoint& to, size_t size, base::Outbox& out) noexcept;
+  std::span<uint8_t> Buffer(base::Outbox& out) noexcept;
+  void SendHeads(int64_t now_us, Peer& p, base::Outbox& out) noexcept;
   const Hash256& HeadsDigest() noexcept;
   wire::Verdict OnJoin(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                       dht::Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
   wire::Verdict OnHeads(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                        dht::Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
   // SendEpochsFrom: key epoch records `first` and later, one datagram each.
-  void SendEpochsFrom(uint32_t first, const base::Endpoint& to, dht::Outbox& out) noexcept;
+  void SendEpochsFrom(uint32_t first, const base::Endpoint& to, base::Outbox& out) noexcept;
   wire::Verdict OnEpoch(const base::Endpoint& from, const wire::Message& msg,
-                        dht::Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
 
   // Flood, acks, limits (swarm.cc).
   wire::Verdict OnPublish(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                          dht::Outbox& out) noexcept;
-  bool AdmitRate(int64_t now_us, Peer& p, const Hash256& id, dht::Outbox& out) noexcept;
+                          base::Outbox& out) noexcept;
+  bool AdmitRate(int64_t now_us, Peer& p, const Hash256& id, base::Outbox& out) noexcept;
   // Accept: a record from a peer through the room; stores it and queues its ack. Returns
   // the room's verdict; `accepted` says whether it entered the log or the pending set.
   Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
@@ -284,30 +284,30 @@ class Swarm {
   void AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept;
   void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
-  void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;
-  void RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept;
+  void Flood(Bytes datagram, const base::Endpoint& except, base::Outbox& out) noexcept;
+  void RetryUnacked(int64_t now_us, base::Outbox& out) noexcept;
   void NoteStateChange(const Hash256& before);
 
   // Sync (swarm_sync.cc).
-  void StartSync(int64_t now_us, uint32_t slot, dht::Outbox& out) noexcept;
-  void SendSyncRequest(int64_t now_us, dht::Outbox& out) noexcept;
+  void StartSync(int64_t now_us, uint32_t slot, base::Outbox& out) noexcept;
+  void SendSyncRequest(int64_t now_us, base::Outbox& out) noexcept;
   wire::Verdict OnSync(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                       dht::Outbox& out) noexcept;
+                       base::Outbox& out) noexcept;
   wire::Verdict OnSyncData(int64_t now_us, const base::Endpoint& from,
-                           const wire::Message& msg, dht::Outbox& out) noexcept;
-  void SyncTick(int64_t now_us, dht::Outbox& out) noexcept;
+                           const wire::Message& msg, base::Outbox& out) noexcept;
+  void SyncTick(int64_t now_us, base::Outbox& out) noexcept;
 
   // Checkpoints (swarm_checkpoint.cc).
   void AdoptObject(Bytes record, Bytes blob);
-  void MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, dht::Outbox& out);
+  void MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, base::Outbox& out);
   wire::Verdict OnPieceGet(int64_t now_us, const base::Endpoint& from,
-                           const wire::Message& msg, dht::Outbox& out) noexcept;
+                           const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnPiece(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
-                        dht::Outbox& out) noexcept;
+                        base::Outbox& out) noexcept;
   void StartLevel(uint8_t level);
-  void RequestPieces(int64_t now_us, dht::Outbox& out) noexcept;
-  void FetchTick(int64_t now_us, dht::Outbox& out) noexcept;
-  void FinishFetch(int64_t now_us, dht::Outbox& out);
+  void RequestPieces(int64_t now_us, base::Outbox& out) noexcept;
+  void FetchTick(int64_t now_us, base::Outbox& out) noexcept;
+  void FinishFetch(int64_t now_us, base::Outbox& out);
   bool TryCachedLoad();
   void AbandonFetch() noexcept;
   void TryAwaitedCheckpoint();
@@ -324,8 +324,8 @@ class Swarm {
   std::vector<std::vector<uint8_t>> epochs_;  // key epoch records, by epoch
   std::vector<Peer> peers_;  // fixed slots, sized at construction
   size_t peers_used_ = 0;
-  dht::SeenSet seen_;
-  dht::SeenSet rejected_;
+  base::SeenSet seen_;
+  base::SeenSet rejected_;
   base::TokenBucket room_bucket_;
   base::TokenBucket room_hard_bucket_;  // 2x: past it even the slower senders are dropped
   std::vector<PendingAck> acks_;

@@ -175,7 +175,7 @@ bool Swarm::ResetLog() {
   return true;
 }
 
-void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, dht::Outbox& out) {
+void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, base::Outbox& out) {
   if (fetch_ != nullptr || !cp.valid()) return;
   if (object_ != nullptr && object_->info.id == cp.id) return;
   if (std::find(tried_.begin(), tried_.end(), cp.id) != tried_.end()) return;
@@ -212,7 +212,7 @@ void Swarm::StartLevel(uint8_t level) {
   for (Peer& p : peers_) p.pieces_inflight = 0;  // answers for the old level are ignored
 }
 
-void Swarm::RequestPieces(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
   Fetch& f = *fetch_;
   // Round robin over the peers that advertise this checkpoint, one request each per pass,
   // until every window is full or no piece is left to ask for. Bounded: each pass sends
@@ -246,7 +246,7 @@ void Swarm::RequestPieces(int64_t now_us, dht::Outbox& out) noexcept {
 }
 
 wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
-                                const wire::Message& msg, dht::Outbox& out) noexcept {
+                                const wire::Message& msg, base::Outbox& out) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
   if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
@@ -262,7 +262,7 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
-                             const wire::Message& msg, dht::Outbox& out) noexcept {
+                             const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::RoomCheckpointChunk* m = msg.room_checkpoint_chunk();
   Peer* p = FindPeer(from);
   if (fetch_ == nullptr || p == nullptr) return wire::Verdict::kUnexpectedReply;
@@ -336,7 +336,7 @@ bool Swarm::TryCachedLoad() {
   return true;
 }
 
-void Swarm::FinishFetch(int64_t now_us, dht::Outbox& out) {
+void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
   Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
@@ -398,7 +398,7 @@ void Swarm::TryAwaitedCheckpoint() {
   awaited_blob_.clear();
 }
 
-void Swarm::FetchTick(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::FetchTick(int64_t now_us, base::Outbox& out) noexcept {
   if (fetch_ == nullptr) return;
   Fetch& f = *fetch_;
   // O(pieces of the level) per tick: ~5,000 for a 5 MB checkpoint, fine at tick rates.

@@ -26,7 +26,7 @@ constexpr uint16_t kSyncWindowDefault = 64;
 
 }  // namespace
 
-void Swarm::StartSync(int64_t now_us, uint32_t slot, dht::Outbox& out) noexcept {
+void Swarm::StartSync(int64_t now_us, uint32_t slot, base::Outbox& out) noexcept {
   RP_ASSERT(slot < peers_.size());
   RP_ASSERT(peers_[slot].used);
   sync_ = SyncClient{};
@@ -35,7 +35,7 @@ void Swarm::StartSync(int64_t now_us, uint32_t slot, dht::Outbox& out) noexcept 
   SendSyncRequest(now_us, out);
 }
 
-void Swarm::RequestSync(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::RequestSync(int64_t now_us, base::Outbox& out) noexcept {
   // Prefer a relay (it holds the whole log), then the peer with the longest log.
   int best = -1;
   for (size_t i = 0; i < peers_.size(); ++i) {
@@ -49,7 +49,7 @@ void Swarm::RequestSync(int64_t now_us, dht::Outbox& out) noexcept {
   if (best >= 0) StartSync(now_us, static_cast<uint32_t>(best), out);
 }
 
-void Swarm::SendSyncRequest(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::SendSyncRequest(int64_t now_us, base::Outbox& out) noexcept {
   RP_ASSERT(sync_.active);
   sync_.txid = rng_->Next();
   sync_.expected = 0;
@@ -66,7 +66,7 @@ void Swarm::SendSyncRequest(int64_t now_us, dht::Outbox& out) noexcept {
 }
 
 wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
-                            const wire::Message& msg, dht::Outbox& out) noexcept {
+                            const wire::Message& msg, base::Outbox& out) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
   const wire::fb::RoomSync* m = msg.room_sync();
@@ -134,7 +134,7 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
 }
 
 wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
-                                const wire::Message& msg, dht::Outbox& out) noexcept {
+                                const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::RoomSyncData* m = msg.room_sync_data();
   if (!sync_.active || !(peers_[sync_.peer].addr == from) || m->txid() != sync_.txid) {
     return wire::Verdict::kUnexpectedReply;
@@ -203,7 +203,7 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
   return wire::Verdict::kOk;
 }
 
-void Swarm::SyncTick(int64_t now_us, dht::Outbox& out) noexcept {
+void Swarm::SyncTick(int64_t now_us, base::Outbox& out) noexcept {
   if (!sync_.active || now_us < sync_.deadline_us) return;
   if (++sync_.attempts > kSyncAttemptsMax) {
     sync_.active = false;  // the next differing heads start over, maybe elsewhere

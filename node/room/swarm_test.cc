@@ -32,7 +32,7 @@ struct Packet {
 };
 
 class Net;
-class NodeOutbox final : public dht::Outbox {
+class NodeOutbox final : public base::Outbox {
  public:
   NodeOutbox(Net* net, base::Endpoint self) : net_(net), self_(self) {}
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
@@ -635,7 +635,7 @@ TEST(RoomWire, CountsLengthsAndIndicesAtTheirBoundaries) {
 }
 
 // CaptureOutbox: what a host sends, in order.
-class CaptureOutbox final : public dht::Outbox {
+class CaptureOutbox final : public base::Outbox {
  public:
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {

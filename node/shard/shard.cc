@@ -45,7 +45,7 @@ Mailboxes::Mailboxes(uint32_t shards, uint32_t capacity)
 // TransportOutbox: the overlay's and the rooms' Outbox over the transport's send slots (no
 // copy). Every datagram the shard sends passes the ReflectionGuard here: one to an address
 // that has not proved it receives, beyond 3x what that address sent, is not sent.
-class Shard::TransportOutbox : public dht::Outbox {
+class Shard::TransportOutbox : public base::Outbox {
  public:
   explicit TransportOutbox(Shard* shard) : s_(shard) {}
   std::span<uint8_t> Buffer() noexcept override {
@@ -208,7 +208,7 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
 Shard::~Shard() = default;
 
 void Shard::Commit() noexcept { CommitStorage(now_us_); }
-dht::Outbox& Shard::outbox() noexcept { return *outbox_; }
+base::Outbox& Shard::outbox() noexcept { return *outbox_; }
 
 bool Shard::Withdraw(ControlCommand* cmd) noexcept {
   ControlCommand* expected = cmd;

@@ -299,7 +299,7 @@ class Shard {
   // (The same path as Run's: a failed commit is counted, reported and backed off.)
   void Commit() noexcept;
   dht::Overlay* overlay() noexcept { return overlay_.get(); }
-  dht::Outbox& outbox() noexcept;
+  base::Outbox& outbox() noexcept;
   room::RoomHost& rooms() noexcept { return *rooms_; }
 
   const ShardCounters& counters() const noexcept { return counters_; }

@@ -18,7 +18,7 @@ namespace {
 
 using namespace ringpeer;
 
-class CountingOutbox : public dht::Outbox {
+class CountingOutbox : public base::Outbox {
  public:
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
   void Commit(size_t size, const base::Endpoint&) noexcept override {

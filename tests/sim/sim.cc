@@ -67,7 +67,7 @@ struct Simulator::Packet {
   std::vector<uint8_t> bytes;
 };
 
-class Simulator::NodeOutbox : public dht::Outbox {
+class Simulator::NodeOutbox : public base::Outbox {
  public:
   NodeOutbox(Simulator* sim, uint32_t index) : sim_(sim), index_(index) {}
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
@@ -299,7 +299,7 @@ void Simulator::AddNode(bool with_bootstrap, bool is_static) {
 
 dht::Overlay& Simulator::overlay(size_t i) { return *nodes_[i]->overlay; }
 bool Simulator::alive(size_t i) const { return nodes_[i]->alive; }
-dht::Outbox& Simulator::outbox(size_t i) { return *nodes_[i]->out; }
+base::Outbox& Simulator::outbox(size_t i) { return *nodes_[i]->out; }
 const base::Endpoint& Simulator::addr(size_t i) const { return nodes_[i]->addr; }
 
 void Simulator::Inject(const base::Endpoint& from, size_t to, std::span<const uint8_t> bytes) {

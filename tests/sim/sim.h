@@ -106,7 +106,7 @@ class Simulator {
   dht::Overlay& overlay(size_t i);
   // outbox: node i's outbox, for calling its overlay directly; call Kick(i) afterwards so
   // that its timers are scheduled.
-  dht::Outbox& outbox(size_t i);
+  base::Outbox& outbox(size_t i);
   void Kick(size_t i) { Schedule(static_cast<uint32_t>(i)); }
   const base::Endpoint& addr(size_t i) const;
   // Inject: delivers raw bytes to node `to` as if sent from `from` now (forgeries).

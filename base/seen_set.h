@@ -12,7 +12,7 @@
 
 #include "base/assert.h"
 
-namespace ringpeer::dht {
+namespace ringpeer::base {
 
 class SeenSet {
  public:
@@ -74,4 +74,4 @@ class SeenSet {
   uint32_t count_ = 0;
 };
 
-}  // namespace ringpeer::dht
+}  // namespace ringpeer::base

@@ -13,7 +13,7 @@
 
 #include "base/endpoint.h"
 
-namespace ringpeer::dht {
+namespace ringpeer::base {
 
 class Outbox {
  public:
@@ -24,4 +24,4 @@ class Outbox {
   virtual void Commit(size_t size, const base::Endpoint& to) noexcept = 0;
 };
 
-}  // namespace ringpeer::dht
+}  // namespace ringpeer::base
