@@ -14,7 +14,7 @@
 
 #include "bench/summary_reporter.h"
 #include "dht/ping_responder.h"
-#include "node/shard/rate_limiter.h"
+#include "node/core/rate_limiter.h"
 #include "node/shard/shard.h"
 #include "node/shard/spsc_ring.h"
 #include "wire/encode.h"
@@ -52,7 +52,7 @@ struct PingFixture {
   std::vector<base::Endpoint> sources;
 };
 
-void HandleOnePing(PingFixture& f, shard::RateLimiter& limiter, SlotOutbox& out, int64_t now,
+void HandleOnePing(PingFixture& f, core::RateLimiter& limiter, SlotOutbox& out, int64_t now,
                    const base::Endpoint& from) {
   wire::Header h;
   if (wire::CheckHeader(f.datagram.data(), f.size, &h) != wire::Verdict::kOk) return;
@@ -64,7 +64,7 @@ void HandleOnePing(PingFixture& f, shard::RateLimiter& limiter, SlotOutbox& out,
 
 void BM_PingHandling(benchmark::State& state) {
   PingFixture f(false);
-  shard::RateLimiter limiter(16384, 1'000'000'000, 1'000'000'000);
+  core::RateLimiter limiter(16384, 1'000'000'000, 1'000'000'000);
   SlotOutbox out;
   int64_t now = 1;
   size_t i = 0;
@@ -78,7 +78,7 @@ BENCHMARK(BM_PingHandling);
 
 void BM_ChallengedPing(benchmark::State& state) {
   PingFixture f(true);
-  shard::RateLimiter limiter(16384, 1'000'000'000, 1'000'000'000);
+  core::RateLimiter limiter(16384, 1'000'000'000, 1'000'000'000);
   SlotOutbox out;
   int64_t now = 1;
   size_t i = 0;

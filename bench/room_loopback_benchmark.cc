@@ -243,7 +243,7 @@ struct RawPeer {
   }
   // Drain: reads what is queued; counts datagrams of `type`. Answers the relay's probe
   // (a ping: the pong echoes its txid), as a member's node does, so that the relay sends
-  // this address more than 3x what it sent (shard::ReflectionGuard).
+  // this address more than 3x what it sent (core::ReflectionGuard).
   uint64_t Drain(wire::MessageType type) {
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
     uint64_t n = 0;

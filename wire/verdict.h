@@ -28,6 +28,8 @@ enum class Verdict : uint8_t {
   kSendQueueFull,     // no free send slot this iteration
   kUnverifiedSender,  // a message that needs a verified peer came from an unverified one
   kTableFull,         // a bounded table had no room (new peer not admitted)
+  kRoomRefused,       // a well-formed, correctly signed room record its room's rules refuse
+                      // (an old key after rotation, behind the checkpoint, a known reject)
   kCount
 };
 
@@ -54,6 +56,7 @@ inline const char* VerdictName(Verdict v) noexcept {
     case Verdict::kSendQueueFull: return "send_queue_full";
     case Verdict::kUnverifiedSender: return "unverified_sender";
     case Verdict::kTableFull: return "table_full";
+    case Verdict::kRoomRefused: return "room_refused";
     case Verdict::kCount: break;
   }
   return "unknown";

@@ -32,6 +32,24 @@ bool IsPermanentReject(Verdict v) noexcept {
   }
 }
 
+// WireVerdict: what a refused update counts as on the node's drop counters. Only a
+// signature that does not verify is kBadSignature; a record that cannot be read is
+// kBadField; what the room's rules refuse (stale epoch, behind the checkpoint, unknown
+// epoch, a full pending set) is kRoomRefused.
+wire::Verdict WireVerdict(Verdict v) noexcept {
+  switch (v) {
+    case Verdict::kOk:
+    case Verdict::kDuplicate: return wire::Verdict::kOk;
+    case Verdict::kBadSignature: return wire::Verdict::kBadSignature;
+    case Verdict::kTooShort:
+    case Verdict::kTooLong:
+    case Verdict::kVerifyFailed:
+    case Verdict::kBadField:
+    case Verdict::kWrongRoom: return wire::Verdict::kBadField;
+    default: return wire::Verdict::kRoomRefused;
+  }
+}
+
 bool InLog(Verdict v) noexcept {
   return v == Verdict::kOk || v == Verdict::kPending || v == Verdict::kOverCap ||
          v == Verdict::kBadPayload;
@@ -450,7 +468,9 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
     QueueAck(from, update);
     return wire::Verdict::kOk;
   }
-  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kBadSignature;
+  // Refused before, for a reason that will not change (its first refusal was counted
+  // under that reason).
+  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kRoomRefused;
   // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
   if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
   // A large record of a sync stream comes as a RoomPublish from the peer we asked.
@@ -458,9 +478,7 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
   if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
   bool accepted = false;
   const Verdict v = Accept(record, update, from, /*ack=*/from.valid(), &accepted);
-  if (!accepted) {
-    return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadSignature;
-  }
+  if (!accepted) return WireVerdict(v);
   ++counters_.accepted;
   Flood(msg.bytes(), from, out);  // the bytes received: signatures cover them
   return wire::Verdict::kOk;

@@ -245,7 +245,7 @@ std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd
     return cmd;
   }
   // Control path: the owner claims the command within one loop iteration (at most a tick)
-  // and answers within kCommandDeadlineUs. Bounded wait.
+  // and answers within core::kCommandDeadlineUs. Bounded wait.
   for (int waited = 0; waited < timeout_ms && !cmd->done.load(std::memory_order_acquire);
        waited += 5) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -312,7 +312,7 @@ std::string Node::HandleControl(std::string_view request) {
   } else {
     return "error: unknown request '" + verb + "'\n";
   }
-  const int timeout_ms = static_cast<int>(kCommandDeadlineUs / 1000) + 2000;
+  const int timeout_ms = static_cast<int>(core::kCommandDeadlineUs / 1000) + 2000;
   std::unique_ptr<ControlCommand> cmd = Run(kind, target, timeout_ms);
   if (!cmd->ok) return "error: " + cmd->error + "\n";
   const char* key_name = kind == ControlCommand::Kind::kLookup ? "target" : "key";
@@ -417,7 +417,7 @@ std::string Node::StatusJson() {
     std::string error;
     uint64_t failures = 0, failing = 0;
     for (const std::unique_ptr<Shard>& sh : shards_) {
-      const ShardCounters& sc = sh->counters();
+      const Counters& sc = sh->counters();
       failures += sc.storage_errors.load(std::memory_order_relaxed);
       if (sc.storage_failing.load(std::memory_order_relaxed) != 0) {
         ++failing;
@@ -441,7 +441,7 @@ std::string Node::StatusJson() {
   w.EndObject();
   w.Key("shard_counters").BeginArray();
   for (uint32_t i = 0; i < shards_.size(); ++i) {
-    const ShardCounters& sc = shards_[i]->counters();
+    const Counters& sc = shards_[i]->counters();
     auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     w.BeginObject();
     w.Key("shard").Uint(i);
@@ -518,16 +518,16 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   admin::LookupMetrics& l = m->lookups.emplace();
   admin::RoomMetrics& r = m->rooms.emplace();
-  uint64_t buckets[kLookupDurationBuckets] = {};
+  uint64_t buckets[core::kLookupDurationBuckets] = {};
   uint64_t sum_us = 0;
   for (const std::unique_ptr<Shard>& shard : shards) {
-    const ShardCounters& sc = shard->counters();
+    const Counters& sc = shard->counters();
     // Outcomes before starts (a lookup is counted started before it is counted done), so
     // that one finishing meanwhile does not read as more done than started.
     l.succeeded += get(sc.lookups_succeeded);
     l.failed += get(sc.lookups_failed);
     l.started += get(sc.lookups_started);
-    for (size_t b = 0; b < kLookupDurationBuckets; ++b) {
+    for (size_t b = 0; b < core::kLookupDurationBuckets; ++b) {
       buckets[b] += get(sc.lookup_duration_buckets[b]);
     }
     sum_us += get(sc.lookup_duration_sum_us);
@@ -535,15 +535,15 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
     r.updates_accepted += get(sc.room_updates_accepted);
     r.updates_rejected += get(sc.room_updates_rejected);
   }
-  const std::pair<const char*, std::atomic<uint64_t> ShardCounters::*> outcomes[] = {
-      {"opened", &ShardCounters::rooms_opened},
-      {"reloaded", &ShardCounters::rooms_reloaded},
-      {"refused_policy", &ShardCounters::rooms_refused_policy},
-      {"refused_unproved", &ShardCounters::rooms_refused_unproved},
-      {"refused_rate", &ShardCounters::rooms_refused_rate},
-      {"refused_full", &ShardCounters::rooms_refused_full},
-      {"dropped_unwritten", &ShardCounters::rooms_dropped_unwritten},
-      {"unloaded_idle", &ShardCounters::rooms_unloaded_idle},
+  const std::pair<const char*, std::atomic<uint64_t> Counters::*> outcomes[] = {
+      {"opened", &Counters::rooms_opened},
+      {"reloaded", &Counters::rooms_reloaded},
+      {"refused_policy", &Counters::rooms_refused_policy},
+      {"refused_unproved", &Counters::rooms_refused_unproved},
+      {"refused_rate", &Counters::rooms_refused_rate},
+      {"refused_full", &Counters::rooms_refused_full},
+      {"dropped_unwritten", &Counters::rooms_dropped_unwritten},
+      {"unloaded_idle", &Counters::rooms_unloaded_idle},
   };
   for (const auto& [name, field] : outcomes) {
     uint64_t n = 0;
@@ -552,7 +552,7 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
   }
   admin::ReflectionMetrics& x = m->reflection.emplace();
   for (const std::unique_ptr<Shard>& shard : shards) {
-    const ShardCounters& sc = shard->counters();
+    const Counters& sc = shard->counters();
     x.refused += get(sc.reflection_refused);
     x.refused_bytes += get(sc.reflection_refused_bytes);
     x.probes += get(sc.reflection_probes);
@@ -561,12 +561,12 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
   // Cumulative counts, as Prometheus wants them; the count is the last bucket's (+Inf).
   admin::Histogram& h = l.duration;
   uint64_t cumulative = 0;
-  for (size_t b = 0; b < std::size(kLookupDurationBoundsUs); ++b) {
+  for (size_t b = 0; b < std::size(core::kLookupDurationBoundsUs); ++b) {
     cumulative += buckets[b];
-    h.upper_bounds_s.push_back(static_cast<double>(kLookupDurationBoundsUs[b]) / 1e6);
+    h.upper_bounds_s.push_back(static_cast<double>(core::kLookupDurationBoundsUs[b]) / 1e6);
     h.bucket_counts.push_back(cumulative);
   }
-  h.count = cumulative + buckets[kLookupDurationBuckets - 1];
+  h.count = cumulative + buckets[core::kLookupDurationBuckets - 1];
   h.sum_s = static_cast<double>(sum_us) / 1e6;
 }
 
@@ -588,7 +588,7 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   m.shards.resize(shards_.size());
   for (uint32_t i = 0; i < shards_.size(); ++i) {
-    const ShardCounters& sc = shards_[i]->counters();
+    const Counters& sc = shards_[i]->counters();
     admin::ShardMetrics& out = m.shards[i];
     out.received = get(sc.received);
     out.sent = get(sc.sent);
@@ -648,7 +648,7 @@ std::string Node::StatusText() {
     uint64_t failures = 0;
     std::string error;
     for (const std::unique_ptr<Shard>& sh : shards_) {
-      const ShardCounters& sc = sh->counters();
+      const Counters& sc = sh->counters();
       failures += sc.storage_errors.load(std::memory_order_relaxed);
       if (error.empty() && sc.storage_failing.load(std::memory_order_relaxed) != 0) {
         error = sh->StorageError();
@@ -663,7 +663,7 @@ std::string Node::StatusText() {
   }
   absl::StrAppend(&out, "\nshard  received        sent   mailbox in/out  dropped\n");
   for (uint32_t i = 0; i < shards_.size(); ++i) {
-    const ShardCounters& sc = shards_[i]->counters();
+    const Counters& sc = shards_[i]->counters();
     auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
     std::string reasons;
     for (int v = 1; v < wire::kVerdictCount; ++v) {

@@ -1,4 +1,5 @@
-// libFuzzer target: a node with state, driven through the shards' own dispatch.
+// libFuzzer target: a node with state, driven through the node core's dispatch (the one
+// the shards run).
 //
 // Each input is a short sequence of datagrams delivered to a two-shard node whose state
 // is what only a running node has: a routing table of 200 verified peers, lookups of its
@@ -6,8 +7,8 @@
 // room with 30 updates and a checkpoint that it relays (on shard 1), a member of that room
 // in its swarm, and the mailbox between the shards (every room datagram that lands on
 // shard 0 and every overlay datagram that lands on shard 1 crosses it). The datagrams go
-// through Shard::Receive, the same header check, rate limit, Verifier and hand-off that
-// Shard::Run uses, then mail is delivered, storage committed, and time may advance.
+// through NodeCore::Receive, the same header check, rate limit, Verifier and hand-off that
+// every shard runs, then mail is delivered, storage committed, and time may advance.
 //
 // Every input starts from the same state, rebuilt per input without signing (the room is
 // restored from an in-memory store prepared once; peers are admitted without the
@@ -41,8 +42,8 @@
 #include "node/room/records.h"
 #include "node/room/room.h"
 #include "node/room/storage.h"
-#include "node/shard/shard.h"
-#include "ring/transport.h"
+#include "node/core/node_core.h"
+#include "node/core/testing.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
 #include "wire/message.h"
@@ -57,46 +58,6 @@ constexpr uint32_t kTablePeers = 200;
 constexpr int kSendsPerDatagramMax = 64;
 
 base::Endpoint Ep(const char* s) { return *base::Endpoint::Parse(s); }
-
-// CaptureTransport: a transport with no socket. Sends are checked and, while `log` is on,
-// kept (the seed writer answers them).
-class CaptureTransport final : public ring::Transport {
- public:
-  struct Sent {
-    base::Endpoint to;
-    std::vector<uint8_t> bytes;
-  };
-  const char* name() const noexcept override { return "capture"; }
-  size_t Poll(int64_t, std::span<ring::RecvDatagram>, bool* woken) noexcept override {
-    *woken = false;
-    return 0;
-  }
-  void ReleaseReceived() noexcept override {}
-  std::span<uint8_t> SendBuffer() noexcept override { return buf_; }
-  void CommitSend(size_t size, const base::Endpoint& to, int) noexcept override {
-    RP_ASSERT(size <= wire::kDatagramBytesMax);
-    wire::Message m;
-    // Everything a node sends must be something a node accepts.
-    RP_ASSERT(wire::Decode(buf_, size, &m) == wire::Verdict::kOk);
-    ++sent;
-    if (log) captured.push_back(Sent{to, std::vector<uint8_t>(buf_, buf_ + size)});
-  }
-  void Flush() noexcept override {}
-  ring::WakeHandle wake_handle() const noexcept override { return ring::WakeHandle{-1, -1}; }
-  void QueueWake(const ring::WakeHandle&) noexcept override {}
-  base::Endpoint local_address(size_t) const noexcept override { return Ep("127.0.0.1:7700"); }
-  size_t socket_count() const noexcept override { return 1; }
-  const ring::TransportStats& stats() const noexcept override { return stats_; }
-  void Shutdown() noexcept override {}
-
-  alignas(8) uint8_t buf_[1280];
-  int sent = 0;
-  bool log = false;
-  std::vector<Sent> captured;
-
- private:
-  ring::TransportStats stats_;
-};
 
 // The room, made once per process (this is where the signatures are paid).
 struct RoomTemplate {
@@ -169,21 +130,19 @@ constexpr int kSources = 8;
 
 struct World {
   wire::KeyPair identity = wire::KeyPair::FromSeed({7});
-  std::unique_ptr<shard::Mailboxes> mail;
   room::MemoryRoomStorage store0;
   room::MemoryRoomStorage store1;
-  CaptureTransport* t[2] = {nullptr, nullptr};
-  std::unique_ptr<shard::Shard> shards[2];
-  std::atomic<bool> stop{false};
+  std::unique_ptr<core::testing::LocalNode> node;
+  core::testing::CaptureSink* t[2] = {nullptr, nullptr};
   base::Endpoint sources[kSources];
   std::vector<wire::NodeId> peer_ids;
   std::vector<base::Endpoint> peer_addrs;
   int64_t now = kStartUs;
 
   World(const RoomTemplate& rt, bool log) : store1(rt.storage) {
-    mail = std::make_unique<shard::Mailboxes>(2, 64);
+    std::vector<core::CoreConfig> configs;
     for (uint32_t i = 0; i < 2; ++i) {
-      shard::ShardConfig c;
+      core::CoreConfig c;
       c.index = i;
       c.shards = 2;
       c.rate_limit_entries = 256;
@@ -192,17 +151,18 @@ struct World {
       c.room_storage = i == 0 ? &store0 : &store1;
       c.rng_seed = 1000 + i;
       c.start_us = kStartUs;
-      auto transport = std::make_unique<CaptureTransport>();
-      transport->log = log;
-      t[i] = transport.get();
-      mail->SetWake(i, transport->wake_handle());
-      shards[i] = std::make_unique<shard::Shard>(c, identity, std::move(transport), mail.get(),
-                                                 &stop);
+      configs.push_back(c);
     }
-    RP_ASSERT(shards[1]->RestoreRooms().ok());
+    node = std::make_unique<core::testing::LocalNode>(configs, identity);
+    for (int i = 0; i < 2; ++i) {
+      t[i] = &node->sink(i);
+      t[i]->log = log;
+    }
+    RP_ASSERT(node->core(1).RestoreRooms().ok());
     // The table: 200 verified peers in many /24s (public-looking addresses), admitted
     // without signatures. The first few live on loopback so they can be sources.
-    dht::Overlay* o = shards[0]->overlay();
+    dht::Overlay* o = node->core(0).overlay();
+    base::Outbox& out0 = node->core(0).outbox();
     for (uint32_t i = 0; i < kTablePeers; ++i) {
       wire::NodeId id{};
       const uint32_t x = i * 2654435761u + 17;
@@ -217,7 +177,7 @@ struct World {
                       (i * 13) % 250);
       }
       const base::Endpoint ep = Ep(addr);
-      if (o->AdmitVerifiedForTesting(now, id, ep, shards[0]->outbox())) {
+      if (o->AdmitVerifiedForTesting(now, id, ep, out0)) {
         peer_ids.push_back(id);
         peer_addrs.push_back(ep);
       }
@@ -228,15 +188,15 @@ struct World {
     t[0]->captured.clear();
     wire::NodeId target{};
     target[0] = 0x5A;
-    o->FindNode(now, target, shards[0]->outbox());
-    o->GetProviders(now, rt.room_id, shards[0]->outbox());
+    o->FindNode(now, target, out0);
+    o->GetProviders(now, rt.room_id, out0);
     wire::NodeId key{};
     key[0] = 0xA5;
-    o->Announce(now, key, shards[0]->outbox());
+    o->Announce(now, key, out0);
     Step(false);
     int asked = 0;
     const int request_sources[] = {0, 1, 2, 7};
-    for (const CaptureTransport::Sent& s : t[0]->captured) {
+    for (const core::testing::CaptureSink::Sent& s : t[0]->captured) {
       bool seen = false;
       for (int k = 0; k < asked; ++k) seen |= sources[request_sources[k]] == s.to;
       if (!seen && asked < 4) sources[request_sources[asked++]] = s.to;
@@ -255,31 +215,12 @@ struct World {
     Deliver(1, sources[3], buf, n);
   }
 
-  void Step(bool tick) {
-    for (int round = 0; round < 2; ++round) {
-      for (auto& s : shards) s->DeliverMail(now);
-    }
-    for (auto& s : shards) s->Commit();
-    if (tick) {
-      for (auto& s : shards) s->Tick(now);
-      for (auto& s : shards) s->DeliverMail(now);
-    }
-  }
+  void Step(bool tick) { node->Step(now, tick); }
 
   void Deliver(int shard, const base::Endpoint& from, const uint8_t* data, size_t size) {
-    alignas(8) static uint8_t buf[2048];
-    const size_t n = std::min(size, sizeof(buf));
-    std::memcpy(buf, data, n);
-    ring::RecvDatagram d;
-    d.data = buf;
-    d.size = static_cast<uint32_t>(n);
-    d.truncated = size > wire::kDatagramBytesMax + 64;
-    d.from = from;
-    d.socket_index = 0;
-    const int before = t[0]->sent + t[1]->sent;
-    shards[shard]->Receive(d, now);
-    Step(false);
-    RP_ASSERT(t[0]->sent + t[1]->sent - before <= kSendsPerDatagramMax);
+    const int before = node->sent();
+    node->Receive(shard, now, from, std::span<const uint8_t>(data, size));
+    RP_ASSERT(node->sent() - before <= kSendsPerDatagramMax);
   }
 };
 
@@ -343,7 +284,7 @@ void WriteSeeds(const std::string& dir) {
   one(0, 4, enc.Walk(buf, wire::kNoShardHint, 0x400, stranger, &w.peer_ids[2]), "walk");
   one(0, 4, enc.DumpRequest(buf, wire::kNoShardHint, 0x500, stranger), "dump");
   // Answers to our requests in flight, from the peers they went to.
-  for (const CaptureTransport::Sent& s : w.t[0]->captured) {
+  for (const core::testing::CaptureSink::Sent& s : w.t[0]->captured) {
     const int src = SourceIndexOf(w, s.to);
     wire::Message m;
     if (src < 0 || wire::Decode(s.bytes.data(), s.bytes.size(), &m) != wire::Verdict::kOk) continue;

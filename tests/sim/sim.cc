@@ -110,11 +110,9 @@ struct Simulator::Node {
   base::Endpoint addr;
   wire::KeyPair keys;
   dht::NodeId id{};
-  base::Rng rng{0};
   std::unique_ptr<NodeEvents> events;
-  std::unique_ptr<NodeOutbox> out;
-  std::unique_ptr<dht::PingResponder> responder;
-  std::unique_ptr<dht::Overlay> overlay;
+  std::unique_ptr<NodeOutbox> out;       // the core's sink: the simulated network
+  std::unique_ptr<core::NodeCore> core;  // the node: the same core a shard runs
   bool alive = true;
   bool is_static = false;
   int64_t joined_us = 0;
@@ -240,7 +238,6 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   n->addr = AddrOf(index);
   n->keys = keys;
   n->id = wire::NodeIdOf(keys.public_key);
-  n->rng = base::Rng(config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52));
   n->events = std::make_unique<NodeEvents>(this, index);
   n->out = std::make_unique<NodeOutbox>(this, index);
   n->joined_us = now_;
@@ -278,8 +275,19 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   c.peers_interval_us = 0;                     // discovery is by lookups here
   c.proof = proof_.get();
   c.events = n->events.get();
-  n->responder = std::make_unique<dht::PingResponder>(n->keys, now_, proof_.get());
-  n->overlay = std::make_unique<dht::Overlay>(n->keys, c, &n->rng, now_);
+  core::CoreConfig cc;
+  cc.overlay = c;
+  // Small tables, sized for one node's share of the simulated work: the guard must hold
+  // every address the node talks to (table, replacements, lookup candidates), or replies
+  // to peers whose proof it forgot are refused.
+  cc.rate_limit_entries = 64;
+  cc.reflection_entries = 1024;
+  cc.ping_seen_entries = 64;
+  cc.rooms_max = 1;
+  cc.size_estimate_interval_us = 0;  // the scripted run starts its own estimates
+  cc.rng_seed = (config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52)) | 1;
+  cc.start_us = now_;
+  n->core = std::make_unique<core::NodeCore>(cc, n->keys, n->out.get(), nullptr);
   return n;
 }
 
@@ -297,9 +305,10 @@ void Simulator::AddNode(bool with_bootstrap, bool is_static) {
   Schedule(index);
 }
 
-dht::Overlay& Simulator::overlay(size_t i) { return *nodes_[i]->overlay; }
+dht::Overlay& Simulator::overlay(size_t i) { return *nodes_[i]->core->overlay(); }
+core::NodeCore& Simulator::node(size_t i) { return *nodes_[i]->core; }
 bool Simulator::alive(size_t i) const { return nodes_[i]->alive; }
-base::Outbox& Simulator::outbox(size_t i) { return *nodes_[i]->out; }
+base::Outbox& Simulator::outbox(size_t i) { return nodes_[i]->core->outbox(); }
 const base::Endpoint& Simulator::addr(size_t i) const { return nodes_[i]->addr; }
 
 void Simulator::Inject(const base::Endpoint& from, size_t to, std::span<const uint8_t> bytes) {
@@ -317,11 +326,10 @@ Simulator::NodeLog& Simulator::log(size_t i) { return nodes_[i]->log; }
 void Simulator::Crash(size_t i) {
   Node& n = *nodes_[i];
   if (!n.alive) return;
-  n.saved = dht::SerializeTable(n.overlay->SavedTable());
+  n.saved = n.core->SavedTableBytes();
   n.alive = false;
   n.wake_at = INT64_MAX;
-  n.overlay.reset();  // its memory goes back, as a crashed process's would
-  n.responder.reset();
+  n.core.reset();  // its memory goes back, as a crashed process's would
 }
 
 void Simulator::Restart(size_t i) {
@@ -331,7 +339,7 @@ void Simulator::Restart(size_t i) {
   RP_ASSERT(saved.ok());
   const wire::KeyPair keys = old.keys;
   nodes_[i] = MakeNode(static_cast<uint32_t>(i), keys, /*bootstrap=*/false, ++seq_);
-  nodes_[i]->overlay->Restore(now_, *saved);
+  nodes_[i]->core->overlay()->Restore(now_, *saved);
   Schedule(static_cast<uint32_t>(i));
 }
 
@@ -342,7 +350,7 @@ void Simulator::Push(int64_t at_us, uint32_t node, bool deliver) {
 void Simulator::Schedule(uint32_t index) {
   Node& n = *nodes_[index];
   if (!n.alive) return;
-  const int64_t w = std::max(n.overlay->NextWakeUs(), now_ + kWakeResolutionUs);
+  const int64_t w = std::max(n.core->NextWakeUs(now_), now_ + kWakeResolutionUs);
   if (w < n.wake_at) {
     n.wake_at = w;
     Push(w, index, false);
@@ -390,15 +398,7 @@ void Simulator::Deliver(uint32_t idx) {
   free_packets_.push_back(idx);
   Node& n = *nodes_[to];
   if (!n.alive) return;
-  wire::Message m;
-  if (wire::Decode(buf, size, &m) == wire::Verdict::kOk) {
-    if (m.type() == wire::MessageType::kPing) {
-      n.responder->Answer(now_, from, m, *n.out);
-      n.overlay->OnPingSeen(now_, from, wire::FromWireId(*m.ping()->sender()), *n.out);
-    } else {
-      n.overlay->OnMessage(now_, from, m, *n.out);
-    }
-  }
+  n.core->Receive(now_, from, std::span<const uint8_t>(buf, size));
   Schedule(to);
 }
 
@@ -414,7 +414,7 @@ void Simulator::RunUntil(int64_t t_us) {
     Node& n = *nodes_[e.node];
     if (!n.alive || n.wake_at != e.at_us) continue;  // superseded
     n.wake_at = INT64_MAX;
-    n.overlay->Tick(now_, *n.out);
+    n.core->Tick(now_);
     Schedule(e.node);
   }
   now_ = std::max(now_, t_us);
@@ -460,7 +460,7 @@ void Simulator::StartLookup() {
     if (i < 0) return;
     const dht::NodeId target = dht::RandomId(work_rng_);
     Node& n = *nodes_[i];
-    const uint32_t h = n.overlay->FindNode(now_, target, *n.out, config_.disjoint_paths);
+    const uint32_t h = n.core->overlay()->FindNode(now_, target, n.core->outbox(), config_.disjoint_paths);
     Schedule(static_cast<uint32_t>(i));
     if (h == 0) continue;  // all its lookup slots busy: ask another node
     measure_->lookups[uint64_t(i) << 32 | h] = Pending{target, now_, -1};
@@ -473,7 +473,7 @@ void Simulator::StartHello() {
   const int b = PickSettled();
   if (a < 0 || b < 0 || a == b) return;
   Node& n = *nodes_[a];
-  const uint64_t id = n.overlay->Hello(now_, nodes_[b]->id, *n.out);
+  const uint64_t id = n.core->overlay()->Hello(now_, nodes_[b]->id, n.core->outbox());
   Schedule(static_cast<uint32_t>(a));
   if (id != 0) measure_->routes[id] = Pending{nodes_[b]->id, now_, b};
 }
@@ -482,8 +482,8 @@ void Simulator::StartSize() {
   const int i = PickSettled();
   if (i < 0) return;
   Node& n = *nodes_[i];
-  n.overlay->EstimateSize(now_, *n.out);
-  if (config_.walk_estimates) n.overlay->EstimateSizeByWalks(now_, *n.out);
+  n.core->overlay()->EstimateSize(now_, n.core->outbox());
+  if (config_.walk_estimates) n.core->overlay()->EstimateSizeByWalks(now_, n.core->outbox());
   Schedule(static_cast<uint32_t>(i));
 }
 
@@ -557,7 +557,7 @@ void Simulator::Measure(SimReport* r) {
   for (const auto& n : nodes_) {
     if (!n->alive) continue;
     ++live;
-    table += static_cast<double>(n->overlay->table().size());
+    table += static_cast<double>(n->core->overlay()->table().size());
   }
   r->nodes = static_cast<uint32_t>(live);
   r->table_size_mean = live > 0 ? table / live : 0;

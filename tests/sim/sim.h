@@ -1,12 +1,13 @@
 // Simulator: thousands of dht::Overlay nodes in one process, on a virtual clock, over a
 // seeded network that loses, delays, reorders and duplicates datagrams, can partition,
-// and churns nodes (crash, restart from a saved table, fresh joins).
+// and churns nodes (crash, restart from a saved table, fresh joins). Each node is a
+// one-shard core::NodeCore: the dispatch a shard runs, with its rate limit, ping answers,
+// reflection guard and overlay.
 //
 // Every source of randomness is a base::Rng derived from SimConfig::seed, and events with
 // equal times run in insertion order, so a seed replays a run exactly. Nodes are driven
-// the way a shard drives its overlay: every datagram goes through wire::Decode, pings to
-// a PingResponder plus Overlay::OnPingSeen, everything else to Overlay::OnMessage, and
-// Tick runs when Overlay::NextWakeUs() says so.
+// the way a shard drives its core: every datagram goes to NodeCore::Receive, and Tick runs
+// when NodeCore::NextWakeUs() says so.
 //
 // Crypto: node keys come from wire::KeyPair::FromSeed, but challenge proofs use SimProof
 // (a keyed hash, not a signature) unless SimConfig::real_crypto is set: ed25519 costs
@@ -22,7 +23,7 @@
 #include <vector>
 
 #include "dht/overlay.h"
-#include "dht/ping_responder.h"
+#include "node/core/node_core.h"
 
 namespace ringpeer::sim {
 
@@ -104,6 +105,8 @@ class Simulator {
   int64_t now() const noexcept { return now_; }
   size_t size() const noexcept { return nodes_.size(); }
   dht::Overlay& overlay(size_t i);
+  // node: node i's core (what a one-shard node runs): its counters, guard, rooms.
+  core::NodeCore& node(size_t i);
   // outbox: node i's outbox, for calling its overlay directly; call Kick(i) afterwards so
   // that its timers are scheduled.
   base::Outbox& outbox(size_t i);

@@ -1,11 +1,11 @@
 // Goal: ReflectionGuard sends an unproved address at most 3x what it received from it,
 // summed over time (not per request), lets our own small requests through, asks for a
 // probe, and serves a proved address without limit until the proof expires.
-#include "node/shard/reflection_guard.h"
+#include "node/core/reflection_guard.h"
 
 #include <gtest/gtest.h>
 
-namespace ringpeer::shard {
+namespace ringpeer::core {
 namespace {
 
 constexpr uint8_t kReply = static_cast<uint8_t>(wire::MessageType::kRoomSyncData);
@@ -101,4 +101,4 @@ TEST(ReflectionGuard, SprayedSourcesEvictUnprovedFirst) {
 }
 
 }  // namespace
-}  // namespace ringpeer::shard
+}  // namespace ringpeer::core

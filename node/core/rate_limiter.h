@@ -14,7 +14,7 @@
 #include "base/endpoint.h"
 #include "base/token_bucket.h"
 
-namespace ringpeer::shard {
+namespace ringpeer::core {
 
 class RateLimiter {
  public:
@@ -60,4 +60,4 @@ class RateLimiter {
   std::unique_ptr<Entry[]> entries_;
 };
 
-}  // namespace ringpeer::shard
+}  // namespace ringpeer::core

@@ -33,7 +33,7 @@
 #include "base/endpoint.h"
 #include "wire/header.h"
 
-namespace ringpeer::shard {
+namespace ringpeer::core {
 
 // The amplification factor: bytes sent per byte received, before proof.
 inline constexpr int64_t kReflectionFactor = 3;
@@ -140,9 +140,15 @@ class ReflectionGuard {
   const ReflectionCounters& counters() const noexcept { return counters_; }
 
   // IsOwnRequest: message types that only we start (to addresses we chose): see above.
+  // Also kRouteReply: a routed message's target answers its origin, an address no one there
+  // has heard from, and the overlay sends that reply only when it is no larger than
+  // kAmplificationMax x the route message that asked for it (dht/overlay_lookup.cc), so it
+  // is bounded per request already. Refusing it lost every first hello to a stranger
+  // (found when the simulator began to run the node core: issue 12).
   static constexpr bool IsOwnRequest(uint8_t type) noexcept {
     using T = wire::MessageType;
     switch (static_cast<T>(type)) {
+      case T::kRouteReply:
       case T::kPing:
       case T::kFindNode:
       case T::kGetProviders:
@@ -220,4 +226,4 @@ class ReflectionGuard {
   ReflectionCounters counters_;
 };
 
-}  // namespace ringpeer::shard
+}  // namespace ringpeer::core

@@ -1,12 +1,12 @@
 // Goal: the per-address limiter cuts a flood from one address, keeps serving others,
 // refills with time, and ignores ports. Method: a virtual clock and a small table.
-#include "node/shard/rate_limiter.h"
+#include "node/core/rate_limiter.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace ringpeer::shard {
+namespace ringpeer::core {
 namespace {
 
 base::Endpoint Addr(int i, int port = 1000) {
@@ -36,4 +36,4 @@ TEST(RateLimiter, TableNeverGrowsAndEvictsOldest) {
 }
 
 }  // namespace
-}  // namespace ringpeer::shard
+}  // namespace ringpeer::core

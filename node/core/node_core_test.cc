@@ -1,0 +1,254 @@
+// Unit tests of the node core: the order of its checks, its limits, the mail it hands to
+// other shards, and acks released only after the storage made them durable.
+#include "node/core/node_core.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "node/core/testing.h"
+#include "node/room/reducer.h"
+#include "node/room/records.h"
+#include "node/room/room.h"
+#include "node/room/storage.h"
+#include "wire/encode.h"
+#include "wire/message.h"
+
+namespace ringpeer::core {
+namespace {
+
+constexpr int64_t kStart = 1'000'000'000;
+
+base::Endpoint Ep(const char* s) { return *base::Endpoint::Parse(s); }
+
+CoreConfig Config(uint32_t index, uint32_t shards) {
+  CoreConfig c;
+  c.index = index;
+  c.shards = shards;
+  c.rate_limit_entries = 64;
+  c.rate_limit_per_s = 1;  // a burst, then (almost) nothing for the rest of a test
+  c.rate_limit_burst = 4;
+  c.reflection_entries = 64;
+  c.ping_seen_entries = 64;
+  c.rooms_max = 4;
+  c.rng_seed = 7 + index;
+  c.start_us = kStart;
+  return c;
+}
+
+class CoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(wire::InitCrypto()); }
+
+  std::vector<uint8_t> Ping(uint64_t txid) {
+    std::vector<uint8_t> b(wire::kDatagramBytesMax);
+    b.resize(enc_.Ping(b, wire::kNoShardHint, txid, stranger_, nullptr));
+    return b;
+  }
+  std::vector<uint8_t> FindNode(uint64_t txid) {
+    std::vector<uint8_t> b(wire::kDatagramBytesMax);
+    b.resize(enc_.FindNode(b, wire::kNoShardHint, txid, stranger_, stranger_, 20, 0));
+    return b;
+  }
+  static size_t CountType(const testing::CaptureSink& s, wire::MessageType t) {
+    size_t n = 0;
+    for (const auto& d : s.captured) n += d.bytes[offsetof(wire::Header, type)] == uint8_t(t);
+    return n;
+  }
+
+  wire::KeyPair identity_ = wire::KeyPair::FromSeed({3});
+  wire::NodeId stranger_ = wire::NodeIdOf(wire::KeyPair::FromSeed({4}).public_key);
+  wire::Encoder enc_;
+  base::Endpoint peer_ = Ep("127.0.0.9:7700");
+};
+
+TEST_F(CoreTest, AHeaderCheckFailureCostsNoRateLimitToken) {
+  testing::CaptureSink sink;
+  NodeCore core(Config(0, 1), identity_, &sink, nullptr);
+  std::vector<uint8_t> bad = Ping(1);
+  bad[0] ^= 0xFF;  // not our magic
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(core.Receive(kStart, peer_, bad), wire::Verdict::kBadMagic);
+  // The four tokens of the burst are all still there: the header is checked first.
+  for (uint64_t t = 1; t <= 4; ++t) EXPECT_EQ(core.Receive(kStart, peer_, Ping(t)), wire::Verdict::kOk);
+  EXPECT_EQ(core.Receive(kStart, peer_, Ping(5)), wire::Verdict::kRateLimited);
+  EXPECT_EQ(core.counters().dropped[int(wire::Verdict::kBadMagic)].load(), 10u);
+  EXPECT_EQ(core.counters().dropped[int(wire::Verdict::kRateLimited)].load(), 1u);
+  EXPECT_EQ(core.counters().pings_answered.load(), 4u);
+  // Another address has its own bucket.
+  EXPECT_EQ(core.Receive(kStart, Ep("127.0.0.10:7700"), Ping(6)), wire::Verdict::kOk);
+}
+
+TEST_F(CoreTest, TheRateLimitComesBeforeTheVerifier) {
+  testing::CaptureSink sink;
+  NodeCore core(Config(0, 1), identity_, &sink, nullptr);
+  for (uint64_t t = 1; t <= 4; ++t) ASSERT_EQ(core.Receive(kStart, peer_, Ping(t)), wire::Verdict::kOk);
+  std::vector<uint8_t> garbage = Ping(9);
+  for (size_t i = wire::kHeaderBytes; i < garbage.size(); ++i) garbage[i] = 0xEE;
+  // Out of tokens: the body is never verified (it would fail the Verifier).
+  EXPECT_EQ(core.Receive(kStart, peer_, garbage), wire::Verdict::kRateLimited);
+  // With a token again (one per second), the Verifier refuses it.
+  EXPECT_EQ(core.Receive(kStart + 1'100'000, peer_, garbage), wire::Verdict::kVerifyFailed);
+  // A datagram the transport cut is refused before anything else.
+  EXPECT_EQ(core.Receive(kStart + 1'100'000, peer_, Ping(10), /*truncated=*/true),
+            wire::Verdict::kTooLong);
+}
+
+TEST_F(CoreTest, EveryShardAnswersPingsAndTellsTheOwnerOnce) {
+  testing::LocalNode node({Config(0, 2), Config(1, 2)}, identity_);
+  node.sink(1).log = true;
+  EXPECT_EQ(node.core(1).Receive(kStart, peer_, Ping(1)), wire::Verdict::kOk);
+  // Answered where it landed: a pong from core 1's sink, nothing from the owner's.
+  EXPECT_EQ(CountType(node.sink(1), wire::MessageType::kPong), 1u);
+  EXPECT_EQ(node.core(1).counters().pings_answered.load(), 1u);
+  // ... and reported to the owner as mail (an intent), once per kPingSeenIntervalUs.
+  EXPECT_EQ(node.mail().queued(), 1u);
+  EXPECT_EQ(node.core(1).Receive(kStart + 1000, peer_, Ping(2)), wire::Verdict::kOk);
+  EXPECT_EQ(node.mail().queued(), 1u);
+  EXPECT_EQ(node.core(1).Receive(kStart + kPingSeenIntervalUs + 1, peer_, Ping(3)),
+            wire::Verdict::kOk);
+  EXPECT_EQ(node.mail().queued(), 2u);
+  EXPECT_EQ(node.mail().Deliver(0, node.core(0), kStart), 2u);
+  EXPECT_EQ(node.core(0).counters().mailbox_in.load(), 2u);
+}
+
+TEST_F(CoreTest, OverlayTrafficOnAnotherShardIsForwardedToTheOwnerUnchanged) {
+  // Mailboxes of one slot: the second forward finds the mailbox full.
+  testing::QueueMail mail(2, 1);
+  testing::CaptureSink s0, s1;
+  s0.log = true;
+  NodeCore owner(Config(0, 2), identity_, &s0, mail.Sink(0));
+  NodeCore other(Config(1, 2), identity_, &s1, mail.Sink(1));
+  EXPECT_EQ(other.overlay(), nullptr);
+  ASSERT_NE(owner.overlay(), nullptr);
+  const std::vector<uint8_t> find = FindNode(0x77);
+  EXPECT_EQ(other.Receive(kStart, peer_, find), wire::Verdict::kOk);
+  EXPECT_EQ(other.counters().mailbox_out.load(), 1u);
+  EXPECT_EQ(s1.sent, 0);  // the other shard answers nothing itself
+  // A full mailbox is our queue, counted as such: not as anything the peer did.
+  EXPECT_EQ(other.Receive(kStart, Ep("127.0.0.11:7700"), FindNode(0x78)),
+            wire::Verdict::kMailboxFull);
+  EXPECT_EQ(other.counters().dropped[int(wire::Verdict::kMailboxFull)].load(), 1u);
+  // The owner gets the bytes received and answers them as its own datagram, to the
+  // address they came from.
+  EXPECT_EQ(mail.Deliver(0, owner, kStart), 1u);
+  EXPECT_EQ(owner.counters().mailbox_in.load(), 1u);
+  ASSERT_EQ(CountType(s0, wire::MessageType::kNodes), 1u);
+  EXPECT_EQ(s0.captured.back().to, peer_);
+}
+
+// A relay core serving one room, with a member that has joined it.
+class RelayTest : public CoreTest {
+ protected:
+  void SetUp() override {
+    CoreTest::SetUp();
+    base::Rng rng(5);
+    auto random = [&rng](std::span<uint8_t> out) { rng.Fill(out); };
+    genesis_ = room::MakeGenesis(admin_, "core-test", room::ReducerKind::kChat,
+                                 room::kStateBytesMaxDefault, room::Hash256{});
+    room::Genesis g;
+    ASSERT_EQ(room::ParseGenesis(genesis_, &g), room::Verdict::kOk);
+    room_id_ = g.room_id;
+    room::KeyEpochSpec spec;
+    spec.room_id = room_id_;
+    spec.epoch = 0;
+    rng.Fill(spec.write_seed);
+    rng.Fill(spec.content_key);
+    spec.members = {{member_.public_key, true}};
+    const std::vector<uint8_t> epoch0 = room::MakeKeyEpoch(admin_, spec, random);
+    auto writer = room::Room::Open(genesis_, &member_);
+    ASSERT_TRUE(writer.ok());
+    ASSERT_EQ((*writer)->AddKeyEpoch(epoch0), room::Verdict::kOk);
+    for (int i = 0; i < 2; ++i) {
+      auto rec = (*writer)->Write(
+          room::ChatPayload(room::ChatOp::kMessage, member_.public_key, "hi " + std::to_string(i)),
+          random);
+      ASSERT_TRUE(rec.ok());
+      updates_.push_back(*rec);
+    }
+    ASSERT_TRUE(storage_.PutGenesis(room_id_, genesis_).ok());
+    ASSERT_TRUE(storage_.PutKeyEpoch(room_id_, 0, epoch0).ok());
+    ASSERT_TRUE(storage_.Commit().ok());
+    CoreConfig c = Config(0, 1);
+    c.rate_limit_per_s = 1000;
+    c.rate_limit_burst = 1000;
+    c.room_storage = &storage_;
+    core_ = std::make_unique<NodeCore>(c, identity_, &sink_, nullptr);
+    ASSERT_TRUE(core_->RestoreRooms().ok());
+    sink_.log = true;
+    std::vector<uint8_t> join(wire::kDatagramBytesMax);
+    join.resize(enc_.RoomJoin(join, room_id_, wire::NodeIdOf(member_.public_key), false));
+    ASSERT_EQ(core_->Receive(kStart, member_addr_, join), wire::Verdict::kOk);
+  }
+  std::vector<uint8_t> Publish(const std::vector<uint8_t>& record) {
+    std::vector<uint8_t> b(wire::kDatagramBytesMax);
+    b.resize(enc_.RoomPublish(b, room_id_, record));
+    return b;
+  }
+
+  wire::KeyPair admin_ = wire::KeyPair::FromSeed({21});
+  wire::KeyPair member_ = wire::KeyPair::FromSeed({22});
+  base::Endpoint member_addr_ = Ep("127.0.0.30:7701");
+  std::vector<uint8_t> genesis_;
+  room::Hash256 room_id_{};
+  std::vector<std::vector<uint8_t>> updates_;
+  room::MemoryRoomStorage storage_;
+  testing::CaptureSink sink_;
+  std::unique_ptr<NodeCore> core_;
+};
+
+TEST_F(RelayTest, AnUpdateIsAckedOnlyAfterACommitMadeItDurable) {
+  ASSERT_EQ(core_->Receive(kStart + 1000, member_addr_, Publish(updates_[0])), wire::Verdict::kOk);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 0u);  // staged, not durable
+  EXPECT_EQ(storage_.DurableUpdates(room_id_), 0u);
+  // The disk fails: the commit fails, nothing is acked, the error is published, and the
+  // next try waits for its backoff.
+  storage_.SetFail(true);
+  core_->Commit(kStart + 2000);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 0u);
+  EXPECT_EQ(core_->counters().storage_errors.load(), 1u);
+  EXPECT_EQ(core_->counters().storage_failing.load(), 1u);
+  EXPECT_FALSE(core_->StorageError().empty());
+  EXPECT_FALSE(core_->StorageDue(kStart + 2000 + kStorageRetryFirstUs - 1));
+  EXPECT_TRUE(core_->StorageDue(kStart + 2000 + kStorageRetryFirstUs));
+  // Recovered: the retry makes it durable. The ack was dropped with the failed commit (it
+  // may not go out before its update is durable, and the storage said nothing of when
+  // that would be); the publisher retransmits, and the duplicate is acked once durable.
+  storage_.SetFail(false);
+  const int64_t t = kStart + 2000 + kStorageRetryFirstUs;
+  core_->Commit(t);
+  EXPECT_EQ(storage_.DurableUpdates(room_id_), 1u);
+  EXPECT_EQ(core_->counters().storage_recoveries.load(), 1u);
+  EXPECT_TRUE(core_->StorageError().empty());
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 0u);
+  ASSERT_EQ(core_->Receive(t + 1000, member_addr_, Publish(updates_[0])), wire::Verdict::kOk);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 0u);  // not before the commit
+  core_->Commit(t + 2000);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 1u);
+  EXPECT_EQ(sink_.captured.back().to, member_addr_);
+}
+
+TEST_F(RelayTest, ARoomRefusalKeepsItsReason) {
+  // A record that does not parse is a bad field; one whose signature fails is a bad
+  // signature; sent again, the known reject is a room refusal (not re-verified).
+  std::vector<uint8_t> garbage(40, 0xAB);
+  EXPECT_EQ(core_->Receive(kStart + 1000, member_addr_, Publish(garbage)),
+            wire::Verdict::kBadField);
+  std::vector<uint8_t> forged = updates_[1];
+  forged[forged.size() - 5] ^= 0x01;  // inside the signature, at the end of the envelope
+  EXPECT_EQ(core_->Receive(kStart + 2000, member_addr_, Publish(forged)),
+            wire::Verdict::kBadSignature);
+  EXPECT_EQ(core_->Receive(kStart + 3000, member_addr_, Publish(forged)),
+            wire::Verdict::kRoomRefused);
+  EXPECT_EQ(core_->counters().dropped[int(wire::Verdict::kBadField)].load(), 1u);
+  EXPECT_EQ(core_->counters().dropped[int(wire::Verdict::kBadSignature)].load(), 1u);
+  EXPECT_EQ(core_->counters().dropped[int(wire::Verdict::kRoomRefused)].load(), 1u);
+  // The genuine update is still accepted.
+  EXPECT_EQ(core_->Receive(kStart + 4000, member_addr_, Publish(updates_[1])),
+            wire::Verdict::kOk);
+}
+
+}  // namespace
+}  // namespace ringpeer::core
