@@ -230,6 +230,31 @@ TEST_F(RelayTest, AnUpdateIsAckedOnlyAfterACommitMadeItDurable) {
   EXPECT_EQ(sink_.captured.back().to, member_addr_);
 }
 
+TEST_F(RelayTest, AFullStoreAcksNothingAndACrashLosesOnlyWhatWasNotDurable) {
+  // Room for the first update only.
+  storage_.SetCapacity(updates_[0].size());
+  ASSERT_EQ(core_->Receive(kStart + 1000, member_addr_, Publish(updates_[0])), wire::Verdict::kOk);
+  core_->Commit(kStart + 2000);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 1u);
+  // The second does not fit: it is not acked, and the publisher keeps it (nothing lost).
+  core_->Receive(kStart + 3000, member_addr_, Publish(updates_[1]));
+  core_->Commit(kStart + 4000);
+  EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 1u);
+  EXPECT_EQ(storage_.DurableUpdates(room_id_), 1u);
+  // An fsync that fails leaves a staged write unsynced; a crash then loses it, and only it.
+  storage_.SetCapacity(UINT64_MAX);
+  storage_.SetFailCommits(true);
+  ASSERT_TRUE(storage_.PutCheckpoint(room_id_, updates_[1], {}).ok());  // any staged write
+  core_->Commit(kStart + 5000);
+  EXPECT_EQ(core_->counters().storage_errors.load(), 1u);
+  storage_.Crash();
+  EXPECT_EQ(storage_.DurableUpdates(room_id_), 1u);
+  auto loaded = storage_.Load(room_id_);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_TRUE(loaded->checkpoint_record.empty());
+  EXPECT_EQ(loaded->updates.size(), 1u);
+}
+
 TEST_F(RelayTest, ARoomRefusalKeepsItsReason) {
   // A record that does not parse is a bad field; one whose signature fails is a bad
   // signature; sent again, the known reject is a room refusal (not re-verified).

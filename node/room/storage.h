@@ -118,11 +118,16 @@ class MemoryRoomStorage final : public RoomStorage {
   }
   absl::Status Append(const Hash256& room_id, const Hash256& update_id,
                       Bytes record) override {
-    if (fail_) return absl::UnavailableError("injected failure");
+    if (fail_ || fail_writes_) return absl::UnavailableError("injected failure");
     Stored* s = Find(room_id);
     if (s == nullptr) return absl::NotFoundError("room not stored");
-    if (!s->ids.insert(update_id).second) return absl::OkStatus();
+    if (s->ids.contains(update_id)) return absl::OkStatus();
+    if (staged_bytes_ + record.size() > capacity_bytes_) {
+      return absl::ResourceExhaustedError("store full (injected capacity)");
+    }
+    s->ids.insert(update_id);
     s->room.updates.emplace_back(record.begin(), record.end());
+    staged_bytes_ += record.size();
     return absl::OkStatus();
   }
   absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) override {
@@ -133,8 +138,9 @@ class MemoryRoomStorage final : public RoomStorage {
     return absl::OkStatus();
   }
   absl::Status Commit() override {
-    if (fail_) return absl::UnavailableError("injected failure");
+    if (fail_ || fail_commits_) return absl::UnavailableError("injected failure");
     durable_ = staged_;
+    durable_bytes_ = staged_bytes_;
     ++commits_;
     return absl::OkStatus();
   }
@@ -149,14 +155,30 @@ class MemoryRoomStorage final : public RoomStorage {
     return s->room;
   }
   absl::Status Forget(const Hash256& room_id) override {
+    if (Stored* st = Find(room_id)) {
+      for (const auto& u : st->room.updates) staged_bytes_ -= u.size();
+    }
     staged_.erase(room_id);
     return absl::OkStatus();
   }
 
-  // Test hooks: DropStaged forgets what no Commit covered (a crash); SetFail makes
-  // Append and Commit fail (a full disk); DurableUpdates counts what survived.
-  void DropStaged() { staged_ = durable_; }
+  // Test hooks (the simulator's disk faults):
+  //   DropStaged / Crash: forget what no Commit covered (a crash loses unsynced writes);
+  //   SetFail: Append and Commit fail (a failing disk);
+  //   SetFailWrites / SetFailCommits: only one of them fails (a write error; an fsync
+  //     error: nothing new becomes durable and the writes stay staged);
+  //   SetCapacity: appends past this many update bytes fail with ResourceExhausted (a
+  //     full disk), until the limit is raised;
+  //   DurableUpdates: what survived.
+  void DropStaged() {
+    staged_ = durable_;
+    staged_bytes_ = durable_bytes_;
+  }
+  void Crash() { DropStaged(); }
   void SetFail(bool fail) { fail_ = fail; }
+  void SetFailWrites(bool fail) { fail_writes_ = fail; }
+  void SetFailCommits(bool fail) { fail_commits_ = fail; }
+  void SetCapacity(uint64_t bytes) { capacity_bytes_ = bytes; }
   size_t DurableUpdates(const Hash256& room_id) const {
     auto it = durable_.find(room_id);
     return it == durable_.end() ? 0 : it->second.room.updates.size();
@@ -176,6 +198,11 @@ class MemoryRoomStorage final : public RoomStorage {
   std::map<Hash256, Stored> staged_;
   std::map<Hash256, Stored> durable_;
   bool fail_ = false;
+  bool fail_writes_ = false;
+  bool fail_commits_ = false;
+  uint64_t capacity_bytes_ = UINT64_MAX;
+  uint64_t staged_bytes_ = 0;   // update bytes staged (and durable: durable_bytes_)
+  uint64_t durable_bytes_ = 0;
   uint64_t commits_ = 0;
 };
 
