@@ -15,34 +15,23 @@
 #include "base/assert.h"
 #include "node/room/room_host.h"
 #include "node/room/reducer.h"
+#include "tests/net/memory_network.h"
 
 namespace ringpeer::room {
 namespace {
 
+namespace memnet = ::ringpeer::testing;
 using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-struct Pkt {
-  base::Endpoint from, to;
-  std::vector<uint8_t> bytes;
-};
-
-class Net;
-class Out final : public base::Outbox {
- public:
-  Out(Net* n, base::Endpoint self) : net_(n), self_(self) {}
-  std::span<uint8_t> Buffer() noexcept override { return buf_; }
-  void Commit(size_t size, const base::Endpoint& to) noexcept override;
-  Net* net_;
-  base::Endpoint self_;
-  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
-};
-
+// The benchmark's network: RoomHosts on tests/net's MemoryNetwork (the one the simulator
+// and the room tests use) with no delay or loss: datagrams arrive in the order sent.
 struct Node {
-  Node(Net* net, base::Endpoint a, const KeyPair* id, bool relay, uint64_t seed)
+  Node(memnet::MemoryNetwork* net, base::Endpoint a, const KeyPair* id, bool relay,
+       uint64_t seed)
       : addr(a), rng(seed), out(net, a) {
     RoomHostConfig c;
     c.identity = id;
@@ -58,61 +47,67 @@ struct Node {
   MemoryRoomStorage storage;
   wire::Encoder enc;
   base::Rng rng;
-  Out out;
+  memnet::MemoryNetwork::Sender out;
   std::unique_ptr<RoomHost> host;
 };
 
 class Net {
  public:
+  Net()
+      : net_(Config(),
+             [this](const base::Endpoint& e) { return drop_all ? -1 : IndexOf(e); },
+             [this](uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
+               wire::Message m;
+               if (wire::Decode(bytes.data(), bytes.size(), &m) != wire::Verdict::kOk) return;
+               nodes[to]->host->OnMessage(now_us, from, m, nodes[to]->out);
+             }) {}
   bool drop_all = false;  // count sends without delivering (fan-out sink)
-  uint64_t sent = 0;
   int64_t now_us = 0;
-  std::deque<Pkt> q;
-  std::vector<std::unique_ptr<Node>> nodes;
 
+  uint64_t sent() const { return net_.sent(); }
+  bool quiet() const { return net_.in_flight() == 0; }
   Node* Add(const KeyPair* id, bool relay) {
     base::Endpoint e;
     e.family = base::Endpoint::Family::kV4;
     e.ip[0] = 10;
     e.port = static_cast<uint16_t>(2000 + nodes.size());
-    nodes.push_back(std::make_unique<Node>(this, e, id, relay, nodes.size() + 1));
+    nodes.push_back(std::make_unique<Node>(&net_, e, id, relay, nodes.size() + 1));
     return nodes.back().get();
   }
-  Node* Find(const base::Endpoint& e) {
-    for (auto& n : nodes) {
-      if (n->addr == e) return n.get();
-    }
-    return nullptr;
-  }
-  // Pump: delivers until quiet, ticking every `tick_every` datagrams; bounded by `max`.
+  // Pump: delivers until quiet, ticking every 4096 datagrams; bounded by `max`.
   void Pump(uint64_t max, bool (*done)(void*), void* arg) {
-    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
     for (uint64_t i = 0; i < max && !done(arg); ++i) {
-      if (q.empty() || i % 4096 == 0) {
+      if (quiet() || i % 4096 == 0) {
         now_us += 1000;
+        net_.set_now(now_us);
         for (auto& n : nodes) {
           n->host->Tick(now_us, n->out);
           n->host->CommitAndRelease(n->out).IgnoreError();
         }
-        if (q.empty()) continue;
+        if (quiet()) continue;
       }
-      Pkt p = std::move(q.front());
-      q.pop_front();
-      Node* n = Find(p.to);
-      if (n == nullptr) continue;
-      std::memcpy(buf, p.bytes.data(), p.bytes.size());
-      wire::Message m;
-      if (wire::Decode(buf, p.bytes.size(), &m) != wire::Verdict::kOk) continue;
-      n->host->OnMessage(now_us, p.from, m, n->out);
+      net_.DeliverNext();
     }
   }
-};
 
-void Out::Commit(size_t size, const base::Endpoint& to) noexcept {
-  ++net_->sent;
-  if (net_->drop_all) return;
-  net_->q.push_back(Pkt{self_, to, std::vector<uint8_t>(buf_, buf_ + size)});
-}
+ private:
+  static memnet::NetworkConfig Config() {
+    memnet::NetworkConfig c;
+    c.delay_min_us = c.delay_max_us = 0;
+    return c;
+  }
+  int IndexOf(const base::Endpoint& e) const {
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i]->addr == e) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  memnet::MemoryNetwork net_;  // declared first: the nodes' senders point into it
+
+ public:
+  std::vector<std::unique_ptr<Node>> nodes;
+};
 
 struct Fixture {
   base::Rng rng{7};
@@ -181,9 +176,9 @@ double CatchUp10k() {
     RP_ASSERT(w->Publish(net.now_us, ChatPayload(ChatOp::kMessage, f.a.public_key, "m"),
                          writer->out).ok());
     if (i % 256 == 0) net.Pump(1'000'000, [](void* p) {
-      return static_cast<Net*>(p)->q.empty(); }, &net);
+      return static_cast<Net*>(p)->quiet(); }, &net);
   }
-  net.Pump(10'000'000, [](void* p) { return static_cast<Net*>(p)->q.empty(); }, &net);
+  net.Pump(10'000'000, [](void* p) { return static_cast<Net*>(p)->quiet(); }, &net);
   RP_ASSERT(relay->room().log_size() == 10'000);
   l->Connect(net.now_us, server->addr, late->out);
   net.Pump(100, [](void* p) { return static_cast<Swarm*>(p)->peers_count() > 0; }, l);
@@ -254,7 +249,7 @@ void RelayFanout(double* per_s, double* overhead) {
   *per_s = kUpdates / relay_s;
   *overhead = relay_s / sig_s;
   std::fprintf(stderr, "relay: %d updates, %llu datagrams out, %.1f ms; signatures alone %.1f ms\n",
-               kUpdates, static_cast<unsigned long long>(net.sent), relay_s * 1000,
+               kUpdates, static_cast<unsigned long long>(net.sent()), relay_s * 1000,
                sig_s * 1000);
 }
 

@@ -17,36 +17,21 @@
 #include "gtest/gtest.h"
 #include "node/room/room_host.h"
 #include "node/room/test_util.h"
+#include "tests/net/memory_network.h"
 
 namespace ringpeer::room {
 namespace {
 
 using testing::RoomFixture;
+namespace memnet = ::ringpeer::testing;
 
-struct Packet {
-  int64_t at_us;
-  uint64_t seq;
-  base::Endpoint from, to;
-  std::vector<uint8_t> bytes;
-  bool operator>(const Packet& o) const { return at_us != o.at_us ? at_us > o.at_us : seq > o.seq; }
-};
-
+// The room tests' network: nodes of RoomHosts on tests/net's MemoryNetwork (the same one
+// the simulator and the room benchmarks use), ticked every virtual millisecond.
 class Net;
-class NodeOutbox final : public base::Outbox {
- public:
-  NodeOutbox(Net* net, base::Endpoint self) : net_(net), self_(self) {}
-  std::span<uint8_t> Buffer() noexcept override { return buf_; }
-  void Commit(size_t size, const base::Endpoint& to) noexcept override;
-
- private:
-  Net* net_;
-  base::Endpoint self_;
-  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
-};
 
 struct Node {
-  Node(Net* net, base::Endpoint a, const KeyPair* identity, bool relay, uint64_t seed,
-       const SwarmConfig& sc)
+  Node(memnet::MemoryNetwork* net, base::Endpoint a, const KeyPair* identity, bool relay,
+       uint64_t seed, const SwarmConfig& sc)
       : addr(a), rng(seed), out(net, a) {
     RoomHostConfig c;
     c.identity = identity;
@@ -59,76 +44,78 @@ struct Node {
   MemoryRoomStorage storage;
   wire::Encoder encoder;
   base::Rng rng;
-  NodeOutbox out;
+  memnet::MemoryNetwork::Sender out;
   std::unique_ptr<RoomHost> host;
   bool down = false;
 };
 
 class Net {
  public:
-  explicit Net(uint64_t seed) : rng_(seed) {}
+  explicit Net(uint64_t seed)
+      : net_(Config(seed), [this](const base::Endpoint& e) { return IndexOf(e); },
+             [this](uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
+               Deliver(to, from, bytes);
+             }) {}
   double loss = 0, dup = 0;
   int64_t delay_max_us = 3000;
   int64_t now_us = 0;
-  uint64_t sent = 0;
 
   Node* Add(const KeyPair* identity, bool relay, const SwarmConfig& sc = {}) {
     base::Endpoint e;
     e.family = base::Endpoint::Family::kV4;
     e.ip[0] = 10;
     e.port = static_cast<uint16_t>(1000 + nodes_.size());
-    nodes_.push_back(std::make_unique<Node>(this, e, identity, relay, rng_.Next(), sc));
+    nodes_.push_back(std::make_unique<Node>(&net_, e, identity, relay, seeds_.Next(), sc));
     return nodes_.back().get();
-  }
-  void Send(const base::Endpoint& from, const base::Endpoint& to, const uint8_t* p, size_t n) {
-    ++sent;
-    const int copies = rng_.Uniform(1000) < dup * 1000 ? 2 : 1;
-    for (int c = 0; c < copies; ++c) {
-      if (rng_.Uniform(1000) < loss * 1000) continue;
-      const int64_t at = now_us + 100 + static_cast<int64_t>(rng_.Uniform(delay_max_us));
-      q_.push(Packet{at, seq_++, from, to, std::vector<uint8_t>(p, p + n)});
-    }
   }
   // Run: delivers and ticks until `until_us` (virtual). The loop is bounded by time.
   void Run(int64_t until_us) {
-    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    memnet::NetworkConfig& c = net_.config();
+    c.loss = loss;
+    c.duplicate = dup;
+    c.delay_max_us = 100 + delay_max_us;
     while (now_us < until_us) {
-      while (!q_.empty() && q_.top().at_us <= now_us) {
-        Packet p = q_.top();
-        q_.pop();
-        Node* n = Find(p.to);
-        Node* f = Find(p.from);
-        if (n == nullptr || n->down || (f != nullptr && f->down)) continue;
-        std::memcpy(buf, p.bytes.data(), p.bytes.size());
-        wire::Message m;
-        ASSERT_EQ(wire::Decode(buf, p.bytes.size(), &m), wire::Verdict::kOk);
-        n->host->OnMessage(now_us, p.from, m, n->out);
-      }
+      net_.DeliverDue(now_us);
       for (auto& n : nodes_) {
         if (n->down) continue;
         n->host->Tick(now_us, n->out);
         n->host->CommitAndRelease(n->out).IgnoreError();  // a failing commit drops acks
       }
       now_us += 1000;
+      net_.set_now(now_us);
     }
   }
   Node* Find(const base::Endpoint& e) {
-    for (auto& n : nodes_) {
-      if (n->addr == e) return n.get();
-    }
-    return nullptr;
+    const int i = IndexOf(e);
+    return i < 0 ? nullptr : nodes_[i].get();
   }
 
  private:
-  base::Rng rng_;
-  uint64_t seq_ = 0;
-  std::priority_queue<Packet, std::vector<Packet>, std::greater<>> q_;
+  static memnet::NetworkConfig Config(uint64_t seed) {
+    memnet::NetworkConfig c;
+    c.seed = seed;
+    c.delay_min_us = 100;
+    return c;
+  }
+  int IndexOf(const base::Endpoint& e) const {
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i]->addr == e) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  void Deliver(uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
+    Node* n = nodes_[to].get();
+    Node* f = Find(from);
+    if (n->down || (f != nullptr && f->down)) return;
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(bytes.data(), bytes.size(), &m), wire::Verdict::kOk);
+    n->host->OnMessage(now_us, from, m, n->out);
+  }
+
+  memnet::MemoryNetwork net_;  // declared first: the nodes' senders point into it
+  base::Rng seeds_{0x5eed};
   std::vector<std::unique_ptr<Node>> nodes_;
 };
-
-void NodeOutbox::Commit(size_t size, const base::Endpoint& to) noexcept {
-  net_->Send(self_, to, buf_, size);
-}
 
 std::vector<uint8_t> Chat(const KeyPair& who, const std::string& text) {
   return ChatPayload(ChatOp::kMessage, who.public_key, text);

@@ -17,7 +17,6 @@ constexpr uint32_t kMaxNodes = 65536;           // addresses are 10.hi.lo.1
 constexpr int64_t kSettledUs = 10'000'000;       // a node this old counts as findable
 constexpr int64_t kWakeResolutionUs = 1'000;     // ticks are at least this far apart
 
-double Uniform01(base::Rng& rng) { return static_cast<double>(rng.Next() >> 11) * 0x1p-53; }
 
 Percentiles PercentilesOf(std::vector<double> v) {
   Percentiles p;
@@ -60,24 +59,19 @@ bool SimProof::Verify(const wire::PublicKey& key, const wire::Hash256& challenge
   return std::memcmp(sig.data(), a.data(), 32) == 0;
 }
 
-struct Simulator::Packet {
-  base::Endpoint from;
-  uint32_t to = 0;
-  uint16_t size = 0;
-  std::vector<uint8_t> bytes;
-};
-
+// NodeOutbox: a node's sink: the simulated network, counting every datagram sent.
 class Simulator::NodeOutbox : public base::Outbox {
  public:
-  NodeOutbox(Simulator* sim, uint32_t index) : sim_(sim), index_(index) {}
+  NodeOutbox(Simulator* sim, const base::Endpoint& self) : sim_(sim), self_(self) {}
   std::span<uint8_t> Buffer() noexcept override { return buf_; }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    sim_->Send(index_, to, buf_, size);
+    ++sim_->datagrams_;
+    sim_->net_->Send(self_, to, std::span<const uint8_t>(buf_, size));
   }
 
  private:
   Simulator* sim_;
-  uint32_t index_;
+  base::Endpoint self_;
   alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
 };
 
@@ -203,9 +197,26 @@ void Simulator::NodeEvents::OnSizeEstimate(const dht::SizeEstimate& e) {
 // ---------------------------------------------------------------------------------------
 
 Simulator::Simulator(const SimConfig& config)
-    : config_(config), net_rng_(config.seed * 2 + 1), work_rng_(config.seed * 2 + 2) {
+    : config_(config), work_rng_(config.seed * 2 + 2) {
   RP_ASSERT(config_.nodes > 0);
   RP_ASSERT(config_.nodes * (1 + config_.churn) + 16 < kMaxNodes);
+  testing::NetworkConfig nc;
+  nc.seed = config_.seed * 2 + 1;
+  nc.loss = config_.loss;
+  nc.duplicate = config_.duplicate;
+  nc.delay_min_us = config_.delay_min_us;
+  nc.delay_max_us = config_.delay_max_us;
+  net_ = std::make_unique<testing::MemoryNetwork>(
+      nc, [this](const base::Endpoint& e) { return NodeAt(e); },
+      [this](uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
+        Deliver(to, from, bytes);
+      });
+  // Partition: between its times, nodes with odd and even indices cannot talk.
+  net_->set_blocked([this](const base::Endpoint& from, uint32_t to) {
+    if (now_ < config_.partition_start_us || now_ >= config_.partition_end_us) return false;
+    const int f = NodeAt(from);
+    return f >= 0 && (static_cast<uint32_t>(f) & 1) != (to & 1);
+  });
   if (!config_.real_crypto) proof_ = std::make_unique<SimProof>();
   measure_ = std::make_unique<Measurement>();
 }
@@ -239,7 +250,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   n->keys = keys;
   n->id = wire::NodeIdOf(keys.public_key);
   n->events = std::make_unique<NodeEvents>(this, index);
-  n->out = std::make_unique<NodeOutbox>(this, index);
+  n->out = std::make_unique<NodeOutbox>(this, n->addr);
   n->joined_us = now_;
   dht::OverlayConfig c;
   c.peers_max = 16;
@@ -312,14 +323,7 @@ base::Outbox& Simulator::outbox(size_t i) { return nodes_[i]->core->outbox(); }
 const base::Endpoint& Simulator::addr(size_t i) const { return nodes_[i]->addr; }
 
 void Simulator::Inject(const base::Endpoint& from, size_t to, std::span<const uint8_t> bytes) {
-  uint32_t idx = static_cast<uint32_t>(packets_.size());
-  packets_.emplace_back();
-  Packet& p = packets_[idx];
-  p.from = from;
-  p.to = static_cast<uint32_t>(to);
-  p.size = static_cast<uint16_t>(bytes.size());
-  p.bytes.assign(bytes.begin(), bytes.end());
-  Deliver(idx);
+  net_->Inject(from, static_cast<uint32_t>(to), bytes);
 }
 Simulator::NodeLog& Simulator::log(size_t i) { return nodes_[i]->log; }
 
@@ -343,9 +347,7 @@ void Simulator::Restart(size_t i) {
   Schedule(static_cast<uint32_t>(i));
 }
 
-void Simulator::Push(int64_t at_us, uint32_t node, bool deliver) {
-  events_.push(Event{at_us, seq_++, node, deliver});
-}
+void Simulator::Push(int64_t at_us, uint32_t node) { events_.push(Event{at_us, seq_++, node}); }
 
 void Simulator::Schedule(uint32_t index) {
   Node& n = *nodes_[index];
@@ -353,64 +355,33 @@ void Simulator::Schedule(uint32_t index) {
   const int64_t w = std::max(n.core->NextWakeUs(now_), now_ + kWakeResolutionUs);
   if (w < n.wake_at) {
     n.wake_at = w;
-    Push(w, index, false);
+    Push(w, index);
   }
 }
 
-void Simulator::Send(uint32_t from, const base::Endpoint& to, const uint8_t* data, size_t size) {
-  ++datagrams_;
-  const int dst = NodeAt(to);
-  if (dst < 0) return;
-  if (config_.partition_start_us <= now_ && now_ < config_.partition_end_us &&
-      (from & 1) != (static_cast<uint32_t>(dst) & 1)) {
-    return;
-  }
-  if (config_.loss > 0 && Uniform01(net_rng_) < config_.loss) return;
-  const int copies = (config_.duplicate > 0 && Uniform01(net_rng_) < config_.duplicate) ? 2 : 1;
-  for (int c = 0; c < copies; ++c) {
-    uint32_t idx;
-    if (!free_packets_.empty()) {
-      idx = free_packets_.back();
-      free_packets_.pop_back();
-    } else {
-      idx = static_cast<uint32_t>(packets_.size());
-      packets_.emplace_back();
-    }
-    Packet& p = packets_[idx];
-    p.from = nodes_[from]->addr;
-    p.to = static_cast<uint32_t>(dst);
-    p.size = static_cast<uint16_t>(size);
-    p.bytes.assign(data, data + size);
-    const int64_t span = config_.delay_max_us - config_.delay_min_us;
-    const int64_t delay =
-        config_.delay_min_us + (span > 0 ? static_cast<int64_t>(net_rng_.Uniform(span)) : 0);
-    Push(now_ + delay, idx, true);
-  }
-}
-
-void Simulator::Deliver(uint32_t idx) {
-  // Copy out first: the node's answers add packets, which may move packets_.
-  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
-  const base::Endpoint from = packets_[idx].from;
-  const uint32_t to = packets_[idx].to;
-  const size_t size = packets_[idx].size;
-  std::memcpy(buf, packets_[idx].bytes.data(), size);
-  free_packets_.push_back(idx);
+void Simulator::Deliver(uint32_t to, const base::Endpoint& from,
+                        std::span<const uint8_t> bytes) {
+  now_ = std::max(now_, net_->now());
   Node& n = *nodes_[to];
   if (!n.alive) return;
-  n.core->Receive(now_, from, std::span<const uint8_t>(buf, size));
+  n.core->Receive(now_, from, bytes);
   Schedule(to);
 }
 
 void Simulator::RunUntil(int64_t t_us) {
-  while (!events_.empty() && events_.top().at_us <= t_us) {
+  // Deliveries and wake-ups in time order (a delivery first when they tie).
+  while (true) {
+    const int64_t wake = events_.empty() ? INT64_MAX : events_.top().at_us;
+    const int64_t next = std::min(wake, net_->NextAt());
+    if (next == INT64_MAX || next > t_us) break;
+    if (net_->NextAt() <= wake) {
+      net_->DeliverNext();
+      continue;
+    }
     const Event e = events_.top();
     events_.pop();
     now_ = e.at_us;
-    if (e.deliver) {
-      Deliver(e.node);
-      continue;
-    }
+    net_->set_now(now_);
     Node& n = *nodes_[e.node];
     if (!n.alive || n.wake_at != e.at_us) continue;  // superseded
     n.wake_at = INT64_MAX;
@@ -418,6 +389,7 @@ void Simulator::RunUntil(int64_t t_us) {
     Schedule(e.node);
   }
   now_ = std::max(now_, t_us);
+  net_->set_now(now_);
 }
 
 int Simulator::ClosestAlive(const dht::NodeId& target, int64_t joined_before_us) const {

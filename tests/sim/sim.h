@@ -24,6 +24,7 @@
 
 #include "dht/overlay.h"
 #include "node/core/node_core.h"
+#include "tests/net/memory_network.h"
 
 namespace ringpeer::sim {
 
@@ -128,12 +129,10 @@ class Simulator {
 
  private:
   struct Node;
-  struct Packet;
-  struct Event {
+  struct Event {  // a node's wake-up
     int64_t at_us;
     uint64_t seq;
-    uint32_t node;    // wake: node index; deliver: packet index
-    bool deliver;
+    uint32_t node;
     bool operator>(const Event& o) const {
       return at_us != o.at_us ? at_us > o.at_us : seq > o.seq;
     }
@@ -141,10 +140,9 @@ class Simulator {
   class NodeOutbox;
   class NodeEvents;
 
-  void Send(uint32_t from, const base::Endpoint& to, const uint8_t* data, size_t size);
-  void Deliver(uint32_t packet);
+  void Deliver(uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes);
   void Schedule(uint32_t node);
-  void Push(int64_t at_us, uint32_t node, bool deliver);
+  void Push(int64_t at_us, uint32_t node);
   std::unique_ptr<Node> MakeNode(uint32_t index, const wire::KeyPair& keys, bool bootstrap,
                                  uint64_t incarnation);
   int NodeAt(const base::Endpoint& e) const;
@@ -157,7 +155,7 @@ class Simulator {
   void ChurnOne();
 
   SimConfig config_;
-  base::Rng net_rng_;
+  std::unique_ptr<testing::MemoryNetwork> net_;  // tests/net: the one in-memory network
   base::Rng work_rng_;
   int64_t now_ = 0;
   uint64_t seq_ = 0;
@@ -165,8 +163,6 @@ class Simulator {
   uint64_t replaced_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   std::vector<std::unique_ptr<Node>> nodes_;
-  std::vector<Packet> packets_;
-  std::vector<uint32_t> free_packets_;
   std::unique_ptr<dht::ProofScheme> proof_;
   std::vector<base::Endpoint> statics_;
   // Per simulator, so that two simulators alive at once (the replay test) keep apart.
