@@ -59,21 +59,6 @@ bool SimProof::Verify(const wire::PublicKey& key, const wire::Hash256& challenge
   return std::memcmp(sig.data(), a.data(), 32) == 0;
 }
 
-// NodeOutbox: a node's sink: the simulated network, counting every datagram sent.
-class Simulator::NodeOutbox : public base::Outbox {
- public:
-  NodeOutbox(Simulator* sim, const base::Endpoint& self) : sim_(sim), self_(self) {}
-  std::span<uint8_t> Buffer() noexcept override { return buf_; }
-  void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    ++sim_->datagrams_;
-    sim_->net_->Send(self_, to, std::span<const uint8_t>(buf_, size));
-  }
-
- private:
-  Simulator* sim_;
-  base::Endpoint self_;
-  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
-};
 
 // Per-node results, as the overlay reports them. Lookups and routes are also handed to
 // the simulator's measurement through the pending_* maps.
@@ -105,7 +90,7 @@ struct Simulator::Node {
   wire::KeyPair keys;
   dht::NodeId id{};
   std::unique_ptr<NodeEvents> events;
-  std::unique_ptr<NodeOutbox> out;       // the core's sink: the simulated network
+  std::unique_ptr<testing::MemoryNetwork::Sender> out;  // the core's sink: the network
   std::unique_ptr<core::NodeCore> core;  // the node: the same core a shard runs
   bool alive = true;
   bool is_static = false;
@@ -250,7 +235,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   n->keys = keys;
   n->id = wire::NodeIdOf(keys.public_key);
   n->events = std::make_unique<NodeEvents>(this, index);
-  n->out = std::make_unique<NodeOutbox>(this, n->addr);
+  n->out = std::make_unique<testing::MemoryNetwork::Sender>(net_.get(), n->addr);
   n->joined_us = now_;
   dht::OverlayConfig c;
   c.peers_max = 16;
@@ -490,7 +475,7 @@ SimReport Simulator::Run() {
   RunUntil(now_ + config_.settle_us);
   if (config_.verbose) {
     std::fprintf(stderr, "joined %zu nodes at t=%.1fs, %llu datagrams\n", nodes_.size(),
-                 now_ / 1e6, static_cast<unsigned long long>(datagrams_));
+                 now_ / 1e6, static_cast<unsigned long long>(net_->sent()));
   }
   // The measurement window: lookups, hellos, size estimates and churn, interleaved.
   std::vector<Work> work;
@@ -550,7 +535,7 @@ void Simulator::Measure(SimReport* r) {
   r->walk_msgs = PercentilesOf(m.walk_msgs);
   r->walk_estimates_done = static_cast<uint32_t>(m.walk_err.size());
   r->walk_ci_coverage = m.walk_err.empty() ? 0 : double(m.walk_ci_hits) / m.walk_err.size();
-  r->datagrams = datagrams_;
+  r->datagrams = net_->sent();
   r->nodes_replaced = replaced_;
   r->virtual_s = now_ / 1e6;
 }

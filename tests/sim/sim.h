@@ -123,7 +123,7 @@ class Simulator {
   // Events a test can read: the last results each node's overlay reported.
   struct NodeLog;
   NodeLog& log(size_t i);
-  uint64_t datagrams() const noexcept { return datagrams_; }
+  uint64_t datagrams() const noexcept { return net_->sent(); }
   // ClosestAlive: the live node nearest `target` (ground truth).
   int ClosestAlive(const dht::NodeId& target, int64_t joined_before_us) const;
 
@@ -137,7 +137,6 @@ class Simulator {
       return at_us != o.at_us ? at_us > o.at_us : seq > o.seq;
     }
   };
-  class NodeOutbox;
   class NodeEvents;
 
   void Deliver(uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes);
@@ -159,7 +158,6 @@ class Simulator {
   base::Rng work_rng_;
   int64_t now_ = 0;
   uint64_t seq_ = 0;
-  uint64_t datagrams_ = 0;
   uint64_t replaced_ = 0;
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> events_;
   std::vector<std::unique_ptr<Node>> nodes_;
@@ -167,7 +165,6 @@ class Simulator {
   std::vector<base::Endpoint> statics_;
   // Per simulator, so that two simulators alive at once (the replay test) keep apart.
   std::unique_ptr<Measurement> measure_;
-  friend class NodeOutbox;
   friend class NodeEvents;
 };
 
