@@ -14,7 +14,9 @@ RoomHost::RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Enc
   RP_ASSERT(rng_ != nullptr);
   RP_ASSERT(!config.swarm.relay || storage_ != nullptr);  // a relay acks only what is durable
   rooms_.reserve(config.rooms_max);
-  sources_ = std::make_unique<SourceRooms[]>(kSourceEntries);
+  // Per-source admission counts: only a relay admits rooms (a member's host never does,
+  // and the simulator's thousands of nodes should not pay 24 KB each for them).
+  if (config.swarm.relay) sources_ = std::make_unique<SourceRooms[]>(kSourceEntries);
   dropped_.reserve(kDroppedMax);
 }
 
@@ -216,6 +218,7 @@ bool RoomHost::PreAdmit(int64_t now_us, const base::Endpoint& from,
     return false;
   }
   if (a.new_rooms_per_source_per_hour == 0) return true;
+  RP_ASSERT(sources_ != nullptr);  // PreAdmit runs on relays only (ServeOnJoin)
   constexpr int64_t kHourUs = 3'600'000'000;
   const uint64_t key = from.HashAddressOnly() | 1;
   SourceRooms* set = &sources_[(key & (kSourceEntries / 4 - 1)) * 4];
