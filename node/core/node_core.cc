@@ -1,7 +1,5 @@
 #include "node/core/node_core.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -9,21 +7,6 @@
 #include "base/assert.h"
 
 namespace ringpeer::core {
-namespace {
-
-int64_t MonotonicUs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
-}
-
-uint64_t SeedFromSystem() noexcept {
-  uint64_t seed;
-  wire::RandomBytes({reinterpret_cast<uint8_t*>(&seed), sizeof(seed)});
-  return seed;
-}
-
-}  // namespace
 
 // GuardedOutbox: the overlay's and the rooms' Outbox over the caller's sink (a transport's
 // send slots: no copy). Every datagram the core sends passes the ReflectionGuard here: one
@@ -170,15 +153,15 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
       sink_(sink),
       mail_(mail),
       outbox_(std::make_unique<GuardedOutbox>(this)),
-      responder_(identity, config.start_us >= 0 ? config.start_us : MonotonicUs(),
-                 config.overlay.proof, config.overlay.client),
+      responder_(identity, config.start_us, config.overlay.proof, config.overlay.client),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
       guard_(config.reflection_entries),
-      now_us_(config.start_us >= 0 ? config.start_us : MonotonicUs()),
-      rng_(config.rng_seed != 0 ? config.rng_seed : SeedFromSystem()),
+      now_us_(config.start_us),
+      rng_(config.rng_seed),
       ping_seen_(std::make_unique<SeenEntry[]>(config.ping_seen_entries)) {
   RP_ASSERT(config_.index < config_.shards);
   RP_ASSERT(config_.owner < config_.shards);
+  RP_ASSERT(config_.start_us >= 0 && config_.rng_seed != 0);  // the caller's clock and seed
   RP_ASSERT(sink_ != nullptr);
   RP_ASSERT(mail_ != nullptr || config_.shards == 1);
   RP_ASSERT(config_.ping_seen_entries > 0 &&

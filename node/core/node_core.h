@@ -96,8 +96,10 @@ struct CoreConfig {
   // core never starts one by itself; the simulator schedules its own).
   int64_t size_estimate_first_us = 20'000'000;
   int64_t size_estimate_interval_us = 300'000'000;
-  // Tests, fuzzers and simulators: a fixed seed and start time make a core reproducible
-  // (0 / -1: seeded from the system, started at the monotonic clock's now).
+  // The core's randomness and clock start, both from its caller (it reads neither): the
+  // shard passes a random seed and the monotonic clock (or the fixed ones a test set);
+  // tests, fuzzers and simulators pass fixed ones, which make a core reproducible.
+  // REQUIRES (NodeCore): rng_seed != 0, start_us >= 0. The Shard fills in 0 / -1.
   uint64_t rng_seed = 0;
   int64_t start_us = -1;
 };

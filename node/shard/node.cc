@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "node/admin/json.h"
@@ -21,11 +22,7 @@
 namespace ringpeer::shard {
 namespace {
 
-int64_t MonotonicUs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
-}
+using base::MonotonicUs;
 
 void PinTo(int cpu) {
   cpu_set_t set;

@@ -1,19 +1,22 @@
 #include "node/shard/shard.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <cstddef>
 
 #include "base/assert.h"
+#include "base/clock.h"
 
 namespace ringpeer::shard {
 namespace {
 
-int64_t MonotonicUs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+using base::MonotonicUs;
+
+// WithClockAndSeed: a core reads no clock and makes no randomness: what the shard's caller
+// left open (0 / -1) comes from the system here.
+ShardConfig WithClockAndSeed(ShardConfig c) {
+  if (c.start_us < 0) c.start_us = MonotonicUs();
+  while (c.rng_seed == 0) wire::RandomBytes({reinterpret_cast<uint8_t*>(&c.rng_seed), 8});
+  return c;
 }
 
 }  // namespace
@@ -76,7 +79,8 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
       sink_(std::make_unique<SlotOutbox>(transport_.get())),
       mail_(std::make_unique<RingMail>(config.index, mailboxes)) {
   RP_ASSERT(mailboxes_->shards() == config.shards);
-  core_ = std::make_unique<core::NodeCore>(config, identity, sink_.get(), mail_.get());
+  core_ = std::make_unique<core::NodeCore>(WithClockAndSeed(config), identity, sink_.get(),
+                                          mail_.get());
 }
 
 Shard::~Shard() = default;
