@@ -124,7 +124,7 @@ class NodeCore::Events : public dht::OverlayEvents {
       for (const dht::Contact& c : r.providers) {
         if (taken == kRoomProvidersJoinMax) break;
         if (c.id == self || !c.addr.valid()) continue;
-        if (core_->room_peers_found_.size() == kRoomPeersFoundMax) break;
+        if (core_->room_peers_found_.size() == core_->room_peers_found_.capacity()) break;
         core_->room_peers_found_.push_back(NodeCore::RoomPeerFound{l.room, c.addr});
         ++taken;
       }
@@ -176,7 +176,11 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
   rc.admission.sources = &guard_check_;
   rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
                                             config_.room_listener);
-  room_peers_found_.reserve(kRoomPeersFoundMax);
+  // Found providers wait here until the overlay call returns: at most a full lookup's
+  // worth per room served, up to kRoomPeersFoundMax (the capacity is the bound).
+  room_peers_found_.reserve(std::min<size_t>(
+      kRoomPeersFoundMax, std::max<size_t>(1, size_t{config_.rooms_max} * config_.shards) *
+                              kRoomProvidersJoinMax));
   if (config_.index == config_.owner) {
     const int64_t now = now_us_;
     events_ = std::make_unique<Events>(this, config_.overlay.events);
