@@ -141,6 +141,12 @@ std::array<uint64_t, 4> RoomHost::rooms_by_reducer() const noexcept {
   return n;
 }
 
+uint64_t RoomHost::rooms_with_checkpoint() const noexcept {
+  uint64_t n = 0;
+  for (const auto& [id, swarm] : rooms_) n += swarm->room().has_checkpoint() ? 1 : 0;
+  return n;
+}
+
 Swarm* RoomHost::Find(const Hash256& room_id) noexcept {
   auto it = rooms_.find(room_id);
   return it == rooms_.end() ? nullptr : it->second.get();

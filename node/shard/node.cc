@@ -459,6 +459,7 @@ std::string Node::StatusJson() {
     w.Key("kv").Uint(get(sc.rooms_by_reducer[2]));
     w.Key("app").Uint(get(sc.rooms_by_reducer[3]));
     w.EndObject();
+    w.Key("rooms_checkpointed").Uint(get(sc.rooms_checkpointed));
     w.Key("dropped").BeginObject();
     uint64_t total = 0;
     for (int v = 1; v < wire::kVerdictCount; ++v) {
