@@ -199,6 +199,12 @@ void RenderOptional(Writer& w, const NodeMetrics& m) {
   if (m.rooms) {
     w.Family("ringpeer_rooms", "gauge", "Rooms this node serves.");
     w.Sample("ringpeer_rooms", "", m.rooms->rooms);
+    w.Family("ringpeer_rooms_by_reducer", "gauge",
+             "Rooms this node serves, by reducer kind (app: an application's own, carried "
+             "unread by a relay).");
+    w.Sample("ringpeer_rooms_by_reducer", "reducer=\"chat\"", m.rooms->by_reducer[1]);
+    w.Sample("ringpeer_rooms_by_reducer", "reducer=\"kv\"", m.rooms->by_reducer[2]);
+    w.Sample("ringpeer_rooms_by_reducer", "reducer=\"app\"", m.rooms->by_reducer[3]);
     w.Family("ringpeer_room_updates_total", "counter", "Room updates, by outcome.");
     w.Sample("ringpeer_room_updates_total", "result=\"accepted\"", m.rooms->updates_accepted);
     w.Sample("ringpeer_room_updates_total", "result=\"rejected\"", m.rooms->updates_rejected);

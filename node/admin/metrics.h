@@ -85,6 +85,9 @@ struct RoomMetrics {
   uint64_t updates_rejected = 0;
   // Room admission (room::AdmissionCounters, added over the shards), by outcome.
   std::vector<std::pair<const char*, uint64_t>> admission;
+  // Rooms served by reducer kind: [1] chat, [2] kv, [3] app (kOpaque; a relay carries it
+  // unread); [0] unused.
+  uint64_t by_reducer[4] = {};
 };
 
 // ReflectionMetrics: the shards' ReflectionGuards, added up.

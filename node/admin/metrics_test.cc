@@ -69,6 +69,7 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   l.duration.sum_s = 0.9;
   m.lookups = l;
   m.rooms = RoomMetrics{3, 10, 1, {{"opened", 2}, {"refused_rate", 5}}};
+  m.rooms->by_reducer[3] = 2;
   m.reflection = ReflectionMetrics{6, 6000, 7, 8};
   m.shards[0].storage_failing = 1;
   m.shards[0].storage_commit_failures = 9;
@@ -86,6 +87,8 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   EXPECT_TRUE(Has(t, "ringpeer_lookup_duration_seconds_count 4"));
   EXPECT_TRUE(Has(t, "# TYPE ringpeer_lookup_duration_seconds histogram"));
   EXPECT_TRUE(Has(t, "ringpeer_rooms 3"));
+  EXPECT_TRUE(Has(t, "ringpeer_rooms_by_reducer{reducer=\"app\"} 2"));
+  EXPECT_TRUE(Has(t, "ringpeer_rooms_by_reducer{reducer=\"chat\"} 0"));
   EXPECT_TRUE(Has(t, "ringpeer_room_updates_total{result=\"rejected\"} 1"));
   EXPECT_TRUE(Has(t, "ringpeer_routing_table_entries 12"));
   EXPECT_TRUE(Has(t, "ringpeer_network_size_estimate{method=\"density\",bound=\"high\"} 130"));

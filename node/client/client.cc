@@ -200,6 +200,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   c->identity_ = *key;
   c->bootstrap_ = options.bootstrap;
   c->listener_ = std::make_unique<Listener>();
+  c->listener_->app_reducer = options.app_reducer;
   shard::NodeConfig config;
   config.listen = {options.listen};
   config.shards = 1;  // room commands go to the owner shard, which then hosts every room
@@ -217,6 +218,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   }
   config.bootstrap = options.bootstrap;
   config.room_listener = c->listener_.get();
+  if (options.checkpoint_every != 0) config.room_swarm.checkpoint_every = options.checkpoint_every;
   // The room cache: the rooms this client joined, kept in its data directory (LMDB, like
   // a relay's store) so that joining again fetches only what happened since. A member
   // never acks (relays do, once durable) and reopens a room only when it joins it again.
@@ -363,6 +365,8 @@ void Client::Dispatch(const Event& e) {
       if (on_acked_) on_acked_(room, e.id);
       return;
     case room::SwarmEvent::kCheckpointLoaded:
+      if (on_checkpoint_) on_checkpoint_(room);
+      return;
     case room::SwarmEvent::kSlowedDown:
       return;  // State() shows their effect
   }

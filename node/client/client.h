@@ -53,6 +53,15 @@ struct ClientOptions {
   // join, so that a returning client fetches only what it missed. Off: every join starts
   // empty and downloads the room again.
   bool cache = true;
+  // App rooms (room::ReducerKind::kOpaque, node/room/REDUCERS.md): a fresh reducer for
+  // the room `genesis` names, or null when this application does not run it (joining it
+  // then fails). Called on the client's shard thread when a room opens (join, reopen from
+  // the cache), so it must not touch state the application thread changes. Empty: this
+  // client joins no app rooms.
+  std::function<std::unique_ptr<room::Reducer>(const room::Genesis&)> app_reducer;
+  // Own updates after which this member makes a checkpoint (relays fetch it and hand it
+  // to joiners); 0 keeps room::SwarmConfig's default (1000).
+  uint32_t checkpoint_every = 0;
 };
 
 // A room this client has joined: its id (64 hex digits in ToString()).
@@ -177,6 +186,9 @@ class Client {
   void OnAcked(std::function<void(const RoomRef&, const wire::Hash256&)> f) {
     on_acked_ = std::move(f);
   }
+  // OnCheckpoint: the room started over from a checkpoint (a join far behind, or told to
+  // take one): its state jumped, so read it again with State() instead of folding updates.
+  void OnCheckpoint(std::function<void(const RoomRef&)> f) { on_checkpoint_ = std::move(f); }
 
   // Poll: runs the callbacks for every queued event; waits up to `timeout_ms` for the
   // first one. Returns how many it dispatched.
@@ -204,6 +216,10 @@ class Client {
     Listener() : ring(kEventRingSlots) {}
     void OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) override;
     uint64_t Mark() override { return pushed; }
+    std::unique_ptr<room::Reducer> MakeAppReducer(const room::Genesis& g) override {
+      return app_reducer ? app_reducer(g) : nullptr;
+    }
+    std::function<std::unique_ptr<room::Reducer>(const room::Genesis&)> app_reducer;
     shard::SpscRing<Event> ring;
     uint64_t pushed = 0;           // events offered, dropped ones included (shard thread)
     std::vector<uint8_t> scratch;  // decrypted payload (shard thread)
@@ -223,6 +239,7 @@ class Client {
   std::function<void(const RoomRef&, const base::Endpoint&, bool)> on_members_;
   std::function<void(const RoomRef&, bool)> on_connection_;
   std::function<void(const RoomRef&, const wire::Hash256&)> on_acked_;
+  std::function<void(const RoomRef&)> on_checkpoint_;
   std::unique_ptr<store::DataDir> data_dir_;  // held for its lock
 };
 

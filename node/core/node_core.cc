@@ -1,6 +1,7 @@
 #include "node/core/node_core.h"
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstring>
 
@@ -290,6 +291,9 @@ void NodeCore::PublishAdmission() noexcept {
   set(counters_.rooms_refused_full, a.refused_full);
   set(counters_.rooms_dropped_unwritten, a.dropped_unwritten);
   set(counters_.rooms_unloaded_idle, a.unloaded_idle);
+  const std::array<uint64_t, 4> kinds = rooms_->rooms_by_reducer();
+  for (size_t k = 0; k < kinds.size(); ++k) set(counters_.rooms_by_reducer[k], kinds[k]);
+  set(counters_.rooms_checkpointed, rooms_->rooms_with_checkpoint());
   std::vector<wire::Hash256>& dropped = rooms_->dropped();
   if (overlay_) {
     for (const wire::Hash256& r : dropped) {

@@ -129,6 +129,10 @@ struct Counters {
   std::atomic<uint64_t> send_errors{0};
   std::atomic<uint64_t> recv_no_buffers{0};
   std::atomic<uint64_t> rooms{0};            // rooms this shard serves
+  // Of those, by the reducer kind their genesis names (index: room::ReducerKind, 0
+  // unused); a relay carries app rooms (kOpaque) unread. Set every tick.
+  std::atomic<uint64_t> rooms_by_reducer[4] = {};
+  std::atomic<uint64_t> rooms_checkpointed{0};  // rooms holding a checkpoint
   std::atomic<uint64_t> room_messages{0};    // verified room messages handled here
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
   std::atomic<uint64_t> storage_failing{0};  // 1 while the last commit failed

@@ -24,15 +24,28 @@ Room::~Room() = default;
 
 absl::StatusOr<std::unique_ptr<Room>> Room::Open(Bytes genesis_record, const KeyPair* identity,
                                                  std::unique_ptr<Reducer> custom) {
+  return OpenApp(
+      genesis_record, identity,
+      [&custom](const Genesis&) { return std::move(custom); }, /*carrier=*/false);
+}
+
+absl::StatusOr<std::unique_ptr<Room>> Room::OpenApp(
+    Bytes genesis_record, const KeyPair* identity,
+    const std::function<std::unique_ptr<Reducer>(const Genesis&)>& app, bool carrier) {
   Genesis g;
   Verdict v = ParseGenesis(genesis_record, &g);
   if (v != Verdict::kOk) {
     return absl::InvalidArgumentError(std::string("room: genesis rejected: ") + VerdictName(v));
   }
-  std::unique_ptr<Reducer> reducer =
-      g.reducer == ReducerKind::kOpaque ? std::move(custom) : MakeReducer(g.reducer);
-  if (reducer == nullptr) {
-    return absl::InvalidArgumentError("room: an opaque room needs the application's reducer");
+  std::unique_ptr<Reducer> reducer;
+  if (g.reducer != ReducerKind::kOpaque) {
+    reducer = MakeReducer(g.reducer);
+  } else if (app) {
+    reducer = app(g);
+  }
+  if (reducer == nullptr && !carrier) {
+    return absl::InvalidArgumentError(
+        "room: an app room (reducer kind opaque) needs the application's reducer");
   }
   return std::unique_ptr<Room>(new Room(std::move(g), identity, std::move(reducer)));
 }
@@ -47,7 +60,8 @@ bool Room::can_read() const noexcept {
 }
 
 bool Room::can_write() const noexcept {
-  return can_read() && epochs_.back().write.has_value();
+  // A carrier (no reducer) cannot fold the state its write would change.
+  return can_read() && epochs_.back().write.has_value() && reducer_ != nullptr;
 }
 
 const ContentKey* Room::ContentKeyFor(uint32_t epoch) const noexcept {
@@ -271,6 +285,12 @@ absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random)
   Held held;
   ParseHeld(record, &held);
   v = Count(Admit(u.id, std::move(held)));
+  if (v == Verdict::kOverCap) {
+    // An app's reducer may grow the state by more than the check above allows: every
+    // replica refuses this update alike (it stays in the log and changes nothing).
+    return absl::ResourceExhaustedError(
+        "room: the reducer refused the update: the state would pass its size cap");
+  }
   if (v != Verdict::kOk) {
     return absl::InternalError(std::string("room: own update refused: ") + VerdictName(v));
   }

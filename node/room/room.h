@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -74,6 +75,14 @@ class Room {
   static absl::StatusOr<std::unique_ptr<Room>> Open(Bytes genesis_record,
                                                     const KeyPair* identity,
                                                     std::unique_ptr<Reducer> custom = nullptr);
+  // OpenApp: as Open, for a node that may not run the room's app. For kOpaque the reducer
+  // is `app(genesis)` (`app` may be empty). When there is none and `carrier` is set (a
+  // relay), the room opens without a reducer: it verifies, stores, forwards and syncs
+  // updates and checkpoints and chains every update, as a relay of a chat room does, but
+  // never writes or checkpoints (can_write() is false). Without `carrier` that is an error.
+  static absl::StatusOr<std::unique_ptr<Room>> OpenApp(
+      Bytes genesis_record, const KeyPair* identity,
+      const std::function<std::unique_ptr<Reducer>(const Genesis&)>& app, bool carrier);
   Room(const Room&) = delete;
   Room& operator=(const Room&) = delete;
   ~Room();
@@ -128,6 +137,7 @@ class Room {
   std::vector<Hash256> order() const;
   // SerializeState: the deterministic state bytes (empty for a relay).
   void SerializeState(std::vector<uint8_t>* out) const;
+  // reducer: null for a carrier (a relay of an app room, OpenApp).
   const Reducer* reducer() const noexcept { return reducer_.get(); }
   // Payload: the decrypted payload of update `id` from the log, for an application that
   // shows updates as they come (node/client). False when the id is not in the log or

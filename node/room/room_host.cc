@@ -24,7 +24,14 @@ absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
                                       std::span<const std::vector<uint8_t>> epochs, bool store,
                                       const KeyPair* identity) {
   if (rooms_.size() >= config_.rooms_max) return absl::ResourceExhaustedError("room table full");
-  auto room = Room::Open(genesis, identity != nullptr ? identity : config_.identity);
+  // An app room's reducer comes from the application (the listener); a relay that does
+  // not run the app carries the room unread.
+  SwarmListener* listener = listener_;
+  auto app = [listener](const Genesis& g) -> std::unique_ptr<Reducer> {
+    return listener != nullptr ? listener->MakeAppReducer(g) : nullptr;
+  };
+  auto room = Room::OpenApp(genesis, identity != nullptr ? identity : config_.identity, app,
+                            /*carrier=*/config_.swarm.relay);
   if (!room.ok()) return room.status();
   const Hash256 room_id = (*room)->id();
   if (rooms_.contains(room_id)) return absl::AlreadyExistsError("room already served");
@@ -125,6 +132,21 @@ void RoomHost::Close(const Hash256& room_id, base::Outbox& out) {
   if (it == rooms_.end()) return;
   it->second->Leave(out);
   rooms_.erase(it);
+}
+
+std::array<uint64_t, 4> RoomHost::rooms_by_reducer() const noexcept {
+  std::array<uint64_t, 4> n{};
+  for (const auto& [id, swarm] : rooms_) {
+    const auto kind = static_cast<size_t>(swarm->room().genesis().reducer);
+    if (kind < n.size()) ++n[kind];
+  }
+  return n;
+}
+
+uint64_t RoomHost::rooms_with_checkpoint() const noexcept {
+  uint64_t n = 0;
+  for (const auto& [id, swarm] : rooms_) n += swarm->room().has_checkpoint() ? 1 : 0;
+  return n;
 }
 
 Swarm* RoomHost::Find(const Hash256& room_id) noexcept {

@@ -11,6 +11,7 @@
 // Shard-local; not thread-safe. Owning type: not copyable.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -119,6 +120,12 @@ class RoomHost {
   void DropAcks() noexcept;
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
+  // Rooms served, by the reducer kind their genesis names (index: ReducerKind; 0 unused).
+  // An app room (kOpaque) on a relay is carried unread. O(rooms).
+  std::array<uint64_t, 4> rooms_by_reducer() const noexcept;
+  // Rooms served that hold a checkpoint (a relay fetches every new one to serve joiners).
+  // O(rooms).
+  uint64_t rooms_with_checkpoint() const noexcept;
   const AdmissionCounters& admission() const noexcept { return admission_; }
   // dropped: rooms admission stopped serving (dropped or unloaded) since the caller last
   // cleared it; the shard withdraws their provider announcements. At most kDroppedMax are

@@ -274,5 +274,83 @@ TEST(Room, ApplicationReducer) {
   EXPECT_EQ(r->count_, 3u);
 }
 
+// A relay that does not run the app carries its room: it takes the updates and the
+// checkpoint without reading them, chains every update, and serves a joiner the
+// checkpoint, after which the joiner (with the app's reducer) has the writer's state.
+TEST(Room, ApplicationRoomCarriedUnread) {
+  RoomFixture f(15, ReducerKind::kOpaque, 1000);
+  auto none = [](const Genesis&) -> std::unique_ptr<Reducer> { return nullptr; };
+  // A member without the app cannot open the room; a carrier can, and cannot write.
+  EXPECT_FALSE(Room::OpenApp(f.genesis, &f.members[0], none, /*carrier=*/false).ok());
+  auto relay = Room::OpenApp(f.genesis, nullptr, none, /*carrier=*/true);
+  ASSERT_TRUE(relay.ok());
+  EXPECT_EQ((*relay)->reducer(), nullptr);
+  auto writer = Room::Open(f.genesis, &f.members[0], std::make_unique<CountingReducer>());
+  ASSERT_TRUE(writer.ok());
+  ASSERT_EQ((*writer)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  ASSERT_EQ((*relay)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  // A carrier whose identity the epoch grants write access still cannot write: it has no
+  // reducer to fold the update with.
+  auto granted = Room::OpenApp(f.genesis, &f.members[0], none, /*carrier=*/true);
+  ASSERT_TRUE(granted.ok());
+  ASSERT_EQ((*granted)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  EXPECT_FALSE((*granted)->can_write());
+  EXPECT_FALSE((*granted)->Write(std::vector<uint8_t>(4, 1), f.random).ok());
+
+  std::vector<uint8_t> p(10, 7);
+  for (int i = 0; i < 5; ++i) {
+    auto rec = (*writer)->Write(p, f.random);
+    ASSERT_TRUE(rec.ok());
+    EXPECT_EQ((*relay)->Receive(*rec), Verdict::kOk);
+  }
+  EXPECT_EQ((*relay)->log_size(), 5u);
+  // The app's reducer took every update, so the chains agree.
+  EXPECT_EQ((*relay)->state_hash(), (*writer)->state_hash());
+  std::vector<uint8_t> relay_state;
+  (*relay)->SerializeState(&relay_state);
+  EXPECT_TRUE(relay_state.empty());  // nothing readable at the relay
+
+  auto cp = (*writer)->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp.ok());
+  EXPECT_FALSE((*relay)->MakeCheckpoint(f.random).ok());  // members make checkpoints
+  EXPECT_EQ((*relay)->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  EXPECT_TRUE((*relay)->has_checkpoint());
+
+  auto joiner = Room::Open(f.genesis, &f.members[1], std::make_unique<CountingReducer>());
+  ASSERT_TRUE(joiner.ok());
+  ASSERT_EQ((*joiner)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  EXPECT_EQ((*joiner)->LoadCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  const auto* r = static_cast<const CountingReducer*>((*joiner)->reducer());
+  EXPECT_EQ(r->total_, 50u);
+  EXPECT_EQ(r->count_, 5u);
+  EXPECT_EQ((*joiner)->state_hash(), (*writer)->state_hash());
+}
+
+// An update the app's reducer refuses for the cap is reported as such to the writer.
+TEST(Room, ApplicationReducerOverCap) {
+  RoomFixture f(16, ReducerKind::kOpaque, 1000);
+  class Doubling final : public Reducer {  // grows by twice the payload: past the pre-check
+   public:
+    Verdict Apply(Bytes payload, uint64_t cap) noexcept override {
+      if (bytes_ + 2 * payload.size() > cap) return Verdict::kOverCap;
+      bytes_ += 2 * payload.size();
+      return Verdict::kOk;
+    }
+    uint64_t StateBytes() const noexcept override { return bytes_; }
+    void Serialize(std::vector<uint8_t>* out) const override { out->assign(bytes_, 0); }
+    bool Load(Bytes s) override { return bytes_ = s.size(), true; }
+    void Clear() noexcept override { bytes_ = 0; }
+    uint64_t bytes_ = 0;
+  };
+  auto room = Room::Open(f.genesis, &f.members[0], std::make_unique<Doubling>());
+  ASSERT_TRUE(room.ok());
+  ASSERT_EQ((*room)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  ASSERT_TRUE((*room)->Write(std::vector<uint8_t>(300, 1), f.random).ok());
+  auto refused = (*room)->Write(std::vector<uint8_t>(300, 1), f.random);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*room)->reducer()->StateBytes(), 600u);
+}
+
 }  // namespace
 }  // namespace ringpeer::room

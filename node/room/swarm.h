@@ -121,6 +121,14 @@ class SwarmListener {
   // Mark: a position in the listener's event stream, taken where a room's state is read
   // (node/client: events before the mark are in that state, events after it are not).
   virtual uint64_t Mark() { return 0; }
+  // MakeAppReducer: a fresh reducer for an app room (ReducerKind::kOpaque) this node
+  // opens, or null when it does not run that app. A relay then carries the room unread
+  // (Room::OpenApp); a member's join fails. node/client asks ClientOptions::app_reducer.
+  // Called on the shard thread while the room opens.
+  virtual std::unique_ptr<Reducer> MakeAppReducer(const Genesis& genesis) {
+    (void)genesis;
+    return nullptr;
+  }
 };
 
 struct SwarmCounters {

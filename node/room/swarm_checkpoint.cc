@@ -150,7 +150,14 @@ void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state
 // checkpoint covers it, and its own updates that no relay acknowledged yet are still
 // retransmitted from unacked_.
 bool Swarm::ResetLog() {
-  auto fresh = Room::Open(genesis_record_, room_->identity());
+  // An app room's reducer comes from the application again (Room::OpenApp).
+  SwarmListener* listener = listener_;
+  auto fresh = Room::OpenApp(
+      genesis_record_, room_->identity(),
+      [listener](const Genesis& g) -> std::unique_ptr<Reducer> {
+        return listener != nullptr ? listener->MakeAppReducer(g) : nullptr;
+      },
+      /*carrier=*/config_.relay);
   if (!fresh.ok()) return false;
   for (const auto& e : epochs_) {
     if ((*fresh)->AddKeyEpoch(e) != Verdict::kOk) return false;

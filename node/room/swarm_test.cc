@@ -31,14 +31,14 @@ class Net;
 
 struct Node {
   Node(memnet::MemoryNetwork* net, base::Endpoint a, const KeyPair* identity, bool relay,
-       uint64_t seed, const SwarmConfig& sc)
+       uint64_t seed, const SwarmConfig& sc, SwarmListener* listener = nullptr)
       : addr(a), rng(seed), out(net, a) {
     RoomHostConfig c;
     c.identity = identity;
     c.swarm = sc;
     c.swarm.relay = relay;
     c.swarm.self[0] = static_cast<uint8_t>(a.port);
-    host = std::make_unique<RoomHost>(c, &storage, &encoder, &rng, nullptr);
+    host = std::make_unique<RoomHost>(c, &storage, &encoder, &rng, listener);
   }
   base::Endpoint addr;
   MemoryRoomStorage storage;
@@ -60,12 +60,14 @@ class Net {
   int64_t delay_max_us = 3000;
   int64_t now_us = 0;
 
-  Node* Add(const KeyPair* identity, bool relay, const SwarmConfig& sc = {}) {
+  Node* Add(const KeyPair* identity, bool relay, const SwarmConfig& sc = {},
+            SwarmListener* listener = nullptr) {
     base::Endpoint e;
     e.family = base::Endpoint::Family::kV4;
     e.ip[0] = 10;
     e.port = static_cast<uint16_t>(1000 + nodes_.size());
-    nodes_.push_back(std::make_unique<Node>(&net_, e, identity, relay, seeds_.Next(), sc));
+    nodes_.push_back(
+        std::make_unique<Node>(&net_, e, identity, relay, seeds_.Next(), sc, listener));
     return nodes_.back().get();
   }
   // Run: delivers and ticks until `until_us` (virtual). The loop is bounded by time.
@@ -130,14 +132,14 @@ std::vector<uint8_t> StateOf(const Room& r) {
 // A relay, three members connected to it (the third also to the first), on a lossy net.
 struct Swarmed {
   explicit Swarmed(uint64_t seed, double loss, ReducerKind kind = ReducerKind::kChat,
-                   const SwarmConfig& sc = {})
+                   const SwarmConfig& sc = {}, SwarmListener* members_listener = nullptr)
       : f(seed, kind, kStateBytesMaxDefault, 4), net(seed) {
     net.loss = loss;
     net.dup = loss / 2;
     relay = net.Add(nullptr, true, sc);
     relay_swarm = *relay->host->Create(f.genesis, f.epochs);
     for (int i = 0; i < 3; ++i) {
-      Node* n = net.Add(&f.members[i], false, sc);
+      Node* n = net.Add(&f.members[i], false, sc, members_listener);
       std::vector<base::Endpoint> boot{relay->addr};
       if (i == 2) boot.push_back(members[0]->addr);
       swarms.push_back(*n->host->Join(0, f.genesis, f.epochs, boot, n->out));
@@ -316,6 +318,76 @@ TEST(Swarm, MemberFarBehindStartsOverFromTheCheckpoint) {
   EXPECT_EQ(s.swarms[2]->counters().log_resets, 1u);
   EXPECT_EQ(s.swarms[2]->counters().checkpoints_loaded, 1u);
   EXPECT_EQ(s.swarms[2]->room().state_hash(), s.swarms[0]->room().state_hash());
+}
+
+// An app's members: the app's reducer for its rooms (a KvReducer stands in for one).
+struct AppListener final : SwarmListener {
+  void OnSwarmEvent(Swarm&, const SwarmEventInfo&) override {}
+  std::unique_ptr<Reducer> MakeAppReducer(const Genesis& g) override {
+    ++asked;
+    return g.reducer == ReducerKind::kOpaque ? std::make_unique<KvReducer>() : nullptr;
+  }
+  int asked = 0;
+};
+
+// An app room through a relay that does not run the app (issue 18): the relay carries it
+// unread, fetches the writer's checkpoint and serves it; a member far behind starts over
+// from it with the app's reducer again (ResetLog), a late joiner starts there, and a
+// member without the app cannot join.
+TEST(Swarm, AppRoomThroughARelayThatCannotRunIt) {
+  AppListener app;
+  Swarmed s(481, 0.0, ReducerKind::kOpaque, {}, &app);
+  EXPECT_EQ(s.relay_swarm->room().reducer(), nullptr);  // a carrier
+  EXPECT_EQ(app.asked, 3);
+  s.net.Run(500'000);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, KvPayload(KvOp::kSet, "k", "first"),
+                                     s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 10'000);
+  }
+  s.net.Run(s.net.now_us + 3'000'000);
+  ASSERT_EQ(s.swarms[2]->room().log_size(), 5u);
+  EXPECT_EQ(s.relay_swarm->room().log_size(), 5u);
+  EXPECT_EQ(s.relay_swarm->room().state_hash(), s.swarms[0]->room().state_hash());
+  s.members[2]->down = true;
+  const std::string big(600, 'v');
+  for (int i = 0; i < 150; ++i) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, KvPayload(KvOp::kSet, "k", big),
+                                     s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 3'000);
+  }
+  s.net.Run(s.net.now_us + 3'000'000);
+  ASSERT_TRUE(s.swarms[0]->MakeCheckpoint().ok());
+  EXPECT_FALSE(s.relay_swarm->MakeCheckpoint().ok());  // members make checkpoints
+  s.net.Run(s.net.now_us + 10'000'000);
+  ASSERT_EQ(s.relay_swarm->checkpoint_info(), s.swarms[0]->checkpoint_info());
+  s.members[2]->down = false;
+  s.swarms[2]->RequestSync(s.net.now_us, s.members[2]->out);
+  s.net.Run(s.net.now_us + 20'000'000);
+  EXPECT_EQ(s.swarms[2]->counters().log_resets, 1u);
+  ASSERT_NE(s.swarms[2]->room().reducer(), nullptr);  // reopened with the app's reducer
+  EXPECT_EQ(s.swarms[2]->room().state_hash(), s.swarms[0]->room().state_hash());
+  EXPECT_EQ(StateOf(s.swarms[2]->room()), StateOf(s.swarms[0]->room()));
+
+  Node* late = s.net.Add(&s.f.members[3], false, {}, &app);
+  std::vector<base::Endpoint> boot{s.relay->addr};
+  Swarm* j = *late->host->Join(s.net.now_us, s.f.genesis, s.f.epochs, boot, late->out);
+  s.net.Run(s.net.now_us + 20'000'000);
+  EXPECT_EQ(j->counters().checkpoints_loaded, 1u);
+  EXPECT_LT(j->room().log_size(), 155u);
+  EXPECT_EQ(j->room().state_hash(), s.swarms[0]->room().state_hash());
+  const auto* kv = static_cast<const KvReducer*>(j->room().reducer());
+  ASSERT_NE(kv, nullptr);
+  EXPECT_EQ(kv->entries().at("k"), big);
+
+  Node* stranger = s.net.Add(&s.f.members[3], false);  // runs no app
+  auto refused = stranger->host->Join(s.net.now_us, s.f.genesis, s.f.epochs, boot,
+                                      stranger->out);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_EQ(stranger->host->rooms_count(), 0u);
+  const auto kinds = s.relay->host->rooms_by_reducer();
+  EXPECT_EQ(kinds[static_cast<size_t>(ReducerKind::kOpaque)], 1u);
+  EXPECT_EQ(s.relay->host->rooms_with_checkpoint(), 1u);
 }
 
 // An update whose Append failed is in the log but not stored: its retransmission is

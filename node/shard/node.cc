@@ -450,6 +450,13 @@ std::string Node::StatusJson() {
     w.Key("mailbox_in").Uint(get(sc.mailbox_in));
     w.Key("send_errors").Uint(get(sc.send_errors));
     w.Key("recv_no_buffers").Uint(get(sc.recv_no_buffers));
+    w.Key("rooms").Uint(get(sc.rooms));
+    w.Key("rooms_by_reducer").BeginObject();
+    w.Key("chat").Uint(get(sc.rooms_by_reducer[1]));
+    w.Key("kv").Uint(get(sc.rooms_by_reducer[2]));
+    w.Key("app").Uint(get(sc.rooms_by_reducer[3]));
+    w.EndObject();
+    w.Key("rooms_checkpointed").Uint(get(sc.rooms_checkpointed));
     w.Key("dropped").BeginObject();
     uint64_t total = 0;
     for (int v = 1; v < wire::kVerdictCount; ++v) {
@@ -529,6 +536,7 @@ void FillLookupAndRoomMetrics(const std::vector<std::unique_ptr<Shard>>& shards,
     }
     sum_us += get(sc.lookup_duration_sum_us);
     r.rooms += get(sc.rooms);
+    for (size_t k = 0; k < 4; ++k) r.by_reducer[k] += get(sc.rooms_by_reducer[k]);
     r.updates_accepted += get(sc.room_updates_accepted);
     r.updates_rejected += get(sc.room_updates_rejected);
   }
