@@ -28,9 +28,6 @@ namespace {
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 constexpr char kDefaultClientDir[] = "./ringpeer-client";
-// Updates one publish request carries; the relay lets a member burst 200 updates, so a
-// batch this size is acked before the next is sent.
-constexpr size_t kPostBatchMax = 100;
 
 constexpr FlagSpec kCreateFlags[] = {
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
@@ -231,6 +228,7 @@ absl::Status Open(const Flags& f, const std::string& invite, Session* s,
     if (!v.ok()) return v.status();
     s->timeout_ms = static_cast<int>(*v * 1000);
   }
+  o.publish_timeout_ms = s->timeout_ms;
   const char* user = std::getenv("USER");
   s->nick = f.Value("nick").value_or(user != nullptr && *user ? user : "anon");
   auto c = client::Client::Start(o);
@@ -313,25 +311,29 @@ absl::Status PrintHistory(Session* s, const client::RoomState& state, bool json)
   return absl::OkStatus();
 }
 
-// PublishAndWait: publishes in batches, each acknowledged by a relay before the next.
+// PublishAndWait: publishes every payload, in order (the client library waits while a
+// relay asks it to slow down), then waits until a relay acknowledged them all. Fails only
+// when nothing is acknowledged for the timeout.
 absl::Status PublishAndWait(Session* s, std::vector<std::vector<uint8_t>> payloads) {
   size_t acked = 0;
   s->client->OnAcked([&acked](const client::RoomRef&, const wire::Hash256&) { ++acked; });
-  size_t sent = 0;
-  while (sent < payloads.size()) {
-    const size_t n = std::min(kPostBatchMax, payloads.size() - sent);
-    std::vector<std::vector<uint8_t>> batch(payloads.begin() + sent, payloads.begin() + sent + n);
-    auto ids = s->client->Publish(s->room, std::move(batch));
-    if (!ids.ok()) return ids.status();
-    sent += n;
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(s->timeout_ms);
-    while (acked < sent && std::chrono::steady_clock::now() < deadline) s->client->Poll(20);
-    if (acked < sent) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("no relay acknowledged ", sent - acked, " of ", sent, " update(s) within ",
-                       s->timeout_ms / 1000, " s; they may still arrive, but are not durable"));
+  const size_t sent = payloads.size();
+  auto ids = s->client->Publish(s->room, std::move(payloads));
+  if (!ids.ok()) return ids.status();
+  const auto quiet = std::chrono::milliseconds(s->timeout_ms);
+  auto deadline = std::chrono::steady_clock::now() + quiet;
+  size_t seen = acked;
+  while (acked < sent && std::chrono::steady_clock::now() < deadline) {
+    s->client->Poll(20);
+    if (acked != seen) {
+      seen = acked;
+      deadline = std::chrono::steady_clock::now() + quiet;
     }
+  }
+  if (acked < sent) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no relay acknowledged ", sent - acked, " of ", sent, " update(s) within ",
+        s->timeout_ms / 1000, " s; they may still arrive, but are not durable"));
   }
   return absl::OkStatus();
 }

@@ -53,6 +53,9 @@ struct ClientOptions {
   // join, so that a returning client fetches only what it missed. Off: every join starts
   // empty and downloads the room again.
   bool cache = true;
+  // Publish waits while relays ask it to slow down (or while its own updates wait for
+  // acks), and fails only when no update of it was written or acknowledged for this long.
+  int publish_timeout_ms = 15000;
 };
 
 // A room this client has joined: its id (64 hex digits in ToString()).
@@ -149,7 +152,10 @@ class Client {
   absl::StatusOr<RoomRef> Join(std::string_view invite_text);
   // Publish: writes updates (each at most room::UpdatePayloadBytesMax bytes) over the
   // room's current heads, in order. Returns their ids; relays acknowledge them later
-  // (OnAcked). Fails without write access, or when a relay asked us to slow down.
+  // (OnAcked). When a relay asks this client to slow down (or too many of its updates
+  // wait for an ack), Publish waits, running Poll() (so callbacks run inside it), and
+  // goes on; it fails only when nothing was written or acknowledged for
+  // publish_timeout_ms (the message says how many were written), or without write access.
   absl::StatusOr<std::vector<wire::Hash256>> Publish(const RoomRef& room,
                                                      std::vector<std::vector<uint8_t>> payloads);
   absl::StatusOr<wire::Hash256> Publish(const RoomRef& room, wire::Bytes payload);
@@ -215,6 +221,8 @@ class Client {
   void Dispatch(const Event& e);
 
   std::unique_ptr<Listener> listener_;  // outlives node_ (declared first, destroyed last)
+  int publish_timeout_ms_ = 15000;
+  uint64_t acks_seen_ = 0;  // kAcked events dispatched: Publish's sign of progress
   std::unique_ptr<shard::Node> node_;
   wire::KeyPair identity_;
   std::vector<base::Endpoint> bootstrap_;

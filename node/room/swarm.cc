@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "base/assert.h"
 #include "node/room/swarm_internal.h"
 
@@ -346,7 +347,8 @@ bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
     p.slowdown_sent_us = now_us;
     std::span<uint8_t> buf = Buffer(out);
     if (!buf.empty()) {
-      Send(p.addr, encoder_->RoomSlowDown(buf, id(), update, kSlowDownRetryMs), out);
+      const uint32_t rate = config_.peer_publish_per_s * (p.relay ? config_.relay_publish_factor : 1);
+      Send(p.addr, encoder_->RoomSlowDown(buf, id(), update, kSlowDownRetryMs, rate), out);
       ++counters_.slowdowns_sent;
     }
   }
@@ -467,7 +469,17 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
 }
 
 absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbox& out) {
-  if (now_us < slowed_until_us_) return absl::ResourceExhaustedError("slowed down by a relay");
+  if (now_us < slowed_until_us_) {
+    return absl::ResourceExhaustedError(absl::StrCat(kPublishBusyPrefix, "slowed down by a relay"));
+  }
+  if (unacked_.size() >= kUnackedMax) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(kPublishBusyPrefix, kUnackedMax, " updates wait for a relay's ack"));
+  }
+  if (pace_per_s_ != 0 && !pace_.TryTake(now_us)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        kPublishBusyPrefix, "pacing at ", pace_per_s_, " updates/s (a relay's limit)"));
+  }
   const Hash256 before = room_->state_hash();
   auto record = room_->Write(payload, [this](std::span<uint8_t> b) { rng_->Fill(b); });
   if (!record.ok()) return record.status();
@@ -489,9 +501,7 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, dht::Outbo
     RP_ASSERT(n > 0);
     Flood(Bytes(buf.data(), n), base::Endpoint{}, out);
   }
-  if (unacked_.size() < kUnackedMax) {
-    unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
-  }
+  unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
   ++since_checkpoint_;
   if (config_.checkpoint_every != 0 && since_checkpoint_ >= config_.checkpoint_every &&
       fetch_ == nullptr) {
@@ -508,14 +518,17 @@ void Swarm::RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept {
     unacked_.clear();  // nobody acks in a swarm without relays; sync repairs loss
     return;
   }
+  // A relay asked us to wait: resending now would only be shed again, and count a try.
+  if (now_us < slowed_until_us_) return;
   for (size_t i = 0; i < unacked_.size();) {
     Unacked& u = unacked_[i];
     if (u.retries >= kPublishRetriesMax) {
-      unacked_[i] = std::move(unacked_.back());
-      unacked_.pop_back();
+      unacked_.erase(unacked_.begin() + static_cast<std::ptrdiff_t>(i));  // keeps the order
       continue;
     }
     if (now_us >= u.next_us) {
+      // Resends draw from the pace too; what finds it empty goes at a later tick, untried.
+      if (pace_per_s_ != 0 && !pace_.TryTake(now_us)) return;
       u.next_us = now_us + config_.retry_us * 4;
       ++u.retries;
       for (Peer& p : peers_) {
@@ -560,6 +573,17 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
       if (FindPeer(from) == nullptr) return wire::Verdict::kUnverifiedSender;
       const int64_t wait_us = int64_t{msg.room_slow_down()->retry_after_ms()} * 1000;
       slowed_until_us_ = now_us + std::min<int64_t>(wait_us, 10'000'000);
+      // Pace below the rate the relay named from now on (9/10 of it, burst a quarter
+      // second), so that a long stream is not shed over and over. The shed update and
+      // those after it are resent once the wait is over, in the order they were written.
+      if (const uint32_t rate = msg.room_slow_down()->publish_per_s(); rate != 0) {
+        const uint32_t paced = std::max<uint32_t>(1, rate - rate / 10);
+        if (pace_per_s_ == 0 || paced < pace_per_s_) {
+          pace_per_s_ = paced;
+          pace_ = base::TokenBucket(paced, std::max<uint32_t>(1, paced / 4), slowed_until_us_);
+        }
+      }
+      for (Unacked& u : unacked_) u.next_us = std::max(u.next_us, slowed_until_us_);
       Emit(SwarmEvent::kSlowedDown, wire::FromWireId(*msg.room_slow_down()->update()), from);
       return wire::Verdict::kOk;
     }

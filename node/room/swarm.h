@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -62,6 +63,8 @@ struct SwarmConfig {
   uint32_t serve_per_s = 200'000;
   uint32_t serve_burst = 8192;
   // Fresh updates per second from one member (a relay peer forwards many authors: x16).
+  // A shed member is told this rate (RoomSlowDown) and paces itself below it; `ringpeer
+  // serve --room-publish-rate` sets it (burst: twice the rate).
   uint32_t peer_publish_per_s = 100;
   uint32_t peer_publish_burst = 200;
   uint32_t relay_publish_factor = 16;
@@ -91,6 +94,14 @@ inline constexpr size_t kTriedCheckpointsMax = 8;
 inline constexpr uint32_t kSyncAttemptsMax = 8;
 // How long a shed publisher is told to wait.
 inline constexpr uint32_t kSlowDownRetryMs = 1000;
+// Publish's refusals that only mean "not now" start with this: a relay asked us to slow
+// down, we pace ourselves at the rate it named, or every own update in flight waits for
+// an ack. The caller waits and publishes the same payload again (node/client does); any
+// other error is final.
+inline constexpr char kPublishBusyPrefix[] = "busy: ";
+inline bool IsPublishBusy(std::string_view error) noexcept {
+  return error.substr(0, sizeof(kPublishBusyPrefix) - 1) == kPublishBusyPrefix;
+}
 // The longest wait between join attempts to peers that do not answer (backoff from
 // 4 x retry_us, doubling).
 inline constexpr int64_t kJoinRetryMaxUs = 6'400'000;
@@ -172,7 +183,9 @@ class Swarm {
   // Tick: heads announcements, dropping the silent, retries. Call every ~10-50 ms.
   void Tick(int64_t now_us, dht::Outbox& out) noexcept;
 
-  // Publish: writes, signs and floods an update; retried to relays until acked.
+  // Publish: writes, signs and floods an update; retried to relays until acked. Refused
+  // with a kPublishBusyPrefix message (nothing written) while a relay asked us to slow
+  // down, while pacing at its rate, or while kUnackedMax own updates wait for an ack.
   absl::StatusOr<Hash256> Publish(int64_t now_us, Bytes payload, dht::Outbox& out);
   // MakeCheckpoint: makes a checkpoint of the current state, puts it in effect and
   // advertises it in the next heads. Needs write access.
@@ -340,6 +353,10 @@ class Swarm {
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;
+  // Own publishing paced below the rate a relay's RoomSlowDown named (0: none named yet,
+  // publish freely; the first shed update teaches us the relay's rate).
+  uint32_t pace_per_s_ = 0;
+  base::TokenBucket pace_;
 
   Hash256 digest_{};
   bool digest_dirty_ = true;

@@ -485,6 +485,44 @@ TEST(Swarm, PublishLimitsShedTheFastestAndTellIt) {
   EXPECT_EQ(calm, 10);
 }
 
+// Issue 16: a member that writes a long stream as fast as Publish lets it (a script piping
+// a log into `room post -`) is shed once, learns the relay's rate from the RoomSlowDown,
+// paces itself below it, and every update is acknowledged and read in order: nothing
+// shed is lost to the retry limit, and Publish says "busy" rather than failing for good.
+TEST(Swarm, ShedPublisherPacesToTheRelaysRateAndLosesNothing) {
+  SwarmConfig sc;
+  sc.peer_publish_per_s = 20;
+  sc.peer_publish_burst = 40;
+  Swarmed s(611, 0.0, ReducerKind::kChat, sc);
+  s.net.Run(500'000);
+  constexpr int kUpdates = 300;
+  int written = 0, busy = 0;
+  const int64_t give_up = s.net.now_us + 60'000'000;
+  while (written < kUpdates && s.net.now_us < give_up) {
+    auto id = s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "m" + std::to_string(written)),
+                                   s.members[0]->out);
+    if (id.ok()) {
+      ++written;
+      s.net.Run(s.net.now_us + 1'000);  // as fast as a shard takes commands
+      continue;
+    }
+    ASSERT_TRUE(IsPublishBusy(std::string(id.status().message()))) << id.status();
+    ++busy;
+    s.net.Run(s.net.now_us + 10'000);  // what node/client does: wait a little, try again
+  }
+  ASSERT_EQ(written, kUpdates);
+  s.net.Run(s.net.now_us + 10'000'000);
+  EXPECT_GT(busy, 0);
+  EXPECT_EQ(s.swarms[0]->counters().acks_received, uint64_t{kUpdates});
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
+  // Shed at the start (one burst too many), then paced: far fewer sheds than updates.
+  EXPECT_GT(s.relay_swarm->counters().shed, 0u);
+  EXPECT_LT(s.relay_swarm->counters().shed, uint64_t{kUpdates} / 2);
+  const auto* chat = static_cast<const ChatReducer*>(s.swarms[1]->room().reducer());
+  ASSERT_EQ(chat->messages().size(), size_t{kUpdates});
+  for (int i = 0; i < kUpdates; ++i) EXPECT_EQ(chat->messages()[i].text, "m" + std::to_string(i));
+}
+
 // ---------------------------------------------------------------------------------------
 // Issue 10: every count, length and index of a room message at 0, 1, its maximum and past
 // it, first at Decode (what no handler ever sees), then in the handlers that index with
