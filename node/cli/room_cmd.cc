@@ -338,6 +338,16 @@ absl::Status PublishAndWait(Session* s, std::vector<std::vector<uint8_t>> payloa
   return absl::OkStatus();
 }
 
+// CheckLength: a chat message's text is at most kChatTextBytesMax bytes (the update's
+// 64 KiB payload less the chat header).
+constexpr size_t kChatTextBytesMax = room::kUpdatePayloadBytesMax - room::kChatPayloadHeaderBytes;
+absl::Status CheckLength(const std::string& text) {
+  if (text.size() <= kChatTextBytesMax) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "message is ", text.size(), " bytes; the most one message holds is ", kChatTextBytesMax,
+      " bytes (64 KiB less its header)"));
+}
+
 // JoinPayload: a chat `join` naming our nick, when the room does not know it yet.
 void MaybeAnnounce(Session* s, std::vector<std::vector<uint8_t>>* out) {
   const wire::PublicKey& me = s->client->identity().public_key;
@@ -388,9 +398,7 @@ int Post(std::span<const char* const> args) {
   MaybeAnnounce(&s, &payloads);
   const wire::PublicKey& me = s.client->identity().public_key;
   for (const std::string& t : texts) {
-    if (t.size() > room::UpdatePayloadBytesMax(room::kParentsMax) - 33) {
-      return Fail("room post", absl::InvalidArgumentError("message too long for one update"));
-    }
+    if (absl::Status too_long = CheckLength(t); !too_long.ok()) return Fail("room post", too_long);
     payloads.push_back(room::ChatPayload(room::ChatOp::kMessage, me, t));
   }
   st = PublishAndWait(&s, std::move(payloads));
@@ -835,6 +843,10 @@ int ChatMain(std::span<const char* const> args) {
       }
       if (!can_write) {
         std::fprintf(stderr, "-- read-only invite: not sent\n");
+        continue;
+      }
+      if (absl::Status too_long = CheckLength(line); !too_long.ok()) {
+        std::fprintf(stderr, "-- not sent: %s\n", std::string(too_long.message()).c_str());
         continue;
       }
       std::vector<std::vector<uint8_t>> p;

@@ -179,10 +179,15 @@ void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventIn
   slot->own = e.kind == room::SwarmEvent::kUpdateApplied && !e.peer.valid();
   slot->readable = false;
   slot->payload_bytes = 0;
-  if (e.kind == room::SwarmEvent::kUpdateApplied && swarm.room().Payload(e.id, &scratch) &&
-      scratch.size() <= sizeof(slot->payload)) {
-    std::memcpy(slot->payload, scratch.data(), scratch.size());
-    slot->payload_bytes = static_cast<uint16_t>(scratch.size());
+  slot->payload_inline = true;
+  if (e.kind == room::SwarmEvent::kUpdateApplied && swarm.room().Payload(e.id, &scratch)) {
+    if (scratch.size() <= sizeof(slot->payload)) {
+      std::memcpy(slot->payload, scratch.data(), scratch.size());
+    } else {
+      slot->big.assign(scratch.begin(), scratch.end());
+      slot->payload_inline = false;
+    }
+    slot->payload_bytes = static_cast<uint32_t>(scratch.size());
     slot->readable = true;
   }
   ring.CommitPush();
@@ -376,7 +381,11 @@ void Client::Dispatch(const Event& e) {
         u.id = e.id;
         u.own = e.own;
         u.seq = e.seq;
-        if (e.readable) u.payload.assign(e.payload, e.payload + e.payload_bytes);
+        if (e.readable && e.payload_inline) {
+          u.payload.assign(e.payload, e.payload + e.payload_bytes);
+        } else if (e.readable) {
+          u.payload = e.big;
+        }
         on_update_(u);
       }
       return;

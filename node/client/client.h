@@ -35,7 +35,8 @@
 namespace ringpeer::client {
 
 // Events the shard may queue before the application polls: a join's sync arrives at up to
-// 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB.
+// 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB, plus
+// the long updates' payloads (up to 64 KiB each) in the slots that carried one.
 inline constexpr uint32_t kEventRingSlots = 4096;
 // How long a request to the shard may take (it is claimed within one tick, ~50 ms).
 inline constexpr int kRequestTimeoutMs = 5000;
@@ -197,13 +198,17 @@ class Client {
   struct Event {
     room::SwarmEvent kind = room::SwarmEvent::kUpdateApplied;
     bool own = false;
-    uint16_t payload_bytes = 0;
+    uint32_t payload_bytes = 0;
     bool readable = false;
+    bool payload_inline = true;  // in `payload`; false: in `big` (a long update)
     uint64_t seq = 0;
     wire::Hash256 room{};
     wire::Hash256 id{};
     base::Endpoint peer;
-    uint8_t payload[room::kUpdateBytesMax];
+    uint8_t payload[room::kUpdateInlineBytesMax];
+    // A payload longer than `payload` (up to room::kUpdatePayloadBytesMax). Its capacity
+    // stays with the slot, so a stream of long updates allocates once per slot.
+    std::vector<uint8_t> big;
   };
   // Listener: the shard's side. Runs on the shard thread only; the one producer.
   struct Listener final : room::SwarmListener {

@@ -92,6 +92,14 @@ inline constexpr uint32_t kPublishRetriesMax = 8;
 inline constexpr size_t kTriedCheckpointsMax = 8;
 // A sync that gets no answer this many times in a row is abandoned (next heads retry it).
 inline constexpr uint32_t kSyncAttemptsMax = 8;
+// Updates larger than one datagram arrive as RoomUpdatePiece datagrams and are reassembled
+// here, verified once whole. Memory held for incomplete ones is bounded per sending peer
+// and per room; a piece that would pass either bound is dropped and counted (its sender
+// resends). A partial update silent for retry_us asks its sender for the missing pieces,
+// up to kPartialAsksMax times, then is dropped (a later resend starts it again).
+inline constexpr size_t kPartialBytesPerPeerMax = 4 * kUpdateBytesMax;    // 264 KiB
+inline constexpr size_t kPartialBytesPerRoomMax = 16 * kUpdateBytesMax;   // ~1 MiB
+inline constexpr uint32_t kPartialAsksMax = 5;
 // How long a shed publisher is told to wait.
 inline constexpr uint32_t kSlowDownRetryMs = 1000;
 // Publish's refusals that only mean "not now" start with this: a relay asked us to slow
@@ -154,6 +162,11 @@ struct SwarmCounters {
   uint64_t checkpoints_made = 0;  // by this writer, every checkpoint_every updates
   uint64_t log_resets = 0;        // member logs dropped to start from a checkpoint
   uint64_t storage_errors = 0;
+  uint64_t update_pieces_sent = 0;      // RoomUpdatePiece datagrams (first sends and resends)
+  uint64_t update_pieces_received = 0;
+  uint64_t update_pieces_dropped = 0;   // past a partial-memory bound, or a bad piece
+  uint64_t update_pieces_asked = 0;     // RoomUpdatePieceGet sent for lost pieces
+  uint64_t partials_expired = 0;        // incomplete updates given up
 };
 
 class Swarm {
@@ -228,6 +241,8 @@ class Swarm {
   // LastMessageUs: when a room message last reached this swarm (RoomHost's idle rooms).
   int64_t last_message_us() const noexcept { return last_message_us_; }
   size_t unacked_count() const noexcept { return unacked_.size(); }
+  // Bytes held for updates whose pieces have not all arrived (bounded, see above).
+  size_t partial_bytes() const noexcept { return partial_bytes_; }
   size_t acks_queued() const noexcept { return acks_.size(); }
   bool fetching() const noexcept { return fetch_ != nullptr; }
   bool syncing() const noexcept { return sync_.active; }
@@ -264,6 +279,17 @@ class Swarm {
     base::Endpoint to;
     Hash256 id{};
   };
+  // An update arriving in pieces from one peer.
+  struct Partial {
+    base::Endpoint from;
+    Hash256 id{};
+    std::vector<uint8_t> bytes;  // record_bytes long
+    uint64_t have[(wire::kRoomUpdatePiecesMax + 63) / 64] = {};
+    uint16_t pieces = 0;
+    uint16_t got = 0;
+    int64_t last_us = 0;  // last piece, or last ask
+    uint32_t asks = 0;
+  };
 
   // Peers (swarm.cc).
   Peer* FindPeer(const base::Endpoint& addr) noexcept;
@@ -298,6 +324,22 @@ class Swarm {
   void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
   void Flood(Bytes datagram, const base::Endpoint& except, dht::Outbox& out) noexcept;
+  // Long updates (swarm.cc): a record goes as one RoomPublish when it fits, else as pieces.
+  void SendRecord(const base::Endpoint& to, const Hash256& update, Bytes record,
+                  dht::Outbox& out) noexcept;
+  void FloodRecord(const Hash256& update, Bytes record, const base::Endpoint& except,
+                   dht::Outbox& out) noexcept;
+  // OnRecord: an update record from a peer, whole (a RoomPublish, or reassembled pieces
+  // with the id they claimed): the checks, the log, the flood. `datagram`: the RoomPublish
+  // to forward byte for byte (empty: forward as pieces).
+  wire::Verdict OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
+                         const Hash256* claimed, Bytes datagram, dht::Outbox& out) noexcept;
+  wire::Verdict OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
+                              const wire::Message& msg, dht::Outbox& out) noexcept;
+  wire::Verdict OnUpdatePieceGet(int64_t now_us, const base::Endpoint& from,
+                                 const wire::Message& msg, dht::Outbox& out) noexcept;
+  void PartialTick(int64_t now_us, dht::Outbox& out) noexcept;
+  uint8_t* Scratch() noexcept { return reinterpret_cast<uint8_t*>(scratch_.data()); }
   void RetryUnacked(int64_t now_us, dht::Outbox& out) noexcept;
   void NoteStateChange(const Hash256& before);
 
@@ -371,7 +413,9 @@ class Swarm {
   std::vector<Hash256> tried_;           // checkpoint ids that failed
   Hash256 cached_hash_{};
   std::vector<uint8_t> cached_state_;
-  alignas(8) uint8_t scratch_[wire::kDatagramBytesMax];  // aligned copy of a record
+  std::vector<uint64_t> scratch_;  // an 8-byte aligned copy of a record (kUpdateBytesMax)
+  std::vector<Partial> partials_;
+  size_t partial_bytes_ = 0;
 };
 
 }  // namespace ringpeer::room

@@ -523,6 +523,42 @@ TEST(Swarm, ShedPublisherPacesToTheRelaysRateAndLosesNothing) {
   for (int i = 0; i < kUpdates; ++i) EXPECT_EQ(chat->messages()[i].text, "m" + std::to_string(i));
 }
 
+// Issue 16: updates up to 64 KiB travel as pieces on a lossy network (10% loss, 5%
+// duplicates), are reassembled and verified once whole, lost pieces are asked for again,
+// and every member ends with the same long messages; no partial memory is left behind.
+TEST(Swarm, LongUpdatesArriveWholeUnderLoss) {
+  Swarmed s(621, 0.10);
+  s.net.Run(500'000);
+  std::string multibyte;
+  while (multibyte.size() < 12'000) multibyte += "\u65e5\u672c\u8a9e\u00e9";  // 3- and 2-byte characters
+  const std::string forty(40'000, 'x');
+  const std::string most(kUpdatePayloadBytesMax - kChatPayloadHeaderBytes, 'm');
+  for (const std::string* t : {static_cast<const std::string*>(&multibyte), &forty, &most}) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], *t), s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 50'000);
+  }
+  // One byte more than 64 KiB is refused at the writer.
+  EXPECT_FALSE(s.swarms[0]->Publish(s.net.now_us,
+                                    std::vector<uint8_t>(kUpdatePayloadBytesMax + 1, 'y'),
+                                    s.members[0]->out).ok());
+  s.net.Run(s.net.now_us + 15'000'000);
+  EXPECT_GT(s.swarms[0]->counters().update_pieces_sent, 3u * 40);
+  uint64_t asked = s.relay_swarm->counters().update_pieces_asked;
+  for (Swarm* w : s.swarms) asked += w->counters().update_pieces_asked;
+  EXPECT_GT(asked, 0u);  // 10% loss over ~100 pieces: some were asked for again
+  for (Swarm* w : s.swarms) {
+    const auto* chat = static_cast<const ChatReducer*>(w->room().reducer());
+    ASSERT_EQ(chat->messages().size(), 3u);
+    EXPECT_EQ(chat->messages()[0].text, multibyte);
+    EXPECT_EQ(chat->messages()[1].text, forty);
+    EXPECT_EQ(chat->messages()[2].text, most);
+    EXPECT_EQ(w->partial_bytes(), 0u);
+  }
+  EXPECT_EQ(s.relay_swarm->room().log_size(), 3u);
+  EXPECT_EQ(s.relay->storage.DurableUpdates(s.f.room_id), 3u);
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Issue 10: every count, length and index of a room message at 0, 1, its maximum and past
 // it, first at Decode (what no handler ever sees), then in the handlers that index with
@@ -983,4 +1019,43 @@ TEST(Swarm, SyncWindowsHeadsAndEpochsServedAtTheirBoundaries) {
 }
 
 }  // namespace
+// A peer that starts many long updates and never finishes them holds at most
+// kPartialBytesPerPeerMax of our memory; the rest of its pieces are dropped and counted,
+// and what it started is given up after kPartialAsksMax unanswered asks.
+TEST(Swarm, PartialUpdatesAreBoundedPerPeer) {
+  RoomFixture f(631, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  Host server(f, 0, 1);
+  int64_t now = 1'000'000;
+  const base::Endpoint peer = PeerAddr(9100);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  auto deliver = [&](size_t n) {
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+    server.swarm->OnMessage(now, peer, m, server.out);
+  };
+  deliver(enc.RoomJoin(buf, f.room_id, wire::NodeId{}, false, {}));
+  std::vector<uint8_t> record(kUpdateBytesMax, 0x5a);
+  for (int u = 0; u < 12; ++u) {  // 12 different ids, the first piece of each
+    Hash256 id{};
+    id[0] = static_cast<uint8_t>(u + 1);
+    deliver(enc.RoomUpdatePiece(buf, f.room_id, id, record, 0));
+  }
+  EXPECT_LE(server.swarm->partial_bytes(), kPartialBytesPerPeerMax);
+  EXPECT_EQ(server.swarm->partial_bytes(), 4 * kUpdateBytesMax);
+  EXPECT_EQ(server.swarm->counters().update_pieces_dropped, 8u);
+  for (uint32_t i = 0; i <= kPartialAsksMax + 1; ++i) {
+    now += 1'000'000;
+    deliver(enc.RoomHeads(buf, [&] {
+      wire::RoomHeadsFields h;
+      h.room = f.room_id;
+      return h;
+    }()));  // keeps the peer in the table
+    server.swarm->Tick(now, server.out);
+  }
+  EXPECT_EQ(server.swarm->partial_bytes(), 0u);
+  EXPECT_EQ(server.swarm->counters().partials_expired, 4u);
+  EXPECT_EQ(server.swarm->counters().update_pieces_asked, 4u * kPartialAsksMax);
+}
+
 }  // namespace ringpeer::room
