@@ -170,7 +170,20 @@ TEST(RoomWire, RoomMessagesRoundTripAndFit) {
   alignas(8) uint8_t buf[wire::kDatagramBytesMax];
   Hash256 room{};
   room[0] = 7;
-  std::vector<uint8_t> record(kUpdateBytesMax, 0xab);
+  // The longest record of one datagram fits a RoomPublish; the longest of all (66 KiB)
+  // goes as pieces, each a datagram, the last one what is left.
+  std::vector<uint8_t> longest(kUpdateBytesMax, 0xcd);
+  const size_t pieces = (kUpdateBytesMax + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
+  for (size_t i = 0; i < pieces; ++i) {
+    const size_t k = enc.RoomUpdatePiece(buf, room, Hash256{}, longest, static_cast<uint16_t>(i));
+    ASSERT_GT(k, 0u);
+    ASSERT_LE(k, wire::kDatagramBytesMax);
+    wire::Message pm;
+    ASSERT_EQ(wire::Decode(buf, k, &pm), wire::Verdict::kOk);
+    EXPECT_EQ(pm.room_update_piece()->bytes()->size(),
+              i + 1 < pieces ? wire::kRoomPieceBytes : kUpdateBytesMax - (pieces - 1) * wire::kRoomPieceBytes);
+  }
+  std::vector<uint8_t> record(kUpdateInlineBytesMax, 0xab);
   const size_t n = enc.RoomPublish(buf, room, record);
   ASSERT_GT(n, 0u);
   wire::Message m;
