@@ -1,5 +1,6 @@
 #include "wire/encode.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/assert.h"
@@ -387,11 +388,11 @@ size_t Encoder::RoomCheckpointChunk(std::span<uint8_t> out, const Hash256& room,
 }
 
 size_t Encoder::RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
-                             uint32_t retry_after_ms) noexcept {
+                             uint32_t retry_after_ms, uint32_t publish_per_s) noexcept {
   fbb_.Clear();
   fb::Id256 r = ToWireId(room);
   fb::Id256 u = ToWireId(update);
-  fbb_.Finish(fb::CreateRoomSlowDown(fbb_, &r, &u, retry_after_ms));
+  fbb_.Finish(fb::CreateRoomSlowDown(fbb_, &r, &u, retry_after_ms, publish_per_s));
   return Finish(out, MessageType::kRoomSlowDown, RoomShardHint(room.data()));
 }
 
@@ -403,6 +404,32 @@ size_t Encoder::RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes rec
   fb::Id256 r = ToWireId(room);
   fbb_.Finish(fb::CreateRoomEpoch(fbb_, &r, rec));
   return Finish(out, MessageType::kRoomEpoch, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomUpdatePiece(std::span<uint8_t> out, const Hash256& room,
+                                const Hash256& update, Bytes record, uint16_t index) noexcept {
+  RP_ASSERT(record.size() > kRoomRecordBytesMax && record.size() <= kRoomUpdateBytesMax);
+  const size_t first = size_t{index} * kRoomPieceBytes;
+  RP_ASSERT(first < record.size());
+  const size_t n = std::min(kRoomPieceBytes, record.size() - first);
+  fbb_.Clear();
+  auto bv = fbb_.CreateVector(record.data() + first, n);
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 u = ToWireId(update);
+  fbb_.Finish(fb::CreateRoomUpdatePiece(fbb_, &r, &u, static_cast<uint32_t>(record.size()),
+                                        index, bv));
+  return Finish(out, MessageType::kRoomUpdatePiece, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomUpdatePieceGet(std::span<uint8_t> out, const Hash256& room,
+                                   const Hash256& update, Bytes missing) noexcept {
+  RP_ASSERT(!missing.empty() && missing.size() <= (kRoomUpdatePiecesMax + 7) / 8);
+  fbb_.Clear();
+  auto mv = fbb_.CreateVector(missing.data(), missing.size());
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 u = ToWireId(update);
+  fbb_.Finish(fb::CreateRoomUpdatePieceGet(fbb_, &r, &u, mv));
+  return Finish(out, MessageType::kRoomUpdatePieceGet, RoomShardHint(room.data()));
 }
 
 }  // namespace ringpeer::wire

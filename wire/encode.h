@@ -146,8 +146,13 @@ class Encoder {
                              const Hash256& checkpoint, uint8_t level, uint32_t index,
                              Bytes bytes) noexcept;
   size_t RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
-                      uint32_t retry_after_ms) noexcept;
+                      uint32_t retry_after_ms, uint32_t publish_per_s = 0) noexcept;
   size_t RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
+  // RoomUpdatePiece: piece `index` of `record` (larger than kRoomRecordBytesMax).
+  size_t RoomUpdatePiece(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                         Bytes record, uint16_t index) noexcept;
+  size_t RoomUpdatePieceGet(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                            Bytes missing) noexcept;
 
  private:
   // PadVector: `pad_bytes` zero bytes (requests padded against reply amplification).

@@ -55,6 +55,8 @@ enum class MessageType : uint8_t {
   kRoomCheckpointChunk = 72,
   kRoomSlowDown = 73,
   kRoomEpoch = 74,
+  kRoomUpdatePiece = 75,
+  kRoomUpdatePieceGet = 76,
 };
 inline constexpr uint8_t kMessageTypeMax = 27;
 // The overlay's original types end here; the DHT range starts at kDhtTypeFirst.
@@ -63,7 +65,7 @@ inline constexpr uint8_t kDhtTypeFirst = 16;
 inline constexpr uint8_t kDhtTypeLast = 27;
 // The room range (64..127); this version speaks kRoomTypeFirst..kRoomTypeLast.
 inline constexpr uint8_t kRoomTypeFirst = 64;
-inline constexpr uint8_t kRoomTypeLast = 74;
+inline constexpr uint8_t kRoomTypeLast = 76;
 
 // IsKnownType: whether `type` is a message type this version speaks.
 constexpr bool IsKnownType(uint8_t type) noexcept {

@@ -162,7 +162,9 @@ uint64_t RequestTxid(const Message& msg) noexcept {
     case MessageType::kRoomCheckpointGet:
     case MessageType::kRoomCheckpointChunk:
     case MessageType::kRoomSlowDown:
-    case MessageType::kRoomEpoch: break;
+    case MessageType::kRoomEpoch:
+    case MessageType::kRoomUpdatePiece:
+    case MessageType::kRoomUpdatePieceGet: break;
   }
   return 0;
 }
@@ -276,6 +278,21 @@ Verdict Check(const fb::RoomSlowDown*) noexcept { return Verdict::kOk; }
 Verdict Check(const fb::RoomEpoch* m) noexcept {
   return RecordOk(m->record()) ? Verdict::kOk : Verdict::kBadField;
 }
+// A piece of a record that does not fit one datagram: its size names the piece count,
+// every piece but the last is whole, the last holds the rest.
+Verdict Check(const fb::RoomUpdatePiece* m) noexcept {
+  const size_t total = m->record_bytes();
+  if (total <= kRoomRecordBytesMax || total > kRoomUpdateBytesMax) return Verdict::kBadField;
+  const size_t pieces = (total + kRoomPieceBytes - 1) / kRoomPieceBytes;
+  if (m->index() >= pieces) return Verdict::kBadField;
+  const size_t want = size_t{m->index()} + 1 < pieces ? kRoomPieceBytes
+                                              : total - (pieces - 1) * kRoomPieceBytes;
+  return m->bytes()->size() == want ? Verdict::kOk : Verdict::kBadField;
+}
+Verdict Check(const fb::RoomUpdatePieceGet* m) noexcept {
+  const size_t n = m->missing()->size();
+  return n >= 1 && n <= (kRoomUpdatePiecesMax + 7) / 8 ? Verdict::kOk : Verdict::kBadField;
+}
 
 // VerifyRoom: Verifier, semantic checks, and the steering rule: a room message whose shard
 // hint is not its room's prefix would land on a shard that does not own the room.
@@ -312,6 +329,12 @@ Verdict DecodeRoomBody(const Header& h, const uint8_t* body, size_t size,
       break;
     case MessageType::kRoomSlowDown: v = VerifyRoom<fb::RoomSlowDown>(h, body, size, &t); break;
     case MessageType::kRoomEpoch: v = VerifyRoom<fb::RoomEpoch>(h, body, size, &t); break;
+    case MessageType::kRoomUpdatePiece:
+      v = VerifyRoom<fb::RoomUpdatePiece>(h, body, size, &t);
+      break;
+    case MessageType::kRoomUpdatePieceGet:
+      v = VerifyRoom<fb::RoomUpdatePieceGet>(h, body, size, &t);
+      break;
     default: break;
   }
   if (v == Verdict::kOk) out->table_ = t;
@@ -333,6 +356,8 @@ Hash256 RoomOf(const Message& msg) noexcept {
     case MessageType::kRoomCheckpointChunk: room = msg.room_checkpoint_chunk()->room(); break;
     case MessageType::kRoomSlowDown: room = msg.room_slow_down()->room(); break;
     case MessageType::kRoomEpoch: room = msg.room_epoch()->room(); break;
+    case MessageType::kRoomUpdatePiece: room = msg.room_update_piece()->room(); break;
+    case MessageType::kRoomUpdatePieceGet: room = msg.room_update_piece_get()->room(); break;
     default: RP_ASSERT(false);
   }
   Hash256 id;

@@ -56,6 +56,11 @@ inline constexpr size_t kRoomSyncRecordsMax = 16;
 inline constexpr size_t kRoomPieceBytes = 1024;
 inline constexpr size_t kRoomPieceFanout = kRoomPieceBytes / 32;
 inline constexpr uint8_t kRoomPieceLevelsMax = 6;
+// Largest update record (room::kUpdateBytesMax: a 64 KiB payload and its framing); one
+// larger than kRoomRecordBytesMax travels as RoomUpdatePiece datagrams of kRoomPieceBytes.
+inline constexpr size_t kRoomUpdateBytesMax = 66 * 1024;
+inline constexpr size_t kRoomUpdatePiecesMax =
+    (kRoomUpdateBytesMax + kRoomPieceBytes - 1) / kRoomPieceBytes;
 
 class Message {
  public:
@@ -158,6 +163,12 @@ class Message {
   }
   const fb::RoomEpoch* room_epoch() const noexcept {
     return As<fb::RoomEpoch>(MessageType::kRoomEpoch);
+  }
+  const fb::RoomUpdatePiece* room_update_piece() const noexcept {
+    return As<fb::RoomUpdatePiece>(MessageType::kRoomUpdatePiece);
+  }
+  const fb::RoomUpdatePieceGet* room_update_piece_get() const noexcept {
+    return As<fb::RoomUpdatePieceGet>(MessageType::kRoomUpdatePieceGet);
   }
   // IsRoom: a room message (types 64..127); its room() is the room it is about.
   bool is_room() const noexcept { return header_.type >= kRoomTypeFirst; }

@@ -95,6 +95,10 @@ constexpr FlagSpec kServeFlags[] = {
     {"room-idle-s", FlagSpec::Kind::kValue, "RINGPEER_ROOM_IDLE_S", "SECONDS", "600",
      "a full room table unloads rooms silent this long (they stay on disk and are "
      "reloaded when a member joins)"},
+    {"room-publish-rate", FlagSpec::Kind::kValue, "RINGPEER_ROOM_PUBLISH_RATE", "N", "100",
+     "new updates per second one member may publish in a room (burst: twice that; a "
+     "relay peer forwarding many members: 16 times); a faster member is told to slow "
+     "down and paces itself"},
     {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
      "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
     {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
@@ -326,6 +330,11 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("room-idle-s", *v, 1, 365ull * 86400));
     c.room_admission.idle_unload_us = static_cast<int64_t>(r) * 1'000'000;
   }
+  if (auto v = f.Value("room-publish-rate")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("room-publish-rate", *v, 1, 100'000));
+    c.room_swarm.peer_publish_per_s = static_cast<uint32_t>(r);
+    c.room_swarm.peer_publish_burst = static_cast<uint32_t>(r * 2);
+  }
   if (auto v = f.Value("subnet-limit")) {
     const size_t slash = v->find('/');
     if (slash == std::string::npos) {
@@ -400,6 +409,7 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
        c.room_admission.policy == room::RoomAdmission::kOpen ? "open" : "listed"},
       {"rooms-per-source", std::to_string(c.room_admission.new_rooms_per_source_per_hour)},
       {"room-idle-s", std::to_string(c.room_admission.idle_unload_us / 1'000'000)},
+      {"room-publish-rate", std::to_string(c.room_swarm.peer_publish_per_s)},
       {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
       {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},

@@ -28,9 +28,6 @@ namespace {
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 constexpr char kDefaultClientDir[] = "./ringpeer-client";
-// Updates one publish request carries; the relay lets a member burst 200 updates, so a
-// batch this size is acked before the next is sent.
-constexpr size_t kPostBatchMax = 100;
 
 constexpr FlagSpec kCreateFlags[] = {
     {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
@@ -231,6 +228,7 @@ absl::Status Open(const Flags& f, const std::string& invite, Session* s,
     if (!v.ok()) return v.status();
     s->timeout_ms = static_cast<int>(*v * 1000);
   }
+  o.publish_timeout_ms = s->timeout_ms;
   const char* user = std::getenv("USER");
   s->nick = f.Value("nick").value_or(user != nullptr && *user ? user : "anon");
   auto c = client::Client::Start(o);
@@ -313,27 +311,41 @@ absl::Status PrintHistory(Session* s, const client::RoomState& state, bool json)
   return absl::OkStatus();
 }
 
-// PublishAndWait: publishes in batches, each acknowledged by a relay before the next.
+// PublishAndWait: publishes every payload, in order (the client library waits while a
+// relay asks it to slow down), then waits until a relay acknowledged them all. Fails only
+// when nothing is acknowledged for the timeout.
 absl::Status PublishAndWait(Session* s, std::vector<std::vector<uint8_t>> payloads) {
   size_t acked = 0;
   s->client->OnAcked([&acked](const client::RoomRef&, const wire::Hash256&) { ++acked; });
-  size_t sent = 0;
-  while (sent < payloads.size()) {
-    const size_t n = std::min(kPostBatchMax, payloads.size() - sent);
-    std::vector<std::vector<uint8_t>> batch(payloads.begin() + sent, payloads.begin() + sent + n);
-    auto ids = s->client->Publish(s->room, std::move(batch));
-    if (!ids.ok()) return ids.status();
-    sent += n;
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(s->timeout_ms);
-    while (acked < sent && std::chrono::steady_clock::now() < deadline) s->client->Poll(20);
-    if (acked < sent) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("no relay acknowledged ", sent - acked, " of ", sent, " update(s) within ",
-                       s->timeout_ms / 1000, " s; they may still arrive, but are not durable"));
+  const size_t sent = payloads.size();
+  auto ids = s->client->Publish(s->room, std::move(payloads));
+  if (!ids.ok()) return ids.status();
+  const auto quiet = std::chrono::milliseconds(s->timeout_ms);
+  auto deadline = std::chrono::steady_clock::now() + quiet;
+  size_t seen = acked;
+  while (acked < sent && std::chrono::steady_clock::now() < deadline) {
+    s->client->Poll(20);
+    if (acked != seen) {
+      seen = acked;
+      deadline = std::chrono::steady_clock::now() + quiet;
     }
   }
+  if (acked < sent) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no relay acknowledged ", sent - acked, " of ", sent, " update(s) within ",
+        s->timeout_ms / 1000, " s; they may still arrive, but are not durable"));
+  }
   return absl::OkStatus();
+}
+
+// CheckLength: a chat message's text is at most kChatTextBytesMax bytes (the update's
+// 64 KiB payload less the chat header).
+constexpr size_t kChatTextBytesMax = room::kUpdatePayloadBytesMax - room::kChatPayloadHeaderBytes;
+absl::Status CheckLength(const std::string& text) {
+  if (text.size() <= kChatTextBytesMax) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "message is ", text.size(), " bytes; the most one message holds is ", kChatTextBytesMax,
+      " bytes (64 KiB less its header)"));
 }
 
 // JoinPayload: a chat `join` naming our nick, when the room does not know it yet.
@@ -386,9 +398,7 @@ int Post(std::span<const char* const> args) {
   MaybeAnnounce(&s, &payloads);
   const wire::PublicKey& me = s.client->identity().public_key;
   for (const std::string& t : texts) {
-    if (t.size() > room::UpdatePayloadBytesMax(room::kParentsMax) - 33) {
-      return Fail("room post", absl::InvalidArgumentError("message too long for one update"));
-    }
+    if (absl::Status too_long = CheckLength(t); !too_long.ok()) return Fail("room post", too_long);
     payloads.push_back(room::ChatPayload(room::ChatOp::kMessage, me, t));
   }
   st = PublishAndWait(&s, std::move(payloads));
@@ -833,6 +843,10 @@ int ChatMain(std::span<const char* const> args) {
       }
       if (!can_write) {
         std::fprintf(stderr, "-- read-only invite: not sent\n");
+        continue;
+      }
+      if (absl::Status too_long = CheckLength(line); !too_long.ok()) {
+        std::fprintf(stderr, "-- not sent: %s\n", std::string(too_long.message()).c_str());
         continue;
       }
       std::vector<std::vector<uint8_t>> p;

@@ -179,10 +179,15 @@ void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventIn
   slot->own = e.kind == room::SwarmEvent::kUpdateApplied && !e.peer.valid();
   slot->readable = false;
   slot->payload_bytes = 0;
-  if (e.kind == room::SwarmEvent::kUpdateApplied && swarm.room().Payload(e.id, &scratch) &&
-      scratch.size() <= sizeof(slot->payload)) {
-    std::memcpy(slot->payload, scratch.data(), scratch.size());
-    slot->payload_bytes = static_cast<uint16_t>(scratch.size());
+  slot->payload_inline = true;
+  if (e.kind == room::SwarmEvent::kUpdateApplied && swarm.room().Payload(e.id, &scratch)) {
+    if (scratch.size() <= sizeof(slot->payload)) {
+      std::memcpy(slot->payload, scratch.data(), scratch.size());
+    } else {
+      slot->big.assign(scratch.begin(), scratch.end());
+      slot->payload_inline = false;
+    }
+    slot->payload_bytes = static_cast<uint32_t>(scratch.size());
     slot->readable = true;
   }
   ring.CommitPush();
@@ -199,6 +204,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   if (!key.ok()) return key.status();
   c->identity_ = *key;
   c->bootstrap_ = options.bootstrap;
+  c->publish_timeout_ms_ = options.publish_timeout_ms;
   c->listener_ = std::make_unique<Listener>();
   c->listener_->app_reducer = options.app_reducer;
   shard::NodeConfig config;
@@ -271,19 +277,50 @@ absl::StatusOr<RoomRef> Client::Join(std::string_view invite_text) {
   return RoomRef{invite->room_id};
 }
 
+// Publish: hands the shard what is left to write; the shard writes until the room says
+// "busy" (room::IsPublishBusy), and this waits a little, polling so that acks and other
+// events arrive, and hands it the rest. Progress (an update written or acknowledged)
+// restarts the timeout.
 absl::StatusOr<std::vector<wire::Hash256>> Client::Publish(
     const RoomRef& room, std::vector<std::vector<uint8_t>> payloads) {
-  auto cmd = std::make_unique<shard::ControlCommand>();
-  cmd->kind = shard::ControlCommand::Kind::kRoomPublish;
-  cmd->target = room.id;
-  cmd->payloads = std::move(payloads);
-  cmd = Request(std::move(cmd));
-  if (!cmd->ok) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("publish: ", cmd->error, " (", cmd->published.size(), " of ",
-                     cmd->payloads.size(), " written)"));
+  const size_t total = payloads.size();
+  std::vector<wire::Hash256> ids;
+  ids.reserve(total);
+  size_t next = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  uint64_t acks_then = acks_seen_;
+  std::string last_busy;
+  for (;;) {
+    auto cmd = std::make_unique<shard::ControlCommand>();
+    cmd->kind = shard::ControlCommand::Kind::kRoomPublish;
+    cmd->target = room.id;
+    cmd->payloads.assign(std::make_move_iterator(payloads.begin() + static_cast<std::ptrdiff_t>(next)),
+                         std::make_move_iterator(payloads.end()));
+    cmd = Request(std::move(cmd));
+    const size_t written = cmd->published.size();
+    for (const wire::Hash256& id : cmd->published) ids.push_back(id);
+    if (cmd->ok) return ids;
+    // Put back what the shard did not write (it keeps the payloads it was handed).
+    for (size_t i = written; i < cmd->payloads.size(); ++i) {
+      payloads[next + i] = std::move(cmd->payloads[i]);
+    }
+    next += written;
+    if (!room::IsPublishBusy(cmd->error)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("publish: ", cmd->error, " (", next, " of ", total, " written)"));
+    }
+    last_busy = cmd->error.substr(sizeof(room::kPublishBusyPrefix) - 1);
+    const auto now = std::chrono::steady_clock::now();
+    if (written > 0 || acks_seen_ != acks_then) {
+      last_progress = now;
+      acks_then = acks_seen_;
+    } else if (now - last_progress >= std::chrono::milliseconds(publish_timeout_ms_)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "publish: nothing written or acknowledged for ", publish_timeout_ms_ / 1000, " s (",
+          last_busy, "; ", next, " of ", total, " written)"));
+    }
+    Poll(10);
   }
-  return std::move(cmd->published);
 }
 
 absl::StatusOr<wire::Hash256> Client::Publish(const RoomRef& room, wire::Bytes payload) {
@@ -346,7 +383,11 @@ void Client::Dispatch(const Event& e) {
         u.id = e.id;
         u.own = e.own;
         u.seq = e.seq;
-        if (e.readable) u.payload.assign(e.payload, e.payload + e.payload_bytes);
+        if (e.readable && e.payload_inline) {
+          u.payload.assign(e.payload, e.payload + e.payload_bytes);
+        } else if (e.readable) {
+          u.payload = e.big;
+        }
         on_update_(u);
       }
       return;
@@ -362,6 +403,7 @@ void Client::Dispatch(const Event& e) {
       if (on_connection_) on_connection_(room, e.kind == room::SwarmEvent::kConnected);
       return;
     case room::SwarmEvent::kAcked:
+      ++acks_seen_;
       if (on_acked_) on_acked_(room, e.id);
       return;
     case room::SwarmEvent::kCheckpointLoaded:

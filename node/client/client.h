@@ -35,7 +35,8 @@
 namespace ringpeer::client {
 
 // Events the shard may queue before the application polls: a join's sync arrives at up to
-// 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB.
+// 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB, plus
+// the long updates' payloads (up to 64 KiB each) in the slots that carried one.
 inline constexpr uint32_t kEventRingSlots = 4096;
 // How long a request to the shard may take (it is claimed within one tick, ~50 ms).
 inline constexpr int kRequestTimeoutMs = 5000;
@@ -62,6 +63,9 @@ struct ClientOptions {
   // Own updates after which this member makes a checkpoint (relays fetch it and hand it
   // to joiners); 0 keeps room::SwarmConfig's default (1000).
   uint32_t checkpoint_every = 0;
+  // Publish waits while relays ask it to slow down (or while its own updates wait for
+  // acks), and fails only when no update of it was written or acknowledged for this long.
+  int publish_timeout_ms = 15000;
 };
 
 // A room this client has joined: its id (64 hex digits in ToString()).
@@ -158,7 +162,10 @@ class Client {
   absl::StatusOr<RoomRef> Join(std::string_view invite_text);
   // Publish: writes updates (each at most room::UpdatePayloadBytesMax bytes) over the
   // room's current heads, in order. Returns their ids; relays acknowledge them later
-  // (OnAcked). Fails without write access, or when a relay asked us to slow down.
+  // (OnAcked). When a relay asks this client to slow down (or too many of its updates
+  // wait for an ack), Publish waits, running Poll() (so callbacks run inside it), and
+  // goes on; it fails only when nothing was written or acknowledged for
+  // publish_timeout_ms (the message says how many were written), or without write access.
   absl::StatusOr<std::vector<wire::Hash256>> Publish(const RoomRef& room,
                                                      std::vector<std::vector<uint8_t>> payloads);
   absl::StatusOr<wire::Hash256> Publish(const RoomRef& room, wire::Bytes payload);
@@ -203,13 +210,17 @@ class Client {
   struct Event {
     room::SwarmEvent kind = room::SwarmEvent::kUpdateApplied;
     bool own = false;
-    uint16_t payload_bytes = 0;
+    uint32_t payload_bytes = 0;
     bool readable = false;
+    bool payload_inline = true;  // in `payload`; false: in `big` (a long update)
     uint64_t seq = 0;
     wire::Hash256 room{};
     wire::Hash256 id{};
     base::Endpoint peer;
-    uint8_t payload[room::kUpdateBytesMax];
+    uint8_t payload[room::kUpdateInlineBytesMax];
+    // A payload longer than `payload` (up to room::kUpdatePayloadBytesMax). Its capacity
+    // stays with the slot, so a stream of long updates allocates once per slot.
+    std::vector<uint8_t> big;
   };
   // Listener: the shard's side. Runs on the shard thread only; the one producer.
   struct Listener final : room::SwarmListener {
@@ -231,6 +242,8 @@ class Client {
   void Dispatch(const Event& e);
 
   std::unique_ptr<Listener> listener_;  // outlives node_ (declared first, destroyed last)
+  int publish_timeout_ms_ = 15000;
+  uint64_t acks_seen_ = 0;  // kAcked events dispatched: Publish's sign of progress
   std::unique_ptr<shard::Node> node_;
   wire::KeyPair identity_;
   std::vector<base::Endpoint> bootstrap_;

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/assert.h"
@@ -276,7 +277,7 @@ size_t UpdatePayloadBytesMax(size_t parents_count) noexcept {
   // Envelope and body framing measured generously: vtables, offsets, padding.
   constexpr size_t kFraming = 64 + 32 + 24 + kAeadTagBytes + 96;
   const size_t fixed = kFraming + parents_count * 32;
-  return fixed >= kUpdateBytesMax ? 0 : kUpdateBytesMax - fixed;
+  return fixed >= kUpdateBytesMax ? 0 : std::min(kUpdatePayloadBytesMax, kUpdateBytesMax - fixed);
 }
 
 std::vector<uint8_t> MakeUpdate(const Hash256& room, uint32_t epoch, const KeyPair& write,

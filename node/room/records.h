@@ -25,6 +25,7 @@
 #include "absl/functional/function_ref.h"
 #include "node/room/verdict.h"
 #include "wire/crypto.h"
+#include "wire/message.h"
 #include "wire/room_generated.h"
 
 namespace ringpeer::room {
@@ -40,9 +41,15 @@ using Nonce = std::array<uint8_t, 24>;
 // RandomFn: fills a span with random bytes. Injected so tests are deterministic.
 using RandomFn = absl::FunctionRef<void(std::span<uint8_t>)>;
 
-// An update record, envelope included, fits one datagram (1200 bytes) with the header
-// and the room message framing around it.
-inline constexpr size_t kUpdateBytesMax = 1100;
+// An update record, envelope included, is at most 66 KiB: a payload of up to 64 KiB
+// (kUpdatePayloadBytesMax) with 16 parents and its framing. One of at most
+// kUpdateInlineBytesMax travels in one datagram (RoomPublish); a larger one as
+// RoomUpdatePiece datagrams, reassembled and verified once whole (node/room/swarm.h).
+inline constexpr size_t kUpdateBytesMax = wire::kRoomUpdateBytesMax;
+inline constexpr size_t kUpdateInlineBytesMax = wire::kRoomRecordBytesMax;
+// The largest payload an application may write (a chat message's text is this less the
+// chat header, client::kChatTextBytesMax).
+inline constexpr size_t kUpdatePayloadBytesMax = 64 * 1024;
 // Smallest possible update record: anything shorter is rejected before the Verifier.
 inline constexpr size_t kUpdateBytesMin = 64 + 32 + 24 + 16;
 // Most parents one update names: a merge of more branches than this takes two updates.

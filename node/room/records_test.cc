@@ -77,8 +77,10 @@ TEST(Records, UpdateChecksInOrderOfCost) {
   std::vector<uint8_t> junk(300, 0xAB);
   EXPECT_EQ(DecodeUpdate(junk, f.room_id, &u), Verdict::kVerifyFailed);
   EXPECT_EQ(DecodeUpdate(rec, Hash256{}, &u), Verdict::kWrongRoom);
-  // A payload too large for one datagram is refused at build time.
-  std::vector<uint8_t> big(UpdatePayloadBytesMax(0) + 200, 'y');
+  // A payload whose record would pass kUpdateBytesMax is refused at build time; 64 KiB
+  // with the most parents fits (issue 16: long updates).
+  EXPECT_EQ(UpdatePayloadBytesMax(kParentsMax), kUpdatePayloadBytesMax);
+  std::vector<uint8_t> big(kUpdateBytesMax, 'y');
   EXPECT_TRUE(MakeUpdate(f.room_id, 0, write, f.content_keys[0], {}, big, n).empty());
   std::vector<uint8_t> fits(UpdatePayloadBytesMax(kParentsMax), 'y');
   std::vector<Hash256> parents(kParentsMax);

@@ -57,7 +57,6 @@ class Reader {
 
 constexpr uint64_t kChatMemberFixedBytes = 32 + 1;   // author ‖ nick length
 constexpr uint64_t kChatMessageFixedBytes = 32 + 2;  // author ‖ text length
-constexpr size_t kChatPayloadHeaderBytes = 1 + 32;
 constexpr uint64_t kKvEntryFixedBytes = 2 + 4;
 
 }  // namespace
@@ -111,11 +110,18 @@ Verdict ChatReducer::Apply(Bytes payload, uint64_t state_bytes_max) noexcept {
     }
     case ChatOp::kMessage: {
       if (text_bytes > UINT16_MAX) return Verdict::kBadPayload;
+      // Older messages fall off the front: past kChatMessagesMax, and while the state would
+      // pass its cap (long messages: 80 of 64 KiB fill 5 MB). Over the cap only when the
+      // members alone and this one message do not fit.
       uint64_t next = state_bytes_ + kChatMessageFixedBytes + text_bytes;
-      const bool drop_oldest = messages_.size() >= kChatMessagesMax;
-      if (drop_oldest) next -= kChatMessageFixedBytes + messages_.front().text.size();
+      size_t drop = messages_.size() >= kChatMessagesMax ? 1 : 0;
+      for (size_t i = 0; i < drop; ++i) next -= kChatMessageFixedBytes + messages_[i].text.size();
+      while (next > state_bytes_max && drop < messages_.size()) {
+        next -= kChatMessageFixedBytes + messages_[drop].text.size();
+        ++drop;
+      }
       if (next > state_bytes_max) return Verdict::kOverCap;
-      if (drop_oldest) messages_.pop_front();
+      for (size_t i = 0; i < drop; ++i) messages_.pop_front();
       messages_.push_back(Message{author, std::string(text, text_bytes)});
       state_bytes_ = next;
       return Verdict::kOk;

@@ -50,6 +50,8 @@ std::unique_ptr<Reducer> MakeReducer(ReducerKind kind);
 inline constexpr size_t kChatMessagesMax = 1000;
 inline constexpr size_t kChatMembersMax = 4096;
 inline constexpr size_t kChatNickBytesMax = 64;
+// A chat payload's header (op and author) before its text.
+inline constexpr size_t kChatPayloadHeaderBytes = 1 + 32;
 
 enum class ChatOp : uint8_t { kJoin = 1, kNick = 2, kLeave = 3, kMessage = 4 };
 

@@ -47,9 +47,19 @@ TEST(ChatReducer, BoundedMessagesAndCap) {
   EXPECT_EQ(r.messages().size(), kChatMessagesMax);
   EXPECT_EQ(r.messages().front().text, "10");
   ExpectConsistent(r);
+  // At the cap, the oldest messages fall off to make room for a long one (issue 16: 80
+  // messages of 64 KiB would otherwise fill a 5 MB room for good).
+  const uint64_t cap = r.StateBytes();
+  ASSERT_EQ(r.Apply(ChatPayload(ChatOp::kMessage, Key(1), std::string(500, 'z')), cap),
+            Verdict::kOk);
+  EXPECT_LE(r.StateBytes(), cap);
+  EXPECT_LT(r.messages().size(), kChatMessagesMax);
+  EXPECT_EQ(r.messages().back().text, std::string(500, 'z'));
+  ExpectConsistent(r);
+  // One message larger than the whole cap is refused, and changes nothing.
   std::vector<uint8_t> before;
   r.Serialize(&before);
-  EXPECT_EQ(r.Apply(ChatPayload(ChatOp::kMessage, Key(1), std::string(500, 'z')), r.StateBytes()),
+  EXPECT_EQ(r.Apply(ChatPayload(ChatOp::kMessage, Key(1), std::string(2000, 'z')), 1000),
             Verdict::kOverCap);
   std::vector<uint8_t> after;
   r.Serialize(&after);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
 #include "base/assert.h"
 #include "node/room/swarm_internal.h"
 
@@ -70,6 +71,7 @@ Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch
   RP_ASSERT(rng_ != nullptr);
   RP_ASSERT(config.peers_max > 0);
   acks_.reserve(kAcksQueuedMax);
+  scratch_.resize((kUpdateBytesMax + 7) / 8);
 }
 
 Swarm::~Swarm() = default;
@@ -290,8 +292,8 @@ wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& ms
   const auto* rec = msg.room_epoch()->record();
   Bytes record(rec->data(), rec->size());
   if (!seen_.Insert(Prefix64(wire::Blake2b256(record)))) return wire::Verdict::kOk;
-  std::memcpy(scratch_, record.data(), record.size());
-  Bytes aligned(scratch_, record.size());
+  std::memcpy(Scratch(), record.data(), record.size());
+  Bytes aligned(Scratch(), record.size());
   const Verdict v = room_->AddKeyEpoch(aligned);
   if (v != Verdict::kOk) {
     return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadField;
@@ -364,7 +366,8 @@ bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
     p.slowdown_sent_us = now_us;
     std::span<uint8_t> buf = Buffer(out);
     if (!buf.empty()) {
-      Send(p.addr, encoder_->RoomSlowDown(buf, id(), update, kSlowDownRetryMs), out);
+      const uint32_t rate = config_.peer_publish_per_s * (p.relay ? config_.relay_publish_factor : 1);
+      Send(p.addr, encoder_->RoomSlowDown(buf, id(), update, kSlowDownRetryMs, rate), out);
       ++counters_.slowdowns_sent;
     }
   }
@@ -373,9 +376,10 @@ bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
 
 Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint& from, bool ack,
                       bool* accepted) noexcept {
-  RP_ASSERT(record.size() <= sizeof(scratch_));
-  std::memcpy(scratch_, record.data(), record.size());  // the room reads 8-byte aligned
-  Bytes aligned(scratch_, record.size());
+  RP_ASSERT(record.size() <= kUpdateBytesMax);
+  // The room reads 8-byte aligned (a no-op copy when the record is the scratch already).
+  if (record.data() != Scratch()) std::memmove(Scratch(), record.data(), record.size());
+  Bytes aligned(Scratch(), record.size());
   const Hash256 before = room_->state_hash();
   const Verdict v = room_->Receive(aligned);
   *accepted = InLog(v);
@@ -450,15 +454,26 @@ void Swarm::NoteStateChange(const Hash256& before) {
 
 wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
                                const wire::Message& msg, base::Outbox& out) noexcept {
+  const auto* rec = msg.room_publish()->record();
+  return OnRecord(now_us, from, Bytes(rec->data(), rec->size()), nullptr, msg.bytes(), out);
+}
+
+wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
+                              const Hash256* claimed, Bytes datagram,
+                              base::Outbox& out) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;  // join first
   p->last_heard_us = now_us;
-  const auto* rec = msg.room_publish()->record();
-  Bytes record(rec->data(), rec->size());
   UpdateView view;
-  std::memcpy(scratch_, record.data(), record.size());
-  if (DecodeUpdate(Bytes(scratch_, record.size()), id(), &view) != Verdict::kOk) {
+  if (record.size() > kUpdateBytesMax) {
     ++counters_.rejected;
+    return wire::Verdict::kBadField;
+  }
+  if (record.data() != Scratch()) std::memmove(Scratch(), record.data(), record.size());
+  const Bytes aligned(Scratch(), record.size());
+  if (DecodeUpdate(aligned, id(), &view) != Verdict::kOk ||
+      (claimed != nullptr && view.id != *claimed)) {
+    ++counters_.rejected;  // pieces that do not make the update they named: dropped
     return wire::Verdict::kBadField;
   }
   const Hash256 update = view.id;
@@ -473,19 +488,174 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
   if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kRoomRefused;
   // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
   if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
-  // A large record of a sync stream comes as a RoomPublish from the peer we asked.
+  // A large record of a sync stream comes as a RoomPublish (or pieces) from the peer we asked.
   const bool from_sync = sync_.active && peers_[sync_.peer].addr == from;
   if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
   bool accepted = false;
-  const Verdict v = Accept(record, update, from, /*ack=*/from.valid(), &accepted);
+  const Verdict v = Accept(aligned, update, from, /*ack=*/from.valid(), &accepted);
   if (!accepted) return WireVerdict(v);
   ++counters_.accepted;
-  Flood(msg.bytes(), from, out);  // the bytes received: signatures cover them
+  if (!datagram.empty()) {
+    Flood(datagram, from, out);  // the bytes received: signatures cover them
+  } else {
+    const Bytes placed = room_->RecordOf(update);  // the log's copy (scratch is reused)
+    if (!placed.empty()) FloodRecord(update, placed, from, out);
+  }
   return wire::Verdict::kOk;
 }
 
+// ---- long updates: pieces ----
+
+void Swarm::SendRecord(const base::Endpoint& to, const Hash256& update, Bytes record,
+                       base::Outbox& out) noexcept {
+  if (record.size() <= kUpdateInlineBytesMax) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (!buf.empty()) Send(to, encoder_->RoomPublish(buf, id(), record), out);
+    return;
+  }
+  const size_t pieces = (record.size() + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
+  for (size_t i = 0; i < pieces; ++i) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return;  // send queue full: the receiver asks for what it lacks
+    Send(to, encoder_->RoomUpdatePiece(buf, id(), update, record, static_cast<uint16_t>(i)), out);
+    ++counters_.update_pieces_sent;
+  }
+}
+
+void Swarm::FloodRecord(const Hash256& update, Bytes record, const base::Endpoint& except,
+                        base::Outbox& out) noexcept {
+  for (Peer& p : peers_) {
+    if (!p.used || p.addr == except) continue;
+    SendRecord(p.addr, update, record, out);
+    ++counters_.forwarded;
+  }
+}
+
+wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
+                                   const wire::Message& msg, base::Outbox& out) noexcept {
+  Peer* p = FindPeer(from);
+  if (p == nullptr) return wire::Verdict::kUnverifiedSender;
+  const wire::fb::RoomUpdatePiece* m = msg.room_update_piece();
+  const Hash256 update = wire::FromWireId(*m->update());
+  ++counters_.update_pieces_received;
+  if (seen_.Contains(Prefix64(update))) {  // already whole here: just the ack
+    QueueAck(from, update);
+    return wire::Verdict::kOk;
+  }
+  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kBadSignature;
+  const size_t total = m->record_bytes();  // Decode checked its range and the piece's size
+  Partial* part = nullptr;
+  size_t from_peer = 0;
+  for (Partial& q : partials_) {
+    if (q.from == from) {
+      if (q.id == update) part = &q;
+      from_peer += q.bytes.size();
+    }
+  }
+  if (part != nullptr && part->bytes.size() != total) {
+    ++counters_.update_pieces_dropped;  // the same id with another size: a liar's piece
+    return wire::Verdict::kBadField;
+  }
+  if (part == nullptr) {
+    if (from_peer + total > kPartialBytesPerPeerMax ||
+        partial_bytes_ + total > kPartialBytesPerRoomMax) {
+      ++counters_.update_pieces_dropped;
+      return wire::Verdict::kRateLimited;
+    }
+    partials_.push_back(Partial{});
+    part = &partials_.back();
+    part->from = from;
+    part->id = update;
+    part->bytes.resize(total);
+    part->pieces = static_cast<uint16_t>((total + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes);
+    partial_bytes_ += total;
+  }
+  const uint16_t i = m->index();
+  part->last_us = now_us;
+  const uint64_t bit = uint64_t{1} << (i % 64);
+  if (part->have[i / 64] & bit) return wire::Verdict::kOk;  // a duplicate piece
+  part->have[i / 64] |= bit;
+  ++part->got;
+  std::memcpy(part->bytes.data() + size_t{i} * wire::kRoomPieceBytes, m->bytes()->data(),
+              m->bytes()->size());
+  if (part->got < part->pieces) return wire::Verdict::kOk;
+  // Whole: out of the table, then checked and handled like a RoomPublish.
+  std::vector<uint8_t> record = std::move(part->bytes);
+  partial_bytes_ -= total;
+  partials_.erase(partials_.begin() + (part - partials_.data()));
+  return OnRecord(now_us, from, record, &update, {}, out);
+}
+
+wire::Verdict Swarm::OnUpdatePieceGet(int64_t now_us, const base::Endpoint& from,
+                                      const wire::Message& msg, base::Outbox& out) noexcept {
+  Peer* p = FindPeer(from);
+  if (p == nullptr) return wire::Verdict::kUnverifiedSender;
+  const wire::fb::RoomUpdatePieceGet* m = msg.room_update_piece_get();
+  const Hash256 update = wire::FromWireId(*m->update());
+  Bytes record = room_->RecordOf(update);
+  if (record.empty()) {
+    for (const Unacked& u : unacked_) {
+      if (u.id == update) record = u.record;
+    }
+  }
+  if (record.size() <= kUpdateInlineBytesMax) return wire::Verdict::kUnexpectedReply;
+  const size_t pieces = (record.size() + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
+  const auto* missing = m->missing();
+  for (size_t i = 0; i < pieces && i / 8 < missing->size(); ++i) {
+    if ((missing->Get(static_cast<flatbuffers::uoffset_t>(i / 8)) & (1u << (i % 8))) == 0) continue;
+    if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return wire::Verdict::kSendQueueFull;
+    Send(from, encoder_->RoomUpdatePiece(buf, id(), update, record, static_cast<uint16_t>(i)),
+         out);
+    ++counters_.update_pieces_sent;
+  }
+  return wire::Verdict::kOk;
+}
+
+// PartialTick: a partial update silent for retry_us asks its sender for what is missing;
+// after kPartialAsksMax asks it is dropped.
+void Swarm::PartialTick(int64_t now_us, base::Outbox& out) noexcept {
+  for (size_t i = 0; i < partials_.size();) {
+    Partial& q = partials_[i];
+    if (now_us - q.last_us < config_.retry_us) {
+      ++i;
+      continue;
+    }
+    if (q.asks >= kPartialAsksMax || FindPeer(q.from) == nullptr) {
+      partial_bytes_ -= q.bytes.size();
+      partials_.erase(partials_.begin() + static_cast<std::ptrdiff_t>(i));
+      ++counters_.partials_expired;
+      continue;
+    }
+    uint8_t missing[(wire::kRoomUpdatePiecesMax + 7) / 8] = {};
+    for (uint16_t k = 0; k < q.pieces; ++k) {
+      if ((q.have[k / 64] & (uint64_t{1} << (k % 64))) == 0) missing[k / 8] |= uint8_t(1u << (k % 8));
+    }
+    q.last_us = now_us;
+    ++q.asks;
+    std::span<uint8_t> buf = Buffer(out);
+    if (!buf.empty()) {
+      Send(q.from, encoder_->RoomUpdatePieceGet(buf, id(), q.id,
+                                                Bytes(missing, (q.pieces + 7u) / 8u)), out);
+      ++counters_.update_pieces_asked;
+    }
+    ++i;
+  }
+}
+
 absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, base::Outbox& out) {
-  if (now_us < slowed_until_us_) return absl::ResourceExhaustedError("slowed down by a relay");
+  if (now_us < slowed_until_us_) {
+    return absl::ResourceExhaustedError(absl::StrCat(kPublishBusyPrefix, "slowed down by a relay"));
+  }
+  if (unacked_.size() >= kUnackedMax) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(kPublishBusyPrefix, kUnackedMax, " updates wait for a relay's ack"));
+  }
+  if (pace_per_s_ != 0 && !pace_.TryTake(now_us)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        kPublishBusyPrefix, "pacing at ", pace_per_s_, " updates/s (a relay's limit)"));
+  }
   const Hash256 before = room_->state_hash();
   auto record = room_->Write(payload, [this](std::span<uint8_t> b) { rng_->Fill(b); });
   if (!record.ok()) return record.status();
@@ -501,15 +671,8 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, base::Outb
   }
   Emit(SwarmEvent::kUpdateApplied, update, {});
   NoteStateChange(before);
-  std::span<uint8_t> buf = Buffer(out);
-  if (!buf.empty()) {
-    const size_t n = encoder_->RoomPublish(buf, id(), *record);
-    RP_ASSERT(n > 0);
-    Flood(Bytes(buf.data(), n), base::Endpoint{}, out);
-  }
-  if (unacked_.size() < kUnackedMax) {
-    unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
-  }
+  FloodRecord(update, *record, base::Endpoint{}, out);
+  unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
   ++since_checkpoint_;
   if (config_.checkpoint_every != 0 && since_checkpoint_ >= config_.checkpoint_every &&
       fetch_ == nullptr) {
@@ -526,21 +689,23 @@ void Swarm::RetryUnacked(int64_t now_us, base::Outbox& out) noexcept {
     unacked_.clear();  // nobody acks in a swarm without relays; sync repairs loss
     return;
   }
+  // A relay asked us to wait: resending now would only be shed again, and count a try.
+  if (now_us < slowed_until_us_) return;
   for (size_t i = 0; i < unacked_.size();) {
     Unacked& u = unacked_[i];
     if (u.retries >= kPublishRetriesMax) {
-      unacked_[i] = std::move(unacked_.back());
-      unacked_.pop_back();
+      unacked_.erase(unacked_.begin() + static_cast<std::ptrdiff_t>(i));  // keeps the order
       continue;
     }
     if (now_us >= u.next_us) {
+      // Resends draw from the pace too; what finds it empty goes at a later tick, untried.
+      if (pace_per_s_ != 0 && !pace_.TryTake(now_us)) return;
       u.next_us = now_us + config_.retry_us * 4;
       ++u.retries;
       for (Peer& p : peers_) {
         if (!p.used || !p.relay) continue;
-        std::span<uint8_t> buf = Buffer(out);
-        if (buf.empty()) return;
-        Send(p.addr, encoder_->RoomPublish(buf, id(), u.record), out);
+        if (Buffer(out).empty()) return;
+        SendRecord(p.addr, u.id, u.record, out);
       }
     }
     ++i;
@@ -578,10 +743,23 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
       if (FindPeer(from) == nullptr) return wire::Verdict::kUnverifiedSender;
       const int64_t wait_us = int64_t{msg.room_slow_down()->retry_after_ms()} * 1000;
       slowed_until_us_ = now_us + std::min<int64_t>(wait_us, 10'000'000);
+      // Pace below the rate the relay named from now on (9/10 of it, burst a quarter
+      // second), so that a long stream is not shed over and over. The shed update and
+      // those after it are resent once the wait is over, in the order they were written.
+      if (const uint32_t rate = msg.room_slow_down()->publish_per_s(); rate != 0) {
+        const uint32_t paced = std::max<uint32_t>(1, rate - rate / 10);
+        if (pace_per_s_ == 0 || paced < pace_per_s_) {
+          pace_per_s_ = paced;
+          pace_ = base::TokenBucket(paced, std::max<uint32_t>(1, paced / 4), slowed_until_us_);
+        }
+      }
+      for (Unacked& u : unacked_) u.next_us = std::max(u.next_us, slowed_until_us_);
       Emit(SwarmEvent::kSlowedDown, wire::FromWireId(*msg.room_slow_down()->update()), from);
       return wire::Verdict::kOk;
     }
     case wire::MessageType::kRoomEpoch: return OnEpoch(from, msg, out);
+    case wire::MessageType::kRoomUpdatePiece: return OnUpdatePiece(now_us, from, msg, out);
+    case wire::MessageType::kRoomUpdatePieceGet: return OnUpdatePieceGet(now_us, from, msg, out);
     default: break;
   }
   return wire::Verdict::kUnknownType;
@@ -618,6 +796,7 @@ void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
     }
   }
   RetryUnacked(now_us, out);
+  PartialTick(now_us, out);
   SyncTick(now_us, out);
   FetchTick(now_us, out);
 }

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -62,6 +63,8 @@ struct SwarmConfig {
   uint32_t serve_per_s = 200'000;
   uint32_t serve_burst = 8192;
   // Fresh updates per second from one member (a relay peer forwards many authors: x16).
+  // A shed member is told this rate (RoomSlowDown) and paces itself below it; `ringpeer
+  // serve --room-publish-rate` sets it (burst: twice the rate).
   uint32_t peer_publish_per_s = 100;
   uint32_t peer_publish_burst = 200;
   uint32_t relay_publish_factor = 16;
@@ -89,8 +92,24 @@ inline constexpr uint32_t kPublishRetriesMax = 8;
 inline constexpr size_t kTriedCheckpointsMax = 8;
 // A sync that gets no answer this many times in a row is abandoned (next heads retry it).
 inline constexpr uint32_t kSyncAttemptsMax = 8;
+// Updates larger than one datagram arrive as RoomUpdatePiece datagrams and are reassembled
+// here, verified once whole. Memory held for incomplete ones is bounded per sending peer
+// and per room; a piece that would pass either bound is dropped and counted (its sender
+// resends). A partial update silent for retry_us asks its sender for the missing pieces,
+// up to kPartialAsksMax times, then is dropped (a later resend starts it again).
+inline constexpr size_t kPartialBytesPerPeerMax = 4 * kUpdateBytesMax;    // 264 KiB
+inline constexpr size_t kPartialBytesPerRoomMax = 16 * kUpdateBytesMax;   // ~1 MiB
+inline constexpr uint32_t kPartialAsksMax = 5;
 // How long a shed publisher is told to wait.
 inline constexpr uint32_t kSlowDownRetryMs = 1000;
+// Publish's refusals that only mean "not now" start with this: a relay asked us to slow
+// down, we pace ourselves at the rate it named, or every own update in flight waits for
+// an ack. The caller waits and publishes the same payload again (node/client does); any
+// other error is final.
+inline constexpr char kPublishBusyPrefix[] = "busy: ";
+inline bool IsPublishBusy(std::string_view error) noexcept {
+  return error.substr(0, sizeof(kPublishBusyPrefix) - 1) == kPublishBusyPrefix;
+}
 // The longest wait between join attempts to peers that do not answer (backoff from
 // 4 x retry_us, doubling).
 inline constexpr int64_t kJoinRetryMaxUs = 6'400'000;
@@ -151,6 +170,11 @@ struct SwarmCounters {
   uint64_t checkpoints_made = 0;  // by this writer, every checkpoint_every updates
   uint64_t log_resets = 0;        // member logs dropped to start from a checkpoint
   uint64_t storage_errors = 0;
+  uint64_t update_pieces_sent = 0;      // RoomUpdatePiece datagrams (first sends and resends)
+  uint64_t update_pieces_received = 0;
+  uint64_t update_pieces_dropped = 0;   // past a partial-memory bound, or a bad piece
+  uint64_t update_pieces_asked = 0;     // RoomUpdatePieceGet sent for lost pieces
+  uint64_t partials_expired = 0;        // incomplete updates given up
 };
 
 class Swarm {
@@ -180,7 +204,9 @@ class Swarm {
   // Tick: heads announcements, dropping the silent, retries. Call every ~10-50 ms.
   void Tick(int64_t now_us, base::Outbox& out) noexcept;
 
-  // Publish: writes, signs and floods an update; retried to relays until acked.
+  // Publish: writes, signs and floods an update; retried to relays until acked. Refused
+  // with a kPublishBusyPrefix message (nothing written) while a relay asked us to slow
+  // down, while pacing at its rate, or while kUnackedMax own updates wait for an ack.
   absl::StatusOr<Hash256> Publish(int64_t now_us, Bytes payload, base::Outbox& out);
   // MakeCheckpoint: makes a checkpoint of the current state, puts it in effect and
   // advertises it in the next heads. Needs write access.
@@ -223,6 +249,8 @@ class Swarm {
   // LastMessageUs: when a room message last reached this swarm (RoomHost's idle rooms).
   int64_t last_message_us() const noexcept { return last_message_us_; }
   size_t unacked_count() const noexcept { return unacked_.size(); }
+  // Bytes held for updates whose pieces have not all arrived (bounded, see above).
+  size_t partial_bytes() const noexcept { return partial_bytes_; }
   size_t acks_queued() const noexcept { return acks_.size(); }
   bool fetching() const noexcept { return fetch_ != nullptr; }
   bool syncing() const noexcept { return sync_.active; }
@@ -259,6 +287,17 @@ class Swarm {
     base::Endpoint to;
     Hash256 id{};
   };
+  // An update arriving in pieces from one peer.
+  struct Partial {
+    base::Endpoint from;
+    Hash256 id{};
+    std::vector<uint8_t> bytes;  // record_bytes long
+    uint64_t have[(wire::kRoomUpdatePiecesMax + 63) / 64] = {};
+    uint16_t pieces = 0;
+    uint16_t got = 0;
+    int64_t last_us = 0;  // last piece, or last ask
+    uint32_t asks = 0;
+  };
 
   // Peers (swarm.cc).
   Peer* FindPeer(const base::Endpoint& addr) noexcept;
@@ -293,6 +332,22 @@ class Swarm {
   void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
   void Flood(Bytes datagram, const base::Endpoint& except, base::Outbox& out) noexcept;
+  // Long updates (swarm.cc): a record goes as one RoomPublish when it fits, else as pieces.
+  void SendRecord(const base::Endpoint& to, const Hash256& update, Bytes record,
+                  base::Outbox& out) noexcept;
+  void FloodRecord(const Hash256& update, Bytes record, const base::Endpoint& except,
+                   base::Outbox& out) noexcept;
+  // OnRecord: an update record from a peer, whole (a RoomPublish, or reassembled pieces
+  // with the id they claimed): the checks, the log, the flood. `datagram`: the RoomPublish
+  // to forward byte for byte (empty: forward as pieces).
+  wire::Verdict OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
+                         const Hash256* claimed, Bytes datagram, base::Outbox& out) noexcept;
+  wire::Verdict OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
+                              const wire::Message& msg, base::Outbox& out) noexcept;
+  wire::Verdict OnUpdatePieceGet(int64_t now_us, const base::Endpoint& from,
+                                 const wire::Message& msg, base::Outbox& out) noexcept;
+  void PartialTick(int64_t now_us, base::Outbox& out) noexcept;
+  uint8_t* Scratch() noexcept { return reinterpret_cast<uint8_t*>(scratch_.data()); }
   void RetryUnacked(int64_t now_us, base::Outbox& out) noexcept;
   void NoteStateChange(const Hash256& before);
 
@@ -348,6 +403,10 @@ class Swarm {
   int64_t join_interval_us_ = 0;  // the join retry backoff; 0 once a peer answers
   int64_t next_heads_us_ = 0;
   int64_t slowed_until_us_ = 0;
+  // Own publishing paced below the rate a relay's RoomSlowDown named (0: none named yet,
+  // publish freely; the first shed update teaches us the relay's rate).
+  uint32_t pace_per_s_ = 0;
+  base::TokenBucket pace_;
 
   Hash256 digest_{};
   bool digest_dirty_ = true;
@@ -362,7 +421,9 @@ class Swarm {
   std::vector<Hash256> tried_;           // checkpoint ids that failed
   Hash256 cached_hash_{};
   std::vector<uint8_t> cached_state_;
-  alignas(8) uint8_t scratch_[wire::kDatagramBytesMax];  // aligned copy of a record
+  std::vector<uint64_t> scratch_;  // an 8-byte aligned copy of a record (kUpdateBytesMax)
+  std::vector<Partial> partials_;
+  size_t partial_bytes_ = 0;
 };
 
 }  // namespace ringpeer::room

@@ -14,7 +14,8 @@ namespace ringpeer::room {
 namespace {
 
 // A record up to this size rides inside a RoomSyncData alone; larger ones (up to
-// kUpdateBytesMax) do not fit beside the framing and go as RoomPublish.
+// kUpdateInlineBytesMax) do not fit beside the framing and go as RoomPublish, and those
+// larger still (up to kUpdateBytesMax) as RoomUpdatePiece datagrams.
 constexpr size_t kInlineRecordBytesMax = 960;
 // Bytes of records (each plus its ~24 bytes of framing) one RoomSyncData carries.
 constexpr size_t kSyncDatagramRecordBytes = 1040;
@@ -118,8 +119,12 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
         group[k++] = r;
         continue;
       }
-      std::span<uint8_t> big = Buffer(out);  // too large to share: its own datagram
-      if (!big.empty()) Send(from, encoder_->RoomPublish(big, id(), r), out);
+      // Too large to share a datagram: its own RoomPublish, or pieces past one datagram.
+      UpdateView view;
+      std::memcpy(Scratch(), r.data(), r.size());
+      if (DecodeUpdate(Bytes(Scratch(), r.size()), id(), &view) == Verdict::kOk) {
+        SendRecord(from, view.id, r, out);
+      }
     }
     start = group_end[g];
     std::span<uint8_t> buf = Buffer(out);
@@ -167,8 +172,8 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     for (const wire::fb::RoomRecord* r : *m->records()) {
       Bytes record(r->bytes()->data(), r->bytes()->size());
       UpdateView view;
-      std::memcpy(scratch_, record.data(), record.size());
-      if (DecodeUpdate(Bytes(scratch_, record.size()), id(), &view) != Verdict::kOk) {
+      std::memcpy(Scratch(), record.data(), record.size());
+      if (DecodeUpdate(Bytes(Scratch(), record.size()), id(), &view) != Verdict::kOk) {
         ++counters_.rejected;
         continue;
       }

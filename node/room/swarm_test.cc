@@ -159,7 +159,20 @@ TEST(RoomWire, RoomMessagesRoundTripAndFit) {
   alignas(8) uint8_t buf[wire::kDatagramBytesMax];
   Hash256 room{};
   room[0] = 7;
-  std::vector<uint8_t> record(kUpdateBytesMax, 0xab);
+  // The longest record of one datagram fits a RoomPublish; the longest of all (66 KiB)
+  // goes as pieces, each a datagram, the last one what is left.
+  std::vector<uint8_t> longest(kUpdateBytesMax, 0xcd);
+  const size_t pieces = (kUpdateBytesMax + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
+  for (size_t i = 0; i < pieces; ++i) {
+    const size_t k = enc.RoomUpdatePiece(buf, room, Hash256{}, longest, static_cast<uint16_t>(i));
+    ASSERT_GT(k, 0u);
+    ASSERT_LE(k, wire::kDatagramBytesMax);
+    wire::Message pm;
+    ASSERT_EQ(wire::Decode(buf, k, &pm), wire::Verdict::kOk);
+    EXPECT_EQ(pm.room_update_piece()->bytes()->size(),
+              i + 1 < pieces ? wire::kRoomPieceBytes : kUpdateBytesMax - (pieces - 1) * wire::kRoomPieceBytes);
+  }
+  std::vector<uint8_t> record(kUpdateInlineBytesMax, 0xab);
   const size_t n = enc.RoomPublish(buf, room, record);
   ASSERT_GT(n, 0u);
   wire::Message m;
@@ -542,6 +555,80 @@ TEST(Swarm, PublishLimitsShedTheFastestAndTellIt) {
   int calm = 0;
   for (const auto& m : chat->messages()) calm += m.text == "calm";
   EXPECT_EQ(calm, 10);
+}
+
+// Issue 16: a member that writes a long stream as fast as Publish lets it (a script piping
+// a log into `room post -`) is shed once, learns the relay's rate from the RoomSlowDown,
+// paces itself below it, and every update is acknowledged and read in order: nothing
+// shed is lost to the retry limit, and Publish says "busy" rather than failing for good.
+TEST(Swarm, ShedPublisherPacesToTheRelaysRateAndLosesNothing) {
+  SwarmConfig sc;
+  sc.peer_publish_per_s = 20;
+  sc.peer_publish_burst = 40;
+  Swarmed s(611, 0.0, ReducerKind::kChat, sc);
+  s.net.Run(500'000);
+  constexpr int kUpdates = 300;
+  int written = 0, busy = 0;
+  const int64_t give_up = s.net.now_us + 60'000'000;
+  while (written < kUpdates && s.net.now_us < give_up) {
+    auto id = s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "m" + std::to_string(written)),
+                                   s.members[0]->out);
+    if (id.ok()) {
+      ++written;
+      s.net.Run(s.net.now_us + 1'000);  // as fast as a shard takes commands
+      continue;
+    }
+    ASSERT_TRUE(IsPublishBusy(std::string(id.status().message()))) << id.status();
+    ++busy;
+    s.net.Run(s.net.now_us + 10'000);  // what node/client does: wait a little, try again
+  }
+  ASSERT_EQ(written, kUpdates);
+  s.net.Run(s.net.now_us + 10'000'000);
+  EXPECT_GT(busy, 0);
+  EXPECT_EQ(s.swarms[0]->counters().acks_received, uint64_t{kUpdates});
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
+  // Shed at the start (one burst too many), then paced: far fewer sheds than updates.
+  EXPECT_GT(s.relay_swarm->counters().shed, 0u);
+  EXPECT_LT(s.relay_swarm->counters().shed, uint64_t{kUpdates} / 2);
+  const auto* chat = static_cast<const ChatReducer*>(s.swarms[1]->room().reducer());
+  ASSERT_EQ(chat->messages().size(), size_t{kUpdates});
+  for (int i = 0; i < kUpdates; ++i) EXPECT_EQ(chat->messages()[i].text, "m" + std::to_string(i));
+}
+
+// Issue 16: updates up to 64 KiB travel as pieces on a lossy network (10% loss, 5%
+// duplicates), are reassembled and verified once whole, lost pieces are asked for again,
+// and every member ends with the same long messages; no partial memory is left behind.
+TEST(Swarm, LongUpdatesArriveWholeUnderLoss) {
+  Swarmed s(621, 0.10);
+  s.net.Run(500'000);
+  std::string multibyte;
+  while (multibyte.size() < 12'000) multibyte += "\u65e5\u672c\u8a9e\u00e9";  // 3- and 2-byte characters
+  const std::string forty(40'000, 'x');
+  const std::string most(kUpdatePayloadBytesMax - kChatPayloadHeaderBytes, 'm');
+  for (const std::string* t : {static_cast<const std::string*>(&multibyte), &forty, &most}) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], *t), s.members[0]->out).ok());
+    s.net.Run(s.net.now_us + 50'000);
+  }
+  // One byte more than 64 KiB is refused at the writer.
+  EXPECT_FALSE(s.swarms[0]->Publish(s.net.now_us,
+                                    std::vector<uint8_t>(kUpdatePayloadBytesMax + 1, 'y'),
+                                    s.members[0]->out).ok());
+  s.net.Run(s.net.now_us + 15'000'000);
+  EXPECT_GT(s.swarms[0]->counters().update_pieces_sent, 3u * 40);
+  uint64_t asked = s.relay_swarm->counters().update_pieces_asked;
+  for (Swarm* w : s.swarms) asked += w->counters().update_pieces_asked;
+  EXPECT_GT(asked, 0u);  // 10% loss over ~100 pieces: some were asked for again
+  for (Swarm* w : s.swarms) {
+    const auto* chat = static_cast<const ChatReducer*>(w->room().reducer());
+    ASSERT_EQ(chat->messages().size(), 3u);
+    EXPECT_EQ(chat->messages()[0].text, multibyte);
+    EXPECT_EQ(chat->messages()[1].text, forty);
+    EXPECT_EQ(chat->messages()[2].text, most);
+    EXPECT_EQ(w->partial_bytes(), 0u);
+  }
+  EXPECT_EQ(s.relay_swarm->room().log_size(), 3u);
+  EXPECT_EQ(s.relay->storage.DurableUpdates(s.f.room_id), 3u);
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1004,4 +1091,43 @@ TEST(Swarm, SyncWindowsHeadsAndEpochsServedAtTheirBoundaries) {
 }
 
 }  // namespace
+// A peer that starts many long updates and never finishes them holds at most
+// kPartialBytesPerPeerMax of our memory; the rest of its pieces are dropped and counted,
+// and what it started is given up after kPartialAsksMax unanswered asks.
+TEST(Swarm, PartialUpdatesAreBoundedPerPeer) {
+  RoomFixture f(631, ReducerKind::kChat, kStateBytesMaxDefault, 2);
+  Host server(f, 0, 1);
+  int64_t now = 1'000'000;
+  const base::Endpoint peer = PeerAddr(9100);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  auto deliver = [&](size_t n) {
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+    server.swarm->OnMessage(now, peer, m, server.out);
+  };
+  deliver(enc.RoomJoin(buf, f.room_id, wire::NodeId{}, false, {}));
+  std::vector<uint8_t> record(kUpdateBytesMax, 0x5a);
+  for (int u = 0; u < 12; ++u) {  // 12 different ids, the first piece of each
+    Hash256 id{};
+    id[0] = static_cast<uint8_t>(u + 1);
+    deliver(enc.RoomUpdatePiece(buf, f.room_id, id, record, 0));
+  }
+  EXPECT_LE(server.swarm->partial_bytes(), kPartialBytesPerPeerMax);
+  EXPECT_EQ(server.swarm->partial_bytes(), 4 * kUpdateBytesMax);
+  EXPECT_EQ(server.swarm->counters().update_pieces_dropped, 8u);
+  for (uint32_t i = 0; i <= kPartialAsksMax + 1; ++i) {
+    now += 1'000'000;
+    deliver(enc.RoomHeads(buf, [&] {
+      wire::RoomHeadsFields h;
+      h.room = f.room_id;
+      return h;
+    }()));  // keeps the peer in the table
+    server.swarm->Tick(now, server.out);
+  }
+  EXPECT_EQ(server.swarm->partial_bytes(), 0u);
+  EXPECT_EQ(server.swarm->counters().partials_expired, 4u);
+  EXPECT_EQ(server.swarm->counters().update_pieces_asked, 4u * kPartialAsksMax);
+}
+
 }  // namespace ringpeer::room
