@@ -153,6 +153,9 @@ class Room {
   size_t pending_size() const noexcept { return pending_.size(); }
   size_t quarantine_size() const noexcept { return quarantine_.size(); }
   bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
+  // pristine: nothing was ever placed or held (LoadCheckpoint's precondition). An empty log
+  // is not enough: a rotation or a checkpoint barrier leaves dead entries behind.
+  bool pristine() const noexcept { return entries_.empty() && pending_.empty(); }
   uint64_t verdict_count(Verdict v) const noexcept {
     return verdict_counts_[static_cast<int>(v)];
   }

@@ -4,6 +4,7 @@
 #include <climits>
 
 #include "base/assert.h"
+#include "node/room/planted.h"
 
 namespace ringpeer::room {
 
@@ -52,6 +53,7 @@ absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
   swarm->set_genesis_record(std::vector<uint8_t>(genesis.begin(), genesis.end()));
   Swarm* raw = swarm.get();
   rooms_.emplace(room_id, std::move(swarm));
+  ordered_.push_back(raw);
   return raw;
 }
 
@@ -127,11 +129,18 @@ absl::StatusOr<Swarm*> RoomHost::LoadStored(const Hash256& room_id) {
   return swarm;
 }
 
+void RoomHost::Erase(const Hash256& room_id) {
+  auto it = rooms_.find(room_id);
+  if (it == rooms_.end()) return;
+  ordered_.erase(std::find(ordered_.begin(), ordered_.end(), it->second.get()));
+  rooms_.erase(it);
+}
+
 void RoomHost::Close(const Hash256& room_id, base::Outbox& out) {
   auto it = rooms_.find(room_id);
   if (it == rooms_.end()) return;
   it->second->Leave(out);
-  rooms_.erase(it);
+  Erase(room_id);
 }
 
 std::array<uint64_t, 4> RoomHost::rooms_by_reducer() const noexcept {
@@ -275,17 +284,17 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
   Hash256 victim{};
   bool found = false;
   int64_t oldest = INT64_MAX;
-  for (const auto& [id, swarm] : rooms_) {
+  for (Swarm* swarm : ordered_) {
     const Room& r = swarm->room();
     if (r.log_size() == 0 && r.epoch() < 0 && !r.has_checkpoint() &&
         swarm->last_message_us() < oldest) {
       oldest = swarm->last_message_us();
-      victim = id;
+      victim = swarm->id();
       found = true;
     }
   }
   if (found) {
-    rooms_.erase(victim);
+    Erase(victim);
     if (storage_ != nullptr) (void)storage_->Forget(victim);
     ++admission_.dropped_unwritten;
     if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
@@ -294,15 +303,15 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
   // Else the idlest room silent past idle_unload_us: unloaded, its storage kept. Its peers
   // are not told (a member that finds it silent joins again, which reloads it).
   oldest = now_us - config_.admission.idle_unload_us;
-  for (const auto& [id, swarm] : rooms_) {
+  for (Swarm* swarm : ordered_) {
     if (swarm->last_message_us() <= oldest) {
       oldest = swarm->last_message_us();
-      victim = id;
+      victim = swarm->id();
       found = true;
     }
   }
   if (!found || storage_ == nullptr) return false;
-  rooms_.erase(victim);
+  Erase(victim);
   ++admission_.unloaded_idle;
   if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
   return true;
@@ -310,11 +319,12 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
 
 // Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.
 void RoomHost::Tick(int64_t now_us, base::Outbox& out) noexcept {
-  for (auto& [id, swarm] : rooms_) swarm->Tick(now_us, out);
+  for (Swarm* swarm : ordered_) swarm->Tick(now_us, out);
 }
 
 absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
   if (storage_ == nullptr) return absl::OkStatus();
+  if (RP_PLANTED(kAckEarly)) ReleaseAcks(out);
   absl::Status s = storage_->Commit();
   if (s.ok()) {
     ReleaseAcks(out);
@@ -325,11 +335,11 @@ absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
 }
 
 void RoomHost::ReleaseAcks(base::Outbox& out) noexcept {
-  for (auto& [id, swarm] : rooms_) swarm->ReleaseAcks(out);
+  for (Swarm* swarm : ordered_) swarm->ReleaseAcks(out);
 }
 
 void RoomHost::DropAcks() noexcept {
-  for (auto& [id, swarm] : rooms_) swarm->DropAcks();
+  for (Swarm* swarm : ordered_) swarm->DropAcks();
 }
 
 }  // namespace ringpeer::room

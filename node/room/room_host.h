@@ -99,11 +99,11 @@ class RoomHost {
   // Close: leaves a room and stops serving it (its storage stays).
   void Close(const Hash256& room_id, base::Outbox& out);
   Swarm* Find(const Hash256& room_id) noexcept;
-  // ForEach: calls f(Swarm&) for every room served (order unspecified; f must not open or
-  // close rooms).
+  // ForEach: calls f(Swarm&) for every room served, in the order they were opened (f must
+  // not open or close rooms).
   template <typename F>
   void ForEach(F&& f) {
-    for (auto& [id, swarm] : rooms_) f(*swarm);
+    for (Swarm* swarm : ordered_) f(*swarm);
   }
 
   // OnMessage: one verified room message. kOk, or why it was dropped (unknown room: the
@@ -165,7 +165,14 @@ class RoomHost {
   wire::Encoder* encoder_;
   base::Rng* rng_;
   SwarmListener* listener_;
+  // Erase: stops serving a room (both tables).
+  void Erase(const Hash256& room_id);
+
   absl::flat_hash_map<Hash256, std::unique_ptr<Swarm>, IdHash> rooms_;
+  // The same swarms in the order they were opened: every walk over the rooms (ticks, acks,
+  // admission) goes in this order, not the hash table's, whose order changes from run to
+  // run (abseil salts it with the table's address), so a seeded simulation replays exactly.
+  std::vector<Swarm*> ordered_;
   CacheCounters cache_;
   uint64_t updates_accepted_ = 0;
   uint64_t updates_rejected_ = 0;

@@ -98,14 +98,20 @@ class RoomStorage {
   virtual absl::Status Forget(const Hash256& room_id) = 0;
 };
 
-// MemoryRoomStorage: the in-memory RoomStorage for tests and benchmarks. Staged and
-// durable state are kept apart, so a test can "crash" (DropStaged) and see exactly what
-// a Commit covered. Not for production: it allocates freely. Not thread-safe.
+// MemoryRoomStorage: the in-memory RoomStorage for tests, benchmarks and the simulator.
+// Staged and durable state are kept apart, so a test can "crash" (DropStaged) and see
+// exactly what a Commit covered. A Commit replays the writes staged since the last one
+// onto the durable copy, so it costs what was staged, not the whole store (the simulator
+// commits after every step of every relay). Not for production: it allocates freely. Not
+// thread-safe.
 class MemoryRoomStorage final : public RoomStorage {
  public:
   absl::Status PutGenesis(const Hash256& room_id, Bytes genesis) override {
     Stored& s = staged_[room_id];
-    if (s.room.genesis.empty()) s.room.genesis.assign(genesis.begin(), genesis.end());
+    if (s.room.genesis.empty()) {
+      s.room.genesis.assign(genesis.begin(), genesis.end());
+      journal_.push_back(Op{Op::kGenesis, room_id, 0, {}, s.room.genesis, {}});
+    }
     return absl::OkStatus();
   }
   absl::Status PutKeyEpoch(const Hash256& room_id, uint32_t epoch, Bytes record) override {
@@ -114,6 +120,7 @@ class MemoryRoomStorage final : public RoomStorage {
     if (epoch < s->room.key_epochs.size()) return absl::OkStatus();
     if (epoch != s->room.key_epochs.size()) return absl::InvalidArgumentError("epoch gap");
     s->room.key_epochs.emplace_back(record.begin(), record.end());
+    journal_.push_back(Op{Op::kEpoch, room_id, epoch, {}, s->room.key_epochs.back(), {}});
     return absl::OkStatus();
   }
   absl::Status Append(const Hash256& room_id, const Hash256& update_id,
@@ -128,6 +135,7 @@ class MemoryRoomStorage final : public RoomStorage {
     s->ids.insert(update_id);
     s->room.updates.emplace_back(record.begin(), record.end());
     staged_bytes_ += record.size();
+    journal_.push_back(Op{Op::kAppend, room_id, 0, update_id, s->room.updates.back(), {}});
     return absl::OkStatus();
   }
   absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) override {
@@ -135,11 +143,14 @@ class MemoryRoomStorage final : public RoomStorage {
     if (s == nullptr) return absl::NotFoundError("room not stored");
     s->room.checkpoint_record.assign(record.begin(), record.end());
     s->room.checkpoint_blob.assign(blob.begin(), blob.end());
+    journal_.push_back(Op{Op::kCheckpoint, room_id, 0, {}, s->room.checkpoint_record,
+                          s->room.checkpoint_blob});
     return absl::OkStatus();
   }
   absl::Status Commit() override {
     if (fail_ || fail_commits_) return absl::UnavailableError("injected failure");
-    durable_ = staged_;
+    for (Op& op : journal_) Replay(op);
+    journal_.clear();
     durable_bytes_ = staged_bytes_;
     ++commits_;
     return absl::OkStatus();
@@ -159,6 +170,7 @@ class MemoryRoomStorage final : public RoomStorage {
       for (const auto& u : st->room.updates) staged_bytes_ -= u.size();
     }
     staged_.erase(room_id);
+    journal_.push_back(Op{Op::kForget, room_id, 0, {}, {}, {}});
     return absl::OkStatus();
   }
 
@@ -169,10 +181,11 @@ class MemoryRoomStorage final : public RoomStorage {
   //     error: nothing new becomes durable and the writes stay staged);
   //   SetCapacity: appends past this many update bytes fail with ResourceExhausted (a
   //     full disk), until the limit is raised;
-  //   DurableUpdates: what survived.
+  //   DurableUpdates / DurableHas: what survived.
   void DropStaged() {
     staged_ = durable_;
     staged_bytes_ = durable_bytes_;
+    journal_.clear();
   }
   void Crash() { DropStaged(); }
   void SetFail(bool fail) { fail_ = fail; }
@@ -183,20 +196,59 @@ class MemoryRoomStorage final : public RoomStorage {
     auto it = durable_.find(room_id);
     return it == durable_.end() ? 0 : it->second.room.updates.size();
   }
+  bool DurableHas(const Hash256& room_id, const Hash256& update_id) const {
+    auto it = durable_.find(room_id);
+    return it != durable_.end() && it->second.ids.contains(update_id);
+  }
   uint64_t commits() const { return commits_; }
+  uint64_t staged_bytes() const { return staged_bytes_; }
 
  private:
   struct Stored {
     LoadedRoom room;
     absl::flat_hash_set<Hash256> ids;
   };
+  // One staged write, replayed onto the durable copy at Commit.
+  struct Op {
+    enum Kind : uint8_t { kGenesis, kEpoch, kAppend, kCheckpoint, kForget } kind;
+    Hash256 room{};
+    uint32_t epoch = 0;
+    Hash256 id{};
+    std::vector<uint8_t> bytes;
+    std::vector<uint8_t> blob;
+  };
   Stored* Find(const Hash256& room_id) {
     auto it = staged_.find(room_id);
     return it == staged_.end() ? nullptr : &it->second;
   }
+  void Replay(Op& op) {
+    if (op.kind == Op::kForget) {
+      durable_.erase(op.room);
+      return;
+    }
+    Stored& d = durable_[op.room];
+    switch (op.kind) {
+      case Op::kGenesis:
+        if (d.room.genesis.empty()) d.room.genesis = std::move(op.bytes);
+        break;
+      case Op::kEpoch:
+        if (op.epoch == d.room.key_epochs.size()) d.room.key_epochs.push_back(std::move(op.bytes));
+        break;
+      case Op::kAppend:
+        if (d.ids.insert(op.id).second) d.room.updates.push_back(std::move(op.bytes));
+        break;
+      case Op::kCheckpoint:
+        d.room.checkpoint_record = std::move(op.bytes);
+        d.room.checkpoint_blob = std::move(op.blob);
+        break;
+      case Op::kForget:
+        break;
+    }
+  }
 
   std::map<Hash256, Stored> staged_;
   std::map<Hash256, Stored> durable_;
+  std::vector<Op> journal_;  // staged since the last successful Commit, in order
   bool fail_ = false;
   bool fail_writes_ = false;
   bool fail_commits_ = false;

@@ -44,7 +44,9 @@ namespace ringpeer::room {
 struct SwarmConfig {
   wire::NodeId self{};
   // A relay stores the log (it needs a storage) and fetches every new checkpoint, so it
-  // can serve joiners; a member fetches a checkpoint only to join.
+  // can serve joiners. Members fetch every new checkpoint too (not only to join): the
+  // checkpoint in effect is a barrier in the log's order, so members agree on the state
+  // only once they hold the same one.
   bool relay = false;
   // Peers in one room's table. A relay fans out to each, so this bounds the work one
   // update costs it; a full table refuses new peers (they try another provider).
@@ -78,6 +80,14 @@ struct SwarmConfig {
   // who then download the state instead of the whole log). 0: never.
   uint32_t checkpoint_every = 1000;
 };
+
+// Sync streams pack records up to kSyncInlineRecordBytesMax bytes into RoomSyncData
+// datagrams, kSyncDataRecordBytes of records (each with ~kSyncRecordFramingBytes of
+// framing) per datagram, which leaves room for the header, the fixed fields and a
+// checkpoint reference.
+inline constexpr size_t kSyncInlineRecordBytesMax = 920;
+inline constexpr size_t kSyncDataRecordBytes = 944;
+inline constexpr size_t kSyncRecordFramingBytes = 24;
 
 // Forwarded update ids remembered (the flood's loop guard), and rejected ones (so that a
 // replayed bad update is not verified again). At least the last N are remembered.

@@ -186,8 +186,10 @@ void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, base:
   if (fetch_ != nullptr || !cp.valid()) return;
   if (object_ != nullptr && object_->info.id == cp.id) return;
   if (std::find(tried_.begin(), tried_.end(), cp.id) != tried_.end()) return;
-  const bool joining = room_->log_size() == 0 && !room_->has_checkpoint();
-  if (!joining && !config_.relay) return;
+  // Everyone takes every new checkpoint: relays to serve joiners, members because the
+  // checkpoint in effect is the order's barrier, so two members holding the same updates
+  // reach the same state hash only once they hold the same checkpoint (the room simulator
+  // found members that never took their writer's checkpoint diverging for good).
   if (!awaited_record_.empty() && wire::Blake2b256(awaited_record_) == cp.id) return;
   const std::vector<uint32_t> counts = PieceCounts(cp.object_bytes);
   if (cp.object_bytes > kObjectBytesMax || cp.record_bytes > kCheckpointBytesMax ||
@@ -333,7 +335,9 @@ bool Swarm::TryCachedLoad() {
   }
   f.record_checked = true;
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
-  if (room_->log_size() != 0 || room_->NeedsBlob(record, cached_hash_)) return false;
+  if (!room_->pristine() || room_->has_checkpoint() || room_->NeedsBlob(record, cached_hash_)) {
+    return false;
+  }
   if (room_->LoadCheckpointCached(record, cached_state_) != Verdict::kOk) return false;
   ++counters_.checkpoints_loaded;
   const Hash256 cp = f.info.id;
@@ -347,9 +351,23 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
   Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
-  const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+  bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+  if (empty && !room_->pristine()) {
+    // Nothing live, but dead entries (a rotation killed them): a member starts over from a
+    // fresh room; a relay keeps what it stored and takes the checkpoint on top (pending
+    // until its heads arrive). The room simulator found LoadCheckpoint asserting here.
+    if (config_.relay || !ResetLog()) empty = false;
+  }
   const Hash256 before = room_->state_hash();
-  const Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
+  Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
+  if (v == Verdict::kCheckpointMismatch && !config_.relay && ResetLog()) {
+    // Our replay of the history it covers reached another state than its writer's: we
+    // missed an earlier checkpoint that ordered part of that history (only the newest is
+    // advertised), so our order differs. Start over from it, as a joiner does, and sync
+    // the log after it; otherwise this member would never agree with the others (the room
+    // simulator found it diverging for good).
+    v = room_->LoadCheckpoint(record, blob);
+  }
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
     auto object = std::make_unique<Object>();

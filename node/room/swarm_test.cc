@@ -185,6 +185,37 @@ TEST(RoomWire, RoomMessagesRoundTripAndFit) {
   EXPECT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kBadField);
 }
 
+// Goal: every group of records the sync server packs fits one RoomSyncData, also when the
+// server has a checkpoint and names it in every datagram (the room simulator found a
+// relay failing its encoder there: the old budget ignored the checkpoint reference).
+TEST(RoomWire, SyncDataPackingBudgetFitsWithCheckpoint) {
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  Hash256 room{};
+  room.fill(0xee);
+  wire::RoomCheckpointInfo cp;
+  cp.id.fill(0xff);
+  cp.root.fill(0xff);
+  cp.object_bytes = UINT64_MAX;
+  cp.record_bytes = UINT32_MAX;
+  cp.levels = 255;
+  for (size_t size = 1; size <= kSyncInlineRecordBytesMax; size += (size < 64 ? 1 : 7)) {
+    // As many records of this size as the packer puts in one datagram.
+    size_t count = 1;
+    while (count < wire::kRoomSyncRecordsMax &&
+           (count + 1) * (size + kSyncRecordFramingBytes) <= kSyncDataRecordBytes) {
+      ++count;
+    }
+    std::vector<std::vector<uint8_t>> records(count, std::vector<uint8_t>(size, 0x5a));
+    std::vector<Bytes> views(records.begin(), records.end());
+    const size_t n = enc.RoomSyncData(buf, room, UINT64_MAX, 0, 1, true, false, cp, views);
+    ASSERT_GT(n, 0u) << count << " records of " << size << " bytes";
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+    EXPECT_EQ(m.room_sync_data()->records()->size(), count);
+  }
+}
+
 TEST(Swarm, MembersConvergeUnderLoss) {
   for (uint64_t seed : {101u, 102u}) {
     SCOPED_TRACE("seed " + std::to_string(seed));

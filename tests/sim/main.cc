@@ -1,51 +1,39 @@
-// ringpeer-sim: runs the DHT simulator for a given size, loss and churn, prints the
-// figures, and ends with one line of key=value pairs (see README.md).
-#include <malloc.h>
-
+// ringpeer-sim: runs the DHT simulator for a given size, loss and churn, and (with --rooms)
+// the rooms simulator with its faults and checkers; prints the figures, and ends with one
+// line of key=value pairs (see README.md). Exit 1 when a rooms checker failed.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 
+#include "tests/sim/heap.h"
+#include "tests/sim/room_sim.h"
 #include "tests/sim/sim.h"
-
-// Live heap bytes, for the memory-per-node figure: every allocation is counted by its
-// usable size. Only this binary replaces operator new.
-static std::atomic<int64_t> g_heap_bytes{0};
-
-void* operator new(size_t n) {
-  void* p = std::malloc(n == 0 ? 1 : n);
-  if (p == nullptr) std::abort();
-  g_heap_bytes += static_cast<int64_t>(malloc_usable_size(p));
-  return p;
-}
-void* operator new[](size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept {
-  if (p == nullptr) return;
-  g_heap_bytes -= static_cast<int64_t>(malloc_usable_size(p));
-  std::free(p);
-}
-void operator delete[](void* p) noexcept { operator delete(p); }
-void operator delete(void* p, size_t) noexcept { operator delete(p); }
-void operator delete[](void* p, size_t) noexcept { operator delete(p); }
 
 namespace {
 
 void Usage() {
   std::fprintf(stderr,
-               "usage: ringpeer-sim [--nodes N] [--loss P] [--duplicate P] [--churn F]\n"
-               "  [--seed S] [--lookups L] [--hellos H] [--size-estimates E] [--paths D]\n"
-               "  [--measure-s T] [--no-walks] [--real-crypto] [--verbose]\n");
+               "usage: ringpeer-sim [--nodes N] [--seed S] [DHT flags] [--rooms R [room flags]]\n"
+               "DHT: [--loss P] [--duplicate P] [--churn F] [--lookups L] [--hellos H]\n"
+               "  [--size-estimates E] [--paths D] [--measure-s T] [--no-walks] [--real-crypto]\n"
+               "rooms: --rooms R (rooms to simulate; 0: none) [--seconds T] [--heal-s H]\n"
+               "  [--members M] [--relays K] [--room-loss P] [--no-dht]"
+#ifdef RINGPEER_PLANTED_BUGS
+               " [--planted ack-early|old-key|skip-signature]"
+#endif
+               "\n  [--verbose]\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   ringpeer::sim::SimConfig c;
+  ringpeer::sim::RoomSimConfig rc;
   c.nodes = 10000;
+  bool nodes_given = false, dht = true, rooms = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {
@@ -55,7 +43,10 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (a == "--nodes") c.nodes = static_cast<uint32_t>(std::atoi(next()));
+    if (a == "--nodes") {
+      c.nodes = static_cast<uint32_t>(std::atoi(next()));
+      nodes_given = true;
+    }
     else if (a == "--loss") c.loss = std::atof(next());
     else if (a == "--duplicate") c.duplicate = std::atof(next());
     else if (a == "--churn") c.churn = std::atof(next());
@@ -67,23 +58,69 @@ int main(int argc, char** argv) {
     else if (a == "--measure-s") c.measure_us = static_cast<int64_t>(std::atof(next()) * 1e6);
     else if (a == "--no-walks") c.walk_estimates = false;
     else if (a == "--real-crypto") c.real_crypto = true;
-    else if (a == "--verbose") c.verbose = true;
+    else if (a == "--verbose") c.verbose = rc.verbose = true;
+    else if (a == "--rooms") rc.rooms = static_cast<uint32_t>(std::atoi(next())), rooms = rc.rooms > 0;
+    else if (a == "--seconds") rc.run_us = static_cast<int64_t>(std::atof(next()) * 1e6);
+    else if (a == "--heal-s") rc.heal_us = static_cast<int64_t>(std::atof(next()) * 1e6);
+    else if (a == "--members") rc.members_per_room = static_cast<uint32_t>(std::atoi(next()));
+    else if (a == "--relays") rc.relays = static_cast<uint32_t>(std::atoi(next()));
+    else if (a == "--room-loss") rc.loss = std::atof(next());
+    else if (a == "--no-dht") dht = false;
+#ifdef RINGPEER_PLANTED_BUGS
+    else if (a == "--planted") {
+      const std::string p = next();
+      if (p == "ack-early") rc.planted = 1;
+      else if (p == "old-key") rc.planted = 2;
+      else if (p == "skip-signature") rc.planted = 3;
+      else {
+        Usage();
+        return 2;
+      }
+    }
+#endif
     else {
       Usage();
       return 2;
     }
   }
   if (!ringpeer::wire::InitCrypto()) return 1;
+  if (rooms && !nodes_given) c.nodes = rc.nodes;
+  rc.nodes = c.nodes;
+  rc.seed = c.seed;
+  if (rooms && (rc.nodes < 8 || rc.nodes > 4000 || rc.members_per_room < 1 ||
+                (rc.relays != 0 && rc.relays >= rc.nodes))) {
+    std::fprintf(stderr, "ringpeer-sim: --rooms needs 8..4000 nodes, at least one member per "
+                         "room and fewer relays than nodes\n");
+    return 2;
+  }
+  if (dht) {
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t heap_before = ringpeer::sim::heap::Total();
+    ringpeer::sim::Simulator sim(c);
+    ringpeer::sim::SimReport r = sim.Run();
+    // Everything the simulation holds now (nodes, pending datagrams, bookkeeping), per node.
+    r.bytes_per_node =
+        static_cast<double>(ringpeer::sim::heap::Total() - heap_before) / sim.size();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s", r.Text().c_str());
+    std::printf("wall %.1f s; replay with --seed %llu\n", wall,
+                static_cast<unsigned long long>(c.seed));
+    std::printf("%s\n", r.KeyValues().c_str());
+  }
+  if (!rooms) return 0;
   const auto start = std::chrono::steady_clock::now();
-  const int64_t heap_before = g_heap_bytes.load();
-  ringpeer::sim::Simulator sim(c);
-  ringpeer::sim::SimReport r = sim.Run();
-  // Everything the simulation holds now (nodes, pending datagrams, bookkeeping), per node.
-  r.bytes_per_node = static_cast<double>(g_heap_bytes.load() - heap_before) / sim.size();
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s", r.Text().c_str());
-  std::printf("wall %.1f s; replay with --seed %llu\n", wall,
-              static_cast<unsigned long long>(c.seed));
-  std::printf("%s\n", r.KeyValues().c_str());
-  return 0;
+  ringpeer::sim::RoomSimReport rr;
+  {
+    ringpeer::sim::RoomSimulator sim(rc);
+    rr = sim.Run();
+  }
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%s", rr.Text().c_str());
+  std::printf("wall %.1f s; replay with --seed %llu%s\n", wall,
+              static_cast<unsigned long long>(rc.seed),
+              rr.ok() ? "" : " (the same flags find the same step)");
+  std::printf("%s\n", rr.KeyValues().c_str());
+  return rr.ok() ? 0 : 1;
 }
