@@ -340,7 +340,7 @@ std::vector<uint8_t> Room::AncestorMask(std::span<const uint32_t> from) const {
   return mask;
 }
 
-SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads) const {
+SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log) const {
   std::vector<uint32_t> from;
   for (const Hash256& h : peer_heads) {
     auto it = index_.find(h);
@@ -362,7 +362,7 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads) const {
   bool from_base = false;
   for (uint32_t s : cp_head_slots_) from_base |= entries_[s].base;
   const uint64_t checkpoint_bytes = cp_record_.size() + cp_.blob_bytes;
-  if (from_base || plan.updates_bytes > checkpoint_bytes) {
+  if (from_base || (!whole_log && plan.updates_bytes > checkpoint_bytes)) {
     plan.take_checkpoint = true;
     plan.updates.clear();
     plan.updates_bytes = 0;

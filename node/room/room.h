@@ -117,15 +117,20 @@ class Room {
   Verdict AddCheckpoint(Bytes record, Bytes blob);
   // NeedsBlob: false when a cached state with `cached_state_hash` is the checkpoint's.
   bool NeedsBlob(Bytes record, const Hash256& cached_state_hash) const;
-  // LoadCheckpoint: starts an empty room from a checkpoint and its blob.
+  // LoadCheckpoint: starts an empty room from a checkpoint and its blob. Updates held
+  // pending for the checkpoint's heads are placed (placed() lists them).
   // LoadCheckpointCached: the same from a cached plaintext state whose hash matched.
-  // REQUIRES: the room's log is empty.
+  // REQUIRES: the room's log is empty and it has no checkpoint.
   Verdict LoadCheckpoint(Bytes record, Bytes blob);
   Verdict LoadCheckpointCached(Bytes record, Bytes cached_state);
 
   // PlanSync: what a peer reporting `peer_heads` lacks, in order. Heads we do not know are
   // ignored (the peer has something we lack). O(log size).
-  SyncPlan PlanSync(std::span<const Hash256> peer_heads) const;
+  // `whole_log`: the peer keeps the whole log (a relay): send it the updates even when they
+  // are larger than the checkpoint (a relay cannot start over from one; it would wait
+  // forever for the updates the checkpoint's heads need). A node that started from the
+  // checkpoint still answers "take the checkpoint": it cannot send what that covers.
+  SyncPlan PlanSync(std::span<const Hash256> peer_heads, bool whole_log = false) const;
 
   const Genesis& genesis() const noexcept { return genesis_; }
   const Hash256& id() const noexcept { return genesis_.room_id; }
@@ -153,9 +158,12 @@ class Room {
   size_t pending_size() const noexcept { return pending_.size(); }
   size_t quarantine_size() const noexcept { return quarantine_.size(); }
   bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
-  // pristine: nothing was ever placed or held (LoadCheckpoint's precondition). An empty log
-  // is not enough: a rotation or a checkpoint barrier leaves dead entries behind.
-  bool pristine() const noexcept { return entries_.empty() && pending_.empty(); }
+  // checkpoint_mismatch: a reader whose own replay of the history the checkpoint in effect
+  // covers reached another state than the checkpoint names (the writer lied, or this node
+  // ordered that history differently because it missed an earlier checkpoint).
+  bool checkpoint_mismatch() const noexcept;
+  const std::vector<uint8_t>& checkpoint_record() const noexcept { return cp_record_; }
+  const std::vector<uint8_t>& checkpoint_blob() const noexcept { return cp_blob_; }
   uint64_t verdict_count(Verdict v) const noexcept {
     return verdict_counts_[static_cast<int>(v)];
   }

@@ -291,6 +291,12 @@ Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes bl
   return Verdict::kOk;
 }
 
+bool Room::checkpoint_mismatch() const noexcept {
+  if (!reader_ || !has_checkpoint()) return false;
+  const Hash256& at = tail_start_ == 0 ? base_hash_ : chain_[tail_start_ - 1];
+  return at != cp_.state_hash;
+}
+
 bool Room::NeedsBlob(Bytes record, const Hash256& cached_state_hash) const {
   CheckpointInfo cp;
   if (CheckCheckpoint(record, &cp) != Verdict::kOk) return true;
@@ -306,8 +312,10 @@ Verdict Room::LoadCheckpointCached(Bytes record, Bytes cached_state) {
 }
 
 Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
-  RP_ASSERT(entries_.empty());
-  RP_ASSERT(pending_.empty());
+  // Nothing placed yet; dead entries (killed by a rotation) and pending updates may be
+  // here: those waiting for the checkpoint's heads are placed below.
+  RP_ASSERT(order_.empty() && !has_checkpoint());
+  placed_.clear();
   CheckpointInfo cp;
   Verdict v = CheckCheckpoint(record, &cp);
   if (v != Verdict::kOk) return v;
@@ -343,6 +351,9 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
   cp_blob_.assign(blob.begin(), blob.end());
+  // Updates that arrived before the checkpoint and wait for its heads (a relay that lost
+  // its log, then heard the room's new updates) are placed now (see placed()).
+  Release(std::vector<Hash256>(cp.heads.begin(), cp.heads.end()));
   return Verdict::kOk;
 }
 

@@ -234,6 +234,12 @@ TEST(Room, CheckpointAndCachedState) {
   SyncPlan fresh = alice->PlanSync({});
   EXPECT_TRUE(fresh.take_checkpoint);
   EXPECT_TRUE(bob->PlanSync({}).take_checkpoint);  // bob cannot send what it never had
+  // A relay keeps the whole log: it gets the updates, however large the backlog; bob still
+  // cannot send what it never had.
+  SyncPlan to_relay = alice->PlanSync({}, /*whole_log=*/true);
+  EXPECT_FALSE(to_relay.take_checkpoint);
+  EXPECT_EQ(to_relay.updates.size(), alice->log_size());
+  EXPECT_TRUE(bob->PlanSync({}, /*whole_log=*/true).take_checkpoint);
 }
 
 // An application's own reducer: counts payload bytes, capped.

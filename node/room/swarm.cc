@@ -766,6 +766,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
 }
 
 void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
+  FollowCheckpoint(now_us, out);
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;
     for (const base::Endpoint& e : again) Connect(now_us, e, out);

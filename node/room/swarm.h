@@ -179,6 +179,9 @@ struct SwarmCounters {
   uint64_t checkpoints_loaded = 0;
   uint64_t checkpoints_made = 0;  // by this writer, every checkpoint_every updates
   uint64_t log_resets = 0;        // member logs dropped to start from a checkpoint
+  // Checkpoints whose state our own replay did not reach (a member then starts over from
+  // the checkpoint, so that it agrees with every member that did).
+  uint64_t checkpoint_mismatches = 0;
   uint64_t storage_errors = 0;
   uint64_t update_pieces_sent = 0;      // RoomUpdatePiece datagrams (first sends and resends)
   uint64_t update_pieces_received = 0;
@@ -384,6 +387,9 @@ class Swarm {
   bool TryCachedLoad();
   void AbandonFetch() noexcept;
   void TryAwaitedCheckpoint();
+  // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
+  // over from the checkpoint (its state) and syncs the log after it.
+  void FollowCheckpoint(int64_t now_us, base::Outbox& out);
 
   std::unique_ptr<Room> room_;
   std::vector<uint8_t> genesis_record_;

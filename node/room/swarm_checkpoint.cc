@@ -122,6 +122,18 @@ void Swarm::Restore(const LoadedRoom& r) {
       }
       bool all = true;
       for (const Hash256& h : info.heads) all &= ids.contains(h);
+      // The stored log must also reach back to the room's start: a relay that started
+      // from an older checkpoint holds the log after that one only, and the newer
+      // checkpoint that replaced it in storage names heads it does hold. Replayed from
+      // nothing, that log would wait for parents forever (the room simulator found a
+      // restarted relay holding 460 updates pending and none placed).
+      for (const auto& u : r.updates) {
+        UpdateView view;
+        if (!all || DecodeUpdate(u, id(), &view) != Verdict::kOk) continue;
+        if (const auto* parents = view.body->parents()) {
+          for (const fb::Key256* p : *parents) all &= ids.contains(FromKey(*p));
+        }
+      }
       if (!all) loaded_cp = room_->LoadCheckpoint(r.checkpoint_record, r.checkpoint_blob) ==
                             Verdict::kOk;
     }
@@ -335,7 +347,8 @@ bool Swarm::TryCachedLoad() {
   }
   f.record_checked = true;
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
-  if (!room_->pristine() || room_->has_checkpoint() || room_->NeedsBlob(record, cached_hash_)) {
+  if (room_->log_size() != 0 || room_->has_checkpoint() ||
+      room_->NeedsBlob(record, cached_hash_)) {
     return false;
   }
   if (room_->LoadCheckpointCached(record, cached_state_) != Verdict::kOk) return false;
@@ -351,13 +364,7 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
   Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
-  bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
-  if (empty && !room_->pristine()) {
-    // Nothing live, but dead entries (a rotation killed them): a member starts over from a
-    // fresh room; a relay keeps what it stored and takes the checkpoint on top (pending
-    // until its heads arrive). The room simulator found LoadCheckpoint asserting here.
-    if (config_.relay || !ResetLog()) empty = false;
-  }
+  const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
   const Hash256 before = room_->state_hash();
   Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
   if (v == Verdict::kCheckpointMismatch && !config_.relay && ResetLog()) {
@@ -370,6 +377,14 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   }
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
+    // Held updates the checkpoint's heads released (stored when they arrived).
+    base::Endpoint source;  // a peer that offered the checkpoint: the updates' sender
+    for (const Peer& p : peers_) {
+      if (p.used && p.checkpoint.id == f.info.id) source = p.addr;
+    }
+    for (const Hash256& placed : room_->placed()) {
+      Emit(SwarmEvent::kUpdateApplied, placed, source);
+    }
     auto object = std::make_unique<Object>();
     object->info = f.info;
     object->bytes = std::move(f.bytes);
@@ -399,6 +414,22 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   if (empty) RequestSync(now_us, out);
 }
 
+void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
+  if (config_.relay || fetch_ != nullptr || !room_->checkpoint_mismatch()) return;
+  if (room_->checkpoint_blob().empty()) return;  // its state is not here to start from
+  const std::vector<uint8_t> record = room_->checkpoint_record();
+  const std::vector<uint8_t> blob = room_->checkpoint_blob();
+  ++counters_.checkpoint_mismatches;
+  if (!ResetLog()) return;
+  const Hash256 before = room_->state_hash();
+  if (room_->LoadCheckpoint(record, blob) != Verdict::kOk) return;
+  AdoptObject(record, blob);
+  digest_dirty_ = true;
+  Emit(SwarmEvent::kCheckpointLoaded, object_->info.id, {});
+  NoteStateChange(before);
+  RequestSync(now_us, out);
+}
+
 void Swarm::AbandonFetch() noexcept {
   fetch_.reset();
   for (Peer& p : peers_) {
@@ -426,6 +457,20 @@ void Swarm::TryAwaitedCheckpoint() {
 void Swarm::FetchTick(int64_t now_us, base::Outbox& out) noexcept {
   if (fetch_ == nullptr) return;
   Fetch& f = *fetch_;
+  // Only the newest checkpoint is advertised: once no peer offers this one any more (they
+  // all moved on to a newer one), nobody will answer for it. Give it up; the next heads
+  // name the newer one. (The room simulator found members fetching a superseded
+  // checkpoint forever, and never syncing again.)
+  bool offered = false;
+  for (const Peer& p : peers_) {
+    offered |= p.used && p.checkpoint.id == f.info.id && p.strikes < kStrikesMax;
+  }
+  if (!offered) {
+    const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+    AbandonFetch();
+    if (empty) RequestSync(now_us, out);
+    return;
+  }
   // O(pieces of the level) per tick: ~5,000 for a 5 MB checkpoint, fine at tick rates.
   for (uint32_t i = 0; i < f.state.size(); ++i) {
     if (f.state[i] != PieceState::kRequested || now_us - f.sent_us[i] < config_.retry_us) {

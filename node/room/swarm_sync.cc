@@ -78,7 +78,9 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
   if (m->heads() != nullptr) {
     for (const wire::fb::Id256* h : *m->heads()) heads.push_back(wire::FromWireId(*h));
   }
-  const SyncPlan plan = room_->PlanSync(heads);
+  // A relay peer gets the log, not "take the checkpoint" (the room simulator found relays
+  // that had lost updates in a crash waiting forever for them).
+  const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay);
   ++counters_.syncs_served;
   if (plan.take_checkpoint && object_ != nullptr) {
     if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;

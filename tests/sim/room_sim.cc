@@ -183,8 +183,13 @@ class RoomSimulator::Listener final : public room::SwarmListener {
 
 // ---------------------------------------------------------------------------------------
 
+namespace {
+int g_live_simulators = 0;  // heap accounting is per process: one room simulator at a time
+}  // namespace
+
 RoomSimulator::RoomSimulator(const RoomSimConfig& config)
     : config_(config), rng_(config.seed * 0x9E3779B97F4A7C15ull + 13) {
+  RP_ASSERT(++g_live_simulators == 1);
   if (config_.relays == 0) config_.relays = std::max<uint32_t>(3, config_.nodes / 6);
   RP_ASSERT(config_.nodes > config_.relays && config_.nodes < 60000);
   RP_ASSERT(config_.nodes < static_cast<uint32_t>(heap::kOwnersMax));
@@ -219,6 +224,7 @@ RoomSimulator::RoomSimulator(const RoomSimConfig& config)
 }
 
 RoomSimulator::~RoomSimulator() {
+  --g_live_simulators;
   heap::Scope scope(heap::kShared);
   for (auto& n : nodes_) {
     heap::Scope s(static_cast<int>(n->index));
@@ -287,7 +293,15 @@ std::unique_ptr<core::NodeCore> RoomSimulator::MakeCore(Node& n) {
   cc.room_relay = n.relay;
   cc.room_storage = n.relay ? n.storage.get() : nullptr;
   cc.room_listener = n.listener.get();
-  cc.room_swarm.checkpoint_every = config_.checkpoint_every;
+  bool checkpointer = false;
+  for (uint32_t si : n.slots) {
+    const Slot& slot = *slots_[si];
+    const auto& in_room = rooms_[slot.room]->slots;
+    const size_t rank = static_cast<size_t>(
+        std::find(in_room.begin(), in_room.end(), si) - in_room.begin());
+    checkpointer |= rank < config_.checkpointers;
+  }
+  cc.room_swarm.checkpoint_every = checkpointer ? config_.checkpoint_every : 0;
   cc.rng_seed = (config_.seed * 0x2545F4914F6CDD1Dull ^ (uint64_t{n.index} << 20) ^
                  (n.incarnation << 52)) | 1;
   cc.start_us = now_;
@@ -321,10 +335,6 @@ void RoomSimulator::Build() {
       n->storage = std::make_unique<Disk>(n->disk.get());
     }
     nodes_.push_back(std::move(n));
-  }
-  for (auto& n : nodes_) {
-    n->core = MakeCore(*n);
-    Schedule(n->index);
   }
   // Rooms: an admin each, members on the member nodes in turn, two relays each.
   uint32_t next_member = config_.relays;
@@ -370,6 +380,10 @@ void RoomSimulator::Build() {
                                               [this](std::span<uint8_t> b) { rng_.Fill(b); }));
     rooms_.push_back(std::move(room));
   }
+  for (auto& n : nodes_) {
+    n->core = MakeCore(*n);
+    Schedule(n->index);
+  }
   // The plan: joins, posts, faults, rotations.
   const int64_t T = config_.run_us;
   for (auto& s : slots_) {
@@ -403,7 +417,7 @@ void RoomSimulator::Deliver(uint32_t to, const base::Endpoint& from,
   now_ = std::max(now_, net_->now());
   ++report_.deliveries;
   ++report_.steps;
-  if (config_.verbose) {
+  if (getenv("RINGPEER_SIM_TRACE") != nullptr) {
     uint64_t h = 1469598103934665603ull;
     for (uint8_t b : bytes) h = (h ^ b) * 1099511628211ull;
     std::fprintf(stderr, "d %llu %lld %d->%u t%u %zu %016llx\n", (unsigned long long)report_.steps,
@@ -604,7 +618,6 @@ void RoomSimulator::JoinSlot(Slot& s) {
     cmd.bootstrap = r.relays;
   }
   RoomCommand(n, cmd);
-  if (s.late) ++report_.late_joins;
 }
 
 void RoomSimulator::Post(Slot& s) {
@@ -868,6 +881,7 @@ void RoomSimulator::EndFaults() {
 void RoomSimulator::Do(const Work& w) {
   switch (w.act) {
     case Act::kJoin:
+      if (slots_[w.arg]->late) ++report_.late_joins;
       JoinSlot(*slots_[w.arg]);
       Plan(now_ + Exp(config_.post_mean_us), Act::kPost, w.arg);
       return;
@@ -940,6 +954,39 @@ void RoomSimulator::Do(const Work& w) {
   }
 }
 
+void RoomSimulator::DumpRoom(const SimRoom& r) {
+  std::fprintf(stderr, "room %u (epochs %zu, rotated at %u):\n", r.index, r.epochs.size(),
+               r.rotated_epoch);
+  for (auto& n : nodes_) {
+    room::Swarm* sw = SwarmOf(*n, r);
+    if (sw == nullptr) continue;
+    const room::Room& rm = sw->room();
+    const room::SwarmCounters& c = sw->counters();
+    std::fprintf(stderr,
+                 "  node %u %s: log %zu pending %zu quarantine %zu heads %zu epoch %lld read %d "
+                 "peers %zu syncing %d fetching %d cp %s state %s syncs %llu cps %llu resets "
+                 "%llu rejected %llu\n",
+                 n->index, n->relay ? "relay " : "member", rm.log_size(), rm.pending_size(),
+                 rm.quarantine_size(), rm.heads().size(), static_cast<long long>(rm.epoch()),
+                 rm.can_read(), sw->peers_count(), sw->syncing(), sw->fetching(),
+                 Hex(sw->checkpoint_info().id).c_str(), Hex(rm.state_hash()).c_str(),
+                 static_cast<unsigned long long>(c.syncs_sent),
+                 static_cast<unsigned long long>(c.checkpoints_loaded),
+                 static_cast<unsigned long long>(c.log_resets),
+                 static_cast<unsigned long long>(c.rejected));
+    std::fprintf(stderr, "    heads:");
+    for (const room::Hash256& h : rm.heads()) std::fprintf(stderr, " %s", Hex(h).c_str());
+    std::fprintf(stderr, " verdicts:");
+    for (int v = 0; v < room::kVerdictCount; ++v) {
+      if (rm.verdict_count(static_cast<room::Verdict>(v)) != 0) {
+        std::fprintf(stderr, " %s=%llu", room::VerdictName(static_cast<room::Verdict>(v)),
+                     static_cast<unsigned long long>(rm.verdict_count(static_cast<room::Verdict>(v))));
+      }
+    }
+    std::fprintf(stderr, "\n");
+  }
+}
+
 void RoomSimulator::CheckConvergence() {
   heap::Scope scope(heap::kShared);
   report_.converged = 1;
@@ -962,6 +1009,7 @@ void RoomSimulator::CheckConvergence() {
         heads_from = static_cast<int>(n->index);
       } else if (h != heads) {
         report_.converged = 0;
+        if (config_.verbose) DumpRoom(r);
         Fail(absl::StrCat("not converged: room ", r.index, ": node ", n->index, " holds ",
                           h.size(), " heads (log ", sw->room().log_size(), ", pending ",
                           sw->room().pending_size(), "), node ", heads_from, " others"));

@@ -1,0 +1,100 @@
+// Goal: the room simulator's promises hold under faults, replay exactly, and its checkers
+// fire. Method: short randomized runs of tests/sim/room_sim (30 whole nodes, 4 rooms, two
+// simulated minutes of posts with crashes, partitions, disk faults, forgeries and an
+// eviction per room, then a minute to heal) over several seeds; a replay; a run whose
+// memory limit is set below what a relay needs. The long run (20 seeds x 10 simulated
+// minutes, 60 nodes, 10 rooms) is tests/sim/long_run.sh; the planted bugs are the
+// sim_planted_* tests (release builds).
+#include "tests/sim/room_sim.h"
+
+#include <gtest/gtest.h>
+
+namespace ringpeer::sim {
+namespace {
+
+RoomSimConfig Short(uint64_t seed) {
+  RoomSimConfig c;
+  c.seed = seed;
+  c.nodes = 30;
+  c.rooms = 4;
+  c.run_us = 120'000'000;
+  c.heal_us = 60'000'000;
+  c.partition_mean_us = 20'000'000;
+  return c;
+}
+
+TEST(RoomSim, ShortRunsHoldEveryCheckerOnEverySeed) {
+  RoomSimReport total;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    RoomSimulator sim(Short(seed));
+    const RoomSimReport r = sim.Run();
+    SCOPED_TRACE(r.Text());
+    EXPECT_TRUE(r.ok()) << "replay: ringpeer-sim --no-dht --rooms 4 --nodes 30 --seconds 120 "
+                           "--heal-s 60 --seed " << seed;
+    EXPECT_EQ(r.acked_lost, 0u);
+    EXPECT_EQ(r.forged_accepted, 0u);
+    EXPECT_EQ(r.evicted_writes_accepted, 0u);
+    EXPECT_EQ(r.evicted_reads, 0u);
+    EXPECT_EQ(r.diverged, 0u);
+    EXPECT_EQ(r.converged, 1);
+    EXPECT_GT(r.posts, 100u);
+    EXPECT_GT(r.acks_received, 100u);
+    total.crashes += r.crashes;
+    total.partitions += r.partitions;
+    total.disk_faults += r.disk_faults;
+    total.rotations += r.rotations;
+    total.late_joins += r.late_joins;
+    total.checkpoints_loaded += r.checkpoints_loaded;
+    total.forged_sent += r.forged_sent;
+    total.evicted_writes_sent += r.evicted_writes_sent;
+  }
+  // The faults and the room work really happened (a run without them proves nothing).
+  EXPECT_GT(total.crashes, 6u);
+  EXPECT_GT(total.partitions, 3u);
+  EXPECT_GT(total.disk_faults, 6u);
+  EXPECT_EQ(total.rotations, 6u * 4u);  // one eviction per room
+  EXPECT_EQ(total.late_joins, 6u * 4u);
+  EXPECT_GT(total.checkpoints_loaded, 20u);
+  EXPECT_GT(total.forged_sent, 100u);
+  EXPECT_GT(total.evicted_writes_sent, 100u);
+}
+
+TEST(RoomSim, ReplaysExactlyFromItsSeed) {
+  RoomSimReport a, b;
+  {
+    RoomSimulator sim(Short(3));
+    a = sim.Run();
+  }
+  {
+    RoomSimulator sim(Short(3));
+    b = sim.Run();
+  }
+  EXPECT_EQ(a.steps, b.steps);
+  EXPECT_EQ(a.deliveries, b.deliveries);
+  EXPECT_EQ(a.acks_sent, b.acks_sent);
+  EXPECT_EQ(a.KeyValues(), b.KeyValues());
+  RoomSimulator other(Short(4));
+  EXPECT_NE(other.Run().steps, a.steps);  // the seed matters
+}
+
+TEST(RoomSim, MemoryCheckerNamesTheNodeAndTheStep) {
+  RoomSimConfig c = Short(2);
+  c.relay_bytes_max = 256 << 10;  // a relay needs more than this once rooms fill up
+  RoomSimReport r;
+  {
+    RoomSimulator sim(c);  // one simulator at a time: heap accounting is per process
+    r = sim.Run();
+  }
+  EXPECT_FALSE(r.ok());
+  EXPECT_EQ(r.memory_over, 1u);
+  EXPECT_NE(r.failure.find("memory: node"), std::string::npos) << r.failure;
+  EXPECT_NE(r.failure.find("(relay)"), std::string::npos) << r.failure;
+  EXPECT_GT(r.failed_step, 0u);
+  EXPECT_LT(r.seconds_simulated, 180.0);  // it stopped there, not at the end
+  // The same seed stops at the same step.
+  RoomSimulator again(c);
+  EXPECT_EQ(again.Run().failed_step, r.failed_step);
+}
+
+}  // namespace
+}  // namespace ringpeer::sim
