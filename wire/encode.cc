@@ -333,12 +333,14 @@ size_t Encoder::RoomAck(std::span<uint8_t> out, const Hash256& room,
 }
 
 size_t Encoder::RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid,
-                         uint16_t window, std::span<const Hash256> heads) noexcept {
+                         uint16_t window, std::span<const Hash256> heads,
+                         const Hash256* checkpoint) noexcept {
   RP_ASSERT(heads.size() <= kRoomSyncHeadsMax);
   fbb_.Clear();
   auto hv = IdVector(fbb_, heads);
   fb::Id256 r = ToWireId(room);
-  fbb_.Finish(fb::CreateRoomSync(fbb_, &r, txid, window, hv));
+  fb::Id256 cp = checkpoint != nullptr ? ToWireId(*checkpoint) : fb::Id256{};
+  fbb_.Finish(fb::CreateRoomSync(fbb_, &r, txid, window, hv, checkpoint != nullptr ? &cp : nullptr));
   return Finish(out, MessageType::kRoomSync, RoomShardHint(room.data()));
 }
 

@@ -133,8 +133,9 @@ class Encoder {
   size_t RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept;
   size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
   size_t RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update) noexcept;
+  // `checkpoint`: the id of the checkpoint the requester has in effect, or null.
   size_t RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t window,
-                  std::span<const Hash256> heads) noexcept;
+                  std::span<const Hash256> heads, const Hash256* checkpoint = nullptr) noexcept;
   // RoomSyncData: `checkpoint` is sent when valid (with take_checkpoint, or as a hint).
   size_t RoomSyncData(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t seq,
                       uint16_t count, bool more, bool take_checkpoint,

@@ -340,7 +340,8 @@ std::vector<uint8_t> Room::AncestorMask(std::span<const uint32_t> from) const {
   return mask;
 }
 
-SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log) const {
+SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log,
+                        bool peer_holds_checkpoint) const {
   std::vector<uint32_t> from;
   for (const Hash256& h : peer_heads) {
     auto it = index_.find(h);
@@ -356,6 +357,18 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log) con
   if (!has_checkpoint()) return plan;
   bool peer_has_checkpoint = true;
   for (uint32_t s : cp_head_slots_) peer_has_checkpoint &= mask[s] != 0;
+  if (peer_holds_checkpoint) {
+    // It holds the checkpoint: what it covers is not sent (the peer has it as its base).
+    std::vector<uint32_t> cp_heads(cp_head_slots_.begin(), cp_head_slots_.end());
+    std::vector<uint8_t> covered = AncestorMask(cp_heads);
+    SyncPlan tail;
+    for (uint32_t s : order_) {
+      if (mask[s] || covered[s]) continue;
+      tail.updates.push_back(Bytes(entries_[s].record));
+      tail.updates_bytes += entries_[s].record.size();
+    }
+    return tail;
+  }
   if (peer_has_checkpoint) return plan;
   // We started from this checkpoint (base entries) and cannot send what it covers; or
   // the backlog is larger than the checkpoint itself.

@@ -130,7 +130,10 @@ class Room {
   // are larger than the checkpoint (a relay cannot start over from one; it would wait
   // forever for the updates the checkpoint's heads need). A node that started from the
   // checkpoint still answers "take the checkpoint": it cannot send what that covers.
-  SyncPlan PlanSync(std::span<const Hash256> peer_heads, bool whole_log = false) const;
+  // `peer_holds_checkpoint`: the peer said it has our checkpoint in effect, so it gets the
+  // updates after it even when its heads are unknown here (it holds something we lack).
+  SyncPlan PlanSync(std::span<const Hash256> peer_heads, bool whole_log = false,
+                    bool peer_holds_checkpoint = false) const;
 
   const Genesis& genesis() const noexcept { return genesis_; }
   const Hash256& id() const noexcept { return genesis_.room_id; }

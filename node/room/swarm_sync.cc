@@ -65,7 +65,9 @@ void Swarm::SendSyncRequest(int64_t now_us, base::Outbox& out) noexcept {
   std::span<uint8_t> buf = Buffer(out);
   if (buf.empty()) return;
   Send(peers_[sync_.peer].addr,
-       encoder_->RoomSync(buf, id(), sync_.txid, config_.sync_window, heads), out);
+       encoder_->RoomSync(buf, id(), sync_.txid, config_.sync_window, heads,
+                          object_ != nullptr ? &object_->info.id : nullptr),
+       out);
   ++counters_.syncs_sent;
 }
 
@@ -80,7 +82,12 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
   }
   // A relay peer gets the log, not "take the checkpoint" (the room simulator found relays
   // that had lost updates in a crash waiting forever for them).
-  const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay);
+  // A peer that holds our checkpoint gets the log after it, never "take the checkpoint"
+  // (found stuck: two members that started from the same checkpoint, each holding an
+  // update the other lacked, answering each other "take the checkpoint" forever).
+  const bool holds = m->checkpoint() != nullptr && object_ != nullptr &&
+                     wire::FromWireId(*m->checkpoint()) == object_->info.id;
+  const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay, holds);
   ++counters_.syncs_served;
   if (plan.take_checkpoint && object_ != nullptr) {
     if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
