@@ -159,6 +159,15 @@ class Room {
   int64_t epoch() const noexcept { return static_cast<int64_t>(epochs_.size()) - 1; }
   size_t log_size() const noexcept { return order_.size(); }
   size_t pending_size() const noexcept { return pending_.size(); }
+  // MissingParents: up to `max` ids that held updates wait for (diagnostics, tools).
+  std::vector<Hash256> MissingParents(size_t max) const {
+    std::vector<Hash256> out;
+    for (const auto& [parent, children] : waiting_) {
+      if (out.size() >= max) break;
+      if (!index_.contains(parent)) out.push_back(parent);
+    }
+    return out;
+  }
   size_t quarantine_size() const noexcept { return quarantine_.size(); }
   bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
   // checkpoint_mismatch: a reader whose own replay of the history the checkpoint in effect

@@ -965,7 +965,7 @@ void RoomSimulator::DumpRoom(const SimRoom& r) {
     std::fprintf(stderr,
                  "  node %u %s: log %zu pending %zu quarantine %zu heads %zu epoch %lld read %d "
                  "peers %zu syncing %d fetching %d cp %s state %s syncs %llu cps %llu resets "
-                 "%llu rejected %llu\n",
+                 "%llu rejected %llu served %llu sync_records %llu\n",
                  n->index, n->relay ? "relay " : "member", rm.log_size(), rm.pending_size(),
                  rm.quarantine_size(), rm.heads().size(), static_cast<long long>(rm.epoch()),
                  rm.can_read(), sw->peers_count(), sw->syncing(), sw->fetching(),
@@ -973,7 +973,24 @@ void RoomSimulator::DumpRoom(const SimRoom& r) {
                  static_cast<unsigned long long>(c.syncs_sent),
                  static_cast<unsigned long long>(c.checkpoints_loaded),
                  static_cast<unsigned long long>(c.log_resets),
-                 static_cast<unsigned long long>(c.rejected));
+                 static_cast<unsigned long long>(c.rejected),
+                 static_cast<unsigned long long>(c.syncs_served),
+                 static_cast<unsigned long long>(c.sync_records_received));
+    std::fprintf(stderr, "    missing parents:");
+    for (const room::Hash256& h : rm.MissingParents(6)) {
+      std::fprintf(stderr, " %s", Hex(h).c_str());
+      for (auto& o : nodes_) {  // where it is placed, and its epoch
+        room::Swarm* osw = SwarmOf(*o, r);
+        if (osw == nullptr) continue;
+        const room::Bytes rec = osw->room().RecordOf(h);
+        room::UpdateView u;
+        if (!rec.empty() && room::DecodeUpdate(rec, r.id, &u) == room::Verdict::kOk) {
+          std::fprintf(stderr, "(at %u, epoch %u)", o->index, u.epoch);
+          break;
+        }
+      }
+    }
+    std::fprintf(stderr, "\n");
     std::fprintf(stderr, "    heads:");
     for (const room::Hash256& h : rm.heads()) std::fprintf(stderr, " %s", Hex(h).c_str());
     std::fprintf(stderr, " verdicts:");
@@ -1009,7 +1026,20 @@ void RoomSimulator::CheckConvergence() {
         heads_from = static_cast<int>(n->index);
       } else if (h != heads) {
         report_.converged = 0;
-        if (config_.verbose) DumpRoom(r);
+        if (config_.verbose) {
+          DumpRoom(r);
+          room::Swarm* first = SwarmOf(*nodes_[static_cast<size_t>(heads_from)], r);
+          const auto hs = sw->room().heads();
+          const room::SyncPlan plan = first->room().PlanSync(hs, false, true);
+          std::fprintf(stderr, "  node %d would send node %u %zu updates (take the checkpoint: %d);"
+                       " node %u's heads:", heads_from, n->index, plan.updates.size(),
+                       plan.take_checkpoint, n->index);
+          for (const auto& x : hs) {
+            std::fprintf(stderr, " %s (known to node %d: %d)", Hex(x).c_str(), heads_from,
+                         !first->room().RecordOf(x).empty());
+          }
+          std::fprintf(stderr, "\n");
+        }
         Fail(absl::StrCat("not converged: room ", r.index, ": node ", n->index, " holds ",
                           h.size(), " heads (log ", sw->room().log_size(), ", pending ",
                           sw->room().pending_size(), "), node ", heads_from, " others"));
