@@ -160,11 +160,15 @@ class Room {
   size_t log_size() const noexcept { return order_.size(); }
   size_t pending_size() const noexcept { return pending_.size(); }
   // MissingParents: up to `max` ids that held updates wait for (diagnostics, tools).
-  std::vector<Hash256> MissingParents(size_t max) const {
+  // Only the roots: parents that are neither in the log nor held pending themselves;
+  // `quarantined` (may be null) says which of them sit in quarantine.
+  std::vector<Hash256> MissingParents(size_t max, std::vector<bool>* quarantined = nullptr) const {
     std::vector<Hash256> out;
     for (const auto& [parent, children] : waiting_) {
       if (out.size() >= max) break;
-      if (!index_.contains(parent)) out.push_back(parent);
+      if (index_.contains(parent) || pending_.contains(parent)) continue;
+      out.push_back(parent);
+      if (quarantined != nullptr) quarantined->push_back(quarantine_.contains(parent));
     }
     return out;
   }

@@ -977,8 +977,11 @@ void RoomSimulator::DumpRoom(const SimRoom& r) {
                  static_cast<unsigned long long>(c.syncs_served),
                  static_cast<unsigned long long>(c.sync_records_received));
     std::fprintf(stderr, "    missing parents:");
-    for (const room::Hash256& h : rm.MissingParents(6)) {
-      std::fprintf(stderr, " %s", Hex(h).c_str());
+    std::vector<bool> quarantined;
+    const std::vector<room::Hash256> missing = rm.MissingParents(6, &quarantined);
+    for (size_t k = 0; k < missing.size(); ++k) {
+      const room::Hash256& h = missing[k];
+      std::fprintf(stderr, " %s%s", Hex(h).c_str(), quarantined[k] ? "[quarantined here]" : "");
       for (auto& o : nodes_) {  // where it is placed, and its epoch
         room::Swarm* osw = SwarmOf(*o, r);
         if (osw == nullptr) continue;
