@@ -377,13 +377,17 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   }
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
-    // Held updates the checkpoint's heads released (stored when they arrived).
-    base::Endpoint source;  // a peer that offered the checkpoint: the updates' sender
-    for (const Peer& p : peers_) {
-      if (p.used && p.checkpoint.id == f.info.id) source = p.addr;
-    }
-    for (const Hash256& placed : room_->placed()) {
-      Emit(SwarmEvent::kUpdateApplied, placed, source);
+    if (empty) {
+      // Held updates the checkpoint's heads released (stored when they arrived). Only
+      // LoadCheckpoint fills placed() here; after AddCheckpoint it still lists what the
+      // last update placed, already told (it_rooms_stream printed those twice).
+      base::Endpoint source;  // a peer that offered the checkpoint: the updates' sender
+      for (const Peer& p : peers_) {
+        if (p.used && p.checkpoint.id == f.info.id) source = p.addr;
+      }
+      for (const Hash256& placed : room_->placed()) {
+        Emit(SwarmEvent::kUpdateApplied, placed, source);
+      }
     }
     auto object = std::make_unique<Object>();
     object->info = f.info;
