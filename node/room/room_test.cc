@@ -240,6 +240,21 @@ TEST(Room, CheckpointAndCachedState) {
   EXPECT_FALSE(to_relay.take_checkpoint);
   EXPECT_EQ(to_relay.updates.size(), alice->log_size());
   EXPECT_TRUE(bob->PlanSync({}, /*whole_log=*/true).take_checkpoint);
+  // A peer that holds the same checkpoint, with heads bob does not know (it wrote something
+  // bob lacks), gets bob's log after the checkpoint, not "take the checkpoint".
+  auto dave = f.Open(&f.members[2]);
+  ASSERT_EQ(dave->LoadCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  const auto own = dave->Write(Msg(f.members[2], "d"), f.random);
+  ASSERT_TRUE(own.ok());
+  const std::vector<Hash256> dave_heads = dave->heads();
+  EXPECT_TRUE(bob->PlanSync(dave_heads).take_checkpoint);
+  SyncPlan to_holder = bob->PlanSync(dave_heads, false, /*peer_holds_checkpoint=*/true);
+  EXPECT_FALSE(to_holder.take_checkpoint);
+  ASSERT_EQ(to_holder.updates.size(), 5u);  // the tail, nothing the checkpoint covers
+  for (Bytes u : to_holder.updates) EXPECT_EQ(dave->Receive(u), Verdict::kOk);
+  ASSERT_EQ(bob->Receive(*own), Verdict::kOk);
+  EXPECT_EQ(dave->heads(), bob->heads());
+  EXPECT_EQ(dave->state_hash(), bob->state_hash());
 }
 
 // An application's own reducer: counts payload bytes, capped.
