@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "wire/encode.h"
+#include "wire/message.h"
 
 using namespace ringpeer;
 
@@ -39,5 +40,16 @@ int main(int argc, char** argv) {
     peers.push_back({id, *base::Endpoint::Parse("[2001:db8::" + std::to_string(i + 1) + "]:7700")});
   }
   ok &= save("peers", enc.Peers(buf, 0, 0x400, id, peers));
+  // Pieces of a long update (types 75/76) for a room this node does not serve: the first
+  // piece, the last (short) one, and a piece get for every piece.
+  wire::Hash256 room{};
+  room[0] = 0x52;
+  wire::Hash256 update{};
+  update[0] = 0x75;
+  std::vector<uint8_t> record(wire::kRoomRecordBytesMax + wire::kRoomPieceBytes + 100, 0xA5);
+  ok &= save("room_update_piece", enc.RoomUpdatePiece(buf, room, update, record, 0));
+  ok &= save("room_update_piece_last", enc.RoomUpdatePiece(buf, room, update, record, 2));
+  std::vector<uint8_t> missing((wire::kRoomUpdatePiecesMax + 7) / 8, 0xFF);
+  ok &= save("room_update_piece_get", enc.RoomUpdatePieceGet(buf, room, update, missing));
   return ok ? 0 : 1;
 }

@@ -25,6 +25,7 @@
 //
 // RINGPEER_FUZZ_WRITE_SEEDS=DIR: write seed inputs made from the node's own traffic (its
 // requests in flight answered, the room's messages for its real room id) to DIR and exit.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -68,6 +69,9 @@ struct RoomTemplate {
   std::vector<uint8_t> epoch0;
   std::vector<std::vector<uint8_t>> updates;  // stored
   std::vector<uint8_t> fresh_update;          // valid, not stored: a publish to accept
+  std::vector<uint8_t> long_update;           // valid, not stored, child of fresh_update:
+                                              // 3 RoomUpdatePiece datagrams
+  room::Hash256 long_id{};
   room::Checkpoint checkpoint;
   room::MemoryRoomStorage storage;            // shard 1's store, copied per input
   base::Rng rng{99};
@@ -107,6 +111,15 @@ struct RoomTemplate {
       RP_ASSERT(rec.ok());
       if (i == 30) {
         fresh_update = *rec;
+        auto longer = (*writer)->Write(
+            room::ChatPayload(room::ChatOp::kMessage, member.public_key, std::string(2500, 'l')),
+            random);
+        RP_ASSERT(longer.ok());
+        long_update = *longer;
+        RP_ASSERT(long_update.size() > wire::kRoomRecordBytesMax);
+        room::UpdateView lv;
+        RP_ASSERT(room::DecodeUpdate(long_update, room_id, &lv) == room::Verdict::kOk);
+        long_id = lv.id;
         break;
       }
       updates.push_back(*rec);  // Write applied it to the writer's log already
@@ -351,6 +364,21 @@ void WriteSeeds(const std::string& dir) {
     const room::Bytes recs[2] = {rt.updates[1], rt.fresh_update};
     one(shard, 3, enc.RoomSyncData(buf, rt.room_id, 0x903, 0, 2, false, false, {}, recs),
         "room_sync_data");
+    // Pieces of a long update (types 75/76): the first, a middle and the last piece; a
+    // piece get for every piece, for none, and with bits past the last piece set.
+    const uint16_t pieces = static_cast<uint16_t>(
+        (rt.long_update.size() + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes);
+    for (uint16_t index : {uint16_t{0}, uint16_t{1}, static_cast<uint16_t>(pieces - 1)}) {
+      one(shard, 3, enc.RoomUpdatePiece(buf, rt.room_id, rt.long_id, rt.long_update, index),
+          "room_update_piece");
+    }
+    for (uint8_t bits : {uint8_t{0xFF}, uint8_t{0x00}, uint8_t{0xF8}}) {
+      uint8_t missing[(wire::kRoomUpdatePiecesMax + 7) / 8];
+      std::memset(missing, bits, sizeof missing);
+      one(shard, 3, enc.RoomUpdatePieceGet(buf, rt.room_id, rt.long_id,
+                                           room::Bytes(missing, bits == 0xF8 ? 1 : sizeof missing)),
+          "room_update_piece_get");
+    }
   }
   // A sequence: join, publish, tick, sync, timeouts.
   std::vector<uint8_t> seq;
@@ -361,6 +389,20 @@ void WriteSeeds(const std::string& dir) {
   n = enc.RoomSync(buf, rt.room_id, 0x904, 64, {});
   Append(&seq, 1 | (3 << 1) | 0x20, buf, n);
   out.Write(seq, "sequence");
+  // A long update whole, after its parent: every piece, the last one twice.
+  std::vector<uint8_t> pieces_seq;
+  n = enc.RoomJoin(buf, rt.room_id, member_id, false);
+  Append(&pieces_seq, 1 | (3 << 1), buf, n);
+  n = enc.RoomPublish(buf, rt.room_id, rt.fresh_update);
+  Append(&pieces_seq, 1 | (3 << 1), buf, n);
+  const size_t long_pieces =
+      (rt.long_update.size() + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
+  for (size_t i = 0; i <= long_pieces; ++i) {
+    const uint16_t index = static_cast<uint16_t>(std::min(i, long_pieces - 1));
+    n = enc.RoomUpdatePiece(buf, rt.room_id, rt.long_id, rt.long_update, index);
+    Append(&pieces_seq, 1 | (3 << 1), buf, n);
+  }
+  out.Write(pieces_seq, "sequence_pieces");
   // Raw datagrams captured between real nodes (RINGPEER_FUZZ_RAW_SEEDS: a directory, one
   // datagram a file), each wrapped as a one-record input, alternating shards and sources.
   if (const char* raw = std::getenv("RINGPEER_FUZZ_RAW_SEEDS")) {
