@@ -123,6 +123,27 @@ TEST(Membership, FiftyMembersAddTenEvictFive) {
   }
 }
 
+TEST(Membership, ListGrantsNamesWhoHasWhichAccess) {
+  RoomFixture f(5, ReducerKind::kChat, kStateBytesMaxDefault, 6);
+  std::vector<MemberGrantSpec> g = Grants(f, 6, 2, 3);  // member 2 evicted
+  g[3].write = false;                                     // member 4 reads only
+  const auto e1 = f.Rotate(g, {});
+  std::vector<MemberGrantSpec> listed;
+  ASSERT_EQ(ListGrants(e1, f.room_id, f.admin.public_key, &listed), Verdict::kOk);
+  ASSERT_EQ(listed.size(), 5u);
+  for (size_t i = 0; i < g.size(); ++i) {
+    EXPECT_EQ(listed[i].member, g[i].member);
+    EXPECT_EQ(listed[i].write, g[i].write) << i;
+  }
+  // A record not signed by the room's admin, or altered, lists nothing.
+  std::vector<MemberGrantSpec> none;
+  EXPECT_NE(ListGrants(e1, f.room_id, f.members[0].public_key, &none), Verdict::kOk);
+  auto bad = e1;
+  bad[bad.size() / 2] ^= 1;
+  EXPECT_NE(ListGrants(bad, f.room_id, f.admin.public_key, &none), Verdict::kOk);
+  EXPECT_TRUE(none.empty());
+}
+
 // The key epoch of `members` write grants, as the admin makes it.
 size_t EpochBytes(RoomFixture& f, size_t members) {
   return f.Rotate(Grants(f, members), {}).size();

@@ -127,6 +127,11 @@ struct KeyEpoch {
 // grant sealed to it (if any).
 Verdict ParseKeyEpoch(Bytes record, const Hash256& room, const PublicKey& admin,
                       const KeyPair* me, KeyEpoch* out);
+// ListGrants: who a checked key epoch grants keys to, and with which access. Access is
+// read from the sealed grant's length (content key alone, or with the write seed), which
+// anyone holding the record sees. For `room members`; allocates, not for the packet path.
+Verdict ListGrants(Bytes record, const Hash256& room, const PublicKey& admin,
+                   std::vector<MemberGrantSpec>* out);
 
 // ---- updates ----
 
