@@ -249,6 +249,26 @@ Verdict ParseKeyEpoch(Bytes record, const Hash256& room, const PublicKey& admin,
   return Verdict::kOk;
 }
 
+Verdict ListGrants(Bytes record, const Hash256& room, const PublicKey& admin,
+                   std::vector<MemberGrantSpec>* out) {
+  KeyEpoch k;
+  const Verdict v = ParseKeyEpoch(record, room, admin, nullptr, &k);
+  if (v != Verdict::kOk) return v;
+  // ParseKeyEpoch checked the envelope, so reading the body in place is safe.
+  const auto* env = flatbuffers::GetRoot<fb::Signed>(record.data());
+  const auto* body = flatbuffers::GetRoot<fb::KeyEpochBody>(env->body()->data());
+  out->clear();
+  if (body->grants() == nullptr) return Verdict::kOk;
+  for (const fb::MemberGrant* g : *body->grants()) {
+    MemberGrantSpec m;
+    std::memcpy(m.member.data(), g->member()->b()->Data(), 32);
+    m.write = g->sealed()->size() == crypto_box_SEALBYTES + kGrantPlainBytesMax;
+    out->push_back(m);
+  }
+  RP_ASSERT(out->size() <= kMembersMax);
+  return Verdict::kOk;
+}
+
 // ---- updates ----
 
 Verdict DecodeUpdate(Bytes record, const Hash256& room, UpdateView* out) noexcept {

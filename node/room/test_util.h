@@ -62,15 +62,16 @@ struct RoomFixture {
     Rotate(grants, {});
   }
 
-  // Rotate: a new key epoch granting `grants`, made at `heads`.
+  // Rotate: a new key epoch granting `grants`, made at `heads`. Without `history` the
+  // epoch does not seal the previous content key (members it adds read only what follows).
   const std::vector<uint8_t>& Rotate(const std::vector<MemberGrantSpec>& grants,
-                                     const std::vector<Hash256>& heads) {
+                                     const std::vector<Hash256>& heads, bool history = true) {
     KeyEpochSpec spec;
     spec.room_id = room_id;
     spec.epoch = static_cast<uint32_t>(epochs.size());
     spec.write_seed = rng.Bytes32();
     spec.content_key = rng.Bytes32();
-    if (!content_keys.empty()) spec.previous_key = content_keys.back();
+    if (history && !content_keys.empty()) spec.previous_key = content_keys.back();
     spec.rotation_heads = heads;
     spec.members = grants;
     content_keys.push_back(spec.content_key);
