@@ -390,6 +390,9 @@ class Swarm {
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
+  // StartOverFrom: a member's log dropped and started again from a checkpoint its replay
+  // disagreed with (counted in checkpoint_mismatches). The room's verdict.
+  Verdict StartOverFrom(Bytes record, Bytes blob);
 
   std::unique_ptr<Room> room_;
   std::vector<uint8_t> genesis_record_;

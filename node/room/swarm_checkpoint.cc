@@ -116,9 +116,14 @@ void Swarm::Restore(const LoadedRoom& r) {
     Signature sig;
     if (DecodeCheckpoint(r.checkpoint_record, id(), &info, &signed_bytes, &sig) == Verdict::kOk) {
       absl::flat_hash_set<Hash256, IdHash> ids;
+      std::vector<Hash256> parents;
       for (const auto& u : r.updates) {
         UpdateView view;
-        if (DecodeUpdate(u, id(), &view) == Verdict::kOk) ids.insert(view.id);
+        if (DecodeUpdate(u, id(), &view) != Verdict::kOk) continue;
+        ids.insert(view.id);
+        if (const auto* ps = view.body->parents()) {
+          for (const fb::Key256* p : *ps) parents.push_back(FromKey(*p));
+        }
       }
       bool all = true;
       for (const Hash256& h : info.heads) all &= ids.contains(h);
@@ -127,13 +132,7 @@ void Swarm::Restore(const LoadedRoom& r) {
       // checkpoint that replaced it in storage names heads it does hold. Replayed from
       // nothing, that log would wait for parents forever (the room simulator found a
       // restarted relay holding 460 updates pending and none placed).
-      for (const auto& u : r.updates) {
-        UpdateView view;
-        if (!all || DecodeUpdate(u, id(), &view) != Verdict::kOk) continue;
-        if (const auto* parents = view.body->parents()) {
-          for (const fb::Key256* p : *parents) all &= ids.contains(FromKey(*p));
-        }
-      }
+      for (const Hash256& p : parents) all &= ids.contains(p);
       if (!all) loaded_cp = room_->LoadCheckpoint(r.checkpoint_record, r.checkpoint_blob) ==
                             Verdict::kOk;
     }
@@ -367,14 +366,7 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
   const Hash256 before = room_->state_hash();
   Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
-  if (v == Verdict::kCheckpointMismatch && !config_.relay && ResetLog()) {
-    // Our replay of the history it covers reached another state than its writer's: we
-    // missed an earlier checkpoint that ordered part of that history (only the newest is
-    // advertised), so our order differs. Start over from it, as a joiner does, and sync
-    // the log after it; otherwise this member would never agree with the others (the room
-    // simulator found it diverging for good).
-    v = room_->LoadCheckpoint(record, blob);
-  }
+  if (v == Verdict::kCheckpointMismatch && !config_.relay) v = StartOverFrom(record, blob);
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
     if (empty) {
@@ -418,15 +410,24 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   if (empty) RequestSync(now_us, out);
 }
 
+Verdict Swarm::StartOverFrom(Bytes record, Bytes blob) {
+  // Our replay of the history it covers reached another state than its writer's: we
+  // missed an earlier checkpoint that ordered part of that history (only the newest is
+  // advertised), so our order differs. Start over from it, as a joiner does, and sync the
+  // log after it; otherwise this member would never agree with the others (the room
+  // simulator found it diverging for good).
+  ++counters_.checkpoint_mismatches;
+  if (!ResetLog()) return Verdict::kCheckpointMismatch;
+  return room_->LoadCheckpoint(record, blob);
+}
+
 void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   if (config_.relay || fetch_ != nullptr || !room_->checkpoint_mismatch()) return;
   if (room_->checkpoint_blob().empty()) return;  // its state is not here to start from
   const std::vector<uint8_t> record = room_->checkpoint_record();
   const std::vector<uint8_t> blob = room_->checkpoint_blob();
-  ++counters_.checkpoint_mismatches;
-  if (!ResetLog()) return;
   const Hash256 before = room_->state_hash();
-  if (room_->LoadCheckpoint(record, blob) != Verdict::kOk) return;
+  if (StartOverFrom(record, blob) != Verdict::kOk) return;
   AdoptObject(record, blob);
   digest_dirty_ = true;
   Emit(SwarmEvent::kCheckpointLoaded, object_->info.id, {});

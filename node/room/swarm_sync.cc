@@ -13,16 +13,13 @@
 namespace ringpeer::room {
 namespace {
 
-// A record up to this size rides inside a RoomSyncData alone; larger ones (up to
-// kUpdateInlineBytesMax) do not fit beside the framing and go as RoomPublish, and those
-// larger still (up to kUpdateBytesMax) as RoomUpdatePiece datagrams.
-// Bytes of records (each plus its ~24 bytes of framing) one RoomSyncData carries. The
-// budget leaves room for the checkpoint reference the datagram carries when the sender
-// has a checkpoint (~96 bytes): 1040 did not, and a relay with a checkpoint that packed a
-// full group failed its encoder (found by the room simulator). SyncBudgetTest checks it.
-constexpr size_t kInlineRecordBytesMax = kSyncInlineRecordBytesMax;
-constexpr size_t kSyncDatagramRecordBytes = kSyncDataRecordBytes;
-constexpr size_t kRecordFramingBytes = kSyncRecordFramingBytes;
+// Packing (swarm.h): a record up to kSyncInlineRecordBytesMax rides inside a RoomSyncData;
+// larger ones (up to kUpdateInlineBytesMax) go as RoomPublish, and those larger still (up
+// to kUpdateBytesMax) as RoomUpdatePiece datagrams. The budget leaves room for the
+// checkpoint reference the datagram carries when the sender has a checkpoint (~96 bytes):
+// the old 1040 bytes did not, and a relay with a checkpoint that packed a full group failed
+// its encoder (found by the room simulator).
+// RoomWire.SyncDataPackingBudgetFitsWithCheckpoint checks it.
 // Datagrams one window may span (the requester tracks them in a 512-bit mask).
 constexpr size_t kWindowDatagramsMax = 512;
 // Window when the requester names none.
@@ -104,13 +101,13 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
   size_t bytes = 0, records = 0;
   for (size_t i = 0; i < n; ++i) {
     const size_t size = plan.updates[i].size();
-    if (size > kInlineRecordBytesMax) continue;
+    if (size > kSyncInlineRecordBytesMax) continue;
     if (records > 0 && (records == wire::kRoomSyncRecordsMax ||
-                        bytes + size + kRecordFramingBytes > kSyncDatagramRecordBytes)) {
+                        bytes + size + kSyncRecordFramingBytes > kSyncDataRecordBytes)) {
       group_end.push_back(static_cast<uint32_t>(i));
       bytes = records = 0;
     }
-    bytes += size + kRecordFramingBytes;
+    bytes += size + kSyncRecordFramingBytes;
     ++records;
   }
   group_end.push_back(static_cast<uint32_t>(n));  // the last group (maybe empty)
@@ -127,7 +124,7 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
     size_t k = 0;
     for (size_t i = start; i < group_end[g]; ++i) {
       const Bytes r = plan.updates[i];
-      if (r.size() <= kInlineRecordBytesMax) {
+      if (r.size() <= kSyncInlineRecordBytesMax) {
         group[k++] = r;
         continue;
       }

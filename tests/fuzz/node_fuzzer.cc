@@ -337,6 +337,13 @@ void WriteSeeds(const std::string& dir) {
     const room::Hash256 head = v.id;
     one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x901, 0, std::span(&head, 1)), "room_sync_window0");
     one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x902, 0xFFFF, std::span(&head, 1)), "room_sync");
+    // Naming the checkpoint the relay holds (the log after it), and one it does not hold.
+    const room::Hash256 held_cp = wire::Blake2b256(rt.checkpoint.record);
+    one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x905, 64, std::span(&head, 1), &held_cp),
+        "room_sync_checkpoint");
+    const room::Hash256 other_cp = v.id;
+    one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x906, 64, {}, &other_cp),
+        "room_sync_other_checkpoint");
     one(shard, 3, enc.RoomAck(buf, rt.room_id, head), "room_ack");
     one(shard, 3, enc.RoomEpoch(buf, rt.room_id, rt.epoch0), "room_epoch");
     one(shard, 3, enc.RoomSlowDown(buf, rt.room_id, head, 0), "room_slow_down");

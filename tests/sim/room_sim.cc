@@ -98,17 +98,17 @@ struct RoomSimulator::Node {
 // network: acks are checked against the relay's storage, publishes are kept for forgery.
 class RoomSimulator::Tap final : public base::Outbox {
  public:
-  Tap(RoomSimulator* sim, Node* node) : sim_(sim), node_(node) {}
-  std::span<uint8_t> Buffer() noexcept override { return buf_; }
+  Tap(RoomSimulator* sim, Node* node) : sim_(sim), node_(node), out_(sim->net_.get(), node->addr) {}
+  std::span<uint8_t> Buffer() noexcept override { return out_.Buffer(); }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
-    const std::span<const uint8_t> d(buf_, size);
+    const std::span<uint8_t> d = out_.Buffer().first(size);
     if (size >= wire::kHeaderBytes) {
-      const uint8_t type = buf_[offsetof(wire::Header, type)];
+      const uint8_t type = d[offsetof(wire::Header, type)];
       if (type == static_cast<uint8_t>(wire::MessageType::kRoomAck) ||
           type == static_cast<uint8_t>(wire::MessageType::kRoomPublish)) {
         heap::Scope scope(heap::kShared);
         wire::Message msg;
-        if (wire::Decode(buf_, size, &msg) == wire::Verdict::kOk) {
+        if (wire::Decode(d.data(), size, &msg) == wire::Verdict::kOk) {
           if (msg.type() == wire::MessageType::kRoomAck) {
             sim_->OnAckSent(*node_, wire::FromWireId(*msg.room_ack()->room()),
                             wire::FromWireId(*msg.room_ack()->update()));
@@ -118,13 +118,13 @@ class RoomSimulator::Tap final : public base::Outbox {
         }
       }
     }
-    sim_->net_->Send(node_->addr, to, d);
+    out_.Commit(size, to);
   }
 
  private:
   RoomSimulator* sim_;
   Node* node_;
-  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
+  testing::MemoryNetwork::Sender out_;  // the network
 };
 
 // Disk: the relay's storage as its core sees it. The bytes stored are the node's disk,
@@ -861,17 +861,19 @@ void RoomSimulator::Attack(SimRoom& r) {
   if (posting_on_) Plan(now_ + Exp(config_.attack_mean_us), Act::kAttack, r.index);
 }
 
+void RoomSimulator::ClearDiskFault(Node& n) {
+  n.disk->SetFailWrites(false);
+  n.disk->SetFailCommits(false);
+  n.disk->SetCapacity(UINT64_MAX);
+  n.disk_fault = false;
+}
+
 void RoomSimulator::EndFaults() {
   faults_on_ = false;
   posting_on_ = false;
   partitioned_ = false;
   for (auto& n : nodes_) {
-    if (n->disk) {
-      n->disk->SetFailWrites(false);
-      n->disk->SetFailCommits(false);
-      n->disk->SetCapacity(UINT64_MAX);
-      n->disk_fault = false;
-    }
+    if (n->disk) ClearDiskFault(*n);
   }
   for (auto& n : nodes_) {
     if (!n->alive) Restart(n->index);
@@ -923,16 +925,11 @@ void RoomSimulator::Do(const Work& w) {
       StartDiskFault();
       Plan(now_ + Exp(config_.disk_fault_mean_us), Act::kDiskFault);
       return;
-    case Act::kDiskClear: {
+    case Act::kDiskClear:
       if (!faults_on_) return;
       ++report_.steps;
-      Node& n = *nodes_[w.arg];
-      n.disk->SetFailWrites(false);
-      n.disk->SetFailCommits(false);
-      n.disk->SetCapacity(UINT64_MAX);
-      n.disk_fault = false;
+      ClearDiskFault(*nodes_[w.arg]);
       return;
-    }
     case Act::kForge:
       if (!faults_on_) return;
       ++report_.steps;

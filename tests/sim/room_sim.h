@@ -170,6 +170,7 @@ class RoomSimulator {
   void Restart(uint32_t node);
   void StartPartition();
   void StartDiskFault();
+  void ClearDiskFault(Node& n);
   void Forge();
   void Rotate(SimRoom& r);
   void Attack(SimRoom& r);
