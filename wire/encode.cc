@@ -309,7 +309,8 @@ size_t Encoder::RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noex
   fb::Id256 d = ToWireId(f.heads_digest);
   fb::RoomCheckpointRef cp = ToWireCheckpoint(f.checkpoint);
   fbb_.Finish(fb::CreateRoomHeads(fbb_, &r, &s, f.relay, f.epoch, f.log_size, &d, heads,
-                                  f.checkpoint.valid() ? &cp : nullptr, f.no_epoch));
+                                  f.checkpoint.valid() ? &cp : nullptr, f.no_epoch,
+                                  f.checkpoint.valid() ? f.checkpoint.covered : 0));
   return Finish(out, MessageType::kRoomHeads, RoomShardHint(f.room.data()));
 }
 

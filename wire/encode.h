@@ -53,6 +53,9 @@ struct RoomCheckpointInfo {
   uint64_t object_bytes = 0;
   uint32_t record_bytes = 0;
   uint8_t levels = 0;
+  // The record's `covered` (its rank). Not in RoomCheckpointRef: RoomHeads carries it
+  // beside the ref; 0 where not known.
+  uint64_t covered = 0;
   bool valid() const noexcept { return object_bytes > 0; }
   friend bool operator==(const RoomCheckpointInfo&, const RoomCheckpointInfo&) = default;
 };

@@ -352,7 +352,7 @@ bool OpenContent(const ContentKey& key, const Nonce& nonce, const Hash256& room,
 std::vector<uint8_t> MakeCheckpoint(const Hash256& room, uint32_t epoch, const KeyPair& write,
                                     const ContentKey& key, std::span<const Hash256> heads,
                                     const Hash256& state_hash, Bytes state, const Nonce& nonce,
-                                    std::vector<uint8_t>* blob) {
+                                    std::vector<uint8_t>* blob, uint64_t covered) {
   RP_ASSERT(heads.size() <= kCheckpointHeadsMax);
   SealContent(key, nonce, room, state, blob);
   flatbuffers::FlatBufferBuilder fbb(512 + heads.size() * 32);
@@ -363,7 +363,7 @@ std::vector<uint8_t> MakeCheckpoint(const Hash256& room, uint32_t epoch, const K
   fb::Key256 bh = ToKey(wire::Blake2b256(*blob));
   fb::Nonce192 n = ToNonce(nonce);
   fbb.Finish(fb::CreateCheckpointBody(fbb, fb::RecordKind::Checkpoint, &r, epoch, heads_off, &sh,
-                                      &bh, blob->size(), &n));
+                                      &bh, blob->size(), &n, covered));
   return Envelope(Bytes(fbb.GetBufferPointer(), fbb.GetSize()), write.secret_key);
 }
 
@@ -382,6 +382,7 @@ Verdict DecodeCheckpoint(Bytes record, const Hash256& room, CheckpointInfo* out,
   out->blob_hash = FromKey(*body->blob_hash());
   out->blob_bytes = body->blob_bytes();
   out->nonce = FromNonce(*body->nonce());
+  out->covered = body->covered();
   return Verdict::kOk;
 }
 

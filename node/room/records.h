@@ -175,6 +175,7 @@ struct CheckpointInfo {
   Hash256 blob_hash{};
   uint64_t blob_bytes = 0;
   Nonce nonce{};
+  uint64_t covered = 0;  // updates up to and including the heads (the rank; see room.h)
 };
 
 // MakeCheckpoint: signs (heads, state hash, hash of the encrypted state). Fills `blob`
@@ -182,7 +183,7 @@ struct CheckpointInfo {
 std::vector<uint8_t> MakeCheckpoint(const Hash256& room, uint32_t epoch, const KeyPair& write,
                                     const ContentKey& key, std::span<const Hash256> heads,
                                     const Hash256& state_hash, Bytes state, const Nonce& nonce,
-                                    std::vector<uint8_t>* blob);
+                                    std::vector<uint8_t>* blob, uint64_t covered = 0);
 // DecodeCheckpoint: size, Verifier, fields; fills `out` (no signature check).
 Verdict DecodeCheckpoint(Bytes record, const Hash256& room, CheckpointInfo* out,
                          Bytes* signed_bytes, Signature* signature);

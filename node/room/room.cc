@@ -3,6 +3,7 @@
 #include "node/room/room.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/assert.h"
@@ -201,6 +202,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     }
   }
   size_t missing = 0;
+  bool refused = false;
   for (const Hash256& p : held->parents) {
     auto it = index_.find(p);
     if (it == index_.end()) {
@@ -208,9 +210,15 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
       continue;
     }
     const Entry& parent = entries_[it->second];
-    if (parent.segment != kTailSegment && !cp_head_slots_.contains(it->second)) {
-      return Verdict::kBehindCheckpoint;
-    }
+    refused |= parent.refused ||
+               (parent.segment != kTailSegment && !cp_head_slots_.contains(it->second));
+  }
+  if (missing == 0 && refused) {
+    // Kept outside the order: a better checkpoint may yet cover it (ApplyLine). Its
+    // children are refused alike when they come (the worklist releases them).
+    *placed = true;
+    InsertRefused(id, std::move(*held));
+    return Verdict::kBehindCheckpoint;
   }
   if (missing > 0) {
     if (pending_.size() >= kPendingMax) return Verdict::kPendingFull;
@@ -300,6 +308,67 @@ absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random)
 }
 
 // ---- queries ----
+
+std::string Room::DebugCheckpoint() const {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "cp=%02x%02x%02x%02x covered=%llu gen=%u line=%zu heads:", cp_.id[0],
+                cp_.id[1], cp_.id[2], cp_.id[3], static_cast<unsigned long long>(cp_.covered),
+                cp_generation_, line_.size());
+  std::string out = buf;
+  for (const Hash256& h : cp_.heads) {
+    std::snprintf(buf, sizeof buf, " %02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
+    out += buf;
+  }
+  return out;
+}
+
+std::string Room::DebugEntry(const Hash256& x) const {
+  auto it = index_.find(x);
+  if (it == index_.end()) return "absent";
+  const Entry& e = entries_[it->second];
+  char buf[64];
+  std::string out;
+  std::snprintf(buf, sizeof buf, "slot=%u seg=%u pos=%u base=%d ref=%d parents:", it->second,
+                e.segment, e.pos, e.base, e.refused);
+  out = buf;
+  for (uint32_t p : e.parents) {
+    std::snprintf(buf, sizeof buf, " %02x%02x%02x%02x(seg=%u,pos=%u,dead=%d)", entries_[p].id[0],
+                  entries_[p].id[1], entries_[p].id[2], entries_[p].id[3], entries_[p].segment,
+                  entries_[p].pos, entries_[p].dead);
+    out += buf;
+  }
+  std::snprintf(buf, sizeof buf, " tail_start=%u", tail_start_);
+  return out + buf;
+}
+
+std::vector<std::vector<uint8_t>> Room::RecordsOutside(Bytes record) const {
+  CheckpointInfo cp;
+  Bytes signed_bytes;
+  Signature sig;
+  std::vector<std::vector<uint8_t>> out;
+  if (DecodeCheckpoint(record, id(), &cp, &signed_bytes, &sig) != Verdict::kOk) return out;
+  std::vector<uint32_t> from;
+  for (const Hash256& h : cp.heads) {
+    auto it = index_.find(h);
+    if (it != index_.end()) from.push_back(it->second);
+  }
+  std::vector<uint8_t> mask = AncestorMask(from);
+  // Slots are in arrival order, so parents come first.
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    const Entry& e = entries_[s];
+    if (mask[s] || e.dead || e.base || e.record.empty()) continue;
+    out.push_back(e.record);
+  }
+  return out;
+}
+
+bool Room::Improves(Bytes record) const {
+  CheckpointInfo cp;
+  Bytes signed_bytes;
+  Signature sig;
+  if (DecodeCheckpoint(record, id(), &cp, &signed_bytes, &sig) != Verdict::kOk) return false;
+  return !has_checkpoint() || Better(cp, cp_);
+}
 
 std::vector<Hash256> Room::heads() const {
   std::vector<Hash256> out;

@@ -7,7 +7,15 @@
 // randomness (nonces) is passed in.
 //
 // Order rule: topological, ties by id (Kahn's algorithm taking the smallest available id),
-// with one refinement: the checkpoint in effect is a barrier, so its ancestors come first.
+// with one refinement: the checkpoints in effect are barriers, so their ancestors come
+// first (the line: each checkpoint this node put in effect that the newest one covers).
+// Checkpoint in effect: the best one known, ranked by `covered` (how many updates its
+// heads reach back over), then by smaller id; so every node settles on the same one, in
+// whatever order the checkpoints arrive, and a newer one (it covers more) always wins.
+// An update that branches from inside it (a parent it covers that is not one of its
+// heads), or from such an update, is refused: kept (a better checkpoint may cover it
+// later) but outside the order and the heads. So what is in the order is a function of
+// the updates held and the checkpoint in effect, not of arrival order.
 // An update whose parents include the last one in the order is appended in O(1); one that
 // lands earlier is inserted and the state re-folded from the nearest snapshot (every
 // kSnapshotEvery updates, the last kSnapshotsMax kept), else from the base.
@@ -25,6 +33,7 @@
 #include <optional>
 #include <span>
 #include <vector>
+#include <string>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -159,6 +168,16 @@ class Room {
   int64_t epoch() const noexcept { return static_cast<int64_t>(epochs_.size()) - 1; }
   size_t log_size() const noexcept { return order_.size(); }
   size_t pending_size() const noexcept { return pending_.size(); }
+  // Better: checkpoint `a` ranks above `b` (more updates covered, then the smaller id).
+  static bool Better(const CheckpointInfo& a, const CheckpointInfo& b) noexcept {
+    return a.covered != b.covered ? a.covered > b.covered : a.id < b.id;
+  }
+  // Improves: a checkpoint record this room would put in effect over its own (decodes
+  // and ranks it; the signature is checked when it is added).
+  bool Improves(Bytes record) const;
+  // RecordsOutside: copies of the records in the log (placed or refused) that checkpoint
+  // `record` does not cover, parents first: what a node keeps when it starts over from it.
+  std::vector<std::vector<uint8_t>> RecordsOutside(Bytes record) const;
   // MissingParents: up to `max` ids that held updates wait for (diagnostics, tools).
   // Only the roots: parents that are neither in the log nor held pending themselves;
   // `quarantined` (may be null) says which of them sit in quarantine.
@@ -173,7 +192,12 @@ class Room {
     return out;
   }
   size_t quarantine_size() const noexcept { return quarantine_.size(); }
+  std::string DebugEntry(const Hash256& id) const;
+  std::string DebugCheckpoint() const;
   bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
+  // Counts the checkpoints put in effect (added or loaded), so that a caller notices when
+  // the room put an awaited one in effect by itself, on the update that brought its heads.
+  uint64_t checkpoint_changes() const noexcept { return cp_changes_; }
   // checkpoint_mismatch: a reader whose own replay of the history the checkpoint in effect
   // covers reached another state than the checkpoint names (the writer lied, or this node
   // ordered that history differently because it missed an earlier checkpoint).
@@ -197,7 +221,8 @@ class Room {
     uint32_t pos = kNoPos;
     uint32_t segment = kTailSegment;  // checkpoint generation that covers it, or tail
     bool base = false;   // a checkpoint head known by id only (loaded from a checkpoint)
-    bool dead = false;   // removed by a rotation or a checkpoint barrier
+    bool dead = false;   // removed by a rotation
+    bool refused = false;  // branches from inside the checkpoint in effect: kept, unordered
   };
   struct EpochState {
     PublicKey write_key{};
@@ -227,6 +252,10 @@ class Room {
   void Release(std::vector<Hash256> work);
   void Hold(const Hash256& id, Held&& held);
   Verdict Insert(const Hash256& id, Held&& held);
+  void InsertRefused(const Hash256& id, Held&& held);
+  // ApplyLine: segments from line_, refusal under the checkpoint in effect, the order.
+  void ApplyLine(size_t kept);
+  uint64_t CoveredBy(std::span<const uint32_t> head_slots) const;
   Verdict ApplyAt(uint32_t pos);
   Verdict Refold(uint32_t from_pos);
   void TryAwaitedCheckpoint();
@@ -275,6 +304,11 @@ class Room {
   CheckpointInfo cp_;
   uint32_t cp_generation_ = 0;
   absl::flat_hash_set<uint32_t> cp_head_slots_;
+  // The line: head slots of each checkpoint put in effect that the newest covers, oldest
+  // first; line_[g - 1] is segment g's barrier.
+  std::vector<std::vector<uint32_t>> line_;
+  uint64_t base_covered_ = 0;
+  uint64_t cp_changes_ = 0;  // `covered` of the checkpoint this node started from
   uint32_t tail_start_ = 0;  // first order position after the barrier
   std::vector<uint8_t> awaited_cp_record_;  // a checkpoint waiting for its heads
   std::vector<uint8_t> awaited_cp_blob_;

@@ -51,6 +51,22 @@ Verdict Room::Insert(const Hash256& id, Held&& held) {
   return Refold(pos);
 }
 
+void Room::InsertRefused(const Hash256& id, Held&& held) {
+  const uint32_t slot = static_cast<uint32_t>(entries_.size());
+  entries_.emplace_back();
+  Entry& e = entries_.back();
+  e.id = id;
+  e.record = std::move(held.record);
+  e.epoch = held.epoch;
+  e.refused = true;
+  for (const Hash256& p : held.parents) {
+    const uint32_t ps = index_.at(p);
+    e.parents.push_back(ps);
+    entries_[ps].children.push_back(slot);
+  }
+  index_.emplace(id, slot);
+}
+
 Verdict Room::ApplyAt(uint32_t pos) {
   const Entry& e = entries_[order_[pos]];
   const Hash256& prev = pos == 0 ? base_hash_ : chain_[pos - 1];
@@ -115,7 +131,7 @@ void Room::RebuildOrder() {
   tail_start_ = 0;
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     const Entry& e = entries_[s];
-    if (e.dead || e.base) continue;
+    if (e.dead || e.base || e.refused) continue;
     for (uint32_t p : e.parents) indegree[s] += !entries_[p].dead && !entries_[p].base;
     if (indegree[s] == 0) ready.emplace(e.segment, e.id, s);
     tail_start_ += e.segment != kTailSegment;
@@ -127,7 +143,7 @@ void Room::RebuildOrder() {
     entries_[s].pos = static_cast<uint32_t>(order_.size());
     order_.push_back(s);
     for (uint32_t c : entries_[s].children) {
-      if (entries_[c].dead) continue;
+      if (entries_[c].dead || entries_[c].refused) continue;
       if (--indegree[c] == 0) ready.emplace(entries_[c].segment, entries_[c].id, c);
     }
   }
@@ -141,9 +157,9 @@ void Room::RecomputeHeads() {
   heads_.clear();
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     const Entry& e = entries_[s];
-    if (e.dead) continue;
+    if (e.dead || e.refused) continue;
     bool has_child = false;
-    for (uint32_t c : e.children) has_child |= !entries_[c].dead;
+    for (uint32_t c : e.children) has_child |= !entries_[c].dead && !entries_[c].refused;
     if (!has_child) heads_.push_back(s);
   }
 }
@@ -213,8 +229,25 @@ absl::StatusOr<Checkpoint> Room::MakeCheckpoint(RandomFn random) const {
   const uint32_t epoch = static_cast<uint32_t>(epochs_.size() - 1);
   cp.record = room::MakeCheckpoint(id(), epoch, *epochs_.back().write,
                                    *epochs_.back().content_key, hs, state_hash(), state, nonce,
-                                   &cp.blob);
+                                   &cp.blob, CoveredBy(heads_));
   return cp;
+}
+
+uint64_t Room::CoveredBy(std::span<const uint32_t> head_slots) const {
+  // The updates of the room's history up to and including these heads: those in the log,
+  // plus what the checkpoint this node started from covered when they reach back to it.
+  std::vector<uint8_t> mask = AncestorMask(head_slots);
+  uint64_t n = 0;
+  bool reaches_base = false;
+  for (uint32_t s = 0; s < mask.size(); ++s) {
+    if (!mask[s]) continue;
+    if (entries_[s].base) {
+      reaches_base = true;
+    } else {
+      ++n;
+    }
+  }
+  return n + (reaches_base ? base_covered_ : 0);
 }
 
 Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
@@ -222,11 +255,19 @@ Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
   Verdict v = CheckCheckpoint(record, &cp);
   if (v != Verdict::kOk) return Count(v);
   if (has_checkpoint() && cp.id == cp_.id) return Count(Verdict::kDuplicate);
+  if (has_checkpoint() && !Better(cp, cp_)) return Count(Verdict::kStaleCheckpoint);
   if (!blob.empty() && (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash)) {
     return Count(Verdict::kBadBlob);
   }
   for (const Hash256& h : cp.heads) {
     if (!index_.contains(h)) {
+      // Awaited until its heads come; one at a time, the best.
+      CheckpointInfo awaited;
+      if (!awaited_cp_record_.empty() &&
+          CheckCheckpoint(awaited_cp_record_, &awaited) == Verdict::kOk &&
+          !Better(cp, awaited) && !(cp.id == awaited.id)) {
+        return Count(Verdict::kStaleCheckpoint);
+      }
       awaited_cp_record_.assign(record.begin(), record.end());
       awaited_cp_blob_.assign(blob.begin(), blob.end());
       return Count(Verdict::kPending);
@@ -238,7 +279,12 @@ Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
 void Room::TryAwaitedCheckpoint() {
   if (awaited_cp_record_.empty()) return;
   CheckpointInfo cp;
-  if (CheckCheckpoint(awaited_cp_record_, &cp) != Verdict::kOk) return;
+  if (CheckCheckpoint(awaited_cp_record_, &cp) != Verdict::kOk ||
+      (has_checkpoint() && !Better(cp, cp_))) {
+    awaited_cp_record_.clear();
+    awaited_cp_blob_.clear();
+    return;
+  }
   for (const Hash256& h : cp.heads) {
     if (!index_.contains(h)) return;
   }
@@ -253,42 +299,62 @@ Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes bl
   std::vector<uint32_t> head_slots;
   for (const Hash256& h : cp.heads) head_slots.push_back(index_.at(h));
   std::vector<uint8_t> mask = AncestorMask(head_slots);
-  for (uint32_t s : cp_head_slots_) {
-    if (!mask[s]) return Verdict::kStaleCheckpoint;
-  }
-  // Updates that branch from inside the checkpoint (a parent it covers that is not one of
-  // its heads) are refused, with everything built on them: a node that starts from the
-  // checkpoint could never place them.
-  absl::flat_hash_set<uint32_t> new_heads(head_slots.begin(), head_slots.end());
-  std::vector<uint8_t> killed(entries_.size(), 0);
-  for (uint32_t s : order_) {
-    if (mask[s]) continue;
-    for (uint32_t p : entries_[s].parents) {
-      if (killed[p] || (mask[p] && !new_heads.contains(p))) {
-        killed[s] = 1;
-        break;
-      }
-    }
-  }
-  for (uint32_t s = 0; s < killed.size(); ++s) {
-    if (killed[s]) Kill(s, /*quarantine=*/false);
-  }
-  ++cp_generation_;
+  // A node that started from a checkpoint holds its heads by id only: it cannot reorder
+  // the history behind them. A better checkpoint that does not cover them (made on a
+  // branch this node never held) means starting over from it (Swarm::StartOverFrom).
   for (uint32_t s = 0; s < entries_.size(); ++s) {
-    if (mask[s] && !entries_[s].dead && entries_[s].segment == kTailSegment) {
-      entries_[s].segment = cp_generation_;
-    }
+    if (entries_[s].base && !entries_[s].dead && !mask[s]) return Verdict::kCheckpointFork;
   }
-  cp_head_slots_ = std::move(new_heads);
+  // The line: checkpoints already in effect that this one covers stay barriers (they are
+  // nested, so they are a prefix); the rest of the line is dropped.
+  size_t kept = 0;
+  while (kept < line_.size() &&
+         std::all_of(line_[kept].begin(), line_[kept].end(),
+                     [&](uint32_t s) { return mask[s] != 0; })) {
+    ++kept;
+  }
+  line_.resize(kept);
+  line_.push_back(head_slots);
+  cp_head_slots_ = absl::flat_hash_set<uint32_t>(head_slots.begin(), head_slots.end());
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
   cp_blob_.assign(blob.begin(), blob.end());
-  RebuildOrder();
+  ++cp_changes_;
+  ApplyLine(kept);
   if (reader_) {
     const Hash256& at = tail_start_ == 0 ? base_hash_ : chain_[tail_start_ - 1];
     if (at != cp.state_hash) return Verdict::kCheckpointMismatch;
   }
   return Verdict::kOk;
+}
+
+void Room::ApplyLine(size_t kept) {
+  // Segments: entries covered by the kept part of the line keep theirs (the line is
+  // nested, so its first `kept` barriers still hold); the rest are the newest's or tail.
+  cp_generation_ = static_cast<uint32_t>(line_.size());
+  std::vector<uint8_t> mask = AncestorMask(line_.back());
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    Entry& e = entries_[s];
+    if (e.dead || (e.segment != kTailSegment && e.segment <= kept)) continue;
+    e.segment = mask[s] ? cp_generation_ : kTailSegment;
+  }
+  // Refusal under the newest alone (the nested ones are covered by it): slots are in
+  // arrival order, and parents always arrive before their children.
+  for (uint32_t s = 0; s < entries_.size(); ++s) {
+    Entry& e = entries_[s];
+    if (e.dead || e.base) continue;
+    e.refused = false;
+    if (e.segment != kTailSegment) continue;
+    for (uint32_t p : e.parents) {
+      const Entry& parent = entries_[p];
+      if (parent.dead) continue;
+      if (parent.refused || (parent.segment != kTailSegment && !cp_head_slots_.contains(p))) {
+        e.refused = true;
+        break;
+      }
+    }
+  }
+  RebuildOrder();
 }
 
 bool Room::checkpoint_mismatch() const noexcept {
@@ -337,6 +403,8 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
   base_state_ = std::move(plain);
   base_hash_ = cp.state_hash;
   cp_generation_ = 1;
+  base_covered_ = cp.covered;
+  std::vector<uint32_t> head_slots;
   for (const Hash256& h : cp.heads) {
     if (index_.contains(h)) continue;
     const uint32_t slot = static_cast<uint32_t>(entries_.size());
@@ -347,7 +415,10 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
     index_.emplace(h, slot);
     cp_head_slots_.insert(slot);
     heads_.push_back(slot);
+    head_slots.push_back(slot);
   }
+  line_.assign(1, head_slots);
+  ++cp_changes_;
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
   cp_blob_.assign(blob.begin(), blob.end());

@@ -27,8 +27,7 @@ bool IsPermanentReject(Verdict v) noexcept {
     case Verdict::kBadField:
     case Verdict::kWrongRoom:
     case Verdict::kBadSignature:
-    case Verdict::kStaleEpoch:
-    case Verdict::kBehindCheckpoint: return true;
+    case Verdict::kStaleEpoch: return true;
     default: return false;
   }
 }
@@ -52,8 +51,10 @@ wire::Verdict WireVerdict(Verdict v) noexcept {
 }
 
 bool InLog(Verdict v) noexcept {
+  // kBehindCheckpoint: kept by the room outside its order (a better checkpoint may cover
+  // it), so stored and forwarded like the rest.
   return v == Verdict::kOk || v == Verdict::kPending || v == Verdict::kOverCap ||
-         v == Verdict::kBadPayload;
+         v == Verdict::kBadPayload || v == Verdict::kBehindCheckpoint;
 }
 
 }  // namespace
@@ -225,6 +226,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   p->digest = wire::FromWireId(*m->heads_digest());
   p->heard_heads = true;
   p->checkpoint = wire::FromWireCheckpoint(m->checkpoint());
+  p->checkpoint.covered = m->checkpoint_covered();
   // Another writer's checkpoint that we have not seen: the count towards ours restarts, so
   // that W writers make about one checkpoint per checkpoint_every updates, not W.
   if (p->checkpoint.valid() && p->checkpoint.id != last_peer_checkpoint_ &&
@@ -407,6 +409,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
     ++counters_.storage_errors;  // no ack: the publisher retries
   }
   StorePlaced(&update);
+  AdoptRoomCheckpoint();
   since_checkpoint_ += room_->placed().size();
   // An update that went pending is announced when it is placed, with the pending updates
   // that a later arrival releases: only then can the application read its payload.
@@ -766,6 +769,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
 }
 
 void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
+  TryAwaitedCheckpoint();
   FollowCheckpoint(now_us, out);
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;

@@ -182,6 +182,9 @@ struct SwarmCounters {
   // Checkpoints whose state our own replay did not reach (a member then starts over from
   // the checkpoint, so that it agrees with every member that did).
   uint64_t checkpoint_mismatches = 0;
+  // Better checkpoints that did not cover the one this node started from (made on a
+  // branch it never held): it started over from them.
+  uint64_t checkpoint_forks = 0;
   uint64_t storage_errors = 0;
   uint64_t update_pieces_sent = 0;      // RoomUpdatePiece datagrams (first sends and resends)
   uint64_t update_pieces_received = 0;
@@ -385,14 +388,19 @@ class Swarm {
   void FetchTick(int64_t now_us, base::Outbox& out) noexcept;
   void FinishFetch(int64_t now_us, base::Outbox& out);
   bool TryCachedLoad();
+  bool Outranks();
+  uint64_t CoveredOf(Bytes record) const;
   void AbandonFetch() noexcept;
   void TryAwaitedCheckpoint();
+  void AdoptRoomCheckpoint();
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
   // StartOverFrom: a member's log dropped and started again from a checkpoint its replay
   // disagreed with (counted in checkpoint_mismatches). The room's verdict.
-  Verdict StartOverFrom(Bytes record, Bytes blob);
+  // `why`: kCheckpointMismatch or kCheckpointFork (counted apart). The updates the
+  // checkpoint does not cover are kept.
+  Verdict StartOverFrom(Bytes record, Bytes blob, Verdict why);
 
   std::unique_ptr<Room> room_;
   std::vector<uint8_t> genesis_record_;
@@ -437,6 +445,7 @@ class Swarm {
   std::unique_ptr<Fetch> fetch_;
   std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads (relay)
   std::vector<uint8_t> awaited_blob_;
+  uint64_t adopted_changes_ = 0;  // room_->checkpoint_changes() when object_ last followed it
   std::vector<Hash256> tried_;           // checkpoint ids that failed
   Hash256 cached_hash_{};
   std::vector<uint8_t> cached_state_;

@@ -90,7 +90,16 @@ void Swarm::AdoptObject(Bytes record, Bytes blob) {
   since_checkpoint_ = 0;
   auto object = std::make_unique<Object>();
   BuildObject(record, blob, object.get());
+  object->info.covered = CoveredOf(record);
   object_ = std::move(object);
+}
+
+uint64_t Swarm::CoveredOf(Bytes record) const {
+  CheckpointInfo info;
+  Bytes signed_bytes;
+  Signature sig;
+  if (DecodeCheckpoint(record, id(), &info, &signed_bytes, &sig) != Verdict::kOk) return 0;
+  return info.covered;
 }
 
 absl::Status Swarm::MakeCheckpoint() {
@@ -176,12 +185,14 @@ bool Swarm::ResetLog() {
   const Hash256 before = room_->state_hash();
   room_ = std::move(*fresh);
   object_.reset();
+  adopted_changes_ = 0;
   awaited_record_.clear();
   awaited_blob_.clear();
   since_checkpoint_ = 0;
   digest_dirty_ = true;
   ++counters_.log_resets;
-  if (storage_ != nullptr) {
+  // A relay keeps its store: it holds every update it acked, and must go on holding them.
+  if (storage_ != nullptr && !config_.relay) {
     absl::Status s = storage_->Forget(id());
     if (s.ok()) s = storage_->PutGenesis(id(), genesis_record_);
     for (size_t i = 0; s.ok() && i < epochs_.size(); ++i) {
@@ -202,6 +213,9 @@ void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, base:
   // reach the same state hash only once they hold the same checkpoint (the room simulator
   // found members that never took their writer's checkpoint diverging for good).
   if (!awaited_record_.empty() && wire::Blake2b256(awaited_record_) == cp.id) return;
+  // Ranked below ours (fewer updates covered): never put in effect, so not fetched. A tie
+  // is settled by the record's id, once its leaves are here (OnPiece).
+  if (object_ != nullptr && cp.covered != 0 && cp.covered < object_->info.covered) return;
   const std::vector<uint32_t> counts = PieceCounts(cp.object_bytes);
   if (cp.object_bytes > kObjectBytesMax || cp.record_bytes > kCheckpointBytesMax ||
       cp.record_bytes == 0 || counts.size() - 1 != cp.levels) {
@@ -320,6 +334,7 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
   }
   f.state[index] = PieceState::kHave;
   ++f.have;
+  if (f.level == 0 && !f.rank_checked && !Outranks()) return wire::Verdict::kOk;
   if (f.level == 0 && !f.record_checked && TryCachedLoad()) return wire::Verdict::kOk;
   if (f.have < f.state.size()) {
     RequestPieces(now_us, out);
@@ -330,6 +345,26 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
     FinishFetch(now_us, out);
   }
   return wire::Verdict::kOk;
+}
+
+// Outranks: once the leaves holding the record are here, false (and the fetch given up)
+// when the room would not put it in effect: its rank is below the checkpoint we hold, so
+// its blob is not worth fetching. True until then.
+bool Swarm::Outranks() {
+  Fetch& f = *fetch_;
+  const uint32_t record_leaves = Ceil(f.info.record_bytes, wire::kRoomPieceBytes);
+  for (uint32_t i = 0; i < record_leaves; ++i) {
+    if (f.state[i] != PieceState::kHave) return true;
+  }
+  f.rank_checked = true;
+  const Bytes record(f.bytes.data(), f.info.record_bytes);
+  if (room_->Improves(record)) return true;
+  if (tried_.size() == kTriedCheckpointsMax) tried_.erase(tried_.begin());
+  tried_.push_back(f.info.id);
+  const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+  AbandonFetch();
+  RP_ASSERT(!empty);  // an empty room has no checkpoint: every one improves it
+  return false;
 }
 
 // TryCachedLoad: once the leaves holding the record are here, a cached state with the
@@ -366,7 +401,9 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
   const Hash256 before = room_->state_hash();
   Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
-  if (v == Verdict::kCheckpointMismatch && !config_.relay) v = StartOverFrom(record, blob);
+  if ((v == Verdict::kCheckpointMismatch && !config_.relay) || v == Verdict::kCheckpointFork) {
+    v = StartOverFrom(record, blob, v);
+  }
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
     if (empty) {
@@ -386,6 +423,7 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     object->bytes = std::move(f.bytes);
     object->hashes = std::move(f.expected);  // every level is verified: the object's tree
     object_ = std::move(object);
+    object_->info.covered = CoveredOf(record);
     since_checkpoint_ = 0;
     Bytes obj_blob(object_->bytes.data() + record.size(), object_->bytes.size() - record.size());
     if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, obj_blob).ok()) {
@@ -410,15 +448,36 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   if (empty) RequestSync(now_us, out);
 }
 
-Verdict Swarm::StartOverFrom(Bytes record, Bytes blob) {
-  // Our replay of the history it covers reached another state than its writer's: we
-  // missed an earlier checkpoint that ordered part of that history (only the newest is
-  // advertised), so our order differs. Start over from it, as a joiner does, and sync the
-  // log after it; otherwise this member would never agree with the others (the room
-  // simulator found it diverging for good).
-  ++counters_.checkpoint_mismatches;
-  if (!ResetLog()) return Verdict::kCheckpointMismatch;
-  return room_->LoadCheckpoint(record, blob);
+Verdict Swarm::StartOverFrom(Bytes record, Bytes blob, Verdict why) {
+  // kCheckpointMismatch: our replay of the history it covers reached another state than
+  // its writer's: we missed an earlier checkpoint that ordered part of that history (only
+  // the newest is advertised), so our order differs. kCheckpointFork: we started from a
+  // checkpoint it does not cover, and cannot reorder the history behind ours. Either way,
+  // start over from it, as a joiner does, keeping the updates it does not cover, and sync
+  // the rest; otherwise this node would never agree with the others (the room simulator
+  // found it diverging for good).
+  if (why == Verdict::kCheckpointFork) {
+    ++counters_.checkpoint_forks;
+  } else {
+    ++counters_.checkpoint_mismatches;
+  }
+  std::vector<std::vector<uint8_t>> keep = room_->RecordsOutside(record);
+  if (!ResetLog()) return why;
+  const Verdict v = room_->LoadCheckpoint(record, blob);
+  if (v != Verdict::kOk) return v;
+  for (const std::vector<uint8_t>& r : keep) {
+    const Verdict rv = room_->ReceiveStored(r);
+    // A member's store was forgotten with its log: what it keeps is stored again. A
+    // relay's store keeps every update it acked (ResetLog leaves it).
+    if (storage_ != nullptr && !config_.relay && (rv == Verdict::kOk || rv == Verdict::kPending)) {
+      UpdateView view;
+      if (DecodeUpdate(r, id(), &view) == Verdict::kOk &&
+          !storage_->Append(id(), view.id, r).ok()) {
+        ++counters_.storage_errors;
+      }
+    }
+  }
+  return Verdict::kOk;
 }
 
 void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
@@ -427,7 +486,7 @@ void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   const std::vector<uint8_t> record = room_->checkpoint_record();
   const std::vector<uint8_t> blob = room_->checkpoint_blob();
   const Hash256 before = room_->state_hash();
-  if (StartOverFrom(record, blob) != Verdict::kOk) return;
+  if (StartOverFrom(record, blob, Verdict::kCheckpointMismatch) != Verdict::kOk) return;
   AdoptObject(record, blob);
   digest_dirty_ = true;
   Emit(SwarmEvent::kCheckpointLoaded, object_->info.id, {});
@@ -444,19 +503,34 @@ void Swarm::AbandonFetch() noexcept {
 }
 
 void Swarm::TryAwaitedCheckpoint() {
-  if (awaited_record_.empty()) return;
-  const Verdict v = room_->AddCheckpoint(awaited_record_, awaited_blob_);
-  if (v == Verdict::kPending) return;
-  // kDuplicate: the room installed it itself once the heads came.
-  if (v == Verdict::kOk || v == Verdict::kDuplicate) {
-    AdoptObject(awaited_record_, awaited_blob_);
-    if (storage_ != nullptr &&
-        !storage_->PutCheckpoint(id(), awaited_record_, awaited_blob_).ok()) {
-      ++counters_.storage_errors;
+  if (!awaited_record_.empty()) {
+    const Verdict v = room_->AddCheckpoint(awaited_record_, awaited_blob_);
+    if (v != Verdict::kPending) {
+      awaited_record_.clear();
+      awaited_blob_.clear();
     }
   }
-  awaited_record_.clear();
-  awaited_blob_.clear();
+  AdoptRoomCheckpoint();
+}
+
+// AdoptRoomCheckpoint: the room puts an awaited checkpoint in effect by itself, on the
+// update that brought its last head (a flood or a sync): serve, advertise and store that
+// one from then on. Without this the node advertised the checkpoint before (the room
+// simulator found two members advertising one checkpoint with others in effect).
+void Swarm::AdoptRoomCheckpoint() {
+  if (room_->checkpoint_changes() == adopted_changes_) return;
+  adopted_changes_ = room_->checkpoint_changes();
+  const std::vector<uint8_t>& record = room_->checkpoint_record();
+  const std::vector<uint8_t>& blob = room_->checkpoint_blob();
+  if (object_ != nullptr && object_->info.id == wire::Blake2b256(record)) return;
+  if (blob.empty()) {
+    object_.reset();  // in effect from a cached state: this node cannot serve it
+    return;
+  }
+  AdoptObject(record, blob);
+  if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, blob).ok()) {
+    ++counters_.storage_errors;
+  }
 }
 
 void Swarm::FetchTick(int64_t now_us, base::Outbox& out) noexcept {

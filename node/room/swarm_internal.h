@@ -62,6 +62,7 @@ struct Swarm::Fetch {
   std::vector<uint32_t> retry;                  // pieces to ask for again
   uint32_t have = 0;                            // pieces of the current level held
   bool record_checked = false;                  // the cache test ran
+  bool rank_checked = false;                    // the record ranks above ours (room.h)
 };
 
 }  // namespace ringpeer::room

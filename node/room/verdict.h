@@ -29,8 +29,10 @@ enum class Verdict : uint8_t {
   kEpochGap,           // a key epoch that does not follow the latest one known
   kNoKey,              // this node lacks the key the operation needs
   kCheckpointMismatch, // a checkpoint whose state hash disagrees with our own replay
-  kStaleCheckpoint,    // a checkpoint that does not extend the one in effect
+  kStaleCheckpoint,    // a checkpoint ranked below the one in effect (room.h: Better)
   kBadBlob,            // checkpoint state blob: wrong hash, size or unreadable
+  kCheckpointFork,     // a better checkpoint that does not cover the one this node started
+                       // from: it cannot reorder what it never held, so it starts over
   kCount
 };
 
@@ -60,6 +62,7 @@ inline const char* VerdictName(Verdict v) noexcept {
     case Verdict::kCheckpointMismatch: return "checkpoint_mismatch";
     case Verdict::kStaleCheckpoint: return "stale_checkpoint";
     case Verdict::kBadBlob: return "bad_blob";
+    case Verdict::kCheckpointFork: return "checkpoint_fork";
     case Verdict::kCount: break;
   }
   return "unknown";

@@ -460,6 +460,22 @@ void RoomSimulator::AfterStep(uint32_t index) {
     return;
   }
   if (n.alive && !n.relay) CheckState(n);
+  if (n.alive && getenv("RINGPEER_SIM_CPCHECK") != nullptr) {
+    heap::Scope scope(heap::kShared);
+    for (uint32_t si : n.slots) {
+      SimRoom& r = *rooms_[slots_[si]->room];
+      room::Swarm* sw = SwarmOf(n, r);
+      if (sw == nullptr) continue;
+      const auto& rec = sw->room().checkpoint_record();
+      const room::Hash256 want = rec.empty() ? room::Hash256{} : wire::Blake2b256(rec);
+      if (want != sw->checkpoint_info().id && sw->checkpoint_info().valid()) {
+        Fail(absl::StrCat("cpcheck: node ", index, " room ", r.index, " room cp ", Hex(want),
+                          " swarm object ", Hex(sw->checkpoint_info().id), " ",
+                          sw->room().DebugCheckpoint()));
+        return;
+      }
+    }
+  }
 }
 
 room::Swarm* RoomSimulator::SwarmOf(Node& n, const SimRoom& r) {
@@ -477,6 +493,9 @@ void RoomSimulator::CheckState(Node& n) {
     SimRoom& r = *rooms_[s.room];
     room::Swarm* sw = SwarmOf(n, r);
     if (sw == nullptr || !sw->room().can_read()) continue;
+    // A member whose own replay disagrees with the checkpoint in effect knows its state is
+    // not the room's, and starts over from the checkpoint at its next tick: not compared.
+    if (sw->room().checkpoint_mismatch()) continue;
     const room::Hash256 state = sw->room().state_hash();
     auto [it, fresh] = n.checked.try_emplace(r.id, state);
     if (!fresh) {
@@ -493,6 +512,13 @@ void RoomSimulator::CheckState(Node& n) {
         for (uint32_t who : {n.index, st->second.node}) {
           room::Swarm* o = SwarmOf(*nodes_[who], r);
           if (o == nullptr) continue;
+          std::fprintf(stderr, "node %u mismatch=%d epoch=%lld base=%s\n", who,
+                       o->room().checkpoint_mismatch() ? 1 : 0,
+                       static_cast<long long>(o->room().epoch()), Hex(o->room().state_hash()).c_str());
+          for (const auto& x : o->room().order()) {
+            if (Hex(x) == "d1a06de1" || Hex(x) == "64b78893") std::fprintf(stderr, "node %u %s %s\n", who, Hex(x).c_str(), o->room().DebugEntry(x).c_str());
+          }
+          std::fprintf(stderr, "node %u %s\n", who, o->room().DebugCheckpoint().c_str());
           std::fprintf(stderr, "node %u order:", who);
           for (const auto& x : o->room().order()) std::fprintf(stderr, " %s", Hex(x).c_str());
           std::fprintf(stderr, "\n");
@@ -1039,6 +1065,19 @@ void RoomSimulator::CheckConvergence() {
                          !first->room().RecordOf(x).empty());
           }
           std::fprintf(stderr, "\n");
+          std::fprintf(stderr, "  node %d %s\n  node %u %s\n", heads_from,
+                       first->room().DebugCheckpoint().c_str(), n->index,
+                       sw->room().DebugCheckpoint().c_str());
+          int shown = 0;
+          for (const auto& x : first->room().order()) {
+            if (shown >= 3) break;
+            const std::string mine = sw->room().DebugEntry(x);
+            if (mine.find("ref=0") != std::string::npos && mine.find("pos=4294967295") == std::string::npos) continue;
+            ++shown;
+            std::fprintf(stderr, "  %s at node %d: %s\n  %s at node %u: %s\n", Hex(x).c_str(),
+                         heads_from, first->room().DebugEntry(x).c_str(), Hex(x).c_str(),
+                         n->index, mine.c_str());
+          }
         }
         Fail(absl::StrCat("not converged: room ", r.index, ": node ", n->index, " holds ",
                           h.size(), " heads (log ", sw->room().log_size(), ", pending ",
