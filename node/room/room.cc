@@ -217,7 +217,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     // Kept outside the order: a better checkpoint may yet cover it (ApplyLine). Its
     // children are refused alike when they come (the worklist releases them).
     *placed = true;
-    InsertRefused(id, std::move(*held));
+    AddEntry(id, std::move(*held), /*refused=*/true);
     return Verdict::kBehindCheckpoint;
   }
   if (missing > 0) {

@@ -252,7 +252,8 @@ class Room {
   void Release(std::vector<Hash256> work);
   void Hold(const Hash256& id, Held&& held);
   Verdict Insert(const Hash256& id, Held&& held);
-  void InsertRefused(const Hash256& id, Held&& held);
+  // AddEntry: a new slot for a placed update, linked to its parents (all in the log).
+  uint32_t AddEntry(const Hash256& id, Held&& held, bool refused);
   // ApplyLine: segments from line_, refusal under the checkpoint in effect, the order.
   void ApplyLine(size_t kept);
   uint64_t CoveredBy(std::span<const uint32_t> head_slots) const;

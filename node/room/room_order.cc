@@ -17,28 +17,35 @@ Hash256 Chain(const Hash256& prev, const Hash256& id) noexcept {
 
 }  // namespace
 
-Verdict Room::Insert(const Hash256& id, Held&& held) {
+uint32_t Room::AddEntry(const Hash256& id, Held&& held, bool refused) {
   const uint32_t slot = static_cast<uint32_t>(entries_.size());
-  entries_.emplace_back();
-  Entry& e = entries_.back();
+  Entry& e = entries_.emplace_back();
   e.id = id;
   e.record = std::move(held.record);
   e.epoch = held.epoch;
-  // Kahn's algorithm taking the smallest available id would emit this update at the first
-  // position, at or after all its parents (and the barrier), whose current occupant has a
-  // larger id: before that, a smaller id was always available; after it, nothing changes.
-  uint32_t pos = tail_start_;
+  e.refused = refused;
   for (const Hash256& p : held.parents) {
     const uint32_t ps = index_.at(p);
     e.parents.push_back(ps);
     entries_[ps].children.push_back(slot);
+  }
+  index_.emplace(id, slot);
+  return slot;
+}
+
+Verdict Room::Insert(const Hash256& id, Held&& held) {
+  const uint32_t slot = AddEntry(id, std::move(held), /*refused=*/false);
+  // Kahn's algorithm taking the smallest available id would emit this update at the first
+  // position, at or after all its parents (and the barrier), whose current occupant has a
+  // larger id: before that, a smaller id was always available; after it, nothing changes.
+  uint32_t pos = tail_start_;
+  for (uint32_t ps : entries_[slot].parents) {
     if (!entries_[ps].base) pos = std::max(pos, entries_[ps].pos + 1);
   }
   while (pos < order_.size() && entries_[order_[pos]].id < id) ++pos;
   order_.insert(order_.begin() + pos, slot);
   chain_.insert(chain_.begin() + pos, Hash256{});
   for (uint32_t i = pos; i < order_.size(); ++i) entries_[order_[i]].pos = i;
-  index_.emplace(id, slot);
   // Heads: the parents stop being heads, the new update is one.
   heads_.erase(std::remove_if(heads_.begin(), heads_.end(),
                               [&](uint32_t h) {
@@ -49,22 +56,6 @@ Verdict Room::Insert(const Hash256& id, Held&& held) {
   heads_.push_back(slot);
   if (pos + 1 == order_.size()) return ApplyAt(pos);  // the common case: O(1)
   return Refold(pos);
-}
-
-void Room::InsertRefused(const Hash256& id, Held&& held) {
-  const uint32_t slot = static_cast<uint32_t>(entries_.size());
-  entries_.emplace_back();
-  Entry& e = entries_.back();
-  e.id = id;
-  e.record = std::move(held.record);
-  e.epoch = held.epoch;
-  e.refused = true;
-  for (const Hash256& p : held.parents) {
-    const uint32_t ps = index_.at(p);
-    e.parents.push_back(ps);
-    entries_[ps].children.push_back(slot);
-  }
-  index_.emplace(id, slot);
 }
 
 Verdict Room::ApplyAt(uint32_t pos) {

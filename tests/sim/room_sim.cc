@@ -515,9 +515,6 @@ void RoomSimulator::CheckState(Node& n) {
           std::fprintf(stderr, "node %u mismatch=%d epoch=%lld base=%s\n", who,
                        o->room().checkpoint_mismatch() ? 1 : 0,
                        static_cast<long long>(o->room().epoch()), Hex(o->room().state_hash()).c_str());
-          for (const auto& x : o->room().order()) {
-            if (Hex(x) == "d1a06de1" || Hex(x) == "64b78893") std::fprintf(stderr, "node %u %s %s\n", who, Hex(x).c_str(), o->room().DebugEntry(x).c_str());
-          }
           std::fprintf(stderr, "node %u %s\n", who, o->room().DebugCheckpoint().c_str());
           std::fprintf(stderr, "node %u order:", who);
           for (const auto& x : o->room().order()) std::fprintf(stderr, " %s", Hex(x).c_str());
