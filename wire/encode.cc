@@ -324,12 +324,12 @@ size_t Encoder::RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes r
   return Finish(out, MessageType::kRoomPublish, RoomShardHint(room.data()));
 }
 
-size_t Encoder::RoomAck(std::span<uint8_t> out, const Hash256& room,
-                        const Hash256& update) noexcept {
+size_t Encoder::RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                        bool refused) noexcept {
   fbb_.Clear();
   fb::Id256 r = ToWireId(room);
   fb::Id256 u = ToWireId(update);
-  fbb_.Finish(fb::CreateRoomAck(fbb_, &r, &u));
+  fbb_.Finish(fb::CreateRoomAck(fbb_, &r, &u, refused));
   return Finish(out, MessageType::kRoomAck, RoomShardHint(room.data()));
 }
 

@@ -135,7 +135,8 @@ class Encoder {
   size_t RoomLeave(std::span<uint8_t> out, const Hash256& room, const NodeId& sender) noexcept;
   size_t RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept;
   size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
-  size_t RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update) noexcept;
+  size_t RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
+                 bool refused = false) noexcept;
   // `checkpoint`: the id of the checkpoint the requester has in effect, or null.
   size_t RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t window,
                   std::span<const Hash256> heads, const Hash256* checkpoint = nullptr) noexcept;

@@ -165,6 +165,7 @@ absl::StatusOr<Rotation> MakeRotation(const wire::KeyPair& admin,
 // needs into a ring slot (decrypting an update's payload here, where the room is) and
 // publishes it at once, so the application sees it within its next poll.
 void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) {
+  if (e.echo) return;  // a message re-issued over a checkpoint, shown already
   const uint64_t seq = pushed++;
   Event* slot = ring.BeginPush();
   if (slot == nullptr) {

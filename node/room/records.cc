@@ -293,16 +293,22 @@ bool CheckUpdateSignature(const UpdateView& u, const PublicKey& write_key) noexc
   return wire::VerifySignature(write_key, u.signed_bytes, u.signature);
 }
 
+std::optional<Hash256> ReissueOf(const fb::UpdateBody& body) noexcept {
+  if (body.reissue_of() == nullptr) return std::nullopt;
+  return FromKey(*body.reissue_of());
+}
+
 size_t UpdatePayloadBytesMax(size_t parents_count) noexcept {
-  // Envelope and body framing measured generously: vtables, offsets, padding.
-  constexpr size_t kFraming = 64 + 32 + 24 + kAeadTagBytes + 96;
+  // Envelope and body framing measured generously: vtables, offsets, padding, and the
+  // re-issue field (so a payload that fits once fits again when it is re-issued).
+  constexpr size_t kFraming = 64 + 32 + 24 + kAeadTagBytes + 96 + 40;
   const size_t fixed = kFraming + parents_count * 32;
   return fixed >= kUpdateBytesMax ? 0 : std::min(kUpdatePayloadBytesMax, kUpdateBytesMax - fixed);
 }
 
 std::vector<uint8_t> MakeUpdate(const Hash256& room, uint32_t epoch, const KeyPair& write,
                                 const ContentKey& key, std::span<const Hash256> parents,
-                                Bytes payload, const Nonce& nonce) {
+                                Bytes payload, const Nonce& nonce, const Hash256* reissue_of) {
   RP_ASSERT(parents.size() <= kParentsMax);
   std::vector<uint8_t> cipher;
   SealContent(key, nonce, room, payload, &cipher);
@@ -312,8 +318,10 @@ std::vector<uint8_t> MakeUpdate(const Hash256& room, uint32_t epoch, const KeyPa
   auto cipher_off = fbb.CreateVector(cipher);
   fb::Key256 r = ToKey(room);
   fb::Nonce192 n = ToNonce(nonce);
+  fb::Key256 original{};
+  if (reissue_of != nullptr) original = ToKey(*reissue_of);
   fbb.Finish(fb::CreateUpdateBody(fbb, fb::RecordKind::Update, &r, epoch, parents_off, &n,
-                                  cipher_off));
+                                  cipher_off, reissue_of != nullptr ? &original : nullptr));
   std::vector<uint8_t> record =
       Envelope(Bytes(fbb.GetBufferPointer(), fbb.GetSize()), write.secret_key);
   if (record.size() > kUpdateBytesMax) return {};

@@ -150,9 +150,13 @@ Verdict DecodeUpdate(Bytes record, const Hash256& room, UpdateView* out) noexcep
 bool CheckUpdateSignature(const UpdateView& u, const PublicKey& write_key) noexcept;
 // MakeUpdate: encrypts `payload` and signs the record. Returns an empty vector when the
 // record would exceed kUpdateBytesMax.
+// `reissue_of` (may be null): the original this update re-issues (room.h, "Re-issue").
 std::vector<uint8_t> MakeUpdate(const Hash256& room, uint32_t epoch, const KeyPair& write,
                                 const ContentKey& key, std::span<const Hash256> parents,
-                                Bytes payload, const Nonce& nonce);
+                                Bytes payload, const Nonce& nonce,
+                                const Hash256* reissue_of = nullptr);
+// ReissueOf: the original a decoded update re-issues, if it is a re-issue.
+std::optional<Hash256> ReissueOf(const fb::UpdateBody& body) noexcept;
 // Largest payload an update with `parents_count` parents can carry.
 size_t UpdatePayloadBytesMax(size_t parents_count) noexcept;
 

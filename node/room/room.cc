@@ -77,6 +77,7 @@ bool Room::ParseHeld(Bytes record, Held* out) {
   const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
   out->record.assign(record.begin(), record.end());
   out->epoch = body->epoch();
+  out->reissue_of = ReissueOf(*body);
   out->parents.clear();
   if (body->parents() != nullptr) {
     for (const fb::Key256* k : *body->parents()) out->parents.push_back(FromKey(*k));
@@ -217,7 +218,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     // Kept outside the order: a better checkpoint may yet cover it (ApplyLine). Its
     // children are refused alike when they come (the worklist releases them).
     *placed = true;
-    AddEntry(id, std::move(*held), /*refused=*/true);
+    MaybeDue(AddEntry(id, std::move(*held), /*refused=*/true));  // our own: re-issued
     return Verdict::kBehindCheckpoint;
   }
   if (missing > 0) {
@@ -269,7 +270,8 @@ void Room::Release(std::vector<Hash256> work) {
   }
 }
 
-absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random) {
+absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random,
+                                                 const Hash256* reissue_of) {
   if (!can_write()) return absl::FailedPreconditionError("room: no write key");
   // Conservative cap check before signing: any built-in reducer grows the state by at most
   // the payload plus a few bytes of framing, so an honest writer never sends an update
@@ -286,7 +288,8 @@ absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random)
   Nonce nonce;
   random(nonce);
   std::vector<uint8_t> record = MakeUpdate(id(), epoch, *epochs_.back().write,
-                                           *epochs_.back().content_key, parents, payload, nonce);
+                                           *epochs_.back().content_key, parents, payload, nonce,
+                                           reissue_of);
   if (record.empty()) return absl::InvalidArgumentError("room: update record too large");
   // Our own update: decode (cheap) but skip verifying our own signature.
   UpdateView u;
@@ -304,7 +307,96 @@ absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random)
   if (v != Verdict::kOk) {
     return absl::InternalError(std::string("room: own update refused: ") + VerdictName(v));
   }
+  NoteAuthored(u.id);
   return record;
+}
+
+void Room::NoteAuthored(const Hash256& update) {
+  if (authored_.contains(update)) return;
+  if (authored_.size() >= kAuthoredMax) {
+    authored_.erase(authored_fifo_.front());
+    authored_fifo_.pop_front();
+  }
+  authored_.insert(update);
+  authored_fifo_.push_back(update);
+}
+
+bool Room::Refused(const Hash256& update) const noexcept {
+  auto it = index_.find(update);
+  return it != index_.end() && entries_[it->second].refused;
+}
+
+absl::StatusOr<std::vector<uint8_t>> Room::ReissueRecord(Bytes record, RandomFn random) {
+  UpdateView u;
+  if (DecodeUpdate(record, id(), &u) != Verdict::kOk) {
+    return absl::InvalidArgumentError("room: not an update of this room");
+  }
+  const std::optional<Hash256> first = ReissueOf(*u.body);
+  const Hash256 original = first ? *first : u.id;
+  // Its line in the order already (a re-issue came back from a peer): nothing to do.
+  if (auto it = index_.find(original); it != index_.end()) {
+    const Entry& e = entries_[it->second];
+    if (!e.dead && !e.refused) return absl::AlreadyExistsError("room: already in the order");
+  }
+  if (auto line = lines_.find(original); line != lines_.end()) {
+    for (uint32_t s : line->second) {
+      if (!entries_[s].dead && !entries_[s].refused) {
+        return absl::AlreadyExistsError("room: already re-issued");
+      }
+    }
+  }
+  const ContentKey* key = ContentKeyFor(u.epoch);
+  if (key == nullptr) return absl::FailedPreconditionError("room: no content key");
+  Nonce nonce;
+  std::memcpy(nonce.data(), u.body->nonce()->b()->Data(), nonce.size());
+  const auto* cipher = u.body->ciphertext();
+  std::vector<uint8_t> payload;
+  if (!OpenContent(*key, nonce, id(), Bytes(cipher->data(), cipher->size()), &payload)) {
+    return absl::DataLossError("room: own update does not decrypt");
+  }
+  auto out = Write(payload, random, &original);
+  if (out.ok()) ++reissues_made_;
+  return out;
+}
+
+std::vector<std::vector<uint8_t>> Room::OwnRecords() const {
+  std::vector<std::vector<uint8_t>> out;
+  for (const Hash256& own : authored_fifo_) {
+    Bytes r = RecordOf(own);
+    if (!r.empty()) out.emplace_back(r.begin(), r.end());
+  }
+  return out;
+}
+
+void Room::AdoptOwn(const std::vector<std::vector<uint8_t>>& records) {
+  for (const auto& r : records) {
+    UpdateView u;
+    if (DecodeUpdate(r, id(), &u) == Verdict::kOk) NoteAuthored(u.id);
+  }
+}
+
+std::vector<std::vector<uint8_t>> Room::Reissues(RandomFn random) {
+  std::vector<std::vector<uint8_t>> out;
+  std::vector<Hash256> due;
+  due.swap(reissue_due_);
+  std::vector<uint8_t> payload;
+  for (const Hash256& refused : due) {
+    auto it = index_.find(refused);
+    if (it == index_.end()) continue;
+    const uint32_t slot = it->second;
+    if (entries_[slot].dead || !entries_[slot].refused) continue;  // covered since
+    if (LineApplied(slot, kNoPos)) continue;  // another update of its line is in the order
+    if (!Payload(refused, &payload)) continue;
+    auto root = root_of_.find(slot);
+    const Hash256 original = root == root_of_.end() ? refused : root->second;
+    // Fails without a write key (evicted since) or when the state is full: then the
+    // update stays refused, as any update a writer cannot make.
+    auto record = Write(payload, random, &original);
+    if (!record.ok()) continue;
+    ++reissues_made_;
+    out.push_back(std::move(*record));
+  }
+  return out;
 }
 
 // ---- queries ----

@@ -21,6 +21,12 @@
 // kSnapshotEvery updates, the last kSnapshotsMax kept), else from the base.
 // State hash: h(0) = room id; after each update the reducer applied, h = BLAKE2b(h ‖ id).
 // A relay (no content key) cannot run the reducer and chains every update.
+// Re-issue: when a checkpoint refuses an update this node wrote (and nothing of its line is
+// in the order), the node writes the same payload again over its heads, naming the
+// original (`reissue_of`, the first of the line). The original and its re-issues form a
+// line; of a line only the first in the order is applied and chained (the rest count as
+// kReissueTwin, in the log, the state unchanged), at every node, relays included, so a
+// message refused by a checkpoint is re-issued once and read once.
 //
 // Shard-local; not thread-safe. Owning type: not copyable.
 #pragma once
@@ -116,7 +122,32 @@ class Room {
   // Write: makes, signs and applies an update over the current heads; returns its record
   // for broadcast. Fails without changing anything when this node lacks the write key or
   // the payload could take the state past its cap.
-  absl::StatusOr<std::vector<uint8_t>> Write(Bytes payload, RandomFn random);
+  absl::StatusOr<std::vector<uint8_t>> Write(Bytes payload, RandomFn random) {
+    return Write(payload, random, nullptr);
+  }
+  // Reissues: records re-issuing this node's own updates that a checkpoint has refused
+  // since the last call (see the header comment), already in the log; the caller stores
+  // and floods them like its own writes. Each line is re-issued once per refusal. Only
+  // updates written by this Room object are known as this node's own (not after a restart).
+  std::vector<std::vector<uint8_t>> Reissues(RandomFn random);
+  // reissues_due: Reissues would return something (cheap).
+  bool reissues_due() const noexcept { return !reissue_due_.empty(); }
+  uint64_t reissues_made() const noexcept { return reissues_made_; }
+  // OwnRecords: copies of the records of this node's own updates still in the log, oldest
+  // first, and AdoptOwn: a fresh Room taking them over as its own (a member that starts
+  // over from a checkpoint keeps what it wrote; Swarm::ResetLog).
+  std::vector<std::vector<uint8_t>> OwnRecords() const;
+  // Refused: update `id` is in the log, refused by the checkpoint in effect.
+  bool Refused(const Hash256& id) const noexcept;
+  // ReissueRecord: re-issues an own update that this room cannot place (its parents lie
+  // inside the checkpoint it started from) and that a relay reported refused. Fails when
+  // its line is in the order already, or this node cannot write.
+  absl::StatusOr<std::vector<uint8_t>> ReissueRecord(Bytes record, RandomFn random);
+  void AdoptOwn(const std::vector<std::vector<uint8_t>>& records);
+  // Echo: update `id` belongs to a re-issue line of which another update entered the
+  // order when it came: an application that shows updates as they come has shown this
+  // message already (node/client skips it).
+  bool Echo(const Hash256& id) const;
 
   // MakeCheckpoint: the signed (heads, state hash, encrypted state). Needs write access.
   absl::StatusOr<Checkpoint> MakeCheckpoint(RandomFn random) const;
@@ -223,6 +254,7 @@ class Room {
     bool base = false;   // a checkpoint head known by id only (loaded from a checkpoint)
     bool dead = false;   // removed by a rotation
     bool refused = false;  // branches from inside the checkpoint in effect: kept, unordered
+    bool shown = false;    // entered the order when it was placed (announced as applied)
   };
   struct EpochState {
     PublicKey write_key{};
@@ -236,6 +268,7 @@ class Room {
     std::vector<uint8_t> record;
     std::vector<Hash256> parents;
     uint32_t epoch = 0;
+    std::optional<Hash256> reissue_of;
   };
   struct Snapshot {
     uint32_t pos = 0;  // updates applied before it
@@ -245,6 +278,16 @@ class Room {
   Room(Genesis genesis, const KeyPair* identity, std::unique_ptr<Reducer> reducer);
 
   Verdict Count(Verdict v) noexcept;
+  absl::StatusOr<std::vector<uint8_t>> Write(Bytes payload, RandomFn random,
+                                             const Hash256* reissue_of);
+  // LineApplied: another update of slot's re-issue line is applied before order position
+  // `pos` (or is in the checkpoint's base).
+  bool LineApplied(uint32_t slot, uint32_t pos) const;
+  // NoteRefusedOwn: after ApplyLine, queues the lines of own updates it left refused;
+  // MaybeDue: the same for one slot.
+  void NoteRefusedOwn();
+  void MaybeDue(uint32_t slot);
+  void NoteAuthored(const Hash256& id);
   // Admit: a verified update whose epoch rule passed; places it or holds it pending,
   // then releases what waited on it. Never recursive: a worklist.
   Verdict Admit(const Hash256& id, Held held);
@@ -314,7 +357,21 @@ class Room {
   std::vector<uint8_t> awaited_cp_record_;  // a checkpoint waiting for its heads
   std::vector<uint8_t> awaited_cp_blob_;
 
+  // Re-issue lines: the slots of the updates that name a line's first (its root id), and
+  // the root of each such slot.
+  absl::flat_hash_map<Hash256, absl::InlinedVector<uint32_t, 1>, IdHash> lines_;
+  absl::flat_hash_map<uint32_t, Hash256> root_of_;
+  // Updates this node wrote (bounded, oldest out first) and lines due for a re-issue.
+  absl::flat_hash_set<Hash256, IdHash> authored_;
+  std::deque<Hash256> authored_fifo_;
+  std::vector<Hash256> reissue_due_;  // ids of refused own updates, one per line
+  uint64_t reissues_made_ = 0;
+
   uint64_t verdict_counts_[kVerdictCount] = {};
 };
+
+// Own updates remembered for re-issue: a checkpoint that refuses an older one arrives
+// long after (the writer was far behind), and it is a bounded set.
+inline constexpr size_t kAuthoredMax = 4096;
 
 }  // namespace ringpeer::room

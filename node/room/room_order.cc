@@ -24,6 +24,10 @@ uint32_t Room::AddEntry(const Hash256& id, Held&& held, bool refused) {
   e.record = std::move(held.record);
   e.epoch = held.epoch;
   e.refused = refused;
+  if (held.reissue_of) {
+    root_of_.emplace(slot, *held.reissue_of);
+    lines_[*held.reissue_of].push_back(slot);
+  }
   for (const Hash256& p : held.parents) {
     const uint32_t ps = index_.at(p);
     e.parents.push_back(ps);
@@ -35,6 +39,7 @@ uint32_t Room::AddEntry(const Hash256& id, Held&& held, bool refused) {
 
 Verdict Room::Insert(const Hash256& id, Held&& held) {
   const uint32_t slot = AddEntry(id, std::move(held), /*refused=*/false);
+  entries_[slot].shown = true;
   // Kahn's algorithm taking the smallest available id would emit this update at the first
   // position, at or after all its parents (and the barrier), whose current occupant has a
   // larger id: before that, a smaller id was always available; after it, nothing changes.
@@ -62,7 +67,9 @@ Verdict Room::ApplyAt(uint32_t pos) {
   const Entry& e = entries_[order_[pos]];
   const Hash256& prev = pos == 0 ? base_hash_ : chain_[pos - 1];
   Verdict v = Verdict::kOk;
-  if (reader_) {
+  if (!lines_.empty() && LineApplied(order_[pos], pos)) {
+    v = Verdict::kReissueTwin;  // the same message, already applied: once only
+  } else if (reader_) {
     const ContentKey* key = ContentKeyFor(e.epoch);
     const auto* env = flatbuffers::GetRoot<fb::Signed>(e.record.data());
     const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
@@ -76,8 +83,8 @@ Verdict Room::ApplyAt(uint32_t pos) {
       v = reducer_->Apply(scratch_, genesis_.state_bytes_max);
     }
   }
-  // A refused update stays in the log (every replica refuses it alike) but changes
-  // neither the state nor its hash.
+  // A refused update (or a re-issue twin) stays in the log (every replica refuses it
+  // alike) but changes neither the state nor its hash.
   chain_[pos] = v == Verdict::kOk ? Chain(prev, e.id) : prev;
   if (reader_ && (pos + 1) % kSnapshotEvery == 0 &&
       (snapshots_.empty() || snapshots_.back().pos < pos + 1)) {
@@ -346,6 +353,66 @@ void Room::ApplyLine(size_t kept) {
     }
   }
   RebuildOrder();
+  NoteRefusedOwn();
+}
+
+bool Room::LineApplied(uint32_t slot, uint32_t pos) const {
+  auto root = root_of_.find(slot);
+  const Hash256& original = root == root_of_.end() ? entries_[slot].id : root->second;
+  auto line = lines_.find(original);
+  if (line == lines_.end()) return false;
+  // Applied before `pos`: in the order ahead of it, or in the checkpoint's base. kNoPos
+  // asks whether any other update of the line is in the order at all.
+  auto applied = [&](uint32_t s) {
+    const Entry& e = entries_[s];
+    if (s == slot || e.dead || e.refused) return false;
+    return e.base || (e.pos != kNoPos && e.pos < pos);
+  };
+  if (root != root_of_.end()) {
+    auto it = index_.find(original);
+    if (it != index_.end() && applied(it->second)) return true;
+  }
+  for (uint32_t s : line->second) {
+    if (applied(s)) return true;
+  }
+  return false;
+}
+
+bool Room::Echo(const Hash256& update) const {
+  auto it = index_.find(update);
+  if (it == index_.end() || lines_.empty()) return false;
+  const uint32_t slot = it->second;
+  auto root = root_of_.find(slot);
+  const Hash256& original = root == root_of_.end() ? update : root->second;
+  auto line = lines_.find(original);
+  if (line == lines_.end()) return false;
+  auto other_shown = [&](uint32_t s) { return s != slot && entries_[s].shown; };
+  auto first = index_.find(original);
+  if (first != index_.end() && other_shown(first->second)) return true;
+  return std::any_of(line->second.begin(), line->second.end(), other_shown);
+}
+
+void Room::NoteRefusedOwn() {
+  if (authored_.empty()) return;
+  for (const Hash256& own : authored_fifo_) {
+    auto it = index_.find(own);
+    if (it != index_.end()) MaybeDue(it->second);
+  }
+}
+
+void Room::MaybeDue(uint32_t slot) {
+  const Entry& e = entries_[slot];
+  if (e.dead || !e.refused || !authored_.contains(e.id) || !can_write()) return;
+  if (LineApplied(slot, kNoPos)) return;
+  auto root = root_of_.find(slot);
+  const Hash256& original = root == root_of_.end() ? e.id : root->second;
+  for (const Hash256& d : reissue_due_) {  // one per line
+    auto ds = index_.find(d);
+    if (ds == index_.end()) continue;
+    auto dr = root_of_.find(ds->second);
+    if ((dr == root_of_.end() ? d : dr->second) == original) return;
+  }
+  reissue_due_.push_back(e.id);
 }
 
 bool Room::checkpoint_mismatch() const noexcept {

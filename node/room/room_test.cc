@@ -257,6 +257,89 @@ TEST(Room, CheckpointAndCachedState) {
   EXPECT_EQ(dave->state_hash(), bob->state_hash());
 }
 
+size_t CountText(const Room& r, std::string_view text) {
+  const auto* chat = static_cast<const ChatReducer*>(r.reducer());
+  size_t n = 0;
+  for (const auto& m : chat->messages()) n += m.text == text;
+  return n;
+}
+
+// Issue 16 item 3: a member far behind writes on an old head; a checkpoint then passes that
+// head, so every node refuses the update (even the relay that had placed it). The author
+// re-issues it once over the checkpoint, naming the original; every node reads it once,
+// and a node that holds both in its order (it never took the checkpoint) applies one.
+TEST(Room, ReissueOverACheckpointIsReadOnce) {
+  RoomFixture f(17, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);  // the writer who checkpoints
+  auto bob = f.Open(&f.members[1]);    // behind: writes on an old head
+  auto dave = f.Open(&f.members[2]);   // holds everything but the checkpoint
+  auto relay = f.Open(nullptr);
+  auto a0 = alice->Write(Msg(f.members[0], "a0"), f.random);
+  ASSERT_TRUE(a0.ok());
+  for (Room* r : {bob.get(), dave.get(), relay.get()}) ASSERT_EQ(r->Receive(*a0), Verdict::kOk);
+  auto x = bob->Write(Msg(f.members[1], "late"), f.random);
+  ASSERT_TRUE(x.ok());
+  UpdateView xv;
+  ASSERT_EQ(DecodeUpdate(*x, f.room_id, &xv), Verdict::kOk);
+  EXPECT_FALSE(ReissueOf(*xv.body).has_value());
+  ASSERT_EQ(relay->Receive(*x), Verdict::kOk);  // the relay places the original
+  ASSERT_EQ(dave->Receive(*x), Verdict::kOk);
+  std::vector<std::vector<uint8_t>> more;
+  for (int i = 1; i <= 4; ++i) {
+    more.push_back(*alice->Write(Msg(f.members[0], "a" + std::to_string(i)), f.random));
+  }
+  auto cp = alice->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  ASSERT_EQ(alice->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  for (Room* r : {bob.get(), dave.get(), relay.get()}) {
+    for (const auto& m : more) ASSERT_EQ(r->Receive(m), Verdict::kOk);
+  }
+  EXPECT_FALSE(bob->reissues_due());
+  ASSERT_EQ(relay->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  ASSERT_EQ(bob->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  EXPECT_EQ(CountText(*bob, "late"), 0u);  // refused: its parent a0 is inside the checkpoint
+  ASSERT_TRUE(bob->reissues_due());
+  EXPECT_FALSE(relay->reissues_due());  // only the author re-issues
+  auto again = bob->Reissues(f.random);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(bob->reissues_made(), 1u);
+  EXPECT_TRUE(bob->Reissues(f.random).empty());  // exactly once
+  UpdateView rv;
+  ASSERT_EQ(DecodeUpdate(again[0], f.room_id, &rv), Verdict::kOk);
+  ASSERT_TRUE(ReissueOf(*rv.body).has_value());
+  EXPECT_EQ(*ReissueOf(*rv.body), xv.id);
+  EXPECT_EQ(CountText(*bob, "late"), 1u);
+  EXPECT_TRUE(bob->Echo(rv.id));  // bob showed the original when he wrote it
+
+  EXPECT_EQ(alice->Receive(*x), Verdict::kBehindCheckpoint);
+  EXPECT_EQ(alice->Receive(again[0]), Verdict::kOk);
+  EXPECT_FALSE(alice->Echo(rv.id));  // alice never placed the original
+  EXPECT_EQ(relay->Receive(again[0]), Verdict::kOk);
+  EXPECT_EQ(CountText(*alice, "late"), 1u);
+  EXPECT_EQ(alice->state_hash(), bob->state_hash());
+  EXPECT_EQ(relay->state_hash(), alice->state_hash());
+  EXPECT_EQ(relay->order(), alice->order());
+
+  // dave has both in his order: only the first of the line is applied and chained.
+  const Hash256 before = dave->state_hash();
+  EXPECT_EQ(dave->Receive(again[0]), Verdict::kReissueTwin);
+  EXPECT_EQ(dave->state_hash(), before);
+  EXPECT_EQ(CountText(*dave, "late"), 1u);
+  EXPECT_TRUE(dave->Echo(rv.id));
+
+  // A later checkpoint over the re-issue re-issues nothing more.
+  std::vector<std::vector<uint8_t>> bs;
+  for (int i = 0; i < 3; ++i) bs.push_back(*alice->Write(Msg(f.members[0], "b"), f.random));
+  auto cp2 = alice->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp2.ok());
+  ASSERT_EQ(alice->AddCheckpoint(cp2->record, cp2->blob), Verdict::kOk);
+  for (const auto& b : bs) ASSERT_EQ(bob->Receive(b), Verdict::kOk);
+  ASSERT_EQ(bob->AddCheckpoint(cp2->record, cp2->blob), Verdict::kOk);
+  EXPECT_FALSE(bob->reissues_due());
+  EXPECT_EQ(CountText(*bob, "late"), 1u);
+  EXPECT_EQ(bob->state_hash(), alice->state_hash());
+}
+
 // An application's own reducer: counts payload bytes, capped.
 class CountingReducer final : public Reducer {
  public:

@@ -50,13 +50,6 @@ wire::Verdict WireVerdict(Verdict v) noexcept {
   }
 }
 
-bool InLog(Verdict v) noexcept {
-  // kBehindCheckpoint: kept by the room outside its order (a better checkpoint may cover
-  // it), so stored and forwarded like the rest.
-  return v == Verdict::kOk || v == Verdict::kPending || v == Verdict::kOverCap ||
-         v == Verdict::kBadPayload || v == Verdict::kBehindCheckpoint;
-}
-
 }  // namespace
 
 Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch_records,
@@ -145,7 +138,9 @@ void Swarm::DropPeer(Peer* p) noexcept {
 }
 
 void Swarm::Emit(SwarmEvent kind, const Hash256& id, const base::Endpoint& peer) {
-  if (listener_ != nullptr) listener_->OnSwarmEvent(*this, SwarmEventInfo{kind, id, peer});
+  if (listener_ == nullptr) return;
+  const bool echo = kind == SwarmEvent::kUpdateApplied && room_->Echo(id);
+  listener_->OnSwarmEvent(*this, SwarmEventInfo{kind, id, peer, echo});
 }
 
 std::span<uint8_t> Swarm::Buffer(base::Outbox& out) noexcept { return out.Buffer(); }
@@ -330,7 +325,7 @@ void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
   // publisher that took a member's ack for a relay's would stop retransmitting too soon.
   if (storage_ == nullptr || !config_.relay) return;
   if (acks_.size() >= kAcksQueuedMax) return;
-  acks_.push_back(PendingAck{to, update});
+  acks_.push_back(PendingAck{to, update, room_->Refused(update)});
 }
 
 void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
@@ -338,7 +333,7 @@ void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
   for (; sent < acks_.size(); ++sent) {
     std::span<uint8_t> buf = Buffer(out);
     if (buf.empty()) break;
-    Send(acks_[sent].to, encoder_->RoomAck(buf, id(), acks_[sent].id), out);
+    Send(acks_[sent].to, encoder_->RoomAck(buf, id(), acks_[sent].id, acks_[sent].refused), out);
     ++counters_.acks_sent;
   }
   // A full send queue keeps the rest for the next release: they are durable already, and
@@ -384,7 +379,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   Bytes aligned(Scratch(), record.size());
   const Hash256 before = room_->state_hash();
   const Verdict v = room_->Receive(aligned);
-  *accepted = InLog(v);
+  *accepted = InLogVerdict(v);
   if (v == Verdict::kDuplicate) {
     ++counters_.duplicates;
     // A retransmission (its first ack may have been lost), or one whose first Append
@@ -666,23 +661,70 @@ absl::StatusOr<Hash256> Swarm::Publish(int64_t now_us, Bytes payload, base::Outb
   const Verdict decoded = DecodeUpdate(*record, id(), &view);
   RP_ASSERT(decoded == Verdict::kOk);
   const Hash256 update = view.id;
-  ++counters_.published;
-  seen_.Insert(Prefix64(update));
-  digest_dirty_ = true;
-  if (storage_ != nullptr && !storage_->Append(id(), update, *record).ok()) {
-    ++counters_.storage_errors;
-  }
-  Emit(SwarmEvent::kUpdateApplied, update, {});
-  NoteStateChange(before);
-  FloodRecord(update, *record, base::Endpoint{}, out);
-  unacked_.push_back(Unacked{update, std::move(*record), now_us + config_.retry_us * 4, 0});
-  ++since_checkpoint_;
+  Own(now_us, before, std::move(*record), out);
   if (config_.checkpoint_every != 0 && since_checkpoint_ >= config_.checkpoint_every &&
       fetch_ == nullptr) {
     if (MakeCheckpoint().ok()) ++counters_.checkpoints_made;  // relays fetch it from our heads
     since_checkpoint_ = 0;  // also after a failure: not retried (5 MB of work) per publish
   }
   return update;
+}
+
+void Swarm::Own(int64_t now_us, const Hash256& before, std::vector<uint8_t> record,
+                base::Outbox& out) {
+  UpdateView view;
+  const Verdict decoded = DecodeUpdate(record, id(), &view);
+  RP_ASSERT(decoded == Verdict::kOk);
+  const Hash256 update = view.id;
+  ++counters_.published;
+  seen_.Insert(Prefix64(update));
+  digest_dirty_ = true;
+  if (storage_ != nullptr && !storage_->Append(id(), update, record).ok()) {
+    ++counters_.storage_errors;
+  }
+  Emit(SwarmEvent::kUpdateApplied, update, {});
+  NoteStateChange(before);
+  FloodRecord(update, record, base::Endpoint{}, out);
+  unacked_.push_back(Unacked{update, std::move(record), now_us + config_.retry_us * 4, 0});
+  ++since_checkpoint_;
+}
+
+void Swarm::OnRefusedAck(const Hash256& update) {
+  // In our log: the room re-issues it once our checkpoint refuses it too (Reissue).
+  if (room_->RecordOf(update).size() != 0) return;
+  if (own_unplaced_.contains(update)) {
+    ReissueUnplaced(update);
+  } else if (refused_own_.size() < kAuthoredMax) {
+    refused_own_.insert(update);  // for ReplayOwn, after a checkpoint loads
+  }
+}
+
+void Swarm::ReissueUnplaced(const Hash256& update) {
+  auto it = own_unplaced_.find(update);
+  if (it == own_unplaced_.end()) return;
+  std::vector<uint8_t> original = std::move(it->second);
+  own_unplaced_.erase(it);
+  refused_own_.erase(update);
+  const Hash256 before = room_->state_hash();
+  auto record = room_->ReissueRecord(original, [this](std::span<uint8_t> b) { rng_->Fill(b); });
+  if (!record.ok()) return;
+  ++counters_.reissued;
+  reissue_now_.emplace_back(before, std::move(*record));
+}
+
+void Swarm::Reissue(int64_t now_us, base::Outbox& out) {
+  for (auto& [was, record] : reissue_now_) Own(now_us, was, std::move(record), out);
+  reissue_now_.clear();
+  if (!room_->reissues_due()) return;
+  const Hash256 before = room_->state_hash();
+  std::vector<std::vector<uint8_t>> records =
+      room_->Reissues([this](std::span<uint8_t> b) { rng_->Fill(b); });
+  for (std::vector<uint8_t>& record : records) {
+    ++counters_.reissued;
+    // Bypasses the publish pace and the unacked bound: a re-issue replaces a write the
+    // caller already made, and there is one per refused update.
+    Own(now_us, before, std::move(record), out);
+  }
 }
 
 void Swarm::RetryUnacked(int64_t now_us, base::Outbox& out) noexcept {
@@ -735,6 +777,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
       std::erase_if(unacked_, [&](const Unacked& u) { return u.id == update; });
       if (unacked_.size() == before) return wire::Verdict::kUnexpectedReply;
       ++counters_.acks_received;
+      if (msg.room_ack()->refused()) OnRefusedAck(update);
       Emit(SwarmEvent::kAcked, update, from);
       return wire::Verdict::kOk;
     }
@@ -770,6 +813,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
 
 void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
   TryAwaitedCheckpoint();
+  Reissue(now_us, out);
   FollowCheckpoint(now_us, out);
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;

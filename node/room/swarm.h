@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -140,6 +141,9 @@ struct SwarmEventInfo {
   SwarmEvent kind;
   Hash256 id{};
   base::Endpoint peer;
+  // kUpdateApplied only: a re-issue (or original) of a message already announced
+  // (Room::Echo); an application that lists messages as they come skips it.
+  bool echo = false;
 };
 
 class Swarm;
@@ -162,6 +166,9 @@ class SwarmListener {
 
 struct SwarmCounters {
   uint64_t published = 0;        // own updates
+  // Own updates written again because a checkpoint refused them (room.h, "Re-issue");
+  // also counted in published.
+  uint64_t reissued = 0;
   uint64_t accepted = 0;         // updates from peers that entered the log (or pending)
   uint64_t duplicates = 0;       // dropped before verification
   uint64_t rejected = 0;         // failed the room's checks
@@ -302,6 +309,7 @@ class Swarm {
   struct PendingAck {
     base::Endpoint to;
     Hash256 id{};
+    bool refused = false;
   };
   // An update arriving in pieces from one peer.
   struct Partial {
@@ -393,6 +401,11 @@ class Swarm {
   void AbandonFetch() noexcept;
   void TryAwaitedCheckpoint();
   void AdoptRoomCheckpoint();
+  // Own: stores, floods and retries (until a relay acks) an update this node wrote.
+  void Own(int64_t now_us, const Hash256& before, std::vector<uint8_t> record,
+           base::Outbox& out);
+  // Reissue: writes again the own updates a checkpoint refused (Room::Reissues).
+  void Reissue(int64_t now_us, base::Outbox& out);
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
@@ -401,6 +414,10 @@ class Swarm {
   // `why`: kCheckpointMismatch or kCheckpointFork (counted apart). The updates the
   // checkpoint does not cover are kept.
   Verdict StartOverFrom(Bytes record, Bytes blob, Verdict why);
+  void ReplayOwn();
+  // OnRefusedAck: a relay stored our update but its checkpoint refuses it.
+  void OnRefusedAck(const Hash256& update);
+  void ReissueUnplaced(const Hash256& update);
 
   std::unique_ptr<Room> room_;
   std::vector<uint8_t> genesis_record_;
@@ -446,6 +463,15 @@ class Swarm {
   std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads (relay)
   std::vector<uint8_t> awaited_blob_;
   uint64_t adopted_changes_ = 0;  // room_->checkpoint_changes() when object_ last followed it
+  // Own updates a member held when it dropped its log (ResetLog), put back once it has
+  // loaded a checkpoint (ReplayOwn): those the checkpoint refuses are re-issued.
+  std::vector<std::vector<uint8_t>> own_kept_;
+  // Own updates the checkpoint-started log could not place (parents inside it), asked of
+  // the relays again; and own updates a relay acked as refused. Both bounded.
+  absl::flat_hash_map<Hash256, std::vector<uint8_t>, IdHash> own_unplaced_;
+  absl::flat_hash_set<Hash256, IdHash> refused_own_;
+  // Re-issues written outside a tick (state hash before, record): flooded at the next.
+  std::vector<std::pair<Hash256, std::vector<uint8_t>>> reissue_now_;
   std::vector<Hash256> tried_;           // checkpoint ids that failed
   Hash256 cached_hash_{};
   std::vector<uint8_t> cached_state_;

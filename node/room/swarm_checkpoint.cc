@@ -183,6 +183,11 @@ bool Swarm::ResetLog() {
     if ((*fresh)->AddKeyEpoch(e) != Verdict::kOk) return false;
   }
   const Hash256 before = room_->state_hash();
+  if (!config_.relay) {
+    std::vector<std::vector<uint8_t>> own = room_->OwnRecords();
+    (*fresh)->AdoptOwn(own);
+    own_kept_ = std::move(own);
+  }
   room_ = std::move(*fresh);
   object_.reset();
   adopted_changes_ = 0;
@@ -386,6 +391,7 @@ bool Swarm::TryCachedLoad() {
     return false;
   }
   if (room_->LoadCheckpointCached(record, cached_state_) != Verdict::kOk) return false;
+  ReplayOwn();
   ++counters_.checkpoints_loaded;
   const Hash256 cp = f.info.id;
   AbandonFetch();  // the blob is not needed; this node cannot serve it, others can
@@ -406,6 +412,7 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   }
   const Hash256 cp = f.info.id;
   if (v == Verdict::kOk) {
+    ReplayOwn();
     if (empty) {
       // Held updates the checkpoint's heads released (stored when they arrived). Only
       // LoadCheckpoint fills placed() here; after AddCheckpoint it still lists what the
@@ -478,6 +485,38 @@ Verdict Swarm::StartOverFrom(Bytes record, Bytes blob, Verdict why) {
     }
   }
   return Verdict::kOk;
+}
+
+void Swarm::ReplayOwn() {
+  if (own_kept_.empty() || !room_->has_checkpoint()) return;
+  std::vector<std::vector<uint8_t>> own = std::move(own_kept_);
+  own_kept_.clear();
+  for (std::vector<uint8_t>& r : own) {
+    UpdateView view;
+    if (DecodeUpdate(r, id(), &view) != Verdict::kOk) continue;
+    const Hash256 update = view.id;
+    const Verdict v = room_->ReceiveStored(r);
+    if (v == Verdict::kPending) {
+      // Its parents lie inside the checkpoint (or are missing): only a relay that holds
+      // the log can tell whether the checkpoint covers it or refuses it. It is asked
+      // again (a duplicate publish is acked with that answer), or re-issued at once if a
+      // relay has said so already.
+      if (own_unplaced_.size() >= kAuthoredMax) continue;
+      own_unplaced_[update] = r;
+      if (refused_own_.contains(update)) {
+        ReissueUnplaced(update);
+      } else if (std::none_of(unacked_.begin(), unacked_.end(),
+                              [&](const Unacked& u) { return u.id == update; })) {
+        unacked_.push_back(Unacked{update, std::move(r), 0, 0});
+      }
+      continue;
+    }
+    // Kept in the new log (placed, or refused and so due for a re-issue): stored again,
+    // as StartOverFrom does with what it keeps. Duplicates were kept already.
+    if (storage_ != nullptr && InLogVerdict(v) && !storage_->Append(id(), update, r).ok()) {
+      ++counters_.storage_errors;
+    }
+  }
 }
 
 void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {

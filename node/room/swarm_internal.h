@@ -11,6 +11,15 @@
 
 namespace ringpeer::room {
 
+// InLogVerdict: the room kept the update (stored, acked and forwarded like the rest).
+// kBehindCheckpoint: kept outside its order (a better checkpoint may cover it);
+// kReissueTwin: in the order, another of its re-issue line applied first.
+inline bool InLogVerdict(Verdict v) noexcept {
+  return v == Verdict::kOk || v == Verdict::kPending || v == Verdict::kOverCap ||
+         v == Verdict::kBadPayload || v == Verdict::kBehindCheckpoint ||
+         v == Verdict::kReissueTwin;
+}
+
 struct Swarm::Peer {
   bool used = false;
   bool relay = false;

@@ -33,6 +33,8 @@ enum class Verdict : uint8_t {
   kBadBlob,            // checkpoint state blob: wrong hash, size or unreadable
   kCheckpointFork,     // a better checkpoint that does not cover the one this node started
                        // from: it cannot reorder what it never held, so it starts over
+  kReissueTwin,        // in the log, but another update of its re-issue line was applied
+                       // first (room.h, "Re-issue"): the state did not change
   kCount
 };
 
@@ -63,6 +65,7 @@ inline const char* VerdictName(Verdict v) noexcept {
     case Verdict::kStaleCheckpoint: return "stale_checkpoint";
     case Verdict::kBadBlob: return "bad_blob";
     case Verdict::kCheckpointFork: return "checkpoint_fork";
+    case Verdict::kReissueTwin: return "reissue_twin";
     case Verdict::kCount: break;
   }
   return "unknown";
