@@ -640,6 +640,36 @@ absl::StatusOr<AdminFile> ReadAdminFile(const std::string& path) {
   return a;
 }
 
+// Defined with `room invite` below.
+constexpr size_t kShortInviteCharsMax = 200;
+absl::StatusOr<std::vector<std::vector<uint8_t>>> ReadEpochs(const std::string& admin_path,
+                                                             const AdminFile& file);
+absl::Status WriteEpochs(const std::string& admin_path,
+                         const std::vector<std::vector<uint8_t>>& epochs);
+std::vector<uint8_t> GenesisOf(const AdminFile& file);
+std::string ShortInvite(const wire::Hash256& room_id, uint32_t epoch,
+                        const std::array<uint8_t, 32>& seed,
+                        const std::vector<base::Endpoint>& bootstrap);
+std::optional<room::ContentKey> CurrentKey(const AdminFile& file, const room::Genesis& g,
+                                           const std::vector<uint8_t>& record);
+
+// ReissuedInvite: the member's self-contained invite when the room's records still fit
+// one (few members, few rotations), else its short invite.
+std::string ReissuedInvite(const room::Invite& old, const std::vector<uint8_t>& genesis,
+                           const std::vector<std::vector<uint8_t>>& epochs) {
+  room::Invite inv;
+  inv.room_id = old.room_id;
+  inv.epoch = static_cast<uint32_t>(epochs.size() - 1);
+  inv.member_seed = old.member_seed;
+  inv.bootstrap = old.bootstrap;
+  bool fits = epochs.size() <= room::kInviteEpochsMax && genesis.size() <= room::kInviteRecordBytesMax;
+  for (const auto& e : epochs) fits = fits && e.size() <= room::kInviteRecordBytesMax;
+  if (!fits) return ShortInvite(inv.room_id, inv.epoch, *inv.member_seed, inv.bootstrap);
+  inv.genesis = genesis;
+  inv.epochs = epochs;
+  return room::FormatInvite(inv);
+}
+
 int Evict(std::span<const char* const> args) {
   auto flags = Flags::Parse(kEvictFlags, args, 1);
   if (!flags.ok()) return Usage("room evict", flags.status());
@@ -731,15 +761,41 @@ int Evict(std::span<const char* const> args) {
   if (!st.ok()) return Fail("room evict", st);
   auto state = CatchUp(&s);
   if (!state.ok()) return Fail("room evict", state.status());
-  const int64_t file_epoch = static_cast<int64_t>(stay[0].epochs.size()) - 1;
+  auto epochs = ReadEpochs(path, *file);
+  if (!epochs.ok()) return Fail("room evict", epochs.status());
+  const std::vector<uint8_t> genesis = GenesisOf(*file);
+  room::Genesis g;
+  if (room::ParseGenesis(genesis, &g) != room::Verdict::kOk || g.admin != admin.public_key) {
+    return Fail("room evict", absl::DataLossError(path + ": no genesis of this admin's room"));
+  }
+  const int64_t file_epoch = static_cast<int64_t>(epochs->size()) - 1;
   if (state->epoch != file_epoch) {
     return Fail("room evict", absl::FailedPreconditionError(absl::StrCat(
                                   "the room is at key epoch ", state->epoch, ", the admin key "
                                   "file at ", file_epoch, " (an older copy of the file?)")));
   }
-  auto rotation = client::MakeRotation(admin, stay, state->heads);
-  if (!rotation.ok()) return Fail("room evict", rotation.status());
-  st = s.client->AddKeyEpoch(s.room, rotation->record);
+  if (state->heads.size() > room::kCheckpointHeadsMax) {
+    return Fail("room evict", absl::FailedPreconditionError(absl::StrCat(
+                                  "the room has ", state->heads.size(), " heads (a key epoch "
+                                  "names at most ", room::kCheckpointHeadsMax, ")")));
+  }
+  // Key epoch N+1: fresh keys for every member that stays, with the access it had; the
+  // old content key sealed under the new one, so that they keep reading the history.
+  room::KeyEpochSpec spec;
+  spec.room_id = g.room_id;
+  spec.epoch = static_cast<uint32_t>(epochs->size());
+  wire::RandomBytes(spec.write_seed);
+  wire::RandomBytes(spec.content_key);
+  spec.previous_key = CurrentKey(*file, g, epochs->back());
+  spec.rotation_heads = state->heads;
+  for (const AdminFile::Member* m : staying) {
+    spec.members.push_back({m->key, m->label == "writer_invite"});
+  }
+  const uint32_t next_epoch = spec.epoch;
+  const std::vector<uint8_t> record =
+      room::MakeKeyEpoch(admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  epochs->push_back(record);
+  st = s.client->AddKeyEpoch(s.room, record);
   if (!st.ok()) return Fail("room evict", st);
   // The epoch is flooded once; a relay that missed it shows the older epoch in its next
   // RoomHeads (every 2 s) and gets it again. Stay that long.
@@ -752,12 +808,13 @@ int Evict(std::span<const char* const> args) {
       file->room_hex, "\n", "admin_secret ", file->admin_secret_hex, "\n");
   std::vector<std::string> texts;
   for (size_t i = 0; i < staying.size(); ++i) {
-    texts.push_back(room::FormatInvite(rotation->invites[i]));
+    texts.push_back(ReissuedInvite(staying[i]->invite, genesis, *epochs));
     absl::StrAppend(&out, staying[i]->label, " ", texts.back(), "\n");
   }
   for (const std::string& e : file->evicted) absl::StrAppend(&out, "evicted ", e, "\n");
   absl::StrAppend(&out, "evicted ", evicted_hex, "\n");
-  st = store::WriteFileAtomically(path, out, 0600);
+  st = WriteEpochs(path, *epochs);
+  if (st.ok()) st = store::WriteFileAtomically(path, out, 0600);
   if (!st.ok()) {
     std::fprintf(stderr, "ringpeer room evict: the rotation is published, but %s; the "
                          "re-issued invites follow\n", std::string(st.message()).c_str());
@@ -766,7 +823,7 @@ int Evict(std::span<const char* const> args) {
     admin::JsonWriter w;
     w.BeginObject();
     w.Key("room").String(file->room_hex);
-    w.Key("epoch").Uint(rotation->epoch);
+    w.Key("epoch").Uint(next_epoch);
     w.Key("evicted").String(evicted_hex);
     w.Key("invites").BeginArray();
     for (size_t i = 0; i < staying.size(); ++i) {
@@ -781,7 +838,7 @@ int Evict(std::span<const char* const> args) {
     std::printf("%s\n", w.str().c_str());
   } else {
     std::printf("room        %s\nevicted     %s\nkey epoch   %u\n", file->room_hex.c_str(),
-                evicted_hex.c_str(), rotation->epoch);
+                evicted_hex.c_str(), next_epoch);
     for (size_t i = 0; i < staying.size(); ++i) {
       std::printf("\nre-issued %s for member %s:\n%s\n",
                   staying[i]->label == "writer_invite" ? "writer invite (read and write)"
@@ -848,7 +905,6 @@ std::vector<uint8_t> GenesisOf(const AdminFile& file) {
 
 // ShortInvite: room id, epoch, member seed and as many bootstrap addresses as keep the
 // text within kShortInviteCharsMax (one IPv4 address: 141 characters).
-constexpr size_t kShortInviteCharsMax = 200;
 std::string ShortInvite(const wire::Hash256& room_id, uint32_t epoch,
                         const std::array<uint8_t, 32>& seed,
                         const std::vector<base::Endpoint>& bootstrap) {

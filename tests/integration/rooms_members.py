@@ -7,7 +7,8 @@ with it through the relay alone (the genesis and key epochs come from the relay)
 reads the history written before it was added; a member added with `--no-history` reads
 what follows but not what came before; a `--read` member cannot post; `room members`
 lists every member of the current epoch with its access; `room invite --long` prints a
-self-contained invite.
+self-contained invite; `room evict` of a member added by a short invite rotates again:
+it no longer reads what follows, the others do.
 
 usage: rooms_members.py RINGPEER_BINARY
 """
@@ -92,6 +93,19 @@ def main():
             check(lg.returncode == 0 and len(json.loads(lg.stdout)["invite"]) > 200,
                   f"room invite --long prints the self-contained form: {lg.stderr.strip()!r}")
 
+            ev = run(b, ["room", "evict", short, "--json", "--timeout", "5"], d("admin"))
+            check(ev.returncode == 0 and json.loads(ev.stdout)["epoch"] == 4,
+                  f"room evict of the member added by invite: key epoch 4: "
+                  f"{ev.stderr.strip()!r}")
+            p = run(b, ["room", "post", room["writer_invite"], "after bob left", "--nick",
+                        "alice"], d("alice"))
+            check(p.returncode == 0, f"alice posts after the eviction: {p.stderr.strip()!r}")
+            r = run(b, ["room", "read", short, "--json", "--timeout", "5"], d("bob-read"))
+            check("after bob left" not in texts_of(r),
+                  f"the evicted member does not read what follows: {texts_of(r)}")
+            r = run(b, ["room", "read", carol, "--json", "--timeout", "5"], d("carol-read"))
+            check(r.returncode == 0 and texts_of(r)[-1:] == ["after bob left"],
+                  f"the member that stays reads on: {texts_of(r)} {r.stderr.strip()!r}")
         except Exception:
             if relay is not None:
                 print(relay.read_log())
