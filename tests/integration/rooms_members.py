@@ -10,7 +10,11 @@ lists every member of the current epoch with its access; `room invite --long` pr
 self-contained invite; `room evict` of a member added by a short invite rotates again:
 it no longer reads what follows, the others do.
 
-usage: rooms_members.py RINGPEER_BINARY
+With the ringpeer-hostile binary: a short invite whose only relay is a liar (it serves
+the real genesis but a key epoch the admin did not sign) fails with a line saying the
+relay was refused; the same invite with an honest relay added reads the room.
+
+usage: rooms_members.py RINGPEER_BINARY [HOSTILE_BINARY]
 """
 import argparse
 import json
@@ -29,6 +33,7 @@ def texts_of(result):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
+    ap.add_argument("hostile", nargs="?")
     a = ap.parse_args()
     b = a.binary
     t_start = time.monotonic()
@@ -106,6 +111,28 @@ def main():
             r = run(b, ["room", "read", carol, "--json", "--timeout", "5"], d("carol-read"))
             check(r.returncode == 0 and texts_of(r)[-1:] == ["after bob left"],
                   f"the member that stays reads on: {texts_of(r)} {r.stderr.strip()!r}")
+            if a.hostile:
+                liar = subprocess.Popen([a.hostile, "liar", "--target", "127.0.0.1:1",
+                                         "--invite", room["writer_invite"], "--seconds", "30"],
+                                        stdout=subprocess.PIPE, text=True)
+                try:
+                    liar_addr = liar.stdout.readline().split()[1]
+                    li = run(b, ["room", "invite", room["room"], "--bootstrap", liar_addr,
+                                 "--json", "--timeout", "5"], d("admin"))
+                    check(li.returncode == 0, f"an invite naming the liar: {li.stderr.strip()!r}")
+                    lied = json.loads(li.stdout)["invite"]
+                    r = run(b, ["room", "read", lied, "--timeout", "4"], d("dave-liar"))
+                    check(r.returncode == 1 and "refused the relay" in r.stderr,
+                          f"a join through a relay serving a forged epoch is refused: "
+                          f"{r.stderr.strip()!r}")
+                    r = run(b, ["room", "read", lied, "--json", "--timeout", "5",
+                                "--bootstrap", boot], d("dave-honest"))
+                    check(r.returncode == 0 and "after bob left" in texts_of(r),
+                          f"the same invite with an honest relay reads the room: "
+                          f"{texts_of(r)} {r.stderr.strip()!r}")
+                finally:
+                    liar.kill()
+                    liar.wait()
         except Exception:
             if relay is not None:
                 print(relay.read_log())
