@@ -662,7 +662,8 @@ std::string ReissuedInvite(const room::Invite& old, const std::vector<uint8_t>& 
   inv.epoch = static_cast<uint32_t>(epochs.size() - 1);
   inv.member_seed = old.member_seed;
   inv.bootstrap = old.bootstrap;
-  bool fits = epochs.size() <= room::kInviteEpochsMax && genesis.size() <= room::kInviteRecordBytesMax;
+  bool fits = epochs.size() <= room::kInviteEpochsMax &&
+              genesis.size() <= room::kInviteRecordBytesMax;
   for (const auto& e : epochs) fits = fits && e.size() <= room::kInviteRecordBytesMax;
   if (!fits) return ShortInvite(inv.room_id, inv.epoch, *inv.member_seed, inv.bootstrap);
   inv.genesis = genesis;
@@ -1122,7 +1123,8 @@ int InviteCmd(std::span<const char* const> args) {
     inv.genesis = genesis;
     inv.epochs = *epochs;
     inv.bootstrap = hint;
-    bool fits = epochs->size() <= room::kInviteEpochsMax && hint.size() <= room::kInviteAddressesMax;
+    bool fits = epochs->size() <= room::kInviteEpochsMax &&
+                hint.size() <= room::kInviteAddressesMax;
     for (const auto& e : *epochs) fits = fits && e.size() <= room::kInviteRecordBytesMax;
     if (!fits) {
       std::fprintf(stderr, "ringpeer room invite: the room's %zu key epochs (largest %zu bytes) "

@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   // (want_genesis) and its genesis answer.
   ok &= save("room_epoch_piece", enc.RoomUpdatePiece(buf, room, update, record, 0, true));
   std::vector<uint8_t> epoch_missing((wire::kRoomKeyEpochPiecesMax + 7) / 8, 0xFF);
-  ok &= save("room_epoch_piece_get", enc.RoomUpdatePieceGet(buf, room, update, epoch_missing, true));
+  ok &= save("room_epoch_piece_get",
+             enc.RoomUpdatePieceGet(buf, room, update, epoch_missing, true));
   ok &= save("room_join_by_id", enc.RoomJoin(buf, room, id, false, {}, true));
   std::vector<uint8_t> genesis(200, 0x47);
   ok &= save("room_genesis", enc.RoomEpoch(buf, room, genesis, true));
