@@ -272,13 +272,14 @@ RoomCheckpointInfo FromWireCheckpoint(const fb::RoomCheckpointRef* c) noexcept {
 }
 
 size_t Encoder::RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
-                         bool relay, std::span<const uint8_t> genesis) noexcept {
+                         bool relay, std::span<const uint8_t> genesis,
+                         bool want_genesis) noexcept {
   fbb_.Clear();
   flatbuffers::Offset<flatbuffers::Vector<uint8_t>> g;
   if (!genesis.empty()) g = fbb_.CreateVector(genesis.data(), genesis.size());
   fb::Id256 r = ToWireId(room);
   fb::Id256 s = ToWireId(sender);
-  fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay, g));
+  fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay, g, want_genesis));
   return Finish(out, MessageType::kRoomJoin, RoomShardHint(room.data()));
 }
 
@@ -399,19 +400,22 @@ size_t Encoder::RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const 
   return Finish(out, MessageType::kRoomSlowDown, RoomShardHint(room.data()));
 }
 
-size_t Encoder::RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept {
+size_t Encoder::RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record,
+                          bool genesis) noexcept {
   RP_ASSERT(!record.empty());
   fbb_.Clear();
   if (record.size() > kRoomRecordBytesMax) return 0;
   auto rec = fbb_.CreateVector(record.data(), record.size());
   fb::Id256 r = ToWireId(room);
-  fbb_.Finish(fb::CreateRoomEpoch(fbb_, &r, rec));
+  fbb_.Finish(fb::CreateRoomEpoch(fbb_, &r, rec, genesis));
   return Finish(out, MessageType::kRoomEpoch, RoomShardHint(room.data()));
 }
 
 size_t Encoder::RoomUpdatePiece(std::span<uint8_t> out, const Hash256& room,
-                                const Hash256& update, Bytes record, uint16_t index) noexcept {
-  RP_ASSERT(record.size() > kRoomRecordBytesMax && record.size() <= kRoomUpdateBytesMax);
+                                const Hash256& update, Bytes record, uint16_t index,
+                                bool key_epoch) noexcept {
+  RP_ASSERT(record.size() > kRoomRecordBytesMax);
+  RP_ASSERT(record.size() <= (key_epoch ? kRoomKeyEpochBytesMax : kRoomUpdateBytesMax));
   const size_t first = size_t{index} * kRoomPieceBytes;
   RP_ASSERT(first < record.size());
   const size_t n = std::min(kRoomPieceBytes, record.size() - first);
@@ -420,18 +424,21 @@ size_t Encoder::RoomUpdatePiece(std::span<uint8_t> out, const Hash256& room,
   fb::Id256 r = ToWireId(room);
   fb::Id256 u = ToWireId(update);
   fbb_.Finish(fb::CreateRoomUpdatePiece(fbb_, &r, &u, static_cast<uint32_t>(record.size()),
-                                        index, bv));
+                                        index, bv, key_epoch));
   return Finish(out, MessageType::kRoomUpdatePiece, RoomShardHint(room.data()));
 }
 
 size_t Encoder::RoomUpdatePieceGet(std::span<uint8_t> out, const Hash256& room,
-                                   const Hash256& update, Bytes missing) noexcept {
-  RP_ASSERT(!missing.empty() && missing.size() <= (kRoomUpdatePiecesMax + 7) / 8);
+                                   const Hash256& update, Bytes missing,
+                                   bool key_epoch) noexcept {
+  RP_ASSERT(!missing.empty());
+  RP_ASSERT(missing.size() <=
+            ((key_epoch ? kRoomKeyEpochPiecesMax : kRoomUpdatePiecesMax) + 7) / 8);
   fbb_.Clear();
   auto mv = fbb_.CreateVector(missing.data(), missing.size());
   fb::Id256 r = ToWireId(room);
   fb::Id256 u = ToWireId(update);
-  fbb_.Finish(fb::CreateRoomUpdatePieceGet(fbb_, &r, &u, mv));
+  fbb_.Finish(fb::CreateRoomUpdatePieceGet(fbb_, &r, &u, mv, key_epoch));
   return Finish(out, MessageType::kRoomUpdatePieceGet, RoomShardHint(room.data()));
 }
 

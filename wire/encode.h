@@ -130,8 +130,10 @@ class Encoder {
   // Room messages (wire/schemas/room_net.fbs). The shard hint is always the room id's
   // prefix (RoomShardHint). Each returns 0 when the result would not fit a datagram.
   // RoomJoin: `genesis` (may be empty) lets a relay that does not serve the room start.
+  // `want_genesis`: the sender knows only the room id; the answer carries the genesis.
   size_t RoomJoin(std::span<uint8_t> out, const Hash256& room, const NodeId& sender,
-                  bool relay, std::span<const uint8_t> genesis = {}) noexcept;
+                  bool relay, std::span<const uint8_t> genesis = {},
+                  bool want_genesis = false) noexcept;
   size_t RoomLeave(std::span<uint8_t> out, const Hash256& room, const NodeId& sender) noexcept;
   size_t RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noexcept;
   size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
@@ -152,12 +154,16 @@ class Encoder {
                              Bytes bytes) noexcept;
   size_t RoomSlowDown(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
                       uint32_t retry_after_ms, uint32_t publish_per_s = 0) noexcept;
-  size_t RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
-  // RoomUpdatePiece: piece `index` of `record` (larger than kRoomRecordBytesMax).
+  // RoomEpoch: a key epoch record (or, with `genesis`, the room's genesis record).
+  size_t RoomEpoch(std::span<uint8_t> out, const Hash256& room, Bytes record,
+                   bool genesis = false) noexcept;
+  // RoomUpdatePiece: piece `index` of `record` (larger than kRoomRecordBytesMax). With
+  // `key_epoch`, the record is a key epoch (up to kRoomKeyEpochBytesMax) and `update` its
+  // hash.
   size_t RoomUpdatePiece(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
-                         Bytes record, uint16_t index) noexcept;
+                         Bytes record, uint16_t index, bool key_epoch = false) noexcept;
   size_t RoomUpdatePieceGet(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
-                            Bytes missing) noexcept;
+                            Bytes missing, bool key_epoch = false) noexcept;
 
  private:
   // PadVector: `pad_bytes` zero bytes (requests padded against reply amplification).

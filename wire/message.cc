@@ -280,9 +280,11 @@ Verdict Check(const fb::RoomEpoch* m) noexcept {
 }
 // A piece of a record that does not fit one datagram: its size names the piece count,
 // every piece but the last is whole, the last holds the rest.
+// A key epoch's pieces may make a larger record than an update's.
 Verdict Check(const fb::RoomUpdatePiece* m) noexcept {
   const size_t total = m->record_bytes();
-  if (total <= kRoomRecordBytesMax || total > kRoomUpdateBytesMax) return Verdict::kBadField;
+  const size_t max = m->key_epoch() ? kRoomKeyEpochBytesMax : kRoomUpdateBytesMax;
+  if (total <= kRoomRecordBytesMax || total > max) return Verdict::kBadField;
   const size_t pieces = (total + kRoomPieceBytes - 1) / kRoomPieceBytes;
   if (m->index() >= pieces) return Verdict::kBadField;
   const size_t want = size_t{m->index()} + 1 < pieces ? kRoomPieceBytes
@@ -291,7 +293,8 @@ Verdict Check(const fb::RoomUpdatePiece* m) noexcept {
 }
 Verdict Check(const fb::RoomUpdatePieceGet* m) noexcept {
   const size_t n = m->missing()->size();
-  return n >= 1 && n <= (kRoomUpdatePiecesMax + 7) / 8 ? Verdict::kOk : Verdict::kBadField;
+  const size_t pieces = m->key_epoch() ? kRoomKeyEpochPiecesMax : kRoomUpdatePiecesMax;
+  return n >= 1 && n <= (pieces + 7) / 8 ? Verdict::kOk : Verdict::kBadField;
 }
 
 // VerifyRoom: Verifier, semantic checks, and the steering rule: a room message whose shard

@@ -61,6 +61,14 @@ inline constexpr uint8_t kRoomPieceLevelsMax = 6;
 inline constexpr size_t kRoomUpdateBytesMax = 66 * 1024;
 inline constexpr size_t kRoomUpdatePiecesMax =
     (kRoomUpdateBytesMax + kRoomPieceBytes - 1) / kRoomPieceBytes;
+// Largest key epoch record (room::kKeyEpochBytesMax: 1024 write grants of 160 bytes and the
+// fixed part, with margin); one larger than kRoomRecordBytesMax travels as RoomUpdatePiece
+// datagrams with `key_epoch` set.
+inline constexpr size_t kRoomKeyEpochBytesMax = 192 * 1024;
+inline constexpr size_t kRoomKeyEpochPiecesMax =
+    (kRoomKeyEpochBytesMax + kRoomPieceBytes - 1) / kRoomPieceBytes;
+static_assert(kRoomKeyEpochPiecesMax >= kRoomUpdatePiecesMax);
+static_assert(kRoomKeyEpochPiecesMax <= UINT16_MAX);  // RoomUpdatePiece.index is a ushort
 
 class Message {
  public:

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +52,34 @@ constexpr FlagSpec kEvictFlags[] = {
      "UDP address of the embedded node"},
     {"timeout", FlagSpec::Kind::kValue, nullptr, "SECONDS", "15",
      "how long to wait for a relay"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
+};
+
+constexpr FlagSpec kInviteFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
+     "where `room create` wrote the admin key file; also the embedded client's directory"},
+    {"admin-key", FlagSpec::Kind::kValue, nullptr, "FILE", "DIR/rooms/ROOM.admin",
+     "the room's admin key file (the new member is added to it)"},
+    {"bootstrap", FlagSpec::Kind::kList, "RINGPEER_BOOTSTRAP", "HOST:PORT", nullptr,
+     "relay to publish through and to name in the invite (default: the members' relays)"},
+    {"listen", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_LISTEN", "ADDR:PORT", "0.0.0.0:0",
+     "UDP address of the embedded node"},
+    {"timeout", FlagSpec::Kind::kValue, nullptr, "SECONDS", "15",
+     "how long to wait for a relay"},
+    {"read", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "read-only access"},
+    {"write", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "read and write (default)"},
+    {"no-history", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
+     "the new member reads only what follows (the epoch seals no earlier key)"},
+    {"long", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr,
+     "print the self-contained invite (genesis and key epochs; small rooms only)"},
+    {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
+};
+
+constexpr FlagSpec kMembersFlags[] = {
+    {"data-dir", FlagSpec::Kind::kValue, "RINGPEER_CLIENT_DIR", "DIR", kDefaultClientDir,
+     "where `room create` wrote the admin key file"},
+    {"admin-key", FlagSpec::Kind::kValue, nullptr, "FILE", "DIR/rooms/ROOM.admin",
+     "the room's admin key file"},
     {"json", FlagSpec::Kind::kSwitch, nullptr, nullptr, nullptr, "print one JSON object"},
 };
 
@@ -254,6 +284,19 @@ absl::StatusOr<client::RoomState> CatchUp(Session* s) {
       // Events queued before and after the answer stay in the ring: the caller's next
       // Poll runs them, and UpdateEvent::seq against st->event_mark tells them apart.
       return st;
+    }
+    if (std::chrono::steady_clock::now() >= deadline && st->epoch < 0 &&
+        st->epochs_refused > 0) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "refused the relay: it served ", st->epochs_refused, " key epoch(s) the room's "
+          "admin did not sign, and no other relay answered within ", s->timeout_ms / 1000,
+          " s"));
+    }
+    if (std::chrono::steady_clock::now() >= deadline && st->joining) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no relay sent the room's genesis within ", s->timeout_ms / 1000, " s",
+          st->genesis_refused > 0 ? " (refused a genesis that was not this room's)" : "",
+          "; is a relay serving the room at the invite's address?"));
     }
     if (std::chrono::steady_clock::now() >= deadline) {
       return absl::DeadlineExceededError(
@@ -597,6 +640,37 @@ absl::StatusOr<AdminFile> ReadAdminFile(const std::string& path) {
   return a;
 }
 
+// Defined with `room invite` below.
+constexpr size_t kShortInviteCharsMax = 200;
+absl::StatusOr<std::vector<std::vector<uint8_t>>> ReadEpochs(const std::string& admin_path,
+                                                             const AdminFile& file);
+absl::Status WriteEpochs(const std::string& admin_path,
+                         const std::vector<std::vector<uint8_t>>& epochs);
+std::vector<uint8_t> GenesisOf(const AdminFile& file);
+std::string ShortInvite(const wire::Hash256& room_id, uint32_t epoch,
+                        const std::array<uint8_t, 32>& seed,
+                        const std::vector<base::Endpoint>& bootstrap);
+std::optional<room::ContentKey> CurrentKey(const AdminFile& file, const room::Genesis& g,
+                                           const std::vector<uint8_t>& record);
+
+// ReissuedInvite: the member's self-contained invite when the room's records still fit
+// one (few members, few rotations), else its short invite.
+std::string ReissuedInvite(const room::Invite& old, const std::vector<uint8_t>& genesis,
+                           const std::vector<std::vector<uint8_t>>& epochs) {
+  room::Invite inv;
+  inv.room_id = old.room_id;
+  inv.epoch = static_cast<uint32_t>(epochs.size() - 1);
+  inv.member_seed = old.member_seed;
+  inv.bootstrap = old.bootstrap;
+  bool fits = epochs.size() <= room::kInviteEpochsMax &&
+              genesis.size() <= room::kInviteRecordBytesMax;
+  for (const auto& e : epochs) fits = fits && e.size() <= room::kInviteRecordBytesMax;
+  if (!fits) return ShortInvite(inv.room_id, inv.epoch, *inv.member_seed, inv.bootstrap);
+  inv.genesis = genesis;
+  inv.epochs = epochs;
+  return room::FormatInvite(inv);
+}
+
 int Evict(std::span<const char* const> args) {
   auto flags = Flags::Parse(kEvictFlags, args, 1);
   if (!flags.ok()) return Usage("room evict", flags.status());
@@ -688,15 +762,41 @@ int Evict(std::span<const char* const> args) {
   if (!st.ok()) return Fail("room evict", st);
   auto state = CatchUp(&s);
   if (!state.ok()) return Fail("room evict", state.status());
-  const int64_t file_epoch = static_cast<int64_t>(stay[0].epochs.size()) - 1;
+  auto epochs = ReadEpochs(path, *file);
+  if (!epochs.ok()) return Fail("room evict", epochs.status());
+  const std::vector<uint8_t> genesis = GenesisOf(*file);
+  room::Genesis g;
+  if (room::ParseGenesis(genesis, &g) != room::Verdict::kOk || g.admin != admin.public_key) {
+    return Fail("room evict", absl::DataLossError(path + ": no genesis of this admin's room"));
+  }
+  const int64_t file_epoch = static_cast<int64_t>(epochs->size()) - 1;
   if (state->epoch != file_epoch) {
     return Fail("room evict", absl::FailedPreconditionError(absl::StrCat(
                                   "the room is at key epoch ", state->epoch, ", the admin key "
                                   "file at ", file_epoch, " (an older copy of the file?)")));
   }
-  auto rotation = client::MakeRotation(admin, stay, state->heads);
-  if (!rotation.ok()) return Fail("room evict", rotation.status());
-  st = s.client->AddKeyEpoch(s.room, rotation->record);
+  if (state->heads.size() > room::kCheckpointHeadsMax) {
+    return Fail("room evict", absl::FailedPreconditionError(absl::StrCat(
+                                  "the room has ", state->heads.size(), " heads (a key epoch "
+                                  "names at most ", room::kCheckpointHeadsMax, ")")));
+  }
+  // Key epoch N+1: fresh keys for every member that stays, with the access it had; the
+  // old content key sealed under the new one, so that they keep reading the history.
+  room::KeyEpochSpec spec;
+  spec.room_id = g.room_id;
+  spec.epoch = static_cast<uint32_t>(epochs->size());
+  wire::RandomBytes(spec.write_seed);
+  wire::RandomBytes(spec.content_key);
+  spec.previous_key = CurrentKey(*file, g, epochs->back());
+  spec.rotation_heads = state->heads;
+  for (const AdminFile::Member* m : staying) {
+    spec.members.push_back({m->key, m->label == "writer_invite"});
+  }
+  const uint32_t next_epoch = spec.epoch;
+  const std::vector<uint8_t> record =
+      room::MakeKeyEpoch(admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  epochs->push_back(record);
+  st = s.client->AddKeyEpoch(s.room, record);
   if (!st.ok()) return Fail("room evict", st);
   // The epoch is flooded once; a relay that missed it shows the older epoch in its next
   // RoomHeads (every 2 s) and gets it again. Stay that long.
@@ -709,12 +809,13 @@ int Evict(std::span<const char* const> args) {
       file->room_hex, "\n", "admin_secret ", file->admin_secret_hex, "\n");
   std::vector<std::string> texts;
   for (size_t i = 0; i < staying.size(); ++i) {
-    texts.push_back(room::FormatInvite(rotation->invites[i]));
+    texts.push_back(ReissuedInvite(staying[i]->invite, genesis, *epochs));
     absl::StrAppend(&out, staying[i]->label, " ", texts.back(), "\n");
   }
   for (const std::string& e : file->evicted) absl::StrAppend(&out, "evicted ", e, "\n");
   absl::StrAppend(&out, "evicted ", evicted_hex, "\n");
-  st = store::WriteFileAtomically(path, out, 0600);
+  st = WriteEpochs(path, *epochs);
+  if (st.ok()) st = store::WriteFileAtomically(path, out, 0600);
   if (!st.ok()) {
     std::fprintf(stderr, "ringpeer room evict: the rotation is published, but %s; the "
                          "re-issued invites follow\n", std::string(st.message()).c_str());
@@ -723,7 +824,7 @@ int Evict(std::span<const char* const> args) {
     admin::JsonWriter w;
     w.BeginObject();
     w.Key("room").String(file->room_hex);
-    w.Key("epoch").Uint(rotation->epoch);
+    w.Key("epoch").Uint(next_epoch);
     w.Key("evicted").String(evicted_hex);
     w.Key("invites").BeginArray();
     for (size_t i = 0; i < staying.size(); ++i) {
@@ -738,13 +839,339 @@ int Evict(std::span<const char* const> args) {
     std::printf("%s\n", w.str().c_str());
   } else {
     std::printf("room        %s\nevicted     %s\nkey epoch   %u\n", file->room_hex.c_str(),
-                evicted_hex.c_str(), rotation->epoch);
+                evicted_hex.c_str(), next_epoch);
     for (size_t i = 0; i < staying.size(); ++i) {
       std::printf("\nre-issued %s for member %s:\n%s\n",
                   staying[i]->label == "writer_invite" ? "writer invite (read and write)"
                                                        : "reader invite (read only)",
                   ShortHex(staying[i]->key).c_str(), texts[i].c_str());
     }
+  }
+  return st.ok() ? 0 : kExitRuntime;
+}
+
+// ---- room invite, room members (issue 17) ----
+
+// The room's key epoch records, all of them, kept beside the admin key file
+// (ROOM.epochs: per record a u32 little-endian length and the record): a room of 500
+// members outgrows what an invite carries, so the file's invites are short ones and the
+// records live here. A file from before (self-contained invites only) has none: the
+// first invite's records are used, and the next change writes the file.
+std::string EpochsPath(const std::string& admin_path) {
+  const size_t dot = admin_path.rfind(".admin");
+  return (dot == std::string::npos ? admin_path : admin_path.substr(0, dot)) + ".epochs";
+}
+
+absl::StatusOr<std::vector<std::vector<uint8_t>>> ReadEpochs(const std::string& admin_path,
+                                                             const AdminFile& file) {
+  std::vector<std::vector<uint8_t>> out;
+  FILE* f = std::fopen(EpochsPath(admin_path).c_str(), "rb");
+  if (f == nullptr) {
+    for (const AdminFile::Member& m : file.members) {
+      if (!m.invite.epochs.empty()) return m.invite.epochs;
+    }
+    return absl::NotFoundError(absl::StrCat("no key epochs: ", EpochsPath(admin_path),
+                                            " is missing and no invite carries them"));
+  }
+  uint8_t len[4];
+  while (std::fread(len, 1, 4, f) == 4) {
+    const size_t n = size_t{len[0]} | size_t{len[1]} << 8 | size_t{len[2]} << 16 |
+                     size_t{len[3]} << 24;
+    if (n == 0 || n > room::kKeyEpochBytesMax) break;
+    std::vector<uint8_t> r(n);
+    if (std::fread(r.data(), 1, n, f) != n) break;
+    out.push_back(std::move(r));
+  }
+  std::fclose(f);
+  if (out.empty()) return absl::DataLossError(EpochsPath(admin_path) + ": no readable record");
+  return out;
+}
+
+absl::Status WriteEpochs(const std::string& admin_path,
+                         const std::vector<std::vector<uint8_t>>& epochs) {
+  std::string data;
+  for (const auto& e : epochs) {
+    for (int i = 0; i < 4; ++i) data.push_back(static_cast<char>(e.size() >> (8 * i)));
+    data.append(reinterpret_cast<const char*>(e.data()), e.size());
+  }
+  return store::WriteFileAtomically(EpochsPath(admin_path), data, 0600);
+}
+
+std::vector<uint8_t> GenesisOf(const AdminFile& file) {
+  for (const AdminFile::Member& m : file.members) {
+    if (!m.invite.genesis.empty()) return m.invite.genesis;
+  }
+  return {};
+}
+
+// ShortInvite: room id, epoch, member seed and as many bootstrap addresses as keep the
+// text within kShortInviteCharsMax (one IPv4 address: 141 characters).
+std::string ShortInvite(const wire::Hash256& room_id, uint32_t epoch,
+                        const std::array<uint8_t, 32>& seed,
+                        const std::vector<base::Endpoint>& bootstrap) {
+  room::Invite inv;
+  inv.room_id = room_id;
+  inv.epoch = epoch;
+  inv.member_seed = seed;
+  std::string text = room::FormatInvite(inv);
+  for (const base::Endpoint& e : bootstrap) {
+    inv.bootstrap.push_back(e);
+    std::string longer = room::FormatInvite(inv);
+    if (longer.size() > kShortInviteCharsMax) break;
+    text = std::move(longer);
+  }
+  return text;
+}
+
+// AdminPath: DIR/rooms/ROOM.admin for a ROOM given as an invite or 64 hex digits, or
+// --admin-key.
+absl::StatusOr<std::string> AdminPath(const Flags& flags, const std::string& command) {
+  if (auto k = flags.Value("admin-key")) return *k;
+  if (flags.positional().size() != 1) {
+    return absl::InvalidArgumentError("needs ROOM (an invite or the room id) or --admin-key");
+  }
+  std::string room = flags.positional()[0];
+  if (room.rfind("ringpeer:", 0) == 0) {
+    auto inv = room::ParseInvite(room);
+    if (!inv.ok()) return inv.status();
+    room = wire::Hex(inv->room_id);
+  }
+  wire::Hash256 id;
+  if (!wire::ParseHex32(room, &id)) {
+    return absl::InvalidArgumentError("ROOM: an invite or 64 hex digits");
+  }
+  (void)command;
+  return absl::StrCat(flags.Value("data-dir").value_or(kDefaultClientDir), "/rooms/",
+                      wire::Hex(id), ".admin");
+}
+
+// CurrentKey: epoch `record`'s content key, opened with the seed of a member it grants.
+std::optional<room::ContentKey> CurrentKey(const AdminFile& file, const room::Genesis& g,
+                                           const std::vector<uint8_t>& record) {
+  for (const AdminFile::Member& m : file.members) {
+    const wire::KeyPair me = wire::KeyPair::FromSeed(*m.invite.member_seed);
+    room::KeyEpoch e;
+    if (room::ParseKeyEpoch(record, g.room_id, g.admin, &me, &e) == room::Verdict::kOk &&
+        e.content_key) {
+      return e.content_key;
+    }
+  }
+  return std::nullopt;
+}
+
+int Members(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kMembersFlags, args, 1);
+  if (!flags.ok()) return Usage("room members", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room members ROOM [flags]\n\nLists who the room's current "
+                "key epoch grants, and with which access (read, or\nread and write), from "
+                "the admin key file and the epoch record kept beside it\n(checked against "
+                "the room and the admin key). ROOM: an invite or the room id.\n\nflags:\n%s",
+                Flags::Help(kMembersFlags).c_str());
+    return 0;
+  }
+  if (!wire::InitCrypto()) return Fail("room members", absl::InternalError("libsodium failed"));
+  auto path = AdminPath(*flags, "room members");
+  if (!path.ok()) return Usage("room members", path.status());
+  auto file = ReadAdminFile(*path);
+  if (!file.ok()) return Fail("room members", file.status());
+  auto epochs = ReadEpochs(*path, *file);
+  if (!epochs.ok()) return Fail("room members", epochs.status());
+  room::Genesis g;
+  if (room::ParseGenesis(GenesisOf(*file), &g) != room::Verdict::kOk) {
+    return Fail("room members", absl::DataLossError(*path + ": no valid genesis"));
+  }
+  std::vector<room::MemberGrantSpec> grants;
+  const room::Verdict v = room::ListGrants(epochs->back(), g.room_id, g.admin, &grants);
+  if (v != room::Verdict::kOk) {
+    return Fail("room members", absl::DataLossError(absl::StrCat(
+                                    "key epoch ", epochs->size() - 1, ": ", room::VerdictName(v))));
+  }
+  auto label_of = [&](const wire::PublicKey& k) -> std::string {
+    for (const AdminFile::Member& m : file->members) {
+      if (m.key == k) return m.label == "reader_invite" ? "reader" : "writer";
+    }
+    return "?";
+  };
+  size_t writers = 0;
+  for (const auto& m : grants) writers += m.write ? 1 : 0;
+  if (flags->Switch("json")) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("room").String(wire::Hex(g.room_id));
+    w.Key("epoch").Uint(epochs->size() - 1);
+    w.Key("epoch_bytes").Uint(epochs->back().size());
+    w.Key("members").BeginArray();
+    for (const auto& m : grants) {
+      w.BeginObject();
+      w.Key("member").String(wire::Hex(m.member));
+      w.Key("access").String(m.write ? "write" : "read");
+      w.EndObject();
+    }
+    w.EndArray();
+    w.Key("evicted").BeginArray();
+    for (const std::string& e : file->evicted) w.String(e);
+    w.EndArray();
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+    return 0;
+  }
+  std::printf("room        %s\nkey epoch   %zu (%zu bytes)\nmembers     %zu (%zu write, "
+              "%zu read)\n\n",
+              wire::Hex(g.room_id).c_str(), epochs->size() - 1, epochs->back().size(),
+              grants.size(), writers, grants.size() - writers);
+  for (const auto& m : grants) {
+    std::printf("%s  %-5s  %s\n", wire::Hex(m.member).substr(0, 16).c_str(),
+                m.write ? "write" : "read", label_of(m.member).c_str());
+  }
+  for (const std::string& e : file->evicted) std::printf("%s  evicted\n", e.substr(0, 16).c_str());
+  return 0;
+}
+
+int InviteCmd(std::span<const char* const> args) {
+  auto flags = Flags::Parse(kInviteFlags, args, 1);
+  if (!flags.ok()) return Usage("room invite", flags.status());
+  if (flags->help()) {
+    std::printf("usage: ringpeer room invite ROOM [flags]\n\nAdds a member: makes a new "
+                "member key, signs the next key epoch granting it (and\nevery member of the "
+                "admin key file, with the access each has), publishes it\nthrough a relay "
+                "and prints the new member's invite: by default a short one\n(room id, "
+                "member key, a relay address; at most %zu characters) whose genesis\nand key "
+                "epochs come from the relay, checked against the room id and admin key.\n"
+                "By default the new member reads the history (the epoch seals the earlier "
+                "key);\n--no-history grants only what follows. ROOM: an invite or the room "
+                "id.\n\nflags:\n%s",
+                kShortInviteCharsMax, Flags::Help(kInviteFlags).c_str());
+    return 0;
+  }
+  if (flags->Switch("read") && flags->Switch("write")) {
+    return Usage("room invite", absl::InvalidArgumentError("--read or --write, not both"));
+  }
+  if (!wire::InitCrypto()) return Fail("room invite", absl::InternalError("libsodium failed"));
+  auto path = AdminPath(*flags, "room invite");
+  if (!path.ok()) return Usage("room invite", path.status());
+  auto file = ReadAdminFile(*path);
+  if (!file.ok()) return Fail("room invite", file.status());
+  auto epochs = ReadEpochs(*path, *file);
+  if (!epochs.ok()) return Fail("room invite", epochs.status());
+  const std::vector<uint8_t> genesis = GenesisOf(*file);
+  room::Genesis g;
+  if (room::ParseGenesis(genesis, &g) != room::Verdict::kOk || file->members.empty()) {
+    return Fail("room invite", absl::DataLossError(*path + ": no valid genesis or members"));
+  }
+  std::array<uint8_t, 32> seed;
+  if (!wire::ParseHex32(std::string_view(file->admin_secret_hex).substr(0, 64), &seed)) {
+    return Fail("room invite", absl::DataLossError(*path + ": bad admin_secret"));
+  }
+  const wire::KeyPair admin = wire::KeyPair::FromSeed(seed);
+  if (admin.public_key != g.admin) {
+    return Fail("room invite", absl::DataLossError(*path + ": the key is not the room's admin"));
+  }
+  auto boot = Bootstrap(*flags);
+  if (!boot.ok()) return Usage("room invite", boot.status());
+  std::vector<base::Endpoint> hint = *boot;
+  if (hint.empty()) hint = file->members[0].invite.bootstrap;
+  // Join as a member of the file, catch up, so that the epoch names every update so far.
+  Session s;
+  absl::Status st = Open(*flags, file->members[0].text, &s);
+  if (!st.ok()) return Fail("room invite", st);
+  auto state = CatchUp(&s);
+  if (!state.ok()) return Fail("room invite", state.status());
+  const uint32_t next = static_cast<uint32_t>(epochs->size());
+  if (state->epoch != static_cast<int64_t>(next) - 1) {
+    return Fail("room invite", absl::FailedPreconditionError(absl::StrCat(
+                                   "the room is at key epoch ", state->epoch, ", the admin "
+                                   "files at ", next - 1, " (an older copy of the file?)")));
+  }
+  if (state->heads.size() > room::kCheckpointHeadsMax ||
+      file->members.size() + 1 > room::kMembersMax) {
+    return Fail("room invite", absl::FailedPreconditionError(absl::StrCat(
+                                   "too many heads or members (at most ", room::kMembersMax,
+                                   " members)")));
+  }
+  const bool write = !flags->Switch("read");
+  const bool history = !flags->Switch("no-history");
+  room::KeyEpochSpec spec;
+  spec.room_id = g.room_id;
+  spec.epoch = next;
+  wire::RandomBytes(spec.write_seed);
+  wire::RandomBytes(spec.content_key);
+  if (history) spec.previous_key = CurrentKey(*file, g, epochs->back());
+  spec.rotation_heads = state->heads;
+  for (const AdminFile::Member& m : file->members) {
+    spec.members.push_back({m.key, m.label == "writer_invite"});
+  }
+  std::array<uint8_t, 32> member_seed;
+  wire::RandomBytes(member_seed);
+  const wire::KeyPair member = wire::KeyPair::FromSeed(member_seed);
+  spec.members.push_back({member.public_key, write});
+  std::vector<uint8_t> record = room::MakeKeyEpoch(
+      admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  st = s.client->AddKeyEpoch(s.room, record);
+  if (!st.ok()) return Fail("room invite", st);
+  // Flooded once; a relay that missed it sees our epoch in the next heads (2 s) and asks.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < until) s.client->Poll(50);
+  epochs->push_back(record);
+  const std::string short_text = ShortInvite(g.room_id, next, member_seed, hint);
+  std::string text = short_text;
+  if (flags->Switch("long")) {
+    room::Invite inv;
+    inv.room_id = g.room_id;
+    inv.epoch = next;
+    inv.member_seed = member_seed;
+    inv.genesis = genesis;
+    inv.epochs = *epochs;
+    inv.bootstrap = hint;
+    bool fits = epochs->size() <= room::kInviteEpochsMax &&
+                hint.size() <= room::kInviteAddressesMax;
+    for (const auto& e : *epochs) fits = fits && e.size() <= room::kInviteRecordBytesMax;
+    if (!fits) {
+      std::fprintf(stderr, "ringpeer room invite: the room's %zu key epochs (largest %zu bytes) "
+                           "do not fit a self-contained invite; printing the short one\n",
+                   epochs->size(), std::max_element(epochs->begin(), epochs->end(),
+                                                    [](const auto& a, const auto& b) {
+                                                      return a.size() < b.size();
+                                                    })->size());
+    } else {
+      text = room::FormatInvite(inv);
+    }
+  }
+  // The epochs first: an admin file naming a member the epochs file lacks would be
+  // re-granted from an older epoch.
+  st = WriteEpochs(*path, *epochs);
+  std::string out = absl::StrCat(
+      "# ringpeer room admin key: keep private; it signs key rotations\n", "room ",
+      file->room_hex, "\n", "admin_secret ", file->admin_secret_hex, "\n");
+  for (const AdminFile::Member& m : file->members) {
+    absl::StrAppend(&out, m.label, " ", m.text, "\n");
+  }
+  absl::StrAppend(&out, write ? "writer_invite " : "reader_invite ", text, "\n");
+  for (const std::string& e : file->evicted) absl::StrAppend(&out, "evicted ", e, "\n");
+  if (st.ok()) st = store::WriteFileAtomically(*path, out, 0600);
+  if (!st.ok()) {
+    std::fprintf(stderr, "ringpeer room invite: the epoch is published, but %s\n",
+                 std::string(st.message()).c_str());
+  }
+  if (flags->Switch("json")) {
+    admin::JsonWriter w;
+    w.BeginObject();
+    w.Key("room").String(wire::Hex(g.room_id));
+    w.Key("epoch").Uint(next);
+    w.Key("member").String(wire::Hex(member.public_key));
+    w.Key("write").Bool(write);
+    w.Key("history").Bool(history);
+    w.Key("members").Uint(spec.members.size());
+    w.Key("epoch_bytes").Uint(record.size());
+    w.Key("invite").String(text);
+    w.EndObject();
+    std::printf("%s\n", w.str().c_str());
+  } else {
+    std::printf("room        %s\nkey epoch   %u (%zu members, %zu bytes)\nmember      %s "
+                "(%s%s)\n\ninvite:\n%s\n",
+                wire::Hex(g.room_id).c_str(), next, spec.members.size(), record.size(),
+                ShortHex(member.public_key).c_str(), write ? "read and write" : "read only",
+                history ? "" : ", no history", text.c_str());
   }
   return st.ok() ? 0 : kExitRuntime;
 }
@@ -759,9 +1186,11 @@ int RoomMain(std::span<const char* const> args) {
   if (sub == "read") return Read(rest);
   if (sub == "info") return Info(rest);
   if (sub == "evict") return Evict(rest);
+  if (sub == "invite") return InviteCmd(rest);
+  if (sub == "members") return Members(rest);
   std::fprintf(stderr,
                "usage: ringpeer room create NAME | post INVITE TEXT | read INVITE [--follow]"
-               " | info INVITE | evict INVITE\n"
+               " | info INVITE | evict INVITE | invite ROOM | members ROOM\n"
                "Run 'ringpeer room SUB --help' for the flags of one.\n");
   return sub.empty() || sub == "help" || sub == "--help" ? (sub.empty() ? kExitUsage : 0)
                                                          : kExitUsage;

@@ -257,10 +257,12 @@ std::unique_ptr<shard::ControlCommand> Client::Request(
 absl::StatusOr<RoomRef> Client::Join(std::string_view invite_text) {
   auto invite = room::ParseInvite(invite_text);
   if (!invite.ok()) return invite.status();
-  if (invite->genesis.empty() || !invite->member_seed) {
+  if (!invite->member_seed) {
     return absl::InvalidArgumentError(
-        "invite: carries no room records (made by an older ringpeer? ask for a new one)");
+        "invite: names no member key (made by an older ringpeer? ask for a new one)");
   }
+  // A short invite carries no records: the shard asks its bootstrap relays for the
+  // genesis and the key epochs and checks them against the room id and the admin key.
   auto cmd = std::make_unique<shard::ControlCommand>();
   cmd->kind = shard::ControlCommand::Kind::kRoomJoin;
   cmd->target = invite->room_id;
@@ -361,6 +363,9 @@ absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
   s.state_hash = cmd->room.state_hash;
   s.event_mark = cmd->room.event_mark;
   s.restored = cmd->room.restored;
+  s.joining = cmd->room.joining;
+  s.epochs_refused = cmd->room.epochs_refused;
+  s.genesis_refused = cmd->room.genesis_refused;
   return s;
 }
 

@@ -98,6 +98,11 @@ struct RoomState {
   wire::Hash256 state_hash{};  // equal on every member that holds the same log
   uint64_t event_mark = 0;     // UpdateEvent::seq of the first update not in `state`
   uint64_t restored = 0;       // updates this join took from the cache, not the network
+  // A join by a short invite waits for a relay to send the room's genesis (nothing else
+  // above is filled in until then).
+  bool joining = false;
+  uint64_t epochs_refused = 0;   // key epochs relays sent that the admin did not sign
+  uint64_t genesis_refused = 0;  // genesis records that were not the invite's room
 };
 
 // A new room, made offline by its admin: the admin key (signs the genesis and every key
@@ -157,7 +162,9 @@ class Client {
   Client& operator=(const Client&) = delete;
 
   // Join: opens the room an invite names and connects to its bootstrap addresses (and
-  // the options' bootstrap). The invite must be self-contained (ringpeer room create).
+  // the options' bootstrap). A self-contained invite opens the room at once; a short one
+  // (room id and member key) asks the relays for the genesis and key epochs, checked
+  // against the room id and the admin key (State().joining until the genesis comes).
   // Joining a room already joined connects again and succeeds.
   absl::StatusOr<RoomRef> Join(std::string_view invite_text);
   // Publish: writes updates (each at most room::UpdatePayloadBytesMax bytes) over the

@@ -203,7 +203,9 @@ base::Outbox& NodeCore::outbox() noexcept { return *outbox_; }
 
 int64_t NodeCore::NextWakeUs(int64_t now_us) const noexcept {
   int64_t w = overlay_ ? overlay_->NextWakeUs() : INT64_MAX;
-  if (rooms_->rooms_count() > 0) w = std::min(w, now_us + kRoomTickUs);
+  if (rooms_->rooms_count() > 0 || rooms_->joins_pending() > 0) {
+    w = std::min(w, now_us + kRoomTickUs);
+  }
   return w;
 }
 
@@ -586,7 +588,16 @@ void NodeCore::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
     if (overlay_) {
       for (const base::Endpoint& e : cmd->bootstrap) overlay_->AddBootstrap(now_us, e);
     }
-    if (swarm == nullptr) {
+    if (swarm == nullptr && cmd->genesis.empty()) {
+      // A short invite: the room id only; the genesis and epochs come from the relays.
+      auto joined = rooms_->JoinById(now_us, cmd->target, cmd->bootstrap, *outbox_,
+                                     cmd->member ? &*cmd->member : nullptr);
+      if (!joined.ok()) {
+        cmd->error = std::string(joined.status().message());
+        return;
+      }
+      counters_.rooms.store(rooms_->rooms_count(), std::memory_order_relaxed);
+    } else if (swarm == nullptr) {
       auto joined = rooms_->Join(now_us, cmd->genesis, cmd->epochs, cmd->bootstrap, *outbox_,
                                  cmd->member ? &*cmd->member : nullptr);
       if (!joined.ok()) {
@@ -597,6 +608,18 @@ void NodeCore::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
     } else {
       for (const base::Endpoint& e : cmd->bootstrap) swarm->Connect(now_us, e, *outbox_);
     }
+    cmd->ok = true;
+    return;
+  }
+  if (swarm == nullptr && rooms_->Joining(cmd->target)) {
+    if (cmd->kind == ControlCommand::Kind::kRoomLeave) {
+      rooms_->Close(cmd->target, *outbox_);
+    } else if (cmd->kind != ControlCommand::Kind::kRoomState) {
+      cmd->error = "not joined yet: no relay has sent the room's genesis";
+      return;
+    }
+    cmd->room.joining = true;  // the figures stay empty until the genesis comes
+    cmd->room.genesis_refused = rooms_->genesis_refused();
     cmd->ok = true;
     return;
   }
@@ -643,6 +666,8 @@ void NodeCore::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
       cmd->room.epoch = r.epoch();
       cmd->room.state_hash = r.state_hash();
       cmd->room.restored = swarm->restored_updates();
+      cmd->room.epochs_refused = swarm->counters().epochs_refused;
+      cmd->room.genesis_refused = rooms_->genesis_refused();
       if (config_.room_listener != nullptr) cmd->room.event_mark = config_.room_listener->Mark();
       r.SerializeState(&cmd->state);
       cmd->heads = r.heads();

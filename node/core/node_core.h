@@ -183,6 +183,7 @@ struct ControlCommand {
     kSnapshot, kLookup, kProviders, kAnnounce, kSaveTable,
     // Rooms (an embedded client, node/client); `target` is the room id. Answered at once.
     kRoomJoin,     // open the room from `genesis` + `epochs` as `member`, join `bootstrap`
+                   // (no genesis: by room id, from the relays: RoomHost::JoinById)
     kRoomPublish,  // write each of `payloads`; `published` gets their ids
     kRoomLeave,    // leave and stop serving the room
     kRoomState,    // the room's serialized state and figures (RoomFigures)
@@ -223,6 +224,9 @@ struct ControlCommand {
     wire::Hash256 state_hash{};  // what every member that holds the same log agrees on
     uint64_t event_mark = 0;     // the listener's Mark() when the state was taken
     uint64_t restored = 0;       // updates reloaded from storage (a member's cache)
+    bool joining = false;        // a join by id still waits for the room's genesis
+    uint64_t epochs_refused = 0;   // key epochs peers sent that the admin did not sign
+    uint64_t genesis_refused = 0;  // genesis records that were not the room's (any room)
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)

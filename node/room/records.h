@@ -62,7 +62,7 @@ inline constexpr size_t kCheckpointHeadsMax = 64;
 // of ~80 KB, 1024 of ~164 KB. The bound is memory: a relay holds each epoch whole.
 inline constexpr size_t kMembersMax = 1024;
 // Largest key epoch record: kMembersMax write grants and the fixed part, with margin.
-inline constexpr size_t kKeyEpochBytesMax = 192 * 1024;
+inline constexpr size_t kKeyEpochBytesMax = wire::kRoomKeyEpochBytesMax;  // 192 KiB
 inline constexpr size_t kCheckpointBytesMax = 4096;
 // Bytes the AEAD adds to a payload.
 inline constexpr size_t kAeadTagBytes = 16;

@@ -79,6 +79,88 @@ absl::StatusOr<Swarm*> RoomHost::Join(int64_t now_us, Bytes genesis,
   return swarm;
 }
 
+absl::StatusOr<Swarm*> RoomHost::JoinById(int64_t now_us, const Hash256& room_id,
+                                          std::span<const base::Endpoint> bootstrap,
+                                          base::Outbox& out, const KeyPair* identity) {
+  RP_ASSERT(!config_.swarm.relay);  // relays serve rooms from a join's genesis instead
+  if (Swarm* swarm = Find(room_id)) {
+    for (const base::Endpoint& e : bootstrap) swarm->Connect(now_us, e, out);
+    return swarm;
+  }
+  if (storage_ != nullptr && storage_->Contains(room_id)) {
+    auto loaded = storage_->Load(room_id);
+    if (loaded.ok() && !loaded->genesis.empty()) {
+      auto swarm = OpenCached(loaded->genesis, loaded->key_epochs, identity);
+      if (swarm.ok()) {
+        for (const base::Endpoint& e : bootstrap) (*swarm)->Connect(now_us, e, out);
+        return swarm;
+      }
+    }
+  }
+  if (bootstrap.empty()) {
+    return absl::InvalidArgumentError("no peer to ask for the room (a short invite needs a "
+                                      "bootstrap address)");
+  }
+  auto it = std::find_if(by_id_.begin(), by_id_.end(),
+                         [&](const ByIdJoin& j) { return j.room_id == room_id; });
+  if (it == by_id_.end()) {
+    if (by_id_.size() >= kByIdJoinsMax) return absl::ResourceExhaustedError("too many joins");
+    by_id_.push_back(ByIdJoin{room_id, {}, {}, 0});
+    it = by_id_.end() - 1;
+  }
+  if (identity != nullptr) it->identity = *identity;
+  for (const base::Endpoint& e : bootstrap) {
+    if (std::find(it->bootstrap.begin(), it->bootstrap.end(), e) == it->bootstrap.end()) {
+      it->bootstrap.push_back(e);
+    }
+  }
+  AskGenesis(now_us, *it, out);
+  return nullptr;
+}
+
+bool RoomHost::Joining(const Hash256& room_id) const noexcept {
+  return std::any_of(by_id_.begin(), by_id_.end(),
+                     [&](const ByIdJoin& j) { return j.room_id == room_id; });
+}
+
+void RoomHost::AskGenesis(int64_t now_us, ByIdJoin& j, base::Outbox& out) noexcept {
+  for (const base::Endpoint& e : j.bootstrap) {
+    std::span<uint8_t> buf = out.Buffer();
+    if (buf.empty()) break;
+    const size_t n = encoder_->RoomJoin(buf, j.room_id, config_.swarm.self, /*relay=*/false, {},
+                                        /*want_genesis=*/true);
+    if (n > 0) out.Commit(n, e);
+  }
+  j.next_us = now_us + kByIdRetryUs;
+}
+
+// OnGenesis: a peer's answer to a join by id. The record must hash to the room id we
+// asked for (ParseGenesis computes it and checks the admin's signature): a relay can
+// withhold the room, but not pass off another. Control path: opening allocates.
+wire::Verdict RoomHost::OnGenesis(int64_t now_us, const base::Endpoint& from,
+                                  const wire::Message& msg, base::Outbox& out) noexcept {
+  const Hash256 room_id = wire::RoomOf(msg);
+  auto it = std::find_if(by_id_.begin(), by_id_.end(),
+                         [&](const ByIdJoin& j) { return j.room_id == room_id; });
+  if (it == by_id_.end()) return wire::Verdict::kUnexpectedReply;
+  const auto* rec = msg.room_epoch()->record();
+  const std::vector<uint8_t> record(rec->begin(), rec->end());  // aligned for the Verifier
+  Genesis g;
+  if (ParseGenesis(record, &g) != Verdict::kOk || g.room_id != room_id) {
+    ++genesis_refused_;
+    return wire::Verdict::kBadField;
+  }
+  ByIdJoin j = std::move(*it);
+  by_id_.erase(it);
+  auto swarm = Open(record, {}, /*store=*/true, j.identity ? &*j.identity : nullptr);
+  if (!swarm.ok()) return wire::Verdict::kRoomRefused;
+  (*swarm)->Connect(now_us, from, out);
+  for (const base::Endpoint& e : j.bootstrap) {
+    if (e != from) (*swarm)->Connect(now_us, e, out);
+  }
+  return wire::Verdict::kOk;
+}
+
 absl::StatusOr<Swarm*> RoomHost::OpenCached(Bytes genesis,
                                             std::span<const std::vector<uint8_t>> epochs,
                                             const KeyPair* identity) {
@@ -137,6 +219,7 @@ void RoomHost::Erase(const Hash256& room_id) {
 }
 
 void RoomHost::Close(const Hash256& room_id, base::Outbox& out) {
+  std::erase_if(by_id_, [&](const ByIdJoin& j) { return j.room_id == room_id; });
   auto it = rooms_.find(room_id);
   if (it == rooms_.end()) return;
   it->second->Leave(out);
@@ -167,6 +250,10 @@ wire::Verdict RoomHost::OnMessage(int64_t now_us, const base::Endpoint& from,
                                   const wire::Message& msg, base::Outbox& out) noexcept {
   RP_ASSERT(msg.is_room());
   Swarm* swarm = Find(wire::RoomOf(msg));
+  if (swarm == nullptr && msg.type() == wire::MessageType::kRoomEpoch &&
+      msg.room_epoch()->genesis()) {
+    return OnGenesis(now_us, from, msg, out);
+  }
   if (swarm == nullptr) swarm = ServeOnJoin(now_us, from, msg);
   if (swarm == nullptr) return wire::Verdict::kUnexpectedReply;  // not a room served here
   // Update outcomes move only while a swarm handles a message: what this one moved joins
@@ -319,6 +406,9 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
 
 // Tick: every room, every call. O(rooms); fine while rooms per shard stay in the hundreds.
 void RoomHost::Tick(int64_t now_us, base::Outbox& out) noexcept {
+  for (ByIdJoin& j : by_id_) {
+    if (now_us >= j.next_us) AskGenesis(now_us, j, out);
+  }
   for (Swarm* swarm : ordered_) swarm->Tick(now_us, out);
 }
 

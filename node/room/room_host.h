@@ -14,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -94,6 +95,22 @@ class RoomHost {
                               std::span<const std::vector<uint8_t>> epochs,
                               std::span<const base::Endpoint> bootstrap, base::Outbox& out,
                               const KeyPair* identity = nullptr);
+  // JoinById: a member that knows only the room id (a short invite, node/room/invite.h).
+  // A room joined before is reopened from the storage (its stored genesis and epochs).
+  // Otherwise the host asks `bootstrap` for the genesis (RoomJoin with want_genesis, again
+  // every kByIdRetryUs) and opens the room when a peer answers with a genesis record that
+  // hashes to `room_id`; the key epochs then come from the relays, each checked against
+  // the genesis's admin key. Returns the swarm when it opened at once, else null (Joining
+  // is true until the genesis comes; Close gives up).
+  absl::StatusOr<Swarm*> JoinById(int64_t now_us, const Hash256& room_id,
+                                  std::span<const base::Endpoint> bootstrap, base::Outbox& out,
+                                  const KeyPair* identity);
+  bool Joining(const Hash256& room_id) const noexcept;
+  size_t joins_pending() const noexcept { return by_id_.size(); }
+  // Genesis records from peers that did not hash to the room id asked for (a liar's).
+  uint64_t genesis_refused() const noexcept { return genesis_refused_; }
+  static constexpr int64_t kByIdRetryUs = 1'000'000;
+  static constexpr size_t kByIdJoinsMax = 64;
   // Restore: reloads every room in the storage (start-up). See storage.h for the order.
   absl::Status Restore();
   // Close: leaves a room and stops serving it (its storage stays).
@@ -160,7 +177,20 @@ class RoomHost {
   absl::StatusOr<Swarm*> OpenCached(Bytes genesis, std::span<const std::vector<uint8_t>> epochs,
                                     const KeyPair* identity);
 
+  // A join by room id waiting for the genesis (JoinById).
+  struct ByIdJoin {
+    Hash256 room_id{};
+    std::optional<KeyPair> identity;
+    std::vector<base::Endpoint> bootstrap;
+    int64_t next_us = 0;
+  };
+  void AskGenesis(int64_t now_us, ByIdJoin& j, base::Outbox& out) noexcept;
+  wire::Verdict OnGenesis(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
+                          base::Outbox& out) noexcept;
+
   RoomHostConfig config_;
+  std::vector<ByIdJoin> by_id_;
+  uint64_t genesis_refused_ = 0;
   RoomStorage* storage_;
   wire::Encoder* encoder_;
   base::Rng* rng_;

@@ -66,6 +66,7 @@ Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch
   RP_ASSERT(config.peers_max > 0);
   acks_.reserve(kAcksQueuedMax);
   scratch_.resize((kUpdateBytesMax + 7) / 8);
+  for (const auto& e : epochs_) epoch_ids_.push_back(wire::Blake2b256(e));
 }
 
 Swarm::~Swarm() = default;
@@ -91,7 +92,7 @@ size_t Swarm::peers_count() const noexcept { return peers_used_; }
 bool Swarm::CaughtUp() noexcept {
   const Hash256& mine = HeadsDigest();
   for (const Peer& p : peers_) {
-    if (p.used && p.heard_heads && p.digest == mine) return true;
+    if (p.used && p.heard_heads && p.digest == mine && p.epoch <= room_->epoch()) return true;
   }
   return false;
 }
@@ -100,6 +101,7 @@ Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
                               const wire::NodeId& id, bool relay) noexcept {
   Peer* p = FindPeer(addr);
   if (p == nullptr) {
+    if (Refused(addr)) return nullptr;  // it served a forged key epoch
     for (Peer& slot : peers_) {
       if (!slot.used) {
         p = &slot;
@@ -205,7 +207,13 @@ wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wi
                             base::Outbox& out) noexcept {
   const wire::fb::RoomJoin* m = msg.room_join();
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
-  if (p == nullptr) return wire::Verdict::kTableFull;
+  if (p == nullptr) return Refused(from) ? wire::Verdict::kRoomRefused : wire::Verdict::kTableFull;
+  // A joiner that knows only the room id (a short invite) gets the genesis first; it
+  // checks that the record hashes to the room id, so nothing here can be forged.
+  if (m->want_genesis() && !genesis_record_.empty()) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (!buf.empty()) Send(from, encoder_->RoomEpoch(buf, id(), genesis_record_, true), out);
+  }
   SendHeads(now_us, *p, out);  // the answer: our heads, epoch and checkpoint
   return wire::Verdict::kOk;
 }
@@ -218,6 +226,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (p == nullptr) return wire::Verdict::kTableFull;
   if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
   p->log_size = m->log_size();
+  p->epoch = m->no_epoch() ? -1 : int64_t{m->epoch()};
   p->digest = wire::FromWireId(*m->heads_digest());
   p->heard_heads = true;
   p->checkpoint = wire::FromWireCheckpoint(m->checkpoint());
@@ -245,65 +254,6 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
     p->synced_log_size = p->log_size;
     StartSync(now_us, SlotOf(p), out);
   }
-  return wire::Verdict::kOk;
-}
-
-// ---- key epochs ----
-
-void Swarm::SendEpochsFrom(uint32_t first, const base::Endpoint& to,
-                           base::Outbox& out) noexcept {
-  for (size_t e = first; e < epochs_.size(); ++e) {
-    std::span<uint8_t> buf = Buffer(out);
-    if (buf.empty()) return;
-    Send(to, encoder_->RoomEpoch(buf, id(), epochs_[e]), out);
-  }
-}
-
-Verdict Swarm::AddKeyEpoch(Bytes record, base::Outbox& out) noexcept {
-  const Verdict v = room_->AddKeyEpoch(record);
-  if (v != Verdict::kOk) return v;
-  epochs_.emplace_back(record.begin(), record.end());
-  digest_dirty_ = true;  // a rotation may set updates aside
-  if (storage_ != nullptr &&
-      !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), record).ok()) {
-    ++counters_.storage_errors;
-  }
-  StorePlaced(nullptr);  // (not announced: their author is unknown here; the state has them)
-  seen_.Insert(Prefix64(wire::Blake2b256(record)));
-  std::span<uint8_t> buf = Buffer(out);
-  if (buf.empty()) return v;
-  const size_t n = encoder_->RoomEpoch(buf, id(), record);
-  if (n == 0) return v;  // larger than a datagram: peers need the chunked form (later)
-  for (Peer& p : peers_) {
-    if (!p.used) continue;
-    std::span<uint8_t> b = Buffer(out);
-    if (b.empty()) break;
-    std::memcpy(b.data(), buf.data(), n);
-    Send(p.addr, n, out);
-  }
-  return v;
-}
-
-wire::Verdict Swarm::OnEpoch(const base::Endpoint& from, const wire::Message& msg,
-                             base::Outbox& out) noexcept {
-  const auto* rec = msg.room_epoch()->record();
-  Bytes record(rec->data(), rec->size());
-  if (!seen_.Insert(Prefix64(wire::Blake2b256(record)))) return wire::Verdict::kOk;
-  std::memcpy(Scratch(), record.data(), record.size());
-  Bytes aligned(Scratch(), record.size());
-  const Verdict v = room_->AddKeyEpoch(aligned);
-  if (v != Verdict::kOk) {
-    return v == Verdict::kDuplicate ? wire::Verdict::kOk : wire::Verdict::kBadField;
-  }
-  epochs_.emplace_back(aligned.begin(), aligned.end());
-  digest_dirty_ = true;
-  if (storage_ != nullptr &&
-      !storage_->PutKeyEpoch(id(), static_cast<uint32_t>(room_->epoch()), aligned).ok()) {
-    ++counters_.storage_errors;
-  }
-  StorePlaced(nullptr);
-  for (const Hash256& placed : room_->placed()) Emit(SwarmEvent::kUpdateApplied, placed, from);
-  Flood(msg.bytes(), from, out);
   return wire::Verdict::kOk;
 }
 
@@ -535,9 +485,10 @@ wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
   const wire::fb::RoomUpdatePiece* m = msg.room_update_piece();
   const Hash256 update = wire::FromWireId(*m->update());
+  const bool key_epoch = m->key_epoch();
   ++counters_.update_pieces_received;
-  if (seen_.Contains(Prefix64(update))) {  // already whole here: just the ack
-    QueueAck(from, update);
+  if (seen_.Contains(Prefix64(update))) {  // already whole here: just the ack (an update)
+    if (!key_epoch) QueueAck(from, update);
     return wire::Verdict::kOk;
   }
   if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kBadSignature;
@@ -546,7 +497,7 @@ wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
   size_t from_peer = 0;
   for (Partial& q : partials_) {
     if (q.from == from) {
-      if (q.id == update) part = &q;
+      if (q.id == update && q.key_epoch == key_epoch) part = &q;
       from_peer += q.bytes.size();
     }
   }
@@ -564,6 +515,7 @@ wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
     part = &partials_.back();
     part->from = from;
     part->id = update;
+    part->key_epoch = key_epoch;
     part->bytes.resize(total);
     part->pieces = static_cast<uint16_t>((total + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes);
     partial_bytes_ += total;
@@ -581,6 +533,14 @@ wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
   std::vector<uint8_t> record = std::move(part->bytes);
   partial_bytes_ -= total;
   partials_.erase(partials_.begin() + (part - partials_.data()));
+  if (key_epoch) {
+    // The id a key epoch's pieces name is the hash of the whole record.
+    if (wire::Blake2b256(record) != update) {
+      ++counters_.update_pieces_dropped;
+      return wire::Verdict::kBadField;
+    }
+    return OnEpochRecord(now_us, from, record, {}, out);
+  }
   return OnRecord(now_us, from, record, &update, {}, out);
 }
 
@@ -590,6 +550,7 @@ wire::Verdict Swarm::OnUpdatePieceGet(int64_t now_us, const base::Endpoint& from
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
   const wire::fb::RoomUpdatePieceGet* m = msg.room_update_piece_get();
   const Hash256 update = wire::FromWireId(*m->update());
+  if (m->key_epoch()) return OnEpochPieceGet(now_us, *p, update, msg, out);
   Bytes record = room_->RecordOf(update);
   if (record.empty()) {
     for (const Unacked& u : unacked_) {
@@ -626,7 +587,7 @@ void Swarm::PartialTick(int64_t now_us, base::Outbox& out) noexcept {
       ++counters_.partials_expired;
       continue;
     }
-    uint8_t missing[(wire::kRoomUpdatePiecesMax + 7) / 8] = {};
+    uint8_t missing[(wire::kRoomKeyEpochPiecesMax + 7) / 8] = {};
     for (uint16_t k = 0; k < q.pieces; ++k) {
       if ((q.have[k / 64] & (uint64_t{1} << (k % 64))) == 0) missing[k / 8] |= uint8_t(1u << (k % 8));
     }
@@ -635,7 +596,8 @@ void Swarm::PartialTick(int64_t now_us, base::Outbox& out) noexcept {
     std::span<uint8_t> buf = Buffer(out);
     if (!buf.empty()) {
       Send(q.from, encoder_->RoomUpdatePieceGet(buf, id(), q.id,
-                                                Bytes(missing, (q.pieces + 7u) / 8u)), out);
+                                                Bytes(missing, (q.pieces + 7u) / 8u),
+                                                q.key_epoch), out);
       ++counters_.update_pieces_asked;
     }
     ++i;
@@ -803,7 +765,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
       Emit(SwarmEvent::kSlowedDown, wire::FromWireId(*msg.room_slow_down()->update()), from);
       return wire::Verdict::kOk;
     }
-    case wire::MessageType::kRoomEpoch: return OnEpoch(from, msg, out);
+    case wire::MessageType::kRoomEpoch: return OnEpoch(now_us, from, msg, out);
     case wire::MessageType::kRoomUpdatePiece: return OnUpdatePiece(now_us, from, msg, out);
     case wire::MessageType::kRoomUpdatePieceGet: return OnUpdatePieceGet(now_us, from, msg, out);
     default: break;

@@ -22,6 +22,7 @@
 // Shard-local; not thread-safe. Owning type: not copyable.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -108,9 +109,23 @@ inline constexpr uint32_t kSyncAttemptsMax = 8;
 // and per room; a piece that would pass either bound is dropped and counted (its sender
 // resends). A partial update silent for retry_us asks its sender for the missing pieces,
 // up to kPartialAsksMax times, then is dropped (a later resend starts it again).
+// Key epochs larger than a datagram come the same way (RoomUpdatePiece with key_epoch):
+// one of the largest (192 KiB) and an update fit a peer's share.
 inline constexpr size_t kPartialBytesPerPeerMax = 4 * kUpdateBytesMax;    // 264 KiB
+static_assert(kPartialBytesPerPeerMax >= kKeyEpochBytesMax + kUpdateBytesMax);
 inline constexpr size_t kPartialBytesPerRoomMax = 16 * kUpdateBytesMax;   // ~1 MiB
 inline constexpr uint32_t kPartialAsksMax = 5;
+// Key epochs that arrived before their predecessor (pieces of a large one complete after
+// a small later one): held, bounded, and applied in order once the gap is filled, so a
+// member that missed several rotations catches up through every epoch.
+inline constexpr size_t kFutureEpochsMax = 8;
+// Key epoch bytes sent to one peer at a time when it is behind (its heads name an older
+// epoch): at least one whole epoch, then up to this; the peer's next heads (sent at once
+// when it applies one) ask for the rest, so a joiner's memory bound is never passed.
+inline constexpr size_t kEpochBurstBytesMax = kKeyEpochBytesMax;
+// Peers that sent a key epoch or genesis the admin did not sign (a lying relay): dropped
+// and not admitted again. Honest nodes forward only records they verified.
+inline constexpr size_t kRefusedPeersMax = 16;
 // How long a shed publisher is told to wait.
 inline constexpr uint32_t kSlowDownRetryMs = 1000;
 // Publish's refusals that only mean "not now" start with this: a relay asked us to slow
@@ -198,6 +213,10 @@ struct SwarmCounters {
   uint64_t update_pieces_dropped = 0;   // past a partial-memory bound, or a bad piece
   uint64_t update_pieces_asked = 0;     // RoomUpdatePieceGet sent for lost pieces
   uint64_t partials_expired = 0;        // incomplete updates given up
+  uint64_t epochs_received = 0;         // key epochs from peers that the room took
+  uint64_t epochs_refused = 0;          // key epochs that failed the room's checks (forged)
+  uint64_t epochs_held = 0;             // key epochs held until their predecessor came
+  uint64_t peers_refused = 0;           // peers dropped for a forged key epoch
 };
 
 class Swarm {
@@ -279,7 +298,12 @@ class Swarm {
   bool syncing() const noexcept { return sync_.active; }
   // CaughtUp: our heads equal those a peer last announced (a reader that just joined is
   // caught up with that peer's history). False with no peers.
+  // A peer that announced a later key epoch than ours does not count until we have it.
   bool CaughtUp() noexcept;
+  // Refused: a peer was dropped for serving a record the admin did not sign.
+  bool Refused(const base::Endpoint& addr) const noexcept {
+    return std::find(refused_.begin(), refused_.end(), addr) != refused_.end();
+  }
   const wire::RoomCheckpointInfo& checkpoint_info() const noexcept;
 
  public:
@@ -315,8 +339,9 @@ class Swarm {
   struct Partial {
     base::Endpoint from;
     Hash256 id{};
+    bool key_epoch = false;      // a key epoch record (id: its hash), not an update
     std::vector<uint8_t> bytes;  // record_bytes long
-    uint64_t have[(wire::kRoomUpdatePiecesMax + 63) / 64] = {};
+    uint64_t have[(wire::kRoomKeyEpochPiecesMax + 63) / 64] = {};
     uint16_t pieces = 0;
     uint16_t got = 0;
     int64_t last_us = 0;  // last piece, or last ask
@@ -338,10 +363,25 @@ class Swarm {
                        base::Outbox& out) noexcept;
   wire::Verdict OnHeads(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                         base::Outbox& out) noexcept;
-  // SendEpochsFrom: key epoch records `first` and later, one datagram each.
+  // Key epochs (swarm_epoch.cc). SendEpochsFrom: records `first` and later, up to
+  // kEpochBurstBytesMax (at least one), each as one RoomEpoch or as pieces.
   void SendEpochsFrom(uint32_t first, const base::Endpoint& to, base::Outbox& out) noexcept;
-  wire::Verdict OnEpoch(const base::Endpoint& from, const wire::Message& msg,
+  void SendEpoch(size_t index, const base::Endpoint& to, base::Outbox& out) noexcept;
+  wire::Verdict OnEpoch(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                         base::Outbox& out) noexcept;
+  // OnEpochRecord: a whole key epoch from a peer (one RoomEpoch, or reassembled pieces):
+  // checked by the room, held when it comes before its predecessor, flooded when new.
+  // `datagram`: the RoomEpoch to forward byte for byte (empty: forward as pieces).
+  wire::Verdict OnEpochRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
+                              Bytes datagram, base::Outbox& out) noexcept;
+  // TakeEpoch: an epoch the room just applied: kept, stored, its placed updates announced,
+  // flooded to every peer but `except`.
+  void TakeEpoch(std::vector<uint8_t> record, const Hash256& hash, const base::Endpoint& except,
+                 Bytes datagram, base::Outbox& out) noexcept;
+  void ApplyHeldEpochs(base::Outbox& out) noexcept;
+  void RefusePeer(const base::Endpoint& addr) noexcept;
+  wire::Verdict OnEpochPieceGet(int64_t now_us, Peer& p, const Hash256& hash,
+                                const wire::Message& msg, base::Outbox& out) noexcept;
 
   // Flood, acks, limits (swarm.cc).
   wire::Verdict OnPublish(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
@@ -429,6 +469,9 @@ class Swarm {
   SwarmCounters counters_;
 
   std::vector<std::vector<uint8_t>> epochs_;  // key epoch records, by epoch
+  std::vector<Hash256> epoch_ids_;            // their hashes (the pieces' ids)
+  std::vector<std::vector<uint8_t>> future_epochs_;  // held: kFutureEpochsMax
+  std::vector<base::Endpoint> refused_;              // kRefusedPeersMax
   std::vector<Peer> peers_;  // fixed slots, sized at construction
   size_t peers_used_ = 0;
   base::SeenSet seen_;

@@ -16,8 +16,8 @@
 #include "flatbuffers/flatbuffers.h"
 #include "gtest/gtest.h"
 #include "node/room/room_host.h"
+#include "node/room/swarm_test_net.h"
 #include "node/room/test_util.h"
-#include "tests/net/memory_network.h"
 
 namespace ringpeer::room {
 namespace {
@@ -25,99 +25,8 @@ namespace {
 using testing::RoomFixture;
 namespace memnet = ::ringpeer::testing;
 
-// The room tests' network: nodes of RoomHosts on tests/net's MemoryNetwork (the same one
-// the simulator and the room benchmarks use), ticked every virtual millisecond.
-class Net;
-
-struct Node {
-  Node(memnet::MemoryNetwork* net, base::Endpoint a, const KeyPair* identity, bool relay,
-       uint64_t seed, const SwarmConfig& sc, SwarmListener* listener = nullptr)
-      : addr(a), rng(seed), out(net, a) {
-    RoomHostConfig c;
-    c.identity = identity;
-    c.swarm = sc;
-    c.swarm.relay = relay;
-    c.swarm.self[0] = static_cast<uint8_t>(a.port);
-    host = std::make_unique<RoomHost>(c, &storage, &encoder, &rng, listener);
-  }
-  base::Endpoint addr;
-  MemoryRoomStorage storage;
-  wire::Encoder encoder;
-  base::Rng rng;
-  memnet::MemoryNetwork::Sender out;
-  std::unique_ptr<RoomHost> host;
-  bool down = false;
-};
-
-class Net {
- public:
-  explicit Net(uint64_t seed)
-      : net_(Config(seed), [this](const base::Endpoint& e) { return IndexOf(e); },
-             [this](uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
-               Deliver(to, from, bytes);
-             }) {}
-  double loss = 0, dup = 0;
-  int64_t delay_max_us = 3000;
-  int64_t now_us = 0;
-
-  Node* Add(const KeyPair* identity, bool relay, const SwarmConfig& sc = {},
-            SwarmListener* listener = nullptr) {
-    base::Endpoint e;
-    e.family = base::Endpoint::Family::kV4;
-    e.ip[0] = 10;
-    e.port = static_cast<uint16_t>(1000 + nodes_.size());
-    nodes_.push_back(
-        std::make_unique<Node>(&net_, e, identity, relay, seeds_.Next(), sc, listener));
-    return nodes_.back().get();
-  }
-  // Run: delivers and ticks until `until_us` (virtual). The loop is bounded by time.
-  void Run(int64_t until_us) {
-    memnet::NetworkConfig& c = net_.config();
-    c.loss = loss;
-    c.duplicate = dup;
-    c.delay_max_us = 100 + delay_max_us;
-    while (now_us < until_us) {
-      net_.DeliverDue(now_us);
-      for (auto& n : nodes_) {
-        if (n->down) continue;
-        n->host->Tick(now_us, n->out);
-        n->host->CommitAndRelease(n->out).IgnoreError();  // a failing commit drops acks
-      }
-      now_us += 1000;
-      net_.set_now(now_us);
-    }
-  }
-  Node* Find(const base::Endpoint& e) {
-    const int i = IndexOf(e);
-    return i < 0 ? nullptr : nodes_[i].get();
-  }
-
- private:
-  static memnet::NetworkConfig Config(uint64_t seed) {
-    memnet::NetworkConfig c;
-    c.seed = seed;
-    c.delay_min_us = 100;
-    return c;
-  }
-  int IndexOf(const base::Endpoint& e) const {
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      if (nodes_[i]->addr == e) return static_cast<int>(i);
-    }
-    return -1;
-  }
-  void Deliver(uint32_t to, const base::Endpoint& from, std::span<const uint8_t> bytes) {
-    Node* n = nodes_[to].get();
-    Node* f = Find(from);
-    if (n->down || (f != nullptr && f->down)) return;
-    wire::Message m;
-    ASSERT_EQ(wire::Decode(bytes.data(), bytes.size(), &m), wire::Verdict::kOk);
-    n->host->OnMessage(now_us, from, m, n->out);
-  }
-
-  memnet::MemoryNetwork net_;  // declared first: the nodes' senders point into it
-  base::Rng seeds_{0x5eed};
-  std::vector<std::unique_ptr<Node>> nodes_;
-};
+using testing::Net;
+using testing::Node;
 
 std::vector<uint8_t> Chat(const KeyPair& who, const std::string& text) {
   return ChatPayload(ChatOp::kMessage, who.public_key, text);

@@ -51,5 +51,14 @@ int main(int argc, char** argv) {
   ok &= save("room_update_piece_last", enc.RoomUpdatePiece(buf, room, update, record, 2));
   std::vector<uint8_t> missing((wire::kRoomUpdatePiecesMax + 7) / 8, 0xFF);
   ok &= save("room_update_piece_get", enc.RoomUpdatePieceGet(buf, room, update, missing));
+  // Issue 17: pieces of a key epoch (up to 192 KiB) and their get, a join by room id
+  // (want_genesis) and its genesis answer.
+  ok &= save("room_epoch_piece", enc.RoomUpdatePiece(buf, room, update, record, 0, true));
+  std::vector<uint8_t> epoch_missing((wire::kRoomKeyEpochPiecesMax + 7) / 8, 0xFF);
+  ok &= save("room_epoch_piece_get",
+             enc.RoomUpdatePieceGet(buf, room, update, epoch_missing, true));
+  ok &= save("room_join_by_id", enc.RoomJoin(buf, room, id, false, {}, true));
+  std::vector<uint8_t> genesis(200, 0x47);
+  ok &= save("room_genesis", enc.RoomEpoch(buf, room, genesis, true));
   return ok ? 0 : 1;
 }

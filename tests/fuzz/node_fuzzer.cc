@@ -386,6 +386,24 @@ void WriteSeeds(const std::string& dir) {
                                            room::Bytes(missing, bits == 0xF8 ? 1 : sizeof missing)),
           "room_update_piece_get");
     }
+    // Issue 17: a key epoch's pieces (here bytes that are no epoch: the sender is refused),
+    // a piece get for them, a join by room id (want_genesis) and a genesis answer.
+    const room::Hash256 epoch_id = wire::Blake2b256(rt.long_update);
+    for (uint16_t index : {uint16_t{0}, static_cast<uint16_t>(pieces - 1)}) {
+      one(shard, 3, enc.RoomUpdatePiece(buf, rt.room_id, epoch_id, rt.long_update, index,
+                                        /*key_epoch=*/true),
+          "room_epoch_piece");
+    }
+    {
+      uint8_t missing[(wire::kRoomKeyEpochPiecesMax + 7) / 8];
+      std::memset(missing, 0xFF, sizeof missing);
+      one(shard, 3, enc.RoomUpdatePieceGet(buf, rt.room_id, epoch_id,
+                                           room::Bytes(missing, sizeof missing), true),
+          "room_epoch_piece_get");
+    }
+    one(shard, 3, enc.RoomJoin(buf, rt.room_id, member_id, false, {}, /*want_genesis=*/true),
+        "room_join_by_id");
+    one(shard, 3, enc.RoomEpoch(buf, rt.room_id, rt.genesis, /*genesis=*/true), "room_genesis");
   }
   // A sequence: join, publish, tick, sync, timeouts.
   std::vector<uint8_t> seq;

@@ -18,12 +18,19 @@
 //     each genesis, spread over the sources, retried every 300 ms until the relay answers
 //     with the room's heads or S seconds pass. The sources answer pings (they prove their
 //     addresses). Ends with: attempted= served= seconds=
+//   ringpeer-hostile liar --target 127.0.0.1:1 --invite SELF_CONTAINED_INVITE [--seconds S]
+//     A lying relay (issue 17): binds 127.0.1.2 (prints "listening 127.0.1.2:PORT"),
+//     answers a RoomJoin for the invite's room with the real genesis (so that it passes
+//     the room-id check) and RoomHeads, and every RoomHeads with a key epoch 0 it signed
+//     itself (not the admin's). A joiner must refuse it. Ends with: joins= forged_sent=
+//     (--target is unused; kept so every mode names a loopback address.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +41,7 @@
 
 #include "base/endpoint.h"
 #include "base/rng.h"
+#include "node/room/invite.h"
 #include "node/room/records.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
@@ -257,6 +265,84 @@ int Squat(const base::Endpoint& target, int argc, char** argv) {
   return 0;
 }
 
+// Liar: the lying relay (see the usage above).
+int Liar(int argc, char** argv) {
+  auto invite = room::ParseInvite(Arg(argc, argv, "--invite", ""));
+  if (!invite.ok() || invite->genesis.empty()) {
+    std::fprintf(stderr, "liar: --invite must be a self-contained invite\n");
+    return 2;
+  }
+  const double seconds = std::atof(Arg(argc, argv, "--seconds", "20").c_str());
+  // An epoch 0 for the room, signed by a key that is not the room's admin.
+  std::array<uint8_t, 32> seed;
+  wire::RandomBytes(seed);
+  const wire::KeyPair fake_admin = wire::KeyPair::FromSeed(seed);
+  room::KeyEpochSpec spec;
+  spec.room_id = invite->room_id;
+  wire::RandomBytes(spec.write_seed);
+  wire::RandomBytes(spec.content_key);
+  wire::RandomBytes(seed);
+  spec.members = {{wire::KeyPair::FromSeed(seed).public_key, true}};
+  const std::vector<uint8_t> forged = room::MakeKeyEpoch(
+      fake_admin, spec, [](std::span<uint8_t> out) { wire::RandomBytes(out); });
+  std::vector<Source> sources(1);
+  if (!Bind(&sources[0], 0)) {
+    std::fprintf(stderr, "liar: cannot bind\n");
+    return 1;
+  }
+  sources[0].answers = true;
+  std::printf("listening %s\n", sources[0].addr.ToString().c_str());
+  std::fflush(stdout);
+  wire::Encoder enc;
+  alignas(8) uint8_t out[wire::kDatagramBytesMax];
+  uint64_t joins = 0, forged_sent = 0;
+  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
+  while (Clock::now() < end) {
+    pollfd p{sources[0].fd, POLLIN, 0};
+    poll(&p, 1, 50);
+    // Drain answers pings itself; the room messages need the sender, read here instead.
+    alignas(8) uint8_t buf[2048];
+    for (int i = 0; i < 1000; ++i) {
+      sockaddr_storage from;
+      socklen_t len = sizeof(from);
+      const ssize_t n = recvfrom(sources[0].fd, buf, sizeof(buf), 0,
+                                 reinterpret_cast<sockaddr*>(&from), &len);
+      if (n <= 0) break;
+      const base::Endpoint f = base::Endpoint::FromSockaddr(reinterpret_cast<sockaddr*>(&from), len);
+      wire::Message msg;
+      if (wire::Decode(buf, static_cast<size_t>(n), &msg) != wire::Verdict::kOk) continue;
+      Source& s = sources[0];
+      if (msg.type() == wire::MessageType::kPing) {
+        const uint64_t txid = msg.ping()->txid();
+        Send(s, f, out, enc.Pong(out, static_cast<uint32_t>(txid & 0xFF), txid, s.id, f,
+                                 nullptr, nullptr, true));
+        continue;
+      }
+      if (!msg.is_room() || wire::RoomOf(msg) != invite->room_id) continue;
+      if (msg.type() == wire::MessageType::kRoomJoin) {
+        ++joins;
+        if (msg.room_join()->want_genesis()) {
+          Send(s, f, out, enc.RoomEpoch(out, invite->room_id, invite->genesis, true));
+        }
+        wire::RoomHeadsFields h;
+        h.room = invite->room_id;
+        h.sender = s.id;
+        h.relay = true;
+        h.epoch = 0;
+        h.heads_digest = wire::Hasher().Final();
+        Send(s, f, out, enc.RoomHeads(out, h));
+      } else if (msg.type() == wire::MessageType::kRoomHeads) {
+        Send(s, f, out, enc.RoomEpoch(out, invite->room_id, forged));
+        ++forged_sent;
+      }
+    }
+  }
+  std::printf("joins=%llu forged_sent=%llu\n", static_cast<unsigned long long>(joins),
+              static_cast<unsigned long long>(forged_sent));
+  close(sources[0].fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -273,6 +359,7 @@ int main(int argc, char** argv) {
   const std::string mode = argv[1];
   if (mode == "reflect") return Reflect(*target, argc, argv);
   if (mode == "squat") return Squat(*target, argc, argv);
+  if (mode == "liar") return Liar(argc, argv);
   std::fprintf(stderr, "unknown mode %s\n", mode.c_str());
   return 2;
 }
