@@ -442,7 +442,11 @@ void Swarm::StorePlaced(const Hash256* skip) noexcept {
 void Swarm::AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept {
   if (storage_ == nullptr || !config_.relay) return;
   const Bytes record = room_->RecordOf(update);
-  if (record.empty()) return;
+  if (record.empty()) {
+    // Pruned behind a checkpoint after it was stored: the stored checkpoint covers it.
+    if (room_->WasPruned(update)) QueueAck(to, update);
+    return;
+  }
   if (!storage_->Append(id(), update, record).ok()) {
     ++counters_.storage_errors;
     return;
@@ -804,6 +808,7 @@ void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
   PartialTick(now_us, out);
   SyncTick(now_us, out);
   FetchTick(now_us, out);
+  PruneTick(now_us);
 }
 
 }  // namespace ringpeer::room

@@ -84,8 +84,24 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
   // update the other lacked, answering each other "take the checkpoint" forever).
   const bool holds = m->checkpoint() != nullptr && object_ != nullptr &&
                      wire::FromWireId(*m->checkpoint()) == object_->info.id;
-  const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay, holds);
+  // A requester whose checkpoint ranks above ours and whose heads we do not know is
+  // ahead of us: all we hold is behind its checkpoint, and a relay that pruned behind it
+  // no longer remembers every id it covers, so our old log would come back to it as new
+  // roots. It gets an empty answer; it fetches nothing from us (found by the pruning
+  // long-run test: a member back from a long absence sent its old log to the relay).
+  bool behind = !holds && p->checkpoint.valid() &&
+                (object_ == nullptr || p->checkpoint.covered > object_->info.covered);
+  for (const Hash256& h : heads) behind &= !room_->Holds(h);
   ++counters_.syncs_served;
+  if (behind) {
+    if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return wire::Verdict::kSendQueueFull;
+    Send(from, encoder_->RoomSyncData(buf, id(), m->txid(), 0, 1, false, false,
+                                      checkpoint_info(), {}), out);
+    return wire::Verdict::kOk;
+  }
+  const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay, holds);
   if (plan.take_checkpoint && object_ != nullptr) {
     if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
     std::span<uint8_t> buf = Buffer(out);
@@ -168,9 +184,13 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     peers_[sync_.peer].checkpoint = cp;
     // A member with a log that the peer will not sync (it started from this checkpoint,
     // or what we lack is larger than the checkpoint) starts over from the checkpoint.
+    // Not when ours ranks above it: then the peer lags behind us (a relay that has not
+    // fetched our newest checkpoint yet, answering a writer whose heads it lacks), and
+    // starting over would take this node back (found by the pruning long-run test).
     if (!config_.relay && cp.valid() && fetch_ == nullptr &&
         (room_->log_size() > 0 || room_->has_checkpoint()) &&
-        (object_ == nullptr || object_->info.id != cp.id) &&
+        (object_ == nullptr ||
+         (object_->info.id != cp.id && cp.covered >= object_->info.covered)) &&
         std::find(tried_.begin(), tried_.end(), cp.id) == tried_.end()) {
       ResetLog();
     }
