@@ -192,6 +192,8 @@ class Room {
   // (for the storage to delete). Returns how many updates left the log: 0 when the heads
   // are not a barrier of the line. Allocates; control path (a timer, not per packet).
   size_t PruneCovered(std::span<const Hash256> barrier_heads, std::vector<Hash256>* pruned);
+  // Holds: `id` is in the log (placed, refused or a base entry).
+  bool Holds(const Hash256& id) const noexcept { return index_.contains(id); }
   // WasPruned: `id` is one of the last kPrunedIdsMax updates pruned (a duplicate).
   bool WasPruned(const Hash256& id) const noexcept;
   // What this room holds: updates in the log (placed, refused, base, dead), updates
