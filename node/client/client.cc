@@ -360,6 +360,9 @@ absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
   s.state_hash = cmd->room.state_hash;
   s.event_mark = cmd->room.event_mark;
   s.restored = cmd->room.restored;
+  s.entries_held = cmd->room.entries_held;
+  s.pruned = cmd->room.pruned;
+  s.held_bytes = cmd->room.held_bytes;
   return s;
 }
 

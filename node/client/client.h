@@ -98,6 +98,11 @@ struct RoomState {
   wire::Hash256 state_hash{};  // equal on every member that holds the same log
   uint64_t event_mark = 0;     // UpdateEvent::seq of the first update not in `state`
   uint64_t restored = 0;       // updates this join took from the cache, not the network
+  // What the room keeps (issue 16): log entries held, updates pruned behind a
+  // checkpoint, and the bytes the log takes in memory (Room::HeldBytes).
+  uint64_t entries_held = 0;
+  uint64_t pruned = 0;
+  uint64_t held_bytes = 0;
 };
 
 // A new room, made offline by its admin: the admin key (signs the genesis and every key

@@ -643,6 +643,9 @@ void NodeCore::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
       cmd->room.epoch = r.epoch();
       cmd->room.state_hash = r.state_hash();
       cmd->room.restored = swarm->restored_updates();
+      cmd->room.entries_held = r.entries_held();
+      cmd->room.pruned = r.pruned_count();
+      cmd->room.held_bytes = r.HeldBytes();
       if (config_.room_listener != nullptr) cmd->room.event_mark = config_.room_listener->Mark();
       r.SerializeState(&cmd->state);
       cmd->heads = r.heads();

@@ -223,6 +223,9 @@ struct ControlCommand {
     wire::Hash256 state_hash{};  // what every member that holds the same log agrees on
     uint64_t event_mark = 0;     // the listener's Mark() when the state was taken
     uint64_t restored = 0;       // updates reloaded from storage (a member's cache)
+    uint64_t entries_held = 0;   // log entries kept (Room::entries_held)
+    uint64_t pruned = 0;         // updates pruned behind a checkpoint
+    uint64_t held_bytes = 0;     // Room::HeldBytes
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)
