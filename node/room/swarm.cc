@@ -244,7 +244,13 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (fetch_ != nullptr || sync_.active) return wire::Verdict::kOk;
   // One sync per peer per heads period, unless its log grew since we last synced from it
   // (a relay announcing what it just synced itself: its members follow at once).
-  if (p->digest != HeadsDigest() && p->log_size > 0 &&
+  // A pruning node does not sync from a peer whose checkpoint ranks below its own: the
+  // peer is behind, and its old log, which the pruned ids no longer all name, would come
+  // back as new roots (found by the pruning long-run test: a member back from a long
+  // absence). Only with a retention, so that nothing changes for the others.
+  const bool behind = config_.retention_us > 0 && object_ != nullptr &&
+                      (!p->checkpoint.valid() || p->checkpoint.covered < object_->info.covered);
+  if (!behind && p->digest != HeadsDigest() && p->log_size > 0 &&
       (now_us >= p->next_sync_us || p->log_size > p->synced_log_size)) {
     p->next_sync_us = now_us + config_.heads_interval_us;
     p->synced_log_size = p->log_size;

@@ -84,24 +84,8 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
   // update the other lacked, answering each other "take the checkpoint" forever).
   const bool holds = m->checkpoint() != nullptr && object_ != nullptr &&
                      wire::FromWireId(*m->checkpoint()) == object_->info.id;
-  // A requester whose checkpoint ranks above ours and whose heads we do not know is
-  // ahead of us: all we hold is behind its checkpoint, and a relay that pruned behind it
-  // no longer remembers every id it covers, so our old log would come back to it as new
-  // roots. It gets an empty answer; it fetches nothing from us (found by the pruning
-  // long-run test: a member back from a long absence sent its old log to the relay).
-  bool behind = !holds && p->checkpoint.valid() &&
-                (object_ == nullptr || p->checkpoint.covered > object_->info.covered);
-  for (const Hash256& h : heads) behind &= !room_->Holds(h);
-  ++counters_.syncs_served;
-  if (behind) {
-    if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
-    std::span<uint8_t> buf = Buffer(out);
-    if (buf.empty()) return wire::Verdict::kSendQueueFull;
-    Send(from, encoder_->RoomSyncData(buf, id(), m->txid(), 0, 1, false, false,
-                                      checkpoint_info(), {}), out);
-    return wire::Verdict::kOk;
-  }
   const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay, holds);
+  ++counters_.syncs_served;
   if (plan.take_checkpoint && object_ != nullptr) {
     if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
     std::span<uint8_t> buf = Buffer(out);
