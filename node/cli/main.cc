@@ -47,6 +47,8 @@ namespace ringpeer::cli {
 namespace {
 
 constexpr uint16_t kDefaultPort = 7700;
+// A relay prunes a room's log this long after the checkpoint that covers it (issue 16).
+constexpr int64_t kRoomRetentionDefaultUs = 600'000'000;
 constexpr char kDefaultDataDir[] = "./ringpeer-data";
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
@@ -99,6 +101,10 @@ constexpr FlagSpec kServeFlags[] = {
      "new updates per second one member may publish in a room (burst: twice that; a "
      "relay peer forwarding many members: 16 times); a faster member is told to slow "
      "down and paces itself"},
+    {"room-retention-s", FlagSpec::Kind::kValue, "RINGPEER_ROOM_RETENTION_S", "SECONDS", "600",
+     "a room's log behind a checkpoint is kept this long after the checkpoint, then "
+     "pruned from memory and disk (members further behind take the checkpoint); 0: keep "
+     "every update"},
     {"subnet-limit", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT", "BUCKET/TABLE", "2/10",
      "routing-table entries per /24 or /48 of public addresses: per bucket / in the table"},
     {"subnet-limit-private", FlagSpec::Kind::kValue, "RINGPEER_SUBNET_LIMIT_PRIVATE", "on|off",
@@ -335,6 +341,11 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     c.room_swarm.peer_publish_per_s = static_cast<uint32_t>(r);
     c.room_swarm.peer_publish_burst = static_cast<uint32_t>(r * 2);
   }
+  c.room_swarm.retention_us = kRoomRetentionDefaultUs;
+  if (auto v = f.Value("room-retention-s")) {
+    RP_ASSIGN_OR_RETURN(uint64_t r, ParseUint("room-retention-s", *v, 0, 365ull * 86400));
+    c.room_swarm.retention_us = static_cast<int64_t>(r) * 1'000'000;
+  }
   if (auto v = f.Value("subnet-limit")) {
     const size_t slash = v->find('/');
     if (slash == std::string::npos) {
@@ -410,6 +421,7 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"rooms-per-source", std::to_string(c.room_admission.new_rooms_per_source_per_hour)},
       {"room-idle-s", std::to_string(c.room_admission.idle_unload_us / 1'000'000)},
       {"room-publish-rate", std::to_string(c.room_swarm.peer_publish_per_s)},
+      {"room-retention-s", std::to_string(c.room_swarm.retention_us / 1'000'000)},
       {"subnet-limit", absl::StrCat(c.subnet_per_bucket_max, "/", c.subnet_per_table_max)},
       {"subnet-limit-private", c.subnet_limit_private ? "on" : "off"},
       {"admin", s.admin ? s.admin->ToString() : "off"},

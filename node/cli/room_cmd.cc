@@ -541,7 +541,7 @@ int Info(std::span<const char* const> args) {
   if (!flags.ok()) return Usage("room info", flags.status());
   if (flags->help()) {
     std::printf("usage: ringpeer room info INVITE [flags]\n\nJoins, catches up, and prints "
-                "the room's id, state hash, log size, heads, key\nepoch and access (--json: "
+                "the room's id, state hash, log size, heads, key\nepoch, access and what it keeps (--json: "
                 "one JSON object). Members holding the same updates\nprint the same state "
                 "hash.\n\nflags:\n%s",
                 Flags::Help(kClientFlags).c_str());
@@ -569,15 +569,22 @@ int Info(std::span<const char* const> args) {
     w.Key("can_write").Bool(state->can_write);
     w.Key("peers").Uint(state->peers);
     w.Key("from_cache").Uint(state->restored);
+    w.Key("entries_held").Uint(state->entries_held);
+    w.Key("pruned").Uint(state->pruned);
+    w.Key("held_bytes").Uint(state->held_bytes);
     w.EndObject();
     std::printf("%s\n", w.str().c_str());
   } else {
     std::printf("room        %s\nstate_hash  %s\nlog_size    %llu\nheads       %zu\n"
-                "epoch       %lld\naccess      %s\npeers       %u\nfrom_cache  %llu\n",
+                "epoch       %lld\naccess      %s\npeers       %u\nfrom_cache  %llu\n"
+                "kept        %llu entries, %llu bytes (%llu pruned)\n",
                 room_hex.c_str(), hash_hex.c_str(),
                 static_cast<unsigned long long>(state->log_size), state->heads.size(),
                 static_cast<long long>(state->epoch), state->can_write ? "write" : "read",
-                state->peers, static_cast<unsigned long long>(state->restored));
+                state->peers, static_cast<unsigned long long>(state->restored),
+                static_cast<unsigned long long>(state->entries_held),
+                static_cast<unsigned long long>(state->held_bytes),
+                static_cast<unsigned long long>(state->pruned));
   }
   return 0;
 }

@@ -366,6 +366,9 @@ absl::StatusOr<RoomState> Client::State(const RoomRef& room) {
   s.joining = cmd->room.joining;
   s.epochs_refused = cmd->room.epochs_refused;
   s.genesis_refused = cmd->room.genesis_refused;
+  s.entries_held = cmd->room.entries_held;
+  s.pruned = cmd->room.pruned;
+  s.held_bytes = cmd->room.held_bytes;
   return s;
 }
 

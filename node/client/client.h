@@ -103,6 +103,11 @@ struct RoomState {
   bool joining = false;
   uint64_t epochs_refused = 0;   // key epochs relays sent that the admin did not sign
   uint64_t genesis_refused = 0;  // genesis records that were not the invite's room
+  // What the room keeps (issue 16): log entries held, updates pruned behind a
+  // checkpoint, and the bytes the log takes in memory (Room::HeldBytes).
+  uint64_t entries_held = 0;
+  uint64_t pruned = 0;
+  uint64_t held_bytes = 0;
 };
 
 // A new room, made offline by its admin: the admin key (signs the genesis and every key

@@ -668,6 +668,9 @@ void NodeCore::StartRoomCommand(ControlCommand* cmd, int64_t now_us) noexcept {
       cmd->room.restored = swarm->restored_updates();
       cmd->room.epochs_refused = swarm->counters().epochs_refused;
       cmd->room.genesis_refused = rooms_->genesis_refused();
+      cmd->room.entries_held = r.entries_held();
+      cmd->room.pruned = r.pruned_count();
+      cmd->room.held_bytes = r.HeldBytes();
       if (config_.room_listener != nullptr) cmd->room.event_mark = config_.room_listener->Mark();
       r.SerializeState(&cmd->state);
       cmd->heads = r.heads();

@@ -227,6 +227,9 @@ struct ControlCommand {
     bool joining = false;        // a join by id still waits for the room's genesis
     uint64_t epochs_refused = 0;   // key epochs peers sent that the admin did not sign
     uint64_t genesis_refused = 0;  // genesis records that were not the room's (any room)
+    uint64_t entries_held = 0;   // log entries kept (Room::entries_held)
+    uint64_t pruned = 0;         // updates pruned behind a checkpoint
+    uint64_t held_bytes = 0;     // Room::HeldBytes
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)

@@ -146,7 +146,8 @@ Verdict Room::Receive(Bytes record, bool check_signature) {
   Verdict v = DecodeUpdate(record, id(), &u);
   if (v != Verdict::kOk) return Count(v);
   // Duplicates are dropped before the signature: a relay verifies each update once.
-  if (index_.contains(u.id) || pending_.contains(u.id) || quarantine_.contains(u.id)) {
+  if (index_.contains(u.id) || pending_.contains(u.id) || quarantine_.contains(u.id) ||
+      WasPruned(u.id)) {
     return Count(Verdict::kDuplicate);
   }
   if (u.epoch >= epochs_.size()) return Count(Verdict::kUnknownEpoch);
@@ -531,10 +532,17 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log,
     return tail;
   }
   if (peer_has_checkpoint) return plan;
-  // We started from this checkpoint (base entries) and cannot send what it covers; or
-  // the backlog is larger than the checkpoint itself.
+  // We started from a checkpoint of the line, or pruned the log behind one (base
+  // entries), and the peer lacks it: we cannot send what it covers, and the updates after
+  // it would wait for parents it will never get; or the backlog is larger than the
+  // checkpoint itself.
+  // A peer naming heads we neither hold nor pruned holds something we lack (it is ahead,
+  // say a writer whose newest updates are still on their way): it is not behind the base.
+  bool ahead = false;
+  for (const Hash256& h : peer_heads) ahead |= !index_.contains(h) && !WasPruned(h);
   bool from_base = false;
-  for (uint32_t s : cp_head_slots_) from_base |= entries_[s].base;
+  for (uint32_t s : line_.front()) from_base |= entries_[s].base && !mask[s];
+  from_base &= !ahead || from.empty();
   const uint64_t checkpoint_bytes = cp_record_.size() + cp_.blob_bytes;
   if (from_base || (!whole_log && plan.updates_bytes > checkpoint_bytes)) {
     plan.take_checkpoint = true;

@@ -56,6 +56,10 @@ namespace ringpeer::room {
 inline constexpr size_t kPendingMax = 4096;
 // Old-epoch updates held until a rotation point names them (or never: evicted writers).
 inline constexpr size_t kQuarantineMax = 1024;
+// Ids of updates pruned behind a checkpoint that are remembered, so that one arriving
+// again (a publisher's retransmission, a peer's flood or sync window) is a duplicate
+// rather than an update held pending for parents that are gone. 8-byte prefixes: ~80 KB.
+inline constexpr size_t kPrunedIdsMax = 8192;
 // Snapshot cadence and count for re-folding after an out-of-order insertion.
 inline constexpr uint32_t kSnapshotEvery = 256;
 inline constexpr size_t kSnapshotsMax = 4;
@@ -209,6 +213,26 @@ class Room {
   // RecordsOutside: copies of the records in the log (placed or refused) that checkpoint
   // `record` does not cover, parents first: what a node keeps when it starts over from it.
   std::vector<std::vector<uint8_t>> RecordsOutside(Bytes record) const;
+  // PruneCovered: drops the updates behind `barrier_heads`, the heads of a checkpoint in
+  // the line (the checkpoint in effect, or an older one it covers: see the order rule),
+  // as if this node had started from that checkpoint: what it covers leaves memory; its
+  // heads, and any covered update a kept one names as a parent, stay as base entries
+  // (known by id only); refused updates and everything after the barrier stay. The order,
+  // the heads and the state hash do not change; a peer lacking the barrier is told to take
+  // the checkpoint (PlanSync). The ids of every covered record are appended to `pruned`
+  // (for the storage to delete). Returns how many updates left the log: 0 when the heads
+  // are not a barrier of the line. Allocates; control path (a timer, not per packet).
+  size_t PruneCovered(std::span<const Hash256> barrier_heads, std::vector<Hash256>* pruned);
+  // Holds: `id` is in the log (placed, refused or a base entry).
+  bool Holds(const Hash256& id) const noexcept { return index_.contains(id); }
+  // WasPruned: `id` is one of the last kPrunedIdsMax updates pruned (a duplicate).
+  bool WasPruned(const Hash256& id) const noexcept;
+  // What this room holds: updates in the log (placed, refused, base, dead), updates
+  // pruned so far, and the bytes its log, order, pending sets and checkpoint take
+  // (an estimate of the heap: records, slots, index, order; not the reducer's state).
+  size_t entries_held() const noexcept { return entries_.size(); }
+  uint64_t pruned_count() const noexcept { return pruned_count_; }
+  uint64_t HeldBytes() const noexcept;
   // MissingParents: up to `max` ids that held updates wait for (diagnostics, tools).
   // Only the roots: parents that are neither in the log nor held pending themselves;
   // `quarantined` (may be null) says which of them sit in quarantine.
@@ -366,6 +390,10 @@ class Room {
   std::deque<Hash256> authored_fifo_;
   std::vector<Hash256> reissue_due_;  // ids of refused own updates, one per line
   uint64_t reissues_made_ = 0;
+  // Pruning (room_prune.cc).
+  uint64_t pruned_count_ = 0;
+  absl::flat_hash_set<uint64_t> pruned_ids_;  // 8-byte prefixes of the last pruned ids
+  std::deque<uint64_t> pruned_fifo_;
 
   uint64_t verdict_counts_[kVerdictCount] = {};
 };

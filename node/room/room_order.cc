@@ -156,6 +156,9 @@ void Room::RecomputeHeads() {
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     const Entry& e = entries_[s];
     if (e.dead || e.refused) continue;
+    // A base entry below the checkpoint's heads (kept by pruning for a later update's
+    // links) is never a head: its covered children are gone, not absent.
+    if (e.base && !cp_head_slots_.contains(s)) continue;
     bool has_child = false;
     for (uint32_t c : e.children) has_child |= !entries_[c].dead && !entries_[c].refused;
     if (!has_child) heads_.push_back(s);
@@ -300,8 +303,13 @@ Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes bl
   // A node that started from a checkpoint holds its heads by id only: it cannot reorder
   // the history behind them. A better checkpoint that does not cover them (made on a
   // branch this node never held) means starting over from it (Swarm::StartOverFrom).
-  for (uint32_t s = 0; s < entries_.size(); ++s) {
-    if (entries_[s].base && !entries_[s].dead && !mask[s]) return Verdict::kCheckpointFork;
+  // The base barrier is the line's first (LoadBase, Room::PruneCovered); the other base
+  // entries lie behind it (pruning kept them for a later update's links) and are covered
+  // whenever it is.
+  if (!line_.empty()) {
+    for (uint32_t s : line_.front()) {
+      if (entries_[s].base && !entries_[s].dead && !mask[s]) return Verdict::kCheckpointFork;
+    }
   }
   // The line: checkpoints already in effect that this one covers stay barriers (they are
   // nested, so they are a prefix); the rest of the line is dropped.

@@ -21,8 +21,8 @@
 // - Per room, updates keep their append order. Load returns them in that order. Order
 //   does not have to be causal: room::Room holds an update until its parents arrive.
 // - PutCheckpoint replaces the room's previous checkpoint (only the newest is kept). It
-//   does not delete updates: pruning the log a checkpoint covers is a later change, and
-//   until it exists a relay's log grows with its room.
+//   does not delete updates: Prune does, for the ids Room::PruneCovered dropped behind a
+//   checkpoint (a relay after its retention, node/room/swarm_prune.cc).
 // - PutKeyEpoch for an epoch already stored is a no-op (epochs are immutable once signed).
 // - Errors are environment errors (disk full, I/O): absl::Status, never a crash. A failed
 //   Commit leaves the staged writes staged; the next Commit retries them.
@@ -41,9 +41,11 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -96,6 +98,15 @@ class RoomStorage {
   virtual absl::StatusOr<LoadedRoom> Load(const Hash256& room_id) = 0;
   // Forget: deletes a room and everything stored for it (staged; durable at Commit).
   virtual absl::Status Forget(const Hash256& room_id) = 0;
+  // Prune: deletes these updates of the room (staged; durable at Commit, together with
+  // the rest of the batch); ids not stored are ignored. The caller prunes only what the
+  // stored checkpoint covers. A storage that does not override it keeps every update:
+  // correct, but its log grows with the room (the simulator's disk does so).
+  virtual absl::Status Prune(const Hash256& room_id, std::span<const Hash256> update_ids) {
+    (void)room_id;
+    (void)update_ids;
+    return absl::OkStatus();
+  }
 };
 
 // MemoryRoomStorage: the in-memory RoomStorage for tests, benchmarks and the simulator.
@@ -133,6 +144,7 @@ class MemoryRoomStorage final : public RoomStorage {
       return absl::ResourceExhaustedError("store full (injected capacity)");
     }
     s->ids.insert(update_id);
+    s->order.push_back(update_id);
     s->room.updates.emplace_back(record.begin(), record.end());
     staged_bytes_ += record.size();
     journal_.push_back(Op{Op::kAppend, room_id, 0, update_id, s->room.updates.back(), {}});
@@ -164,6 +176,17 @@ class MemoryRoomStorage final : public RoomStorage {
     Stored* s = Find(room_id);
     if (s == nullptr) return absl::NotFoundError("room not stored");
     return s->room;
+  }
+  absl::Status Prune(const Hash256& room_id, std::span<const Hash256> update_ids) override {
+    Stored* s = Find(room_id);
+    if (s == nullptr) return absl::NotFoundError("room not stored");
+    if (update_ids.empty()) return absl::OkStatus();
+    const absl::flat_hash_set<Hash256> gone(update_ids.begin(), update_ids.end());
+    staged_bytes_ -= Drop(s, gone);
+    Op op{Op::kPrune, room_id, 0, {}, {}, {}};
+    for (const Hash256& id : update_ids) op.blob.insert(op.blob.end(), id.begin(), id.end());
+    journal_.push_back(std::move(op));
+    return absl::OkStatus();
   }
   absl::Status Forget(const Hash256& room_id) override {
     if (Stored* st = Find(room_id)) {
@@ -202,21 +225,50 @@ class MemoryRoomStorage final : public RoomStorage {
   }
   uint64_t commits() const { return commits_; }
   uint64_t staged_bytes() const { return staged_bytes_; }
+  // StoredBytes: a room's update records plus its checkpoint (record and blob), staged.
+  uint64_t StoredBytes(const Hash256& room_id) {
+    Stored* s = Find(room_id);
+    if (s == nullptr) return 0;
+    uint64_t n = s->room.checkpoint_record.size() + s->room.checkpoint_blob.size();
+    for (const auto& u : s->room.updates) n += u.size();
+    return n;
+  }
 
  private:
   struct Stored {
     LoadedRoom room;
     absl::flat_hash_set<Hash256> ids;
+    std::vector<Hash256> order;  // the id of each of room.updates
   };
   // One staged write, replayed onto the durable copy at Commit.
   struct Op {
-    enum Kind : uint8_t { kGenesis, kEpoch, kAppend, kCheckpoint, kForget } kind;
+    enum Kind : uint8_t { kGenesis, kEpoch, kAppend, kCheckpoint, kForget, kPrune } kind;
     Hash256 room{};
     uint32_t epoch = 0;
     Hash256 id{};
     std::vector<uint8_t> bytes;
-    std::vector<uint8_t> blob;
+    std::vector<uint8_t> blob;  // kCheckpoint; kPrune: the pruned ids, 32 bytes each
   };
+  // Drop: removes the updates in `gone` from a stored room; returns their bytes.
+  static uint64_t Drop(Stored* s, const absl::flat_hash_set<Hash256>& gone) {
+    uint64_t bytes = 0;
+    std::vector<std::vector<uint8_t>> kept;
+    std::vector<Hash256> kept_ids;
+    kept.reserve(s->room.updates.size());
+    kept_ids.reserve(s->room.updates.size());
+    for (size_t i = 0; i < s->room.updates.size(); ++i) {
+      if (gone.contains(s->order[i])) {
+        bytes += s->room.updates[i].size();
+        s->ids.erase(s->order[i]);
+      } else {
+        kept.push_back(std::move(s->room.updates[i]));
+        kept_ids.push_back(s->order[i]);
+      }
+    }
+    s->room.updates = std::move(kept);
+    s->order = std::move(kept_ids);
+    return bytes;
+  }
   Stored* Find(const Hash256& room_id) {
     auto it = staged_.find(room_id);
     return it == staged_.end() ? nullptr : &it->second;
@@ -235,11 +287,25 @@ class MemoryRoomStorage final : public RoomStorage {
         if (op.epoch == d.room.key_epochs.size()) d.room.key_epochs.push_back(std::move(op.bytes));
         break;
       case Op::kAppend:
-        if (d.ids.insert(op.id).second) d.room.updates.push_back(std::move(op.bytes));
+        if (d.ids.insert(op.id).second) {
+          d.order.push_back(op.id);
+          d.room.updates.push_back(std::move(op.bytes));
+        }
         break;
       case Op::kCheckpoint:
         d.room.checkpoint_record = std::move(op.bytes);
         d.room.checkpoint_blob = std::move(op.blob);
+        break;
+      case Op::kPrune:
+      {
+        absl::flat_hash_set<Hash256> gone;
+        for (size_t i = 0; i + 32 <= op.blob.size(); i += 32) {
+          Hash256 id;
+          std::memcpy(id.data(), op.blob.data() + i, 32);
+          gone.insert(id);
+        }
+        Drop(&d, gone);
+      }
         break;
       case Op::kForget:
         break;

@@ -248,7 +248,13 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (fetch_ != nullptr || sync_.active) return wire::Verdict::kOk;
   // One sync per peer per heads period, unless its log grew since we last synced from it
   // (a relay announcing what it just synced itself: its members follow at once).
-  if (p->digest != HeadsDigest() && p->log_size > 0 &&
+  // A pruning node does not sync from a peer whose checkpoint ranks below its own: the
+  // peer is behind, and its old log, which the pruned ids no longer all name, would come
+  // back as new roots (found by the pruning long-run test: a member back from a long
+  // absence). Only with a retention, so that nothing changes for the others.
+  const bool behind = config_.retention_us > 0 && object_ != nullptr &&
+                      (!p->checkpoint.valid() || p->checkpoint.covered < object_->info.covered);
+  if (!behind && p->digest != HeadsDigest() && p->log_size > 0 &&
       (now_us >= p->next_sync_us || p->log_size > p->synced_log_size)) {
     p->next_sync_us = now_us + config_.heads_interval_us;
     p->synced_log_size = p->log_size;
@@ -387,7 +393,11 @@ void Swarm::StorePlaced(const Hash256* skip) noexcept {
 void Swarm::AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept {
   if (storage_ == nullptr || !config_.relay) return;
   const Bytes record = room_->RecordOf(update);
-  if (record.empty()) return;
+  if (record.empty()) {
+    // Pruned behind a checkpoint after it was stored: the stored checkpoint covers it.
+    if (room_->WasPruned(update)) QueueAck(to, update);
+    return;
+  }
   if (!storage_->Append(id(), update, record).ok()) {
     ++counters_.storage_errors;
     return;
@@ -810,6 +820,7 @@ void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
   PartialTick(now_us, out);
   SyncTick(now_us, out);
   FetchTick(now_us, out);
+  PruneTick(now_us);
 }
 
 }  // namespace ringpeer::room

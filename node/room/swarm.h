@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string_view>
 #include <utility>
@@ -81,7 +82,17 @@ struct SwarmConfig {
   // since the newest checkpoint makes a new one (relays fetch it and serve it to joiners,
   // who then download the state instead of the whole log). 0: never.
   uint32_t checkpoint_every = 1000;
+  // Retention: the log behind a checkpoint is kept this long after the checkpoint came
+  // into effect here, then pruned from memory and storage (Room::PruneCovered,
+  // RoomStorage::Prune), so a relay's memory and disk per room stay bounded. Members
+  // that fall further behind take the checkpoint instead of the log. 0: never (the
+  // library's default; `ringpeer serve --room-retention-s` sets it, 600 s by default).
+  int64_t retention_us = 0;
 };
+
+// Checkpoints remembered for pruning (swarm_prune.cc): spaced at least retention / 16
+// apart, so that they span several retentions however often checkpoints come.
+inline constexpr size_t kPruneMarksMax = 64;
 
 // Sync streams pack records up to kSyncInlineRecordBytesMax bytes into RoomSyncData
 // datagrams, kSyncDataRecordBytes of records (each with ~kSyncRecordFramingBytes of
@@ -217,6 +228,8 @@ struct SwarmCounters {
   uint64_t epochs_refused = 0;          // key epochs that failed the room's checks (forged)
   uint64_t epochs_held = 0;             // key epochs held until their predecessor came
   uint64_t peers_refused = 0;           // peers dropped for a forged key epoch
+  uint64_t pruned = 0;  // updates pruned behind a checkpoint after the retention
+  uint64_t prunes = 0;  // prunes that dropped something
 };
 
 class Swarm {
@@ -449,6 +462,13 @@ class Swarm {
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
+  // Pruning (swarm_prune.cc): notes each checkpoint put in effect, and prunes behind
+  // the newest noted one that has been in effect for the retention.
+  void PruneTick(int64_t now_us);
+  // StoredAncestors: the ids of stored updates that `heads` reach (a checkpoint's: what
+  // it covers). For Restore; allocates.
+  absl::flat_hash_set<Hash256, IdHash> StoredAncestors(const LoadedRoom& r,
+                                                       const std::vector<Hash256>& heads);
   // StartOverFrom: a member's log dropped and started again from a checkpoint its replay
   // disagreed with (counted in checkpoint_mismatches). The room's verdict.
   // `why`: kCheckpointMismatch or kCheckpointFork (counted apart). The updates the
@@ -521,6 +541,14 @@ class Swarm {
   std::vector<uint64_t> scratch_;  // an 8-byte aligned copy of a record (kUpdateBytesMax)
   std::vector<Partial> partials_;
   size_t partial_bytes_ = 0;
+  // A checkpoint put in effect here, and when (pruning waits a retention after it).
+  struct PruneMark {
+    int64_t at_us = 0;
+    std::vector<Hash256> heads;
+  };
+  std::deque<PruneMark> prune_marks_;
+  uint64_t prune_changes_ = 0;  // room_->checkpoint_changes() when last noted
+  int64_t next_prune_us_ = 0;
 };
 
 }  // namespace ringpeer::room

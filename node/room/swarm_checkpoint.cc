@@ -118,6 +118,7 @@ void Swarm::Restore(const LoadedRoom& r) {
   RP_ASSERT(room_->log_size() == 0);
   const bool have_cp = !r.checkpoint_record.empty();
   bool loaded_cp = false;
+  absl::flat_hash_set<Hash256, IdHash> covered;  // stored updates the checkpoint covers
   if (have_cp) {
     // Started from the checkpoint (a joiner) unless every head of it is in the log.
     CheckpointInfo info;
@@ -144,9 +145,24 @@ void Swarm::Restore(const LoadedRoom& r) {
       for (const Hash256& p : parents) all &= ids.contains(p);
       if (!all) loaded_cp = room_->LoadCheckpoint(r.checkpoint_record, r.checkpoint_blob) ==
                             Verdict::kOk;
+      // A pruning node (swarm_prune.cc) may have pruned behind an older checkpoint than
+      // the one stored: what lies between them is covered by the one loaded and would
+      // wait for parents that are gone, filling the pending set. Skipped (and pruned).
+      if (loaded_cp && config_.retention_us > 0) covered = StoredAncestors(r, info.heads);
     }
   }
-  for (const auto& u : r.updates) room_->ReceiveStored(u);
+  for (const auto& u : r.updates) {
+    UpdateView view;
+    if (!covered.empty() && DecodeUpdate(u, id(), &view) == Verdict::kOk &&
+        covered.contains(view.id)) {
+      continue;
+    }
+    room_->ReceiveStored(u);
+  }
+  if (!covered.empty() && storage_ != nullptr) {
+    const std::vector<Hash256> ids(covered.begin(), covered.end());
+    if (!storage_->Prune(id(), ids).ok()) ++counters_.storage_errors;
+  }
   if (have_cp && !loaded_cp) room_->AddCheckpoint(r.checkpoint_record, r.checkpoint_blob);
   if (have_cp && room_->has_checkpoint()) AdoptObject(r.checkpoint_record, r.checkpoint_blob);
   for (const auto& u : r.updates) {
@@ -156,6 +172,29 @@ void Swarm::Restore(const LoadedRoom& r) {
   digest_dirty_ = true;
   restored_updates_ = room_->log_size();
   if (!room_->has_checkpoint()) since_checkpoint_ = room_->log_size();
+}
+
+absl::flat_hash_set<Hash256, IdHash> Swarm::StoredAncestors(const LoadedRoom& r,
+                                                           const std::vector<Hash256>& heads) {
+  absl::flat_hash_map<Hash256, std::vector<Hash256>, IdHash> parents;
+  for (const auto& u : r.updates) {
+    UpdateView view;
+    if (DecodeUpdate(u, id(), &view) != Verdict::kOk) continue;
+    std::vector<Hash256>& ps = parents[view.id];
+    if (const auto* list = view.body->parents()) {
+      for (const fb::Key256* p : *list) ps.push_back(FromKey(*p));
+    }
+  }
+  absl::flat_hash_set<Hash256, IdHash> out;
+  std::vector<Hash256> stack(heads.begin(), heads.end());
+  while (!stack.empty()) {
+    const Hash256 h = stack.back();
+    stack.pop_back();
+    auto it = parents.find(h);
+    if (it == parents.end() || !out.insert(h).second) continue;
+    stack.insert(stack.end(), it->second.begin(), it->second.end());
+  }
+  return out;
 }
 
 void Swarm::SetCachedState(const Hash256& state_hash, std::vector<uint8_t> state) {

@@ -168,9 +168,13 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     peers_[sync_.peer].checkpoint = cp;
     // A member with a log that the peer will not sync (it started from this checkpoint,
     // or what we lack is larger than the checkpoint) starts over from the checkpoint.
+    // Not when ours ranks above it: then the peer lags behind us (a relay that has not
+    // fetched our newest checkpoint yet, answering a writer whose heads it lacks), and
+    // starting over would take this node back (found by the pruning long-run test).
     if (!config_.relay && cp.valid() && fetch_ == nullptr &&
         (room_->log_size() > 0 || room_->has_checkpoint()) &&
-        (object_ == nullptr || object_->info.id != cp.id) &&
+        (object_ == nullptr ||
+         (object_->info.id != cp.id && cp.covered >= object_->info.covered)) &&
         std::find(tried_.begin(), tried_.end(), cp.id) == tried_.end()) {
       ResetLog();
     }

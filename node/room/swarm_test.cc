@@ -1133,4 +1133,131 @@ TEST(Swarm, PartialUpdatesAreBoundedPerPeer) {
   EXPECT_EQ(server.swarm->counters().update_pieces_asked, 4u * kPartialAsksMax);
 }
 
+// Issue 16, item 4: a relay prunes a room's log behind its checkpoints after its
+// retention, so that over a long run its memory (the room's byte accounting) and its store
+// stay flat, while a relay that keeps everything grows with the room. Sync still works
+// after pruning: a member whose heads were pruned is told to take the checkpoint and
+// converges; a late joiner starts from the checkpoint; a pruned update that comes again is
+// acked as old, not stored again; a restart from the pruned store holds what it held.
+TEST(Swarm, LongRunMemoryAndDiskStayFlatAfterPruning) {
+  RoomFixture f(701, ReducerKind::kKv, kStateBytesMaxDefault, 4);
+  Net net(701);
+  SwarmConfig sc;
+  sc.peer_publish_per_s = 5000;
+  sc.peer_publish_burst = 10000;
+  sc.room_publish_per_s = 5000;
+  sc.room_publish_burst = 10000;
+  sc.checkpoint_every = 400;
+  SwarmConfig pruning = sc;
+  pruning.retention_us = 4'000'000;
+  Node* relay = net.Add(nullptr, true, pruning);
+  Node* control = net.Add(nullptr, true, sc);
+  Swarm* a = *relay->host->Create(f.genesis, f.epochs);
+  Swarm* b = *control->host->Create(f.genesis, f.epochs);
+  Node* writer = net.Add(&f.members[0], false, sc);
+  std::vector<base::Endpoint> both{relay->addr, control->addr};
+  Swarm* w = *writer->host->Join(0, f.genesis, f.epochs, both, writer->out);
+  Node* lagging = net.Add(&f.members[1], false, sc);
+  std::vector<base::Endpoint> only_a{relay->addr};
+  Swarm* l = *lagging->host->Join(0, f.genesis, f.epochs, only_a, lagging->out);
+  net.Run(500'000);
+  const std::string value(200, 'v');
+  uint64_t published = 0;
+  auto publish = [&](uint64_t n) {
+    for (uint64_t i = 0; i < n; ++i) {
+      // A few keys: the state stays small, the log grows by ~400 bytes an update.
+      absl::StatusOr<Hash256> id = w->Publish(
+          net.now_us, KvPayload(KvOp::kSet, "k" + std::to_string(published % 8), value),
+          writer->out);
+      ASSERT_TRUE(id.ok()) << id.status() << " at update " << published;
+      ++published;
+      net.Run(net.now_us + 2'000);
+    }
+  };
+  struct Figures {
+    uint64_t memory_bytes, store_bytes, control_memory_bytes, control_store_bytes;
+  };
+  auto figures = [&] {
+    Figures x{a->room().HeldBytes(), relay->storage.StoredBytes(f.room_id),
+              b->room().HeldBytes(), control->storage.StoredBytes(f.room_id)};
+    std::printf("after %llu updates: relay memory %.2f MB, store %.2f MB (%zu entries, %llu "
+                "pruned); without pruning: memory %.2f MB, store %.2f MB\n",
+                static_cast<unsigned long long>(published), x.memory_bytes / 1e6,
+                x.store_bytes / 1e6, a->room().entries_held(),
+                static_cast<unsigned long long>(a->room().pruned_count()),
+                x.control_memory_bytes / 1e6, x.control_store_bytes / 1e6);
+    return x;
+  };
+  publish(300);
+  net.Run(net.now_us + 3'000'000);
+  lagging->down = true;  // its heads will be pruned at the relay while it is away
+  publish(3700);
+  net.Run(net.now_us + 10'000'000);  // past the retention of the last checkpoint
+  const Figures at4k = figures();
+  publish(8000);
+  net.Run(net.now_us + 10'000'000);
+  const Figures at12k = figures();
+  ASSERT_EQ(a->room().state_hash(), b->room().state_hash());
+  ASSERT_EQ(a->room().heads(), w->room().heads());
+  EXPECT_GT(a->counters().pruned, 11000u);
+  EXPECT_EQ(a->counters().storage_errors, 0u);
+  // Flat: three times the updates, no more memory than 50% over the first figure (the
+  // tail after the newest checkpoint varies, up to checkpoint_every updates, and the set of
+  // remembered pruned ids fills to its bound), nor disk than 50% and one tail of 250
+  // updates (100 KB), and a fraction of what the control holds.
+  EXPECT_LE(at12k.memory_bytes, at4k.memory_bytes * 3 / 2);
+  EXPECT_LE(at12k.store_bytes, at4k.store_bytes * 3 / 2 + 100'000);
+  EXPECT_GT(at12k.control_memory_bytes, at4k.control_memory_bytes * 2);
+  EXPECT_GT(at12k.control_store_bytes, at4k.control_store_bytes * 2);
+  EXPECT_LT(at12k.memory_bytes * 5, at12k.control_memory_bytes);
+  EXPECT_LT(at12k.store_bytes * 5, at12k.control_store_bytes);
+
+  // A pruned update published again is acked as old and not stored again.
+  auto all = control->storage.Load(f.room_id);
+  ASSERT_TRUE(all.ok());
+  ASSERT_GT(all->updates.size(), 100u);
+  {
+    wire::Encoder enc;
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, enc.RoomPublish(buf, f.room_id, all->updates[10]), &m),
+              wire::Verdict::kOk);
+    const uint64_t duplicates = a->counters().duplicates;
+    const uint64_t acks = a->counters().acks_sent;
+    a->OnMessage(net.now_us, writer->addr, m, relay->out);
+    net.Run(net.now_us + 10'000);
+    EXPECT_EQ(a->counters().duplicates, duplicates + 1);
+    EXPECT_EQ(a->counters().acks_sent, acks + 1);
+    EXPECT_EQ(a->room().pending_size(), 0u);
+    EXPECT_EQ(relay->storage.StoredBytes(f.room_id), figures().store_bytes);
+  }
+
+  // The member whose heads were pruned comes back: told to take the checkpoint, it starts
+  // over from it and converges.
+  lagging->down = false;
+  net.Run(net.now_us + 30'000'000);
+  EXPECT_GE(l->counters().log_resets, 1u);
+  EXPECT_GE(l->counters().checkpoints_loaded, 1u);
+  EXPECT_EQ(l->room().state_hash(), w->room().state_hash());
+  // A late joiner through the pruning relay only: the checkpoint, then the tail.
+  Node* late = net.Add(&f.members[2], false, sc);
+  Swarm* j = *late->host->Join(net.now_us, f.genesis, f.epochs, only_a, late->out);
+  net.Run(net.now_us + 20'000'000);
+  EXPECT_EQ(j->counters().checkpoints_loaded, 1u);
+  EXPECT_EQ(j->room().state_hash(), w->room().state_hash());
+
+  // A restart from the pruned store holds what the relay held.
+  RoomHostConfig c;
+  c.swarm = pruning;
+  c.swarm.relay = true;
+  RoomHost restarted(c, &relay->storage, &relay->encoder, &relay->rng, nullptr);
+  ASSERT_TRUE(restarted.Restore().ok());
+  Swarm* back = restarted.Find(f.room_id);
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(back->room().heads(), a->room().heads());
+  EXPECT_EQ(back->room().log_size(), a->room().log_size());
+  EXPECT_EQ(back->room().pending_size(), 0u);
+  EXPECT_EQ(back->room().state_hash(), a->room().state_hash());
+}
+
 }  // namespace ringpeer::room

@@ -571,6 +571,12 @@ absl::Status RoomStore::Forget(const Hash256& room_id) {
   return absl::OkStatus();
 }
 
+absl::Status RoomStore::Prune(const Hash256& room_id, std::span<const Hash256> update_ids) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  for (const Hash256& id : update_ids) RP_RETURN_IF_ERROR(DeleteUpdate(id));
+  return absl::OkStatus();
+}
+
 absl::Status RoomStore::DeleteUpdate(const Hash256& update_id) {
   return Stage(Op{.kind = OpKind::kDeleteUpdate, .id = update_id}, {});
 }

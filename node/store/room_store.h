@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -137,6 +138,9 @@ class RoomStore final : public room::RoomStorage {
   // checksum (DataLoss names the path).
   absl::StatusOr<room::LoadedRoom> Load(const Hash256& room_id) override;
   absl::Status Forget(const Hash256& room_id) override;
+  // Prune: one DeleteUpdate per id, so the records and their index entries go in the
+  // next Commit's transaction, with the rest of the batch.
+  absl::Status Prune(const Hash256& room_id, std::span<const Hash256> update_ids) override;
 
   // ---- beyond the interface ----
 

@@ -638,6 +638,60 @@ TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
 
 // A relay's room rebuilt from the store after a restart, by the recipe in storage.h, has
 // the same log, heads and state hash as before: the store keeps records byte for byte.
+// Pruning (issue 16, item 4): the updates a checkpoint covers are deleted in the next
+// commit's one transaction, the rest keep their order, the store's pages are reused so a
+// long run of append-then-prune keeps the file flat, and the index stays consistent.
+TEST(RoomStore, PruneDeletesCoveredUpdatesInOneCommit) {
+  const std::string dir = TempDir();
+  const Hash256 room = Id(1, 1);
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
+  RP_EXPECT_OK(store->PutKeyEpoch(room, 0, Record('e', 0)));
+  uint64_t used_first = 0;
+  uint32_t next = 0;
+  for (uint32_t round = 0; round < 20; ++round) {
+    // 500 updates, a checkpoint, and the 500 before it pruned.
+    for (uint32_t i = 0; i < 500; ++i, ++next) {
+      RP_EXPECT_OK(store->Append(room, Id(2, next), Record('u', next)));
+    }
+    RP_EXPECT_OK(store->PutCheckpoint(room, Record('c', round), Record('b', round, 2000)));
+    RP_EXPECT_OK(store->Commit());
+    std::vector<Hash256> covered;
+    for (uint32_t i = next - 500; i < next - 250; ++i) covered.push_back(Id(2, i));
+    if (round > 0) {
+      for (uint32_t i = next - 750; i < next - 500; ++i) covered.push_back(Id(2, i));
+    }
+    covered.push_back(Id(9, 9));  // not stored: ignored
+    RP_EXPECT_OK(store->Prune(room, covered));
+    auto staged = store->Load(room);  // the staged deletes already show
+    ASSERT_TRUE(staged.ok());
+    EXPECT_EQ(staged->updates.size(), 250u);
+    const uint64_t commits = store->stats().commits;
+    RP_EXPECT_OK(store->Commit());
+    EXPECT_EQ(store->stats().commits, commits + 1);  // one transaction
+    if (round == 2) used_first = store->stats().used_bytes;
+  }
+  EXPECT_LE(store->stats().used_bytes, used_first * 5 / 4);  // flat: pages are reused
+  std::printf("store after 10,000 updates, pruned behind 20 checkpoints: %.2f MB in use "
+              "(%.2f MB after 1,500)\n",
+              store->stats().used_bytes / 1e6, used_first / 1e6);
+  RP_EXPECT_OK(store->Verify());
+  auto loaded = store->Load(room);
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->updates.size(), 250u);
+  for (uint32_t i = 0; i < 250; ++i) EXPECT_EQ(loaded->updates[i], Record('u', next - 250 + i));
+  EXPECT_FALSE(*store->HasUpdate(Id(2, 0)));
+  EXPECT_TRUE(*store->HasUpdate(Id(2, next - 1)));
+  store.reset();
+  auto reopened = MustOpen(dir);  // and it stays so
+  ASSERT_NE(reopened, nullptr);
+  loaded = reopened->Load(room);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->updates.size(), 250u);
+  EXPECT_EQ(loaded->checkpoint_record, Record('c', 19));
+}
+
 TEST(RoomStore, RelayRoomRebuiltFromStore) {
   ASSERT_TRUE(wire::InitCrypto());
   room::testing::RoomFixture f(11, room::ReducerKind::kChat, room::kStateBytesMaxDefault);
