@@ -305,7 +305,8 @@ class Room {
   absl::StatusOr<std::vector<uint8_t>> Write(Bytes payload, RandomFn random,
                                              const Hash256* reissue_of);
   // LineApplied: another update of slot's re-issue line is applied before order position
-  // `pos` (or is in the checkpoint's base).
+  // `pos` in slot's segment (the fold); with kNoPos, is in the order anywhere or in the
+  // checkpoint's base (the author's question: anything to re-issue?).
   bool LineApplied(uint32_t slot, uint32_t pos) const;
   // NoteRefusedOwn: after ApplyLine, queues the lines of own updates it left refused;
   // MaybeDue: the same for one slot.
