@@ -11,9 +11,21 @@
 //                     stores durably (LMDB commit, then the ack), and floods to 8 members
 //                     (raw sockets that joined the swarm and count what they get): the
 //                     publisher keeps up to kWindow updates unacknowledged.
-//   relay_overhead    the relay's time per update over the time to check one update's
-//                     signature, measured on this thread in the same run (the floor: a
-//                     relay must check every signature).
+//   relay_cpu_per_update_us  CPU time of every thread but this one (the relay's shard
+//                     threads and any thread the relay starts) over the fan-out run,
+//                     divided by the updates relayed (CLOCK_PROCESS_CPUTIME_ID minus this
+//                     thread's CLOCK_THREAD_CPUTIME_ID: moving work to another thread is
+//                     not a saving).
+//   verify_us         one update's decode and signature check, CPU time on this thread,
+//                     in the same run.
+//   relay_overhead    relay_cpu_per_update_us / verify_us (the floor is 1: a relay must
+//                     check every signature). relay_wall_overhead is the older figure:
+//                     the run's wall time over the signature checks' time.
+//   allocs_per_update heap allocations (malloc, calloc, realloc, aligned) made by the
+//                     relay's threads per update, after the first quarter of the run
+//                     (steady state); -1 in a sanitizer build (no allocation hook).
+//   rss_mb            the process's peak resident set (getrusage), MiB.
+//   datagrams_per_update  datagrams the relay sent (its shards' counters) per update.
 //
 // The rooms are prepared offline (signed by a writer Room in this process) and written
 // into the relay's store before the relay starts, so what is timed is the network path.
@@ -25,8 +37,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <chrono>
 #include <cstdio>
@@ -46,6 +62,98 @@
 #include "node/store/room_store.h"
 #include "wire/encode.h"
 #include "wire/message.h"
+
+
+// The allocation hook: this binary's malloc family counts the calls made on threads other
+// than the benchmark's own (the relay's), then calls glibc's. A sanitizer build keeps its
+// allocator (no hook; the figure is reported as -1).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RP_BENCH_ALLOC_HOOK 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define RP_BENCH_ALLOC_HOOK 0
+#endif
+#endif
+#ifndef RP_BENCH_ALLOC_HOOK
+#define RP_BENCH_ALLOC_HOOK 1
+#endif
+
+namespace {
+std::atomic<uint64_t> g_allocs{0};  // allocations by threads other than the bench's
+thread_local bool t_bench_thread = false;
+inline void CountAlloc() {
+  if (!t_bench_thread) g_allocs.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+#if RP_BENCH_ALLOC_HOOK
+extern "C" {
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+void* malloc(size_t n) {
+  CountAlloc();
+  return __libc_malloc(n);
+}
+void* calloc(size_t n, size_t size) {
+  CountAlloc();
+  return __libc_calloc(n, size);
+}
+void* realloc(void* p, size_t n) {
+  CountAlloc();
+  return __libc_realloc(p, n);
+}
+void* memalign(size_t align, size_t n) {
+  CountAlloc();
+  return __libc_memalign(align, n);
+}
+void* aligned_alloc(size_t align, size_t n) {
+  CountAlloc();
+  return __libc_memalign(align, n);
+}
+int posix_memalign(void** out, size_t align, size_t n) {
+  CountAlloc();
+  void* p = __libc_memalign(align, n);
+  if (p == nullptr) return ENOMEM;
+  *out = p;
+  return 0;
+}
+}  // extern "C"
+#endif
+
+namespace ringpeer::bench {
+namespace {
+
+double CpuSeconds(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+// CPU of every thread of the process but the calling one (exited threads included).
+double OtherThreadsCpuSeconds() {
+  return CpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - CpuSeconds(CLOCK_THREAD_CPUTIME_ID);
+}
+
+uint64_t RelaySent(shard::Node& node) {
+  uint64_t n = 0;
+  for (const auto& sm : node.Metrics().shards) n += sm.sent;
+  return n;
+}
+
+// What the fan-out run measured.
+struct FanoutFigures {
+  double per_s = 0;
+  double wall_overhead = 0;
+  double cpu_per_update_us = 0;
+  double verify_us = 0;
+  double allocs_per_update = -1;
+  double datagrams_per_update = 0;
+};
+
+}  // namespace
+}  // namespace ringpeer::bench
 
 namespace ringpeer::bench {
 namespace {
@@ -272,7 +380,7 @@ bool g_spin = true;  // --no-spin
 constexpr size_t kWindow = 1024;
 constexpr int kRetryMs = 200;
 
-void Fanout(int updates, double* per_s, double* overhead) {
+void Fanout(int updates, FanoutFigures* out) {
   Prepared p = Prepare(room::ReducerKind::kChat, updates, 0, false);
   room::SwarmConfig sc;  // limits out of the way: the figure is the relay's capacity
   sc.peer_publish_per_s = sc.room_publish_per_s = 10'000'000;
@@ -319,6 +427,11 @@ void Fanout(int updates, double* per_s, double* overhead) {
   size_t next = 0, oldest = 0, acked = 0;
   uint64_t delivered = 0, retransmitted = 0;
   alignas(8) uint8_t rbuf[wire::kDatagramBytesMax];
+  const uint64_t sent0 = RelaySent(*relay.node);
+  const size_t steady_from = datagrams.size() / 4;
+  uint64_t allocs_steady0 = 0;
+  bool steady = false;
+  const double cpu0 = OtherThreadsCpuSeconds();
   const auto t0 = Clock::now();
   while (acked < datagrams.size()) {
     const auto now = Clock::now();
@@ -353,6 +466,10 @@ void Fanout(int updates, double* per_s, double* overhead) {
       }
     }
     while (oldest < next && is_acked[oldest]) ++oldest;
+    if (!steady && acked >= steady_from) {
+      steady = true;
+      allocs_steady0 = g_allocs.load(std::memory_order_relaxed);
+    }
     for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
     if (MsSince(t0) >= 120'000) {
       std::fprintf(stderr, "sent %zu acked %zu delivered %llu\n%s\n", next, acked,
@@ -366,12 +483,16 @@ void Fanout(int updates, double* per_s, double* overhead) {
     usleep(2000);
     for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
   }
+  const double relay_cpu_s = OtherThreadsCpuSeconds() - cpu0;
+  const uint64_t allocs_steady = g_allocs.load(std::memory_order_relaxed) - allocs_steady0;
+  const uint64_t sent = RelaySent(*relay.node) - sent0;
   if (std::getenv("RP_BENCH_VERBOSE") != nullptr) {
     std::fprintf(stderr, "%s\n", relay.node->StatusJson().c_str());
   }
   StopRelay(relay);
   // The floor: checking each update's signature on this thread.
   const auto t1 = Clock::now();
+  const double verify_cpu0 = CpuSeconds(CLOCK_THREAD_CPUTIME_ID);
   int ok = 0;
   for (const auto& u : p.updates) {
     room::UpdateView v;
@@ -379,15 +500,26 @@ void Fanout(int updates, double* per_s, double* overhead) {
     ok += room::CheckUpdateSignature(v, p.write_key);
   }
   const double sig_s = MsSince(t1) / 1000;
+  const double sig_cpu_s = CpuSeconds(CLOCK_THREAD_CPUTIME_ID) - verify_cpu0;
   Check(ok == updates, "signatures");
-  *per_s = updates / relay_s;
-  *overhead = relay_s / sig_s;
+  out->per_s = updates / relay_s;
+  out->wall_overhead = relay_s / sig_s;
+  out->verify_us = sig_cpu_s * 1e6 / updates;  // CPU, like the relay's figure
+  out->cpu_per_update_us = relay_cpu_s * 1e6 / updates;
+  const size_t steady_updates = datagrams.size() - steady_from;
+  if (RP_BENCH_ALLOC_HOOK && steady_updates > 0) {
+    out->allocs_per_update = static_cast<double>(allocs_steady) / static_cast<double>(steady_updates);
+  }
+  out->datagrams_per_update = static_cast<double>(sent) / updates;
   std::fprintf(stderr,
                "fan-out: %d updates acked in %.1f ms (%.0f/s); %llu of %llu floods reached the "
-               "%d members; %llu retransmitted; signatures alone %.1f ms\n",
-               updates, relay_s * 1000, *per_s, static_cast<unsigned long long>(delivered),
+               "%d members; %llu retransmitted; signatures alone %.1f ms; relay CPU %.1f ms; "
+               "%llu datagrams sent; %llu allocations in the last %zu updates\n",
+               updates, relay_s * 1000, out->per_s, static_cast<unsigned long long>(delivered),
                static_cast<unsigned long long>(static_cast<uint64_t>(kMembers) * updates), kMembers,
-               static_cast<unsigned long long>(retransmitted), sig_s * 1000);
+               static_cast<unsigned long long>(retransmitted), sig_s * 1000, relay_cpu_s * 1000,
+               static_cast<unsigned long long>(sent), static_cast<unsigned long long>(allocs_steady),
+               steady_updates);
 }
 
 }  // namespace
@@ -413,6 +545,7 @@ int main(int argc, char** argv) {
     }
   }
   if (updates < 1) updates = 1;
+  t_bench_thread = true;  // the allocation hook counts every other thread (the relay's)
   Check(wire::InitCrypto(), "libsodium");
   g_cpus = shard::AvailableCpus();
 
@@ -435,9 +568,15 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "catch-up: %.1f ms\n", catchup_ms);
   }
 
-  double per_s = 0, overhead = 0;
-  Fanout(updates, &per_s, &overhead);
-  std::printf("join_5mb_ms=%.1f catchup_10k_ms=%.1f relay_updates_per_s=%.0f relay_overhead=%.2f\n",
-              join_ms, catchup_ms, per_s, overhead);
+  FanoutFigures f;
+  Fanout(updates, &f);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  const double rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB
+  std::printf("join_5mb_ms=%.1f catchup_10k_ms=%.1f relay_updates_per_s=%.0f relay_overhead=%.2f "
+              "relay_cpu_per_update_us=%.1f verify_us=%.1f allocs_per_update=%.2f rss_mb=%.1f "
+              "datagrams_per_update=%.2f relay_wall_overhead=%.2f\n",
+              join_ms, catchup_ms, f.per_s, f.cpu_per_update_us / f.verify_us, f.cpu_per_update_us,
+              f.verify_us, f.allocs_per_update, rss_mb, f.datagrams_per_update, f.wall_overhead);
   return 0;
 }
