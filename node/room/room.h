@@ -74,6 +74,13 @@ struct IdHash {
   }
 };
 
+// IdPrefix64: an id's first 8 bytes, the key of the bounded seen/rejected/pruned sets.
+inline uint64_t IdPrefix64(const Hash256& id) noexcept {
+  uint64_t v;
+  __builtin_memcpy(&v, id.data(), sizeof(v));
+  return v;
+}
+
 struct Checkpoint {
   std::vector<uint8_t> record;
   std::vector<uint8_t> blob;  // the encrypted state; BLAKE2b-256 of it is in the record

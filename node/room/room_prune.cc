@@ -13,18 +13,8 @@
 #include "node/room/room.h"
 
 namespace ringpeer::room {
-namespace {
-
-uint64_t Prefix(const Hash256& id) noexcept {
-  uint64_t v;
-  std::memcpy(&v, id.data(), sizeof(v));
-  return v;
-}
-
-}  // namespace
-
 bool Room::WasPruned(const Hash256& id) const noexcept {
-  return !pruned_ids_.empty() && pruned_ids_.contains(Prefix(id));
+  return !pruned_ids_.empty() && pruned_ids_.contains(IdPrefix64(id));
 }
 
 size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
@@ -114,7 +104,7 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
           pruned_ids_.erase(pruned_fifo_.front());
           pruned_fifo_.pop_front();
         }
-        if (pruned_ids_.insert(Prefix(e.id)).second) pruned_fifo_.push_back(Prefix(e.id));
+        if (pruned_ids_.insert(IdPrefix64(e.id)).second) pruned_fifo_.push_back(IdPrefix64(e.id));
         continue;
       }
       e.base = true;

@@ -14,6 +14,7 @@
 namespace ringpeer::room {
 namespace {
 
+using testing::CountText;
 using testing::RoomFixture;
 
 std::vector<uint8_t> Msg(const KeyPair& who, std::string_view text) {
@@ -169,13 +170,6 @@ TEST(RoomPrune, OnlyABarrierOfTheLinePrunes) {
 }
 
 }  // namespace
-size_t CountText(const Room& r, std::string_view text) {
-  const auto* chat = static_cast<const ChatReducer*>(r.reducer());
-  size_t n = 0;
-  for (const auto& m : chat->messages()) n += m.text == text;
-  return n;
-}
-
 // Re-issue lines across a barrier (issue 16 items 3 and 4): a node's own checkpoint covers
 // an original, and the original's re-issue comes after it. A node that starts from that
 // checkpoint cannot know the original, so the rule is segment-local: both are applied

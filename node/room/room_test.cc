@@ -11,6 +11,7 @@
 namespace ringpeer::room {
 namespace {
 
+using testing::CountText;
 using testing::RoomFixture;
 
 std::vector<uint8_t> Msg(const KeyPair& who, std::string_view text) {
@@ -255,13 +256,6 @@ TEST(Room, CheckpointAndCachedState) {
   ASSERT_EQ(bob->Receive(*own), Verdict::kOk);
   EXPECT_EQ(dave->heads(), bob->heads());
   EXPECT_EQ(dave->state_hash(), bob->state_hash());
-}
-
-size_t CountText(const Room& r, std::string_view text) {
-  const auto* chat = static_cast<const ChatReducer*>(r.reducer());
-  size_t n = 0;
-  for (const auto& m : chat->messages()) n += m.text == text;
-  return n;
 }
 
 // Issue 16 item 3: a member far behind writes on an old head; a checkpoint then passes that

@@ -12,12 +12,6 @@
 namespace ringpeer::room {
 namespace {
 
-uint64_t Prefix64(const Hash256& id) noexcept {
-  uint64_t v;
-  std::memcpy(&v, id.data(), sizeof(v));
-  return v;
-}
-
 // Permanent: the same bytes will fail again, so they are remembered and not re-verified.
 bool IsPermanentReject(Verdict v) noexcept {
   switch (v) {
@@ -345,16 +339,16 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   }
   if (!*accepted) {
     ++counters_.rejected;
-    if (IsPermanentReject(v)) rejected_.Insert(Prefix64(update));
+    if (IsPermanentReject(v)) rejected_.Insert(IdPrefix64(update));
     return v;
   }
   digest_dirty_ = true;
   // seen_ means "in the log and, on a node with a storage, staged": OnPublish acks what it
   // holds without asking the storage.
   if (storage_ == nullptr) {
-    seen_.Insert(Prefix64(update));
+    seen_.Insert(IdPrefix64(update));
   } else if (storage_->Append(id(), update, aligned).ok()) {
-    seen_.Insert(Prefix64(update));
+    seen_.Insert(IdPrefix64(update));
     if (ack) QueueAck(from, update);  // sync records are not publishes: no ack
   } else {
     ++counters_.storage_errors;  // no ack: the publisher retries
@@ -380,7 +374,7 @@ void Swarm::StorePlaced(const Hash256* skip) noexcept {
     const Bytes record = room_->RecordOf(placed);
     if (record.empty()) continue;
     if (storage_->Append(id(), placed, record).ok()) {
-      seen_.Insert(Prefix64(placed));
+      seen_.Insert(IdPrefix64(placed));
     } else {
       ++counters_.storage_errors;
     }
@@ -402,7 +396,7 @@ void Swarm::AckDuplicate(const base::Endpoint& to, const Hash256& update) noexce
     ++counters_.storage_errors;
     return;
   }
-  seen_.Insert(Prefix64(update));
+  seen_.Insert(IdPrefix64(update));
   QueueAck(to, update);
 }
 
@@ -436,14 +430,14 @@ wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes 
   }
   const Hash256 update = view.id;
   // Cheapest first: duplicates and known-bad ids cost a hash, never a signature.
-  if (seen_.Contains(Prefix64(update))) {
+  if (seen_.Contains(IdPrefix64(update))) {
     ++counters_.duplicates;
     QueueAck(from, update);
     return wire::Verdict::kOk;
   }
   // Refused before, for a reason that will not change (its first refusal was counted
   // under that reason).
-  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kRoomRefused;
+  if (rejected_.Contains(IdPrefix64(update))) return wire::Verdict::kRoomRefused;
   // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
   if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
   // A large record of a sync stream comes as a RoomPublish (or pieces) from the peer we asked.
@@ -497,11 +491,11 @@ wire::Verdict Swarm::OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
   const Hash256 update = wire::FromWireId(*m->update());
   const bool key_epoch = m->key_epoch();
   ++counters_.update_pieces_received;
-  if (seen_.Contains(Prefix64(update))) {  // already whole here: just the ack (an update)
+  if (seen_.Contains(IdPrefix64(update))) {  // already whole here: just the ack (an update)
     if (!key_epoch) QueueAck(from, update);
     return wire::Verdict::kOk;
   }
-  if (rejected_.Contains(Prefix64(update))) return wire::Verdict::kBadSignature;
+  if (rejected_.Contains(IdPrefix64(update))) return wire::Verdict::kBadSignature;
   const size_t total = m->record_bytes();  // Decode checked its range and the piece's size
   Partial* part = nullptr;
   size_t from_peer = 0;
@@ -649,7 +643,7 @@ void Swarm::Own(int64_t now_us, const Hash256& before, std::vector<uint8_t> reco
   RP_ASSERT(decoded == Verdict::kOk);
   const Hash256 update = view.id;
   ++counters_.published;
-  seen_.Insert(Prefix64(update));
+  seen_.Insert(IdPrefix64(update));
   digest_dirty_ = true;
   if (storage_ != nullptr && !storage_->Append(id(), update, record).ok()) {
     ++counters_.storage_errors;

@@ -24,12 +24,6 @@ Bytes HashBytes(const std::vector<Hash256>& level, size_t first, size_t count) n
   return Bytes(reinterpret_cast<const uint8_t*>(level.data() + first), count * 32);
 }
 
-uint64_t Prefix64Of(const Hash256& id) noexcept {
-  uint64_t v;
-  std::memcpy(&v, id.data(), sizeof(v));
-  return v;
-}
-
 uint32_t Ceil(uint64_t a, uint64_t b) { return static_cast<uint32_t>((a + b - 1) / b); }
 
 }  // namespace
@@ -167,7 +161,7 @@ void Swarm::Restore(const LoadedRoom& r) {
   if (have_cp && room_->has_checkpoint()) AdoptObject(r.checkpoint_record, r.checkpoint_blob);
   for (const auto& u : r.updates) {
     UpdateView view;
-    if (DecodeUpdate(u, id(), &view) == Verdict::kOk) seen_.Insert(Prefix64Of(view.id));
+    if (DecodeUpdate(u, id(), &view) == Verdict::kOk) seen_.Insert(IdPrefix64(view.id));
   }
   digest_dirty_ = true;
   restored_updates_ = room_->log_size();

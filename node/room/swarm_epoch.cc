@@ -15,12 +15,6 @@
 namespace ringpeer::room {
 namespace {
 
-uint64_t Prefix64(const Hash256& id) noexcept {
-  uint64_t v;
-  std::memcpy(&v, id.data(), sizeof(v));
-  return v;
-}
-
 size_t PiecesOf(size_t bytes) noexcept {
   return (bytes + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
 }
@@ -70,7 +64,7 @@ void Swarm::TakeEpoch(std::vector<uint8_t> record, const Hash256& hash,
                       const base::Endpoint& except, Bytes datagram, base::Outbox& out) noexcept {
   RP_ASSERT(room_->epoch() >= 0);
   RP_ASSERT(static_cast<size_t>(room_->epoch()) == epochs_.size());
-  seen_.Insert(Prefix64(hash));
+  seen_.Insert(IdPrefix64(hash));
   epochs_.push_back(std::move(record));
   epoch_ids_.push_back(hash);
   digest_dirty_ = true;  // a rotation may set updates aside
@@ -109,11 +103,11 @@ wire::Verdict Swarm::OnEpoch(int64_t now_us, const base::Endpoint& from,
 wire::Verdict Swarm::OnEpochRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
                                    Bytes datagram, base::Outbox& out) noexcept {
   const Hash256 hash = wire::Blake2b256(record);
-  if (seen_.Contains(Prefix64(hash))) return wire::Verdict::kOk;
+  if (seen_.Contains(IdPrefix64(hash))) return wire::Verdict::kOk;
   std::vector<uint8_t> copy(record.begin(), record.end());  // aligned for the room
   const Verdict v = room_->AddKeyEpoch(copy);
   if (v == Verdict::kDuplicate) {
-    seen_.Insert(Prefix64(hash));
+    seen_.Insert(IdPrefix64(hash));
     return wire::Verdict::kOk;
   }
   if (v == Verdict::kEpochGap) {

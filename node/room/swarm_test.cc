@@ -22,6 +22,7 @@
 namespace ringpeer::room {
 namespace {
 
+using testing::CountText;
 using testing::RoomFixture;
 namespace memnet = ::ringpeer::testing;
 
@@ -271,13 +272,6 @@ TEST(Swarm, MemberFarBehindStartsOverFromTheCheckpoint) {
   EXPECT_EQ(s.swarms[2]->counters().log_resets, 1u);
   EXPECT_EQ(s.swarms[2]->counters().checkpoints_loaded, 1u);
   EXPECT_EQ(s.swarms[2]->room().state_hash(), s.swarms[0]->room().state_hash());
-}
-
-size_t CountText(const Room& r, std::string_view text) {
-  const auto* chat = static_cast<const ChatReducer*>(r.reducer());
-  size_t n = 0;
-  for (const auto& m : chat->messages()) n += m.text == text;
-  return n;
 }
 
 // Issue 16 item 3: a member that is behind posts on an old head while a checkpoint passes

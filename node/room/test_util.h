@@ -6,10 +6,12 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "node/room/records.h"
+#include "node/room/reducer.h"
 #include "node/room/room.h"
 
 namespace ringpeer::room::testing {
@@ -92,5 +94,13 @@ struct RoomFixture {
     rng.Fill(out);
   };
 };
+
+// CountText: how many of a chat room's messages say `text`.
+inline size_t CountText(const Room& r, std::string_view text) {
+  const auto* chat = static_cast<const ChatReducer*>(r.reducer());
+  size_t n = 0;
+  for (const auto& m : chat->messages()) n += m.text == text;
+  return n;
+}
 
 }  // namespace ringpeer::room::testing
