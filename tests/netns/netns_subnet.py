@@ -15,7 +15,7 @@ UDP (netns_overlay.add_loss, counted), and every node holds each datagram it sen
 netns_overlay.DELAY_MS (50 ms) before sending it (--test-delay-ms).
 
 Checks:
- 1. within 10 s of the last start, every host's routing table holds every other host
+ 1. within 35 s of the last start, every host's routing table holds every other host
     (`ringpeer status --json`: a live, verified peer with "in_table": true), 30 of 30
     directed entries;
  2. the loss rules dropped datagrams meanwhile (otherwise loss was not tested).
@@ -25,6 +25,7 @@ Skips (exit 77, "skipped: ...") where network namespaces or nftables are not all
 usage: netns_subnet.py RINGPEER_BINARY
 """
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import netns_overlay as ov  # noqa: E402  (namespaces, loss rules, hosts, cleanup)
 
 HOSTS = 6
-TABLE_DEADLINE_S = 10.0
+# Most runs table all 30 pairs in 1-8 s, but a pair whose first exchanges were all lost
+# learns of each other again only from the other's liveness ping (every 10 s) or the next
+# peer exchange (30 s), after 2 s request timeouts: CI saw 29 of 30 at 10.6 s once. The
+# bug this test guards against left pairs untabled for good, so the deadline covers one
+# peer-exchange round, not the median.
+TABLE_DEADLINE_S = 35.0
 
 
 def build_network():
@@ -115,6 +121,13 @@ def main():
         missing = sorted((a, b) for a in (h.name for h in hosts) for b in (h.name for h in hosts)
                          if a != b and (a, b) not in last[0])
         print("info: missing: " + " ".join(f"{a}->{b}" for a, b in missing))
+        # What each host that misses one knows of it (contact state, failures, last heard).
+        by_name = {h.name: h for h in hosts}
+        for a, b in missing:
+            sa = by_name[a].status() or {}
+            ip_b = net[b][1]
+            seen = [p for p in sa.get("peers", []) if ip_b in str(p.get("addr", ""))]
+            print(f"info: {a}'s entries for {b} ({ip_b}): {json.dumps(seen) if seen else 'none'}")
     drops = sum(ov.loss_drops(h.ns) for h in hosts)
     ov.check(drops > 0, f"the loss rules dropped {drops} datagrams meanwhile")
     if ov.failures:
