@@ -319,6 +319,15 @@ class Overlay {
   std::vector<SavedContact> SavedTable() const { return TableEntries(table_); }
   // PublishSnapshot: copies the table into `out` for the other shards' FindNode answers.
   void PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept;
+  // The same with the provider records and token secrets (GetProviders and Walk answers
+  // too), the table sealed. O(table + records_max): about once a second per reader shard.
+  void PublishSnapshot(int64_t now_us, DhtSnapshot* out) const noexcept;
+  // Learn: `id` talked to us from `addr` (a request answered on another shard): refresh
+  // it, or challenge it if the table wants it.
+  void LearnFromShard(int64_t now_us, const NodeId& id, const base::Endpoint& addr,
+                      base::Outbox& out) noexcept {
+    Learn(now_us, id, addr, out);
+  }
 
   // AdmitVerifiedForTesting: makes `id` at `addr` a verified peer without the challenge
   // round trip (no signatures), exactly as a good proof would. For fuzzers and simulators

@@ -17,10 +17,6 @@ uint32_t SlotOfTxid(uint64_t txid) noexcept { return static_cast<uint32_t>(txid 
 constexpr uint8_t kWalkRetriesMax = 1;
 
 
-void ToPeerInfo(std::span<const Contact> in, wire::PeerInfo* out) noexcept {
-  for (size_t i = 0; i < in.size(); ++i) out[i] = wire::PeerInfo{in[i].id, in[i].addr};
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -271,6 +267,13 @@ void Overlay::PublishSnapshot(int64_t now_us, TableSnapshot* out) const noexcept
   });
 }
 
+void Overlay::PublishSnapshot(int64_t now_us, DhtSnapshot* out) const noexcept {
+  PublishSnapshot(now_us, &out->table);
+  out->table.Seal();
+  out->providers.CopyFrom(store_);
+  out->tokens = tokens_;
+}
+
 // ---------------------------------------------------------------------------------------
 // Answering requests.
 
@@ -306,30 +309,15 @@ wire::Verdict Overlay::OnGetProviders(int64_t now_us, const base::Endpoint& from
   // let the requester's lookup go on, so they are always up to kProviderNodesPerMessageMax.
   Contact prov[wire::kProvidersPerMessageMax];
   Contact near[wire::kProviderNodesPerMessageMax];
-  size_t np = store_.Get(key, now_us, std::span(prov, std::min<size_t>(req->count(),
-                                                                        std::size(prov))));
-  size_t nn = table_.Closest(key, near);
-  wire::PeerInfo pi[wire::kProvidersPerMessageMax], ni[wire::kProviderNodesPerMessageMax];
-  ToPeerInfo(std::span(prov, np), pi);
-  ToPeerInfo(std::span(near, nn), ni);
-  std::span<uint8_t> buf = out.Buffer();
-  if (buf.empty()) return wire::Verdict::kSendQueueFull;
-  const size_t limit = RoundTripped(sender, from) ? buf.size()
-                                                   : kAmplificationMax * msg.bytes().size();
-  const uint32_t hint = static_cast<uint32_t>(req->txid() & 0xFF);
-  const wire::Token token = tokens_.Make(from);
-  size_t bytes = 0;
-  // Closer nodes go first, then providers, until the answer fits the amplification limit.
-  for (;;) {
-    bytes = encoder_.Providers(buf, hint, req->txid(), id_, token, std::span(pi, np),
-                               std::span(ni, nn));
-    RP_ASSERT(bytes > 0);
-    if (bytes <= limit || (nn == 0 && np == 0)) break;
-    nn > 0 ? --nn : --np;
-    ++counters_.replies_trimmed;
-  }
-  if (bytes > limit) return wire::Verdict::kOk;
-  out.Commit(bytes, from);
+  const size_t np = store_.Get(
+      key, now_us, std::span(prov, std::min<size_t>(req->count(), std::size(prov))));
+  const size_t nn = table_.Closest(key, near);
+  bool trimmed = false;
+  const wire::Verdict v =
+      AnswerProviders(id_, from, msg, std::span(prov, np), std::span(near, nn),
+                      tokens_.Make(from), RoundTripped(sender, from), encoder_, out, &trimmed);
+  if (v != wire::Verdict::kOk) return v;
+  if (trimmed) ++counters_.replies_trimmed;
   ++counters_.requests_answered;
   Learn(now_us, sender, from, out);
   return wire::Verdict::kOk;
@@ -373,25 +361,15 @@ wire::Verdict Overlay::OnWalk(int64_t now_us, const base::Endpoint& from,
     if (table_.RandomContact(*rng_, &c)) next[n++] = wire::PeerInfo{c.id, c.addr};
   }
   const bool held = w->prev() != nullptr && table_.HoldsLive(wire::FromWireId(*w->prev()));
-  std::span<uint8_t> buf = out.Buffer();
-  if (buf.empty()) return wire::Verdict::kSendQueueFull;
   const uint16_t degree = static_cast<uint16_t>(std::min<size_t>(table_.LiveSize(), 0xFFFF));
-  const size_t limit = RoundTripped(sender, from) ? buf.size()
-                                                  : kAmplificationMax * msg.bytes().size();
-  size_t bytes = 0;
-  // A stranger's small request gets fewer proposals rather than none (never above 3x).
-  for (;;) {
-    bytes = encoder_.WalkReply(buf, static_cast<uint32_t>(w->txid() & 0xFF), w->txid(), id_,
-                               degree, std::span(next, n), held);
-    RP_ASSERT(bytes > 0);
-    if (bytes <= limit || n == 0) break;
-    --n;
-  }
-  if (bytes > limit) {
+  bool trimmed = false;
+  const wire::Verdict v = AnswerWalk(id_, from, msg, std::span(next, n), degree, held,
+                                     RoundTripped(sender, from), encoder_, out, &trimmed);
+  if (v != wire::Verdict::kOk) return v;
+  if (trimmed) {
     ++counters_.replies_trimmed;
     return wire::Verdict::kOk;
   }
-  out.Commit(bytes, from);
   ++counters_.requests_answered;
   Learn(now_us, sender, from, out);
   return wire::Verdict::kOk;

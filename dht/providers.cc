@@ -26,6 +26,18 @@ ProviderStore::ProviderStore(const ProviderLimits& limits, uint64_t seed) : limi
   hash_key_[15] = 0x5A;
 }
 
+void ProviderStore::CopyFrom(const ProviderStore& other) noexcept {
+  RP_ASSERT(records_.size() == other.records_.size() && mask_ == other.mask_);
+  RP_ASSERT(free_.capacity() >= other.free_.size());
+  std::copy(other.records_.begin(), other.records_.end(), records_.begin());
+  free_.assign(other.free_.begin(), other.free_.end());  // within capacity: no allocation
+  for (int c = 0; c < 2; ++c) {
+    std::copy(other.heads_[c].begin(), other.heads_[c].end(), heads_[c].begin());
+  }
+  hash_key_ = other.hash_key_;
+  used_ = other.used_;
+}
+
 uint64_t ProviderStore::HashOf(const Record& r, Chain chain) const noexcept {
   uint8_t h[crypto_shorthash_BYTES];
   if (chain == Chain::kKey) {

@@ -54,6 +54,9 @@ class ProviderStore {
   // Expire: frees records past their expiry. O(records_max): housekeeping, every ~10 s.
   void Expire(int64_t now_us) noexcept;
   size_t size() const noexcept { return used_; }
+  // CopyFrom: becomes a copy of `other` (the owner shard's store, for a DhtSnapshot the
+  // other shards read). No allocation. REQUIRES: both were made with the same limits.
+  void CopyFrom(const ProviderStore& other) noexcept;
 
  private:
   static constexpr uint32_t kNone = 0xFFFFFFFFu;
@@ -93,6 +96,9 @@ class ProviderStore {
 class TokenMint {
  public:
   TokenMint(base::Rng& rng, int64_t now_us) noexcept;
+  // A mint with all-zero secrets, to be assigned a real one (a DhtSnapshot's copy of the
+  // owner's mint: any shard then makes tokens the owner's Check accepts).
+  TokenMint() = default;
   // Rotate: starts a new secret when the current one is kTokenRotateUs old.
   void MaybeRotate(base::Rng& rng, int64_t now_us) noexcept;
   Token Make(const base::Endpoint& addr) const noexcept;

@@ -94,6 +94,18 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
   }
   PerShard(w, m, "ringpeer_pings_answered_total", "counter", "Pings answered with a pong.",
            &ShardMetrics::pings_answered);
+  PerShard(w, m, "ringpeer_find_node_answered_total", "counter",
+           "FindNode requests answered by the shard (the owner from its table, the others from "
+           "its snapshot).",
+           &ShardMetrics::find_node_answered);
+  PerShard(w, m, "ringpeer_get_providers_answered_total", "counter",
+           "GetProviders requests answered by the shard.", &ShardMetrics::get_providers_answered);
+  PerShard(w, m, "ringpeer_overlay_forwarded_total", "counter",
+           "Overlay datagrams the shard forwarded to the shard that owns the overlay.",
+           &ShardMetrics::overlay_forwarded);
+  PerShard(w, m, "ringpeer_overlay_forwarded_reads_total", "counter",
+           "Of those, DHT reads (only before the owner's first snapshot reached the shard).",
+           &ShardMetrics::overlay_forwarded_reads);
   PerShard(w, m, "ringpeer_loop_iterations_total", "counter",
            "Passes of the shard's event loop.", &ShardMetrics::loop_iterations);
   PerShard(w, m, "ringpeer_mailbox_received_total", "counter",

@@ -28,6 +28,12 @@ struct ShardMetrics {
   uint64_t received = 0;
   uint64_t sent = 0;
   uint64_t pings_answered = 0;
+  // DHT reads answered on this shard, and overlay datagrams it forwarded to the owner
+  // (all, and the reads among them: only before the owner's first snapshot).
+  uint64_t find_node_answered = 0;
+  uint64_t get_providers_answered = 0;
+  uint64_t overlay_forwarded = 0;
+  uint64_t overlay_forwarded_reads = 0;
   uint64_t loop_iterations = 0;
   uint64_t mailbox_in = 0;
   uint64_t mailbox_out = 0;

@@ -20,7 +20,14 @@ struct MailItem {
   // kRoomProviders: to the owner shard: look up the providers of the room whose id is
   // bytes[0..32] (and announce us as one when bytes[32] is 1). kRoomPeer: from the owner:
   // `from` is a provider of room bytes[0..32]; the room's shard connects its swarm to it.
-  enum class Kind : uint8_t { kDatagram, kPingSeen, kRoomProviders, kRoomPeer };
+  // kDhtSnapshot: from the owner: bytes hold a dht::DhtSnapshot* the receiver now reads
+  // its DHT answers from; kDhtSnapshotDone: the receiver hands its previous one back
+  // (bytes hold that pointer; the owner may refill it). kPeerSeen: to the owner: a DHT
+  // request from `from`, claiming the id in bytes[0..32], was answered elsewhere (the
+  // owner refreshes or challenges it, as for a request it answered itself).
+  enum class Kind : uint8_t {
+    kDatagram, kPingSeen, kRoomProviders, kRoomPeer, kDhtSnapshot, kDhtSnapshotDone, kPeerSeen
+  };
   base::Endpoint from;
   Kind kind = Kind::kDatagram;
   uint16_t size = 0;

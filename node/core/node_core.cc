@@ -194,6 +194,24 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
     overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);
     if (!config_.restore.empty()) overlay_->Restore(now, config_.restore);
     next_size_estimate_us_ = now + config_.size_estimate_first_us;
+    if (config_.shards > 1) {
+      // Two snapshots per other shard, allocated here once (~0.5 MB each with the default
+      // 640-entry table and 4,096 provider records); the first go out at the first tick.
+      const uint32_t capacity = oc.routing.buckets_max * oc.routing.bucket_size;
+      snapshots_.resize(size_t{2} * config_.shards);
+      snapshot_free_.assign(config_.shards, 0);
+      for (uint32_t s = 0; s < config_.shards; ++s) {
+        if (s == config_.index) continue;
+        for (uint32_t k = 0; k < 2; ++k) {
+          snapshots_[2 * s + k] = std::make_unique<dht::DhtSnapshot>(capacity, oc.providers);
+        }
+        snapshot_free_[s] = 0b11;
+      }
+      next_snapshot_us_ = now;
+    }
+  } else {
+    snapshot_responder_ =
+        std::make_unique<dht::SnapshotResponder>(wire::NodeIdOf(identity_.public_key));
   }
 }
 
@@ -203,6 +221,8 @@ base::Outbox& NodeCore::outbox() noexcept { return *outbox_; }
 
 int64_t NodeCore::NextWakeUs(int64_t now_us) const noexcept {
   int64_t w = overlay_ ? overlay_->NextWakeUs() : INT64_MAX;
+  if (!snapshots_.empty()) w = std::min(w, next_snapshot_us_);
+  if (snapshot_return_ != nullptr) w = std::min(w, now_us + kRoomTickUs);
   if (rooms_->rooms_count() > 0 || rooms_->joins_pending() > 0) {
     w = std::min(w, now_us + kRoomTickUs);
   }
@@ -245,9 +265,18 @@ wire::Verdict NodeCore::Dispatch(const base::Endpoint& from, const wire::Message
   }
   // Everything else is overlay state, which lives on the owner. Replies belong there too:
   // only the owner sends requests, so every txid it makes names it.
+  // The DHT reads are answered here from the owner's snapshot (issue 14); what goes on to
+  // the owner is a write, or a read that came before the first snapshot.
   if (!overlay_) {
     RP_ASSERT(!from_mailbox);  // mail for the overlay only ever goes to the owner
-    return Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
+    wire::Verdict answered = wire::Verdict::kOk;
+    if (AnswerFromSnapshot(from, msg, now_us, &answered)) return answered;
+    const wire::Verdict f = Forward(config_.owner, MailItem::Kind::kDatagram, from, msg.bytes());
+    if (f == wire::Verdict::kOk) {
+      Counters::Add(counters_.overlay_forwarded, 1);
+      if (IsDhtRead(msg.type())) Counters::Add(counters_.overlay_forwarded_reads, 1);
+    }
+    return f;
   }
   if (msg.type() != wire::MessageType::kPong) Received(from, msg, now_us);
   const wire::Verdict v = overlay_->OnMessage(now_us, from, msg, *outbox_);
@@ -255,6 +284,7 @@ wire::Verdict NodeCore::Dispatch(const base::Endpoint& from, const wire::Message
     MaybeProbe(from, now_us);
     return Drop(v);
   }
+  CountAnswered(msg.type());
   // A reply that matched one of our requests' txids, from where we sent it: the address
   // receives what we send it.
   switch (msg.type()) {
@@ -270,6 +300,92 @@ wire::Verdict NodeCore::Dispatch(const base::Endpoint& from, const wire::Message
       break;
   }
   return wire::Verdict::kOk;
+}
+
+void NodeCore::CountAnswered(wire::MessageType type) noexcept {
+  switch (type) {
+    case wire::MessageType::kFindNode: Counters::Add(counters_.find_node_answered, 1); break;
+    case wire::MessageType::kGetProviders:
+      Counters::Add(counters_.get_providers_answered, 1);
+      break;
+    case wire::MessageType::kWalk: Counters::Add(counters_.walks_answered, 1); break;
+    default: break;
+  }
+}
+
+bool NodeCore::AnswerFromSnapshot(const base::Endpoint& from, const wire::Message& msg,
+                                  int64_t now_us, wire::Verdict* verdict) noexcept {
+  if (snapshot_ == nullptr || !IsDhtRead(msg.type())) return false;
+  wire::NodeId sender{};
+  switch (msg.type()) {
+    case wire::MessageType::kFindNode: sender = wire::FromWireId(*msg.find_node()->sender()); break;
+    case wire::MessageType::kGetProviders:
+      sender = wire::FromWireId(*msg.get_providers()->sender());
+      break;
+    default: sender = wire::FromWireId(*msg.walk()->sender()); break;
+  }
+  if (sender == responder_.id()) {  // as the owner's overlay: our own id is a lie
+    *verdict = Drop(wire::Verdict::kBadField);
+    return true;
+  }
+  Received(from, msg, now_us);
+  const bool proven = guard_.IsProved(from, now_us);
+  wire::Verdict v = wire::Verdict::kOk;
+  switch (msg.type()) {
+    case wire::MessageType::kFindNode:
+      v = snapshot_responder_->Answer(from, msg, snapshot_->table, proven, *outbox_);
+      break;
+    case wire::MessageType::kGetProviders:
+      v = snapshot_responder_->AnswerGetProviders(now_us, from, msg, *snapshot_, proven,
+                                                  *outbox_);
+      break;
+    default:
+      v = snapshot_responder_->AnswerWalk(from, msg, snapshot_->table, proven, rng_, *outbox_);
+      break;
+  }
+  MaybeProbe(from, now_us);
+  if (v != wire::Verdict::kOk) {
+    *verdict = Drop(v);
+    return true;
+  }
+  CountAnswered(msg.type());
+  // The sender, to the owner (a write: it may refresh or challenge it), at most once per
+  // kPingSeenIntervalUs per address, and not for the table's own entries (the owner's
+  // traffic with them keeps them fresh).
+  if (!snapshot_->table.Contains(sender, from) && !PingSeenRecently(from, now_us)) {
+    Forward(config_.owner, MailItem::Kind::kPeerSeen, from, sender);
+  }
+  *verdict = wire::Verdict::kOk;
+  return true;
+}
+
+void NodeCore::PublishSnapshots(int64_t now_us) noexcept {
+  next_snapshot_us_ = now_us + dht::kSnapshotIntervalUs;
+  for (uint32_t s = 0; s < config_.shards; ++s) {
+    if (s == config_.index) continue;
+    uint8_t& free = snapshot_free_[s];
+    // Both out: the reader has not handed the older one back yet; it keeps answering from
+    // the newer one, and gets the next after it does.
+    if (free == 0) continue;
+    const uint32_t k = (free & 1) ? 0 : 1;
+    dht::DhtSnapshot* snap = snapshots_[2 * s + k].get();
+    overlay_->PublishSnapshot(now_us, snap);
+    uint8_t ptr[sizeof(snap)];
+    std::memcpy(ptr, &snap, sizeof(snap));
+    if (Forward(s, MailItem::Kind::kDhtSnapshot, base::Endpoint{}, ptr) != wire::Verdict::kOk) {
+      continue;  // mailbox full (counted): it stays ours; the next round tries again
+    }
+    free = static_cast<uint8_t>(free & ~(1u << k));
+    Counters::Add(counters_.dht_snapshots, 1);
+  }
+}
+
+void NodeCore::ReturnSnapshot(dht::DhtSnapshot* old) noexcept {
+  uint8_t ptr[sizeof(old)];
+  std::memcpy(ptr, &old, sizeof(old));
+  const bool sent = Forward(config_.owner, MailItem::Kind::kDhtSnapshotDone, base::Endpoint{},
+                            ptr) == wire::Verdict::kOk;
+  snapshot_return_ = sent ? nullptr : old;
 }
 
 void NodeCore::SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept {
@@ -390,6 +506,35 @@ void NodeCore::OnMail(int64_t now_us, const MailItem& item) noexcept {
     }
     return;
   }
+  if (item.kind == MailItem::Kind::kDhtSnapshot ||
+      item.kind == MailItem::Kind::kDhtSnapshotDone) {
+    dht::DhtSnapshot* snap = nullptr;
+    if (item.size != sizeof(snap)) return;
+    std::memcpy(&snap, item.bytes, sizeof(snap));
+    if (item.kind == MailItem::Kind::kDhtSnapshot) {
+      // The owner sends a new one only after the older of its two came back, so at most
+      // one is ever waiting to go back.
+      RP_ASSERT(snapshot_return_ == nullptr);
+      dht::DhtSnapshot* old = const_cast<dht::DhtSnapshot*>(snapshot_);
+      snapshot_ = snap;
+      Counters::Add(counters_.dht_snapshots, 1);
+      if (old != nullptr) ReturnSnapshot(old);
+      return;
+    }
+    for (size_t i = 0; i < snapshots_.size(); ++i) {
+      if (snapshots_[i].get() == snap) {
+        snapshot_free_[i / 2] = static_cast<uint8_t>(snapshot_free_[i / 2] | (1u << (i % 2)));
+      }
+    }
+    return;
+  }
+  if (item.kind == MailItem::Kind::kPeerSeen) {
+    wire::NodeId id{};
+    if (item.size != id.size() || !overlay_) return;
+    std::memcpy(id.data(), item.bytes, id.size());
+    overlay_->LearnFromShard(now_us, id, item.from, *outbox_);
+    return;
+  }
   // The sending core verified it; verifying again keeps Message's guarantee local and
   // costs ~100 ns.
   wire::Message msg;
@@ -414,7 +559,9 @@ void NodeCore::Tick(int64_t now_us) noexcept {
   if (overlay_) {
     overlay_->Tick(now_us, *outbox_);
     MaybeEstimateSize(now_us);
+    if (!snapshots_.empty() && now_us >= next_snapshot_us_) PublishSnapshots(now_us);
   }
+  if (snapshot_return_ != nullptr) ReturnSnapshot(snapshot_return_);
   DeliverRoomPeers(now_us);
 }
 

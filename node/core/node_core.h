@@ -166,6 +166,17 @@ struct Counters {
   // buckets, so its cumulative counts never exceed it.
   std::atomic<uint64_t> lookup_duration_buckets[kLookupDurationBuckets]{};
   std::atomic<uint64_t> lookup_duration_sum_us{0};
+  // DHT reads answered on this shard (issue 14): by the overlay on the owner, from the
+  // owner's published snapshot elsewhere.
+  std::atomic<uint64_t> find_node_answered{0};
+  std::atomic<uint64_t> get_providers_answered{0};
+  std::atomic<uint64_t> walks_answered{0};
+  // Overlay datagrams this shard forwarded to the owner: all of them, and the reads among
+  // them (FindNode, GetProviders, Walk: only before the first snapshot arrives). The rest
+  // are writes: replies to the owner's requests, Announce, routed and gossip messages.
+  std::atomic<uint64_t> overlay_forwarded{0};
+  std::atomic<uint64_t> overlay_forwarded_reads{0};
+  std::atomic<uint64_t> dht_snapshots{0};  // snapshots published (owner) or taken (others)
   std::atomic<uint64_t> dropped[wire::kVerdictCount]{};
 
   static void Add(std::atomic<uint64_t>& c, uint64_t n) noexcept {
@@ -251,6 +262,12 @@ inline constexpr size_t kRoomLookupsMax = 8;        // provider lookups in fligh
 inline constexpr size_t kRoomPeersFoundMax = 256;   // found, not yet handed to a swarm
 // While rooms are served, their timers want a tick at least this often.
 inline constexpr int64_t kRoomTickUs = 50'000;
+
+// IsDhtRead: the overlay requests any shard answers from the owner's snapshot.
+inline bool IsDhtRead(wire::MessageType t) noexcept {
+  return t == wire::MessageType::kFindNode || t == wire::MessageType::kGetProviders ||
+         t == wire::MessageType::kWalk;
+}
 
 // IsPing: whether a received datagram's header names a ping (checked properly later).
 inline bool IsPing(const uint8_t* data, size_t size) noexcept {
@@ -359,6 +376,19 @@ class NodeCore {
                   uint32_t hint = wire::kNoShardHint) noexcept {
     if (guard_.ShouldProbe(from, now_us)) SendProbe(from, now_us, hint);
   }
+  // AnswerFromSnapshot: a DHT read (FindNode, GetProviders, Walk) answered from the
+  // owner's snapshot on a shard without the overlay; false when it is not one of those or
+  // no snapshot has arrived yet (the caller forwards it to the owner).
+  bool AnswerFromSnapshot(const base::Endpoint& from, const wire::Message& msg,
+                          int64_t now_us, wire::Verdict* verdict) noexcept;
+  // PublishSnapshots (owner): a fresh DhtSnapshot to each other shard whose previous one
+  // came back, every dht::kSnapshotIntervalUs.
+  void PublishSnapshots(int64_t now_us) noexcept;
+  // ReturnSnapshot (readers): hands a used snapshot back to the owner, or keeps it to
+  // retry at the next tick while that mailbox is full.
+  void ReturnSnapshot(dht::DhtSnapshot* old) noexcept;
+  // CountAnswered: a DHT read answered here (either path).
+  void CountAnswered(wire::MessageType type) noexcept;
   // SendProbe: a ping with a fresh txid to `to`, with shard hint `hint` (which of its
   // shards answers); the pong proves the address.
   void SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint) noexcept;
@@ -424,6 +454,15 @@ class NodeCore {
   };
   std::vector<RoomPeerFound> room_peers_found_;  // reserved: filled inside overlay calls
   int64_t next_size_estimate_us_ = 0;
+  // DHT snapshots (issue 14). Owner: two per shard (index 2 * shard + k; none for its
+  // own), and which of them are back (bit k of snapshot_free_[shard]). Readers: the one
+  // answers come from, and one waiting to go back while the mailbox is full.
+  std::vector<std::unique_ptr<dht::DhtSnapshot>> snapshots_;
+  std::vector<uint8_t> snapshot_free_;
+  int64_t next_snapshot_us_ = 0;
+  const dht::DhtSnapshot* snapshot_ = nullptr;
+  dht::DhtSnapshot* snapshot_return_ = nullptr;
+  std::unique_ptr<dht::SnapshotResponder> snapshot_responder_;
   Counters counters_;
 };
 

@@ -53,6 +53,13 @@ class CoreTest : public ::testing::Test {
     b.resize(enc_.FindNode(b, wire::kNoShardHint, txid, stranger_, stranger_, 20, 0));
     return b;
   }
+  // LastOfType: the last datagram of type `t` the sink captured (empty if none).
+  static std::vector<uint8_t> LastOfType(const testing::CaptureSink& s, wire::MessageType t) {
+    for (auto it = s.captured.rbegin(); it != s.captured.rend(); ++it) {
+      if (it->bytes[offsetof(wire::Header, type)] == uint8_t(t)) return it->bytes;
+    }
+    return {};
+  }
   static size_t CountType(const testing::CaptureSink& s, wire::MessageType t) {
     size_t n = 0;
     for (const auto& d : s.captured) n += d.bytes[offsetof(wire::Header, type)] == uint8_t(t);
@@ -114,7 +121,122 @@ TEST_F(CoreTest, EveryShardAnswersPingsAndTellsTheOwnerOnce) {
   EXPECT_EQ(node.core(0).counters().mailbox_in.load(), 2u);
 }
 
+// Issue 14: a shard without the overlay answers FindNode, GetProviders and Walk from the
+// snapshot the owner publishes every second; what it forwards is a write (the sender's
+// id, an Announce), and an Announce carrying the token another shard minted is accepted.
+TEST_F(CoreTest, EveryShardAnswersDhtReadsFromTheOwnersSnapshot) {
+  std::vector<CoreConfig> configs{Config(0, 2), Config(1, 2)};
+  for (CoreConfig& c : configs) c.rate_limit_burst = 100;  // one peer sends them all
+  testing::LocalNode node(configs, identity_);
+  node.sink(0).log = true;
+  node.sink(1).log = true;
+  NodeCore& owner = node.core(0);
+  NodeCore& other = node.core(1);
+  // The owner's table: 30 verified peers (no signatures needed here).
+  for (uint32_t i = 0; i < 30; ++i) {
+    const wire::NodeId id = wire::NodeIdOf(wire::KeyPair::FromSeed({uint8_t(100 + i)}).public_key);
+    const base::Endpoint a = Ep(("127.0.1." + std::to_string(i + 1) + ":7700").c_str());
+    ASSERT_TRUE(owner.overlay()->AdmitVerifiedForTesting(kStart, id, a, owner.outbox()));
+  }
+  const size_t table = owner.overlay()->table().size();
+  ASSERT_GE(table, 20u);
+  int64_t now = kStart;
+  node.Step(now, /*tick=*/true);  // the first tick publishes; the mail is delivered
+  EXPECT_EQ(owner.counters().dht_snapshots.load(), 1u);
+  EXPECT_EQ(other.counters().dht_snapshots.load(), 1u);
+
+  // FindNode on shard 1: answered there, with 20 entries (a padded request earns them).
+  std::vector<uint8_t> find(wire::kDatagramBytesMax);
+  find.resize(enc_.FindNode(find, wire::kNoShardHint, 0x51, stranger_, stranger_, 20, 400));
+  const int owner_sent = node.sink(0).sent;
+  ASSERT_EQ(node.Receive(1, now, peer_, find), wire::Verdict::kOk);
+  ASSERT_EQ(CountType(node.sink(1), wire::MessageType::kNodes), 1u);
+  {
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    const std::vector<uint8_t> b = LastOfType(node.sink(1), wire::MessageType::kNodes);
+    std::memcpy(buf, b.data(), b.size());
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, b.size(), &m), wire::Verdict::kOk);
+    ASSERT_EQ(m.type(), wire::MessageType::kNodes);
+    EXPECT_EQ(m.nodes()->nodes()->size(), 20u);
+  }
+  EXPECT_EQ(other.counters().find_node_answered.load(), 1u);
+  EXPECT_EQ(owner.counters().find_node_answered.load(), 0u);
+  EXPECT_EQ(other.counters().overlay_forwarded.load(), 0u);
+  // The stranger was reported to the owner, which challenges it (a write), once.
+  EXPECT_GT(node.sink(0).sent, owner_sent);
+  size_t challenges = 0;
+  for (const auto& d : node.sink(0).captured) {
+    challenges += d.to == peer_ && d.bytes[offsetof(wire::Header, type)] ==
+                                       uint8_t(wire::MessageType::kPing);
+  }
+  EXPECT_EQ(challenges, 1u);
+
+  // GetProviders on shard 1: a token minted there from the owner's secret ...
+  const wire::NodeId key = wire::NodeIdOf(wire::KeyPair::FromSeed({77}).public_key);
+  auto get_providers = [&](uint64_t txid) {
+    std::vector<uint8_t> b(wire::kDatagramBytesMax);
+    b.resize(enc_.GetProviders(b, wire::kNoShardHint, txid, stranger_, key, 8, 400));
+    return b;
+  };
+  auto last_providers = [&](wire::Token* token) {
+    alignas(8) static uint8_t buf[wire::kDatagramBytesMax];
+    const std::vector<uint8_t> b = LastOfType(node.sink(1), wire::MessageType::kProviders);
+    std::memcpy(buf, b.data(), b.size());
+    wire::Message m;
+    EXPECT_EQ(wire::Decode(buf, b.size(), &m), wire::Verdict::kOk);
+    EXPECT_EQ(m.type(), wire::MessageType::kProviders);
+    if (m.type() != wire::MessageType::kProviders) return size_t{99};
+    std::memcpy(token->data(), m.providers()->token()->b()->Data(), token->size());
+    return m.providers()->providers() == nullptr ? size_t{0}
+                                                 : size_t{m.providers()->providers()->size()};
+  };
+  ASSERT_EQ(node.Receive(1, now, peer_, get_providers(0x52)), wire::Verdict::kOk);
+  wire::Token token{};
+  EXPECT_EQ(last_providers(&token), 0u);
+  EXPECT_EQ(other.counters().get_providers_answered.load(), 1u);
+  // ... that the owner accepts on the Announce, which shard 1 forwards (a write).
+  std::vector<uint8_t> announce(wire::kDatagramBytesMax);
+  announce.resize(enc_.Announce(announce, wire::kNoShardHint, 0x53, stranger_, key, token));
+  ASSERT_EQ(node.Receive(1, now, peer_, announce), wire::Verdict::kOk);
+  EXPECT_EQ(other.counters().overlay_forwarded.load(), 1u);
+  EXPECT_EQ(other.counters().overlay_forwarded_reads.load(), 0u);
+  EXPECT_EQ(owner.overlay()->counters().tokens_rejected, 0u);
+  EXPECT_EQ(owner.overlay()->counters().announces_stored, 1u);
+  EXPECT_EQ(CountType(node.sink(0), wire::MessageType::kAck), 1u);
+  // Shard 1 lists the provider once the next snapshot is out (a second later), and the
+  // snapshots keep coming: each reader hands the older one back, so the owner's two per
+  // shard are enough for any number of rounds.
+  for (int round = 1; round <= 5; ++round) {
+    now += dht::kSnapshotIntervalUs;
+    node.Step(now, /*tick=*/true);
+  }
+  EXPECT_EQ(owner.counters().dht_snapshots.load(), 6u);
+  EXPECT_EQ(other.counters().dht_snapshots.load(), 6u);
+  ASSERT_EQ(node.Receive(1, now, peer_, get_providers(0x54)), wire::Verdict::kOk);
+  EXPECT_EQ(last_providers(&token), 1u);
+
+  // A Walk step on shard 1: answered from the snapshot too.
+  std::vector<uint8_t> walk(wire::kDatagramBytesMax);
+  walk.resize(enc_.Walk(walk, wire::kNoShardHint, 0x55, stranger_));
+  ASSERT_EQ(node.Receive(1, now, peer_, walk), wire::Verdict::kOk);
+  EXPECT_EQ(other.counters().walks_answered.load(), 1u);
+  EXPECT_EQ(CountType(node.sink(1), wire::MessageType::kWalkReply), 1u);
+  // Nothing shard 1 forwarded was a read; the owner answered no read itself.
+  EXPECT_EQ(other.counters().overlay_forwarded_reads.load(), 0u);
+  EXPECT_EQ(owner.counters().find_node_answered.load() +
+                owner.counters().get_providers_answered.load() +
+                owner.counters().walks_answered.load(),
+            0u);
+  // Our own id as the sender is refused there as the owner refuses it.
+  std::vector<uint8_t> liar(wire::kDatagramBytesMax);
+  const wire::NodeId self = wire::NodeIdOf(identity_.public_key);
+  liar.resize(enc_.FindNode(liar, wire::kNoShardHint, 0x56, self, stranger_, 20, 400));
+  EXPECT_EQ(node.Receive(1, now, Ep("127.0.0.12:7700"), liar), wire::Verdict::kBadField);
+}
+
 TEST_F(CoreTest, OverlayTrafficOnAnotherShardIsForwardedToTheOwnerUnchanged) {
+  // Before the owner's first snapshot (no tick yet), even a read goes to the owner.
   // Mailboxes of one slot: the second forward finds the mailbox full.
   testing::QueueMail mail(2, 1);
   testing::CaptureSink s0, s1;

@@ -445,6 +445,12 @@ std::string Node::StatusJson() {
     w.Key("received").Uint(get(sc.received));
     w.Key("sent").Uint(get(sc.sent));
     w.Key("pings_answered").Uint(get(sc.pings_answered));
+    w.Key("find_node_answered").Uint(get(sc.find_node_answered));
+    w.Key("get_providers_answered").Uint(get(sc.get_providers_answered));
+    w.Key("walks_answered").Uint(get(sc.walks_answered));
+    w.Key("overlay_forwarded").Uint(get(sc.overlay_forwarded));
+    w.Key("overlay_forwarded_reads").Uint(get(sc.overlay_forwarded_reads));
+    w.Key("dht_snapshots").Uint(get(sc.dht_snapshots));
     w.Key("loop_iterations").Uint(get(sc.loop_iterations));
     w.Key("mailbox_out").Uint(get(sc.mailbox_out));
     w.Key("mailbox_in").Uint(get(sc.mailbox_in));
@@ -598,6 +604,10 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
     out.received = get(sc.received);
     out.sent = get(sc.sent);
     out.pings_answered = get(sc.pings_answered);
+    out.find_node_answered = get(sc.find_node_answered);
+    out.get_providers_answered = get(sc.get_providers_answered);
+    out.overlay_forwarded = get(sc.overlay_forwarded);
+    out.overlay_forwarded_reads = get(sc.overlay_forwarded_reads);
     out.loop_iterations = get(sc.loop_iterations);
     out.mailbox_in = get(sc.mailbox_in);
     out.mailbox_out = get(sc.mailbox_out);
