@@ -6,11 +6,16 @@
 
 namespace ringpeer::dht {
 
-size_t TableSnapshot::Closest(const NodeId& target, std::span<Contact> out) const noexcept {
-  // An empty span wants nothing (and would make the first entry index out[n - 1] below).
-  if (out.empty()) return 0;
+namespace {
+
+// Bit(id, i): bit i of id, most significant first.
+inline int Bit(const NodeId& id, int i) noexcept { return (id[i / 8] >> (7 - i % 8)) & 1; }
+
+// InsertClosest: the up-to-out.size() entries of `in` nearest `target`, nearest first.
+size_t InsertClosest(const NodeId& target, std::span<const Contact> in,
+                     std::span<Contact> out) noexcept {
   size_t n = 0;
-  for (const Contact& c : entries_) {
+  for (const Contact& c : in) {
     if (n == out.size() && !CloserTo(target, c.id, out[n - 1].id)) continue;
     size_t j = n < out.size() ? n++ : n - 1;
     while (j > 0 && CloserTo(target, c.id, out[j - 1].id)) {
@@ -20,6 +25,41 @@ size_t TableSnapshot::Closest(const NodeId& target, std::span<Contact> out) cons
     out[j] = c;
   }
   return n;
+}
+
+}  // namespace
+
+size_t TableSnapshot::Closest(const NodeId& target, std::span<Contact> out) const noexcept {
+  // An empty span wants nothing (and would make the first entry index out[n - 1] below).
+  if (out.empty()) return 0;
+  std::span<const Contact> range(entries_);
+  if (sealed_) {
+    // Sorted by id, the entries sharing at least L leading bits with the target are one
+    // contiguous range, and every one of them is nearer than any entry outside it. So
+    // narrow the range bit by bit while it still holds out.size() entries; the nearest
+    // are all inside the last such range (O(log n) per bit where entries differ; bits all
+    // of them share are skipped at once).
+    int bit = 0;
+    while (range.size() > out.size() && bit < 256) {
+      const int shared = CommonPrefixBits(range.front().id, range.back().id);
+      if (shared > bit) {
+        if (CommonPrefixBits(range.front().id, target) < shared) break;  // they all diverge
+        bit = shared;                                                   // from it equally
+        continue;
+      }
+      // Entries with a 0 at `bit` come first.
+      const auto split = std::partition_point(range.begin(), range.end(), [&](const Contact& c) {
+        return Bit(c.id, bit) == 0;
+      });
+      const size_t zeros = static_cast<size_t>(split - range.begin());
+      std::span<const Contact> half =
+          Bit(target, bit) == 0 ? range.first(zeros) : range.subspan(zeros);
+      if (half.size() < out.size()) break;
+      range = half;
+      ++bit;
+    }
+  }
+  return InsertClosest(target, range, out);
 }
 
 void TableSnapshot::Seal() noexcept {
