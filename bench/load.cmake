@@ -7,10 +7,10 @@ target_link_libraries(ringpeer-udp-echo PRIVATE base)
 
 add_executable(ringpeer-load ringpeer_load.cc)
 target_include_directories(ringpeer-load PRIVATE ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
-target_link_libraries(ringpeer-load PRIVATE wire base absl::str_format)
+target_link_libraries(ringpeer-load PRIVATE dht wire base absl::str_format)
 # Building the loader builds the baseline it launches.
 add_dependencies(ringpeer-load ringpeer-udp-echo)
 
 # The loader's pure helpers (histogram, flags, addressing, output) without its main().
-rp_test(load_stats_test SRCS load_stats_test.cc DEPS wire base absl::str_format
+rp_test(load_stats_test SRCS load_stats_test.cc DEPS dht wire base absl::str_format
         LABELS bench)

@@ -155,6 +155,11 @@ TEST(ParseOptions, Errors) {
       {{"ping", "--target", "127.0.0.1:1", "--seconds"}, "missing value"},
       {{"ping", "--target", "127.0.0.1:1", "--bogus", "1"}, "unknown flag"},
       {{"ping", "--baseline-only", "--no-baseline"}, "nothing to run"},
+      {{"ping", "--target", "127.0.0.1:1", "--pad", "10"}, "--pad is for the DHT modes"},
+      {{"find-node", "--baseline-only"}, "--baseline-only is for ping"},
+      {{"find-node", "--target", "127.0.0.1:1", "--pad", "1001"}, "[0, 1000]"},
+      {{"announce"}, "--target HOST:PORT is required"},
+      {{"ping", "--target", "127.0.0.1:1", "--peer-offset", "-1"}, "--peer-offset"},
   };
   for (const Case& c : cases) {
     Options o;
@@ -167,6 +172,51 @@ TEST(ParseOptions, Errors) {
   EXPECT_EQ(Parse({"ping", "--baseline-only"}, &o, &error), ParseOutcome::kRun);
   EXPECT_EQ(Parse({"ping", "--help"}, &o, &error), ParseOutcome::kHelp);
   EXPECT_EQ(Parse({"--help"}, &o, &error), ParseOutcome::kHelp);
+}
+
+TEST(ParseOptions, DhtModes) {
+  std::string error;
+  for (auto [name, mode] : {std::pair{"find-node", Mode::kFindNode},
+                            std::pair{"get-providers", Mode::kGetProviders},
+                            std::pair{"announce", Mode::kAnnounce}}) {
+    Options o;
+    ASSERT_EQ(Parse({name, "--target", "127.0.0.1:7700"}, &o, &error), ParseOutcome::kRun)
+        << error;
+    EXPECT_EQ(o.mode, mode);
+    EXPECT_EQ(o.pad, kDhtPadDefault);  // DHT requests are padded unless told otherwise
+    EXPECT_EQ(std::string(ModeName(o.mode)), name);
+  }
+  Options o;
+  ASSERT_EQ(Parse({"find-node", "--target", "127.0.0.1:7700", "--pad", "0", "--peer-offset",
+                   "512"},
+                  &o, &error),
+            ParseOutcome::kRun)
+      << error;
+  EXPECT_EQ(o.pad, 0u);
+  EXPECT_EQ(o.peer_offset, 512u);
+  // Offsets move the source addresses: loaders side by side never share one.
+  EXPECT_EQ(PeerSource(0 + 512, false).ToString(), PeerSource(512, false).ToString());
+  EXPECT_NE(PeerSource(0, false).ToString(), PeerSource(512, false).ToString());
+}
+
+TEST(Summary, DhtLineStartsWithTheContractKeys) {
+  PhaseResult dht, pings;
+  dht.seconds = pings.seconds = 2;
+  dht.answered = 100'000;
+  pings.answered = 300'000;
+  dht.short_answers = 7;
+  dht.lost = 2;
+  const DhtSummary s = SummarizeDht(dht, pings, 128);
+  EXPECT_DOUBLE_EQ(s.answers_per_s, 50'000);
+  EXPECT_DOUBLE_EQ(s.pings_per_s, 150'000);
+  EXPECT_NEAR(s.ratio, 1.0 / 3, 1e-12);
+  const std::string line = FormatDhtKeyValues(s);
+  EXPECT_EQ(line.rfind("answers_per_s=50000 p50_us=", 0), 0u) << line;
+  EXPECT_NE(line.find(" lost=2 pings_per_s=150000 ratio=0.333 short=7 joined=128"),
+            std::string::npos)
+      << line;
+  PhaseResult none;
+  EXPECT_EQ(SummarizeDht(none, pings, 0).ratio, 0.0);
 }
 
 TEST(Summary, KeyValueLineStartsWithTheContractKeys) {

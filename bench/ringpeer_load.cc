@@ -1,5 +1,14 @@
 // ringpeer-load: drives one ringpeer node with many simulated peers from one process.
 //
+// Subcommands `find-node`, `get-providers`, `announce` (issue 14): the same peers and
+// windows, with DHT requests instead of pings. Each peer is then a real identity (an
+// ed25519 key pair) that first joins the node's routing table: it pings the node, answers
+// the node's signed challenge, and keeps answering its liveness pings. Then the same node
+// is measured twice with the same peers: pings (the reference), then the DHT request. A
+// FindNode answer counts only when it carries 20 contacts; `announce` first fetches each
+// peer's token with a GetProviders. The final line starts `answers_per_s= p50_us= p99_us=
+// lost=` and gives the ping rate of the same run and their ratio.
+//
 // Subcommand `ping`: N peers, each its own UDP socket bound to its own loopback source
 // address (127.0.0.2, 127.0.0.3, ...; loopback accepts all of 127/8), so per-source-address
 // rate limits on the node see N different senders. Each peer keeps W liveness pings in
@@ -56,6 +65,9 @@
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
 #include "base/endpoint.h"
+#include "base/outbox.h"
+#include "base/rng.h"
+#include "dht/ping_responder.h"
 #include "wire/crypto.h"
 #include "wire/encode.h"
 #include "wire/header.h"
@@ -70,6 +82,9 @@ namespace ringpeer::load {
 // Peers per run: each is a socket (a file descriptor) and a distinct 127/8 address.
 inline constexpr uint32_t kPeersMax = 16384;
 inline constexpr uint32_t kPeersDefault = 256;
+// --peer-offset: where this process's source addresses start, so that several loaders
+// driving one node (bench/dht_scaling.sh, one per shard) never share an address.
+inline constexpr uint32_t kPeerOffsetMax = 1u << 20;
 // Pings in flight per peer. The slot index lives in the txid's low 8 bits, so at most 256;
 // 64 already keeps any node's queues full.
 inline constexpr uint32_t kWindowMax = 64;
@@ -78,6 +93,16 @@ inline constexpr long kSecondsMax = 3600;
 inline constexpr long kSecondsDefault = 5;
 // Warm-up before measuring: lets caches, socket queues and the node's peer table settle.
 inline constexpr int64_t kWarmupNs = 500'000'000;
+// DHT modes: how long the peers may take to join the node's table (its new-peer challenge
+// budget is 200/s), and the quiet time after the last challenge that ends the join.
+inline constexpr int64_t kJoinMaxNs = 20'000'000'000;
+inline constexpr int64_t kJoinQuietNs = 1'500'000'000;
+// DHT modes: request padding, so that an answer to a peer the answering shard has not seen
+// a round trip with still fits 3x the request (a full FindNode answer is ~1,120 bytes).
+inline constexpr uint32_t kDhtPadDefault = 320;
+inline constexpr uint32_t kPadMax = 1000;
+// A full FindNode answer: the count a peer asks for, and what an answer must carry to count.
+inline constexpr uint8_t kFindNodeCount = 20;
 // A ping not answered within this long is counted lost and replaced, so a dropped datagram
 // never shrinks the window for the rest of the run.
 inline constexpr int64_t kLostAfterNs = 200'000'000;
@@ -194,7 +219,7 @@ inline bool IsLoopback(const base::Endpoint& e) noexcept {
 // target usually sits on 127.0.0.1) and count up through 127.0.X.Y; IPv6 has a single
 // loopback address, so every peer uses ::1 with its own port.
 inline base::Endpoint PeerSource(uint32_t index, bool v6) noexcept {
-  RP_ASSERT(index < kPeersMax);
+  RP_ASSERT(index < kPeersMax + kPeerOffsetMax);
   base::Endpoint e;
   if (v6) {
     e.family = base::Endpoint::Family::kV6;
@@ -225,8 +250,24 @@ inline uint32_t TxidGeneration(uint64_t txid) noexcept {
 // Flags
 // ---------------------------------------------------------------------------------------
 
+// Mode: what each peer keeps in flight.
+enum class Mode : uint8_t { kPing, kFindNode, kGetProviders, kAnnounce };
+
+inline const char* ModeName(Mode m) noexcept {
+  switch (m) {
+    case Mode::kPing: return "ping";
+    case Mode::kFindNode: return "find-node";
+    case Mode::kGetProviders: return "get-providers";
+    case Mode::kAnnounce: return "announce";
+  }
+  return "?";
+}
+
 struct Options {
+  Mode mode = Mode::kPing;
   std::optional<base::Endpoint> target;
+  uint32_t pad = 0;  // DHT modes: kDhtPadDefault unless --pad
+  uint32_t peer_offset = 0;
   uint32_t peers = kPeersDefault;
   long seconds = kSecondsDefault;
   uint32_t window = kWindowDefault;
@@ -237,15 +278,20 @@ struct Options {
   bool json = false;
   bool connected = true;
   bool gso = true;
+  bool pad_given = false;
 };
 
 enum class ParseOutcome : uint8_t { kRun, kHelp, kError };
 
 inline const char* HelpText() {
-  return "usage: ringpeer-load ping [flags]\n"
+  return "usage: ringpeer-load ping|find-node|get-providers|announce [flags]\n"
          "Drives one ringpeer node on this machine with many simulated peers sending\n"
          "liveness pings, and measures answered pings/s and latency. Unless --no-baseline,\n"
          "first runs the same load against ringpeer-udp-echo (the kernel's UDP ceiling).\n"
+         "find-node, get-providers, announce: the peers are real identities that first join\n"
+         "the node's routing table (they answer its challenges), then the node is measured\n"
+         "with pings and with that DHT request, same peers, same run (no echo baseline).\n"
+         "A FindNode answer counts only with 20 contacts.\n"
          "  --target HOST:PORT  node to drive; loopback only (127.0.0.0/8, ::1, localhost)\n"
          "  --peers N           simulated peers, each its own socket and 127/8 address\n"
          "                      (default 256, at most 16384)\n"
@@ -260,8 +306,14 @@ inline const char* HelpText() {
          "                      answers from an address other than --target)\n"
          "  --no-gso            one datagram per send instead of UDP GSO batches (slower;\n"
          "                      the node receives the same datagrams either way)\n"
-         "The last stdout line is `pings_per_s=.. p50_us=.. p99_us=.. lost=.. baseline_per_s=..\n"
-         "baseline_p50_us=.. baseline_p99_us=.. ratio=..` (figures of a skipped phase are 0).\n";
+         "  --peer-offset K     source addresses start at 127.0.0.2 + K (default 0), so that\n"
+         "                      loaders driving one node side by side use distinct ones\n"
+         "  --pad BYTES         DHT modes: request padding (default 320, at most 1000), so an\n"
+         "                      answer to a peer not yet proven on that shard is not trimmed\n"
+         "The last stdout line of ping is `pings_per_s=.. p50_us=.. p99_us=.. lost=..\n"
+         "baseline_per_s=.. baseline_p50_us=.. baseline_p99_us=.. ratio=..` (figures of a\n"
+         "skipped phase are 0); of the DHT modes `answers_per_s=.. p50_us=.. p99_us=.. lost=..\n"
+         "pings_per_s=.. ratio=.. short=.. joined=..` (ratio: answers over pings).\n";
 }
 
 // ParseInt: the whole of `text` as a decimal integer in [lo, hi].
@@ -318,6 +370,13 @@ inline bool ParseValueFlag(std::string_view flag, std::string_view value, Option
   } else if (flag == "--window") {
     if (!number(1, kWindowMax)) return false;
     o->window = static_cast<uint32_t>(v);
+  } else if (flag == "--peer-offset") {
+    if (!number(0, kPeerOffsetMax)) return false;
+    o->peer_offset = static_cast<uint32_t>(v);
+  } else if (flag == "--pad") {
+    if (!number(0, kPadMax)) return false;
+    o->pad = static_cast<uint32_t>(v);
+    o->pad_given = true;
   } else if (flag == "--cpu" || flag == "--echo-cpu") {
     if (!number(0, CPU_SETSIZE - 1)) return false;
     (flag == "--cpu" ? o->cpu : o->echo_cpu) = static_cast<int>(v);
@@ -337,8 +396,17 @@ inline ParseOutcome ParseOptions(int argc, const char* const* argv, Options* o,
   }
   std::string_view sub = argv[1];
   if (sub == "--help" || sub == "-h" || sub == "help") return ParseOutcome::kHelp;
-  if (sub != "ping") {
-    *error = absl::StrCat("unknown subcommand '", std::string(sub), "' (the only one is: ping)");
+  if (sub == "ping") {
+    o->mode = Mode::kPing;
+  } else if (sub == "find-node") {
+    o->mode = Mode::kFindNode;
+  } else if (sub == "get-providers") {
+    o->mode = Mode::kGetProviders;
+  } else if (sub == "announce") {
+    o->mode = Mode::kAnnounce;
+  } else {
+    *error = absl::StrCat("unknown subcommand '", std::string(sub),
+                          "' (one of: ping, find-node, get-providers, announce)");
     return ParseOutcome::kError;
   }
   for (int i = 2; i < argc; ++i) {
@@ -365,6 +433,16 @@ inline ParseOutcome ParseOptions(int argc, const char* const* argv, Options* o,
     *error = "--baseline-only and --no-baseline leave nothing to run";
     return ParseOutcome::kError;
   }
+  if (o->mode != Mode::kPing) {
+    if (o->baseline_only) {
+      *error = "--baseline-only is for ping (the DHT modes measure the node's own pings)";
+      return ParseOutcome::kError;
+    }
+    if (!o->pad_given) o->pad = kDhtPadDefault;
+  } else if (o->pad_given) {
+    *error = "--pad is for the DHT modes (find-node, get-providers, announce)";
+    return ParseOutcome::kError;
+  }
   if (!o->baseline_only && !o->target) {
     *error = "--target HOST:PORT is required (or --baseline-only)";
     return ParseOutcome::kError;
@@ -388,6 +466,8 @@ struct PhaseResult {
   uint64_t other = 0;         // anything else the node sent (its own pings, bad bytes)
   uint64_t send_errors = 0;   // pings the kernel refused to send (they also end up lost)
   uint64_t recv_errors = 0;   // receive errors such as ECONNREFUSED (nobody listening)
+  uint64_t short_answers = 0; // DHT modes: a FindNode answer with fewer than 20 contacts
+  uint64_t served = 0;        // DHT modes: the node's pings (liveness, challenges) answered
   LatencyHistogram latency;
 
   double PerSecond() const noexcept { return seconds > 0 ? answered / seconds : 0; }
@@ -452,6 +532,39 @@ inline std::string FormatPhase(const std::string& label, const PhaseResult& r) {
       r.late, r.other, r.send_errors, r.recv_errors);
 }
 
+// DhtSummary: the final line of a DHT mode: the request's figures, then the same node's
+// ping rate measured with the same peers in the same run, and their ratio.
+struct DhtSummary {
+  double answers_per_s = 0, p50_us = 0, p99_us = 0;
+  uint64_t lost = 0;
+  double pings_per_s = 0;
+  double ratio = 0;
+  uint64_t short_answers = 0;
+  uint32_t joined = 0;  // peers whose challenge the node sent and we answered
+};
+
+inline DhtSummary SummarizeDht(const PhaseResult& dht, const PhaseResult& pings,
+                               uint32_t joined) noexcept {
+  DhtSummary s;
+  s.answers_per_s = dht.PerSecond();
+  s.p50_us = dht.P50Us();
+  s.p99_us = dht.P99Us();
+  s.lost = dht.lost;
+  s.pings_per_s = pings.PerSecond();
+  if (s.answers_per_s > 0 && s.pings_per_s > 0) s.ratio = s.answers_per_s / s.pings_per_s;
+  s.short_answers = dht.short_answers;
+  s.joined = joined;
+  return s;
+}
+
+inline std::string FormatDhtKeyValues(const DhtSummary& s) {
+  return absl::StrFormat(
+      "answers_per_s=%.0f p50_us=%.1f p99_us=%.1f lost=%u pings_per_s=%.0f ratio=%.3f "
+      "short=%u joined=%u",
+      s.answers_per_s, s.p50_us, s.p99_us, s.lost, s.pings_per_s, s.ratio, s.short_answers,
+      s.joined);
+}
+
 // ---------------------------------------------------------------------------------------
 // The load engine
 // ---------------------------------------------------------------------------------------
@@ -473,18 +586,57 @@ class PingLoad {
   ~PingLoad() { Close(); }
 
   // Open: one nonblocking socket per peer, bound to its own source address, registered
-  // with a fresh epoll instance. REQUIRES: target is loopback; 1 <= window <= kWindowMax.
+  // with a fresh epoll instance. With `identities`, each peer also gets an ed25519 key
+  // pair (its id is what its requests say) and answers the node's pings with it.
+  // REQUIRES: target is loopback; 1 <= window <= kWindowMax.
   absl::Status Open(const base::Endpoint& target, uint32_t peers, uint32_t window,
-                    bool connected, bool gso);
+                    bool connected, bool gso, bool identities = false, uint32_t pad = 0,
+                    uint32_t peer_offset = 0);
 
-  // Run: warm-up, then `seconds` measured. Returns the measured figures.
-  PhaseResult Run(long seconds) noexcept;
+  // Join (identities only): every peer pings the node and answers the challenge that
+  // follows, until no challenge came for kJoinQuietNs (at most kJoinMaxNs). Returns how
+  // many peers answered one.
+  uint32_t Join() noexcept;
+  // FetchTokens (identities only): a GetProviders per peer, for the token its Announce
+  // needs. Returns how many peers hold one.
+  uint32_t FetchTokens() noexcept;
+
+  // Run: warm-up, then `seconds` measured, keeping `mode` requests in flight. Returns the
+  // measured figures.
+  PhaseResult Run(long seconds, Mode mode = Mode::kPing) noexcept;
 
  private:
   struct Peer {
     int fd = -1;
     uint32_t generation = 0;  // bumped per ping sent, so each txid is fresh
     wire::NodeId id{};        // the sender id in this peer's pings
+    bool challenged = false;  // identities: answered a challenge of the node's
+    bool has_token = false;   // identities: holds an announce token
+    wire::Token token{};
+  };
+  // PeerOutbox: a peer's answers to the node (pongs), straight to its socket.
+  class PeerOutbox final : public base::Outbox {
+   public:
+    std::span<uint8_t> Buffer() noexcept override { return buf_; }
+    void Commit(size_t size, const base::Endpoint&) noexcept override {
+      if (load_->connected_) {
+        sent_ok_ = send(fd_, buf_, size, MSG_DONTWAIT) == static_cast<ssize_t>(size);
+      } else {
+        sent_ok_ = sendto(fd_, buf_, size, MSG_DONTWAIT,
+                          reinterpret_cast<const sockaddr*>(&load_->target_sa_),
+                          load_->target_sa_len_) == static_cast<ssize_t>(size);
+      }
+    }
+    void Use(PingLoad* load, int fd) noexcept {
+      load_ = load;
+      fd_ = fd;
+    }
+    bool sent_ok_ = false;
+
+   private:
+    PingLoad* load_ = nullptr;
+    int fd_ = -1;
+    alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
   };
   // The window: slot_txid_[p * window_ + s] is peer p's slot s's ping in flight, sent at
   // slot_sent_ns_[same index].
@@ -504,7 +656,14 @@ class PingLoad {
   void ServicePeer(uint32_t p, int64_t measure_from_ns) noexcept;
   void Classify(uint32_t p, const uint8_t* data, size_t size, int64_t now_ns, bool measure,
                 uint32_t* free_slots, uint32_t* free_count) noexcept;
+  // ServeNode: a datagram from the node that is not an answer of ours (identities only):
+  // its pings are answered. Returns whether it was one.
+  bool ServeNode(uint32_t p, const wire::Message& m, bool measure) noexcept;
+  // DrainForJoin: reads peer p's socket during Join/FetchTokens, serving the node.
+  void DrainForJoin(uint32_t p) noexcept;
   void SendPings(uint32_t p, const uint32_t* slots, uint32_t count, bool measure) noexcept;
+  // Encode: request `txid` of the current mode from peer p into `out`.
+  size_t Encode(uint32_t p, uint64_t txid, std::span<uint8_t> out) noexcept;
   uint32_t SendBatchTo(int fd, uint32_t count) noexcept;
   void ReplaceLost(int64_t now_ns, bool measure) noexcept;
 
@@ -523,6 +682,16 @@ class PingLoad {
   std::vector<epoll_event> events_;
   wire::Encoder encoder_;
   PhaseResult result_;
+  Mode mode_ = Mode::kPing;
+  uint32_t pad_ = 0;
+  uint32_t peer_offset_ = 0;
+  // Identities (DHT modes): a key pair and a ping responder per peer, sized in Open. The
+  // responders keep references to the key pairs, so keys_ never reallocates after that.
+  std::vector<wire::KeyPair> keys_;
+  std::vector<std::unique_ptr<dht::PingResponder>> responders_;
+  PeerOutbox outbox_;
+  base::Rng rng_{0x10AD};  // targets and keys of requests
+  int64_t start_ns_ = NowNs();
 };
 
 void PingLoad::Close() noexcept {
@@ -542,7 +711,7 @@ absl::Status PingLoad::OpenPeer(uint32_t index) {
   int bytes = kPeerSocketBufferBytes;
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
   sockaddr_storage ss;
-  const base::Endpoint source = PeerSource(index, v6);
+  const base::Endpoint source = PeerSource(index + peer_offset_, v6);
   socklen_t len = source.ToSockaddr(&ss, v6);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     return ErrnoError(errno, absl::StrCat("bind peer ", index, " to ",
@@ -561,12 +730,17 @@ absl::Status PingLoad::OpenPeer(uint32_t index) {
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
     return ErrnoError(errno, "epoll_ctl");
   }
-  wire::RandomBytes(peers_[index].id);
+  if (keys_.empty()) {
+    wire::RandomBytes(peers_[index].id);
+  } else {
+    peers_[index].id = wire::NodeIdOf(keys_[index].public_key);
+  }
   return absl::OkStatus();
 }
 
 absl::Status PingLoad::Open(const base::Endpoint& target, uint32_t peers, uint32_t window,
-                            bool connected, bool gso) {
+                            bool connected, bool gso, bool identities, uint32_t pad,
+                            uint32_t peer_offset) {
   RP_ASSERT(IsLoopback(target));
   RP_ASSERT(window >= 1);
   RP_ASSERT(window <= kWindowMax);
@@ -575,6 +749,18 @@ absl::Status PingLoad::Open(const base::Endpoint& target, uint32_t peers, uint32
   window_ = window;
   connected_ = connected;
   gso_ = gso;
+  pad_ = pad;
+  peer_offset_ = peer_offset;
+  responders_.clear();
+  keys_.clear();
+  if (identities) {
+    // Fresh random identities each run (~25 us each): a node keeps no state about them.
+    keys_.reserve(peers);
+    for (uint32_t i = 0; i < peers; ++i) keys_.push_back(wire::KeyPair::Generate());
+    for (uint32_t i = 0; i < peers; ++i) {
+      responders_.push_back(std::make_unique<dht::PingResponder>(keys_[i], 0));
+    }
+  }
   target_sa_len_ = target.ToSockaddr(&target_sa_, !target.is_v4());
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) return ErrnoError(errno, "epoll_create1");
@@ -612,8 +798,7 @@ void PingLoad::SendPings(uint32_t p, const uint32_t* slots, uint32_t count,
   Peer& peer = peers_[p];
   for (uint32_t i = 0; i < count; ++i) {
     const uint64_t txid = MakeTxid(p, ++peer.generation, slots[i]);
-    const size_t n = encoder_.Ping({tx_->data[i], wire::kDatagramBytesMax}, wire::kNoShardHint,
-                                   txid, peer.id, nullptr);
+    const size_t n = Encode(p, txid, {tx_->data[i], wire::kDatagramBytesMax});
     RP_ASSERT(n > 0);
     tx_->iov[i].iov_len = n;
     slot_txid_[size_t{p} * window_ + slots[i]] = txid;
@@ -624,6 +809,41 @@ void PingLoad::SendPings(uint32_t p, const uint32_t* slots, uint32_t count,
   const uint32_t ok = SendBatchTo(peer.fd, count);
   // Unsent pings keep their slot and send time, so they come back as lost and are replaced.
   if (measure) result_.send_errors += count - ok;
+}
+
+size_t PingLoad::Encode(uint32_t p, uint64_t txid, std::span<uint8_t> out) noexcept {
+  const Peer& peer = peers_[p];
+  wire::NodeId key;
+  switch (mode_) {
+    case Mode::kPing: break;
+    case Mode::kFindNode:
+      rng_.Fill(key);
+      return encoder_.FindNode(out, wire::kNoShardHint, txid, peer.id, key, kFindNodeCount,
+                               pad_);
+    case Mode::kGetProviders:
+      rng_.Fill(key);
+      return encoder_.GetProviders(out, wire::kNoShardHint, txid, peer.id, key, 8, pad_);
+    case Mode::kAnnounce:
+      // One key per window slot: a node keeps at most 16 records per source address, so
+      // fresh keys would be refused after 16; these are refreshed, as a relay's are.
+      key = peer.id;
+      key[31] ^= static_cast<uint8_t>(TxidSlot(txid) + 1);
+      return encoder_.Announce(out, wire::kNoShardHint, txid, peer.id, key, peer.token);
+  }
+  return encoder_.Ping(out, wire::kNoShardHint, txid, peer.id, nullptr);
+}
+
+bool PingLoad::ServeNode(uint32_t p, const wire::Message& m, bool measure) noexcept {
+  if (responders_.empty() || m.type() != wire::MessageType::kPing) return false;
+  // Our pings come back only from an echo, and the DHT modes have none.
+  outbox_.Use(this, peers_[p].fd);
+  const int64_t now_us = (NowNs() - start_ns_) / 1000;
+  if (responders_[p]->Answer(now_us, target_, m, outbox_) == wire::Verdict::kOk &&
+      outbox_.sent_ok_) {
+    if (m.ping()->challenge() != nullptr) peers_[p].challenged = true;
+    if (measure) ++result_.served;
+  }
+  return true;
 }
 
 // SendBatchTo: sends the first `count` encoded pings on `fd`; returns how many left.
@@ -662,14 +882,42 @@ void PingLoad::Classify(uint32_t p, const uint8_t* data, size_t size, int64_t no
   uint64_t txid = 0;
   bool pong = false;
   bool matched_kind = false;
+  bool full = true;  // a FindNode answer with all 20 contacts
   if (wire::Decode(data, size, &m) == wire::Verdict::kOk) {
-    if (m.type() == wire::MessageType::kPong) {
-      txid = m.pong()->txid();
-      pong = matched_kind = true;
-    } else if (m.type() == wire::MessageType::kPing &&
-               std::memcmp(m.ping()->sender()->b()->Data(), peers_[p].id.data(), 32) == 0) {
-      txid = m.ping()->txid();  // our own ping, sent back by an echo server
-      matched_kind = true;
+    switch (m.type()) {
+      case wire::MessageType::kPong:
+        if (mode_ == Mode::kPing) {
+          txid = m.pong()->txid();
+          pong = matched_kind = true;
+        }
+        break;
+      case wire::MessageType::kPing:
+        if (ServeNode(p, m, measure)) return;
+        if (std::memcmp(m.ping()->sender()->b()->Data(), peers_[p].id.data(), 32) == 0) {
+          txid = m.ping()->txid();  // our own ping, sent back by an echo server
+          matched_kind = true;
+        }
+        break;
+      case wire::MessageType::kNodes:
+        if (mode_ == Mode::kFindNode) {
+          txid = m.nodes()->txid();
+          matched_kind = true;
+          full = m.nodes()->nodes() != nullptr && m.nodes()->nodes()->size() >= kFindNodeCount;
+        }
+        break;
+      case wire::MessageType::kProviders:
+        if (mode_ == Mode::kGetProviders) {
+          txid = m.providers()->txid();
+          matched_kind = true;
+        }
+        break;
+      case wire::MessageType::kAck:
+        if (mode_ == Mode::kAnnounce) {
+          txid = m.ack()->txid();
+          matched_kind = true;
+        }
+        break;
+      default: break;
     }
   }
   const uint32_t slot = TxidSlot(txid);
@@ -687,9 +935,81 @@ void PingLoad::Classify(uint32_t p, const uint8_t* data, size_t size, int64_t no
   slot_txid_[index] = 0;  // txid 0 is never sent (generations start at 1), so this frees it
   free_slots[(*free_count)++] = slot;
   if (!measure) return;
+  if (!full) {
+    ++result_.short_answers;
+    return;
+  }
   ++result_.answered;
-  ++(pong ? result_.pongs : result_.echoes);
+  ++(pong || mode_ != Mode::kPing ? result_.pongs : result_.echoes);
   result_.latency.Record(now_ns - slot_sent_ns_[index]);
+}
+
+void PingLoad::DrainForJoin(uint32_t p) noexcept {
+  const int n = recvmmsg(peers_[p].fd, rx_->msgs, kRecvBatch, MSG_DONTWAIT, nullptr);
+  for (int i = 0; i < n; ++i) {
+    wire::Message m;
+    if (wire::Decode(rx_->data[i], rx_->msgs[i].msg_len, &m) != wire::Verdict::kOk) continue;
+    if (ServeNode(p, m, false)) continue;
+    if (m.type() == wire::MessageType::kProviders && m.providers()->token() != nullptr) {
+      std::memcpy(peers_[p].token.data(), m.providers()->token()->b()->Data(),
+                  peers_[p].token.size());
+      peers_[p].has_token = true;
+    }
+  }
+}
+
+uint32_t PingLoad::Join() noexcept {
+  RP_ASSERT(!responders_.empty());
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  for (uint32_t p = 0; p < peers_.size(); ++p) {
+    const size_t n = encoder_.Ping(buf, wire::kNoShardHint, MakeTxid(p, ++peers_[p].generation, 0),
+                                   peers_[p].id, nullptr);
+    outbox_.Use(this, peers_[p].fd);
+    std::memcpy(outbox_.Buffer().data(), buf, n);
+    outbox_.Commit(n, target_);
+  }
+  const int64_t start = NowNs();
+  int64_t last_change = start;
+  uint32_t challenged = 0;
+  // Bounded by kJoinMaxNs; each pass waits at most kEpollWaitMs.
+  while (NowNs() - start < kJoinMaxNs && NowNs() - last_change < kJoinQuietNs) {
+    const int ready = epoll_wait(epoll_fd_, events_.data(), kEpollEventsMax, kEpollWaitMs);
+    for (int i = 0; i < ready; ++i) DrainForJoin(events_[i].data.u32);
+    uint32_t now_challenged = 0;
+    for (const Peer& peer : peers_) now_challenged += peer.challenged;
+    if (now_challenged != challenged) {
+      challenged = now_challenged;
+      last_change = NowNs();
+    }
+  }
+  return challenged;
+}
+
+uint32_t PingLoad::FetchTokens() noexcept {
+  RP_ASSERT(!responders_.empty());
+  wire::NodeId key{};
+  const int64_t start = NowNs();
+  int64_t next_ask = start;
+  uint32_t have = 0;
+  // Asks every peer still without a token every 200 ms, for at most 5 s.
+  while (have < peers_.size() && NowNs() - start < 5'000'000'000) {
+    if (NowNs() >= next_ask) {
+      for (uint32_t p = 0; p < peers_.size(); ++p) {
+        if (peers_[p].has_token) continue;
+        outbox_.Use(this, peers_[p].fd);
+        const size_t n = encoder_.GetProviders(outbox_.Buffer(), wire::kNoShardHint,
+                                               MakeTxid(p, ++peers_[p].generation, 0),
+                                               peers_[p].id, key, 0, pad_);
+        outbox_.Commit(n, target_);
+      }
+      next_ask = NowNs() + 200'000'000;
+    }
+    const int ready = epoll_wait(epoll_fd_, events_.data(), kEpollEventsMax, kEpollWaitMs);
+    for (int i = 0; i < ready; ++i) DrainForJoin(events_[i].data.u32);
+    have = 0;
+    for (const Peer& peer : peers_) have += peer.has_token;
+  }
+  return have;
 }
 
 // ServicePeer: drains peer `p`'s socket and refills its window in one send batch.
@@ -725,8 +1045,9 @@ void PingLoad::ReplaceLost(int64_t now_ns, bool measure) noexcept {
   }
 }
 
-PhaseResult PingLoad::Run(long seconds) noexcept {
+PhaseResult PingLoad::Run(long seconds, Mode mode) noexcept {
   result_ = PhaseResult{};
+  mode_ = mode;
   const int64_t start_ns = NowNs();
   const int64_t measure_from_ns = start_ns + kWarmupNs;
   const int64_t end_ns = measure_from_ns + seconds * 1'000'000'000;
@@ -907,7 +1228,8 @@ class Reporter {
 
 inline absl::StatusOr<PhaseResult> RunPhase(PingLoad* load, const base::Endpoint& target,
                                             const Options& o) {
-  absl::Status st = load->Open(target, o.peers, o.window, o.connected, o.gso);
+  absl::Status st = load->Open(target, o.peers, o.window, o.connected, o.gso,
+                               /*identities=*/false, 0, o.peer_offset);
   if (!st.ok()) return st;
   return load->Run(o.seconds);
 }
@@ -972,6 +1294,59 @@ inline int RunPing(const Options& o) {
   return 0;
 }
 
+// RunDht: the DHT modes. One set of peers (real identities) joins the node's table, then
+// the node is measured with pings and with the mode's request, same peers, same run.
+inline int RunDht(const Options& o) {
+  const Reporter out(o.json);
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "ringpeer-load: %s\n", std::string(s.message()).c_str());
+    return 1;
+  };
+  if (!wire::InitCrypto()) return fail(absl::InternalError("libsodium failed to initialise"));
+  absl::Status st = RaiseFileLimit(o.peers);
+  if (!st.ok()) return fail(st);
+  if (o.cpu >= 0 && !(st = PinToCpu(o.cpu, "--cpu")).ok()) return fail(st);
+  out.Line(absl::StrFormat("ringpeer-load %s: %u peers x window %u, %d s measured (after "
+                           "%.1f s warm-up) for pings, then for %s; padding %u bytes",
+                           ModeName(o.mode), o.peers, o.window, o.seconds, kWarmupNs / 1e9,
+                           ModeName(o.mode), o.pad));
+  PingLoad load;
+  st = load.Open(*o.target, o.peers, o.window, o.connected, o.gso, /*identities=*/true, o.pad,
+                 o.peer_offset);
+  if (!st.ok()) return fail(st);
+  const int64_t join_start = NowNs();
+  const uint32_t joined = load.Join();
+  out.Line(absl::StrFormat("joined: %u of %u peers answered the node's challenge (%.1f s)",
+                           joined, o.peers, (NowNs() - join_start) / 1e9));
+  if (joined == 0) {
+    return fail(absl::UnavailableError(absl::StrCat(
+        "no peer was challenged by ", o.target->ToString(),
+        " (is a ringpeer node listening there, with room in its table?)")));
+  }
+  if (o.mode == Mode::kAnnounce) {
+    const uint32_t tokens = load.FetchTokens();
+    out.Line(absl::StrFormat("tokens: %u of %u peers", tokens, o.peers));
+    if (tokens == 0) return fail(absl::UnavailableError("no announce token from the node"));
+  }
+  const PhaseResult pings = load.Run(o.seconds, Mode::kPing);
+  out.Line(FormatPhase("pings", pings));
+  const PhaseResult dht = load.Run(o.seconds, o.mode);
+  out.Line(absl::StrFormat(
+      "%-9s %9.0f answers/s  p50 %7.1f us  p99 %7.1f us  answered %u  short %u  lost %u  "
+      "late %u  other %u  node pings served %u",
+      ModeName(o.mode), dht.PerSecond(), dht.P50Us(), dht.P99Us(), dht.answered,
+      dht.short_answers, dht.lost, dht.late, dht.other, dht.served));
+  const DhtSummary sum = SummarizeDht(dht, pings, joined);
+  std::printf("%s\n", FormatDhtKeyValues(sum).c_str());
+  std::fflush(stdout);
+  if (dht.answered == 0) {
+    std::fprintf(stderr, "ringpeer-load: no %s answers from %s\n", ModeName(o.mode),
+                 o.target->ToString().c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace ringpeer::load
 
 #ifndef RINGPEER_LOAD_NO_MAIN
@@ -989,6 +1364,6 @@ int main(int argc, char** argv) {
     case ParseOutcome::kRun:
       break;
   }
-  return RunPing(o);
+  return o.mode == Mode::kPing ? RunPing(o) : RunDht(o);
 }
 #endif

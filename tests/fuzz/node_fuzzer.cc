@@ -5,8 +5,10 @@
 // is what only a running node has: a routing table of 200 verified peers, lookups of its
 // own in flight (so replies with matching transaction ids get past the first checks), a
 // room with 30 updates and a checkpoint that it relays (on shard 1), a member of that room
-// in its swarm, and the mailbox between the shards (every room datagram that lands on
-// shard 0 and every overlay datagram that lands on shard 1 crosses it). The datagrams go
+// in its swarm, the owner's DHT snapshot on shard 1 (issue 14: FindNode, GetProviders and
+// Walk that land there are answered there), and the mailbox between the shards (every
+// room datagram that lands on shard 0 and every other overlay datagram that lands on
+// shard 1 crosses it, as do the snapshots and their hand-back). The datagrams go
 // through NodeCore::Receive, the same header check, rate limit, Verifier and hand-off that
 // every shard runs, then mail is delivered, storage committed, and time may advance.
 //
@@ -195,6 +197,8 @@ struct World {
         peer_addrs.push_back(ep);
       }
     }
+    // The owner's first tick publishes its snapshot to shard 1 (the mail is delivered).
+    Step(true);
     // Requests of our own in flight: a lookup, a provider lookup, an announce. The peers
     // they went to are sources 0-2 and 7, so that their answers can come back.
     t[0]->log = true;
