@@ -92,9 +92,13 @@ def main():
             check(min(fn) > 0 and min(gp) > 0,
                   f"both shards answer DHT reads: FindNode {fn[0]} on shard 0 and {fn[1]} on "
                   f"shard 1, GetProviders {gp[0]} and {gp[1]}")
-            check(total("overlay_forwarded_reads") == 0,
+            # A read that reaches shard 1 before the owner's first snapshot (the node's
+            # first tick) is forwarded by design; CI saw 1 of 210 once. More than one per
+            # node would mean reads still go to the owner after start-up.
+            reads = total("overlay_forwarded_reads")
+            check(reads <= len(nodes),
                   f"of {total('overlay_forwarded')} overlay datagrams shard 1 forwarded to the "
-                  f"owner, {total('overlay_forwarded_reads')} were reads")
+                  f"owner, {reads} were reads (at most one per node, before its first snapshot)")
         else:
             check(False, "every node answers status")
 
