@@ -253,6 +253,17 @@ inline uint32_t TxidGeneration(uint64_t txid) noexcept {
 // Mode: what each peer keeps in flight.
 enum class Mode : uint8_t { kPing, kFindNode, kGetProviders, kAnnounce };
 
+// ReplyType: the answer a mode's request gets.
+inline wire::MessageType ReplyType(Mode m) noexcept {
+  switch (m) {
+    case Mode::kPing: return wire::MessageType::kPong;
+    case Mode::kFindNode: return wire::MessageType::kNodes;
+    case Mode::kGetProviders: return wire::MessageType::kProviders;
+    case Mode::kAnnounce: return wire::MessageType::kAck;
+  }
+  return wire::MessageType::kPong;
+}
+
 inline const char* ModeName(Mode m) noexcept {
   switch (m) {
     case Mode::kPing: return "ping";
@@ -884,40 +895,19 @@ void PingLoad::Classify(uint32_t p, const uint8_t* data, size_t size, int64_t no
   bool matched_kind = false;
   bool full = true;  // a FindNode answer with all 20 contacts
   if (wire::Decode(data, size, &m) == wire::Verdict::kOk) {
-    switch (m.type()) {
-      case wire::MessageType::kPong:
-        if (mode_ == Mode::kPing) {
-          txid = m.pong()->txid();
-          pong = matched_kind = true;
-        }
-        break;
-      case wire::MessageType::kPing:
-        if (ServeNode(p, m, measure)) return;
-        if (std::memcmp(m.ping()->sender()->b()->Data(), peers_[p].id.data(), 32) == 0) {
-          txid = m.ping()->txid();  // our own ping, sent back by an echo server
-          matched_kind = true;
-        }
-        break;
-      case wire::MessageType::kNodes:
-        if (mode_ == Mode::kFindNode) {
-          txid = m.nodes()->txid();
-          matched_kind = true;
-          full = m.nodes()->nodes() != nullptr && m.nodes()->nodes()->size() >= kFindNodeCount;
-        }
-        break;
-      case wire::MessageType::kProviders:
-        if (mode_ == Mode::kGetProviders) {
-          txid = m.providers()->txid();
-          matched_kind = true;
-        }
-        break;
-      case wire::MessageType::kAck:
-        if (mode_ == Mode::kAnnounce) {
-          txid = m.ack()->txid();
-          matched_kind = true;
-        }
-        break;
-      default: break;
+    if (m.type() == wire::MessageType::kPing) {
+      if (ServeNode(p, m, measure)) return;
+      if (std::memcmp(m.ping()->sender()->b()->Data(), peers_[p].id.data(), 32) == 0) {
+        txid = m.ping()->txid();  // our own ping, sent back by an echo server
+        matched_kind = true;
+      }
+    } else if (m.type() == ReplyType(mode_)) {
+      txid = wire::RequestTxid(m);
+      matched_kind = true;
+      pong = mode_ == Mode::kPing;
+      if (mode_ == Mode::kFindNode) {
+        full = m.nodes()->nodes() != nullptr && m.nodes()->nodes()->size() >= kFindNodeCount;
+      }
     }
   }
   const uint32_t slot = TxidSlot(txid);
@@ -960,12 +950,10 @@ void PingLoad::DrainForJoin(uint32_t p) noexcept {
 
 uint32_t PingLoad::Join() noexcept {
   RP_ASSERT(!responders_.empty());
-  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
   for (uint32_t p = 0; p < peers_.size(); ++p) {
-    const size_t n = encoder_.Ping(buf, wire::kNoShardHint, MakeTxid(p, ++peers_[p].generation, 0),
-                                   peers_[p].id, nullptr);
     outbox_.Use(this, peers_[p].fd);
-    std::memcpy(outbox_.Buffer().data(), buf, n);
+    const size_t n = encoder_.Ping(outbox_.Buffer(), wire::kNoShardHint,
+                                   MakeTxid(p, ++peers_[p].generation, 0), peers_[p].id, nullptr);
     outbox_.Commit(n, target_);
   }
   const int64_t start = NowNs();
