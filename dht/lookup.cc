@@ -33,10 +33,12 @@ void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& pa
   std::copy(seeds.begin(), seeds.begin() + static_cast<ptrdiff_t>(n), sorted);
   std::sort(sorted, sorted + n,
             [&](const Contact& a, const Contact& b) { return CloserTo(target, a.id, b.id); });
-  for (size_t i = 0; i < n; ++i) Merge(sorted[i], static_cast<uint8_t>(i % params.paths), 1);
+  for (size_t i = 0; i < n; ++i) {
+    Merge(sorted[i], static_cast<uint8_t>(i % params.paths), 1, kNoSource);
+  }
 }
 
-void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation) noexcept {
+void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept {
   size_t pos = order_.size();
   for (size_t i = 0; i < order_.size(); ++i) {
     const Candidate& o = cands_[order_[i]];
@@ -52,16 +54,25 @@ void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation) noexcept 
       }
     }
   } else {
-    // Full: give up the farthest candidate not in flight, if the newcomer is nearer.
-    for (size_t i = order_.size(); i-- > pos;) {
-      if (cands_[order_[i]].state != State::kInFlight) {
-        slot = order_[i];
-        cands_[order_[i]] = Candidate{};
-        order_.erase(order_.begin() + static_cast<ptrdiff_t>(i));
-        break;
-      }
+    // Full: give up the farthest failed candidate, wherever it is (made-up ids sit nearer
+    // the target than any real node, and once they failed they must not keep real ones
+    // out), else the farthest candidate not in flight, if the newcomer is nearer.
+    size_t victim = order_.size();
+    for (size_t i = order_.size(); i-- > 0 && victim == order_.size();) {
+      if (cands_[order_[i]].state == State::kFailed) victim = i;
     }
-    if (slot < 0) return;
+    for (size_t i = order_.size(); i-- > pos && victim == order_.size();) {
+      if (cands_[order_[i]].state != State::kInFlight) victim = i;
+    }
+    if (victim == order_.size()) return;
+    slot = order_[victim];
+    cands_[static_cast<size_t>(slot)] = Candidate{};
+    order_.erase(order_.begin() + static_cast<ptrdiff_t>(victim));
+    if (victim < pos) --pos;
+    // Names it gave lose their source: the slot is about to be someone else.
+    for (uint8_t idx : order_) {
+      if (cands_[idx].source == slot) cands_[idx].source = kNoSource;
+    }
   }
   RP_ASSERT(slot >= 0);
   Candidate& n = cands_[static_cast<size_t>(slot)];
@@ -70,6 +81,7 @@ void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation) noexcept 
   n.state = State::kWaiting;
   n.path = path;
   n.generation = generation;
+  n.source = source;
   pos = std::min(pos, order_.size());
   order_.insert(order_.begin() + static_cast<ptrdiff_t>(pos), static_cast<uint8_t>(slot));
 }
@@ -79,7 +91,7 @@ int Lookup::NextOnPath(uint8_t path) const noexcept {
   uint32_t seen = 0;
   for (uint8_t idx : order_) {
     const Candidate& c = cands_[idx];
-    if (c.path != path || c.state == State::kFailed) continue;
+    if (c.path != path || !Counts(c)) continue;
     if (c.state == State::kWaiting) return idx;
     if (++seen >= params_.result_size) break;
   }
@@ -116,7 +128,7 @@ void Lookup::OnReply(int c, std::span<const Contact> nodes) noexcept {
   ++replies_received_;
   const uint8_t gen = static_cast<uint8_t>(std::min(cand.generation + 1, 255));
   const uint8_t path = cand.path;
-  for (const Contact& n : nodes) Merge(n, path, gen);
+  for (const Contact& n : nodes) Merge(n, path, gen, static_cast<uint8_t>(c));
 }
 
 bool Lookup::OnTimeout(int c) noexcept {
@@ -131,7 +143,23 @@ bool Lookup::OnTimeout(int c) noexcept {
     return true;
   }
   Abandon(c);
+  Strike(cand.source);
   return false;
+}
+
+void Lookup::Strike(uint8_t source) noexcept {
+  if (source == kNoSource || params_.strikes_max == 0) return;
+  Candidate& s = cands_[source];
+  if (s.state == State::kFree) return;
+  if (s.strikes < 255) ++s.strikes;
+  if (s.distrusted || s.strikes < params_.strikes_max) return;
+  s.distrusted = true;
+  // What only it named and nobody asked yet is dropped; what is in flight answers or not
+  // on its own merits (a liar's name that answers is a real node).
+  for (uint8_t idx : order_) {
+    Candidate& o = cands_[idx];
+    if (o.source == source && o.state == State::kWaiting) o.state = State::kFailed;
+  }
 }
 
 uint32_t Lookup::RankOnPath(int c) const noexcept {
@@ -140,7 +168,7 @@ uint32_t Lookup::RankOnPath(int c) const noexcept {
   for (uint8_t idx : order_) {
     if (idx == c) return rank;
     const Candidate& o = cands_[idx];
-    if (o.path == cand.path && o.state != State::kFailed) ++rank;
+    if (o.path == cand.path && Counts(o)) ++rank;
   }
   RP_DASSERT(false);  // every candidate in use is in order_
   return rank;
@@ -166,7 +194,7 @@ size_t Lookup::ResultIndices(std::span<int> out) const noexcept {
   const size_t cap = std::min<size_t>(out.size(), params_.result_size);
   for (uint8_t idx : order_) {
     if (n == cap) break;
-    if (cands_[idx].state == State::kAnswered) out[n++] = idx;
+    if (cands_[idx].state == State::kAnswered && !cands_[idx].distrusted) out[n++] = idx;
   }
   return n;
 }
@@ -180,7 +208,9 @@ size_t Lookup::Results(std::span<Contact> out) const noexcept {
 
 uint8_t Lookup::rounds() const noexcept {
   for (uint8_t idx : order_) {
-    if (cands_[idx].state == State::kAnswered) return cands_[idx].generation;
+    if (cands_[idx].state == State::kAnswered && !cands_[idx].distrusted) {
+      return cands_[idx].generation;
+    }
   }
   return 0;
 }

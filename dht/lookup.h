@@ -44,11 +44,20 @@ struct LookupParams {
   // attempts_max, so dead nodes cost little.
   uint8_t attempts_nearest_max = 5;
   uint8_t nearest_count = 3;
+  // Strikes before a responder is distrusted: a strike is a node it named that then never
+  // answered (every try timed out). An honest node names a dead one only when churn beat
+  // its table, and at 5% loss a live one fails all its tries about once in 1,000; a node
+  // that makes up ids near the target (or names colluders that drop requests) collects
+  // strikes within its first few names. A distrusted responder is left out of the result
+  // and of the k that must answer, and the names only it gave that are not queried yet
+  // are dropped. 0: never distrust.
+  uint8_t strikes_max = 2;
 };
 
 class Lookup {
  public:
   enum class State : uint8_t { kFree, kWaiting, kInFlight, kAnswered, kFailed };
+  static constexpr uint8_t kNoSource = 0xFF;  // a seed (candidates_max <= 255)
   struct Candidate {
     Contact contact;
     State state = State::kFree;
@@ -56,6 +65,9 @@ class Lookup {
     uint8_t generation = 0;
     uint8_t attempts = 0;
     bool has_token = false;
+    bool distrusted = false;  // see LookupParams::strikes_max
+    uint8_t strikes = 0;      // names it gave that never answered
+    uint8_t source = kNoSource;  // the candidate whose answer named it first
     std::array<uint8_t, 16> token{};
   };
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
@@ -92,8 +104,15 @@ class Lookup {
   uint32_t replies_received() const noexcept { return replies_received_; }
 
  private:
-  // Merge: adds `c` on `path` unless known; may evict the farthest idle candidate.
-  void Merge(const Contact& c, uint8_t path, uint8_t generation) noexcept;
+  // Merge: adds `c` on `path` unless known, named by candidate `source`; may evict a failed
+  // candidate or the farthest idle one.
+  void Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept;
+  // Strike: a name `source` gave never answered; distrusts it at strikes_max.
+  void Strike(uint8_t source) noexcept;
+  // Counts: a candidate that stands for a live, honest node (not failed, not distrusted).
+  static bool Counts(const Candidate& c) noexcept {
+    return c.state != State::kFailed && !c.distrusted;
+  }
   bool PathDone(uint8_t path) const noexcept;
   // RankOnPath: how many not-failed candidates of c's path are nearer the target than c.
   uint32_t RankOnPath(int c) const noexcept;

@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "tests/sim/heap.h"
 #include "tests/sim/room_sim.h"
@@ -19,6 +21,7 @@ void Usage() {
                "usage: ringpeer-sim [--nodes N] [--seed S] [DHT flags] [--rooms R [room flags]]\n"
                "DHT: [--loss P] [--duplicate P] [--churn F] [--lookups L] [--hellos H]\n"
                "  [--size-estimates E] [--paths D] [--measure-s T] [--no-walks] [--real-crypto]\n"
+               "  [--hostile F]... [--hostile-mode mix|drop|fake|collude]\n"
                "rooms: --rooms R (rooms to simulate; 0: none) [--seconds T] [--heal-s H]\n"
                "  [--members M] [--relays K] [--room-loss P] [--checkpointers C]\n"
                "  [--checkpoint-every U] [--no-dht]"
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   ringpeer::sim::RoomSimConfig rc;
   c.nodes = 10000;
   bool nodes_given = false, dht = true, rooms = false;
+  std::vector<double> hostile;  // one DHT run per fraction given (issue 14, item 5)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {
@@ -59,6 +63,18 @@ int main(int argc, char** argv) {
     else if (a == "--measure-s") c.measure_us = static_cast<int64_t>(std::atof(next()) * 1e6);
     else if (a == "--no-walks") c.walk_estimates = false;
     else if (a == "--real-crypto") c.real_crypto = true;
+    else if (a == "--hostile") hostile.push_back(std::atof(next()));
+    else if (a == "--hostile-mode") {
+      const std::string m = next();
+      if (m == "mix") c.hostile_mode = ringpeer::sim::kHostileMix;
+      else if (m == "drop") c.hostile_mode = ringpeer::sim::kHostileDrop;
+      else if (m == "fake") c.hostile_mode = ringpeer::sim::kHostileFake;
+      else if (m == "collude") c.hostile_mode = ringpeer::sim::kHostileCollude;
+      else {
+        Usage();
+        return 2;
+      }
+    }
     else if (a == "--verbose") c.verbose = rc.verbose = true;
     else if (a == "--rooms") rc.rooms = static_cast<uint32_t>(std::atoi(next())), rooms = rc.rooms > 0;
     else if (a == "--seconds") rc.run_us = static_cast<int64_t>(std::atof(next()) * 1e6);
@@ -96,7 +112,35 @@ int main(int argc, char** argv) {
                          "room and fewer relays than nodes\n");
     return 2;
   }
-  if (dht) {
+  if (dht && !hostile.empty()) {
+    // One run per fraction, the same seed; the last line names each run's figures by its
+    // fraction in percent (lookup_success_hostile10=...).
+    std::string line = "nodes=" + std::to_string(c.nodes) + " seed=" + std::to_string(c.seed);
+    for (double f : hostile) {
+      const auto start = std::chrono::steady_clock::now();
+      ringpeer::sim::SimConfig hc = c;
+      hc.hostile = f;
+      ringpeer::sim::SimReport r;
+      {
+        ringpeer::sim::Simulator sim(hc);
+        r = sim.Run();
+      }
+      const double wall =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::printf("--hostile %.2f\n%s", f, r.Text().c_str());
+      std::printf("wall %.1f s; replay with --seed %llu --hostile %.2f\n", wall,
+                  static_cast<unsigned long long>(c.seed), f);
+      const std::string pct = std::to_string(std::lround(f * 100));
+      char b[256];
+      std::snprintf(b, sizeof(b),
+                    " lookup_success_hostile%s=%.4f honest_found_hostile%s=%.2f "
+                    "rounds_p50_hostile%s=%.0f msgs_per_lookup_p50_hostile%s=%.0f",
+                    pct.c_str(), r.honest_success, pct.c_str(), r.honest_found_mean,
+                    pct.c_str(), r.rounds.p50, pct.c_str(), r.msgs_per_lookup.p50);
+      line += b;
+    }
+    std::printf("%s\n", line.c_str());
+  } else if (dht) {
     const auto start = std::chrono::steady_clock::now();
     const int64_t heap_before = ringpeer::sim::heap::Total();
     ringpeer::sim::Simulator sim(c);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "base/assert.h"
+#include "dht/entries.h"
 #include "dht/table_file.h"
 #include "wire/message.h"
 
@@ -16,6 +17,19 @@ namespace {
 constexpr uint32_t kMaxNodes = 65536;           // addresses are 10.hi.lo.1
 constexpr int64_t kSettledUs = 10'000'000;       // a node this old counts as findable
 constexpr int64_t kWakeResolutionUs = 1'000;     // ticks are at least this far apart
+// Success against hostile nodes: a result holding kHonestNeeded of the kHonestNearest
+// live honest nodes nearest the target (issue 14, item 5).
+constexpr size_t kHonestNearest = 20;
+constexpr size_t kHonestNeeded = 16;
+
+// Mix: a 64-bit hash (splitmix64's finalizer), for draws that must not touch the run's
+// random streams (a run without hostile nodes replays as before).
+uint64_t Mix(uint64_t x) noexcept {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
 
 
 Percentiles PercentilesOf(std::vector<double> v) {
@@ -91,7 +105,11 @@ struct Simulator::Node {
   dht::NodeId id{};
   std::unique_ptr<NodeEvents> events;
   std::unique_ptr<testing::MemoryNetwork::Sender> out;  // the core's sink: the network
+  std::unique_ptr<HostileOutbox> hostile_out;  // a hostile node's sink: rewrites, then `out`
   std::unique_ptr<core::NodeCore> core;  // the node: the same core a shard runs
+  uint8_t hostile = 0;       // HostileMode behaviour; 0: honest
+  bool answering = false;    // a hostile node's core is handling a FindNode/GetProviders
+  dht::NodeId asked{};       // ... for this target or key
   bool alive = true;
   bool is_static = false;
   int64_t joined_us = 0;
@@ -107,7 +125,32 @@ struct Measurement {
   std::vector<double> rounds, lookup_msgs, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
   uint32_t lookups_ok = 0, lookups_done = 0, hellos_ok = 0, hellos_done = 0, ci_hits = 0;
   uint32_t walk_ci_hits = 0;
+  uint32_t honest_ok = 0;      // lookups whose result held 16 of the 20 honest nearest
+  uint64_t honest_found = 0;   // sum over lookups of how many of those 20 it held
   uint32_t hellos_timed_out = 0, hellos_wrong_end = 0;  // the two ways a hello fails
+};
+
+// HostileOutbox: a hostile node's sink. Its core answers requests as an honest node would;
+// what it sends while answering a FindNode or GetProviders (its Nodes or Providers answer)
+// goes through Simulator::Rewrite, everything else to the network unchanged.
+class Simulator::HostileOutbox final : public base::Outbox {
+ public:
+  HostileOutbox(Simulator* sim, Node* node) : sim_(sim), node_(node) {}
+  std::span<uint8_t> Buffer() noexcept override { return buf_; }
+  void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    std::span<uint8_t> out = node_->out->Buffer();
+    if (!node_->answering) {
+      std::memcpy(out.data(), buf_, size);
+      return node_->out->Commit(size, to);
+    }
+    const size_t n = sim_->Rewrite(*node_, std::span(buf_, size), out);
+    if (n > 0) node_->out->Commit(n, to);
+  }
+
+ private:
+  Simulator* sim_;
+  Node* node_;
+  alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
 };
 
 void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
@@ -127,6 +170,16 @@ void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
   for (const dht::Contact& c : r.closest) {
     if (truth >= 0 && c.id == sim_->nodes_[truth]->id) ok = true;
   }
+  uint32_t honest[kHonestNearest];
+  const size_t nh = sim_->ClosestHonest(p.target, p.start_us - kSettledUs, honest);
+  size_t found = 0;
+  for (size_t i = 0; i < nh; ++i) {
+    const dht::NodeId& id = sim_->nodes_[honest[i]]->id;
+    found += std::any_of(r.closest.begin(), r.closest.end(),
+                         [&](const dht::Contact& c) { return c.id == id; });
+  }
+  sim_->measure_->honest_ok += found >= std::min(kHonestNeeded, nh);
+  sim_->measure_->honest_found += found;
   ++sim_->measure_->lookups_done;
   sim_->measure_->lookups_ok += ok;
   sim_->measure_->rounds.push_back(r.rounds);
@@ -283,8 +336,92 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   cc.size_estimate_interval_us = 0;  // the scripted run starts its own estimates
   cc.rng_seed = (config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52)) | 1;
   cc.start_us = now_;
-  n->core = std::make_unique<core::NodeCore>(cc, n->keys, n->out.get(), nullptr);
+  n->hostile = HostileBehaviour(index);
+  base::Outbox* sink = n->out.get();
+  if (n->hostile != 0) {
+    n->hostile_out = std::make_unique<HostileOutbox>(this, n.get());
+    sink = n->hostile_out.get();
+  }
+  n->core = std::make_unique<core::NodeCore>(cc, n->keys, sink, nullptr);
   return n;
+}
+
+uint8_t Simulator::HostileBehaviour(uint32_t index) const {
+  // Static nodes (everyone's bootstrap peers) stay honest. The draw is a hash of the seed
+  // and the index, so a restarted node keeps its behaviour.
+  if (config_.hostile <= 0 || index < std::min(config_.static_nodes, config_.nodes)) return 0;
+  const uint64_t h = Mix(config_.seed * 0xD1B54A32D192ED03ull ^ index);
+  if (static_cast<double>(h >> 11) * 0x1p-53 >= config_.hostile) return 0;
+  if (config_.hostile_mode != kHostileMix) return config_.hostile_mode;
+  return static_cast<uint8_t>(kHostileDrop + Mix(h) % 3);
+}
+
+uint8_t Simulator::hostile(size_t i) const { return nodes_[i]->hostile; }
+
+size_t Simulator::Rewrite(const Node& n, std::span<const uint8_t> bytes,
+                          std::span<uint8_t> out) {
+  wire::Message msg;
+  if (wire::Decode(bytes.data(), bytes.size(), &msg) != wire::Verdict::kOk) return 0;
+  const bool nodes = msg.type() == wire::MessageType::kNodes && msg.nodes()->chunks() == 0;
+  const bool providers = msg.type() == wire::MessageType::kProviders;
+  if (!nodes && !providers) {  // not the answer (a ping to the requester, say): unchanged
+    std::memcpy(out.data(), bytes.data(), bytes.size());
+    return bytes.size();
+  }
+  if (n.hostile == kHostileDrop) {
+    ++hostile_dropped_;
+    return 0;
+  }
+  // As many entries as the honest answer had: the same size, so no amplification limit
+  // tells them apart.
+  const auto* list = nodes ? msg.nodes()->nodes() : msg.providers()->nodes();
+  const size_t want = list == nullptr ? 0 : std::min<size_t>(list->size(), kHonestNearest);
+  wire::PeerInfo peers[kHonestNearest];
+  size_t count = 0;
+  if (n.hostile == kHostileFake) {
+    // Ids that share their first 8 bytes with the target (nearer than any real node in a
+    // network below 2^64 nodes), at addresses nobody listens on (10.x.y.2).
+    for (size_t i = 0; i < want; ++i) {
+      wire::Hasher h;
+      const uint64_t salt = uint64_t{n.index} << 8 | i;
+      h.Update(n.asked).Update(std::span(reinterpret_cast<const uint8_t*>(&salt), 8));
+      const wire::Hash256 r = h.Final();
+      wire::PeerInfo& p = peers[count++];
+      p.id = n.asked;
+      std::memcpy(p.id.data() + 8, r.data() + 8, p.id.size() - 8);
+      p.addr = AddrOf(n.index);
+      p.addr.ip[1] = r[0];
+      p.addr.ip[3] = 2;
+    }
+    ++hostile_faked_;
+  } else {
+    // The other hostile nodes nearest the target, nearest first: real, live, and they
+    // answer (each in its own way).
+    uint32_t near[kHonestNearest];
+    for (const auto& o : nodes_) {
+      if (!o->alive || o->hostile == 0 || o->index == n.index) continue;
+      size_t pos = count;
+      while (pos > 0 && dht::CloserTo(n.asked, o->id, nodes_[near[pos - 1]]->id)) --pos;
+      if (pos >= want) continue;
+      if (count < want) ++count;
+      for (size_t j = count - 1; j > pos; --j) near[j] = near[j - 1];
+      near[pos] = o->index;
+    }
+    for (size_t i = 0; i < count; ++i) peers[i] = wire::PeerInfo{nodes_[near[i]]->id,
+                                                                 nodes_[near[i]]->addr};
+    ++hostile_colluded_;
+  }
+  if (hostile_encoder_ == nullptr) hostile_encoder_ = std::make_unique<wire::Encoder>();
+  const uint32_t hint = msg.header().shard_hint;
+  if (nodes) {
+    return hostile_encoder_->Nodes(out, hint, msg.nodes()->txid(), n.id, std::span(peers, count));
+  }
+  const wire::fb::Providers* p = msg.providers();
+  wire::Token token;
+  std::memcpy(token.data(), p->token()->b()->Data(), token.size());
+  return hostile_encoder_->Providers(
+      out, hint, p->txid(), n.id, token, {},
+      std::span(peers, std::min<size_t>(count, wire::kProviderNodesPerMessageMax)));
 }
 
 void Simulator::AddNode(bool with_bootstrap, bool is_static) {
@@ -349,7 +486,21 @@ void Simulator::Deliver(uint32_t to, const base::Endpoint& from,
   now_ = std::max(now_, net_->now());
   Node& n = *nodes_[to];
   if (!n.alive) return;
+  if (n.hostile != 0) {
+    // Which request its core is about to answer: Rewrite needs the target.
+    wire::Message msg;
+    if (wire::Decode(bytes.data(), bytes.size(), &msg) == wire::Verdict::kOk) {
+      if (msg.type() == wire::MessageType::kFindNode) {
+        n.asked = wire::FromWireId(*msg.find_node()->target());
+        n.answering = true;
+      } else if (msg.type() == wire::MessageType::kGetProviders) {
+        n.asked = wire::FromWireId(*msg.get_providers()->key());
+        n.answering = true;
+      }
+    }
+  }
   n.core->Receive(now_, from, bytes);
+  n.answering = false;
   Schedule(to);
 }
 
@@ -389,6 +540,21 @@ int Simulator::ClosestAlive(const dht::NodeId& target, int64_t joined_before_us)
     }
   }
   return best;
+}
+
+size_t Simulator::ClosestHonest(const dht::NodeId& target, int64_t joined_before_us,
+                                std::span<uint32_t> out) const {
+  size_t count = 0;
+  for (const auto& n : nodes_) {
+    if (!n->alive || n->hostile != 0 || n->joined_us > joined_before_us) continue;
+    size_t pos = count;
+    while (pos > 0 && dht::CloserTo(target, n->id, nodes_[out[pos - 1]]->id)) --pos;
+    if (pos >= out.size()) continue;
+    if (count < out.size()) ++count;
+    for (size_t j = count - 1; j > pos; --j) out[j] = out[j - 1];
+    out[pos] = n->index;
+  }
+  return count;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -538,6 +704,14 @@ void Simulator::Measure(SimReport* r) {
   r->datagrams = net_->sent();
   r->nodes_replaced = replaced_;
   r->virtual_s = now_ / 1e6;
+  r->hostile = config_.hostile;
+  r->honest_success = m.lookups_done > 0 ? double(m.honest_ok) / m.lookups_done : 0;
+  r->honest_found_mean = m.lookups_done > 0 ? double(m.honest_found) / m.lookups_done : 0;
+  r->hostile_nodes = 0;
+  for (const auto& n : nodes_) r->hostile_nodes += n->alive && n->hostile != 0;
+  r->hostile_dropped = hostile_dropped_;
+  r->hostile_faked = hostile_faked_;
+  r->hostile_colluded = hostile_colluded_;
 }
 
 std::string SimReport::Text() const {
@@ -552,13 +726,22 @@ std::string SimReport::Text() const {
       "messages p50 %.0f max %.0f\n"
       "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth "
       "%.2f, messages p50 %.0f max %.0f\n"
+      "lookups against the honest nodes: %.4f held >= 16 of the 20 nearest, %.2f of 20 "
+      "on average\n"
+      "hostile: %.2f of the nodes (%llu live), %llu requests dropped, %llu answers made up, "
+      "%llu colluding answers\n"
       "datagrams %llu, memory %.0f bytes per node\n",
       static_cast<unsigned long long>(seed), nodes, static_cast<unsigned long long>(nodes_replaced),
       table_size_mean, virtual_s, lookups_done, lookup_success, rounds.p50, rounds.p99,
       msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hellos_timed_out, hellos_wrong_end, hello_hops.p50,
       hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
       size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
-      walk_error_sd, walk_ci_coverage, walk_msgs.p50, walk_msgs.max, static_cast<unsigned long long>(datagrams), bytes_per_node);
+      walk_error_sd, walk_ci_coverage, walk_msgs.p50, walk_msgs.max, honest_success,
+      honest_found_mean, hostile, static_cast<unsigned long long>(hostile_nodes),
+      static_cast<unsigned long long>(hostile_dropped),
+      static_cast<unsigned long long>(hostile_faked),
+      static_cast<unsigned long long>(hostile_colluded),
+      static_cast<unsigned long long>(datagrams), bytes_per_node);
   return b;
 }
 
@@ -567,10 +750,11 @@ std::string SimReport::KeyValues() const {
   std::snprintf(b, sizeof(b),
                 "nodes=%u lookup_success=%.4f rounds_p50=%.0f rounds_p99=%.0f "
                 "msgs_per_lookup_p50=%.0f hello_delivery=%.4f hello_hops_p50=%.0f "
-                "hello_hops_max=%.0f size_error_sd=%.3f size_msgs=%.0f bytes_per_node=%.0f",
+                "hello_hops_max=%.0f size_error_sd=%.3f size_msgs=%.0f bytes_per_node=%.0f "
+                "lookup_success_16of20=%.4f",
                 nodes, lookup_success, rounds.p50, rounds.p99, msgs_per_lookup.p50,
                 hello_delivery, hello_hops.p50, hello_hops.max, size_error_sd, size_msgs.max,
-                bytes_per_node);
+                bytes_per_node, honest_success);
   return b;
 }
 

@@ -52,7 +52,22 @@ struct SimConfig {
   // Partition: between these times, nodes with odd and even indices cannot talk.
   int64_t partition_start_us = -1;
   int64_t partition_end_us = -1;
+  // Hostile nodes: this fraction of the non-static nodes (drawn per node index from the
+  // seed, churned replacements too) misbehave in how they answer FindNode and
+  // GetProviders; everything else they do (joining, challenges, tables) is honest, so
+  // they get into tables. `hostile_mode`: kHostileMix gives each one of the three
+  // behaviours (a third each, by a hash of its index); the others give all of them one.
+  double hostile = 0.0;
+  uint8_t hostile_mode = 0;  // HostileMode
   bool verbose = false;
+};
+
+// HostileMode: what a hostile node does with a FindNode or GetProviders it receives.
+enum HostileMode : uint8_t {
+  kHostileMix = 0,      // each hostile node one of the three below
+  kHostileDrop = 1,     // no answer
+  kHostileFake = 2,     // answers with made-up ids very near the target, at dead addresses
+  kHostileCollude = 3,  // answers with the hostile nodes nearest the target, and only them
 };
 
 struct Percentiles {
@@ -82,6 +97,15 @@ struct SimReport {
   double bytes_per_node = 0;    // set by the caller that measured the heap
   double table_size_mean = 0;
   double virtual_s = 0;
+  // Against the honest nodes: a lookup succeeds here when its result holds at least 16 of
+  // the 20 live honest nodes nearest the target (settled ones, as for lookup_success).
+  double hostile = 0;             // the fraction of hostile nodes configured
+  double honest_success = 0;      // lookups with >= 16 of the 20 honest nearest
+  double honest_found_mean = 0;   // of those 20, how many a result held, on average
+  uint64_t hostile_nodes = 0;     // live hostile nodes at the end
+  uint64_t hostile_dropped = 0;   // requests hostile nodes left unanswered
+  uint64_t hostile_faked = 0;     // answers rewritten with made-up ids
+  uint64_t hostile_colluded = 0;  // answers rewritten with hostile nodes only
 
   // KeyValues: the one-line summary ("nodes=... lookup_success=... ...").
   std::string KeyValues() const;
@@ -126,9 +150,19 @@ class Simulator {
   uint64_t datagrams() const noexcept { return net_->sent(); }
   // ClosestAlive: the live node nearest `target` (ground truth).
   int ClosestAlive(const dht::NodeId& target, int64_t joined_before_us) const;
+  // ClosestHonest: up to `out.size()` live honest nodes nearest `target`, nearest first.
+  size_t ClosestHonest(const dht::NodeId& target, int64_t joined_before_us,
+                       std::span<uint32_t> out) const;
+  // hostile: node i's HostileMode behaviour, 0 when honest.
+  uint8_t hostile(size_t i) const;
+  // Counts of what hostile nodes did so far.
+  uint64_t hostile_dropped() const noexcept { return hostile_dropped_; }
+  uint64_t hostile_faked() const noexcept { return hostile_faked_; }
+  uint64_t hostile_colluded() const noexcept { return hostile_colluded_; }
 
  private:
   struct Node;
+  class HostileOutbox;
   struct Event {  // a node's wake-up
     int64_t at_us;
     uint64_t seq;
@@ -152,6 +186,10 @@ class Simulator {
   void StartHello();
   void StartSize();
   void ChurnOne();
+  uint8_t HostileBehaviour(uint32_t index) const;
+  // Rewrite: what hostile node `n` sends instead of `bytes` (its core's answer to the
+  // request it is handling); 0 bytes: nothing.
+  size_t Rewrite(const Node& n, std::span<const uint8_t> bytes, std::span<uint8_t> out);
 
   SimConfig config_;
   std::unique_ptr<testing::MemoryNetwork> net_;  // tests/net: the one in-memory network
@@ -165,7 +203,10 @@ class Simulator {
   std::vector<base::Endpoint> statics_;
   // Per simulator, so that two simulators alive at once (the replay test) keep apart.
   std::unique_ptr<Measurement> measure_;
+  uint64_t hostile_dropped_ = 0, hostile_faked_ = 0, hostile_colluded_ = 0;
+  std::unique_ptr<wire::Encoder> hostile_encoder_;  // re-encodes hostile answers
   friend class NodeEvents;
+  friend class HostileOutbox;
 };
 
 // The last results a node's overlay reported (tests read these).
