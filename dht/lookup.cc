@@ -1,10 +1,25 @@
 #include "dht/lookup.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "base/assert.h"
 
 namespace ringpeer::dht {
+namespace {
+
+// LogDistance: 8 x log2 of the distance between a and b, from its first 64 bits (1 for
+// ids closer than that resolves): a ratio of 2 is a difference of 8.
+uint16_t LogDistance(const NodeId& a, const NodeId& b) noexcept {
+  uint64_t d = 0;
+  for (size_t i = 0; i < 8; ++i) d = d << 8 | static_cast<uint8_t>(a[i] ^ b[i]);
+  if (d == 0) return 1;
+  const int top = 63 - __builtin_clzll(d);
+  const uint64_t frac = top >= 3 ? (d >> (top - 3)) & 7 : (d << (3 - top)) & 7;
+  return static_cast<uint16_t>(8 * top + frac + 1);
+}
+
+}  // namespace
 
 Lookup::Lookup(uint32_t candidates_max) {
   RP_ASSERT(candidates_max >= 8);
@@ -25,6 +40,7 @@ void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& pa
   params_ = params;
   std::fill(std::begin(in_flight_), std::end(in_flight_), 0);
   next_path_ = 0;
+  liars_ = 0;
   requests_sent_ = 0;
   replies_received_ = 0;
   // Deal seeds nearest-first round-robin, so that every path starts from good ones.
@@ -38,11 +54,11 @@ void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& pa
   }
 }
 
-void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept {
+bool Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept {
   size_t pos = order_.size();
   for (size_t i = 0; i < order_.size(); ++i) {
     const Candidate& o = cands_[order_[i]];
-    if (o.contact.id == c.id) return;  // known: owned by whichever path found it first
+    if (o.contact.id == c.id) return false;  // known: owned by the path that found it first
     if (pos == order_.size() && CloserTo(target_, c.id, o.contact.id)) pos = i;
   }
   int slot = -1;
@@ -56,15 +72,29 @@ void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t s
   } else {
     // Full: give up the farthest failed candidate, wherever it is (made-up ids sit nearer
     // the target than any real node, and once they failed they must not keep real ones
-    // out), else the farthest candidate not in flight, if the newcomer is nearer.
+    // out), else the farthest candidate not in flight, if the newcomer is nearer. The
+    // result_size nearest trusted answers are never given up for an unchecked name: a
+    // reply of made-up ids would otherwise push out everything that answered.
     size_t victim = order_.size();
     for (size_t i = order_.size(); i-- > 0 && victim == order_.size();) {
       if (cands_[order_[i]].state == State::kFailed) victim = i;
     }
-    for (size_t i = order_.size(); i-- > pos && victim == order_.size();) {
-      if (cands_[order_[i]].state != State::kInFlight) victim = i;
+    if (victim == order_.size()) {
+      uint32_t kept = 0;  // trusted answers nearer than order_[i], and order_[i] itself
+      size_t keep_end = 0;
+      for (size_t i = 0; i < order_.size() && kept < Window(); ++i) {
+        const Candidate& o = cands_[order_[i]];
+        kept += o.state == State::kAnswered && !o.distrusted;
+        keep_end = i + 1;
+      }
+      for (size_t i = order_.size(); i-- > pos && victim == order_.size();) {
+        const Candidate& o = cands_[order_[i]];
+        if (o.state == State::kInFlight) continue;
+        if (o.state == State::kAnswered && !o.distrusted && i < keep_end) continue;
+        victim = i;
+      }
     }
-    if (victim == order_.size()) return;
+    if (victim == order_.size()) return false;
     slot = order_[victim];
     cands_[static_cast<size_t>(slot)] = Candidate{};
     order_.erase(order_.begin() + static_cast<ptrdiff_t>(victim));
@@ -84,6 +114,7 @@ void Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t s
   n.source = source;
   pos = std::min(pos, order_.size());
   order_.insert(order_.begin() + static_cast<ptrdiff_t>(pos), static_cast<uint8_t>(slot));
+  return true;
 }
 
 int Lookup::NextOnPath(uint8_t path) const noexcept {
@@ -92,8 +123,8 @@ int Lookup::NextOnPath(uint8_t path) const noexcept {
   for (uint8_t idx : order_) {
     const Candidate& c = cands_[idx];
     if (c.path != path || !Counts(c)) continue;
-    if (c.state == State::kWaiting) return idx;
-    if (++seen >= params_.result_size) break;
+    if (c.state == State::kWaiting || c.requery) return idx;
+    if (++seen >= Window()) break;
   }
   return -1;
 }
@@ -111,6 +142,8 @@ int Lookup::Next() noexcept {
     next_path_ = static_cast<uint8_t>((p + 1) % params_.paths);
     Candidate& cand = cands_[static_cast<size_t>(c)];
     cand.state = State::kInFlight;
+    cand.requeried |= cand.requery;
+    cand.requery = false;
     cand.attempts = 1;
     ++in_flight_[p];
     ++requests_sent_;
@@ -128,7 +161,19 @@ void Lookup::OnReply(int c, std::span<const Contact> nodes) noexcept {
   ++replies_received_;
   const uint8_t gen = static_cast<uint8_t>(std::min(cand.generation + 1, 255));
   const uint8_t path = cand.path;
-  for (const Contact& n : nodes) Merge(n, path, gen, static_cast<uint8_t>(c));
+  // Nearest first, so that a capped answer keeps its best names.
+  Contact sorted[64];
+  const size_t n = std::min<size_t>(nodes.size(), std::size(sorted));
+  std::copy(nodes.begin(), nodes.begin() + static_cast<ptrdiff_t>(n), sorted);
+  std::sort(sorted, sorted + n,
+            [&](const Contact& a, const Contact& b) { return CloserTo(target_, a.id, b.id); });
+  if (n > 0) cand.far_log = LogDistance(target_, sorted[n - 1].id);
+  uint32_t added = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (params_.names_per_reply_max != 0 && added >= params_.names_per_reply_max) break;
+    added += Merge(sorted[i], path, gen, static_cast<uint8_t>(c));
+  }
+  Audit();
 }
 
 bool Lookup::OnTimeout(int c) noexcept {
@@ -143,6 +188,10 @@ bool Lookup::OnTimeout(int c) noexcept {
     return true;
   }
   Abandon(c);
+  if (cand.requeried) {
+    cand.state = State::kAnswered;  // it answered once: that answer stands
+    return false;
+  }
   Strike(cand.source);
   return false;
 }
@@ -153,12 +202,61 @@ void Lookup::Strike(uint8_t source) noexcept {
   if (s.state == State::kFree) return;
   if (s.strikes < 255) ++s.strikes;
   if (s.distrusted || s.strikes < params_.strikes_max) return;
-  s.distrusted = true;
+  Distrust(source);
+}
+
+uint32_t Lookup::Window() const noexcept {
+  if (kind_ == LookupKind::kSizeSample) return params_.result_size;
+  const uint32_t extra = std::min<uint32_t>(uint32_t{liars_} * params_.liar_extra,
+                                            params_.liar_extra_max);
+  return std::min<uint32_t>(params_.result_size + extra, static_cast<uint32_t>(cands_.size()));
+}
+
+void Lookup::Distrust(uint8_t c) noexcept {
+  cands_[c].distrusted = true;
+  if (liars_ < 255) ++liars_;
   // What only it named and nobody asked yet is dropped; what is in flight answers or not
   // on its own merits (a liar's name that answers is a real node).
   for (uint8_t idx : order_) {
     Candidate& o = cands_[idx];
-    if (o.source == source && o.state == State::kWaiting) o.state = State::kFailed;
+    if (o.source == c && o.state == State::kWaiting) o.state = State::kFailed;
+  }
+  uint32_t again = 0;
+  for (uint8_t idx : order_) {
+    if (again == params_.alpha) break;
+    Candidate& o = cands_[idx];
+    if (o.path != cands_[c].path || o.state != State::kAnswered || o.distrusted) continue;
+    if (o.requeried || o.requery) continue;
+    o.requery = true;
+    ++again;
+  }
+}
+
+void Lookup::Audit() noexcept {
+  if (params_.audit_factor == 0) return;
+  // The result_size nearest trusted answers that named anyone, and their median reach.
+  uint8_t near[255];
+  uint16_t reach[255];
+  size_t n = 0;
+  for (uint8_t idx : order_) {
+    if (n == params_.result_size) break;
+    const Candidate& o = cands_[idx];
+    if (o.state != State::kAnswered || o.distrusted || o.far_log == 0) continue;
+    near[n] = idx;
+    reach[n++] = o.far_log;
+  }
+  if (n < params_.result_size / 2u || n < 4) return;  // too few answers to call one odd
+  std::nth_element(reach, reach + n / 2, reach + n);
+  const uint16_t median = reach[n / 2];
+  // log2(factor) in eighths, rounded down: 6 -> 20 (a ratio of 5.66).
+  const uint16_t margin =
+      static_cast<uint16_t>(8 * std::log2(static_cast<double>(params_.audit_factor)));
+  for (size_t i = 0; i < n; ++i) {
+    // A responder far from the target names nodes far from it too; only one that names
+    // nodes farther than both itself and its neighbours' names is odd.
+    const Candidate& o = cands_[near[i]];
+    const uint16_t base = std::max(median, LogDistance(target_, o.contact.id));
+    if (o.far_log > base + margin) Distrust(near[i]);
   }
 }
 
@@ -191,7 +289,7 @@ bool Lookup::Done() const noexcept {
 
 size_t Lookup::ResultIndices(std::span<int> out) const noexcept {
   size_t n = 0;
-  const size_t cap = std::min<size_t>(out.size(), params_.result_size);
+  const size_t cap = std::min<size_t>(out.size(), Window());
   for (uint8_t idx : order_) {
     if (n == cap) break;
     if (cands_[idx].state == State::kAnswered && !cands_[idx].distrusted) out[n++] = idx;

@@ -52,6 +52,24 @@ struct LookupParams {
   // and of the k that must answer, and the names only it gave that are not queried yet
   // are dropped. 0: never distrust.
   uint8_t strikes_max = 2;
+  // New names one answer may add to the shortlist, nearest first (0: all). A liar's
+  // answer of made-up ids nearer than every real node then takes this many slots, not
+  // the whole shortlist, while the names it pushed out are still to be learned; an honest
+  // answer's nearest new names are the ones that move a lookup on.
+  uint8_t names_per_reply_max = 10;
+  // Audit of the answers near the target: a responder among the result_size nearest
+  // trusted answers whose farthest name is more than `audit_factor` times as far from the
+  // target as theirs typically are (the median) is distrusted. An honest node near the
+  // target names the nodes nearest it, as its neighbours do; one that names only its
+  // accomplices (a quarter of the network or fewer) reaches 4 times as far or more for as
+  // many names. 0: no audit.
+  uint8_t audit_factor = 6;
+  // A lookup that caught liars assumes it did not catch them all: each distrusted
+  // responder widens the set that must answer (and the result) by this many, up to
+  // `liar_extra_max`. A lookup that caught none costs what it did before. Size samples
+  // keep k (their estimator reads the k nearest).
+  uint8_t liar_extra = 2;
+  uint8_t liar_extra_max = 8;
 };
 
 class Lookup {
@@ -68,6 +86,9 @@ class Lookup {
     bool distrusted = false;  // see LookupParams::strikes_max
     uint8_t strikes = 0;      // names it gave that never answered
     uint8_t source = kNoSource;  // the candidate whose answer named it first
+    uint16_t far_log = 0;     // 8 x log2 of its farthest name's distance; 0: none yet
+    bool requery = false;     // answered, to be asked again (see Distrust)
+    bool requeried = false;   // asked again once already
     std::array<uint8_t, 16> token{};
   };
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
@@ -106,9 +127,18 @@ class Lookup {
  private:
   // Merge: adds `c` on `path` unless known, named by candidate `source`; may evict a failed
   // candidate or the farthest idle one.
-  void Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept;
+  // Returns whether it was added.
+  bool Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept;
   // Strike: a name `source` gave never answered; distrusts it at strikes_max.
   void Strike(uint8_t source) noexcept;
+  // Distrust: leaves `c` out of the result, drops the names only it gave that are not
+  // asked yet, and asks the nearest trusted answers of its path again (once each): the
+  // names its answer pushed out of the shortlist are in theirs.
+  void Distrust(uint8_t c) noexcept;
+  // Audit: distrusts the near answers whose names reach too far (audit_factor).
+  void Audit() noexcept;
+  // Window: how many nearest trusted candidates must answer: k, plus liar_extra per liar.
+  uint32_t Window() const noexcept;
   // Counts: a candidate that stands for a live, honest node (not failed, not distrusted).
   static bool Counts(const Candidate& c) noexcept {
     return c.state != State::kFailed && !c.distrusted;
@@ -125,6 +155,7 @@ class Lookup {
   LookupParams params_;
   uint8_t in_flight_[kPathsMax] = {};
   uint8_t next_path_ = 0;
+  uint8_t liars_ = 0;  // responders distrusted in this lookup
   uint32_t requests_sent_ = 0;
   uint32_t replies_received_ = 0;
 };

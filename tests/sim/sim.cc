@@ -127,6 +127,7 @@ struct Measurement {
   uint32_t walk_ci_hits = 0;
   uint32_t honest_ok = 0;      // lookups whose result held 16 of the 20 honest nearest
   uint64_t honest_found = 0;   // sum over lookups of how many of those 20 it held
+  uint64_t hostile_in_results = 0, results_size = 0;  // sums over lookups
   uint32_t hellos_timed_out = 0, hellos_wrong_end = 0;  // the two ways a hello fails
 };
 
@@ -178,6 +179,12 @@ void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
     found += std::any_of(r.closest.begin(), r.closest.end(),
                          [&](const dht::Contact& c) { return c.id == id; });
   }
+  for (const dht::Contact& c : r.closest) {
+    const int at = sim_->NodeAt(c.addr);
+    sim_->measure_->hostile_in_results += at >= 0 && sim_->nodes_[at]->id == c.id &&
+                                          sim_->nodes_[at]->hostile != 0;
+  }
+  sim_->measure_->results_size += r.closest.size();
   sim_->measure_->honest_ok += found >= std::min(kHonestNeeded, nh);
   sim_->measure_->honest_found += found;
   ++sim_->measure_->lookups_done;
@@ -707,6 +714,8 @@ void Simulator::Measure(SimReport* r) {
   r->hostile = config_.hostile;
   r->honest_success = m.lookups_done > 0 ? double(m.honest_ok) / m.lookups_done : 0;
   r->honest_found_mean = m.lookups_done > 0 ? double(m.honest_found) / m.lookups_done : 0;
+  r->hostile_in_results = m.lookups_done > 0 ? double(m.hostile_in_results) / m.lookups_done : 0;
+  r->results_size = m.lookups_done > 0 ? double(m.results_size) / m.lookups_done : 0;
   r->hostile_nodes = 0;
   for (const auto& n : nodes_) r->hostile_nodes += n->alive && n->hostile != 0;
   r->hostile_dropped = hostile_dropped_;
@@ -727,7 +736,7 @@ std::string SimReport::Text() const {
       "size (walk collisions): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth "
       "%.2f, messages p50 %.0f max %.0f\n"
       "lookups against the honest nodes: %.4f held >= 16 of the 20 nearest, %.2f of 20 "
-      "on average\n"
+      "on average; results %.2f nodes, %.2f of them hostile\n"
       "hostile: %.2f of the nodes (%llu live), %llu requests dropped, %llu answers made up, "
       "%llu colluding answers\n"
       "datagrams %llu, memory %.0f bytes per node\n",
@@ -737,7 +746,7 @@ std::string SimReport::Text() const {
       hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
       size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
       walk_error_sd, walk_ci_coverage, walk_msgs.p50, walk_msgs.max, honest_success,
-      honest_found_mean, hostile, static_cast<unsigned long long>(hostile_nodes),
+      honest_found_mean, results_size, hostile_in_results, hostile, static_cast<unsigned long long>(hostile_nodes),
       static_cast<unsigned long long>(hostile_dropped),
       static_cast<unsigned long long>(hostile_faked),
       static_cast<unsigned long long>(hostile_colluded),

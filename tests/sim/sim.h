@@ -102,6 +102,8 @@ struct SimReport {
   double hostile = 0;             // the fraction of hostile nodes configured
   double honest_success = 0;      // lookups with >= 16 of the 20 honest nearest
   double honest_found_mean = 0;   // of those 20, how many a result held, on average
+  double results_size = 0;        // contacts in a lookup's result, on average
+  double hostile_in_results = 0;  // of them hostile, on average
   uint64_t hostile_nodes = 0;     // live hostile nodes at the end
   uint64_t hostile_dropped = 0;   // requests hostile nodes left unanswered
   uint64_t hostile_faked = 0;     // answers rewritten with made-up ids
