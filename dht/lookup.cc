@@ -58,7 +58,10 @@ bool Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t s
   size_t pos = order_.size();
   for (size_t i = 0; i < order_.size(); ++i) {
     const Candidate& o = cands_[order_[i]];
-    if (o.contact.id == c.id) return false;  // known: owned by the path that found it first
+    if (o.contact.id == c.id) {  // known: owned by the path that found it first
+      if (cands_[order_[i]].vouches < 255) ++cands_[order_[i]].vouches;
+      return false;
+    }
     if (pos == order_.size() && CloserTo(target_, c.id, o.contact.id)) pos = i;
   }
   int slot = -1;
@@ -179,9 +182,12 @@ void Lookup::OnReply(int c, std::span<const Contact> nodes) noexcept {
 bool Lookup::OnTimeout(int c) noexcept {
   Candidate& cand = cands_[static_cast<size_t>(c)];
   if (cand.state != State::kInFlight) return false;
-  const uint8_t tries_max = RankOnPath(c) < params_.nearest_count
-                                ? std::max(params_.attempts_max, params_.attempts_nearest_max)
-                                : params_.attempts_max;
+  const bool vouched = cand.source == kNoSource || cand.vouches >= 2;
+  const bool suspect = cand.source != kNoSource && cands_[cand.source].strikes > 0;
+  uint8_t tries_max = vouched && RankOnPath(c) < params_.nearest_count
+                          ? std::max(params_.attempts_max, params_.attempts_nearest_max)
+                          : params_.attempts_max;
+  if (suspect && !vouched) tries_max = 1;
   if (cand.attempts < tries_max) {
     ++cand.attempts;
     ++requests_sent_;
@@ -192,7 +198,9 @@ bool Lookup::OnTimeout(int c) noexcept {
     cand.state = State::kAnswered;  // it answered once: that answer stands
     return false;
   }
-  Strike(cand.source);
+  // A silent node that two answers named is real and merely silent (a node that drops
+  // requests is in honest tables too); only a name one answer alone gave is a strike.
+  if (cand.vouches < 2) Strike(cand.source);
   return false;
 }
 

@@ -42,6 +42,9 @@ struct LookupParams {
   // loss each way a try fails ~10% of the time, so 3 tries miss the nearest node about
   // once in a thousand lookups, and 5 tries once in 100,000. Far candidates keep
   // attempts_max, so dead nodes cost little.
+  // Only names that two answers gave (or seeds) get them: a made-up id is named by the
+  // one liar that made it up, and a name whose source already named a dead one gets one
+  // try.
   uint8_t attempts_nearest_max = 5;
   uint8_t nearest_count = 3;
   // Strikes before a responder is distrusted: a strike is a node it named that then never
@@ -89,6 +92,7 @@ class Lookup {
     uint16_t far_log = 0;     // 8 x log2 of its farthest name's distance; 0: none yet
     bool requery = false;     // answered, to be asked again (see Distrust)
     bool requeried = false;   // asked again once already
+    uint8_t vouches = 1;      // answers that named it (seeds: 1)
     std::array<uint8_t, 16> token{};
   };
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
