@@ -133,10 +133,11 @@ int Lookup::NextOnPath(uint8_t path) const noexcept {
 }
 
 bool Lookup::PathDone(uint8_t path) const noexcept {
-  return in_flight_[path] == 0 && NextOnPath(path) < 0;
+  return in_flight_[path] == 0 && (OutOfRequests() || NextOnPath(path) < 0);
 }
 
 int Lookup::Next() noexcept {
+  if (OutOfRequests()) return -1;
   for (uint8_t k = 0; k < params_.paths; ++k) {
     const uint8_t p = static_cast<uint8_t>((next_path_ + k) % params_.paths);
     if (in_flight_[p] >= params_.alpha) continue;
@@ -188,7 +189,7 @@ bool Lookup::OnTimeout(int c) noexcept {
                           ? std::max(params_.attempts_max, params_.attempts_nearest_max)
                           : params_.attempts_max;
   if (suspect && !vouched) tries_max = 1;
-  if (cand.attempts < tries_max) {
+  if (cand.attempts < tries_max && !OutOfRequests()) {
     ++cand.attempts;
     ++requests_sent_;
     return true;
@@ -322,3 +323,4 @@ uint8_t Lookup::rounds() const noexcept {
 }
 
 }  // namespace ringpeer::dht
+

@@ -73,6 +73,11 @@ struct LookupParams {
   // keep k (their estimator reads the k nearest).
   uint8_t liar_extra = 2;
   uint8_t liar_extra_max = 8;
+  // Requests (retries included) after which a lookup ends with what answered. A lookup
+  // among liars can otherwise go on for minutes: a failed made-up id leaves the shortlist
+  // (so that it keeps no real one out) and the next liar names it again. An honest lookup
+  // sends ~25 (k = 20 at 5% loss). 0: no bound.
+  uint16_t requests_max = 128;
 };
 
 class Lookup {
@@ -141,6 +146,9 @@ class Lookup {
   void Distrust(uint8_t c) noexcept;
   // Audit: distrusts the near answers whose names reach too far (audit_factor).
   void Audit() noexcept;
+  bool OutOfRequests() const noexcept {
+    return params_.requests_max != 0 && requests_sent_ >= params_.requests_max;
+  }
   // Window: how many nearest trusted candidates must answer: k, plus liar_extra per liar.
   uint32_t Window() const noexcept;
   // Counts: a candidate that stands for a live, honest node (not failed, not distrusted).

@@ -21,7 +21,7 @@ void Usage() {
                "usage: ringpeer-sim [--nodes N] [--seed S] [DHT flags] [--rooms R [room flags]]\n"
                "DHT: [--loss P] [--duplicate P] [--churn F] [--lookups L] [--hellos H]\n"
                "  [--size-estimates E] [--paths D] [--measure-s T] [--no-walks] [--real-crypto]\n"
-               "  [--hostile F]... [--hostile-mode mix|drop|fake|collude]\n"
+               "  [--hostile F]... [--hostile-mode mix|drop|fake|collude] [--no-lookup-defences]\n"
                "rooms: --rooms R (rooms to simulate; 0: none) [--seconds T] [--heal-s H]\n"
                "  [--members M] [--relays K] [--room-loss P] [--checkpointers C]\n"
                "  [--checkpoint-every U] [--no-dht]"
@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
     else if (a == "--no-walks") c.walk_estimates = false;
     else if (a == "--real-crypto") c.real_crypto = true;
     else if (a == "--hostile") hostile.push_back(std::atof(next()));
+    else if (a == "--no-lookup-defences") c.lookup_defences = false;
     else if (a == "--hostile-mode") {
       const std::string m = next();
       if (m == "mix") c.hostile_mode = ringpeer::sim::kHostileMix;

@@ -59,6 +59,9 @@ struct SimConfig {
   // behaviours (a third each, by a hash of its index); the others give all of them one.
   double hostile = 0.0;
   uint8_t hostile_mode = 0;  // HostileMode
+  // false: lookups run without their defences against liars (no strikes, no audit, no cap
+  // on new names per answer, no widening), to show what the defences buy.
+  bool lookup_defences = true;
   bool verbose = false;
 };
 
@@ -101,6 +104,7 @@ struct SimReport {
   // the 20 live honest nodes nearest the target (settled ones, as for lookup_success).
   double hostile = 0;             // the fraction of hostile nodes configured
   double honest_success = 0;      // lookups with >= 16 of the 20 honest nearest
+  uint32_t lookups_unfinished = 0;  // started, not done at the end (failures above)
   double honest_found_mean = 0;   // of those 20, how many a result held, on average
   double results_size = 0;        // contacts in a lookup's result, on average
   double hostile_in_results = 0;  // of them hostile, on average

@@ -367,6 +367,42 @@ TEST(Sim, ShortRunMeetsItsTargets) {
   EXPECT_EQ(r.nodes_replaced, 100u);
 }
 
+// Hostile nodes (issue 14, item 5): a quarter of the nodes drop requests, make up ids
+// near the target, or name only each other. With the lookup's defences most lookups still
+// return 16 of the 20 honest nodes nearest the target; without them far fewer do.
+SimReport HostileRun(bool defences) {
+  SimConfig c;
+  c.nodes = 600;
+  c.seed = 3;
+  c.loss = 0.05;
+  c.hostile = 0.25;
+  c.lookup_defences = defences;
+  c.lookups = 150;
+  c.hellos = 0;
+  c.size_estimates = 0;
+  c.walk_estimates = false;
+  c.settle_us = 20'000'000;
+  c.measure_us = 15'000'000;
+  c.drain_us = 60'000'000;
+  Simulator s(c);
+  return s.Run();
+}
+
+TEST(Sim, LookupsHoldTheHonestNearestAgainstHostileNodes) {
+  ASSERT_TRUE(wire::InitCrypto());
+  const SimReport with = HostileRun(true);
+  const SimReport without = HostileRun(false);
+  // Every behaviour was at work.
+  EXPECT_GT(with.hostile_dropped, 0u);
+  EXPECT_GT(with.hostile_faked, 0u);
+  EXPECT_GT(with.hostile_colluded, 0u);
+  EXPECT_GT(with.lookups_done + with.lookups_unfinished, 100u);
+  EXPECT_GE(with.honest_success, 0.75) << with.Text();
+  EXPECT_LT(without.honest_success, 0.6) << without.Text();
+  std::printf("hostile 0.25, 600 nodes: success %.3f with the defences, %.3f without\n",
+              with.honest_success, without.honest_success);
+}
+
 TEST(Sim, ASeedReplaysExactly) {
   SimConfig c;
   c.nodes = 200;
