@@ -242,7 +242,13 @@ void Lookup::Distrust(uint8_t c) noexcept {
 }
 
 void Lookup::Audit() noexcept {
-  if (params_.audit_factor == 0) return;
+  // Only the caller's lookups: refreshes and size samples read every answer for the table
+  // or the density, and there the audit cost honest names (a gossip flood then missed
+  // nodes whose entries a refresh had dropped).
+  if (params_.audit_factor == 0 || kind_ == LookupKind::kRefresh ||
+      kind_ == LookupKind::kSizeSample) {
+    return;
+  }
   // The result_size nearest trusted answers that named anyone, and their median reach.
   uint8_t near[255];
   uint16_t reach[255];
