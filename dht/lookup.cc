@@ -76,8 +76,8 @@ bool Lookup::Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t s
     // Full: give up the farthest failed candidate, wherever it is (made-up ids sit nearer
     // the target than any real node, and once they failed they must not keep real ones
     // out), else the farthest candidate not in flight, if the newcomer is nearer. The
-    // result_size nearest trusted answers are never given up for an unchecked name: a
-    // reply of made-up ids would otherwise push out everything that answered.
+    // Window() nearest trusted answers are never given up for an unchecked name: a reply
+    // of made-up ids would otherwise push out everything that answered.
     size_t victim = order_.size();
     for (size_t i = order_.size(); i-- > 0 && victim == order_.size();) {
       if (cands_[order_[i]].state == State::kFailed) victim = i;
@@ -329,4 +329,3 @@ uint8_t Lookup::rounds() const noexcept {
 }
 
 }  // namespace ringpeer::dht
-

@@ -60,12 +60,13 @@ struct LookupParams {
   // the whole shortlist, while the names it pushed out are still to be learned; an honest
   // answer's nearest new names are the ones that move a lookup on.
   uint8_t names_per_reply_max = 10;
-  // Audit of the answers near the target: a responder among the result_size nearest
-  // trusted answers whose farthest name is more than `audit_factor` times as far from the
-  // target as theirs typically are (the median) is distrusted. An honest node near the
-  // target names the nodes nearest it, as its neighbours do; one that names only its
-  // accomplices (a quarter of the network or fewer) reaches 4 times as far or more for as
-  // many names. 0: no audit.
+  // Audit of the answers near the target (the caller's lookups only): a responder among
+  // the result_size nearest trusted answers whose farthest name is more than
+  // `audit_factor` times as far from the target as both theirs typically are (the median)
+  // and itself is distrusted. An honest node near the target names the nodes nearest it,
+  // as its neighbours do; one that names only its accomplices (a twelfth of the network,
+  // say) reaches ~12 times as far for as many names. A quarter of colluders reach only ~4
+  // times as far, and pass. 0: no audit.
   uint8_t audit_factor = 6;
   // A lookup that caught liars assumes it did not catch them all: each distrusted
   // responder widens the set that must answer (and the result) by this many, up to
@@ -134,9 +135,9 @@ class Lookup {
   uint32_t replies_received() const noexcept { return replies_received_; }
 
  private:
-  // Merge: adds `c` on `path` unless known, named by candidate `source`; may evict a failed
-  // candidate or the farthest idle one.
-  // Returns whether it was added.
+  // Merge: adds `c` on `path` unless known (then it counts a vouch), named by candidate
+  // `source`; may evict a failed candidate or the farthest idle one. Returns whether it
+  // was added.
   bool Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept;
   // Strike: a name `source` gave never answered; distrusts it at strikes_max.
   void Strike(uint8_t source) noexcept;
