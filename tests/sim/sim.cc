@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "base/assert.h"
-#include "dht/entries.h"
 #include "dht/table_file.h"
 #include "wire/message.h"
 

@@ -59,8 +59,9 @@ struct SimConfig {
   // behaviours (a third each, by a hash of its index); the others give all of them one.
   double hostile = 0.0;
   uint8_t hostile_mode = 0;  // HostileMode
-  // false: lookups run without their defences against liars (no strikes, no audit, no cap
-  // on new names per answer, no widening), to show what the defences buy.
+  // false: lookups run without their defences against liars (no strikes, so no re-asking;
+  // no audit, no cap on new names per answer, no widening, no request bound), to show
+  // what they buy. The eviction order and the tries per unvouched name stay.
   bool lookup_defences = true;
   bool verbose = false;
 };
