@@ -39,6 +39,7 @@ void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& pa
   kind_ = kind;
   params_ = params;
   std::fill(std::begin(in_flight_), std::end(in_flight_), 0);
+  std::fill(std::begin(retrying_), std::end(retrying_), 0);
   next_path_ = 0;
   liars_ = 0;
   requests_sent_ = 0;
@@ -133,7 +134,7 @@ int Lookup::NextOnPath(uint8_t path) const noexcept {
 }
 
 bool Lookup::PathDone(uint8_t path) const noexcept {
-  return in_flight_[path] == 0 && (OutOfRequests() || NextOnPath(path) < 0);
+  return in_flight_[path] == 0 && retrying_[path] == 0 && (OutOfRequests() || NextOnPath(path) < 0);
 }
 
 int Lookup::Next() noexcept {
@@ -160,8 +161,7 @@ void Lookup::OnReply(int c, std::span<const Contact> nodes) noexcept {
   Candidate& cand = cands_[static_cast<size_t>(c)];
   if (cand.state != State::kInFlight) return;
   cand.state = State::kAnswered;
-  RP_ASSERT(in_flight_[cand.path] > 0);
-  --in_flight_[cand.path];
+  Land(cand);
   ++replies_received_;
   const uint8_t gen = static_cast<uint8_t>(std::min(cand.generation + 1, 255));
   const uint8_t path = cand.path;
@@ -190,6 +190,15 @@ bool Lookup::OnTimeout(int c) noexcept {
                           : params_.attempts_max;
   if (suspect && !vouched) tries_max = 1;
   if (cand.attempts < tries_max && !OutOfRequests()) {
+    if (cand.attempts == kTriesHoldingSlot && params_.retry_frees_slot) {
+      // Silent twice: its further tries go on beside the next request, not instead of it
+      // (a node that drops every request would hold an alpha slot for all its 3-5 tries).
+      // Twice, not once: at 5% loss one try in ten times out, and a slot freed then sends
+      // a request an honest lookup would often not have needed.
+      RP_ASSERT(in_flight_[cand.path] > 0);
+      --in_flight_[cand.path];
+      ++retrying_[cand.path];
+    }
     ++cand.attempts;
     ++requests_sent_;
     return true;
@@ -291,8 +300,17 @@ void Lookup::Abandon(int c) noexcept {
   Candidate& cand = cands_[static_cast<size_t>(c)];
   if (cand.state != State::kInFlight) return;
   cand.state = State::kFailed;
-  RP_ASSERT(in_flight_[cand.path] > 0);
-  --in_flight_[cand.path];
+  Land(cand);
+}
+
+void Lookup::Land(const Candidate& cand) noexcept {
+  if (cand.attempts > kTriesHoldingSlot && params_.retry_frees_slot) {
+    RP_ASSERT(retrying_[cand.path] > 0);
+    --retrying_[cand.path];
+  } else {
+    RP_ASSERT(in_flight_[cand.path] > 0);
+    --in_flight_[cand.path];
+  }
 }
 
 bool Lookup::Done() const noexcept {

@@ -78,7 +78,10 @@ struct LookupParams {
   // among liars can otherwise go on for minutes: a failed made-up id leaves the shortlist
   // (so that it keeps no real one out) and the next liar names it again. An honest lookup
   // sends ~25 (k = 20 at 5% loss). 0: no bound.
-  uint16_t requests_max = 128;
+  uint16_t requests_max = 256;
+  // A candidate that timed out twice leaves its alpha slot to the next one while it is
+  // tried again: its tries go on, but no longer hold the lookup up (see kTriesHoldingSlot).
+  bool retry_frees_slot = true;
 };
 
 class Lookup {
@@ -103,6 +106,8 @@ class Lookup {
   };
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
   static constexpr uint8_t kPathsMax = 8;
+  // Tries of a candidate that hold one of its path's alpha slots (retry_frees_slot).
+  static constexpr uint8_t kTriesHoldingSlot = 2;
 
   // REQUIRES: candidates_max >= 8 and <= 255.
   explicit Lookup(uint32_t candidates_max);
@@ -157,6 +162,8 @@ class Lookup {
     return c.state != State::kFailed && !c.distrusted;
   }
   bool PathDone(uint8_t path) const noexcept;
+  // Land: a request of `cand` ended (answered or given up).
+  void Land(const Candidate& cand) noexcept;
   // RankOnPath: how many not-failed candidates of c's path are nearer the target than c.
   uint32_t RankOnPath(int c) const noexcept;
   int NextOnPath(uint8_t path) const noexcept;
@@ -166,7 +173,8 @@ class Lookup {
   NodeId target_{};
   LookupKind kind_ = LookupKind::kFindNode;
   LookupParams params_;
-  uint8_t in_flight_[kPathsMax] = {};
+  uint8_t in_flight_[kPathsMax] = {};  // first tries in flight, per path (<= alpha)
+  uint8_t retrying_[kPathsMax] = {};   // candidates in flight on a second or later try
   uint8_t next_path_ = 0;
   uint8_t liars_ = 0;  // responders distrusted in this lookup
   uint32_t requests_sent_ = 0;

@@ -313,7 +313,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   c.routing.replacements_per_bucket = 4;
   c.rpcs_max = 32;
   c.lookups_max = 4;
-  c.lookup_candidates_max = 32;
+  c.lookup_candidates_max = 48;
   c.lookup.paths = config_.disjoint_paths;
   if (!config_.lookup_defences) {
     c.lookup.strikes_max = 0;
