@@ -321,6 +321,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
     c.lookup.audit_factor = 0;
     c.lookup.liar_extra = 0;
     c.lookup.requests_max = 0;
+    c.lookup.retry_frees_slot = false;
   }
   c.providers.records_max = 32;
   c.providers.per_key_max = 8;

@@ -60,8 +60,9 @@ struct SimConfig {
   double hostile = 0.0;
   uint8_t hostile_mode = 0;  // HostileMode
   // false: lookups run without their defences against liars (no strikes, so no re-asking;
-  // no audit, no cap on new names per answer, no widening, no request bound), to show
-  // what they buy. The eviction order and the tries per unvouched name stay.
+  // no audit, no cap on new names per answer, no widening, no request bound, retries
+  // hold their slot), to show what they buy. The eviction order and the tries per
+  // unvouched name stay.
   bool lookup_defences = true;
   bool verbose = false;
 };
