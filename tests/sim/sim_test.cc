@@ -397,8 +397,7 @@ TEST(Sim, LookupsHoldTheHonestNearestAgainstHostileNodes) {
   EXPECT_GT(with.hostile_faked, 0u);
   EXPECT_GT(with.hostile_colluded, 0u);
   EXPECT_GT(with.lookups_done + with.lookups_unfinished, 100u);
-  // Measured: 0.947 with, 0.587 without (48-entry shortlists; with 32, and before the
-  // freed retry slots and the 256-request bound, 0.8 and 0.26).
+  // Measured: 0.947 with, 0.587 without (48-entry shortlists; with 32, without was 0.26).
   EXPECT_GE(with.honest_success, 0.9) << with.Text();
   EXPECT_LT(without.honest_success, 0.7) << without.Text();
   EXPECT_GE(with.honest_success - without.honest_success, 0.25);
