@@ -166,6 +166,41 @@ TEST(Lookup, KeepsAlphaInFlight) {
   EXPECT_EQ(in_flight, 3);
 }
 
+// A candidate that timed out twice leaves its slot to the next one while its further
+// tries go on (retry_frees_slot); one that timed out once still holds it; and the lookup
+// is not done while a freed candidate is still being tried.
+TEST(Lookup, ACandidateSilentTwiceFreesItsSlot) {
+  Synthetic net(300, 9);
+  for (const bool frees : {true, false}) {
+    Lookup l(32);
+    const NodeId target = RandomId(net.rng);
+    LookupParams p;
+    p.alpha = 1;
+    p.retry_frees_slot = frees;
+    l.Start(target, LookupKind::kFindNode, p, net.Answer(0, target));
+    const int first = l.Next();
+    ASSERT_GE(first, 0);
+    EXPECT_LT(l.Next(), 0);                 // alpha 1: one in flight
+    ASSERT_TRUE(l.OnTimeout(first));        // second try
+    EXPECT_LT(l.Next(), 0) << frees;        // silent once: still holds the slot
+    ASSERT_TRUE(l.OnTimeout(first));        // third try
+    const int second = l.Next();
+    if (!frees) {
+      EXPECT_LT(second, 0);
+      continue;
+    }
+    ASSERT_GE(second, 0);                   // silent twice: the next one goes out
+    EXPECT_NE(second, first);
+    EXPECT_LT(l.Next(), 0);                 // and only one: alpha still holds for first tries
+    l.OnReply(second, {});
+    EXPECT_FALSE(l.Done());                 // `first` is still being tried
+    while (l.OnTimeout(first)) {
+    }
+    for (int c = l.Next(); c >= 0; c = l.Next()) l.OnReply(c, {});
+    EXPECT_TRUE(l.Done());
+  }
+}
+
 TEST(Providers, TokensBindToTheAddressAndRotate) {
   base::Rng rng(1);
   TokenMint mint(rng, 0);
