@@ -37,6 +37,8 @@ enum class Op : uint8_t {
 constexpr uint64_t UserData(Op op, uint32_t index) {
   return uint64_t{static_cast<uint8_t>(op)} << 56 | index;
 }
+// Op::kSend: the send was a plain send carrying its address (bit 32; see PrepSend).
+constexpr uint64_t kSentWithAddress = uint64_t{1} << 32;
 // The value written to an eventfd to ring it; static so that it outlives the async write.
 constexpr uint64_t kEventIncrement = 1;
 
@@ -110,6 +112,7 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
     ShardSockets* sockets, const TransportConfig& config) {
   RP_RETURN_IF_ERROR(ValidateConfig(config, *sockets));
   std::unique_ptr<UringTransport> t(new UringTransport(config));
+  t->send_with_address_ = config.send_with_address;
   RP_RETURN_IF_ERROR(t->SetupMemory());
   RP_RETURN_IF_ERROR(t->SetupRing(sockets->fds.size()));
   RP_RETURN_IF_ERROR(t->SetupBufferRing());
@@ -143,6 +146,7 @@ absl::Status UringTransport::SetupMemory() {
     return base::ErrnoStatus(errno, "mmap of transport buffers");
   }
   held_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
+  spare_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
   slots_ = std::make_unique<SendSlot[]>(config_.send_slots);
   free_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
   for (uint32_t i = 0; i < config_.send_slots; i++) {
@@ -191,13 +195,50 @@ absl::Status UringTransport::SetupBufferRing() {
   reg.bgid = kBufferGroup;
   const int ret = io_uring_register_buf_ring(&ring_, &reg, 0);
   if (ret != 0) return base::ErrnoStatus(-ret, "io_uring_register_buf_ring");
-  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
-  for (uint32_t bid = 0; bid < config_.recv_buffers; bid++) {
-    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes,
-                          static_cast<uint16_t>(bid), mask, static_cast<int>(bid));
+  // Every buffer starts spare, buffer 0 on top; the ring takes the first ring_level_.
+  for (uint32_t i = 0; i < config_.recv_buffers; i++) {
+    spare_[i] = static_cast<uint16_t>(config_.recv_buffers - 1 - i);
   }
-  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(config_.recv_buffers));
+  spare_count_ = config_.recv_buffers;
+  level_min_ = std::clamp(config_.recv_ring_level_min, 1u, config_.recv_buffers);
+  ring_level_ = level_min_;
+  level_low_ = ring_level_;
+  RefillRing();
   return absl::OkStatus();
+}
+
+void UringTransport::RefillRing() noexcept {
+  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  int added = 0;
+  while (in_ring_ < ring_level_ && spare_count_ > 0) {
+    const uint16_t bid = spare_[--spare_count_];
+    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes, bid, mask,
+                          added++);
+    in_ring_++;
+  }
+  // One release-store of the tail publishes the whole batch to the kernel.
+  if (added > 0) io_uring_buf_ring_advance(buf_ring_, added);
+}
+
+void UringTransport::ReviewRingLevel() noexcept {
+  level_low_ = std::min(level_low_, in_ring_);
+  if (ran_dry_ || in_ring_ < ring_level_ / 4) {
+    ran_dry_ = false;
+    if (ring_level_ < config_.recv_buffers) {
+      ring_level_ = std::min(config_.recv_buffers, ring_level_ * 2);
+      stats_.recv_ring_grown++;
+    }
+    level_low_ = ring_level_;
+    level_polls_ = 0;
+    return;
+  }
+  if (++level_polls_ < kRingLevelReviewPolls) return;
+  // Used at most a quarter of the level all along: half of it is plenty.
+  if (level_low_ >= ring_level_ - ring_level_ / 4 && ring_level_ > level_min_) {
+    ring_level_ = std::max(level_min_, ring_level_ / 2);
+  }
+  level_low_ = ring_level_;
+  level_polls_ = 0;
 }
 
 void UringTransport::AdoptSockets(ShardSockets* sockets) {
@@ -279,6 +320,7 @@ size_t UringTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
   }
   Enter(timeout_us);
   const size_t filled = Drain(out, woken);
+  ReviewRingLevel();
   // Re-arms are queued after the drain (never from inside it) and submitted by the next
   // Poll, after ReleaseReceived() has refilled the buffer ring that ran dry.
   for (size_t i = 0; i < rearm_.size(); i++) {
@@ -322,6 +364,7 @@ size_t UringTransport::Drain(std::span<RecvDatagram> out, bool* woken) noexcept 
     unsigned consumed = 0;
     while (consumed < count && HandleCqe(*cqes[consumed], out, &filled, woken)) consumed++;
     io_uring_cq_advance(&ring_, consumed);
+    stats_.completions += consumed;
     // Stop when the CQ is empty or `out` is full (that receive stays for the next Poll).
     if (consumed < kCqeBatch) break;
   }
@@ -370,13 +413,18 @@ void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
   }
   if (cqe.res < 0) {
     // ENOBUFS: the buffer ring ran dry; the datagram waits in the socket until re-armed.
-    if (cqe.res == -ENOBUFS) stats_.recv_no_buffers++;
+    if (cqe.res == -ENOBUFS) {
+      stats_.recv_no_buffers++;
+      ran_dry_ = true;
+    }
     return;
   }
   RP_ASSERT((cqe.flags & IORING_CQE_F_BUFFER) != 0);  // every receive selects a buffer
   const uint32_t bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
   RP_ASSERT(bid < config_.recv_buffers);
   RP_ASSERT(held_count_ < config_.recv_buffers);
+  RP_ASSERT(in_ring_ > 0);
+  in_ring_--;
   held_[held_count_++] = static_cast<uint16_t>(bid);
   uint8_t* buffer = RecvBuffer(bid);
   io_uring_recvmsg_out* o = io_uring_recvmsg_validate(buffer, cqe.res, &recv_msg_);
@@ -399,6 +447,19 @@ void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
 void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept {
   RP_ASSERT(slot < config_.send_slots);
   RP_ASSERT(free_count_ < config_.send_slots);
+  // A kernel without addresses on IORING_OP_SEND refuses the field (EINVAL) or sends
+  // without it (EDESTADDRREQ: our sockets are not connected). The slot still holds the
+  // datagram: send it again with sendmsg, which every kernel with io_uring takes, and use
+  // sendmsg from now on.
+  if ((cqe.user_data & kSentWithAddress) != 0 &&
+      (cqe.res == -EINVAL || cqe.res == -EDESTADDRREQ) && !shut_down_) {
+    if (send_with_address_) stats_.send_fallbacks++;
+    send_with_address_ = false;
+    if (io_uring_sqe* sqe = GetSqe(); sqe != nullptr) {
+      PrepSend(sqe, slot);  // the slot stays taken
+      return;
+    }
+  }
   // A failed send (ICMP port unreachable as ECONNREFUSED, ENOBUFS, EPERM from a firewall)
   // is UDP's normal loss; count it and reuse the slot.
   if (cqe.res < 0) {
@@ -410,15 +471,13 @@ void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept
 }
 
 void UringTransport::ReleaseReceived() noexcept {
-  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  // The last one handed out goes on top: the next to be given to the kernel.
   for (uint32_t i = 0; i < held_count_; i++) {
-    const uint16_t bid = held_[i];
-    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes, bid, mask,
-                          static_cast<int>(i));
+    RP_DASSERT(spare_count_ < config_.recv_buffers);
+    spare_[spare_count_++] = held_[i];
   }
-  // One release-store of the tail publishes the whole batch to the kernel.
-  if (held_count_ > 0) io_uring_buf_ring_advance(buf_ring_, static_cast<int>(held_count_));
   held_count_ = 0;
+  RefillRing();
 }
 
 std::span<uint8_t> UringTransport::SendBuffer() noexcept {
@@ -442,11 +501,26 @@ void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_inde
   const uint32_t slot = free_slots_[--free_count_];
   SendSlot& send = slots_[slot];
   send.iov.iov_len = size;
+  send.socket = static_cast<uint16_t>(s);
   send.msg.msg_namelen =
       to.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
-  io_uring_prep_sendmsg(sqe, -1, &send.msg, 0);
-  SetTarget(sqe, static_cast<size_t>(s));
-  io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot));
+  PrepSend(sqe, slot);
+}
+
+void UringTransport::PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept {
+  SendSlot& send = slots_[slot];
+  if (send_with_address_) {
+    // A plain send that carries its address: the kernel reads no msghdr and no iovec
+    // (sendmsg copies and checks both, ~3% of a ping's CPU).
+    io_uring_prep_send(sqe, -1, send.iov.iov_base, send.iov.iov_len, 0);
+    io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&send.to),
+                                static_cast<uint16_t>(send.msg.msg_namelen));
+  } else {
+    io_uring_prep_sendmsg(sqe, -1, &send.msg, 0);
+  }
+  SetTarget(sqe, send.socket);
+  io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot) |
+                                   (send_with_address_ ? kSentWithAddress : 0));
 }
 
 void UringTransport::Flush() noexcept {

@@ -128,6 +128,10 @@ struct Counters {
   std::atomic<uint64_t> loop_iterations{0};
   std::atomic<uint64_t> send_errors{0};
   std::atomic<uint64_t> recv_no_buffers{0};
+  // The transport's own work (ring::TransportStats): system calls, and completions reaped
+  // (io_uring only), for the per-datagram cost of each transport.
+  std::atomic<uint64_t> transport_syscalls{0};
+  std::atomic<uint64_t> transport_completions{0};
   std::atomic<uint64_t> rooms{0};            // rooms this shard serves
   // Of those, by the reducer kind their genesis names (index: room::ReducerKind, 0
   // unused); a relay carries app rooms (kOpaque) unread. Set every tick.
