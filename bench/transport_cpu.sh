@@ -42,8 +42,9 @@ counters() {
   "$node" status --json --data-dir "$1" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)["shard_counters"][0]
-print(c["received"], c["sent"], c["transport_syscalls"], c["transport_completions"],
-      c["loop_iterations"])'
+# (a build older than these counters reports 0 for them)
+print(c["received"], c["sent"], c.get("transport_syscalls", 0),
+      c.get("transport_completions", 0), c["loop_iterations"])'
 }
 
 # run TRANSPORT ROUND: one measured run; appends the per-run figures to $tmp/TRANSPORT.
@@ -93,7 +94,8 @@ run() {
     cpu = ms * 1000 / rx
     printf "round=%s transport=%s cpu_us=%.3f sys_per_dgram=%.3f dgram_per_call=%.2f " \
            "cqe_per_send=%.3f csw_per_k=%.1f batch=%.2f answered_per_s=%s\n",
-           r, t, cpu, sys / rx, rx / calls, (cq > 0 ? (cq - rx) / tx : 0), csw * 1000 / rx, rx / it, ans
+           r, t, cpu, sys / rx, (calls > 0 ? rx / calls : 0), (cq > 0 ? (cq - rx) / tx : 0),
+           csw * 1000 / rx, rx / it, ans
   }' | tee -a "$tmp/$transport"
 }
 

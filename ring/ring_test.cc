@@ -563,6 +563,53 @@ TEST(UringTransport, SendsWithAddressOrSendmsgAndBothDeliver) {
   }
 }
 
+// Sends post no completion (IOSQE_CQE_SKIP_SUCCESS) and their slots are reused as soon as
+// the io_uring_enter that submitted them returns. 64 slots for 6,000 echoes: each slot
+// carries ~94 datagrams, and every reply must hold its own bytes (a send the kernel still
+// read after its enter returned would go out with a later datagram's bytes).
+TEST(UringTransport, SendSlotsReusedAfterTheirSubmitCarryTheirOwnBytes) {
+  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+  TransportConfig config;
+  config.send_slots = 64;
+  auto made = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
+  ASSERT_TRUE(made.ok()) << made.status();
+  auto& t = static_cast<UringTransport&>(**made);
+  if (!t.skips_send_completions()) GTEST_SKIP() << "kernel without IORING_FEAT_CQE_SKIP";
+  TestSocket peer(Ep("127.0.0.1:0"));
+  constexpr uint32_t kTotal = 6000, kChunk = 60;
+  auto payload = [](uint32_t seq) { return MakeDatagram(seq, 4, 40 + seq % 700); };
+  std::vector<uint8_t> replied(kTotal);
+  uint32_t sent = 0, received = 0, replies = 0;
+  RecvDatagram batch[64];
+  const auto deadline = Clock::now() + kDeadline;
+  for (int i = 0; i < kIterationsMax && replies < kTotal && Clock::now() < deadline; i++) {
+    if (sent == received && sent == replies && sent < kTotal) {
+      for (uint32_t k = 0; k < kChunk && sent < kTotal; k++, sent++) {
+        ASSERT_TRUE(peer.SendTo(Target(t, "127.0.0.1"), payload(sent)));
+      }
+    }
+    bool woken = false;
+    const size_t n = t.Poll(1000, batch, &woken);
+    for (size_t k = 0; k < n; k++, received++) Echo(t, batch[k]);
+    t.ReleaseReceived();
+    t.Flush();
+    for (std::optional<std::vector<uint8_t>> r; (r = peer.Recv(0));) {
+      const uint32_t seq = SeqOf(r->data());
+      ASSERT_LT(seq, kTotal);
+      ASSERT_EQ(*r, payload(seq)) << "reply " << seq << " carries another datagram's bytes";
+      ASSERT_EQ(replied[seq], 0) << "duplicate reply " << seq;
+      replied[seq] = 1;
+      replies++;
+    }
+  }
+  EXPECT_EQ(replies, kTotal);
+  Pump(t, 2);
+  EXPECT_EQ(t.stats().sent, kTotal);
+  EXPECT_EQ(t.stats().send_errors, 0u);
+  // Only the receives completed: no completion per send.
+  EXPECT_EQ(t.stats().completions, t.stats().received);
+}
+
 // The buffer ring holds recv_ring_level_min buffers at first (hot in cache) and doubles
 // when a burst drains it, up to recv_buffers: a backlog far larger than the level arrives
 // whole. (With the default 256 a loopback burst never drains it: the kernel fills at most

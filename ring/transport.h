@@ -62,6 +62,7 @@ struct TransportStats {
   uint64_t completions = 0;       // io_uring: CQEs reaped (receives, sends, wakes); mmsg: 0
   uint64_t recv_ring_grown = 0;   // io_uring: the buffer ring's level doubled (a burst)
   uint64_t send_fallbacks = 0;    // io_uring: switched from send-with-address to sendmsg
+  uint64_t quiet_waits = 0;       // io_uring: Poll waited again after only send completions
   // Test delay shim only (TransportConfig::send_delay_us > 0, ring/delay_transport.h).
   uint64_t send_delayed = 0;      // datagrams held for the delay
   uint64_t send_delay_full = 0;   // dropped: the delay queue was full (also in send_slots_full)
@@ -95,6 +96,11 @@ struct TransportConfig {
   // kernel that refuses the address makes the transport fall back to sendmsg by itself
   // (TransportStats::send_fallbacks); false starts with sendmsg (tests, measurements).
   bool send_with_address = true;
+  // io_uring: a send posts a completion only when it fails (IOSQE_CQE_SKIP_SUCCESS with
+  // MSG_DONTWAIT, so it ends inside the io_uring_enter that submits it): half the
+  // completions per answered datagram, and a wait is never ended by our own sends. False
+  // keeps a completion per send (tests, measurements).
+  bool skip_send_completions = true;
   // Test only (`ringpeer serve --test-delay-ms`, tests/netns): hold every outgoing
   // datagram this long before sending it, to stand in for link delay where the kernel
   // has no netem. 0: off, and the transport is not wrapped at all. When > 0,

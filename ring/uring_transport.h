@@ -56,6 +56,9 @@ class UringTransport final : public Transport {
   // poll finds it under a quarter full or a receive ran out of buffers, and halves after
   // kRingLevelReviewPolls polls that never used more than a quarter of it.
   static constexpr uint32_t kRingLevelReviewPolls = 4096;
+  // Poll: waits again at most this many times when a wait ended on completions of our own
+  // sends only (the third end of a wait is then a timeout, a doorbell or a datagram).
+  static constexpr uint32_t kQuietWaitsMax = 4;
   // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
   static constexpr uint32_t kRecvBuffersMax = 32768;
 
@@ -84,6 +87,8 @@ class UringTransport final : public Transport {
   const char* setup_mode() const noexcept { return setup_mode_; }
   // Whether the sockets are registered fixed files.
   bool files_registered() const noexcept { return files_registered_; }
+  // Whether successful sends skip their completion (see skip_send_cqes_).
+  bool skips_send_completions() const noexcept { return skip_send_cqes_; }
   // After Shutdown(): requests still in the kernel when it gave up waiting (0 normally).
   uint32_t shutdown_outstanding() const noexcept { return shutdown_outstanding_; }
 
@@ -105,7 +110,13 @@ class UringTransport final : public Transport {
   void SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept;
   void ArmReceive(size_t socket_index) noexcept;
   void ArmEventRead() noexcept;
+  // Enter: one io_uring_enter (EnterOnce), then the slots of the sends it submitted are free.
   void Enter(int64_t timeout_us) noexcept;
+  void EnterOnce(int64_t timeout_us) noexcept;
+  // RetireSubmittedSends (skip_send_cqes_): once the kernel consumed every queued SQE,
+  // the pending sends ended and their slots go back to the free stack.
+  void RetireSubmittedSends() noexcept;
+  void HandleSendFailed(const io_uring_cqe& cqe) noexcept;
   size_t Drain(std::span<RecvDatagram> out, bool* woken) noexcept;
   bool HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> out, size_t* filled,
                  bool* woken) noexcept;
@@ -124,6 +135,8 @@ class UringTransport final : public Transport {
   // Shutdown's bookkeeping of one completion: what is still outstanding in the kernel.
   void ReapForShutdown(const io_uring_cqe& cqe) noexcept;
   uint32_t Outstanding() const noexcept;
+  // RearmPending: a receive or the eventfd read must be re-armed before the next wait.
+  bool RearmPending() const noexcept;
 
   const TransportConfig config_;
   io_uring ring_{};
@@ -175,6 +188,12 @@ class UringTransport final : public Transport {
   std::unique_ptr<uint32_t[]> free_slots_;
   uint32_t free_count_ = 0;
   bool send_with_address_ = true;  // until a kernel refuses an address on IORING_OP_SEND
+  // Sends post a completion only when they fail (TransportConfig::skip_send_completions
+  // and a kernel with IORING_FEAT_CQE_SKIP). Their slots wait in pending_ until the
+  // io_uring_enter that submits them returns.
+  bool skip_send_cqes_ = false;
+  std::unique_ptr<uint32_t[]> pending_;
+  uint32_t pending_count_ = 0;
 
   TransportStats stats_;
 };
