@@ -2,7 +2,8 @@
 # transport_cpu.sh BUILD_DIR [RATE] [SECONDS] [ROUNDS] [BEFORE_BUILD_DIR]: what each
 # transport costs per answered ping at one fixed offered load (issue 14, item 4). With
 # BEFORE_BUILD_DIR (a build of an older commit), its io_uring transport runs in each round
-# too, as `before_io_uring`.
+# too, as `before_io_uring`. COALESCE_US=N (default 100; 0 leaves it out) adds
+# `io_uring_coalesced`: the node with --coalesce-us N, a wakeup serving several datagrams.
 #
 # Per round, the node runs once with io_uring and once with recvmmsg (the order alternates
 # round by round), one shard on CPU 0, loaded by `ringpeer-load ping --rate RATE` on CPU 1
@@ -21,6 +22,7 @@ rate=${2:-50000}
 seconds=${3:-4}
 rounds=${4:-5}
 before=${5:-}
+coalesce=${COALESCE_US:-100}
 tmp=$(mktemp -d)
 pid=""
 cleanup() {
@@ -50,13 +52,16 @@ print(c["received"], c["sent"], c.get("transport_syscalls", 0),
 # run TRANSPORT ROUND: one measured run; appends the per-run figures to $tmp/TRANSPORT.
 run() {
   local transport=$1 round=$2 data="$tmp/data-$1-$2" before after line perf_pid=""
-  local binary=$node kind=$1
+  local binary=$node kind=$1 extra=()
   if [ "$transport" = before_io_uring ]; then
     binary="$before_build/node/cli/ringpeer"
     kind=io_uring
+  elif [ "$transport" = io_uring_coalesced ]; then
+    kind=io_uring
+    extra=(--coalesce-us "$coalesce")
   fi
   taskset -c 0 "$binary" serve --shards 1 --transport "$kind" --listen 127.0.0.1:17792 \
-    --data-dir "$data" --admin off 2>"$tmp/node.log" &
+    --data-dir "$data" --admin off "${extra[@]}" 2>"$tmp/node.log" &
   pid=$!
   for _ in $(seq 1 100); do
     "$node" status --data-dir "$data" >/dev/null 2>&1 && break
@@ -86,16 +91,18 @@ run() {
   kill "$pid"; wait "$pid" || true; pid=""
   local answered
   answered=$(sed -n 's/.*pings_per_s=\([^ ]*\).*/\1/p' <<<"$line")
+  local p50
+  p50=$(sed -n 's/^pings_per_s=[^ ]* p50_us=\([^ ]*\).*/\1/p' <<<"$line")
   read -r rb sb cb qb ib <<<"$before"
   read -r ra sa ca qa ia <<<"$after"
   awk -v t="$transport" -v r="$round" -v ms="$cpu_ms" -v csw="$csw" -v sys="$sys" \
       -v rx=$((ra - rb)) -v tx=$((sa - sb)) -v calls=$((ca - cb)) -v cq=$((qa - qb)) \
-      -v it=$((ia - ib)) -v ans="$answered" 'BEGIN {
+      -v it=$((ia - ib)) -v ans="$answered" -v p50="$p50" 'BEGIN {
     cpu = ms * 1000 / rx
     printf "round=%s transport=%s cpu_us=%.3f sys_per_dgram=%.3f dgram_per_call=%.2f " \
-           "cqe_per_send=%.3f csw_per_k=%.1f batch=%.2f answered_per_s=%s\n",
+           "cqe_per_send=%.3f csw_per_k=%.1f batch=%.2f answered_per_s=%s p50_us=%s\n",
            r, t, cpu, sys / rx, (calls > 0 ? rx / calls : 0), (cq > 0 ? (cq - rx) / tx : 0),
-           csw * 1000 / rx, rx / it, ans
+           csw * 1000 / rx, rx / it, ans, p50
   }' | tee -a "$tmp/$transport"
 }
 
@@ -103,7 +110,8 @@ echo "transport_cpu: rate=$rate/s seconds=$seconds rounds=$rounds perf=$have_per
   "loader=${rt:-normal}"
 before_build=$before
 kinds="io_uring recvmmsg"
-[ -n "$before_build" ] && kinds="io_uring recvmmsg before_io_uring"
+[ "$coalesce" != 0 ] && kinds="$kinds io_uring_coalesced"
+[ -n "$before_build" ] && kinds="$kinds before_io_uring"
 for round in $(seq 1 "$rounds"); do
   # Each round starts with the next kind: every kind runs first, second and third alike.
   order=$(tr ' ' '\n' <<<"$kinds" | awk -v r="$round" '{ a[NR] = $0 } END {
@@ -122,7 +130,11 @@ echo "rate=$rate rounds=$rounds uring_cpu_us=$u mmsg_cpu_us=$m" \
   "uring_sys_per_dgram=$(median "$tmp/io_uring" sys_per_dgram)" \
   "mmsg_sys_per_dgram=$(median "$tmp/recvmmsg" sys_per_dgram)" \
   "uring_cqe_per_send=$(median "$tmp/io_uring" cqe_per_send)" \
+  "uring_p50_us=$(median "$tmp/io_uring" p50_us) mmsg_p50_us=$(median "$tmp/recvmmsg" p50_us)" \
   "uring_batch=$(median "$tmp/io_uring" batch) mmsg_batch=$(median "$tmp/recvmmsg" batch)" \
+  $( [ "$coalesce" != 0 ] && c=$(median "$tmp/io_uring_coalesced" cpu_us) &&
+     echo "coalesced_cpu_us=$c coalesced_over_mmsg=$(awk -v a="$c" -v b="$m" \
+       'BEGIN { printf "%.3f", a / b }')" ) \
   $( [ -n "$before_build" ] && b=$(median "$tmp/before_io_uring" cpu_us) &&
      echo "before_uring_cpu_us=$b before_over_mmsg=$(awk -v a="$b" -v c="$m" \
        'BEGIN { printf "%.3f", a / c }')" )

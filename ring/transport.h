@@ -101,6 +101,10 @@ struct TransportConfig {
   // completions per answered datagram, and a wait is never ended by our own sends. False
   // keeps a completion per send (tests, measurements).
   bool skip_send_completions = true;
+  // io_uring (kernel 6.12+): a wait for datagrams lasts at least this long once started
+  // (unless kCoalesceWaitNr completions come first), so that one wakeup serves several
+  // datagrams at light load. 0: wake for each. Adds up to this much latency.
+  uint32_t coalesce_us = 0;
   // Test only (`ringpeer serve --test-delay-ms`, tests/netns): hold every outgoing
   // datagram this long before sending it, to stand in for link delay where the kernel
   // has no netem. 0: off, and the transport is not wrapped at all. When > 0,

@@ -2,6 +2,7 @@
 #include "ring/uring_transport.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -39,6 +40,9 @@ enum class Op : uint8_t {
 constexpr uint64_t UserData(Op op, uint32_t index) {
   return uint64_t{static_cast<uint8_t>(op)} << 56 | index;
 }
+// IORING_FEAT_MIN_TIMEOUT (6.12; liburing 2.3 predates it): io_uring_getevents_arg's pad
+// is min_wait_usec.
+constexpr uint32_t kFeatMinTimeout = 1u << 15;
 // Op::kSend: the send was a plain send carrying its address (bit 32; see PrepSend).
 constexpr uint64_t kSentWithAddress = uint64_t{1} << 32;
 // The value written to an eventfd to ring it; static so that it outlives the async write.
@@ -187,6 +191,7 @@ absl::Status UringTransport::SetupRing(size_t sockets) {
     ret = io_uring_queue_init_params(config_.sq_entries, &ring_, &params);
     if (ret == 0) {
       // Sends without success completions need IOSQE_CQE_SKIP_SUCCESS (5.17).
+      if ((params.features & kFeatMinTimeout) != 0) coalesce_us_ = config_.coalesce_us;
       skip_send_cqes_ =
           config_.skip_send_completions && (params.features & IORING_FEAT_CQE_SKIP) != 0;
       setup_mode_ = mode.name;
@@ -276,6 +281,30 @@ io_uring_sqe* UringTransport::GetSqe() noexcept {
   (void)io_uring_submit(&ring_);
   RetireSubmittedSends();
   return io_uring_get_sqe(&ring_);
+}
+
+void UringTransport::EnterCoalesced(int64_t timeout_us) noexcept {
+  // liburing 2.3 has no call for the minimum wait, so this is its submit-and-wait by hand:
+  // publish the queued SQEs (what its internal flush does), then one io_uring_enter that
+  // waits for kCoalesceWaitNr completions for at most coalesce_us_, then for any one
+  // until the caller's timeout.
+  const unsigned tail = ring_.sq.sqe_tail;
+  if (ring_.sq.sqe_head != tail) {
+    ring_.sq.sqe_head = tail;
+    __atomic_store_n(ring_.sq.ktail, tail, __ATOMIC_RELEASE);
+  }
+  const unsigned submit = tail - __atomic_load_n(ring_.sq.khead, __ATOMIC_ACQUIRE);
+  io_uring_getevents_arg arg{};
+  arg.sigmask_sz = _NSIG / 8;
+  arg.pad = coalesce_us_;  // min_wait_usec since 6.12 (IORING_FEAT_MIN_TIMEOUT)
+  __kernel_timespec ts{};
+  if (timeout_us > 0) {
+    ts.tv_sec = timeout_us / 1'000'000;
+    ts.tv_nsec = (timeout_us % 1'000'000) * 1000;
+    arg.ts = reinterpret_cast<uint64_t>(&ts);
+  }
+  (void)syscall(__NR_io_uring_enter, ring_.ring_fd, submit, kCoalesceWaitNr,
+                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
 }
 
 void UringTransport::RetireSubmittedSends() noexcept {
@@ -401,6 +430,7 @@ void UringTransport::EnterOnce(int64_t timeout_us) noexcept {
     (void)io_uring_submit_and_get_events(&ring_);
     return;
   }
+  if (coalesce_us_ > 0) return EnterCoalesced(timeout_us);
   if (timeout_us < 0) {
     (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);
     return;

@@ -59,6 +59,9 @@ class UringTransport final : public Transport {
   // Poll: waits again at most this many times when a wait ended on completions of our own
   // sends only (the third end of a wait is then a timeout, a doorbell or a datagram).
   static constexpr uint32_t kQuietWaitsMax = 4;
+  // A coalesced wait (TransportConfig::coalesce_us) ends early once this many completions
+  // are ready: a burst is not held back.
+  static constexpr uint32_t kCoalesceWaitNr = 32;
   // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
   static constexpr uint32_t kRecvBuffersMax = 32768;
 
@@ -89,6 +92,9 @@ class UringTransport final : public Transport {
   bool files_registered() const noexcept { return files_registered_; }
   // Whether successful sends skip their completion (see skip_send_cqes_).
   bool skips_send_completions() const noexcept { return skip_send_cqes_; }
+  // The coalescing window in effect (TransportConfig::coalesce_us, 0 where the kernel
+  // lacks IORING_FEAT_MIN_TIMEOUT).
+  uint32_t coalesce_us() const noexcept { return coalesce_us_; }
   // After Shutdown(): requests still in the kernel when it gave up waiting (0 normally).
   uint32_t shutdown_outstanding() const noexcept { return shutdown_outstanding_; }
 
@@ -113,6 +119,7 @@ class UringTransport final : public Transport {
   // Enter: one io_uring_enter (EnterOnce), then the slots of the sends it submitted are free.
   void Enter(int64_t timeout_us) noexcept;
   void EnterOnce(int64_t timeout_us) noexcept;
+  void EnterCoalesced(int64_t timeout_us) noexcept;
   // RetireSubmittedSends (skip_send_cqes_): once the kernel consumed every queued SQE,
   // the pending sends ended and their slots go back to the free stack.
   void RetireSubmittedSends() noexcept;
@@ -192,6 +199,7 @@ class UringTransport final : public Transport {
   // and a kernel with IORING_FEAT_CQE_SKIP). Their slots wait in pending_ until the
   // io_uring_enter that submits them returns.
   bool skip_send_cqes_ = false;
+  uint32_t coalesce_us_ = 0;  // TransportConfig::coalesce_us where the kernel has it
   std::unique_ptr<uint32_t[]> pending_;
   uint32_t pending_count_ = 0;
 
