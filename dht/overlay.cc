@@ -45,7 +45,7 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
   routes_.resize(config_.routes_max);
   route_payloads_.resize(size_t{config_.routes_max} * wire::kRoutePayloadBytesMax);
   hops_.resize(config_.route_hops_max);
-  hop_bytes_.resize(size_t{config_.route_hops_max} * wire::kDatagramBytesMax);
+  hop_bytes_.resize(size_t{config_.route_hops_max} * kRouteDatagramBytesMax);
   size_samples_.reserve(config_.size_lookups);
   next_refresh_us_ = now_us + config_.refresh_interval_us;
   next_housekeeping_us_ = now_us + kHousekeepingUs;
@@ -407,6 +407,16 @@ std::vector<PeerStatus> Overlay::Snapshot(int64_t now_us) const {
 size_t Overlay::LivePeers(int64_t now_us) const noexcept {
   return static_cast<size_t>(
       std::count_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return IsLive(p, now_us); }));
+}
+
+bool Overlay::ProvedHost(const base::Endpoint& addr, int64_t now_us,
+                         int64_t window_us) const noexcept {
+  const int slot = Find(addr);
+  if (slot >= 0) {
+    const Peer& p = peers_[static_cast<uint32_t>(slot)];
+    if (p.state == State::kVerified && now_us - p.last_heard_us < window_us) return true;
+  }
+  return table_.HeardAtHost(addr, now_us, window_us);
 }
 
 size_t Overlay::VerifiedPeers() const noexcept {

@@ -84,6 +84,11 @@ inline constexpr uint8_t kRouteAttemptsMax = 5;
 // and the message goes to the next-nearest node instead. Under churn a table holds dead
 // entries until probed out; without this, every route through one was lost.
 inline constexpr uint8_t kRouteHopTriesMax = 3;
+// A routed datagram as this overlay encodes it (each hop encodes it again), at most: the
+// header, the Route fields with an IPv6 origin address, and kRoutePayloadBytesMax of
+// payload (Overlay.LargestRouteFitsAHopSlot checks it). A hop slot keeps this much, not a
+// whole kDatagramBytesMax datagram; a larger one would be sent untracked.
+inline constexpr size_t kRouteDatagramBytesMax = 720;
 // Hops a routed message may take: log2 of a billion nodes, with margin.
 inline constexpr uint8_t kRouteTtlDefault = 24;
 // Nodes a lookup asks each peer for: k. With fewer, the far end of the k nearest is
@@ -270,6 +275,11 @@ class Overlay {
   // Snapshot: every known peer (control path; allocates).
   std::vector<PeerStatus> Snapshot(int64_t now_us) const;
   size_t LivePeers(int64_t now_us) const noexcept;
+  // ProvedHost: `addr`'s host answered a signed challenge of ours there and was heard from
+  // there within `window_us`: a verified contact at `addr`, or a routing-table entry at
+  // its host (any port). The node's reflection guard asks this before it refuses a send
+  // or probes an address (node/core/reflection_guard.h). O(table size).
+  bool ProvedHost(const base::Endpoint& addr, int64_t now_us, int64_t window_us) const noexcept;
   size_t VerifiedPeers() const noexcept;
 
   const wire::NodeId& id() const noexcept { return id_; }
@@ -423,7 +433,7 @@ class Overlay {
     uint8_t attempt = 0;
     uint8_t tries = 0;
     NodeId tried[kRouteHopTriesMax] = {};
-    uint16_t bytes = 0;  // the datagram, at hops_max slot index x kDatagramBytesMax
+    uint16_t bytes = 0;  // the datagram, at slot index x kRouteDatagramBytesMax
   };
   // WalkSlot: one Metropolis-Hastings walk of a collision estimate. It is at `at` (our own
   // id: at us), holds up to kWalkNextMax proposals from `at`'s table, and waits either for
@@ -539,7 +549,7 @@ class Overlay {
   std::vector<RouteSlot> routes_;
   std::vector<uint8_t> route_payloads_;
   std::vector<HopSlot> hops_;
-  std::vector<uint8_t> hop_bytes_;  // route_hops_max x kDatagramBytesMax
+  std::vector<uint8_t> hop_bytes_;  // route_hops_max x kRouteDatagramBytesMax
   std::vector<WalkSlot> walks_;  // allocated by EstimateSizeByWalks, freed when it reports
   std::vector<WalkSample> walk_visits_;  // allocated by EstimateSizeByWalks
   std::vector<WalkSample> walk_seen_;    // ditto

@@ -444,6 +444,10 @@ void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const 
   if (buf.empty()) return;  // lost, as a datagram may be; the origin tries again
   std::memcpy(buf.data(), bytes.data(), bytes.size());
   out.Commit(bytes.size(), to.addr);
+  if (bytes.size() > kRouteDatagramBytesMax) {
+    ++counters_.route_hops_untracked;  // larger than a hop slot (never, as we encode)
+    return;
+  }
   // The slot already tracking this message (a resend), else a free one.
   uint32_t slot = static_cast<uint32_t>(hops_.size());
   for (uint32_t i = 0; i < hops_.size() && slot == hops_.size(); ++i) {
@@ -458,7 +462,7 @@ void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const 
       h.target = target;
       h.attempt = attempt;
       h.bytes = static_cast<uint16_t>(bytes.size());
-      std::memcpy(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax, bytes.data(),
+      std::memcpy(hop_bytes_.data() + size_t{i} * kRouteDatagramBytesMax, bytes.data(),
                   bytes.size());
       slot = i;
     }
@@ -508,7 +512,7 @@ void Overlay::HopTick(int64_t now_us, base::Outbox& out) noexcept {
       h.key = 0;  // nobody left to try: the origin's next attempt takes over
       continue;
     }
-    const std::span<const uint8_t> bytes(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax,
+    const std::span<const uint8_t> bytes(hop_bytes_.data() + size_t{i} * kRouteDatagramBytesMax,
                                          h.bytes);
     ++counters_.route_hops_resent;
     // SendTracked finds this slot by its key and records the new hop.

@@ -750,5 +750,27 @@ TEST(Wire, DhtListsAndLengthsAtTheirBoundaries) {
   EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax + 1), wire::Verdict::kBadField);
 }
 
+// A hop slot keeps a routed datagram as the overlay encodes it; the largest one (an IPv6
+// origin address, the largest ttl and payload) must fit, or routes with large payloads
+// would go untracked.
+TEST(Overlay, LargestRouteFitsAHopSlot) {
+  wire::Encoder enc;
+  wire::RouteFields f;
+  f.route_id = ~uint64_t{0};
+  f.origin.fill(0xFF);
+  f.target.fill(0xFF);
+  f.origin_addr = *base::Endpoint::Parse("[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+  f.ttl = wire::kRouteTtlMax;
+  f.hops = 255;
+  f.attempt = 255;
+  f.kind = 255;
+  const std::vector<uint8_t> payload(wire::kRoutePayloadBytesMax, 0xAB);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const size_t n = enc.Route(buf, f, payload);
+  ASSERT_GT(n, 0u);
+  EXPECT_LE(n, kRouteDatagramBytesMax);
+  EXPECT_GE(n + 64, kRouteDatagramBytesMax);  // and the slot is not much larger
+}
+
 }  // namespace
 }  // namespace ringpeer::dht

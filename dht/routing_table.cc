@@ -9,6 +9,14 @@ namespace ringpeer::dht {
 // Counts are stored in bytes; keep the configured sizes inside them.
 static constexpr uint32_t kPerBucketMax = 255;
 
+uint32_t BucketsFor(uint64_t nodes, uint32_t bucket_size) noexcept {
+  const uint64_t last_max = std::max<uint32_t>(1, bucket_size / 4);
+  uint32_t buckets = 1;
+  // last_max << 61 exceeds any uint64_t node count, so the shift never overflows.
+  while (buckets < 62 && (last_max << (buckets - 1)) < nodes) ++buckets;
+  return buckets;
+}
+
 bool SameSubnet(const base::Endpoint& a, const base::Endpoint& b) noexcept {
   if (a.family != b.family) return false;
   const size_t bytes = a.is_v4() ? 3 : 6;  // /24 or /48
@@ -164,7 +172,8 @@ AddOutcome RoutingTable::Add(const NodeId& id, const base::Endpoint& addr, int64
   }
   if (!pinned && !SubnetAllows(b, addr, nullptr)) return out.result = AddResult::kSubnetLimit, out;
   if (counts_[b] < k_) {
-    *Slot(b, counts_[b]++) = RoutingEntry{id, addr, now_us, 0, pinned, false};
+    *Slot(b, counts_[b]++) = RoutingEntry{.id = id, .addr = addr, .pinned = pinned,
+                                          .last_seen_us = now_us};
     ++size_;
     return out.result = AddResult::kInserted, out;
   }
@@ -228,8 +237,8 @@ void RoutingTable::Promote(uint32_t b) noexcept {
     spares_[b * r + newest] = spares_[b * r + repl_counts_[b] - 1];
     --repl_counts_[b];
     if (IndexIn(b, s.contact.id) >= 0 || !SubnetAllows(b, s.contact.addr, nullptr)) continue;
-    *Slot(b, counts_[b]++) = RoutingEntry{s.contact.id, s.contact.addr, s.last_seen_us, 0,
-                                          false, false};
+    *Slot(b, counts_[b]++) =
+        RoutingEntry{.id = s.contact.id, .addr = s.contact.addr, .last_seen_us = s.last_seen_us};
     ++size_;
     return;
   }
@@ -309,6 +318,20 @@ size_t RoutingTable::LiveSize() const noexcept {
   ForEach([&](const RoutingEntry& e) { n += !IsStale(e); });
   RP_ASSERT(n <= size_);
   return n;
+}
+
+bool RoutingTable::HeardAtHost(const base::Endpoint& addr, int64_t now_us,
+                               int64_t window_us) const noexcept {
+  for (uint32_t b = 0; b < depth_; ++b) {
+    for (uint32_t i = 0; i < counts_[b]; ++i) {
+      const RoutingEntry& e = entries_[b * k_ + i];
+      if (e.addr.family == addr.family && e.addr.ip == addr.ip && !IsStale(e) &&
+          now_us - e.last_seen_us < window_us) {
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 const RoutingEntry* RoutingTable::Find(const NodeId& id) const noexcept {

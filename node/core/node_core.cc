@@ -192,6 +192,7 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
                                           config_.rooms_max * config_.shards + 16);
     oc.events = events_.get();
     overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);
+    guard_.set_proof_source(&table_proofs_);
     if (!config_.restore.empty()) overlay_->Restore(now, config_.restore);
     next_size_estimate_us_ = now + config_.size_estimate_first_us;
     if (config_.shards > 1) {

@@ -422,6 +422,19 @@ class NodeCore {
     const ReflectionGuard* g_;
   };
   GuardCheck guard_check_{&guard_};
+  // TableProofs: the owner's overlay vouches for its verified peers (the routing table
+  // and the verified contacts), so the guard does not have to remember each of them.
+  class TableProofs : public ProofSource {
+   public:
+    explicit TableProofs(const NodeCore* core) : core_(core) {}
+    bool Vouches(const base::Endpoint& addr, int64_t now_us) const noexcept override {
+      return core_->overlay_ != nullptr && core_->overlay_->ProvedHost(addr, now_us, kProofTtlUs);
+    }
+
+   private:
+    const NodeCore* core_;
+  };
+  TableProofs table_proofs_{this};
   wire::Encoder probe_encoder_;
   int64_t now_us_ = 0;  // the current call's clock, for sends (GuardedOutbox)
   base::Rng rng_;
