@@ -28,7 +28,8 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
       tokens_(*rng, now_us),
       seen_(config.seen_max),
       dumps_(kDumpsPerSecond, kDumpsPerSecond, now_us),
-      new_peer_challenges_(kNewPeerChallengesPerSecond, kNewPeerChallengeBurst, now_us) {
+      new_peer_challenges_(kNewPeerChallengesPerSecond, kNewPeerChallengeBurst, now_us),
+      encoder_(config.encoder != nullptr ? *config.encoder : own_encoder_) {
   RP_ASSERT(config_.peers_max > 0);
   RP_ASSERT(config_.peers_max < kRpcSlotBase);
   RP_ASSERT(config_.rpcs_max > 0);

@@ -26,7 +26,9 @@
 //    (txid and address) before its signature is verified.
 //
 // Owner-shard-local; not thread-safe. Nothing allocates after construction, except the
-// control-path calls that say so (Snapshot, EstimateSizeByWalks, SavedTable).
+// control-path calls that say so (Snapshot, EstimateSizeByWalks, SavedTable) and the
+// routing table's splits (a bucket's storage, at most buckets_max - 1 times; see
+// dht/routing_table.h).
 #pragma once
 
 #include <cstdint>
@@ -112,7 +114,7 @@ struct OverlayConfig {
   uint32_t peers_max = 1024;              // contacts (challenge/liveness) table, fixed
   std::vector<base::Endpoint> bootstrap;  // pinned peers
   // DHT sizing (the simulator uses small values; see tests/sim). Every pool below is
-  // allocated once, at construction.
+  // allocated once, at construction (the routing table's buckets when it splits into them).
   RoutingConfig routing;
   uint32_t rpcs_max = 256;             // DHT requests in flight
   uint32_t lookups_max = 16;           // concurrent lookups
@@ -140,6 +142,9 @@ struct OverlayConfig {
   int64_t request_timeout_us = kDhtRequestTimeoutUs;
   const ProofScheme* proof = nullptr;  // null: ed25519 (production)
   OverlayEvents* events = nullptr;     // null: results are dropped
+  // An encoder to share with the rest of the node's thread (the node core's; it must
+  // outlive the overlay), or null for its own. An encoder holds nothing between calls.
+  wire::Encoder* encoder = nullptr;
   // A DHT client (an embedded node, node/client): it looks up, gets and announces like
   // any node, but its pings say so and other nodes never put it in their routing tables:
   // a short-lived client would otherwise leave entries that lookups wait on until they
@@ -577,7 +582,8 @@ class Overlay {
   absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> by_addr_;
   base::TokenBucket new_peer_challenges_;
   base::Endpoint observed_;
-  wire::Encoder encoder_;
+  wire::Encoder own_encoder_;  // its buffer is allocated at first use: none when shared
+  wire::Encoder& encoder_;
   OverlayCounters counters_;
 };
 

@@ -13,12 +13,17 @@
 //    ULA): containers and private networks put every node in one /24, and whoever can
 //    place many hosts there already controls the network.
 //  - Pinned entries are never evicted.
-// All storage is sized at construction: buckets_max x (bucket_size + replacements).
+// A bucket's storage (bucket_size entries and its replacements) is allocated when the
+// table first splits into it: at most buckets_max - 1 times in a table's life, the only
+// allocations after construction. A node holds the buckets its network fills (about
+// log2(N / k) + 2), not buckets_max of them (at 10,000 nodes: ~11 of the simulator's 12,
+// 16 of the default 32).
 // Owner-shard-local; not thread-safe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -138,7 +143,7 @@ class RoutingTable {
   template <typename F>
   void ForEach(F&& f) const {
     for (uint32_t b = 0; b < depth_; ++b) {
-      for (uint32_t i = 0; i < counts_[b]; ++i) f(entries_[b * k_ + i]);
+      for (uint32_t i = 0; i < counts_[b]; ++i) f(buckets_[b].entries[i]);
     }
   }
 
@@ -147,8 +152,15 @@ class RoutingTable {
     Contact contact;
     int64_t last_seen_us = 0;
   };
+  struct Bucket {
+    std::unique_ptr<RoutingEntry[]> entries;  // k of them
+    std::unique_ptr<Spare[]> spares;          // replacements_per_bucket of them
+  };
 
-  RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &entries_[b * k_ + i]; }
+  RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &buckets_[b].entries[i]; }
+  const RoutingEntry& At(uint32_t b, uint32_t i) const noexcept { return buckets_[b].entries[i]; }
+  // Allocate: gives bucket b its storage (construction, and splits).
+  void Allocate(uint32_t b);
   int IndexIn(uint32_t b, const NodeId& id) const noexcept;
   bool SubnetAllows(uint32_t b, const base::Endpoint& addr, const NodeId* ignore) const noexcept;
   void Split() noexcept;
@@ -162,9 +174,8 @@ class RoutingTable {
   const uint32_t k_;
   uint32_t depth_ = 1;
   size_t size_ = 0;
-  std::vector<RoutingEntry> entries_;  // buckets_max x k, bucket b at [b*k, b*k+counts_[b])
+  std::vector<Bucket> buckets_;  // buckets_max; those below depth_ allocated
   std::vector<uint8_t> counts_;
-  std::vector<Spare> spares_;          // buckets_max x replacements_per_bucket
   std::vector<uint8_t> repl_counts_;
 };
 
