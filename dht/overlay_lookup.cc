@@ -121,9 +121,7 @@ void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
   } else {
     const wire::fb::Providers* p = msg.providers();
     n = ReadEntries(p->nodes(), id_, nodes);
-    Lookup::Candidate& cand = l.lookup.candidate(c);
-    cand.has_token = true;
-    std::memcpy(cand.token.data(), p->token()->b()->Data(), cand.token.size());
+    l.lookup.SetToken(c, std::span<const uint8_t, 16>(p->token()->b()->Data(), 16));
     Contact prov[wire::kProvidersPerMessageMax];
     const size_t np = ReadEntries(p->providers(), NodeId{}, prov);
     for (size_t i = 0; i < np && l.providers_count < std::size(l.providers); ++i) {
@@ -155,13 +153,14 @@ void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexc
   if (res.kind == LookupKind::kAnnounce && l.announce != kNoAnnounce) {
     for (size_t i = 0; i < n; ++i) {
       const Lookup::Candidate& cand = l.lookup.candidate(idx[i]);
-      if (!cand.has_token) continue;
+      const Lookup::Token* token = l.lookup.token(idx[i]);
+      if (token == nullptr) continue;
       const int r = AllocRpc(now_us, RpcKind::kAnnounce, cand.contact, l.announce, -1);
       if (r < 0) break;
       std::span<uint8_t> buf = out.Buffer();
       if (buf.empty()) break;
       const size_t bytes = encoder_.Announce(buf, wire::kNoShardHint, rpcs_[r].txid, id_,
-                                             res.target, cand.token);
+                                             res.target, *token);
       RP_ASSERT(bytes > 0);
       out.Commit(bytes, cand.contact.addr);
     }
