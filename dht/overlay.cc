@@ -38,15 +38,11 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
   RP_ASSERT(config_.lookups_max < 0xFFFF);
   RP_ASSERT(config_.announces_max < 0xFFFF);
   rpcs_.resize(config_.rpcs_max);
-  lookups_.reserve(config_.lookups_max);
-  for (uint32_t i = 0; i < config_.lookups_max; ++i) {
-    lookups_.push_back(std::make_unique<LookupSlot>(config_.lookup_candidates_max));
-  }
+  lookups_.resize(config_.lookups_max);  // the slots' storage comes with their lookups
   announces_.resize(config_.announces_max);
   routes_.resize(config_.routes_max);
-  route_payloads_.resize(size_t{config_.routes_max} * wire::kRoutePayloadBytesMax);
+  // route_payloads_ and hop_bytes_ are allocated when the first route or hop needs them.
   hops_.resize(config_.route_hops_max);
-  hop_bytes_.resize(size_t{config_.route_hops_max} * kRouteDatagramBytesMax);
   size_samples_.reserve(config_.size_lookups);
   next_refresh_us_ = now_us + config_.refresh_interval_us;
   next_housekeeping_us_ = now_us + kHousekeepingUs;

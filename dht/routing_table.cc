@@ -59,9 +59,15 @@ RoutingTable::RoutingTable(const NodeId& self, const RoutingConfig& config)
 
 void RoutingTable::Allocate(uint32_t b) {
   buckets_[b].entries = std::make_unique<RoutingEntry[]>(k_);
-  if (config_.replacements_per_bucket > 0) {
+}
+
+RoutingTable::Spare* RoutingTable::Spares(uint32_t b) {
+  // A bucket's spares are allocated when it first keeps one (it is full): the last few
+  // buckets of a table rarely fill, and hold none.
+  if (!buckets_[b].spares) {
     buckets_[b].spares = std::make_unique<Spare[]>(config_.replacements_per_bucket);
   }
+  return buckets_[b].spares.get();
 }
 
 uint32_t RoutingTable::BucketOf(const NodeId& id) const noexcept {
@@ -129,7 +135,7 @@ void RoutingTable::Split() noexcept {
   for (uint32_t i = 0; i < repl_counts_[last];) {
     Spare& s = buckets_[last].spares[i];
     if (static_cast<uint32_t>(CommonPrefixBits(self_, s.contact.id)) > last) {
-      buckets_[last + 1].spares[repl_counts_[last + 1]++] = s;
+      Spares(last + 1)[repl_counts_[last + 1]++] = s;
       s = buckets_[last].spares[repl_counts_[last] - 1];
       --repl_counts_[last];
     } else {
@@ -141,7 +147,7 @@ void RoutingTable::Split() noexcept {
 void RoutingTable::Cache(uint32_t b, const Contact& c, int64_t now_us) noexcept {
   const uint32_t r = config_.replacements_per_bucket;
   if (r == 0) return;
-  Spare* spares = buckets_[b].spares.get();
+  Spare* spares = Spares(b);
   uint32_t oldest = 0;
   for (uint32_t i = 0; i < repl_counts_[b]; ++i) {
     if (spares[i].contact.id == c.id) {

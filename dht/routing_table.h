@@ -13,9 +13,9 @@
 //    ULA): containers and private networks put every node in one /24, and whoever can
 //    place many hosts there already controls the network.
 //  - Pinned entries are never evicted.
-// A bucket's storage (bucket_size entries and its replacements) is allocated when the
-// table first splits into it: at most buckets_max - 1 times in a table's life, the only
-// allocations after construction. A node holds the buckets its network fills (about
+// A bucket's entries (bucket_size of them) are allocated when the table first splits into
+// it, and its replacements when it first keeps one (it is full): at most 2 x buckets_max
+// allocations in a table's life, the only ones after construction. A node holds the buckets its network fills (about
 // log2(N / k) + 2), not buckets_max of them (at 10,000 nodes: ~11 of the simulator's 12,
 // 16 of the default 32).
 // Owner-shard-local; not thread-safe.
@@ -159,8 +159,10 @@ class RoutingTable {
 
   RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &buckets_[b].entries[i]; }
   const RoutingEntry& At(uint32_t b, uint32_t i) const noexcept { return buckets_[b].entries[i]; }
-  // Allocate: gives bucket b its storage (construction, and splits).
+  // Allocate: gives bucket b its entries (construction, and splits).
   void Allocate(uint32_t b);
+  // Spares: bucket b's replacement cache, allocated at its first use (a full bucket).
+  Spare* Spares(uint32_t b);
   int IndexIn(uint32_t b, const NodeId& id) const noexcept;
   bool SubnetAllows(uint32_t b, const base::Endpoint& addr, const NodeId* ignore) const noexcept;
   void Split() noexcept;

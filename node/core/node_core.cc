@@ -189,8 +189,8 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
     dht::OverlayConfig oc = config_.overlay;
     oc.shard_index = static_cast<uint8_t>(config_.index);
     // Every room of every shard is announced from here, besides the node's own keys.
-    oc.announces_max = std::max<uint32_t>(oc.announces_max,
-                                          config_.rooms_max * config_.shards + 16);
+    oc.announces_max = std::max<uint32_t>(
+        oc.announces_max, config_.rooms_max * config_.shards + config_.own_announces);
     oc.events = events_.get();
     oc.encoder = &encoder_;
     overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);

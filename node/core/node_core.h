@@ -83,6 +83,9 @@ struct CoreConfig {
   // rooms at start). False with a storage: a member whose storage is its room cache.
   bool room_relay = true;
   uint32_t rooms_max = 256;
+  // Keys the node announces itself, besides its rooms' ids: the overlay gets at least
+  // rooms_max x shards + own_announces announcement slots (56 bytes each).
+  uint32_t own_announces = 16;
   // Which rooms a relay serves (open or listed; per-source limits; idle unloading). The
   // core sets `sources` (its ReflectionGuard).
   room::AdmissionConfig room_admission;

@@ -290,6 +290,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   cc.reflection_entries = 32;
   cc.ping_seen_entries = 16;
   cc.rooms_max = 1;
+  cc.own_announces = 1;  // with the room's id, the overlay's 2 announcement slots
   cc.size_estimate_interval_us = 0;  // the scripted run starts its own estimates
   cc.rng_seed = (config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52)) | 1;
   cc.start_us = now_;
