@@ -12,7 +12,8 @@
 //
 // Generations: seeds are generation 1; a node learned from a generation-g answer is g+1.
 // The generation of the nearest result is the lookup's "rounds" (sequential round trips).
-// Owner-shard-local; not thread-safe. Storage is fixed at construction.
+// Owner-shard-local; not thread-safe. Storage is fixed at construction (announcement
+// tokens: at the first kAnnounce Start).
 #pragma once
 
 #include <array>

@@ -115,7 +115,9 @@ struct OverlayConfig {
   uint32_t peers_max = 1024;              // contacts (challenge/liveness) table, fixed
   std::vector<base::Endpoint> bootstrap;  // pinned peers
   // DHT sizing (the simulator uses small values; see tests/sim). Every pool below is
-  // allocated once, at construction (the routing table's buckets when it splits into them).
+  // allocated once, at construction, except: the routing table's buckets (when it splits
+  // into them; their spares when first used), and the lookup slots' and the routes' and
+  // hops' storage, held while in use (see lookups_max and route_payloads_).
   RoutingConfig routing;
   uint32_t rpcs_max = 256;             // DHT requests in flight
   uint32_t lookups_max = 16;           // concurrent lookups (a slot's storage, ~3.7 KB
