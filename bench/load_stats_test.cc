@@ -125,6 +125,13 @@ TEST(ParseOptions, DefaultsAndValues) {
   EXPECT_TRUE(p.json);
   EXPECT_TRUE(p.connected);
   EXPECT_TRUE(p.gso);
+  EXPECT_EQ(p.rate, 0);  // closed windows unless --rate
+
+  Options r;
+  ASSERT_EQ(Parse({"ping", "--target", "127.0.0.1:1", "--rate", "50000"}, &r, &error),
+            ParseOutcome::kRun)
+      << error;
+  EXPECT_EQ(r.rate, 50000);
 
   Options q;
   ASSERT_EQ(Parse({"ping", "--baseline-only", "--unconnected", "--no-gso"}, &q, &error),
@@ -160,6 +167,8 @@ TEST(ParseOptions, Errors) {
       {{"find-node", "--target", "127.0.0.1:1", "--pad", "1001"}, "[0, 1000]"},
       {{"announce"}, "--target HOST:PORT is required"},
       {{"ping", "--target", "127.0.0.1:1", "--peer-offset", "-1"}, "--peer-offset"},
+      {{"ping", "--target", "127.0.0.1:1", "--rate", "-5"}, "--rate"},
+      {{"ping", "--target", "127.0.0.1:1", "--rate", "20000000"}, "[0, 10000000]"},
   };
   for (const Case& c : cases) {
     Options o;

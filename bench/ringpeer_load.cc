@@ -106,6 +106,13 @@ inline constexpr uint8_t kFindNodeCount = 20;
 // A ping not answered within this long is counted lost and replaced, so a dropped datagram
 // never shrinks the window for the rest of the run.
 inline constexpr int64_t kLostAfterNs = 200'000'000;
+// --rate: the most requests per second one loader offers, and the pacing tick (a paced
+// loop wakes at least this often to send what it owes).
+inline constexpr long kRateMax = 10'000'000;
+inline constexpr int64_t kPaceTickNs = 100'000;
+// A paced loader that fell behind (descheduled) forgives what it owes beyond this much
+// time, so that it never answers a stall with a burst the node did not ask for.
+inline constexpr int64_t kPaceCatchUpNs = 10'000'000;
 // How often the loop looks for lost pings: a fraction of kLostAfterNs is precise enough.
 inline constexpr int64_t kLostScanEveryNs = 20'000'000;
 // Longest one epoll wait may block: bounds how late the loop notices its deadline.
@@ -290,6 +297,7 @@ struct Options {
   bool connected = true;
   bool gso = true;
   bool pad_given = false;
+  long rate = 0;  // requests offered per second in all; 0: as fast as the windows allow
 };
 
 enum class ParseOutcome : uint8_t { kRun, kHelp, kError };
@@ -321,6 +329,9 @@ inline const char* HelpText() {
          "                      loaders driving one node side by side use distinct ones\n"
          "  --pad BYTES         DHT modes: request padding (default 320, at most 1000), so an\n"
          "                      answer to a peer not yet proven on that shard is not trimmed\n"
+         "  --rate R            offer R requests/s in all, paced every 100 us, instead of\n"
+         "                      refilling each window as answers come (default 0: as fast\n"
+         "                      as the windows allow); for CPU per request below saturation\n"
          "The last stdout line of ping is `pings_per_s=.. p50_us=.. p99_us=.. lost=..\n"
          "baseline_per_s=.. baseline_p50_us=.. baseline_p99_us=.. ratio=..` (figures of a\n"
          "skipped phase are 0); of the DHT modes `answers_per_s=.. p50_us=.. p99_us=.. lost=..\n"
@@ -381,6 +392,9 @@ inline bool ParseValueFlag(std::string_view flag, std::string_view value, Option
   } else if (flag == "--window") {
     if (!number(1, kWindowMax)) return false;
     o->window = static_cast<uint32_t>(v);
+  } else if (flag == "--rate") {
+    if (!number(0, kRateMax)) return false;
+    o->rate = v;
   } else if (flag == "--peer-offset") {
     if (!number(0, kPeerOffsetMax)) return false;
     o->peer_offset = static_cast<uint32_t>(v);
@@ -615,6 +629,10 @@ class PingLoad {
   // Run: warm-up, then `seconds` measured, keeping `mode` requests in flight. Returns the
   // measured figures.
   PhaseResult Run(long seconds, Mode mode = Mode::kPing) noexcept;
+  // SetRate: requests offered per second from the next Run on (0: closed windows). A paced
+  // Run sends only what the clock owes, from the slots that are free, so the offered load
+  // stays fixed as long as the windows hold it (peers x window > rate x round trip).
+  void SetRate(long per_second) noexcept { rate_ = per_second; }
 
  private:
   struct Peer {
@@ -677,6 +695,9 @@ class PingLoad {
   size_t Encode(uint32_t p, uint64_t txid, std::span<uint8_t> out) noexcept;
   uint32_t SendBatchTo(int fd, uint32_t count) noexcept;
   void ReplaceLost(int64_t now_ns, bool measure) noexcept;
+  // Pace: sends what the clock owes since the paced run began, from the idle slots,
+  // peer after peer from where the last call stopped.
+  void Pace(int64_t now_ns, bool measure) noexcept;
 
   base::Endpoint target_;
   sockaddr_storage target_sa_{};
@@ -694,6 +715,13 @@ class PingLoad {
   wire::Encoder encoder_;
   PhaseResult result_;
   Mode mode_ = Mode::kPing;
+  // Pacing (--rate): idle_[p * window_ + i], i < idle_count_[p], are peer p's free slots.
+  long rate_ = 0;
+  std::vector<uint8_t> idle_;
+  std::vector<uint8_t> idle_count_;
+  uint32_t pace_cursor_ = 0;
+  int64_t pace_start_ns_ = 0;
+  uint64_t paced_sent_ = 0;
   uint32_t pad_ = 0;
   uint32_t peer_offset_ = 0;
   // Identities (DHT modes): a key pair and a ping responder per peer, sized in Open. The
@@ -777,6 +805,8 @@ absl::Status PingLoad::Open(const base::Endpoint& target, uint32_t peers, uint32
   if (epoll_fd_ < 0) return ErrnoError(errno, "epoll_create1");
   peers_.assign(peers, Peer{});
   slot_txid_.assign(size_t{peers} * window, 0);
+  idle_.assign(size_t{peers} * window, 0);
+  idle_count_.assign(peers, 0);
   slot_sent_ns_.assign(size_t{peers} * window, 0);
   events_.resize(kEpollEventsMax);
   if (!rx_) rx_ = std::make_unique<RecvBatch>();
@@ -1016,7 +1046,15 @@ void PingLoad::ServicePeer(uint32_t p, int64_t measure_from_ns) noexcept {
     Classify(p, rx_->data[i], rx_->msgs[i].msg_len, now_ns, measure, free_slots, &free_count);
   }
   RP_ASSERT(free_count <= window_);  // each slot is freed at most once per ping
-  if (free_count > 0) SendPings(p, free_slots, free_count, measure);
+  if (free_count == 0) return;
+  if (rate_ == 0) {
+    SendPings(p, free_slots, free_count, measure);
+    return;
+  }
+  for (uint32_t i = 0; i < free_count; ++i) {
+    RP_ASSERT(idle_count_[p] < window_);
+    idle_[size_t{p} * window_ + idle_count_[p]++] = static_cast<uint8_t>(free_slots[i]);
+  }
 }
 
 // ReplaceLost: abandons every ping older than kLostAfterNs and sends a fresh one in its slot.
@@ -1025,11 +1063,39 @@ void PingLoad::ReplaceLost(int64_t now_ns, bool measure) noexcept {
   for (uint32_t p = 0; p < peers_.size(); ++p) {
     uint32_t count = 0;
     for (uint32_t s = 0; s < window_; ++s) {
-      if (now_ns - slot_sent_ns_[size_t{p} * window_ + s] > kLostAfterNs) slots[count++] = s;
+      const size_t index = size_t{p} * window_ + s;
+      // txid 0: an idle slot of a paced run, waiting for its turn, not a ping in flight.
+      if (slot_txid_[index] != 0 && now_ns - slot_sent_ns_[index] > kLostAfterNs) {
+        slots[count++] = s;
+      }
     }
     if (count == 0) continue;
     if (measure) result_.lost += count;
     SendPings(p, slots, count, measure);
+  }
+}
+
+void PingLoad::Pace(int64_t now_ns, bool measure) noexcept {
+  const auto owed_total = static_cast<uint64_t>(
+      static_cast<double>(now_ns - pace_start_ns_) * static_cast<double>(rate_) / 1e9);
+  if (owed_total <= paced_sent_) return;
+  uint64_t owed = owed_total - paced_sent_;
+  const auto catch_up_max = static_cast<uint64_t>(rate_ * kPaceCatchUpNs / 1'000'000'000) + 1;
+  if (owed > catch_up_max) {
+    paced_sent_ += owed - catch_up_max;  // forgiven: we were descheduled, not the node slow
+    owed = catch_up_max;
+  }
+  uint32_t slots[kWindowMax];
+  // Bounded: one pass over the peers at most.
+  for (uint32_t visited = 0; visited < peers_.size() && owed > 0; ++visited) {
+    const uint32_t p = pace_cursor_;
+    pace_cursor_ = pace_cursor_ + 1 == peers_.size() ? 0 : pace_cursor_ + 1;
+    const uint32_t take = static_cast<uint32_t>(std::min<uint64_t>(idle_count_[p], owed));
+    if (take == 0) continue;
+    for (uint32_t i = 0; i < take; ++i) slots[i] = idle_[size_t{p} * window_ + --idle_count_[p]];
+    SendPings(p, slots, take, measure);
+    paced_sent_ += take;
+    owed -= take;
   }
 }
 
@@ -1041,13 +1107,28 @@ PhaseResult PingLoad::Run(long seconds, Mode mode) noexcept {
   const int64_t end_ns = measure_from_ns + seconds * 1'000'000'000;
   std::array<uint32_t, kWindowMax> all_slots;
   for (uint32_t s = 0; s < window_; ++s) all_slots[s] = s;
-  for (uint32_t p = 0; p < peers_.size(); ++p) SendPings(p, all_slots.data(), window_, false);
+  if (rate_ == 0) {
+    for (uint32_t p = 0; p < peers_.size(); ++p) SendPings(p, all_slots.data(), window_, false);
+  } else {
+    // Every slot starts idle; answers of an earlier phase that still arrive count as late.
+    for (uint32_t p = 0; p < peers_.size(); ++p) {
+      for (uint32_t s = 0; s < window_; ++s) {
+        slot_txid_[size_t{p} * window_ + s] = 0;
+        idle_[size_t{p} * window_ + s] = static_cast<uint8_t>(s);
+      }
+      idle_count_[p] = static_cast<uint8_t>(window_);
+    }
+    pace_start_ns_ = start_ns;
+    paced_sent_ = 0;
+  }
+  const timespec tick{0, rate_ == 0 ? kEpollWaitMs * 1'000'000L : kPaceTickNs};
   int64_t next_scan_ns = start_ns + kLostScanEveryNs;
   int64_t now_ns = start_ns;
-  while (now_ns < end_ns) {  // bounded by end_ns: each pass waits at most kEpollWaitMs
-    const int ready = epoll_wait(epoll_fd_, events_.data(), kEpollEventsMax, kEpollWaitMs);
+  while (now_ns < end_ns) {  // bounded by end_ns: each pass waits at most one tick
+    const int ready = epoll_pwait2(epoll_fd_, events_.data(), kEpollEventsMax, &tick, nullptr);
     for (int i = 0; i < ready; ++i) ServicePeer(events_[i].data.u32, measure_from_ns);
     now_ns = NowNs();
+    if (rate_ != 0) Pace(now_ns, now_ns >= measure_from_ns);
     if (now_ns >= next_scan_ns) {
       ReplaceLost(now_ns, now_ns >= measure_from_ns);
       next_scan_ns = now_ns + kLostScanEveryNs;
@@ -1219,6 +1300,7 @@ inline absl::StatusOr<PhaseResult> RunPhase(PingLoad* load, const base::Endpoint
   absl::Status st = load->Open(target, o.peers, o.window, o.connected, o.gso,
                                /*identities=*/false, 0, o.peer_offset);
   if (!st.ok()) return st;
+  load->SetRate(o.rate);
   return load->Run(o.seconds);
 }
 
@@ -1250,8 +1332,9 @@ inline int RunPing(const Options& o) {
   };
   if (!st.ok()) return fail(st);
   out.Line(absl::StrFormat("ringpeer-load ping: %u peers x window %u, %d s measured "
-                           "(after %.1f s warm-up) per phase",
-                           o.peers, o.window, o.seconds, kWarmupNs / 1e9));
+                           "(after %.1f s warm-up) per phase%s",
+                           o.peers, o.window, o.seconds, kWarmupNs / 1e9,
+                           o.rate > 0 ? absl::StrCat(", offering ", o.rate, "/s") : ""));
   // Both phases run with the same pin; the echo child gets --echo-cpu or our original mask.
   cpu_set_t original_mask;
   CPU_ZERO(&original_mask);
@@ -1316,6 +1399,7 @@ inline int RunDht(const Options& o) {
     out.Line(absl::StrFormat("tokens: %u of %u peers", tokens, o.peers));
     if (tokens == 0) return fail(absl::UnavailableError("no announce token from the node"));
   }
+  load.SetRate(o.rate);
   const PhaseResult pings = load.Run(o.seconds, Mode::kPing);
   out.Line(FormatPhase("pings", pings));
   const PhaseResult dht = load.Run(o.seconds, o.mode);

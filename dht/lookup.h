@@ -12,11 +12,13 @@
 //
 // Generations: seeds are generation 1; a node learned from a generation-g answer is g+1.
 // The generation of the nearest result is the lookup's "rounds" (sequential round trips).
-// Owner-shard-local; not thread-safe. Storage is fixed at construction.
+// Owner-shard-local; not thread-safe. Storage is fixed at construction (announcement
+// tokens: at the first kAnnounce Start).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -94,7 +96,7 @@ class Lookup {
     uint8_t path = 0;
     uint8_t generation = 0;
     uint8_t attempts = 0;
-    bool has_token = false;
+    bool has_token = false;  // its answer carried a token (kept only for kAnnounce: token())
     bool distrusted = false;  // see LookupParams::strikes_max
     uint8_t strikes = 0;      // names it gave that never answered
     uint8_t source = kNoSource;  // the candidate whose answer named it first
@@ -102,8 +104,8 @@ class Lookup {
     bool requery = false;     // answered, to be asked again (see Distrust)
     bool requeried = false;   // asked again once already
     uint8_t vouches = 1;      // answers that named it (seeds: 1)
-    std::array<uint8_t, 16> token{};
   };
+  using Token = std::array<uint8_t, 16>;
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
   static constexpr uint8_t kPathsMax = 8;
   // Tries of a candidate that hold one of its path's alpha slots (retry_frees_slot).
@@ -133,6 +135,11 @@ class Lookup {
   uint8_t rounds() const noexcept;
 
   Candidate& candidate(int c) noexcept { return cands_[static_cast<size_t>(c)]; }
+  // SetToken: candidate `c` answered with `token` (a get_providers answer). Kept for an
+  // announcement only: the token lets it store a record there.
+  void SetToken(int c, std::span<const uint8_t, 16> token) noexcept;
+  // token: the token `c` gave, or null (none, or not an announcement).
+  const Token* token(int c) const noexcept;
   const NodeId& target() const noexcept { return target_; }
   LookupKind kind() const noexcept { return kind_; }
   const LookupParams& params() const noexcept { return params_; }
@@ -169,6 +176,9 @@ class Lookup {
   int NextOnPath(uint8_t path) const noexcept;
 
   std::vector<Candidate> cands_;
+  // One token per candidate slot, for announcements only: allocated by the first kAnnounce
+  // Start and kept (a lookup that never announces holds none; 16 of a candidate's 74 bytes).
+  std::unique_ptr<Token[]> tokens_;
   std::vector<uint8_t> order_;  // candidate indices, nearest first
   NodeId target_{};
   LookupKind kind_ = LookupKind::kFindNode;

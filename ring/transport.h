@@ -59,6 +59,10 @@ struct TransportStats {
   uint64_t recv_rearms = 0;       // multishot receive re-armed after it stopped
   uint64_t wakeups = 0;           // doorbells received
   uint64_t syscalls = 0;          // submit/wait (or recvmmsg/sendmmsg/poll) calls made
+  uint64_t completions = 0;       // io_uring: CQEs reaped (receives, sends, wakes); mmsg: 0
+  uint64_t recv_ring_grown = 0;   // io_uring: the buffer ring's level doubled (a burst)
+  uint64_t send_fallbacks = 0;    // io_uring: switched from send-with-address to sendmsg
+  uint64_t quiet_waits = 0;       // io_uring: Poll waited again after only send completions
   // Test delay shim only (TransportConfig::send_delay_us > 0, ring/delay_transport.h).
   uint64_t send_delayed = 0;      // datagrams held for the delay
   uint64_t send_delay_full = 0;   // dropped: the delay queue was full (also in send_slots_full)
@@ -69,6 +73,10 @@ struct TransportConfig {
   // for a full loopback burst at ~700k datagrams/s between two loop iterations.
   uint32_t recv_buffers = 4096;      // power of two (buffer ring requirement)
   uint32_t recv_buffer_bytes = 2048; // header + sockaddr + 1200 B payload, rounded up
+  // io_uring: how many of them the kernel's buffer ring holds at least (it grows towards
+  // recv_buffers under bursts; see UringTransport::spare_). Fewer buffers in the ring
+  // keep the ones the kernel writes into hot in cache.
+  uint32_t recv_ring_level_min = 256;
   // Send slots: datagrams queued but not yet completed by the kernel. 4096 x 1280 B =
   // 5 MiB per shard. A relay sends ~9 datagrams per update it fans out to 8 members: with
   // 2048 slots a burst of a few hundred updates overflowed the queue and lost acks (the
@@ -84,6 +92,19 @@ struct TransportConfig {
   // io_uring: register the sockets as fixed files, which saves a file lookup and reference
   // count per operation. Off is for measuring the difference.
   bool register_files = true;
+  // io_uring: send each datagram as IORING_OP_SEND with its address, no msghdr to copy. A
+  // kernel that refuses the address makes the transport fall back to sendmsg by itself
+  // (TransportStats::send_fallbacks); false starts with sendmsg (tests, measurements).
+  bool send_with_address = true;
+  // io_uring: a send posts a completion only when it fails (IOSQE_CQE_SKIP_SUCCESS with
+  // MSG_DONTWAIT, so it ends inside the io_uring_enter that submits it): half the
+  // completions per answered datagram, and a wait is never ended by our own sends. False
+  // keeps a completion per send (tests, measurements).
+  bool skip_send_completions = true;
+  // io_uring (kernel 6.12+): a wait for datagrams lasts at least this long once started
+  // (unless kCoalesceWaitNr completions come first), so that one wakeup serves several
+  // datagrams at light load. 0: wake for each. Adds up to this much latency.
+  uint32_t coalesce_us = 0;
   // Test only (`ringpeer serve --test-delay-ms`, tests/netns): hold every outgoing
   // datagram this long before sending it, to stand in for link delay where the kernel
   // has no netem. 0: off, and the transport is not wrapped at all. When > 0,

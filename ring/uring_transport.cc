@@ -2,6 +2,7 @@
 #include "ring/uring_transport.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -12,6 +13,7 @@
 #include <bit>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
@@ -33,10 +35,16 @@ enum class Op : uint8_t {
   kEventRead = 4,  // our read on the wake eventfd completed
   kWakeSent = 5,   // our MSG_RING or eventfd write to another shard (CQE only on error)
   kCancel = 6,     // Shutdown's cancel of every request still in the kernel
+  kSendFailed = 7, // a send without a success completion (skip_send_cqes_) failed
 };
 constexpr uint64_t UserData(Op op, uint32_t index) {
   return uint64_t{static_cast<uint8_t>(op)} << 56 | index;
 }
+// IORING_FEAT_MIN_TIMEOUT (6.12; liburing 2.3 predates it): io_uring_getevents_arg's pad
+// is min_wait_usec.
+constexpr uint32_t kFeatMinTimeout = 1u << 15;
+// Op::kSend: the send was a plain send carrying its address (bit 32; see PrepSend).
+constexpr uint64_t kSentWithAddress = uint64_t{1} << 32;
 // The value written to an eventfd to ring it; static so that it outlives the async write.
 constexpr uint64_t kEventIncrement = 1;
 
@@ -83,6 +91,12 @@ absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
   return absl::OkStatus();
 }
 
+int64_t MonotonicUs() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000 + ts.tv_nsec / 1000;
+}
+
 // Anonymous, prefaulted memory: page aligned (the buffer ring requires it) and never
 // touched by a page fault on the hot path.
 uint8_t* MapMemory(size_t bytes) {
@@ -110,6 +124,7 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
     ShardSockets* sockets, const TransportConfig& config) {
   RP_RETURN_IF_ERROR(ValidateConfig(config, *sockets));
   std::unique_ptr<UringTransport> t(new UringTransport(config));
+  t->send_with_address_ = config.send_with_address;
   RP_RETURN_IF_ERROR(t->SetupMemory());
   RP_RETURN_IF_ERROR(t->SetupRing(sockets->fds.size()));
   RP_RETURN_IF_ERROR(t->SetupBufferRing());
@@ -143,8 +158,10 @@ absl::Status UringTransport::SetupMemory() {
     return base::ErrnoStatus(errno, "mmap of transport buffers");
   }
   held_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
+  spare_ = std::make_unique<uint16_t[]>(config_.recv_buffers);
   slots_ = std::make_unique<SendSlot[]>(config_.send_slots);
   free_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
+  pending_ = std::make_unique<uint32_t[]>(config_.send_slots);
   for (uint32_t i = 0; i < config_.send_slots; i++) {
     // Pushed in reverse so that slot 0 is handed out first (easier to read in a debugger).
     free_slots_[i] = config_.send_slots - 1 - i;
@@ -173,6 +190,10 @@ absl::Status UringTransport::SetupRing(size_t sockets) {
     params.cq_entries = cq_entries;
     ret = io_uring_queue_init_params(config_.sq_entries, &ring_, &params);
     if (ret == 0) {
+      // Sends without success completions need IOSQE_CQE_SKIP_SUCCESS (5.17).
+      if ((params.features & kFeatMinTimeout) != 0) coalesce_us_ = config_.coalesce_us;
+      skip_send_cqes_ =
+          config_.skip_send_completions && (params.features & IORING_FEAT_CQE_SKIP) != 0;
       setup_mode_ = mode.name;
       ring_enabled_ = (mode.flags & IORING_SETUP_R_DISABLED) == 0;
       ring_ready_ = true;
@@ -191,13 +212,50 @@ absl::Status UringTransport::SetupBufferRing() {
   reg.bgid = kBufferGroup;
   const int ret = io_uring_register_buf_ring(&ring_, &reg, 0);
   if (ret != 0) return base::ErrnoStatus(-ret, "io_uring_register_buf_ring");
-  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
-  for (uint32_t bid = 0; bid < config_.recv_buffers; bid++) {
-    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes,
-                          static_cast<uint16_t>(bid), mask, static_cast<int>(bid));
+  // Every buffer starts spare, buffer 0 on top; the ring takes the first ring_level_.
+  for (uint32_t i = 0; i < config_.recv_buffers; i++) {
+    spare_[i] = static_cast<uint16_t>(config_.recv_buffers - 1 - i);
   }
-  io_uring_buf_ring_advance(buf_ring_, static_cast<int>(config_.recv_buffers));
+  spare_count_ = config_.recv_buffers;
+  level_min_ = std::clamp(config_.recv_ring_level_min, 1u, config_.recv_buffers);
+  ring_level_ = level_min_;
+  level_low_ = ring_level_;
+  RefillRing();
   return absl::OkStatus();
+}
+
+void UringTransport::RefillRing() noexcept {
+  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  int added = 0;
+  while (in_ring_ < ring_level_ && spare_count_ > 0) {
+    const uint16_t bid = spare_[--spare_count_];
+    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes, bid, mask,
+                          added++);
+    in_ring_++;
+  }
+  // One release-store of the tail publishes the whole batch to the kernel.
+  if (added > 0) io_uring_buf_ring_advance(buf_ring_, added);
+}
+
+void UringTransport::ReviewRingLevel() noexcept {
+  level_low_ = std::min(level_low_, in_ring_);
+  if (ran_dry_ || in_ring_ < ring_level_ / 4) {
+    ran_dry_ = false;
+    if (ring_level_ < config_.recv_buffers) {
+      ring_level_ = std::min(config_.recv_buffers, ring_level_ * 2);
+      stats_.recv_ring_grown++;
+    }
+    level_low_ = ring_level_;
+    level_polls_ = 0;
+    return;
+  }
+  if (++level_polls_ < kRingLevelReviewPolls) return;
+  // Used at most a quarter of the level all along: half of it is plenty.
+  if (level_low_ >= ring_level_ - ring_level_ / 4 && ring_level_ > level_min_) {
+    ring_level_ = std::max(level_min_, ring_level_ / 2);
+  }
+  level_low_ = ring_level_;
+  level_polls_ = 0;
 }
 
 void UringTransport::AdoptSockets(ShardSockets* sockets) {
@@ -221,7 +279,42 @@ io_uring_sqe* UringTransport::GetSqe() noexcept {
   // allows for. Submit early (one extra system call, rare) rather than drop.
   stats_.syscalls++;
   (void)io_uring_submit(&ring_);
+  RetireSubmittedSends();
   return io_uring_get_sqe(&ring_);
+}
+
+void UringTransport::EnterCoalesced(int64_t timeout_us) noexcept {
+  // liburing 2.3 has no call for the minimum wait, so this is its submit-and-wait by hand:
+  // publish the queued SQEs (what its internal flush does), then one io_uring_enter that
+  // waits for kCoalesceWaitNr completions for at most coalesce_us_, then for any one
+  // until the caller's timeout.
+  const unsigned tail = ring_.sq.sqe_tail;
+  if (ring_.sq.sqe_head != tail) {
+    ring_.sq.sqe_head = tail;
+    __atomic_store_n(ring_.sq.ktail, tail, __ATOMIC_RELEASE);
+  }
+  const unsigned submit = tail - __atomic_load_n(ring_.sq.khead, __ATOMIC_ACQUIRE);
+  io_uring_getevents_arg arg{};
+  arg.sigmask_sz = _NSIG / 8;
+  arg.pad = coalesce_us_;  // min_wait_usec since 6.12 (IORING_FEAT_MIN_TIMEOUT)
+  __kernel_timespec ts{};
+  if (timeout_us > 0) {
+    ts.tv_sec = timeout_us / 1'000'000;
+    ts.tv_nsec = (timeout_us % 1'000'000) * 1000;
+    arg.ts = reinterpret_cast<uint64_t>(&ts);
+  }
+  (void)syscall(__NR_io_uring_enter, ring_.ring_fd, submit, kCoalesceWaitNr,
+                IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
+}
+
+void UringTransport::RetireSubmittedSends() noexcept {
+  if (pending_count_ == 0 || io_uring_sq_ready(&ring_) != 0) return;
+  // Every queued SQE was consumed, so every send among them ran to its end inside that
+  // io_uring_enter (MSG_DONTWAIT: a send that would block fails instead of waiting), and
+  // its slot may take the next datagram.
+  stats_.sent += pending_count_;
+  for (uint32_t i = 0; i < pending_count_; i++) free_slots_[free_count_++] = pending_[i];
+  pending_count_ = 0;
 }
 
 void UringTransport::SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept {
@@ -277,8 +370,28 @@ size_t UringTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
     first_poll_ = false;
     *woken = true;  // a MSG_RING to a still-disabled ring fails; report it conservatively
   }
+  const int64_t start_us = timeout_us > 0 ? MonotonicUs() : 0;
   Enter(timeout_us);
-  const size_t filled = Drain(out, woken);
+  size_t filled = Drain(out, woken);
+  // A wait that ended only on our own sends' completions (the sends this very call
+  // submitted post theirs at once) found nothing for the caller: wait again, within the
+  // caller's timeout, instead of returning empty. Returning would cost the shard a whole
+  // loop iteration per answered datagram at light load (measured: 2.2 iterations per
+  // wakeup against recvmmsg's 1.0). Not when a receive must be re-armed first (its
+  // buffers come back in ReleaseReceived) or the caller asked not to wait.
+  for (uint32_t round = 0; round < kQuietWaitsMax && filled == 0 && !*woken && timeout_us != 0 &&
+                           !RearmPending();
+       round++) {
+    int64_t left_us = -1;
+    if (timeout_us > 0) {
+      left_us = timeout_us - (MonotonicUs() - start_us);
+      if (left_us <= 0) break;
+    }
+    stats_.quiet_waits++;
+    Enter(left_us);
+    filled = Drain(out, woken);
+  }
+  ReviewRingLevel();
   // Re-arms are queued after the drain (never from inside it) and submitted by the next
   // Poll, after ReleaseReceived() has refilled the buffer ring that ran dry.
   for (size_t i = 0; i < rearm_.size(); i++) {
@@ -294,7 +407,20 @@ size_t UringTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
   return filled;
 }
 
+bool UringTransport::RearmPending() const noexcept {
+  if (rearm_event_read_) return true;
+  for (uint8_t r : rearm_) {
+    if (r != 0) return true;
+  }
+  return false;
+}
+
 void UringTransport::Enter(int64_t timeout_us) noexcept {
+  EnterOnce(timeout_us);
+  RetireSubmittedSends();
+}
+
+void UringTransport::EnterOnce(int64_t timeout_us) noexcept {
   // Exactly one io_uring_enter: it submits everything queued since the last Poll (sends,
   // re-arms, doorbells) and, with DEFER_TASKRUN, runs the completion work that fills
   // the CQ. Errors (ETIME, EINTR, EBUSY on a full CQ) need no action: we drain anyway.
@@ -304,6 +430,7 @@ void UringTransport::Enter(int64_t timeout_us) noexcept {
     (void)io_uring_submit_and_get_events(&ring_);
     return;
   }
+  if (coalesce_us_ > 0) return EnterCoalesced(timeout_us);
   if (timeout_us < 0) {
     (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, nullptr, nullptr);
     return;
@@ -322,6 +449,7 @@ size_t UringTransport::Drain(std::span<RecvDatagram> out, bool* woken) noexcept 
     unsigned consumed = 0;
     while (consumed < count && HandleCqe(*cqes[consumed], out, &filled, woken)) consumed++;
     io_uring_cq_advance(&ring_, consumed);
+    stats_.completions += consumed;
     // Stop when the CQ is empty or `out` is full (that receive stays for the next Poll).
     if (consumed < kCqeBatch) break;
   }
@@ -339,6 +467,9 @@ bool UringTransport::HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> 
       return true;
     case Op::kSend:
       HandleSend(cqe, index);
+      return true;
+    case Op::kSendFailed:
+      HandleSendFailed(cqe);
       return true;
     case Op::kDoorbell:
       stats_.wakeups++;
@@ -370,13 +501,18 @@ void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
   }
   if (cqe.res < 0) {
     // ENOBUFS: the buffer ring ran dry; the datagram waits in the socket until re-armed.
-    if (cqe.res == -ENOBUFS) stats_.recv_no_buffers++;
+    if (cqe.res == -ENOBUFS) {
+      stats_.recv_no_buffers++;
+      ran_dry_ = true;
+    }
     return;
   }
   RP_ASSERT((cqe.flags & IORING_CQE_F_BUFFER) != 0);  // every receive selects a buffer
   const uint32_t bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
   RP_ASSERT(bid < config_.recv_buffers);
   RP_ASSERT(held_count_ < config_.recv_buffers);
+  RP_ASSERT(in_ring_ > 0);
+  in_ring_--;
   held_[held_count_++] = static_cast<uint16_t>(bid);
   uint8_t* buffer = RecvBuffer(bid);
   io_uring_recvmsg_out* o = io_uring_recvmsg_validate(buffer, cqe.res, &recv_msg_);
@@ -399,6 +535,19 @@ void UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
 void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept {
   RP_ASSERT(slot < config_.send_slots);
   RP_ASSERT(free_count_ < config_.send_slots);
+  // A kernel without addresses on IORING_OP_SEND refuses the field (EINVAL) or sends
+  // without it (EDESTADDRREQ: our sockets are not connected). The slot still holds the
+  // datagram: send it again with sendmsg, which every kernel with io_uring takes, and use
+  // sendmsg from now on.
+  if ((cqe.user_data & kSentWithAddress) != 0 &&
+      (cqe.res == -EINVAL || cqe.res == -EDESTADDRREQ) && !shut_down_) {
+    if (send_with_address_) stats_.send_fallbacks++;
+    send_with_address_ = false;
+    if (io_uring_sqe* sqe = GetSqe(); sqe != nullptr) {
+      PrepSend(sqe, slot);  // the slot stays taken
+      return;
+    }
+  }
   // A failed send (ICMP port unreachable as ECONNREFUSED, ENOBUFS, EPERM from a firewall)
   // is UDP's normal loss; count it and reuse the slot.
   if (cqe.res < 0) {
@@ -410,15 +559,13 @@ void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept
 }
 
 void UringTransport::ReleaseReceived() noexcept {
-  const int mask = io_uring_buf_ring_mask(config_.recv_buffers);
+  // The last one handed out goes on top: the next to be given to the kernel.
   for (uint32_t i = 0; i < held_count_; i++) {
-    const uint16_t bid = held_[i];
-    io_uring_buf_ring_add(buf_ring_, RecvBuffer(bid), config_.recv_buffer_bytes, bid, mask,
-                          static_cast<int>(i));
+    RP_DASSERT(spare_count_ < config_.recv_buffers);
+    spare_[spare_count_++] = held_[i];
   }
-  // One release-store of the tail publishes the whole batch to the kernel.
-  if (held_count_ > 0) io_uring_buf_ring_advance(buf_ring_, static_cast<int>(held_count_));
   held_count_ = 0;
+  RefillRing();
 }
 
 std::span<uint8_t> UringTransport::SendBuffer() noexcept {
@@ -442,11 +589,49 @@ void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_inde
   const uint32_t slot = free_slots_[--free_count_];
   SendSlot& send = slots_[slot];
   send.iov.iov_len = size;
+  send.socket = static_cast<uint16_t>(s);
   send.msg.msg_namelen =
       to.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
-  io_uring_prep_sendmsg(sqe, -1, &send.msg, 0);
-  SetTarget(sqe, static_cast<size_t>(s));
-  io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot));
+  PrepSend(sqe, slot);
+  if (skip_send_cqes_) pending_[pending_count_++] = slot;
+}
+
+void UringTransport::PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept {
+  SendSlot& send = slots_[slot];
+  // Without success completions a send must end inside the submitting io_uring_enter, so
+  // that its slot can be reused after it: MSG_DONTWAIT makes a full socket buffer fail the
+  // send (EAGAIN, counted; recvmmsg's transport drops there too) instead of parking it.
+  const int flags = skip_send_cqes_ ? MSG_DONTWAIT : 0;
+  if (send_with_address_) {
+    // A plain send that carries its address: the kernel reads no msghdr and no iovec
+    // (sendmsg copies and checks both, ~3% of a ping's CPU).
+    io_uring_prep_send(sqe, -1, send.iov.iov_base, send.iov.iov_len, flags);
+    io_uring_prep_send_set_addr(sqe, reinterpret_cast<const sockaddr*>(&send.to),
+                                static_cast<uint16_t>(send.msg.msg_namelen));
+  } else {
+    io_uring_prep_sendmsg(sqe, -1, &send.msg, static_cast<unsigned>(flags));
+  }
+  SetTarget(sqe, send.socket);
+  const uint64_t with_address = send_with_address_ ? kSentWithAddress : 0;
+  if (skip_send_cqes_) {
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;  // only a failure posts a completion
+    io_uring_sqe_set_data64(sqe, UserData(Op::kSendFailed, slot) | with_address);
+  } else {
+    io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot) | with_address);
+  }
+}
+
+void UringTransport::HandleSendFailed(const io_uring_cqe& cqe) noexcept {
+  // The slot went back to the free stack when its submit ended; only the count is ours.
+  stats_.send_errors++;
+  if (stats_.sent > 0) stats_.sent--;
+  // A kernel that refuses addresses on IORING_OP_SEND (see HandleSend): this datagram is
+  // lost (its slot may hold another by now); the ones after it go by sendmsg.
+  if ((cqe.user_data & kSentWithAddress) != 0 &&
+      (cqe.res == -EINVAL || cqe.res == -EDESTADDRREQ) && send_with_address_) {
+    send_with_address_ = false;
+    stats_.send_fallbacks++;
+  }
 }
 
 void UringTransport::Flush() noexcept {
@@ -487,6 +672,9 @@ void UringTransport::ReapForShutdown(const io_uring_cqe& cqe) noexcept {
       return;
     case Op::kSend:
       if (index < config_.send_slots) HandleSend(cqe, index);
+      return;
+    case Op::kSendFailed:
+      HandleSendFailed(cqe);
       return;
     case Op::kEventRead:
       event_read_armed_ = false;
@@ -534,6 +722,7 @@ void UringTransport::Shutdown() noexcept {
       io_uring_cqe* cqe = nullptr;
       stats_.syscalls++;
       (void)io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+      RetireSubmittedSends();
       io_uring_cqe* cqes[kCqeBatch];
       for (unsigned count; (count = io_uring_peek_batch_cqe(&ring_, cqes, kCqeBatch)) > 0;) {
         for (unsigned i = 0; i < count; i++) ReapForShutdown(*cqes[i]);

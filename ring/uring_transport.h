@@ -52,6 +52,16 @@ class UringTransport final : public Transport {
   static constexpr int kShutdownWaitMs = 1000;
   static constexpr int kShutdownRoundsMax = 200;
   static constexpr int kShutdownSendRounds = 10;
+  // The buffer ring's level (see spare_): it starts at recv_ring_level_min, doubles when a
+  // poll finds it under a quarter full or a receive ran out of buffers, and halves after
+  // kRingLevelReviewPolls polls that never used more than a quarter of it.
+  static constexpr uint32_t kRingLevelReviewPolls = 4096;
+  // Poll: waits again at most this many times when a wait ended on completions of our own
+  // sends only (the third end of a wait is then a timeout, a doorbell or a datagram).
+  static constexpr uint32_t kQuietWaitsMax = 4;
+  // A coalesced wait (TransportConfig::coalesce_us) ends early once this many completions
+  // are ready: a burst is not held back.
+  static constexpr uint32_t kCoalesceWaitNr = 32;
   // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
   static constexpr uint32_t kRecvBuffersMax = 32768;
 
@@ -80,14 +90,20 @@ class UringTransport final : public Transport {
   const char* setup_mode() const noexcept { return setup_mode_; }
   // Whether the sockets are registered fixed files.
   bool files_registered() const noexcept { return files_registered_; }
+  // Whether successful sends skip their completion (see skip_send_cqes_).
+  bool skips_send_completions() const noexcept { return skip_send_cqes_; }
+  // The coalescing window in effect (TransportConfig::coalesce_us, 0 where the kernel
+  // lacks IORING_FEAT_MIN_TIMEOUT).
+  uint32_t coalesce_us() const noexcept { return coalesce_us_; }
   // After Shutdown(): requests still in the kernel when it gave up waiting (0 normally).
   uint32_t shutdown_outstanding() const noexcept { return shutdown_outstanding_; }
 
  private:
   struct SendSlot {
-    msghdr msg;
-    iovec iov;
+    msghdr msg;          // for sendmsg: names `to` and `iov`
+    iovec iov;           // the datagram: its place in send memory and its size
     sockaddr_storage to;
+    uint16_t socket = 0; // which of our sockets sends it
   };
 
   explicit UringTransport(const TransportConfig& config);
@@ -100,17 +116,34 @@ class UringTransport final : public Transport {
   void SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept;
   void ArmReceive(size_t socket_index) noexcept;
   void ArmEventRead() noexcept;
+  // Enter: one io_uring_enter (EnterOnce), then the slots of the sends it submitted are free.
   void Enter(int64_t timeout_us) noexcept;
+  void EnterOnce(int64_t timeout_us) noexcept;
+  void EnterCoalesced(int64_t timeout_us) noexcept;
+  // RetireSubmittedSends (skip_send_cqes_): once the kernel consumed every queued SQE,
+  // the pending sends ended and their slots go back to the free stack.
+  void RetireSubmittedSends() noexcept;
+  void HandleSendFailed(const io_uring_cqe& cqe) noexcept;
   size_t Drain(std::span<RecvDatagram> out, bool* woken) noexcept;
   bool HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> out, size_t* filled,
                  bool* woken) noexcept;
   void HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
                   size_t* filled) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
+  // PrepSend: slot's datagram into `sqe`, as a plain send with its address where the
+  // kernel takes one (send_with_address_), else as sendmsg.
+  void PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept;
   uint8_t* RecvBuffer(uint32_t bid) const noexcept;
+  // RefillRing: tops the buffer ring up to ring_level_ from the spare stack.
+  void RefillRing() noexcept;
+  // ReviewRingLevel: grows the level when the ring was found under a quarter full or ran
+  // dry, and shrinks it when kRingLevelReviewPolls polls used less than a quarter of it.
+  void ReviewRingLevel() noexcept;
   // Shutdown's bookkeeping of one completion: what is still outstanding in the kernel.
   void ReapForShutdown(const io_uring_cqe& cqe) noexcept;
   uint32_t Outstanding() const noexcept;
+  // RearmPending: a receive or the eventfd read must be re-armed before the next wait.
+  bool RearmPending() const noexcept;
 
   const TransportConfig config_;
   io_uring ring_{};
@@ -141,6 +174,19 @@ class UringTransport final : public Transport {
   size_t buf_ring_bytes_ = 0;
   std::unique_ptr<uint16_t[]> held_;   // buffer ids handed out by the last Poll()
   uint32_t held_count_ = 0;
+  // Buffers not in the kernel's ring, most recently used on top. The ring is FIFO: a
+  // buffer given back waits for every buffer ahead of it, so with all recv_buffers in the
+  // ring each datagram landed in memory last touched thousands of datagrams ago (a cache
+  // miss per line the kernel wrote, ~12% of a ping's CPU). The ring holds only ring_level_
+  // buffers, refilled from the top of this stack, and grows when a batch comes near it.
+  std::unique_ptr<uint16_t[]> spare_;
+  uint32_t spare_count_ = 0;
+  uint32_t in_ring_ = 0;        // published to the ring and not yet seen in a completion
+  uint32_t ring_level_ = 0;     // how many the ring is refilled to (level_min_..max)
+  uint32_t level_min_ = 0;      // min(recv_ring_level_min, recv_buffers)
+  uint32_t level_low_ = 0;      // the fewest in the ring at a poll since the last review
+  uint32_t level_polls_ = 0;    // polls since then
+  bool ran_dry_ = false;        // a receive found no buffer since the last poll
 
   // Send side: slots, their data (send_slots * send_slot_bytes) and a stack of free ids.
   std::unique_ptr<SendSlot[]> slots_;
@@ -148,6 +194,14 @@ class UringTransport final : public Transport {
   size_t send_memory_bytes_ = 0;
   std::unique_ptr<uint32_t[]> free_slots_;
   uint32_t free_count_ = 0;
+  bool send_with_address_ = true;  // until a kernel refuses an address on IORING_OP_SEND
+  // Sends post a completion only when they fail (TransportConfig::skip_send_completions
+  // and a kernel with IORING_FEAT_CQE_SKIP). Their slots wait in pending_ until the
+  // io_uring_enter that submits them returns.
+  bool skip_send_cqes_ = false;
+  uint32_t coalesce_us_ = 0;  // TransportConfig::coalesce_us where the kernel has it
+  std::unique_ptr<uint32_t[]> pending_;
+  uint32_t pending_count_ = 0;
 
   TransportStats stats_;
 };

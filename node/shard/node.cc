@@ -456,6 +456,8 @@ std::string Node::StatusJson() {
     w.Key("mailbox_in").Uint(get(sc.mailbox_in));
     w.Key("send_errors").Uint(get(sc.send_errors));
     w.Key("recv_no_buffers").Uint(get(sc.recv_no_buffers));
+    w.Key("transport_syscalls").Uint(get(sc.transport_syscalls));
+    w.Key("transport_completions").Uint(get(sc.transport_completions));
     w.Key("rooms").Uint(get(sc.rooms));
     w.Key("rooms_by_reducer").BeginObject();
     w.Key("chat").Uint(get(sc.rooms_by_reducer[1]));

@@ -174,6 +174,8 @@ void Shard::PublishTransportStats() noexcept {
   const ring::TransportStats& s = transport_->stats();
   Counters::Add(c.send_errors, s.send_errors - last_stats_.send_errors);
   Counters::Add(c.recv_no_buffers, s.recv_no_buffers - last_stats_.recv_no_buffers);
+  Counters::Add(c.transport_syscalls, s.syscalls - last_stats_.syscalls);
+  Counters::Add(c.transport_completions, s.completions - last_stats_.completions);
   Counters::Add(c.dropped[int(wire::Verdict::kSendQueueFull)],
                 s.send_slots_full - last_stats_.send_slots_full);
   last_stats_ = s;
