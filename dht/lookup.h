@@ -84,6 +84,10 @@ struct LookupParams {
   // A candidate that timed out twice leaves its alpha slot to the next one while it is
   // tried again: its tries go on, but no longer hold the lookup up (see kTriesHoldingSlot).
   bool retry_frees_slot = true;
+  // A name only one answer gave counts against that answer's sender once it was silent
+  // twice (kTriesHoldingSlot), not after its last try; a late answer takes the strike back.
+  // false: the strike comes when every try failed.
+  bool early_strike = true;
 };
 
 class Lookup {
@@ -104,6 +108,7 @@ class Lookup {
     bool requery = false;     // answered, to be asked again (see Distrust)
     bool requeried = false;   // asked again once already
     uint8_t vouches = 1;      // answers that named it (seeds: 1)
+    bool struck = false;      // its silence already counts against its source (OnTimeout)
   };
   using Token = std::array<uint8_t, 16>;
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).

@@ -201,6 +201,72 @@ TEST(Lookup, ACandidateSilentTwiceFreesItsSlot) {
   }
 }
 
+// A name only one answer gave that is silent twice counts against that answer's sender
+// at once (early_strike), not after its last try; its late answer takes the strike back;
+// and a second such name then distrusts the sender while the first is still being tried.
+// Without early_strike the sender is struck only when a name failed every try.
+TEST(Lookup, ANameSilentTwiceStrikesItsSourceEarly) {
+  Synthetic net(300, 9);
+  for (const bool early : {true, false}) {
+    const NodeId target = RandomId(net.rng);
+    LookupParams p;
+    p.alpha = 1;
+    p.audit_factor = 0;
+    p.early_strike = early;
+    Lookup l(32);
+    const std::vector<Contact> seed{Contact{net.ids[1], AddrOf(1)}};
+    l.Start(target, LookupKind::kFindNode, p, seed);
+    const int liar = l.Next();
+    ASSERT_GE(liar, 0);
+    // Two made-up ids next to the target: nearer than anything, named by the liar only.
+    std::vector<Contact> fake;
+    for (uint8_t i = 1; i <= 2; ++i) {
+      NodeId id = target;
+      id[id.size() - 1] ^= i;
+      fake.push_back(Contact{id, AddrOf(200 + i)});
+    }
+    l.OnReply(liar, fake);
+    const int f1 = l.Next();
+    ASSERT_GE(f1, 0);
+    ASSERT_EQ(l.candidate(f1).contact.id, fake[0].id);
+    ASSERT_TRUE(l.OnTimeout(f1));                       // silent once: tried again
+    EXPECT_EQ(l.candidate(liar).strikes, 0) << early;
+    ASSERT_TRUE(l.OnTimeout(f1));                       // silent twice: third try
+    EXPECT_EQ(l.candidate(liar).strikes, early ? 1 : 0);
+    // Its late answer takes the strike back.
+    l.OnReply(f1, {});
+    EXPECT_EQ(l.candidate(liar).strikes, 0) << early;
+    EXPECT_FALSE(l.candidate(liar).distrusted);
+
+    // Again from the start; this time the first name stays silent and a second one is.
+    l.Start(target, LookupKind::kFindNode, p, seed);
+    const int liar2 = l.Next();
+    ASSERT_GE(liar2, 0);
+    l.OnReply(liar2, fake);
+    const int g1 = l.Next();
+    ASSERT_GE(g1, 0);
+    ASSERT_TRUE(l.OnTimeout(g1));
+    ASSERT_TRUE(l.OnTimeout(g1));                       // frees its slot, tried a third time
+    const int g2 = l.Next();
+    ASSERT_GE(g2, 0);
+    ASSERT_EQ(l.candidate(g2).contact.id, fake[1].id);
+    if (early) {
+      // The liar has a strike: its other unvouched name gets one try, and fails.
+      EXPECT_FALSE(l.OnTimeout(g2));
+      EXPECT_TRUE(l.candidate(liar2).distrusted);       // while g1 is still in flight
+      EXPECT_EQ(l.candidate(g1).state, Lookup::State::kInFlight);
+      EXPECT_FALSE(l.OnTimeout(g1));                    // its last try: no third strike
+      EXPECT_EQ(l.candidate(liar2).strikes, 2);
+    } else {
+      EXPECT_TRUE(l.OnTimeout(g2));                     // no strike yet: 3 tries each
+      EXPECT_FALSE(l.candidate(liar2).distrusted);
+      EXPECT_FALSE(l.OnTimeout(g1));                    // all 3 failed: the first strike
+      EXPECT_EQ(l.candidate(liar2).strikes, 1);
+      EXPECT_FALSE(l.candidate(liar2).distrusted);
+    }
+  }
+}
+
 TEST(Providers, TokensBindToTheAddressAndRotate) {
   base::Rng rng(1);
   TokenMint mint(rng, 0);

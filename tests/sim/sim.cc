@@ -330,6 +330,7 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
     c.lookup.liar_extra = 0;
     c.lookup.requests_max = 0;
     c.lookup.retry_frees_slot = false;
+    c.lookup.early_strike = false;
   }
   // Provider records: the scripted run announces nothing; the tests announce a few keys.
   c.providers.records_max = 4;
