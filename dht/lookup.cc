@@ -13,12 +13,28 @@ Lookup::Lookup(uint32_t candidates_max) {
   order_.reserve(candidates_max);
 }
 
+void Lookup::SetToken(int c, std::span<const uint8_t, 16> token) noexcept {
+  Candidate& cand = cands_[static_cast<size_t>(c)];
+  if (kind_ != LookupKind::kAnnounce || !tokens_) return;
+  cand.has_token = true;
+  std::copy(token.begin(), token.end(), tokens_[static_cast<size_t>(c)].begin());
+}
+
+const Lookup::Token* Lookup::token(int c) const noexcept {
+  const size_t i = static_cast<size_t>(c);
+  if (!cands_[i].has_token || kind_ != LookupKind::kAnnounce || !tokens_) return nullptr;
+  return &tokens_[i];
+}
+
 void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& params,
                    std::span<const Contact> seeds) noexcept {
   RP_ASSERT(params.paths >= 1);
   RP_ASSERT(params.paths <= kPathsMax);
   RP_ASSERT(params.alpha >= 1);
   for (Candidate& c : cands_) c = Candidate{};
+  // Allocated once in the slot's life, at its first announcement (as the table's buckets
+  // are at its splits); out of memory here aborts, as at construction.
+  if (kind == LookupKind::kAnnounce && !tokens_) tokens_ = std::make_unique<Token[]>(cands_.size());
   order_.clear();
   target_ = target;
   kind_ = kind;

@@ -12,11 +12,13 @@
 //
 // Generations: seeds are generation 1; a node learned from a generation-g answer is g+1.
 // The generation of the nearest result is the lookup's "rounds" (sequential round trips).
-// Owner-shard-local; not thread-safe. Storage is fixed at construction.
+// Owner-shard-local; not thread-safe. Storage is fixed at construction (announcement
+// tokens: at the first kAnnounce Start).
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -55,9 +57,9 @@ class Lookup {
     uint8_t path = 0;
     uint8_t generation = 0;
     uint8_t attempts = 0;
-    bool has_token = false;
-    std::array<uint8_t, 16> token{};
+    bool has_token = false;  // its answer carried a token (kept only for kAnnounce: token())
   };
+  using Token = std::array<uint8_t, 16>;
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
   static constexpr uint8_t kPathsMax = 8;
 
@@ -85,6 +87,11 @@ class Lookup {
   uint8_t rounds() const noexcept;
 
   Candidate& candidate(int c) noexcept { return cands_[static_cast<size_t>(c)]; }
+  // SetToken: candidate `c` answered with `token` (a get_providers answer). Kept for an
+  // announcement only: the token lets it store a record there.
+  void SetToken(int c, std::span<const uint8_t, 16> token) noexcept;
+  // token: the token `c` gave, or null (none, or not an announcement).
+  const Token* token(int c) const noexcept;
   const NodeId& target() const noexcept { return target_; }
   LookupKind kind() const noexcept { return kind_; }
   const LookupParams& params() const noexcept { return params_; }
@@ -100,6 +107,9 @@ class Lookup {
   int NextOnPath(uint8_t path) const noexcept;
 
   std::vector<Candidate> cands_;
+  // One token per candidate slot, for announcements only: allocated by the first kAnnounce
+  // Start and kept (a lookup that never announces holds none; 16 of a candidate's 74 bytes).
+  std::unique_ptr<Token[]> tokens_;
   std::vector<uint8_t> order_;  // candidate indices, nearest first
   NodeId target_{};
   LookupKind kind_ = LookupKind::kFindNode;

@@ -28,7 +28,8 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
       tokens_(*rng, now_us),
       seen_(config.seen_max),
       dumps_(kDumpsPerSecond, kDumpsPerSecond, now_us),
-      new_peer_challenges_(kNewPeerChallengesPerSecond, kNewPeerChallengeBurst, now_us) {
+      new_peer_challenges_(kNewPeerChallengesPerSecond, kNewPeerChallengeBurst, now_us),
+      encoder_(config.encoder != nullptr ? *config.encoder : own_encoder_) {
   RP_ASSERT(config_.peers_max > 0);
   RP_ASSERT(config_.peers_max < kRpcSlotBase);
   RP_ASSERT(config_.rpcs_max > 0);
@@ -37,15 +38,11 @@ Overlay::Overlay(const wire::KeyPair& identity, const OverlayConfig& config, bas
   RP_ASSERT(config_.lookups_max < 0xFFFF);
   RP_ASSERT(config_.announces_max < 0xFFFF);
   rpcs_.resize(config_.rpcs_max);
-  lookups_.reserve(config_.lookups_max);
-  for (uint32_t i = 0; i < config_.lookups_max; ++i) {
-    lookups_.push_back(std::make_unique<LookupSlot>(config_.lookup_candidates_max));
-  }
+  lookups_.resize(config_.lookups_max);  // the slots' storage comes with their lookups
   announces_.resize(config_.announces_max);
   routes_.resize(config_.routes_max);
-  route_payloads_.resize(size_t{config_.routes_max} * wire::kRoutePayloadBytesMax);
+  // route_payloads_ and hop_bytes_ are allocated when the first route or hop needs them.
   hops_.resize(config_.route_hops_max);
-  hop_bytes_.resize(size_t{config_.route_hops_max} * wire::kDatagramBytesMax);
   size_samples_.reserve(config_.size_lookups);
   next_refresh_us_ = now_us + config_.refresh_interval_us;
   next_housekeeping_us_ = now_us + kHousekeepingUs;
@@ -407,6 +404,16 @@ std::vector<PeerStatus> Overlay::Snapshot(int64_t now_us) const {
 size_t Overlay::LivePeers(int64_t now_us) const noexcept {
   return static_cast<size_t>(
       std::count_if(peers_.begin(), peers_.end(), [&](const Peer& p) { return IsLive(p, now_us); }));
+}
+
+bool Overlay::ProvedHost(const base::Endpoint& addr, int64_t now_us,
+                         int64_t window_us) const noexcept {
+  const int slot = Find(addr);
+  if (slot >= 0) {
+    const Peer& p = peers_[static_cast<uint32_t>(slot)];
+    if (p.state == State::kVerified && now_us - p.last_heard_us < window_us) return true;
+  }
+  return table_.HeardAtHost(addr, now_us, window_us);
 }
 
 size_t Overlay::VerifiedPeers() const noexcept {

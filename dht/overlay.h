@@ -26,9 +26,12 @@
 //    (txid and address) before its signature is verified.
 //
 // Owner-shard-local; not thread-safe. Nothing allocates after construction, except the
-// control-path calls that say so (Snapshot, EstimateSizeByWalks, SavedTable).
+// control-path calls that say so (Snapshot, EstimateSizeByWalks, SavedTable) and the
+// routing table's splits (a bucket's storage, at most buckets_max - 1 times; see
+// dht/routing_table.h).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -84,6 +87,11 @@ inline constexpr uint8_t kRouteAttemptsMax = 5;
 // and the message goes to the next-nearest node instead. Under churn a table holds dead
 // entries until probed out; without this, every route through one was lost.
 inline constexpr uint8_t kRouteHopTriesMax = 3;
+// A routed datagram as this overlay encodes it (each hop encodes it again), at most: the
+// header, the Route fields with an IPv6 origin address, and kRoutePayloadBytesMax of
+// payload (Overlay.LargestRouteFitsAHopSlot checks it). A hop slot keeps this much, not a
+// whole kDatagramBytesMax datagram; a larger one would be sent untracked.
+inline constexpr size_t kRouteDatagramBytesMax = 720;
 // Hops a routed message may take: log2 of a billion nodes, with margin.
 inline constexpr uint8_t kRouteTtlDefault = 24;
 // Nodes a lookup asks each peer for: k. With fewer, the far end of the k nearest is
@@ -107,10 +115,15 @@ struct OverlayConfig {
   uint32_t peers_max = 1024;              // contacts (challenge/liveness) table, fixed
   std::vector<base::Endpoint> bootstrap;  // pinned peers
   // DHT sizing (the simulator uses small values; see tests/sim). Every pool below is
-  // allocated once, at construction.
+  // allocated once, at construction, except: the routing table's buckets (when it splits
+  // into them; their spares when first used), and the lookup slots' and the routes' and
+  // hops' storage, held while in use (see lookups_max and route_payloads_).
   RoutingConfig routing;
   uint32_t rpcs_max = 256;             // DHT requests in flight
-  uint32_t lookups_max = 16;           // concurrent lookups
+  uint32_t lookups_max = 16;           // concurrent lookups (a slot's storage, ~3.7 KB
+                                       // with 48 candidates, is held while it is in use:
+                                       // allocated at a lookup's start, freed by
+                                       // housekeeping once idle for kHousekeepingUs)
   uint32_t lookup_candidates_max = 48; // shortlist per lookup
   LookupParams lookup;                 // alpha, disjoint paths, k, attempts
   ProviderLimits providers;
@@ -135,6 +148,9 @@ struct OverlayConfig {
   int64_t request_timeout_us = kDhtRequestTimeoutUs;
   const ProofScheme* proof = nullptr;  // null: ed25519 (production)
   OverlayEvents* events = nullptr;     // null: results are dropped
+  // An encoder to share with the rest of the node's thread (the node core's; it must
+  // outlive the overlay), or null for its own. An encoder holds nothing between calls.
+  wire::Encoder* encoder = nullptr;
   // A DHT client (an embedded node, node/client): it looks up, gets and announces like
   // any node, but its pings say so and other nodes never put it in their routing tables:
   // a short-lived client would otherwise leave entries that lookups wait on until they
@@ -270,6 +286,11 @@ class Overlay {
   // Snapshot: every known peer (control path; allocates).
   std::vector<PeerStatus> Snapshot(int64_t now_us) const;
   size_t LivePeers(int64_t now_us) const noexcept;
+  // ProvedHost: `addr`'s host answered a signed challenge of ours there and was heard from
+  // there within `window_us`: a verified contact at `addr`, or a routing-table entry at
+  // its host (any port). The node's reflection guard asks this before it refuses a send
+  // or probes an address (node/core/reflection_guard.h). O(table size).
+  bool ProvedHost(const base::Endpoint& addr, int64_t now_us, int64_t window_us) const noexcept;
   size_t VerifiedPeers() const noexcept;
 
   const wire::NodeId& id() const noexcept { return id_; }
@@ -337,6 +358,12 @@ class Overlay {
   // NextWakeUs: the earliest time Tick has work to do.
   int64_t NextWakeUs() const noexcept { return next_wake_us_; }
   const RoutingTable& table() const noexcept { return table_; }
+  // LookupSlotsHeld: lookup slots holding storage now (in use, or idle for less than a
+  // housekeeping period).
+  size_t LookupSlotsHeld() const noexcept {
+    return static_cast<size_t>(std::count_if(lookups_.begin(), lookups_.end(),
+                                             [](const auto& l) { return l != nullptr; }));
+  }
   const ProviderStore& provider_store() const noexcept { return store_; }
   bool joined() const noexcept { return joined_; }
 
@@ -397,8 +424,11 @@ class Overlay {
     int64_t started_us = 0;
     uint16_t announce = 0xFFFF;  // announce slot this lookup serves
     uint8_t providers_count = 0;
+    int64_t idle_since_us = 0;  // when it last finished (housekeeping frees it later)
     Contact providers[wire::kProvidersPerMessageMax];
   };
+  // Slot: lookup slot `li`, or null (never used, or freed while idle).
+  LookupSlot* Slot(uint32_t li) const noexcept { return lookups_[li].get(); }
   struct AnnounceSlot {
     NodeId key{};
     bool active = false;
@@ -423,7 +453,7 @@ class Overlay {
     uint8_t attempt = 0;
     uint8_t tries = 0;
     NodeId tried[kRouteHopTriesMax] = {};
-    uint16_t bytes = 0;  // the datagram, at hops_max slot index x kDatagramBytesMax
+    uint16_t bytes = 0;  // the datagram, at slot index x kRouteDatagramBytesMax
   };
   // WalkSlot: one Metropolis-Hastings walk of a collision estimate. It is at `at` (our own
   // id: at us), holds up to kWalkNextMax proposals from `at`'s table, and waits either for
@@ -534,12 +564,19 @@ class Overlay {
   base::SeenSet seen_;
   std::vector<Rpc> rpcs_;
   uint32_t rpc_hint_ = 0;  // where the next free-slot search starts
+  // lookups_max slots; each allocated when a lookup starts in it and freed by housekeeping
+  // after kHousekeepingUs idle (a node between lookups holds none; back-to-back lookups,
+  // a refresh or a size estimate, reuse theirs).
   std::vector<std::unique_ptr<LookupSlot>> lookups_;
   std::vector<AnnounceSlot> announces_;
   std::vector<RouteSlot> routes_;
+  // The routes' payloads (routes_max x kRoutePayloadBytesMax) and the hops' datagrams
+  // (route_hops_max x kRouteDatagramBytesMax): allocated when a route or hop first needs
+  // them, freed by housekeeping when no slot is in use (a node between routed messages
+  // holds neither: 2.4 KB with the simulator's 2 and 2, 39 KB with the defaults).
   std::vector<uint8_t> route_payloads_;
   std::vector<HopSlot> hops_;
-  std::vector<uint8_t> hop_bytes_;  // route_hops_max x kDatagramBytesMax
+  std::vector<uint8_t> hop_bytes_;  // route_hops_max x kRouteDatagramBytesMax
   std::vector<WalkSlot> walks_;  // allocated by EstimateSizeByWalks, freed when it reports
   std::vector<WalkSample> walk_visits_;  // allocated by EstimateSizeByWalks
   std::vector<WalkSample> walk_seen_;    // ditto
@@ -567,7 +604,8 @@ class Overlay {
   absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> by_addr_;
   base::TokenBucket new_peer_challenges_;
   base::Endpoint observed_;
-  wire::Encoder encoder_;
+  wire::Encoder own_encoder_;  // its buffer is allocated at first use: none when shared
+  wire::Encoder& encoder_;
   OverlayCounters counters_;
 };
 

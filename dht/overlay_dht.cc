@@ -132,8 +132,9 @@ void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, base::Outbox& out) noe
       if (table_.Find(rpc.to.id) == nullptr) ++counters_.evictions;
       break;
     case RpcKind::kLookup: {
-      LookupSlot& l = *lookups_[rpc.owner];
-      if (!l.active) break;
+      LookupSlot* slot = Slot(rpc.owner);
+      if (slot == nullptr || !slot->active) break;
+      LookupSlot& l = *slot;
       if (l.lookup.OnTimeout(rpc.candidate)) {
         SendLookupRequest(now_us, rpc.owner, rpc.candidate, out);
       } else if (table_.Failed(rpc.to.id)) {
@@ -241,9 +242,9 @@ void Overlay::StartRefresh(int64_t now_us, base::Outbox& out) noexcept {
     const NodeId target = RandomIdWithPrefix(id_, static_cast<int>(b), *rng_);
     const uint32_t h = StartLookup(now_us, target, LookupKind::kRefresh, 1, out);
     // A lookup that finished at once (no peers) does not continue the chain.
-    if (h != 0 && lookups_[0] != nullptr) {
+    if (h != 0) {
       for (const auto& l : lookups_) {
-        if (l->active && l->handle == h) refresh_handle_ = h;
+        if (l != nullptr && l->active && l->handle == h) refresh_handle_ = h;
       }
       if (refresh_handle_ != 0) return;
     }

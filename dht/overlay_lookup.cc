@@ -46,8 +46,16 @@ size_t PadFor(size_t bytes, size_t reply_bytes) noexcept {
 
 uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind kind,
                               uint8_t paths, base::Outbox& out) noexcept {
-  uint32_t li = 0;
-  while (li < lookups_.size() && lookups_[li]->active) ++li;
+  // An idle slot that still has its storage first, else one to allocate.
+  uint32_t li = static_cast<uint32_t>(lookups_.size());
+  for (uint32_t i = 0; i < lookups_.size(); ++i) {
+    const LookupSlot* l = Slot(i);
+    if (l != nullptr && !l->active) {
+      li = i;
+      break;
+    }
+    if (l == nullptr && li == lookups_.size()) li = i;
+  }
   if (li == lookups_.size()) return 0;
   Contact seeds[64];
   const size_t cap = std::min<size_t>(64, config_.lookup_candidates_max);
@@ -59,6 +67,10 @@ uint32_t Overlay::StartLookup(int64_t now_us, const NodeId& target, LookupKind k
   if (n == 0) return 0;
   LookupParams params = config_.lookup;
   if (paths > 0) params.paths = std::min<uint8_t>(paths, Lookup::kPathsMax);
+  // Out of memory here aborts, as at construction.
+  if (lookups_[li] == nullptr) {
+    lookups_[li] = std::make_unique<LookupSlot>(config_.lookup_candidates_max);
+  }
   LookupSlot& l = *lookups_[li];
   l.lookup.Start(target, kind, params, std::span(seeds, n));
   l.active = true;
@@ -99,8 +111,9 @@ void Overlay::SendLookupRequest(int64_t now_us, uint32_t li, int c, base::Outbox
 }
 
 void Overlay::PumpLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept {
-  LookupSlot& l = *lookups_[li];
-  if (!l.active) return;
+  LookupSlot* slot = Slot(li);
+  if (slot == nullptr || !slot->active) return;
+  LookupSlot& l = *slot;
   for (int c = l.lookup.Next(); c >= 0; c = l.lookup.Next()) {
     SendLookupRequest(now_us, li, c, out);
   }
@@ -112,8 +125,9 @@ void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
   const uint16_t li = rpc.owner;
   const int c = rpc.candidate;
   FreeRpc(rpc);
-  LookupSlot& l = *lookups_[li];
-  if (!l.active) return;
+  LookupSlot* slot = Slot(li);
+  if (slot == nullptr || !slot->active) return;
+  LookupSlot& l = *slot;
   Contact nodes[wire::kNodesPerMessageMax];
   size_t n = 0;
   if (msg.type() == wire::MessageType::kNodes) {
@@ -121,9 +135,7 @@ void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
   } else {
     const wire::fb::Providers* p = msg.providers();
     n = ReadEntries(p->nodes(), id_, nodes);
-    Lookup::Candidate& cand = l.lookup.candidate(c);
-    cand.has_token = true;
-    std::memcpy(cand.token.data(), p->token()->b()->Data(), cand.token.size());
+    l.lookup.SetToken(c, std::span<const uint8_t, 16>(p->token()->b()->Data(), 16));
     Contact prov[wire::kProvidersPerMessageMax];
     const size_t np = ReadEntries(p->providers(), NodeId{}, prov);
     for (size_t i = 0; i < np && l.providers_count < std::size(l.providers); ++i) {
@@ -155,19 +167,21 @@ void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexc
   if (res.kind == LookupKind::kAnnounce && l.announce != kNoAnnounce) {
     for (size_t i = 0; i < n; ++i) {
       const Lookup::Candidate& cand = l.lookup.candidate(idx[i]);
-      if (!cand.has_token) continue;
+      const Lookup::Token* token = l.lookup.token(idx[i]);
+      if (token == nullptr) continue;
       const int r = AllocRpc(now_us, RpcKind::kAnnounce, cand.contact, l.announce, -1);
       if (r < 0) break;
       std::span<uint8_t> buf = out.Buffer();
       if (buf.empty()) break;
       const size_t bytes = encoder_.Announce(buf, wire::kNoShardHint, rpcs_[r].txid, id_,
-                                             res.target, cand.token);
+                                             res.target, *token);
       RP_ASSERT(bytes > 0);
       out.Commit(bytes, cand.contact.addr);
     }
   }
   // Free the slot before anything below starts another lookup in it.
   l.active = false;
+  l.idle_since_us = now_us;
   if (config_.events != nullptr) config_.events->OnLookupDone(res);
   if (res.kind == LookupKind::kSizeSample) {
     double d[256];
@@ -444,6 +458,10 @@ void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const 
   if (buf.empty()) return;  // lost, as a datagram may be; the origin tries again
   std::memcpy(buf.data(), bytes.data(), bytes.size());
   out.Commit(bytes.size(), to.addr);
+  if (bytes.size() > kRouteDatagramBytesMax) {
+    ++counters_.route_hops_untracked;  // larger than a hop slot (never, as we encode)
+    return;
+  }
   // The slot already tracking this message (a resend), else a free one.
   uint32_t slot = static_cast<uint32_t>(hops_.size());
   for (uint32_t i = 0; i < hops_.size() && slot == hops_.size(); ++i) {
@@ -451,6 +469,8 @@ void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const 
   }
   for (uint32_t i = 0; i < hops_.size() && slot == hops_.size(); ++i) {
     if (hops_[i].key == 0) {
+      // Out of memory here aborts, as at construction.
+      if (hop_bytes_.empty()) hop_bytes_.resize(hops_.size() * kRouteDatagramBytesMax);
       HopSlot& h = hops_[i];
       h = HopSlot{};
       h.key = key;
@@ -458,7 +478,7 @@ void Overlay::SendTracked(int64_t now_us, std::span<const uint8_t> bytes, const 
       h.target = target;
       h.attempt = attempt;
       h.bytes = static_cast<uint16_t>(bytes.size());
-      std::memcpy(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax, bytes.data(),
+      std::memcpy(hop_bytes_.data() + size_t{i} * kRouteDatagramBytesMax, bytes.data(),
                   bytes.size());
       slot = i;
     }
@@ -508,7 +528,7 @@ void Overlay::HopTick(int64_t now_us, base::Outbox& out) noexcept {
       h.key = 0;  // nobody left to try: the origin's next attempt takes over
       continue;
     }
-    const std::span<const uint8_t> bytes(hop_bytes_.data() + size_t{i} * wire::kDatagramBytesMax,
+    const std::span<const uint8_t> bytes(hop_bytes_.data() + size_t{i} * kRouteDatagramBytesMax,
                                          h.bytes);
     ++counters_.route_hops_resent;
     // SendTracked finds this slot by its key and records the new hop.
@@ -528,6 +548,9 @@ uint64_t Overlay::Route(int64_t now_us, const NodeId& target, RouteKind kind,
     r.attempts = 0;
     r.payload_bytes = static_cast<uint16_t>(payload.size());
     r.payload_offset = i * static_cast<uint32_t>(wire::kRoutePayloadBytesMax);
+    if (route_payloads_.empty()) {
+      route_payloads_.resize(routes_.size() * wire::kRoutePayloadBytesMax);
+    }
     std::copy(payload.begin(), payload.end(), route_payloads_.begin() + r.payload_offset);
     const uint64_t id = r.route_id;
     SendRoute(now_us, r, out);
@@ -742,7 +765,7 @@ void Overlay::DhtTick(int64_t now_us, base::Outbox& out) noexcept {
     if (now_us >= a.next_us) {
       const uint32_t h = StartLookup(now_us, a.key, LookupKind::kAnnounce, 0, out);
       for (const auto& l : lookups_) {
-        if (l->active && l->handle == h) l->announce = static_cast<uint16_t>(i);
+        if (l != nullptr && l->active && l->handle == h) l->announce = static_cast<uint16_t>(i);
       }
       a.next_us = now_us + (h != 0 ? kRepublishUs : kSecondUs);
     }
@@ -751,6 +774,18 @@ void Overlay::DhtTick(int64_t now_us, base::Outbox& out) noexcept {
   if (now_us >= next_housekeeping_us_) {
     store_.Expire(now_us);
     tokens_.MaybeRotate(*rng_, now_us);
+    // Route and hop storage goes back when no route or hop is in use.
+    if (std::all_of(routes_.begin(), routes_.end(),
+                    [](const RouteSlot& r) { return r.route_id == 0; })) {
+      std::vector<uint8_t>().swap(route_payloads_);
+    }
+    if (std::all_of(hops_.begin(), hops_.end(), [](const HopSlot& h) { return h.key == 0; })) {
+      std::vector<uint8_t>().swap(hop_bytes_);
+    }
+    // Lookup slots idle for a housekeeping period give their storage back.
+    for (auto& l : lookups_) {
+      if (l != nullptr && !l->active && now_us - l->idle_since_us >= kHousekeepingUs) l.reset();
+    }
     next_housekeeping_us_ = now_us + kHousekeepingUs;
   }
   Wake(next_housekeeping_us_);

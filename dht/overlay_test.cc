@@ -373,6 +373,53 @@ TEST(Overlay, LookupsAreReportedStartedThenDoneWithTheirDuration) {
   EXPECT_GE(it->duration_us, kDhtRequestTimeoutUs);
 }
 
+// Issue 14, item 6: a lookup slot holds its storage (the candidates, ~3.7 KB by default)
+// while a lookup runs in it and for a housekeeping period after, then gives it back; a
+// lookup started later gets a slot again and completes as before.
+TEST(Overlay, LookupSlotsHoldStorageOnlyWhileInUse) {
+  ASSERT_TRUE(wire::InitCrypto());
+  Net net;
+  LookupLog log;
+  log.net = &net;
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr}, nullptr, &log);
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 0u);  // none before its first lookup
+  net.Run(3 * kSecondUs);
+  ASSERT_EQ(c->overlay.VerifiedPeers(), 2u);
+  ASSERT_FALSE(log.done.empty());  // joining ran refresh lookups
+  net.Run(3 * kHousekeepingUs);
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 0u);
+
+  // A lookup that waits on a silent peer holds one slot until it ends, and after it
+  // ends, until housekeeping has seen it idle for a period.
+  b->down = true;
+  base::Rng rng(11);
+  const uint32_t h = c->overlay.FindNode(net.now(), RandomId(rng), c->out);
+  ASSERT_NE(h, 0u);
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 1u);
+  const size_t done_before = log.done.size();
+  net.Run(kDhtRequestTimeoutUs / 2);
+  EXPECT_EQ(log.done.size(), done_before);  // b's request has not timed out yet
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 1u);
+  net.Run(20 * kSecondUs);
+  ASSERT_EQ(log.done.size(), done_before + 1);
+  EXPECT_EQ(log.done.back().handle, h);
+  EXPECT_EQ(log.done.back().answered, 1u);
+  net.Run(3 * kHousekeepingUs);
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 0u);
+
+  // Slots come back for new lookups, and those complete.
+  b->down = false;
+  net.Run(kSecondUs);
+  const uint32_t h2 = c->overlay.FindNode(net.now(), RandomId(rng), c->out);
+  ASSERT_NE(h2, 0u);
+  EXPECT_EQ(c->overlay.LookupSlotsHeld(), 1u);
+  net.Run(5 * kSecondUs);
+  ASSERT_EQ(log.done.back().handle, h2);
+  EXPECT_EQ(log.done.back().answered, 2u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Issue 10: the counts of FindNode and GetProviders at 0, 1, the maximum and past it,
 // against a node whose routing table is full. A FindNode with count 0 once reached
@@ -748,6 +795,28 @@ TEST(Wire, DhtListsAndLengthsAtTheirBoundaries) {
   EXPECT_EQ(gossip(0), wire::Verdict::kOk);
   EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax), wire::Verdict::kOk);
   EXPECT_EQ(gossip(wire::kGossipPayloadBytesMax + 1), wire::Verdict::kBadField);
+}
+
+// A hop slot keeps a routed datagram as the overlay encodes it; the largest one (an IPv6
+// origin address, the largest ttl and payload) must fit, or routes with large payloads
+// would go untracked.
+TEST(Overlay, LargestRouteFitsAHopSlot) {
+  wire::Encoder enc;
+  wire::RouteFields f;
+  f.route_id = ~uint64_t{0};
+  f.origin.fill(0xFF);
+  f.target.fill(0xFF);
+  f.origin_addr = *base::Endpoint::Parse("[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535");
+  f.ttl = wire::kRouteTtlMax;
+  f.hops = 255;
+  f.attempt = 255;
+  f.kind = 255;
+  const std::vector<uint8_t> payload(wire::kRoutePayloadBytesMax, 0xAB);
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  const size_t n = enc.Route(buf, f, payload);
+  ASSERT_GT(n, 0u);
+  EXPECT_LE(n, kRouteDatagramBytesMax);
+  EXPECT_GE(n + 64, kRouteDatagramBytesMax);  // and the slot is not much larger
 }
 
 }  // namespace

@@ -3,11 +3,13 @@
 namespace ringpeer::dht {
 
 PingResponder::PingResponder(const wire::KeyPair& identity, int64_t now_us,
-                             const ProofScheme* proof, bool client) noexcept
+                             const ProofScheme* proof, bool client,
+                             wire::Encoder* encoder) noexcept
     : identity_(identity),
       proof_(proof != nullptr ? proof : &ed25519_),
       id_(wire::NodeIdOf(identity.public_key)),
       signatures_(kSignaturesPerSecondMax, kSignatureBurstMax, now_us),
+      encoder_(encoder != nullptr ? *encoder : own_encoder_),
       client_(client) {}
 
 wire::Verdict PingResponder::Answer(int64_t now_us, const base::Endpoint& from,

@@ -29,8 +29,11 @@ class PingResponder {
   // REQUIRES: `identity` (and `proof`, if given) outlive the responder. A null `proof`
   // means ed25519 (production); the simulator passes its cheap stand-in.
   // `client`: we are a DHT client (OverlayConfig::client); our pongs say so.
+  // `encoder`: one to share (the node core's; it must outlive the responder), or null for
+  // its own. An encoder holds nothing between calls, so one thread's parts can share one.
   PingResponder(const wire::KeyPair& identity, int64_t now_us,
-                const ProofScheme* proof = nullptr, bool client = false) noexcept;
+                const ProofScheme* proof = nullptr, bool client = false,
+                wire::Encoder* encoder = nullptr) noexcept;
   PingResponder(const PingResponder&) = delete;
   PingResponder& operator=(const PingResponder&) = delete;
 
@@ -47,7 +50,8 @@ class PingResponder {
   const ProofScheme* proof_;
   wire::NodeId id_;
   base::TokenBucket signatures_;
-  wire::Encoder encoder_;
+  wire::Encoder own_encoder_;  // its buffer is allocated at first use: none when shared
+  wire::Encoder& encoder_;
   bool client_;
 };
 

@@ -9,6 +9,14 @@ namespace ringpeer::dht {
 // Counts are stored in bytes; keep the configured sizes inside them.
 static constexpr uint32_t kPerBucketMax = 255;
 
+uint32_t BucketsFor(uint64_t nodes, uint32_t bucket_size) noexcept {
+  const uint64_t last_max = std::max<uint32_t>(1, bucket_size / 4);
+  uint32_t buckets = 1;
+  // last_max << 61 exceeds any uint64_t node count, so the shift never overflows.
+  while (buckets < 62 && (last_max << (buckets - 1)) < nodes) ++buckets;
+  return buckets;
+}
+
 bool SameSubnet(const base::Endpoint& a, const base::Endpoint& b) noexcept {
   if (a.family != b.family) return false;
   const size_t bytes = a.is_v4() ? 3 : 6;  // /24 or /48
@@ -43,10 +51,23 @@ RoutingTable::RoutingTable(const NodeId& self, const RoutingConfig& config)
   RP_ASSERT(config_.replacements_per_bucket <= kPerBucketMax);
   RP_ASSERT(config_.buckets_max >= 1);
   RP_ASSERT(config_.buckets_max <= static_cast<uint32_t>(kIdBits));
-  entries_.resize(size_t{config_.buckets_max} * k_);
+  buckets_.resize(config_.buckets_max);
   counts_.assign(config_.buckets_max, 0);
-  spares_.resize(size_t{config_.buckets_max} * config_.replacements_per_bucket);
   repl_counts_.assign(config_.buckets_max, 0);
+  Allocate(0);
+}
+
+void RoutingTable::Allocate(uint32_t b) {
+  buckets_[b].entries = std::make_unique<RoutingEntry[]>(k_);
+}
+
+RoutingTable::Spare* RoutingTable::Spares(uint32_t b) {
+  // A bucket's spares are allocated when it first keeps one (it is full): the last few
+  // buckets of a table rarely fill, and hold none.
+  if (!buckets_[b].spares) {
+    buckets_[b].spares = std::make_unique<Spare[]>(config_.replacements_per_bucket);
+  }
+  return buckets_[b].spares.get();
 }
 
 uint32_t RoutingTable::BucketOf(const NodeId& id) const noexcept {
@@ -56,7 +77,7 @@ uint32_t RoutingTable::BucketOf(const NodeId& id) const noexcept {
 
 int RoutingTable::IndexIn(uint32_t b, const NodeId& id) const noexcept {
   for (uint32_t i = 0; i < counts_[b]; ++i) {
-    if (entries_[b * k_ + i].id == id) return static_cast<int>(i);
+    if (At(b, i).id == id) return static_cast<int>(i);
   }
   return -1;
 }
@@ -68,7 +89,7 @@ bool RoutingTable::SubnetAllows(uint32_t b, const base::Endpoint& addr,
   uint32_t in_bucket = 0, in_table = 0;
   for (uint32_t bb = 0; bb < depth_; ++bb) {
     for (uint32_t i = 0; i < counts_[bb]; ++i) {
-      const RoutingEntry& e = entries_[bb * k_ + i];
+      const RoutingEntry& e = At(bb, i);
       if (e.pinned || (ignore != nullptr && e.id == *ignore)) continue;
       if (!SameSubnet(e.addr, addr)) continue;
       ++in_table;
@@ -86,7 +107,7 @@ bool RoutingTable::Wants(const NodeId& id, const base::Endpoint& addr) const noe
   if (counts_[b] < k_) return true;
   if (b == depth_ - 1 && depth_ < config_.buckets_max) return true;  // it would split
   for (uint32_t i = 0; i < counts_[b]; ++i) {
-    if (IsStale(entries_[b * k_ + i])) return true;  // a spare would soon be promoted
+    if (IsStale(At(b, i))) return true;  // a spare would soon be promoted
   }
   return repl_counts_[b] < config_.replacements_per_bucket / 2;
 }
@@ -94,6 +115,11 @@ bool RoutingTable::Wants(const NodeId& id, const base::Endpoint& addr) const noe
 void RoutingTable::Split() noexcept {
   RP_ASSERT(depth_ < config_.buckets_max);
   const uint32_t last = depth_ - 1;
+  // The new bucket's storage, allocated now: a table splits at most buckets_max - 1 times
+  // in its life (a node's first minutes), so this is no per-message allocation, and a
+  // node holds only the buckets its network fills. Running out of memory here aborts, as
+  // at construction.
+  Allocate(last + 1);
   ++depth_;
   // Entries of the old last bucket that share more than `last` bits move down one bucket.
   for (uint32_t i = 0; i < counts_[last];) {
@@ -106,12 +132,11 @@ void RoutingTable::Split() noexcept {
       ++i;
     }
   }
-  const uint32_t r = config_.replacements_per_bucket;
   for (uint32_t i = 0; i < repl_counts_[last];) {
-    Spare& s = spares_[last * r + i];
+    Spare& s = buckets_[last].spares[i];
     if (static_cast<uint32_t>(CommonPrefixBits(self_, s.contact.id)) > last) {
-      spares_[(last + 1) * r + repl_counts_[last + 1]++] = s;
-      s = spares_[last * r + repl_counts_[last] - 1];
+      Spares(last + 1)[repl_counts_[last + 1]++] = s;
+      s = buckets_[last].spares[repl_counts_[last] - 1];
       --repl_counts_[last];
     } else {
       ++i;
@@ -122,7 +147,7 @@ void RoutingTable::Split() noexcept {
 void RoutingTable::Cache(uint32_t b, const Contact& c, int64_t now_us) noexcept {
   const uint32_t r = config_.replacements_per_bucket;
   if (r == 0) return;
-  Spare* spares = &spares_[b * r];
+  Spare* spares = Spares(b);
   uint32_t oldest = 0;
   for (uint32_t i = 0; i < repl_counts_[b]; ++i) {
     if (spares[i].contact.id == c.id) {
@@ -164,7 +189,8 @@ AddOutcome RoutingTable::Add(const NodeId& id, const base::Endpoint& addr, int64
   }
   if (!pinned && !SubnetAllows(b, addr, nullptr)) return out.result = AddResult::kSubnetLimit, out;
   if (counts_[b] < k_) {
-    *Slot(b, counts_[b]++) = RoutingEntry{id, addr, now_us, 0, pinned, false};
+    *Slot(b, counts_[b]++) = RoutingEntry{.id = id, .addr = addr, .pinned = pinned,
+                                          .last_seen_us = now_us};
     ++size_;
     return out.result = AddResult::kInserted, out;
   }
@@ -217,19 +243,19 @@ void RoutingTable::RemoveAt(uint32_t b, uint32_t i) noexcept {
 }
 
 void RoutingTable::Promote(uint32_t b) noexcept {
-  const uint32_t r = config_.replacements_per_bucket;
+  Spare* spares = buckets_[b].spares.get();
   // Newest first: it was verified most recently.
   while (repl_counts_[b] > 0 && counts_[b] < k_) {
     uint32_t newest = 0;
     for (uint32_t i = 1; i < repl_counts_[b]; ++i) {
-      if (spares_[b * r + i].last_seen_us > spares_[b * r + newest].last_seen_us) newest = i;
+      if (spares[i].last_seen_us > spares[newest].last_seen_us) newest = i;
     }
-    const Spare s = spares_[b * r + newest];
-    spares_[b * r + newest] = spares_[b * r + repl_counts_[b] - 1];
+    const Spare s = spares[newest];
+    spares[newest] = spares[repl_counts_[b] - 1];
     --repl_counts_[b];
     if (IndexIn(b, s.contact.id) >= 0 || !SubnetAllows(b, s.contact.addr, nullptr)) continue;
-    *Slot(b, counts_[b]++) = RoutingEntry{s.contact.id, s.contact.addr, s.last_seen_us, 0,
-                                          false, false};
+    *Slot(b, counts_[b]++) =
+        RoutingEntry{.id = s.contact.id, .addr = s.contact.addr, .last_seen_us = s.last_seen_us};
     ++size_;
     return;
   }
@@ -265,7 +291,7 @@ size_t RoutingTable::Closest(const NodeId& target, std::span<Contact> out) const
   if (cap == 0) return 0;
   for (uint32_t b = 0; b < depth_; ++b) {
     for (uint32_t i = 0; i < counts_[b]; ++i) {
-      const RoutingEntry& e = entries_[b * k_ + i];
+      const RoutingEntry& e = At(b, i);
       if (IsStale(e)) continue;
       const uint64_t key = DistanceKey(e.id, target);
       if (n == cap && !(key < keys[n - 1] ||
@@ -293,7 +319,7 @@ bool RoutingTable::RandomContact(base::Rng& rng, Contact* out) const noexcept {
     uint64_t r = rng.Uniform(size_);
     for (uint32_t b = 0; b < depth_; ++b) {
       if (r < counts_[b]) {
-        const RoutingEntry& e = entries_[b * k_ + r];
+        const RoutingEntry& e = At(b, static_cast<uint32_t>(r));
         if (IsStale(e)) break;
         *out = Contact{e.id, e.addr};
         return true;
@@ -311,10 +337,24 @@ size_t RoutingTable::LiveSize() const noexcept {
   return n;
 }
 
+bool RoutingTable::HeardAtHost(const base::Endpoint& addr, int64_t now_us,
+                               int64_t window_us) const noexcept {
+  for (uint32_t b = 0; b < depth_; ++b) {
+    for (uint32_t i = 0; i < counts_[b]; ++i) {
+      const RoutingEntry& e = At(b, i);
+      if (e.addr.family == addr.family && e.addr.ip == addr.ip && !IsStale(e) &&
+          now_us - e.last_seen_us < window_us) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 const RoutingEntry* RoutingTable::Find(const NodeId& id) const noexcept {
   const uint32_t b = BucketOf(id);
   const int at = IndexIn(b, id);
-  return at < 0 ? nullptr : &entries_[b * k_ + static_cast<uint32_t>(at)];
+  return at < 0 ? nullptr : &At(b, static_cast<uint32_t>(at));
 }
 
 }  // namespace ringpeer::dht

@@ -13,12 +13,17 @@
 //    ULA): containers and private networks put every node in one /24, and whoever can
 //    place many hosts there already controls the network.
 //  - Pinned entries are never evicted.
-// All storage is sized at construction: buckets_max x (bucket_size + replacements).
+// A bucket's entries (bucket_size of them) are allocated when the table first splits into
+// it, and its replacements when it first keeps one (it is full): at most 2 x buckets_max
+// allocations in a table's life, the only ones after construction. A node holds the buckets its network fills (about
+// log2(N / k) + 2), not buckets_max of them (at 10,000 nodes: ~11 of the simulator's 12,
+// 16 of the default 32).
 // Owner-shard-local; not thread-safe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -52,14 +57,17 @@ inline constexpr uint8_t kStaleFailures = 2;
 // a peer heard from moments ago is alive, and probing it again would be waste.
 inline constexpr int64_t kProbeSilenceUs = 60'000'000;
 
+// The small fields sit in the padding after the 20-byte address: 64 bytes, not 72 (the
+// table is most of a node's memory: 640 entries by default, ~200 at 10,000 nodes).
 struct RoutingEntry {
   NodeId id{};
   base::Endpoint addr;
-  int64_t last_seen_us = 0;
   uint8_t failures = 0;
   bool pinned = false;
   bool probing = false;
+  int64_t last_seen_us = 0;
 };
+static_assert(sizeof(RoutingEntry) == 64);
 
 enum class AddResult : uint8_t {
   kInserted,     // now in a bucket
@@ -116,6 +124,12 @@ class RoutingTable {
     return e != nullptr && !IsStale(*e);
   }
 
+  // HeardAtHost: a non-stale entry at `addr`'s host (any port), heard from within
+  // `window_us`. Each entry answered a signed challenge at its address before it was
+  // added, so this vouches that the host receives what we send it (the reflection guard
+  // asks it; see node/core/reflection_guard.h). O(size): off the common path only.
+  bool HeardAtHost(const base::Endpoint& addr, int64_t now_us, int64_t window_us) const noexcept;
+
   size_t size() const noexcept { return size_; }
   uint32_t depth() const noexcept { return depth_; }
   size_t BucketSize(uint32_t b) const noexcept { return counts_[b]; }
@@ -129,7 +143,7 @@ class RoutingTable {
   template <typename F>
   void ForEach(F&& f) const {
     for (uint32_t b = 0; b < depth_; ++b) {
-      for (uint32_t i = 0; i < counts_[b]; ++i) f(entries_[b * k_ + i]);
+      for (uint32_t i = 0; i < counts_[b]; ++i) f(buckets_[b].entries[i]);
     }
   }
 
@@ -138,8 +152,17 @@ class RoutingTable {
     Contact contact;
     int64_t last_seen_us = 0;
   };
+  struct Bucket {
+    std::unique_ptr<RoutingEntry[]> entries;  // k of them
+    std::unique_ptr<Spare[]> spares;          // replacements_per_bucket of them
+  };
 
-  RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &entries_[b * k_ + i]; }
+  RoutingEntry* Slot(uint32_t b, uint32_t i) noexcept { return &buckets_[b].entries[i]; }
+  const RoutingEntry& At(uint32_t b, uint32_t i) const noexcept { return buckets_[b].entries[i]; }
+  // Allocate: gives bucket b its entries (construction, and splits).
+  void Allocate(uint32_t b);
+  // Spares: bucket b's replacement cache, allocated at its first use (a full bucket).
+  Spare* Spares(uint32_t b);
   int IndexIn(uint32_t b, const NodeId& id) const noexcept;
   bool SubnetAllows(uint32_t b, const base::Endpoint& addr, const NodeId* ignore) const noexcept;
   void Split() noexcept;
@@ -153,11 +176,17 @@ class RoutingTable {
   const uint32_t k_;
   uint32_t depth_ = 1;
   size_t size_ = 0;
-  std::vector<RoutingEntry> entries_;  // buckets_max x k, bucket b at [b*k, b*k+counts_[b])
+  std::vector<Bucket> buckets_;  // buckets_max; those below depth_ allocated
   std::vector<uint8_t> counts_;
-  std::vector<Spare> spares_;          // buckets_max x replacements_per_bucket
   std::vector<uint8_t> repl_counts_;
 };
+
+// BucketsFor: a buckets_max that a network of about `nodes` nodes never outgrows. The
+// last bucket holds the ids sharing at least depth - 1 bits with ours, about
+// nodes / 2^(depth - 1) of them; with this many buckets that is at most k / 4, so the last
+// bucket is full (and would want to split further) with a probability below 1e-6 (a
+// Poisson of mean 5 above 20 at k = 20), and the table holds what an unbounded one would.
+uint32_t BucketsFor(uint64_t nodes, uint32_t bucket_size) noexcept;
 
 // SameSubnet: both in one /24 (IPv4) or /48 (IPv6).
 bool SameSubnet(const base::Endpoint& a, const base::Endpoint& b) noexcept;

@@ -154,7 +154,8 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
       sink_(sink),
       mail_(mail),
       outbox_(std::make_unique<GuardedOutbox>(this)),
-      responder_(identity, config.start_us, config.overlay.proof, config.overlay.client),
+      responder_(identity, config.start_us, config.overlay.proof, config.overlay.client,
+                 &encoder_),
       limiter_(config.rate_limit_entries, config.rate_limit_per_s, config.rate_limit_burst),
       guard_(config.reflection_entries),
       now_us_(config.start_us),
@@ -175,7 +176,7 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
   rc.swarm.relay = config_.room_storage != nullptr && config_.room_relay;
   rc.admission = config_.room_admission;
   rc.admission.sources = &guard_check_;
-  rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &room_encoder_, &rng_,
+  rooms_ = std::make_unique<room::RoomHost>(rc, config_.room_storage, &encoder_, &rng_,
                                             config_.room_listener);
   // Found providers wait here until the overlay call returns: at most a full lookup's
   // worth per room served, up to kRoomPeersFoundMax (the capacity is the bound).
@@ -188,10 +189,12 @@ NodeCore::NodeCore(const CoreConfig& config, const wire::KeyPair& identity,
     dht::OverlayConfig oc = config_.overlay;
     oc.shard_index = static_cast<uint8_t>(config_.index);
     // Every room of every shard is announced from here, besides the node's own keys.
-    oc.announces_max = std::max<uint32_t>(oc.announces_max,
-                                          config_.rooms_max * config_.shards + 16);
+    oc.announces_max = std::max<uint32_t>(
+        oc.announces_max, config_.rooms_max * config_.shards + config_.own_announces);
     oc.events = events_.get();
+    oc.encoder = &encoder_;
     overlay_ = std::make_unique<dht::Overlay>(identity_, oc, &rng_, now);
+    guard_.set_proof_source(&table_proofs_);
     if (!config_.restore.empty()) overlay_->Restore(now, config_.restore);
     next_size_estimate_us_ = now + config_.size_estimate_first_us;
     if (config_.shards > 1) {
@@ -393,7 +396,7 @@ void NodeCore::SendProbe(const base::Endpoint& to, int64_t now_us, uint32_t hint
   if (buf.empty()) return;
   const uint64_t txid =
       guard_.Probe(to, rng_.Next(), static_cast<uint8_t>(config_.index), now_us);
-  const size_t n = probe_encoder_.Ping(buf, hint, txid, responder_.id(), nullptr,
+  const size_t n = encoder_.Ping(buf, hint, txid, responder_.id(), nullptr,
                                        config_.overlay.client);
   if (n > 0) outbox_->Commit(n, to);  // charged to the credit; never refused (a ping)
 }

@@ -83,6 +83,9 @@ struct CoreConfig {
   // rooms at start). False with a storage: a member whose storage is its room cache.
   bool room_relay = true;
   uint32_t rooms_max = 256;
+  // Keys the node announces itself, besides its rooms' ids: the overlay gets at least
+  // rooms_max x shards + own_announces announcement slots (56 bytes each).
+  uint32_t own_announces = 16;
   // Which rooms a relay serves (open or listed; per-source limits; idle unloading). The
   // core sets `sources` (its ReflectionGuard).
   room::AdmissionConfig room_admission;
@@ -412,6 +415,10 @@ class NodeCore {
   base::Outbox* sink_;
   MailSink* mail_;
   std::unique_ptr<GuardedOutbox> outbox_;
+  // The one encoder of this core's thread: probes, the ping responder, the overlay and
+  // the rooms all encode with it (each call finishes its datagram before it returns, so
+  // nothing is shared across calls; one buffer instead of four, ~1.2 KB each).
+  wire::Encoder encoder_;
   dht::PingResponder responder_;
   RateLimiter limiter_;
   ReflectionGuard guard_;
@@ -426,12 +433,23 @@ class NodeCore {
     const ReflectionGuard* g_;
   };
   GuardCheck guard_check_{&guard_};
-  wire::Encoder probe_encoder_;
+  // TableProofs: the owner's overlay vouches for its verified peers (the routing table
+  // and the verified contacts), so the guard does not have to remember each of them.
+  class TableProofs : public ProofSource {
+   public:
+    explicit TableProofs(const NodeCore* core) : core_(core) {}
+    bool Vouches(const base::Endpoint& addr, int64_t now_us) const noexcept override {
+      return core_->overlay_ != nullptr && core_->overlay_->ProvedHost(addr, now_us, kProofTtlUs);
+    }
+
+   private:
+    const NodeCore* core_;
+  };
+  TableProofs table_proofs_{this};
   int64_t now_us_ = 0;  // the current call's clock, for sends (GuardedOutbox)
   base::Rng rng_;
   std::unique_ptr<Events> events_;
   std::unique_ptr<dht::Overlay> overlay_;  // owner only
-  wire::Encoder room_encoder_;
   std::unique_ptr<room::RoomHost> rooms_;
   struct SeenEntry {
     uint64_t key = 0;

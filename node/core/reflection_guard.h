@@ -18,11 +18,17 @@
 //  - Requests that we start ourselves (pings, overlay lookups and announcements, room
 //    joins) go to addresses we chose, not ones a datagram named, and are small: they are
 //    charged to the credit but not refused, and the address is probed alongside.
+//  - A ProofSource (the owner's routing table) may vouch for an address the table does
+//    not hold as proved: one that answered a signed challenge there and has kept talking
+//    from there. It is asked only where the guard would otherwise refuse a send or probe
+//    the address, and what it vouches for is recorded as a proof. So the guard need not
+//    be sized to hold every peer of the routing table (with k = 20, a few hundred), only
+//    the strangers and the non-table peers a node talks to at once.
 // Fixed 4-way set-associative table sized at construction (like RateLimiter): a new
 // address evicts the least recently used unproved entry of its set (a proved one only when
 // all four are proved), so spraying forged sources can at worst cost a real peer its
-// proof, which it earns back with one round trip. Allocation-free; shard-local; not
-// thread-safe.
+// proof, which it earns back with one round trip (or, for a table peer, at the next send,
+// from the table). Allocation-free; shard-local; not thread-safe.
 #pragma once
 
 #include <algorithm>
@@ -55,6 +61,17 @@ struct ReflectionCounters {
   uint64_t proved = 0;          // addresses that proved themselves (pong to our probe, or the overlay)
 };
 
+// ProofSource: addresses proved some other way than by the guard's own probes.
+class ProofSource {
+ public:
+  virtual ~ProofSource() = default;
+  // Vouches: `addr` (its host; the port is ignored, as everywhere in the guard) proved
+  // that it receives what we send there, and has been heard from there within
+  // kProofTtlUs. Called only off the common path (a send about to be refused, a probe
+  // about to go out); may scan a table of a few hundred entries.
+  virtual bool Vouches(const base::Endpoint& addr, int64_t now_us) const noexcept = 0;
+};
+
 class ReflectionGuard {
  public:
   // entries: table size (power of two, >= 4).
@@ -65,6 +82,10 @@ class ReflectionGuard {
   }
   ReflectionGuard(const ReflectionGuard&) = delete;
   ReflectionGuard& operator=(const ReflectionGuard&) = delete;
+
+  // set_proof_source: who else may vouch for an address (null: no one). REQUIRES: it
+  // outlives the guard, or is reset to null first.
+  void set_proof_source(const ProofSource* source) noexcept { source_ = source; }
 
   // OnReceive: a datagram of `bytes` from `from` that the shard handles.
   void OnReceive(const base::Endpoint& from, size_t bytes, int64_t now_us) noexcept {
@@ -77,7 +98,7 @@ class ReflectionGuard {
   // with credit for the probe (so that the probe too stays within 3x).
   bool ShouldProbe(const base::Endpoint& addr, int64_t now_us) noexcept {
     Entry& e = Get(addr, now_us);
-    return WantsProbe(e, now_us) && e.credit >= kProbeBytesMax;
+    return WantsProbe(e, now_us) && e.credit >= kProbeBytesMax && !Vouched(e, addr, now_us);
   }
 
   // Allow: may a datagram of `bytes` of type `type` go to `to`? Charges the credit.
@@ -90,10 +111,11 @@ class ReflectionGuard {
     const int64_t n = static_cast<int64_t>(bytes);
     if (IsOwnRequest(type)) {
       e.credit = std::max<int64_t>(0, e.credit - n);
-      *probe = WantsProbe(e, now_us);
+      *probe = !ReplyProves(type) && WantsProbe(e, now_us) && !Vouched(e, to, now_us);
       return true;
     }
     if (e.credit < n) {
+      if (Vouched(e, to, now_us)) return true;
       ++counters_.refused;
       counters_.refused_bytes += bytes;
       *probe = WantsProbe(e, now_us) && e.credit >= kProbeBytesMax;
@@ -134,7 +156,8 @@ class ReflectionGuard {
 
   bool IsProved(const base::Endpoint& addr, int64_t now_us) const noexcept {
     const Entry* e = const_cast<ReflectionGuard*>(this)->Find(addr);
-    return e != nullptr && Proved(*e, now_us);
+    if (e != nullptr && Proved(*e, now_us)) return true;
+    return source_ != nullptr && source_->Vouches(addr, now_us);
   }
 
   const ReflectionCounters& counters() const noexcept { return counters_; }
@@ -163,6 +186,27 @@ class ReflectionGuard {
     }
   }
 
+  // ReplyProves: our own requests whose answer comes back from the address we sent to,
+  // carrying our txid, which the core takes as the proof (NodeCore::Dispatch: a pong,
+  // nodes, providers, an ack, a walk reply). A probe alongside them proves nothing more:
+  // it only doubled the datagrams of every lookup request to an address the guard did not
+  // hold (most of them, once the guard was no longer sized to every address a node meets).
+  static constexpr bool ReplyProves(uint8_t type) noexcept {
+    using T = wire::MessageType;
+    switch (static_cast<T>(type)) {
+      case T::kPing:
+      case T::kFindNode:
+      case T::kGetProviders:
+      case T::kAnnounce:
+      case T::kRoute:
+      case T::kWalk:
+      case T::kDumpRequest:
+        return true;
+      default:
+        return false;
+    }
+  }
+
  private:
   static constexpr uint32_t kWays = 4;
   struct Entry {
@@ -184,6 +228,13 @@ class ReflectionGuard {
   void MarkProved(Entry& e, int64_t now_us) noexcept {
     if (!Proved(e, now_us)) ++counters_.proved;
     e.proved_us = now_us;
+  }
+  // Vouched: the proof source vouches for `addr` (entry `e`); recorded as a proof, so
+  // that the source is asked again only once this entry is evicted or its proof ages.
+  bool Vouched(Entry& e, const base::Endpoint& addr, int64_t now_us) noexcept {
+    if (source_ == nullptr || !source_->Vouches(addr, now_us)) return false;
+    MarkProved(e, now_us);
+    return true;
   }
 
   Entry* Find(const base::Endpoint& addr) noexcept {
@@ -223,6 +274,7 @@ class ReflectionGuard {
 
   const uint64_t sets_mask_;
   std::unique_ptr<Entry[]> entries_;
+  const ProofSource* source_ = nullptr;
   ReflectionCounters counters_;
 };
 

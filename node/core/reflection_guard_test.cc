@@ -100,5 +100,46 @@ TEST(ReflectionGuard, SprayedSourcesEvictUnprovedFirst) {
   EXPECT_TRUE(g.IsProved(peer, 200));
 }
 
+// A proof source (the routing table) vouches for the hosts it holds: the guard asks it
+// only where it would refuse or probe, sends on, and remembers the proof; a host the
+// source does not vouch for is refused as before.
+TEST(ReflectionGuard, ProofSourceVouchesWhereTheGuardWouldRefuse) {
+  struct Table : ProofSource {
+    bool Vouches(const base::Endpoint& a, int64_t) const noexcept override {
+      ++asked;
+      return a.ip[2] == 11;  // 127.0.11.x: "in the table", any port
+    }
+    mutable int asked = 0;
+  } table;
+  ReflectionGuard g(4);
+  g.set_proof_source(&table);
+  bool probe = false;
+  const base::Endpoint peer = Addr("127.0.11.1:5"), stranger = Addr("127.0.12.1:5");
+  EXPECT_TRUE(g.IsProved(Addr("127.0.11.1:6"), 0));
+  EXPECT_TRUE(g.Allow(peer, 1200, kReply, 0, &probe));  // no credit, but vouched for
+  EXPECT_FALSE(probe);
+  const int asked = table.asked;
+  EXPECT_TRUE(g.Allow(peer, 1200, kReply, 1, &probe));  // remembered: not asked again
+  EXPECT_EQ(table.asked, asked);
+  g.OnReceive(peer, 200, 2);
+  EXPECT_FALSE(g.ShouldProbe(peer, 2));
+  EXPECT_FALSE(g.Allow(stranger, 1200, kReply, 3, &probe));
+  EXPECT_EQ(g.counters().refused, 1u);
+  g.OnReceive(stranger, 200, 4);
+  EXPECT_TRUE(g.ShouldProbe(stranger, 4));
+}
+
+// Own requests whose reply proves the address (a FindNode's nodes) go without a probe; a
+// room join, whose answers do not, still asks for one.
+TEST(ReflectionGuard, NoProbeAlongsideRequestsWhoseReplyProves) {
+  ReflectionGuard g(64);
+  bool probe = true;
+  const uint8_t find_node = static_cast<uint8_t>(wire::MessageType::kFindNode);
+  EXPECT_TRUE(g.Allow(Addr("127.0.13.1:1"), 400, find_node, 0, &probe));
+  EXPECT_FALSE(probe);
+  EXPECT_TRUE(g.Allow(Addr("127.0.13.2:1"), 400, kJoin, 0, &probe));
+  EXPECT_TRUE(probe);
+}
+
 }  // namespace
 }  // namespace ringpeer::core

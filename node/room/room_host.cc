@@ -18,7 +18,8 @@ RoomHost::RoomHost(const RoomHostConfig& config, RoomStorage* storage, wire::Enc
   // Per-source admission counts: only a relay admits rooms (a member's host never does,
   // and the simulator's thousands of nodes should not pay 24 KB each for them).
   if (config.swarm.relay) sources_ = std::make_unique<SourceRooms[]>(kSourceEntries);
-  dropped_.reserve(kDroppedMax);
+  dropped_max_ = std::min(kDroppedMax, std::max<size_t>(4, size_t{2} * config.rooms_max));
+  dropped_.reserve(dropped_max_);
 }
 
 absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
@@ -384,7 +385,7 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
     Erase(victim);
     if (storage_ != nullptr) (void)storage_->Forget(victim);
     ++admission_.dropped_unwritten;
-    if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
+    if (dropped_.size() < dropped_max_) dropped_.push_back(victim);
     return true;
   }
   // Else the idlest room silent past idle_unload_us: unloaded, its storage kept. Its peers
@@ -400,7 +401,7 @@ bool RoomHost::MakeSpace(int64_t now_us) noexcept {
   if (!found || storage_ == nullptr) return false;
   Erase(victim);
   ++admission_.unloaded_idle;
-  if (dropped_.size() < kDroppedMax) dropped_.push_back(victim);
+  if (dropped_.size() < dropped_max_) dropped_.push_back(victim);
   return true;
 }
 

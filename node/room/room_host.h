@@ -145,8 +145,10 @@ class RoomHost {
   uint64_t rooms_with_checkpoint() const noexcept;
   const AdmissionCounters& admission() const noexcept { return admission_; }
   // dropped: rooms admission stopped serving (dropped or unloaded) since the caller last
-  // cleared it; the shard withdraws their provider announcements. At most kDroppedMax are
-  // remembered.
+  // cleared it; the shard withdraws their provider announcements. At most twice rooms_max
+  // (4 at least, kDroppedMax at most) are remembered: the core clears it every tick, and
+  // the announcements of drops beyond that expire instead (a simulated node serving one
+  // room kept 2 KB for 64).
   std::vector<Hash256>& dropped() noexcept { return dropped_; }
   static constexpr size_t kDroppedMax = 64;
   // Updates from peers that the rooms took into their logs, or refused, since start.
@@ -208,6 +210,7 @@ class RoomHost {
   uint64_t updates_rejected_ = 0;
   AdmissionCounters admission_;
   std::vector<Hash256> dropped_;
+  size_t dropped_max_ = kDroppedMax;  // its capacity: see dropped()
   // New rooms per source address and hour (open relay): a fixed 4-way table.
   struct SourceRooms {
     uint64_t key = 0;

@@ -8,14 +8,20 @@
 // (time, send order), and every random choice comes from one seeded base::Rng, so a seed
 // replays a run exactly.
 //
-// Packet buffers are pooled (a free list), so a long run does not allocate per datagram
-// once warmed up. Not thread-safe; test and simulation code only.
+// Memory: a datagram in flight holds one packet buffer (kDatagramBytesMax bytes); delivered
+// buffers go to a free list of at most kSparePacketsMax, so a steady run does not allocate
+// per datagram, and a burst (10,000 nodes joining) does not leave its peak behind: the
+// network then holds what is in flight, not the most that ever was (the simulator counts
+// every byte of it against its nodes). Senders write into one staging buffer of the
+// network, not one each: a sender's Buffer() and Commit() are not interleaved with
+// another sender's (asserted). Not thread-safe; test and simulation code only.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <functional>
-#include <queue>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -50,6 +56,12 @@ class MemoryNetwork {
         deliver_(std::move(deliver)) {}
   MemoryNetwork(const MemoryNetwork&) = delete;
   MemoryNetwork& operator=(const MemoryNetwork&) = delete;
+  ~MemoryNetwork() {
+    for (const Due& d : queue_) delete d.packet;
+  }
+
+  // Delivered packet buffers kept for reuse; beyond these, they are freed.
+  static constexpr size_t kSparePacketsMax = 256;
 
   NetworkConfig& config() { return config_; }
   void set_blocked(Blocked b) { blocked_ = std::move(b); }
@@ -68,23 +80,22 @@ class MemoryNetwork {
     if (config_.loss > 0 && Uniform01() < config_.loss) return;
     const int copies = (config_.duplicate > 0 && Uniform01() < config_.duplicate) ? 2 : 1;
     for (int c = 0; c < copies; ++c) {
-      uint32_t idx;
-      if (!free_.empty()) {
-        idx = free_.back();
-        free_.pop_back();
+      Packet* p;
+      if (!spare_.empty()) {
+        p = spare_.back().release();
+        spare_.pop_back();
       } else {
-        idx = static_cast<uint32_t>(packets_.size());
-        packets_.emplace_back();
+        p = new Packet;
       }
-      Packet& p = packets_[idx];
-      p.from = from;
-      p.to = static_cast<uint32_t>(dst);
-      p.size = static_cast<uint16_t>(bytes.size());
-      std::memcpy(p.bytes, bytes.data(), bytes.size());
+      p->from = from;
+      p->to = static_cast<uint32_t>(dst);
+      p->size = static_cast<uint16_t>(bytes.size());
+      std::memcpy(p->bytes, bytes.data(), bytes.size());
       const int64_t span = config_.delay_max_us - config_.delay_min_us;
       const int64_t delay =
           config_.delay_min_us + (span > 0 ? static_cast<int64_t>(rng_.Uniform(span)) : 0);
-      queue_.push(Due{now_ + delay, seq_++, idx});
+      queue_.push_back(Due{now_ + delay, seq_++, p});
+      std::push_heap(queue_.begin(), queue_.end(), std::greater<Due>());
     }
   }
   // Inject: delivers `bytes` to receiver `to` at once, as if sent from `from` (forgeries).
@@ -96,22 +107,30 @@ class MemoryNetwork {
   }
 
   // NextAt: when the next datagram is due (INT64_MAX: none in flight).
-  int64_t NextAt() const { return queue_.empty() ? INT64_MAX : queue_.top().at_us; }
+  int64_t NextAt() const { return queue_.empty() ? INT64_MAX : queue_.front().at_us; }
   // DeliverNext: moves the clock to the next datagram's time and delivers it. False when
   // none is in flight.
   bool DeliverNext() {
     if (queue_.empty()) return false;
-    const Due d = queue_.top();
-    queue_.pop();
+    std::pop_heap(queue_.begin(), queue_.end(), std::greater<Due>());
+    const Due d = queue_.back();
+    queue_.pop_back();
+    // The queue's storage follows what is in flight down too (after a burst).
+    if (queue_.capacity() > 4 * kSparePacketsMax && queue_.size() < queue_.capacity() / 4) {
+      queue_.shrink_to_fit();
+    }
     now_ = std::max(now_, d.at_us);
-    // Copy out first: the receiver's answers add packets, which may move packets_.
+    // Copy out first: the receiver's answers send packets, which may reuse this one.
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
-    const Packet& p = packets_[d.packet];
-    const base::Endpoint from = p.from;
-    const uint32_t to = p.to;
-    const size_t size = p.size;
-    std::memcpy(buf, p.bytes, size);
-    free_.push_back(d.packet);
+    const base::Endpoint from = d.packet->from;
+    const uint32_t to = d.packet->to;
+    const size_t size = d.packet->size;
+    std::memcpy(buf, d.packet->bytes, size);
+    if (spare_.size() < kSparePacketsMax) {
+      spare_.emplace_back(d.packet);
+    } else {
+      delete d.packet;
+    }
     ++delivered_;
     deliver_(to, from, std::span<const uint8_t>(buf, size));
     return true;
@@ -138,17 +157,26 @@ class MemoryNetwork {
   class Sender final : public base::Outbox {
    public:
     Sender(MemoryNetwork* net, const base::Endpoint& self) : net_(net), self_(self) {}
-    std::span<uint8_t> Buffer() noexcept override { return buf_; }
+    // Buffer: the network's staging buffer, lent to this sender until its Commit (or
+    // another Buffer() of this sender).
+    std::span<uint8_t> Buffer() noexcept override {
+      net_->staging_owner_ = this;
+      return net_->staging_;
+    }
     void Commit(size_t size, const base::Endpoint& to) noexcept override {
-      net_->Send(self_, to, std::span<const uint8_t>(buf_, size));
+      // Another sender's Buffer() since ours would have overwritten what we wrote.
+      RP_ASSERT(net_->staging_owner_ == this);
+      RP_ASSERT(size <= sizeof(net_->staging_));
+      net_->Send(self_, to, std::span<const uint8_t>(net_->staging_, size));
     }
     const base::Endpoint& self() const { return self_; }
 
    private:
     MemoryNetwork* net_;
     base::Endpoint self_;
-    alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
   };
+  // SparePackets: delivered packet buffers kept for reuse (at most kSparePacketsMax).
+  size_t SparePackets() const { return spare_.size(); }
 
  private:
   struct Packet {
@@ -160,7 +188,7 @@ class MemoryNetwork {
   struct Due {
     int64_t at_us;
     uint64_t seq;
-    uint32_t packet;
+    Packet* packet;  // owned while queued
     bool operator>(const Due& o) const {
       return at_us != o.at_us ? at_us > o.at_us : seq > o.seq;
     }
@@ -174,9 +202,10 @@ class MemoryNetwork {
   Blocked blocked_;
   int64_t now_ = 0;
   uint64_t seq_ = 0, sent_ = 0, delivered_ = 0;
-  std::vector<Packet> packets_;
-  std::vector<uint32_t> free_;
-  std::priority_queue<Due, std::vector<Due>, std::greater<Due>> queue_;
+  std::vector<std::unique_ptr<Packet>> spare_;  // at most kSparePacketsMax
+  std::vector<Due> queue_;                       // a min-heap on (at_us, seq)
+  const Sender* staging_owner_ = nullptr;        // whose Buffer() staging_ holds
+  alignas(8) uint8_t staging_[wire::kDatagramBytesMax];
 };
 
 }  // namespace ringpeer::testing

@@ -250,19 +250,27 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
     }
   }
   // Small pools: enough for one node's share of the simulated work (see README.md).
-  c.routing.buckets_max = 14;
+  // Buckets: as many as a network of this size fills (dht::BucketsFor: 12 at 10,000).
+  c.routing.buckets_max = dht::BucketsFor(config_.nodes, c.routing.bucket_size);
+  // Four spares a bucket (with two, a full bucket wants no more candidates once it holds
+  // one, fewer peers verify each other, and a gossip flood missed 6 of 299 nodes).
   c.routing.replacements_per_bucket = 4;
-  c.rpcs_max = 32;
-  c.lookups_max = 4;
+  // Requests in flight: two lookups of 3 each, a size estimate's 10 walks, probes.
+  c.rpcs_max = 24;
+  // Lookups: a node runs the scripted lookup it is picked for (a busy node is passed
+  // over) or a density estimate's two at a time, rarely both; refreshes run one at a time.
+  c.lookups_max = 2;
   c.lookup_candidates_max = 32;
   c.lookup.paths = config_.disjoint_paths;
-  c.providers.records_max = 32;
-  c.providers.per_key_max = 8;
-  c.providers.per_source_max = 8;
+  // Provider records: the scripted run announces nothing; the tests announce a few keys.
+  c.providers.records_max = 4;
+  c.providers.per_key_max = 4;
+  c.providers.per_source_max = 4;
   c.announces_max = 2;
-  c.routes_max = 4;
-  c.route_hops_max = 3;
-  c.seen_max = 64;
+  // Routed messages: 500 hellos over 10,000 nodes in a minute, a few hops each.
+  c.routes_max = 2;
+  c.route_hops_max = 2;
+  c.seen_max = 16;
   c.gossip_fanout = 6;
   c.size_walks = 10;
   c.size_walk_steps = 400;
@@ -273,13 +281,16 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   c.events = n->events.get();
   core::CoreConfig cc;
   cc.overlay = c;
-  // Small tables, sized for one node's share of the simulated work: the guard must hold
-  // every address the node talks to (table, replacements, lookup candidates), or replies
-  // to peers whose proof it forgot are refused.
-  cc.rate_limit_entries = 64;
-  cc.reflection_entries = 1024;
-  cc.ping_seen_entries = 64;
+  // Small tables, sized for one node's share of the simulated work. The guard holds the
+  // addresses a node is talking to at once (strangers' credit, probes in flight); it need
+  // not hold every peer of the routing table, which vouches for them (ProofSource). Rate
+  // limit and ping-seen entries that are evicted start over, which costs an honest
+  // simulated node nothing.
+  cc.rate_limit_entries = 16;
+  cc.reflection_entries = 32;
+  cc.ping_seen_entries = 16;
   cc.rooms_max = 1;
+  cc.own_announces = 1;  // with the room's id, the overlay's 2 announcement slots
   cc.size_estimate_interval_us = 0;  // the scripted run starts its own estimates
   cc.rng_seed = (config_.seed ^ (uint64_t{index} << 20) ^ (incarnation << 52)) | 1;
   cc.start_us = now_;

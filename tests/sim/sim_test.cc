@@ -10,6 +10,8 @@
 
 #include <algorithm>
 
+#include "tests/net/memory_network.h"
+#include "tests/sim/heap.h"
 #include "wire/encode.h"
 
 namespace ringpeer::sim {
@@ -26,6 +28,79 @@ void Build(Simulator& s, uint32_t n) {
     s.RunUntil(s.now() + 10'000);
   }
   s.RunUntil(s.now() + 30'000'000);
+}
+
+base::Endpoint Port(uint16_t port) {
+  base::Endpoint e;
+  e.family = base::Endpoint::Family::kV4;
+  e.ip = {10, 0, 0, 1};
+  e.port = port;
+  return e;
+}
+
+// Issue 14, item 6: the network holds what is in flight, not its peak. 5,000 datagrams
+// sent at once from 50 senders (as 10,000 nodes joining do) hold ~6 MB of packet buffers;
+// once delivered, at most kSparePacketsMax buffers stay, every datagram arrived once and
+// whole, and destroying the network frees the rest.
+TEST(MemoryNetwork, AfterABurstHoldsOnlyItsSpares) {
+  std::vector<std::pair<uint32_t, uint32_t>> got;  // (receiver, first word)
+  got.reserve(5000);
+  const int64_t heap_before = heap::Total();
+  {
+    testing::NetworkConfig nc;
+    nc.seed = 3;
+    testing::MemoryNetwork net(
+        nc, [](const base::Endpoint& e) { return static_cast<int>(e.port) - 1000; },
+        [&](uint32_t to, const base::Endpoint&, std::span<const uint8_t> bytes) {
+          uint32_t w;
+          ASSERT_EQ(bytes.size(), 1000u);
+          std::memcpy(&w, bytes.data(), 4);
+          EXPECT_EQ(bytes[999], static_cast<uint8_t>(w));
+          got.emplace_back(to, w);
+        });
+    std::vector<std::unique_ptr<testing::MemoryNetwork::Sender>> senders;
+    for (uint16_t i = 0; i < 50; ++i) {
+      senders.push_back(std::make_unique<testing::MemoryNetwork::Sender>(
+          &net, Port(static_cast<uint16_t>(1000 + i))));
+    }
+    const int64_t idle = heap::Total();
+    for (uint32_t w = 0; w < 5000; ++w) {
+      testing::MemoryNetwork::Sender& from = *senders[w % 50];
+      std::span<uint8_t> buf = from.Buffer();
+      ASSERT_GE(buf.size(), 1000u);
+      std::fill(buf.begin(), buf.begin() + 1000, static_cast<uint8_t>(w));
+      std::memcpy(buf.data(), &w, 4);
+      from.Commit(1000, Port(static_cast<uint16_t>(1000 + (w * 7) % 50)));
+    }
+    EXPECT_EQ(net.in_flight(), 5000u);
+    EXPECT_GE(heap::Total() - idle, int64_t{5000} * 1000);
+    net.DeliverDue(net.now() + 1'000'000);  // delays are at most 3 ms
+    EXPECT_EQ(net.in_flight(), 0u);
+    EXPECT_EQ(net.SparePackets(), testing::MemoryNetwork::kSparePacketsMax);
+    EXPECT_LE(heap::Total() - idle,
+              static_cast<int64_t>(testing::MemoryNetwork::kSparePacketsMax) *
+                  static_cast<int64_t>(wire::kDatagramBytesMax + 64) + 16384);
+  }
+  EXPECT_EQ(heap::Total(), heap_before);
+  ASSERT_EQ(got.size(), 5000u);
+  for (uint32_t w = 0; w < 5000; ++w) {
+    EXPECT_EQ(std::count(got.begin(), got.end(), std::make_pair((w * 7) % 50, w)), 1) << w;
+  }
+}
+
+// Senders share the network's staging buffer: another sender's Buffer() between a
+// sender's Buffer() and Commit() would overwrite what it wrote, and is refused.
+TEST(MemoryNetworkDeathTest, InterleavedSendersAreRefused) {
+  testing::MemoryNetwork net(
+      testing::NetworkConfig{}, [](const base::Endpoint&) { return 0; },
+      [](uint32_t, const base::Endpoint&, std::span<const uint8_t>) {});
+  testing::MemoryNetwork::Sender a(&net, Port(1));
+  testing::MemoryNetwork::Sender b(&net, Port(2));
+  a.Buffer()[0] = 1;
+  a.Commit(1, b.self());  // its own Buffer(): fine
+  a.Buffer()[0] = 2;
+  b.Buffer()[0] = 3;
+  EXPECT_DEATH(a.Commit(1, b.self()), "");
 }
 
 std::vector<dht::NodeId> SortedIds(Simulator& s, const dht::NodeId& target, size_t skip) {
