@@ -192,19 +192,11 @@ class ReflectionGuard {
   // it only doubled the datagrams of every lookup request to an address the guard did not
   // hold (most of them, once the guard was no longer sized to every address a node meets).
   static constexpr bool ReplyProves(uint8_t type) noexcept {
+    // Every own request but kRouteReply (itself an answer) and kRoomJoin (whose answer
+    // the core does not take as a proof).
     using T = wire::MessageType;
-    switch (static_cast<T>(type)) {
-      case T::kPing:
-      case T::kFindNode:
-      case T::kGetProviders:
-      case T::kAnnounce:
-      case T::kRoute:
-      case T::kWalk:
-      case T::kDumpRequest:
-        return true;
-      default:
-        return false;
-    }
+    return IsOwnRequest(type) && type != static_cast<uint8_t>(T::kRouteReply) &&
+           type != static_cast<uint8_t>(T::kRoomJoin);
   }
 
  private:
