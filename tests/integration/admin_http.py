@@ -224,8 +224,10 @@ def main():
 
         second = c.start("n2", common + ["--bootstrap", f"127.0.0.1:{port}"])
         a2 = admin_address(second)
+        # 30 s: about a second on an idle machine; a CI run on two cores shared with two
+        # 10,000-node simulations and a build once needed more than 10.
         ready = wait_for(lambda: get(a1, "/readyz")[0] == 200 and get(a2, "/readyz")[0] == 200,
-                         timeout=10.0)
+                         timeout=30.0)
         check(ready, "/readyz passes on both nodes once they have a peer")
 
         garbage = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
