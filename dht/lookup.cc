@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "base/assert.h"
 
@@ -58,6 +59,7 @@ void Lookup::Start(const NodeId& target, LookupKind kind, const LookupParams& pa
   std::fill(std::begin(retrying_), std::end(retrying_), 0);
   next_path_ = 0;
   liars_ = 0;
+  silent_ = 0;
   requests_sent_ = 0;
   replies_received_ = 0;
   // Deal seeds nearest-first round-robin, so that every path starts from good ones.
@@ -166,6 +168,7 @@ int Lookup::Next() noexcept {
     cand.requeried |= cand.requery;
     cand.requery = false;
     cand.attempts = 1;
+    cand.beside = false;
     ++in_flight_[p];
     ++requests_sent_;
     return c;
@@ -224,24 +227,26 @@ bool Lookup::OnTimeout(int c) noexcept {
     Strike(cand.source);
   }
   if (cand.attempts < tries_max && !OutOfRequests()) {
-    if (cand.attempts == kTriesHoldingSlot && params_.retry_frees_slot) {
+    if (cand.attempts == kTriesHoldingSlot && params_.retry_frees_slot && !cand.beside) {
       // Silent twice: its further tries go on beside the next request, not instead of it
       // (a node that drops every request would hold an alpha slot for all its 3-5 tries).
       // Twice, not once: at 5% loss one try in ten times out, and a slot freed then sends
       // a request an honest lookup would often not have needed.
-      RP_ASSERT(in_flight_[cand.path] > 0);
-      --in_flight_[cand.path];
-      ++retrying_[cand.path];
+      MoveBeside(cand);
     }
     ++cand.attempts;
     ++requests_sent_;
     return true;
   }
+  // Among the nearest that must answer (ranked before it leaves them): a silent honest
+  // node, or a dropper; either way one fewer of the k nearest will answer (silent_extra).
+  const bool near = params_.silent_extra != 0 && !cand.requeried && RankOnPath(c) < Window();
   Abandon(c);
   if (cand.requeried) {
     cand.state = State::kAnswered;  // it answered once: that answer stands
     return false;
   }
+  if (near) CountSilent(cand.contact.id);
   // A silent node that two answers named is real and merely silent (a node that drops
   // requests is in honest tables too); only a name one answer alone gave is a strike.
   if (cand.vouches < 2 && !cand.struck) Strike(cand.source);
@@ -257,10 +262,22 @@ void Lookup::Strike(uint8_t source) noexcept {
   Distrust(source);
 }
 
+void Lookup::CountSilent(const NodeId& id) noexcept {
+  uint64_t key;
+  std::memcpy(&key, id.data(), sizeof key);
+  const size_t kept = std::min<size_t>(silent_, kSilentKept);
+  for (size_t i = 0; i < kept; ++i) {
+    if (silent_ids_[i] == key) return;  // evicted, named again, silent again: counted
+  }
+  if (silent_ < kSilentKept) silent_ids_[silent_] = key;
+  if (silent_ < 255) ++silent_;
+}
+
 uint32_t Lookup::Window() const noexcept {
   if (kind_ == LookupKind::kSizeSample) return params_.result_size;
-  const uint32_t extra = std::min<uint32_t>(uint32_t{liars_} * params_.liar_extra,
-                                            params_.liar_extra_max);
+  const uint32_t extra = std::min<uint32_t>(
+      uint32_t{liars_} * params_.liar_extra + uint32_t{silent_} * params_.silent_extra,
+      params_.liar_extra_max);
   return std::min<uint32_t>(params_.result_size + extra, static_cast<uint32_t>(cands_.size()));
 }
 
@@ -337,10 +354,28 @@ void Lookup::Abandon(int c) noexcept {
   Land(cand);
 }
 
-void Lookup::Land(const Candidate& cand) noexcept {
-  if (cand.attempts > kTriesHoldingSlot && params_.retry_frees_slot) {
+bool Lookup::OnSlow(int c) noexcept {
+  Candidate& cand = cands_[static_cast<size_t>(c)];
+  if (!params_.slow_frees_slot || cand.state != State::kInFlight || cand.beside ||
+      cand.attempts != 1 || retrying_[cand.path] >= params_.alpha) {
+    return false;
+  }
+  MoveBeside(cand);
+  return true;
+}
+
+void Lookup::MoveBeside(Candidate& cand) noexcept {
+  RP_ASSERT(in_flight_[cand.path] > 0);
+  --in_flight_[cand.path];
+  ++retrying_[cand.path];
+  cand.beside = true;
+}
+
+void Lookup::Land(Candidate& cand) noexcept {
+  if (cand.beside) {
     RP_ASSERT(retrying_[cand.path] > 0);
     --retrying_[cand.path];
+    cand.beside = false;
   } else {
     RP_ASSERT(in_flight_[cand.path] > 0);
     --in_flight_[cand.path];

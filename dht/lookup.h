@@ -88,6 +88,17 @@ struct LookupParams {
   // twice (kTriesHoldingSlot), not after its last try; a late answer takes the strike back.
   // false: the strike comes when every try failed.
   bool early_strike = true;
+  // A first try still unanswered past the overlay's slow mark (a few smoothed round trips,
+  // see Overlay::SlowMarkUs) leaves its alpha slot to the next candidate (OnSlow); its
+  // answer, when it comes, counts as any other. At most alpha per path sit beside. A node
+  // that drops requests otherwise held a slot for a whole request timeout, and among a
+  // quarter of droppers most lookups waited on one (stop 27: 10,000 nodes, p50 17.6 s).
+  bool slow_frees_slot = true;
+  // A candidate among the Window() nearest that failed every try widens the set that must
+  // answer (and the result) by this many, within liar_extra_max, as a liar does: among a
+  // quarter of hostile nodes the 20 nearest hold about 15 honest ones, so a k-sized result
+  // missed the 16 honest of 20 half the time. 0: silence widens nothing.
+  uint8_t silent_extra = 2;
 };
 
 class Lookup {
@@ -109,6 +120,7 @@ class Lookup {
     bool requeried = false;   // asked again once already
     uint8_t vouches = 1;      // answers that named it (seeds: 1)
     bool struck = false;      // its silence already counts against its source (OnTimeout)
+    bool beside = false;      // in flight beside its path's alpha slots (OnSlow, retries)
   };
   using Token = std::array<uint8_t, 16>;
   // Paths beyond this are not useful (S/Kademlia uses up to 8 with k = 20).
@@ -130,6 +142,9 @@ class Lookup {
   void OnReply(int c, std::span<const Contact> nodes) noexcept;
   // OnTimeout: `c` did not answer. True: try it again (it stays in flight); false: failed.
   bool OnTimeout(int c) noexcept;
+  // OnSlow: `c`'s first try passed the slow mark unanswered: it leaves its alpha slot and
+  // stays in flight (slow_frees_slot; at most alpha beside per path). True: it moved.
+  bool OnSlow(int c) noexcept;
   // Abandon: `c` will not be retried (no request slot); counts as failed.
   void Abandon(int c) noexcept;
   bool Done() const noexcept;
@@ -140,6 +155,7 @@ class Lookup {
   uint8_t rounds() const noexcept;
 
   Candidate& candidate(int c) noexcept { return cands_[static_cast<size_t>(c)]; }
+  const Candidate& candidate(int c) const noexcept { return cands_[static_cast<size_t>(c)]; }
   // SetToken: candidate `c` answered with `token` (a get_providers answer). Kept for an
   // announcement only: the token lets it store a record there.
   void SetToken(int c, std::span<const uint8_t, 16> token) noexcept;
@@ -150,6 +166,8 @@ class Lookup {
   const LookupParams& params() const noexcept { return params_; }
   uint32_t requests_sent() const noexcept { return requests_sent_; }
   uint32_t replies_received() const noexcept { return replies_received_; }
+  uint8_t liars() const noexcept { return liars_; }
+  uint8_t silent() const noexcept { return silent_; }  // distinct (see silent_ids_)
 
  private:
   // Merge: adds `c` on `path` unless known (then it counts a vouch), named by candidate
@@ -158,6 +176,8 @@ class Lookup {
   bool Merge(const Contact& c, uint8_t path, uint8_t generation, uint8_t source) noexcept;
   // Strike: a name `source` gave never answered; distrusts it at strikes_max.
   void Strike(uint8_t source) noexcept;
+  // CountSilent: a near candidate failed every try; counts its id once per lookup.
+  void CountSilent(const NodeId& id) noexcept;
   // Distrust: leaves `c` out of the result, drops the names only it gave that are not
   // asked yet, and asks the nearest trusted answers of its path again (once each): the
   // names its answer pushed out of the shortlist are in theirs.
@@ -167,15 +187,18 @@ class Lookup {
   bool OutOfRequests() const noexcept {
     return params_.requests_max != 0 && requests_sent_ >= params_.requests_max;
   }
-  // Window: how many nearest trusted candidates must answer: k, plus liar_extra per liar.
+  // Window: how many nearest trusted candidates must answer: k, plus liar_extra per liar
+  // and silent_extra per silent near candidate, within liar_extra_max.
   uint32_t Window() const noexcept;
   // Counts: a candidate that stands for a live, honest node (not failed, not distrusted).
   static bool Counts(const Candidate& c) noexcept {
     return c.state != State::kFailed && !c.distrusted;
   }
   bool PathDone(uint8_t path) const noexcept;
+  // MoveBeside: `cand` leaves its path's alpha slot and goes on beside it.
+  void MoveBeside(Candidate& cand) noexcept;
   // Land: a request of `cand` ended (answered or given up).
-  void Land(const Candidate& cand) noexcept;
+  void Land(Candidate& cand) noexcept;
   // RankOnPath: how many not-failed candidates of c's path are nearer the target than c.
   uint32_t RankOnPath(int c) const noexcept;
   int NextOnPath(uint8_t path) const noexcept;
@@ -189,9 +212,14 @@ class Lookup {
   LookupKind kind_ = LookupKind::kFindNode;
   LookupParams params_;
   uint8_t in_flight_[kPathsMax] = {};  // first tries in flight, per path (<= alpha)
-  uint8_t retrying_[kPathsMax] = {};   // candidates in flight on a second or later try
+  uint8_t retrying_[kPathsMax] = {};   // candidates in flight beside the slots (`beside`)
   uint8_t next_path_ = 0;
   uint8_t liars_ = 0;  // responders distrusted in this lookup
+  uint8_t silent_ = 0;  // distinct near candidates that failed every try
+  // The first silent_ids_ of them (an id's first 8 bytes): a failed name leaves a full
+  // shortlist first and comes back with the next answer that names it; it counts once.
+  static constexpr size_t kSilentKept = 8;
+  uint64_t silent_ids_[kSilentKept] = {};
   uint32_t requests_sent_ = 0;
   uint32_t replies_received_ = 0;
 };

@@ -201,6 +201,108 @@ TEST(Lookup, ACandidateSilentTwiceFreesItsSlot) {
   }
 }
 
+// A first try past the slow mark leaves its slot to the next candidate (slow_frees_slot),
+// once, and at most alpha sit beside a path; the lookup still waits for it, and its late
+// answer counts as any other. Without slow_frees_slot it keeps the slot.
+TEST(Lookup, ASlowFirstTryLeavesItsSlotAndItsAnswerStillCounts) {
+  Synthetic net(300, 9);
+  for (const bool frees : {true, false}) {
+    Lookup l(32);
+    const NodeId target = RandomId(net.rng);
+    LookupParams p;
+    p.alpha = 1;
+    p.slow_frees_slot = frees;
+    l.Start(target, LookupKind::kFindNode, p, net.Answer(0, target));
+    const int slow = l.Next();
+    ASSERT_GE(slow, 0);
+    EXPECT_LT(l.Next(), 0);
+    EXPECT_EQ(l.OnSlow(slow), frees);
+    if (!frees) {
+      EXPECT_LT(l.Next(), 0) << "without slow_frees_slot it keeps its slot";
+      continue;
+    }
+    EXPECT_FALSE(l.OnSlow(slow));  // once only
+    const int next = l.Next();
+    ASSERT_GE(next, 0);
+    EXPECT_NE(next, slow);
+    EXPECT_LT(l.Next(), 0);         // one slot, one first try in it
+    EXPECT_FALSE(l.OnSlow(next));   // alpha (1) already beside: it keeps its slot
+    auto answer = [&](int c) {
+      l.OnReply(c, net.Answer(net.IndexOf(l.candidate(c).contact), target));
+    };
+    answer(next);
+    for (int guard = 0; guard < 300; ++guard) {
+      const int c = l.Next();
+      if (c < 0) break;
+      answer(c);
+    }
+    EXPECT_FALSE(l.Done());  // the slow one is still in flight
+    EXPECT_EQ(l.candidate(slow).state, Lookup::State::kInFlight);
+    const uint32_t before = l.replies_received();
+    answer(slow);
+    EXPECT_EQ(l.candidate(slow).state, Lookup::State::kAnswered);
+    EXPECT_EQ(l.replies_received(), before + 1);
+    for (int guard = 0; guard < 300 && !l.Done(); ++guard) {
+      const int c = l.Next();
+      ASSERT_GE(c, 0);
+      answer(c);
+    }
+    EXPECT_TRUE(l.Done());
+    // It was the nearest seed; its answer stands in the result like any other.
+    int idx[64];
+    const size_t n = l.ResultIndices(idx);
+    EXPECT_EQ(n, 20u);
+    const auto truth = TrueNearest(net, target, 20, {});
+    if (std::count(truth.begin(), truth.end(), l.candidate(slow).contact.id) > 0) {
+      EXPECT_NE(std::find(idx, idx + n, slow), idx + n);
+    }
+  }
+}
+
+// A candidate among the nearest that fails every try widens the set that must answer, and
+// the result, by silent_extra each (within liar_extra_max), and counts once however often
+// it leaves the full shortlist and is named again: with the 4 nearest silent, 4 silent and
+// 28 results. The wider result holds at least as many of the 20 nearest live nodes as the
+// k-sized one, and 16 of them each time. Off: silence widens nothing.
+TEST(Lookup, SilentCandidatesWidenTheResult) {
+  Synthetic net(2000, 42);
+  size_t held[2] = {0, 0};  // of the 20 nearest live, over the lookups: widened, not
+  for (const uint8_t extra : {uint8_t{2}, uint8_t{0}}) {
+    base::Rng rng(3);
+    for (int t = 0; t < 5; ++t) {
+      const NodeId target = RandomId(rng);
+      std::vector<uint32_t> all(2000);
+      for (uint32_t i = 0; i < 2000; ++i) all[i] = i;
+      std::partial_sort(all.begin(), all.begin() + 4, all.end(), [&](uint32_t a, uint32_t b) {
+        return CloserTo(target, net.ids[a], net.ids[b]);
+      });
+      const std::set<uint32_t> silent(all.begin(), all.begin() + 4);
+      LookupParams p;
+      p.silent_extra = extra;
+      Lookup l(64);
+      l.Start(target, LookupKind::kFindNode, p, net.Answer(all[1000], target));
+      Drive(l, net, silent);
+      ASSERT_TRUE(l.Done());
+      int idx[64];
+      const size_t n = l.ResultIndices(idx);
+      const auto truth = TrueNearest(net, target, 20, silent);
+      size_t hits = 0;
+      for (size_t i = 0; i < n; ++i) {
+        hits += std::count(truth.begin(), truth.end(), l.candidate(idx[i]).contact.id);
+      }
+      held[extra == 0] += hits;
+      if (extra == 0) {
+        EXPECT_EQ(l.silent(), 0u) << "lookup " << t;
+        continue;
+      }
+      EXPECT_EQ(l.silent(), 4u) << "lookup " << t;
+      EXPECT_EQ(n, 28u) << "lookup " << t;  // 20 + min(4 x 2, liar_extra_max 8)
+      EXPECT_GE(hits, 16u) << "lookup " << t;
+    }
+  }
+  EXPECT_GE(held[0], held[1]);
+}
+
 // A name only one answer gave that is silent twice counts against that answer's sender
 // at once (early_strike), not after its last try; its late answer takes the strike back;
 // and a second such name then distrusts the sender while the first is still being tried.

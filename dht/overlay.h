@@ -120,11 +120,12 @@ struct OverlayConfig {
   // hops' storage, held while in use (see lookups_max and route_payloads_).
   RoutingConfig routing;
   uint32_t rpcs_max = 256;             // DHT requests in flight
-  uint32_t lookups_max = 16;           // concurrent lookups (a slot's storage, ~3.7 KB
-                                       // with 48 candidates, is held while it is in use:
+  uint32_t lookups_max = 16;           // concurrent lookups (a slot's storage, ~5 KB
+                                       // with 64 candidates, is held while it is in use:
                                        // allocated at a lookup's start, freed by
                                        // housekeeping once idle for kHousekeepingUs)
-  uint32_t lookup_candidates_max = 48; // shortlist per lookup
+  uint32_t lookup_candidates_max = 64; // shortlist per lookup (48 left too few free
+                                       // slots beside a window widened among liars)
   LookupParams lookup;                 // alpha, disjoint paths, k, attempts
   ProviderLimits providers;
   uint32_t announces_max = 64;         // keys we announce and republish
@@ -146,6 +147,16 @@ struct OverlayConfig {
   int64_t peers_interval_us = kPeersIntervalUs;  // peer exchange; 0: never
   int64_t refresh_interval_us = 15 * 60 * kSecondUs;  // sparse-bucket refresh lookups
   int64_t request_timeout_us = kDhtRequestTimeoutUs;
+  // Slow mark of a lookup request (SlowMarkUs): a first try unanswered this long leaves its
+  // alpha slot (LookupParams::slow_frees_slot), and a retry times out at twice the mark.
+  // The mark follows the round trips measured (RFC 6298's smoothed estimate plus four
+  // deviations), never below this nor above half the request timeout.
+  int64_t lookup_slow_min_us = 200'000;
+  // A lookup still running this long ends with what answered (LookupResult::expired) and
+  // gives back its requests: a lookup among liars could otherwise hold its slot for
+  // minutes. 60 s: at 10,000 nodes with a quarter hostile the slowest took ~45 s, and a
+  // 20 s bound cut their success from 0.97 to 0.80.
+  int64_t lookup_duration_max_us = 60 * kSecondUs;
   const ProofScheme* proof = nullptr;  // null: ed25519 (production)
   OverlayEvents* events = nullptr;     // null: results are dropped
   // An encoder to share with the rest of the node's thread (the node core's; it must
@@ -170,6 +181,7 @@ struct LookupResult {
   uint32_t requests = 0;               // requests sent, retries included
   uint32_t replies = 0;
   int64_t duration_us = 0;             // from the start to this result, on the caller's clock
+  bool expired = false;                // ended at lookup_duration_max_us, not done
 };
 
 struct RouteResult {
@@ -225,6 +237,8 @@ struct OverlayCounters {
   // DHT
   uint64_t requests_sent = 0;        // find_node, get_providers, announce, walk, dump
   uint64_t requests_timed_out = 0;
+  uint64_t lookups_expired = 0;      // ended at lookup_duration_max_us with what answered
+  uint64_t lookup_slow_moves = 0;    // first tries that passed the slow mark (left their slot)
   uint64_t requests_answered = 0;    // requests from others we answered
   uint64_t replies_trimmed = 0;      // answers cut to 3x an unverified request
   uint64_t rpc_slots_full = 0;       // a request not sent: no slot
@@ -518,7 +532,18 @@ class Overlay {
                        base::Outbox& out) noexcept;
   void SendLookupRequest(int64_t now_us, uint32_t li, int c, base::Outbox& out) noexcept;
   void PumpLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept;
-  void FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept;
+  void FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out,
+                    bool expired = false) noexcept;
+  // ExpireLookup: lookup `li` ran past lookup_duration_max_us: its requests are freed and
+  // it ends with what answered.
+  void ExpireLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept;
+  // SlowMarkUs: see OverlayConfig::lookup_slow_min_us.
+  int64_t SlowMarkUs() const noexcept;
+  // RpcTimeoutUs: how long request `r` waits: the request timeout, or for a lookup's
+  // retry twice the slow mark (its first try already waited the mark or longer).
+  int64_t RpcTimeoutUs(const Rpc& r) const noexcept;
+  // SampleRtt: a reply came `rtt_us` after its request (RFC 6298's estimator).
+  void SampleRtt(int64_t rtt_us) noexcept;
   void SendRoute(int64_t now_us, RouteSlot& r, base::Outbox& out) noexcept;
   // NextHop: the known node nearest `target` and strictly nearer than us, avoiding `not_to`;
   // with attempt > 0, a random one of the attempt + 1 nearest such nodes.
@@ -564,6 +589,8 @@ class Overlay {
   base::SeenSet seen_;
   std::vector<Rpc> rpcs_;
   uint32_t rpc_hint_ = 0;  // where the next free-slot search starts
+  int64_t srtt_us_ = 0;    // smoothed round trip of our requests (0: no sample yet)
+  int64_t rttvar_us_ = 0;  // its mean deviation
   // lookups_max slots; each allocated when a lookup starts in it and freed by housekeeping
   // after kHousekeepingUs idle (a node between lookups holds none; back-to-back lookups,
   // a refresh or a size estimate, reuse theirs).

@@ -83,6 +83,8 @@ wire::Verdict Overlay::OnReply(int64_t now_us, const base::Endpoint& from,
   }
   // Another node at that address (a restart) does not answer for the one we asked.
   if (rpc.kind != expect || sender != rpc.to.id) return wire::Verdict::kBadField;
+  // Each try has its own txid, so the sample is the round trip of the try that answered.
+  if (rpc.kind == RpcKind::kLookup || rpc.kind == RpcKind::kProbe) SampleRtt(now_us - rpc.sent_us);
   switch (rpc.kind) {
     case RpcKind::kProbe: FreeRpc(rpc); break;
     case RpcKind::kLookup: OnLookupReply(now_us, rpc, msg, out); break;
@@ -120,6 +122,35 @@ int Overlay::AllocRpc(int64_t now_us, RpcKind kind, const Contact& to, uint16_t 
   }
   ++counters_.rpc_slots_full;
   return -1;
+}
+
+void Overlay::SampleRtt(int64_t rtt_us) noexcept {
+  rtt_us = std::max<int64_t>(rtt_us, 0);
+  if (srtt_us_ == 0) {
+    srtt_us_ = std::max<int64_t>(rtt_us, 1);
+    rttvar_us_ = rtt_us / 2;
+    return;
+  }
+  // RFC 6298: RTTVAR <- 3/4 RTTVAR + 1/4 |SRTT - R|, then SRTT <- 7/8 SRTT + 1/8 R.
+  const int64_t err = srtt_us_ > rtt_us ? srtt_us_ - rtt_us : rtt_us - srtt_us_;
+  rttvar_us_ += (err - rttvar_us_) / 4;
+  srtt_us_ = std::max<int64_t>(srtt_us_ + (rtt_us - srtt_us_) / 8, 1);
+}
+
+int64_t Overlay::SlowMarkUs() const noexcept {
+  const int64_t hi = std::max<int64_t>(config_.request_timeout_us / 2, 1);
+  const int64_t lo = std::min(config_.lookup_slow_min_us, hi);
+  if (srtt_us_ == 0) return hi;  // nothing measured yet: half the timeout
+  return std::clamp(srtt_us_ + 4 * rttvar_us_, lo, hi);
+}
+
+int64_t Overlay::RpcTimeoutUs(const Rpc& r) const noexcept {
+  if (r.kind != RpcKind::kLookup) return config_.request_timeout_us;
+  const LookupSlot* l = Slot(r.owner);
+  if (l == nullptr || !l->active || r.candidate < 0) return config_.request_timeout_us;
+  const Lookup::Candidate& c = l->lookup.candidate(r.candidate);
+  if (c.attempts < 2 || !l->lookup.params().slow_frees_slot) return config_.request_timeout_us;
+  return std::min(config_.request_timeout_us, 2 * SlowMarkUs());
 }
 
 void Overlay::OnRpcTimeout(int64_t now_us, uint32_t slot, base::Outbox& out) noexcept {

@@ -148,7 +148,16 @@ void Overlay::OnLookupReply(int64_t now_us, Rpc& rpc, const wire::Message& msg,
   PumpLookup(now_us, li, out);
 }
 
-void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept {
+void Overlay::ExpireLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexcept {
+  for (Rpc& r : rpcs_) {
+    if (r.kind == RpcKind::kLookup && r.owner == li) FreeRpc(r);
+  }
+  ++counters_.lookups_expired;
+  FinishLookup(now_us, li, out, /*expired=*/true);
+}
+
+void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out,
+                           bool expired) noexcept {
   LookupSlot& l = *lookups_[li];
   Contact closest[255];
   int idx[255];
@@ -164,6 +173,7 @@ void Overlay::FinishLookup(int64_t now_us, uint32_t li, base::Outbox& out) noexc
   res.requests = l.lookup.requests_sent();
   res.replies = l.lookup.replies_received();
   res.duration_us = now_us - l.started_us;
+  res.expired = expired;
   if (res.kind == LookupKind::kAnnounce && l.announce != kNoAnnounce) {
     for (size_t i = 0; i < n; ++i) {
       const Lookup::Candidate& cand = l.lookup.candidate(idx[i]);
@@ -733,13 +743,38 @@ wire::Verdict Overlay::OnGossip(int64_t now_us, const base::Endpoint& from,
 // Timers.
 
 void Overlay::DhtTick(int64_t now_us, base::Outbox& out) noexcept {
+  const int64_t slow_us = SlowMarkUs();
   for (uint32_t i = 0; i < rpcs_.size(); ++i) {
     const Rpc& r = rpcs_[i];
     if (r.kind == RpcKind::kFree) continue;
-    if (now_us - r.sent_us >= config_.request_timeout_us) {
+    const int64_t timeout_us = RpcTimeoutUs(r);
+    if (now_us - r.sent_us >= timeout_us) {
       OnRpcTimeout(now_us, i, out);
+      continue;
+    }
+    Wake(r.sent_us + timeout_us);
+    if (r.kind != RpcKind::kLookup || r.candidate < 0) continue;
+    // A first try past the slow mark leaves its alpha slot (LookupParams::slow_frees_slot).
+    LookupSlot* l = Slot(r.owner);
+    if (l == nullptr || !l->active || !l->lookup.params().slow_frees_slot) continue;
+    const Lookup::Candidate& c = l->lookup.candidate(r.candidate);
+    if (c.beside || c.attempts != 1) continue;
+    if (now_us - r.sent_us < slow_us) {
+      Wake(r.sent_us + slow_us);
+    } else if (l->lookup.OnSlow(r.candidate)) {
+      ++counters_.lookup_slow_moves;
+      PumpLookup(now_us, r.owner, out);  // sends the next candidate in its place
+    }
+  }
+  // Lookups past their deadline end with what answered.
+  for (uint32_t li = 0; li < lookups_.size(); ++li) {
+    const LookupSlot* l = Slot(li);
+    if (l == nullptr || !l->active) continue;
+    const int64_t deadline_us = l->started_us + config_.lookup_duration_max_us;
+    if (now_us >= deadline_us) {
+      ExpireLookup(now_us, li, out);
     } else {
-      Wake(r.sent_us + config_.request_timeout_us);
+      Wake(deadline_us);
     }
   }
   HopTick(now_us, out);

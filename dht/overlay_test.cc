@@ -54,16 +54,18 @@ class BadProof final : public ProofScheme {
 struct TestNode {
   TestNode(uint8_t n, std::vector<base::Endpoint> bootstrap, std::deque<Packet>* q, int64_t now,
            const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr,
-           bool client = false)
+           bool client = false, int64_t lookup_duration_max_us = 0)
       : addr(*base::Endpoint::Parse("127.0.0." + std::to_string(n) + ":7700")),
         keys(wire::KeyPair::FromSeed(Seed(n))),
         rng(n),
-        overlay(keys, Config(std::move(bootstrap), events, client), &rng, now),
+        overlay(keys, Config(std::move(bootstrap), events, client, lookup_duration_max_us),
+                &rng, now),
         responder(keys, now, responder_proof, client),
         out(addr, q) {}
   static OverlayConfig Config(std::vector<base::Endpoint> bootstrap, OverlayEvents* events,
-                              bool client) {
+                              bool client, int64_t lookup_duration_max_us) {
     OverlayConfig c;
+    if (lookup_duration_max_us > 0) c.lookup_duration_max_us = lookup_duration_max_us;
     c.client = client;
     c.peers_max = 64;
     c.bootstrap = std::move(bootstrap);
@@ -89,9 +91,10 @@ class Net {
  public:
   TestNode* Add(uint8_t n, std::vector<base::Endpoint> bootstrap = {},
                 const ProofScheme* responder_proof = nullptr, OverlayEvents* events = nullptr,
-                bool client = false) {
+                bool client = false, int64_t lookup_duration_max_us = 0) {
     nodes_.push_back(std::make_unique<TestNode>(n, std::move(bootstrap), &q_, now_,
-                                                responder_proof, events, client));
+                                                responder_proof, events, client,
+                                                lookup_duration_max_us));
     return nodes_.back().get();
   }
   TestNode* At(const base::Endpoint& e) {
@@ -313,12 +316,13 @@ struct LookupLog : OverlayEvents {
     size_t answered;
     int64_t duration_us;
     int64_t at_us;
+    bool expired;
   };
   void OnLookupStarted(uint32_t handle, LookupKind kind) override {
     started.push_back({handle, kind});
   }
   void OnLookupDone(const LookupResult& r) override {
-    done.push_back({r.handle, r.kind, r.closest.size(), r.duration_us, net->now()});
+    done.push_back({r.handle, r.kind, r.closest.size(), r.duration_us, net->now(), r.expired});
   }
   const Net* net = nullptr;
   std::vector<std::pair<uint32_t, LookupKind>> started;
@@ -371,6 +375,54 @@ TEST(Overlay, LookupsAreReportedStartedThenDoneWithTheirDuration) {
   EXPECT_EQ(it->answered, 1u);  // a answered, b did not
   EXPECT_EQ(it->duration_us, it->at_us - t0);
   EXPECT_GE(it->duration_us, kDhtRequestTimeoutUs);
+  EXPECT_FALSE(it->expired);
+}
+
+// Goal: a lookup cannot hold its slot for ever (issue 14, item 5: among liars lookups ran
+// for minutes). One still running at lookup_duration_max_us ends then with what answered,
+// marked expired and counted; a lookup that finishes in time is not marked.
+TEST(Overlay, ALookupPastItsDeadlineEndsWithWhatAnswered) {
+  ASSERT_TRUE(wire::InitCrypto());
+  Net net;
+  LookupLog log;
+  log.net = &net;
+  constexpr int64_t kDeadlineUs = 1'500'000;  // b's tries (1 s, then retries) take longer
+  TestNode* a = net.Add(1);
+  TestNode* b = net.Add(2, {a->addr});
+  TestNode* c = net.Add(3, {a->addr}, nullptr, &log, false, kDeadlineUs);
+  net.Run(3 * kSecondUs);
+  ASSERT_EQ(c->overlay.VerifiedPeers(), 2u);
+  base::Rng rng(5);
+  // Both answer: done in time, not expired.
+  const uint32_t h1 = c->overlay.FindNode(net.now(), RandomId(rng), c->out);
+  ASSERT_NE(h1, 0u);
+  auto of = [&](uint32_t h) {
+    return std::find_if(log.done.begin(), log.done.end(),
+                        [&](const LookupLog::Done& d) { return d.handle == h; });
+  };
+  net.Run(kSecondUs);
+  ASSERT_NE(of(h1), log.done.end());
+  EXPECT_EQ(of(h1)->answered, 2u);
+  EXPECT_FALSE(of(h1)->expired);
+  EXPECT_EQ(c->overlay.counters().lookups_expired, 0u);
+
+  b->down = true;
+  const int64_t t0 = net.now();
+  const uint32_t h2 = c->overlay.FindNode(t0, RandomId(rng), c->out);
+  ASSERT_NE(h2, 0u);
+  net.Run(kDeadlineUs - 200'000);
+  EXPECT_EQ(of(h2), log.done.end());  // b is still being tried
+  net.Run(5 * kSecondUs);
+  auto it = of(h2);
+  ASSERT_NE(it, log.done.end());
+  EXPECT_TRUE(it->expired);
+  EXPECT_EQ(it->answered, 1u);  // a's answer stands
+  EXPECT_GE(it->duration_us, kDeadlineUs);
+  EXPECT_LT(it->duration_us, kDeadlineUs + 200'000);  // the next tick after the deadline
+  EXPECT_EQ(c->overlay.counters().lookups_expired, 1u);
+  EXPECT_EQ(std::count_if(log.done.begin(), log.done.end(),
+                          [&](const LookupLog::Done& d) { return d.handle == h2; }),
+            1);  // reported once: its requests were given back with it
 }
 
 // Issue 14, item 6: a lookup slot holds its storage (the candidates, ~3.7 KB by default)

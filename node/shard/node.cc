@@ -399,6 +399,8 @@ std::string Node::StatusJson() {
   w.Key("requests_sent").Uint(oc.requests_sent);
   w.Key("requests_answered").Uint(oc.requests_answered);
   w.Key("requests_timed_out").Uint(oc.requests_timed_out);
+  w.Key("lookups_expired").Uint(oc.lookups_expired);
+  w.Key("lookup_slow_moves").Uint(oc.lookup_slow_moves);
   w.Key("replies_trimmed").Uint(oc.replies_trimmed);
   w.Key("announces_stored").Uint(oc.announces_stored);
   w.Key("announces_refused").Uint(oc.announces_refused);
@@ -506,6 +508,11 @@ void FillOverlayMetrics(const ControlCommand& c, admin::NodeMetrics* m) {
       {"requests_sent", "DHT requests sent (find_node, providers, announce, walks, dumps).",
        o.requests_sent},
       {"requests_timed_out", "DHT requests that got no answer in time.", o.requests_timed_out},
+      {"lookups_expired", "Lookups that ran past their deadline and ended with what answered.",
+       o.lookups_expired},
+      {"lookup_slow_moves",
+       "Lookup requests unanswered past the slow mark that left their slot to the next.",
+       o.lookup_slow_moves},
       {"requests_answered", "DHT requests from others that we answered.", o.requests_answered},
       {"replies_trimmed", "Answers cut to 3x the size of an unverified request.",
        o.replies_trimmed},

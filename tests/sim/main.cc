@@ -132,12 +132,14 @@ int main(int argc, char** argv) {
       std::printf("wall %.1f s; replay with --seed %llu --hostile %.2f\n", wall,
                   static_cast<unsigned long long>(c.seed), f);
       const std::string pct = std::to_string(std::lround(f * 100));
-      char b[256];
+      char b[384];
       std::snprintf(b, sizeof(b),
                     " lookup_success_hostile%s=%.4f honest_found_hostile%s=%.2f "
-                    "rounds_p50_hostile%s=%.0f msgs_per_lookup_p50_hostile%s=%.0f",
+                    "rounds_p50_hostile%s=%.0f msgs_per_lookup_p50_hostile%s=%.0f "
+                    "lookup_s_p99_hostile%s=%.1f expired_hostile%s=%u",
                     pct.c_str(), r.honest_success, pct.c_str(), r.honest_found_mean,
-                    pct.c_str(), r.rounds.p50, pct.c_str(), r.msgs_per_lookup.p50);
+                    pct.c_str(), r.rounds.p50, pct.c_str(), r.msgs_per_lookup.p50,
+                    pct.c_str(), r.lookup_s.p99, pct.c_str(), r.lookups_expired);
       line += b;
     }
     std::printf("%s\n", line.c_str());

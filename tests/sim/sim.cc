@@ -121,9 +121,10 @@ struct Simulator::Node {
 struct Measurement {
   bool keep_logs = true;
   std::unordered_map<uint64_t, Pending> lookups, routes;
-  std::vector<double> rounds, lookup_msgs, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
+  std::vector<double> rounds, lookup_msgs, lookup_s, hello_hops, size_err, size_msgs, walk_err, walk_msgs;
   uint32_t lookups_ok = 0, lookups_done = 0, hellos_ok = 0, hellos_done = 0, ci_hits = 0;
   uint32_t walk_ci_hits = 0;
+  uint32_t lookups_expired = 0;  // scripted lookups that ended at their deadline
   uint32_t honest_ok = 0;      // lookups whose result held 16 of the 20 honest nearest
   uint64_t honest_found = 0;   // sum over lookups of how many of those 20 it held
   uint64_t hostile_in_results = 0, results_size = 0;  // sums over lookups
@@ -190,6 +191,8 @@ void Simulator::NodeEvents::OnLookupDone(const dht::LookupResult& r) {
   sim_->measure_->lookups_ok += ok;
   sim_->measure_->rounds.push_back(r.rounds);
   sim_->measure_->lookup_msgs.push_back(r.requests + r.replies);
+  sim_->measure_->lookup_s.push_back(static_cast<double>(r.duration_us) / 1e6);
+  sim_->measure_->lookups_expired += r.expired;
 }
 
 void Simulator::NodeEvents::OnRouteDone(const dht::RouteResult& r) {
@@ -319,9 +322,9 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
   // Lookups: a node runs the scripted lookup it is picked for (a busy node is passed
   // over) or a density estimate's two at a time, rarely both; refreshes run one at a time.
   c.lookups_max = 2;
-  // Shortlist 48 like production (32 left 4 free slots beside a widened window of 28
-  // among liars; see README.md's hostile sections).
-  c.lookup_candidates_max = 48;
+  // Shortlist 64 like production (32, then 48, left too few free slots beside a window
+  // widened among liars; see README.md's hostile sections).
+  c.lookup_candidates_max = 64;
   c.lookup.paths = config_.disjoint_paths;
   if (!config_.lookup_defences) {
     c.lookup.strikes_max = 0;
@@ -331,6 +334,8 @@ std::unique_ptr<Simulator::Node> Simulator::MakeNode(uint32_t index, const wire:
     c.lookup.requests_max = 0;
     c.lookup.retry_frees_slot = false;
     c.lookup.early_strike = false;
+    c.lookup.slow_frees_slot = false;
+    c.lookup.silent_extra = 0;
   }
   // Provider records: the scripted run announces nothing; the tests announce a few keys.
   c.providers.records_max = 4;
@@ -740,6 +745,8 @@ void Simulator::Measure(SimReport* r) {
   r->honest_found_mean = m.lookups_done > 0 ? double(m.honest_found) / m.lookups_done : 0;
   r->hostile_in_results = m.lookups_done > 0 ? double(m.hostile_in_results) / m.lookups_done : 0;
   r->results_size = m.lookups_done > 0 ? double(m.results_size) / m.lookups_done : 0;
+  r->lookup_s = PercentilesOf(m.lookup_s);
+  r->lookups_expired = m.lookups_expired;
   r->hostile_nodes = 0;
   for (const auto& n : nodes_) r->hostile_nodes += n->alive && n->hostile != 0;
   r->hostile_dropped = hostile_dropped_;
@@ -753,6 +760,7 @@ std::string SimReport::Text() const {
       b, sizeof(b),
       "seed %llu, %u live nodes (%llu replaced), mean table %.0f entries, %.0f s virtual\n"
       "lookups: %u done, success %.4f, rounds p50 %.0f p99 %.0f, messages p50 %.0f p99 %.0f\n"
+      "lookup time: p50 %.1f s, p99 %.1f s, max %.1f s; %u ended at their deadline\n"
       "hello: %u done, delivered %.4f (%u timed out, %u ended elsewhere), hops p50 %.0f p99 "
       "%.0f max %.0f\n"
       "size (density): %u estimates, error mean %+.3f sd %.3f, 95%% CI holds truth %.2f, "
@@ -766,7 +774,8 @@ std::string SimReport::Text() const {
       "datagrams %llu, memory %.0f bytes per node\n",
       static_cast<unsigned long long>(seed), nodes, static_cast<unsigned long long>(nodes_replaced),
       table_size_mean, virtual_s, lookups_done, lookup_success, rounds.p50, rounds.p99,
-      msgs_per_lookup.p50, msgs_per_lookup.p99, hellos_done, hello_delivery, hellos_timed_out, hellos_wrong_end, hello_hops.p50,
+      msgs_per_lookup.p50, msgs_per_lookup.p99, lookup_s.p50, lookup_s.p99, lookup_s.max,
+      lookups_expired, hellos_done, hello_delivery, hellos_timed_out, hellos_wrong_end, hello_hops.p50,
       hello_hops.p99, hello_hops.max, size_estimates_done, size_error_mean, size_error_sd,
       size_ci_coverage, size_msgs.p50, size_msgs.max, walk_estimates_done, walk_error_mean,
       walk_error_sd, walk_ci_coverage, walk_msgs.p50, walk_msgs.max, honest_success,

@@ -107,6 +107,8 @@ struct SimReport {
   double hostile = 0;             // the fraction of hostile nodes configured
   double honest_success = 0;      // lookups with >= 16 of the 20 honest nearest
   uint32_t lookups_unfinished = 0;  // started, not done at the end (failures above)
+  Percentiles lookup_s;             // the scripted lookups' durations, virtual seconds
+  uint32_t lookups_expired = 0;     // ...that ended at their deadline (counted in done)
   double honest_found_mean = 0;   // of those 20, how many a result held, on average
   double results_size = 0;        // contacts in a lookup's result, on average
   double hostile_in_results = 0;  // of them hostile, on average

@@ -134,7 +134,10 @@ TEST(Sim, LookupsFindTheTrueNearestNodes) {
     ASSERT_FALSE(s.log(node).lookup_closest.empty());
     const auto& found = s.log(node).lookup_closest.back();
     const auto truth = SortedIds(s, target, node);
-    EXPECT_EQ(found.size(), 20u);
+    // k, or more when near names were silent (loss: 1 lookup in 60 here) or lied: each
+    // widens the result by 2 (LookupParams::silent_extra, liar_extra), within 8.
+    EXPECT_GE(found.size(), 20u);
+    EXPECT_LE(found.size(), 28u);
     EXPECT_EQ(found.front().id, truth.front()) << "seed " << c.seed << " lookup " << t;
     for (size_t k = 0; k < 20; ++k) {
       missing += std::none_of(found.begin(), found.end(),
