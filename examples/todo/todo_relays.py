@@ -7,7 +7,8 @@
             address where nothing listens, so each member reaches the room only through
             the relay it is given (--bootstrap) and the relays pass updates between them.
   alice     creates the list, adds items through r1;
-  bob       ticks and removes items through r2, and sees alice's items;
+  bob       sees alice's items through r2, stays (watch) until r2 serves the room,
+            then ticks and removes items through r2;
   alice     sees bob's changes (through the relays), then adds 30 items with
             --checkpoint-every 20: she makes a checkpoint, which both relays fetch (their
             status counts a room with a checkpoint) while she stays;
@@ -64,6 +65,7 @@ def main():
     b, t = a.binary, a.todo
     t_start = time.monotonic()
     stayer = None
+    watcher = None
     with Cluster(b) as c:
         try:
             # dht: a node that serves no room. With two nodes only, neither relay finds
@@ -106,8 +108,21 @@ def main():
                 return seen == ["milk", "bread", "eggs"]
             check(wait_for(bob_sees_alice, 30, interval=0.5),
                   f"bob, through r2, sees alice's items ({time.monotonic() - t0:.1f} s): {seen}")
-            check(wait_for(lambda: room_figures(r2)[:2] == (1, 1), 5),
-                  f"r2's status shows one room, an app room: {room_figures(r2)}")
+            # r2 serves the room once it has proved bob's address (a probe, then bob's
+            # next join, 0.8 s later): a short `list` can end first, having found r1 among
+            # the room's providers, so bob stays in the room (`watch`) until r2 serves it.
+            watcher = subprocess.Popen(
+                [t, "watch", bob, "--for", "60", "--data-dir", d("bob"),
+                 "--listen", "127.0.0.1:0", "--bootstrap", f"127.0.0.1:{p2}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            check(wait_for(lambda: room_figures(r2)[:2] == (1, 1), 30, interval=0.2),
+                  f"r2, which bob joins through, serves the room as an app room "
+                  f"({time.monotonic() - t0:.1f} s): {room_figures(r2)}")
+            watcher.send_signal(signal.SIGINT)
+            _, err = watcher.communicate(timeout=20)
+            check(watcher.returncode == 0, f"bob's watch exits 0 on Ctrl-C: {err.strip()!r}")
+            watcher = None
             p = todo(t, ["done", bob, "2"], d("bob"), p2)
             check(p.returncode == 0, f"bob ticks item 2 through r2: {p.stderr.strip()!r}")
             p = todo(t, ["remove", bob, "3"], d("bob"), p2)
@@ -186,9 +201,10 @@ def main():
                 print(r.read_log())
             raise
         finally:
-            if stayer is not None and stayer.poll() is None:
-                stayer.kill()
-                stayer.wait()
+            for p in (stayer, watcher):
+                if p is not None and p.poll() is None:
+                    p.kill()
+                    p.wait()
     print(f"todo_relays: {time.monotonic() - t_start:.1f} s", flush=True)
     summary()
 
