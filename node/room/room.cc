@@ -75,7 +75,7 @@ bool Room::ParseHeld(Bytes record, Held* out) {
   // Called only on records that passed DecodeUpdate, so GetRoot is safe here.
   const auto* env = flatbuffers::GetRoot<fb::Signed>(record.data());
   const auto* body = flatbuffers::GetRoot<fb::UpdateBody>(env->body()->data());
-  out->record.assign(record.begin(), record.end());
+  out->record = record;  // a view: placing copies it once into the arena, holding owns it
   out->epoch = body->epoch();
   out->reissue_of = ReissueOf(*body);
   out->parents.clear();
@@ -137,7 +137,7 @@ Bytes Room::RecordOf(const Hash256& id) const noexcept {
   auto it = index_.find(id);
   if (it == index_.end()) return {};
   const Entry& e = entries_[it->second];
-  return Bytes(e.record.data(), e.record.size());
+  return e.record.bytes();
 }
 
 Verdict Room::Receive(Bytes record, bool check_signature) {
@@ -165,9 +165,7 @@ Verdict Room::Receive(Bytes record, bool check_signature) {
 Verdict Room::Admit(const Hash256& id, Held held) {
   bool placed = false;
   Verdict v = PlaceOne(id, &held, &placed);
-  std::vector<Hash256> work;
-  if (placed) work.push_back(id);
-  Release(std::move(work));
+  Release(placed ? std::span<const Hash256>(&id, 1) : std::span<const Hash256>());
   return v;
 }
 
@@ -185,6 +183,7 @@ void Room::Hold(const Hash256& id, Held&& held) {
     }
     quarantine_fifo_.swap(live);
   }
+  held.Own();
   quarantine_.emplace(id, std::move(held));
   quarantine_fifo_.push_back(id);
 }
@@ -227,6 +226,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     for (const Hash256& p : held->parents) {
       if (!index_.contains(p)) waiting_[p].push_back(id);
     }
+    held->Own();
     pending_.emplace(id, std::move(*held));
     return Verdict::kPending;
   }
@@ -235,8 +235,14 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
   return Insert(id, std::move(*held));
 }
 
-void Room::Release(std::vector<Hash256> work) {
+void Room::Release(std::span<const Hash256> placed) {
+  // Nothing waits (a relay keeping up): done, with no work to copy.
+  if (unquarantine_.empty() && (waiting_.empty() || placed.empty())) return;
   // A worklist rather than recursion: a long chain of pending updates cannot grow the stack.
+  RP_ASSERT(!releasing_);  // one worklist: Release must not run inside itself
+  releasing_ = true;
+  std::vector<Hash256>& work = release_work_;
+  work.assign(placed.begin(), placed.end());
   while (!work.empty() || !unquarantine_.empty()) {
     if (work.empty()) {
       Hash256 q = unquarantine_.back();
@@ -269,6 +275,7 @@ void Room::Release(std::vector<Hash256> work) {
       if (placed) work.push_back(child);
     }
   }
+  releasing_ = false;
 }
 
 absl::StatusOr<std::vector<uint8_t>> Room::Write(Bytes payload, RandomFn random,
@@ -450,7 +457,7 @@ std::vector<std::vector<uint8_t>> Room::RecordsOutside(Bytes record) const {
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     const Entry& e = entries_[s];
     if (mask[s] || e.dead || e.base || e.record.empty()) continue;
-    out.push_back(e.record);
+    out.emplace_back(e.record.data(), e.record.data() + e.record.size());
   }
   return out;
 }
@@ -513,7 +520,7 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log,
   SyncPlan plan;
   for (uint32_t s : order_) {
     if (mask[s]) continue;
-    plan.updates.push_back(Bytes(entries_[s].record));
+    plan.updates.push_back(entries_[s].record.bytes());
     plan.updates_bytes += entries_[s].record.size();
   }
   if (!has_checkpoint()) return plan;
@@ -526,7 +533,7 @@ SyncPlan Room::PlanSync(std::span<const Hash256> peer_heads, bool whole_log,
     SyncPlan tail;
     for (uint32_t s : order_) {
       if (mask[s] || covered[s]) continue;
-      tail.updates.push_back(Bytes(entries_[s].record));
+      tail.updates.push_back(entries_[s].record.bytes());
       tail.updates_bytes += entries_[s].record.size();
     }
     return tail;

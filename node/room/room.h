@@ -45,6 +45,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
+#include "node/room/record_arena.h"
 #include "node/room/records.h"
 #include "node/room/reducer.h"
 #include "node/room/verdict.h"
@@ -276,7 +277,7 @@ class Room {
 
   struct Entry {
     Hash256 id{};
-    std::vector<uint8_t> record;  // exact bytes received; empty for a base entry
+    RecordArena::Ref record;      // exact bytes received (in arena_); empty for a base entry
     absl::InlinedVector<uint32_t, 2> parents;
     absl::InlinedVector<uint32_t, 2> children;
     uint32_t epoch = 0;
@@ -295,11 +296,26 @@ class Room {
     Nonce previous_nonce{};
     std::vector<Hash256> rotation_heads;
   };
+  // Held: a verified update on its way into the log. `record` views the caller's buffer
+  // while Receive or Write runs (placing it copies it into arena_, once); one held beyond
+  // the call (pending, quarantined) owns a copy first (Own). Moved, never copied: a moved
+  // vector keeps its buffer, so `record` stays valid.
   struct Held {
-    std::vector<uint8_t> record;
-    std::vector<Hash256> parents;
+    Bytes record;
+    std::vector<uint8_t> owned;
+    absl::InlinedVector<Hash256, 2> parents;
     uint32_t epoch = 0;
     std::optional<Hash256> reissue_of;
+    Held() = default;
+    Held(Held&&) = default;
+    Held& operator=(Held&&) = default;
+    Held(const Held&) = delete;
+    Held& operator=(const Held&) = delete;
+    void Own() {
+      if (!owned.empty() && owned.data() == record.data()) return;
+      owned.assign(record.begin(), record.end());
+      record = Bytes(owned.data(), owned.size());
+    }
   };
   struct Snapshot {
     uint32_t pos = 0;  // updates applied before it
@@ -324,7 +340,9 @@ class Room {
   // then releases what waited on it. Never recursive: a worklist.
   Verdict Admit(const Hash256& id, Held held);
   Verdict PlaceOne(const Hash256& id, Held* held, bool* placed);
-  void Release(std::vector<Hash256> work);
+  // Release: places what waited on `placed` (and on unquarantined updates), worklist in
+  // release_work_ (kept between calls: no allocation when nothing waits).
+  void Release(std::span<const Hash256> placed);
   void Hold(const Hash256& id, Held&& held);
   Verdict Insert(const Hash256& id, Held&& held);
   // AddEntry: a new slot for a placed update, linked to its parents (all in the log).
@@ -353,6 +371,9 @@ class Room {
   std::unique_ptr<Reducer> reducer_;
   std::vector<EpochState> epochs_;
 
+  RecordArena arena_;                                    // entries_' records
+  std::vector<Hash256> release_work_;                    // Release's worklist
+  bool releasing_ = false;                               // Release is running
   std::vector<Entry> entries_;                           // slots; dead ones stay
   absl::flat_hash_map<Hash256, uint32_t, IdHash> index_;  // live entries by id
   std::vector<uint32_t> order_;                          // slots in order

@@ -21,7 +21,7 @@ uint32_t Room::AddEntry(const Hash256& id, Held&& held, bool refused) {
   const uint32_t slot = static_cast<uint32_t>(entries_.size());
   Entry& e = entries_.emplace_back();
   e.id = id;
-  e.record = std::move(held.record);
+  e.record = arena_.Store(held.record);  // the one copy of a placed record
   e.epoch = held.epoch;
   e.refused = refused;
   if (held.reissue_of) {
@@ -177,8 +177,7 @@ void Room::Kill(uint32_t slot, bool quarantine) {
     ParseHeld(e.record, &held);
     Hold(e.id, std::move(held));
   }
-  e.record.clear();
-  e.record.shrink_to_fit();
+  arena_.Free(e.record);
 }
 
 void Room::PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch) {
@@ -498,7 +497,7 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
   cp_blob_.assign(blob.begin(), blob.end());
   // Updates that arrived before the checkpoint and wait for its heads (a relay that lost
   // its log, then heard the room's new updates) are placed now (see placed()).
-  Release(std::vector<Hash256>(cp.heads.begin(), cp.heads.end()));
+  Release(std::span<const Hash256>(cp.heads.data(), cp.heads.size()));
   return Verdict::kOk;
 }
 

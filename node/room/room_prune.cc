@@ -105,12 +105,13 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
           pruned_fifo_.pop_front();
         }
         if (pruned_ids_.insert(IdPrefix64(e.id)).second) pruned_fifo_.push_back(IdPrefix64(e.id));
+        arena_.Free(e.record);
         continue;
       }
       e.base = true;
       e.segment = 1;
       e.refused = false;
-      std::vector<uint8_t>().swap(e.record);
+      arena_.Free(e.record);
     } else if (e.segment != kTailSegment) {
       e.segment -= cut - 1;
     }
@@ -178,8 +179,8 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
 uint64_t Room::HeldBytes() const noexcept {
   uint64_t n = sizeof(Room);
   n += entries_.capacity() * sizeof(Entry);
+  n += arena_.bytes_held();  // the entries' records
   for (const Entry& e : entries_) {
-    n += e.record.capacity();
     if (e.parents.size() > 2) n += e.parents.capacity() * sizeof(uint32_t);
     if (e.children.size() > 2) n += e.children.capacity() * sizeof(uint32_t);
   }
@@ -190,7 +191,8 @@ uint64_t Room::HeldBytes() const noexcept {
   for (const auto* held : {&pending_, &quarantine_}) {
     n += held->capacity() * (sizeof(Hash256) + sizeof(Held) + 1);
     for (const auto& [id, h] : *held) {
-      n += h.record.capacity() + h.parents.capacity() * sizeof(Hash256);
+      n += h.owned.capacity();
+      if (h.parents.size() > 2) n += h.parents.capacity() * sizeof(Hash256);
     }
   }
   for (const auto& [parent, children] : waiting_) {

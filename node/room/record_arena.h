@@ -1,0 +1,183 @@
+// RecordArena: where a room's log keeps the bytes of its updates.
+//
+// A relay copies each update it places into the log once, and keeps it until a checkpoint
+// covers it (pruning) or a rotation kills it. With one heap block per record that was one
+// allocation per relayed update (issue 15: `allocs_per_update`). Here records are packed
+// into 64 KiB chunks, 16-byte aligned (FlatBuffers reads them in place, as it read the
+// heap copy). A chunk counts the bytes still live in it; when the last of them is freed the
+// chunk goes on a free list and the next chunk needed is taken from there, so a relay that
+// prunes as fast as it places allocates nothing once its chunks exist. At most
+// kFreeChunksKept empty chunks are kept; the rest go back to the heap.
+//
+// A room's first chunk is 4 KiB and each next one twice the last, up to 64 KiB, so that a
+// relay of many quiet rooms does not hold 64 KiB for each; only 64 KiB chunks are kept
+// for reuse.
+//
+// A record larger than a quarter chunk gets a chunk of its own, returned when it is freed
+// (updates fit in a datagram; this is for the odd large record, not the steady state).
+//
+// Not thread-safe: one room, one shard.
+
+#ifndef RINGPEER_NODE_ROOM_RECORD_ARENA_H_
+#define RINGPEER_NODE_ROOM_RECORD_ARENA_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/assert.h"
+
+namespace ringpeer::room {
+
+class RecordArena {
+ public:
+  static constexpr size_t kChunkBytes = 64 * 1024;
+  static constexpr size_t kFirstChunkBytes = 4 * 1024;
+  static constexpr size_t kAlign = 16;
+  static constexpr size_t kFreeChunksKept = 2;
+  static constexpr uint32_t kNoChunk = 0xffffffffu;
+
+  // Ref: one record in the arena (or nothing). Trivially copyable; the arena owns the bytes.
+  struct Ref {
+    const uint8_t* ptr = nullptr;
+    uint32_t len = 0;
+    uint32_t chunk = kNoChunk;
+    const uint8_t* data() const noexcept { return ptr; }
+    size_t size() const noexcept { return len; }
+    bool empty() const noexcept { return len == 0; }
+    std::span<const uint8_t> bytes() const noexcept { return {ptr, len}; }
+    operator std::span<const uint8_t>() const noexcept { return bytes(); }  // NOLINT
+  };
+
+  RecordArena() { free_.reserve(kFreeChunksKept); }  // so that Free never allocates
+  RecordArena(const RecordArena&) = delete;
+  RecordArena& operator=(const RecordArena&) = delete;
+
+  // Store: copies `src` in; the bytes stay where they are until Free.
+  Ref Store(std::span<const uint8_t> src) {
+    if (src.empty()) return {};
+    const size_t need = Round(src.size());
+    uint32_t c;
+    if (need > kChunkBytes / 4) {
+      c = NewChunk(need);
+    } else {
+      if (current_ == kNoChunk || chunks_[current_].used + need > chunks_[current_].cap) {
+        const uint32_t old = current_;
+        // A small log stays small: 4 KiB first, doubling up to kChunkBytes.
+        size_t cap = old == kNoChunk ? kFirstChunkBytes : size_t{chunks_[old].cap} * 2;
+        cap = std::min(std::max(cap, need), kChunkBytes);
+        current_ = NewChunk(cap);
+        if (old != kNoChunk) MaybeRetire(old);  // no longer current: free if empty
+      }
+      c = current_;
+    }
+    Chunk& ch = chunks_[c];
+    uint8_t* at = ch.mem.get() + ch.used;
+    std::memcpy(at, src.data(), src.size());
+    ch.used += static_cast<uint32_t>(need);
+    ch.live += static_cast<uint32_t>(need);
+    ++records_;
+    return Ref{at, static_cast<uint32_t>(src.size()), c};
+  }
+
+  // Free: `r`'s bytes are no longer needed; `r` becomes empty.
+  void Free(Ref& r) noexcept {
+    if (r.chunk == kNoChunk) {
+      r = Ref{};
+      return;
+    }
+    Chunk& ch = chunks_[r.chunk];
+    const uint32_t n = static_cast<uint32_t>(Round(r.len));
+    RP_ASSERT(ch.live >= n);
+    ch.live -= n;
+    RP_ASSERT(records_ > 0);
+    --records_;
+    if (r.chunk != current_) {
+      MaybeRetire(r.chunk);
+    } else if (ch.live == 0) {
+      ch.used = 0;  // the current chunk emptied: start it over
+    }
+    r = Ref{};
+  }
+
+  // Bytes held from the heap: chunks in use and the empty ones kept.
+  uint64_t bytes_held() const noexcept {
+    uint64_t n = chunks_.capacity() * sizeof(Chunk) + free_.capacity() * sizeof(uint32_t);
+    for (const Chunk& c : chunks_) n += c.cap;
+    return n;
+  }
+  size_t records() const noexcept { return records_; }
+  size_t chunks_in_use() const noexcept {
+    size_t n = 0;
+    for (const Chunk& c : chunks_) n += c.mem != nullptr && c.in_use;
+    return n;
+  }
+
+ private:
+  struct Chunk {
+    std::unique_ptr<uint8_t[]> mem;
+    uint32_t cap = 0;
+    uint32_t used = 0;  // bytes handed out since the chunk was (re)started
+    uint32_t live = 0;  // of those, not yet freed
+    bool in_use = false;
+  };
+
+  static size_t Round(size_t n) noexcept { return (n + kAlign - 1) & ~(kAlign - 1); }
+
+  // NewChunk: a chunk of at least `cap` bytes, from the free list when it is a standard one.
+  uint32_t NewChunk(size_t cap) {
+    if (cap == kChunkBytes && !free_.empty()) {
+      const uint32_t c = free_.back();
+      free_.pop_back();
+      chunks_[c].used = 0;
+      chunks_[c].live = 0;
+      chunks_[c].in_use = true;
+      return c;
+    }
+    uint32_t c = kNoChunk;
+    for (uint32_t i = 0; i < chunks_.size(); ++i) {
+      if (chunks_[i].mem == nullptr) {
+        c = i;
+        break;
+      }
+    }
+    if (c == kNoChunk) {
+      c = static_cast<uint32_t>(chunks_.size());
+      chunks_.emplace_back();
+    }
+    Chunk& ch = chunks_[c];
+    // new[] of uint8_t is aligned for any fundamental type (16 bytes here).
+    ch.mem.reset(new uint8_t[cap]);
+    ch.cap = static_cast<uint32_t>(cap);
+    ch.used = 0;
+    ch.live = 0;
+    ch.in_use = true;
+    return c;
+  }
+
+  // MaybeRetire: chunk `c`, not current, goes to the free list (or the heap) once empty.
+  void MaybeRetire(uint32_t c) noexcept {
+    Chunk& ch = chunks_[c];
+    if (ch.live != 0 || !ch.in_use) return;
+    ch.in_use = false;
+    ch.used = 0;
+    if (ch.cap == kChunkBytes && free_.size() < kFreeChunksKept) {
+      free_.push_back(c);  // capacity reserved at construction: no allocation here
+      return;
+    }
+    ch.mem.reset();
+    ch.cap = 0;
+  }
+
+  std::vector<Chunk> chunks_;
+  std::vector<uint32_t> free_;
+  uint32_t current_ = kNoChunk;
+  size_t records_ = 0;
+};
+
+}  // namespace ringpeer::room
+
+#endif  // RINGPEER_NODE_ROOM_RECORD_ARENA_H_
