@@ -78,6 +78,8 @@ inline constexpr uint32_t kNewPeerChallengeBurst = 400;
 
 // DHT request timeout: one round trip on any sane path, with margin; lookups retry.
 inline constexpr int64_t kDhtRequestTimeoutUs = 1 * kSecondUs;
+// A lookup still running this long ends with what answered (OverlayConfig's default).
+inline constexpr int64_t kLookupDurationMaxUs = 60 * kSecondUs;
 // A routed message's origin waits this long for the reply before trying again.
 inline constexpr int64_t kRouteTimeoutUs = 3 * kSecondUs;
 // Tries a routed message gets from its origin (each picks among more next hops).
@@ -156,7 +158,7 @@ struct OverlayConfig {
   // gives back its requests: a lookup among liars could otherwise hold its slot for
   // minutes. 60 s: at 10,000 nodes with a quarter hostile the slowest took ~45 s, and a
   // 20 s bound cut their success from 0.97 to 0.80.
-  int64_t lookup_duration_max_us = 60 * kSecondUs;
+  int64_t lookup_duration_max_us = kLookupDurationMaxUs;
   const ProofScheme* proof = nullptr;  // null: ed25519 (production)
   OverlayEvents* events = nullptr;     // null: results are dropped
   // An encoder to share with the rest of the node's thread (the node core's; it must

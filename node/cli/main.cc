@@ -870,8 +870,10 @@ int Query(const std::string& verb, const char* what, std::span<const char* const
   const std::string dir = flags->Value("data-dir").value_or(kDefaultDataDir);
   const std::string request =
       absl::StrCat(verb, flags->Switch("json") ? " json " : " text ", wire::Hex(key));
-  auto answer = admin::ControlRequest(dir + "/" + store::kControlSocketFile, request,
-                                      /*timeout_ms=*/40000);
+  // The node answers within its command deadline (a lookup's own deadline and then some).
+  auto answer = admin::ControlRequest(
+      dir + "/" + store::kControlSocketFile, request,
+      /*timeout_ms=*/static_cast<int>(core::kCommandDeadlineUs / 1000) + 5000);
   if (!answer.ok()) return RuntimeError(answer.status());
   if (answer->rfind("error: ", 0) == 0) {
     std::fprintf(stderr, "ringpeer %s: %s", verb.c_str(), answer->c_str() + 7);
