@@ -37,7 +37,7 @@ class RecordArena {
   static constexpr size_t kChunkBytes = 64 * 1024;
   static constexpr size_t kFirstChunkBytes = 4 * 1024;
   static constexpr size_t kAlign = 16;
-  static constexpr size_t kFreeChunksKept = 2;
+  static constexpr size_t kFreeChunksKept = 1;
   static constexpr uint32_t kNoChunk = 0xffffffffu;
 
   // Ref: one record in the arena (or nothing). Trivially copyable; the arena owns the bytes.
