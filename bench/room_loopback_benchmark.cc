@@ -574,7 +574,7 @@ int main(int argc, char** argv) {
   getrusage(RUSAGE_SELF, &ru);
   const double rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB
   std::printf("join_5mb_ms=%.1f catchup_10k_ms=%.1f relay_updates_per_s=%.0f relay_overhead=%.2f "
-              "relay_cpu_per_update_us=%.1f verify_us=%.1f allocs_per_update=%.2f rss_mb=%.1f "
+              "relay_cpu_per_update_us=%.1f verify_us=%.1f allocs_per_update=%.3f rss_mb=%.1f "
               "datagrams_per_update=%.2f relay_wall_overhead=%.2f\n",
               join_ms, catchup_ms, f.per_s, f.cpu_per_update_us / f.verify_us, f.cpu_per_update_us,
               f.verify_us, f.allocs_per_update, rss_mb, f.datagrams_per_update, f.wall_overhead);

@@ -252,6 +252,7 @@ struct RoomStore::Batch {
   Hash256 seq_room{};
   uint64_t seq_next = 0;
   bool seq_valid = false;
+  bool rooms_deleted = false;  // a room was deleted: the sequence cache starts over
   uint64_t written = 0;
   uint64_t duplicates = 0;
 };
@@ -261,6 +262,7 @@ RoomStore::RoomStore(std::string path, MDB_env* env, StoreSync sync)
   // Sized for a busy loop iteration so that steady-state batches do not allocate.
   ops_.reserve(1024);
   arena_.reserve(512 * 1024);
+  seq_staged_.reserve(64);
 }
 
 RoomStore::~RoomStore() {
@@ -637,8 +639,16 @@ absl::Status RoomStore::Commit() {
   if (ops_.empty()) return absl::OkStatus();
   Batch batch;
   int rc = 0;
+  seq_staged_.clear();
   const absl::Status st = WriteBatch(&batch, &rc);
   if (st.ok()) {
+    if (batch.rooms_deleted) {
+      seq_cache_.clear();
+    } else {
+      if (batch.seq_valid) seq_staged_.emplace_back(batch.seq_room, batch.seq_next);
+      for (const auto& [room, next] : seq_staged_) seq_cache_[room] = next;
+    }
+    seq_staged_.clear();
     ops_.clear();
     arena_.clear();  // keeps its capacity for the next batch
     ++stats_.commits;
@@ -716,11 +726,31 @@ absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
   return absl::OkStatus();
 }
 
+absl::Status RoomStore::LogEnd(Batch* batch, const Hash256& room, uint64_t* next) {
+  Cursor cursor;
+  int rc = cursor.Open(batch->txn, dbi_[kUpdates]);
+  if (rc != 0) return Error(rc, "cannot open a cursor");
+  const auto end = RoomSeqKey(room, UINT64_MAX);
+  MDB_val k = Val(end.data(), end.size());
+  MDB_val value;
+  rc = cursor.Get(&k, &value, MDB_SET_RANGE);
+  rc = rc == 0 ? cursor.Get(&k, &value, MDB_PREV)
+               : (rc == MDB_NOTFOUND ? cursor.Get(&k, &value, MDB_LAST) : rc);
+  if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot find the end of a room log");
+  *next = 0;
+  if (rc == 0 && HasRoomPrefix(k, room)) {
+    if (k.mv_size != kRoomSeqKeyBytes) return Corrupt(path_, "an update key has a bad size");
+    *next = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8) + 1;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
   MDB_txn* txn = batch->txn;
   if (!batch->seq_valid || batch->seq_room != op.room) {
-    // First update of this room in the batch: check the room exists and find the end of
-    // its log (the last key with its prefix). O(log n), once per room per batch.
+    // First update of this room in the batch (or since another room's): check the room
+    // exists, and take the end of its log from this batch, else from the last commit, else
+    // from the log itself (a cursor: O(log n), and one allocation inside LMDB).
     MDB_val key = Val(op.room.data(), 32);
     MDB_val value;
     int rc = mdb_get(txn, dbi_[kRooms], &key, &value);
@@ -729,24 +759,26 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
                                               ": an update for a room with no genesis record"));
     }
     if (rc != 0) return Error(rc, "cannot look up a room");
-    Cursor cursor;
-    rc = cursor.Open(txn, dbi_[kUpdates]);
-    if (rc != 0) return Error(rc, "cannot open a cursor");
-    const auto end = RoomSeqKey(op.room, UINT64_MAX);
-    MDB_val k = Val(end.data(), end.size());
-    rc = cursor.Get(&k, &value, MDB_SET_RANGE);
-    rc = rc == 0 ? cursor.Get(&k, &value, MDB_PREV)
-                 : (rc == MDB_NOTFOUND ? cursor.Get(&k, &value, MDB_LAST) : rc);
-    if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot find the end of a room log");
-    batch->seq_next = 0;
-    if (rc == 0 && HasRoomPrefix(k, op.room)) {
-      if (k.mv_size != kRoomSeqKeyBytes) return Corrupt(path_, "an update key has a bad size");
-      batch->seq_next = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8) + 1;
+    if (batch->seq_valid) seq_staged_.emplace_back(batch->seq_room, batch->seq_next);
+    bool known = false;
+    for (size_t i = seq_staged_.size(); i-- > 0 && !known;) {
+      if (seq_staged_[i].first == op.room) {
+        batch->seq_next = seq_staged_[i].second;
+        known = true;
+      }
     }
+    if (!known && !batch->rooms_deleted) {
+      auto it = seq_cache_.find(op.room);
+      if (it != seq_cache_.end()) {
+        batch->seq_next = it->second;
+        known = true;
+      }
+    }
+    if (!known) RP_RETURN_IF_ERROR(LogEnd(batch, op.room, &batch->seq_next));
     batch->seq_room = op.room;
     batch->seq_valid = true;
   }
-  const auto key = RoomSeqKey(op.room, batch->seq_next);
+  auto key = RoomSeqKey(op.room, batch->seq_next);
   // The id index doubles as the duplicate check: MDB_NOOVERWRITE fails on an id stored
   // earlier or earlier in this batch, and the update is then skipped.
   int rc = PutChecked(txn, dbi_[kUpdateIds], Val(op.id.data(), 32), {Bytes(key)},
@@ -757,7 +789,20 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
   }
   if (rc != 0) return Error(rc, "cannot index an update");
   const Bytes record(arena_.data() + op.offset, op.bytes);
-  rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record});
+  rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
+                  MDB_NOOVERWRITE);
+  if (rc == MDB_KEYEXIST) {
+    // The cached end of the log was stale (nothing should make it so): never overwrite a
+    // stored update. Read the end from the log and put both keys there instead.
+    ++stats_.seq_cache_stale;
+    seq_cache_.erase(op.room);
+    RP_RETURN_IF_ERROR(LogEnd(batch, op.room, &batch->seq_next));
+    key = RoomSeqKey(op.room, batch->seq_next);
+    rc = PutChecked(txn, dbi_[kUpdateIds], Val(op.id.data(), 32), {Bytes(key)});
+    if (rc != 0) return Error(rc, "cannot index an update");
+    rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
+                    MDB_NOOVERWRITE);
+  }
   if (rc != 0) return Error(rc, "cannot store an update");
   ++batch->seq_next;
   ++batch->written;
@@ -767,6 +812,7 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
 absl::Status RoomStore::ApplyDeleteRoom(Batch* batch, const Op& op) {
   MDB_txn* txn = batch->txn;
   batch->seq_valid = false;
+  batch->rooms_deleted = true;
   for (Db db : {kRooms, kCheckpoints}) {
     MDB_val key = Val(op.room.data(), 32);
     const int rc = mdb_del(txn, dbi_[db], &key, nullptr);

@@ -31,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "node/room/storage.h"
 #include "wire/crypto.h"
@@ -91,6 +92,7 @@ struct RoomStoreStats {
   uint64_t updates_duplicate = 0;  // skipped at commit: the id was already stored
   uint64_t map_bytes = 0;
   uint64_t used_bytes = 0;  // pages in use times page size, at the last commit
+  uint64_t seq_cache_stale = 0;  // a cached log end collided with a stored key (a bug)
 };
 
 class RoomStore final : public room::RoomStorage {
@@ -202,6 +204,8 @@ class RoomStore final : public room::RoomStorage {
   absl::Status ApplyOp(Batch* batch, const Op& op);
   absl::Status ApplyUpdate(Batch* batch, const Op& op);
   absl::Status ApplyDeleteRoom(Batch* batch, const Op& op);
+  // LogEnd: the next sequence number of `room`'s log in `txn` (its last key + 1, or 0).
+  absl::Status LogEnd(Batch* batch, const Hash256& room, uint64_t* next);
   absl::Status LoadCommitted(const Hash256& room, room::LoadedRoom* out,
                              std::vector<Hash256>* update_ids) const;
   absl::Status Error(int rc, absl::string_view what) const;
@@ -216,6 +220,13 @@ class RoomStore final : public room::RoomStorage {
   std::vector<uint8_t> arena_;
   // Rooms stored or staged (Rooms(), and the check that a room exists before staging).
   absl::flat_hash_set<Hash256> rooms_;
+  // Each room's next log sequence number as of the last commit, so that a batch's first
+  // update of a room needs no cursor (LMDB mallocs one: issue 15's allocations per update).
+  // seq_staged_ holds a batch's (room, next) until its commit succeeds. A stale value is
+  // caught, never used: updates are put with MDB_NOOVERWRITE, and a collision re-reads the
+  // end of the log.
+  absl::flat_hash_map<Hash256, uint64_t> seq_cache_;
+  std::vector<std::pair<Hash256, uint64_t>> seq_staged_;
   // Set after an error that leaves the environment unusable (an fsync failure: the kernel
   // may have dropped the dirty pages, so retrying could ack data that is not on disk).
   absl::Status broken_;

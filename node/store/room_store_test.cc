@@ -145,6 +145,58 @@ TEST(RoomStore, RoundTripAcrossReopen) {
   EXPECT_TRUE(store->Verify().ok());
 }
 
+// Issue 15: a batch's first update of a room takes the end of its log from the last commit
+// (no cursor), and never from a value gone stale: across commits of interleaved rooms, a
+// room forgotten and made again, and a reopen, every update is kept once and in order,
+// and no cached end ever collided with a stored key.
+TEST(RoomStore, LogEndsCarryAcrossCommitsAndRoomDeletion) {
+  const std::string dir = TempDir();
+  const Hash256 a = Id(1, 1), b = Id(1, 2);
+  uint32_t next_a = 0;
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+    RP_EXPECT_OK(store->PutGenesis(b, Record('g', 2)));
+    for (uint32_t batch = 0; batch < 5; ++batch) {
+      for (uint32_t i = 0; i < 7; ++i) {
+        RP_EXPECT_OK(store->Append(a, Id(2, 1, next_a), Record('u', next_a)));
+        ++next_a;
+        if (i % 3 == 0) RP_EXPECT_OK(store->Append(b, Id(2, 2, batch * 7 + i), Record('v', i)));
+      }
+      ASSERT_TRUE(store->Commit().ok());
+    }
+    // Forget a and make it again; its new log starts empty, in the same batch and after.
+    RP_EXPECT_OK(store->Forget(a));
+    RP_EXPECT_OK(store->PutGenesis(a, Record('g', 3)));
+    RP_EXPECT_OK(store->Append(a, Id(3, 1, 0), Record('w', 0)));
+    ASSERT_TRUE(store->Commit().ok());
+    for (uint32_t i = 1; i < 4; ++i) {
+      RP_EXPECT_OK(store->Append(b, Id(3, 2, i), Record('y', i)));
+      RP_EXPECT_OK(store->Append(a, Id(3, 1, i), Record('w', i)));
+      ASSERT_TRUE(store->Commit().ok());
+    }
+    EXPECT_EQ(store->stats().seq_cache_stale, 0u);
+    auto ra = store->Load(a);
+    ASSERT_TRUE(ra.ok()) << ra.status();
+    ASSERT_EQ(ra->updates.size(), 4u);
+    for (uint32_t i = 0; i < 4; ++i) EXPECT_EQ(ra->updates[i], Record('w', i)) << i;
+  }
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  RP_EXPECT_OK(store->Append(a, Id(3, 1, 4), Record('w', 4)));  // after a reopen: the log
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->stats().seq_cache_stale, 0u);
+  auto ra = store->Load(a);
+  auto rb = store->Load(b);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  ASSERT_EQ(ra->updates.size(), 5u);
+  for (uint32_t i = 0; i < 5; ++i) EXPECT_EQ(ra->updates[i], Record('w', i)) << i;
+  ASSERT_EQ(rb->updates.size(), 5u * 3 + 3);
+  EXPECT_EQ(rb->updates.back(), Record('y', 3));
+  EXPECT_TRUE(store->Verify().ok());
+}
+
 TEST(RoomStore, LoadSeesStagedWrites) {
   const std::string dir = TempDir();
   const Hash256 a = Id(1, 1);
