@@ -253,6 +253,7 @@ struct RoomStore::Batch {
   uint64_t seq_next = 0;
   bool seq_valid = false;
   bool rooms_deleted = false;  // a room was deleted: the sequence cache starts over
+  bool seq_uncached = false;   // seq_staged_ was full: log ends come from the log
   uint64_t written = 0;
   uint64_t duplicates = 0;
 };
@@ -262,7 +263,7 @@ RoomStore::RoomStore(std::string path, MDB_env* env, StoreSync sync)
   // Sized for a busy loop iteration so that steady-state batches do not allocate.
   ops_.reserve(1024);
   arena_.reserve(512 * 1024);
-  seq_staged_.reserve(64);
+  seq_staged_.reserve(kSeqStagedMax);
 }
 
 RoomStore::~RoomStore() {
@@ -642,7 +643,7 @@ absl::Status RoomStore::Commit() {
   seq_staged_.clear();
   const absl::Status st = WriteBatch(&batch, &rc);
   if (st.ok()) {
-    if (batch.rooms_deleted) {
+    if (batch.rooms_deleted || batch.seq_uncached) {
       seq_cache_.clear();
     } else {
       if (batch.seq_valid) seq_staged_.emplace_back(batch.seq_room, batch.seq_next);
@@ -657,6 +658,11 @@ absl::Status RoomStore::Commit() {
     return absl::OkStatus();
   }
   ++stats_.commits_failed;
+  // The transaction may have committed before a failed sync: the cached log ends may be
+  // behind the log, and a slot a later delete frees could then take an update out of
+  // order. The next batches read each room's end from the log again.
+  seq_cache_.clear();
+  seq_staged_.clear();
   // A full map or disk leaves LMDB consistent and may clear up: keep the batch for the
   // next Commit. That includes EIO on a filesystem that is (nearly) full: LMDB reports a
   // short page write as EIO, and the pages of a failed transaction are never referenced by
@@ -759,15 +765,23 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
                                               ": an update for a room with no genesis record"));
     }
     if (rc != 0) return Error(rc, "cannot look up a room");
-    if (batch->seq_valid) seq_staged_.emplace_back(batch->seq_room, batch->seq_next);
+    if (batch->seq_valid) {
+      // Bounded (its reserve): a batch that switches rooms more often reads the log's end
+      // itself from then on, never the cache, which is behind this batch's own writes.
+      if (seq_staged_.size() < kSeqStagedMax) {
+        seq_staged_.emplace_back(batch->seq_room, batch->seq_next);
+      } else {
+        batch->seq_uncached = true;
+      }
+    }
     bool known = false;
-    for (size_t i = seq_staged_.size(); i-- > 0 && !known;) {
+    for (size_t i = batch->seq_uncached ? 0 : seq_staged_.size(); i-- > 0 && !known;) {
       if (seq_staged_[i].first == op.room) {
         batch->seq_next = seq_staged_[i].second;
         known = true;
       }
     }
-    if (!known && !batch->rooms_deleted) {
+    if (!known && !batch->rooms_deleted && !batch->seq_uncached) {
       auto it = seq_cache_.find(op.room);
       if (it != seq_cache_.end()) {
         batch->seq_next = it->second;

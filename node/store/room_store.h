@@ -222,11 +222,12 @@ class RoomStore final : public room::RoomStorage {
   absl::flat_hash_set<Hash256> rooms_;
   // Each room's next log sequence number as of the last commit, so that a batch's first
   // update of a room needs no cursor (LMDB mallocs one: issue 15's allocations per update).
-  // seq_staged_ holds a batch's (room, next) until its commit succeeds. A stale value is
-  // caught, never used: updates are put with MDB_NOOVERWRITE, and a collision re-reads the
-  // end of the log.
+  // seq_staged_ holds a batch's (room, next) until its commit succeeds; any failed commit
+  // clears the cache (the transaction may have committed before a failed sync). Updates
+  // are put with MDB_NOOVERWRITE, and a collision re-reads the end of the log.
   absl::flat_hash_map<Hash256, uint64_t> seq_cache_;
   std::vector<std::pair<Hash256, uint64_t>> seq_staged_;
+  static constexpr size_t kSeqStagedMax = 64;
   // Set after an error that leaves the environment unusable (an fsync failure: the kernel
   // may have dropped the dirty pages, so retrying could ack data that is not on disk).
   absl::Status broken_;

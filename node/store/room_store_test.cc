@@ -195,6 +195,31 @@ TEST(RoomStore, LogEndsCarryAcrossCommitsAndRoomDeletion) {
   ASSERT_EQ(rb->updates.size(), 5u * 3 + 3);
   EXPECT_EQ(rb->updates.back(), Record('y', 3));
   EXPECT_TRUE(store->Verify().ok());
+
+  // A batch that switches rooms more often than it keeps track of (70 rooms round-robin,
+  // three rounds): past its bound it reads each log's end from the log, and the next
+  // batch too.
+  std::vector<Hash256> many;
+  for (uint32_t r = 0; r < 70; ++r) {
+    many.push_back(Id(4, r));
+    RP_EXPECT_OK(store->PutGenesis(many.back(), Record('g', r)));
+  }
+  for (uint32_t batch = 0; batch < 2; ++batch) {
+    for (uint32_t round = 0; round < 3; ++round) {
+      for (uint32_t r = 0; r < 70; ++r) {
+        const uint32_t n = batch * 3 + round;
+        RP_EXPECT_OK(store->Append(many[r], Id(5, r, n), Record('z', r * 100 + n)));
+      }
+    }
+    ASSERT_TRUE(store->Commit().ok());
+  }
+  EXPECT_EQ(store->stats().seq_cache_stale, 0u);
+  for (uint32_t r = 0; r < 70; ++r) {
+    auto loaded = store->Load(many[r]);
+    ASSERT_TRUE(loaded.ok());
+    ASSERT_EQ(loaded->updates.size(), 6u) << r;
+    for (uint32_t n = 0; n < 6; ++n) EXPECT_EQ(loaded->updates[n], Record('z', r * 100 + n));
+  }
 }
 
 TEST(RoomStore, LoadSeesStagedWrites) {
