@@ -58,7 +58,12 @@ MEMBERS = ["h2", "h3", "h4", "h5", "n1"]
 ROUNDS = 2
 PER_POST = 5
 DELIVER_DEADLINE_S = 25.0
-POST_TIMEOUT_S = 20
+# A `room post` of 5 messages, five hosts at once, under 10% loss and 50 ms a hop: whole
+# rounds took 11.1-22.8 s here (tests/netns/README.md), so 20 s sat inside the spread; a
+# CI run (stop 28) saw one post unacked at 20 s that the relay did store (its 5 messages
+# reached every reader later), and passed 5 of 5 runs here, 2 of them beside two
+# simulators. 40 s: a post still fails when its updates are never acked.
+POST_TIMEOUT_S = 40
 
 binary = None
 failures = []
