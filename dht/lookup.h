@@ -92,7 +92,7 @@ struct LookupParams {
   // see Overlay::SlowMarkUs) leaves its alpha slot to the next candidate (OnSlow); its
   // answer, when it comes, counts as any other. At most alpha per path sit beside. A node
   // that drops requests otherwise held a slot for a whole request timeout, and among a
-  // quarter of droppers most lookups waited on one (stop 27: 10,000 nodes, p50 17.6 s).
+  // quarter of droppers most lookups waited on one (tests/sim/README: 15-20 s medians).
   bool slow_frees_slot = true;
   // A candidate among the Window() nearest that failed every try widens the set that must
   // answer (and the result) by this many, within liar_extra_max, as a liar does: among a
