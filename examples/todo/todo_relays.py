@@ -57,6 +57,14 @@ def room_figures(relay):
             sum(s["rooms_checkpointed"] for s in sc))
 
 
+def ctrl_c(proc, who):
+    """Stops a member that stays in the room (watch, add --stay) as a user would, and checks
+    that it exits 0."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    check(proc.returncode == 0, f"{who} exits 0 on Ctrl-C: {(err or '').strip()!r}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -119,9 +127,7 @@ def main():
             check(wait_for(lambda: room_figures(r2)[:2] == (1, 1), 30, interval=0.2),
                   f"r2, which bob joins through, serves the room as an app room "
                   f"({time.monotonic() - t0:.1f} s): {room_figures(r2)}")
-            watcher.send_signal(signal.SIGINT)
-            _, err = watcher.communicate(timeout=20)
-            check(watcher.returncode == 0, f"bob's watch exits 0 on Ctrl-C: {err.strip()!r}")
+            ctrl_c(watcher, "bob's watch")
             watcher = None
             p = todo(t, ["done", bob, "2"], d("bob"), p2)
             check(p.returncode == 0, f"bob ticks item 2 through r2: {p.stderr.strip()!r}")
@@ -155,9 +161,7 @@ def main():
             check(both, f"both relays fetched alice's checkpoint of the app room "
                         f"({time.monotonic() - t0:.1f} s; r1 {room_figures(r1)}, "
                         f"r2 {room_figures(r2)})")
-            stayer.send_signal(signal.SIGINT)
-            out, err = stayer.communicate(timeout=20)
-            check(stayer.returncode == 0, f"alice's add exits 0 on Ctrl-C: {err.strip()!r}")
+            ctrl_c(stayer, "alice's add")
             stayer = None
             want = ["milk", "bread"] + [f"item {i}" for i in range(30)]
             a_list = listing(t, alice, d("alice"), p1)
