@@ -360,7 +360,13 @@ struct RawPeer {
       if (got <= 0) return n;
       wire::Message m;
       if (wire::Decode(buf, static_cast<size_t>(got), &m) != wire::Verdict::kOk) continue;
-      if (m.type() == type) ++n;
+      if (m.type() == type) {
+        ++n;
+        // A packed flood carries more records (issue 15): each counts.
+        if (type == wire::MessageType::kRoomPublish && m.room_publish()->more() != nullptr) {
+          n += m.room_publish()->more()->size();
+        }
+      }
       if (m.type() == wire::MessageType::kPing) {
         alignas(8) uint8_t out[wire::kDatagramBytesMax];
         const uint64_t txid = m.ping()->txid();
@@ -459,10 +465,16 @@ void Fanout(int updates, FanoutFigures* out) {
           m.type() != wire::MessageType::kRoomAck) {
         continue;
       }
-      auto it = index.find(wire::FromWireId(*m.room_ack()->update()));
-      if (it != index.end() && !is_acked[it->second]) {
-        is_acked[it->second] = true;
-        ++acked;
+      auto take = [&](const wire::Hash256& id) {
+        auto it = index.find(id);
+        if (it != index.end() && !is_acked[it->second]) {
+          is_acked[it->second] = true;
+          ++acked;
+        }
+      };
+      take(wire::FromWireId(*m.room_ack()->update()));
+      if (const auto* more = m.room_ack()->more()) {  // packed acks (issue 15)
+        for (const auto* u : *more) take(wire::FromWireId(*u));
       }
     }
     while (oldest < next && is_acked[oldest]) ++oldest;

@@ -334,6 +334,37 @@ size_t Encoder::RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash2
   return Finish(out, MessageType::kRoomAck, RoomShardHint(room.data()));
 }
 
+size_t Encoder::RoomPublishPacked(std::span<uint8_t> out, const Hash256& room,
+                                  std::span<const Bytes> records) noexcept {
+  RP_ASSERT(!records.empty() && records.size() <= kRoomPublishRecordsMax);
+  fbb_.Clear();
+  flatbuffers::Offset<fb::RoomRecord> recs[kRoomPublishRecordsMax];
+  for (size_t i = 1; i < records.size(); ++i) {
+    RP_ASSERT(!records[i].empty() && records[i].size() <= kRoomRecordBytesMax);
+    auto bytes = fbb_.CreateVector(records[i].data(), records[i].size());
+    recs[i - 1] = fb::CreateRoomRecord(fbb_, bytes);
+  }
+  flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::RoomRecord>>> more;
+  if (records.size() > 1) more = fbb_.CreateVector(recs, records.size() - 1);
+  RP_ASSERT(!records[0].empty() && records[0].size() <= kRoomRecordBytesMax);
+  auto first = fbb_.CreateVector(records[0].data(), records[0].size());
+  fb::Id256 r = ToWireId(room);
+  fbb_.Finish(fb::CreateRoomPublish(fbb_, &r, first, more));
+  return Finish(out, MessageType::kRoomPublish, RoomShardHint(room.data()));
+}
+
+size_t Encoder::RoomAckPacked(std::span<uint8_t> out, const Hash256& room,
+                              std::span<const Hash256> updates) noexcept {
+  RP_ASSERT(!updates.empty() && updates.size() <= kRoomAckIdsMax);
+  fbb_.Clear();
+  flatbuffers::Offset<flatbuffers::Vector<const fb::Id256*>> more;
+  if (updates.size() > 1) more = IdVector(fbb_, updates.subspan(1));
+  fb::Id256 r = ToWireId(room);
+  fb::Id256 u = ToWireId(updates[0]);
+  fbb_.Finish(fb::CreateRoomAck(fbb_, &r, &u, false, more));
+  return Finish(out, MessageType::kRoomAck, RoomShardHint(room.data()));
+}
+
 size_t Encoder::RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid,
                          uint16_t window, std::span<const Hash256> heads,
                          const Hash256* checkpoint) noexcept {

@@ -139,6 +139,12 @@ class Encoder {
   size_t RoomPublish(std::span<uint8_t> out, const Hash256& room, Bytes record) noexcept;
   size_t RoomAck(std::span<uint8_t> out, const Hash256& room, const Hash256& update,
                  bool refused = false) noexcept;
+  // Packed (issue 15): records[0] as `record`, the rest as `more` (1..kRoomPublishRecordsMax
+  // records); updates[0] as `update`, the rest as `more`, none refused (1..kRoomAckIdsMax).
+  size_t RoomPublishPacked(std::span<uint8_t> out, const Hash256& room,
+                           std::span<const Bytes> records) noexcept;
+  size_t RoomAckPacked(std::span<uint8_t> out, const Hash256& room,
+                       std::span<const Hash256> updates) noexcept;
   // `checkpoint`: the id of the checkpoint the requester has in effect, or null.
   size_t RoomSync(std::span<uint8_t> out, const Hash256& room, uint64_t txid, uint16_t window,
                   std::span<const Hash256> heads, const Hash256* checkpoint = nullptr) noexcept;

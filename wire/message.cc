@@ -249,9 +249,19 @@ Verdict Check(const fb::RoomHeads* m) noexcept {
   return RefOk(m->checkpoint()) ? Verdict::kOk : Verdict::kBadField;
 }
 Verdict Check(const fb::RoomPublish* m) noexcept {
-  return RecordOk(m->record()) ? Verdict::kOk : Verdict::kBadField;
+  if (!RecordOk(m->record())) return Verdict::kBadField;
+  const auto* more = m->more();
+  if (more == nullptr) return Verdict::kOk;
+  if (more->size() + 1 > kRoomPublishRecordsMax) return Verdict::kBadField;
+  for (const fb::RoomRecord* r : *more) {
+    if (!RecordOk(r->bytes())) return Verdict::kBadField;
+  }
+  return Verdict::kOk;
 }
-Verdict Check(const fb::RoomAck*) noexcept { return Verdict::kOk; }
+Verdict Check(const fb::RoomAck* m) noexcept {
+  const auto* more = m->more();
+  return more == nullptr || more->size() + 1 <= kRoomAckIdsMax ? Verdict::kOk : Verdict::kBadField;
+}
 Verdict Check(const fb::RoomSync* m) noexcept {
   return HeadsOk(m->heads(), kRoomSyncHeadsMax) ? Verdict::kOk : Verdict::kBadField;
 }

@@ -51,6 +51,17 @@ inline constexpr size_t kRoomHeadsListMax = 16;
 inline constexpr size_t kRoomSyncHeadsMax = 24;
 // Records in one RoomSyncData (small updates share a datagram).
 inline constexpr size_t kRoomSyncRecordsMax = 16;
+// Records in one packed RoomPublish (`record` and `more` together), and updates one RoomAck
+// acknowledges (`update` and `more`): floods and acks queued for one peer in one batch
+// share a datagram (issue 15).
+inline constexpr size_t kRoomPublishRecordsMax = 16;
+inline constexpr size_t kRoomAckIdsMax = 32;
+// Packing budget of a RoomPublish: kRoomPublishFixedBytes for the room id and the framing
+// around the first record, plus each record's bytes and kRoomPublishRecordFramingBytes
+// (a RoomRecord table, its vector's length and padding, and its offset in `more`) must fit
+// kBodyBytesMax. RoomWire.PublishPackingBudgetFits checks the worst case.
+inline constexpr size_t kRoomPublishFixedBytes = 64;
+inline constexpr size_t kRoomPublishRecordFramingBytes = 20;
 // Checkpoint piece size and tree shape (see RoomCheckpointRef): 1024-byte pieces, 32 hashes
 // per node; 6 levels above the leaves address 32^6 KiB, far past any state cap.
 inline constexpr size_t kRoomPieceBytes = 1024;

@@ -246,6 +246,9 @@ wire::Verdict NodeCore::Receive(int64_t now_us, const base::Endpoint& from,
   return Dispatch(from, msg, /*from_mailbox=*/false, now_us);
 }
 
+void NodeCore::BeginRoomBatch() noexcept { rooms_->BeginBatch(); }
+void NodeCore::EndRoomBatch() noexcept { rooms_->EndBatch(*outbox_); }
+
 wire::Verdict NodeCore::Dispatch(const base::Endpoint& from, const wire::Message& msg,
                                  bool from_mailbox, int64_t now_us) noexcept {
   if (msg.type() == wire::MessageType::kPing) {

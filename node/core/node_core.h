@@ -304,15 +304,20 @@ class NodeCore {
   // ReceiveBatch: a batch (anything with data, size, from, truncated), pings first: their
   // answers and the pongs to return-routability probes leave before the requests that the
   // batch's other datagrams trigger, so a peer proves itself before its requests arrive.
+  // The rooms' floods of the batch leave packed at its end (RoomHost::BeginBatch).
   template <typename Datagram>
   void ReceiveBatch(int64_t now_us, std::span<const Datagram> batch) noexcept {
     for (const Datagram& d : batch) {
       if (IsPing(d.data, d.size)) Receive(now_us, d.from, {d.data, d.size}, d.truncated);
     }
+    BeginRoomBatch();
     for (const Datagram& d : batch) {
       if (!IsPing(d.data, d.size)) Receive(now_us, d.from, {d.data, d.size}, d.truncated);
     }
+    EndRoomBatch();
   }
+  void BeginRoomBatch() noexcept;
+  void EndRoomBatch() noexcept;
   // OnMail: one item another shard's core sent this one.
   void OnMail(int64_t now_us, const MailItem& item) noexcept;
   // Tick: the periodic work (timeouts, pings, lookups, room timers, counters).

@@ -52,6 +52,7 @@ absl::StatusOr<Swarm*> RoomHost::Open(Bytes genesis,
   auto swarm = std::make_unique<Swarm>(std::move(*room), std::move(records), config_.swarm,
                                        storage_, encoder_, rng_, listener_);
   swarm->set_genesis_record(std::vector<uint8_t>(genesis.begin(), genesis.end()));
+  swarm->set_flood_queue(&floods_);
   Swarm* raw = swarm.get();
   rooms_.emplace(room_id, std::move(swarm));
   ordered_.push_back(raw);

@@ -5,6 +5,8 @@
 //   host.OnMessage(now, from, msg, out)   for every verified message with msg.is_room()
 //   host.Tick(now, out)                   every ~10-50 ms
 //   host.CommitAndRelease(out)            once, after the messages: storage Commit, then acks
+// and, around a batch of messages, BeginBatch() / EndBatch(out): the batch's floods leave
+// packed at its end.
 // Rooms hash to shards by the header's shard hint (the room id's first 4 bytes), so a room
 // message normally arrives at its owner; one that does not is the shard's to forward.
 //
@@ -135,6 +137,11 @@ class RoomHost {
   absl::Status CommitAndRelease(base::Outbox& out);
   void ReleaseAcks(base::Outbox& out) noexcept;
   void DropAcks() noexcept;
+  // BeginBatch / EndBatch: around one receive batch (NodeCore::ReceiveBatch). Between them
+  // the rooms queue the records they flood, and EndBatch sends them packed: several records
+  // for one peer share a RoomPublish (issue 15). Outside a batch floods go at once.
+  void BeginBatch() noexcept { floods_.Open(); }
+  void EndBatch(base::Outbox& out) noexcept { floods_.Close(out); }
 
   size_t rooms_count() const noexcept { return rooms_.size(); }
   // Rooms served, by the reducer kind their genesis names (index: ReducerKind; 0 unused).
@@ -197,6 +204,9 @@ class RoomHost {
   wire::Encoder* encoder_;
   base::Rng* rng_;
   SwarmListener* listener_;
+  // The floods of the receive batch in progress (before rooms_: swarms forget their
+  // entries when they close).
+  FloodQueue floods_;
   // Erase: stops serving a room (both tables).
   void Erase(const Hash256& room_id);
 

@@ -2,6 +2,8 @@
 // swarm_sync.cc, checkpoint pieces in swarm_checkpoint.cc.
 #include "node/room/swarm.h"
 
+#include <sodium.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -59,11 +61,16 @@ Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch
   RP_ASSERT(rng_ != nullptr);
   RP_ASSERT(config.peers_max > 0);
   acks_.reserve(kAcksQueuedMax);
+  // From the system, not rng_: the key never changes what happens, only who can predict
+  // it, and a seeded simulation's draws stay as they were.
+  wire::RandomBytes(std::span<uint8_t>(reject_key_, sizeof(reject_key_)));
   scratch_.resize((kUpdateBytesMax + 7) / 8);
   for (const auto& e : epochs_) epoch_ids_.push_back(wire::Blake2b256(e));
 }
 
-Swarm::~Swarm() = default;
+Swarm::~Swarm() {
+  if (floods_ != nullptr) floods_->Forget(this);
+}
 
 // ---- peers ----
 
@@ -270,6 +277,126 @@ void Swarm::Flood(Bytes datagram, const base::Endpoint& except, base::Outbox& ou
   }
 }
 
+// The id covers the signed bytes, not the signature: a copy of a genuine update with its
+// signature spoiled has the genuine id. Refusing that id would let anyone who sees an
+// update get it refused here for good by sending such a copy first, so a refusal for the
+// signature is keyed by the id and a keyed hash of the signature (the key is ours and
+// random: nobody can make two signatures collide on purpose). Other permanent refusals
+// are about the signed bytes, and keyed by the id alone.
+uint64_t Swarm::SignatureRejectKey(const Hash256& update, const Signature& sig) const noexcept {
+  uint64_t h = 0;
+  crypto_shorthash(reinterpret_cast<unsigned char*>(&h), sig.data(), sig.size(), reject_key_);
+  return IdPrefix64(update) ^ h;
+}
+
+uint64_t Swarm::RejectKey(Verdict v, const Hash256& update, Bytes record) const noexcept {
+  if (v != Verdict::kBadSignature && v != Verdict::kVerifyFailed) return IdPrefix64(update);
+  UpdateView view;
+  if (DecodeUpdate(record, id(), &view) != Verdict::kOk) return IdPrefix64(update);
+  return SignatureRejectKey(update, view.signature);
+}
+
+// ---- packed floods (issue 15) ----
+
+FloodQueue::FloodQueue()
+    : bytes_(kBytes), scratch_(wire::kDatagramBytesMax) {
+  entries_.reserve(kEntriesMax);
+}
+
+void FloodQueue::Close(base::Outbox& out) noexcept {
+  Flush(out);
+  open_ = false;
+}
+
+void FloodQueue::Add(Swarm* swarm, Bytes record, const base::Endpoint& except,
+                     base::Outbox& out) noexcept {
+  RP_ASSERT(swarm != nullptr);
+  RP_ASSERT(!record.empty() && record.size() <= kPackedRecordBytesMax);
+  if (entries_.size() == kEntriesMax || used_ + record.size() > bytes_.size()) Flush(out);
+  std::memcpy(bytes_.data() + used_, record.data(), record.size());
+  entries_.push_back(Entry{swarm, static_cast<uint32_t>(used_),
+                           static_cast<uint32_t>(record.size()), except});
+  used_ += record.size();
+}
+
+void FloodQueue::Flush(base::Outbox& out) noexcept {
+  // In the order the rooms first queued a record; each swarm sends all of its own at once.
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].swarm != nullptr) entries_[i].swarm->SendQueuedFloods(*this, i, out);
+  }
+  entries_.clear();
+  used_ = 0;
+}
+
+void FloodQueue::Forget(const Swarm* swarm) noexcept {
+  for (Entry& e : entries_) {
+    if (e.swarm == swarm) e.swarm = nullptr;
+  }
+}
+
+void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noexcept {
+  const std::span<FloodQueue::Entry> all = q.entries();
+  // Mark the peers that sent us one of these records: they get their own packing, without
+  // it. Every other peer gets the same datagrams, encoded once.
+  const base::Endpoint* last = nullptr;
+  for (size_t j = first; j < all.size(); ++j) {
+    if (all[j].swarm != this || (last != nullptr && all[j].except == *last)) continue;
+    last = &all[j].except;
+    if (Peer* p = FindPeer(all[j].except)) p->flood_sender = true;
+  }
+  // Pack: the records of this swarm (those `skip` did not send), in order, cut into groups
+  // that fit one RoomPublish; calls emit(group) for each until it returns false.
+  Bytes group[wire::kRoomPublishRecordsMax];
+  auto pack = [&](const base::Endpoint* skip, auto&& emit) {
+    size_t k = 0, bytes = wire::kRoomPublishFixedBytes;
+    for (size_t j = first; j < all.size(); ++j) {
+      if (all[j].swarm != this || (skip != nullptr && all[j].except == *skip)) continue;
+      const Bytes r = q.bytes(all[j]);
+      const size_t cost = r.size() + wire::kRoomPublishRecordFramingBytes;
+      if (k > 0 && (k == wire::kRoomPublishRecordsMax || bytes + cost > wire::kBodyBytesMax)) {
+        if (!emit(std::span<const Bytes>(group, k))) return;
+        k = 0;
+        bytes = wire::kRoomPublishFixedBytes;
+      }
+      group[k++] = r;
+      bytes += cost;
+    }
+    if (k > 0) emit(std::span<const Bytes>(group, k));
+  };
+  // Shared datagrams first: one encoding, a copy into each peer's send slot.
+  pack(nullptr, [&](std::span<const Bytes> g) {
+    const size_t size = encoder_->RoomPublishPacked(q.scratch(), id(), g);
+    RP_ASSERT(size > 0);  // the budget fits (RoomWire.PublishPackingBudgetFits)
+    for (Peer& p : peers_) {
+      if (!p.used || p.flood_sender) continue;
+      const std::span<uint8_t> buf = Buffer(out);
+      if (buf.empty()) return false;  // send queue full: the rest repair through sync
+      std::memcpy(buf.data(), q.scratch().data(), size);
+      Send(p.addr, size, out);
+      counters_.forwarded += g.size();
+      ++counters_.flood_datagrams;
+    }
+    return true;
+  });
+  for (Peer& p : peers_) {
+    if (!p.used || !p.flood_sender) continue;
+    p.flood_sender = false;
+    pack(&p.addr, [&](std::span<const Bytes> g) {
+      const std::span<uint8_t> buf = Buffer(out);
+      if (buf.empty()) return false;
+      const size_t size = encoder_->RoomPublishPacked(buf, id(), g);
+      RP_ASSERT(size > 0);
+      Send(p.addr, size, out);
+      counters_.forwarded += g.size();
+      ++counters_.flood_datagrams;
+      return true;
+    });
+  }
+  for (size_t j = first; j < all.size(); ++j) {
+    if (all[j].swarm == this) all[j].swarm = nullptr;
+  }
+}
+
 void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
   // Only relays acknowledge, once durable: a member's storage is its own cache, and a
   // publisher that took a member's ack for a relay's would stop retransmitting too soon.
@@ -279,17 +406,38 @@ void Swarm::QueueAck(const base::Endpoint& to, const Hash256& update) noexcept {
 }
 
 void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
-  size_t sent = 0;
-  for (; sent < acks_.size(); ++sent) {
+  // Packed (issue 15): the acks for one peer share a datagram, up to kRoomAckIdsMax, found
+  // among the next kAckPackScan queued ones (a bound on the work, not on correctness: an
+  // ack not found goes in a later datagram). A refused ack goes alone (its flag is per ack).
+  constexpr size_t kAckPackScan = 128;
+  Hash256 ids[wire::kRoomAckIdsMax];
+  for (size_t i = 0; i < acks_.size(); ++i) {
+    PendingAck& a = acks_[i];
+    if (a.sent) continue;
     std::span<uint8_t> buf = Buffer(out);
     if (buf.empty()) break;
-    Send(acks_[sent].to, encoder_->RoomAck(buf, id(), acks_[sent].id, acks_[sent].refused), out);
-    ++counters_.acks_sent;
+    a.sent = true;
+    size_t k = 0;
+    ids[k++] = a.id;
+    if (a.refused) {
+      Send(a.to, encoder_->RoomAck(buf, id(), a.id, /*refused=*/true), out);
+    } else {
+      const size_t end = std::min(acks_.size(), i + 1 + kAckPackScan);
+      for (size_t j = i + 1; j < end && k < wire::kRoomAckIdsMax; ++j) {
+        PendingAck& b = acks_[j];
+        if (b.sent || b.refused || !(b.to == a.to)) continue;
+        b.sent = true;
+        ids[k++] = b.id;
+      }
+      Send(a.to, encoder_->RoomAckPacked(buf, id(), std::span<const Hash256>(ids, k)), out);
+    }
+    counters_.acks_sent += k;
+    ++counters_.ack_datagrams;
   }
   // A full send queue keeps the rest for the next release: they are durable already, and
   // dropping them would make their publishers retransmit (the loopback benchmark lost 256
   // acks at a time that way: one full queue, one whole batch).
-  acks_.erase(acks_.begin(), acks_.begin() + static_cast<std::ptrdiff_t>(sent));
+  std::erase_if(acks_, [](const PendingAck& a) { return a.sent; });
 }
 
 // AdmitRate: per-peer then per-room limits for a fresh update. Over the room's soft limit
@@ -339,7 +487,7 @@ Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint&
   }
   if (!*accepted) {
     ++counters_.rejected;
-    if (IsPermanentReject(v)) rejected_.Insert(IdPrefix64(update));
+    if (IsPermanentReject(v)) rejected_.Insert(RejectKey(v, update, aligned));
     return v;
   }
   digest_dirty_ = true;
@@ -406,8 +554,22 @@ void Swarm::NoteStateChange(const Hash256& before) {
 
 wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
                                const wire::Message& msg, base::Outbox& out) noexcept {
-  const auto* rec = msg.room_publish()->record();
-  return OnRecord(now_us, from, Bytes(rec->data(), rec->size()), nullptr, msg.bytes(), out);
+  const wire::fb::RoomPublish* m = msg.room_publish();
+  const auto* rec = m->record();
+  const auto* more = m->more();
+  if (more == nullptr || more->size() == 0) {
+    return OnRecord(now_us, from, Bytes(rec->data(), rec->size()), nullptr, msg.bytes(), out);
+  }
+  // Packed: each record as if it came alone (Decode bounded their count and sizes). The
+  // datagram is never forwarded whole: a peer gets only the records this node took.
+  wire::Verdict first_bad = OnRecord(now_us, from, Bytes(rec->data(), rec->size()), nullptr,
+                                     Bytes{}, out);
+  for (const wire::fb::RoomRecord* r : *more) {
+    const wire::Verdict v =
+        OnRecord(now_us, from, Bytes(r->bytes()->data(), r->bytes()->size()), nullptr, Bytes{}, out);
+    if (first_bad == wire::Verdict::kOk) first_bad = v;
+  }
+  return first_bad;
 }
 
 wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
@@ -436,8 +598,11 @@ wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes 
     return wire::Verdict::kOk;
   }
   // Refused before, for a reason that will not change (its first refusal was counted
-  // under that reason).
-  if (rejected_.Contains(IdPrefix64(update))) return wire::Verdict::kRoomRefused;
+  // under that reason): its signed bytes, or these signed bytes with this signature.
+  if (rejected_.Contains(IdPrefix64(update)) ||
+      rejected_.Contains(SignatureRejectKey(update, view.signature))) {
+    return wire::Verdict::kRoomRefused;
+  }
   // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
   if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
   // A large record of a sync stream comes as a RoomPublish (or pieces) from the peer we asked.
@@ -447,7 +612,12 @@ wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes 
   const Verdict v = Accept(aligned, update, from, /*ack=*/from.valid(), &accepted);
   if (!accepted) return WireVerdict(v);
   ++counters_.accepted;
-  if (!datagram.empty()) {
+  if (floods_ != nullptr && floods_->open() && record.size() <= kPackedRecordBytesMax) {
+    // Inside a receive batch: queued, and packed with the batch's other floods at its end.
+    // `record` is the caller's (the received datagram's) bytes unless it is the scratch.
+    const Bytes src = record.data() != Scratch() ? record : room_->RecordOf(update);
+    if (!src.empty()) floods_->Add(this, src, from, out);
+  } else if (!datagram.empty()) {
     Flood(datagram, from, out);  // the bytes received: signatures cover them
   } else {
     const Bytes placed = room_->RecordOf(update);  // the log's copy (scratch is reused)
@@ -655,6 +825,16 @@ void Swarm::Own(int64_t now_us, const Hash256& before, std::vector<uint8_t> reco
   ++since_checkpoint_;
 }
 
+bool Swarm::OnAck(const Hash256& update, bool refused, const base::Endpoint& from) {
+  const size_t before = unacked_.size();
+  std::erase_if(unacked_, [&](const Unacked& u) { return u.id == update; });
+  if (unacked_.size() == before) return false;
+  ++counters_.acks_received;
+  if (refused) OnRefusedAck(update);
+  Emit(SwarmEvent::kAcked, update, from);
+  return true;
+}
+
 void Swarm::OnRefusedAck(const Hash256& update) {
   // In our log: the room re-issues it once our checkpoint refuses it too (Reissue).
   if (room_->RecordOf(update).size() != 0) return;
@@ -738,14 +918,13 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
     case wire::MessageType::kRoomHeads: return OnHeads(now_us, from, msg, out);
     case wire::MessageType::kRoomPublish: return OnPublish(now_us, from, msg, out);
     case wire::MessageType::kRoomAck: {
-      const Hash256 update = wire::FromWireId(*msg.room_ack()->update());
-      const size_t before = unacked_.size();
-      std::erase_if(unacked_, [&](const Unacked& u) { return u.id == update; });
-      if (unacked_.size() == before) return wire::Verdict::kUnexpectedReply;
-      ++counters_.acks_received;
-      if (msg.room_ack()->refused()) OnRefusedAck(update);
-      Emit(SwarmEvent::kAcked, update, from);
-      return wire::Verdict::kOk;
+      const wire::fb::RoomAck* m = msg.room_ack();
+      const bool known = OnAck(wire::FromWireId(*m->update()), m->refused(), from);
+      bool any = known;
+      if (const auto* more = m->more()) {
+        for (const wire::fb::Id256* u : *more) any |= OnAck(wire::FromWireId(*u), false, from);
+      }
+      return any ? wire::Verdict::kOk : wire::Verdict::kUnexpectedReply;
     }
     case wire::MessageType::kRoomSync: return OnSync(now_us, from, msg, out);
     case wire::MessageType::kRoomSyncData: return OnSyncData(now_us, from, msg, out);

@@ -198,7 +198,9 @@ struct SwarmCounters {
   uint64_t accepted = 0;         // updates from peers that entered the log (or pending)
   uint64_t duplicates = 0;       // dropped before verification
   uint64_t rejected = 0;         // failed the room's checks
-  uint64_t forwarded = 0;        // datagrams sent by the flood
+  uint64_t forwarded = 0;        // records sent by the flood (one per record and peer)
+  uint64_t flood_datagrams = 0;  // datagrams they took (packed floods share one)
+  uint64_t ack_datagrams = 0;    // datagrams acks_sent took (packed acks share one)
   uint64_t shed = 0;             // publishes dropped by the limits
   uint64_t slowdowns_sent = 0;
   uint64_t acks_sent = 0;
@@ -231,6 +233,56 @@ struct SwarmCounters {
   uint64_t pruned = 0;  // updates pruned behind a checkpoint after the retention
   uint64_t prunes = 0;  // prunes that dropped something
 };
+
+// FloodQueue: the floods of one receive batch, sent packed at its end (issue 15). The
+// shard's RoomHost owns one and opens it around a receive batch (NodeCore::ReceiveBatch).
+// While it is open a swarm copies each record it would flood here instead of sending it;
+// Flush then sends, per swarm and peer, the records that peer did not send us, as few
+// RoomPublish datagrams as the packing budget allows. Peers that sent none of them get the
+// same datagrams: each is encoded once and copied into their send slots.
+// Fixed memory (kBytes of records, kEntriesMax entries), allocated at construction; a
+// full queue is flushed early. Shard-local; not thread-safe.
+class FloodQueue {
+ public:
+  static constexpr size_t kBytes = 64 * 1024;
+  static constexpr size_t kEntriesMax = 256;
+  struct Entry {
+    Swarm* swarm = nullptr;  // null: sent, or its swarm closed
+    uint32_t offset = 0;
+    uint32_t size = 0;
+    base::Endpoint except;  // the peer it came from
+  };
+  FloodQueue();
+  FloodQueue(const FloodQueue&) = delete;
+  FloodQueue& operator=(const FloodQueue&) = delete;
+
+  void Open() noexcept { open_ = true; }
+  bool open() const noexcept { return open_; }
+  // Close: Flush, and floods go out at once again.
+  void Close(base::Outbox& out) noexcept;
+  // Add: queues a copy of `record` (at most kPackedRecordBytesMax) for `swarm`'s peers but
+  // `except`; flushes first when full.
+  void Add(Swarm* swarm, Bytes record, const base::Endpoint& except, base::Outbox& out) noexcept;
+  void Flush(base::Outbox& out) noexcept;
+  // Forget: drops a closing swarm's entries.
+  void Forget(const Swarm* swarm) noexcept;
+
+  std::span<Entry> entries() noexcept { return entries_; }
+  Bytes bytes(const Entry& e) const noexcept { return Bytes(bytes_.data() + e.offset, e.size); }
+  std::span<uint8_t> scratch() noexcept { return scratch_; }
+
+ private:
+  bool open_ = false;
+  std::vector<uint8_t> bytes_;
+  size_t used_ = 0;
+  std::vector<Entry> entries_;
+  std::vector<uint8_t> scratch_;  // one encoded datagram, copied to several peers
+};
+
+// Records up to this size are packed with others into one RoomPublish; a larger one (up to
+// kUpdateInlineBytesMax) still goes alone, and one larger still as pieces.
+inline constexpr size_t kPackedRecordBytesMax =
+    wire::kBodyBytesMax - wire::kRoomPublishFixedBytes - wire::kRoomPublishRecordFramingBytes;
 
 class Swarm {
  public:
@@ -276,6 +328,12 @@ class Swarm {
   void Restore(const LoadedRoom& loaded);
   // RequestSync: asks a peer for what this node lacks now (after a restart, say).
   void RequestSync(int64_t now_us, base::Outbox& out) noexcept;
+
+  // set_flood_queue: the host's queue of a receive batch's floods (null: flood at once).
+  void set_flood_queue(FloodQueue* q) noexcept { floods_ = q; }
+  // SendQueuedFloods: FloodQueue::Flush's part for this swarm: its entries from `first` on,
+  // packed per peer; marks them sent.
+  void SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noexcept;
 
   // ReleaseAcks: sends the acks queued before the storage's last successful Commit.
   // DropAcks: forgets them (the commit failed; publishers will retransmit).
@@ -347,6 +405,7 @@ class Swarm {
     base::Endpoint to;
     Hash256 id{};
     bool refused = false;
+    bool sent = false;  // packed into an earlier ack of this release
   };
   // An update arriving in pieces from one peer.
   struct Partial {
@@ -405,6 +464,9 @@ class Swarm {
   Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
                  bool* accepted) noexcept;
   bool ResetLog();
+  // The key of a permanent refusal in rejected_ (swarm.cc says why signatures differ).
+  uint64_t SignatureRejectKey(const Hash256& update, const Signature& sig) const noexcept;
+  uint64_t RejectKey(Verdict v, const Hash256& update, Bytes record) const noexcept;
   void AckDuplicate(const base::Endpoint& to, const Hash256& update) noexcept;
   void StorePlaced(const Hash256* skip) noexcept;
   void QueueAck(const base::Endpoint& to, const Hash256& id) noexcept;
@@ -475,11 +537,14 @@ class Swarm {
   // checkpoint does not cover are kept.
   Verdict StartOverFrom(Bytes record, Bytes blob, Verdict why);
   void ReplayOwn();
+  // OnAck: a relay made `update` durable; false when it is not one we wait for.
+  bool OnAck(const Hash256& update, bool refused, const base::Endpoint& from);
   // OnRefusedAck: a relay stored our update but its checkpoint refuses it.
   void OnRefusedAck(const Hash256& update);
   void ReissueUnplaced(const Hash256& update);
 
   std::unique_ptr<Room> room_;
+  FloodQueue* floods_ = nullptr;
   std::vector<uint8_t> genesis_record_;
   SwarmConfig config_;
   RoomStorage* storage_;
@@ -496,6 +561,7 @@ class Swarm {
   size_t peers_used_ = 0;
   base::SeenSet seen_;
   base::SeenSet rejected_;
+  uint8_t reject_key_[16] = {};  // SignatureRejectKey's SipHash key, random per swarm
   base::TokenBucket room_bucket_;
   base::TokenBucket room_hard_bucket_;  // 2x: past it even the slower senders are dropped
   std::vector<PendingAck> acks_;

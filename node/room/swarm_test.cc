@@ -7,6 +7,7 @@
 // limits shed the fastest sender and tell it.
 // Method: a deterministic network (seeded loss, duplication, delay-based reordering) and a
 // virtual clock; every run is bounded in virtual time, and the seed is printed on failure.
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -127,9 +128,10 @@ TEST(RoomWire, SyncDataPackingBudgetFitsWithCheckpoint) {
 }
 
 TEST(Swarm, MembersConvergeUnderLoss) {
-  for (uint64_t seed : {101u, 102u}) {
+  for (uint64_t seed : {101u, 102u, 103u}) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     Swarmed s(seed, 0.10);
+    s.net.batch = seed == 103;  // receive batches: packed floods (issue 15)
     s.net.Run(500'000);
     for (int round = 0; round < 20; ++round) {
       for (int i = 0; i < 3; ++i) {
@@ -150,6 +152,221 @@ TEST(Swarm, MembersConvergeUnderLoss) {
     EXPECT_EQ(s.relay_swarm->room().order(), a.order());
     EXPECT_EQ(s.relay->storage.DurableUpdates(a.id()), 60u);
   }
+}
+
+// Goal (issue 15): every group of records the flood packer puts together fits one
+// RoomPublish (its budget: wire::kRoomPublishFixedBytes plus each record and
+// kRoomPublishRecordFramingBytes), and Decode bounds what a packed datagram may carry.
+TEST(RoomWire, PublishPackingBudgetFits) {
+  wire::Encoder enc;
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  Hash256 room{};
+  room.fill(0xee);
+  // Uniform sizes, and sizes that alternate (odd lengths change the padding).
+  for (size_t size = 1; size <= kPackedRecordBytesMax; size += (size < 80 ? 1 : 5)) {
+    for (size_t other : {size, size + 1, size + 3, size / 2 + 1}) {
+      if (other > kPackedRecordBytesMax) continue;
+      std::vector<std::vector<uint8_t>> records;
+      size_t bytes = wire::kRoomPublishFixedBytes;
+      for (size_t k = 0; k < wire::kRoomPublishRecordsMax; ++k) {
+        const size_t s = k % 2 ? other : size;
+        if (k > 0 && bytes + s + wire::kRoomPublishRecordFramingBytes > wire::kBodyBytesMax) break;
+        bytes += s + wire::kRoomPublishRecordFramingBytes;
+        records.emplace_back(s, static_cast<uint8_t>(k + 1));
+      }
+      std::vector<Bytes> views(records.begin(), records.end());
+      const size_t n = enc.RoomPublishPacked(buf, room, views);
+      ASSERT_GT(n, 0u) << records.size() << " records of " << size << "/" << other << " bytes";
+      wire::Message m;
+      ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+      const auto* more = m.room_publish()->more();
+      ASSERT_EQ(more == nullptr ? 0u : more->size(), records.size() - 1);
+      for (size_t k = 1; k < records.size(); ++k) {
+        const auto* r = more->Get(static_cast<flatbuffers::uoffset_t>(k - 1))->bytes();
+        ASSERT_EQ(std::vector<uint8_t>(r->begin(), r->end()), records[k]);
+      }
+    }
+  }
+  // Too many records, or an empty one among them: refused whole.
+  auto publish = [&](size_t count, size_t empty_at) {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<flatbuffers::Offset<wire::fb::RoomRecord>> recs;
+    for (size_t k = 1; k < count; ++k) {
+      const std::vector<uint8_t> bytes(k == empty_at ? 0 : 8, 0x11);
+      recs.push_back(wire::fb::CreateRoomRecord(fbb, fbb.CreateVector(bytes)));
+    }
+    auto more = fbb.CreateVector(recs);
+    const std::vector<uint8_t> first(8, 0x22);
+    auto rec = fbb.CreateVector(first);
+    wire::fb::Id256 r = wire::ToWireId(room);
+    fbb.Finish(wire::fb::CreateRoomPublish(fbb, &r, rec, more));
+    const wire::Header h{wire::kMagic, wire::kVersion,
+                         static_cast<uint8_t>(wire::MessageType::kRoomPublish), wire::kFlagNone,
+                         wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
+    wire::StoreHeader(buf, h);
+    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+    wire::Message m;
+    return wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m);
+  };
+  EXPECT_EQ(publish(wire::kRoomPublishRecordsMax, SIZE_MAX), wire::Verdict::kOk);
+  EXPECT_EQ(publish(wire::kRoomPublishRecordsMax + 1, SIZE_MAX), wire::Verdict::kBadField);
+  EXPECT_EQ(publish(4, 2), wire::Verdict::kBadField);
+  // Acks: at most kRoomAckIdsMax in one datagram.
+  std::vector<Hash256> ids(wire::kRoomAckIdsMax);
+  for (size_t k = 0; k < ids.size(); ++k) ids[k][0] = static_cast<uint8_t>(k);
+  const size_t n = enc.RoomAckPacked(buf, room, ids);
+  ASSERT_GT(n, 0u);
+  wire::Message m;
+  ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+  ASSERT_EQ(m.room_ack()->more()->size(), wire::kRoomAckIdsMax - 1);
+  EXPECT_EQ(wire::FromWireId(*m.room_ack()->more()->Get(30)), ids[31]);
+  EXPECT_FALSE(m.room_ack()->refused());
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<wire::fb::Id256> more(wire::kRoomAckIdsMax);  // one too many with `update`
+    auto mv = fbb.CreateVectorOfStructs(more);
+    wire::fb::Id256 r = wire::ToWireId(room);
+    wire::fb::Id256 u{};
+    fbb.Finish(wire::fb::CreateRoomAck(fbb, &r, &u, false, mv));
+    const wire::Header h{wire::kMagic, wire::kVersion,
+                         static_cast<uint8_t>(wire::MessageType::kRoomAck), wire::kFlagNone,
+                         wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
+    wire::StoreHeader(buf, h);
+    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+    EXPECT_EQ(wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m), wire::Verdict::kBadField);
+  }
+}
+
+// Goal (issue 15): floods that arrive in one receive batch leave packed at its end: each
+// peer gets the records it did not send us, in fewer datagrams than records, and takes
+// every one; the publisher gets none of its own back; its acks share datagrams too.
+TEST(Swarm, ABatchsFloodsLeavePackedAndEveryMemberTakesThem) {
+  Swarmed s(211, 0.0);
+  s.net.batch = true;
+  s.net.delay_max_us = 0;  // every publish of a burst reaches the relay in one batch
+  s.net.Run(500'000);
+  std::map<uint16_t, std::pair<uint64_t, uint64_t>> sent;  // port -> datagrams, records
+  s.relay->out.watch = [&](const base::Endpoint& to, std::span<const uint8_t> bytes) {
+    wire::Message m;
+    if (wire::Decode(bytes.data(), bytes.size(), &m) != wire::Verdict::kOk ||
+        m.type() != wire::MessageType::kRoomPublish) {
+      return;
+    }
+    auto& [datagrams, records] = sent[to.port];
+    ++datagrams;
+    records += 1 + (m.room_publish()->more() ? m.room_publish()->more()->size() : 0);
+  };
+  constexpr int kBurst = 9;
+  for (int i = 0; i < kBurst; ++i) {
+    ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "b" + std::to_string(i)),
+                                     s.members[0]->out).ok());
+  }
+  const SwarmCounters before = s.relay_swarm->counters();
+  s.net.Run(s.net.now_us + 200'000);
+  EXPECT_EQ(sent[s.members[0]->addr.port].second, 0u) << "the publisher's own records came back";
+  for (int i : {1, 2}) {
+    const auto [datagrams, records] = sent[s.members[i]->addr.port];
+    EXPECT_EQ(records, static_cast<uint64_t>(kBurst)) << "member " << i;
+    EXPECT_GE(datagrams, 1u);
+    EXPECT_LT(datagrams, records) << "member " << i << ": not packed";
+  }
+  const SwarmCounters& after = s.relay_swarm->counters();
+  EXPECT_EQ(after.forwarded - before.forwarded, 2u * kBurst);
+  EXPECT_LT(after.flood_datagrams - before.flood_datagrams, after.forwarded - before.forwarded);
+  // Member 2 forwards member 0's burst to the relay too, and is acked as well.
+  EXPECT_GE(after.acks_sent - before.acks_sent, static_cast<uint64_t>(kBurst));
+  EXPECT_LT(after.ack_datagrams - before.ack_datagrams, static_cast<uint64_t>(kBurst));
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
+  for (Swarm* w : s.swarms) {
+    EXPECT_EQ(w->room().log_size(), static_cast<size_t>(kBurst));
+    EXPECT_EQ(w->room().state_hash(), s.swarms[0]->room().state_hash());
+  }
+}
+
+// Goal: a packed RoomPublish is taken record by record: a forged record among good ones is
+// refused and counted, the good ones are taken, and the datagram's verdict says so.
+TEST(Swarm, APackedPublishTakesItsGoodRecordsAndRefusesTheForgedOne) {
+  Swarmed s(212, 0.0);
+  s.net.Run(500'000);
+  // Two updates written by member 0 and never sent, and between them one signed by a key
+  // the room never granted (with the first as its parent): one packed datagram.
+  RoomFixture& f = s.f;
+  auto writer = Room::Open(f.genesis, &f.members[0]);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_EQ((*writer)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  auto rnd = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
+  std::vector<std::vector<uint8_t>> records;
+  for (int i = 0; i < 2; ++i) {
+    auto r = (*writer)->Write(Chat(f.members[0], "p" + std::to_string(i)), rnd);
+    ASSERT_TRUE(r.ok());
+    records.push_back(*r);
+  }
+  UpdateView v0, v1;
+  ASSERT_EQ(DecodeUpdate(records[0], f.room_id, &v0), Verdict::kOk);
+  ASSERT_EQ(DecodeUpdate(records[1], f.room_id, &v1), Verdict::kOk);
+  const KeyPair liar = KeyPair::FromSeed(f.rng.Bytes32());
+  Nonce nonce{};
+  nonce[0] = 9;
+  const std::vector<Hash256> parents{v0.id};
+  const std::vector<uint8_t> forged =
+      MakeUpdate(f.room_id, 0, liar, f.content_keys[0], parents,
+                 ChatPayload(ChatOp::kMessage, liar.public_key, "forged"), nonce);
+  ASSERT_FALSE(forged.empty());
+  const std::vector<Bytes> views{records[0], forged, records[1]};
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  const size_t n = enc.RoomPublishPacked(buf, f.room_id, views);
+  ASSERT_GT(n, 0u);
+  wire::Message m;
+  ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+  const uint64_t rejected = s.relay_swarm->counters().rejected;
+  const uint64_t accepted = s.relay_swarm->counters().accepted;
+  EXPECT_NE(s.relay->host->OnMessage(s.net.now_us, s.members[0]->addr, m, s.relay->out),
+            wire::Verdict::kOk);
+  EXPECT_EQ(s.relay_swarm->counters().rejected, rejected + 1);
+  EXPECT_EQ(s.relay_swarm->counters().accepted, accepted + 2);
+  EXPECT_EQ(s.relay_swarm->room().log_size(), 2u);
+  EXPECT_FALSE(s.relay_swarm->room().RecordOf(v0.id).empty());
+  EXPECT_FALSE(s.relay_swarm->room().RecordOf(v1.id).empty());
+}
+
+// Goal: a copy of a genuine update with its signature spoiled, sent first, does not get
+// the genuine update refused: the id covers the signed bytes only, so a refusal for the
+// signature is remembered with the signature (a replay of the copy is still refused
+// without a second check).
+TEST(Swarm, ASpoiledSignatureCopyDoesNotGetTheGenuineUpdateRefused) {
+  Swarmed s(213, 0.0);
+  s.net.Run(500'000);
+  RoomFixture& f = s.f;
+  auto writer = Room::Open(f.genesis, &f.members[0]);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_EQ((*writer)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  auto rnd = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
+  auto genuine = (*writer)->Write(Chat(f.members[0], "genuine"), rnd);
+  ASSERT_TRUE(genuine.ok());
+  UpdateView v;
+  ASSERT_EQ(DecodeUpdate(*genuine, f.room_id, &v), Verdict::kOk);
+  std::vector<uint8_t> spoiled = *genuine;
+  auto at = std::search(spoiled.begin(), spoiled.end(), v.signature.begin(), v.signature.end());
+  ASSERT_NE(at, spoiled.end());
+  at[10] ^= 0x01;
+  UpdateView sv;
+  ASSERT_EQ(DecodeUpdate(spoiled, f.room_id, &sv), Verdict::kOk);
+  ASSERT_EQ(sv.id, v.id);  // same id, another signature
+  alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+  wire::Encoder enc;
+  auto deliver = [&](const std::vector<uint8_t>& record, Node* from) {
+    const size_t n = enc.RoomPublish(buf, f.room_id, record);
+    wire::Message m;
+    EXPECT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
+    return s.relay->host->OnMessage(s.net.now_us, from->addr, m, s.relay->out);
+  };
+  EXPECT_NE(deliver(spoiled, s.members[1]), wire::Verdict::kOk);
+  const uint64_t rejected = s.relay_swarm->counters().rejected;
+  EXPECT_EQ(deliver(spoiled, s.members[1]), wire::Verdict::kRoomRefused);  // no second check
+  EXPECT_EQ(s.relay_swarm->counters().rejected, rejected);
+  EXPECT_EQ(deliver(*genuine, s.members[0]), wire::Verdict::kOk);
+  EXPECT_FALSE(s.relay_swarm->room().RecordOf(v.id).empty());
 }
 
 TEST(Swarm, AcksComeOnlyAfterCommit) {

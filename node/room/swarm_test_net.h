@@ -25,10 +25,13 @@ class TapOutbox final : public base::Outbox {
   TapOutbox(memnet::MemoryNetwork* net, const base::Endpoint& self) : sender_(net, self) {}
   std::span<uint8_t> Buffer() noexcept override { return sender_.Buffer(); }
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
+    if (watch) watch(to, sender_.Buffer().first(size));
     if (rewrite) size = rewrite(sender_.Buffer(), size);
     if (size > 0) sender_.Commit(size, to);
   }
   std::function<size_t(std::span<uint8_t> buf, size_t size)> rewrite;
+  // watch: sees each datagram and its destination as it leaves (before rewrite).
+  std::function<void(const base::Endpoint& to, std::span<const uint8_t> bytes)> watch;
 
  private:
   memnet::MemoryNetwork::Sender sender_;
@@ -63,6 +66,9 @@ class Net {
              }) {}
   double loss = 0, dup = 0;
   int64_t delay_max_us = 3000;
+  // batch: what each millisecond delivers to a node is one receive batch (RoomHost::
+  // BeginBatch/EndBatch around it), as a shard does: floods leave packed.
+  bool batch = false;
   int64_t now_us = 0;
 
   Node* Add(const KeyPair* identity, bool relay, const SwarmConfig& sc = {},
@@ -82,7 +88,13 @@ class Net {
     c.duplicate = dup;
     c.delay_max_us = 100 + delay_max_us;
     while (now_us < until_us) {
+      if (batch) {
+        for (auto& n : nodes_) n->host->BeginBatch();
+      }
       net_.DeliverDue(now_us);
+      if (batch) {
+        for (auto& n : nodes_) n->host->EndBatch(n->out);
+      }
       for (auto& n : nodes_) {
         if (n->down) continue;
         n->host->Tick(now_us, n->out);

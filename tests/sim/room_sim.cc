@@ -110,8 +110,12 @@ class RoomSimulator::Tap final : public base::Outbox {
         wire::Message msg;
         if (wire::Decode(d.data(), size, &msg) == wire::Verdict::kOk) {
           if (msg.type() == wire::MessageType::kRoomAck) {
-            sim_->OnAckSent(*node_, wire::FromWireId(*msg.room_ack()->room()),
-                            wire::FromWireId(*msg.room_ack()->update()));
+            const auto* ack = msg.room_ack();
+            const room::Hash256 room_id = wire::FromWireId(*ack->room());
+            sim_->OnAckSent(*node_, room_id, wire::FromWireId(*ack->update()));
+            if (ack->more() != nullptr) {  // packed acks: each is a promise
+              for (const auto* u : *ack->more()) sim_->OnAckSent(*node_, room_id, wire::FromWireId(*u));
+            }
           } else {
             sim_->OnPublishSeen(d);
           }
@@ -765,32 +769,38 @@ void RoomSimulator::Forge() {
     const std::vector<uint8_t>& c = captured_[rng_.Uniform(captured_.size())];
     std::memcpy(buf, c.data(), c.size());
     size = c.size();
-    wire::Message original;
-    room::UpdateView before;
-    room::Hash256 room_id{};
-    bool had = false;
-    if (wire::Decode(buf, size, &original) == wire::Verdict::kOk) {
-      room_id = wire::FromWireId(*original.room_publish()->room());
-      const auto* rec = original.room_publish()->record();
-      had = room::DecodeUpdate({rec->data(), rec->size()}, room_id, &before) == room::Verdict::kOk;
-    }
+    // The ids of the records a publish carries (`record`, and `more` when packed).
+    auto ids_of = [](const uint8_t* d, size_t n, std::vector<room::Hash256>* ids) {
+      wire::Message m;
+      if (wire::Decode(d, n, &m) != wire::Verdict::kOk ||
+          m.type() != wire::MessageType::kRoomPublish) {
+        return;
+      }
+      const room::Hash256 room_id = wire::FromWireId(*m.room_publish()->room());
+      auto add = [&](const flatbuffers::Vector<uint8_t>* rec) {
+        room::UpdateView u;
+        if (room::DecodeUpdate({rec->data(), rec->size()}, room_id, &u) == room::Verdict::kOk) {
+          ids->push_back(u.id);
+        }
+      };
+      add(m.room_publish()->record());
+      if (const auto* more = m.room_publish()->more()) {
+        for (const auto* r : *more) add(r->bytes());
+      }
+    };
+    std::vector<room::Hash256> before;
+    ids_of(buf, size, &before);
     const uint32_t flips = 1 + static_cast<uint32_t>(rng_.Uniform(3));
     for (uint32_t k = 0; k < flips && size > wire::kHeaderBytes; ++k) {
       const size_t at = wire::kHeaderBytes + rng_.Uniform(size - wire::kHeaderBytes);
       buf[at] ^= static_cast<uint8_t>(1 + rng_.Uniform(255));
     }
-    // If the mutated record still decodes under a new id, that id is a forgery. (A flip in
+    // If a mutated record still decodes under a new id, that id is a forgery. (A flip in
     // the signature keeps the id: it is the genuine update's, whose signature fails here.)
-    wire::Message m;
-    if (wire::Decode(buf, size, &m) == wire::Verdict::kOk &&
-        m.type() == wire::MessageType::kRoomPublish) {
-      const auto* rec = m.room_publish()->record();
-      room::UpdateView u;
-      if (room::DecodeUpdate({rec->data(), rec->size()}, wire::FromWireId(*m.room_publish()->room()),
-                             &u) == room::Verdict::kOk &&
-          !(had && u.id == before.id)) {
-        forged_.insert(u.id);
-      }
+    std::vector<room::Hash256> after;
+    ids_of(buf, size, &after);
+    for (const room::Hash256& id : after) {
+      if (std::find(before.begin(), before.end(), id) == before.end()) forged_.insert(id);
     }
   }
   if (size == 0) return;
