@@ -105,6 +105,13 @@ std::array<uint8_t, kRoomEpochKeyBytes> RoomEpochKey(const Hash256& room, uint32
   return k;
 }
 
+absl::uint128 IdKey(const uint8_t* id) {
+  uint64_t hi, lo;
+  std::memcpy(&hi, id, 8);
+  std::memcpy(&lo, id + 8, 8);
+  return absl::MakeUint128(hi, lo);
+}
+
 bool HasRoomPrefix(const MDB_val& key, const Hash256& room) {
   return key.mv_size > 32 && std::memcmp(key.mv_data, room.data(), 32) == 0;
 }
@@ -300,7 +307,79 @@ absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::Open(const std::string& da
         absl::StrCat("data directory ", path, " is not a directory"));
   }
   if (options.verify_on_open) RP_RETURN_IF_ERROR(VerifyInChild(path, options));
-  return OpenEnv(path, options, /*create=*/false);
+  RP_ASSIGN_OR_RETURN(std::unique_ptr<RoomStore> store, OpenEnv(path, options, /*create=*/false));
+  RP_RETURN_IF_ERROR(store->Upgrade());
+  RP_RETURN_IF_ERROR(store->BuildIndex());
+  return store;
+}
+
+absl::Status RoomStore::Upgrade() {
+  if (format_version_ >= kStoreFormatVersion) return absl::OkStatus();
+  Txn txn;
+  int rc = txn.Begin(env_, 0);
+  if (rc != 0) return Error(rc, "cannot begin a transaction to upgrade the store");
+  rc = mdb_drop(txn.get(), dbi_[kUpdateIds], 0);  // version 1's index: no longer kept
+  const std::string format = absl::StrCat(kFormatName, kStoreFormatVersion);
+  if (rc == 0) {
+    rc = PutChecked(txn.get(), dbi_[kMeta], Val(kFormatKey, std::strlen(kFormatKey)),
+                    {Bytes(reinterpret_cast<const uint8_t*>(format.data()), format.size())});
+  }
+  if (rc == 0) rc = txn.Commit();
+  if (rc != 0) return Error(rc, "cannot upgrade the store's format");
+  format_version_ = kStoreFormatVersion;
+  return absl::OkStatus();
+}
+
+absl::Status RoomStore::BuildIndex() {
+  Txn txn;
+  int rc = txn.Begin(env_, MDB_RDONLY);
+  if (rc != 0) return Error(rc, "cannot begin a read transaction");
+  MDB_stat st{};
+  if (mdb_stat(txn.get(), dbi_[kUpdates], &st) == 0) ids_.reserve(st.ms_entries);
+  Cursor cursor;
+  rc = cursor.Open(txn.get(), dbi_[kUpdates]);
+  if (rc != 0) return Error(rc, "cannot open a cursor");
+  MDB_val k, v;
+  for (rc = cursor.Get(&k, &v, MDB_FIRST); rc == 0; rc = cursor.Get(&k, &v, MDB_NEXT)) {
+    Bytes payload;
+    if (k.mv_size != kRoomSeqKeyBytes || !Checked(v, &payload) || payload.size() < 32) {
+      return Corrupt(path_, "an update entry is damaged");
+    }
+    const uint64_t seq = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8);
+    ids_[IdKey(payload.data())] = seq;
+  }
+  if (rc != MDB_NOTFOUND) return Error(rc, "cannot read the update log");
+  return absl::OkStatus();
+}
+
+void RoomStore::Reconcile() {
+  if (id_undo_.empty()) return;
+  Txn txn;
+  if (txn.Begin(env_, MDB_RDONLY) != 0) {
+    // Cannot tell what the log holds: refuse further commits; a restart rebuilds ids_.
+    if (broken_.ok()) {
+      broken_ = absl::InternalError(absl::StrCat(
+          "room storage ", path_, ": cannot read the log after a failed commit; restart the node"));
+    }
+    id_undo_.clear();
+    return;
+  }
+  // Newest first, so an id the batch removed and added again ends as the log says.
+  for (size_t i = id_undo_.size(); i-- > 0;) {
+    const IdChange& c = id_undo_[i];
+    const auto key = RoomSeqKey(c.room, c.seq);
+    MDB_val k = Val(key.data(), key.size());
+    MDB_val v;
+    Bytes payload;
+    const bool stored = mdb_get(txn.get(), dbi_[kUpdates], &k, &v) == 0 && Checked(v, &payload) &&
+                        payload.size() >= 32 && std::memcmp(payload.data(), c.id.data(), 32) == 0;
+    if (stored) {
+      ids_[c.key] = c.seq;
+    } else if (auto it = ids_.find(c.key); it != ids_.end() && it->second == c.seq) {
+      ids_.erase(it);
+    }
+  }
+  id_undo_.clear();
 }
 
 absl::Status RoomStore::Create(const std::string& data_dir, const std::string& path,
@@ -401,7 +480,7 @@ absl::Status RoomStore::OpenDbs(const RoomStoreOptions& options, bool create) {
     }
     if (rc != 0) return Error(rc, "cannot write the format marker");
   } else {
-    RP_RETURN_IF_ERROR(CheckFormat(txn.get(), options));
+    RP_RETURN_IF_ERROR(CheckFormat(txn.get(), options, &format_version_));
   }
   for (int db = 0; db < kDbCount; ++db) {
     if (db == kMeta) continue;
@@ -417,7 +496,8 @@ absl::Status RoomStore::OpenDbs(const RoomStoreOptions& options, bool create) {
   return absl::OkStatus();
 }
 
-absl::Status RoomStore::CheckFormat(void* txn_ptr, const RoomStoreOptions& options) const {
+absl::Status RoomStore::CheckFormat(void* txn_ptr, const RoomStoreOptions& options,
+                                    uint32_t* version_out) const {
   auto* txn = static_cast<MDB_txn*>(txn_ptr);
   const absl::Status foreign = absl::FailedPreconditionError(absl::StrCat(
       "data directory ", path_,
@@ -435,6 +515,7 @@ absl::Status RoomStore::CheckFormat(void* txn_ptr, const RoomStoreOptions& optio
   if (!absl::SimpleAtoi(text.substr(kFormatName.size()), &version)) {
     return Corrupt(path_, absl::StrCat("its format marker reads '", text, "'"));
   }
+  *version_out = version;
   if (version > kStoreFormatVersion) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "data directory %s was written by a newer ringpeer (room store format %d; this build "
@@ -576,12 +657,12 @@ absl::Status RoomStore::Forget(const Hash256& room_id) {
 
 absl::Status RoomStore::Prune(const Hash256& room_id, std::span<const Hash256> update_ids) {
   RP_RETURN_IF_ERROR(CheckRoom(room_id));
-  for (const Hash256& id : update_ids) RP_RETURN_IF_ERROR(DeleteUpdate(id));
+  for (const Hash256& id : update_ids) RP_RETURN_IF_ERROR(DeleteUpdate(room_id, id));
   return absl::OkStatus();
 }
 
-absl::Status RoomStore::DeleteUpdate(const Hash256& update_id) {
-  return Stage(Op{.kind = OpKind::kDeleteUpdate, .id = update_id}, {});
+absl::Status RoomStore::DeleteUpdate(const Hash256& room_id, const Hash256& update_id) {
+  return Stage(Op{.kind = OpKind::kDeleteUpdate, .room = room_id, .id = update_id}, {});
 }
 
 absl::Status RoomStore::PutMeta(absl::string_view name, Bytes value) {
@@ -650,6 +731,7 @@ absl::Status RoomStore::Commit() {
       for (const auto& [room, next] : seq_staged_) seq_cache_[room] = next;
     }
     seq_staged_.clear();
+    id_undo_.clear();
     ops_.clear();
     arena_.clear();  // keeps its capacity for the next batch
     ++stats_.commits;
@@ -663,6 +745,8 @@ absl::Status RoomStore::Commit() {
   // order. The next batches read each room's end from the log again.
   seq_cache_.clear();
   seq_staged_.clear();
+  // Likewise the id index: each id the batch touched is set to what the log now holds.
+  Reconcile();
   // A full map or disk leaves LMDB consistent and may clear up: keep the batch for the
   // next Commit. That includes EIO on a filesystem that is (nearly) full: LMDB reports a
   // short page write as EIO, and the pages of a failed transaction are never referenced by
@@ -706,19 +790,24 @@ absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
       return absl::OkStatus();
     }
     case OpKind::kDeleteUpdate: {
-      MDB_val key = Val(op.id.data(), 32);
+      auto it = ids_.find(IdKey(op.id.data()));
+      if (it == ids_.end()) return absl::OkStatus();
+      const uint64_t seq = it->second;
+      const auto where = RoomSeqKey(op.room, seq);
+      MDB_val key = Val(where.data(), where.size());
       MDB_val value;
-      rc = mdb_get(txn, dbi_[kUpdateIds], &key, &value);
-      if (rc == MDB_NOTFOUND) return absl::OkStatus();
+      rc = mdb_get(txn, dbi_[kUpdates], &key, &value);
+      if (rc == MDB_NOTFOUND) return absl::OkStatus();  // another room's id: not ours
       if (rc != 0) return Error(rc, "cannot find an update to delete");
-      Bytes where;
-      if (!Checked(value, &where) || where.size() != kRoomSeqKeyBytes) {
-        return Corrupt(path_, "an update index entry has a bad checksum");
+      Bytes payload;
+      if (!Checked(value, &payload) || payload.size() < 32) {
+        return Corrupt(path_, "an update has a bad checksum");
       }
-      MDB_val update_key = Val(where.data(), where.size());
-      rc = mdb_del(txn, dbi_[kUpdates], &update_key, nullptr);
-      if (rc == 0 || rc == MDB_NOTFOUND) rc = mdb_del(txn, dbi_[kUpdateIds], &key, nullptr);
+      if (std::memcmp(payload.data(), op.id.data(), 32) != 0) return absl::OkStatus();
+      rc = mdb_del(txn, dbi_[kUpdates], &key, nullptr);
       if (rc != 0) return Error(rc, "cannot delete an update");
+      id_undo_.push_back(IdChange{it->first, seq, op.room, op.id, /*added=*/false});
+      ids_.erase(it);
       return absl::OkStatus();
     }
     case OpKind::kDeleteRoom:
@@ -793,18 +882,16 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
     batch->seq_valid = true;
   }
   auto key = RoomSeqKey(op.room, batch->seq_next);
-  // The id index doubles as the duplicate check: MDB_NOOVERWRITE fails on an id stored
-  // earlier or earlier in this batch, and the update is then skipped.
-  int rc = PutChecked(txn, dbi_[kUpdateIds], Val(op.id.data(), 32), {Bytes(key)},
-                      MDB_NOOVERWRITE);
-  if (rc == MDB_KEYEXIST) {
+  // The id index (in memory) is the duplicate check: an id stored earlier, or earlier in
+  // this batch, is skipped.
+  const absl::uint128 id_key = IdKey(op.id.data());
+  if (ids_.contains(id_key)) {
     ++batch->duplicates;
     return absl::OkStatus();
   }
-  if (rc != 0) return Error(rc, "cannot index an update");
   const Bytes record(arena_.data() + op.offset, op.bytes);
-  rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
-                  MDB_NOOVERWRITE);
+  int rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
+                      MDB_NOOVERWRITE);
   if (rc == MDB_KEYEXIST) {
     // The cached end of the log was stale (nothing should make it so): never overwrite a
     // stored update. Read the end from the log and put both keys there instead.
@@ -812,12 +899,12 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
     seq_cache_.erase(op.room);
     RP_RETURN_IF_ERROR(LogEnd(batch, op.room, &batch->seq_next));
     key = RoomSeqKey(op.room, batch->seq_next);
-    rc = PutChecked(txn, dbi_[kUpdateIds], Val(op.id.data(), 32), {Bytes(key)});
-    if (rc != 0) return Error(rc, "cannot index an update");
     rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
                     MDB_NOOVERWRITE);
   }
   if (rc != 0) return Error(rc, "cannot store an update");
+  ids_.emplace(id_key, batch->seq_next);
+  id_undo_.push_back(IdChange{id_key, batch->seq_next, op.room, op.id, /*added=*/true});
   ++batch->seq_next;
   ++batch->written;
   return absl::OkStatus();
@@ -849,9 +936,17 @@ absl::Status RoomStore::ApplyDeleteRoom(Batch* batch, const Op& op) {
         if (!Checked(v, &payload) || payload.size() < 32) {
           return Corrupt(path_, "an update has a bad checksum");
         }
-        MDB_val id = Val(payload.data(), 32);
-        rc = mdb_del(txn, dbi_[kUpdateIds], &id, nullptr);
-        if (rc != 0 && rc != MDB_NOTFOUND) return Error(rc, "cannot delete an update index");
+        const absl::uint128 id_key = IdKey(payload.data());
+        if (k.mv_size == kRoomSeqKeyBytes) {
+          const uint64_t seq = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8);
+          auto it = ids_.find(id_key);
+          if (it != ids_.end() && it->second == seq) {
+            IdChange c{id_key, seq, op.room, {}, /*added=*/false};
+            std::memcpy(c.id.data(), payload.data(), 32);
+            id_undo_.push_back(c);
+            ids_.erase(it);
+          }
+        }
       }
       rc = mdb_cursor_del(cursor.get(), 0);
       if (rc != 0) return Error(rc, "cannot delete a room's entries");
@@ -994,15 +1089,7 @@ absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
 }
 
 absl::StatusOr<bool> RoomStore::HasUpdate(const Hash256& update_id) const {
-  Txn txn;
-  int rc = txn.Begin(env_, MDB_RDONLY);
-  if (rc != 0) return Error(rc, "cannot begin a read transaction");
-  MDB_val key = Val(update_id.data(), 32);
-  MDB_val value;
-  rc = mdb_get(txn.get(), dbi_[kUpdateIds], &key, &value);
-  if (rc == MDB_NOTFOUND) return false;
-  if (rc != 0) return Error(rc, "cannot look up an update");
-  return true;
+  return ids_.contains(IdKey(update_id.data()));
 }
 
 absl::StatusOr<std::optional<std::vector<uint8_t>>> RoomStore::GetMeta(
@@ -1043,7 +1130,7 @@ absl::Status RoomStore::Verify() const {
                                               kDbNames[db], key_ok ? "checksum" : "key"));
       }
       if (db == kUpdateIds && payload.size() != kRoomSeqKeyBytes) {
-        return Corrupt(path_, "an update index entry has a bad size");
+        return Corrupt(path_, "an update index entry has a bad size");  // format 1's
       }
       if (db == kUpdates && payload.size() < 32) {
         return Corrupt(path_, "an update entry is too short");
@@ -1053,7 +1140,8 @@ absl::Status RoomStore::Verify() const {
       return Error(rc, absl::StrCat("cannot read the '", kDbNames[db], "' database"));
     }
   }
-  if (counts[kUpdates] != counts[kUpdateIds]) {
+  // Format 1 kept an index entry per update (emptied when upgraded); format 2 keeps none.
+  if (counts[kUpdateIds] != 0 && counts[kUpdates] != counts[kUpdateIds]) {
     return Corrupt(path_, absl::StrFormat("%d updates but %d index entries", counts[kUpdates],
                                           counts[kUpdateIds]));
   }

@@ -33,6 +33,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/numeric/int128.h"
 #include "node/room/storage.h"
 #include "wire/crypto.h"
 
@@ -52,7 +53,11 @@ inline constexpr uint64_t kStoreMapBytesMin = 64 * 1024;
 // updates are not acknowledged, which makes publishers retransmit later.
 inline constexpr size_t kStagedBytesMax = size_t{32} << 20;
 // The format this build writes and reads; a newer one is refused, never touched.
-inline constexpr uint32_t kStoreFormatVersion = 1;
+// 2: the update-id index is kept in memory (rebuilt from the log at Open), not in LMDB: a
+// B-tree keyed by random ids dirtied a page per update and cost a relay ~8 us per update
+// (issue 15). A version-1 store is upgraded at Open (its index emptied); older builds
+// refuse a version-2 store.
+inline constexpr uint32_t kStoreFormatVersion = 2;
 // Names inside a shard directory.
 inline constexpr char kShardDirPrefix[] = "shard-";
 
@@ -147,8 +152,8 @@ class RoomStore final : public room::RoomStorage {
   // ---- beyond the interface ----
 
   // DeleteUpdate: stages removing an update from its room's log (pruned behind a
-  // checkpoint, or killed by a rotation). An id not stored is ignored.
-  absl::Status DeleteUpdate(const Hash256& update_id);
+  // checkpoint, or killed by a rotation). An id not stored in that room is ignored.
+  absl::Status DeleteUpdate(const Hash256& room_id, const Hash256& update_id);
   // PutMeta: stages a small named value (e.g. "routing" for the routing table), replaced
   // whole. REQUIRES: `name` is not empty and does not start with "ringpeer." (the store's).
   absl::Status PutMeta(absl::string_view name, Bytes value);
@@ -156,6 +161,8 @@ class RoomStore final : public room::RoomStorage {
   absl::StatusOr<std::optional<std::vector<uint8_t>>> GetMeta(absl::string_view name) const;
   // HasUpdate: whether an update with this id is committed.
   absl::StatusOr<bool> HasUpdate(const Hash256& update_id) const;
+  // Updates committed (the in-memory index's size).
+  size_t updates_count() const noexcept { return ids_.size(); }
   // Verify: reads every value and checks its checksum and shape (Open's check, in-process).
   absl::Status Verify() const;
 
@@ -195,7 +202,14 @@ class RoomStore final : public room::RoomStorage {
   static absl::Status VerifyInChild(const std::string& path, const RoomStoreOptions& options);
   absl::Status CheckFileSize(const std::string& data_file) const;
   absl::Status OpenDbs(const RoomStoreOptions& options, bool create);
-  absl::Status CheckFormat(void* txn, const RoomStoreOptions& options) const;
+  absl::Status CheckFormat(void* txn, const RoomStoreOptions& options, uint32_t* version) const;
+  // Upgrade: a version-1 store to this format (empties the LMDB index). BuildIndex: ids_
+  // from the log. Both at Open, in the process that serves the store (not the verifier).
+  absl::Status Upgrade();
+  absl::Status BuildIndex();
+  // Reconcile: after a failed commit, makes ids_ say what the log holds for every id the
+  // batch touched (the transaction may or may not have committed).
+  void Reconcile();
   absl::Status Stage(Op op, Bytes first, Bytes second = {});
   absl::Status CheckRoom(const Hash256& room_id) const;
   absl::Status WriteBatch(Batch* batch, int* commit_rc);
@@ -226,6 +240,19 @@ class RoomStore final : public room::RoomStorage {
   // clears the cache (the transaction may have committed before a failed sync). Updates
   // are put with MDB_NOOVERWRITE, and a collision re-reads the end of the log.
   absl::flat_hash_map<Hash256, uint64_t> seq_cache_;
+  // Every stored update by its id's first 16 bytes (collisions need 2^64 work) -> its
+  // log sequence number in its room (DESIGN.md 8). Changed while a batch is written, with
+  // each change in id_undo_ until the commit's outcome is known.
+  absl::flat_hash_map<absl::uint128, uint64_t> ids_;
+  struct IdChange {
+    absl::uint128 key;
+    uint64_t seq = 0;
+    Hash256 room{};
+    Hash256 id{};
+    bool added = false;  // else removed
+  };
+  std::vector<IdChange> id_undo_;
+  uint32_t format_version_ = kStoreFormatVersion;  // as found at Open
   std::vector<std::pair<Hash256, uint64_t>> seq_staged_;
   static constexpr size_t kSeqStagedMax = 64;
   // Set after an error that leaves the environment unusable (an fsync failure: the kernel

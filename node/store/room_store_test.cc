@@ -24,6 +24,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
+
 #include "node/room/reducer.h"
 #include "node/room/room.h"
 #include "node/room/test_util.h"
@@ -132,7 +134,7 @@ TEST(RoomStore, RoundTripAcrossReopen) {
   EXPECT_TRUE(store->Verify().ok());
 
   // Deletes: one update, then a whole room; the other room is untouched.
-  RP_EXPECT_OK(store->DeleteUpdate(Id(2, 2, 0)));
+  RP_EXPECT_OK(store->DeleteUpdate(b, Id(2, 2, 0)));
   RP_EXPECT_OK(store->Forget(a));
   ASSERT_TRUE(store->Commit().ok());
   EXPECT_EQ(store->Load(a).status().code(), absl::StatusCode::kNotFound);
@@ -489,11 +491,14 @@ TEST(RoomStore, ScribbledFileIsAClearError) {
     ASSERT_NE(at, std::string::npos);
     Overwrite(DataFile(dir), static_cast<off_t>(at + 100), std::string(1, data[at + 100] ^ 1));
     ExpectCorrupt(dir, "checksum");
+    // Without the forked walk, building the in-memory id index reads every update and
+    // finds it too (format 2).
     RoomStoreOptions unchecked;
     unchecked.verify_on_open = false;
     auto store = RoomStore::Open(dir, 0, unchecked);
-    ASSERT_TRUE(store.ok());
-    EXPECT_EQ((*store)->Load(Id(1, 1)).status().code(), absl::StatusCode::kDataLoss);
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+    EXPECT_NE(store.status().message().find(dir), std::string::npos) << store.status();
   }
   {
     // Garbage over the meta pages.
@@ -549,6 +554,93 @@ TEST(RoomStore, ForeignEnvironmentIsRefusedAndUntouched) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// Issue 15: format 2 keeps the update-id index in memory. A format-1 store (its index in
+// LMDB, one entry per update) opens: its index is emptied, its marker says 2, and the
+// updates are found and deduplicated through the index built from the log.
+TEST(RoomStore, FormatOneStoreIsUpgradedAndItsIndexRebuiltFromTheLog) {
+  const std::string dir = TempDir();
+  MakeStore(dir, 40);
+  auto put_checked = [](MDB_txn* txn, MDB_dbi dbi, MDB_val k, std::string value) {
+    const unsigned char key[16] = {'r', 'i', 'n', 'g', 'p', 'e', 'e', 'r',
+                                   '-', 's', 't', 'o', 'r', 'e', '-', '1'};
+    unsigned char sum[8];
+    crypto_shorthash(sum, reinterpret_cast<const unsigned char*>(value.data()), value.size(), key);
+    value.append(reinterpret_cast<char*>(sum), 8);
+    MDB_val v{value.size(), value.data()};
+    return mdb_put(txn, dbi, &k, &v, 0);
+  };
+  auto index_entries = [&](std::string* marker) {
+    MDB_env* env;
+    EXPECT_EQ(mdb_env_create(&env), 0);
+    EXPECT_EQ(mdb_env_set_maxdbs(env, 16), 0);
+    EXPECT_EQ(mdb_env_open(env, (dir + "/shard-0").c_str(), MDB_RDONLY, 0600), 0);
+    MDB_txn* txn;
+    MDB_dbi ids, meta;
+    EXPECT_EQ(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn), 0);
+    EXPECT_EQ(mdb_dbi_open(txn, "update_ids", 0, &ids), 0);
+    EXPECT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_stat st{};
+    EXPECT_EQ(mdb_stat(txn, ids, &st), 0);
+    MDB_val k{15, const_cast<char*>("ringpeer.format")}, v;
+    EXPECT_EQ(mdb_get(txn, meta, &k, &v), 0);
+    *marker = std::string(static_cast<const char*>(v.mv_data), v.mv_size - 8);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return st.ms_entries;
+  };
+  {
+    // Make it what format 1 wrote: an index entry per update (id -> room ‖ seq), marker 1.
+    MDB_env* env;
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 16), 0);
+    ASSERT_EQ(mdb_env_open(env, (dir + "/shard-0").c_str(), 0, 0600), 0);
+    MDB_txn* txn;
+    MDB_dbi ids, meta;
+    ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "update_ids", 0, &ids), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    for (uint32_t i = 0; i < 40; ++i) {
+      Hash256 id = Id(2, 1, i);
+      std::string where(reinterpret_cast<const char*>(Id(1, 1).data()), 32);
+      for (int b = 7; b >= 0; --b) where.push_back(static_cast<char>((uint64_t{i} >> (8 * b)) & 0xff));
+      ASSERT_EQ(put_checked(txn, ids, MDB_val{32, id.data()}, where), 0);
+    }
+    ASSERT_EQ(put_checked(txn, meta, MDB_val{15, const_cast<char*>("ringpeer.format")},
+                          "ringpeer-room-store 1"), 0);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+  std::string marker;
+  ASSERT_EQ(index_entries(&marker), 40u);
+  ASSERT_EQ(marker, "ringpeer-room-store 1");
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->updates_count(), 40u);
+    EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 39)));
+    EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 40)));
+    RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, 7), Record('x', 7)));  // stored: skipped
+    RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, 40), Record('u', 40)));
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_EQ(store->stats().updates_duplicate, 1u);
+    RP_EXPECT_OK(store->Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 0), Id(2, 1, 40)}));
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_TRUE(store->Verify().ok());
+  }
+  EXPECT_EQ(index_entries(&marker), 0u);
+  EXPECT_EQ(marker, absl::StrCat("ringpeer-room-store ", kStoreFormatVersion));
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->updates_count(), 39u);
+  EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 0)));
+  EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 1)));
+  auto loaded = store->Load(Id(1, 1));
+  ASSERT_TRUE(loaded.ok());
+  ASSERT_EQ(loaded->updates.size(), 39u);
+  EXPECT_EQ(loaded->updates[0], Record('u', 1));
+  EXPECT_EQ(loaded->updates[38], Record('u', 39));
+}
+
 TEST(RoomStore, NewerFormatIsRefusedAndUntouched) {
   const std::string dir = TempDir();
   MakeStore(dir, 3);
@@ -563,7 +655,7 @@ TEST(RoomStore, NewerFormatIsRefusedAndUntouched) {
     MDB_dbi dbi;
     ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
     ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-    std::string value = "ringpeer-room-store 2";
+    std::string value = absl::StrCat("ringpeer-room-store ", kStoreFormatVersion + 1);
     const unsigned char key[16] = {'r', 'i', 'n', 'g', 'p', 'e', 'e', 'r',
                                    '-', 's', 't', 'o', 'r', 'e', '-', '1'};
     unsigned char sum[8];
