@@ -209,6 +209,7 @@ wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wi
   const wire::fb::RoomJoin* m = msg.room_join();
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
   if (p == nullptr) return Refused(from) ? wire::Verdict::kRoomRefused : wire::Verdict::kTableFull;
+  p->packs = m->packs();
   // A joiner that knows only the room id (a short invite) gets the genesis first; it
   // checks that the record hashes to the room id, so nothing here can be forged.
   if (m->want_genesis() && !genesis_record_.empty()) {
@@ -226,6 +227,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
   if (p == nullptr) return wire::Verdict::kTableFull;
   if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
+  p->packs = m->packs();
   p->log_size = m->log_size();
   p->epoch = m->no_epoch() ? -1 : int64_t{m->epoch()};
   p->digest = wire::FromWireId(*m->heads_digest());
@@ -274,6 +276,7 @@ void Swarm::Flood(Bytes datagram, const base::Endpoint& except, base::Outbox& ou
     std::memcpy(buf.data(), datagram.data(), datagram.size());
     Send(p.addr, datagram.size(), out);
     ++counters_.forwarded;
+    ++counters_.flood_datagrams;
   }
 }
 
@@ -344,16 +347,20 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
     last = &all[j].except;
     if (Peer* p = FindPeer(all[j].except)) p->flood_sender = true;
   }
+  // A peer that does not read packed datagrams gets each record alone, like a sender.
+  for (Peer& p : peers_) {
+    if (p.used && !p.packs) p.flood_sender = true;
+  }
   // Pack: the records of this swarm (those `skip` did not send), in order, cut into groups
-  // that fit one RoomPublish; calls emit(group) for each until it returns false.
+  // of at most `most` that fit one RoomPublish; calls emit(group) until it returns false.
   Bytes group[wire::kRoomPublishRecordsMax];
-  auto pack = [&](const base::Endpoint* skip, auto&& emit) {
+  auto pack = [&](const base::Endpoint* skip, size_t most, auto&& emit) {
     size_t k = 0, bytes = wire::kRoomPublishFixedBytes;
     for (size_t j = first; j < all.size(); ++j) {
       if (all[j].swarm != this || (skip != nullptr && all[j].except == *skip)) continue;
       const Bytes r = q.bytes(all[j]);
       const size_t cost = r.size() + wire::kRoomPublishRecordFramingBytes;
-      if (k > 0 && (k == wire::kRoomPublishRecordsMax || bytes + cost > wire::kBodyBytesMax)) {
+      if (k > 0 && (k == most || bytes + cost > wire::kBodyBytesMax)) {
         if (!emit(std::span<const Bytes>(group, k))) return;
         k = 0;
         bytes = wire::kRoomPublishFixedBytes;
@@ -364,9 +371,11 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
     if (k > 0) emit(std::span<const Bytes>(group, k));
   };
   // Shared datagrams first: one encoding, a copy into each peer's send slot.
-  pack(nullptr, [&](std::span<const Bytes> g) {
+  pack(nullptr, wire::kRoomPublishRecordsMax, [&](std::span<const Bytes> g) {
+    // The budget fits (RoomWire.PublishPackingBudgetFits); were it ever short, the group
+    // is skipped (sync repairs it) rather than the node stopped.
     const size_t size = encoder_->RoomPublishPacked(q.scratch(), id(), g);
-    RP_ASSERT(size > 0);  // the budget fits (RoomWire.PublishPackingBudgetFits)
+    if (size == 0) return true;
     for (Peer& p : peers_) {
       if (!p.used || p.flood_sender) continue;
       const std::span<uint8_t> buf = Buffer(out);
@@ -381,11 +390,11 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
   for (Peer& p : peers_) {
     if (!p.used || !p.flood_sender) continue;
     p.flood_sender = false;
-    pack(&p.addr, [&](std::span<const Bytes> g) {
+    pack(&p.addr, p.packs ? wire::kRoomPublishRecordsMax : 1, [&](std::span<const Bytes> g) {
       const std::span<uint8_t> buf = Buffer(out);
       if (buf.empty()) return false;
       const size_t size = encoder_->RoomPublishPacked(buf, id(), g);
-      RP_ASSERT(size > 0);
+      if (size == 0) return true;
       Send(p.addr, size, out);
       counters_.forwarded += g.size();
       ++counters_.flood_datagrams;
@@ -419,8 +428,9 @@ void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
     a.sent = true;
     size_t k = 0;
     ids[k++] = a.id;
-    if (a.refused) {
-      Send(a.to, encoder_->RoomAck(buf, id(), a.id, /*refused=*/true), out);
+    const Peer* to = a.refused ? nullptr : FindPeer(a.to);
+    if (to == nullptr || !to->packs) {
+      Send(a.to, encoder_->RoomAck(buf, id(), a.id, a.refused), out);
     } else {
       const size_t end = std::min(acks_.size(), i + 1 + kAckPackScan);
       for (size_t j = i + 1; j < end && k < wire::kRoomAckIdsMax; ++j) {
@@ -562,19 +572,21 @@ wire::Verdict Swarm::OnPublish(int64_t now_us, const base::Endpoint& from,
   }
   // Packed: each record as if it came alone (Decode bounded their count and sizes). The
   // datagram is never forwarded whole: a peer gets only the records this node took.
+  // Sync never packs RoomPublish, so these are never a sync stream's (which skips the rate
+  // limit): each is admitted like any flood.
   wire::Verdict first_bad = OnRecord(now_us, from, Bytes(rec->data(), rec->size()), nullptr,
-                                     Bytes{}, out);
+                                     Bytes{}, out, /*packed=*/true);
   for (const wire::fb::RoomRecord* r : *more) {
-    const wire::Verdict v =
-        OnRecord(now_us, from, Bytes(r->bytes()->data(), r->bytes()->size()), nullptr, Bytes{}, out);
+    const wire::Verdict v = OnRecord(now_us, from, Bytes(r->bytes()->data(), r->bytes()->size()),
+                                     nullptr, Bytes{}, out, /*packed=*/true);
     if (first_bad == wire::Verdict::kOk) first_bad = v;
   }
   return first_bad;
 }
 
 wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
-                              const Hash256* claimed, Bytes datagram,
-                              base::Outbox& out) noexcept {
+                              const Hash256* claimed, Bytes datagram, base::Outbox& out,
+                              bool packed) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;  // join first
   p->last_heard_us = now_us;
@@ -606,22 +618,24 @@ wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes 
   // While a joiner loads its checkpoint the room must stay empty; sync fills in after.
   if (fetch_ != nullptr && room_->log_size() == 0) return wire::Verdict::kOk;
   // A large record of a sync stream comes as a RoomPublish (or pieces) from the peer we asked.
-  const bool from_sync = sync_.active && peers_[sync_.peer].addr == from;
+  const bool from_sync = !packed && sync_.active && peers_[sync_.peer].addr == from;
   if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
   bool accepted = false;
   const Verdict v = Accept(aligned, update, from, /*ack=*/from.valid(), &accepted);
   if (!accepted) return WireVerdict(v);
   ++counters_.accepted;
-  if (floods_ != nullptr && floods_->open() && record.size() <= kPackedRecordBytesMax) {
+  // `record` is the caller's bytes (the received datagram's, or reassembled pieces),
+  // stable for this call, unless it is the scratch (reused): then the log's copy. A
+  // pending update is not in the log yet, but its caller's bytes are.
+  const Bytes src = record.data() != Scratch() ? record : room_->RecordOf(update);
+  if (floods_ != nullptr && floods_->open() && !src.empty() &&
+      src.size() <= kPackedRecordBytesMax) {
     // Inside a receive batch: queued, and packed with the batch's other floods at its end.
-    // `record` is the caller's (the received datagram's) bytes unless it is the scratch.
-    const Bytes src = record.data() != Scratch() ? record : room_->RecordOf(update);
-    if (!src.empty()) floods_->Add(this, src, from, out);
+    floods_->Add(this, src, from, out);
   } else if (!datagram.empty()) {
     Flood(datagram, from, out);  // the bytes received: signatures cover them
-  } else {
-    const Bytes placed = room_->RecordOf(update);  // the log's copy (scratch is reused)
-    if (!placed.empty()) FloodRecord(update, placed, from, out);
+  } else if (!src.empty()) {
+    FloodRecord(update, src, from, out);
   }
   return wire::Verdict::kOk;
 }
@@ -650,6 +664,7 @@ void Swarm::FloodRecord(const Hash256& update, Bytes record, const base::Endpoin
     if (!p.used || p.addr == except) continue;
     SendRecord(p.addr, update, record, out);
     ++counters_.forwarded;
+    ++counters_.flood_datagrams;  // pieces of a long one count as one
   }
 }
 

@@ -279,8 +279,8 @@ class FloodQueue {
   std::vector<uint8_t> scratch_;  // one encoded datagram, copied to several peers
 };
 
-// Records up to this size are packed with others into one RoomPublish; a larger one (up to
-// kUpdateInlineBytesMax) still goes alone, and one larger still as pieces.
+// Records up to this size are packed with others into one RoomPublish (it is every record
+// that fits a datagram, kUpdateInlineBytesMax); a larger one goes as pieces.
 inline constexpr size_t kPackedRecordBytesMax =
     wire::kBodyBytesMax - wire::kRoomPublishFixedBytes - wire::kRoomPublishRecordFramingBytes;
 
@@ -479,8 +479,10 @@ class Swarm {
   // OnRecord: an update record from a peer, whole (a RoomPublish, or reassembled pieces
   // with the id they claimed): the checks, the log, the flood. `datagram`: the RoomPublish
   // to forward byte for byte (empty: forward as pieces).
+  // `packed`: one of a packed RoomPublish's records (never a sync stream's).
   wire::Verdict OnRecord(int64_t now_us, const base::Endpoint& from, Bytes record,
-                         const Hash256* claimed, Bytes datagram, base::Outbox& out) noexcept;
+                         const Hash256* claimed, Bytes datagram, base::Outbox& out,
+                         bool packed = false) noexcept;
   wire::Verdict OnUpdatePiece(int64_t now_us, const base::Endpoint& from,
                               const wire::Message& msg, base::Outbox& out) noexcept;
   wire::Verdict OnUpdatePieceGet(int64_t now_us, const base::Endpoint& from,

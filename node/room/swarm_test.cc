@@ -256,6 +256,25 @@ TEST(Swarm, ABatchsFloodsLeavePackedAndEveryMemberTakesThem) {
     ++datagrams;
     records += 1 + (m.room_publish()->more() ? m.room_publish()->more()->size() : 0);
   };
+  // A peer whose RoomJoin does not say it reads packed datagrams (an older node) gets each
+  // record alone.
+  Node* old_node = s.net.Add(nullptr, false);
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::fb::Id256 r = wire::ToWireId(s.f.room_id);
+    wire::fb::Id256 who{};
+    fbb.Finish(wire::fb::CreateRoomJoin(fbb, &r, &who, false, 0, false, /*packs=*/false));
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    const wire::Header h{wire::kMagic, wire::kVersion,
+                         static_cast<uint8_t>(wire::MessageType::kRoomJoin), wire::kFlagNone,
+                         wire::RoomShardHint(s.f.room_id.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
+    wire::StoreHeader(buf, h);
+    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+    wire::Message m;
+    ASSERT_EQ(wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m), wire::Verdict::kOk);
+    ASSERT_EQ(s.relay->host->OnMessage(s.net.now_us, old_node->addr, m, s.relay->out),
+              wire::Verdict::kOk);
+  }
   constexpr int kBurst = 9;
   for (int i = 0; i < kBurst; ++i) {
     ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "b" + std::to_string(i)),
@@ -270,8 +289,11 @@ TEST(Swarm, ABatchsFloodsLeavePackedAndEveryMemberTakesThem) {
     EXPECT_GE(datagrams, 1u);
     EXPECT_LT(datagrams, records) << "member " << i << ": not packed";
   }
+  const auto [old_datagrams, old_records] = sent[old_node->addr.port];
+  EXPECT_EQ(old_records, static_cast<uint64_t>(kBurst));
+  EXPECT_EQ(old_datagrams, old_records) << "an older node was sent packed datagrams";
   const SwarmCounters& after = s.relay_swarm->counters();
-  EXPECT_EQ(after.forwarded - before.forwarded, 2u * kBurst);
+  EXPECT_EQ(after.forwarded - before.forwarded, 3u * kBurst);
   EXPECT_LT(after.flood_datagrams - before.flood_datagrams, after.forwarded - before.forwarded);
   // Member 2 forwards member 0's burst to the relay too, and is acked as well.
   EXPECT_GE(after.acks_sent - before.acks_sent, static_cast<uint64_t>(kBurst));
