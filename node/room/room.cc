@@ -145,6 +145,19 @@ Verdict Room::Receive(Bytes record, bool check_signature) {
   UpdateView u;
   Verdict v = DecodeUpdate(record, id(), &u);
   if (v != Verdict::kOk) return Count(v);
+  return ReceiveDecoded(record, u, check_signature);
+}
+
+Verdict Room::Receive(Bytes record, const UpdateView& decoded) {
+  RP_ASSERT(decoded.signed_bytes.data() >= record.data() &&
+            decoded.signed_bytes.data() + decoded.signed_bytes.size() <=
+                record.data() + record.size());
+  placed_.clear();
+  return ReceiveDecoded(record, decoded, /*check_signature=*/true);
+}
+
+Verdict Room::ReceiveDecoded(Bytes record, const UpdateView& u, bool check_signature) {
+  Verdict v;
   // Duplicates are dropped before the signature: a relay verifies each update once.
   if (index_.contains(u.id) || pending_.contains(u.id) || quarantine_.contains(u.id) ||
       WasPruned(u.id)) {

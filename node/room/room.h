@@ -121,6 +121,10 @@ class Room {
   // that order. kOk / kOverCap / kBadPayload mean it is in the log (the last two: the state
   // did not change); kPending means held until its parents come.
   Verdict Receive(Bytes record) { return Receive(record, /*check_signature=*/true); }
+  // Receive with the caller's DecodeUpdate view of exactly these bytes (it points into
+  // `record`): the same checks without decoding and hashing the record a second time
+  // (issue 15: decode once).
+  Verdict Receive(Bytes record, const UpdateView& decoded);
   // ReceiveStored: a record this node verified and stored itself, read back from its own
   // checksummed store (a restart, a client's cache): every check but the signature, which
   // costs ~50 us and would make reopening a large room take seconds.
@@ -360,6 +364,7 @@ class Room {
   void BackfillKeys();
   static bool ParseHeld(Bytes record, Held* out);
   Verdict Receive(Bytes record, bool check_signature);
+  Verdict ReceiveDecoded(Bytes record, const UpdateView& u, bool check_signature);
   Verdict InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob);
   Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state);
   Verdict CheckCheckpoint(Bytes record, CheckpointInfo* cp) const;

@@ -480,13 +480,14 @@ bool Swarm::AdmitRate(int64_t now_us, Peer& p, const Hash256& update,
 }
 
 Verdict Swarm::Accept(Bytes record, const Hash256& update, const base::Endpoint& from, bool ack,
-                      bool* accepted) noexcept {
+                      bool* accepted, const UpdateView* view) noexcept {
   RP_ASSERT(record.size() <= kUpdateBytesMax);
   // The room reads 8-byte aligned (a no-op copy when the record is the scratch already).
   if (record.data() != Scratch()) std::memmove(Scratch(), record.data(), record.size());
   Bytes aligned(Scratch(), record.size());
   const Hash256 before = room_->state_hash();
-  const Verdict v = room_->Receive(aligned);
+  // `view` decoded these bytes in the scratch: the room need not decode them again.
+  const Verdict v = view != nullptr ? room_->Receive(aligned, *view) : room_->Receive(aligned);
   *accepted = InLogVerdict(v);
   if (v == Verdict::kDuplicate) {
     ++counters_.duplicates;
@@ -621,7 +622,7 @@ wire::Verdict Swarm::OnRecord(int64_t now_us, const base::Endpoint& from, Bytes 
   const bool from_sync = !packed && sync_.active && peers_[sync_.peer].addr == from;
   if (!from_sync && !AdmitRate(now_us, *p, update, out)) return wire::Verdict::kRateLimited;
   bool accepted = false;
-  const Verdict v = Accept(aligned, update, from, /*ack=*/from.valid(), &accepted);
+  const Verdict v = Accept(aligned, update, from, /*ack=*/from.valid(), &accepted, &view);
   if (!accepted) return WireVerdict(v);
   ++counters_.accepted;
   // `record` is the caller's bytes (the received datagram's, or reassembled pieces),

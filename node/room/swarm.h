@@ -461,8 +461,9 @@ class Swarm {
   bool AdmitRate(int64_t now_us, Peer& p, const Hash256& id, base::Outbox& out) noexcept;
   // Accept: a record from a peer through the room; stores it and queues its ack. Returns
   // the room's verdict; `accepted` says whether it entered the log or the pending set.
+  // `view`: DecodeUpdate's view of the record as copied into the scratch (null: decode).
   Verdict Accept(Bytes record, const Hash256& id, const base::Endpoint& from, bool ack,
-                 bool* accepted) noexcept;
+                 bool* accepted, const UpdateView* view = nullptr) noexcept;
   bool ResetLog();
   // The key of a permanent refusal in rejected_ (swarm.cc says why signatures differ).
   uint64_t SignatureRejectKey(const Hash256& update, const Signature& sig) const noexcept;

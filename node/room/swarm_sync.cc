@@ -194,7 +194,7 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
       bool accepted = false;
       // The peer that sent it is its sender for the application's events (an update with
       // no sender reads as our own); no ack: it is not a publish.
-      Accept(record, view.id, from, /*ack=*/false, &accepted);
+      Accept(record, view.id, from, /*ack=*/false, &accepted, &view);  // view: in the scratch
       if (accepted) {
         ++counters_.accepted;
         ++sync_.brought;

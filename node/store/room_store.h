@@ -1,8 +1,9 @@
 // RoomStore: one shard's durable room data in an LMDB environment (DESIGN.md section 8).
 //
 // Each shard owns DATA_DIR/shard-N/ (data.mdb + lock.mdb) holding, per room it serves, the
-// genesis record, the key epochs, the update log in arrival order with an index by update
-// id, and the latest checkpoint (record + blob), plus small meta values (format version,
+// genesis record, the key epochs, the update log in arrival order (its index by update id
+// is kept in memory, rebuilt from the log at Open: format 2), and the latest checkpoint
+// (record + blob), plus small meta values (format version,
 // owning node id, the routing table). Writes are buffered in memory and made durable
 // together by Commit(), one write transaction and its fsyncs, which the shard calls once
 // per loop iteration; a relay may acknowledge an update only after the Commit() that
