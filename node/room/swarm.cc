@@ -61,6 +61,7 @@ Swarm::Swarm(std::unique_ptr<Room> room, std::vector<std::vector<uint8_t>> epoch
   RP_ASSERT(rng_ != nullptr);
   RP_ASSERT(config.peers_max > 0);
   acks_.reserve(kAcksQueuedMax);
+  peer_slots_.reserve(config.peers_max);  // never grows: at most peers_max entries
   // From the system, not rng_: the key never changes what happens, only who can predict
   // it, and a seeded simulation's draws stay as they were.
   wire::RandomBytes(std::span<uint8_t>(reject_key_, sizeof(reject_key_)));
@@ -76,10 +77,11 @@ Swarm::~Swarm() {
 
 // FindPeer: a linear scan; fine while peers_max stays near 64 (one cache line per peer).
 Swarm::Peer* Swarm::FindPeer(const base::Endpoint& addr) noexcept {
-  for (Peer& p : peers_) {
-    if (p.used && p.addr == addr) return &p;
-  }
-  return nullptr;
+  auto it = peer_slots_.find(addr);
+  if (it == peer_slots_.end()) return nullptr;
+  Peer& p = peers_[it->second];
+  RP_ASSERT(p.used && p.addr == addr);
+  return &p;
 }
 
 uint32_t Swarm::SlotOf(const Peer* p) const noexcept {
@@ -113,6 +115,7 @@ Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
     *p = Peer{};
     p->used = true;
     p->addr = addr;
+    peer_slots_.emplace(addr, SlotOf(p));
     const uint32_t factor = relay ? config_.relay_publish_factor : 1;
     p->publish = base::TokenBucket(config_.peer_publish_per_s * factor,
                                    config_.peer_publish_burst * factor, now_us);
@@ -134,6 +137,7 @@ void Swarm::DropPeer(Peer* p) noexcept {
   const base::Endpoint addr = p->addr;
   const uint32_t slot = SlotOf(p);
   p->used = false;
+  peer_slots_.erase(addr);
   --peers_used_;
   if (sync_.active && sync_.peer == slot) sync_.active = false;
   Emit(SwarmEvent::kPeerLeft, {}, addr);

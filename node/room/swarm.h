@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "base/endpoint.h"
 #include "base/rng.h"
@@ -561,6 +562,11 @@ class Swarm {
   std::vector<std::vector<uint8_t>> future_epochs_;  // held: kFutureEpochsMax
   std::vector<base::Endpoint> refused_;              // kRefusedPeersMax
   std::vector<Peer> peers_;  // fixed slots, sized at construction
+  // The used slots by address (FindPeer is O(1); issue 15). Reserved for peers_max.
+  struct EndpointHash {
+    size_t operator()(const base::Endpoint& e) const noexcept { return e.Hash(); }
+  };
+  absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> peer_slots_;
   size_t peers_used_ = 0;
   base::SeenSet seen_;
   base::SeenSet rejected_;
