@@ -128,15 +128,18 @@ class LocalNode {
     return n;
   }
   // Receive: one datagram at core `i` (copied into an aligned buffer, as a receive ring
-  // provides), then the mail it caused delivered and storage committed, as one loop
-  // iteration of the shards would.
+  // provides) as a receive batch of one (its room floods queued and sent at the batch's
+  // end, as NodeCore::ReceiveBatch does), then the mail it caused delivered and storage
+  // committed, as one loop iteration of the shards would.
   wire::Verdict Receive(size_t i, int64_t now_us, const base::Endpoint& from,
                         std::span<const uint8_t> bytes) {
     alignas(8) static uint8_t buf[2048];
     const size_t n = std::min(bytes.size(), sizeof(buf));
     std::memcpy(buf, bytes.data(), n);
+    cores_[i]->BeginRoomBatch();
     const wire::Verdict v = cores_[i]->Receive(now_us, from, std::span<const uint8_t>(buf, n),
                                                bytes.size() > wire::kDatagramBytesMax + 64);
+    cores_[i]->EndRoomBatch();
     Step(now_us, /*tick=*/false);
     return v;
   }

@@ -353,6 +353,11 @@ void WriteSeeds(const std::string& dir) {
     one(shard, 3, enc.RoomSync(buf, rt.room_id, 0x906, 64, {}, &other_cp),
         "room_sync_other_checkpoint");
     one(shard, 3, enc.RoomAck(buf, rt.room_id, head), "room_ack");
+    // Packed (issue 15): three records, one new and two the relay holds; three acks.
+    const room::Bytes packed[3] = {rt.fresh_update, rt.updates[25], rt.updates[1]};
+    one(shard, 3, enc.RoomPublishPacked(buf, rt.room_id, packed), "room_publish_packed");
+    const room::Hash256 acked[3] = {head, v.id, rt.long_id};
+    one(shard, 3, enc.RoomAckPacked(buf, rt.room_id, acked), "room_ack_packed");
     one(shard, 3, enc.RoomEpoch(buf, rt.room_id, rt.epoch0), "room_epoch");
     one(shard, 3, enc.RoomSlowDown(buf, rt.room_id, head, 0), "room_slow_down");
     one(shard, 3, enc.RoomLeave(buf, rt.room_id, member_id), "room_leave");
