@@ -402,6 +402,8 @@ double CheckpointLoadMs(const Prepared& p) {
 
 int kMembers = 8;  // --members
 bool g_spin = true;  // --no-spin
+double g_rate = 0;   // --rate: updates per second the publisher sends at most (0: as fast
+                     // as the window allows); a relay at moderate load commits differently
 constexpr size_t kWindow = 1024;
 constexpr int kRetryMs = 200;
 
@@ -460,7 +462,11 @@ void Fanout(int updates, FanoutFigures* out) {
   const auto t0 = Clock::now();
   while (acked < datagrams.size()) {
     const auto now = Clock::now();
-    while (next < datagrams.size() && next - oldest < kWindow) {
+    // Paced (--rate): no further than the rate allows since the start.
+    const size_t allowed =
+        g_rate > 0 ? static_cast<size_t>(g_rate * std::chrono::duration<double>(now - t0).count()) + 1
+                   : datagrams.size();
+    while (next < datagrams.size() && next - oldest < kWindow && next < allowed) {
       publisher.Send(datagrams[next].data(), datagrams[next].size());
       sent_at[next++] = now;
     }
@@ -570,8 +576,13 @@ int main(int argc, char** argv) {
       kMembers = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--updates") == 0 && i + 1 < argc) {
       updates = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--rate") == 0 && i + 1 < argc) {
+      g_rate = std::atof(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--updates N] [--members N] [--fanout-only] [--no-spin]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--updates N] [--members N] [--rate UPDATES_PER_S] [--fanout-only] "
+                   "[--no-spin]\n",
+                   argv[0]);
       return 2;
     }
   }
