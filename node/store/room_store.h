@@ -27,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -34,7 +35,6 @@
 #include "absl/strings/string_view.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/numeric/int128.h"
 #include "node/room/storage.h"
 #include "wire/crypto.h"
 
@@ -99,10 +99,13 @@ struct RoomStoreStats {
   uint64_t map_bytes = 0;
   uint64_t used_bytes = 0;  // pages in use times page size, at the last commit
   uint64_t seq_cache_stale = 0;  // a cached log end collided with a stored key (a bug)
+  uint64_t index_skipped = 0;    // damaged log entries left out of the id index at Open
 };
 
 class RoomStore final : public room::RoomStorage {
  public:
+  // An update id's first 16 bytes: the in-memory index's key.
+  using IdKey = std::pair<uint64_t, uint64_t>;
   // Open: opens (or creates) DATA_DIR/shard-N. A new environment is built in a temporary
   // directory and renamed into place, so a crash during creation never leaves a half-made
   // store that later reads as corrupt. Errors, each naming the path: corrupt environment
@@ -160,7 +163,9 @@ class RoomStore final : public room::RoomStorage {
   absl::Status PutMeta(absl::string_view name, Bytes value);
   // GetMeta: a committed value put with PutMeta, or nullopt.
   absl::StatusOr<std::optional<std::vector<uint8_t>>> GetMeta(absl::string_view name) const;
-  // HasUpdate: whether an update with this id is committed.
+  // HasUpdate: whether an update with this id is committed. By the id's first 16 bytes:
+  // another id sharing them (2^64 work to make) would read as present, and an Append of it
+  // would be skipped as a duplicate (only its maker's own update).
   absl::StatusOr<bool> HasUpdate(const Hash256& update_id) const;
   // Updates committed (the in-memory index's size).
   size_t updates_count() const noexcept { return ids_.size(); }
@@ -244,15 +249,15 @@ class RoomStore final : public room::RoomStorage {
   // Every stored update by its id's first 16 bytes (collisions need 2^64 work) -> its
   // log sequence number in its room (DESIGN.md 8). Changed while a batch is written, with
   // each change in id_undo_ until the commit's outcome is known.
-  absl::flat_hash_map<absl::uint128, uint64_t> ids_;
-  struct IdChange {
-    absl::uint128 key;
+  absl::flat_hash_map<IdKey, uint64_t> ids_;  // 24-byte slots
+  struct IdChange {  // an id the batch added or removed, at (room, seq)
+    IdKey key;
     uint64_t seq = 0;
     Hash256 room{};
     Hash256 id{};
-    bool added = false;  // else removed
   };
   std::vector<IdChange> id_undo_;
+  static constexpr size_t kIdUndoKeptMax = 4096;  // capacity kept between batches
   uint32_t format_version_ = kStoreFormatVersion;  // as found at Open
   std::vector<std::pair<Hash256, uint64_t>> seq_staged_;
   static constexpr size_t kSeqStagedMax = 64;
