@@ -305,10 +305,7 @@ uint64_t Swarm::RejectKey(Verdict v, const Hash256& update, Bytes record) const 
 
 // ---- packed floods (issue 15) ----
 
-FloodQueue::FloodQueue()
-    : bytes_(kBytes), scratch_(wire::kDatagramBytesMax) {
-  entries_.reserve(kEntriesMax);
-}
+FloodQueue::FloodQueue() = default;
 
 void FloodQueue::Close(base::Outbox& out) noexcept {
   Flush(out);
@@ -319,6 +316,13 @@ void FloodQueue::Add(Swarm* swarm, Bytes record, const base::Endpoint& except,
                      base::Outbox& out) noexcept {
   RP_ASSERT(swarm != nullptr);
   RP_ASSERT(!record.empty() && record.size() <= kPackedRecordBytesMax);
+  if (bytes_.empty()) {
+    // Once, at the first flood: a node that serves no room (most of a DHT simulation's
+    // thousands) never pays the ~80 KB.
+    bytes_.resize(kBytes);
+    scratch_.resize(wire::kDatagramBytesMax);
+    entries_.reserve(kEntriesMax);
+  }
   if (entries_.size() == kEntriesMax || used_ + record.size() > bytes_.size()) Flush(out);
   std::memcpy(bytes_.data() + used_, record.data(), record.size());
   entries_.push_back(Entry{swarm, static_cast<uint32_t>(used_),

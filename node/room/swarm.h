@@ -241,8 +241,8 @@ struct SwarmCounters {
 // Flush then sends, per swarm and peer, the records that peer did not send us, as few
 // RoomPublish datagrams as the packing budget allows. Peers that sent none of them get the
 // same datagrams: each is encoded once and copied into their send slots.
-// Fixed memory (kBytes of records, kEntriesMax entries), allocated at construction; a
-// full queue is flushed early. Shard-local; not thread-safe.
+// Fixed memory (kBytes of records, kEntriesMax entries), allocated at the first flood
+// (never again); a full queue is flushed early. Shard-local; not thread-safe.
 class FloodQueue {
  public:
   static constexpr size_t kBytes = 64 * 1024;

@@ -714,12 +714,21 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
   }
   rc = txn.Commit();
   const char* what = "cannot commit";
+  bool committed = false;
   if (rc == 0 && sync_ == StoreSync::kOneSync) {
+    committed = true;  // the meta page is written; only its sync is left
     rc = mdb_env_sync(env_, 1);
     what = "cannot sync";
   }
   *commit_rc = rc;
   if (rc == 0) return absl::OkStatus();
+  // After the transaction committed (kOneSync's own sync failed) nothing is transient: a
+  // retry would find the batch's updates stored, skip them, and ack them after a sync of
+  // pages the kernel may have dropped. The store stops, whatever the error or free space.
+  if (committed) {
+    return absl::InternalError(absl::StrCat("room storage ", path_,
+                                            ": the commit's sync failed: ", mdb_strerror(rc)));
+  }
   // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
   // gives; say so when the filesystem is indeed (nearly) full.
   if (rc == EIO && DiskNearlyFull(path_, arena_.size())) {

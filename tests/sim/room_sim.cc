@@ -431,7 +431,11 @@ void RoomSimulator::Deliver(uint32_t to, const base::Endpoint& from,
   if (!n.alive) return;
   {
     heap::Scope scope(static_cast<int>(to));
+    // A receive batch of one, as a shard's loop runs it (NodeCore::ReceiveBatch): the
+    // room floods go through the flood queue, packed at the batch's end.
+    n.core->BeginRoomBatch();
     n.core->Receive(now_, from, bytes);
+    n.core->EndRoomBatch();
     if (n.relay && n.core->StorageDue(now_)) n.core->Commit(now_);
   }
   AfterStep(to);
