@@ -815,6 +815,57 @@ TEST(RoomStore, LeftoverCreationDirectoryIsReplaced) {
 // Pruning (issue 16, item 4): the updates a checkpoint covers are deleted in the next
 // commit's one transaction, the rest keep their order, the store's pages are reused so a
 // long run of append-then-prune keeps the file flat, and the index stays consistent.
+// Format 2's in-memory index (issue 15): a delete names its room and removes nothing of
+// another's; a room forgotten and made again in one batch takes the same ids anew, once
+// each; and every answer survives a reopen, where the index is rebuilt from the log.
+TEST(RoomStore, IdIndexFollowsDeletesForgetsAndReopens) {
+  const std::string dir = TempDir();
+  const Hash256 a = Id(1, 1), b = Id(1, 2);
+  {
+    auto store = MustOpen(dir);
+    ASSERT_NE(store, nullptr);
+    RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+    RP_EXPECT_OK(store->PutGenesis(b, Record('g', 2)));
+    for (uint32_t i = 0; i < 10; ++i) {
+      RP_EXPECT_OK(store->Append(a, Id(2, 1, i), Record('u', i)));
+      RP_EXPECT_OK(store->Append(b, Id(2, 2, i), Record('v', i)));
+    }
+    ASSERT_TRUE(store->Commit().ok());
+    // Room b's id deleted "in room a": ignored, by the commit and by Load's staged view.
+    RP_EXPECT_OK(store->DeleteUpdate(a, Id(2, 2, 3)));
+    EXPECT_EQ(store->Load(b)->updates.size(), 10u);
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_TRUE(*store->HasUpdate(Id(2, 2, 3)));
+    EXPECT_EQ(store->Load(b)->updates.size(), 10u);
+    // An id never stored: ignored.
+    RP_EXPECT_OK(store->DeleteUpdate(a, Id(2, 9, 9)));
+    // Room a forgotten and made again, its first four updates appended again, one twice,
+    // in the same batch: stored once each, under the new room.
+    RP_EXPECT_OK(store->Forget(a));
+    RP_EXPECT_OK(store->PutGenesis(a, Record('g', 1)));
+    for (uint32_t i = 0; i < 4; ++i) RP_EXPECT_OK(store->Append(a, Id(2, 1, i), Record('w', i)));
+    RP_EXPECT_OK(store->Append(a, Id(2, 1, 2), Record('x', 2)));
+    ASSERT_TRUE(store->Commit().ok());
+    EXPECT_EQ(store->updates_count(), 14u);
+    EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 3)));
+    EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 4)));
+  }
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->updates_count(), 14u);
+  auto ra = store->Load(a);
+  ASSERT_TRUE(ra.ok());
+  ASSERT_EQ(ra->updates.size(), 4u);
+  for (uint32_t i = 0; i < 4; ++i) EXPECT_EQ(ra->updates[i], Record('w', i)) << i;
+  EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 4)));
+  // A duplicate of a stored update, after the reopen: skipped.
+  RP_EXPECT_OK(store->Append(b, Id(2, 2, 0), Record('y', 0)));
+  ASSERT_TRUE(store->Commit().ok());
+  EXPECT_EQ(store->stats().updates_duplicate, 1u);
+  EXPECT_EQ(store->Load(b)->updates.size(), 10u);
+  EXPECT_TRUE(store->Verify().ok());
+}
+
 TEST(RoomStore, PruneDeletesCoveredUpdatesInOneCommit) {
   const std::string dir = TempDir();
   const Hash256 room = Id(1, 1);
