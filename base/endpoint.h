@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -165,6 +166,11 @@ struct Endpoint {
     }
     return "(none)";
   }
+};
+
+// EndpointHash: Endpoint::Hash for hash tables keyed by peers' addresses.
+struct EndpointHash {
+  size_t operator()(const Endpoint& e) const noexcept { return e.Hash(); }
 };
 
 }  // namespace ringpeer::base

@@ -401,10 +401,6 @@ class Overlay {
     int64_t retry_us = kBootstrapRetryUs;
     wire::Hash256 challenge{};
   };
-  struct EndpointHash {
-    size_t operator()(const base::Endpoint& e) const noexcept { return e.Hash(); }
-  };
-
   // Slot: the table index for `addr`, creating a candidate if there is room. -1 if full.
   int FindOrAdd(const base::Endpoint& addr, int64_t now_us) noexcept;
   int Find(const base::Endpoint& addr) const noexcept;
@@ -630,7 +626,7 @@ class Overlay {
   int64_t next_wake_us_ = 0;
   std::vector<Peer> peers_;  // sized once: config_.peers_max
   std::vector<uint32_t> free_;
-  absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> by_addr_;
+  absl::flat_hash_map<base::Endpoint, uint32_t, base::EndpointHash> by_addr_;
   base::TokenBucket new_peer_challenges_;
   base::Endpoint observed_;
   wire::Encoder own_encoder_;  // its buffer is allocated at first use: none when shared

@@ -75,7 +75,7 @@ Swarm::~Swarm() {
 
 // ---- peers ----
 
-// FindPeer: a linear scan; fine while peers_max stays near 64 (one cache line per peer).
+// FindPeer: through peer_slots_ (kept by AdmitPeer and DropPeer).
 Swarm::Peer* Swarm::FindPeer(const base::Endpoint& addr) noexcept {
   auto it = peer_slots_.find(addr);
   if (it == peer_slots_.end()) return nullptr;
@@ -304,8 +304,6 @@ uint64_t Swarm::RejectKey(Verdict v, const Hash256& update, Bytes record) const 
 }
 
 // ---- packed floods (issue 15) ----
-
-FloodQueue::FloodQueue() = default;
 
 void FloodQueue::Close(base::Outbox& out) noexcept {
   Flush(out);
@@ -943,8 +941,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
     case wire::MessageType::kRoomPublish: return OnPublish(now_us, from, msg, out);
     case wire::MessageType::kRoomAck: {
       const wire::fb::RoomAck* m = msg.room_ack();
-      const bool known = OnAck(wire::FromWireId(*m->update()), m->refused(), from);
-      bool any = known;
+      bool any = OnAck(wire::FromWireId(*m->update()), m->refused(), from);
       if (const auto* more = m->more()) {
         for (const wire::fb::Id256* u : *more) any |= OnAck(wire::FromWireId(*u), false, from);
       }

@@ -253,7 +253,7 @@ class FloodQueue {
     uint32_t size = 0;
     base::Endpoint except;  // the peer it came from
   };
-  FloodQueue();
+  FloodQueue() = default;
   FloodQueue(const FloodQueue&) = delete;
   FloodQueue& operator=(const FloodQueue&) = delete;
 
@@ -563,10 +563,7 @@ class Swarm {
   std::vector<base::Endpoint> refused_;              // kRefusedPeersMax
   std::vector<Peer> peers_;  // fixed slots, sized at construction
   // The used slots by address (FindPeer is O(1); issue 15). Reserved for peers_max.
-  struct EndpointHash {
-    size_t operator()(const base::Endpoint& e) const noexcept { return e.Hash(); }
-  };
-  absl::flat_hash_map<base::Endpoint, uint32_t, EndpointHash> peer_slots_;
+  absl::flat_hash_map<base::Endpoint, uint32_t, base::EndpointHash> peer_slots_;
   size_t peers_used_ = 0;
   base::SeenSet seen_;
   base::SeenSet rejected_;

@@ -65,6 +65,26 @@ struct Swarmed {
   std::vector<Swarm*> swarms;
 };
 
+// RawRoom: a datagram with a valid header around a body built by hand (the encoder
+// asserts its bounds, so hostile values are made this way).
+size_t RawRoom(flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type, const Hash256& room,
+               uint8_t* out) {
+  if (fbb.GetSize() > wire::kDatagramBytesMax - wire::kHeaderBytes) {
+    ADD_FAILURE() << "test datagram too large: " << fbb.GetSize();
+    return 0;
+  }
+  const wire::Header h{wire::kMagic, wire::kVersion, static_cast<uint8_t>(type), wire::kFlagNone,
+                       wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
+  wire::StoreHeader(out, h);
+  std::memcpy(out + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+  return wire::kHeaderBytes + fbb.GetSize();
+}
+
+wire::Verdict DecodeOnly(const uint8_t* buf, size_t n) {
+  wire::Message m;
+  return wire::Decode(buf, n, &m);
+}
+
 TEST(RoomWire, RoomMessagesRoundTripAndFit) {
   wire::Encoder enc;
   alignas(8) uint8_t buf[wire::kDatagramBytesMax];
@@ -200,13 +220,7 @@ TEST(RoomWire, PublishPackingBudgetFits) {
     auto rec = fbb.CreateVector(first);
     wire::fb::Id256 r = wire::ToWireId(room);
     fbb.Finish(wire::fb::CreateRoomPublish(fbb, &r, rec, more));
-    const wire::Header h{wire::kMagic, wire::kVersion,
-                         static_cast<uint8_t>(wire::MessageType::kRoomPublish), wire::kFlagNone,
-                         wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
-    wire::StoreHeader(buf, h);
-    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
-    wire::Message m;
-    return wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m);
+    return DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomPublish, room, buf));
   };
   EXPECT_EQ(publish(wire::kRoomPublishRecordsMax, SIZE_MAX), wire::Verdict::kOk);
   EXPECT_EQ(publish(wire::kRoomPublishRecordsMax + 1, SIZE_MAX), wire::Verdict::kBadField);
@@ -228,12 +242,8 @@ TEST(RoomWire, PublishPackingBudgetFits) {
     wire::fb::Id256 r = wire::ToWireId(room);
     wire::fb::Id256 u{};
     fbb.Finish(wire::fb::CreateRoomAck(fbb, &r, &u, false, mv));
-    const wire::Header h{wire::kMagic, wire::kVersion,
-                         static_cast<uint8_t>(wire::MessageType::kRoomAck), wire::kFlagNone,
-                         wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
-    wire::StoreHeader(buf, h);
-    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
-    EXPECT_EQ(wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m), wire::Verdict::kBadField);
+    EXPECT_EQ(DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomAck, room, buf)),
+              wire::Verdict::kBadField);
   }
 }
 
@@ -265,13 +275,9 @@ TEST(Swarm, ABatchsFloodsLeavePackedAndEveryMemberTakesThem) {
     wire::fb::Id256 who{};
     fbb.Finish(wire::fb::CreateRoomJoin(fbb, &r, &who, false, 0, false, /*packs=*/false));
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
-    const wire::Header h{wire::kMagic, wire::kVersion,
-                         static_cast<uint8_t>(wire::MessageType::kRoomJoin), wire::kFlagNone,
-                         wire::RoomShardHint(s.f.room_id.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
-    wire::StoreHeader(buf, h);
-    std::memcpy(buf + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
+    const size_t n = RawRoom(fbb, wire::MessageType::kRoomJoin, s.f.room_id, buf);
     wire::Message m;
-    ASSERT_EQ(wire::Decode(buf, wire::kHeaderBytes + fbb.GetSize(), &m), wire::Verdict::kOk);
+    ASSERT_EQ(wire::Decode(buf, n, &m), wire::Verdict::kOk);
     ASSERT_EQ(s.relay->host->OnMessage(s.net.now_us, old_node->addr, m, s.relay->out),
               wire::Verdict::kOk);
   }
@@ -313,13 +319,10 @@ TEST(Swarm, APackedPublishTakesItsGoodRecordsAndRefusesTheForgedOne) {
   // Two updates written by member 0 and never sent, and between them one signed by a key
   // the room never granted (with the first as its parent): one packed datagram.
   RoomFixture& f = s.f;
-  auto writer = Room::Open(f.genesis, &f.members[0]);
-  ASSERT_TRUE(writer.ok());
-  ASSERT_EQ((*writer)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
-  auto rnd = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
+  auto writer = f.Open(&f.members[0]);
   std::vector<std::vector<uint8_t>> records;
   for (int i = 0; i < 2; ++i) {
-    auto r = (*writer)->Write(Chat(f.members[0], "p" + std::to_string(i)), rnd);
+    auto r = writer->Write(Chat(f.members[0], "p" + std::to_string(i)), f.random);
     ASSERT_TRUE(r.ok());
     records.push_back(*r);
   }
@@ -360,11 +363,8 @@ TEST(Swarm, ASpoiledSignatureCopyDoesNotGetTheGenuineUpdateRefused) {
   Swarmed s(213, 0.0);
   s.net.Run(500'000);
   RoomFixture& f = s.f;
-  auto writer = Room::Open(f.genesis, &f.members[0]);
-  ASSERT_TRUE(writer.ok());
-  ASSERT_EQ((*writer)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
-  auto rnd = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
-  auto genuine = (*writer)->Write(Chat(f.members[0], "genuine"), rnd);
+  auto writer = f.Open(&f.members[0]);
+  auto genuine = writer->Write(Chat(f.members[0], "genuine"), f.random);
   ASSERT_TRUE(genuine.ok());
   UpdateView v;
   ASSERT_EQ(DecodeUpdate(*genuine, f.room_id, &v), Verdict::kOk);
@@ -871,26 +871,6 @@ TEST(Swarm, LongUpdatesArriveWholeUnderLoss) {
 // Issue 10: every count, length and index of a room message at 0, 1, its maximum and past
 // it, first at Decode (what no handler ever sees), then in the handlers that index with
 // them: checkpoint pieces (served and fetched) and sync windows.
-
-// RawRoom: a datagram with a valid header around a body built by hand (the encoder
-// asserts its bounds, so hostile values are made this way).
-size_t RawRoom(flatbuffers::FlatBufferBuilder& fbb, wire::MessageType type, const Hash256& room,
-               uint8_t* out) {
-  if (fbb.GetSize() > wire::kDatagramBytesMax - wire::kHeaderBytes) {
-    ADD_FAILURE() << "test datagram too large: " << fbb.GetSize();
-    return 0;
-  }
-  const wire::Header h{wire::kMagic, wire::kVersion, static_cast<uint8_t>(type), wire::kFlagNone,
-                       wire::RoomShardHint(room.data()), static_cast<uint16_t>(fbb.GetSize()), 0};
-  wire::StoreHeader(out, h);
-  std::memcpy(out + wire::kHeaderBytes, fbb.GetBufferPointer(), fbb.GetSize());
-  return wire::kHeaderBytes + fbb.GetSize();
-}
-
-wire::Verdict DecodeOnly(const uint8_t* buf, size_t n) {
-  wire::Message m;
-  return wire::Decode(buf, n, &m);
-}
 
 TEST(RoomWire, CountsLengthsAndIndicesAtTheirBoundaries) {
   alignas(8) uint8_t buf[wire::kDatagramBytesMax];

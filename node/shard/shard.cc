@@ -104,7 +104,7 @@ void Shard::Run() noexcept {
   while (!stop_->load(std::memory_order_relaxed)) {
     int64_t timeout = std::max<int64_t>(0, next_tick - now);
     // A deferred group commit is due within kGroupCommitUs, even if the burst has ended.
-    if (commit_deferred_) {
+    if (received_since_commit_ > 0) {
       timeout = std::min(timeout, std::max<int64_t>(0, last_commit_us_ + kGroupCommitUs - now));
     }
     bool woken = false;
@@ -122,9 +122,6 @@ void Shard::Run() noexcept {
       if (core_->StorageDue(now)) core_->Commit(now);
       if (received_since_commit_ > 0) last_commit_us_ = now;
       received_since_commit_ = 0;
-      commit_deferred_ = false;
-    } else {
-      commit_deferred_ = true;
     }
     PollCommand(now);
     if (now >= next_tick) {
