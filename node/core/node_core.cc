@@ -571,9 +571,28 @@ void NodeCore::Tick(int64_t now_us) noexcept {
   DeliverRoomPeers(now_us);
 }
 
+void NodeCore::CommitStart(int64_t now_us) noexcept {
+  now_us_ = now_us;
+  rooms_->CommitStart(*outbox_);
+}
+
+bool NodeCore::CommitInFlight() const noexcept { return rooms_->CommitInFlight(); }
+
 void NodeCore::Commit(int64_t now_us) noexcept {
   now_us_ = now_us;
   const absl::Status s = rooms_->CommitAndRelease(*outbox_);
+  OnCommitResult(now_us, s);
+}
+
+bool NodeCore::CommitPoll(int64_t now_us) noexcept {
+  const std::optional<absl::Status> s = rooms_->CommitPoll(*outbox_);
+  if (!s.has_value()) return false;
+  now_us_ = now_us;
+  OnCommitResult(now_us, *s);
+  return true;
+}
+
+void NodeCore::OnCommitResult(int64_t now_us, const absl::Status& s) noexcept {
   if (s.ok()) {
     if (storage_backoff_us_ != 0) {
       storage_backoff_us_ = 0;

@@ -322,8 +322,15 @@ class NodeCore {
   void OnMail(int64_t now_us, const MailItem& item) noexcept;
   // Tick: the periodic work (timeouts, pings, lookups, room timers, counters).
   void Tick(int64_t now_us) noexcept;
-  // Commit: one storage transaction, then the acks it made true. A failure is counted,
-  // published (StorageError) and backed off: StorageDue says when to try again.
+  // Durability in two halves (RoomHost::CommitStart/CommitPoll): CommitStart hands what
+  // the rooms staged to the storage as one batch (REQUIRES: !CommitInFlight()); CommitPoll,
+  // called every loop iteration, takes a finished batch's result: OK sends the acks it made
+  // true, a failure is counted, published (StorageError) and backed off (StorageDue says
+  // when to try again). True when a result was taken. Commit does both and waits, also for
+  // a batch already in flight (tests, the simulator, a shard's exit).
+  void CommitStart(int64_t now_us) noexcept;
+  bool CommitPoll(int64_t now_us) noexcept;
+  bool CommitInFlight() const noexcept;
   void Commit(int64_t now_us) noexcept;
   bool StorageDue(int64_t now_us) const noexcept {
     return storage_backoff_us_ == 0 || now_us >= storage_retry_at_us_;
@@ -375,6 +382,8 @@ class NodeCore {
   wire::Verdict Forward(uint32_t to, MailItem::Kind kind, const base::Endpoint& from,
                         std::span<const uint8_t> bytes) noexcept;
   void RoomDiscoveryTick(int64_t now_us) noexcept;
+  // OnCommitResult: counters, the published error and the backoff for one batch's result.
+  void OnCommitResult(int64_t now_us, const absl::Status& s) noexcept;
   bool ProvideRoom(const wire::Hash256& room, bool announce, int64_t now_us) noexcept;
   void DeliverRoomPeers(int64_t now_us) noexcept;
   void ConnectRoomPeer(const wire::Hash256& room, const base::Endpoint& peer,

@@ -414,16 +414,34 @@ void RoomHost::Tick(int64_t now_us, base::Outbox& out) noexcept {
   for (Swarm* swarm : ordered_) swarm->Tick(now_us, out);
 }
 
-absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
-  if (storage_ == nullptr) return absl::OkStatus();
+void RoomHost::CommitStart(base::Outbox& out) {
+  if (storage_ == nullptr) return;
+  for (Swarm* swarm : ordered_) swarm->MarkAcks();
   if (RP_PLANTED(kAckEarly)) ReleaseAcks(out);
-  absl::Status s = storage_->Commit();
-  if (s.ok()) {
+  storage_->CommitStart();
+}
+
+std::optional<absl::Status> RoomHost::CommitPoll(base::Outbox& out) {
+  if (storage_ == nullptr) return std::nullopt;
+  std::optional<absl::Status> r = storage_->CommitPoll();
+  if (!r.has_value()) return r;
+  if (r->ok()) {
     ReleaseAcks(out);
   } else {
     DropAcks();
   }
-  return s;
+  return r;
+}
+
+absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
+  if (storage_ == nullptr) return absl::OkStatus();
+  storage_->CommitWait();
+  const std::optional<absl::Status> earlier = CommitPoll(out);
+  CommitStart(out);
+  storage_->CommitWait();
+  const std::optional<absl::Status> now = CommitPoll(out);
+  if (earlier.has_value() && !earlier->ok()) return *earlier;
+  return now.value_or(absl::OkStatus());
 }
 
 void RoomHost::ReleaseAcks(base::Outbox& out) noexcept {

@@ -4,7 +4,11 @@
 // The shard owns one RoomHost and one RoomStorage. Per loop iteration it calls:
 //   host.OnMessage(now, from, msg, out)   for every verified message with msg.is_room()
 //   host.Tick(now, out)                   every ~10-50 ms
-//   host.CommitAndRelease(out)            once, after the messages: storage Commit, then acks
+//   host.CommitPoll(out)                  a finished storage batch: its acks go out (or
+//                                         are dropped when it failed)
+//   host.CommitStart(out)                 when no batch is in flight: the staged writes
+//                                         become one (a writer thread may run it)
+// (CommitAndRelease does both and waits: tests, the simulator, a shard's exit).
 // and, around a batch of messages, BeginBatch() / EndBatch(out): the batch's floods leave
 // packed at its end.
 // Rooms hash to shards by the header's shard hint (the room id's first 4 bytes), so a room
@@ -132,8 +136,17 @@ class RoomHost {
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                           base::Outbox& out) noexcept;
   void Tick(int64_t now_us, base::Outbox& out) noexcept;
-  // CommitAndRelease: storage Commit, then every swarm's acks (or, if the commit failed,
-  // drops them: publishers retransmit). Without a storage it does nothing.
+  // CommitStart: every swarm marks the acks queued so far as the new batch's, and the
+  // storage starts it (storage.h). REQUIRES: !CommitInFlight(). CommitPoll: when a batch
+  // finished, its result: OK releases the acks it made true, an error drops every queued
+  // ack (publishers retransmit); nullopt while in flight or when nothing finished.
+  // CommitAndRelease: waits for a batch in flight, then starts one and waits for it, and
+  // returns the first error of the two (or OK). Without a storage all do nothing.
+  void CommitStart(base::Outbox& out);
+  bool CommitInFlight() const noexcept {
+    return storage_ != nullptr && storage_->CommitInFlight();
+  }
+  std::optional<absl::Status> CommitPoll(base::Outbox& out);
   absl::Status CommitAndRelease(base::Outbox& out);
   void ReleaseAcks(base::Outbox& out) noexcept;
   void DropAcks() noexcept;

@@ -2,12 +2,14 @@
 // and acknowledges an update only once it is durable (issue 5, item 6).
 //
 // The swarm (node/room/swarm.h) is sans-I/O: it stages writes here and never waits. The
-// shard drives durability once per loop iteration:
+// shard drives durability each loop iteration (RoomHost::CommitPoll/CommitStart):
 //
 //     ... messages handled: swarms call PutGenesis/PutKeyEpoch/Append/PutCheckpoint ...
-//     absl::Status s = storage.Commit();          // one transaction, one fsync
-//     if (s.ok()) host.ReleaseAcks(now, outbox);  // acks for what that commit made durable
-//     else        host.DropAcks();                // publishers retransmit; nothing is lost
+//     if (auto r = storage.CommitPoll()) {     // a batch finished (on the writer thread)
+//       if (r->ok()) host.ReleaseAcks(outbox); // acks for what that batch made durable
+//       else         host.DropAcks();          // publishers retransmit; nothing is lost
+//     }
+//     if (!storage.CommitInFlight()) { mark the queued acks; storage.CommitStart(); }
 //
 // Contract for implementations (the LMDB one in node/store, the in-memory one below):
 //
@@ -36,8 +38,9 @@
 //   if r.checkpoint_record is set and it was not loaded above:
 //       room.AddCheckpoint(r.checkpoint_record, r.checkpoint_blob)
 //
-// Thread-safety: one storage object per shard, used only by that shard's thread (the LMDB
-// implementation may share one environment between shards, each with its own write txn).
+// Thread-safety: one storage object per shard, called only by that shard's thread. The
+// LMDB implementation may run each batch on a writer thread of its own (UseWriterThread);
+// that is inside it, and the calls above stay the shard's.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +49,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -84,6 +88,20 @@ class RoomStorage {
   // the writes stay staged.
   virtual absl::Status Commit() = 0;
 
+  // Commit in two halves, so that a shard need not wait for the disk (issue 15, item 2):
+  // CommitStart hands the staged writes over as one batch; CommitPoll gives its result
+  // once, when it is done (nullopt before, and after it was given); the acks queued before
+  // CommitStart may go out only when that result is OK. CommitWait blocks until no batch is
+  // in flight. REQUIRES: CommitStart only while !CommitInFlight(). This default commits
+  // at once (MemoryRoomStorage, the simulator): CommitStart then CommitPoll is Commit.
+  // RoomStore can run the batch on a writer thread of its own (UseWriterThread, given the
+  // eventfd that wakes the shard when a batch is done); the default ignores it.
+  virtual void UseWriterThread(int wake_fd) { (void)wake_fd; }
+  virtual void CommitStart() { commit_result_ = Commit(); }
+  virtual bool CommitInFlight() const noexcept { return false; }
+  virtual std::optional<absl::Status> CommitPoll() { return std::exchange(commit_result_, {}); }
+  virtual void CommitWait() {}
+
   // Rooms: the ids of every room stored (for a restart: Load each one).
   virtual std::vector<Hash256> Rooms() = 0;
   // Contains: whether `room_id` is stored (or staged). The default scans Rooms().
@@ -107,6 +125,9 @@ class RoomStorage {
     (void)update_ids;
     return absl::OkStatus();
   }
+
+ private:
+  std::optional<absl::Status> commit_result_;  // the default CommitStart's
 };
 
 // MemoryRoomStorage: the in-memory RoomStorage for tests, benchmarks and the simulator.
@@ -159,13 +180,22 @@ class MemoryRoomStorage final : public RoomStorage {
                           s->room.checkpoint_blob});
     return absl::OkStatus();
   }
-  absl::Status Commit() override {
-    if (fail_ || fail_commits_) return absl::UnavailableError("injected failure");
-    for (Op& op : journal_) Replay(op);
-    journal_.clear();
-    durable_bytes_ = staged_bytes_;
-    ++commits_;
-    return absl::OkStatus();
+  absl::Status Commit() override { return CommitFirst(journal_.size()); }
+  // With SetDeferCommits (tests: a writer thread whose disk is slow), CommitStart takes
+  // the writes staged so far as a batch that stays in flight until FinishCommit; writes
+  // staged meanwhile belong to the next batch.
+  void CommitStart() override {
+    if (!defer_commits_) {
+      result_ = Commit();
+      return;
+    }
+    in_flight_ = true;
+    batch_ops_ = journal_.size();
+  }
+  bool CommitInFlight() const noexcept override { return in_flight_; }
+  std::optional<absl::Status> CommitPoll() override { return std::exchange(result_, {}); }
+  void CommitWait() override {
+    if (in_flight_) FinishCommit();
   }
   std::vector<Hash256> Rooms() override {
     std::vector<Hash256> out;
@@ -209,12 +239,21 @@ class MemoryRoomStorage final : public RoomStorage {
     staged_ = durable_;
     staged_bytes_ = durable_bytes_;
     journal_.clear();
+    in_flight_ = false;  // a batch in flight is lost with the rest, and never reported
+    batch_ops_ = 0;
+    result_.reset();
   }
   void Crash() { DropStaged(); }
   void SetFail(bool fail) { fail_ = fail; }
   void SetFailWrites(bool fail) { fail_writes_ = fail; }
   void SetFailCommits(bool fail) { fail_commits_ = fail; }
   void SetCapacity(uint64_t bytes) { capacity_bytes_ = bytes; }
+  void SetDeferCommits(bool defer) { defer_commits_ = defer; }
+  void FinishCommit() {
+    if (!in_flight_) return;
+    in_flight_ = false;
+    result_ = CommitFirst(batch_ops_);
+  }
   size_t DurableUpdates(const Hash256& room_id) const {
     auto it = durable_.find(room_id);
     return it == durable_.end() ? 0 : it->second.room.updates.size();
@@ -249,6 +288,22 @@ class MemoryRoomStorage final : public RoomStorage {
     std::vector<uint8_t> bytes;
     std::vector<uint8_t> blob;  // kCheckpoint; kPrune: the pruned ids, 32 bytes each
   };
+  // CommitFirst: makes the first `n` staged writes durable (all of them: Commit).
+  absl::Status CommitFirst(size_t n) {
+    if (fail_ || fail_commits_) return absl::UnavailableError("injected failure");
+    for (size_t i = 0; i < n; ++i) Replay(journal_[i]);
+    journal_.erase(journal_.begin(), journal_.begin() + static_cast<std::ptrdiff_t>(n));
+    if (journal_.empty()) {
+      durable_bytes_ = staged_bytes_;
+    } else {
+      durable_bytes_ = 0;
+      for (const auto& [id, st] : durable_) {
+        for (const auto& u : st.room.updates) durable_bytes_ += u.size();
+      }
+    }
+    ++commits_;
+    return absl::OkStatus();
+  }
   // Drop: removes the updates in `gone` from a stored room; returns their bytes.
   static uint64_t Drop(Stored* s, const absl::flat_hash_set<Hash256>& gone) {
     uint64_t bytes = 0;
@@ -322,6 +377,10 @@ class MemoryRoomStorage final : public RoomStorage {
   uint64_t staged_bytes_ = 0;   // update bytes staged (and durable: durable_bytes_)
   uint64_t durable_bytes_ = 0;
   uint64_t commits_ = 0;
+  bool defer_commits_ = false;
+  bool in_flight_ = false;
+  size_t batch_ops_ = 0;  // the batch in flight: journal_[0, batch_ops_)
+  std::optional<absl::Status> result_;
 };
 
 }  // namespace ringpeer::room

@@ -426,7 +426,8 @@ void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
   // ack not found goes in a later datagram). A refused ack goes alone (its flag is per ack).
   constexpr size_t kAckPackScan = 128;
   Hash256 ids[wire::kRoomAckIdsMax];
-  for (size_t i = 0; i < acks_.size(); ++i) {
+  const size_t durable = acks_marked_;  // only these: the rest wait for the next batch
+  for (size_t i = 0; i < durable; ++i) {
     PendingAck& a = acks_[i];
     if (a.sent) continue;
     std::span<uint8_t> buf = Buffer(out);
@@ -438,7 +439,7 @@ void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
     if (to == nullptr || !to->packs) {
       Send(a.to, encoder_->RoomAck(buf, id(), a.id, a.refused), out);
     } else {
-      const size_t end = std::min(acks_.size(), i + 1 + kAckPackScan);
+      const size_t end = std::min(durable, i + 1 + kAckPackScan);
       for (size_t j = i + 1; j < end && k < wire::kRoomAckIdsMax; ++j) {
         PendingAck& b = acks_[j];
         if (b.sent || b.refused || !(b.to == a.to)) continue;
@@ -453,7 +454,8 @@ void Swarm::ReleaseAcks(base::Outbox& out) noexcept {
   // A full send queue keeps the rest for the next release: they are durable already, and
   // dropping them would make their publishers retransmit (the loopback benchmark lost 256
   // acks at a time that way: one full queue, one whole batch).
-  std::erase_if(acks_, [](const PendingAck& a) { return a.sent; });
+  // Every sent ack lies below acks_marked_, so it moves down by as many.
+  acks_marked_ -= std::erase_if(acks_, [](const PendingAck& a) { return a.sent; });
 }
 
 // AdmitRate: per-peer then per-room limits for a fresh update. Over the room's soft limit

@@ -336,10 +336,17 @@ class Swarm {
   // packed per peer; marks them sent.
   void SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noexcept;
 
-  // ReleaseAcks: sends the acks queued before the storage's last successful Commit.
-  // DropAcks: forgets them (the commit failed; publishers will retransmit).
+  // Acks wait for durability (storage.h's CommitStart/CommitPoll). MarkAcks: the storage
+  // starts a batch; the acks queued so far are the ones it makes true. ReleaseAcks: that
+  // batch is durable: sends the marked acks (those a full send queue holds back go at the
+  // next release). DropAcks: a batch failed: forgets every queued ack (publishers
+  // retransmit).
+  void MarkAcks() noexcept { acks_marked_ = acks_.size(); }
   void ReleaseAcks(base::Outbox& out) noexcept;
-  void DropAcks() noexcept { acks_.clear(); }
+  void DropAcks() noexcept {
+    acks_.clear();
+    acks_marked_ = 0;
+  }
 
   const Room& room() const noexcept { return *room_; }
   // set_genesis_record: the room's signed genesis, carried in our RoomJoins so that a
@@ -571,6 +578,7 @@ class Swarm {
   base::TokenBucket room_bucket_;
   base::TokenBucket room_hard_bucket_;  // 2x: past it even the slower senders are dropped
   std::vector<PendingAck> acks_;
+  size_t acks_marked_ = 0;  // acks_[0, acks_marked_) were queued before the batch in flight
   std::vector<Unacked> unacked_;
   std::vector<base::Endpoint> joining_;  // Connect()ed, not yet heard from
   int64_t next_join_us_ = 0;

@@ -655,6 +655,54 @@ TEST(Swarm, RelayAcksOnlyWhatItStored) {
   EXPECT_GE(s.swarms[0]->counters().acks_received, 1u);
 }
 
+// Durability off the shard thread (issue 15, item 2): the relay's storage commits one
+// batch at a time, each durable 7 ms after it started, while updates keep arriving. Every
+// ack the relay sends names only updates already durable there: those staged while a batch
+// was in flight wait for the next one. Every update is acked in the end.
+TEST(Swarm, AcksWaitForTheirOwnBatchWhileAnotherIsInFlight) {
+  Swarmed s(207, 0.0);
+  s.relay->commit_latency_us = 7000;
+  uint64_t acked = 0, early = 0, staged_behind = 0;
+  s.relay->out.watch = [&](const base::Endpoint&, std::span<const uint8_t> bytes) {
+    wire::Message m;
+    if (wire::Decode(bytes.data(), bytes.size(), &m) != wire::Verdict::kOk ||
+        m.type() != wire::MessageType::kRoomAck) {
+      return;
+    }
+    auto check = [&](const Hash256& id) {
+      ++acked;
+      if (!s.relay->storage.DurableHas(s.f.room_id, id)) ++early;
+    };
+    check(wire::FromWireId(*m.room_ack()->update()));
+    if (const auto* more = m.room_ack()->more()) {
+      for (const wire::fb::Id256* u : *more) check(wire::FromWireId(*u));
+    }
+  };
+  s.net.Run(500'000);
+  constexpr int kPosts = 60;
+  for (int i = 0; i < kPosts; ++i) {
+    Node* n = s.members[i % 2];
+    ASSERT_TRUE(s.swarms[i % 2]->Publish(s.net.now_us, Chat(s.f.members[i % 2],
+                                                           absl::StrCat("post ", i)),
+                                         n->out).ok());
+    s.net.Run(s.net.now_us + 1000 + 1000 * (i % 3));
+    // Staged at the relay but not yet in a durable batch while one is in flight: the case
+    // the marks are for.
+    if (s.relay->storage.CommitInFlight() &&
+        s.relay_swarm->room().log_size() > s.relay->storage.DurableUpdates(s.f.room_id) &&
+        s.relay_swarm->acks_queued() > 0) {
+      ++staged_behind;
+    }
+  }
+  s.net.Run(s.net.now_us + 3'000'000);
+  EXPECT_GT(staged_behind, 0u);
+  EXPECT_EQ(early, 0u) << "acks sent before their update was durable";
+  EXPECT_GE(acked, uint64_t{kPosts});
+  EXPECT_EQ(s.relay->storage.DurableUpdates(s.f.room_id), size_t{kPosts});
+  EXPECT_EQ(s.swarms[0]->unacked_count(), 0u);
+  EXPECT_EQ(s.swarms[1]->unacked_count(), 0u);
+}
+
 // A member's cache survives a join that is refused for reasons of its own (a full table).
 TEST(Swarm, RefusedRejoinKeepsTheCache) {
   RoomFixture f(901, ReducerKind::kChat, kStateBytesMaxDefault, 1);

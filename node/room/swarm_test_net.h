@@ -55,6 +55,12 @@ struct Node {
   TapOutbox out;
   std::unique_ptr<RoomHost> host;
   bool down = false;
+  // commit_latency_us > 0: storage commits as a writer thread would, one batch in flight
+  // at a time, each durable this long after it started (MemoryRoomStorage's deferred
+  // commits); the acks wait for their own batch.
+  int64_t commit_latency_us = 0;
+  int64_t commit_done_us = 0;
+  uint64_t commit_failures = 0;
 };
 
 class Net {
@@ -98,6 +104,19 @@ class Net {
       for (auto& n : nodes_) {
         if (n->down) continue;
         n->host->Tick(now_us, n->out);
+        if (n->commit_latency_us > 0) {
+          n->storage.SetDeferCommits(true);
+          if (n->storage.CommitInFlight() && now_us >= n->commit_done_us) {
+            n->storage.FinishCommit();
+          }
+          const std::optional<absl::Status> done = n->host->CommitPoll(n->out);
+          if (done.has_value() && !done->ok()) ++n->commit_failures;  // its acks were dropped
+          if (!n->host->CommitInFlight()) {
+            n->host->CommitStart(n->out);
+            n->commit_done_us = now_us + n->commit_latency_us;
+          }
+          continue;
+        }
         n->host->CommitAndRelease(n->out).IgnoreError();  // a failing commit drops acks
       }
       now_us += 1000;

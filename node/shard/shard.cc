@@ -81,6 +81,11 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   RP_ASSERT(mailboxes_->shards() == config.shards);
   core_ = std::make_unique<core::NodeCore>(WithClockAndSeed(config), identity, sink_.get(),
                                           mail_.get());
+  // Durability off the shard thread (issue 15, item 2) when the writer can ring us.
+  const int wake_fd = transport_->wake_handle().event_fd;
+  if (config.room_storage != nullptr && wake_fd >= 0) {
+    config.room_storage->UseWriterThread(wake_fd);
+  }
 }
 
 Shard::~Shard() = default;
@@ -104,7 +109,8 @@ void Shard::Run() noexcept {
   while (!stop_->load(std::memory_order_relaxed)) {
     int64_t timeout = std::max<int64_t>(0, next_tick - now);
     // A deferred group commit is due within kGroupCommitUs, even if the burst has ended.
-    if (received_since_commit_ > 0) {
+    // While a batch is in flight the writer's doorbell wakes us instead.
+    if (received_since_commit_ > 0 && !core_->CommitInFlight()) {
       timeout = std::min(timeout, std::max<int64_t>(0, last_commit_us_ + kGroupCommitUs - now));
     }
     bool woken = false;
@@ -113,13 +119,19 @@ void Shard::Run() noexcept {
     core_->ReceiveBatch(now, std::span<const ring::RecvDatagram>(batch, n));
     transport_->ReleaseReceived();
     DrainMailboxes(now);
-    // One storage transaction, then the acks it made true (DESIGN.md 8): at once while no
-    // datagram waits for one (ticks, commands, mail: as before), and for datagrams at most
-    // every kGroupCommitUs (the first after a quiet spell at once). While commits fail,
-    // the next try waits for its backoff (the acks stay queued meanwhile).
+    // Durability (DESIGN.md 8): a batch the store's writer thread finished sends the acks
+    // it made true. A new batch starts when none is in flight: at once while no datagram
+    // waits for one (ticks, commands, mail), and for datagrams at most every
+    // kGroupCommitUs (the first after a quiet spell at once). While commits fail, the next
+    // try waits for its backoff (the acks stay queued meanwhile).
+    core_->CommitPoll(now);
     received_since_commit_ += n;
-    if (received_since_commit_ == 0 || now - last_commit_us_ >= kGroupCommitUs) {
-      if (core_->StorageDue(now)) core_->Commit(now);
+    if ((received_since_commit_ == 0 || now - last_commit_us_ >= kGroupCommitUs) &&
+        !core_->CommitInFlight()) {
+      if (core_->StorageDue(now)) {
+        core_->CommitStart(now);
+        core_->CommitPoll(now);  // a store without a writer thread has finished already
+      }
       if (received_since_commit_ > 0) last_commit_us_ = now;
       received_since_commit_ = 0;
     }

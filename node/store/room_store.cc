@@ -270,10 +270,18 @@ RoomStore::RoomStore(std::string path, MDB_env* env, StoreSync sync)
   // Sized for a busy loop iteration so that steady-state batches do not allocate.
   ops_.reserve(1024);
   arena_.reserve(512 * 1024);
+  batch_ops_.reserve(1024);
+  batch_arena_.reserve(512 * 1024);
   seq_staged_.reserve(kSeqStagedMax);
 }
 
 RoomStore::~RoomStore() {
+  if (writer_.joinable()) {
+    CommitWait();  // a batch in flight completes (durable, but nobody is left to ack it)
+    state_.store(kStop, std::memory_order_release);
+    state_.notify_all();
+    writer_.join();
+  }
   if (env_ != nullptr) mdb_env_close(env_);
 }
 
@@ -312,6 +320,7 @@ absl::StatusOr<std::unique_ptr<RoomStore>> RoomStore::Open(const std::string& da
   // still open a format-1 store that this one refused).
   RP_RETURN_IF_ERROR(store->BuildIndex());
   RP_RETURN_IF_ERROR(store->Upgrade());
+  store->stats_ = store->wstats_;
   return store;
 }
 
@@ -349,7 +358,7 @@ absl::Status RoomStore::BuildIndex() {
       // Reached only with verify_on_open off (the forked walk refuses such a store): the
       // entry stays out of the index, and loading its room reports it (DataLoss), so the
       // other rooms can still be served and copied out.
-      ++stats_.index_skipped;
+      ++wstats_.index_skipped;
       continue;
     }
     const uint64_t seq = GetBe(static_cast<const uint8_t*>(k.mv_data) + 32, 8);
@@ -627,10 +636,12 @@ absl::Status RoomStore::CheckRoom(const Hash256& room_id) const {
 }
 
 absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second) {
-  if (arena_.size() + first.size() + second.size() > kStagedBytesMax) {
+  // batch_arena_ is only read here (its size) while the writer reads it too.
+  const size_t staged = arena_.size() + batch_arena_.size();
+  if (staged + first.size() + second.size() > kStagedBytesMax) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "room storage %s: %d bytes staged and not committed; refusing more", path_,
-        arena_.size()));
+        staged));
   }
   // The arena and op vector keep their capacity across commits, so once they have grown
   // to a busy loop iteration's batch, staging does not allocate.
@@ -692,6 +703,8 @@ absl::Status RoomStore::PutMeta(absl::string_view name, Bytes value) {
 void RoomStore::DropStaged() {
   ops_.clear();
   arena_.clear();
+  batch_ops_.clear();
+  batch_arena_.clear();
   // Staged genesis and forget records changed rooms_; the committed list is the truth.
   if (!ReadRooms().ok()) {
     // Keep the staged view: reads will report the underlying error themselves.
@@ -708,7 +721,7 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
     return Error(rc, "cannot begin a write transaction");
   }
   batch->txn = txn.get();
-  for (const Op& op : ops_) {
+  for (const Op& op : batch_ops_) {
     // On error the guard aborts the transaction: nothing of the batch remains.
     RP_RETURN_IF_ERROR(ApplyOp(batch, op));
   }
@@ -731,7 +744,7 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
   }
   // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
   // gives; say so when the filesystem is indeed (nearly) full.
-  if (rc == EIO && DiskNearlyFull(path_, arena_.size())) {
+  if (rc == EIO && DiskNearlyFull(path_, batch_arena_.size())) {
     return absl::ResourceExhaustedError(absl::StrCat("room storage ", path_, ": disk full (",
                                                      what, ": ", mdb_strerror(rc), ")"));
   }
@@ -739,12 +752,27 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
 }
 
 absl::Status RoomStore::Commit() {
+  CommitWait();  // a batch in flight first (its result stays for CommitPoll)
+  SettleDone();
+  TakeBatch();
+  const absl::Status st = WriteOut();
+  FinishBatch(st);
+  return st;
+}
+
+void RoomStore::TakeBatch() {
+  // The batch is empty here: a finished one was emptied or put back in front of ops_.
+  RP_ASSERT(batch_ops_.empty() && batch_arena_.empty());
+  ops_.swap(batch_ops_);
+  arena_.swap(batch_arena_);  // both keep their capacity: double buffering, no allocation
+}
+
+absl::Status RoomStore::WriteOut() {
   if (!broken_.ok()) {
-    DropStaged();
-    ++stats_.commits_failed;
+    ++wstats_.commits_failed;
     return broken_;
   }
-  if (ops_.empty()) return absl::OkStatus();
+  if (batch_ops_.empty()) return absl::OkStatus();
   Batch batch;
   int rc = 0;
   seq_staged_.clear();
@@ -759,14 +787,12 @@ absl::Status RoomStore::Commit() {
     seq_staged_.clear();
     id_undo_.clear();
     if (id_undo_.capacity() > kIdUndoKeptMax) id_undo_ = {};  // a Forget of a large room
-    ops_.clear();
-    arena_.clear();  // keeps its capacity for the next batch
-    ++stats_.commits;
-    stats_.updates_written += batch.written;
-    stats_.updates_duplicate += batch.duplicates;
+    ++wstats_.commits;
+    wstats_.updates_written += batch.written;
+    wstats_.updates_duplicate += batch.duplicates;
     return absl::OkStatus();
   }
-  ++stats_.commits_failed;
+  ++wstats_.commits_failed;
   // The transaction may have committed before a failed sync: the cached log ends may be
   // behind the log, and a slot a later delete frees could then take an update out of
   // order. The next batches read each room's end from the log again.
@@ -779,20 +805,128 @@ absl::Status RoomStore::Commit() {
   // short page write as EIO, and the pages of a failed transaction are never referenced by
   // a committed meta page, so the retry writes (and fsyncs) them all again. EIO with space
   // left may come from a failed fsync, after which the kernel may have dropped dirty pages
-  // that a retry would report durable: that breaks the store, as does corruption.
+  // that a retry would report durable: that breaks the store, as does corruption
+  // (FinishBatch then drops what is staged).
   const bool transient = st.code() == absl::StatusCode::kResourceExhausted;
-  if (!transient) {
+  if (!transient && broken_.ok()) {
     broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
                                                    "; room storage stopped, restart the node"));
-    DropStaged();
   }
   return st;
 }
 
+void RoomStore::FinishBatch(const absl::Status& st) {
+  stats_ = wstats_;
+  if (st.ok()) {
+    batch_ops_.clear();
+    batch_arena_.clear();  // keeps its capacity for the next batch
+    return;
+  }
+  if (!broken_.ok()) {
+    DropStaged();
+    return;
+  }
+  // Transient (space): the batch goes back in front of what was staged since, so that
+  // the next batch retries it in the original order. Error path: may allocate.
+  const size_t shift = batch_arena_.size();
+  batch_arena_.insert(batch_arena_.end(), arena_.begin(), arena_.end());
+  for (Op op : ops_) {
+    op.offset += shift;
+    op.offset2 += shift;
+    batch_ops_.push_back(op);
+  }
+  ops_.swap(batch_ops_);
+  arena_.swap(batch_arena_);
+  batch_ops_.clear();
+  batch_arena_.clear();
+}
+
+// ---- the writer thread ----
+
+void RoomStore::UseWriterThread(int wake_fd) {
+  RP_ASSERT(!writer_.joinable());
+  writer_wanted_ = true;
+  wake_fd_ = wake_fd;
+}
+
+void RoomStore::CommitStart() {
+  SettleDone();
+  RP_ASSERT(state_.load(std::memory_order_relaxed) == kIdle);
+  if (!writer_wanted_ || ops_.empty() || !broken_.ok()) {
+    // Nothing to wait for (or no thread wanted): answer at once, on this thread.
+    TakeBatch();
+    const absl::Status st = WriteOut();
+    FinishBatch(st);
+    pending_result_ = st;
+    return;
+  }
+  if (!writer_.joinable()) {
+    // Started here, at the first batch (the shard runs by now): never beside a forked
+    // check of another store at Open. It inherits the shard thread's CPU.
+    writer_ = std::thread([this] { WriterLoop(); });
+  }
+  TakeBatch();
+  state_.store(kSubmitted, std::memory_order_release);
+  state_.notify_one();
+}
+
+bool RoomStore::CommitInFlight() const noexcept {
+  return state_.load(std::memory_order_acquire) == kSubmitted;
+}
+
+std::optional<absl::Status> RoomStore::CommitPoll() {
+  SettleDone();
+  return std::exchange(pending_result_, std::nullopt);
+}
+
+void RoomStore::CommitWait() {
+  for (;;) {
+    const uint32_t s = state_.load(std::memory_order_acquire);
+    if (s != kSubmitted) break;
+    state_.wait(s, std::memory_order_acquire);
+  }
+  // Past its doorbell too: after this the caller may close the eventfd (a shard stopping).
+  while (ringing_.load(std::memory_order_acquire)) ringing_.wait(true, std::memory_order_acquire);
+  SettleDone();
+}
+
+void RoomStore::SettleDone() {
+  if (state_.load(std::memory_order_acquire) != kDone) return;
+  FinishBatch(batch_result_);
+  pending_result_ = batch_result_;
+  state_.store(kIdle, std::memory_order_relaxed);  // only this thread moves it on from here
+}
+
+void RoomStore::WriterLoop() {
+  for (;;) {
+    uint32_t s = state_.load(std::memory_order_acquire);
+    while (s != kSubmitted && s != kStop) {
+      state_.wait(s, std::memory_order_acquire);
+      s = state_.load(std::memory_order_acquire);
+    }
+    if (s == kStop) return;
+    batch_result_ = WriteOut();
+    // The doorbell rings after kDone (a shard woken earlier could find the batch still in
+    // flight and sleep through it), so the shard may already be done with the batch and
+    // stopping: ringing_ tells CommitWait to wait until the eventfd is no longer touched.
+    ringing_.store(true, std::memory_order_relaxed);
+    state_.store(kDone, std::memory_order_release);
+    state_.notify_all();  // CommitWait
+    if (wake_fd_ >= 0) {
+      // The shard may be asleep in its transport's wait. A failed write (the counter is
+      // full: it is being rung anyway) needs nothing more.
+      const uint64_t one = 1;
+      [[maybe_unused]] const ssize_t w = write(wake_fd_, &one, sizeof(one));
+    }
+    ringing_.store(false, std::memory_order_release);
+    ringing_.notify_all();
+  }
+}
+
 absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
   MDB_txn* txn = batch->txn;
-  const Bytes first(arena_.data() + op.offset, op.bytes);
-  const Bytes second(arena_.data() + op.offset2, op.bytes2);
+  const Bytes first(batch_arena_.data() + op.offset, op.bytes);
+  const Bytes second(batch_arena_.data() + op.offset2, op.bytes2);
   int rc = 0;
   switch (op.kind) {
     case OpKind::kGenesis:
@@ -916,13 +1050,13 @@ absl::Status RoomStore::ApplyUpdate(Batch* batch, const Op& op) {
     ++batch->duplicates;
     return absl::OkStatus();
   }
-  const Bytes record(arena_.data() + op.offset, op.bytes);
+  const Bytes record(batch_arena_.data() + op.offset, op.bytes);
   int rc = PutChecked(txn, dbi_[kUpdates], Val(key.data(), key.size()), {Bytes(op.id), record},
                       MDB_NOOVERWRITE);
   if (rc == MDB_KEYEXIST) {
     // The cached end of the log was stale (nothing should make it so): never overwrite a
     // stored update. Read the end from the log and put both keys there instead.
-    ++stats_.seq_cache_stale;
+    ++wstats_.seq_cache_stale;
     seq_cache_.erase(op.room);
     RP_RETURN_IF_ERROR(LogEnd(batch, op.room, &batch->seq_next));
     key = RoomSeqKey(op.room, batch->seq_next);
@@ -1062,6 +1196,7 @@ absl::Status RoomStore::LoadCommitted(const Hash256& room, room::LoadedRoom* out
 }
 
 absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
+  CommitWait();  // the staged view below is then ops_ alone
   RP_RETURN_IF_ERROR(CheckRoom(room_id));
   // Staged writes after the room's last staged Forget apply; the committed state applies
   // only when no Forget is staged.
@@ -1115,7 +1250,8 @@ absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
   return out;
 }
 
-absl::StatusOr<bool> RoomStore::HasUpdate(const Hash256& update_id) const {
+absl::StatusOr<bool> RoomStore::HasUpdate(const Hash256& update_id) {
+  CommitWait();
   return ids_.contains(IdKeyOf(update_id.data()));
 }
 

@@ -16,17 +16,31 @@
 // corrupt file is reported as an error naming its path instead of crashing the node
 // (LMDB trusts its pages and may fault on a scribbled one).
 //
-// Shard-local; not thread-safe. The environment is opened with MDB_NOTLS, so a RoomStore
-// may be opened on one thread and then handed to the shard thread that uses it from then
-// on. Owning type: not copyable.
+// Shard-local: one thread (the shard's) calls it. The environment is opened with
+// MDB_NOTLS, so a RoomStore may be opened on one thread and then handed to the shard
+// thread that uses it from then on. Owning type: not copyable.
+//
+// The writer thread (issue 15, item 2). After UseWriterThread(), CommitStart() hands the
+// staged batch to a thread of this store's own, which runs the same fully synced commit
+// while the shard goes on staging into a second buffer (double buffering: one batch in
+// flight, a one-slot lock-free hand-off through an atomic state word, futex waits). The
+// writer owns the LMDB write transaction, the id index, the sequence cache and the undo
+// log while a batch is in flight; the shard owns the staging buffer and the room list. When
+// the batch is durable (or failed) the writer wakes the shard through its transport's
+// eventfd, and CommitPoll() gives the result: the acks queued before CommitStart() may go
+// out only on OK. A batch that failed for lack of space goes back in front of what was
+// staged since, so the order of writes is kept. Reads that need the index or the staged
+// view (Load, HasUpdate, updates_count) wait for the batch in flight first: control path.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -166,15 +180,38 @@ class RoomStore final : public room::RoomStorage {
   // HasUpdate: whether an update with this id is committed. By the id's first 16 bytes:
   // another id sharing them (2^64 work to make) would read as present, and an Append of it
   // would be skipped as a duplicate (only its maker's own update).
-  absl::StatusOr<bool> HasUpdate(const Hash256& update_id) const;
-  // Updates committed (the in-memory index's size).
-  size_t updates_count() const noexcept { return ids_.size(); }
+  // Waits for a batch in flight.
+  absl::StatusOr<bool> HasUpdate(const Hash256& update_id);
+  // Updates committed (the in-memory index's size). Waits for a batch in flight.
+  size_t updates_count() noexcept {
+    CommitWait();
+    return ids_.size();
+  }
   // Verify: reads every value and checks its checksum and shape (Open's check, in-process).
   absl::Status Verify() const;
 
-  // Staged writes not yet committed (0 after a successful Commit).
-  size_t staged_count() const noexcept { return ops_.size(); }
-  size_t staged_bytes() const noexcept { return arena_.size(); }
+  // ---- the writer thread (see the top of this file; room::RoomStorage's contract) ----
+
+  // UseWriterThread: later CommitStart calls hand their batch to this store's writer
+  // thread (started at the first one, so after every store's forked check at Open), which
+  // writes `wake_fd` (an eventfd; -1: none) when a batch is done. Call before the shard
+  // runs. Without it CommitStart commits on the calling thread, as Commit does.
+  void UseWriterThread(int wake_fd) override;
+  // CommitStart: hands the staged writes over as one batch. REQUIRES: no batch in flight
+  // (CommitInFlight() is false). An empty batch, or a stopped store, answers at once.
+  void CommitStart() override;
+  bool CommitInFlight() const noexcept override;
+  // CommitPoll: the result of the last batch started, once, when it is done; nullopt while
+  // it is in flight or after it was reported.
+  std::optional<absl::Status> CommitPoll() override;
+  // CommitWait: blocks until no batch is in flight (its result stays for CommitPoll) and
+  // the writer no longer touches `wake_fd`, which the caller may then close.
+  void CommitWait() override;
+
+  // Staged writes not yet durable, the batch in flight included (0 after a successful
+  // Commit).
+  size_t staged_count() const noexcept { return ops_.size() + batch_ops_.size(); }
+  size_t staged_bytes() const noexcept { return arena_.size() + batch_arena_.size(); }
   const std::string& path() const noexcept { return path_; }
   RoomStoreStats stats() const noexcept;
 
@@ -219,6 +256,15 @@ class RoomStore final : public room::RoomStorage {
   absl::Status Stage(Op op, Bytes first, Bytes second = {});
   absl::Status CheckRoom(const Hash256& room_id) const;
   absl::Status WriteBatch(Batch* batch, int* commit_rc);
+  // TakeBatch (shard): the staged writes become the batch. WriteOut (writer, or the shard
+  // without one): writes the batch, as Commit documents. FinishBatch (shard): after
+  // WriteOut, empties the batch (OK), puts it back in front of the staged writes (a
+  // transient failure), or drops both (the store stopped).
+  void TakeBatch();
+  absl::Status WriteOut();
+  void FinishBatch(const absl::Status& st);
+  void SettleDone();  // state kDone -> kIdle, FinishBatch, the result kept for CommitPoll
+  void WriterLoop();
   void DropStaged();
   absl::Status ReadRooms();
   absl::Status ApplyOp(Batch* batch, const Op& op);
@@ -236,8 +282,23 @@ class RoomStore final : public room::RoomStorage {
   StoreSync sync_ = StoreSync::kSafe;
   uint64_t map_bytes_ = 0;    // as configured; LMDB's own figure once the env is open
   bool env_opened_ = false;   // mdb_env_open succeeded
+  // Staging (the shard's): what the next batch will hold.
   std::vector<Op> ops_;
   std::vector<uint8_t> arena_;
+  // The batch being written: the writer's while state_ is kSubmitted, else the shard's.
+  std::vector<Op> batch_ops_;
+  std::vector<uint8_t> batch_arena_;
+  // kIdle: no batch in flight. kSubmitted: the writer owns the batch, ids_, seq_cache_,
+  // seq_staged_, id_undo_, broken_ and wstats_. kDone: it has finished (result in
+  // batch_result_). kStop: the writer exits. Release on each hand-off, acquire on reading.
+  enum : uint32_t { kIdle = 0, kSubmitted = 1, kDone = 2, kStop = 3 };
+  std::atomic<uint32_t> state_{kIdle};
+  std::atomic<bool> ringing_{false};  // the writer is writing wake_fd_ (see WriterLoop)
+  absl::Status batch_result_;                    // written by the writer before kDone
+  std::optional<absl::Status> pending_result_;   // for CommitPoll
+  bool writer_wanted_ = false;
+  int wake_fd_ = -1;
+  std::thread writer_;
   // Rooms stored or staged (Rooms(), and the check that a room exists before staging).
   absl::flat_hash_set<Hash256> rooms_;
   // Each room's next log sequence number as of the last commit, so that a batch's first
@@ -264,7 +325,8 @@ class RoomStore final : public room::RoomStorage {
   // Set after an error that leaves the environment unusable (an fsync failure: the kernel
   // may have dropped the dirty pages, so retrying could ack data that is not on disk).
   absl::Status broken_;
-  RoomStoreStats stats_;
+  RoomStoreStats wstats_;  // kept by whoever writes batches (the writer, when it runs)
+  RoomStoreStats stats_;   // the shard's copy, taken when a batch is finished
 };
 
 // ShardDir: DATA_DIR/shard-N.

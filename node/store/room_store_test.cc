@@ -11,6 +11,7 @@
 #include <lmdb.h>
 #include <signal.h>
 #include <sodium.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -329,28 +330,59 @@ constexpr uint32_t kRooms = 3;
 uint32_t BatchSize(uint32_t b) { return 1 + (b * 37) % 64; }
 
 // RunChild: commits batches from `first` on, writing each batch number to `fd` after its
-// Commit() returned OK, until killed (or `last`).
-[[noreturn]] void RunChild(const std::string& dir, uint32_t first, uint32_t last, int fd) {
+// Commit() returned OK, until killed (or `last`). With `writer`, as a shard with the
+// writer thread does: batch b is staged while batch b - 1 is in flight, the child sleeps
+// on the eventfd the writer rings, and b - 1 is reported once CommitPoll said OK.
+[[noreturn]] void RunChild(const std::string& dir, uint32_t first, uint32_t last, int fd,
+                           bool writer) {
   RoomStoreOptions options;
   options.verify_on_open = false;  // the parent verifies after the crash
   auto store = RoomStore::Open(dir, 0, options);
   if (!store.ok()) _exit(2);
+  const int wake = writer ? eventfd(0, EFD_CLOEXEC) : -1;
+  if (writer) {
+    if (wake < 0) _exit(7);
+    (*store)->UseWriterThread(wake);
+  }
   for (uint32_t r = 0; r < kRooms; ++r) {
     if (!(*store)->PutGenesis(Id(1, r), Record('g', r)).ok()) _exit(5);
   }
-  for (uint32_t b = first; b < last; ++b) {
-    for (uint32_t j = 0; j < BatchSize(b); ++j) {
+  for (uint32_t b = first; b < last + (writer ? 1 : 0); ++b) {
+    for (uint32_t j = 0; b < last && j < BatchSize(b); ++j) {
       const absl::Status s =
           (*store)->Append(Id(1, j % kRooms), Id(2, b, j), Record('u', b * 1000 + j));
       if (!s.ok()) _exit(6);
     }
-    if (!(*store)->Commit().ok()) _exit(3);
-    if (write(fd, &b, sizeof(b)) != sizeof(b)) _exit(4);
+    if (!writer) {
+      if (!(*store)->Commit().ok()) _exit(3);
+      if (write(fd, &b, sizeof(b)) != sizeof(b)) _exit(4);
+      continue;
+    }
+    // Bounded: each batch rings the eventfd once after it leaves flight.
+    for (int rings = 0; (*store)->CommitInFlight() && rings < 4; ++rings) {
+      uint64_t v;
+      if (read(wake, &v, sizeof(v)) != sizeof(v)) _exit(8);
+    }
+    if ((*store)->CommitInFlight()) _exit(9);
+    const std::optional<absl::Status> done = (*store)->CommitPoll();
+    if (done.has_value() && !done->ok()) _exit(3);
+    if (b > first) {
+      if (!done.has_value()) _exit(10);  // batch b - 1 was started and must report
+      const uint32_t acked = b - 1;
+      if (write(fd, &acked, sizeof(acked)) != sizeof(acked)) _exit(4);
+    }
+    if (b < last) (*store)->CommitStart();
   }
   _exit(0);
 }
 
-TEST(RoomStore, SigkillLosesNothingAcknowledged) {
+class RoomStoreSigkill : public ::testing::TestWithParam<bool> {};
+
+// With and without the writer thread (issue 15, item 2).
+INSTANTIATE_TEST_SUITE_P(Writer, RoomStoreSigkill, ::testing::Bool());
+
+TEST_P(RoomStoreSigkill, LosesNothingAcknowledged) {
+  const bool writer = GetParam();
   const std::string dir = TempDir();
   std::mt19937 rng(20240605);
   constexpr uint32_t kBatchesPerRound = 80;
@@ -364,7 +396,7 @@ TEST(RoomStore, SigkillLosesNothingAcknowledged) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       close(fds[0]);
-      RunChild(dir, next, last, fds[1]);
+      RunChild(dir, next, last, fds[1], writer);
     }
     close(fds[1]);
     // Kill after a random number of acknowledgements: the child is then somewhere in the
@@ -737,6 +769,80 @@ TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
   RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
   EXPECT_TRUE(store->Commit().ok());
   EXPECT_EQ(store->Load(Id(1, 1))->checkpoint_blob, big);
+}
+
+// The same full map with the writer thread: the batch fails on the writer while more is
+// staged, and goes back in front of it, so the staged view keeps the arrival order and the
+// next batch retries both.
+TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
+  const std::string dir = TempDir();
+  RoomStoreOptions small;
+  small.map_bytes = 256 * 1024;
+  const std::vector<uint8_t> big(1 << 20, 7);
+  {
+    auto store = MustOpen(dir, small);
+    ASSERT_NE(store, nullptr);
+    const int wake = eventfd(0, EFD_CLOEXEC);
+    ASSERT_GE(wake, 0);
+    store->UseWriterThread(wake);
+    RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+    for (uint32_t i = 0; i < 20; ++i) {
+      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+    }
+    store->CommitStart();
+    store->CommitWait();
+    std::optional<absl::Status> done = store->CommitPoll();
+    ASSERT_TRUE(done.has_value());
+    ASSERT_TRUE(done->ok()) << *done;
+    EXPECT_FALSE(store->CommitPoll().has_value());  // reported once
+    for (uint32_t i = 20; i < 40; ++i) {
+      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+    }
+    RP_EXPECT_OK(store->Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 5)}));
+    RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
+    const size_t first_batch = store->staged_count();
+    store->CommitStart();
+    // Staged while that batch is (or was) in flight: they belong to the next one.
+    for (uint32_t i = 40; i < 45; ++i) {
+      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+    }
+    EXPECT_EQ(store->staged_count(), first_batch + 5);
+    uint64_t rung = 0;
+    ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
+    EXPECT_GE(rung, 1u);  // the writer rang the doorbell (twice: once per batch)
+    store->CommitWait();
+    done = store->CommitPoll();
+    ASSERT_TRUE(done.has_value());
+    EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
+    EXPECT_EQ(store->staged_count(), first_batch + 5);
+    // Committed 0..19, then the failed batch (20..39 without 5), then 40..44, in order.
+    auto room = store->Load(Id(1, 1));
+    ASSERT_TRUE(room.ok()) << room.status();
+    std::vector<std::vector<uint8_t>> want;
+    for (uint32_t i = 0; i < 45; ++i) {
+      if (i != 5) want.push_back(Record('u', i));
+    }
+    EXPECT_EQ(room->updates, want);
+    EXPECT_EQ(room->checkpoint_blob, big);
+    EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 20)));
+    EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 5)));
+    EXPECT_EQ(store->updates_count(), 20u);
+    store->CommitStart();  // the retry fails the same way and keeps everything
+    store->CommitWait();
+    done = store->CommitPoll();
+    ASSERT_TRUE(done.has_value());
+    EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
+    EXPECT_EQ(store->staged_count(), first_batch + 5);
+    EXPECT_EQ(store->stats().commits, 1u);
+    EXPECT_EQ(store->stats().commits_failed, 2u);
+    close(wake);
+  }
+  auto store = MustOpen(dir, {});
+  ASSERT_NE(store, nullptr);
+  auto room = store->Load(Id(1, 1));
+  ASSERT_TRUE(room.ok());
+  EXPECT_EQ(room->updates.size(), 20u);
+  EXPECT_TRUE(room->checkpoint_record.empty());
 }
 
 TEST(RoomStore, StagingIsBounded) {
