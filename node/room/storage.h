@@ -185,8 +185,8 @@ class MemoryRoomStorage final : public RoomStorage {
   // the writes staged so far as a batch that stays in flight until FinishCommit; writes
   // staged meanwhile belong to the next batch.
   void CommitStart() override {
-    if (!defer_commits_) {
-      result_ = Commit();
+    if (!defer_commits_ || journal_.empty()) {  // an empty batch answers at once, as
+      result_ = Commit();                       // RoomStore's does
       return;
     }
     in_flight_ = true;

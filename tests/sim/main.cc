@@ -23,7 +23,8 @@ void Usage() {
                "  [--size-estimates E] [--paths D] [--measure-s T] [--no-walks] [--real-crypto]\n"
                "  [--hostile F]... [--hostile-mode mix|drop|fake|collude] [--no-lookup-defences]\n"
                "rooms: --rooms R (rooms to simulate; 0: none) [--seconds T] [--heal-s H]\n"
-               "  [--members M] [--relays K] [--room-loss P] [--checkpointers C]\n"
+               "  [--members M] [--relays K] [--room-loss P] [--checkpointers C] [--writer-ms W]\n"
+               "  [--partition-mean-s S]\n"
                "  [--checkpoint-every U] [--no-dht]"
 #ifdef RINGPEER_PLANTED_BUGS
                " [--planted ack-early|old-key|skip-signature]"
@@ -85,6 +86,8 @@ int main(int argc, char** argv) {
     else if (a == "--room-loss") rc.loss = std::atof(next());
     else if (a == "--no-dht") dht = false;
     else if (a == "--checkpointers") rc.checkpointers = static_cast<uint32_t>(std::atoi(next()));
+    else if (a == "--writer-ms") rc.writer_us = static_cast<int64_t>(std::atof(next()) * 1e3);
+    else if (a == "--partition-mean-s") rc.partition_mean_us = static_cast<int64_t>(std::atof(next()) * 1e6);
     else if (a == "--checkpoint-every") rc.checkpoint_every = static_cast<uint32_t>(std::atoi(next()));
 #ifdef RINGPEER_PLANTED_BUGS
     else if (a == "--planted") {

@@ -87,6 +87,7 @@ struct RoomSimulator::Node {
   std::vector<uint8_t> saved_table;
   std::vector<uint32_t> slots;  // member slots this node holds
   bool disk_fault = false;
+  int64_t commit_done_us = 0;  // writer_us: when the batch in flight becomes durable
   // Updates this relay acknowledged: (room, update).
   std::vector<std::pair<room::Hash256, room::Hash256>> acked;
   absl::flat_hash_set<room::Hash256, room::IdHash> acked_set;  // hash of the pair
@@ -156,6 +157,16 @@ class RoomSimulator::Disk final : public room::RoomStorage {
     heap::Scope s(heap::kDisk);
     return d_->Commit();
   }
+  void CommitStart() override {
+    heap::Scope s(heap::kDisk);
+    d_->CommitStart();
+  }
+  bool CommitInFlight() const noexcept override { return d_->CommitInFlight(); }
+  std::optional<absl::Status> CommitPoll() override { return d_->CommitPoll(); }
+  void CommitWait() override {
+    heap::Scope s(heap::kDisk);
+    d_->CommitWait();
+  }
   std::vector<room::Hash256> Rooms() override { return d_->Rooms(); }
   absl::StatusOr<room::LoadedRoom> Load(const room::Hash256& r) override { return d_->Load(r); }
   absl::Status Forget(const room::Hash256& r) override {
@@ -192,7 +203,9 @@ int g_live_simulators = 0;  // heap accounting is per process: one room simulato
 }  // namespace
 
 RoomSimulator::RoomSimulator(const RoomSimConfig& config)
-    : config_(config), rng_(config.seed * 0x9E3779B97F4A7C15ull + 13) {
+    : config_(config),
+      rng_(config.seed * 0x9E3779B97F4A7C15ull + 13),
+      writer_rng_(config.seed * 0xD1B54A32D192ED03ull + 29) {
   RP_ASSERT(++g_live_simulators == 1);
   if (config_.relays == 0) config_.relays = std::max<uint32_t>(3, config_.nodes / 6);
   RP_ASSERT(config_.nodes > config_.relays && config_.nodes < 60000);
@@ -336,6 +349,7 @@ void RoomSimulator::Build() {
     n->out = std::make_unique<Tap>(this, n.get());
     if (n->relay) {
       n->disk = std::make_unique<room::MemoryRoomStorage>();
+      n->disk->SetDeferCommits(config_.writer_us > 0);
       n->storage = std::make_unique<Disk>(n->disk.get());
     }
     nodes_.push_back(std::move(n));
@@ -409,7 +423,10 @@ void RoomSimulator::Build() {
 void RoomSimulator::Schedule(uint32_t index) {
   Node& n = *nodes_[index];
   if (!n.alive) return;
-  const int64_t w = std::max(n.core->NextWakeUs(now_), now_ + kWakeResolutionUs);
+  int64_t w = n.core->NextWakeUs(now_);
+  // The writer's doorbell: a batch in flight wakes its relay when it is durable.
+  if (n.disk && n.disk->CommitInFlight()) w = std::min(w, n.commit_done_us);
+  w = std::max(w, now_ + kWakeResolutionUs);
   if (w < n.wake_at) {
     n.wake_at = w;
     wakes_.push(Wake{w, seq_++, index});
@@ -436,7 +453,7 @@ void RoomSimulator::Deliver(uint32_t to, const base::Endpoint& from,
     n.core->BeginRoomBatch();
     n.core->Receive(now_, from, bytes);
     n.core->EndRoomBatch();
-    if (n.relay && n.core->StorageDue(now_)) n.core->Commit(now_);
+    CommitStep(n);
   }
   AfterStep(to);
   Schedule(to);
@@ -449,10 +466,29 @@ void RoomSimulator::TickNode(uint32_t index) {
   {
     heap::Scope scope(static_cast<int>(index));
     n.core->Tick(now_);
-    if (n.relay && n.core->StorageDue(now_)) n.core->Commit(now_);
+    CommitStep(n);
   }
   AfterStep(index);
   Schedule(index);
+}
+
+void RoomSimulator::CommitStep(Node& n) {
+  if (!n.relay) return;
+  if (config_.writer_us == 0) {
+    if (n.core->StorageDue(now_)) n.core->Commit(now_);
+    return;
+  }
+  if (n.disk->CommitInFlight() && now_ >= n.commit_done_us) {
+    heap::Scope scope(heap::kDisk);
+    n.disk->FinishCommit();
+  }
+  n.core->CommitPoll(now_);
+  if (!n.core->CommitInFlight() && n.core->StorageDue(now_)) {
+    n.core->CommitStart(now_);
+    n.commit_done_us = now_ + 500 +
+                       static_cast<int64_t>(writer_rng_.Uniform(
+                           static_cast<uint64_t>(std::max<int64_t>(config_.writer_us - 500, 1))));
+  }
 }
 
 void RoomSimulator::AfterStep(uint32_t index) {

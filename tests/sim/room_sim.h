@@ -78,6 +78,11 @@ struct RoomSimConfig {
   // checkpoints at once make concurrent checkpoints, which the room code does not
   // reconcile yet (see README.md); 1 is the deployment this run checks.
   uint32_t checkpointers = 1;
+  // Relays' storage as the room store's writer thread runs it (issue 15, item 2): one
+  // batch in flight, durable a uniform 0.5..writer_us later (noticed at the relay's next
+  // step, as the writer's doorbell wakes a shard); the acks wait for their batch, and a
+  // crash loses the batch in flight. 0: commits complete at once, as before.
+  int64_t writer_us = 0;
   // Memory limits per node (see README.md for how they were set).
   int64_t relay_bytes_max = 48ll << 20;
   int64_t member_bytes_max = 24ll << 20;
@@ -152,6 +157,8 @@ class RoomSimulator {
 
   void Build();
   std::unique_ptr<core::NodeCore> MakeCore(Node& n);
+  // CommitStep: a relay's durability after each of its steps (see writer_us).
+  void CommitStep(Node& n);
   base::Endpoint AddrOf(uint32_t index) const;
   int NodeAt(const base::Endpoint& e) const;
   void Schedule(uint32_t node);
@@ -191,6 +198,7 @@ class RoomSimulator {
 
   RoomSimConfig config_;
   base::Rng rng_;
+  base::Rng writer_rng_;  // writer_us latencies: apart, so the faults keep their schedule
   std::unique_ptr<testing::MemoryNetwork> net_;
   std::unique_ptr<dht::ProofScheme> proof_;
   int64_t now_ = 0;
