@@ -4,7 +4,8 @@
 # (default 600) with NODES whole nodes (60) and ROOMS rooms (10), JOBS runs at a time (2),
 # then the same seeds' first few with each planted bug (ringpeer-sim-planted, if built).
 # Prints one line per run, then the totals, and ends with one key=value line. Exit 1 when a
-# checker failed on a seed, or a planted bug went unnoticed.
+# checker failed on a seed, or a planted bug went unnoticed. SIM_FLAGS adds flags to every
+# run (for instance SIM_FLAGS="--writer-ms 5").
 set -euo pipefail
 build=${1:?usage: long_run.sh BUILD_DIR [SEEDS] [SECONDS] [NODES] [ROOMS] [JOBS]}
 seeds=${2:-20}
@@ -23,14 +24,14 @@ run() {  # run SEED [PLANTED_BUG]: one simulation, its output in $tmp
   local seed=$1 bug=${2:-}
   if [ -n "$bug" ]; then
     "$planted" --no-dht --rooms "$rooms" --nodes "$nodes" --seconds "$seconds" --seed "$seed" \
-      --planted "$bug" > "$tmp/$bug.$seed" 2>&1 || true
+      --planted "$bug" ${SIM_FLAGS:-} > "$tmp/$bug.$seed" 2>&1 || true
   else
     "$sim" --no-dht --rooms "$rooms" --nodes "$nodes" --seconds "$seconds" --seed "$seed" \
-      > "$tmp/plain.$seed" 2>&1 || true
+      ${SIM_FLAGS:-} > "$tmp/plain.$seed" 2>&1 || true
   fi
 }
 export -f run
-export sim planted tmp rooms nodes seconds
+export sim planted tmp rooms nodes seconds SIM_FLAGS
 
 seq 1 "$seeds" | xargs -P "$jobs" -I{} bash -c 'run {}'
 
