@@ -567,9 +567,12 @@ int main(int argc, char** argv) {
   using namespace ringpeer::bench;
   int updates = 20'000;
   bool only_fanout = false;
+  int only_joins = 0;  // --join-only N: N joins through the 5 MB checkpoint, nothing else
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--fanout-only") == 0) {
       only_fanout = true;
+    } else if (std::strcmp(argv[i], "--join-only") == 0 && i + 1 < argc) {
+      only_joins = std::max(1, std::atoi(argv[++i]));
     } else if (std::strcmp(argv[i], "--no-spin") == 0) {
       g_spin = false;
     } else if (std::strcmp(argv[i], "--members") == 0 && i + 1 < argc) {
@@ -581,7 +584,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--updates N] [--members N] [--rate UPDATES_PER_S] [--fanout-only] "
-                   "[--no-spin]\n",
+                   "[--join-only N] [--no-spin]\n",
                    argv[0]);
       return 2;
     }
@@ -592,6 +595,20 @@ int main(int argc, char** argv) {
   g_cpus = shard::AvailableCpus();
 
   double join_ms = 0, catchup_ms = 0, load_ms = 0;
+  if (only_joins > 0) {
+    // For profiles of the join alone (perf record): one relay, N joins, their median.
+    Prepared big = Prepare(room::ReducerKind::kKv, 6000, 800, true);
+    Relay r1 = StartRelay(big, /*with_log=*/false, room::SwarmConfig{});
+    std::vector<double> ms;
+    for (int i = 0; i < only_joins; ++i) ms.push_back(JoinUntil(big, r1));
+    StopRelay(r1);
+    std::sort(ms.begin(), ms.end());
+    load_ms = CheckpointLoadMs(big);
+    std::printf("joins=%d join_5mb_ms=%.1f join_min_ms=%.1f checkpoint_load_ms=%.1f "
+                "join_over_load=%.2f\n",
+                only_joins, ms[ms.size() / 2], ms[0], load_ms, ms[ms.size() / 2] / load_ms);
+    return 0;
+  }
   if (!only_fanout) {
   // Join: a kv room of 6,000 x 800-byte values (~4.9 MB of state), checkpointed.
   Prepared big = Prepare(room::ReducerKind::kKv, 6000, 800, true);
