@@ -573,7 +573,8 @@ void NodeCore::Tick(int64_t now_us) noexcept {
 
 void NodeCore::CommitStart(int64_t now_us) noexcept {
   now_us_ = now_us;
-  rooms_->CommitStart(*outbox_);
+  const std::optional<absl::Status> earlier = rooms_->CommitStart(*outbox_);
+  if (earlier.has_value()) OnCommitResult(now_us, *earlier);
 }
 
 bool NodeCore::CommitInFlight() const noexcept { return rooms_->CommitInFlight(); }

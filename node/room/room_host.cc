@@ -414,11 +414,16 @@ void RoomHost::Tick(int64_t now_us, base::Outbox& out) noexcept {
   for (Swarm* swarm : ordered_) swarm->Tick(now_us, out);
 }
 
-void RoomHost::CommitStart(base::Outbox& out) {
-  if (storage_ == nullptr) return;
+std::optional<absl::Status> RoomHost::CommitStart(base::Outbox& out) {
+  if (storage_ == nullptr) return std::nullopt;
+  // A batch that finished since the caller's last poll is taken first: its acks leave (or
+  // are dropped) before the queued ones are marked as the new batch's. Marking first would
+  // let the old batch's OK release acks of updates the new batch has not made durable.
+  std::optional<absl::Status> earlier = CommitPoll(out);
   for (Swarm* swarm : ordered_) swarm->MarkAcks();
   if (RP_PLANTED(kAckEarly)) ReleaseAcks(out);
   storage_->CommitStart();
+  return earlier;
 }
 
 std::optional<absl::Status> RoomHost::CommitPoll(base::Outbox& out) {
@@ -436,8 +441,7 @@ std::optional<absl::Status> RoomHost::CommitPoll(base::Outbox& out) {
 absl::Status RoomHost::CommitAndRelease(base::Outbox& out) {
   if (storage_ == nullptr) return absl::OkStatus();
   storage_->CommitWait();
-  const std::optional<absl::Status> earlier = CommitPoll(out);
-  CommitStart(out);
+  const std::optional<absl::Status> earlier = CommitStart(out);  // polls the earlier first
   storage_->CommitWait();
   const std::optional<absl::Status> now = CommitPoll(out);
   if (earlier.has_value() && !earlier->ok()) return *earlier;

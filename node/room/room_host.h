@@ -136,13 +136,15 @@ class RoomHost {
   wire::Verdict OnMessage(int64_t now_us, const base::Endpoint& from, const wire::Message& msg,
                           base::Outbox& out) noexcept;
   void Tick(int64_t now_us, base::Outbox& out) noexcept;
-  // CommitStart: every swarm marks the acks queued so far as the new batch's, and the
-  // storage starts it (storage.h). REQUIRES: !CommitInFlight(). CommitPoll: when a batch
-  // finished, its result: OK releases the acks it made true, an error drops every queued
-  // ack (publishers retransmit); nullopt while in flight or when nothing finished.
+  // CommitStart: takes a batch that finished since the last CommitPoll first (returning
+  // its result, with its acks released or dropped), then every swarm marks the acks queued
+  // so far as the new batch's, and the storage starts it (storage.h). REQUIRES:
+  // !CommitInFlight(). CommitPoll: when a batch finished, its result: OK releases the acks
+  // it made true, an error drops every queued ack (publishers retransmit); nullopt while in
+  // flight or when nothing finished.
   // CommitAndRelease: waits for a batch in flight, then starts one and waits for it, and
   // returns the first error of the two (or OK). Without a storage all do nothing.
-  void CommitStart(base::Outbox& out);
+  std::optional<absl::Status> CommitStart(base::Outbox& out);
   bool CommitInFlight() const noexcept {
     return storage_ != nullptr && storage_->CommitInFlight();
   }

@@ -55,6 +55,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/assert.h"
 #include "node/room/records.h"
 
 namespace ringpeer::room {
@@ -180,11 +181,15 @@ class MemoryRoomStorage final : public RoomStorage {
                           s->room.checkpoint_blob});
     return absl::OkStatus();
   }
-  absl::Status Commit() override { return CommitFirst(journal_.size()); }
+  absl::Status Commit() override {
+    CommitWait();  // a deferred batch first (its result stays for CommitPoll)
+    return CommitFirst(journal_.size());
+  }
   // With SetDeferCommits (tests: a writer thread whose disk is slow), CommitStart takes
   // the writes staged so far as a batch that stays in flight until FinishCommit; writes
   // staged meanwhile belong to the next batch.
   void CommitStart() override {
+    RP_ASSERT(!in_flight_ && !result_.has_value());  // the contract in RoomStorage
     if (!defer_commits_ || journal_.empty()) {  // an empty batch answers at once, as
       result_ = Commit();                       // RoomStore's does
       return;

@@ -373,6 +373,7 @@ class Swarm {
   // Bytes held for updates whose pieces have not all arrived (bounded, see above).
   size_t partial_bytes() const noexcept { return partial_bytes_; }
   size_t acks_queued() const noexcept { return acks_.size(); }
+  size_t acks_marked() const noexcept { return acks_marked_; }  // queued before the batch
   bool fetching() const noexcept { return fetch_ != nullptr; }
   bool syncing() const noexcept { return sync_.active; }
   // CaughtUp: our heads equal those a peer last announced (a reader that just joined is

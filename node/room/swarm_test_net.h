@@ -105,14 +105,17 @@ class Net {
         if (n->down) continue;
         n->host->Tick(now_us, n->out);
         if (n->commit_latency_us > 0) {
+          // In Shard::Run's order: poll; the writer may finish right after the poll (here:
+          // always, when its time has come); then a new batch starts if none is in flight.
           n->storage.SetDeferCommits(true);
+          std::optional<absl::Status> done = n->host->CommitPoll(n->out);
+          if (done.has_value() && !done->ok()) ++n->commit_failures;  // its acks were dropped
           if (n->storage.CommitInFlight() && now_us >= n->commit_done_us) {
             n->storage.FinishCommit();
           }
-          const std::optional<absl::Status> done = n->host->CommitPoll(n->out);
-          if (done.has_value() && !done->ok()) ++n->commit_failures;  // its acks were dropped
           if (!n->host->CommitInFlight()) {
-            n->host->CommitStart(n->out);
+            done = n->host->CommitStart(n->out);  // takes the batch that just finished first
+            if (done.has_value() && !done->ok()) ++n->commit_failures;
             n->commit_done_us = now_us + n->commit_latency_us;
           }
           continue;

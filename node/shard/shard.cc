@@ -84,7 +84,8 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
   // Durability off the shard thread (issue 15, item 2) when the writer can ring us.
   const int wake_fd = transport_->wake_handle().event_fd;
   if (config.room_storage != nullptr && wake_fd >= 0) {
-    config.room_storage->UseWriterThread(wake_fd);
+    room_storage_ = config.room_storage;
+    room_storage_->UseWriterThread(wake_fd);
   }
 }
 
@@ -128,6 +129,11 @@ void Shard::Run() noexcept {
     received_since_commit_ += n;
     if ((received_since_commit_ == 0 || now - last_commit_us_ >= kGroupCommitUs) &&
         !core_->CommitInFlight()) {
+      // The writer may have finished between the poll above and that check: take its
+      // result first, so that its acks go (and a failure's backoff is known) before the
+      // queued acks are marked as the new batch's. (RoomHost::CommitStart does the same
+      // as a guard; found by a review: the new batch's acks went out with the old one's.)
+      core_->CommitPoll(now);
       if (core_->StorageDue(now)) {
         core_->CommitStart(now);
         core_->CommitPoll(now);  // a store without a writer thread has finished already
@@ -148,6 +154,9 @@ void Shard::Run() noexcept {
   }
   // What a deferred group commit still holds becomes durable (and acked) before exit.
   core_->Commit(now);
+  // The store outlives this shard's transport: its writer must not ring the eventfd the
+  // transport closes (no batch is in flight after Commit).
+  if (room_storage_ != nullptr) room_storage_->UseWriterThread(-1);
   transport_->Flush();
   bool woken = false;
   transport_->Poll(0, std::span(batch, 0), &woken);  // submit the last sends

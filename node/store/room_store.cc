@@ -1,6 +1,7 @@
 #include "node/store/room_store.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <lmdb.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -276,11 +277,11 @@ RoomStore::RoomStore(std::string path, MDB_env* env, StoreSync sync)
 }
 
 RoomStore::~RoomStore() {
-  if (writer_.joinable()) {
+  if (writer_started_) {
     CommitWait();  // a batch in flight completes (durable, but nobody is left to ack it)
     state_.store(kStop, std::memory_order_release);
     state_.notify_all();
-    writer_.join();
+    pthread_join(writer_, nullptr);
   }
   if (env_ != nullptr) mdb_env_close(env_);
 }
@@ -844,14 +845,17 @@ void RoomStore::FinishBatch(const absl::Status& st) {
 // ---- the writer thread ----
 
 void RoomStore::UseWriterThread(int wake_fd) {
-  RP_ASSERT(!writer_.joinable());
+  // Once the thread runs, only the doorbell may change, and only with no batch in flight
+  // (the writer reads wake_fd_ after the release that hands it a batch).
+  RP_ASSERT(state_.load(std::memory_order_acquire) != kSubmitted);
   writer_wanted_ = true;
   wake_fd_ = wake_fd;
 }
 
 void RoomStore::CommitStart() {
-  SettleDone();
-  RP_ASSERT(state_.load(std::memory_order_relaxed) == kIdle);
+  // The caller took the last batch's result (CommitPoll) before starting this one; else
+  // its OK would release acks marked for this batch (RoomHost::CommitStart polls first).
+  RP_ASSERT(state_.load(std::memory_order_acquire) == kIdle && !pending_result_.has_value());
   if (!writer_wanted_ || ops_.empty() || !broken_.ok()) {
     // Nothing to wait for (or no thread wanted): answer at once, on this thread.
     TakeBatch();
@@ -860,10 +864,20 @@ void RoomStore::CommitStart() {
     pending_result_ = st;
     return;
   }
-  if (!writer_.joinable()) {
+  if (!writer_started_) {
     // Started here, at the first batch (the shard runs by now): never beside a forked
-    // check of another store at Open. It inherits the shard thread's CPU.
-    writer_ = std::thread([this] { WriterLoop(); });
+    // check of another store at Open. It inherits the shard thread's CPU (its work is
+    // mostly waiting for the disk). Built without exceptions: pthread_create reports a
+    // failure, and the store then commits on the calling thread, as without a writer.
+    writer_started_ = pthread_create(&writer_, nullptr, &RoomStore::WriterMain, this) == 0;
+    if (!writer_started_) {
+      writer_wanted_ = false;
+      TakeBatch();
+      const absl::Status st = WriteOut();
+      FinishBatch(st);
+      pending_result_ = st;
+      return;
+    }
   }
   TakeBatch();
   state_.store(kSubmitted, std::memory_order_release);
@@ -895,6 +909,12 @@ void RoomStore::SettleDone() {
   FinishBatch(batch_result_);
   pending_result_ = batch_result_;
   state_.store(kIdle, std::memory_order_relaxed);  // only this thread moves it on from here
+}
+
+void* RoomStore::WriterMain(void* self) {
+  pthread_setname_np(pthread_self(), "rp-store-writer");
+  static_cast<RoomStore*>(self)->WriterLoop();
+  return nullptr;
 }
 
 void RoomStore::WriterLoop() {
@@ -1196,14 +1216,29 @@ absl::Status RoomStore::LoadCommitted(const Hash256& room, room::LoadedRoom* out
 }
 
 absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
-  CommitWait();  // the staged view below is then ops_ alone
+  // Not waiting for a batch in flight (a join for an unloaded room reaches here from the
+  // network; the shard must not stall on the disk): the staged view is the batch in
+  // flight, then ops_, both only read here (the writer only reads the batch too). The
+  // committed read may or may not include the batch in flight: its updates are then
+  // found twice and kept once (`seen`), a delete finds nothing, a checkpoint is replaced
+  // by itself.
+  SettleDone();
   RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  // Staged writes: the batch's ops, then ops_, each over its own arena.
+  struct Staged {
+    const Op* op;
+    const std::vector<uint8_t>* arena;
+  };
+  std::vector<Staged> staged;  // control path (start-up, a room's reload): may allocate
+  staged.reserve(batch_ops_.size() + ops_.size());
+  for (const Op& op : batch_ops_) staged.push_back({&op, &batch_arena_});
+  for (const Op& op : ops_) staged.push_back({&op, &arena_});
   // Staged writes after the room's last staged Forget apply; the committed state applies
   // only when no Forget is staged.
   size_t first = 0;
   bool committed = true;
-  for (size_t i = 0; i < ops_.size(); ++i) {
-    if (ops_[i].kind == OpKind::kDeleteRoom && ops_[i].room == room_id) {
+  for (size_t i = 0; i < staged.size(); ++i) {
+    if (staged[i].op->kind == OpKind::kDeleteRoom && staged[i].op->room == room_id) {
       first = i + 1;
       committed = false;
     }
@@ -1213,10 +1248,10 @@ absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
   if (committed) RP_RETURN_IF_ERROR(LoadCommitted(room_id, &out, &ids));
   // Control path (start-up): a set of the ids for the duplicate rule is fine here.
   absl::flat_hash_set<Hash256> seen(ids.begin(), ids.end());
-  for (size_t i = first; i < ops_.size(); ++i) {
-    const Op& op = ops_[i];
-    const Bytes a(arena_.data() + op.offset, op.bytes);
-    const Bytes b(arena_.data() + op.offset2, op.bytes2);
+  for (size_t i = first; i < staged.size(); ++i) {
+    const Op& op = *staged[i].op;
+    const Bytes a(staged[i].arena->data() + op.offset, op.bytes);
+    const Bytes b(staged[i].arena->data() + op.offset2, op.bytes2);
     if (op.room != room_id) continue;  // a commit, too, deletes an id only in its room
     if (op.kind == OpKind::kDeleteUpdate && seen.erase(op.id) > 0) {
       const size_t at = std::find(ids.begin(), ids.end(), op.id) - ids.begin();

@@ -29,9 +29,12 @@
 // the batch is durable (or failed) the writer wakes the shard through its transport's
 // eventfd, and CommitPoll() gives the result: the acks queued before CommitStart() may go
 // out only on OK. A batch that failed for lack of space goes back in front of what was
-// staged since, so the order of writes is kept. Reads that need the index or the staged
-// view (Load, HasUpdate, updates_count) wait for the batch in flight first: control path.
+// staged since, so the order of writes is kept. Reads of the index (HasUpdate,
+// updates_count: tests and tools) wait for the batch in flight; Load does not (it reads
+// the batch's ops, which the writer only reads too).
 #pragma once
+
+#include <pthread.h>
 
 #include <atomic>
 #include <cstddef>
@@ -40,7 +43,6 @@
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -159,8 +161,9 @@ class RoomStore final : public room::RoomStorage {
   // Rooms: stored and staged rooms, sorted by id.
   std::vector<Hash256> Rooms() override;
   bool Contains(const Hash256& room_id) override { return rooms_.contains(room_id); }
-  // Load: the committed room with the staged writes applied over it. Checks every value's
-  // checksum (DataLoss names the path).
+  // Load: the committed room with the staged writes (the batch in flight included) applied
+  // over it; does not wait for the writer. Checks every value's checksum (DataLoss names
+  // the path).
   absl::StatusOr<room::LoadedRoom> Load(const Hash256& room_id) override;
   absl::Status Forget(const Hash256& room_id) override;
   // Prune: one DeleteUpdate per id, so the records and their index entries go in the
@@ -183,7 +186,7 @@ class RoomStore final : public room::RoomStorage {
   // Waits for a batch in flight.
   absl::StatusOr<bool> HasUpdate(const Hash256& update_id);
   // Updates committed (the in-memory index's size). Waits for a batch in flight.
-  size_t updates_count() noexcept {
+  size_t updates_count() {
     CommitWait();
     return ids_.size();
   }
@@ -195,10 +198,12 @@ class RoomStore final : public room::RoomStorage {
   // UseWriterThread: later CommitStart calls hand their batch to this store's writer
   // thread (started at the first one, so after every store's forked check at Open), which
   // writes `wake_fd` (an eventfd; -1: none) when a batch is done. Call before the shard
-  // runs. Without it CommitStart commits on the calling thread, as Commit does.
+  // runs; again with -1 before the eventfd is closed (no batch may be in flight). Without
+  // it CommitStart commits on the calling thread, as Commit does.
   void UseWriterThread(int wake_fd) override;
   // CommitStart: hands the staged writes over as one batch. REQUIRES: no batch in flight
-  // (CommitInFlight() is false). An empty batch, or a stopped store, answers at once.
+  // and the last one's result taken (CommitPoll), else it asserts. An empty batch, or a
+  // stopped store, answers at once.
   void CommitStart() override;
   bool CommitInFlight() const noexcept override;
   // CommitPoll: the result of the last batch started, once, when it is done; nullopt while
@@ -264,6 +269,7 @@ class RoomStore final : public room::RoomStorage {
   absl::Status WriteOut();
   void FinishBatch(const absl::Status& st);
   void SettleDone();  // state kDone -> kIdle, FinishBatch, the result kept for CommitPoll
+  static void* WriterMain(void* self);
   void WriterLoop();
   void DropStaged();
   absl::Status ReadRooms();
@@ -298,7 +304,8 @@ class RoomStore final : public room::RoomStorage {
   std::optional<absl::Status> pending_result_;   // for CommitPoll
   bool writer_wanted_ = false;
   int wake_fd_ = -1;
-  std::thread writer_;
+  bool writer_started_ = false;
+  pthread_t writer_{};
   // Rooms stored or staged (Rooms(), and the check that a room exists before staging).
   absl::flat_hash_set<Hash256> rooms_;
   // Each room's next log sequence number as of the last commit, so that a batch's first

@@ -5,6 +5,7 @@
 // tsan), as well as in the release and ASan builds. Method: a real LMDB environment in a
 // temporary directory; batches of varying sizes over three rooms; at the end the logs must
 // hold every update once, in staging order, and the counters must add up.
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -67,8 +68,11 @@ TEST(RoomStoreWriter, BatchesAlternateWithStagingAndKeepTheirOrder) {
       // A control-path read between batches waits for the one in flight.
       ASSERT_TRUE(*store.HasUpdate(Id(2, 0)) || started <= 1);
     }
-    // Asleep until the writer rings; bounded: each finished batch rings once.
+    // Asleep until the writer rings (bounded: each finished batch rings once, and a
+    // missed ring fails after 10 s instead of hanging).
     for (int rings = 0; store.CommitInFlight() && rings < 4; ++rings) {
+      pollfd p{wake, POLLIN, 0};
+      ASSERT_EQ(poll(&p, 1, 10'000), 1) << "the writer did not ring";
       uint64_t v;
       ASSERT_EQ(read(wake, &v, sizeof(v)), static_cast<ssize_t>(sizeof(v)));
     }

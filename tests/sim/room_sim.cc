@@ -478,11 +478,14 @@ void RoomSimulator::CommitStep(Node& n) {
     if (n.core->StorageDue(now_)) n.core->Commit(now_);
     return;
   }
+  // In Shard::Run's order: poll; the writer may finish right after the poll (here: when
+  // its time has come); then a new batch starts if none is in flight (CommitStart takes
+  // the one that just finished first).
+  n.core->CommitPoll(now_);
   if (n.disk->CommitInFlight() && now_ >= n.commit_done_us) {
     heap::Scope scope(heap::kDisk);
     n.disk->FinishCommit();
   }
-  n.core->CommitPoll(now_);
   if (!n.core->CommitInFlight() && n.core->StorageDue(now_)) {
     n.core->CommitStart(now_);
     n.commit_done_us = now_ + 500 +
