@@ -135,6 +135,16 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
   PerShard(w, m, "ringpeer_storage_recoveries_total", "counter",
            "Room store commits that worked again after failing ones.",
            &ShardMetrics::storage_recoveries);
+  PerShard(w, m, "ringpeer_storage_commits_total", "counter",
+           "Room store batches made durable (one LMDB transaction and its sync each).",
+           &ShardMetrics::storage_commits);
+  w.Family("ringpeer_storage_commit_seconds_total", "counter",
+           "Time the room store's durable batches took (on its writer thread); divided by "
+           "ringpeer_storage_commits_total, the mean commit latency.");
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    w.SampleF("ringpeer_storage_commit_seconds_total", ShardLabel(i),
+              static_cast<double>(m.shards[i].storage_commit_us) / 1e6);
+  }
   PerShard(w, m, "ringpeer_storage_failing", "gauge",
            "1 while the shard's room store cannot commit (updates are not acknowledged).",
            &ShardMetrics::storage_failing);

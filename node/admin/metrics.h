@@ -45,6 +45,8 @@ struct ShardMetrics {
   uint64_t storage_commit_failures = 0;
   uint64_t storage_recoveries = 0;
   uint64_t storage_failing = 0;
+  uint64_t storage_commits = 0;    // batches made durable
+  uint64_t storage_commit_us = 0;  // the time they took (transaction and sync)
   std::array<uint64_t, wire::kVerdictCount> dropped{};  // indexed by wire::Verdict
 };
 

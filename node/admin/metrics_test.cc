@@ -73,6 +73,8 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   m.reflection = ReflectionMetrics{6, 6000, 7, 8};
   m.shards[0].storage_failing = 1;
   m.shards[0].storage_commit_failures = 9;
+  m.shards[1].storage_commits = 40;
+  m.shards[1].storage_commit_us = 2'500'000;
   m.routing = RoutingMetrics{12, 40, 2};
   m.size_estimate = SizeEstimateMetrics{100, 80, 130};
   m.storage_bytes = 4096;
@@ -99,6 +101,9 @@ TEST(Metrics, HistogramAndOptionalFamilies) {
   EXPECT_TRUE(Has(t, "ringpeer_reflection_proved_total 8"));
   EXPECT_TRUE(Has(t, "ringpeer_storage_failing{shard=\"0\"} 1"));
   EXPECT_TRUE(Has(t, "ringpeer_storage_commit_failures_total{shard=\"0\"} 9"));
+  EXPECT_TRUE(Has(t, "ringpeer_storage_commits_total{shard=\"1\"} 40"));
+  EXPECT_TRUE(Has(t, "ringpeer_storage_commit_seconds_total{shard=\"1\"} 2.5"));
+  EXPECT_TRUE(Has(t, "# TYPE ringpeer_storage_commit_seconds_total counter"));
 }
 
 TEST(Metrics, BuildInfoIsOneGaugeWithTheBuildInItsLabels) {

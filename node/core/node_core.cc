@@ -594,6 +594,11 @@ bool NodeCore::CommitPoll(int64_t now_us) noexcept {
 }
 
 void NodeCore::OnCommitResult(int64_t now_us, const absl::Status& s) noexcept {
+  if (config_.room_storage != nullptr) {
+    const room::RoomStorage::CommitFigures f = config_.room_storage->commit_figures();
+    counters_.storage_commits.store(f.commits, std::memory_order_relaxed);
+    counters_.storage_commit_us.store(f.commit_us, std::memory_order_relaxed);
+  }
   if (s.ok()) {
     if (storage_backoff_us_ != 0) {
       storage_backoff_us_ = 0;

@@ -144,6 +144,10 @@ struct Counters {
   std::atomic<uint64_t> storage_errors{0};   // failed commits (acks withheld; retried)
   std::atomic<uint64_t> storage_failing{0};  // 1 while the last commit failed
   std::atomic<uint64_t> storage_recoveries{0};  // commits that worked after failing ones
+  // The store's figures (RoomStorage::commit_figures), published after each batch: the
+  // batches made durable and the time they took.
+  std::atomic<uint64_t> storage_commits{0};
+  std::atomic<uint64_t> storage_commit_us{0};
   // ReflectionGuard (issue 11, item 3): sends refused to unproved addresses out of credit,
   // probes sent, addresses proved.
   std::atomic<uint64_t> reflection_refused{0};

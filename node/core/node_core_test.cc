@@ -350,6 +350,9 @@ TEST_F(RelayTest, AnUpdateIsAckedOnlyAfterACommitMadeItDurable) {
   core_->Commit(t + 2000);
   EXPECT_EQ(CountType(sink_, wire::MessageType::kRoomAck), 1u);
   EXPECT_EQ(sink_.captured.back().to, member_addr_);
+  // The store's figures are published after each batch (RoomStorage::commit_figures).
+  EXPECT_EQ(core_->counters().storage_commits.load(), storage_.commits());
+  EXPECT_GE(storage_.commits(), 3u);  // set-up, the recovery and this one
 }
 
 TEST_F(RelayTest, AFullStoreAcksNothingAndACrashLosesOnlyWhatWasNotDurable) {

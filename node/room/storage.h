@@ -102,6 +102,13 @@ class RoomStorage {
   virtual bool CommitInFlight() const noexcept { return false; }
   virtual std::optional<absl::Status> CommitPoll() { return std::exchange(commit_result_, {}); }
   virtual void CommitWait() {}
+  // CommitFigures: batches made durable so far, and the time they took (for RoomStore: the
+  // LMDB transaction and its sync, on the writer), for metrics. Read on the shard's thread.
+  struct CommitFigures {
+    uint64_t commits = 0;
+    uint64_t commit_us = 0;
+  };
+  virtual CommitFigures commit_figures() const noexcept { return {}; }
 
   // Rooms: the ids of every room stored (for a restart: Load each one).
   virtual std::vector<Hash256> Rooms() = 0;
@@ -198,6 +205,7 @@ class MemoryRoomStorage final : public RoomStorage {
     batch_ops_ = journal_.size();
   }
   bool CommitInFlight() const noexcept override { return in_flight_; }
+  CommitFigures commit_figures() const noexcept override { return {commits_, 0}; }
   std::optional<absl::Status> CommitPoll() override { return std::exchange(result_, {}); }
   void CommitWait() override {
     if (in_flight_) FinishCommit();

@@ -625,6 +625,8 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
     out.storage_commit_failures = get(sc.storage_errors);
     out.storage_recoveries = get(sc.storage_recoveries);
     out.storage_failing = get(sc.storage_failing);
+    out.storage_commits = get(sc.storage_commits);
+    out.storage_commit_us = get(sc.storage_commit_us);
     if (out.storage_failing != 0 && m.storage_error.empty()) {
       m.storage_error = shards_[i]->StorageError();
     }
@@ -669,17 +671,21 @@ std::string Node::StatusText() {
     (void)now;
   }
   if (!room_stores_.empty()) {
-    uint64_t failures = 0;
+    uint64_t failures = 0, commits = 0, commit_us = 0;
     std::string error;
     for (const std::unique_ptr<Shard>& sh : shards_) {
       const Counters& sc = sh->counters();
       failures += sc.storage_errors.load(std::memory_order_relaxed);
+      commits += sc.storage_commits.load(std::memory_order_relaxed);
+      commit_us += sc.storage_commit_us.load(std::memory_order_relaxed);
       if (error.empty() && sc.storage_failing.load(std::memory_order_relaxed) != 0) {
         error = sh->StorageError();
       }
     }
     if (error.empty()) {
-      absl::StrAppend(&out, "storage     ok (", failures, " failed commit(s) since start)\n");
+      absl::StrAppendFormat(&out, "storage     ok (%d commits, %.2f ms each on average; %d failed since start)\n",
+                            commits, commits == 0 ? 0.0 : static_cast<double>(commit_us) / 1e3 / static_cast<double>(commits),
+                            failures);
     } else {
       absl::StrAppend(&out, "storage     FAILING, nothing is acknowledged: ", error, " (",
                       failures, " failed commit(s))\n");

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
+#include "base/clock.h"
 #include "base/status.h"
 
 namespace ringpeer::store {
@@ -777,8 +778,10 @@ absl::Status RoomStore::WriteOut() {
   Batch batch;
   int rc = 0;
   seq_staged_.clear();
+  const int64_t started_us = base::MonotonicUs();
   const absl::Status st = WriteBatch(&batch, &rc);
   if (st.ok()) {
+    wstats_.commit_us += static_cast<uint64_t>(std::max<int64_t>(0, base::MonotonicUs() - started_us));
     if (batch.rooms_deleted || batch.seq_uncached) {
       seq_cache_.clear();
     } else {

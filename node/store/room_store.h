@@ -116,6 +116,7 @@ struct RoomStoreStats {
   uint64_t used_bytes = 0;  // pages in use times page size, at the last commit
   uint64_t seq_cache_stale = 0;  // a cached log end collided with a stored key (a bug)
   uint64_t index_skipped = 0;    // damaged log entries left out of the id index at Open
+  uint64_t commit_us = 0;        // time the successful commits took (transaction and sync)
 };
 
 class RoomStore final : public room::RoomStorage {
@@ -209,6 +210,9 @@ class RoomStore final : public room::RoomStorage {
   // CommitPoll: the result of the last batch started, once, when it is done; nullopt while
   // it is in flight or after it was reported.
   std::optional<absl::Status> CommitPoll() override;
+  CommitFigures commit_figures() const noexcept override {
+    return {stats_.commits, stats_.commit_us};
+  }
   // CommitWait: blocks until no batch is in flight (its result stays for CommitPoll) and
   // the writer no longer touches `wake_fd`, which the caller may then close.
   void CommitWait() override;

@@ -795,6 +795,8 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
     ASSERT_TRUE(done.has_value());
     ASSERT_TRUE(done->ok()) << *done;
     EXPECT_FALSE(store->CommitPoll().has_value());  // reported once
+    EXPECT_EQ(store->commit_figures().commits, 1u);
+    EXPECT_GT(store->commit_figures().commit_us, 0u);  // a transaction and an fsync
     uint64_t rung = 0;
     ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
     EXPECT_EQ(rung, 1u);  // the first batch rang once (read here, so the next read is new)
@@ -838,6 +840,7 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
     EXPECT_EQ(store->staged_count(), first_batch + 5);
     EXPECT_EQ(store->stats().commits, 1u);
     EXPECT_EQ(store->stats().commits_failed, 2u);
+    EXPECT_EQ(store->commit_figures().commits, 1u);  // failed batches are not counted
     close(wake);
   }
   auto store = MustOpen(dir, {});

@@ -202,6 +202,8 @@ def scenario(b, c, mnt):
     check(wait_for(lambda: "room storage writable again" in relay.read_log(), DETECT_S),
           "the recovery is logged")
     check(metric(admin, "ringpeer_storage_failing") == 0, "ringpeer_storage_failing is 0")
+    commits = metric(admin, "ringpeer_storage_commits_total")
+    check(commits > 0, f"/metrics counts {commits} durable batches (the writer thread's)")
     check(relay.proc.poll() is None, "the relay ran throughout (no restart)")
 
     # Nothing acked was lost: SIGKILL, restart, a fresh reader.
