@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
+#include "base/futex.h"
 
 namespace ringpeer::client {
 
@@ -193,6 +194,22 @@ void Client::Listener::OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventIn
   }
   ring.CommitPush();
   ring.Publish();
+  published = true;
+}
+
+// OnLoopEnd: wakes the application if it sleeps in Poll, once per loop iteration that
+// published events (a wake per event made a 10,000-update catch-up 30% slower: the
+// application, on the shard's CPU, woke to drain one event at a time). Published, then
+// look for a sleeper (Poll sets `sleeping`, then looks at the ring): the fences on both
+// sides make sure one of the two sees the other.
+void Client::Listener::OnLoopEnd() {
+  if (!published) return;
+  published = false;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleeping.load(std::memory_order_relaxed) != 0 &&
+      sleeping.exchange(0, std::memory_order_acq_rel) != 0) {
+    base::FutexWake(&sleeping);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& options) {
@@ -423,8 +440,9 @@ void Client::Dispatch(const Event& e) {
   }
 }
 
-// Poll: the ring has no doorbell towards the application (the shard must never block or
-// make a system call per event), so an empty ring is looked at again every 5 ms.
+// Poll: drains the ring; when it is empty, sleeps on the listener's `sleeping` word until
+// the shard publishes an event (it wakes a sleeper only: no system call per event while
+// the application keeps up) or the timeout passes.
 size_t Client::Poll(int timeout_ms) {
   size_t n = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -435,8 +453,16 @@ size_t Client::Poll(int timeout_ms) {
       ++n;
     }
     if (n > 0) listener_->ring.Release();
-    if (n > 0 || std::chrono::steady_clock::now() >= deadline) return n;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const auto now = std::chrono::steady_clock::now();
+    if (n > 0 || now >= deadline) return n;
+    listener_->sleeping.store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see OnSwarmEvent
+    if (listener_->ring.Front() == nullptr) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+      base::FutexWait(&listener_->sleeping, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
+    }
+    listener_->sleeping.store(0, std::memory_order_relaxed);
   }
 }
 

@@ -238,6 +238,7 @@ class Client {
   struct Listener final : room::SwarmListener {
     Listener() : ring(kEventRingSlots) {}
     void OnSwarmEvent(room::Swarm& swarm, const room::SwarmEventInfo& e) override;
+    void OnLoopEnd() override;
     uint64_t Mark() override { return pushed; }
     std::unique_ptr<room::Reducer> MakeAppReducer(const room::Genesis& g) override {
       return app_reducer ? app_reducer(g) : nullptr;
@@ -247,6 +248,10 @@ class Client {
     uint64_t pushed = 0;           // events offered, dropped ones included (shard thread)
     std::vector<uint8_t> scratch;  // decrypted payload (shard thread)
     std::atomic<uint64_t> dropped{0};
+    // 1 while the application sleeps in Poll (a futex word, base/futex.h): the shard wakes
+    // it after publishing an event, one system call per sleep, none while it is awake.
+    std::atomic<uint32_t> sleeping{0};
+    bool published = false;  // events pushed this loop iteration (shard thread)
   };
 
   Client() = default;

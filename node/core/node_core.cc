@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "base/futex.h"
 
 namespace ringpeer::core {
 
@@ -863,7 +864,8 @@ void NodeCore::FinishCommand() noexcept {
   command_ = nullptr;
   command_handle_ = 0;
   events_->TakeFinished();
-  cmd->done.store(true, std::memory_order_release);
+  cmd->done.store(1, std::memory_order_release);
+  base::FutexWake(&cmd->done);  // the application thread may sleep on it (Node::Submit)
 }
 
 }  // namespace ringpeer::core

@@ -181,6 +181,9 @@ class SwarmListener {
   // Mark: a position in the listener's event stream, taken where a room's state is read
   // (node/client: events before the mark are in that state, events after it are not).
   virtual uint64_t Mark() { return 0; }
+  // OnLoopEnd: the shard ends a loop iteration (after the events it raised), so a listener
+  // that wakes a consumer can do so once per iteration rather than once per event.
+  virtual void OnLoopEnd() {}
   // MakeAppReducer: a fresh reducer for an app room (ReducerKind::kOpaque) this node
   // opens, or null when it does not run that app. A relay then carries the room unread
   // (Room::OpenApp); a member's join fails. node/client asks ClientOptions::app_reducer.

@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
 #include "base/clock.h"
+#include "base/futex.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "node/admin/json.h"
@@ -241,11 +242,13 @@ std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd
     cmd->error = "the node is busy with another request";
     return cmd;
   }
-  // Control path: the owner claims the command within one loop iteration (at most a tick)
-  // and answers within core::kCommandDeadlineUs. Bounded wait.
-  for (int waited = 0; waited < timeout_ms && !cmd->done.load(std::memory_order_acquire);
-       waited += 5) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Control path: Post rang the owner's doorbell, so it claims the command at once, and
+  // answers within core::kCommandDeadlineUs; this thread sleeps on `done` until then
+  // (woken by the answer, not a clock). Bounded wait.
+  const int64_t deadline_us = MonotonicUs() + int64_t{timeout_ms} * 1000;
+  for (int64_t now = MonotonicUs(); now < deadline_us && cmd->done.load(std::memory_order_acquire) == 0;
+       now = MonotonicUs()) {
+    base::FutexWait(&cmd->done, 0, static_cast<int>((deadline_us - now + 999) / 1000));
   }
   if (cmd->done.load(std::memory_order_acquire)) return cmd;
   if (owner->Withdraw(cmd.get())) {

@@ -1,5 +1,7 @@
 #include "node/shard/shard.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstddef>
 
@@ -83,6 +85,8 @@ Shard::Shard(const ShardConfig& config, const wire::KeyPair& identity,
                                           mail_.get());
   // Durability off the shard thread (issue 15, item 2) when the writer can ring us.
   const int wake_fd = transport_->wake_handle().event_fd;
+  command_wake_fd_ = wake_fd;
+  room_listener_ = config.room_listener;
   if (config.room_storage != nullptr && wake_fd >= 0) {
     room_storage_ = config.room_storage;
     room_storage_->UseWriterThread(wake_fd);
@@ -98,7 +102,17 @@ bool Shard::Withdraw(ControlCommand* cmd) noexcept {
 
 bool Shard::Post(ControlCommand* cmd) noexcept {
   ControlCommand* expected = nullptr;
-  return command_request_.compare_exchange_strong(expected, cmd, std::memory_order_acq_rel);
+  if (!command_request_.compare_exchange_strong(expected, cmd, std::memory_order_acq_rel)) {
+    return false;
+  }
+  // Ring the shard's doorbell (its transport's eventfd, which other threads may write), so
+  // that it takes the command now rather than at its next tick. Without one (a test
+  // transport) the next tick does.
+  if (command_wake_fd_ >= 0) {
+    const uint64_t one = 1;
+    [[maybe_unused]] const ssize_t w = write(command_wake_fd_, &one, sizeof(one));
+  }
+  return true;
 }
 
 void Shard::Run() noexcept {
@@ -149,6 +163,7 @@ void Shard::Run() noexcept {
     }
     mail_->Publish(*transport_);
     transport_->Flush();
+    if (room_listener_ != nullptr) room_listener_->OnLoopEnd();
     Counters::Add(counters.received, n);
     Counters::Add(counters.loop_iterations, 1);
   }

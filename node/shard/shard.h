@@ -118,8 +118,10 @@ class Shard {
   std::unique_ptr<core::NodeCore> core_;
   std::atomic<ControlCommand*> command_request_{nullptr};
   int64_t last_commit_us_ = 0;  // the last commit that carried datagrams; kGroupCommitUs
-  uint64_t received_since_commit_ = 0;
-  room::RoomStorage* room_storage_ = nullptr;  // set when its writer thread rings us  // > 0: a commit is deferred (kGroupCommitUs)
+  uint64_t received_since_commit_ = 0;  // > 0: a commit is deferred (kGroupCommitUs)
+  room::RoomStorage* room_storage_ = nullptr;  // set when its writer thread rings us
+  int command_wake_fd_ = -1;  // the transport's eventfd, rung by Post (set at construction)
+  room::SwarmListener* room_listener_ = nullptr;  // told when each loop iteration ends
   ring::TransportStats last_stats_{};
 };
 
