@@ -1,9 +1,9 @@
 #include "node/client/client.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/assert.h"
@@ -456,7 +456,7 @@ size_t Client::Poll(int timeout_ms) {
     const auto now = std::chrono::steady_clock::now();
     if (n > 0 || now >= deadline) return n;
     listener_->sleeping.store(1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // see OnSwarmEvent
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see Listener::OnLoopEnd
     if (listener_->ring.Front() == nullptr) {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;

@@ -4,10 +4,10 @@
 //
 // Inside, the client runs a one-shard Node on an ephemeral UDP port with its own data
 // directory (node key). The application thread never touches the shard: requests go to
-// the shard through the Node's ControlCommand mechanism (Join, Publish, Leave, State wait
-// up to one shard tick, ~50 ms, for their answer), and the shard reports room events into
+// the shard through the Node's ControlCommand mechanism (Join, Publish, Leave, State ring
+// the shard's doorbell and sleep until it answers), and the shard reports room events into
 // an SPSC ring of fixed slots that Poll() drains on the application's thread, where the
-// callbacks run. The ring never blocks the shard: when it is full an event is dropped and
+// callbacks run (Poll sleeps until the shard ends a loop iteration that published some). The ring never blocks the shard: when it is full an event is dropped and
 // counted (events_dropped()); State() still gives the whole room.
 //
 // Thread-safety: one application thread calls everything (Start, Join, Publish, Poll...);
@@ -38,7 +38,7 @@ namespace ringpeer::client {
 // 512 updates a window, so this holds several windows. 4096 x ~1.2 KiB = 5 MiB, plus
 // the long updates' payloads (up to 64 KiB each) in the slots that carried one.
 inline constexpr uint32_t kEventRingSlots = 4096;
-// How long a request to the shard may take (it is claimed within one tick, ~50 ms).
+// How long a request to the shard may take (Post rings the shard: it is claimed at once).
 inline constexpr int kRequestTimeoutMs = 5000;
 
 struct ClientOptions {

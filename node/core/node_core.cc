@@ -864,8 +864,12 @@ void NodeCore::FinishCommand() noexcept {
   command_ = nullptr;
   command_handle_ = 0;
   events_->TakeFinished();
-  cmd->done.store(1, std::memory_order_release);
-  base::FutexWake(&cmd->done);  // the application thread may sleep on it (Node::Submit)
+  // The address first: once `done` is 1 the application may free the command. A wake on
+  // an address that was freed (or reused by the next command) only wakes a waiter that
+  // looks at its word again (Node::Submit's loop does).
+  std::atomic<uint32_t>* word = &cmd->done;
+  word->store(1, std::memory_order_release);
+  base::FutexWake(word);  // the application thread may sleep on it (Node::Submit)
 }
 
 }  // namespace ringpeer::core

@@ -182,7 +182,9 @@ class SwarmListener {
   // (node/client: events before the mark are in that state, events after it are not).
   virtual uint64_t Mark() { return 0; }
   // OnLoopEnd: the shard ends a loop iteration (after the events it raised), so a listener
-  // that wakes a consumer can do so once per iteration rather than once per event.
+  // that wakes a consumer can do so once per iteration rather than once per event. Only
+  // node/shard calls it (not the simulator or the swarm tests), and a node with a
+  // listener has one shard (Node::Create).
   virtual void OnLoopEnd() {}
   // MakeAppReducer: a fresh reducer for an app room (ReducerKind::kOpaque) this node
   // opens, or null when it does not run that app. A relay then carries the room unread

@@ -95,6 +95,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeConfig& config,
         absl::StrCat("shards must be between 1 and 255, not ", config.shards));
   }
   if (config.listen.empty()) return absl::InvalidArgumentError("no listen address");
+  if (config.room_listener != nullptr && config.shards != 1) {
+    // Its events arrive from one thread (an SPSC ring in node/client), its OnLoopEnd too.
+    return absl::InvalidArgumentError("a room listener needs a node of one shard");
+  }
   std::unique_ptr<Node> node(new Node(config, identity));
   RP_ASSIGN_OR_RETURN(node->sockets_, BindWithRetry(config));
   node->addresses_ = node->sockets_[0].addresses;
@@ -238,6 +242,11 @@ std::unique_ptr<ControlCommand> Node::Run(ControlCommand::Kind kind, const wire:
 std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd,
                                              int timeout_ms) {
   Shard* owner = shards_.empty() ? nullptr : shards_[0].get();
+  // A stopped node's transport may have closed the eventfd that Post rings.
+  if (stop_.load(std::memory_order_acquire)) {
+    cmd->error = "the node has stopped";
+    return cmd;
+  }
   if (owner == nullptr || !owner->Post(cmd.get())) {
     cmd->error = "the node is busy with another request";
     return cmd;
@@ -256,8 +265,10 @@ std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd
     return cmd;
   }
   // The owner has claimed it and will answer by its deadline; it must not be freed before.
-  for (int i = 0; i < 8000 && !cmd->done.load(std::memory_order_acquire); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const int64_t last_us = MonotonicUs() + 40'000'000;
+  for (int64_t now = MonotonicUs(); now < last_us && cmd->done.load(std::memory_order_acquire) == 0;
+       now = MonotonicUs()) {
+    base::FutexWait(&cmd->done, 0, static_cast<int>((last_us - now + 999) / 1000));
   }
   if (!cmd->done.load(std::memory_order_acquire)) {
     cmd.release();  // a shard stalled past its deadline: leak rather than use-after-free

@@ -81,8 +81,10 @@ class Shard {
   // port.
   void Run() noexcept;
 
-  // Post: hands `cmd` to this (owner) shard; it sets cmd->done (release) when answered,
-  // within kCommandDeadlineUs. One command at a time; false if one is pending. Any thread.
+  // Post: hands `cmd` to this (owner) shard and rings its doorbell; it sets cmd->done
+  // (release, and a futex wake) when answered, within kCommandDeadlineUs. One command at a
+  // time; false if one is pending. Any thread, while the shard runs (Node::Submit refuses
+  // once the node stops: the transport may have closed the eventfd).
   bool Post(ControlCommand* cmd) noexcept;
   // Withdraw: takes back a command the shard has not claimed yet. False: the shard has it
   // and will set done by its deadline, so `cmd` must stay alive until then.
