@@ -7,7 +7,8 @@
 // the shard through the Node's ControlCommand mechanism (Join, Publish, Leave, State ring
 // the shard's doorbell and sleep until it answers), and the shard reports room events into
 // an SPSC ring of fixed slots that Poll() drains on the application's thread, where the
-// callbacks run (Poll sleeps until the shard ends a loop iteration that published some). The ring never blocks the shard: when it is full an event is dropped and
+// callbacks run (Poll sleeps until the shard ends a loop iteration that published some).
+// The ring never blocks the shard: when it is full an event is dropped and
 // counted (events_dropped()); State() still gives the whole room.
 //
 // Thread-safety: one application thread calls everything (Start, Join, Publish, Poll...);

@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "base/assert.h"
-#include "base/futex.h"
 
 namespace ringpeer::core {
 
@@ -864,12 +863,7 @@ void NodeCore::FinishCommand() noexcept {
   command_ = nullptr;
   command_handle_ = 0;
   events_->TakeFinished();
-  // The address first: once `done` is 1 the application may free the command. A wake on
-  // an address that was freed (or reused by the next command) only wakes a waiter that
-  // looks at its word again (Node::Submit's loop does).
-  std::atomic<uint32_t>* word = &cmd->done;
-  word->store(1, std::memory_order_release);
-  base::FutexWake(word);  // the application thread may sleep on it (Node::Submit)
+  cmd->done.store(1, std::memory_order_release);  // the shard wakes a sleeper (PollCommand)
 }
 
 }  // namespace ringpeer::core

@@ -255,7 +255,7 @@ struct ControlCommand {
   } room;                      // kRoomState
   std::vector<uint8_t> state;  // kRoomState: Room::SerializeState
   std::vector<wire::Hash256> heads;  // kRoomState: the log's current heads (sorted)
-  std::atomic<uint32_t> done{0};  // 1 when answered; a futex word (base/futex.h)
+  std::atomic<uint32_t> done{0};  // 1 when answered; a futex word (Shard::PollCommand)
 };
 
 // How long the owner works on one command before answering "timed out". Past a lookup's

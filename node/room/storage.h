@@ -134,8 +134,8 @@ class RoomStorage {
     return absl::OkStatus();
   }
 
- private:
-  std::optional<absl::Status> commit_result_;  // the default CommitStart's
+ protected:
+  std::optional<absl::Status> commit_result_;  // a finished batch's result, for CommitPoll
 };
 
 // MemoryRoomStorage: the in-memory RoomStorage for tests, benchmarks and the simulator.
@@ -196,9 +196,9 @@ class MemoryRoomStorage final : public RoomStorage {
   // the writes staged so far as a batch that stays in flight until FinishCommit; writes
   // staged meanwhile belong to the next batch.
   void CommitStart() override {
-    RP_ASSERT(!in_flight_ && !result_.has_value());  // the contract in RoomStorage
+    RP_ASSERT(!in_flight_ && !commit_result_.has_value());  // the contract in RoomStorage
     if (!defer_commits_ || journal_.empty()) {  // an empty batch answers at once, as
-      result_ = Commit();                       // RoomStore's does
+      commit_result_ = Commit();                // RoomStore's does
       return;
     }
     in_flight_ = true;
@@ -206,7 +206,6 @@ class MemoryRoomStorage final : public RoomStorage {
   }
   bool CommitInFlight() const noexcept override { return in_flight_; }
   CommitFigures commit_figures() const noexcept override { return {commits_, 0}; }
-  std::optional<absl::Status> CommitPoll() override { return std::exchange(result_, {}); }
   void CommitWait() override {
     if (in_flight_) FinishCommit();
   }
@@ -254,7 +253,7 @@ class MemoryRoomStorage final : public RoomStorage {
     journal_.clear();
     in_flight_ = false;  // a batch in flight is lost with the rest, and never reported
     batch_ops_ = 0;
-    result_.reset();
+    commit_result_.reset();
   }
   void Crash() { DropStaged(); }
   void SetFail(bool fail) { fail_ = fail; }
@@ -265,7 +264,7 @@ class MemoryRoomStorage final : public RoomStorage {
   void FinishCommit() {
     if (!in_flight_) return;
     in_flight_ = false;
-    result_ = CommitFirst(batch_ops_);
+    commit_result_ = CommitFirst(batch_ops_);
   }
   size_t DurableUpdates(const Hash256& room_id) const {
     auto it = durable_.find(room_id);
@@ -393,7 +392,6 @@ class MemoryRoomStorage final : public RoomStorage {
   bool defer_commits_ = false;
   bool in_flight_ = false;
   size_t batch_ops_ = 0;  // the batch in flight: journal_[0, batch_ops_)
-  std::optional<absl::Status> result_;
 };
 
 }  // namespace ringpeer::room

@@ -661,7 +661,7 @@ TEST(Swarm, RelayAcksOnlyWhatItStored) {
 // was in flight wait for the next one. Every update is acked in the end. The network runs
 // the relay in Shard::Run's order, with each batch finishing between the loop's poll and
 // the next start (a review found that order releasing the new batch's acks with the old
-// one's OK: 76 early acks here before RoomHost::CommitStart polled first).
+// one's OK: 72 early acks here before RoomHost::CommitStart polled first).
 TEST(Swarm, AcksWaitForTheirOwnBatchWhileAnotherIsInFlight) {
   Swarmed s(207, 0.0);
   s.relay->commit_latency_us = 7000;

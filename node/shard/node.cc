@@ -239,6 +239,19 @@ std::unique_ptr<ControlCommand> Node::Run(ControlCommand::Kind kind, const wire:
   return Submit(std::move(cmd), timeout_ms);
 }
 
+namespace {
+
+// SleepUntilDone: until the shard answers `cmd` (it wakes us: Shard::PollCommand) or the
+// monotonic clock passes `deadline_us`.
+void SleepUntilDone(ControlCommand& cmd, int64_t deadline_us) {
+  for (int64_t now = MonotonicUs();
+       now < deadline_us && cmd.done.load(std::memory_order_acquire) == 0; now = MonotonicUs()) {
+    base::FutexWait(&cmd.done, 0, static_cast<int>((deadline_us - now + 999) / 1000));
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd,
                                              int timeout_ms) {
   Shard* owner = shards_.empty() ? nullptr : shards_[0].get();
@@ -255,21 +268,14 @@ std::unique_ptr<ControlCommand> Node::Submit(std::unique_ptr<ControlCommand> cmd
   // answers within core::kCommandDeadlineUs; this thread sleeps on `done` until then
   // (woken by the answer, not a clock). Bounded wait.
   const int64_t deadline_us = MonotonicUs() + int64_t{timeout_ms} * 1000;
-  for (int64_t now = MonotonicUs(); now < deadline_us && cmd->done.load(std::memory_order_acquire) == 0;
-       now = MonotonicUs()) {
-    base::FutexWait(&cmd->done, 0, static_cast<int>((deadline_us - now + 999) / 1000));
-  }
+  SleepUntilDone(*cmd, deadline_us);
   if (cmd->done.load(std::memory_order_acquire)) return cmd;
   if (owner->Withdraw(cmd.get())) {
     cmd->error = "the owner shard did not answer in time";
     return cmd;
   }
   // The owner has claimed it and will answer by its deadline; it must not be freed before.
-  const int64_t last_us = MonotonicUs() + 40'000'000;
-  for (int64_t now = MonotonicUs(); now < last_us && cmd->done.load(std::memory_order_acquire) == 0;
-       now = MonotonicUs()) {
-    base::FutexWait(&cmd->done, 0, static_cast<int>((last_us - now + 999) / 1000));
-  }
+  SleepUntilDone(*cmd, MonotonicUs() + 40'000'000);
   if (!cmd->done.load(std::memory_order_acquire)) {
     cmd.release();  // a shard stalled past its deadline: leak rather than use-after-free
     auto failed = std::make_unique<ControlCommand>();
@@ -697,9 +703,12 @@ std::string Node::StatusText() {
       }
     }
     if (error.empty()) {
-      absl::StrAppendFormat(&out, "storage     ok (%d commits, %.2f ms each on average; %d failed since start)\n",
-                            commits, commits == 0 ? 0.0 : static_cast<double>(commit_us) / 1e3 / static_cast<double>(commits),
-                            failures);
+      const double mean_ms =
+          commits == 0 ? 0.0 : static_cast<double>(commit_us) / 1e3 / static_cast<double>(commits);
+      absl::StrAppendFormat(&out,
+                            "storage     ok (%d commits, %.2f ms each on average; %d failed "
+                            "since start)\n",
+                            commits, mean_ms, failures);
     } else {
       absl::StrAppend(&out, "storage     FAILING, nothing is acknowledged: ", error, " (",
                       failures, " failed commit(s))\n");

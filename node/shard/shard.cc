@@ -7,6 +7,7 @@
 
 #include "base/assert.h"
 #include "base/clock.h"
+#include "base/futex.h"
 
 namespace ringpeer::shard {
 namespace {
@@ -198,11 +199,23 @@ void Shard::DrainMailboxes(int64_t now_us) noexcept {
 
 void Shard::PollCommand(int64_t now_us) noexcept {
   if (core_->overlay() == nullptr) return;  // commands go to the owner only
-  if (core_->command_busy()) return core_->CheckCommand(now_us);
-  // A relaxed look first: the exchange (a locked instruction) only when there is work.
-  if (command_request_.load(std::memory_order_relaxed) == nullptr) return;
-  ControlCommand* cmd = command_request_.exchange(nullptr, std::memory_order_acq_rel);
-  if (cmd != nullptr) core_->StartCommand(now_us, cmd);
+  if (core_->command_busy()) {
+    core_->CheckCommand(now_us);
+  } else if (command_request_.load(std::memory_order_relaxed) != nullptr) {
+    // A relaxed look first: the exchange (a locked instruction) only when there is work.
+    ControlCommand* cmd = command_request_.exchange(nullptr, std::memory_order_acq_rel);
+    if (cmd != nullptr) {
+      claimed_done_ = &cmd->done;  // taken now: once answered, the application may free it
+      core_->StartCommand(now_us, cmd);
+    }
+  }
+  // Answered (here, or by a datagram earlier in this iteration): wake the application
+  // sleeping on `done` (Node::Submit). A wake on an address freed meanwhile, or reused by
+  // the next command, only makes a waiter look at its word again.
+  if (claimed_done_ != nullptr && !core_->command_busy()) {
+    base::FutexWake(claimed_done_);
+    claimed_done_ = nullptr;
+  }
 }
 
 void Shard::PublishTransportStats() noexcept {

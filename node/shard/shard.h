@@ -124,6 +124,7 @@ class Shard {
   room::RoomStorage* room_storage_ = nullptr;  // set when its writer thread rings us
   int command_wake_fd_ = -1;  // the transport's eventfd, rung by Post (set at construction)
   room::SwarmListener* room_listener_ = nullptr;  // told when each loop iteration ends
+  std::atomic<uint32_t>* claimed_done_ = nullptr;  // the command taken, until it is answered
   ring::TransportStats last_stats_{};
 };
 

@@ -755,7 +755,10 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
 
 absl::Status RoomStore::Commit() {
   CommitWait();  // a batch in flight first (its result stays for CommitPoll)
-  SettleDone();
+  return CommitHere();
+}
+
+absl::Status RoomStore::CommitHere() {
   TakeBatch();
   const absl::Status st = WriteOut();
   FinishBatch(st);
@@ -861,10 +864,7 @@ void RoomStore::CommitStart() {
   RP_ASSERT(state_.load(std::memory_order_acquire) == kIdle && !pending_result_.has_value());
   if (!writer_wanted_ || ops_.empty() || !broken_.ok()) {
     // Nothing to wait for (or no thread wanted): answer at once, on this thread.
-    TakeBatch();
-    const absl::Status st = WriteOut();
-    FinishBatch(st);
-    pending_result_ = st;
+    pending_result_ = CommitHere();
     return;
   }
   if (!writer_started_) {
@@ -875,10 +875,7 @@ void RoomStore::CommitStart() {
     writer_started_ = pthread_create(&writer_, nullptr, &RoomStore::WriterMain, this) == 0;
     if (!writer_started_) {
       writer_wanted_ = false;
-      TakeBatch();
-      const absl::Status st = WriteOut();
-      FinishBatch(st);
-      pending_result_ = st;
+      pending_result_ = CommitHere();
       return;
     }
   }

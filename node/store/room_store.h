@@ -271,6 +271,7 @@ class RoomStore final : public room::RoomStorage {
   // transient failure), or drops both (the store stopped).
   void TakeBatch();
   absl::Status WriteOut();
+  absl::Status CommitHere();  // TakeBatch, WriteOut, FinishBatch on the calling thread
   void FinishBatch(const absl::Status& st);
   void SettleDone();  // state kDone -> kIdle, FinishBatch, the result kept for CommitPoll
   static void* WriterMain(void* self);

@@ -722,6 +722,23 @@ TEST(RoomStore, AnotherNodesStoreIsRefused) {
   EXPECT_NE(store.status().message().find("belongs to node"), std::string::npos);
 }
 
+// AppendRoomOne: stages room 1's updates [first, last), Id(2, 1, i) with Record('u', i).
+void AppendRoomOne(RoomStore& store, uint32_t first, uint32_t last) {
+  for (uint32_t i = first; i < last; ++i) {
+    RP_EXPECT_OK(store.Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
+  }
+}
+
+// StageMapOverflow: after updates 0..19 are committed, the batch a 256 KiB map cannot
+// take: updates 20..39, a prune of committed update 5 (applied to the in-memory id index
+// before the map fills, and put back when the commit fails: RoomStore::Reconcile), and a
+// `big` checkpoint.
+void StageMapOverflow(RoomStore& store, const std::vector<uint8_t>& big) {
+  AppendRoomOne(store, 20, 40);
+  RP_EXPECT_OK(store.Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 5)}));
+  RP_EXPECT_OK(store.PutCheckpoint(Id(1, 1), Record('c', 1), big));
+}
+
 TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
   const std::string dir = TempDir();
   RoomStoreOptions small;
@@ -731,17 +748,9 @@ TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
     auto store = MustOpen(dir, small);
     ASSERT_NE(store, nullptr);
     RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
-    for (uint32_t i = 0; i < 20; ++i) {
-      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
-    }
+    AppendRoomOne(*store, 0, 20);
     ASSERT_TRUE(store->Commit().ok());
-    for (uint32_t i = 20; i < 40; ++i) {
-      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
-    }
-    // A prune of a committed update in the same batch: applied to the in-memory id index
-    // before the map fills, and put back when the commit fails (RoomStore::Reconcile).
-    RP_EXPECT_OK(store->Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 5)}));
-    RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
+    StageMapOverflow(*store, big);
     const size_t staged = store->staged_count();
     for (int attempt = 0; attempt < 2; ++attempt) {  // the retry fails the same way
       const absl::Status st = store->Commit();
@@ -786,9 +795,7 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
     ASSERT_GE(wake, 0);
     store->UseWriterThread(wake);
     RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
-    for (uint32_t i = 0; i < 20; ++i) {
-      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
-    }
+    AppendRoomOne(*store, 0, 20);
     store->CommitStart();
     store->CommitWait();
     std::optional<absl::Status> done = store->CommitPoll();
@@ -800,17 +807,11 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
     uint64_t rung = 0;
     ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
     EXPECT_EQ(rung, 1u);  // the first batch rang once (read here, so the next read is new)
-    for (uint32_t i = 20; i < 40; ++i) {
-      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
-    }
-    RP_EXPECT_OK(store->Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 5)}));
-    RP_EXPECT_OK(store->PutCheckpoint(Id(1, 1), Record('c', 1), big));
+    StageMapOverflow(*store, big);
     const size_t first_batch = store->staged_count();
     store->CommitStart();
     // Staged while that batch is (or was) in flight: they belong to the next one.
-    for (uint32_t i = 40; i < 45; ++i) {
-      RP_EXPECT_OK(store->Append(Id(1, 1), Id(2, 1, i), Record('u', i)));
-    }
+    AppendRoomOne(*store, 40, 45);
     EXPECT_EQ(store->staged_count(), first_batch + 5);
     store->CommitWait();  // past the ring, too
     rung = 0;

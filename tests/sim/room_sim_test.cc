@@ -7,6 +7,8 @@
 // sim_planted_* tests (release builds).
 #include "tests/sim/room_sim.h"
 
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace ringpeer::sim {
@@ -23,20 +25,32 @@ RoomSimConfig Short(uint64_t seed) {
   return c;
 }
 
+// RunShort: one short run (writer_us: RoomSimConfig::writer_us), checked for what every
+// short run must hold; a failure names the command that replays it.
+RoomSimReport RunShort(uint64_t seed, int64_t writer_us) {
+  RoomSimConfig c = Short(seed);
+  c.writer_us = writer_us;
+  RoomSimulator sim(c);
+  const RoomSimReport r = sim.Run();
+  SCOPED_TRACE(r.Text());
+  EXPECT_TRUE(r.ok()) << "replay: ringpeer-sim --no-dht --rooms 4 --nodes 30 --seconds 120 "
+                         "--heal-s 60 --partition-mean-s 20"
+                      << (writer_us > 0 ? " --writer-ms " + std::to_string(writer_us / 1000) : "")
+                      << " --seed " << seed;
+  EXPECT_EQ(r.acked_lost, 0u);
+  EXPECT_EQ(r.forged_accepted, 0u);
+  EXPECT_EQ(r.evicted_writes_accepted, 0u);
+  EXPECT_EQ(r.diverged, 0u);
+  EXPECT_EQ(r.converged, 1);
+  return r;
+}
+
 TEST(RoomSim, ShortRunsHoldEveryCheckerOnEverySeed) {
   RoomSimReport total;
   for (uint64_t seed = 1; seed <= 6; ++seed) {
-    RoomSimulator sim(Short(seed));
-    const RoomSimReport r = sim.Run();
+    const RoomSimReport r = RunShort(seed, 0);
     SCOPED_TRACE(r.Text());
-    EXPECT_TRUE(r.ok()) << "replay: ringpeer-sim --no-dht --rooms 4 --nodes 30 --seconds 120 "
-                           "--heal-s 60 --partition-mean-s 20 --seed " << seed;
-    EXPECT_EQ(r.acked_lost, 0u);
-    EXPECT_EQ(r.forged_accepted, 0u);
-    EXPECT_EQ(r.evicted_writes_accepted, 0u);
     EXPECT_EQ(r.evicted_reads, 0u);
-    EXPECT_EQ(r.diverged, 0u);
-    EXPECT_EQ(r.converged, 1);
     EXPECT_GT(r.posts, 100u);
     EXPECT_GT(r.acks_received, 100u);
     total.crashes += r.crashes;
@@ -65,18 +79,7 @@ TEST(RoomSim, ShortRunsHoldEveryCheckerOnEverySeed) {
 TEST(RoomSim, ShortRunsWithTheStoreWriterThreadHoldEveryChecker) {
   uint64_t crashes = 0, acks = 0;
   for (uint64_t seed = 1; seed <= 3; ++seed) {
-    RoomSimConfig c = Short(seed);
-    c.writer_us = 5'000;
-    RoomSimulator sim(c);
-    const RoomSimReport r = sim.Run();
-    SCOPED_TRACE(r.Text());
-    EXPECT_TRUE(r.ok()) << "replay: ringpeer-sim --no-dht --rooms 4 --nodes 30 --seconds 120 "
-                           "--heal-s 60 --partition-mean-s 20 --writer-ms 5 --seed " << seed;
-    EXPECT_EQ(r.acked_lost, 0u);
-    EXPECT_EQ(r.forged_accepted, 0u);
-    EXPECT_EQ(r.evicted_writes_accepted, 0u);
-    EXPECT_EQ(r.diverged, 0u);
-    EXPECT_EQ(r.converged, 1);
+    const RoomSimReport r = RunShort(seed, 5'000);
     crashes += r.crashes;
     acks += r.acks_received;
   }
