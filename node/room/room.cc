@@ -182,6 +182,25 @@ Verdict Room::Admit(const Hash256& id, Held held) {
   return v;
 }
 
+void Room::Expect(const Hash256& id) {
+  // The id is an ancestor of a rotation point, and so are the parents of a pending update
+  // with that id: an update held pending from before the rotation was known names its
+  // parents only here (PlaceOne marks them when it places one). Without this a member
+  // held such a chain's lower part in quarantine for good (the room simulator's seed 10).
+  std::vector<Hash256> work{id};
+  while (!work.empty()) {
+    const Hash256 h = work.back();
+    work.pop_back();
+    if (!expected_.insert(h).second) continue;
+    if (quarantine_.contains(h)) unquarantine_.push_back(h);
+    auto it = pending_.find(h);
+    if (it == pending_.end()) continue;
+    for (const Hash256& p : it->second.parents) {
+      if (!index_.contains(p) && !expected_.contains(p)) work.push_back(p);
+    }
+  }
+}
+
 void Room::Hold(const Hash256& id, Held&& held) {
   // Bounded: the oldest held update goes first. The FIFO may hold ids already released;
   // it is compacted when it grows past twice the bound.
@@ -211,8 +230,7 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
       return Verdict::kStaleEpoch;
     }
     for (const Hash256& p : held->parents) {
-      if (index_.contains(p)) continue;
-      if (expected_.insert(p).second && quarantine_.contains(p)) unquarantine_.push_back(p);
+      if (!index_.contains(p)) Expect(p);
     }
   }
   size_t missing = 0;
@@ -227,6 +245,11 @@ Verdict Room::PlaceOne(const Hash256& id, Held* held, bool* placed) {
     refused |= parent.refused ||
                (parent.segment != kTailSegment && !cp_head_slots_.contains(it->second));
   }
+  // A root (no parents) after a checkpoint branches from the room's start, which every
+  // checkpoint covers: refused, like any update that branches from inside it. Without this
+  // a node that started from a checkpoint (or pruned behind one), which cannot tell that
+  // an old root is covered, took the room's first updates again as a new branch.
+  refused |= held->parents.empty() && RootsRefused();
   if (missing == 0 && refused) {
     // Kept outside the order: a better checkpoint may yet cover it (ApplyLine). Its
     // children are refused alike when they come (the worklist releases them).
@@ -435,9 +458,57 @@ std::string Room::DebugCheckpoint() const {
   return out;
 }
 
+std::string Room::DebugAncestry(const Hash256& from, size_t max) const {
+  // Where each of `from`'s ancestors that is not in the log is held: pending, in
+  // quarantine or absent, and whether a rotation point expects it (old epochs).
+  std::string out;
+  std::vector<Hash256> work{from};
+  absl::flat_hash_set<Hash256, IdHash> seen;
+  while (!work.empty() && seen.size() < max) {
+    const Hash256 h = work.back();
+    work.pop_back();
+    if (!seen.insert(h).second) continue;
+    const Held* held = nullptr;
+    const char* where = "absent";
+    if (index_.contains(h)) {
+      where = "log";
+    } else if (auto p = pending_.find(h); p != pending_.end()) {
+      held = &p->second;
+      where = "pending";
+    } else if (auto q = quarantine_.find(h); q != quarantine_.end()) {
+      held = &q->second;
+      where = "quarantine";
+    }
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " %02x%02x%02x%02x:%s%s", h[0], h[1], h[2], h[3], where,
+                  expected_.contains(h) ? "+expected" : "");
+    out += buf;
+    if (held == nullptr) continue;
+    out += "(epoch " + std::to_string(held->epoch) + ")";
+    for (const Hash256& p : held->parents) work.push_back(p);
+  }
+  return out;
+}
+
+std::string Room::DebugRotationHeads() const {
+  std::string out;
+  for (size_t i = 1; i < epochs_.size(); ++i) {
+    for (const Hash256& h : epochs_[i].rotation_heads) {
+      out += " epoch " + std::to_string(i) + ":" + DebugAncestry(h, 32);
+    }
+  }
+  return out;
+}
+
 std::string Room::DebugEntry(const Hash256& x) const {
   auto it = index_.find(x);
-  if (it == index_.end()) return "absent";
+  if (it == index_.end()) {
+    char buf[80];
+    std::snprintf(buf, sizeof buf, "absent (pending=%d quarantine=%d expected=%d pruned=%d)",
+                  pending_.contains(x), quarantine_.contains(x), expected_.contains(x),
+                  WasPruned(x));
+    return buf;
+  }
   const Entry& e = entries_[it->second];
   char buf[64];
   std::string out;

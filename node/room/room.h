@@ -14,7 +14,8 @@
 // whatever order the checkpoints arrive, and a newer one (it covers more) always wins.
 // An update that branches from inside it (a parent it covers that is not one of its
 // heads), or from such an update, is refused: kept (a better checkpoint may cover it
-// later) but outside the order and the heads. So what is in the order is a function of
+// later) but outside the order and the heads. So is a root (no parents): it branches from
+// the room's start, which every checkpoint that covers anything covers. So what is in the order is a function of
 // the updates held and the checkpoint in effect, not of arrival order.
 // An update whose parents include the last one in the order is appended in O(1); one that
 // lands earlier is inserted and the state re-folded from the nearest snapshot (every
@@ -260,8 +261,15 @@ class Room {
   }
   size_t quarantine_size() const noexcept { return quarantine_.size(); }
   std::string DebugEntry(const Hash256& id) const;
+  // DebugAncestry: where `from` and up to `max` of its held ancestors are (log, pending,
+  // quarantine, absent); DebugRotationHeads: that for each rotation point's heads.
+  std::string DebugAncestry(const Hash256& from, size_t max) const;
+  std::string DebugRotationHeads() const;
   std::string DebugCheckpoint() const;
   bool has_checkpoint() const noexcept { return !cp_record_.empty(); }
+  // RootsRefused: a new root would branch from inside the checkpoint in effect (one that
+  // covers something: a checkpoint of an empty log refuses nothing).
+  bool RootsRefused() const noexcept { return has_checkpoint() && !cp_.heads.empty(); }
   // Counts the checkpoints put in effect (added or loaded), so that a caller notices when
   // the room put an awaited one in effect by itself, on the update that brought its heads.
   uint64_t checkpoint_changes() const noexcept { return cp_changes_; }
@@ -360,6 +368,9 @@ class Room {
   void RebuildOrder();
   void RecomputeHeads();
   void Kill(uint32_t slot, bool quarantine);
+  // Expect: `id` is an old-epoch ancestor of a rotation point (so are its pending
+  // ancestors): taken when it comes, let out of quarantine if held there.
+  void Expect(const Hash256& id);
   void PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch);
   void BackfillKeys();
   static bool ParseHeld(Bytes record, Held* out);

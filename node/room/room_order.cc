@@ -186,8 +186,8 @@ void Room::PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t
     auto it = index_.find(h);
     if (it != index_.end()) {
       from.push_back(it->second);
-    } else if (expected_.insert(h).second && quarantine_.contains(h)) {
-      unquarantine_.push_back(h);
+    } else {
+      Expect(h);
     }
   }
   std::vector<uint8_t> mask = AncestorMask(from);
@@ -350,6 +350,10 @@ void Room::ApplyLine(size_t kept) {
     if (e.dead || e.base) continue;
     e.refused = false;
     if (e.segment != kTailSegment) continue;
+    if (e.parents.empty() && RootsRefused()) {  // see PlaceOne
+      e.refused = true;
+      continue;
+    }
     for (uint32_t p : e.parents) {
       const Entry& parent = entries_[p];
       if (parent.dead) continue;

@@ -387,6 +387,90 @@ class CountingReducer final : public Reducer {
   uint64_t total_ = 0, count_ = 0;
 };
 
+// The room's first updates, sent again to a node that started from a checkpoint (a peer
+// that does not know its heads syncs it from the start): that node cannot tell that the
+// checkpoint covers them, so a root must be refused after a checkpoint, at every node alike.
+// Before, such a node took them as a second branch and its heads parted from everyone's for
+// good (the room simulator's long run, seeds 6 and 18). A checkpoint of an empty log covers
+// nothing and refuses no root.
+TEST(Room, TheFirstUpdatesSentAgainAfterACheckpointAreRefusedEverywhere) {
+  RoomFixture f(18, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  auto relay = f.Open(nullptr);
+  std::vector<std::vector<uint8_t>> history;
+  for (int i = 0; i < 10; ++i) {
+    history.push_back(*alice->Write(Msg(f.members[0], "m" + std::to_string(i)), f.random));
+    ASSERT_EQ(relay->Receive(history.back()), Verdict::kOk);
+  }
+  auto cp = alice->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  ASSERT_EQ(alice->AddCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  ASSERT_EQ(relay->AddCheckpoint(cp->record, {}), Verdict::kOk);
+  auto bob = f.Open(&f.members[1]);  // started from the checkpoint
+  ASSERT_EQ(bob->LoadCheckpoint(cp->record, cp->blob), Verdict::kOk);
+  const Hash256 state = bob->state_hash();
+  EXPECT_EQ(bob->Receive(history[0]), Verdict::kBehindCheckpoint);
+  for (size_t i = 1; i < history.size() - 1; ++i) {
+    EXPECT_EQ(bob->Receive(history[i]), Verdict::kBehindCheckpoint) << i;
+  }
+  EXPECT_EQ(bob->Receive(history.back()), Verdict::kDuplicate);  // the checkpoint's head
+  EXPECT_EQ(bob->heads(), alice->heads());
+  EXPECT_EQ(bob->state_hash(), state);
+  EXPECT_EQ(CountText(*bob, "m0"), 1u);  // from the checkpoint's state, once
+
+  // A new root (a member that wrote before it held anything) is refused by every node that
+  // has the checkpoint, whatever it holds; the tail after the checkpoint still goes on.
+  auto carol = f.Open(&f.members[2]);
+  const auto root = carol->Write(Msg(f.members[2], "alone"), f.random);
+  ASSERT_TRUE(root.ok());
+  EXPECT_EQ(alice->Receive(*root), Verdict::kBehindCheckpoint);
+  EXPECT_EQ(relay->Receive(*root), Verdict::kBehindCheckpoint);
+  EXPECT_EQ(bob->Receive(*root), Verdict::kBehindCheckpoint);
+  const auto next = alice->Write(Msg(f.members[0], "after"), f.random);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(relay->Receive(*next), Verdict::kOk);
+  EXPECT_EQ(bob->Receive(*next), Verdict::kOk);
+  EXPECT_EQ(bob->heads(), alice->heads());
+  EXPECT_EQ(relay->heads(), alice->heads());
+  EXPECT_EQ(bob->state_hash(), alice->state_hash());
+
+  // Before any update: a checkpoint covers nothing, and roots go on as before.
+  auto dave = f.Open(&f.members[2]);
+  auto empty = dave->MakeCheckpoint(f.random);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  ASSERT_EQ(dave->AddCheckpoint(empty->record, empty->blob), Verdict::kOk);
+  EXPECT_EQ(dave->Receive(history[0]), Verdict::kOk);
+}
+
+// An old-key chain that a member held pending before it knew of the rotation naming its
+// top: when the rotation comes, the whole chain below the named head is expected, so its
+// lowest update is taken when it arrives rather than set aside as written after the
+// rotation. Before, only the named head was expected; the rest waited in quarantine for
+// good (the room simulator's long run, seed 10).
+TEST(Room, ARotationExpectsTheOldKeyChainHeldPendingBeforeIt) {
+  RoomFixture f(19, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  std::vector<std::vector<uint8_t>> chain;
+  for (int i = 0; i < 4; ++i) {
+    chain.push_back(*alice->Write(Msg(f.members[0], "old" + std::to_string(i)), f.random));
+  }
+  const auto& rotation = f.Rotate({{f.members[0].public_key, true},
+                                   {f.members[1].public_key, true}}, alice->heads());
+  ASSERT_EQ(alice->AddKeyEpoch(rotation), Verdict::kOk);
+  auto bob = Room::Open(f.genesis, &f.members[1]);
+  ASSERT_TRUE(bob.ok());
+  ASSERT_EQ((*bob)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  for (size_t i = chain.size() - 1; i >= 1; --i) {  // newest first: all wait for chain[0]
+    EXPECT_EQ((*bob)->Receive(chain[i]), Verdict::kPending) << i;
+  }
+  ASSERT_EQ((*bob)->AddKeyEpoch(rotation), Verdict::kOk);
+  EXPECT_EQ((*bob)->Receive(chain[0]), Verdict::kOk);
+  EXPECT_EQ((*bob)->pending_size(), 0u);
+  EXPECT_EQ((*bob)->quarantine_size(), 0u);
+  EXPECT_EQ((*bob)->heads(), alice->heads());
+  EXPECT_EQ((*bob)->state_hash(), alice->state_hash());
+}
+
 TEST(Room, ApplicationReducer) {
   RoomFixture f(14, ReducerKind::kOpaque, 1000);
   EXPECT_FALSE(Room::Open(f.genesis, &f.members[0]).ok());  // opaque needs a reducer

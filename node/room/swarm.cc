@@ -983,6 +983,7 @@ void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
   TryAwaitedCheckpoint();
   Reissue(now_us, out);
   FollowCheckpoint(now_us, out);
+  StopAwaiting(now_us, out);
   if (!joining_.empty() && now_us >= next_join_us_) {
     const std::vector<base::Endpoint> again = joining_;
     for (const base::Endpoint& e : again) Connect(now_us, e, out);

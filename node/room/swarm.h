@@ -223,6 +223,8 @@ struct SwarmCounters {
   // Checkpoints whose state our own replay did not reach (a member then starts over from
   // the checkpoint, so that it agrees with every member that did).
   uint64_t checkpoint_mismatches = 0;
+  // A member started over from a fetched checkpoint whose heads never came (StopAwaiting).
+  uint64_t checkpoint_waits = 0;
   // Better checkpoints that did not cover the one this node started from (made on a
   // branch it never held): it started over from them.
   uint64_t checkpoint_forks = 0;
@@ -390,6 +392,9 @@ class Swarm {
     return std::find(refused_.begin(), refused_.end(), addr) != refused_.end();
   }
   const wire::RoomCheckpointInfo& checkpoint_info() const noexcept;
+  // DebugCheckpoints: the fetched checkpoint awaiting its heads, the fetch, and the
+  // checkpoint (updates covered) each peer advertises (the simulator's --verbose).
+  std::string DebugCheckpoints() const;
 
  public:
   // Internal types (swarm_internal.h); public only so that free helpers can name them.
@@ -541,6 +546,13 @@ class Swarm {
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
+  // StopAwaiting: a member whose fetched checkpoint has waited for its heads for five
+  // heads periods starts over from it: its log cannot reach them (they branch from
+  // updates it never held, behind a checkpoint it started from), and syncing cannot
+  // bring them, so it would wait for good (the room simulator found such members).
+  void StopAwaiting(int64_t now_us, base::Outbox& out);
+  void Restarted(int64_t now_us, Bytes record, Bytes blob, const Hash256& before,
+                 base::Outbox& out);
   // Pruning (swarm_prune.cc): notes each checkpoint put in effect, and prunes behind
   // the newest noted one that has been in effect for the retention.
   void PruneTick(int64_t now_us);
@@ -609,8 +621,9 @@ class Swarm {
   uint64_t sync_seen_[8] = {};  // datagrams of the current window received (512 bits)
   std::unique_ptr<Object> object_;  // the checkpoint in effect, as a servable object
   std::unique_ptr<Fetch> fetch_;
-  std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads (relay)
+  std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads
   std::vector<uint8_t> awaited_blob_;
+  int64_t awaited_since_us_ = 0;  // when awaited_record_ was set (StopAwaiting)
   uint64_t adopted_changes_ = 0;  // room_->checkpoint_changes() when object_ last followed it
   // Own updates a member held when it dropped its log (ResetLog), put back once it has
   // loaded a checkpoint (ReplayOwn): those the checkpoint refuses are re-issued.

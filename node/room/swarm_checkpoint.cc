@@ -477,9 +477,10 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     RequestSync(now_us, out);  // the log after the checkpoint
     return;
   }
-  if (v == Verdict::kPending) {  // its heads have not reached us yet (a relay)
+  if (v == Verdict::kPending) {  // its heads have not reached us yet
     awaited_record_ = record;
     awaited_blob_.assign(blob.begin(), blob.end());
+    awaited_since_us_ = now_us;
   } else if (v != Verdict::kDuplicate) {
     if (tried_.size() == kTriedCheckpointsMax) tried_.erase(tried_.begin());
     tried_.push_back(cp);  // a bad root or a stale checkpoint: not fetched again
@@ -498,9 +499,9 @@ Verdict Swarm::StartOverFrom(Bytes record, Bytes blob, Verdict why) {
   // found it diverging for good).
   if (why == Verdict::kCheckpointFork) {
     ++counters_.checkpoint_forks;
-  } else {
+  } else if (why == Verdict::kCheckpointMismatch) {
     ++counters_.checkpoint_mismatches;
-  }
+  }  // kPending: StopAwaiting counted it
   std::vector<std::vector<uint8_t>> keep = room_->RecordsOutside(record);
   if (!ResetLog()) return why;
   const Verdict v = room_->LoadCheckpoint(record, blob);
@@ -559,11 +560,47 @@ void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   const std::vector<uint8_t> blob = room_->checkpoint_blob();
   const Hash256 before = room_->state_hash();
   if (StartOverFrom(record, blob, Verdict::kCheckpointMismatch) != Verdict::kOk) return;
+  Restarted(now_us, record, blob, before, out);
+}
+
+void Swarm::StopAwaiting(int64_t now_us, base::Outbox& out) {
+  if (fetch_ != nullptr || awaited_record_.empty()) return;
+  if (now_us - awaited_since_us_ < 5 * config_.heads_interval_us) return;
+  const std::vector<uint8_t> record = std::move(awaited_record_);
+  const std::vector<uint8_t> blob = std::move(awaited_blob_);
+  awaited_record_.clear();
+  awaited_blob_.clear();
+  const Hash256 before = room_->state_hash();
+  ++counters_.checkpoint_waits;
+  if (StartOverFrom(record, blob, Verdict::kPending) != Verdict::kOk) return;
+  Restarted(now_us, record, blob, before, out);
+}
+
+// Restarted: after StartOverFrom, the checkpoint it loaded is the one this node serves
+// and stores (its store forgot the log), and the log after it is synced.
+void Swarm::Restarted(int64_t now_us, Bytes record, Bytes blob, const Hash256& before,
+                      base::Outbox& out) {
+  ReplayOwn();  // what ResetLog kept of our own
   AdoptObject(record, blob);
+  if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, blob).ok()) {
+    ++counters_.storage_errors;
+  }
+  ++counters_.checkpoints_loaded;
   digest_dirty_ = true;
   Emit(SwarmEvent::kCheckpointLoaded, object_->info.id, {});
   NoteStateChange(before);
   RequestSync(now_us, out);
+}
+
+std::string Swarm::DebugCheckpoints() const {
+  std::string out = "awaited " + std::to_string(awaited_record_.size()) + " bytes, fetching " +
+                    std::to_string(fetch_ != nullptr) + ", covered " +
+                    std::to_string(object_ != nullptr ? object_->info.covered : 0) +
+                    "; peers (covered, r: relay):";
+  for (const Peer& p : peers_) {
+    if (p.used) out += " " + std::to_string(p.checkpoint.covered) + (p.relay ? "r" : "");
+  }
+  return out;
 }
 
 void Swarm::AbandonFetch() noexcept {

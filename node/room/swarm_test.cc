@@ -513,6 +513,46 @@ TEST(Swarm, MemberFarBehindStartsOverFromTheCheckpoint) {
   EXPECT_EQ(s.swarms[2]->room().state_hash(), s.swarms[0]->room().state_hash());
 }
 
+// A member that started from a checkpoint (a late joiner) fetches a better one made on a
+// branch from inside its own: that checkpoint's heads descend from updates behind the one it
+// started from, which it never held, so they wait for parents that will not come, and so
+// does the checkpoint. After five heads periods it starts over from the fetched checkpoint
+// (Swarm::StopAwaiting). Before, it waited for good: the room simulator's long run found
+// members and relays stuck so (seeds 5, 8, 12, 14, 15, 16, 19).
+TEST(Swarm, ACheckpointWhoseHeadsCannotBeReachedIsStartedOverFrom) {
+  Swarmed s(521, 0.0, ReducerKind::kKv);
+  s.net.Run(500'000);
+  const std::string big(600, 'v');
+  auto post = [&](int who, const std::string& key) {
+    ASSERT_TRUE(s.swarms[who]->Publish(s.net.now_us, KvPayload(KvOp::kSet, key, big),
+                                       s.members[who]->out).ok());
+    s.net.Run(s.net.now_us + 3'000);
+  };
+  for (int i = 0; i < 30; ++i) post(0, "base" + std::to_string(i));
+  s.net.Run(s.net.now_us + 3'000'000);
+  s.members[1]->down = true;  // bob: his branch reaches nobody yet
+  for (int i = 0; i < 5; ++i) post(0, "alice" + std::to_string(i));
+  ASSERT_TRUE(s.swarms[0]->MakeCheckpoint().ok());  // covers 35 updates
+  s.net.Run(s.net.now_us + 10'000'000);
+  ASSERT_EQ(s.relay_swarm->checkpoint_info(), s.swarms[0]->checkpoint_info());
+  Node* late = s.net.Add(&s.f.members[3], false);
+  std::vector<base::Endpoint> boot{s.relay->addr};
+  Swarm* j = *late->host->Join(s.net.now_us, s.f.genesis, s.f.epochs, boot, late->out);
+  s.net.Run(s.net.now_us + 10'000'000);
+  ASSERT_EQ(j->counters().checkpoints_loaded, 1u);  // started from alice's checkpoint
+  for (int i = 0; i < 20; ++i) post(1, "bob" + std::to_string(i));
+  ASSERT_TRUE(s.swarms[1]->MakeCheckpoint().ok());  // covers 50: it wins
+  s.members[1]->down = false;
+  s.net.Run(s.net.now_us + 60'000'000);
+  EXPECT_EQ(j->counters().checkpoint_waits, 1u);
+  EXPECT_EQ(j->checkpoint_info(), s.swarms[1]->checkpoint_info());
+  EXPECT_EQ(j->room().pending_size(), 0u);
+  for (Swarm* m : s.swarms) EXPECT_EQ(j->room().heads(), m->room().heads());
+  EXPECT_EQ(j->room().heads(), s.relay_swarm->room().heads());
+  EXPECT_EQ(j->room().state_hash(), s.swarms[0]->room().state_hash());
+  EXPECT_EQ(StateOf(j->room()), StateOf(s.swarms[0]->room()));
+}
+
 // Issue 16 item 3: a member that is behind posts on an old head while a checkpoint passes
 // it; the relay stores the post but every node refuses it (it branches from inside the
 // checkpoint). Its author re-issues it once over the checkpoint, and every member, a late

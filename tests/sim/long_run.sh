@@ -76,8 +76,10 @@ else
   echo "planted bugs: $planted not built (release builds build it)"
 fi
 wall=$(( $(date +%s) - start ))
+all_converged=0  # converged=1: every seed's rooms converged
+[ "$converged" = "$seeds" ] && all_converged=1
 echo "seeds=$seeds seconds=$seconds nodes=$nodes rooms=$rooms failed_seeds=$failed" \
-     "converged_seeds=$converged acked_lost=$acked_lost forged_accepted=$forged" \
+     "converged_seeds=$converged converged=$all_converged acked_lost=$acked_lost forged_accepted=$forged" \
      "evicted_writes_accepted=$evicted crashes=$crashes partitions=$partitions" \
      "disk_faults=$disk steps=$steps${planted_kv} wall_s=$wall"
 [ "$failed" = 0 ] && [ "$caught_all" = 1 ]

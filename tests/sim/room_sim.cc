@@ -1049,6 +1049,8 @@ void RoomSimulator::DumpRoom(const SimRoom& r) {
                  static_cast<unsigned long long>(c.rejected),
                  static_cast<unsigned long long>(c.syncs_served),
                  static_cast<unsigned long long>(c.sync_records_received));
+    std::fprintf(stderr, "    checkpoints: %s\n    rotation heads:%s\n",
+                 sw->DebugCheckpoints().c_str(), rm.DebugRotationHeads().c_str());
     std::fprintf(stderr, "    missing parents:");
     std::vector<bool> quarantined;
     const std::vector<room::Hash256> missing = rm.MissingParents(6, &quarantined);
@@ -1061,7 +1063,8 @@ void RoomSimulator::DumpRoom(const SimRoom& r) {
         const room::Bytes rec = osw->room().RecordOf(h);
         room::UpdateView u;
         if (!rec.empty() && room::DecodeUpdate(rec, r.id, &u) == room::Verdict::kOk) {
-          std::fprintf(stderr, "(at %u, epoch %u)", o->index, u.epoch);
+          std::fprintf(stderr, "(at %u, epoch %u: %s)", o->index, u.epoch,
+                       osw->room().DebugEntry(h).c_str());
           break;
         }
       }
@@ -1118,6 +1121,27 @@ void RoomSimulator::CheckConvergence() {
           std::fprintf(stderr, "  node %d %s\n  node %u %s\n", heads_from,
                        first->room().DebugCheckpoint().c_str(), n->index,
                        sw->room().DebugCheckpoint().c_str());
+          // Updates one node places after its checkpoint barrier and the other before
+          // one (or not at all): where two orders part.
+          for (int way = 0; way < 2; ++way) {
+            const room::Room& a = (way == 0 ? first : sw)->room();
+            const room::Room& b = (way == 0 ? sw : first)->room();
+            const int a_index = way == 0 ? heads_from : static_cast<int>(n->index);
+            const int b_index = way == 0 ? static_cast<int>(n->index) : heads_from;
+            int listed = 0;
+            for (const auto& x : a.order()) {
+              if (listed >= 6) break;
+              const std::string at_a = a.DebugEntry(x), at_b = b.DebugEntry(x);
+              const std::string tail = "seg=" + std::to_string(UINT32_MAX) + " ";
+              if (at_a.find(tail) == std::string::npos || at_b.find(tail) != std::string::npos) {
+                continue;
+              }
+              ++listed;
+              std::fprintf(stderr, "  after the barrier at node %d only: %s\n    node %d: %s\n"
+                           "    node %d: %s\n", a_index, Hex(x).c_str(), a_index, at_a.c_str(),
+                           b_index, at_b.c_str());
+            }
+          }
           int shown = 0;
           for (const auto& x : first->room().order()) {
             if (shown >= 3) break;
