@@ -34,6 +34,9 @@
 // relay_updates_per_s= relay_overhead= (plus the in-memory figures' names are not reused).
 //
 // usage: ringpeer-bench-room-loopback [--updates N] (N: the fan-out run's updates, 20000)
+//        [--members N] [--rate U] [--fanout-only] [--join-only N] [--no-spin]
+//        [--alloc-sites] (prints the call stacks of the steady-state allocations)
+#include <execinfo.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -50,6 +53,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,8 +87,22 @@
 namespace {
 std::atomic<uint64_t> g_allocs{0};  // allocations by threads other than the bench's
 thread_local bool t_bench_thread = false;
+// --alloc-sites: the call stacks of the relay's steady-state allocations (the first
+// kSitesMax), printed at the end, to find what allocation_per_update still counts.
+constexpr size_t kSitesMax = 4096, kSiteFrames = 12;
+std::atomic<bool> g_trace_sites{false};
+std::atomic<size_t> g_sites_used{0};
+void* g_sites[kSitesMax][kSiteFrames];
+int g_site_depth[kSitesMax];
+thread_local bool t_tracing = false;
 inline void CountAlloc() {
-  if (!t_bench_thread) g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (t_bench_thread) return;
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (!g_trace_sites.load(std::memory_order_relaxed) || t_tracing) return;
+  t_tracing = true;  // backtrace itself may allocate: not traced
+  const size_t i = g_sites_used.fetch_add(1, std::memory_order_relaxed);
+  if (i < kSitesMax) g_site_depth[i] = backtrace(g_sites[i], kSiteFrames);
+  t_tracing = false;
 }
 }  // namespace
 
@@ -400,6 +418,28 @@ double CheckpointLoadMs(const Prepared& p) {
   return ms[1];
 }
 
+bool g_alloc_sites = false;  // --alloc-sites
+
+// PrintAllocSites: each distinct stack of the traced allocations (hook frames skipped),
+// most frequent first, to stderr.
+void PrintAllocSites() {
+  const size_t n = std::min(g_sites_used.load(), kSitesMax);
+  std::map<std::vector<void*>, int> count;
+  for (size_t i = 0; i < n; ++i) {
+    const int skip = std::min(2, g_site_depth[i]);  // CountAlloc's caller and the hook
+    count[std::vector<void*>(g_sites[i] + skip, g_sites[i] + g_site_depth[i])]++;
+  }
+  std::vector<std::pair<int, std::vector<void*>>> sorted;
+  for (auto& [stack, c] : count) sorted.emplace_back(c, stack);
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::fprintf(stderr, "allocation sites: %zu traced allocations, %zu stacks\n", n, sorted.size());
+  for (const auto& [c, stack] : sorted) {
+    std::fprintf(stderr, "-- %d allocations:\n", c);
+    std::fflush(stderr);
+    backtrace_symbols_fd(stack.data(), static_cast<int>(stack.size()), 2);
+  }
+}
+
 int kMembers = 8;  // --members
 bool g_spin = true;  // --no-spin
 double g_rate = 0;   // --rate: updates per second the publisher sends at most (0: as fast
@@ -506,6 +546,7 @@ void Fanout(int updates, FanoutFigures* out) {
     if (!steady && acked >= steady_from) {
       steady = true;
       allocs_steady0 = g_allocs.load(std::memory_order_relaxed);
+      g_trace_sites.store(g_alloc_sites, std::memory_order_relaxed);
     }
     for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
     if (MsSince(t0) >= 120'000) {
@@ -522,6 +563,8 @@ void Fanout(int updates, FanoutFigures* out) {
   }
   const double relay_cpu_s = OtherThreadsCpuSeconds() - cpu0;
   const uint64_t allocs_steady = g_allocs.load(std::memory_order_relaxed) - allocs_steady0;
+  g_trace_sites.store(false, std::memory_order_relaxed);
+  if (g_alloc_sites) PrintAllocSites();
   const uint64_t sent = RelaySent(*relay.node) - sent0;
   if (std::getenv("RP_BENCH_VERBOSE") != nullptr) {
     std::fprintf(stderr, "%s\n", relay.node->StatusJson().c_str());
@@ -573,6 +616,8 @@ int main(int argc, char** argv) {
       only_fanout = true;
     } else if (std::strcmp(argv[i], "--join-only") == 0 && i + 1 < argc) {
       only_joins = std::max(1, std::atoi(argv[++i]));
+    } else if (std::strcmp(argv[i], "--alloc-sites") == 0) {
+      g_alloc_sites = true;
     } else if (std::strcmp(argv[i], "--no-spin") == 0) {
       g_spin = false;
     } else if (std::strcmp(argv[i], "--members") == 0 && i + 1 < argc) {
@@ -584,13 +629,17 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--updates N] [--members N] [--rate UPDATES_PER_S] [--fanout-only] "
-                   "[--join-only N] [--no-spin]\n",
+                   "[--join-only N] [--no-spin] [--alloc-sites]\n",
                    argv[0]);
       return 2;
     }
   }
   if (updates < 1) updates = 1;
   t_bench_thread = true;  // the allocation hook counts every other thread (the relay's)
+  {
+    void* warm[2];
+    backtrace(warm, 2);  // loads the unwinder now, not inside the hook
+  }
   Check(wire::InitCrypto(), "libsodium");
   g_cpus = shard::AvailableCpus();
 

@@ -182,7 +182,7 @@ Verdict Room::Admit(const Hash256& id, Held held) {
   return v;
 }
 
-void Room::Expect(const Hash256& id) {
+void Room::Expect(const Hash256& id, std::vector<uint32_t>* placed) {
   // The id is an ancestor of a rotation point, and so are the parents of a pending update
   // with that id: an update held pending from before the rotation was known names its
   // parents only here (PlaceOne marks them when it places one). Without this a member
@@ -196,9 +196,26 @@ void Room::Expect(const Hash256& id) {
     auto it = pending_.find(h);
     if (it == pending_.end()) continue;
     for (const Hash256& p : it->second.parents) {
-      if (!index_.contains(p) && !expected_.contains(p)) work.push_back(p);
+      auto in_log = index_.find(p);
+      if (in_log != index_.end()) {
+        if (placed != nullptr) placed->push_back(in_log->second);
+      } else if (!expected_.contains(p)) {
+        work.push_back(p);
+      }
     }
   }
+}
+
+void Room::ForgetPending(const Hash256& id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  for (const Hash256& p : it->second.parents) {
+    auto w = waiting_.find(p);
+    if (w == waiting_.end()) continue;
+    w->second.erase(std::remove(w->second.begin(), w->second.end(), id), w->second.end());
+    if (w->second.empty()) waiting_.erase(w);
+  }
+  pending_.erase(it);
 }
 
 void Room::Hold(const Hash256& id, Held&& held) {

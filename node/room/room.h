@@ -223,8 +223,16 @@ class Room {
   // Improves: a checkpoint record this room would put in effect over its own (decodes
   // and ranks it; the signature is checked when it is added).
   bool Improves(Bytes record) const;
+  // BeforeRotation: update `id` is known to be an ancestor of a rotation point (it, or a
+  // pending update above it, is named by one): written before that rotation.
+  bool BeforeRotation(const Hash256& id) const { return expected_.contains(id); }
+  // IsPending: update `id` is held until its parents come. ForgetPending: it is not.
+  bool IsPending(const Hash256& id) const { return pending_.contains(id); }
+  void ForgetPending(const Hash256& id);
   // RecordsOutside: copies of the records in the log (placed or refused) that checkpoint
   // `record` does not cover, parents first: what a node keeps when it starts over from it.
+  // Not those held pending: sync brings them again, and they are told to the application
+  // when they are placed.
   std::vector<std::vector<uint8_t>> RecordsOutside(Bytes record) const;
   // PruneCovered: drops the updates behind `barrier_heads`, the heads of a checkpoint in
   // the line (the checkpoint in effect, or an older one it covers: see the order rule),
@@ -369,8 +377,9 @@ class Room {
   void RecomputeHeads();
   void Kill(uint32_t slot, bool quarantine);
   // Expect: `id` is an old-epoch ancestor of a rotation point (so are its pending
-  // ancestors): taken when it comes, let out of quarantine if held there.
-  void Expect(const Hash256& id);
+  // ancestors): taken when it comes, let out of quarantine if held there. `placed` (may be
+  // null) gets the slots of the log's updates that those pending ancestors name.
+  void Expect(const Hash256& id, std::vector<uint32_t>* placed = nullptr);
   void PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch);
   void BackfillKeys();
   static bool ParseHeld(Bytes record, Held* out);

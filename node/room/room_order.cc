@@ -181,13 +181,15 @@ void Room::Kill(uint32_t slot, bool quarantine) {
 }
 
 void Room::PruneForRotation(const std::vector<Hash256>& rotation_heads, uint32_t epoch) {
+  // The rotation point's ancestors: below the heads in the log, and below those held
+  // pending (their parents in the log are ancestors too, and must not be set aside).
   std::vector<uint32_t> from;
   for (const Hash256& h : rotation_heads) {
     auto it = index_.find(h);
     if (it != index_.end()) {
       from.push_back(it->second);
     } else {
-      Expect(h);
+      Expect(h, &from);
     }
   }
   std::vector<uint8_t> mask = AncestorMask(from);

@@ -426,12 +426,21 @@ TEST(Room, TheFirstUpdatesSentAgainAfterACheckpointAreRefusedEverywhere) {
   EXPECT_EQ(alice->Receive(*root), Verdict::kBehindCheckpoint);
   EXPECT_EQ(relay->Receive(*root), Verdict::kBehindCheckpoint);
   EXPECT_EQ(bob->Receive(*root), Verdict::kBehindCheckpoint);
+  // A relay that placed the root before the checkpoint came refuses it when it comes.
+  auto early = f.Open(nullptr);
+  for (const auto& h : history) ASSERT_EQ(early->Receive(h), Verdict::kOk);
+  ASSERT_EQ(early->Receive(*root), Verdict::kOk);
+  EXPECT_EQ(early->heads().size(), 2u);
+  ASSERT_EQ(early->AddCheckpoint(cp->record, {}), Verdict::kOk);
+  EXPECT_EQ(early->heads(), alice->heads());
   const auto next = alice->Write(Msg(f.members[0], "after"), f.random);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(relay->Receive(*next), Verdict::kOk);
   EXPECT_EQ(bob->Receive(*next), Verdict::kOk);
   EXPECT_EQ(bob->heads(), alice->heads());
   EXPECT_EQ(relay->heads(), alice->heads());
+  EXPECT_EQ(early->Receive(*next), Verdict::kOk);
+  EXPECT_EQ(early->heads(), alice->heads());
   EXPECT_EQ(bob->state_hash(), alice->state_hash());
 
   // Before any update: a checkpoint covers nothing, and roots go on as before.
@@ -469,6 +478,37 @@ TEST(Room, ARotationExpectsTheOldKeyChainHeldPendingBeforeIt) {
   EXPECT_EQ((*bob)->quarantine_size(), 0u);
   EXPECT_EQ((*bob)->heads(), alice->heads());
   EXPECT_EQ((*bob)->state_hash(), alice->state_hash());
+}
+
+// The same, when the pending update above an update in the log: the rotation names V, held
+// pending on U, which is pending on X (missing) and P (in the log). P is an ancestor of the
+// rotation point and must not be set aside as written after it; before, it was (only the
+// heads in the log were walked), and U waited for it for good.
+TEST(Room, ARotationKeepsTheLoggedParentsOfTheOldKeyChainHeldPending) {
+  RoomFixture f(20, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  auto bob = f.Open(&f.members[1]);
+  const auto p = *alice->Write(Msg(f.members[0], "p"), f.random);
+  const auto x = *bob->Write(Msg(f.members[1], "x"), f.random);  // a concurrent root
+  ASSERT_EQ(alice->Receive(x), Verdict::kOk);
+  const auto u = *alice->Write(Msg(f.members[0], "u"), f.random);  // parents p and x
+  const auto v = *alice->Write(Msg(f.members[0], "v"), f.random);
+  const auto& rotation = f.Rotate({{f.members[0].public_key, true},
+                                   {f.members[1].public_key, true}}, alice->heads());
+  ASSERT_EQ(alice->AddKeyEpoch(rotation), Verdict::kOk);
+  auto carol = Room::Open(f.genesis, &f.members[2]);
+  ASSERT_TRUE(carol.ok());
+  ASSERT_EQ((*carol)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  ASSERT_EQ((*carol)->Receive(p), Verdict::kOk);
+  ASSERT_EQ((*carol)->Receive(u), Verdict::kPending);
+  ASSERT_EQ((*carol)->Receive(v), Verdict::kPending);
+  ASSERT_EQ((*carol)->AddKeyEpoch(rotation), Verdict::kOk);
+  EXPECT_EQ((*carol)->log_size(), 1u);  // p stays
+  EXPECT_EQ((*carol)->Receive(x), Verdict::kOk);
+  EXPECT_EQ((*carol)->pending_size(), 0u);
+  EXPECT_EQ((*carol)->quarantine_size(), 0u);
+  EXPECT_EQ((*carol)->heads(), alice->heads());
+  EXPECT_EQ((*carol)->state_hash(), alice->state_hash());
 }
 
 TEST(Room, ApplicationReducer) {

@@ -223,7 +223,7 @@ struct SwarmCounters {
   // Checkpoints whose state our own replay did not reach (a member then starts over from
   // the checkpoint, so that it agrees with every member that did).
   uint64_t checkpoint_mismatches = 0;
-  // A member started over from a fetched checkpoint whose heads never came (StopAwaiting).
+  // Started over from a fetched checkpoint whose heads never came (StopAwaiting).
   uint64_t checkpoint_waits = 0;
   // Better checkpoints that did not cover the one this node started from (made on a
   // branch it never held): it started over from them.
@@ -546,11 +546,21 @@ class Swarm {
   // FollowCheckpoint: a member whose replay disagrees with the checkpoint in effect starts
   // over from the checkpoint (its state) and syncs the log after it.
   void FollowCheckpoint(int64_t now_us, base::Outbox& out);
-  // StopAwaiting: a member whose fetched checkpoint has waited for its heads for five
-  // heads periods starts over from it: its log cannot reach them (they branch from
-  // updates it never held, behind a checkpoint it started from), and syncing cannot
-  // bring them, so it would wait for good (the room simulator found such members).
+  // StopAwaiting: a node (member or relay) whose fetched checkpoint has waited for its
+  // heads for five heads periods starts over from it: its log cannot reach them (they
+  // branch from updates it never held, behind a checkpoint it started from), and syncing
+  // cannot bring them, so it would wait for good (the room simulator found such nodes).
+  // Only for a checkpoint of the current epoch; a relay keeps its store.
   void StopAwaiting(int64_t now_us, base::Outbox& out);
+  // StartOverFromAwaited: starts over from the fetched checkpoint awaiting its heads, if
+  // trusted; true when it did.
+  bool StartOverFromAwaited(int64_t now_us, base::Outbox& out);
+  // TrustedCheckpoint: a checkpoint this node may start over from without holding its
+  // heads: signed with the current epoch's key; or with an old one, when a later rotation
+  // point names its heads (through the updates held here), or when most of the peers that
+  // advertise a checkpoint (at least two) have this one in effect. An evicted member keeps
+  // its old write key.
+  bool TrustedCheckpoint(Bytes record) const;
   void Restarted(int64_t now_us, Bytes record, Bytes blob, const Hash256& before,
                  base::Outbox& out);
   // Pruning (swarm_prune.cc): notes each checkpoint put in effect, and prunes behind
@@ -624,6 +634,10 @@ class Swarm {
   std::vector<uint8_t> awaited_record_;  // fetched, waiting for its heads
   std::vector<uint8_t> awaited_blob_;
   int64_t awaited_since_us_ = 0;  // when awaited_record_ was set (StopAwaiting)
+  // A peer told this member to take checkpoint start_over_for_: it starts over from it
+  // once fetched, if trusted (FinishFetch).
+  bool start_over_ = false;
+  Hash256 start_over_for_{};
   uint64_t adopted_changes_ = 0;  // room_->checkpoint_changes() when object_ last followed it
   // Own updates a member held when it dropped its log (ResetLog), put back once it has
   // loaded a checkpoint (ReplayOwn): those the checkpoint refuses are re-issued.

@@ -14,6 +14,13 @@
 namespace ringpeer::room {
 namespace {
 
+// IsRoot: an update record with no parents.
+bool IsRoot(Bytes record, const Hash256& room) {
+  UpdateView view;
+  if (DecodeUpdate(record, room, &view) != Verdict::kOk) return false;
+  return view.body->parents() == nullptr || view.body->parents()->size() == 0;
+}
+
 // A peer that sent this many bad pieces is not asked again during this fetch.
 constexpr uint32_t kStrikesMax = 3;
 // Largest object a peer may advertise: the largest record plus the largest state cap we
@@ -438,9 +445,30 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
   Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
   const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+  const bool start_over = start_over_ && start_over_for_ == f.info.id && !empty;
+  start_over_ = false;
   const Hash256 before = room_->state_hash();
-  Verdict v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
-  if ((v == Verdict::kCheckpointMismatch && !config_.relay) || v == Verdict::kCheckpointFork) {
+  // Started from without its heads in the log (a joiner, a member told to take it, a
+  // fork or a mismatch): only a trusted one (TrustedCheckpoint).
+  const bool trusted = TrustedCheckpoint(record);
+  if ((empty || start_over) && !trusted) {
+    // Kept, waiting as one whose heads have not come: taken once it is trusted (more of
+    // our peers take it) and has waited (StopAwaiting), or when its heads come.
+    if (awaited_record_.empty()) awaited_since_us_ = now_us;
+    awaited_record_ = record;
+    awaited_blob_.assign(blob.begin(), blob.end());
+    AbandonFetch();
+    if (empty) RequestSync(now_us, out);
+    return;
+  }
+  Verdict v;
+  if (start_over) {
+    v = StartOverFrom(record, blob, Verdict::kPending);
+  } else {
+    v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
+  }
+  if (trusted &&
+      ((v == Verdict::kCheckpointMismatch && !config_.relay) || v == Verdict::kCheckpointFork)) {
     v = StartOverFrom(record, blob, v);
   }
   const Hash256 cp = f.info.id;
@@ -478,9 +506,11 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     return;
   }
   if (v == Verdict::kPending) {  // its heads have not reached us yet
+    // A better one replacing an awaited one keeps the wait's start: on a branch that
+    // checkpoints more often than StopAwaiting's bound the node would wait for good.
+    if (awaited_record_.empty()) awaited_since_us_ = now_us;
     awaited_record_ = record;
     awaited_blob_.assign(blob.begin(), blob.end());
-    awaited_since_us_ = now_us;
   } else if (v != Verdict::kDuplicate) {
     if (tried_.size() == kTriedCheckpointsMax) tried_.erase(tried_.begin());
     tried_.push_back(cp);  // a bad root or a stale checkpoint: not fetched again
@@ -501,21 +531,37 @@ Verdict Swarm::StartOverFrom(Bytes record, Bytes blob, Verdict why) {
     ++counters_.checkpoint_forks;
   } else if (why == Verdict::kCheckpointMismatch) {
     ++counters_.checkpoint_mismatches;
-  }  // kPending: StopAwaiting counted it
+  }  // kPending: a member told to take it, or StopAwaiting (counted there)
   std::vector<std::vector<uint8_t>> keep = room_->RecordsOutside(record);
   if (!ResetLog()) return why;
   const Verdict v = room_->LoadCheckpoint(record, blob);
   if (v != Verdict::kOk) return v;
+  std::vector<Hash256> kept;
   for (const std::vector<uint8_t>& r : keep) {
-    const Verdict rv = room_->ReceiveStored(r);
-    // A member's store was forgotten with its log: what it keeps is stored again. A
-    // relay's store keeps every update it acked (ResetLog leaves it).
-    if (storage_ != nullptr && !config_.relay && (rv == Verdict::kOk || rv == Verdict::kPending)) {
-      UpdateView view;
-      if (DecodeUpdate(r, id(), &view) == Verdict::kOk &&
-          !storage_->Append(id(), view.id, r).ok()) {
-        ++counters_.storage_errors;
-      }
+    // A root is refused after a checkpoint, and this node cannot tell one the checkpoint
+    // covers (its heads may be missing here) from one it refuses: not taken again. Our own
+    // are asked of the relays (ReplayOwn), which can tell.
+    if (room_->RootsRefused() && IsRoot(r, id())) continue;
+    UpdateView view;
+    if (DecodeUpdate(r, id(), &view) != Verdict::kOk) continue;
+    if (InLogVerdict(room_->ReceiveStored(r)) || room_->IsPending(view.id)) {
+      kept.push_back(view.id);
+    }
+  }
+  // What is still pending names parents the new base lacks: covered by the checkpoint
+  // (their heads were missing here, so nothing told them apart), or a tail whose parents
+  // are on their way, which sync brings again. Held, the former would wait for good.
+  // A member's store was forgotten with its log: what it keeps is stored again. A relay's
+  // store keeps every update it acked (ResetLog leaves it).
+  for (const Hash256& update : kept) {
+    if (room_->IsPending(update)) {
+      room_->ForgetPending(update);
+      continue;
+    }
+    const Bytes r = room_->RecordOf(update);
+    if (storage_ != nullptr && !config_.relay && !r.empty() &&
+        !storage_->Append(id(), update, r).ok()) {
+      ++counters_.storage_errors;
     }
   }
   return Verdict::kOk;
@@ -529,7 +575,10 @@ void Swarm::ReplayOwn() {
     UpdateView view;
     if (DecodeUpdate(r, id(), &view) != Verdict::kOk) continue;
     const Hash256 update = view.id;
-    const Verdict v = room_->ReceiveStored(r);
+    // An own root: refused here whether or not the checkpoint covers it (Room::PlaceOne),
+    // so it is not re-issued on that; a relay tells (as for one that goes pending).
+    const bool root = room_->RootsRefused() && IsRoot(r, id());
+    const Verdict v = root ? Verdict::kPending : room_->ReceiveStored(r);
     if (v == Verdict::kPending) {
       // Its parents lie inside the checkpoint (or are missing): only a relay that holds
       // the log can tell whether the checkpoint covers it or refuses it. It is asked
@@ -563,17 +612,45 @@ void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   Restarted(now_us, record, blob, before, out);
 }
 
+bool Swarm::TrustedCheckpoint(Bytes record) const {
+  CheckpointInfo info;
+  Bytes signed_bytes;
+  Signature sig;
+  if (DecodeCheckpoint(record, id(), &info, &signed_bytes, &sig) != Verdict::kOk) return false;
+  if (static_cast<int64_t>(info.epoch) == room_->epoch()) return true;
+  if (std::all_of(info.heads.begin(), info.heads.end(),
+                  [&](const Hash256& h) { return room_->BeforeRotation(h); })) {
+    return true;
+  }
+  // A writer that made it before the rotation reached it, and the nodes that placed its
+  // heads first took it (the room simulator's seed 10): most of the peers that have a
+  // checkpoint in effect, and at least two, have this one.
+  const Hash256 cp_id = wire::Blake2b256(record);
+  size_t advertising = 0, holding = 0;
+  for (const Peer& p : peers_) {
+    if (!p.used || !p.checkpoint.valid()) continue;
+    ++advertising;
+    holding += p.checkpoint.id == cp_id;
+  }
+  return holding >= 2 && 2 * holding > advertising;
+}
+
 void Swarm::StopAwaiting(int64_t now_us, base::Outbox& out) {
   if (fetch_ != nullptr || awaited_record_.empty()) return;
   if (now_us - awaited_since_us_ < 5 * config_.heads_interval_us) return;
+  if (StartOverFromAwaited(now_us, out)) ++counters_.checkpoint_waits;
+}
+
+bool Swarm::StartOverFromAwaited(int64_t now_us, base::Outbox& out) {
+  if (awaited_record_.empty() || !TrustedCheckpoint(awaited_record_)) return false;
   const std::vector<uint8_t> record = std::move(awaited_record_);
   const std::vector<uint8_t> blob = std::move(awaited_blob_);
   awaited_record_.clear();
   awaited_blob_.clear();
   const Hash256 before = room_->state_hash();
-  ++counters_.checkpoint_waits;
-  if (StartOverFrom(record, blob, Verdict::kPending) != Verdict::kOk) return;
+  if (StartOverFrom(record, blob, Verdict::kPending) != Verdict::kOk) return false;
   Restarted(now_us, record, blob, before, out);
+  return true;
 }
 
 // Restarted: after StartOverFrom, the checkpoint it loaded is the one this node serves

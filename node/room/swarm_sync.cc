@@ -171,12 +171,19 @@ wire::Verdict Swarm::OnSyncData(int64_t now_us, const base::Endpoint& from,
     // Not when ours ranks above it: then the peer lags behind us (a relay that has not
     // fetched our newest checkpoint yet, answering a writer whose heads it lacks), and
     // starting over would take this node back (found by the pruning long-run test).
+    // The log is dropped only once the checkpoint is here and trusted (FinishFetch): an
+    // evicted member's peer could tell us to take one it signed with its old key.
     if (!config_.relay && cp.valid() && fetch_ == nullptr &&
         (room_->log_size() > 0 || room_->has_checkpoint()) &&
         (object_ == nullptr ||
          (object_->info.id != cp.id && cp.covered >= object_->info.covered)) &&
         std::find(tried_.begin(), tried_.end(), cp.id) == tried_.end()) {
-      ResetLog();
+      if (!awaited_record_.empty() && wire::Blake2b256(awaited_record_) == cp.id) {
+        StartOverFromAwaited(now_us, out);  // fetched already, waiting for its heads
+      } else {
+        start_over_for_ = cp.id;
+        start_over_ = true;
+      }
     }
     MaybeFetch(now_us, cp, out);
     return wire::Verdict::kOk;

@@ -805,6 +805,41 @@ TEST(Swarm, EvictedMembersPostsAreRejectedAfterRotation) {
   EXPECT_EQ(s.swarms[0]->room().state_hash(), s.swarms[1]->room().state_hash());
 }
 
+// An evicted member that has not heard of the rotation writes on, and signs a checkpoint
+// over those writes with its old key. Every other node sets the writes aside, so the
+// checkpoint's heads never come; it must not start over from it after the wait
+// (StopAwaiting takes an old epoch's checkpoint only when a later rotation point names its
+// heads, or when most of the node's peers have it in effect), or the evicted member would
+// set everyone's state.
+TEST(Swarm, AnEvictedMembersCheckpointIsNeverStartedOverFrom) {
+  Swarmed s(511, 0.0);
+  s.net.Run(500'000);
+  ASSERT_TRUE(s.swarms[0]->Publish(s.net.now_us, Chat(s.f.members[0], "hi"),
+                                   s.members[0]->out).ok());
+  s.net.Run(s.net.now_us + 3'000'000);
+  const auto& rotation = s.f.Rotate({{s.f.members[0].public_key, true},
+                                     {s.f.members[1].public_key, true}},
+                                    s.swarms[0]->room().heads());
+  s.members[2]->down = true;
+  ASSERT_EQ(s.swarms[0]->AddKeyEpoch(rotation, s.members[0]->out), Verdict::kOk);
+  s.net.Run(s.net.now_us + 5'000'000);
+  ASSERT_EQ(s.relay_swarm->room().epoch(), 1);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(s.swarms[2]->Publish(s.net.now_us, Chat(s.f.members[2], "evil"),
+                                     s.members[2]->out).ok());
+  }
+  ASSERT_TRUE(s.swarms[2]->MakeCheckpoint().ok());  // epoch 0: carol never heard of 1
+  s.members[2]->down = false;
+  s.net.Run(s.net.now_us + 40'000'000);
+  for (Swarm* w : {s.swarms[0], s.swarms[1], s.relay_swarm}) {
+    EXPECT_EQ(w->counters().checkpoint_waits, 0u);
+    EXPECT_FALSE(w->checkpoint_info() == s.swarms[2]->checkpoint_info());
+    EXPECT_EQ(CountText(s.swarms[0]->room(), "evil"), 0u);
+    EXPECT_EQ(w->room().heads(), s.swarms[0]->room().heads());
+  }
+  EXPECT_EQ(s.swarms[1]->room().state_hash(), s.swarms[0]->room().state_hash());
+}
+
 // An old-key update that reaches a relay after the rotation, and before the update the
 // rotation names (its child), is set aside, then placed when the child arrives. The relay
 // must store it then, or a restart serves a log with a hole in it.
