@@ -690,7 +690,19 @@ void Swarm::AbandonFetch() noexcept {
 
 void Swarm::TryAwaitedCheckpoint() {
   if (!awaited_record_.empty()) {
-    const Verdict v = room_->AddCheckpoint(awaited_record_, awaited_blob_);
+    // Added (its signature checked, its blob hashed: ~8 ms for 5 MB) only once its heads
+    // are all here or it no longer improves on ours; this runs every tick, and an
+    // untrusted checkpoint may wait here for good.
+    CheckpointInfo info;
+    Bytes signed_bytes;
+    Signature sig;
+    const bool decoded =
+        DecodeCheckpoint(awaited_record_, id(), &info, &signed_bytes, &sig) == Verdict::kOk;
+    const bool ready = !decoded || !room_->Improves(awaited_record_) ||
+                       std::all_of(info.heads.begin(), info.heads.end(),
+                                   [&](const Hash256& h) { return room_->Holds(h); });
+    const Verdict v = ready ? room_->AddCheckpoint(awaited_record_, awaited_blob_)
+                            : Verdict::kPending;
     if (v != Verdict::kPending) {
       awaited_record_.clear();
       awaited_blob_.clear();
