@@ -34,16 +34,19 @@ absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
 
 MmsgTransport::MmsgTransport(const TransportConfig& config) : config_(config) {}
 
-MmsgTransport::~MmsgTransport() { Shutdown(); }
+MmsgTransport::~MmsgTransport() {
+  Shutdown();
+  if (event_fd_ >= 0) close(event_fd_);
+}
 
 void MmsgTransport::Shutdown() noexcept {
   // Plain sockets: the queued sends go out with one more flush, and close() releases the
-  // port at once (nothing else holds a reference to the socket).
+  // port at once (nothing else holds a reference to the socket). The eventfd stays open
+  // until the destructor, as UringTransport's does: another shard that is still stopping
+  // may ring it, and a closed number could by then name some other file.
   if (!fds_.empty()) Flush();
   for (int fd : fds_) close(fd);
   fds_.clear();
-  if (event_fd_ >= 0) close(event_fd_);
-  event_fd_ = -1;
 }
 
 absl::StatusOr<std::unique_ptr<MmsgTransport>> MmsgTransport::Create(
