@@ -187,35 +187,26 @@ void Room::Expect(const Hash256& id, std::vector<uint32_t>* placed) {
   // with that id: an update held pending from before the rotation was known names its
   // parents only here (PlaceOne marks them when it places one). Without this a member
   // held such a chain's lower part in quarantine for good (the room simulator's seed 10).
+  // The walk goes through ids expected already (a second rotation naming the same heads
+  // must still collect the logged parents), each once.
   std::vector<Hash256> work{id};
+  absl::flat_hash_set<Hash256, IdHash> visited;
   while (!work.empty()) {
     const Hash256 h = work.back();
     work.pop_back();
-    if (!expected_.insert(h).second) continue;
-    if (quarantine_.contains(h)) unquarantine_.push_back(h);
+    if (!visited.insert(h).second) continue;
+    if (expected_.insert(h).second && quarantine_.contains(h)) unquarantine_.push_back(h);
     auto it = pending_.find(h);
     if (it == pending_.end()) continue;
     for (const Hash256& p : it->second.parents) {
       auto in_log = index_.find(p);
       if (in_log != index_.end()) {
         if (placed != nullptr) placed->push_back(in_log->second);
-      } else if (!expected_.contains(p)) {
+      } else if (!visited.contains(p)) {
         work.push_back(p);
       }
     }
   }
-}
-
-void Room::ForgetPending(const Hash256& id) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  for (const Hash256& p : it->second.parents) {
-    auto w = waiting_.find(p);
-    if (w == waiting_.end()) continue;
-    w->second.erase(std::remove(w->second.begin(), w->second.end(), id), w->second.end());
-    if (w->second.empty()) waiting_.erase(w);
-  }
-  pending_.erase(it);
 }
 
 void Room::Hold(const Hash256& id, Held&& held) {
@@ -540,6 +531,16 @@ std::string Room::DebugEntry(const Hash256& x) const {
   }
   std::snprintf(buf, sizeof buf, " tail_start=%u", tail_start_);
   return out + buf;
+}
+
+Verdict Room::CheckStartingPoint(Bytes record, Bytes blob) const {
+  CheckpointInfo cp;
+  const Verdict v = CheckCheckpoint(record, &cp);
+  if (v != Verdict::kOk) return v;
+  if (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash) {
+    return Verdict::kBadBlob;
+  }
+  return Verdict::kOk;
 }
 
 std::vector<std::vector<uint8_t>> Room::RecordsOutside(Bytes record) const {

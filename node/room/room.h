@@ -226,13 +226,12 @@ class Room {
   // BeforeRotation: update `id` is known to be an ancestor of a rotation point (it, or a
   // pending update above it, is named by one): written before that rotation.
   bool BeforeRotation(const Hash256& id) const { return expected_.contains(id); }
-  // IsPending: update `id` is held until its parents come. ForgetPending: it is not.
-  bool IsPending(const Hash256& id) const { return pending_.contains(id); }
-  void ForgetPending(const Hash256& id);
+  // CheckStartingPoint: the checkpoint's signature and its blob's hash, checked before a
+  // node drops its log to start from it.
+  Verdict CheckStartingPoint(Bytes record, Bytes blob) const;
   // RecordsOutside: copies of the records in the log (placed or refused) that checkpoint
   // `record` does not cover, parents first: what a node keeps when it starts over from it.
-  // Not those held pending: sync brings them again, and they are told to the application
-  // when they are placed.
+  // Not those held pending: they come again, and are told to the application when placed.
   std::vector<std::vector<uint8_t>> RecordsOutside(Bytes record) const;
   // PruneCovered: drops the updates behind `barrier_heads`, the heads of a checkpoint in
   // the line (the checkpoint in effect, or an older one it covers: see the order rule),

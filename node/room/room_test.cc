@@ -509,6 +509,22 @@ TEST(Room, ARotationKeepsTheLoggedParentsOfTheOldKeyChainHeldPending) {
   EXPECT_EQ((*carol)->quarantine_size(), 0u);
   EXPECT_EQ((*carol)->heads(), alice->heads());
   EXPECT_EQ((*carol)->state_hash(), alice->state_hash());
+  // A second rotation at the same heads before x comes: v is expected already, and the
+  // walk must still keep p (before, it stopped at ids expected already).
+  f.Rotate({{f.members[0].public_key, true}, {f.members[1].public_key, true}}, alice->heads());
+  ASSERT_EQ(alice->AddKeyEpoch(f.epochs[2]), Verdict::kOk);
+  auto dave = Room::Open(f.genesis, &f.members[2]);
+  ASSERT_TRUE(dave.ok());
+  ASSERT_EQ((*dave)->AddKeyEpoch(f.epochs[0]), Verdict::kOk);
+  ASSERT_EQ((*dave)->Receive(p), Verdict::kOk);
+  ASSERT_EQ((*dave)->Receive(u), Verdict::kPending);
+  ASSERT_EQ((*dave)->Receive(v), Verdict::kPending);
+  ASSERT_EQ((*dave)->AddKeyEpoch(f.epochs[1]), Verdict::kOk);  // `rotation` moved with
+  ASSERT_EQ((*dave)->AddKeyEpoch(f.epochs[2]), Verdict::kOk);  // the vector's growth
+  EXPECT_EQ((*dave)->log_size(), 1u);
+  EXPECT_EQ((*dave)->Receive(x), Verdict::kOk);
+  EXPECT_EQ((*dave)->pending_size(), 0u);
+  EXPECT_EQ((*dave)->heads(), alice->heads());
 }
 
 TEST(Room, ApplicationReducer) {

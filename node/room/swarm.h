@@ -550,7 +550,7 @@ class Swarm {
   // heads for five heads periods starts over from it: its log cannot reach them (they
   // branch from updates it never held, behind a checkpoint it started from), and syncing
   // cannot bring them, so it would wait for good (the room simulator found such nodes).
-  // Only for a checkpoint of the current epoch; a relay keeps its store.
+  // Only for a trusted checkpoint (TrustedCheckpoint); a relay keeps its store.
   void StopAwaiting(int64_t now_us, base::Outbox& out);
   // StartOverFromAwaited: starts over from the fetched checkpoint awaiting its heads, if
   // trusted; true when it did.

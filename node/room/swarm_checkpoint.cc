@@ -532,35 +532,35 @@ Verdict Swarm::StartOverFrom(Bytes record, Bytes blob, Verdict why) {
   } else if (why == Verdict::kCheckpointMismatch) {
     ++counters_.checkpoint_mismatches;
   }  // kPending: a member told to take it, or StopAwaiting (counted there)
+  // Checked before anything is dropped: a forged record or blob must not cost the log.
+  const Verdict check = room_->CheckStartingPoint(record, blob);
+  if (check != Verdict::kOk) return check;
   std::vector<std::vector<uint8_t>> keep = room_->RecordsOutside(record);
   if (!ResetLog()) return why;
   const Verdict v = room_->LoadCheckpoint(record, blob);
   if (v != Verdict::kOk) return v;
-  std::vector<Hash256> kept;
+  // Our own updates are put back by ReplayOwn, which asks the relays about those it
+  // cannot place (so that a refused one is re-issued): not here.
+  absl::flat_hash_set<Hash256, IdHash> own;
+  for (const std::vector<uint8_t>& r : own_kept_) {
+    UpdateView view;
+    if (DecodeUpdate(r, id(), &view) == Verdict::kOk) own.insert(view.id);
+  }
   for (const std::vector<uint8_t>& r : keep) {
     // A root is refused after a checkpoint, and this node cannot tell one the checkpoint
-    // covers (its heads may be missing here) from one it refuses: not taken again. Our own
-    // are asked of the relays (ReplayOwn), which can tell.
+    // covers (its heads may be missing here) from one it refuses: not taken again.
     if (room_->RootsRefused() && IsRoot(r, id())) continue;
     UpdateView view;
-    if (DecodeUpdate(r, id(), &view) != Verdict::kOk) continue;
-    if (InLogVerdict(room_->ReceiveStored(r)) || room_->IsPending(view.id)) {
-      kept.push_back(view.id);
-    }
-  }
-  // What is still pending names parents the new base lacks: covered by the checkpoint
-  // (their heads were missing here, so nothing told them apart), or a tail whose parents
-  // are on their way, which sync brings again. Held, the former would wait for good.
-  // A member's store was forgotten with its log: what it keeps is stored again. A relay's
-  // store keeps every update it acked (ResetLog leaves it).
-  for (const Hash256& update : kept) {
-    if (room_->IsPending(update)) {
-      room_->ForgetPending(update);
-      continue;
-    }
-    const Bytes r = room_->RecordOf(update);
-    if (storage_ != nullptr && !config_.relay && !r.empty() &&
-        !storage_->Append(id(), update, r).ok()) {
+    if (DecodeUpdate(r, id(), &view) != Verdict::kOk || own.contains(view.id)) continue;
+    const Verdict rv = room_->ReceiveStored(r);
+    // What stays pending names parents the new base lacks: covered by the checkpoint (its
+    // heads were missing here, so nothing told them apart), or a tail whose parents are on
+    // their way. It is kept pending (bounded): forgotten, it would stay in seen_, and a
+    // record too long for a sync datagram, sent again as a publish, would be dropped as a
+    // duplicate. A member's store was forgotten with its log: what it keeps is stored
+    // again. A relay's store keeps every update it acked (ResetLog leaves it).
+    if (storage_ != nullptr && !config_.relay && (InLogVerdict(rv) || rv == Verdict::kPending) &&
+        !storage_->Append(id(), view.id, r).ok()) {
       ++counters_.storage_errors;
     }
   }
@@ -605,6 +605,7 @@ void Swarm::ReplayOwn() {
 void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   if (config_.relay || fetch_ != nullptr || !room_->checkpoint_mismatch()) return;
   if (room_->checkpoint_blob().empty()) return;  // its state is not here to start from
+  if (!TrustedCheckpoint(room_->checkpoint_record())) return;  // our replay stands
   const std::vector<uint8_t> record = room_->checkpoint_record();
   const std::vector<uint8_t> blob = room_->checkpoint_blob();
   const Hash256 before = room_->state_hash();
