@@ -296,6 +296,7 @@ Relay StartRelay(const Prepared& p, bool with_log, const room::SwarmConfig& swar
   c.rate_limit_burst = 10'000'000;
   c.room_swarm = swarm;
   if (const char* s = std::getenv("RP_BENCH_SEND_SLOTS")) c.transport_config.send_slots = std::atoi(s);
+  if (const char* s = std::getenv("RP_BENCH_BURSTS")) c.transport_config.burst_buffers = std::atoi(s);
   if (const char* t = std::getenv("RP_BENCH_TRANSPORT"); t != nullptr && std::strcmp(t, "recvmmsg") == 0) {
     c.transport = ring::TransportKind::kMmsg;
   }

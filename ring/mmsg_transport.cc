@@ -27,6 +27,9 @@ absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
   if (c.send_slots == 0 || c.send_slot_bytes == 0 || c.send_slot_bytes % 8 != 0) {
     return absl::InvalidArgumentError("send_slots and send_slot_bytes (8-byte multiple)");
   }
+  if (c.burst_buffers >= 0xFFFF) {
+    return absl::InvalidArgumentError("burst_buffers must be below 65535");
+  }
   return absl::OkStatus();
 }
 
@@ -62,6 +65,8 @@ absl::StatusOr<std::unique_ptr<MmsgTransport>> MmsgTransport::Create(
   sockets->fds.clear();
   sockets->addresses.clear();
   for (size_t i = 0; i < t->fds_.size(); i++) t->pollfds_[i] = pollfd{t->fds_[i], POLLIN, 0};
+  t->bursts_on_ = config.burst_buffers > 0;
+  for (int fd : t->fds_) t->bursts_on_ = t->bursts_on_ && UdpGsoAvailable(fd);
   t->pollfds_.back() = pollfd{t->event_fd_, POLLIN, 0};
   return t;
 }
@@ -87,11 +92,22 @@ void MmsgTransport::Allocate(size_t sockets) {
   free_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
   queued_ = std::make_unique<uint32_t[]>(config_.send_slots);
   send_msgs_ = std::make_unique<mmsghdr[]>(config_.send_slots);
+  batch_slots_ = std::make_unique<uint32_t[]>(config_.send_slots);
   for (uint32_t i = 0; i < config_.send_slots; i++) {
     free_slots_[i] = config_.send_slots - 1 - i;
-    slots_[i].iov.iov_base = &send_memory_[i * send_words];
+    slots_[i].own = &send_memory_[i * send_words];
+    slots_[i].iov.iov_base = slots_[i].own;
   }
   free_count_ = config_.send_slots;
+  if (config_.burst_buffers > 0) {
+    burst_memory_ =
+        std::make_unique<uint64_t[]>(size_t{config_.burst_buffers} * base::kBurstBytesMax / 8);
+    burst_free_ = std::make_unique<uint16_t[]>(config_.burst_buffers);
+    for (uint32_t i = 0; i < config_.burst_buffers; i++) {
+      burst_free_[i] = static_cast<uint16_t>(config_.burst_buffers - 1 - i);
+    }
+    burst_free_count_ = config_.burst_buffers;
+  }
 }
 
 size_t MmsgTransport::Poll(int64_t timeout_us, std::span<RecvDatagram> out,
@@ -189,13 +205,65 @@ void MmsgTransport::CommitSend(size_t size, const Endpoint& to, int socket_index
   queued_[queued_count_++] = slot;
 }
 
+std::span<uint8_t> MmsgTransport::BurstBuffer() noexcept {
+  if (!bursts_on_ || burst_free_count_ == 0) return {};
+  const uint16_t b = burst_free_[burst_free_count_ - 1];
+  return {reinterpret_cast<uint8_t*>(&burst_memory_[size_t{b} * base::kBurstBytesMax / 8]),
+          base::kBurstBytesMax};
+}
+
+void MmsgTransport::CommitBurst(size_t size, size_t segment,
+                                std::span<const Endpoint> to) noexcept {
+  RP_ASSERT(burst_free_count_ > 0);  // REQUIRES: BurstBuffer() returned a buffer
+  RP_ASSERT(size > 0 && size <= base::kBurstBytesMax && segment > 0 &&
+            segment <= config_.send_slot_bytes && to.size() <= base::kBurstPeersMax);
+  // Taken for good until Flush(), which sends every queued datagram and frees them all.
+  const uint16_t b = burst_free_[--burst_free_count_];
+  uint64_t* const data = &burst_memory_[size_t{b} * base::kBurstBytesMax / 8];
+  for (const Endpoint& peer : to) {
+    if (free_count_ == 0) {
+      stats_.send_slots_full++;
+      continue;
+    }
+    const int s = ring::PickSocket(addresses_, peer, -1);
+    if (s < 0) {
+      stats_.send_errors++;
+      continue;
+    }
+    const uint32_t slot = free_slots_[--free_count_];
+    SendSlot& send = slots_[slot];
+    send.iov = iovec{data, size};
+    send.burst = true;
+    send.datagrams = BurstDatagrams(size, segment);
+    msghdr m{};
+    SetBurstSegment(&m, &send.control, static_cast<uint16_t>(segment));
+    send.to_bytes = peer.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
+    send.socket_index = static_cast<uint16_t>(s);
+    RP_ASSERT(queued_count_ < config_.send_slots);
+    queued_[queued_count_++] = slot;
+    stats_.bursts++;
+  }
+}
+
 void MmsgTransport::Flush() noexcept {
   FlushWakes();
   for (size_t s = 0; s < fds_.size() && queued_count_ > 0; s++) SendQueued(s);
-  // Every queued slot was sent or counted as failed: all are free again.
-  for (uint32_t i = 0; i < queued_count_; i++) free_slots_[free_count_++] = queued_[i];
+  // Every queued slot was sent or counted as failed: all are free again, bursts too.
+  for (uint32_t i = 0; i < queued_count_; i++) {
+    SendSlot& send = slots_[queued_[i]];
+    if (send.burst) {
+      send.burst = false;
+      send.datagrams = 1;
+      send.iov.iov_base = send.own;
+    }
+    free_slots_[free_count_++] = queued_[i];
+  }
   RP_ASSERT(free_count_ == config_.send_slots);
   queued_count_ = 0;
+  for (uint32_t i = 0; i < config_.burst_buffers; i++) {
+    burst_free_[i] = static_cast<uint16_t>(config_.burst_buffers - 1 - i);
+  }
+  burst_free_count_ = config_.burst_buffers;
 }
 
 void MmsgTransport::SendQueued(size_t s) noexcept {
@@ -203,21 +271,27 @@ void MmsgTransport::SendQueued(size_t s) noexcept {
   for (uint32_t i = 0; i < queued_count_; i++) {
     SendSlot& send = slots_[queued_[i]];
     if (send.socket_index != s) continue;
+    batch_slots_[count] = queued_[i];
     msghdr& h = send_msgs_[count++].msg_hdr;
     h = msghdr{};
     h.msg_name = &send.to;
     h.msg_namelen = send.to_bytes;
     h.msg_iov = &send.iov;
     h.msg_iovlen = 1;
+    if (send.burst) {
+      h.msg_control = send.control.bytes;
+      h.msg_controllen = sizeof(send.control.bytes);
+    }
   }
-  if (count > 0) SendBatch(fds_[s], send_msgs_.get(), count);
+  if (count > 0) SendBatch(fds_[s], count);
 }
 
 // SendBatch: sendmmsg until all are sent. A full socket buffer (EAGAIN) gets one retry of
 // the rest, then the rest is counted as dropped; an error on one datagram (ECONNREFUSED
 // from an earlier ICMP, EPERM from a firewall) skips that one. Each pass sends at least
 // one datagram or spends the single retry, so the loop ends.
-void MmsgTransport::SendBatch(int fd, mmsghdr* msgs, size_t count) noexcept {
+void MmsgTransport::SendBatch(int fd, size_t count) noexcept {
+  mmsghdr* const msgs = send_msgs_.get();
   size_t done = 0;
   bool retried = false;
   while (done < count) {
@@ -225,11 +299,15 @@ void MmsgTransport::SendBatch(int fd, mmsghdr* msgs, size_t count) noexcept {
     stats_.syscalls++;
     const int sent = sendmmsg(fd, msgs + done, n, MSG_DONTWAIT);
     if (sent > 0) {
-      stats_.sent += static_cast<uint64_t>(sent);
+      for (int i = 0; i < sent; i++) stats_.sent += slots_[batch_slots_[done + i]].datagrams;
       done += static_cast<size_t>(sent);
       continue;
     }
     const int err = errno;
+    if (slots_[batch_slots_[done]].burst && BurstRefused(err) && bursts_on_) {
+      bursts_on_ = false;  // from the next burst on, the callers send datagram by datagram
+      stats_.burst_fallbacks++;
+    }
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ENOBUFS) {
       if (retried) break;
       retried = true;

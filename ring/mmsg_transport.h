@@ -50,6 +50,9 @@ class MmsgTransport final : public Transport {
   void ReleaseReceived() noexcept override { held_ = false; }
   std::span<uint8_t> SendBuffer() noexcept override;
   void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept override;
+  std::span<uint8_t> BurstBuffer() noexcept override;
+  void CommitBurst(size_t size, size_t segment,
+                   std::span<const base::Endpoint> to) noexcept override;
   void Flush() noexcept override;
   WakeHandle wake_handle() const noexcept override { return WakeHandle{-1, event_fd_}; }
   void QueueWake(const WakeHandle& target) noexcept override;
@@ -64,6 +67,10 @@ class MmsgTransport final : public Transport {
     iovec iov;
     socklen_t to_bytes;
     uint16_t socket_index;
+    bool burst = false;      // iov points into a burst buffer; `control` holds its segment
+    uint32_t datagrams = 1;  // what it puts on the wire
+    uint64_t* own = nullptr; // the slot's own memory
+    BurstControl control;
   };
 
   explicit MmsgTransport(const TransportConfig& config);
@@ -71,7 +78,8 @@ class MmsgTransport final : public Transport {
   void Wait(int64_t timeout_us) noexcept;
   size_t ReceiveFrom(size_t socket_index, std::span<RecvDatagram> out, size_t filled) noexcept;
   void SendQueued(size_t socket_index) noexcept;
-  void SendBatch(int fd, mmsghdr* msgs, size_t count) noexcept;
+  // SendBatch: sendmmsg of send_msgs_[0..count), whose slots are batch_slots_[0..count).
+  void SendBatch(int fd, size_t count) noexcept;
   void FlushWakes() noexcept;
 
   const TransportConfig config_;
@@ -97,6 +105,13 @@ class MmsgTransport final : public Transport {
   std::unique_ptr<uint32_t[]> queued_;
   uint32_t queued_count_ = 0;
   std::unique_ptr<mmsghdr[]> send_msgs_;
+  std::unique_ptr<uint32_t[]> batch_slots_;
+
+  // Bursts: burst_buffers x base::kBurstBytesMax; all are free again after each Flush().
+  std::unique_ptr<uint64_t[]> burst_memory_;
+  std::unique_ptr<uint16_t[]> burst_free_;
+  uint32_t burst_free_count_ = 0;
+  bool bursts_on_ = false;  // burst_buffers > 0, the kernel has GSO, none was refused
 
   int wake_fds_[kWakeTargetsMax] = {};
   uint32_t wake_count_ = 0;

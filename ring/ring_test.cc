@@ -310,6 +310,87 @@ TEST_P(TransportTest, SendSlotExhaustionReturnsEmptyAndCounts) {
   EXPECT_FALSE(t->SendBuffer().empty());
 }
 
+// Bursts (UDP GSO): each round sends one burst of three datagrams (two of `kSegment`
+// bytes, a shorter last one) to two peers, and one plain datagram to the first. With 6
+// send slots and 2 burst buffers the slots that carried a burst soon carry plain
+// datagrams again: each must carry its own bytes, and every peer must get each datagram
+// of the burst whole, cut where the segment size says.
+void SendBurstRounds(Transport& t, uint32_t rounds) {
+  TestSocket a(Ep("127.0.0.1:0")), b(Ep("127.0.0.1:0"));
+  if (!UdpGsoAvailable(a.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
+  constexpr size_t kSegment = 700;
+  const Endpoint peers[] = {a.local(), b.local()};
+  std::vector<std::vector<uint8_t>> got_a, got_b;
+  uint64_t plain = 0;
+  for (uint32_t r = 0; r < rounds; r++) {
+    const uint32_t base = r * 4;
+    const std::vector<uint8_t> parts[] = {MakeDatagram(base, 1, kSegment),
+                                          MakeDatagram(base + 1, 1, kSegment),
+                                          MakeDatagram(base + 2, 1, 300 + r % 400)};
+    std::span<uint8_t> burst = t.BurstBuffer();
+    ASSERT_GE(burst.size(), base::kBurstBytesMax);
+    size_t size = 0;
+    for (const auto& p : parts) {
+      std::memcpy(burst.data() + size, p.data(), p.size());
+      size += p.size();
+    }
+    t.CommitBurst(size, kSegment, peers);
+    std::span<uint8_t> buf = t.SendBuffer();
+    ASSERT_FALSE(buf.empty());
+    const auto d = MakeDatagram(base + 3, 1, 100 + r % 900);
+    std::memcpy(buf.data(), d.data(), d.size());
+    t.CommitSend(d.size(), a.local());
+    plain++;
+    t.Flush();
+    Pump(t, 1);
+    // Each round's four datagrams arrive before the next round: the test reads them all.
+    const auto deadline = Clock::now() + kDeadline;
+    while (Clock::now() < deadline && (got_a.size() < (r + 1) * 4 || got_b.size() < (r + 1) * 3)) {
+      Pump(t, 1);
+      if (auto m = a.Recv(10)) got_a.push_back(*m);
+      if (auto m = b.Recv(0)) got_b.push_back(*m);
+    }
+    ASSERT_EQ(got_a.size(), (r + 1) * 4) << "round " << r;
+    ASSERT_EQ(got_b.size(), (r + 1) * 3) << "round " << r;
+    for (size_t i = r * 4; i < got_a.size(); i++) {
+      const uint32_t seq = SeqOf(got_a[i].data());
+      ASSERT_GE(seq, base);
+      ASSERT_LT(seq, base + 4);
+      const auto& want = seq == base + 3 ? d : parts[seq - base];
+      ASSERT_EQ(got_a[i], want) << "round " << r << " seq " << seq;
+    }
+    for (size_t i = r * 3; i < got_b.size(); i++) {
+      const uint32_t seq = SeqOf(got_b[i].data());
+      ASSERT_GE(seq, base);
+      ASSERT_LT(seq, base + 3);
+      ASSERT_EQ(got_b[i], parts[seq - base]) << "round " << r << " seq " << seq;
+    }
+  }
+  Pump(t, 2);
+  EXPECT_EQ(t.stats().bursts, uint64_t{rounds} * 2);
+  EXPECT_EQ(t.stats().sent, uint64_t{rounds} * 6 + plain);
+  EXPECT_EQ(t.stats().send_errors, 0u);
+  EXPECT_EQ(t.stats().burst_fallbacks, 0u);
+}
+
+TEST_P(TransportTest, BurstsReachEveryPeerCutIntoTheirSegments) {
+  TransportConfig config;
+  config.send_slots = 6;
+  config.sq_entries = 128;
+  config.burst_buffers = 2;
+  auto t = Make("127.0.0.1:0", config);
+  ASSERT_NE(t, nullptr);
+  SendBurstRounds(*t, 40);
+}
+
+TEST_P(TransportTest, NoBurstBuffersMeansNoBursts) {
+  TransportConfig config;
+  config.burst_buffers = 0;
+  auto t = Make("127.0.0.1:0", config);
+  ASSERT_NE(t, nullptr);
+  EXPECT_TRUE(t->BurstBuffer().empty());
+}
+
 TEST_P(TransportTest, TruncatesOversizedDatagrams) {
   TransportConfig config;
   config.recv_buffer_bytes = 256;
@@ -608,6 +689,19 @@ TEST(UringTransport, SendSlotsReusedAfterTheirSubmitCarryTheirOwnBytes) {
   EXPECT_EQ(t.stats().send_errors, 0u);
   // Only the receives completed: no completion per send.
   EXPECT_EQ(t.stats().completions, t.stats().received);
+}
+
+// The same with a completion per send: burst slots come back through HandleSend.
+TEST(UringTransport, BurstsWithSendCompletionsFreeTheirSlots) {
+  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+  TransportConfig config;
+  config.send_slots = 6;
+  config.sq_entries = 128;
+  config.burst_buffers = 2;
+  config.skip_send_completions = false;
+  auto made = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
+  ASSERT_TRUE(made.ok()) << made.status();
+  SendBurstRounds(**made, 40);
 }
 
 // A coalesced wait ends after its window once anything arrived: a lone datagram is handed

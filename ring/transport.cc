@@ -1,5 +1,7 @@
 // ProbeIoUring and CreateTransport (ring/transport.h): pick the transport this host allows.
 #include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -16,6 +18,31 @@
 #include "ring/uring_transport.h"
 
 namespace ringpeer::ring {
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103  // linux/udp.h; older libc headers lack it
+#endif
+
+bool UdpGsoAvailable(int fd) noexcept {
+  // Setting 0 asks nothing of later sends: it only tells whether the option exists.
+  int zero = 0;
+  return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0;
+}
+
+void SetBurstSegment(msghdr* msg, BurstControl* c, uint16_t segment) noexcept {
+  msg->msg_control = c->bytes;
+  msg->msg_controllen = sizeof(c->bytes);
+  cmsghdr* cm = CMSG_FIRSTHDR(msg);
+  cm->cmsg_level = SOL_UDP;
+  cm->cmsg_type = UDP_SEGMENT;
+  cm->cmsg_len = CMSG_LEN(sizeof(segment));
+  std::memcpy(CMSG_DATA(cm), &segment, sizeof(segment));
+}
+
+bool BurstRefused(int err) noexcept {
+  return err == EIO || err == EINVAL || err == EOPNOTSUPP;
+}
+
 namespace {
 
 constexpr char kDisableEnv[] = "RINGPEER_TEST_DISABLE_IO_URING";

@@ -17,6 +17,8 @@
 // transport's QueueWake().
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -26,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "base/endpoint.h"
+#include "base/outbox.h"
 
 namespace ringpeer::ring {
 
@@ -63,6 +66,8 @@ struct TransportStats {
   uint64_t recv_ring_grown = 0;   // io_uring: the buffer ring's level doubled (a burst)
   uint64_t send_fallbacks = 0;    // io_uring: switched from send-with-address to sendmsg
   uint64_t quiet_waits = 0;       // io_uring: Poll waited again after only send completions
+  uint64_t bursts = 0;            // burst sends handed to the kernel (one per peer per burst)
+  uint64_t burst_fallbacks = 0;   // bursts turned off: the kernel or device refused one
   // Test delay shim only (TransportConfig::send_delay_us > 0, ring/delay_transport.h).
   uint64_t send_delayed = 0;      // datagrams held for the delay
   uint64_t send_delay_full = 0;   // dropped: the delay queue was full (also in send_slots_full)
@@ -83,6 +88,9 @@ struct TransportConfig {
   // room loopback benchmark: ~1,000 retransmissions per 20,000 updates; none with 4096).
   uint32_t send_slots = 4096;
   uint32_t send_slot_bytes = 1280;   // >= kDatagramBytesMax, 8-byte multiple
+  // Burst buffers (UDP GSO; Transport::BurstBuffer): base::kBurstBytesMax each, mapped at
+  // start and touched only when used. 32 x 48,000 B = 1.5 MiB per shard. 0: no bursts.
+  uint32_t burst_buffers = 32;
   // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.
   uint32_t sq_entries = 8192;
   // Pin the calling thread's transport work to this CPU for SQPOLL-free setups (-1: none).
@@ -149,6 +157,21 @@ class Transport {
   // sent from socket `socket_index` (or the first socket of `to`'s family when -1).
   virtual void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept = 0;
 
+  // Bursts (UDP GSO, issue 15; base/outbox.h). BurstBuffer: room for a burst of up to
+  // base::kBurstBytesMax bytes, or empty: bursts are off (burst_buffers = 0; a kernel
+  // without UDP_SEGMENT; or a burst send failed with EIO or EINVAL, as on a device that
+  // cannot checksum them, which turns them off for good: TransportStats::burst_fallbacks;
+  // the datagrams of that burst are lost, as UDP may lose them) or all are in flight.
+  // CommitBurst: queues the last BurstBuffer() once for each of `to` (each takes a send
+  // slot; without one free, that peer is skipped and counted in send_slots_full); the
+  // kernel cuts it into datagrams of `segment` bytes, each counted in `sent`.
+  // REQUIRES (CommitBurst): BurstBuffer() returned a buffer since the last CommitBurst;
+  // size <= base::kBurstBytesMax; 0 < segment <= send_slot_bytes; to.size() <=
+  // base::kBurstPeersMax.
+  virtual std::span<uint8_t> BurstBuffer() noexcept { return {}; }
+  virtual void CommitBurst(size_t /*size*/, size_t /*segment*/,
+                           std::span<const base::Endpoint> /*to*/) noexcept {}
+
   // Flush: hands queued sends to the kernel. io_uring may defer the syscall to the next
   // Poll so that one iteration costs one syscall.
   virtual void Flush() noexcept = 0;
@@ -172,6 +195,24 @@ class Transport {
   // The destructor does the same if it was not called, as well as it can from there.
   virtual void Shutdown() noexcept = 0;
 };
+
+// Bursts' plumbing, shared by the transports (see Transport::BurstBuffer).
+// UdpGsoAvailable: whether the kernel takes UDP_SEGMENT on `fd` (Linux 4.18 and later).
+bool UdpGsoAvailable(int fd) noexcept;
+// BurstControl: the one control message a burst's send carries: its segment size.
+struct BurstControl {
+  alignas(cmsghdr) uint8_t bytes[CMSG_SPACE(sizeof(uint16_t))];
+};
+// SetBurstSegment: writes `segment` into `c` as UDP_SEGMENT and points `msg` at it.
+void SetBurstSegment(msghdr* msg, BurstControl* c, uint16_t segment) noexcept;
+// BurstRefused: a burst send failed in a way that says bursts do not work here (a device
+// that cannot checksum them: EIO; a kernel or path that refuses the segment size:
+// EINVAL, EOPNOTSUPP), rather than UDP's ordinary loss.
+bool BurstRefused(int err) noexcept;
+// BurstDatagrams: how many datagrams a burst of `size` bytes cut at `segment` makes.
+constexpr uint32_t BurstDatagrams(size_t size, size_t segment) noexcept {
+  return static_cast<uint32_t>((size + segment - 1) / segment);
+}
 
 // PickSocket: which of a shard's sockets (bound to `addresses`) sends to `to`: the given
 // `socket_index` when >= 0, else the first socket of `to`'s family, else (for IPv4) a

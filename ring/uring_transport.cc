@@ -45,6 +45,9 @@ constexpr uint64_t UserData(Op op, uint32_t index) {
 constexpr uint32_t kFeatMinTimeout = 1u << 15;
 // Op::kSend: the send was a plain send carrying its address (bit 32; see PrepSend).
 constexpr uint64_t kSentWithAddress = uint64_t{1} << 32;
+// A burst's send (sendmsg with UDP_SEGMENT); its datagram count sits in bits 40..55.
+constexpr uint64_t kSentBurst = uint64_t{1} << 33;
+constexpr int kBurstDatagramsShift = 40;
 // The value written to an eventfd to ring it; static so that it outlives the async write.
 constexpr uint64_t kEventIncrement = 1;
 
@@ -84,6 +87,9 @@ absl::Status ValidateConfig(const TransportConfig& c, const ShardSockets& s) {
   if (c.send_slots == 0 || c.send_slot_bytes == 0 || c.send_slot_bytes % 8 != 0) {
     return absl::InvalidArgumentError("send_slots and send_slot_bytes (8-byte multiple)");
   }
+  if (c.burst_buffers >= 0xFFFF) {
+    return absl::InvalidArgumentError("burst_buffers must be below 65535");
+  }
   if (c.sq_entries < c.send_slots + UringTransport::kSqeReserve + s.fds.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "sq_entries must be >= send_slots + sockets + ", UringTransport::kSqeReserve));
@@ -118,6 +124,7 @@ UringTransport::~UringTransport() {
   if (recv_memory_ != nullptr) munmap(recv_memory_, recv_memory_bytes_);
   if (buf_ring_ != nullptr) munmap(buf_ring_, buf_ring_bytes_);
   if (send_memory_ != nullptr) munmap(send_memory_, send_memory_bytes_);
+  if (burst_memory_ != nullptr) munmap(burst_memory_, burst_memory_bytes_);
 }
 
 absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
@@ -142,6 +149,8 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
     (void)io_uring_register_iowq_aff(&t->ring_, sizeof(set), &set);  // best effort
   }
   t->AdoptSockets(sockets);
+  t->bursts_on_ = t->burst_memory_ != nullptr;
+  for (int fd : t->fds_) t->bursts_on_ = t->bursts_on_ && UdpGsoAvailable(fd);
   for (size_t i = 0; i < t->fds_.size(); i++) t->ArmReceive(i);
   t->ArmEventRead();
   return t;
@@ -170,9 +179,22 @@ absl::Status UringTransport::SetupMemory() {
     slot.msg.msg_name = &slot.to;
     slot.msg.msg_iov = &slot.iov;
     slot.msg.msg_iovlen = 1;
-    slot.iov.iov_base = send_memory_ + size_t{i} * config_.send_slot_bytes;
+    slot.own = send_memory_ + size_t{i} * config_.send_slot_bytes;
+    slot.iov.iov_base = slot.own;
   }
   free_count_ = config_.send_slots;
+  if (config_.burst_buffers > 0) {
+    burst_memory_bytes_ = size_t{config_.burst_buffers} * base::kBurstBytesMax;
+    burst_memory_ = MapMemory(burst_memory_bytes_);
+    if (burst_memory_ == nullptr) return base::ErrnoStatus(errno, "mmap of burst buffers");
+    burst_free_ = std::make_unique<uint16_t[]>(config_.burst_buffers);
+    burst_sends_ = std::make_unique<uint32_t[]>(config_.burst_buffers);
+    for (uint32_t i = 0; i < config_.burst_buffers; i++) {
+      burst_free_[i] = static_cast<uint16_t>(config_.burst_buffers - 1 - i);
+      burst_sends_[i] = 0;
+    }
+    burst_free_count_ = config_.burst_buffers;
+  }
   recv_msg_.msg_namelen = kRecvNameBytes;  // the layout the kernel writes each buffer in
   return absl::OkStatus();
 }
@@ -312,9 +334,31 @@ void UringTransport::RetireSubmittedSends() noexcept {
   // Every queued SQE was consumed, so every send among them ran to its end inside that
   // io_uring_enter (MSG_DONTWAIT: a send that would block fails instead of waiting), and
   // its slot may take the next datagram.
-  stats_.sent += pending_count_;
-  for (uint32_t i = 0; i < pending_count_; i++) free_slots_[free_count_++] = pending_[i];
+  for (uint32_t i = 0; i < pending_count_; i++) {
+    stats_.sent += slots_[pending_[i]].datagrams;
+    FreeSlot(pending_[i]);
+  }
   pending_count_ = 0;
+}
+
+void UringTransport::FreeSlot(uint32_t slot) noexcept {
+  SendSlot& send = slots_[slot];
+  if (send.burst != kNoBurst) {
+    RP_DASSERT(burst_sends_[send.burst] > 0);
+    if (--burst_sends_[send.burst] == 0) burst_free_[burst_free_count_++] = send.burst;
+    send.burst = kNoBurst;
+    send.datagrams = 1;
+    send.iov.iov_base = send.own;
+    send.msg.msg_control = nullptr;
+    send.msg.msg_controllen = 0;
+  }
+  free_slots_[free_count_++] = slot;
+}
+
+void UringTransport::NoteBurstFailure(int err) noexcept {
+  if (!BurstRefused(err) || !bursts_on_) return;
+  bursts_on_ = false;  // from now on the callers send datagram by datagram
+  stats_.burst_fallbacks++;
 }
 
 void UringTransport::SetTarget(io_uring_sqe* sqe, size_t socket_index) noexcept {
@@ -539,6 +583,7 @@ void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept
   // without it (EDESTADDRREQ: our sockets are not connected). The slot still holds the
   // datagram: send it again with sendmsg, which every kernel with io_uring takes, and use
   // sendmsg from now on.
+  if ((cqe.user_data & kSentBurst) != 0 && cqe.res < 0) NoteBurstFailure(-cqe.res);
   if ((cqe.user_data & kSentWithAddress) != 0 &&
       (cqe.res == -EINVAL || cqe.res == -EDESTADDRREQ) && !shut_down_) {
     if (send_with_address_) stats_.send_fallbacks++;
@@ -553,9 +598,9 @@ void UringTransport::HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept
   if (cqe.res < 0) {
     stats_.send_errors++;
   } else {
-    stats_.sent++;
+    stats_.sent += slots_[slot].datagrams;
   }
-  free_slots_[free_count_++] = slot;
+  FreeSlot(slot);
 }
 
 void UringTransport::ReleaseReceived() noexcept {
@@ -596,12 +641,68 @@ void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_inde
   if (skip_send_cqes_) pending_[pending_count_++] = slot;
 }
 
+std::span<uint8_t> UringTransport::BurstBuffer() noexcept {
+  if (!bursts_on_ || burst_free_count_ == 0) return {};
+  const uint16_t b = burst_free_[burst_free_count_ - 1];
+  return {burst_memory_ + size_t{b} * base::kBurstBytesMax, base::kBurstBytesMax};
+}
+
+void UringTransport::CommitBurst(size_t size, size_t segment,
+                                 std::span<const Endpoint> to) noexcept {
+  RP_ASSERT(burst_free_count_ > 0);  // REQUIRES: BurstBuffer() returned a buffer
+  RP_ASSERT(size > 0 && size <= base::kBurstBytesMax && segment > 0 &&
+            segment <= config_.send_slot_bytes && to.size() <= base::kBurstPeersMax);
+  const uint16_t b = burst_free_[--burst_free_count_];
+  uint8_t* const data = burst_memory_ + size_t{b} * base::kBurstBytesMax;
+  const uint32_t datagrams = BurstDatagrams(size, segment);
+  for (const Endpoint& peer : to) {
+    if (free_count_ == 0) {
+      stats_.send_slots_full++;
+      continue;
+    }
+    const int s = ring::PickSocket(addresses_, peer, -1);
+    io_uring_sqe* sqe = s < 0 ? nullptr : GetSqe();
+    if (sqe == nullptr) {
+      stats_.send_errors++;
+      continue;
+    }
+    const uint32_t slot = free_slots_[--free_count_];
+    SendSlot& send = slots_[slot];
+    send.iov.iov_base = data;
+    send.iov.iov_len = size;
+    send.burst = b;
+    send.datagrams = datagrams;
+    burst_sends_[b]++;
+    SetBurstSegment(&send.msg, &send.control, static_cast<uint16_t>(segment));
+    send.socket = static_cast<uint16_t>(s);
+    send.msg.msg_namelen =
+        peer.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
+    PrepSend(sqe, slot);
+    if (skip_send_cqes_) pending_[pending_count_++] = slot;
+    stats_.bursts++;
+  }
+  if (burst_sends_[b] == 0) burst_free_[burst_free_count_++] = b;  // nobody took it
+}
+
 void UringTransport::PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept {
   SendSlot& send = slots_[slot];
   // Without success completions a send must end inside the submitting io_uring_enter, so
   // that its slot can be reused after it: MSG_DONTWAIT makes a full socket buffer fail the
   // send (EAGAIN, counted; recvmmsg's transport drops there too) instead of parking it.
   const int flags = skip_send_cqes_ ? MSG_DONTWAIT : 0;
+  if (send.burst != kNoBurst) {
+    // A burst: sendmsg, whose control message carries the segment size.
+    io_uring_prep_sendmsg(sqe, -1, &send.msg, static_cast<unsigned>(flags));
+    SetTarget(sqe, send.socket);
+    const uint64_t tag = kSentBurst | (uint64_t{send.datagrams} << kBurstDatagramsShift);
+    if (skip_send_cqes_) {
+      sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+      io_uring_sqe_set_data64(sqe, UserData(Op::kSendFailed, slot) | tag);
+    } else {
+      io_uring_sqe_set_data64(sqe, UserData(Op::kSend, slot) | tag);
+    }
+    return;
+  }
   if (send_with_address_) {
     // A plain send that carries its address: the kernel reads no msghdr and no iovec
     // (sendmsg copies and checks both, ~3% of a ping's CPU).
@@ -623,8 +724,14 @@ void UringTransport::PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept {
 
 void UringTransport::HandleSendFailed(const io_uring_cqe& cqe) noexcept {
   // The slot went back to the free stack when its submit ended; only the count is ours.
+  // The send was counted as sent when its submit ended: take its datagrams back.
+  uint64_t datagrams = 1;
+  if ((cqe.user_data & kSentBurst) != 0) {
+    datagrams = (cqe.user_data >> kBurstDatagramsShift) & 0xFFFF;
+    NoteBurstFailure(-cqe.res);
+  }
   stats_.send_errors++;
-  if (stats_.sent > 0) stats_.sent--;
+  stats_.sent -= std::min(stats_.sent, datagrams);
   // A kernel that refuses addresses on IORING_OP_SEND (see HandleSend): this datagram is
   // lost (its slot may hold another by now); the ones after it go by sendmsg.
   if ((cqe.user_data & kSentWithAddress) != 0 &&

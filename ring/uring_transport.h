@@ -77,6 +77,9 @@ class UringTransport final : public Transport {
   void ReleaseReceived() noexcept override;
   std::span<uint8_t> SendBuffer() noexcept override;
   void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept override;
+  std::span<uint8_t> BurstBuffer() noexcept override;
+  void CommitBurst(size_t size, size_t segment,
+                   std::span<const base::Endpoint> to) noexcept override;
   void Flush() noexcept override;
   WakeHandle wake_handle() const noexcept override;
   void QueueWake(const WakeHandle& target) noexcept override;
@@ -100,11 +103,16 @@ class UringTransport final : public Transport {
 
  private:
   struct SendSlot {
-    msghdr msg;          // for sendmsg: names `to` and `iov`
+    msghdr msg;          // for sendmsg: names `to` and `iov` (and `control`, for a burst)
     iovec iov;           // the datagram: its place in send memory and its size
     sockaddr_storage to;
+    uint8_t* own = nullptr;    // the slot's own memory (iov points into a burst meanwhile)
     uint16_t socket = 0; // which of our sockets sends it
+    uint16_t burst = kNoBurst; // the burst buffer it sends, or kNoBurst
+    uint32_t datagrams = 1;    // what it puts on the wire (a burst's segments)
+    BurstControl control;
   };
+  static constexpr uint16_t kNoBurst = 0xFFFF;
 
   explicit UringTransport(const TransportConfig& config);
   absl::Status SetupRing(size_t sockets);
@@ -130,6 +138,10 @@ class UringTransport final : public Transport {
   void HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
                   size_t* filled) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
+  // FreeSlot: `slot`'s send ended; it (and its burst buffer, after the burst's last send)
+  // is free again.
+  void FreeSlot(uint32_t slot) noexcept;
+  void NoteBurstFailure(int err) noexcept;
   // PrepSend: slot's datagram into `sqe`, as a plain send with its address where the
   // kernel takes one (send_with_address_), else as sendmsg.
   void PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept;
@@ -202,6 +214,15 @@ class UringTransport final : public Transport {
   uint32_t coalesce_us_ = 0;  // TransportConfig::coalesce_us where the kernel has it
   std::unique_ptr<uint32_t[]> pending_;
   uint32_t pending_count_ = 0;
+
+  // Bursts: burst_buffers x base::kBurstBytesMax, a stack of free ones, and how many
+  // queued sends each one still has.
+  uint8_t* burst_memory_ = nullptr;
+  size_t burst_memory_bytes_ = 0;
+  std::unique_ptr<uint16_t[]> burst_free_;
+  uint32_t burst_free_count_ = 0;
+  std::unique_ptr<uint32_t[]> burst_sends_;
+  bool bursts_on_ = false;  // burst_buffers > 0, the kernel has GSO, none was refused
 
   TransportStats stats_;
 };

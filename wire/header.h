@@ -108,6 +108,17 @@ inline Header LoadHeader(const uint8_t* p) noexcept {
   return h;
 }
 
+// PadDatagram: grows the datagram at `d` from `size` to `to` bytes with zeros after its
+// body, and makes its header count them. A burst's datagrams (base/outbox.h) are all one
+// size but the last; a FlatBuffers body ignores bytes past what its offsets reach, so a
+// padded datagram decodes as the unpadded one (wire_test: PaddedDatagramsDecode).
+// REQUIRES: kHeaderBytes <= size <= to <= kDatagramBytesMax.
+inline void PadDatagram(uint8_t* d, size_t size, size_t to) noexcept {
+  std::memset(d + size, 0, to - size);
+  const auto body = static_cast<uint16_t>(to - kHeaderBytes);
+  std::memcpy(d + offsetof(Header, body_bytes), &body, sizeof(body));
+}
+
 inline void StoreHeader(uint8_t* p, const Header& h) noexcept { std::memcpy(p, &h, sizeof(h)); }
 
 }  // namespace ringpeer::wire

@@ -376,23 +376,83 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
     }
     if (k > 0) emit(std::span<const Bytes>(group, k));
   };
-  // Shared datagrams first: one encoding, a copy into each peer's send slot.
-  pack(nullptr, wire::kRoomPublishRecordsMax, [&](std::span<const Bytes> g) {
-    // The budget fits (RoomWire.PublishPackingBudgetFits); were it ever short, the group
-    // is skipped (sync repairs it) rather than the node stopped.
-    const size_t size = encoder_->RoomPublishPacked(q.scratch(), id(), g);
-    if (size == 0) return true;
+  // Shared datagrams first: one encoding for every peer that sent none of them.
+  // Copies `size` bytes at `src` into each such peer's send slot; false when the queue is
+  // full (the rest repair through sync).
+  auto copy_to_each = [&](const uint8_t* src, size_t size, size_t records) {
     for (Peer& p : peers_) {
       if (!p.used || p.flood_sender) continue;
       const std::span<uint8_t> buf = Buffer(out);
-      if (buf.empty()) return false;  // send queue full: the rest repair through sync
-      std::memcpy(buf.data(), q.scratch().data(), size);
+      if (buf.empty()) return false;
+      std::memcpy(buf.data(), src, size);
       Send(p.addr, size, out);
-      counters_.forwarded += g.size();
+      counters_.forwarded += records;
       ++counters_.flood_datagrams;
     }
     return true;
+  };
+  // As a burst where the outbox has them (issue 15): the datagrams back to back, each but
+  // the last padded to the longest one's size (UDP GSO cuts equal segments), handed to
+  // the kernel once per peer without a copy per peer. Up to kBurstPeersMax peers.
+  base::Endpoint shared[base::kBurstPeersMax];
+  size_t shared_count = 0;
+  for (const Peer& p : peers_) {
+    if (!p.used || p.flood_sender) continue;
+    if (shared_count == base::kBurstPeersMax) {
+      shared_count = 0;  // more than one burst can name: copies, as before
+      break;
+    }
+    shared[shared_count++] = p.addr;
+  }
+  constexpr size_t kStride = wire::kDatagramBytesMax;
+  constexpr size_t kBurstDatagrams = base::kBurstBytesMax / kStride;
+  std::span<uint8_t> burst = shared_count > 0 ? out.BurstBuffer() : std::span<uint8_t>();
+  auto room_for = [&]() { return std::min(burst.size() / kStride, kBurstDatagrams); };
+  if (room_for() < 2) burst = {};
+  size_t sizes[kBurstDatagrams];
+  size_t burst_records = 0, k = 0;
+  // Sends what the burst holds; a lone datagram goes by copies (no gain from a burst).
+  auto send_burst = [&]() {
+    if (k == 1) copy_to_each(burst.data(), sizes[0], burst_records);
+    if (k >= 2) {
+      const size_t segment = *std::max_element(sizes, sizes + k);
+      for (size_t i = 0; i < k; ++i) {
+        if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
+        if (i + 1 < k) {
+          wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
+          counters_.flood_padding += (segment - sizes[i]) * shared_count;
+        }
+      }
+      out.CommitBurst((k - 1) * segment + sizes[k - 1], segment,
+                      std::span<const base::Endpoint>(shared, shared_count));
+      counters_.forwarded += burst_records * shared_count;
+      counters_.flood_datagrams += k * shared_count;
+      counters_.flood_bursts += shared_count;
+    }
+    k = 0;
+    burst_records = 0;
+  };
+  pack(nullptr, wire::kRoomPublishRecordsMax, [&](std::span<const Bytes> g) {
+    if (!burst.empty() && k == room_for()) {
+      send_burst();
+      burst = out.BurstBuffer();
+      if (room_for() < 2) burst = {};
+    }
+    // The budget fits (RoomWire.PublishPackingBudgetFits); were it ever short, the group
+    // is skipped (sync repairs it) rather than the node stopped.
+    if (!burst.empty()) {
+      const size_t size =
+          encoder_->RoomPublishPacked(burst.subspan(k * kStride, kStride), id(), g);
+      if (size == 0) return true;
+      sizes[k++] = size;
+      burst_records += g.size();
+      return true;
+    }
+    const size_t size = encoder_->RoomPublishPacked(q.scratch(), id(), g);
+    if (size == 0) return true;
+    return copy_to_each(q.scratch().data(), size, g.size());
   });
+  if (!burst.empty()) send_burst();
   for (Peer& p : peers_) {
     if (!p.used || !p.flood_sender) continue;
     p.flood_sender = false;

@@ -206,6 +206,8 @@ struct SwarmCounters {
   uint64_t rejected = 0;         // failed the room's checks
   uint64_t forwarded = 0;        // records sent by the flood (one per record and peer)
   uint64_t flood_datagrams = 0;  // datagrams they took (packed floods share one)
+  uint64_t flood_bursts = 0;     // sends of several flood datagrams at once (UDP GSO)
+  uint64_t flood_padding = 0;    // bytes of zeros that made a burst's datagrams one size
   uint64_t ack_datagrams = 0;    // datagrams acks_sent took (packed acks share one)
   uint64_t shed = 0;             // publishes dropped by the limits
   uint64_t slowdowns_sent = 0;

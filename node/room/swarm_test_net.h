@@ -29,12 +29,23 @@ class TapOutbox final : public base::Outbox {
     if (rewrite) size = rewrite(sender_.Buffer(), size);
     if (size > 0) sender_.Commit(size, to);
   }
+  // Bursts are cut here into datagrams, each through Commit (as NodeCore's outbox does
+  // where the transport has no GSO), so that the tests run the floods' burst path.
+  std::span<uint8_t> BurstBuffer() noexcept override {
+    return bursts ? splitter_.Buffer() : std::span<uint8_t>();
+  }
+  void CommitBurst(size_t size, size_t segment,
+                   std::span<const base::Endpoint> to) noexcept override {
+    splitter_.Split(*this, size, segment, to);
+  }
+  bool bursts = true;
   std::function<size_t(std::span<uint8_t> buf, size_t size)> rewrite;
   // watch: sees each datagram and its destination as it leaves (before rewrite).
   std::function<void(const base::Endpoint& to, std::span<const uint8_t> bytes)> watch;
 
  private:
   memnet::MemoryNetwork::Sender sender_;
+  base::BurstSplitter splitter_;
 };
 
 struct Node {

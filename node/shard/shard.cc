@@ -42,6 +42,11 @@ class Shard::SlotOutbox : public base::Outbox {
   void Commit(size_t size, const base::Endpoint& to) noexcept override {
     t_->CommitSend(size, to);
   }
+  std::span<uint8_t> BurstBuffer() noexcept override { return t_->BurstBuffer(); }
+  void CommitBurst(size_t size, size_t segment,
+                   std::span<const base::Endpoint> to) noexcept override {
+    t_->CommitBurst(size, segment, to);
+  }
 
  private:
   ring::Transport* t_;
