@@ -400,13 +400,16 @@ size_t Encoder::RoomSyncData(std::span<uint8_t> out, const Hash256& room, uint64
 }
 
 size_t Encoder::RoomCheckpointGet(std::span<uint8_t> out, const Hash256& room,
-                                  const Hash256& checkpoint, uint8_t level,
-                                  uint32_t index) noexcept {
+                                  const Hash256& checkpoint, uint8_t level, uint32_t index,
+                                  uint32_t count) noexcept {
   RP_ASSERT(level <= kRoomPieceLevelsMax);
+  RP_ASSERT(count >= 1 && count <= kRoomPieceRangeMax);
   fbb_.Clear();
   fb::Id256 r = ToWireId(room);
   fb::Id256 c = ToWireId(checkpoint);
-  fbb_.Finish(fb::CreateRoomCheckpointGet(fbb_, &r, &c, level, index));
+  // One piece leaves `count` out (0, the default), as an older node wrote it.
+  fbb_.Finish(fb::CreateRoomCheckpointGet(fbb_, &r, &c, level, index,
+                                          static_cast<uint8_t>(count > 1 ? count : 0)));
   return Finish(out, MessageType::kRoomCheckpointGet, RoomShardHint(room.data()));
 }
 

@@ -153,8 +153,9 @@ class Encoder {
                       uint16_t count, bool more, bool take_checkpoint,
                       const RoomCheckpointInfo& checkpoint,
                       std::span<const Bytes> records) noexcept;
+  // RoomCheckpointGet: pieces index .. index + count - 1 (1 <= count <= kRoomPieceRangeMax).
   size_t RoomCheckpointGet(std::span<uint8_t> out, const Hash256& room, const Hash256& checkpoint,
-                           uint8_t level, uint32_t index) noexcept;
+                           uint8_t level, uint32_t index, uint32_t count = 1) noexcept;
   size_t RoomCheckpointChunk(std::span<uint8_t> out, const Hash256& room,
                              const Hash256& checkpoint, uint8_t level, uint32_t index,
                              Bytes bytes) noexcept;

@@ -278,7 +278,9 @@ Verdict Check(const fb::RoomSyncData* m) noexcept {
   return Verdict::kOk;
 }
 Verdict Check(const fb::RoomCheckpointGet* m) noexcept {
-  return m->level() <= kRoomPieceLevelsMax ? Verdict::kOk : Verdict::kBadField;
+  return m->level() <= kRoomPieceLevelsMax && m->count() <= kRoomPieceRangeMax
+             ? Verdict::kOk
+             : Verdict::kBadField;
 }
 Verdict Check(const fb::RoomCheckpointChunk* m) noexcept {
   if (m->level() > kRoomPieceLevelsMax) return Verdict::kBadField;

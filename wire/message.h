@@ -66,6 +66,8 @@ inline constexpr size_t kRoomPublishRecordFramingBytes = 20;
 // per node; 6 levels above the leaves address 32^6 KiB, far past any state cap.
 inline constexpr size_t kRoomPieceBytes = 1024;
 inline constexpr size_t kRoomPieceFanout = kRoomPieceBytes / 32;
+// The most pieces one RoomCheckpointGet asks for (its `count`).
+inline constexpr uint32_t kRoomPieceRangeMax = 16;
 inline constexpr uint8_t kRoomPieceLevelsMax = 6;
 // Largest update record (room::kUpdateBytesMax: a 64 KiB payload and its framing); one
 // larger than kRoomRecordBytesMax travels as RoomUpdatePiece datagrams of kRoomPieceBytes.

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "base/huge_pages.h"
 #include "flatbuffers/flatbuffers.h"
 
 namespace ringpeer::room {
@@ -344,6 +345,7 @@ bool OpenContent(const ContentKey& key, const Nonce& nonce, const Hash256& room,
                  std::vector<uint8_t>* out) noexcept {
   if (cipher.size() < kAeadTagBytes) return false;
   // resize() keeps capacity, so a reused buffer costs no allocation on the hot path.
+  base::ReserveHuge(*out, cipher.size() - kAeadTagBytes);
   out->resize(cipher.size() - kAeadTagBytes);
   unsigned long long written = 0;
   if (crypto_aead_xchacha20poly1305_ietf_decrypt(out->data(), &written, nullptr, cipher.data(),

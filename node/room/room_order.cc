@@ -4,6 +4,8 @@
 #include <queue>
 #include <tuple>
 
+#include "base/huge_pages.h"
+
 #include "base/assert.h"
 #include "flatbuffers/flatbuffers.h"
 #include "node/room/room.h"
@@ -505,6 +507,7 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
   ++cp_changes_;
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
+  base::ReserveHuge(cp_blob_, blob.size());
   cp_blob_.assign(blob.begin(), blob.end());
   // Updates that arrived before the checkpoint and wait for its heads (a relay that lost
   // its log, then heard the room's new updates) are placed now (see placed()).

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "base/assert.h"
+#include "base/huge_pages.h"
 #include "node/room/swarm.h"
 #include "node/room/swarm_internal.h"
 
@@ -272,6 +273,7 @@ void Swarm::MaybeFetch(int64_t now_us, const wire::RoomCheckpointInfo& cp, base:
   f->expected.resize(counts.size());
   for (size_t k = 0; k < counts.size(); ++k) f->expected[k].resize(counts[k]);
   f->expected.back()[0] = cp.root;
+  base::ReserveHuge(f->bytes, cp.object_bytes);  // a first join's page faults (issue 15)
   f->bytes.resize(cp.object_bytes);
   fetch_ = std::move(f);
   for (Peer& p : peers_) p.pieces_inflight = 0;
@@ -287,7 +289,6 @@ void Swarm::StartLevel(uint8_t level) {
   f.sent_to.assign(f.counts[level], 0);
   f.cursor = 0;
   f.have = 0;
-  f.retry.clear();
   for (Peer& p : peers_) p.pieces_inflight = 0;  // answers for the old level are ignored
 }
 
@@ -301,24 +302,44 @@ void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
     for (Peer& p : peers_) {
       if (!p.used || !(p.checkpoint.id == f.info.id) || p.strikes >= kStrikesMax) continue;
       if (p.pieces_inflight >= config_.pieces_inflight_per_peer) continue;
-      uint32_t index;
-      if (!f.retry.empty()) {
-        index = f.retry.back();
-        f.retry.pop_back();
-      } else {
-        while (f.cursor < f.state.size() && f.state[f.cursor] != PieceState::kMissing) {
+      // A peer that reads ranges is asked again once a whole range fits its window (else
+      // each piece that came would be answered by a request for one more).
+      const uint32_t range = std::min(wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer);
+      if (p.packs && p.pieces_inflight > 0 &&
+          config_.pieces_inflight_per_peer - p.pieces_inflight < range) {
+        continue;
+      }
+      // The lowest missing piece (a lost or bad one moved the cursor back to it) and,
+      // from a peer that reads ranges (issue 15), the missing ones after it, as many as
+      // its window and kRoomPieceRangeMax allow.
+      while (f.cursor < f.state.size() && f.state[f.cursor] != PieceState::kMissing) {
+        ++f.cursor;
+      }
+      if (f.cursor == f.state.size()) return;
+      const uint32_t index = f.cursor++;
+      uint32_t count = 1;
+      if (p.packs) {
+        const uint32_t most = std::min<uint32_t>(
+            wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer - p.pieces_inflight);
+        while (count < most && f.cursor < f.state.size() &&
+               f.state[f.cursor] == PieceState::kMissing) {
+          ++count;
           ++f.cursor;
         }
-        if (f.cursor == f.state.size()) return;
-        index = f.cursor++;
       }
       std::span<uint8_t> buf = Buffer(out);
-      if (buf.empty()) return;
-      Send(p.addr, encoder_->RoomCheckpointGet(buf, id(), f.info.id, f.level, index), out);
-      f.state[index] = PieceState::kRequested;
-      f.sent_us[index] = now_us;
-      f.sent_to[index] = SlotOf(&p);
-      ++p.pieces_inflight;
+      if (buf.empty()) {  // asked for nothing: ask again next time
+        f.cursor = index;
+        return;
+      }
+      Send(p.addr, encoder_->RoomCheckpointGet(buf, id(), f.info.id, f.level, index, count),
+           out);
+      for (uint32_t i = index; i < index + count; ++i) {
+        f.state[i] = PieceState::kRequested;
+        f.sent_us[i] = now_us;
+        f.sent_to[i] = SlotOf(&p);
+      }
+      p.pieces_inflight += count;
       sent = true;
     }
   }
@@ -328,15 +349,54 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
                                 const wire::Message& msg, base::Outbox& out) noexcept {
   Peer* p = FindPeer(from);
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
-  if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
   const wire::fb::RoomCheckpointGet* m = msg.room_checkpoint_get();
   const Hash256 cp = wire::FromWireId(*m->checkpoint());
-  Bytes piece;
-  if (object_ != nullptr && object_->info.id == cp) piece = object_->Piece(m->level(), m->index());
-  std::span<uint8_t> buf = Buffer(out);
-  if (buf.empty()) return wire::Verdict::kSendQueueFull;
-  Send(from, encoder_->RoomCheckpointChunk(buf, id(), cp, m->level(), m->index(), piece), out);
-  ++counters_.pieces_served;
+  const bool held = object_ != nullptr && object_->info.id == cp;
+  // A range (issue 15) costs a token per piece, and stops at the level's end; a piece we
+  // do not hold is answered once, empty (the asker drops us as a source).
+  uint32_t count = std::max<uint32_t>(m->count(), 1);
+  if (!held) count = 1;
+  if (held) {
+    const size_t level_pieces =
+        m->level() < object_->hashes.size() ? object_->hashes[m->level()].size() : 0;
+    count = m->index() < level_pieces
+                ? static_cast<uint32_t>(std::min<size_t>(count, level_pieces - m->index()))
+                : 1;
+  }
+  if (!p->serve.TryTake(now_us, count)) {
+    if (count == 1 || !p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
+    count = 1;
+  }
+  auto encode = [&](std::span<uint8_t> buf, uint32_t i) {
+    const Bytes piece = held ? object_->Piece(m->level(), m->index() + i) : Bytes();
+    return encoder_->RoomCheckpointChunk(buf, id(), cp, m->level(), m->index() + i, piece);
+  };
+  // Several pieces leave as one burst where the outbox has them: the chunks are one size
+  // but the last level's last, so little is padded.
+  constexpr size_t kStride = wire::kDatagramBytesMax;
+  std::span<uint8_t> burst = count > 1 ? out.BurstBuffer() : std::span<uint8_t>();
+  if (burst.size() >= count * kStride) {
+    size_t sizes[wire::kRoomPieceRangeMax];
+    size_t segment = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+      sizes[i] = encode(burst.subspan(i * kStride, kStride), i);
+      segment = std::max(segment, sizes[i]);
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+      if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
+      if (i + 1 < count) wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
+    }
+    out.CommitBurst((count - 1) * segment + sizes[count - 1], segment,
+                    std::span<const base::Endpoint>(&from, 1));
+    counters_.pieces_served += count;
+    return wire::Verdict::kOk;
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    std::span<uint8_t> buf = Buffer(out);
+    if (buf.empty()) return wire::Verdict::kSendQueueFull;
+    Send(from, encode(buf, i), out);
+    ++counters_.pieces_served;
+  }
   return wire::Verdict::kOk;
 }
 
@@ -364,8 +424,8 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
       ++counters_.pieces_bad;
       ++p->strikes;
     }
-    if (f.state[index] == PieceState::kRequested) f.retry.push_back(index);
     f.state[index] = PieceState::kMissing;
+    f.cursor = std::min(f.cursor, index);
     RequestPieces(now_us, out);
     return piece.empty() ? wire::Verdict::kOk : wire::Verdict::kBadField;
   }
@@ -757,7 +817,7 @@ void Swarm::FetchTick(int64_t now_us, base::Outbox& out) noexcept {
     Peer& p = peers_[f.sent_to[i]];
     if (p.pieces_inflight > 0) --p.pieces_inflight;
     f.state[i] = PieceState::kMissing;
-    f.retry.push_back(i);
+    f.cursor = std::min(f.cursor, i);
   }
   RequestPieces(now_us, out);
 }

@@ -70,8 +70,7 @@ struct Swarm::Fetch {
   std::vector<PieceState> state;                // of the current level's pieces
   std::vector<int64_t> sent_us;
   std::vector<uint32_t> sent_to;                // peer slot
-  uint32_t cursor = 0;                          // first piece never requested
-  std::vector<uint32_t> retry;                  // pieces to ask for again
+  uint32_t cursor = 0;                          // no piece below it is missing
   uint32_t have = 0;                            // pieces of the current level held
   bool record_checked = false;                  // the cache test ran
   bool rank_checked = false;                    // the record ranks above ours (room.h)

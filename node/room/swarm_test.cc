@@ -453,11 +453,19 @@ TEST(Swarm, LateJoinerGetsCheckpointAndTail) {
     s.net.Run(s.net.now_us + 3'000);
   }
   Node* late = s.net.Add(&s.f.members[3], false);
+  // It asks for ranges of pieces (issue 15): far fewer requests than pieces (one per
+  // piece before; each lost one is asked for again, alone or with lost neighbours).
+  size_t piece_gets = 0;
+  late->out.watch = [&](const base::Endpoint&, std::span<const uint8_t> d) {
+    piece_gets += d.size() > wire::kHeaderBytes &&
+                  d[offsetof(wire::Header, type)] ==
+                      static_cast<uint8_t>(wire::MessageType::kRoomCheckpointGet);  };
   std::vector<base::Endpoint> boot{s.relay->addr, s.members[0]->addr, s.members[1]->addr};
   Swarm* j = *late->host->Join(s.net.now_us, s.f.genesis, s.f.epochs, boot, late->out);
   s.net.Run(s.net.now_us + 20'000'000);
   EXPECT_EQ(j->counters().checkpoints_loaded, 1u);
   EXPECT_GT(j->counters().pieces_received, 80u);
+  EXPECT_LT(piece_gets * 3, j->counters().pieces_received);
   EXPECT_EQ(j->room().state_hash(), s.swarms[0]->room().state_hash());
   EXPECT_EQ(StateOf(j->room()), StateOf(s.swarms[0]->room()));
 }
@@ -1257,6 +1265,58 @@ TEST(Swarm, CheckpointPieceIndicesAtTheirBoundaries) {
   auto none = server.out.Take(client, wire::MessageType::kRoomCheckpointChunk);
   ASSERT_EQ(none.size(), 1u);
   EXPECT_EQ(ChunkBytes(none[0]), 0u);
+  // Ranges (issue 15): each piece of the range in a chunk of its own, none past the
+  // level's end; a range of a checkpoint not held is answered once, empty.
+  struct Range {
+    uint8_t level;
+    uint32_t index, count;
+    Hash256 cp;
+    size_t chunks;
+  };
+  const Range ranges[] = {
+      {0, 0, wire::kRoomPieceRangeMax, info.id, leaves},
+      {0, 1, 2, info.id, 2},
+      {0, leaves - 1, 4, info.id, 1},
+      {0, leaves, 4, info.id, 1},  // past the end: one empty answer, as before
+      {1, 0, 3, info.id, 1},
+      {0, 0, 5, other, 1},
+  };
+  for (const Range& r : ranges) {
+    const size_t n = enc.RoomCheckpointGet(buf, f.room_id, r.cp, r.level, r.index, r.count);
+    ASSERT_EQ(server.Deliver(now, client, buf, n), wire::Verdict::kOk);
+    auto chunks = server.out.Take(client, wire::MessageType::kRoomCheckpointChunk);
+    ASSERT_EQ(chunks.size(), r.chunks) << int{r.level} << "/" << r.index << "+" << r.count;
+    for (size_t k = 0; k < chunks.size(); ++k) {
+      alignas(8) uint8_t cb[wire::kDatagramBytesMax];
+      std::memcpy(cb, chunks[k].data(), chunks[k].size());
+      wire::Message m;
+      ASSERT_EQ(wire::Decode(cb, chunks[k].size(), &m), wire::Verdict::kOk);
+      EXPECT_EQ(m.room_checkpoint_chunk()->index(), r.index + k);
+      const bool past = r.cp != info.id || r.index >= (r.level == 0 ? leaves : 1u);
+      const size_t want = past ? 0
+                          : r.level == 1
+                              ? 32 * size_t{leaves}
+                              : std::min(wire::kRoomPieceBytes,
+                                         static_cast<size_t>(info.object_bytes) -
+                                             (r.index + k) * wire::kRoomPieceBytes);
+      EXPECT_EQ(ChunkBytes(chunks[k]), want) << r.index + k;
+    }
+  }
+  // A count above kRoomPieceRangeMax is a malformed datagram.
+  {
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::fb::Id256 r = wire::ToWireId(f.room_id);
+    wire::fb::Id256 c = wire::ToWireId(info.id);
+    fbb.Finish(wire::fb::CreateRoomCheckpointGet(
+        fbb, &r, &c, 0, 0, static_cast<uint8_t>(wire::kRoomPieceRangeMax + 1)));
+    EXPECT_EQ(DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomCheckpointGet, f.room_id, buf)),
+              wire::Verdict::kBadField);
+    fbb.Clear();
+    fbb.Finish(wire::fb::CreateRoomCheckpointGet(
+        fbb, &r, &c, 0, 0, static_cast<uint8_t>(wire::kRoomPieceRangeMax)));
+    EXPECT_EQ(DecodeOnly(buf, RawRoom(fbb, wire::MessageType::kRoomCheckpointGet, f.room_id, buf)),
+              wire::Verdict::kOk);
+  }
 
   // The fetching side: a joiner told of the checkpoint by `relay` (which relays the
   // server's answers).

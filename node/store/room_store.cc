@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "base/assert.h"
 #include "base/clock.h"
+#include "base/huge_pages.h"
 #include "base/status.h"
 
 namespace ringpeer::store {
@@ -649,6 +650,8 @@ absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second) {
   // to a busy loop iteration's batch, staging does not allocate.
   op.offset = arena_.size();
   op.bytes = first.size();
+  // A checkpoint's blob (megabytes) grows it at once: in huge pages, if it allocates.
+  base::ReserveHuge(arena_, arena_.size() + first.size() + second.size());
   arena_.insert(arena_.end(), first.begin(), first.end());
   op.offset2 = arena_.size();
   op.bytes2 = second.size();
