@@ -14,3 +14,8 @@ add_dependencies(ringpeer-load ringpeer-udp-echo)
 # The loader's pure helpers (histogram, flags, addressing, output) without its main().
 rp_test(load_stats_test SRCS load_stats_test.cc DEPS dht wire base absl::str_format
         LABELS bench)
+
+# ringpeer-bench-udp-gso: the kernel's cost per datagram sent on loopback, one by one
+# against UDP GSO bursts (issue 15).
+add_executable(ringpeer-bench-udp-gso udp_gso.cc)
+target_link_libraries(ringpeer-bench-udp-gso PRIVATE Threads::Threads)
