@@ -31,6 +31,7 @@ namespace ringpeer::base {
 // 6.6) and under IPv4's 64 KiB.
 inline constexpr size_t kBurstBytesMax = 48'000;
 inline constexpr size_t kBurstPeersMax = 64;
+inline constexpr size_t kBurstDatagramsMax = 64;  // the kernel's UDP_MAX_SEGMENTS before 6.6
 
 class Outbox {
  public:
@@ -43,15 +44,21 @@ class Outbox {
   // here, or none free now): then the caller sends datagram by datagram.
   virtual std::span<uint8_t> BurstBuffer() noexcept { return {}; }
   // CommitBurst: sends the first `size` bytes of the last BurstBuffer() to each of `to`
-  // (at most kBurstPeersMax), as datagrams of `segment` bytes (the last may be shorter).
-  virtual void CommitBurst(size_t /*size*/, size_t /*segment*/,
-                           std::span<const base::Endpoint> /*to*/) noexcept {}
+  // (at most kBurstPeersMax), as datagrams of `segment` bytes (the last may be shorter;
+  // at most kBurstDatagramsMax of them). Returns how many datagrams it queued in all (a
+  // full send queue skips peers).
+  virtual size_t CommitBurst(size_t /*size*/, size_t /*segment*/,
+                             std::span<const base::Endpoint> /*to*/) noexcept {
+    return 0;
+  }
 };
 
-// BurstSplitter: bursts for an outbox that has none of its own. Buffer() is memory of
-// its own (allocated at the first burst); Split() sends the burst's datagrams through
-// `out`'s Buffer()/Commit(), peer by peer, as the kernel would deliver them. Returns how
-// many datagrams went out (a full outbox drops the rest, as UDP may).
+// BurstSplitter: bursts for a test's or a simulator's outbox, which has no kernel to cut
+// them (a shard without GSO has no bursts at all: its floods go unpadded, datagram by
+// datagram). Buffer() is memory of its own (allocated at the first burst); Split() sends
+// the burst's datagrams through `out`'s Buffer()/Commit(), peer by peer, as the kernel
+// would deliver them. Returns how many datagrams went out (a full outbox drops the rest,
+// as UDP may).
 class BurstSplitter {
  public:
   std::span<uint8_t> Buffer() {
@@ -60,7 +67,8 @@ class BurstSplitter {
   }
   size_t Split(Outbox& out, size_t size, size_t segment,
                std::span<const base::Endpoint> to) noexcept {
-    RP_ASSERT(size <= bytes_.size() && segment > 0 && to.size() <= kBurstPeersMax);
+    RP_ASSERT(size <= bytes_.size() && segment > 0 && to.size() <= kBurstPeersMax &&
+              (size + segment - 1) / segment <= kBurstDatagramsMax);
     size_t sent = 0;
     for (const base::Endpoint& peer : to) {
       for (size_t at = 0; at < size; at += segment) {

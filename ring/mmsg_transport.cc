@@ -206,20 +206,25 @@ void MmsgTransport::CommitSend(size_t size, const Endpoint& to, int socket_index
 }
 
 std::span<uint8_t> MmsgTransport::BurstBuffer() noexcept {
-  if (!bursts_on_ || burst_free_count_ == 0) return {};
-  const uint16_t b = burst_free_[burst_free_count_ - 1];
-  return {reinterpret_cast<uint8_t*>(&burst_memory_[size_t{b} * base::kBurstBytesMax / 8]),
+  if (burst_out_ == kNoBurst) {
+    if (!bursts_on_ || burst_free_count_ == 0) return {};
+    burst_out_ = burst_free_[--burst_free_count_];  // the caller's until CommitBurst
+  }
+  return {reinterpret_cast<uint8_t*>(&burst_memory_[size_t{burst_out_} * base::kBurstBytesMax / 8]),
           base::kBurstBytesMax};
 }
 
-void MmsgTransport::CommitBurst(size_t size, size_t segment,
-                                std::span<const Endpoint> to) noexcept {
-  RP_ASSERT(burst_free_count_ > 0);  // REQUIRES: BurstBuffer() returned a buffer
+size_t MmsgTransport::CommitBurst(size_t size, size_t segment,
+                                  std::span<const Endpoint> to) noexcept {
+  RP_ASSERT(burst_out_ != kNoBurst);  // REQUIRES: BurstBuffer() returned a buffer
   RP_ASSERT(size > 0 && size <= base::kBurstBytesMax && segment > 0 &&
             segment <= config_.send_slot_bytes && to.size() <= base::kBurstPeersMax);
+  RP_ASSERT(BurstDatagrams(size, segment) <= base::kBurstDatagramsMax);
   // Taken for good until Flush(), which sends every queued datagram and frees them all.
-  const uint16_t b = burst_free_[--burst_free_count_];
+  const uint32_t b = burst_out_;
+  burst_out_ = kNoBurst;
   uint64_t* const data = &burst_memory_[size_t{b} * base::kBurstBytesMax / 8];
+  size_t queued = 0;
   for (const Endpoint& peer : to) {
     if (free_count_ == 0) {
       stats_.send_slots_full++;
@@ -242,7 +247,9 @@ void MmsgTransport::CommitBurst(size_t size, size_t segment,
     RP_ASSERT(queued_count_ < config_.send_slots);
     queued_[queued_count_++] = slot;
     stats_.bursts++;
+    queued += send.datagrams;
   }
+  return queued;
 }
 
 void MmsgTransport::Flush() noexcept {
@@ -260,10 +267,12 @@ void MmsgTransport::Flush() noexcept {
   }
   RP_ASSERT(free_count_ == config_.send_slots);
   queued_count_ = 0;
+  // Every buffer is free again but one handed out and not yet committed.
+  burst_free_count_ = 0;
   for (uint32_t i = 0; i < config_.burst_buffers; i++) {
-    burst_free_[i] = static_cast<uint16_t>(config_.burst_buffers - 1 - i);
+    const uint32_t b = config_.burst_buffers - 1 - i;
+    if (b != burst_out_) burst_free_[burst_free_count_++] = static_cast<uint16_t>(b);
   }
-  burst_free_count_ = config_.burst_buffers;
 }
 
 void MmsgTransport::SendQueued(size_t s) noexcept {

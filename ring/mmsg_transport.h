@@ -51,8 +51,8 @@ class MmsgTransport final : public Transport {
   std::span<uint8_t> SendBuffer() noexcept override;
   void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept override;
   std::span<uint8_t> BurstBuffer() noexcept override;
-  void CommitBurst(size_t size, size_t segment,
-                   std::span<const base::Endpoint> to) noexcept override;
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override;
   void Flush() noexcept override;
   WakeHandle wake_handle() const noexcept override { return WakeHandle{-1, event_fd_}; }
   void QueueWake(const WakeHandle& target) noexcept override;
@@ -111,6 +111,8 @@ class MmsgTransport final : public Transport {
   std::unique_ptr<uint64_t[]> burst_memory_;
   std::unique_ptr<uint16_t[]> burst_free_;
   uint32_t burst_free_count_ = 0;
+  static constexpr uint32_t kNoBurst = 0xFFFFFFFFu;
+  uint32_t burst_out_ = kNoBurst;  // handed out by BurstBuffer(), not yet committed
   bool bursts_on_ = false;  // burst_buffers > 0, the kernel has GSO, none was refused
 
   int wake_fds_[kWakeTargetsMax] = {};

@@ -88,8 +88,9 @@ struct TransportConfig {
   // room loopback benchmark: ~1,000 retransmissions per 20,000 updates; none with 4096).
   uint32_t send_slots = 4096;
   uint32_t send_slot_bytes = 1280;   // >= kDatagramBytesMax, 8-byte multiple
-  // Burst buffers (UDP GSO; Transport::BurstBuffer): base::kBurstBytesMax each, mapped at
-  // start and touched only when used. 32 x 48,000 B = 1.5 MiB per shard. 0: no bursts.
+  // Burst buffers (UDP GSO; Transport::BurstBuffer): base::kBurstBytesMax each, allocated
+  // at start (io_uring: mapped and prefaulted, like the send slots). 32 x 48,000 B =
+  // 1.5 MiB per shard. 0: no bursts.
   uint32_t burst_buffers = 32;
   // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.
   uint32_t sq_entries = 8192;
@@ -162,15 +163,19 @@ class Transport {
   // without UDP_SEGMENT; or a burst send failed with EIO or EINVAL, as on a device that
   // cannot checksum them, which turns them off for good: TransportStats::burst_fallbacks;
   // the datagrams of that burst are lost, as UDP may lose them) or all are in flight.
-  // CommitBurst: queues the last BurstBuffer() once for each of `to` (each takes a send
-  // slot; without one free, that peer is skipped and counted in send_slots_full); the
-  // kernel cuts it into datagrams of `segment` bytes, each counted in `sent`.
+  // The buffer is the caller's from BurstBuffer() until CommitBurst (asked again before
+  // that, BurstBuffer() hands out the same one); sends in between do not reuse it.
+  // CommitBurst: queues it once for each of `to` (each takes a send slot; without one
+  // free, that peer is skipped and counted in send_slots_full); the kernel cuts it into
+  // datagrams of `segment` bytes, each counted in `sent`. Returns the datagrams queued.
   // REQUIRES (CommitBurst): BurstBuffer() returned a buffer since the last CommitBurst;
-  // size <= base::kBurstBytesMax; 0 < segment <= send_slot_bytes; to.size() <=
-  // base::kBurstPeersMax.
+  // size <= base::kBurstBytesMax; 0 < segment <= send_slot_bytes; at most
+  // base::kBurstDatagramsMax datagrams; to.size() <= base::kBurstPeersMax.
   virtual std::span<uint8_t> BurstBuffer() noexcept { return {}; }
-  virtual void CommitBurst(size_t /*size*/, size_t /*segment*/,
-                           std::span<const base::Endpoint> /*to*/) noexcept {}
+  virtual size_t CommitBurst(size_t /*size*/, size_t /*segment*/,
+                             std::span<const base::Endpoint> /*to*/) noexcept {
+    return 0;
+  }
 
   // Flush: hands queued sends to the kernel. io_uring may defer the syscall to the next
   // Poll so that one iteration costs one syscall.

@@ -642,19 +642,27 @@ void UringTransport::CommitSend(size_t size, const Endpoint& to, int socket_inde
 }
 
 std::span<uint8_t> UringTransport::BurstBuffer() noexcept {
-  if (!bursts_on_ || burst_free_count_ == 0) return {};
-  const uint16_t b = burst_free_[burst_free_count_ - 1];
-  return {burst_memory_ + size_t{b} * base::kBurstBytesMax, base::kBurstBytesMax};
+  if (burst_out_ == kNoBurst) {
+    if (!bursts_on_ || burst_free_count_ == 0) return {};
+    // Taken off the free stack now, with a reference of its own until CommitBurst: a
+    // submit in between (a full SQ) frees retired buffers, never this one.
+    burst_out_ = burst_free_[--burst_free_count_];
+    burst_sends_[burst_out_] = 1;
+  }
+  return {burst_memory_ + size_t{burst_out_} * base::kBurstBytesMax, base::kBurstBytesMax};
 }
 
-void UringTransport::CommitBurst(size_t size, size_t segment,
-                                 std::span<const Endpoint> to) noexcept {
-  RP_ASSERT(burst_free_count_ > 0);  // REQUIRES: BurstBuffer() returned a buffer
+size_t UringTransport::CommitBurst(size_t size, size_t segment,
+                                   std::span<const Endpoint> to) noexcept {
+  RP_ASSERT(burst_out_ != kNoBurst);  // REQUIRES: BurstBuffer() returned a buffer
   RP_ASSERT(size > 0 && size <= base::kBurstBytesMax && segment > 0 &&
             segment <= config_.send_slot_bytes && to.size() <= base::kBurstPeersMax);
-  const uint16_t b = burst_free_[--burst_free_count_];
-  uint8_t* const data = burst_memory_ + size_t{b} * base::kBurstBytesMax;
   const uint32_t datagrams = BurstDatagrams(size, segment);
+  RP_ASSERT(datagrams <= base::kBurstDatagramsMax);
+  const uint16_t b = burst_out_;
+  burst_out_ = kNoBurst;
+  uint8_t* const data = burst_memory_ + size_t{b} * base::kBurstBytesMax;
+  size_t queued = 0;
   for (const Endpoint& peer : to) {
     if (free_count_ == 0) {
       stats_.send_slots_full++;
@@ -680,8 +688,11 @@ void UringTransport::CommitBurst(size_t size, size_t segment,
     PrepSend(sqe, slot);
     if (skip_send_cqes_) pending_[pending_count_++] = slot;
     stats_.bursts++;
+    queued += datagrams;
   }
-  if (burst_sends_[b] == 0) burst_free_[burst_free_count_++] = b;  // nobody took it
+  // The hand-out's reference: free now if no send took it, else after the last one.
+  if (--burst_sends_[b] == 0) burst_free_[burst_free_count_++] = b;
+  return queued;
 }
 
 void UringTransport::PrepSend(io_uring_sqe* sqe, uint32_t slot) noexcept {

@@ -78,8 +78,8 @@ class UringTransport final : public Transport {
   std::span<uint8_t> SendBuffer() noexcept override;
   void CommitSend(size_t size, const base::Endpoint& to, int socket_index = -1) noexcept override;
   std::span<uint8_t> BurstBuffer() noexcept override;
-  void CommitBurst(size_t size, size_t segment,
-                   std::span<const base::Endpoint> to) noexcept override;
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override;
   void Flush() noexcept override;
   WakeHandle wake_handle() const noexcept override;
   void QueueWake(const WakeHandle& target) noexcept override;
@@ -221,7 +221,8 @@ class UringTransport final : public Transport {
   size_t burst_memory_bytes_ = 0;
   std::unique_ptr<uint16_t[]> burst_free_;
   uint32_t burst_free_count_ = 0;
-  std::unique_ptr<uint32_t[]> burst_sends_;
+  std::unique_ptr<uint32_t[]> burst_sends_;  // queued sends, + 1 while handed out
+  uint16_t burst_out_ = kNoBurst;  // handed out by BurstBuffer(), not yet committed
   bool bursts_on_ = false;  // burst_buffers > 0, the kernel has GSO, none was refused
 
   TransportStats stats_;

@@ -41,18 +41,15 @@ class NodeCore::GuardedOutbox : public base::Outbox {
       c_->SendProbe(to, c_->now_us_, hint);
     }
   }
-  // Bursts: the sink's (a transport's GSO buffers), or where it has none (the simulator,
-  // the fuzzers, a delay shim, a kernel without GSO) memory of our own, cut into
-  // datagrams here: either way the rooms' code that fills them is the same.
+  // Bursts: the sink's (a transport's GSO buffers), or none (a kernel without GSO, the
+  // delay shim): then the rooms send datagram by datagram, unpadded, as before.
   std::span<uint8_t> BurstBuffer() noexcept override {
     std::span<uint8_t> b = c_->sink_->BurstBuffer();
-    split_ = b.empty();
-    if (split_) b = splitter_.Buffer();
     burst_ = b.data();
     return b.size() > base::kBurstBytesMax ? b.first(base::kBurstBytesMax) : b;
   }
-  void CommitBurst(size_t size, size_t segment,
-                   std::span<const base::Endpoint> to) noexcept override {
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override {
     RP_ASSERT(burst_ != nullptr && size >= wire::kHeaderBytes && segment > 0 &&
               to.size() <= base::kBurstPeersMax);
     const wire::Header h = wire::LoadHeader(burst_);
@@ -66,22 +63,17 @@ class NodeCore::GuardedOutbox : public base::Outbox {
       if (c_->guard_.Allow(peer, size, h.type, c_->now_us_, &probe)) allowed[n++] = peer;
       if (probe) probes[p++] = peer;
     }
-    const std::span<const base::Endpoint> out(allowed, n);
-    if (split_) {
-      Counters::Add(c_->counters_.sent, splitter_.Split(*c_->sink_, size, segment, out));
-    } else if (n > 0) {
-      c_->sink_->CommitBurst(size, segment, out);
-      Counters::Add(c_->counters_.sent, n * ((size + segment - 1) / segment));
-    }
+    // Committed even with no peer left: it hands the buffer back.
+    const size_t queued = c_->sink_->CommitBurst(size, segment, {allowed, n});
+    Counters::Add(c_->counters_.sent, queued);
     for (size_t i = 0; i < p; ++i) c_->SendProbe(probes[i], c_->now_us_, h.shard_hint);
+    return queued;
   }
 
  private:
   NodeCore* c_;
   const uint8_t* last_ = nullptr;
   const uint8_t* burst_ = nullptr;
-  bool split_ = false;
-  base::BurstSplitter splitter_;
 };
 
 // Events: the overlay's results, matched against the command in progress, then passed

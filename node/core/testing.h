@@ -40,6 +40,12 @@ class CaptureSink final : public base::Outbox {
     ++sent;
     if (log) captured.push_back(Sent{to, std::vector<uint8_t>(buf_, buf_ + size)});
   }
+  // Bursts, cut here as the kernel would: each of their datagrams passes Commit's check.
+  std::span<uint8_t> BurstBuffer() noexcept override { return splitter_.Buffer(); }
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override {
+    return splitter_.Split(*this, size, segment, to);
+  }
 
   int sent = 0;
   bool log = false;
@@ -47,6 +53,7 @@ class CaptureSink final : public base::Outbox {
 
  private:
   alignas(8) uint8_t buf_[wire::kDatagramBytesMax];
+  base::BurstSplitter splitter_;
 };
 
 // QueueMail: one node's mailboxes: a bounded FIFO per ordered pair of cores. The sink for

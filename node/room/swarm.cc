@@ -214,6 +214,7 @@ wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wi
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
   if (p == nullptr) return Refused(from) ? wire::Verdict::kRoomRefused : wire::Verdict::kTableFull;
   p->packs = m->packs();
+  p->ranges = m->ranges();
   // A joiner that knows only the room id (a short invite) gets the genesis first; it
   // checks that the record hashes to the room id, so nothing here can be forged.
   if (m->want_genesis() && !genesis_record_.empty()) {
@@ -232,6 +233,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (p == nullptr) return wire::Verdict::kTableFull;
   if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
   p->packs = m->packs();
+  p->ranges = m->ranges();
   p->log_size = m->log_size();
   p->epoch = m->no_epoch() ? -1 : int64_t{m->epoch()};
   p->digest = wire::FromWireId(*m->heads_digest());
@@ -420,14 +422,15 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
         if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
         if (i + 1 < k) {
           wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
-          counters_.flood_padding += (segment - sizes[i]) * shared_count;
+          counters_.flood_padding += segment - sizes[i];  // per burst, not per peer
         }
       }
-      out.CommitBurst((k - 1) * segment + sizes[k - 1], segment,
-                      std::span<const base::Endpoint>(shared, shared_count));
-      counters_.forwarded += burst_records * shared_count;
-      counters_.flood_datagrams += k * shared_count;
-      counters_.flood_bursts += shared_count;
+      const size_t queued = out.CommitBurst((k - 1) * segment + sizes[k - 1], segment,
+                                            std::span<const base::Endpoint>(shared, shared_count));
+      const size_t peers = queued / k;  // those the guard and the send queue let through
+      counters_.forwarded += burst_records * peers;
+      counters_.flood_datagrams += queued;
+      counters_.flood_bursts += peers;
     }
     k = 0;
     burst_records = 0;

@@ -305,7 +305,7 @@ void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
       // A peer that reads ranges is asked again once a whole range fits its window (else
       // each piece that came would be answered by a request for one more).
       const uint32_t range = std::min(wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer);
-      if (p.packs && p.pieces_inflight > 0 &&
+      if (p.ranges && p.pieces_inflight > 0 &&
           config_.pieces_inflight_per_peer - p.pieces_inflight < range) {
         continue;
       }
@@ -318,7 +318,7 @@ void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
       if (f.cursor == f.state.size()) return;
       const uint32_t index = f.cursor++;
       uint32_t count = 1;
-      if (p.packs) {
+      if (p.ranges) {
         const uint32_t most = std::min<uint32_t>(
             wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer - p.pieces_inflight);
         while (count < most && f.cursor < f.state.size() &&
@@ -386,9 +386,8 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
       if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
       if (i + 1 < count) wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
     }
-    out.CommitBurst((count - 1) * segment + sizes[count - 1], segment,
-                    std::span<const base::Endpoint>(&from, 1));
-    counters_.pieces_served += count;
+    counters_.pieces_served += out.CommitBurst((count - 1) * segment + sizes[count - 1],
+                                               segment, std::span<const base::Endpoint>(&from, 1));
     return wire::Verdict::kOk;
   }
   for (uint32_t i = 0; i < count; ++i) {
@@ -411,9 +410,12 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
       index >= f.state.size() || f.state[index] == PieceState::kHave) {
     return wire::Verdict::kUnexpectedReply;  // late, duplicate or for an old level
   }
-  if (f.state[index] == PieceState::kRequested && f.sent_to[index] == SlotOf(p) &&
-      p->pieces_inflight > 0) {
-    --p->pieces_inflight;
+  // A requested piece holds one unit of the window of the peer it was last asked of,
+  // whoever answers it: a late answer from a peer that timed out must not leave the unit
+  // with the one asked again (its own answer then finds the piece held and returns).
+  if (f.state[index] == PieceState::kRequested) {
+    Peer& asked = peers_[f.sent_to[index]];
+    if (asked.pieces_inflight > 0) --asked.pieces_inflight;
   }
   Bytes piece(m->bytes()->data(), m->bytes()->size());
   const bool fits = piece.size() == PieceBytes(f.counts, f.info.object_bytes, f.level, index);

@@ -41,6 +41,7 @@ struct Swarm::Peer {
   int64_t epoch = -1;             // the latest key epoch its heads named (-1: none yet)
   bool flood_sender = false;      // SendQueuedFloods: sent one of the records it packs
   bool packs = false;             // its RoomJoin or RoomHeads said it reads packed datagrams
+  bool ranges = false;            // ... and that it answers ranges of checkpoint pieces
 };
 
 // A checkpoint as a servable object: record ‖ blob in 1 KiB leaves under a fan-out-32 hash

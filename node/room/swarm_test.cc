@@ -1386,6 +1386,64 @@ TEST(Swarm, CheckpointPieceIndicesAtTheirBoundaries) {
   EXPECT_EQ(joiner.swarm->room().state_hash(), server.swarm->room().state_hash());
 }
 
+// Ranges of pieces (issue 15) are asked only of a peer whose heads said `ranges`: one
+// that did not (a build between packing and ranges answers only the first piece of a
+// range) is asked one piece at a time, and either way the fetch completes.
+TEST(Swarm, OnlyAPeerThatSaidRangesIsAskedForThem) {
+  for (const bool ranges : {false, true}) {
+    RoomFixture f(1003, ReducerKind::kKv, kStateBytesMaxDefault, 2);
+    Host server(f, 0, 1);
+    int64_t now = 1'000'000;
+    const std::string value(700, 'v');
+    for (int i = 0; i < 40; ++i) {  // ~30 KB of state: ~30 leaves
+      ASSERT_TRUE(server.swarm->Publish(now, KvPayload(KvOp::kSet, "k" + std::to_string(i), value),
+                                        server.out).ok());
+    }
+    ASSERT_TRUE(server.swarm->MakeCheckpoint().ok());
+    const wire::RoomCheckpointInfo info = server.swarm->checkpoint_info();
+    alignas(8) uint8_t buf[wire::kDatagramBytesMax];
+    wire::Encoder enc;
+    const base::Endpoint client = PeerAddr(5000), relay = PeerAddr(6000);
+    ASSERT_EQ(server.Deliver(now, client, buf, enc.RoomJoin(buf, f.room_id, wire::NodeId{7}, false)),
+              wire::Verdict::kOk);
+    Host joiner(f, 1, 2);
+    // The relay's heads, built by hand to say packs and, or not, ranges.
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::fb::Id256 r = wire::ToWireId(f.room_id);
+    wire::fb::Id256 sender = wire::ToWireId(Hash256{9});
+    wire::fb::Id256 digest = wire::ToWireId(Hash256{3});
+    wire::fb::RoomCheckpointRef cp = wire::ToWireCheckpoint(info);
+    fbb.Finish(wire::fb::CreateRoomHeads(fbb, &r, &sender, true, 0, 40, &digest, 0, &cp, false,
+                                         info.covered, /*packs=*/true, ranges));
+    const size_t n = RawRoom(fbb, wire::MessageType::kRoomHeads, f.room_id, buf);
+    ASSERT_EQ(joiner.Deliver(now, relay, buf, n), wire::Verdict::kOk);
+    ASSERT_TRUE(joiner.swarm->fetching());
+    uint32_t most = 0;
+    for (int round = 0; round < 50 && joiner.swarm->fetching(); ++round) {
+      for (const auto& g : joiner.out.Take(relay, wire::MessageType::kRoomCheckpointGet)) {
+        alignas(8) uint8_t gb[wire::kDatagramBytesMax];
+        std::memcpy(gb, g.data(), g.size());
+        wire::Message m;
+        ASSERT_EQ(wire::Decode(gb, g.size(), &m), wire::Verdict::kOk);
+        most = std::max<uint32_t>(most, m.room_checkpoint_get()->count());
+        ASSERT_EQ(server.Deliver(now, client, g), wire::Verdict::kOk);
+        for (const auto& c : server.out.Take(client, wire::MessageType::kRoomCheckpointChunk)) {
+          joiner.Deliver(now, relay, c);
+        }
+      }
+      now += 300'000;
+      joiner.swarm->Tick(now, joiner.out);
+    }
+    EXPECT_FALSE(joiner.swarm->fetching()) << ranges;
+    EXPECT_EQ(joiner.swarm->counters().checkpoints_loaded, 1u) << ranges;
+    if (ranges) {
+      EXPECT_EQ(most, wire::kRoomPieceRangeMax);
+    } else {
+      EXPECT_EQ(most, 0u);  // one piece each: the field left out
+    }
+  }
+}
+
 // A sync window spans at most 512 datagrams: seq and count past that are dropped (a count
 // past it could never complete and held the sync open until it timed out), and a count
 // within it completes when its datagrams are in.

@@ -34,9 +34,9 @@ class TapOutbox final : public base::Outbox {
   std::span<uint8_t> BurstBuffer() noexcept override {
     return bursts ? splitter_.Buffer() : std::span<uint8_t>();
   }
-  void CommitBurst(size_t size, size_t segment,
-                   std::span<const base::Endpoint> to) noexcept override {
-    splitter_.Split(*this, size, segment, to);
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override {
+    return splitter_.Split(*this, size, segment, to);
   }
   bool bursts = true;
   std::function<size_t(std::span<uint8_t> buf, size_t size)> rewrite;

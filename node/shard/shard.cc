@@ -43,9 +43,9 @@ class Shard::SlotOutbox : public base::Outbox {
     t_->CommitSend(size, to);
   }
   std::span<uint8_t> BurstBuffer() noexcept override { return t_->BurstBuffer(); }
-  void CommitBurst(size_t size, size_t segment,
-                   std::span<const base::Endpoint> to) noexcept override {
-    t_->CommitBurst(size, segment, to);
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override {
+    return t_->CommitBurst(size, segment, to);
   }
 
  private:

@@ -126,7 +126,15 @@ class RoomSimulator::Tap final : public base::Outbox {
     out_.Commit(size, to);
   }
 
+  // Bursts (floods, checkpoint ranges) are cut here, each datagram through Commit.
+  std::span<uint8_t> BurstBuffer() noexcept override { return splitter_.Buffer(); }
+  size_t CommitBurst(size_t size, size_t segment,
+                     std::span<const base::Endpoint> to) noexcept override {
+    return splitter_.Split(*this, size, segment, to);
+  }
+
  private:
+  base::BurstSplitter splitter_;
   RoomSimulator* sim_;
   Node* node_;
   testing::MemoryNetwork::Sender out_;  // the network
