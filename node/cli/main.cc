@@ -73,6 +73,10 @@ constexpr FlagSpec kServeFlags[] = {
      "burst allowed above --rate-limit"},
     {"steering", FlagSpec::Kind::kValue, "RINGPEER_STEERING", "on|off", "on",
      "steer datagrams to shards by their shard hint (reuseport BPF)"},
+    {"gso", FlagSpec::Kind::kValue, "RINGPEER_GSO", "on|off", "on",
+     "send a room's floods and checkpoint ranges as UDP GSO bursts where the kernel has "
+     "UDP_SEGMENT (a burst the kernel or the device refuses turns them off by itself); "
+     "off: datagram by datagram"},
     {"coalesce-us", FlagSpec::Kind::kValue, "RINGPEER_COALESCE_US", "US", "0",
      "io_uring, kernel 6.12+: once a shard waits for datagrams, it sleeps at least this "
      "long (unless 32 completions come first), so one wakeup serves several at light "
@@ -286,6 +290,11 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     return absl::InvalidArgumentError(absl::StrCat("--steering: '", steering, "' is not on or off"));
   }
   c.steer = steering == "on";
+  const std::string gso = f.Value("gso").value_or("on");
+  if (gso != "on" && gso != "off") {
+    return absl::InvalidArgumentError(absl::StrCat("--gso: '", gso, "' is not on or off"));
+  }
+  if (gso == "off") c.transport_config.burst_buffers = 0;
   if (auto v = f.Value("coalesce-us")) {
     RP_ASSIGN_OR_RETURN(uint64_t us, ParseUint("coalesce-us", *v, 0, 10'000));
     c.transport_config.coalesce_us = static_cast<uint32_t>(us);
@@ -420,6 +429,7 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"rate-limit", std::to_string(c.rate_limit_per_s)},
       {"rate-burst", std::to_string(c.rate_limit_burst)},
       {"steering", c.steer ? "on" : "off"},
+      {"gso", c.transport_config.burst_buffers > 0 ? "on" : "off"},
       {"coalesce-us", std::to_string(c.transport_config.coalesce_us)},
       {"peers-max", std::to_string(c.peers_max)},
       {"storage-max", std::to_string(c.room_store_bytes_max * c.shards)},

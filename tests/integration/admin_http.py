@@ -278,8 +278,8 @@ def main():
                     "steering = off\n")
         env = dict(os.environ, RINGPEER_PEERS_MAX="99")
         out = subprocess.run([a.binary, "serve", "--config", conf, "--steering", "on",
-                              "--print-config"], capture_output=True, text=True, env=env,
-                             timeout=5)
+                              "--gso", "off", "--print-config"], capture_output=True,
+                             text=True, env=env, timeout=5)
         lines = {l.split("=")[0].strip(): l for l in out.stdout.splitlines()
                  if not l.startswith("#")}
         check(out.returncode == 0 and "rate-limit = 123" in lines["rate-limit"] and
@@ -288,6 +288,8 @@ def main():
               lines["peers-max"], "print-config: the environment beats the file")
         check("steering = on" in lines["steering"] and "# flag" in lines["steering"],
               "print-config: a flag beats the file")
+        check("gso = off" in lines["gso"] and "# flag" in lines["gso"],
+              "print-config: --gso off")
         check("admin = 127.0.0.1:7780" in lines["admin"] and "# default" in lines["admin"],
               "print-config: admin defaults to loopback")
         again = os.path.join(c.tmp, "printed.conf")
@@ -302,6 +304,10 @@ def main():
         bad = subprocess.run([a.binary, "serve", "--admin", "nowhere"], capture_output=True,
                              text=True, timeout=5)
         check(bad.returncode == 2 and "--admin" in bad.stderr, "bad --admin is a usage error")
+        bad = subprocess.run([a.binary, "serve", "--gso", "maybe", "--print-config"],
+                             capture_output=True, text=True, timeout=5)
+        check(bad.returncode == 2 and "--gso: 'maybe' is not on or off" in bad.stderr,
+              "bad --gso is a usage error")
         bad = subprocess.run([a.binary, "serve", "--config", os.path.join(c.tmp, "none.conf")],
                              capture_output=True, text=True, timeout=5)
         check(bad.returncode == 2 and "cannot open" in bad.stderr, "missing config file")
