@@ -369,6 +369,10 @@ void WriteSeeds(const std::string& dir) {
       for (uint32_t index : {0u, 1u, 0xFFFFFFFFu}) {
         one(shard, 3, enc.RoomCheckpointGet(buf, rt.room_id, ci.id, 0, index), "room_cp_get");
       }
+      // Ranges (issue 15): answered as a burst, cut by the sink.
+      one(shard, 3, enc.RoomCheckpointGet(buf, rt.room_id, ci.id, 0, 0, wire::kRoomPieceRangeMax),
+          "room_cp_get_range");
+      one(shard, 3, enc.RoomCheckpointGet(buf, rt.room_id, ci.id, 1, 0, 3), "room_cp_get_range_top");
       one(shard, 3, enc.RoomCheckpointChunk(buf, rt.room_id, ci.id, 0, 0,
                                             std::span(rt.checkpoint.blob).first(
                                                 std::min<size_t>(rt.checkpoint.blob.size(), 800))),
