@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +32,9 @@
 namespace ringpeer::room {
 
 using wire::Bytes;
+// Bytes several owners keep (a fetched checkpoint object: the swarm serves it, the room
+// keeps its blob), immutable once shared.
+using SharedBytes = std::shared_ptr<const std::vector<uint8_t>>;
 using wire::Hash256;
 using wire::KeyPair;
 using wire::PublicKey;

@@ -170,15 +170,17 @@ class Room {
   absl::StatusOr<Checkpoint> MakeCheckpoint(RandomFn random) const;
   // AddCheckpoint: at a node that holds the log: puts the checkpoint in effect (as the
   // order's barrier) once all its heads are here (kPending until then). `blob` may be
-  // empty; it is kept for peers that ask when present.
-  Verdict AddCheckpoint(Bytes record, Bytes blob);
+  // empty; it is kept for peers that ask when present. `holder`, when given, holds the
+  // blob's bytes (a fetched checkpoint object): the room keeps a reference to it instead
+  // of a copy of megabytes (issue 15: a join's copies and page faults).
+  Verdict AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr);
   // NeedsBlob: false when a cached state with `cached_state_hash` is the checkpoint's.
   bool NeedsBlob(Bytes record, const Hash256& cached_state_hash) const;
   // LoadCheckpoint: starts an empty room from a checkpoint and its blob. Updates held
   // pending for the checkpoint's heads are placed (placed() lists them).
   // LoadCheckpointCached: the same from a cached plaintext state whose hash matched.
   // REQUIRES: the room's log is empty and it has no checkpoint.
-  Verdict LoadCheckpoint(Bytes record, Bytes blob);
+  Verdict LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr);
   Verdict LoadCheckpointCached(Bytes record, Bytes cached_state);
 
   // PlanSync: what a peer reporting `peer_heads` lacks, in order. Heads we do not know are
@@ -285,7 +287,7 @@ class Room {
   // ordered that history differently because it missed an earlier checkpoint).
   bool checkpoint_mismatch() const noexcept;
   const std::vector<uint8_t>& checkpoint_record() const noexcept { return cp_record_; }
-  const std::vector<uint8_t>& checkpoint_blob() const noexcept { return cp_blob_; }
+  Bytes checkpoint_blob() const noexcept { return cp_blob_; }
   uint64_t verdict_count(Verdict v) const noexcept {
     return verdict_counts_[static_cast<int>(v)];
   }
@@ -384,8 +386,12 @@ class Room {
   static bool ParseHeld(Bytes record, Held* out);
   Verdict Receive(Bytes record, bool check_signature);
   Verdict ReceiveDecoded(Bytes record, const UpdateView& u, bool check_signature);
-  Verdict InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob);
-  Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state);
+  Verdict InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob,
+                            SharedBytes holder);
+  Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder);
+  // KeepBlob: the checkpoint blob in effect from now on: a view into `holder` when it
+  // holds `blob`, else a copy of its own.
+  void KeepBlob(Bytes blob, SharedBytes holder);
   Verdict CheckCheckpoint(Bytes record, CheckpointInfo* cp) const;
   std::vector<uint8_t> AncestorMask(std::span<const uint32_t> from) const;
   const ContentKey* ContentKeyFor(uint32_t epoch) const noexcept;
@@ -421,7 +427,8 @@ class Room {
 
   // Checkpoint in effect.
   std::vector<uint8_t> cp_record_;
-  std::vector<uint8_t> cp_blob_;
+  SharedBytes cp_blob_holder_;  // holds the bytes cp_blob_ views
+  Bytes cp_blob_;
   CheckpointInfo cp_;
   uint32_t cp_generation_ = 0;
   absl::flat_hash_set<uint32_t> cp_head_slots_;

@@ -254,7 +254,7 @@ uint64_t Room::CoveredBy(std::span<const uint32_t> head_slots) const {
   return n + (reaches_base ? base_covered_ : 0);
 }
 
-Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
+Verdict Room::AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder) {
   CheckpointInfo cp;
   Verdict v = CheckCheckpoint(record, &cp);
   if (v != Verdict::kOk) return Count(v);
@@ -277,7 +277,7 @@ Verdict Room::AddCheckpoint(Bytes record, Bytes blob) {
       return Count(Verdict::kPending);
     }
   }
-  return Count(InstallCheckpoint(cp, record, blob));
+  return Count(InstallCheckpoint(cp, record, blob, std::move(holder)));
 }
 
 void Room::TryAwaitedCheckpoint() {
@@ -298,13 +298,14 @@ void Room::TryAwaitedCheckpoint() {
     if (!index_.contains(h)) return;
   }
   std::vector<uint8_t> record = std::move(awaited_cp_record_);
-  std::vector<uint8_t> blob = std::move(awaited_cp_blob_);
+  auto blob = std::make_shared<const std::vector<uint8_t>>(std::move(awaited_cp_blob_));
   awaited_cp_record_.clear();
   awaited_cp_blob_.clear();
-  Count(InstallCheckpoint(cp, record, blob));
+  Count(InstallCheckpoint(cp, record, Bytes(blob->data(), blob->size()), blob));
 }
 
-Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob) {
+Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob,
+                                SharedBytes holder) {
   std::vector<uint32_t> head_slots;
   for (const Hash256& h : cp.heads) head_slots.push_back(index_.at(h));
   std::vector<uint8_t> mask = AncestorMask(head_slots);
@@ -332,7 +333,7 @@ Verdict Room::InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes bl
   cp_head_slots_ = absl::flat_hash_set<uint32_t>(head_slots.begin(), head_slots.end());
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
-  cp_blob_.assign(blob.begin(), blob.end());
+  KeepBlob(blob, std::move(holder));
   ++cp_changes_;
   ApplyLine(kept);
   if (reader_) {
@@ -455,15 +456,31 @@ bool Room::NeedsBlob(Bytes record, const Hash256& cached_state_hash) const {
   return cp.state_hash != cached_state_hash;
 }
 
-Verdict Room::LoadCheckpoint(Bytes record, Bytes blob) {
-  return Count(LoadBase(record, blob, {}));
+Verdict Room::LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder) {
+  return Count(LoadBase(record, blob, {}, std::move(holder)));
 }
 
 Verdict Room::LoadCheckpointCached(Bytes record, Bytes cached_state) {
-  return Count(LoadBase(record, {}, cached_state));
+  return Count(LoadBase(record, {}, cached_state, nullptr));
 }
 
-Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
+void Room::KeepBlob(Bytes blob, SharedBytes holder) {
+  const bool inside = holder != nullptr && !blob.empty() &&
+                      blob.data() >= holder->data() &&
+                      blob.data() + blob.size() <= holder->data() + holder->size();
+  if (!inside) {
+    // A copy of our own, made before the old one goes (`blob` may view it).
+    auto copy = std::make_shared<std::vector<uint8_t>>();
+    base::ReserveHuge(*copy, blob.size());
+    copy->assign(blob.begin(), blob.end());
+    blob = Bytes(copy->data(), copy->size());
+    holder = std::move(copy);
+  }
+  cp_blob_holder_ = std::move(holder);
+  cp_blob_ = blob;
+}
+
+Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder) {
   // Nothing placed yet; dead entries (killed by a rotation) and pending updates may be
   // here: those waiting for the checkpoint's heads are placed below.
   RP_ASSERT(order_.empty() && !has_checkpoint());
@@ -507,8 +524,7 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state) {
   ++cp_changes_;
   cp_ = cp;
   cp_record_.assign(record.begin(), record.end());
-  base::ReserveHuge(cp_blob_, blob.size());
-  cp_blob_.assign(blob.begin(), blob.end());
+  KeepBlob(blob, std::move(holder));
   // Updates that arrived before the checkpoint and wait for its heads (a relay that lost
   // its log, then heard the room's new updates) are placed now (see placed()).
   Release(std::span<const Hash256>(cp.heads.data(), cp.heads.size()));

@@ -199,7 +199,7 @@ uint64_t Room::HeldBytes() const noexcept {
     n += sizeof(Hash256) + sizeof(children) + children.capacity() * sizeof(Hash256);
   }
   for (const Snapshot& s : snapshots_) n += sizeof(Snapshot) + s.state.capacity();
-  n += base_state_.capacity() + cp_record_.capacity() + cp_blob_.capacity();
+  n += base_state_.capacity() + cp_record_.capacity() + cp_blob_.size();
   for (const auto& barrier : line_) n += sizeof(barrier) + barrier.capacity() * sizeof(uint32_t);
   n += cp_head_slots_.capacity() * (sizeof(uint32_t) + 1);
   n += pruned_ids_.capacity() * (sizeof(uint64_t) + 1) + pruned_fifo_.size() * sizeof(uint64_t);

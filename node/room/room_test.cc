@@ -219,6 +219,37 @@ TEST(Room, EvictionLocksTheEvictedMemberOut) {
   EXPECT_EQ((*early)->state_hash(), alice->state_hash());
 }
 
+// A checkpoint loaded with the holder of its bytes (a fetched object: record || blob)
+// keeps a view into them, not a copy, and they outlive the caller's reference; without a
+// holder, or with one that does not hold the blob, the room copies.
+TEST(Room, ALoadedCheckpointKeepsItsBlobInTheHoldersBytes) {
+  RoomFixture f(14, ReducerKind::kChat, kStateBytesMaxDefault);
+  auto alice = f.Open(&f.members[0]);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(alice->Write(Msg(f.members[0], "m"), f.random).ok());
+  auto cp = alice->MakeCheckpoint(f.random);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  auto object = std::make_shared<std::vector<uint8_t>>(cp->record);
+  object->insert(object->end(), cp->blob.begin(), cp->blob.end());
+  const Bytes blob(object->data() + cp->record.size(), cp->blob.size());
+  auto bob = f.Open(&f.members[1]);
+  ASSERT_EQ(bob->LoadCheckpoint(cp->record, blob, object), Verdict::kOk);
+  EXPECT_EQ(bob->checkpoint_blob().data(), blob.data());
+  EXPECT_EQ(object.use_count(), 2);
+  object.reset();  // the room's reference keeps the bytes
+  EXPECT_EQ(std::vector<uint8_t>(bob->checkpoint_blob().begin(), bob->checkpoint_blob().end()),
+            cp->blob);
+  EXPECT_EQ(bob->state_hash(), alice->state_hash());
+  // No holder, or one that does not hold the blob: a copy.
+  auto other = std::make_shared<std::vector<uint8_t>>(8, 0);
+  auto carol = f.Open(&f.members[2]);
+  ASSERT_EQ(carol->LoadCheckpoint(cp->record, cp->blob, other), Verdict::kOk);
+  EXPECT_NE(carol->checkpoint_blob().data(), cp->blob.data());
+  EXPECT_EQ(other.use_count(), 1);
+  EXPECT_EQ(std::vector<uint8_t>(carol->checkpoint_blob().begin(),
+                                 carol->checkpoint_blob().end()),
+            cp->blob);
+}
+
 TEST(Room, CheckpointAndCachedState) {
   RoomFixture f(13, ReducerKind::kChat, kStateBytesMaxDefault);
   auto alice = f.Open(&f.members[0]);

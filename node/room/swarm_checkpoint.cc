@@ -55,9 +55,12 @@ static size_t PieceBytes(const std::vector<uint32_t>& counts, uint64_t object_by
 }
 
 void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
-  out->bytes.assign(record.begin(), record.end());
-  out->bytes.insert(out->bytes.end(), blob.begin(), blob.end());
-  const std::vector<uint32_t> counts = PieceCounts(out->bytes.size());
+  auto bytes = std::make_shared<std::vector<uint8_t>>();
+  base::ReserveHuge(*bytes, record.size() + blob.size());
+  bytes->assign(record.begin(), record.end());
+  bytes->insert(bytes->end(), blob.begin(), blob.end());
+  out->bytes = std::move(bytes);
+  const std::vector<uint32_t> counts = PieceCounts(out->bytes->size());
   out->hashes.assign(counts.size(), {});
   for (size_t k = 0; k < counts.size(); ++k) {
     out->hashes[k].resize(counts[k]);
@@ -67,7 +70,7 @@ void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
   }
   out->info.id = wire::Blake2b256(record);
   out->info.root = out->hashes.back()[0];
-  out->info.object_bytes = out->bytes.size();
+  out->info.object_bytes = out->bytes->size();
   out->info.record_bytes = static_cast<uint32_t>(record.size());
   out->info.levels = static_cast<uint8_t>(counts.size() - 1);
 }
@@ -76,7 +79,7 @@ Bytes Swarm::Object::Piece(uint8_t level, uint32_t index) const noexcept {
   if (level >= hashes.size() || index >= hashes[level].size()) return {};
   if (level == 0) {
     const size_t first = size_t{index} * wire::kRoomPieceBytes;
-    return Bytes(bytes.data() + first, std::min(wire::kRoomPieceBytes, bytes.size() - first));
+    return Bytes(bytes->data() + first, std::min(wire::kRoomPieceBytes, bytes->size() - first));
   }
   const std::vector<Hash256>& below = hashes[level - 1];
   const size_t first = size_t{index} * wire::kRoomPieceFanout;
@@ -504,8 +507,11 @@ bool Swarm::TryCachedLoad() {
 
 void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
-  const std::vector<uint8_t> record(f.bytes.begin(), f.bytes.begin() + f.info.record_bytes);
-  Bytes blob(f.bytes.data() + f.info.record_bytes, f.bytes.size() - f.info.record_bytes);
+  // Shared from here on: the object below serves it, and the room keeps its blob as a
+  // view into it rather than a copy (5 MB, and as many fresh pages, for a 5 MB state).
+  const SharedBytes held = std::make_shared<const std::vector<uint8_t>>(std::move(f.bytes));
+  const std::vector<uint8_t> record(held->begin(), held->begin() + f.info.record_bytes);
+  Bytes blob(held->data() + f.info.record_bytes, held->size() - f.info.record_bytes);
   const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
   const bool start_over = start_over_ && start_over_for_ == f.info.id && !empty;
   start_over_ = false;
@@ -527,7 +533,8 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   if (start_over) {
     v = StartOverFrom(record, blob, Verdict::kPending);
   } else {
-    v = empty ? room_->LoadCheckpoint(record, blob) : room_->AddCheckpoint(record, blob);
+    v = empty ? room_->LoadCheckpoint(record, blob, held)
+              : room_->AddCheckpoint(record, blob, held);
   }
   if (trusted &&
       ((v == Verdict::kCheckpointMismatch && !config_.relay) || v == Verdict::kCheckpointFork)) {
@@ -550,13 +557,12 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     }
     auto object = std::make_unique<Object>();
     object->info = f.info;
-    object->bytes = std::move(f.bytes);
+    object->bytes = held;
     object->hashes = std::move(f.expected);  // every level is verified: the object's tree
     object_ = std::move(object);
     object_->info.covered = CoveredOf(record);
     since_checkpoint_ = 0;
-    Bytes obj_blob(object_->bytes.data() + record.size(), object_->bytes.size() - record.size());
-    if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, obj_blob).ok()) {
+    if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, blob).ok()) {
       ++counters_.storage_errors;
     }
     ++counters_.checkpoints_loaded;
@@ -669,7 +675,9 @@ void Swarm::FollowCheckpoint(int64_t now_us, base::Outbox& out) {
   if (room_->checkpoint_blob().empty()) return;  // its state is not here to start from
   if (!TrustedCheckpoint(room_->checkpoint_record())) return;  // our replay stands
   const std::vector<uint8_t> record = room_->checkpoint_record();
-  const std::vector<uint8_t> blob = room_->checkpoint_blob();
+  // A copy: starting over replaces the room, and with it the holder of these bytes.
+  const std::vector<uint8_t> blob(room_->checkpoint_blob().begin(),
+                                  room_->checkpoint_blob().end());
   const Hash256 before = room_->state_hash();
   if (StartOverFrom(record, blob, Verdict::kCheckpointMismatch) != Verdict::kOk) return;
   Restarted(now_us, record, blob, before, out);
@@ -782,7 +790,7 @@ void Swarm::AdoptRoomCheckpoint() {
   if (room_->checkpoint_changes() == adopted_changes_) return;
   adopted_changes_ = room_->checkpoint_changes();
   const std::vector<uint8_t>& record = room_->checkpoint_record();
-  const std::vector<uint8_t>& blob = room_->checkpoint_blob();
+  const Bytes blob = room_->checkpoint_blob();
   if (object_ != nullptr && object_->info.id == wire::Blake2b256(record)) return;
   if (blob.empty()) {
     object_.reset();  // in effect from a cached state: this node cannot serve it

@@ -48,7 +48,7 @@ struct Swarm::Peer {
 // tree (RoomCheckpointRef in room_net.fbs). hashes[k][i]: hash of piece i of level k.
 struct Swarm::Object {
   wire::RoomCheckpointInfo info;
-  std::vector<uint8_t> bytes;
+  SharedBytes bytes;  // record || blob; the room keeps the blob's part (Room::KeepBlob)
   std::vector<std::vector<Hash256>> hashes;
 
   // Piece: the bytes of piece (level, index), or empty when out of range.
