@@ -85,6 +85,14 @@ class RoomStorage {
   // PutCheckpoint: stages the room's newest checkpoint record and its blob (up to the
   // room's state cap, 5 MB by default), replacing the previous one.
   virtual absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) = 0;
+  // PutCheckpointShared: the same, where `holder` holds the blob's bytes (a fetched
+  // checkpoint object, immutable): a store that writes later may keep a reference to them
+  // instead of a copy of megabytes. By default, PutCheckpoint (a copy).
+  virtual absl::Status PutCheckpointShared(const Hash256& room_id, Bytes record, Bytes blob,
+                                           const SharedBytes& holder) {
+    (void)holder;
+    return PutCheckpoint(room_id, record, blob);
+  }
   // Commit: makes every staged write durable at once. On error nothing new is durable and
   // the writes stay staged.
   virtual absl::Status Commit() = 0;

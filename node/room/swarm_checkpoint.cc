@@ -562,7 +562,8 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     object_ = std::move(object);
     object_->info.covered = CoveredOf(record);
     since_checkpoint_ = 0;
-    if (storage_ != nullptr && !storage_->PutCheckpoint(id(), record, blob).ok()) {
+    // The store's writer reads the blob from `held` too (no staging copy of megabytes).
+    if (storage_ != nullptr && !storage_->PutCheckpointShared(id(), record, blob, held).ok()) {
       ++counters_.storage_errors;
     }
     ++counters_.checkpoints_loaded;

@@ -638,7 +638,8 @@ absl::Status RoomStore::CheckRoom(const Hash256& room_id) const {
   return absl::NotFoundError(absl::StrCat("room ", wire::Hex(room_id), " is not stored"));
 }
 
-absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second) {
+absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second,
+                              const room::SharedBytes& holder) {
   // batch_arena_ is only read here (its size) while the writer reads it too.
   const size_t staged = arena_.size() + batch_arena_.size();
   if (staged + first.size() + second.size() > kStagedBytesMax) {
@@ -650,13 +651,21 @@ absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second) {
   // to a busy loop iteration's batch, staging does not allocate.
   op.offset = arena_.size();
   op.bytes = first.size();
+  const bool held = holder != nullptr && !second.empty() &&
+                    second.data() >= holder->data() &&
+                    second.data() + second.size() <= holder->data() + holder->size();
   // A checkpoint's blob (megabytes) grows it at once: in huge pages, if it allocates.
-  base::ReserveHuge(arena_, arena_.size() + first.size() + second.size());
+  base::ReserveHuge(arena_, arena_.size() + first.size() + (held ? 0 : second.size()));
   arena_.insert(arena_.end(), first.begin(), first.end());
-  op.offset2 = arena_.size();
   op.bytes2 = second.size();
-  arena_.insert(arena_.end(), second.begin(), second.end());
-  ops_.push_back(op);
+  if (held) {
+    op.offset2 = static_cast<size_t>(second.data() - holder->data());
+    op.holder = holder;  // the writer reads it there; released with the batch
+  } else {
+    op.offset2 = arena_.size();
+    arena_.insert(arena_.end(), second.begin(), second.end());
+  }
+  ops_.push_back(std::move(op));
   return absl::OkStatus();
 }
 
@@ -680,6 +689,12 @@ absl::Status RoomStore::Append(const Hash256& room_id, const Hash256& update_id,
 absl::Status RoomStore::PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) {
   RP_RETURN_IF_ERROR(CheckRoom(room_id));
   return Stage(Op{.kind = OpKind::kCheckpoint, .room = room_id}, record, blob);
+}
+
+absl::Status RoomStore::PutCheckpointShared(const Hash256& room_id, Bytes record, Bytes blob,
+                                            const room::SharedBytes& holder) {
+  RP_RETURN_IF_ERROR(CheckRoom(room_id));
+  return Stage(Op{.kind = OpKind::kCheckpoint, .room = room_id}, record, blob, holder);
 }
 
 absl::Status RoomStore::Forget(const Hash256& room_id) {
@@ -749,7 +764,9 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
   }
   // LMDB reports a short page write as EIO, which is what a disk filling up mid-write
   // gives; say so when the filesystem is indeed (nearly) full.
-  if (rc == EIO && DiskNearlyFull(path_, batch_arena_.size())) {
+  size_t batch_bytes = batch_arena_.size();  // with the values held outside the arena
+  for (const Op& op : batch_ops_) batch_bytes += op.holder != nullptr ? op.bytes2 : 0;
+  if (rc == EIO && DiskNearlyFull(path_, batch_bytes)) {
     return absl::ResourceExhaustedError(absl::StrCat("room storage ", path_, ": disk full (",
                                                      what, ": ", mdb_strerror(rc), ")"));
   }
@@ -842,8 +859,8 @@ void RoomStore::FinishBatch(const absl::Status& st) {
   batch_arena_.insert(batch_arena_.end(), arena_.begin(), arena_.end());
   for (Op op : ops_) {
     op.offset += shift;
-    op.offset2 += shift;
-    batch_ops_.push_back(op);
+    if (op.holder == nullptr) op.offset2 += shift;  // a held second value stays in its holder
+    batch_ops_.push_back(std::move(op));
   }
   ops_.swap(batch_ops_);
   arena_.swap(batch_arena_);
@@ -949,7 +966,7 @@ void RoomStore::WriterLoop() {
 absl::Status RoomStore::ApplyOp(Batch* batch, const Op& op) {
   MDB_txn* txn = batch->txn;
   const Bytes first(batch_arena_.data() + op.offset, op.bytes);
-  const Bytes second(batch_arena_.data() + op.offset2, op.bytes2);
+  const Bytes second = Second(op, batch_arena_);
   int rc = 0;
   switch (op.kind) {
     case OpKind::kGenesis:
@@ -1254,7 +1271,7 @@ absl::StatusOr<room::LoadedRoom> RoomStore::Load(const Hash256& room_id) {
   for (size_t i = first; i < staged.size(); ++i) {
     const Op& op = *staged[i].op;
     const Bytes a(staged[i].arena->data() + op.offset, op.bytes);
-    const Bytes b(staged[i].arena->data() + op.offset2, op.bytes2);
+    const Bytes b = Second(op, *staged[i].arena);
     if (op.room != room_id) continue;  // a commit, too, deletes an id only in its room
     if (op.kind == OpKind::kDeleteUpdate && seen.erase(op.id) > 0) {
       const size_t at = std::find(ids.begin(), ids.end(), op.id) - ids.begin();

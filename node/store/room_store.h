@@ -148,6 +148,9 @@ class RoomStore final : public room::RoomStorage {
   absl::Status Append(const Hash256& room_id, const Hash256& update_id,
                       Bytes record) override;
   absl::Status PutCheckpoint(const Hash256& room_id, Bytes record, Bytes blob) override;
+  // Keeps a reference to `holder` until the batch is written, not a copy of the blob.
+  absl::Status PutCheckpointShared(const Hash256& room_id, Bytes record, Bytes blob,
+                                   const room::SharedBytes& holder) override;
   // Commit: writes the whole batch in one LMDB write transaction and returns once it is on
   // disk (fsync). OK means every staged write is durable and may be acknowledged; any error
   // means none of them is and the previous committed state is intact. An empty batch
@@ -237,8 +240,9 @@ class RoomStore final : public room::RoomStorage {
     Hash256 id{};           // update id (kUpdate, kDeleteUpdate)
     size_t offset = 0;      // first value in arena_
     size_t bytes = 0;
-    size_t offset2 = 0;     // second value (checkpoint blob)
+    size_t offset2 = 0;     // second value (checkpoint blob), in arena_ or in `holder`
     size_t bytes2 = 0;
+    room::SharedBytes holder = nullptr;  // holds the second value (PutCheckpointShared), or null
   };
   // The named databases; their handles index dbi_.
   enum Db : uint8_t { kRooms, kEpochs, kUpdates, kUpdateIds, kCheckpoints, kMeta, kDbCount };
@@ -262,7 +266,15 @@ class RoomStore final : public room::RoomStorage {
   // Reconcile: after a failed commit, makes ids_ say what the log holds for every id the
   // batch touched (the transaction may or may not have committed).
   void Reconcile();
-  absl::Status Stage(Op op, Bytes first, Bytes second = {});
+  // Stage: copies `first` and `second` into arena_; with `holder` (which must hold
+  // `second`), `second` stays in the holder's bytes, referenced by the op.
+  absl::Status Stage(Op op, Bytes first, Bytes second = {},
+                     const room::SharedBytes& holder = nullptr);
+  // Second: an op's second value, in `arena` or in its holder.
+  static Bytes Second(const Op& op, const std::vector<uint8_t>& arena) noexcept {
+    return op.holder != nullptr ? Bytes(op.holder->data() + op.offset2, op.bytes2)
+                                : Bytes(arena.data() + op.offset2, op.bytes2);
+  }
   absl::Status CheckRoom(const Hash256& room_id) const;
   absl::Status WriteBatch(Batch* batch, int* commit_rc);
   // TakeBatch (shard): the staged writes become the batch. WriteOut (writer, or the shard

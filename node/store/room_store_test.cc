@@ -733,10 +733,23 @@ void AppendRoomOne(RoomStore& store, uint32_t first, uint32_t last) {
 // take: updates 20..39, a prune of committed update 5 (applied to the in-memory id index
 // before the map fills, and put back when the commit fails: RoomStore::Reconcile), and a
 // `big` checkpoint.
-void StageMapOverflow(RoomStore& store, const std::vector<uint8_t>& big) {
+// `held`: the checkpoint's blob is staged by reference (PutCheckpointShared), as a
+// fetched checkpoint is: it must survive being put back in front of later writes.
+void StageMapOverflow(RoomStore& store, const std::vector<uint8_t>& big, bool held = false) {
   AppendRoomOne(store, 20, 40);
   RP_EXPECT_OK(store.Prune(Id(1, 1), std::vector<Hash256>{Id(2, 1, 5)}));
-  RP_EXPECT_OK(store.PutCheckpoint(Id(1, 1), Record('c', 1), big));
+  if (held) {
+    const std::vector<uint8_t> record = Record('c', 1);
+    std::vector<uint8_t> bytes(record.size() + big.size());
+    std::copy(record.begin(), record.end(), bytes.begin());
+    std::copy(big.begin(), big.end(), bytes.begin() + static_cast<ptrdiff_t>(record.size()));
+    auto object = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+    const Bytes blob(object->data() + record.size(), big.size());
+    RP_EXPECT_OK(store.PutCheckpointShared(Id(1, 1), Record('c', 1), blob, object));
+    EXPECT_EQ(object.use_count(), 2);  // the store's reference, not a copy
+  } else {
+    RP_EXPECT_OK(store.PutCheckpoint(Id(1, 1), Record('c', 1), big));
+  }
 }
 
 TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
@@ -784,72 +797,75 @@ TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
 // staged, and goes back in front of it, so the staged view keeps the arrival order and the
 // next batch retries both.
 TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
-  const std::string dir = TempDir();
-  RoomStoreOptions small;
-  small.map_bytes = 256 * 1024;
-  const std::vector<uint8_t> big(1 << 20, 7);
-  {
-    auto store = MustOpen(dir, small);
-    ASSERT_NE(store, nullptr);
-    const int wake = eventfd(0, EFD_CLOEXEC);
-    ASSERT_GE(wake, 0);
-    store->UseWriterThread(wake);
-    RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
-    AppendRoomOne(*store, 0, 20);
-    store->CommitStart();
-    store->CommitWait();
-    std::optional<absl::Status> done = store->CommitPoll();
-    ASSERT_TRUE(done.has_value());
-    ASSERT_TRUE(done->ok()) << *done;
-    EXPECT_FALSE(store->CommitPoll().has_value());  // reported once
-    EXPECT_EQ(store->commit_figures().commits, 1u);
-    EXPECT_GT(store->commit_figures().commit_us, 0u);  // a transaction and an fsync
-    uint64_t rung = 0;
-    ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
-    EXPECT_EQ(rung, 1u);  // the first batch rang once (read here, so the next read is new)
-    StageMapOverflow(*store, big);
-    const size_t first_batch = store->staged_count();
-    store->CommitStart();
-    // Staged while that batch is (or was) in flight: they belong to the next one.
-    AppendRoomOne(*store, 40, 45);
-    EXPECT_EQ(store->staged_count(), first_batch + 5);
-    store->CommitWait();  // past the ring, too
-    rung = 0;
-    ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
-    EXPECT_EQ(rung, 1u);  // the second batch rang
-    done = store->CommitPoll();
-    ASSERT_TRUE(done.has_value());
-    EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
-    EXPECT_EQ(store->staged_count(), first_batch + 5);
-    // Committed 0..19, then the failed batch (20..39 without 5), then 40..44, in order.
-    auto room = store->Load(Id(1, 1));
-    ASSERT_TRUE(room.ok()) << room.status();
-    std::vector<std::vector<uint8_t>> want;
-    for (uint32_t i = 0; i < 45; ++i) {
-      if (i != 5) want.push_back(Record('u', i));
+  for (const bool held : {false, true}) {
+    SCOPED_TRACE(held ? "blob held by reference" : "blob copied");
+    const std::string dir = TempDir();
+    RoomStoreOptions small;
+    small.map_bytes = 256 * 1024;
+    const std::vector<uint8_t> big(1 << 20, 7);
+    {
+      auto store = MustOpen(dir, small);
+      ASSERT_NE(store, nullptr);
+      const int wake = eventfd(0, EFD_CLOEXEC);
+      ASSERT_GE(wake, 0);
+      store->UseWriterThread(wake);
+      RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+      AppendRoomOne(*store, 0, 20);
+      store->CommitStart();
+      store->CommitWait();
+      std::optional<absl::Status> done = store->CommitPoll();
+      ASSERT_TRUE(done.has_value());
+      ASSERT_TRUE(done->ok()) << *done;
+      EXPECT_FALSE(store->CommitPoll().has_value());  // reported once
+      EXPECT_EQ(store->commit_figures().commits, 1u);
+      EXPECT_GT(store->commit_figures().commit_us, 0u);  // a transaction and an fsync
+      uint64_t rung = 0;
+      ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
+      EXPECT_EQ(rung, 1u);  // the first batch rang once (read here, so the next read is new)
+      StageMapOverflow(*store, big, held);
+      const size_t first_batch = store->staged_count();
+      store->CommitStart();
+      // Staged while that batch is (or was) in flight: they belong to the next one.
+      AppendRoomOne(*store, 40, 45);
+      EXPECT_EQ(store->staged_count(), first_batch + 5);
+      store->CommitWait();  // past the ring, too
+      rung = 0;
+      ASSERT_EQ(read(wake, &rung, sizeof(rung)), static_cast<ssize_t>(sizeof(rung)));
+      EXPECT_EQ(rung, 1u);  // the second batch rang
+      done = store->CommitPoll();
+      ASSERT_TRUE(done.has_value());
+      EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
+      EXPECT_EQ(store->staged_count(), first_batch + 5);
+      // Committed 0..19, then the failed batch (20..39 without 5), then 40..44, in order.
+      auto room = store->Load(Id(1, 1));
+      ASSERT_TRUE(room.ok()) << room.status();
+      std::vector<std::vector<uint8_t>> want;
+      for (uint32_t i = 0; i < 45; ++i) {
+        if (i != 5) want.push_back(Record('u', i));
+      }
+      EXPECT_EQ(room->updates, want);
+      EXPECT_EQ(room->checkpoint_blob, big);
+      EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 20)));
+      EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 5)));
+      EXPECT_EQ(store->updates_count(), 20u);
+      store->CommitStart();  // the retry fails the same way and keeps everything
+      store->CommitWait();
+      done = store->CommitPoll();
+      ASSERT_TRUE(done.has_value());
+      EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
+      EXPECT_EQ(store->staged_count(), first_batch + 5);
+      EXPECT_EQ(store->stats().commits, 1u);
+      EXPECT_EQ(store->stats().commits_failed, 2u);
+      EXPECT_EQ(store->commit_figures().commits, 1u);  // failed batches are not counted
+      close(wake);
     }
-    EXPECT_EQ(room->updates, want);
-    EXPECT_EQ(room->checkpoint_blob, big);
-    EXPECT_FALSE(*store->HasUpdate(Id(2, 1, 20)));
-    EXPECT_TRUE(*store->HasUpdate(Id(2, 1, 5)));
-    EXPECT_EQ(store->updates_count(), 20u);
-    store->CommitStart();  // the retry fails the same way and keeps everything
-    store->CommitWait();
-    done = store->CommitPoll();
-    ASSERT_TRUE(done.has_value());
-    EXPECT_EQ(done->code(), absl::StatusCode::kResourceExhausted) << *done;
-    EXPECT_EQ(store->staged_count(), first_batch + 5);
-    EXPECT_EQ(store->stats().commits, 1u);
-    EXPECT_EQ(store->stats().commits_failed, 2u);
-    EXPECT_EQ(store->commit_figures().commits, 1u);  // failed batches are not counted
-    close(wake);
+    auto store = MustOpen(dir, {});
+    ASSERT_NE(store, nullptr);
+    auto room = store->Load(Id(1, 1));
+    ASSERT_TRUE(room.ok());
+    EXPECT_EQ(room->updates.size(), 20u);
+    EXPECT_TRUE(room->checkpoint_record.empty());
   }
-  auto store = MustOpen(dir, {});
-  ASSERT_NE(store, nullptr);
-  auto room = store->Load(Id(1, 1));
-  ASSERT_TRUE(room.ok());
-  EXPECT_EQ(room->updates.size(), 20u);
-  EXPECT_TRUE(room->checkpoint_record.empty());
 }
 
 TEST(RoomStore, StagingIsBounded) {
