@@ -240,8 +240,7 @@ size_t MmsgTransport::CommitBurst(size_t size, size_t segment,
     send.iov = iovec{data, size};
     send.burst = true;
     send.datagrams = BurstDatagrams(size, segment);
-    msghdr m{};
-    SetBurstSegment(&m, &send.control, static_cast<uint16_t>(segment));
+    SetBurstSegment(&send.control, static_cast<uint16_t>(segment));
     send.to_bytes = peer.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);
     send.socket_index = static_cast<uint16_t>(s);
     RP_ASSERT(queued_count_ < config_.send_slots);

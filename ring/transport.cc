@@ -29,10 +29,8 @@ bool UdpGsoAvailable(int fd) noexcept {
   return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0;
 }
 
-void SetBurstSegment(msghdr* msg, BurstControl* c, uint16_t segment) noexcept {
-  msg->msg_control = c->bytes;
-  msg->msg_controllen = sizeof(c->bytes);
-  cmsghdr* cm = CMSG_FIRSTHDR(msg);
+void SetBurstSegment(BurstControl* c, uint16_t segment) noexcept {
+  auto* cm = reinterpret_cast<cmsghdr*>(c->bytes);  // the first (only) header: aligned
   cm->cmsg_level = SOL_UDP;
   cm->cmsg_type = UDP_SEGMENT;
   cm->cmsg_len = CMSG_LEN(sizeof(segment));

@@ -208,8 +208,9 @@ bool UdpGsoAvailable(int fd) noexcept;
 struct BurstControl {
   alignas(cmsghdr) uint8_t bytes[CMSG_SPACE(sizeof(uint16_t))];
 };
-// SetBurstSegment: writes `segment` into `c` as UDP_SEGMENT and points `msg` at it.
-void SetBurstSegment(msghdr* msg, BurstControl* c, uint16_t segment) noexcept;
+// SetBurstSegment: writes `segment` into `c` as a UDP_SEGMENT control message (a msghdr
+// then points msg_control at c->bytes, msg_controllen sizeof(c->bytes)).
+void SetBurstSegment(BurstControl* c, uint16_t segment) noexcept;
 // BurstRefused: a burst send failed in a way that says bursts do not work here (a device
 // that cannot checksum them: EIO; a kernel or path that refuses the segment size:
 // EINVAL, EOPNOTSUPP), rather than UDP's ordinary loss.

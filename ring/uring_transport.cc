@@ -681,7 +681,9 @@ size_t UringTransport::CommitBurst(size_t size, size_t segment,
     send.burst = b;
     send.datagrams = datagrams;
     burst_sends_[b]++;
-    SetBurstSegment(&send.msg, &send.control, static_cast<uint16_t>(segment));
+    SetBurstSegment(&send.control, static_cast<uint16_t>(segment));
+    send.msg.msg_control = send.control.bytes;
+    send.msg.msg_controllen = sizeof(send.control.bytes);
     send.socket = static_cast<uint16_t>(s);
     send.msg.msg_namelen =
         peer.ToSockaddr(&send.to, addresses_[s].family == Endpoint::Family::kV6);

@@ -111,12 +111,28 @@ inline Header LoadHeader(const uint8_t* p) noexcept {
 // PadDatagram: grows the datagram at `d` from `size` to `to` bytes with zeros after its
 // body, and makes its header count them. A burst's datagrams (base/outbox.h) are all one
 // size but the last; a FlatBuffers body ignores bytes past what its offsets reach, so a
-// padded datagram decodes as the unpadded one (wire_test: PaddedDatagramsDecode).
+// padded datagram decodes as the unpadded one (RoomWire.PublishPackingBudgetFits).
 // REQUIRES: kHeaderBytes <= size <= to <= kDatagramBytesMax.
 inline void PadDatagram(uint8_t* d, size_t size, size_t to) noexcept {
   std::memset(d + size, 0, to - size);
   const auto body = static_cast<uint16_t>(to - kHeaderBytes);
   std::memcpy(d + offsetof(Header, body_bytes), &body, sizeof(body));
+}
+
+// PackBurst: datagram i was encoded at burst + i * kDatagramBytesMax, sizes[i] long; moves
+// them together into one burst, each but the last padded to the longest one's size.
+// Returns the burst's length; *segment is that size. REQUIRES: sizes is not empty.
+inline size_t PackBurst(uint8_t* burst, const size_t* sizes, size_t count,
+                        size_t* segment) noexcept {
+  size_t seg = 0;
+  for (size_t i = 0; i < count; ++i) seg = sizes[i] > seg ? sizes[i] : seg;
+  for (size_t i = 0; i < count; ++i) {
+    // Forward, to a lower or the same place: never over a datagram not yet moved.
+    if (i > 0) std::memmove(burst + i * seg, burst + i * kDatagramBytesMax, sizes[i]);
+    if (i + 1 < count) PadDatagram(burst + i * seg, sizes[i], seg);
+  }
+  *segment = seg;
+  return (count - 1) * seg + sizes[count - 1];
 }
 
 inline void StoreHeader(uint8_t* p, const Header& h) noexcept { std::memcpy(p, &h, sizeof(h)); }

@@ -35,6 +35,11 @@ using wire::Bytes;
 // Bytes several owners keep (a fetched checkpoint object: the swarm serves it, the room
 // keeps its blob), immutable once shared.
 using SharedBytes = std::shared_ptr<const std::vector<uint8_t>>;
+// HoldsBytes: whether `bytes` (not empty) lie within `holder`'s.
+inline bool HoldsBytes(const SharedBytes& holder, Bytes bytes) noexcept {
+  return holder != nullptr && !bytes.empty() && bytes.data() >= holder->data() &&
+         bytes.data() + bytes.size() <= holder->data() + holder->size();
+}
 using wire::Hash256;
 using wire::KeyPair;
 using wire::PublicKey;

@@ -465,10 +465,7 @@ Verdict Room::LoadCheckpointCached(Bytes record, Bytes cached_state) {
 }
 
 void Room::KeepBlob(Bytes blob, SharedBytes holder) {
-  const bool inside = holder != nullptr && !blob.empty() &&
-                      blob.data() >= holder->data() &&
-                      blob.data() + blob.size() <= holder->data() + holder->size();
-  if (!inside) {
+  if (!HoldsBytes(holder, blob)) {
     // A copy of our own, made before the old one goes (`blob` may view it).
     auto copy = std::make_shared<std::vector<uint8_t>>();
     base::ReserveHuge(*copy, blob.size());

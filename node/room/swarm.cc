@@ -417,16 +417,12 @@ void Swarm::SendQueuedFloods(FloodQueue& q, size_t first, base::Outbox& out) noe
   auto send_burst = [&]() {
     if (k == 1) copy_to_each(burst.data(), sizes[0], burst_records);
     if (k >= 2) {
-      const size_t segment = *std::max_element(sizes, sizes + k);
-      for (size_t i = 0; i < k; ++i) {
-        if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
-        if (i + 1 < k) {
-          wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
-          counters_.flood_padding += segment - sizes[i];  // per burst, not per peer
-        }
-      }
-      const size_t queued = out.CommitBurst((k - 1) * segment + sizes[k - 1], segment,
-                                            std::span<const base::Endpoint>(shared, shared_count));
+      size_t segment = 0, encoded = 0;
+      for (size_t i = 0; i < k; ++i) encoded += sizes[i];
+      const size_t size = wire::PackBurst(burst.data(), sizes, k, &segment);
+      counters_.flood_padding += size - encoded;  // per burst, not per peer
+      const size_t queued =
+          out.CommitBurst(size, segment, std::span<const base::Endpoint>(shared, shared_count));
       const size_t peers = queued / k;  // those the guard and the send queue let through
       counters_.forwarded += burst_records * peers;
       counters_.flood_datagrams += queued;

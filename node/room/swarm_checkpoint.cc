@@ -357,14 +357,14 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
   const bool held = object_ != nullptr && object_->info.id == cp;
   // A range (issue 15) costs a token per piece, and stops at the level's end; a piece we
   // do not hold is answered once, empty (the asker drops us as a source).
-  uint32_t count = std::max<uint32_t>(m->count(), 1);
-  if (!held) count = 1;
+  uint32_t count = 1;
   if (held) {
     const size_t level_pieces =
         m->level() < object_->hashes.size() ? object_->hashes[m->level()].size() : 0;
-    count = m->index() < level_pieces
-                ? static_cast<uint32_t>(std::min<size_t>(count, level_pieces - m->index()))
-                : 1;
+    if (m->index() < level_pieces) {
+      count = static_cast<uint32_t>(
+          std::min<size_t>(std::max<uint32_t>(m->count(), 1), level_pieces - m->index()));
+    }
   }
   if (!p->serve.TryTake(now_us, count)) {
     if (count == 1 || !p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
@@ -380,17 +380,11 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
   std::span<uint8_t> burst = count > 1 ? out.BurstBuffer() : std::span<uint8_t>();
   if (burst.size() >= count * kStride) {
     size_t sizes[wire::kRoomPieceRangeMax];
+    for (uint32_t i = 0; i < count; ++i) sizes[i] = encode(burst.subspan(i * kStride, kStride), i);
     size_t segment = 0;
-    for (uint32_t i = 0; i < count; ++i) {
-      sizes[i] = encode(burst.subspan(i * kStride, kStride), i);
-      segment = std::max(segment, sizes[i]);
-    }
-    for (uint32_t i = 0; i < count; ++i) {
-      if (i > 0) std::memmove(burst.data() + i * segment, burst.data() + i * kStride, sizes[i]);
-      if (i + 1 < count) wire::PadDatagram(burst.data() + i * segment, sizes[i], segment);
-    }
-    counters_.pieces_served += out.CommitBurst((count - 1) * segment + sizes[count - 1],
-                                               segment, std::span<const base::Endpoint>(&from, 1));
+    const size_t size = wire::PackBurst(burst.data(), sizes, count, &segment);
+    counters_.pieces_served +=
+        out.CommitBurst(size, segment, std::span<const base::Endpoint>(&from, 1));
     return wire::Verdict::kOk;
   }
   for (uint32_t i = 0; i < count; ++i) {

@@ -651,9 +651,7 @@ absl::Status RoomStore::Stage(Op op, Bytes first, Bytes second,
   // to a busy loop iteration's batch, staging does not allocate.
   op.offset = arena_.size();
   op.bytes = first.size();
-  const bool held = holder != nullptr && !second.empty() &&
-                    second.data() >= holder->data() &&
-                    second.data() + second.size() <= holder->data() + holder->size();
+  const bool held = room::HoldsBytes(holder, second);
   // A checkpoint's blob (megabytes) grows it at once: in huge pages, if it allocates.
   base::ReserveHuge(arena_, arena_.size() + first.size() + (held ? 0 : second.size()));
   arena_.insert(arena_.end(), first.begin(), first.end());
