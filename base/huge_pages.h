@@ -7,6 +7,12 @@
 // ~5 MB of checkpoint (bench/README.md). Advised with MADV_HUGEPAGE (transparent huge
 // pages in "madvise" mode, the usual default), each aligned 2 MiB of it is one fault.
 // Where the kernel has no THP, or it is off, the advice fails and nothing changes.
+//
+// What stays in 4 KiB pages (a block's unaligned head and tail, or all of it where no huge
+// page was free) is populated in one call (MADV_POPULATE_WRITE, Linux 5.14) rather than
+// fault by fault: the kernel maps the pages without a trap each (measured: a first
+// join's page faults 2,836 -> see bench/README.md). An older kernel refuses the advice
+// and the pages fault in as before.
 #pragma once
 
 #include <sys/mman.h>
@@ -34,14 +40,31 @@ inline void AdviseHugePages(void* p, size_t bytes) noexcept {
   (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 }
 
+// PopulatePages: maps, writable, the whole pages inside [p, p + bytes) now, in one call,
+// for a region of at least 2 MiB that is about to be written. The pages at its ends that
+// it may share with other blocks are left to fault (never content: populating a mapped
+// page changes nothing, but they need no help).
+inline void PopulatePages(void* p, size_t bytes) noexcept {
+  if (bytes < kHugePageBytes) return;
+  constexpr uintptr_t kPage = 4096;
+  const auto begin = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t first = (begin + kPage - 1) & ~(kPage - 1);
+  const uintptr_t last = (begin + bytes) & ~(kPage - 1);
+#ifdef MADV_POPULATE_WRITE
+  if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE);
+#endif
+}
+
 // ReserveHuge: makes room for n elements (growing geometrically, as push_back would),
-// advised as above when that allocated; for vectors of bytes about to be filled (resize,
-// assign, insert). A vector with room for n already is left as it is.
+// advised as above when that allocated, and its first n elements' pages populated; for
+// vectors of bytes about to be filled (resize, assign, insert). A vector with room for n
+// already is left as it is.
 template <typename Vector>
 void ReserveHuge(Vector& v, size_t n) {
   if (v.capacity() >= n) return;
   v.reserve(n > 2 * v.capacity() ? n : 2 * v.capacity());
   AdviseHugePages(v.data(), v.capacity() * sizeof(*v.data()));
+  PopulatePages(v.data(), n * sizeof(*v.data()));
 }
 
 }  // namespace ringpeer::base

@@ -172,15 +172,20 @@ class Room {
   // order's barrier) once all its heads are here (kPending until then). `blob` may be
   // empty; it is kept for peers that ask when present. `holder`, when given, holds the
   // blob's bytes (a fetched checkpoint object): the room keeps a reference to it instead
-  // of a copy of megabytes (issue 15: a join's copies and page faults).
-  Verdict AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr);
+  // of a copy of megabytes (issue 15: a join's copies and page faults). `blob_hash`, when
+  // given, is the blob's BLAKE2b-256 as the caller computed it (a fetch hashes the blob
+  // while its pieces come): compared with the signed one instead of hashing 5 MB again.
+  Verdict AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr,
+                        const Hash256* blob_hash = nullptr);
   // NeedsBlob: false when a cached state with `cached_state_hash` is the checkpoint's.
   bool NeedsBlob(Bytes record, const Hash256& cached_state_hash) const;
   // LoadCheckpoint: starts an empty room from a checkpoint and its blob. Updates held
   // pending for the checkpoint's heads are placed (placed() lists them).
   // LoadCheckpointCached: the same from a cached plaintext state whose hash matched.
+  // `holder` and `blob_hash` as for AddCheckpoint.
   // REQUIRES: the room's log is empty and it has no checkpoint.
-  Verdict LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr);
+  Verdict LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder = nullptr,
+                         const Hash256* blob_hash = nullptr);
   Verdict LoadCheckpointCached(Bytes record, Bytes cached_state);
 
   // PlanSync: what a peer reporting `peer_heads` lacks, in order. Heads we do not know are
@@ -388,7 +393,11 @@ class Room {
   Verdict ReceiveDecoded(Bytes record, const UpdateView& u, bool check_signature);
   Verdict InstallCheckpoint(const CheckpointInfo& cp, Bytes record, Bytes blob,
                             SharedBytes holder);
-  Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder);
+  Verdict LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder,
+                   const Hash256* blob_hash);
+  // BlobMatches: `blob` is the one `cp` signs (its size, and its hash: `blob_hash` when the
+  // caller computed it, else hashed here).
+  static bool BlobMatches(Bytes blob, const Hash256* blob_hash, const CheckpointInfo& cp);
   // KeepBlob: the checkpoint blob in effect from now on: a view into `holder` when it
   // holds `blob`, else a copy of its own.
   void KeepBlob(Bytes blob, SharedBytes holder);

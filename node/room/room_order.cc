@@ -254,15 +254,14 @@ uint64_t Room::CoveredBy(std::span<const uint32_t> head_slots) const {
   return n + (reaches_base ? base_covered_ : 0);
 }
 
-Verdict Room::AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder) {
+Verdict Room::AddCheckpoint(Bytes record, Bytes blob, SharedBytes holder,
+                            const Hash256* blob_hash) {
   CheckpointInfo cp;
   Verdict v = CheckCheckpoint(record, &cp);
   if (v != Verdict::kOk) return Count(v);
   if (has_checkpoint() && cp.id == cp_.id) return Count(Verdict::kDuplicate);
   if (has_checkpoint() && !Better(cp, cp_)) return Count(Verdict::kStaleCheckpoint);
-  if (!blob.empty() && (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash)) {
-    return Count(Verdict::kBadBlob);
-  }
+  if (!blob.empty() && !BlobMatches(blob, blob_hash, cp)) return Count(Verdict::kBadBlob);
   for (const Hash256& h : cp.heads) {
     if (!index_.contains(h)) {
       // Awaited until its heads come; one at a time, the best.
@@ -456,12 +455,13 @@ bool Room::NeedsBlob(Bytes record, const Hash256& cached_state_hash) const {
   return cp.state_hash != cached_state_hash;
 }
 
-Verdict Room::LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder) {
-  return Count(LoadBase(record, blob, {}, std::move(holder)));
+Verdict Room::LoadCheckpoint(Bytes record, Bytes blob, SharedBytes holder,
+                             const Hash256* blob_hash) {
+  return Count(LoadBase(record, blob, {}, std::move(holder), blob_hash));
 }
 
 Verdict Room::LoadCheckpointCached(Bytes record, Bytes cached_state) {
-  return Count(LoadBase(record, {}, cached_state, nullptr));
+  return Count(LoadBase(record, {}, cached_state, nullptr, nullptr));
 }
 
 void Room::KeepBlob(Bytes blob, SharedBytes holder) {
@@ -477,7 +477,13 @@ void Room::KeepBlob(Bytes blob, SharedBytes holder) {
   cp_blob_ = blob;
 }
 
-Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder) {
+bool Room::BlobMatches(Bytes blob, const Hash256* blob_hash, const CheckpointInfo& cp) {
+  if (blob.size() != cp.blob_bytes) return false;
+  return (blob_hash != nullptr ? *blob_hash : wire::Blake2b256(blob)) == cp.blob_hash;
+}
+
+Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes holder,
+                       const Hash256* blob_hash) {
   // Nothing placed yet; dead entries (killed by a rotation) and pending updates may be
   // here: those waiting for the checkpoint's heads are placed below.
   RP_ASSERT(order_.empty() && !has_checkpoint());
@@ -486,10 +492,7 @@ Verdict Room::LoadBase(Bytes record, Bytes blob, Bytes plain_state, SharedBytes 
   Verdict v = CheckCheckpoint(record, &cp);
   if (v != Verdict::kOk) return v;
   const bool from_cache = blob.empty() && !plain_state.empty();
-  if (!from_cache &&
-      (blob.size() != cp.blob_bytes || wire::Blake2b256(blob) != cp.blob_hash)) {
-    return Verdict::kBadBlob;
-  }
+  if (!from_cache && !BlobMatches(blob, blob_hash, cp)) return Verdict::kBadBlob;
   std::vector<uint8_t> plain(plain_state.begin(), plain_state.end());
   if (reader_ && !from_cache) {
     const ContentKey* key = ContentKeyFor(cp.epoch);

@@ -534,6 +534,11 @@ class Swarm {
   void RequestPieces(int64_t now_us, base::Outbox& out) noexcept;
   void FetchTick(int64_t now_us, base::Outbox& out) noexcept;
   void FinishFetch(int64_t now_us, base::Outbox& out);
+  // HashBlobPrefix: feeds the blob's leaves that came, in order, to the fetch's hasher.
+  // StrikeBadLeaves: when the whole blob failed its signed hash: the leaves that fail the
+  // tree are asked again and their senders struck; false when none does.
+  void HashBlobPrefix() noexcept;
+  bool StrikeBadLeaves(int64_t now_us, base::Outbox& out);
   bool TryCachedLoad();
   bool Outranks();
   uint64_t CoveredOf(Bytes record) const;

@@ -293,6 +293,11 @@ void Swarm::StartLevel(uint8_t level) {
   f.cursor = 0;
   f.have = 0;
   for (Peer& p : peers_) p.pieces_inflight = 0;  // answers for the old level are ignored
+  if (level == 0) {
+    f.came_from.assign(f.counts[0], 0);
+    f.blob_hasher = wire::Hasher();
+    f.hashed = f.info.record_bytes;
+  }
 }
 
 void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
@@ -416,7 +421,10 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
   }
   Bytes piece(m->bytes()->data(), m->bytes()->size());
   const bool fits = piece.size() == PieceBytes(f.counts, f.info.object_bytes, f.level, index);
-  if (piece.empty() || !fits || wire::Blake2b256(piece) != f.expected[f.level][index]) {
+  // A blob leaf is checked with the whole blob, once it is here (Fetch, FinishFetch).
+  const bool check_now = f.level != 0 || index < Ceil(f.info.record_bytes, wire::kRoomPieceBytes);
+  if (piece.empty() || !fits ||
+      (check_now && wire::Blake2b256(piece) != f.expected[f.level][index])) {
     if (piece.empty()) {
       p->checkpoint = {};  // it does not hold this checkpoint (any more)
     } else {
@@ -432,12 +440,14 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
   if (f.level == 0) {
     std::memcpy(f.bytes.data() + size_t{index} * wire::kRoomPieceBytes, piece.data(),
                 piece.size());
+    f.came_from[index] = SlotOf(p);
   } else {
     std::memcpy(f.expected[f.level - 1].data() + size_t{index} * wire::kRoomPieceFanout,
                 piece.data(), piece.size());
   }
   f.state[index] = PieceState::kHave;
   ++f.have;
+  if (f.level == 0) HashBlobPrefix();
   if (f.level == 0 && !f.rank_checked && !Outranks()) return wire::Verdict::kOk;
   if (f.level == 0 && !f.record_checked && TryCachedLoad()) return wire::Verdict::kOk;
   if (f.have < f.state.size()) {
@@ -499,8 +509,59 @@ bool Swarm::TryCachedLoad() {
   return true;
 }
 
+void Swarm::HashBlobPrefix() noexcept {
+  Fetch& f = *fetch_;
+  const uint64_t end = f.bytes.size();
+  while (f.hashed < end) {
+    const uint64_t leaf = f.hashed / wire::kRoomPieceBytes;
+    if (f.state[leaf] != PieceState::kHave) return;
+    const uint64_t stop = std::min<uint64_t>((leaf + 1) * wire::kRoomPieceBytes, end);
+    f.blob_hasher.Update(Bytes(f.bytes.data() + f.hashed, stop - f.hashed));
+    f.hashed = stop;
+  }
+}
+
+bool Swarm::StrikeBadLeaves(int64_t now_us, base::Outbox& out) {
+  Fetch& f = *fetch_;
+  bool any = false;
+  for (uint32_t i = Ceil(f.info.record_bytes, wire::kRoomPieceBytes); i < f.counts[0]; ++i) {
+    const size_t first = size_t{i} * wire::kRoomPieceBytes;
+    const Bytes leaf(f.bytes.data() + first, std::min(wire::kRoomPieceBytes, f.bytes.size() - first));
+    if (wire::Blake2b256(leaf) == f.expected[0][i]) continue;
+    any = true;
+    ++counters_.pieces_bad;
+    if (f.came_from[i] < peers_.size() && peers_[f.came_from[i]].used) {
+      ++peers_[f.came_from[i]].strikes;
+    }
+    f.state[i] = PieceState::kMissing;
+    --f.have;
+    f.cursor = std::min(f.cursor, i);
+  }
+  if (!any) return false;  // the tree and the record disagree: the load below refuses it
+  f.blob_hasher = wire::Hasher();
+  f.hashed = f.info.record_bytes;
+  HashBlobPrefix();
+  RequestPieces(now_us, out);
+  return true;
+}
+
 void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
+  // Every leaf is here, so the blob's hash is whole (HashBlobPrefix). A blob that is not
+  // the one the record signs had a bad leaf (asked again) or a tree that lies (refused by
+  // the load below, which is told the hash and does not hash the blob again).
+  RP_ASSERT(f.hashed == f.bytes.size());
+  const Hash256 blob_hash = f.blob_hasher.Final();
+  {
+    CheckpointInfo claimed;
+    Bytes signed_bytes;
+    Signature sig;
+    const Bytes rec(f.bytes.data(), f.info.record_bytes);
+    if (DecodeCheckpoint(rec, id(), &claimed, &signed_bytes, &sig) == Verdict::kOk &&
+        !(claimed.blob_hash == blob_hash) && StrikeBadLeaves(now_us, out)) {
+      return;
+    }
+  }
   // Shared from here on: the object below serves it, and the room keeps its blob as a
   // view into it rather than a copy (5 MB, and as many fresh pages, for a 5 MB state).
   const SharedBytes held = std::make_shared<const std::vector<uint8_t>>(std::move(f.bytes));
@@ -527,8 +588,8 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   if (start_over) {
     v = StartOverFrom(record, blob, Verdict::kPending);
   } else {
-    v = empty ? room_->LoadCheckpoint(record, blob, held)
-              : room_->AddCheckpoint(record, blob, held);
+    v = empty ? room_->LoadCheckpoint(record, blob, held, &blob_hash)
+              : room_->AddCheckpoint(record, blob, held, &blob_hash);
   }
   if (trusted &&
       ((v == Verdict::kCheckpointMismatch && !config_.relay) || v == Verdict::kCheckpointFork)) {

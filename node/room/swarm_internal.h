@@ -75,6 +75,15 @@ struct Swarm::Fetch {
   uint32_t have = 0;                            // pieces of the current level held
   bool record_checked = false;                  // the cache test ran
   bool rank_checked = false;                    // the record ranks above ours (room.h)
+  // Leaves (issue 15): those holding the record are checked against the tree as they
+  // come (the record is read before the blob is whole). The blob's are not: they are
+  // hashed as one stream, in order, as they come, and the whole is checked once against
+  // the record's signed blob hash (FinishFetch), which the room then takes instead of
+  // hashing 5 MB again. Only when that fails are the leaves checked against the tree, to
+  // ask again for the bad ones and strike their senders (StrikeBadLeaves).
+  wire::Hasher blob_hasher;
+  uint64_t hashed = 0;                          // object bytes fed to it (from record_bytes)
+  std::vector<uint32_t> came_from;              // per leaf: the peer slot that sent it
 };
 
 }  // namespace ringpeer::room
