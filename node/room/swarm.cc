@@ -115,6 +115,7 @@ Swarm::Peer* Swarm::AdmitPeer(int64_t now_us, const base::Endpoint& addr,
     *p = Peer{};
     p->used = true;
     p->addr = addr;
+    p->generation = ++generations_;
     peer_slots_.emplace(addr, SlotOf(p));
     const uint32_t factor = relay ? config_.relay_publish_factor : 1;
     p->publish = base::TokenBucket(config_.peer_publish_per_s * factor,
@@ -1039,6 +1040,7 @@ wire::Verdict Swarm::OnMessage(int64_t now_us, const base::Endpoint& from,
 }
 
 void Swarm::Tick(int64_t now_us, base::Outbox& out) noexcept {
+  CheckObjectTree();
   TryAwaitedCheckpoint();
   Reissue(now_us, out);
   FollowCheckpoint(now_us, out);

@@ -539,6 +539,8 @@ class Swarm {
   // tree are asked again and their senders struck; false when none does.
   void HashBlobPrefix() noexcept;
   bool StrikeBadLeaves(int64_t now_us, base::Outbox& out);
+  // CheckObjectTree: a fetched object's tree, rebuilt from its bytes (Object::tree_checked).
+  void CheckObjectTree() noexcept;
   bool TryCachedLoad();
   bool Outranks();
   uint64_t CoveredOf(Bytes record) const;
@@ -607,6 +609,7 @@ class Swarm {
   // The used slots by address (FindPeer is O(1); issue 15). Reserved for peers_max.
   absl::flat_hash_map<base::Endpoint, uint32_t, base::EndpointHash> peer_slots_;
   size_t peers_used_ = 0;
+  uint32_t generations_ = 0;  // admissions so far (Peer::generation)
   base::SeenSet seen_;
   base::SeenSet rejected_;
   uint8_t reject_key_[16] = {};  // SignatureRejectKey's SipHash key, random per swarm

@@ -60,6 +60,15 @@ void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
   bytes->assign(record.begin(), record.end());
   bytes->insert(bytes->end(), blob.begin(), blob.end());
   out->bytes = std::move(bytes);
+  HashTree(out);
+  out->info.id = wire::Blake2b256(record);
+  out->info.root = out->hashes.back()[0];
+  out->info.object_bytes = out->bytes->size();
+  out->info.record_bytes = static_cast<uint32_t>(record.size());
+  out->info.levels = static_cast<uint8_t>(out->hashes.size() - 1);
+}
+
+void HashTree(Swarm::Object* out) {
   const std::vector<uint32_t> counts = PieceCounts(out->bytes->size());
   out->hashes.assign(counts.size(), {});
   for (size_t k = 0; k < counts.size(); ++k) {
@@ -68,11 +77,15 @@ void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
       out->hashes[k][i] = wire::Blake2b256(out->Piece(static_cast<uint8_t>(k), i));
     }
   }
-  out->info.id = wire::Blake2b256(record);
-  out->info.root = out->hashes.back()[0];
-  out->info.object_bytes = out->bytes->size();
-  out->info.record_bytes = static_cast<uint32_t>(record.size());
-  out->info.levels = static_cast<uint8_t>(counts.size() - 1);
+}
+
+void Swarm::CheckObjectTree() noexcept {
+  if (object_ == nullptr || object_->tree_checked) return;
+  // The bytes passed the record's signed hash; a tree that disagrees with them came from
+  // a peer that lied about it, and ours replaces it.
+  HashTree(object_.get());
+  object_->info.root = object_->hashes.back()[0];
+  object_->tree_checked = true;
 }
 
 Bytes Swarm::Object::Piece(uint8_t level, uint32_t index) const noexcept {
@@ -88,7 +101,7 @@ Bytes Swarm::Object::Piece(uint8_t level, uint32_t index) const noexcept {
 
 const wire::RoomCheckpointInfo& Swarm::checkpoint_info() const noexcept {
   static const wire::RoomCheckpointInfo kNone{};
-  return object_ != nullptr ? object_->info : kNone;
+  return object_ != nullptr && object_->tree_checked ? object_->info : kNone;
 }
 
 void Swarm::AdoptObject(Bytes record, Bytes blob) {
@@ -294,7 +307,7 @@ void Swarm::StartLevel(uint8_t level) {
   f.have = 0;
   for (Peer& p : peers_) p.pieces_inflight = 0;  // answers for the old level are ignored
   if (level == 0) {
-    f.came_from.assign(f.counts[0], 0);
+    f.came_from.assign(f.counts[0], Fetch::Sender{});
     f.blob_hasher = wire::Hasher();
     f.hashed = f.info.record_bytes;
   }
@@ -359,7 +372,7 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
   if (p == nullptr) return wire::Verdict::kUnverifiedSender;
   const wire::fb::RoomCheckpointGet* m = msg.room_checkpoint_get();
   const Hash256 cp = wire::FromWireId(*m->checkpoint());
-  const bool held = object_ != nullptr && object_->info.id == cp;
+  const bool held = object_ != nullptr && object_->tree_checked && object_->info.id == cp;
   // A range (issue 15) costs a token per piece, and stops at the level's end; a piece we
   // do not hold is answered once, empty (the asker drops us as a source).
   uint32_t count = 1;
@@ -405,7 +418,11 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
                              const wire::Message& msg, base::Outbox& out) noexcept {
   const wire::fb::RoomCheckpointChunk* m = msg.room_checkpoint_chunk();
   Peer* p = FindPeer(from);
-  if (fetch_ == nullptr || p == nullptr) return wire::Verdict::kUnexpectedReply;
+  // A peer struck out is not asked, and not heard either: its pieces would be taken before
+  // the good ones (a blob leaf is only checked with the whole blob).
+  if (fetch_ == nullptr || p == nullptr || p->strikes >= kStrikesMax) {
+    return wire::Verdict::kUnexpectedReply;
+  }
   Fetch& f = *fetch_;
   const uint32_t index = m->index();
   if (!(wire::FromWireId(*m->checkpoint()) == f.info.id) || m->level() != f.level ||
@@ -422,7 +439,8 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
   Bytes piece(m->bytes()->data(), m->bytes()->size());
   const bool fits = piece.size() == PieceBytes(f.counts, f.info.object_bytes, f.level, index);
   // A blob leaf is checked with the whole blob, once it is here (Fetch, FinishFetch).
-  const bool check_now = f.level != 0 || index < Ceil(f.info.record_bytes, wire::kRoomPieceBytes);
+  const bool check_now = f.level != 0 || f.check_leaves ||
+                         index < Ceil(f.info.record_bytes, wire::kRoomPieceBytes);
   if (piece.empty() || !fits ||
       (check_now && wire::Blake2b256(piece) != f.expected[f.level][index])) {
     if (piece.empty()) {
@@ -440,7 +458,7 @@ wire::Verdict Swarm::OnPiece(int64_t now_us, const base::Endpoint& from,
   if (f.level == 0) {
     std::memcpy(f.bytes.data() + size_t{index} * wire::kRoomPieceBytes, piece.data(),
                 piece.size());
-    f.came_from[index] = SlotOf(p);
+    f.came_from[index] = {SlotOf(p), p->generation};
   } else {
     std::memcpy(f.expected[f.level - 1].data() + size_t{index} * wire::kRoomPieceFanout,
                 piece.data(), piece.size());
@@ -530,14 +548,17 @@ bool Swarm::StrikeBadLeaves(int64_t now_us, base::Outbox& out) {
     if (wire::Blake2b256(leaf) == f.expected[0][i]) continue;
     any = true;
     ++counters_.pieces_bad;
-    if (f.came_from[i] < peers_.size() && peers_[f.came_from[i]].used) {
-      ++peers_[f.came_from[i]].strikes;
+    const Fetch::Sender& from = f.came_from[i];  // still the peer that sent it?
+    if (from.slot < peers_.size() && peers_[from.slot].used &&
+        peers_[from.slot].generation == from.generation) {
+      ++peers_[from.slot].strikes;
     }
     f.state[i] = PieceState::kMissing;
     --f.have;
     f.cursor = std::min(f.cursor, i);
   }
-  if (!any) return false;  // the tree and the record disagree: the load below refuses it
+  if (!any) return false;  // the leaves are the tree's: the tree and the record disagree
+  f.check_leaves = true;
   f.blob_hasher = wire::Hasher();
   f.hashed = f.info.record_bytes;
   HashBlobPrefix();
@@ -548,8 +569,9 @@ bool Swarm::StrikeBadLeaves(int64_t now_us, base::Outbox& out) {
 void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
   Fetch& f = *fetch_;
   // Every leaf is here, so the blob's hash is whole (HashBlobPrefix). A blob that is not
-  // the one the record signs had a bad leaf (asked again) or a tree that lies (refused by
-  // the load below, which is told the hash and does not hash the blob again).
+  // the one the record signs had bad leaves (asked again) or came under a tree that does
+  // not lead to it (given up, and not fetched again). The load below is told the hash and
+  // does not hash the blob again.
   RP_ASSERT(f.hashed == f.bytes.size());
   const Hash256 blob_hash = f.blob_hasher.Final();
   {
@@ -558,7 +580,13 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     Signature sig;
     const Bytes rec(f.bytes.data(), f.info.record_bytes);
     if (DecodeCheckpoint(rec, id(), &claimed, &signed_bytes, &sig) == Verdict::kOk &&
-        !(claimed.blob_hash == blob_hash) && StrikeBadLeaves(now_us, out)) {
+        !(claimed.blob_hash == blob_hash)) {
+      if (StrikeBadLeaves(now_us, out)) return;
+      const bool empty = room_->log_size() == 0 && !room_->has_checkpoint();
+      if (tried_.size() == kTriedCheckpointsMax) tried_.erase(tried_.begin());
+      tried_.push_back(f.info.id);
+      AbandonFetch();
+      if (empty) RequestSync(now_us, out);
       return;
     }
   }
@@ -613,7 +641,8 @@ void Swarm::FinishFetch(int64_t now_us, base::Outbox& out) {
     auto object = std::make_unique<Object>();
     object->info = f.info;
     object->bytes = held;
-    object->hashes = std::move(f.expected);  // every level is verified: the object's tree
+    object->hashes = std::move(f.expected);  // the blob's leaves are not: CheckObjectTree
+    object->tree_checked = false;
     object_ = std::move(object);
     object_->info.covered = CoveredOf(record);
     since_checkpoint_ = 0;

@@ -39,6 +39,7 @@ struct Swarm::Peer {
   uint32_t pieces_inflight = 0;
   uint32_t strikes = 0;           // bad pieces sent
   int64_t epoch = -1;             // the latest key epoch its heads named (-1: none yet)
+  uint32_t generation = 0;        // which admission this slot holds (Swarm::generations_)
   bool flood_sender = false;      // SendQueuedFloods: sent one of the records it packs
   bool packs = false;             // its RoomJoin or RoomHeads said it reads packed datagrams
   bool ranges = false;            // ... and that it answers ranges of checkpoint pieces
@@ -50,6 +51,11 @@ struct Swarm::Object {
   wire::RoomCheckpointInfo info;
   SharedBytes bytes;  // record || blob; the room keeps the blob's part (Room::KeepBlob)
   std::vector<std::vector<Hash256>> hashes;
+  // False for a fetched object until its tree is rebuilt from its bytes (CheckObjectTree,
+  // at the next tick): a fetch checks the blob against the record's signed hash, not its
+  // leaves against the tree, and the tree came from an unsigned advertisement. Until
+  // then the object is neither advertised nor served.
+  bool tree_checked = true;
 
   // Piece: the bytes of piece (level, index), or empty when out of range.
   Bytes Piece(uint8_t level, uint32_t index) const noexcept;
@@ -59,6 +65,8 @@ struct Swarm::Object {
 std::vector<uint32_t> PieceCounts(uint64_t object_bytes);
 // BuildObject: cuts and hashes; fills info (id, root, sizes, levels).
 void BuildObject(Bytes record, Bytes blob, Swarm::Object* out);
+// HashTree: every level's hashes of out->bytes, into out->hashes.
+void HashTree(Swarm::Object* out);
 
 enum class PieceState : uint8_t { kMissing = 0, kRequested, kHave };
 
@@ -81,9 +89,16 @@ struct Swarm::Fetch {
   // the record's signed blob hash (FinishFetch), which the room then takes instead of
   // hashing 5 MB again. Only when that fails are the leaves checked against the tree, to
   // ask again for the bad ones and strike their senders (StrikeBadLeaves).
+  // After one whole blob failed (check_leaves), every leaf is checked as it comes, as
+  // the upper levels are: a peer that sends bad leaves costs one extra round, not a loop.
   wire::Hasher blob_hasher;
   uint64_t hashed = 0;                          // object bytes fed to it (from record_bytes)
-  std::vector<uint32_t> came_from;              // per leaf: the peer slot that sent it
+  bool check_leaves = false;
+  struct Sender {
+    uint32_t slot = 0;
+    uint32_t generation = 0;                    // Peer::generation when it sent
+  };
+  std::vector<Sender> came_from;                // per leaf
 };
 
 }  // namespace ringpeer::room

@@ -86,7 +86,7 @@ wire::Verdict Swarm::OnSync(int64_t now_us, const base::Endpoint& from,
                      wire::FromWireId(*m->checkpoint()) == object_->info.id;
   const SyncPlan plan = room_->PlanSync(heads, /*whole_log=*/p->relay, holds);
   ++counters_.syncs_served;
-  if (plan.take_checkpoint && object_ != nullptr) {
+  if (plan.take_checkpoint && object_ != nullptr && object_->tree_checked) {
     if (!p->serve.TryTake(now_us)) return wire::Verdict::kRateLimited;
     std::span<uint8_t> buf = Buffer(out);
     if (buf.empty()) return wire::Verdict::kSendQueueFull;
