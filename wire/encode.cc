@@ -280,7 +280,7 @@ size_t Encoder::RoomJoin(std::span<uint8_t> out, const Hash256& room, const Node
   fb::Id256 r = ToWireId(room);
   fb::Id256 s = ToWireId(sender);
   fbb_.Finish(fb::CreateRoomJoin(fbb_, &r, &s, relay, g, want_genesis, /*packs=*/true,
-                                 /*ranges=*/true));
+                                 /*ranges=*/true, static_cast<uint8_t>(kRoomPieceRangeMax)));
   return Finish(out, MessageType::kRoomJoin, RoomShardHint(room.data()));
 }
 
@@ -313,7 +313,8 @@ size_t Encoder::RoomHeads(std::span<uint8_t> out, const RoomHeadsFields& f) noex
   fbb_.Finish(fb::CreateRoomHeads(fbb_, &r, &s, f.relay, f.epoch, f.log_size, &d, heads,
                                   f.checkpoint.valid() ? &cp : nullptr, f.no_epoch,
                                   f.checkpoint.valid() ? f.checkpoint.covered : 0,
-                                  /*packs=*/true, /*ranges=*/true));
+                                  /*packs=*/true, /*ranges=*/true,
+                                  static_cast<uint8_t>(kRoomPieceRangeMax)));
   return Finish(out, MessageType::kRoomHeads, RoomShardHint(f.room.data()));
 }
 

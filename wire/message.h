@@ -66,8 +66,13 @@ inline constexpr size_t kRoomPublishRecordFramingBytes = 20;
 // per node; 6 levels above the leaves address 32^6 KiB, far past any state cap.
 inline constexpr size_t kRoomPieceBytes = 1024;
 inline constexpr size_t kRoomPieceFanout = kRoomPieceBytes / 32;
-// The most pieces one RoomCheckpointGet asks for (its `count`).
-inline constexpr uint32_t kRoomPieceRangeMax = 16;
+// The most pieces one RoomCheckpointGet asks for (its `count`), answered as one burst of
+// ~36 KB (under a burst buffer's 48,000 B and UDP GSO's 64 KiB). A peer says what it
+// answers (RoomJoin/RoomHeads `range_max`); one that says `ranges` and no `range_max`
+// answers kRoomPieceRangeMaxV1 (the first builds with ranges: a larger `count` is a
+// malformed datagram there). A join of 5 MB asks ~150 times instead of ~300.
+inline constexpr uint32_t kRoomPieceRangeMax = 32;
+inline constexpr uint32_t kRoomPieceRangeMaxV1 = 16;
 inline constexpr uint8_t kRoomPieceLevelsMax = 6;
 // Largest update record (room::kUpdateBytesMax: a 64 KiB payload and its framing); one
 // larger than kRoomRecordBytesMax travels as RoomUpdatePiece datagrams of kRoomPieceBytes.

@@ -215,7 +215,7 @@ wire::Verdict Swarm::OnJoin(int64_t now_us, const base::Endpoint& from, const wi
   Peer* p = AdmitPeer(now_us, from, wire::FromWireId(*m->sender()), m->relay());
   if (p == nullptr) return Refused(from) ? wire::Verdict::kRoomRefused : wire::Verdict::kTableFull;
   p->packs = m->packs();
-  p->ranges = m->ranges();
+  p->range = RangeOf(m->ranges(), m->range_max());
   // A joiner that knows only the room id (a short invite) gets the genesis first; it
   // checks that the record hashes to the room id, so nothing here can be forged.
   if (m->want_genesis() && !genesis_record_.empty()) {
@@ -234,7 +234,7 @@ wire::Verdict Swarm::OnHeads(int64_t now_us, const base::Endpoint& from,
   if (p == nullptr) return wire::Verdict::kTableFull;
   if (!known) SendHeads(now_us, *p, out);  // a new peer learns our state at once
   p->packs = m->packs();
-  p->ranges = m->ranges();
+  p->range = RangeOf(m->ranges(), m->range_max());
   p->log_size = m->log_size();
   p->epoch = m->no_epoch() ? -1 : int64_t{m->epoch()};
   p->digest = wire::FromWireId(*m->heads_digest());

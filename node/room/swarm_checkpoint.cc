@@ -325,8 +325,8 @@ void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
       if (p.pieces_inflight >= config_.pieces_inflight_per_peer) continue;
       // A peer that reads ranges is asked again once a whole range fits its window (else
       // each piece that came would be answered by a request for one more).
-      const uint32_t range = std::min(wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer);
-      if (p.ranges && p.pieces_inflight > 0 &&
+      const uint32_t range = std::min(p.range, config_.pieces_inflight_per_peer);
+      if (range > 1 && p.pieces_inflight > 0 &&
           config_.pieces_inflight_per_peer - p.pieces_inflight < range) {
         continue;
       }
@@ -339,9 +339,9 @@ void Swarm::RequestPieces(int64_t now_us, base::Outbox& out) noexcept {
       if (f.cursor == f.state.size()) return;
       const uint32_t index = f.cursor++;
       uint32_t count = 1;
-      if (p.ranges) {
-        const uint32_t most = std::min<uint32_t>(
-            wire::kRoomPieceRangeMax, config_.pieces_inflight_per_peer - p.pieces_inflight);
+      if (range > 1) {
+        const uint32_t most = std::min<uint32_t>(range, config_.pieces_inflight_per_peer -
+                                                            p.pieces_inflight);
         while (count < most && f.cursor < f.state.size() &&
                f.state[f.cursor] == PieceState::kMissing) {
           ++count;

@@ -2,6 +2,7 @@
 // Not part of the interface; include only from those files.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -42,7 +43,7 @@ struct Swarm::Peer {
   uint32_t generation = 0;        // which admission this slot holds (Swarm::generations_)
   bool flood_sender = false;      // SendQueuedFloods: sent one of the records it packs
   bool packs = false;             // its RoomJoin or RoomHeads said it reads packed datagrams
-  bool ranges = false;            // ... and that it answers ranges of checkpoint pieces
+  uint32_t range = 1;             // checkpoint pieces it answers per request (RangeOf)
 };
 
 // A checkpoint as a servable object: record ‖ blob in 1 KiB leaves under a fan-out-32 hash
@@ -60,6 +61,15 @@ struct Swarm::Object {
   // Piece: the bytes of piece (level, index), or empty when out of range.
   Bytes Piece(uint8_t level, uint32_t index) const noexcept;
 };
+
+// RangeOf: checkpoint pieces a peer answers per RoomCheckpointGet, from its RoomJoin or
+// RoomHeads: 1 without `ranges`; kRoomPieceRangeMaxV1 with `ranges` and no `range_max`
+// (the first builds with ranges); else its `range_max`, at most ours.
+inline uint32_t RangeOf(bool ranges, uint8_t range_max) noexcept {
+  if (!ranges) return 1;
+  if (range_max == 0) return wire::kRoomPieceRangeMaxV1;
+  return std::min<uint32_t>(range_max, wire::kRoomPieceRangeMax);
+}
 
 // Piece counts per level for an object of `object_bytes`: level 0 = leaves.
 std::vector<uint32_t> PieceCounts(uint64_t object_bytes);

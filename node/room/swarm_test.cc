@@ -1601,14 +1601,18 @@ TEST(Swarm, ABlobThatItsOwnTreeVouchesForButTheRecordDoesNotIsGivenUp) {
 
 // Ranges of pieces (issue 15) are asked only of a peer whose heads said `ranges`: one
 // that did not (a build between packing and ranges answers only the first piece of a
-// range) is asked one piece at a time, and either way the fetch completes.
+// range) is asked one piece at a time; one that said `ranges` and no `range_max` (the
+// first builds with ranges) at most 16 at a time; and either way the fetch completes.
 TEST(Swarm, OnlyAPeerThatSaidRangesIsAskedForThem) {
-  for (const bool ranges : {false, true}) {
+  // (ranges, range_max): a build before ranges; the first builds with them (16 at most,
+  // no range_max); this one.
+  for (const auto& [ranges, range_max] :
+       {std::pair<bool, uint8_t>{false, 0}, {true, 0}, {true, wire::kRoomPieceRangeMax}}) {
     RoomFixture f(1003, ReducerKind::kKv, kStateBytesMaxDefault, 2);
     Host server(f, 0, 1);
     int64_t now = 1'000'000;
     const std::string value(700, 'v');
-    for (int i = 0; i < 40; ++i) {  // ~30 KB of state: ~30 leaves
+    for (int i = 0; i < 60; ++i) {  // ~45 KB of state: ~45 leaves
       ASSERT_TRUE(server.swarm->Publish(now, KvPayload(KvOp::kSet, "k" + std::to_string(i), value),
                                         server.out).ok());
     }
@@ -1627,7 +1631,7 @@ TEST(Swarm, OnlyAPeerThatSaidRangesIsAskedForThem) {
     wire::fb::Id256 digest = wire::ToWireId(Hash256{3});
     wire::fb::RoomCheckpointRef cp = wire::ToWireCheckpoint(info);
     fbb.Finish(wire::fb::CreateRoomHeads(fbb, &r, &sender, true, 0, 40, &digest, 0, &cp, false,
-                                         info.covered, /*packs=*/true, ranges));
+                                         info.covered, /*packs=*/true, ranges, range_max));
     const size_t n = RawRoom(fbb, wire::MessageType::kRoomHeads, f.room_id, buf);
     ASSERT_EQ(joiner.Deliver(now, relay, buf, n), wire::Verdict::kOk);
     ASSERT_TRUE(joiner.swarm->fetching());
@@ -1647,12 +1651,14 @@ TEST(Swarm, OnlyAPeerThatSaidRangesIsAskedForThem) {
       now += 300'000;
       joiner.swarm->Tick(now, joiner.out);
     }
-    EXPECT_FALSE(joiner.swarm->fetching()) << ranges;
-    EXPECT_EQ(joiner.swarm->counters().checkpoints_loaded, 1u) << ranges;
-    if (ranges) {
-      EXPECT_EQ(most, wire::kRoomPieceRangeMax);
-    } else {
+    EXPECT_FALSE(joiner.swarm->fetching()) << ranges << "/" << int{range_max};
+    EXPECT_EQ(joiner.swarm->counters().checkpoints_loaded, 1u) << ranges << "/" << int{range_max};
+    if (!ranges) {
       EXPECT_EQ(most, 0u);  // one piece each: the field left out
+    } else if (range_max == 0) {
+      EXPECT_EQ(most, wire::kRoomPieceRangeMaxV1);  // more is malformed there
+    } else {
+      EXPECT_EQ(most, wire::kRoomPieceRangeMax);
     }
   }
 }
