@@ -19,3 +19,7 @@ rp_test(load_stats_test SRCS load_stats_test.cc DEPS dht wire base absl::str_for
 # against UDP GSO bursts (issue 15).
 add_executable(ringpeer-bench-udp-gso udp_gso.cc)
 target_link_libraries(ringpeer-bench-udp-gso PRIVATE Threads::Threads)
+
+# ringpeer-bench-page-populate: what fresh memory costs to write, 4 KiB pages against
+# populated and huge pages (base/huge_pages.h; issue 15: a first join's page faults).
+add_executable(ringpeer-bench-page-populate page_populate.cc)
