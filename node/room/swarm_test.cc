@@ -1214,6 +1214,19 @@ size_t ChunkBytes(const std::vector<uint8_t>& d) {
 // top level, UINT32_MAX, another checkpoint). Fetching: pieces outside the level being
 // fetched, of the wrong size or failing their hash are refused and counted, and the fetch
 // still completes from good pieces. Advertisements the fetch cannot honour start nothing.
+// RelayHeadsWith: a relay's heads (sender 9, 8 updates, digest `digest`) advertising `cp`.
+wire::RoomHeadsFields RelayHeadsWith(const Hash256& room, const wire::RoomCheckpointInfo& cp,
+                                     uint8_t digest = 3) {
+  wire::RoomHeadsFields h;
+  h.room = room;
+  h.sender = wire::NodeId{9};
+  h.relay = true;
+  h.log_size = 8;
+  h.heads_digest = Hash256{digest};
+  h.checkpoint = cp;
+  return h;
+}
+
 TEST(Swarm, CheckpointPieceIndicesAtTheirBoundaries) {
   RoomFixture f(1001, ReducerKind::kKv, kStateBytesMaxDefault, 2);
   Host server(f, 0, 1);
@@ -1324,14 +1337,7 @@ TEST(Swarm, CheckpointPieceIndicesAtTheirBoundaries) {
   Host joiner(f, 1, 2);
   const base::Endpoint relay = PeerAddr(6000);
   auto advertise = [&](const wire::RoomCheckpointInfo& cp) {
-    wire::RoomHeadsFields h;
-    h.room = f.room_id;
-    h.sender = wire::NodeId{9};
-    h.relay = true;
-    h.log_size = 8;
-    h.heads_digest = Hash256{3};
-    h.checkpoint = cp;
-    return joiner.Deliver(now, relay, buf, enc.RoomHeads(buf, h));
+    return joiner.Deliver(now, relay, buf, enc.RoomHeads(buf, RelayHeadsWith(f.room_id, cp)));
   };
   // Advertisements it cannot honour: no fetch, nothing allocated.
   wire::RoomCheckpointInfo bad = info;
@@ -1405,9 +1411,8 @@ struct TamperedFetch {
     server = std::make_unique<Host>(f, 0, 1);
     const std::string value(700, 'v');
     for (int i = 0; i < 8; ++i) {
-      EXPECT_TRUE(server->swarm
-                      ->Publish(now, KvPayload(KvOp::kSet, "k" + std::to_string(i), value), server->out)
-                      .ok());
+      const auto payload = KvPayload(KvOp::kSet, "k" + std::to_string(i), value);
+      EXPECT_TRUE(server->swarm->Publish(now, payload, server->out).ok());
     }
     EXPECT_TRUE(server->swarm->MakeCheckpoint().ok());
     info = server->swarm->checkpoint_info();
@@ -1416,7 +1421,8 @@ struct TamperedFetch {
     record_leaves = (info.record_bytes + wire::kRoomPieceBytes - 1) / wire::kRoomPieceBytes;
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
     wire::Encoder enc;
-    EXPECT_EQ(server->Deliver(now, client, buf, enc.RoomJoin(buf, f.room_id, wire::NodeId{7}, false)),
+    EXPECT_EQ(server->Deliver(now, client, buf,
+                              enc.RoomJoin(buf, f.room_id, wire::NodeId{7}, false)),
               wire::Verdict::kOk);
     joiner = std::make_unique<Host>(f, 1, 2);
   }
@@ -1424,7 +1430,8 @@ struct TamperedFetch {
   std::vector<uint8_t> TopNode() {
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
     wire::Encoder enc;
-    EXPECT_EQ(server->Deliver(now, client, buf, enc.RoomCheckpointGet(buf, f.room_id, info.id, 1, 0, 1)),
+    EXPECT_EQ(server->Deliver(now, client, buf,
+                              enc.RoomCheckpointGet(buf, f.room_id, info.id, 1, 0, 1)),
               wire::Verdict::kOk);
     auto chunks = server->out.Take(client, wire::MessageType::kRoomCheckpointChunk);
     EXPECT_EQ(chunks.size(), 1u);
@@ -1441,14 +1448,9 @@ struct TamperedFetch {
            const std::function<bool(uint8_t, uint32_t, std::vector<uint8_t>*)>& tamper) {
     alignas(8) uint8_t buf[wire::kDatagramBytesMax];
     wire::Encoder enc;
-    wire::RoomHeadsFields h;
-    h.room = f.room_id;
-    h.sender = wire::NodeId{9};
-    h.relay = true;
-    h.log_size = 8;
-    h.heads_digest = Hash256{3};
-    h.checkpoint = advertised;
-    ASSERT_EQ(joiner->Deliver(now, relay, buf, enc.RoomHeads(buf, h)), wire::Verdict::kOk);
+    ASSERT_EQ(joiner->Deliver(now, relay, buf,
+                              enc.RoomHeads(buf, RelayHeadsWith(f.room_id, advertised))),
+              wire::Verdict::kOk);
     ASSERT_TRUE(joiner->swarm->fetching());
     for (int round = 0; round < 50 && joiner->swarm->fetching(); ++round) {
       now += 300'000;
@@ -1463,9 +1465,9 @@ struct TamperedFetch {
           const auto* chunk = m.room_checkpoint_chunk();
           std::vector<uint8_t> bytes(chunk->bytes()->begin(), chunk->bytes()->end());
           if (tamper(chunk->level(), chunk->index(), &bytes)) {
-            verdicts.push_back(joiner->Deliver(
-                now, relay, buf,
-                enc.RoomCheckpointChunk(buf, f.room_id, info.id, chunk->level(), chunk->index(), bytes)));
+            const size_t n = enc.RoomCheckpointChunk(buf, f.room_id, info.id, chunk->level(),
+                                                     chunk->index(), bytes);
+            verdicts.push_back(joiner->Deliver(now, relay, buf, n));
           } else {
             joiner->Deliver(now, relay, c);
           }
@@ -1588,14 +1590,9 @@ TEST(Swarm, ABlobThatItsOwnTreeVouchesForButTheRecordDoesNotIsGivenUp) {
   // Advertised again, it is not fetched again.
   alignas(8) uint8_t buf[wire::kDatagramBytesMax];
   wire::Encoder enc;
-  wire::RoomHeadsFields hf;
-  hf.room = t.f.room_id;
-  hf.sender = wire::NodeId{9};
-  hf.relay = true;
-  hf.log_size = 8;
-  hf.heads_digest = Hash256{4};
-  hf.checkpoint = forged;
-  ASSERT_EQ(t.joiner->Deliver(t.now, t.relay, buf, enc.RoomHeads(buf, hf)), wire::Verdict::kOk);
+  ASSERT_EQ(t.joiner->Deliver(t.now, t.relay, buf,
+                              enc.RoomHeads(buf, RelayHeadsWith(t.f.room_id, forged, 4))),
+            wire::Verdict::kOk);
   EXPECT_FALSE(t.joiner->swarm->fetching());
 }
 
