@@ -78,7 +78,7 @@ struct SwarmConfig {
   uint32_t room_publish_per_s = 1000;
   uint32_t room_publish_burst = 2000;
   // Piece requests in flight to one peer during a checkpoint fetch.
-  uint32_t pieces_inflight_per_peer = 64;
+  uint32_t pieces_inflight_per_peer = 128;  // four ranges of 32
   // A member with write access that publishes when this many updates have entered the log
   // since the newest checkpoint makes a new one (relays fetch it and serve it to joiners,
   // who then download the state instead of the whole log). 0: never.

@@ -394,6 +394,8 @@ wire::Verdict Swarm::OnPieceGet(int64_t now_us, const base::Endpoint& from,
   };
   // Several pieces leave as one burst where the outbox has them: the chunks are one size
   // but the last level's last, so little is padded.
+  static_assert(wire::kRoomPieceRangeMax * wire::kDatagramBytesMax <= base::kBurstBytesMax &&
+                wire::kRoomPieceRangeMax <= base::kBurstDatagramsMax);
   constexpr size_t kStride = wire::kDatagramBytesMax;
   std::span<uint8_t> burst = count > 1 ? out.BurstBuffer() : std::span<uint8_t>();
   if (burst.size() >= count * kStride) {
