@@ -79,6 +79,10 @@ struct SwarmConfig {
   uint32_t room_publish_burst = 2000;
   // Piece requests in flight to one peer during a checkpoint fetch.
   uint32_t pieces_inflight_per_peer = 128;  // four ranges of 32
+  // Leaves of a fetched checkpoint hashed per tick when its tree is rebuilt from its bytes
+  // (CheckObjectTree): 2,048 (~2 MiB, ~3.5 ms) bounds the shard's pause; a 5 MB object
+  // takes three ticks, the 64 MiB cap 32.
+  uint32_t tree_leaves_per_tick = 2048;
   // A member with write access that publishes when this many updates have entered the log
   // since the newest checkpoint makes a new one (relays fetch it and serve it to joiners,
   // who then download the state instead of the whole log). 0: never.

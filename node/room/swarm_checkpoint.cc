@@ -82,10 +82,26 @@ void HashTree(Swarm::Object* out) {
 void Swarm::CheckObjectTree() noexcept {
   if (object_ == nullptr || object_->tree_checked) return;
   // The bytes passed the record's signed hash; a tree that disagrees with them came from
-  // a peer that lied about it, and ours replaces it.
-  HashTree(object_.get());
-  object_->info.root = object_->hashes.back()[0];
-  object_->tree_checked = true;
+  // a peer that lied about it, and ours replaces it. The leaves a few thousand per tick
+  // (a 64 MiB object at once would stall the shard ~100 ms), then the inner levels, each
+  // from the one below (Object::Piece).
+  Object& o = *object_;
+  std::vector<Hash256>& leaves = o.hashes[0];
+  const size_t stop = std::min<size_t>(
+      leaves.size(), o.leaves_hashed + std::max<uint32_t>(1, config_.tree_leaves_per_tick));
+  for (size_t i = o.leaves_hashed; i < stop; ++i) {
+    leaves[i] = wire::Blake2b256(o.Piece(0, static_cast<uint32_t>(i)));
+  }
+  o.leaves_hashed = static_cast<uint32_t>(stop);
+  if (stop < leaves.size()) return;
+  for (size_t k = 1; k < o.hashes.size(); ++k) {
+    for (size_t i = 0; i < o.hashes[k].size(); ++i) {
+      o.hashes[k][i] =
+          wire::Blake2b256(o.Piece(static_cast<uint8_t>(k), static_cast<uint32_t>(i)));
+    }
+  }
+  o.info.root = o.hashes.back()[0];
+  o.tree_checked = true;
 }
 
 Bytes Swarm::Object::Piece(uint8_t level, uint32_t index) const noexcept {
@@ -546,7 +562,8 @@ bool Swarm::StrikeBadLeaves(int64_t now_us, base::Outbox& out) {
   bool any = false;
   for (uint32_t i = Ceil(f.info.record_bytes, wire::kRoomPieceBytes); i < f.counts[0]; ++i) {
     const size_t first = size_t{i} * wire::kRoomPieceBytes;
-    const Bytes leaf(f.bytes.data() + first, std::min(wire::kRoomPieceBytes, f.bytes.size() - first));
+    const Bytes leaf(f.bytes.data() + first,
+                     std::min(wire::kRoomPieceBytes, f.bytes.size() - first));
     if (wire::Blake2b256(leaf) == f.expected[0][i]) continue;
     any = true;
     ++counters_.pieces_bad;

@@ -57,6 +57,7 @@ struct Swarm::Object {
   // leaves against the tree, and the tree came from an unsigned advertisement. Until
   // then the object is neither advertised nor served.
   bool tree_checked = true;
+  uint32_t leaves_hashed = 0;  // of the rebuild so far (SwarmConfig::tree_leaves_per_tick)
 
   // Piece: the bytes of piece (level, index), or empty when out of range.
   Bytes Piece(uint8_t level, uint32_t index) const noexcept;

@@ -1164,8 +1164,10 @@ class CaptureOutbox final : public base::Outbox {
 // Host: one RoomHost serving the fixture's room as member `member`, for handing it
 // crafted datagrams.
 struct Host {
-  Host(const RoomFixture& f, int member, uint64_t seed) : rng(seed) {
+  Host(const RoomFixture& f, int member, uint64_t seed, const SwarmConfig& swarm_config = {})
+      : rng(seed) {
     RoomHostConfig c;
+    c.swarm = swarm_config;
     c.identity = &f.members[member];
     c.swarm.self[0] = static_cast<uint8_t>(member + 1);
     host = std::make_unique<RoomHost>(c, &storage, &encoder, &rng, nullptr);
@@ -1407,7 +1409,8 @@ struct TamperedFetch {
   const base::Endpoint relay = PeerAddr(6000);
   std::vector<wire::Verdict> verdicts;  // the joiner's, for every tampered chunk
 
-  TamperedFetch() {
+  // `tree_leaves_per_tick`: the joiner's (SwarmConfig), for the tree rebuilt after a fetch.
+  explicit TamperedFetch(uint32_t tree_leaves_per_tick = 2048) {
     server = std::make_unique<Host>(f, 0, 1);
     const std::string value(700, 'v');
     for (int i = 0; i < 8; ++i) {
@@ -1424,7 +1427,9 @@ struct TamperedFetch {
     EXPECT_EQ(server->Deliver(now, client, buf,
                               enc.RoomJoin(buf, f.room_id, wire::NodeId{7}, false)),
               wire::Verdict::kOk);
-    joiner = std::make_unique<Host>(f, 1, 2);
+    SwarmConfig joiner_config;
+    joiner_config.tree_leaves_per_tick = tree_leaves_per_tick;
+    joiner = std::make_unique<Host>(f, 1, 2, joiner_config);
   }
   // The server's top node (level 1, index 0): the leaves' hashes.
   std::vector<uint8_t> TopNode() {
@@ -1506,9 +1511,10 @@ TEST(Swarm, ABadBlobLeafIsFoundWhenTheWholeBlobFailsAndIsAskedAgain) {
 
 // A tree that does not match the bytes, under a root a peer advertised: the blob passes
 // its signed hash, so the checkpoint loads, but the tree is neither advertised nor served
-// until it is rebuilt from the bytes at the next tick; then the root is the true one.
+// until it is rebuilt from the bytes, a few leaves per tick (2 here); then the root is the
+// true one.
 TEST(Swarm, AFetchedCheckpointIsServedUnderTheTreeOfItsBytesNotTheAdvertisedOne) {
-  TamperedFetch t;
+  TamperedFetch t(/*tree_leaves_per_tick=*/2);
   ASSERT_EQ(t.info.levels, 1);
   std::vector<uint8_t> top = t.TopNode();
   ASSERT_EQ(top.size(), 32 * size_t{t.leaves});
@@ -1537,7 +1543,13 @@ TEST(Swarm, AFetchedCheckpointIsServedUnderTheTreeOfItsBytesNotTheAdvertisedOne)
   auto answers = t.joiner->out.Take(asker, wire::MessageType::kRoomCheckpointChunk);
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_EQ(ChunkBytes(answers[0]), 0u);  // "not held"
-  // The next tick rebuilds it: the server's tree.
+  // Two leaves a tick: not yet after the ticks that leave leaves to hash, then the
+  // server's tree.
+  const uint32_t ticks = (t.leaves + 1) / 2;
+  for (uint32_t i = 1; i < ticks; ++i) {
+    t.joiner->swarm->Tick(t.now, t.joiner->out);
+    EXPECT_FALSE(t.joiner->swarm->checkpoint_info().valid()) << i;
+  }
   t.joiner->swarm->Tick(t.now, t.joiner->out);
   EXPECT_TRUE(t.joiner->swarm->checkpoint_info().valid());
   EXPECT_EQ(t.joiner->swarm->checkpoint_info().root, t.info.root);
