@@ -287,7 +287,11 @@ absl::StatusOr<RoomRef> Client::Join(std::string_view invite_text) {
   cmd->epochs = std::move(invite->epochs);
   cmd->member = wire::KeyPair::FromSeed(*invite->member_seed);
   cmd->bootstrap = invite->bootstrap;
-  for (const base::Endpoint& e : bootstrap_) cmd->bootstrap.push_back(e);
+  for (const base::Endpoint& e : bootstrap_) {  // a relay named twice is joined once
+    if (std::find(cmd->bootstrap.begin(), cmd->bootstrap.end(), e) == cmd->bootstrap.end()) {
+      cmd->bootstrap.push_back(e);
+    }
+  }
   if (cmd->bootstrap.empty()) {
     return absl::InvalidArgumentError(
         "no peer to join through: the invite has no addresses; pass --bootstrap HOST:PORT");
