@@ -18,13 +18,16 @@ rp_test(load_stats_test SRCS load_stats_test.cc DEPS dht wire base absl::str_for
 # ringpeer-bench-udp-gso: the kernel's cost per datagram sent on loopback, one by one
 # against UDP GSO bursts (issue 15).
 add_executable(ringpeer-bench-udp-gso udp_gso.cc)
+target_include_directories(ringpeer-bench-udp-gso PRIVATE ${PROJECT_SOURCE_DIR})
 target_link_libraries(ringpeer-bench-udp-gso PRIVATE Threads::Threads)
 
 # ringpeer-bench-udp-gro: what a receiver pays per datagram for GSO bursts, with and
 # without UDP GRO on its socket (issue 15: a joiner's checkpoint ranges).
 add_executable(ringpeer-bench-udp-gro udp_gro.cc)
-target_link_libraries(ringpeer-bench-udp-gro PRIVATE Threads::Threads)
+target_include_directories(ringpeer-bench-udp-gro PRIVATE ${PROJECT_SOURCE_DIR})
+target_link_libraries(ringpeer-bench-udp-gro PRIVATE ring Threads::Threads)
 
 # ringpeer-bench-page-populate: what fresh memory costs to write, 4 KiB pages against
 # populated and huge pages (base/huge_pages.h; issue 15: a first join's page faults).
 add_executable(ringpeer-bench-page-populate page_populate.cc)
+target_include_directories(ringpeer-bench-page-populate PRIVATE ${PROJECT_SOURCE_DIR})

@@ -25,7 +25,11 @@
 #include <string>
 #include <vector>
 
+#include "bench/kernel_bench.h"
+
 namespace {
+
+using ringpeer::bench::Median;
 
 using Clock = std::chrono::steady_clock;
 
@@ -44,11 +48,6 @@ double WriteFresh(size_t bytes, bool populate, bool huge) {
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   munmap(p, bytes);
   return ms;
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 }  // namespace

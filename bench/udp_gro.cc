@@ -34,34 +34,18 @@
 #include <thread>
 #include <vector>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
+#include "bench/kernel_bench.h"
+#include "ring/transport.h"
+
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
 
 namespace {
 
-double ThreadCpuUs() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-void Pin(int cpu) {
-  if (std::thread::hardware_concurrency() < 2) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
+using ringpeer::bench::Median;
+using ringpeer::bench::PinToCpu;
+using ringpeer::bench::ThreadCpuUs;
 
 struct Round {
   double rx_us = 0, tx_us = 0;  // per datagram received
@@ -97,7 +81,7 @@ bool RunRound(bool gro, int bursts, int segments, int bytes, Round* out) {
   std::atomic<long> received{0};
   double rx_cpu = 0;
   std::thread receiver([&] {
-    Pin(1);
+    PinToCpu(1);
     std::vector<uint8_t> buf(65536);
     alignas(cmsghdr) uint8_t control[64];
     const double cpu0 = ThreadCpuUs();
@@ -122,10 +106,11 @@ bool RunRound(bool gro, int bursts, int segments, int bytes, Round* out) {
     rx_cpu = ThreadCpuUs() - cpu0;
     received.store(n);
   });
-  Pin(0);
+  PinToCpu(0);
   const int tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   std::vector<uint8_t> burst(size_t(segments) * bytes, 0x5a);
-  alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(uint16_t))] = {};
+  ringpeer::ring::BurstControl control{};
+  ringpeer::ring::SetBurstSegment(&control, static_cast<uint16_t>(bytes));
   const double cpu0 = ThreadCpuUs();
   for (int i = 0; tx >= 0 && i < bursts; ++i) {
     iovec iov{burst.data(), burst.size()};
@@ -134,14 +119,8 @@ bool RunRound(bool gro, int bursts, int segments, int bytes, Round* out) {
     m.msg_namelen = sizeof(to);
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    const uint16_t seg = static_cast<uint16_t>(bytes);
-    std::memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+    m.msg_control = control.bytes;
+    m.msg_controllen = sizeof(control.bytes);
     if (sendmsg(tx, &m, 0) < 0) {
       std::perror("sendmsg (UDP GSO)");
       break;

@@ -32,27 +32,20 @@
 #include <thread>
 #include <vector>
 
+#include "bench/kernel_bench.h"
+
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
 
 namespace {
 
+using ringpeer::bench::Median;
+using ringpeer::bench::PinToCpu;
+using ringpeer::bench::ThreadCpuUs;
+
 using Clock = std::chrono::steady_clock;
 constexpr auto kDeadline = std::chrono::seconds(30);
-
-double ThreadCpuUs() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-void Pin(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
 
 int Fail(const char* what) {
   std::perror(what);
@@ -99,12 +92,6 @@ bool Parse(int argc, char** argv, Options* o) {
   return true;
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,7 +126,7 @@ int main(int argc, char** argv) {
   std::atomic<bool> stop{false};
   std::atomic<long> delivered{0};
   std::thread drain([&] {
-    if (two_cpus) Pin(1);
+    if (two_cpus) PinToCpu(1);
     constexpr int kBatch = 64;
     static uint8_t bufs[kBatch][2048];
     iovec iov[kBatch];
@@ -157,7 +144,7 @@ int main(int argc, char** argv) {
       }
     }
   });
-  if (two_cpus) Pin(0);
+  if (two_cpus) PinToCpu(0);
   // The burst: K segments of S bytes (the datagrams' bytes do not matter to the kernel).
   std::vector<uint8_t> burst(size_t(o.segments) * o.bytes, 0x5a);
   alignas(cmsghdr) uint8_t control[CMSG_SPACE(sizeof(uint16_t))];

@@ -71,10 +71,15 @@ void BuildObject(Bytes record, Bytes blob, Swarm::Object* out) {
 void HashTree(Swarm::Object* out) {
   const std::vector<uint32_t> counts = PieceCounts(out->bytes->size());
   out->hashes.assign(counts.size(), {});
-  for (size_t k = 0; k < counts.size(); ++k) {
-    out->hashes[k].resize(counts[k]);
-    for (uint32_t i = 0; i < counts[k]; ++i) {
-      out->hashes[k][i] = wire::Blake2b256(out->Piece(static_cast<uint8_t>(k), i));
+  for (size_t k = 0; k < counts.size(); ++k) out->hashes[k].resize(counts[k]);
+  HashLevels(out, 0);
+}
+
+void HashLevels(Swarm::Object* out, size_t first) {
+  for (size_t k = first; k < out->hashes.size(); ++k) {
+    for (size_t i = 0; i < out->hashes[k].size(); ++i) {
+      out->hashes[k][i] =
+          wire::Blake2b256(out->Piece(static_cast<uint8_t>(k), static_cast<uint32_t>(i)));
     }
   }
 }
@@ -94,12 +99,7 @@ void Swarm::CheckObjectTree() noexcept {
   }
   o.leaves_hashed = static_cast<uint32_t>(stop);
   if (stop < leaves.size()) return;
-  for (size_t k = 1; k < o.hashes.size(); ++k) {
-    for (size_t i = 0; i < o.hashes[k].size(); ++i) {
-      o.hashes[k][i] =
-          wire::Blake2b256(o.Piece(static_cast<uint8_t>(k), static_cast<uint32_t>(i)));
-    }
-  }
+  HashLevels(&o, 1);
   o.info.root = o.hashes.back()[0];
   o.tree_checked = true;
 }

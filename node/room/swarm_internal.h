@@ -77,7 +77,10 @@ std::vector<uint32_t> PieceCounts(uint64_t object_bytes);
 // BuildObject: cuts and hashes; fills info (id, root, sizes, levels).
 void BuildObject(Bytes record, Bytes blob, Swarm::Object* out);
 // HashTree: every level's hashes of out->bytes, into out->hashes.
+// HashLevels: levels `first` and up, into out->hashes already shaped; each level is hashed
+// from the one below (Object::Piece), so the levels below `first` must be right.
 void HashTree(Swarm::Object* out);
+void HashLevels(Swarm::Object* out, size_t first);
 
 enum class PieceState : uint8_t { kMissing = 0, kRequested, kHave };
 

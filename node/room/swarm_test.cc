@@ -1614,9 +1614,10 @@ TEST(Swarm, ABlobThatItsOwnTreeVouchesForButTheRecordDoesNotIsGivenUp) {
 // first builds with ranges) at most 16 at a time; and either way the fetch completes.
 TEST(Swarm, OnlyAPeerThatSaidRangesIsAskedForThem) {
   // (ranges, range_max): a build before ranges; the first builds with them (16 at most,
-  // no range_max); this one.
+  // no range_max); this one; a peer claiming the field's maximum (asked ours at most).
   for (const auto& [ranges, range_max] :
-       {std::pair<bool, uint8_t>{false, 0}, {true, 0}, {true, wire::kRoomPieceRangeMax}}) {
+       {std::pair<bool, uint8_t>{false, 0}, {true, 0}, {true, wire::kRoomPieceRangeMax},
+        {true, 255}}) {
     RoomFixture f(1003, ReducerKind::kKv, kStateBytesMaxDefault, 2);
     Host server(f, 0, 1);
     int64_t now = 1'000'000;
