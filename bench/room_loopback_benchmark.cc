@@ -331,6 +331,10 @@ double JoinUntil(const Prepared& p, const Relay& relay) {
   o.listen = *base::Endpoint::Parse("127.0.0.1:0");
   o.bootstrap = {relay.addr};
   o.cache = false;
+  // RP_BENCH_RECV_GRO=off: the joiner receives datagram by datagram (the A/B of GRO).
+  if (const char* g = std::getenv("RP_BENCH_RECV_GRO"); g != nullptr && std::strcmp(g, "off") == 0) {
+    o.recv_gro = false;
+  }
   auto c = Must(client::Client::Start(o), "client");
   bool done = false;
   c->OnState([&](const client::RoomRef&, const wire::Hash256& h) { done |= h == p.state_hash; });

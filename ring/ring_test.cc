@@ -772,6 +772,119 @@ TEST(UringTransport, BufferRingLevelGrowsUnderABurstAndLosesNothing) {
   EXPECT_GE(transport.stats().recv_ring_grown, 1u);
 }
 
+// SendGsoBurst: `parts` back to back from `from`'s socket as one UDP_SEGMENT send cut at
+// `segment` (every part but the last exactly that long), as a relay sends a range.
+bool SendGsoBurst(TestSocket& from, const Endpoint& to,
+                  const std::vector<std::vector<uint8_t>>& parts, size_t segment) {
+  std::vector<uint8_t> bytes;
+  for (const auto& p : parts) bytes.insert(bytes.end(), p.begin(), p.end());
+  sockaddr_storage ss;
+  iovec iov{bytes.data(), bytes.size()};
+  msghdr m{};
+  m.msg_name = &ss;
+  m.msg_namelen = to.ToSockaddr(&ss, false);
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  BurstControl control;
+  SetBurstSegment(&control, static_cast<uint16_t>(segment));
+  m.msg_control = control.bytes;
+  m.msg_controllen = sizeof(control.bytes);
+  return sendmsg(from.fd(), &m, 0) == static_cast<ssize_t>(bytes.size());
+}
+
+std::vector<std::vector<uint8_t>> BurstParts(uint32_t first, uint32_t count, size_t segment,
+                                             size_t last) {
+  std::vector<std::vector<uint8_t>> parts;
+  for (uint32_t i = 0; i < count; i++) {
+    parts.push_back(MakeDatagram(first + i, 6, i + 1 == count ? last : segment));
+  }
+  return parts;
+}
+
+std::unique_ptr<UringTransport> MakeGroTransport(uint32_t gro_buffers = 128) {
+  TransportConfig config;
+  config.recv_gro = true;
+  config.gro_buffers = gro_buffers;
+  auto made = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
+  EXPECT_TRUE(made.ok()) << made.status();
+  if (!made.ok()) return nullptr;
+  return std::unique_ptr<UringTransport>(static_cast<UringTransport*>(made->release()));
+}
+
+// With recv_gro a burst arrives as one receive and leaves Poll as its datagrams, each
+// whole, in order, from its sender and 8-byte aligned (+16) as a lone datagram is: a
+// segment that is a multiple of 8 (ours, wire::PackBurst) in place, any other (another
+// sender's) moved onto a boundary. Lone datagrams between them arrive as before.
+TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
+  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+  auto t = MakeGroTransport();
+  ASSERT_NE(t, nullptr);
+  if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
+  TestSocket peer(Ep("127.0.0.1:0"));
+  if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
+  Pump(*t, 1);  // arm the receive
+  std::vector<std::vector<uint8_t>> want;
+  auto add = [&](const std::vector<std::vector<uint8_t>>& parts) {
+    want.insert(want.end(), parts.begin(), parts.end());
+  };
+  const auto a = BurstParts(0, 32, 1104, 1104);   // ours: a range of 32, all one size
+  const auto b = BurstParts(100, 20, 1001, 517);  // odd segments, a short last one
+  const auto c = BurstParts(200, 40, 24, 19);     // tiny segments, many of them
+  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), a, 1104));
+  add(a);
+  ASSERT_TRUE(peer.SendTo(Target(*t, "127.0.0.1"), MakeDatagram(50, 6, 300)));
+  want.push_back(MakeDatagram(50, 6, 300));
+  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), b, 1001));
+  add(b);
+  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), c, 24));
+  add(c);
+  std::vector<std::vector<uint8_t>> got;
+  std::vector<RecvDatagram> meta;
+  PollFor(*t, want.size(), &got, &meta, /*echo=*/false);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); i++) {
+    EXPECT_EQ(got[i], want[i]) << i;
+    EXPECT_EQ(meta[i].from, peer.local()) << i;
+    EXPECT_FALSE(meta[i].truncated) << i;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(meta[i].data + 16) % 8, 0u) << i;
+  }
+  EXPECT_EQ(t->stats().received, want.size());
+  EXPECT_EQ(t->stats().recv_coalesced, 3u);  // three bursts, each one receive
+  EXPECT_EQ(t->stats().recv_coalesced_dropped, 0u);
+}
+
+// A burst waits in the CQ for a Poll with room for all of it, rather than being split
+// between two; one larger than a whole batch (never one of ours: our bursts fit the
+// shard's batch) gives the batch what fits and counts the rest as dropped.
+TEST(UringTransport, GroBurstWaitsForRoomAndOneLargerThanABatchIsCounted) {
+  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+  auto t = MakeGroTransport(16);
+  ASSERT_NE(t, nullptr);
+  if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
+  TestSocket peer(Ep("127.0.0.1:0"));
+  if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
+  Pump(*t, 1);
+  const Endpoint to = Target(*t, "127.0.0.1");
+  ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(0, 5, 200, 200), 200));
+  ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(5, 5, 200, 200), 200));
+  ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(10, 12, 200, 200), 200));
+  RecvDatagram batch[8];
+  std::vector<size_t> per_poll;
+  std::vector<uint32_t> seqs;
+  const auto deadline = Clock::now() + kDeadline;
+  for (int i = 0; i < 1000 && seqs.size() < 18 && Clock::now() < deadline; i++) {
+    bool woken = false;
+    const size_t n = t->Poll(10'000, batch, &woken);
+    if (n > 0) per_poll.push_back(n);
+    for (size_t k = 0; k < n; k++) seqs.push_back(SeqOf(batch[k].data));
+    t->ReleaseReceived();
+  }
+  ASSERT_EQ(per_poll, (std::vector<size_t>{5, 5, 8}));
+  for (uint32_t i = 0; i < 18; i++) EXPECT_EQ(seqs[i], i);
+  EXPECT_EQ(t->stats().recv_coalesced_dropped, 4u);
+  EXPECT_EQ(t->stats().received, 18u);
+}
+
 // Not a pass/fail test (speed goals live in bench/): echo throughput of each transport,
 // and io_uring with and without registered files. Run with
 //   ring_test --gtest_also_run_disabled_tests --gtest_filter='*Throughput*'

@@ -22,11 +22,19 @@ namespace ringpeer::ring {
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103  // linux/udp.h; older libc headers lack it
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 bool UdpGsoAvailable(int fd) noexcept {
   // Setting 0 asks nothing of later sends: it only tells whether the option exists.
   int zero = 0;
   return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0;
+}
+
+bool EnableUdpGro(int fd) noexcept {
+  int one = 1;
+  return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
 }
 
 void SetBurstSegment(BurstControl* c, uint16_t segment) noexcept {

@@ -11,6 +11,9 @@
 // Buffer layout of one receive buffer (the kernel writes it, recvmsg multishot format):
 //   [io_uring_recvmsg_out 16 B][source address, kRecvNameBytes][payload ...]
 // so the payload starts 48 B into an 8-byte aligned buffer and payload + 16 is aligned.
+// With recv_gro (TransportConfig) a 24 B control message (UDP_GRO's segment size) sits
+// between the address and the payload, which then starts at 72 B; a buffer holds a whole
+// burst, handed out as its datagrams in place (SplitCoalesced).
 //
 // Thread-safety: shard-local, not thread-safe. It may be constructed on one thread and
 // then used only by another: the ring is created disabled and enabled by the first Poll(),
@@ -64,6 +67,16 @@ class UringTransport final : public Transport {
   static constexpr uint32_t kCoalesceWaitNr = 32;
   // The largest provided-buffer ring the kernel accepts (buffer ids are 16 bits).
   static constexpr uint32_t kRecvBuffersMax = 32768;
+  // With recv_gro (TransportConfig), each buffer also has room for the UDP_GRO control
+  // message (an int, kernel-aligned: 24 B) before the payload, which then starts at 72 B
+  // (payload + 16 stays 8-byte aligned); the payload room takes any UDP datagram (64 KiB)
+  // and, when a sender cut its burst at a size that is not a multiple of 8, the 7 B per
+  // datagram (at most kGroSegmentsMax) that moving each onto an 8-byte boundary needs.
+  static constexpr uint32_t kGroControlBytes = 24;
+  static constexpr uint32_t kGroSegmentsMax = 128;  // UDP_MAX_SEGMENTS since Linux 6.6
+  static constexpr uint32_t kGroBufferBytes =
+      static_cast<uint32_t>(sizeof(io_uring_recvmsg_out)) + kRecvNameBytes +
+      kGroControlBytes + 65536 + 7 * kGroSegmentsMax;
 
   // Create: sets up the ring, the buffer ring and the send pool, and arms the receives.
   // On success it owns `*sockets` (they are moved out); on failure `*sockets` is left
@@ -91,6 +104,8 @@ class UringTransport final : public Transport {
   // The io_uring setup flags that this kernel accepted: "single_issuer+defer_taskrun",
   // "coop_taskrun" or "plain" (the fallbacks for older kernels).
   const char* setup_mode() const noexcept { return setup_mode_; }
+  // Whether receives come as whole bursts (TransportConfig::recv_gro, and the kernel took it).
+  bool gro_on() const noexcept { return gro_on_; }
   // Whether the sockets are registered fixed files.
   bool files_registered() const noexcept { return files_registered_; }
   // Whether successful sends skip their completion (see skip_send_cqes_).
@@ -135,8 +150,16 @@ class UringTransport final : public Transport {
   size_t Drain(std::span<RecvDatagram> out, bool* woken) noexcept;
   bool HandleCqe(const io_uring_cqe& cqe, std::span<RecvDatagram> out, size_t* filled,
                  bool* woken) noexcept;
-  void HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
+  // HandleRecv: false when `out` has no room for what the receive holds (it stays in the
+  // CQ for the next Poll).
+  bool HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
                   size_t* filled) noexcept;
+  // SplitCoalesced (recv_gro): hands out the datagrams of one receive that holds a burst
+  // (`stored` bytes at `payload`, `room` bytes to its buffer's end) cut at `segment`
+  // bytes, each 8-byte aligned in place; returns how many (at most out.size()).
+  size_t SplitCoalesced(uint8_t* payload, size_t room, uint32_t stored, uint32_t segment,
+                        uint32_t socket_index, const base::Endpoint& from,
+                        std::span<RecvDatagram> out) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
   // FreeSlot: `slot`'s send ended; it (and its burst buffer, after the burst's last send)
   // is free again.
@@ -180,6 +203,7 @@ class UringTransport final : public Transport {
   // Receive side. The msghdr tells the kernel the layout of each buffer (name room, no
   // control data); it is read when each receive SQE is submitted.
   msghdr recv_msg_{};
+  bool gro_on_ = false;  // recv_gro asked for and every socket took UDP_GRO
   uint8_t* recv_memory_ = nullptr;     // recv_buffers * recv_buffer_bytes, page aligned
   size_t recv_memory_bytes_ = 0;
   io_uring_buf_ring* buf_ring_ = nullptr;

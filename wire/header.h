@@ -120,12 +120,17 @@ inline void PadDatagram(uint8_t* d, size_t size, size_t to) noexcept {
 }
 
 // PackBurst: datagram i was encoded at burst + i * kDatagramBytesMax, sizes[i] long; moves
-// them together into one burst, each but the last padded to the longest one's size.
+// them together into one burst, each but the last padded to the longest one's size,
+// rounded up to a multiple of 8: a receiver with UDP GRO gets the burst whole and hands
+// out each datagram where it lies, so every one must start 8-byte aligned as a lone
+// datagram does (ring/transport.h, RecvDatagram).
 // Returns the burst's length; *segment is that size. REQUIRES: sizes is not empty.
+static_assert(kDatagramBytesMax % 8 == 0, "a rounded segment stays within a datagram");
 inline size_t PackBurst(uint8_t* burst, const size_t* sizes, size_t count,
                         size_t* segment) noexcept {
   size_t seg = 0;
   for (size_t i = 0; i < count; ++i) seg = sizes[i] > seg ? sizes[i] : seg;
+  seg = (seg + 7) & ~size_t{7};
   for (size_t i = 0; i < count; ++i) {
     // Forward, to a lower or the same place: never over a datagram not yet moved.
     if (i > 0) std::memmove(burst + i * seg, burst + i * kDatagramBytesMax, sizes[i]);

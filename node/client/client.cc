@@ -229,6 +229,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Start(const ClientOptions& optio
   config.listen = {options.listen};
   config.shards = 1;  // room commands go to the owner shard, which then hosts every room
   config.transport = options.transport;
+  // A client fetches checkpoints: their ranges arrive as bursts, received whole (UDP GRO,
+  // ring::TransportConfig::recv_gro) and cut in place, one receive per range.
+  config.transport_config.recv_gro = options.recv_gro;
   // Test only: the link delay of `ringpeer serve --test-delay-ms` (ring/delay_transport.h),
   // so that room traffic in tests/netns is delayed both ways.
   if (const char* d = std::getenv("RINGPEER_TEST_DELAY_MS"); d != nullptr && *d != '\0') {

@@ -51,6 +51,9 @@ struct ClientOptions {
   // Peers to join the overlay and every room through, besides an invite's own addresses.
   std::vector<base::Endpoint> bootstrap;
   ring::TransportKind transport = ring::TransportKind::kAuto;
+  // Receive bursts whole (UDP GRO; ring::TransportConfig::recv_gro): a checkpoint's
+  // ranges cost one receive each instead of one per piece. Off: datagram by datagram.
+  bool recv_gro = true;
   // Keep joined rooms in data_dir (shard-0/, LMDB) and reopen them from there on the next
   // join, so that a returning client fetches only what it missed. Off: every join starts
   // empty and downloads the room again.

@@ -278,7 +278,8 @@ def main():
                     "steering = off\n")
         env = dict(os.environ, RINGPEER_PEERS_MAX="99")
         out = subprocess.run([a.binary, "serve", "--config", conf, "--steering", "on",
-                              "--gso", "off", "--print-config"], capture_output=True,
+                              "--gso", "off", "--recv-gro", "on", "--print-config"],
+                             capture_output=True,
                              text=True, env=env, timeout=5)
         lines = {l.split("=")[0].strip(): l for l in out.stdout.splitlines()
                  if not l.startswith("#")}
@@ -290,6 +291,8 @@ def main():
               "print-config: a flag beats the file")
         check("gso = off" in lines["gso"] and "# flag" in lines["gso"],
               "print-config: --gso off")
+        check("recv-gro = on" in lines["recv-gro"] and "# flag" in lines["recv-gro"],
+              "print-config: --recv-gro on")
         check("admin = 127.0.0.1:7780" in lines["admin"] and "# default" in lines["admin"],
               "print-config: admin defaults to loopback")
         again = os.path.join(c.tmp, "printed.conf")
@@ -308,6 +311,10 @@ def main():
                              capture_output=True, text=True, timeout=5)
         check(bad.returncode == 2 and "--gso: 'maybe' is not on or off" in bad.stderr,
               "bad --gso is a usage error")
+        bad = subprocess.run([a.binary, "serve", "--recv-gro", "yes", "--print-config"],
+                             capture_output=True, text=True, timeout=5)
+        check(bad.returncode == 2 and "--recv-gro: 'yes' is not on or off" in bad.stderr,
+              "bad --recv-gro is a usage error")
         bad = subprocess.run([a.binary, "serve", "--config", os.path.join(c.tmp, "none.conf")],
                              capture_output=True, text=True, timeout=5)
         check(bad.returncode == 2 and "cannot open" in bad.stderr, "missing config file")
