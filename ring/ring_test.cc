@@ -830,6 +830,7 @@ TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
   const auto a = BurstParts(0, 32, 1104, 1104);   // ours: a range of 32, all one size
   const auto b = BurstParts(100, 20, 1001, 517);  // odd segments, a short last one
   const auto c = BurstParts(200, 40, 24, 19);     // tiny segments, many of them
+  const auto e = BurstParts(300, 60, 17, 17);     // tiny odd ones: all but the first move
   ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), a, 1104));
   add(a);
   ASSERT_TRUE(peer.SendTo(Target(*t, "127.0.0.1"), MakeDatagram(50, 6, 300)));
@@ -838,6 +839,8 @@ TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
   add(b);
   ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), c, 24));
   add(c);
+  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), e, 17));
+  add(e);
   std::vector<std::vector<uint8_t>> got;
   std::vector<RecvDatagram> meta;
   PollFor(*t, want.size(), &got, &meta, /*echo=*/false);
@@ -848,8 +851,12 @@ TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
     EXPECT_FALSE(meta[i].truncated) << i;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(meta[i].data + 16) % 8, 0u) << i;
   }
+  // A segment that is a multiple of 8 is handed out where it lies: no move.
+  for (size_t i = 1; i < a.size(); i++) {
+    EXPECT_EQ(meta[i].data - meta[i - 1].data, 1104) << i;
+  }
   EXPECT_EQ(t->stats().received, want.size());
-  EXPECT_EQ(t->stats().recv_coalesced, 3u);  // three bursts, each one receive
+  EXPECT_EQ(t->stats().recv_coalesced, 4u);  // four bursts, each one receive
   EXPECT_EQ(t->stats().recv_coalesced_dropped, 0u);
 }
 

@@ -70,7 +70,7 @@ struct TransportStats {
   uint64_t burst_fallbacks = 0;   // bursts turned off: the kernel or device refused one
   // io_uring with recv_gro: receives that carried a burst of several datagrams (UDP GRO),
   // and datagrams of such receives dropped (a partial last one, or more than Poll's batch
-  // could take: a sender that cut its burst finer than ours do; also in recv_truncated).
+  // could take: a sender that cut its burst finer than ours do).
   uint64_t recv_coalesced = 0;
   uint64_t recv_coalesced_dropped = 0;
   // Test delay shim only (TransportConfig::send_delay_us > 0, ring/delay_transport.h).
@@ -103,11 +103,12 @@ struct TransportConfig {
   // 32 pieces costs the receiver one wakeup and one copy instead of 32 (loopback:
   // ~0.2 instead of ~1.8 us per datagram, bench/udp_gro.cc). Each receive buffer must then
   // hold a whole burst: gro_buffers buffers of UringTransport::kGroBufferBytes (~65 KiB;
-  // 128 x 65 KiB = 8.1 MiB, the memory of the default 4096 x 2 KiB) replace recv_buffers
-  // x recv_buffer_bytes, so a flood of small datagrams finds fewer buffers (the rest wait
-  // in the socket until Poll re-arms). Clients turn it on (they fetch checkpoints); relays
-  // keep it off unless asked (`ringpeer serve --recv-gro on`). A kernel without UDP_GRO
-  // (before 5.0) and the recvmmsg transport receive datagram by datagram as before.
+  // 128 x 65 KiB = 8.5 MB, about the memory of the default 4096 x 2 KiB) replace
+  // recv_buffers x recv_buffer_bytes, so a flood of small datagrams finds fewer buffers
+  // (the rest wait in the socket until Poll re-arms). Clients turn it on (they fetch
+  // checkpoints); relays keep it off unless asked (`ringpeer serve --recv-gro on`). A
+  // kernel without UDP_GRO (before 5.0) keeps the ordinary buffers, and the recvmmsg
+  // transport ignores it: both receive datagram by datagram as before.
   bool recv_gro = false;
   uint32_t gro_buffers = 128;        // power of two
   // Submission queue entries; >= send_slots + sockets + a few for wakes and timers.

@@ -128,6 +128,12 @@ void RenderShards(Writer& w, const NodeMetrics& m) {
   PerShard(w, m, "ringpeer_recv_no_buffers_total", "counter",
            "Receives lost because no provided buffer was free.",
            &ShardMetrics::recv_no_buffers);
+  PerShard(w, m, "ringpeer_recv_coalesced_total", "counter",
+           "Receives that carried a burst of datagrams (UDP GRO, --recv-gro).",
+           &ShardMetrics::recv_coalesced);
+  PerShard(w, m, "ringpeer_recv_coalesced_dropped_total", "counter",
+           "Datagrams of such bursts dropped: more than one poll's batch could take.",
+           &ShardMetrics::recv_coalesced_dropped);
   PerShard(w, m, "ringpeer_storage_commit_failures_total", "counter",
            "Room store commits that failed (full disk or map, I/O error); nothing they "
            "carried was acknowledged.",

@@ -40,6 +40,8 @@ struct ShardMetrics {
   uint64_t mailbox_depth = 0;  // items waiting in this shard's incoming mailboxes
   uint64_t send_errors = 0;
   uint64_t recv_no_buffers = 0;
+  uint64_t recv_coalesced = 0;          // receives that carried a burst (UDP GRO)
+  uint64_t recv_coalesced_dropped = 0;  // datagrams of those a Poll could not take
   // Room storage: failed commits (nothing they carried was acknowledged), commits that
   // worked after failing ones, and 1 while the last commit failed (0 without a store).
   uint64_t storage_commit_failures = 0;

@@ -80,7 +80,9 @@ constexpr FlagSpec kServeFlags[] = {
     {"recv-gro", FlagSpec::Kind::kValue, "RINGPEER_RECV_GRO", "on|off", "off",
      "io_uring: receive UDP GSO/GRO bursts whole (UDP_GRO) and cut them in place: a "
      "checkpoint range costs one receive instead of 32; each shard's receive memory is then "
-     "128 buffers of 65 KiB instead of 4096 of 2 KiB (clients turn it on)"},
+     "128 buffers of 65 KiB instead of 4096 of 2 KiB (clients turn it on). With several "
+     "shards, a NIC's GRO joins a peer's datagrams whatever shard they are for: the "
+     "shard that gets them hands them on"},
     {"coalesce-us", FlagSpec::Kind::kValue, "RINGPEER_COALESCE_US", "US", "0",
      "io_uring, kernel 6.12+: once a shard waits for datagrams, it sleeps at least this "
      "long (unless 32 completions come first), so one wakeup serves several at light "

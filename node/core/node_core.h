@@ -131,6 +131,10 @@ struct Counters {
   std::atomic<uint64_t> loop_iterations{0};
   std::atomic<uint64_t> send_errors{0};
   std::atomic<uint64_t> recv_no_buffers{0};
+  // UDP GRO (ring::TransportConfig::recv_gro): receives that carried a burst, and
+  // datagrams of such bursts dropped (more than a Poll's batch could take).
+  std::atomic<uint64_t> recv_coalesced{0};
+  std::atomic<uint64_t> recv_coalesced_dropped{0};
   // The transport's own work (ring::TransportStats): system calls, and completions reaped
   // (io_uring only), for the per-datagram cost of each transport.
   std::atomic<uint64_t> transport_syscalls{0};

@@ -478,6 +478,8 @@ std::string Node::StatusJson() {
     w.Key("mailbox_in").Uint(get(sc.mailbox_in));
     w.Key("send_errors").Uint(get(sc.send_errors));
     w.Key("recv_no_buffers").Uint(get(sc.recv_no_buffers));
+    w.Key("recv_coalesced").Uint(get(sc.recv_coalesced));
+    w.Key("recv_coalesced_dropped").Uint(get(sc.recv_coalesced_dropped));
     w.Key("transport_syscalls").Uint(get(sc.transport_syscalls));
     w.Key("transport_completions").Uint(get(sc.transport_completions));
     w.Key("rooms").Uint(get(sc.rooms));
@@ -642,6 +644,8 @@ admin::NodeMetrics Node::Metrics(std::vector<dht::PeerStatus>* peers) {
     out.mailbox_out = get(sc.mailbox_out);
     out.send_errors = get(sc.send_errors);
     out.recv_no_buffers = get(sc.recv_no_buffers);
+    out.recv_coalesced = get(sc.recv_coalesced);
+    out.recv_coalesced_dropped = get(sc.recv_coalesced_dropped);
     out.storage_commit_failures = get(sc.storage_errors);
     out.storage_recoveries = get(sc.storage_recoveries);
     out.storage_failing = get(sc.storage_failing);

@@ -228,6 +228,9 @@ void Shard::PublishTransportStats() noexcept {
   const ring::TransportStats& s = transport_->stats();
   Counters::Add(c.send_errors, s.send_errors - last_stats_.send_errors);
   Counters::Add(c.recv_no_buffers, s.recv_no_buffers - last_stats_.recv_no_buffers);
+  Counters::Add(c.recv_coalesced, s.recv_coalesced - last_stats_.recv_coalesced);
+  Counters::Add(c.recv_coalesced_dropped,
+                s.recv_coalesced_dropped - last_stats_.recv_coalesced_dropped);
   Counters::Add(c.transport_syscalls, s.syscalls - last_stats_.syscalls);
   Counters::Add(c.transport_completions, s.completions - last_stats_.completions);
   Counters::Add(c.dropped[int(wire::Verdict::kSendQueueFull)],
