@@ -6,6 +6,8 @@
 # it; ringpeer-load first measures the kernel baseline (a recvmmsg/sendmmsg echo pinned to
 # CPU 0) in the same run. Prints each run's figures, then the medians, ending with one
 # key=value line. Loopback only; every process it starts is stopped on exit.
+# SERVE_FLAGS and LOAD_FLAGS (environment) add flags to every `ringpeer serve` and every
+# `ringpeer-load ping`, e.g. SERVE_FLAGS="--recv-gro on" LOAD_FLAGS=--no-gso.
 set -euo pipefail
 build=${1:?usage: ping_compare.sh BUILD_DIR [SECONDS] [ROUNDS]}
 seconds=${2:-5}
@@ -25,15 +27,18 @@ for round in $(seq 1 "$rounds"); do
   for transport in io_uring recvmmsg; do
     if [ "$transport" = io_uring ]; then port=$((17700 + round * 10)); else port=$((17705 + round * 10)); fi
     rm -rf "$tmp/data"
+    # shellcheck disable=SC2086 # word splitting of the extra flags is wanted
     taskset -c 0 "$node_bin" serve --shards 1 --transport "$transport" \
-      --listen "127.0.0.1:$port" --data-dir "$tmp/data" --admin off 2>"$tmp/node.log" &
+      --listen "127.0.0.1:$port" --data-dir "$tmp/data" --admin off ${SERVE_FLAGS:-} \
+      2>"$tmp/node.log" &
     pid=$!
     for _ in $(seq 1 100); do
       "$node_bin" status --data-dir "$tmp/data" >/dev/null 2>&1 && break
       sleep 0.05
     done
+    # shellcheck disable=SC2086
     if ! line=$("$load_bin" ping --target "127.0.0.1:$port" --seconds "$seconds" --cpu 1 \
-                  --echo-cpu 0 | tail -n 1); then
+                  --echo-cpu 0 ${LOAD_FLAGS:-} | tail -n 1); then
       echo "ping_compare: the load run failed; node log:" >&2
       cat "$tmp/node.log" >&2
       exit 1
