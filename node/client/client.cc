@@ -265,6 +265,8 @@ Client::~Client() {
   if (node_) node_->Stop();
 }
 
+std::string Client::StatusJson() { return node_->StatusJson(); }
+
 base::Endpoint Client::local_address() const {
   return node_->addresses().empty() ? base::Endpoint{} : node_->addresses()[0];
 }

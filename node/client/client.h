@@ -219,6 +219,9 @@ class Client {
 
   const wire::KeyPair& identity() const { return identity_; }
   base::Endpoint local_address() const;
+  // StatusJson: this client's node as `ringpeer status --json` shows a node (its
+  // transport and counters among them), for logs and tests.
+  std::string StatusJson();
   uint64_t events_dropped() const { return listener_->dropped.load(std::memory_order_relaxed); }
 
  private:

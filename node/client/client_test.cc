@@ -11,6 +11,10 @@
 #include <filesystem>
 
 #include "gtest/gtest.h"
+#include "node/room/reducer.h"
+#include "node/room/room.h"
+#include "node/store/room_store.h"
+#include "ring/transport.h"
 
 namespace ringpeer::client {
 namespace {
@@ -187,6 +191,102 @@ TEST(Client, RotationHeadsAtTheirBoundaries) {
     EXPECT_EQ(past.status().code(), absl::StatusCode::kFailedPrecondition) << past.status();
     EXPECT_NE(past.status().message().find("merge"), std::string_view::npos);
   }
+}
+
+// Figure `key` of a node's StatusJson (summed over its shards), or -1 when absent.
+int64_t StatusFigure(const std::string& json, const std::string& key) {
+  const std::string quoted = "\"" + key + "\":";
+  int64_t sum = -1;
+  for (size_t at = json.find(quoted); at != std::string::npos;
+       at = json.find(quoted, at + quoted.size())) {
+    sum = std::max<int64_t>(sum, 0) + std::strtoll(json.c_str() + at + quoted.size(), nullptr, 10);
+  }
+  return sum;
+}
+
+// A joiner takes a checkpoint's ranges whole (issue 15, UDP GRO): the relay sends each
+// range of pieces as one GSO burst, the client's transport receives it as one datagram
+// and cuts it into the pieces, and the join reaches the writer's state. With recv_gro off
+// the same join arrives datagram by datagram, and reaches the same state.
+TEST(Client, AJoinerReceivesTheCheckpointsRangesWhole) {
+  ASSERT_TRUE(wire::InitCrypto());
+  TempDir tmp;
+  auto made = CreateRoom("gro", {}, 1, room::ReducerKind::kKv);
+  ASSERT_TRUE(made.ok()) << made.status();
+  const wire::KeyPair writer = wire::KeyPair::FromSeed(*made->writer.member_seed);
+  auto wroom = room::Room::Open(made->writer.genesis, &writer);
+  ASSERT_TRUE(wroom.ok()) << wroom.status();
+  ASSERT_EQ((*wroom)->AddKeyEpoch(made->writer.epochs[0]), room::Verdict::kOk);
+  auto random = [](std::span<uint8_t> out) { wire::RandomBytes(out); };
+  // ~120 KB of state: a checkpoint of ~120 leaves, several ranges of 32.
+  const std::string value(400, 'v');
+  for (int i = 0; i < 300; ++i) {
+    auto u = (*wroom)->Write(room::KvPayload(room::KvOp::kSet, "key" + std::to_string(i), value),
+                             random);
+    ASSERT_TRUE(u.ok()) << u.status();
+  }
+  auto cp = (*wroom)->MakeCheckpoint(random);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  const wire::Hash256 want = (*wroom)->state_hash();
+  // The relay holds the checkpoint and no log: a joiner must fetch it.
+  const std::string relay_dir = tmp.path + "/relay";
+  std::filesystem::create_directories(relay_dir);
+  const wire::KeyPair relay_key = wire::KeyPair::Generate();
+  {
+    store::RoomStoreOptions so;
+    so.node_id = wire::NodeIdOf(relay_key.public_key);
+    auto s = store::RoomStore::Open(relay_dir, 0, so);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_TRUE((*s)->PutGenesis(made->room_id, made->writer.genesis).ok());
+    ASSERT_TRUE((*s)->PutKeyEpoch(made->room_id, 0, made->writer.epochs[0]).ok());
+    ASSERT_TRUE((*s)->PutCheckpoint(made->room_id, cp->record, cp->blob).ok());
+    ASSERT_TRUE((*s)->Commit().ok());
+  }
+  shard::NodeConfig rc;
+  rc.listen = {*base::Endpoint::Parse("127.0.0.1:0")};
+  rc.room_store_dir = relay_dir;
+  auto relay = shard::Node::Create(rc, relay_key);
+  ASSERT_TRUE(relay.ok()) << relay.status();
+  ASSERT_TRUE((*relay)->Start().ok());
+  const base::Endpoint relay_addr = (*relay)->addresses()[0];
+  const bool uring = ring::ProbeIoUring().ok();
+  for (const bool gro : {true, false}) {
+    SCOPED_TRACE(gro ? "recv_gro on" : "recv_gro off");
+    ClientOptions o;
+    o.listen = *base::Endpoint::Parse("127.0.0.1:0");
+    o.data_dir = tmp.path + (gro ? "/gro" : "/plain");
+    o.bootstrap = {relay_addr};
+    o.cache = false;
+    o.recv_gro = gro;
+    auto c = Client::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    room::Invite inv = made->writer;
+    inv.bootstrap = {relay_addr};
+    auto ref = (*c)->Join(room::FormatInvite(inv));
+    ASSERT_TRUE(ref.ok()) << ref.status();
+    bool reached = false;
+    EXPECT_TRUE(PollUntil(**c, [&] {
+      auto st = (*c)->State(*ref);
+      reached = st.ok() && st->state_hash == want;
+      return reached;
+    }, 30'000)) << "the join did not reach the writer's state";
+    // The shard publishes its transport's counters once per tick: wait for a publish
+    // after the join (its system calls move on), which counts every receive of the join.
+    const int64_t syscalls = StatusFigure((*c)->StatusJson(), "transport_syscalls");
+    std::string status;
+    EXPECT_TRUE(PollUntil(**c, [&] {
+      status = (*c)->StatusJson();
+      return StatusFigure(status, "transport_syscalls") > syscalls;
+    })) << status;
+    EXPECT_EQ(StatusFigure(status, "recv_coalesced_dropped"), 0) << status;
+    if (!uring) continue;  // recvmmsg receives datagram by datagram
+    if (gro) {
+      EXPECT_GT(StatusFigure(status, "recv_coalesced"), 0) << status;
+    } else {
+      EXPECT_EQ(StatusFigure(status, "recv_coalesced"), 0) << status;
+    }
+  }
+  (*relay)->Stop();
 }
 
 }  // namespace
