@@ -6,8 +6,12 @@
 // into 64 KiB chunks, 16-byte aligned (FlatBuffers reads them in place, as it read the
 // heap copy). A chunk counts the bytes still live in it; when the last of them is freed the
 // chunk goes on a free list and the next chunk needed is taken from there, so a relay that
-// prunes as fast as it places allocates nothing once its chunks exist. At most
-// kFreeChunksKept empty chunks are kept; the rest go back to the heap.
+// prunes as fast as it places allocates nothing once its chunks exist. A relay prunes in
+// steps (every retention / 16, swarm_prune.cc), each freeing a slice of the log at once:
+// the free list keeps up to a quarter as many empty chunks as are in use (at least
+// kFreeChunksKept), so that the log growing back after a prune takes them again instead
+// of the heap; the rest go back to the heap, and a log that shrinks gives back the ones
+// beyond its new quarter.
 //
 // A room's first chunk is 4 KiB and each next one twice the last, up to 64 KiB, so that a
 // relay of many quiet rooms does not hold 64 KiB for each; only 64 KiB chunks are kept
@@ -37,7 +41,8 @@ class RecordArena {
   static constexpr size_t kChunkBytes = 64 * 1024;
   static constexpr size_t kFirstChunkBytes = 4 * 1024;
   static constexpr size_t kAlign = 16;
-  static constexpr size_t kFreeChunksKept = 1;
+  static constexpr size_t kFreeChunksKept = 1;   // at least
+  static constexpr size_t kFreeChunksShare = 4;  // at most in use / this many
   static constexpr uint32_t kNoChunk = 0xffffffffu;
 
   // Ref: one record in the arena (or nothing). Trivially copyable; the arena owns the bytes.
@@ -52,7 +57,8 @@ class RecordArena {
     operator std::span<const uint8_t>() const noexcept { return bytes(); }  // NOLINT
   };
 
-  RecordArena() { free_.reserve(kFreeChunksKept); }  // so that Free never allocates
+  // The free list's capacity follows the chunk table's, so that Free never allocates.
+  RecordArena() { free_.reserve(kFreeChunksKept); }
   RecordArena(const RecordArena&) = delete;
   RecordArena& operator=(const RecordArena&) = delete;
 
@@ -110,11 +116,10 @@ class RecordArena {
     return n;
   }
   size_t records() const noexcept { return records_; }
-  size_t chunks_in_use() const noexcept {
-    size_t n = 0;
-    for (const Chunk& c : chunks_) n += c.mem != nullptr && c.in_use;
-    return n;
-  }
+  size_t chunks_in_use() const noexcept { return in_use_; }
+  size_t chunks_free() const noexcept { return free_.size(); }
+  // Chunks taken from the heap since construction (each a heap allocation).
+  uint64_t chunk_allocations() const noexcept { return chunk_allocations_; }
 
  private:
   struct Chunk {
@@ -135,6 +140,7 @@ class RecordArena {
       chunks_[c].used = 0;
       chunks_[c].live = 0;
       chunks_[c].in_use = true;
+      ++in_use_;
       return c;
     }
     uint32_t c = kNoChunk;
@@ -147,15 +153,22 @@ class RecordArena {
     if (c == kNoChunk) {
       c = static_cast<uint32_t>(chunks_.size());
       chunks_.emplace_back();
+      if (free_.capacity() < chunks_.size()) free_.reserve(chunks_.capacity());
     }
     Chunk& ch = chunks_[c];
     // new[] of uint8_t is aligned for any fundamental type (16 bytes here).
     ch.mem.reset(new uint8_t[cap]);
+    ++chunk_allocations_;
     ch.cap = static_cast<uint32_t>(cap);
     ch.used = 0;
     ch.live = 0;
     ch.in_use = true;
+    ++in_use_;
     return c;
+  }
+
+  size_t FreeChunksLimit() const noexcept {
+    return std::max(kFreeChunksKept, in_use_ / kFreeChunksShare);
   }
 
   // MaybeRetire: chunk `c`, not current, goes to the free list (or the heap) once empty.
@@ -164,18 +177,31 @@ class RecordArena {
     if (ch.live != 0 || !ch.in_use) return;
     ch.in_use = false;
     ch.used = 0;
-    if (ch.cap == kChunkBytes && free_.size() < kFreeChunksKept) {
-      free_.push_back(c);  // capacity reserved at construction: no allocation here
+    RP_ASSERT(in_use_ > 0);
+    --in_use_;
+    // The log shrank: the empty chunks beyond its new share go back to the heap.
+    while (free_.size() > FreeChunksLimit()) {
+      Release(free_.back());
+      free_.pop_back();
+    }
+    if (ch.cap == kChunkBytes && free_.size() < FreeChunksLimit()) {
+      free_.push_back(c);  // capacity follows the chunk table's: no allocation here
       return;
     }
-    ch.mem.reset();
-    ch.cap = 0;
+    Release(c);
+  }
+
+  void Release(uint32_t c) noexcept {
+    chunks_[c].mem.reset();
+    chunks_[c].cap = 0;
   }
 
   std::vector<Chunk> chunks_;
   std::vector<uint32_t> free_;
   uint32_t current_ = kNoChunk;
   size_t records_ = 0;
+  size_t in_use_ = 0;
+  uint64_t chunk_allocations_ = 0;
 };
 
 }  // namespace ringpeer::room

@@ -1,5 +1,6 @@
 #include "node/room/record_arena.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -64,6 +65,40 @@ TEST(RecordArena, AStoreThatFreesAsFastAsItStoresReusesItsChunks) {
   for (const auto& r : window) {
     EXPECT_TRUE(std::equal(rec.begin(), rec.end(), r.data()));
   }
+}
+
+// A relay prunes in steps: each frees a slice of the log at once (here 1,000 of ~8,000
+// records, ~5 of ~35 chunks), and the log then grows back. The empty chunks wait on the
+// free list for it: after a few prunes, no chunk comes from the heap again. When the
+// log shrinks for good, the chunks beyond a quarter of it go back.
+TEST(RecordArena, ALogPrunedInStepsTakesItsChunksBackFromTheFreeList) {
+  RecordArena a;
+  std::vector<RecordArena::Ref> log;
+  size_t oldest = 0;
+  const auto rec = Pattern(300, 2);
+  uint64_t allocations_warm = 0;
+  for (int step = 0; step < 40; ++step) {
+    for (int i = 0; i < 1000; ++i) log.push_back(a.Store(rec));
+    if (log.size() - oldest > 8000) {
+      for (int i = 0; i < 1000; ++i) a.Free(log[oldest++]);
+    }
+    // Warm after a few prunes (the chunks' edges fall differently in each slice, so the
+    // peak may take a chunk or two more than the first time).
+    if (step == 12) allocations_warm = a.chunk_allocations();
+  }
+  ASSERT_GT(allocations_warm, 0u);
+  EXPECT_EQ(a.chunk_allocations(), allocations_warm);  // 27,000 records later
+  EXPECT_LE(a.chunks_free(), a.chunks_in_use() / RecordArena::kFreeChunksShare);
+  for (size_t i = oldest; i < log.size(); ++i) {
+    ASSERT_TRUE(std::equal(rec.begin(), rec.end(), log[i].data())) << i;
+  }
+  // The log shrinks to a tenth: the free list shrinks with it.
+  while (log.size() - oldest > 800) a.Free(log[oldest++]);
+  EXPECT_LE(a.chunks_free(), std::max<size_t>(RecordArena::kFreeChunksKept,
+                                              a.chunks_in_use() / RecordArena::kFreeChunksShare));
+  EXPECT_LE(a.bytes_held(), (a.chunks_in_use() + a.chunks_free()) * RecordArena::kChunkBytes + 4096);
+  while (oldest < log.size()) a.Free(log[oldest++]);
+  EXPECT_EQ(a.records(), 0u);
 }
 
 TEST(RecordArena, AQuietRoomHoldsLittleAndALargeRecordGivesItsChunkBack) {
