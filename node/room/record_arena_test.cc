@@ -67,8 +67,8 @@ TEST(RecordArena, AStoreThatFreesAsFastAsItStoresReusesItsChunks) {
   }
 }
 
-// A relay prunes in steps: each frees a slice of the log at once (here 1,000 of ~8,000
-// records, ~5 of ~35 chunks), and the log then grows back. The empty chunks wait on the
+// A relay prunes in steps: each frees a slice of the log at once (here 1,000 of 8,000-9,000
+// records, 4-5 of 38-43 chunks), and the log then grows back. The empty chunks wait on the
 // free list for it: after a few prunes, no chunk comes from the heap again. When the
 // log shrinks for good, the chunks beyond a quarter of it go back.
 TEST(RecordArena, ALogPrunedInStepsTakesItsChunksBackFromTheFreeList) {
