@@ -743,12 +743,17 @@ absl::Status RoomStore::WriteBatch(Batch* batch, int* commit_rc) {
     // On error the guard aborts the transaction: nothing of the batch remains.
     RP_RETURN_IF_ERROR(ApplyOp(batch, op));
   }
-  rc = txn.Commit();
+  const int injected = fail_next_commit_.exchange(0, std::memory_order_acquire);
+  const bool injected_after = injected != 0 && fail_after_commit_.load(std::memory_order_relaxed);
+  // A failure injected before the commit: the guard aborts the transaction, as LMDB's
+  // own failed commit does.
+  rc = injected != 0 && !injected_after ? injected : txn.Commit();
   const char* what = "cannot commit";
   bool committed = false;
   if (rc == 0 && sync_ == StoreSync::kOneSync) {
     committed = true;  // the meta page is written; only its sync is left
     rc = mdb_env_sync(env_, 1);
+    if (injected_after) rc = injected;
     what = "cannot sync";
   }
   *commit_rc = rc;
@@ -837,7 +842,8 @@ absl::Status RoomStore::WriteOut() {
     broken_ = absl::Status(st.code(), absl::StrCat(st.message(),
                                                    "; room storage stopped, restart the node"));
   }
-  return st;
+  // The first report of a failure that stops the store says so, as the later ones do.
+  return transient ? st : broken_;
 }
 
 void RoomStore::FinishBatch(const absl::Status& st) {

@@ -220,6 +220,15 @@ class RoomStore final : public room::RoomStorage {
   // the writer no longer touches `wake_fd`, which the caller may then close.
   void CommitWait() override;
 
+  // Test only: the next batch fails as a disk failing with `err` (an errno) would make it,
+  // with space left: before its transaction commits (`after_commit` false: LMDB's write
+  // or its sync inside the commit), or, with StoreSync::kOneSync, in the sync after it
+  // (true). Either stops the store (see WriteOut). Set before CommitStart/Commit.
+  void FailNextCommitForTest(int err, bool after_commit) noexcept {
+    fail_after_commit_.store(after_commit, std::memory_order_relaxed);
+    fail_next_commit_.store(err, std::memory_order_release);
+  }
+
   // Staged writes not yet durable, the batch in flight included (0 after a successful
   // Commit).
   size_t staged_count() const noexcept { return ops_.size() + batch_ops_.size(); }
@@ -316,6 +325,8 @@ class RoomStore final : public room::RoomStorage {
   // batch_result_). kStop: the writer exits. Release on each hand-off, acquire on reading.
   enum : uint32_t { kIdle = 0, kSubmitted = 1, kDone = 2, kStop = 3 };
   std::atomic<uint32_t> state_{kIdle};
+  std::atomic<int> fail_next_commit_{0};        // FailNextCommitForTest
+  std::atomic<bool> fail_after_commit_{false};
   std::atomic<bool> ringing_{false};  // the writer is writing wake_fd_ (see WriterLoop)
   absl::Status batch_result_;                    // written by the writer before kDone
   std::optional<absl::Status> pending_result_;   // for CommitPoll

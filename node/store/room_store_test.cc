@@ -868,6 +868,68 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
   }
 }
 
+// A failure that does not clear up (a disk failing with space left: EIO from a write or
+// a sync) stops the store rather than retrying, on the writer thread as on the shard's:
+// the failed batch and what was staged behind it are dropped (never acknowledged: the
+// shard sends acks only on OK), every later commit reports the same error, and what was
+// committed before is intact when the store is opened again. Before the commit (kSafe's
+// write, nothing of the batch stored) and after it (kOneSync's own sync: the batch may be
+// stored, but its pages may not have reached the disk, so a retry must not ack it).
+TEST(RoomStore, ADiskFailureThatStaysStopsTheStoreAndKeepsWhatWasCommitted) {
+  for (const bool after_commit : {false, true}) {
+    SCOPED_TRACE(after_commit ? "the sync after the commit fails" : "the commit fails");
+    const std::string dir = TempDir();
+    RoomStoreOptions options;
+    options.sync = after_commit ? StoreSync::kOneSync : StoreSync::kSafe;
+    {
+      auto store = MustOpen(dir, options);
+      ASSERT_NE(store, nullptr);
+      const int wake = eventfd(0, EFD_CLOEXEC);
+      ASSERT_GE(wake, 0);
+      store->UseWriterThread(wake);
+      RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
+      AppendRoomOne(*store, 0, 20);
+      store->CommitStart();
+      store->CommitWait();
+      std::optional<absl::Status> done = store->CommitPoll();
+      ASSERT_TRUE(done.has_value());
+      ASSERT_TRUE(done->ok()) << *done;
+      AppendRoomOne(*store, 20, 40);
+      store->FailNextCommitForTest(EIO, after_commit);
+      store->CommitStart();
+      AppendRoomOne(*store, 40, 45);  // staged while the failing batch is in flight
+      store->CommitWait();
+      done = store->CommitPoll();
+      ASSERT_TRUE(done.has_value());
+      EXPECT_FALSE(done->ok());
+      EXPECT_NE(done->code(), absl::StatusCode::kResourceExhausted) << *done;  // not "retry"
+      EXPECT_NE(done->message().find("restart the node"), std::string::npos) << *done;
+      EXPECT_EQ(store->staged_count(), 0u);  // dropped, not kept for a retry
+      // Stopped: what is staged later fails the same way and is dropped too.
+      AppendRoomOne(*store, 45, 50);
+      store->CommitStart();
+      store->CommitWait();
+      const std::optional<absl::Status> again = store->CommitPoll();
+      ASSERT_TRUE(again.has_value());
+      EXPECT_EQ(again->code(), done->code());
+      EXPECT_NE(again->message().find("restart the node"), std::string::npos) << *again;
+      EXPECT_EQ(store->staged_count(), 0u);
+      EXPECT_EQ(store->stats().commits, 1u);
+      store->UseWriterThread(-1);
+      close(wake);
+    }
+    auto store = MustOpen(dir, {});
+    ASSERT_NE(store, nullptr);
+    auto room = store->Load(Id(1, 1));
+    ASSERT_TRUE(room.ok()) << room.status();
+    // The first batch whole; the failed one absent (before the commit) or, when only its
+    // sync failed, possibly present (the page cache outlives the failure); nothing after.
+    const size_t have = room->updates.size();
+    EXPECT_TRUE(after_commit ? (have == 20 || have == 40) : have == 20) << have;
+    for (uint32_t i = 0; i < have; ++i) EXPECT_EQ(room->updates[i], Record('u', i)) << i;
+  }
+}
+
 TEST(RoomStore, StagingIsBounded) {
   const std::string dir = TempDir();
   auto store = MustOpen(dir);
