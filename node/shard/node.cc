@@ -135,6 +135,10 @@ absl::Status Node::Start() {
   for (uint32_t i = 0; i < n; ++i) {
     threads_.emplace_back([this, st, n, i, cpu = cpus[i % cpus.size()]] {
       PinTo(cpu);
+      // "rp-shard-N" in top -H, perf and /proc (a name is at most 15 characters).
+      char name[16];
+      std::snprintf(name, sizeof(name), "rp-shard-%u", i);
+      pthread_setname_np(pthread_self(), name);
       ring::TransportConfig tc = config_.transport_config;
       tc.cpu = cpu;
       auto t = ring::CreateTransport(config_.transport, std::move(sockets_[i]), tc,
