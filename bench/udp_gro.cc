@@ -61,8 +61,7 @@ bool RunRound(bool gro, int bursts, int segments, int bytes, Round* out) {
   timeval idle{1, 0};  // a round ends after 1 s without a datagram (lost ones)
   (void)setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof(idle));
   if (gro) {
-    const int one = 1;
-    if (setsockopt(rx, IPPROTO_UDP, UDP_GRO, &one, sizeof(one)) != 0) {
+    if (!ringpeer::ring::SetUdpGro(rx, true)) {  // the transports' own switch
       std::perror("UDP_GRO");
       close(rx);
       return false;

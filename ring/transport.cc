@@ -32,9 +32,9 @@ bool UdpGsoAvailable(int fd) noexcept {
   return setsockopt(fd, SOL_UDP, UDP_SEGMENT, &zero, sizeof(zero)) == 0;
 }
 
-bool EnableUdpGro(int fd) noexcept {
-  int one = 1;
-  return setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one)) == 0;
+bool SetUdpGro(int fd, bool on) noexcept {
+  const int value = on ? 1 : 0;
+  return setsockopt(fd, SOL_UDP, UDP_GRO, &value, sizeof(value)) == 0;
 }
 
 void SetBurstSegment(BurstControl* c, uint16_t segment) noexcept {

@@ -234,10 +234,11 @@ void SetBurstSegment(BurstControl* c, uint16_t segment) noexcept;
 // that cannot checksum them: EIO; a kernel or path that refuses the segment size:
 // EINVAL, EOPNOTSUPP), rather than UDP's ordinary loss.
 bool BurstRefused(int err) noexcept;
-// EnableUdpGro: asks the kernel to hand `fd`'s bursts over whole (UDP_GRO, Linux 5.0);
-// false where it refuses. Each receive then carries a UDP_GRO control message with the
-// segment size (an int) when it holds more than one datagram.
-bool EnableUdpGro(int fd) noexcept;
+// SetUdpGro: asks the kernel to hand `fd`'s bursts over whole (UDP_GRO, Linux 5.0), or
+// no longer to; false where it refuses (a kernel without the option refuses both). With
+// it on, a receive that holds more than one datagram carries a UDP_GRO control message
+// with the segment size (an int).
+bool SetUdpGro(int fd, bool on) noexcept;
 // BurstDatagrams: how many datagrams a burst of `size` bytes cut at `segment` makes.
 constexpr uint32_t BurstDatagrams(size_t size, size_t segment) noexcept {
   return static_cast<uint32_t>((size + segment - 1) / segment);

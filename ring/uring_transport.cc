@@ -160,9 +160,7 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
   TransportConfig config = asked;
   // A kernel without UDP_GRO (before 5.0) refuses the option even when it turns it off:
   // then the ordinary buffers, datagram by datagram.
-  int zero = 0;
-  if (config.recv_gro && !sockets->fds.empty() &&
-      setsockopt(sockets->fds[0], SOL_UDP, UDP_GRO, &zero, sizeof(zero)) != 0) {
+  if (config.recv_gro && !sockets->fds.empty() && !SetUdpGro(sockets->fds[0], false)) {
     config.recv_gro = false;
   }
   if (config.recv_gro) {
@@ -205,9 +203,9 @@ absl::StatusOr<std::unique_ptr<UringTransport>> UringTransport::Create(
     // Past the last failure (the sockets are ours now): a socket that took UDP_GRO must
     // never reach a transport that does not cut bursts. All or none of them.
     bool all = true;
-    for (int fd : t->fds_) all = all && EnableUdpGro(fd);
+    for (int fd : t->fds_) all = all && SetUdpGro(fd, true);
     if (!all) {
-      for (int fd : t->fds_) (void)setsockopt(fd, SOL_UDP, UDP_GRO, &zero, sizeof(zero));
+      for (int fd : t->fds_) (void)SetUdpGro(fd, false);
     }
     t->gro_on_ = all;
     if (all) t->recv_msg_.msg_controllen = kGroControlBytes;
@@ -602,6 +600,8 @@ bool UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
   RP_ASSERT(socket_index < fds_.size());
   io_uring_recvmsg_out* o = nullptr;
   uint32_t bid = 0;
+  uint32_t stored = 0;   // payload bytes in the buffer
+  uint32_t segment = 0;  // a burst's segment size (recv_gro), 0 for a lone datagram
   // What the receive holds, before anything is taken from it: with no room for it in
   // `out`, it stays in the CQ for the next Poll (a burst waits for a Poll with room for
   // all of it, unless even an empty `out` could not take it all).
@@ -611,10 +611,12 @@ bool UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
     bid = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
     RP_ASSERT(bid < config_.recv_buffers);
     o = io_uring_recvmsg_validate(RecvBuffer(bid), cqe.res, &recv_msg_);
-    if (o != nullptr && gro_on_ && *filled > 0) {
-      const uint32_t segment = GroSegment(o, &recv_msg_);
-      const uint32_t stored = io_uring_recvmsg_payload_length(o, cqe.res, &recv_msg_);
-      if (segment > 0 && (stored + segment - 1) / segment > out.size() - *filled) return false;
+    if (o != nullptr) {
+      stored = io_uring_recvmsg_payload_length(o, cqe.res, &recv_msg_);
+      if (gro_on_) segment = GroSegment(o, &recv_msg_);
+      if (segment > 0 && *filled > 0 && (stored + segment - 1) / segment > out.size() - *filled) {
+        return false;
+      }
     }
   }
   if ((cqe.flags & IORING_CQE_F_MORE) == 0) {
@@ -636,21 +638,18 @@ bool UringTransport::HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index,
   if (o == nullptr) return true;  // shorter than the layout header: nothing to hand out
   auto* payload = static_cast<uint8_t*>(io_uring_recvmsg_payload(o, &recv_msg_));
   RP_DASSERT(reinterpret_cast<uintptr_t>(payload + 16) % 8 == 0);
-  const uint32_t stored = io_uring_recvmsg_payload_length(o, cqe.res, &recv_msg_);
   const Endpoint from =
       Endpoint::FromSockaddr(static_cast<const sockaddr*>(io_uring_recvmsg_name(o)),
                              std::min(o->namelen, kRecvNameBytes));
-  const uint32_t segment = gro_on_ ? GroSegment(o, &recv_msg_) : 0;
   if (segment > 0 && o->payloadlen > segment) {
     // A burst: its datagrams, all `segment` long but the last. A truncated one (larger
     // than our buffer, which no UDP datagram is) keeps the whole datagrams it has.
     const bool truncated = (o->flags & MSG_TRUNC) != 0;
     const uint32_t total = (o->payloadlen + segment - 1) / segment;
-    const uint32_t whole = truncated ? stored / segment : (stored + segment - 1) / segment;
     const size_t handed =
         SplitCoalesced(payload, RecvBuffer(bid) + config_.recv_buffer_bytes - payload,
-                       truncated ? whole * segment : stored, segment, socket_index, from,
-                       out.subspan(*filled));
+                       truncated ? stored / segment * segment : stored, segment,
+                       socket_index, from, out.subspan(*filled));
     *filled += handed;
     stats_.received += handed;
     stats_.recv_coalesced++;
