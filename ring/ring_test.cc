@@ -802,28 +802,35 @@ std::vector<std::vector<uint8_t>> BurstParts(uint32_t first, uint32_t count, siz
   return parts;
 }
 
-std::unique_ptr<UringTransport> MakeGroTransport(uint32_t gro_buffers = 128) {
-  TransportConfig config;
-  config.recv_gro = true;
-  config.gro_buffers = gro_buffers;
-  auto made = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
-  EXPECT_TRUE(made.ok()) << made.status();
-  if (!made.ok()) return nullptr;
-  return std::unique_ptr<UringTransport>(static_cast<UringTransport*>(made->release()));
-}
+// GroTest: an io_uring transport receiving with recv_gro (gro_buffers_ buffers), its
+// receive armed, and a peer socket that sends GSO bursts to it (`to`); skipped where the
+// kernel lacks io_uring, UDP_GRO or UDP_SEGMENT.
+class GroTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
+    TransportConfig config;
+    config.recv_gro = true;
+    config.gro_buffers = gro_buffers_;
+    auto made = MakeTransport(TransportKind::kIoUring, Ep("127.0.0.1:0"), config);
+    ASSERT_TRUE(made.ok()) << made.status();
+    t.reset(static_cast<UringTransport*>(made->release()));
+    if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
+    if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
+    Pump(*t, 1);  // arm the receive
+    to = Target(*t, "127.0.0.1");
+  }
+  uint32_t gro_buffers_ = 128;
+  std::unique_ptr<UringTransport> t;
+  TestSocket peer{Ep("127.0.0.1:0")};
+  Endpoint to;
+};
 
 // With recv_gro a burst arrives as one receive and leaves Poll as its datagrams, each
 // whole, in order, from its sender and 8-byte aligned (+16) as a lone datagram is: a
 // segment that is a multiple of 8 (ours, wire::PackBurst) in place, any other (another
 // sender's) moved onto a boundary. Lone datagrams between them arrive as before.
-TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
-  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
-  auto t = MakeGroTransport();
-  ASSERT_NE(t, nullptr);
-  if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
-  TestSocket peer(Ep("127.0.0.1:0"));
-  if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
-  Pump(*t, 1);  // arm the receive
+TEST_F(GroTest, HandsOutEachDatagramOfABurstAligned) {
   std::vector<std::vector<uint8_t>> want;
   auto add = [&](const std::vector<std::vector<uint8_t>>& parts) {
     want.insert(want.end(), parts.begin(), parts.end());
@@ -832,15 +839,15 @@ TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
   const auto b = BurstParts(100, 20, 1001, 517);  // odd segments, a short last one
   const auto c = BurstParts(200, 40, 24, 19);     // tiny segments, many of them
   const auto e = BurstParts(300, 60, 17, 17);     // tiny odd ones: all but the first move
-  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), a, 1104));
+  ASSERT_TRUE(SendGsoBurst(peer, to, a, 1104));
   add(a);
-  ASSERT_TRUE(peer.SendTo(Target(*t, "127.0.0.1"), MakeDatagram(50, 6, 300)));
+  ASSERT_TRUE(peer.SendTo(to, MakeDatagram(50, 6, 300)));
   want.push_back(MakeDatagram(50, 6, 300));
-  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), b, 1001));
+  ASSERT_TRUE(SendGsoBurst(peer, to, b, 1001));
   add(b);
-  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), c, 24));
+  ASSERT_TRUE(SendGsoBurst(peer, to, c, 24));
   add(c);
-  ASSERT_TRUE(SendGsoBurst(peer, Target(*t, "127.0.0.1"), e, 17));
+  ASSERT_TRUE(SendGsoBurst(peer, to, e, 17));
   add(e);
   std::vector<std::vector<uint8_t>> got;
   std::vector<RecvDatagram> meta;
@@ -865,15 +872,7 @@ TEST(UringTransport, GroHandsOutEachDatagramOfABurstAligned) {
 // them within 64 KiB, a last one of any length up to the segment), with lone datagrams
 // between them: every datagram arrives once, whole, in order and aligned, and nothing is
 // counted as dropped. A fixed seed, so a failure replays.
-TEST(UringTransport, GroCutsBurstsOfAnyShapeIntoTheirDatagrams) {
-  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
-  auto t = MakeGroTransport();
-  ASSERT_NE(t, nullptr);
-  if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
-  TestSocket peer(Ep("127.0.0.1:0"));
-  if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
-  Pump(*t, 1);
-  const Endpoint to = Target(*t, "127.0.0.1");
+TEST_F(GroTest, CutsBurstsOfAnyShapeIntoTheirDatagrams) {
   std::mt19937 rng(20261207);
   uint32_t seq = 0;
   size_t bursts = 0;
@@ -911,15 +910,12 @@ TEST(UringTransport, GroCutsBurstsOfAnyShapeIntoTheirDatagrams) {
 // A burst waits in the CQ for a Poll with room for all of it, rather than being split
 // between two; one larger than a whole batch (never one of ours: our bursts fit the
 // shard's batch) gives the batch what fits and counts the rest as dropped.
-TEST(UringTransport, GroBurstWaitsForRoomAndOneLargerThanABatchIsCounted) {
-  if (!ProbeIoUring().ok()) GTEST_SKIP() << "io_uring unavailable";
-  auto t = MakeGroTransport(16);
-  ASSERT_NE(t, nullptr);
-  if (!t->gro_on()) GTEST_SKIP() << "kernel without UDP_GRO";
-  TestSocket peer(Ep("127.0.0.1:0"));
-  if (!UdpGsoAvailable(peer.fd())) GTEST_SKIP() << "kernel without UDP_SEGMENT";
-  Pump(*t, 1);
-  const Endpoint to = Target(*t, "127.0.0.1");
+class GroSixteenBuffersTest : public GroTest {
+ protected:
+  GroSixteenBuffersTest() { gro_buffers_ = 16; }
+};
+
+TEST_F(GroSixteenBuffersTest, ABurstWaitsForRoomAndOneLargerThanABatchIsCounted) {
   ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(0, 5, 200, 200), 200));
   ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(5, 5, 200, 200), 200));
   ASSERT_TRUE(SendGsoBurst(peer, to, BurstParts(10, 12, 200, 200), 200));

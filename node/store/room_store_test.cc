@@ -796,6 +796,20 @@ TEST(RoomStore, MapFullKeepsEarlierDataAndTheBatchStaged) {
 // The same full map with the writer thread: the batch fails on the writer while more is
 // staged, and goes back in front of it, so the staged view keeps the arrival order and the
 // next batch retries both.
+// WriterWithTwentyCommitted: `store` commits on its writer thread, which rings the eventfd
+// returned (-1: none could be made); room 1's genesis and updates 0..19 are in the batch
+// started and waited for. Its result is left for the caller's CommitPoll.
+int WriterWithTwentyCommitted(RoomStore& store) {
+  const int wake = eventfd(0, EFD_CLOEXEC);
+  if (wake < 0) return -1;
+  store.UseWriterThread(wake);
+  RP_EXPECT_OK(store.PutGenesis(Id(1, 1), Record('g', 1)));
+  AppendRoomOne(store, 0, 20);
+  store.CommitStart();
+  store.CommitWait();
+  return wake;
+}
+
 TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
   for (const bool held : {false, true}) {
     SCOPED_TRACE(held ? "blob held by reference" : "blob copied");
@@ -806,13 +820,8 @@ TEST(RoomStore, MapFullOnTheWriterPutsTheBatchBackInFront) {
     {
       auto store = MustOpen(dir, small);
       ASSERT_NE(store, nullptr);
-      const int wake = eventfd(0, EFD_CLOEXEC);
+      const int wake = WriterWithTwentyCommitted(*store);
       ASSERT_GE(wake, 0);
-      store->UseWriterThread(wake);
-      RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
-      AppendRoomOne(*store, 0, 20);
-      store->CommitStart();
-      store->CommitWait();
       std::optional<absl::Status> done = store->CommitPoll();
       ASSERT_TRUE(done.has_value());
       ASSERT_TRUE(done->ok()) << *done;
@@ -884,13 +893,8 @@ TEST(RoomStore, ADiskFailureThatStaysStopsTheStoreAndKeepsWhatWasCommitted) {
     {
       auto store = MustOpen(dir, options);
       ASSERT_NE(store, nullptr);
-      const int wake = eventfd(0, EFD_CLOEXEC);
+      const int wake = WriterWithTwentyCommitted(*store);
       ASSERT_GE(wake, 0);
-      store->UseWriterThread(wake);
-      RP_EXPECT_OK(store->PutGenesis(Id(1, 1), Record('g', 1)));
-      AppendRoomOne(*store, 0, 20);
-      store->CommitStart();
-      store->CommitWait();
       std::optional<absl::Status> done = store->CommitPoll();
       ASSERT_TRUE(done.has_value());
       ASSERT_TRUE(done->ok()) << *done;
