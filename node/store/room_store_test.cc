@@ -30,6 +30,7 @@
 #include "node/room/reducer.h"
 #include "node/room/room.h"
 #include "node/room/test_util.h"
+#include "node/store/lmdb_alloc.h"
 
 namespace ringpeer::store {
 namespace {
@@ -1110,6 +1111,46 @@ TEST(RoomStore, PruneDeletesCoveredUpdatesInOneCommit) {
   ASSERT_TRUE(loaded.ok());
   EXPECT_EQ(loaded->updates.size(), 250u);
   EXPECT_EQ(loaded->checkpoint_record, Record('c', 19));
+}
+
+// A relay's store in its steady state: every batch appends updates and prunes as many older
+// ones, now and then with a checkpoint (LMDB overflow pages). LMDB mallocs scratch memory
+// in every write transaction (its list of reclaimed pages) and frees it at the end; through
+// the recycling cache (lmdb_alloc.h) that stops reaching the heap once warm. Fails when
+// LMDB's allocator calls are not routed through the cache (no requests seen) or the cache
+// does not keep what LMDB frees (fresh heap blocks in the steady state).
+TEST(RoomStore, SteadyStateCommitsTakeNothingFromTheHeapForLmdb) {
+  const std::string dir = TempDir();
+  const Hash256 room = Id(1, 1);
+  auto store = MustOpen(dir);
+  ASSERT_NE(store, nullptr);
+  RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
+  RP_EXPECT_OK(store->PutKeyEpoch(room, 0, Record('e', 0)));
+  RP_EXPECT_OK(store->Commit());
+  constexpr uint32_t kPerBatch = 16, kKeptBatches = 64, kWarmBatches = 400, kBatches = 1200;
+  uint64_t heap_warm = 0, requests_warm = 0;
+  for (uint32_t b = 0; b < kBatches; ++b) {
+    if (b == kWarmBatches) {
+      heap_warm = lmdb_alloc::HeapAllocations();
+      requests_warm = lmdb_alloc::Requests();
+    }
+    for (uint32_t i = 0; i < kPerBatch; ++i) {
+      const uint32_t n = b * kPerBatch + i;
+      RP_EXPECT_OK(store->Append(room, Id(2, n), Record('u', n, 200 + n % 700)));
+      if (b >= kKeptBatches) RP_EXPECT_OK(store->DeleteUpdate(room, Id(2, n - kKeptBatches * kPerBatch)));
+    }
+    if (b % 100 == 99) RP_EXPECT_OK(store->PutCheckpoint(room, Record('c', b), Record('b', b, 20000)));
+    RP_EXPECT_OK(store->Commit());
+  }
+  const uint64_t heap = lmdb_alloc::HeapAllocations() - heap_warm;
+  const uint64_t requests = lmdb_alloc::Requests() - requests_warm;
+  std::printf("LMDB over %u steady-state commits: %llu requests, %llu from the heap\n",
+              kBatches - kWarmBatches, static_cast<unsigned long long>(requests),
+              static_cast<unsigned long long>(heap));
+  EXPECT_GE(requests, kBatches - kWarmBatches);  // at least one per write transaction
+  EXPECT_EQ(heap, 0u);
+  EXPECT_EQ(store->updates_count(), kKeptBatches * kPerBatch);
+  RP_EXPECT_OK(store->Verify());
 }
 
 TEST(RoomStore, RelayRoomRebuiltFromStore) {
