@@ -8,7 +8,7 @@
 // realloc, free, posix_memalign and strdup renamed (objcopy --redefine-sym, see
 // CMakeLists.txt) to the functions below; nothing else in the process goes through them.
 //
-// Blocks come in power-of-two size classes (64 B to 8 MiB). A freed block goes on its
+// Blocks come in power-of-two size classes (64 B to 256 KiB). A freed block goes on its
 // class's list in the freeing thread's cache, up to kCachedPerClass blocks, and the next
 // request of that class on that thread takes it back: a store's writer thread, whose
 // transactions have similar shapes, stops touching the heap after its first few commits.
@@ -24,7 +24,7 @@
 namespace ringpeer::store::lmdb_alloc {
 
 inline constexpr size_t kMinClassBytes = 64;
-inline constexpr size_t kMaxClassBytes = size_t{8} << 20;
+inline constexpr size_t kMaxClassBytes = size_t{256} << 10;
 inline constexpr size_t kCachedPerClass = 4;
 
 // Blocks LMDB has taken from the heap (fresh ones; not those taken from a cache), in all
