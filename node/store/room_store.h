@@ -272,6 +272,9 @@ class RoomStore final : public room::RoomStorage {
   // from the log. Both at Open, in the process that serves the store (not the verifier).
   absl::Status Upgrade();
   absl::Status BuildIndex();
+  // WarmPageCache: fills LMDB's cache of dirty pages (see the .cc), at Open.
+  void WarmPageCache();
+  static constexpr uint32_t kWarmPages = 256;
   // Reconcile: after a failed commit, makes ids_ say what the log holds for every id the
   // batch touched (the transaction may or may not have committed).
   void Reconcile();
