@@ -78,6 +78,18 @@ class UringTransport final : public Transport {
       static_cast<uint32_t>(sizeof(io_uring_recvmsg_out)) + kRecvNameBytes +
       kGroControlBytes + 65536 + 7 * kGroSegmentsMax;
 
+  // SplitCoalesced (recv_gro): hands out the datagrams of one receive that holds a burst
+  // (`stored` bytes at `payload`, `room` bytes to its buffer's end) cut at `segment`
+  // bytes, each at an offset from `payload` that is a multiple of 8, in place (another
+  // sender's odd segments are moved up, within `room`); returns how many (at most
+  // out.size() and kGroSegmentsMax for odd segments; the rest are dropped).
+  // REQUIRES: segment > 0, stored <= room. Public and static for the fuzzer
+  // (tests/fuzz/gro_split_fuzzer.cc): the segment size comes from the sender's GSO size.
+  static size_t SplitCoalesced(uint8_t* payload, size_t room, uint32_t stored,
+                               uint32_t segment, uint32_t socket_index,
+                               const base::Endpoint& from,
+                               std::span<RecvDatagram> out) noexcept;
+
   // Create: sets up the ring, the buffer ring and the send pool, and arms the receives.
   // On success it owns `*sockets` (they are moved out); on failure `*sockets` is left
   // untouched so that the caller may fall back to another transport.
@@ -154,12 +166,6 @@ class UringTransport final : public Transport {
   // CQ for the next Poll).
   bool HandleRecv(const io_uring_cqe& cqe, uint32_t socket_index, std::span<RecvDatagram> out,
                   size_t* filled) noexcept;
-  // SplitCoalesced (recv_gro): hands out the datagrams of one receive that holds a burst
-  // (`stored` bytes at `payload`, `room` bytes to its buffer's end) cut at `segment`
-  // bytes, each 8-byte aligned in place; returns how many (at most out.size()).
-  size_t SplitCoalesced(uint8_t* payload, size_t room, uint32_t stored, uint32_t segment,
-                        uint32_t socket_index, const base::Endpoint& from,
-                        std::span<RecvDatagram> out) noexcept;
   void HandleSend(const io_uring_cqe& cqe, uint32_t slot) noexcept;
   // FreeSlot: `slot`'s send ended; it (and its burst buffer, after the burst's last send)
   // is free again.
