@@ -1062,13 +1062,20 @@ TEST(RoomStore, IdIndexFollowsDeletesForgetsAndReopens) {
   EXPECT_TRUE(store->Verify().ok());
 }
 
+// A new store in `dir` with one room (genesis and epoch 0) staged.
+std::unique_ptr<RoomStore> WithOneRoom(const std::string& dir, const Hash256& room) {
+  auto store = MustOpen(dir);
+  if (store == nullptr) return nullptr;
+  RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
+  RP_EXPECT_OK(store->PutKeyEpoch(room, 0, Record('e', 0)));
+  return store;
+}
+
 TEST(RoomStore, PruneDeletesCoveredUpdatesInOneCommit) {
   const std::string dir = TempDir();
   const Hash256 room = Id(1, 1);
-  auto store = MustOpen(dir);
+  auto store = WithOneRoom(dir, room);
   ASSERT_NE(store, nullptr);
-  RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
-  RP_EXPECT_OK(store->PutKeyEpoch(room, 0, Record('e', 0)));
   uint64_t used_first = 0;
   uint32_t next = 0;
   for (uint32_t round = 0; round < 20; ++round) {
@@ -1122,10 +1129,8 @@ TEST(RoomStore, PruneDeletesCoveredUpdatesInOneCommit) {
 TEST(RoomStore, SteadyStateCommitsTakeNothingFromTheHeapForLmdb) {
   const std::string dir = TempDir();
   const Hash256 room = Id(1, 1);
-  auto store = MustOpen(dir);
+  auto store = WithOneRoom(dir, room);
   ASSERT_NE(store, nullptr);
-  RP_EXPECT_OK(store->PutGenesis(room, Record('g', 1)));
-  RP_EXPECT_OK(store->PutKeyEpoch(room, 0, Record('e', 0)));
   RP_EXPECT_OK(store->Commit());
   constexpr uint32_t kPerBatch = 16, kKeptBatches = 64, kWarmBatches = 400, kBatches = 1200;
   uint64_t heap_warm = 0, requests_warm = 0;
