@@ -12,10 +12,17 @@
 // class's list in the freeing thread's cache, up to kCachedPerClass blocks, and the next
 // request of that class on that thread takes it back: a store's writer thread, whose
 // transactions have similar shapes, stops touching the heap after its first few commits.
-// Larger blocks, and blocks beyond a full list, go back to the heap. Each block carries a
-// 16-byte header naming its class, so a block may be freed on any thread. A thread's cache
-// is emptied when the thread exits. The most a thread keeps is bounded by the classes its
-// transactions used (at most kCachedPerClass blocks each).
+// Larger blocks (a checkpoint's overflow pages, a large free-page list) use the heap's own
+// malloc, realloc and free, and so do blocks beyond a full list. Each block carries a
+// 16-byte header naming its class, so a block may be freed on any thread; a block freed
+// twice aborts with a message, and under ASan a cached block is poisoned, so LMDB touching
+// memory it freed is still reported. calloc takes fresh blocks zeroed from the heap (whose
+// new pages stay untouched) and zeroes reused ones. A thread's cache is emptied when the
+// thread exits. The most a thread keeps is bounded by the classes its transactions used:
+// at most kCachedPerClass blocks each, under 2 MiB in all.
+//
+// A build on a system without a static liblmdb.a links the shared library instead, without
+// the cache (CMakeLists.txt warns; RINGPEER_LMDB_POOLED is then 0).
 #pragma once
 
 #include <cstddef>
@@ -30,8 +37,9 @@ inline constexpr size_t kCachedPerClass = 4;
 // Blocks LMDB has taken from the heap (fresh ones; not those taken from a cache), in all
 // threads since the process started. Tests and benchmarks read it.
 uint64_t HeapAllocations() noexcept;
-// Requests LMDB made (allocations, whether from a cache or from the heap).
-uint64_t Requests() noexcept;
+// Allocations LMDB made on the calling thread, whether from its cache or from the heap
+// (a per-thread count: no shared cache line on every allocation).
+uint64_t RequestsOnThisThread() noexcept;
 
 }  // namespace ringpeer::store::lmdb_alloc
 

@@ -353,8 +353,11 @@ void RoomStore::WarmPageCache() {
   // (me_dpages, kept until the environment closes) has one; the cache only grows when a
   // transaction dirties more pages than any before, which a relay's batches did now and then
   // long after start (3 allocations per 15,000 updates in the loopback benchmark, issue 15).
-  // Dirtying kWarmPages pages in a transaction that is then aborted fills the cache up front
-  // (1 MiB): nothing is written to the file. Best effort: a failure changes nothing.
+  // Putting 2 * kWarmPages values of 1,800 bytes in a transaction that is then aborted
+  // fills the cache up front: at most two fit a 4 KiB page and splits leave pages part
+  // full, so ~300-500 pages (1-2 MiB, kept until the environment closes); nothing is
+  // written to the file. Best effort: a failure (a full map) leaves the pages dirtied so
+  // far in the cache and nothing else. Only Open calls it (not the forked verifier).
   Txn txn;
   if (txn.Begin(env_, 0) != 0) return;
   char key[32];
@@ -971,7 +974,8 @@ void RoomStore::WriterLoop() {
     while (s != kSubmitted && s != kStop) {
       // A futex sleep straight away: std::atomic::wait first spins with sched_yield, which
       // cost ~1% of a relay's CPU on the writer thread between batches (perf, issue 15).
-      // Bounded, so a lost wake-up would only delay, never hang.
+      // The kernel compares the word before sleeping, so no wake-up is lost; the 1 s bound
+      // is a backstop only.
       base::FutexWait(&state_, s, 1000);
       s = state_.load(std::memory_order_acquire);
     }
