@@ -362,7 +362,7 @@ void RoomStore::WarmPageCache() {
   if (txn.Begin(env_, 0) != 0) return;
   char key[32];
   for (uint32_t i = 0; i < 2 * kWarmPages; ++i) {
-    // Two values of 1,800 bytes fill a 4 KiB page; MDB_RESERVE copies nothing.
+    // MDB_RESERVE: room for the value, nothing copied.
     const int n = std::snprintf(key, sizeof(key), "ringpeer.warm.%u", i);
     MDB_val k = Val(key, static_cast<size_t>(n));
     MDB_val v{1800, nullptr};

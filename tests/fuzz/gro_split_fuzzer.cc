@@ -35,7 +35,9 @@ namespace {
 using ringpeer::ring::RecvDatagram;
 using ringpeer::ring::UringTransport;
 
-constexpr size_t kPayloadAt = 72;  // as the transport's GRO buffers (uring_transport.h)
+// Where the payload starts in the transport's GRO buffers: after the recvmsg header, the
+// source address and the UDP_GRO control message (72 B).
+constexpr size_t kPayloadAt = UringTransport::kRecvPayloadOffset + UringTransport::kGroControlBytes;
 
 [[noreturn]] void Fail(const char* what) {
   std::fprintf(stderr, "gro_split_fuzzer: %s\n", what);
@@ -48,7 +50,7 @@ uint8_t Pattern(size_t i, uint8_t seed) { return static_cast<uint8_t>(i * 131 + 
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 7) return 0;
-  uint32_t segment = data[0] | (uint32_t{data[1]} << 8);
+  const uint32_t segment = data[0] | (uint32_t{data[1]} << 8);
   uint32_t stored = data[2] | (uint32_t{data[3]} << 8) | (uint32_t{data[4]} << 16);
   const size_t batch = size_t{1} + data[5];
   const size_t slack = data[6];
