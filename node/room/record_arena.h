@@ -20,6 +20,10 @@
 // A record larger than a quarter chunk gets a chunk of its own, returned when it is freed
 // (updates fit in a datagram; this is for the odd large record, not the steady state).
 //
+// Chunks, and the chunk table once it is 4 KiB or more, come from the process's BlockPool
+// (base/block_pool.h), not the heap: a log that grows takes address space reserved at
+// start, and a chunk given back is the next one of its size that any room takes.
+//
 // Not thread-safe: one room, one shard.
 
 #ifndef RINGPEER_NODE_ROOM_RECORD_ARENA_H_
@@ -33,6 +37,7 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/block_pool.h"
 
 namespace ringpeer::room {
 
@@ -61,6 +66,9 @@ class RecordArena {
   RecordArena() { free_.reserve(kFreeChunksKept); }
   RecordArena(const RecordArena&) = delete;
   RecordArena& operator=(const RecordArena&) = delete;
+  ~RecordArena() {
+    for (Chunk& c : chunks_) base::GiveBlock(c.mem, c.cap);
+  }
 
   // Store: copies `src` in; the bytes stay where they are until Free.
   Ref Store(std::span<const uint8_t> src) {
@@ -81,7 +89,7 @@ class RecordArena {
       c = current_;
     }
     Chunk& ch = chunks_[c];
-    uint8_t* at = ch.mem.get() + ch.used;
+    uint8_t* at = ch.mem + ch.used;
     std::memcpy(at, src.data(), src.size());
     ch.used += static_cast<uint32_t>(need);
     ch.live += static_cast<uint32_t>(need);
@@ -109,7 +117,7 @@ class RecordArena {
     r = Ref{};
   }
 
-  // Bytes held from the heap: chunks in use and the empty ones kept.
+  // Bytes held (pool or heap): chunks in use and the empty ones kept.
   uint64_t bytes_held() const noexcept {
     uint64_t n = chunks_.capacity() * sizeof(Chunk) + free_.capacity() * sizeof(uint32_t);
     for (const Chunk& c : chunks_) n += c.cap;
@@ -118,17 +126,20 @@ class RecordArena {
   size_t records() const noexcept { return records_; }
   size_t chunks_in_use() const noexcept { return in_use_; }
   size_t chunks_free() const noexcept { return free_.size(); }
-  // Chunks taken from the heap since construction (each a heap allocation).
+  // Chunks taken (pool or heap) since construction.
   uint64_t chunk_allocations() const noexcept { return chunk_allocations_; }
 
  private:
   struct Chunk {
-    std::unique_ptr<uint8_t[]> mem;
+    uint8_t* mem = nullptr;  // base::TakeBlock(cap)
     uint32_t cap = 0;
     uint32_t used = 0;  // bytes handed out since the chunk was (re)started
     uint32_t live = 0;  // of those, not yet freed
     bool in_use = false;
   };
+
+  static constexpr size_t kBusyChunks = base::BlockPool::kMinBlock / sizeof(Chunk);
+  static constexpr size_t kBusyFree = base::BlockPool::kMinBlock / sizeof(uint32_t);
 
   static size_t Round(size_t n) noexcept { return (n + kAlign - 1) & ~(kAlign - 1); }
 
@@ -151,13 +162,20 @@ class RecordArena {
       }
     }
     if (c == kNoChunk) {
+      if (cap == kChunkBytes && chunks_.capacity() < kBusyChunks) {
+        // The first full-size chunk: a busy log. Its tables take one pool block each now
+        // instead of doubling through the heap while the log grows (a quiet room's stay
+        // small, on the heap, taken once).
+        chunks_.reserve(kBusyChunks);
+        free_.reserve(kBusyFree);
+      }
       c = static_cast<uint32_t>(chunks_.size());
       chunks_.emplace_back();
       if (free_.capacity() < chunks_.size()) free_.reserve(chunks_.capacity());
     }
     Chunk& ch = chunks_[c];
-    // new[] of uint8_t is aligned for any fundamental type (16 bytes here).
-    ch.mem.reset(new uint8_t[cap]);
+    // Pool blocks are 4 KiB-aligned, heap ones 16 (kAlign).
+    ch.mem = static_cast<uint8_t*>(base::TakeBlock(cap));
     ++chunk_allocations_;
     ch.cap = static_cast<uint32_t>(cap);
     ch.used = 0;
@@ -192,12 +210,13 @@ class RecordArena {
   }
 
   void Release(uint32_t c) noexcept {
-    chunks_[c].mem.reset();
+    base::GiveBlock(chunks_[c].mem, chunks_[c].cap);
+    chunks_[c].mem = nullptr;
     chunks_[c].cap = 0;
   }
 
-  std::vector<Chunk> chunks_;
-  std::vector<uint32_t> free_;
+  base::PoolVector<Chunk> chunks_;
+  base::PoolVector<uint32_t> free_;
   uint32_t current_ = kNoChunk;
   size_t records_ = 0;
   size_t in_use_ = 0;

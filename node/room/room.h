@@ -46,6 +46,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
+#include "base/block_pool.h"
 #include "node/room/record_arena.h"
 #include "node/room/records.h"
 #include "node/room/reducer.h"
@@ -413,10 +414,14 @@ class Room {
   RecordArena arena_;                                    // entries_' records
   std::vector<Hash256> release_work_;                    // Release's worklist
   bool releasing_ = false;                               // Release is running
-  std::vector<Entry> entries_;                           // slots; dead ones stay
-  absl::flat_hash_map<Hash256, uint32_t, IdHash> index_;  // live entries by id
-  std::vector<uint32_t> order_;                          // slots in order
-  std::vector<Hash256> chain_;                           // state hash after order_[i]
+  // What grows with the log lives in base::BlockPool (address space reserved at start),
+  // not the heap, once it is 4 KiB or more (issue 15: allocs_per_update).
+  base::PoolVector<Entry> entries_;                      // slots; dead ones stay
+  absl::flat_hash_map<Hash256, uint32_t, IdHash, std::equal_to<Hash256>,
+                      base::PoolAllocator<std::pair<const Hash256, uint32_t>>>
+      index_;                                            // live entries by id
+  base::PoolVector<uint32_t> order_;                     // slots in order
+  base::PoolVector<Hash256> chain_;                      // state hash after order_[i]
   std::vector<uint32_t> heads_;                          // slots with no live child
 
   absl::flat_hash_map<Hash256, Held, IdHash> pending_;

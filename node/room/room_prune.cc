@@ -41,7 +41,7 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
   auto covered = [&](const Entry& e) {
     return !e.dead && e.segment != kTailSegment && e.segment <= cut;
   };
-  std::vector<uint8_t> keep_base(entries_.size(), 0);
+  base::PoolVector<uint8_t> keep_base(entries_.size(), 0);  // sized with the log: pooled
   size_t leaving = 0;
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     const Entry& e = entries_[s];
@@ -91,8 +91,8 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
   pruned_count_ += leaving;
 
   // Compact the slots: covered entries leave or become base entries.
-  std::vector<uint32_t> remap(entries_.size(), kNoPos);
-  std::vector<Entry> kept;
+  base::PoolVector<uint32_t> remap(entries_.size(), kNoPos);
+  base::PoolVector<Entry> kept;
   kept.reserve(entries_.size() - leaving);
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     Entry& e = entries_[s];
@@ -130,7 +130,7 @@ size_t Room::PruneCovered(std::span<const Hash256> barrier_heads,
     relink(e.children);
   }
   entries_ = std::move(kept);
-  index_ = absl::flat_hash_map<Hash256, uint32_t, IdHash>();
+  index_ = decltype(index_)();
   index_.reserve(entries_.size());
   for (uint32_t s = 0; s < entries_.size(); ++s) {
     if (!entries_[s].dead) index_.emplace(entries_[s].id, s);

@@ -51,6 +51,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "base/block_pool.h"
 #include "node/room/storage.h"
 #include "wire/crypto.h"
 
@@ -348,7 +349,10 @@ class RoomStore final : public room::RoomStorage {
   // Every stored update by its id's first 16 bytes (collisions need 2^64 work) -> its
   // log sequence number in its room (DESIGN.md 8). Changed while a batch is written, with
   // each change in id_undo_ until the commit's outcome is known.
-  absl::flat_hash_map<IdKey, uint64_t> ids_;  // 24-byte slots
+  // Its table lives in base::BlockPool once it is 4 KiB or more (it grows with the log).
+  absl::flat_hash_map<IdKey, uint64_t, absl::Hash<IdKey>, std::equal_to<IdKey>,
+                      base::PoolAllocator<std::pair<const IdKey, uint64_t>>>
+      ids_;  // 24-byte slots
   struct IdChange {  // an id the batch added or removed, at (room, seq)
     IdKey key;
     uint64_t seq = 0;
