@@ -104,8 +104,8 @@ run_tests() {
 
   configure build/tsan "${cc[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${sflags[@]}" \
     -DRINGPEER_SANITIZE=thread -DRINGPEER_BENCH=OFF
-  timed "tsan build" cmake --build build/tsan -j "$JOBS" --target shard_test store_writer_test
-  stage "tsan: mailbox stress, the room store's writer thread" \
+  timed "tsan build" cmake --build build/tsan -j "$JOBS" --target shard_test store_writer_test block_pool_test
+  stage "tsan: mailbox stress, the room store's writer thread, the block pool" \
     ctest --test-dir build/tsan -L tsan --output-on-failure
 
   echo

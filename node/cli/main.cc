@@ -26,6 +26,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/block_pool.h"
 #include "base/endpoint.h"
 #include "base/log.h"
 #include "base/status.h"
@@ -97,6 +98,10 @@ constexpr FlagSpec kServeFlags[] = {
     {"storage-map-bytes", FlagSpec::Kind::kValue, "RINGPEER_STORAGE_MAP_BYTES", "SIZE",
      "--storage-max / shards",
      "LMDB map size of each shard's store (address space, not disk; the per-shard cap)"},
+    {"room-log-space", FlagSpec::Kind::kValue, "RINGPEER_ROOM_LOG_SPACE", "SIZE", "16G",
+     "address space reserved at start for rooms' in-memory logs (memory is taken only as "
+     "they grow; beyond it they use the heap, counted in status as room_log_pool.fallbacks; "
+     "0: heap only)"},
     {"rooms-max", FlagSpec::Kind::kValue, "RINGPEER_ROOMS_MAX", "N", "256",
      "rooms each shard serves at once (a full table drops never-written rooms, then "
      "unloads idle ones)"},
@@ -238,6 +243,7 @@ bool Ipv6Available() {
 struct ServeSettings {
   shard::NodeConfig node;
   std::string data_dir;
+  uint64_t room_log_space = base::BlockPool::kDefaultSpace;
   std::optional<base::Endpoint> admin;  // nullopt: --admin off
   base::LogLevel log_level = base::LogLevel::kInfo;
   base::LogFormat log_format = base::LogFormat::kText;
@@ -396,6 +402,10 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
     c.transport_config.send_delay_us = static_cast<int64_t>(ms) * 1000;
   }
   settings.data_dir = f.Value("data-dir").value_or(kDefaultDataDir);
+  if (auto v = f.Value("room-log-space")) {
+    RP_ASSIGN_OR_RETURN(settings.room_log_space,
+                        ParseBytes("room-log-space", *v, 0, base::BlockPool::kMaxSpace));
+  }
   const std::string admin = f.Value("admin").value_or(admin::kAdminDefaultAddress);
   if (admin != "off") {
     settings.admin = base::Endpoint::Parse(admin);
@@ -446,6 +456,7 @@ void PrintConfig(const Flags& f, const ServeSettings& s) {
       {"peers-max", std::to_string(c.peers_max)},
       {"storage-max", std::to_string(c.room_store_bytes_max * c.shards)},
       {"storage-map-bytes", std::to_string(c.room_store_bytes_max)},
+      {"room-log-space", std::to_string(s.room_log_space)},
       {"rooms-max", std::to_string(c.rooms_max)},
       {"room-admission",
        c.room_admission.policy == room::RoomAdmission::kOpen ? "open" : "listed"},
@@ -674,6 +685,9 @@ int Serve(std::span<const char* const> args) {
   base::SetLogLevel(settings->log_level);
   base::SetLogFormat(settings->log_format);
   const std::string& data_dir_path = settings->data_dir;
+  if (!base::BlockPool::SetGlobalSpace(settings->room_log_space)) {
+    base::Log(base::LogLevel::kWarn, "--room-log-space ignored: the pool was reserved before");
+  }
   if (!wire::InitCrypto()) return RuntimeError(absl::InternalError("libsodium failed to start"));
   auto data_dir = store::DataDir::Open(data_dir_path);
   if (!data_dir.ok()) return RuntimeError(data_dir.status());

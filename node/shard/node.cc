@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/block_pool.h"
 #include "base/assert.h"
 #include "base/clock.h"
 #include "base/futex.h"
@@ -462,6 +463,18 @@ std::string Node::StatusJson() {
                                                   : store::kStoreMapBytesDefault);
   }
   w.EndObject();
+  {
+    // Rooms' logs (records, indexes) grow into this process-wide pool (base/block_pool.h).
+    const base::BlockPool::Stats ps = base::BlockPool::Global().stats();
+    w.Key("room_log_pool").BeginObject();
+    w.Key("space_bytes").Uint(ps.space);
+    w.Key("carved_bytes").Uint(ps.carved);
+    w.Key("blocks_taken").Uint(ps.takes);
+    w.Key("blocks_reused").Uint(ps.reuses);
+    w.Key("blocks_given_back").Uint(ps.gives);
+    w.Key("fallbacks").Uint(ps.fallbacks);
+    w.EndObject();
+  }
   w.Key("shard_counters").BeginArray();
   for (uint32_t i = 0; i < shards_.size(); ++i) {
     const Counters& sc = shards_[i]->counters();
