@@ -26,6 +26,10 @@
 //   allocs_per_update heap allocations (malloc, calloc, realloc, aligned) made by the
 //                     relay's threads per update, after the first quarter of the run
 //                     (steady state); -1 in a sanitizer build (no allocation hook).
+//   pool_blocks_per_update  blocks the log's growth took from base::BlockPool (the
+//                     range reserved at start: record chunks, index and order arrays) per
+//                     update over the same steady-state stretch: what allocs_per_update
+//                     would count if they came from the heap.
 //   rss_mb            the process's peak resident set (getrusage), MiB.
 //   datagrams_per_update  datagrams the relay sent (its shards' counters) per update.
 //   checkpoint_load_ms  the same checkpoint loaded by a Room in memory: median of five
@@ -64,6 +68,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "base/assert.h"
+#include "base/block_pool.h"
 #include "node/client/client.h"
 #include "node/room/reducer.h"
 #include "node/room/room.h"
@@ -172,6 +177,7 @@ struct FanoutFigures {
   double cpu_per_update_us = 0;
   double verify_us = 0;
   double allocs_per_update = -1;
+  double pool_blocks_per_update = 0;
   double datagrams_per_update = 0;
 };
 
@@ -520,6 +526,7 @@ void Fanout(int updates, FanoutFigures* out) {
   const uint64_t sent0 = RelaySent(*relay.node);
   const size_t steady_from = datagrams.size() / 4;
   uint64_t allocs_steady0 = 0;
+  uint64_t pool_steady0 = 0;
   bool steady = false;
   const double cpu0 = OtherThreadsCpuSeconds();
   const auto t0 = Clock::now();
@@ -569,6 +576,7 @@ void Fanout(int updates, FanoutFigures* out) {
     if (!steady && acked >= steady_from) {
       steady = true;
       allocs_steady0 = g_allocs.load(std::memory_order_relaxed);
+      pool_steady0 = base::BlockPool::Global().stats().takes;
       g_trace_sites.store(g_alloc_sites, std::memory_order_relaxed);
     }
     for (auto& m : members) delivered += m->Drain(wire::MessageType::kRoomPublish);
@@ -586,6 +594,7 @@ void Fanout(int updates, FanoutFigures* out) {
   }
   const double relay_cpu_s = OtherThreadsCpuSeconds() - cpu0;
   const uint64_t allocs_steady = g_allocs.load(std::memory_order_relaxed) - allocs_steady0;
+  const uint64_t pool_steady = base::BlockPool::Global().stats().takes - pool_steady0;
   g_trace_sites.store(false, std::memory_order_relaxed);
   if (g_alloc_sites) PrintAllocSites();
   const uint64_t sent = RelaySent(*relay.node) - sent0;
@@ -613,16 +622,21 @@ void Fanout(int updates, FanoutFigures* out) {
   if (RP_BENCH_ALLOC_HOOK && steady_updates > 0) {
     out->allocs_per_update = static_cast<double>(allocs_steady) / static_cast<double>(steady_updates);
   }
+  if (steady_updates > 0) {
+    out->pool_blocks_per_update =
+        static_cast<double>(pool_steady) / static_cast<double>(steady_updates);
+  }
   out->datagrams_per_update = static_cast<double>(sent) / updates;
   std::fprintf(stderr,
                "fan-out: %d updates acked in %.1f ms (%.0f/s); %llu of %llu floods reached the "
                "%d members; %llu retransmitted; signatures alone %.1f ms; relay CPU %.1f ms; "
-               "%llu datagrams sent; %llu allocations in the last %zu updates\n",
+               "%llu datagrams sent; %llu allocations and %llu pool blocks in the last %zu "
+               "updates\n",
                updates, relay_s * 1000, out->per_s, static_cast<unsigned long long>(delivered),
                static_cast<unsigned long long>(static_cast<uint64_t>(kMembers) * updates), kMembers,
                static_cast<unsigned long long>(retransmitted), sig_s * 1000, relay_cpu_s * 1000,
                static_cast<unsigned long long>(sent), static_cast<unsigned long long>(allocs_steady),
-               steady_updates);
+               static_cast<unsigned long long>(pool_steady), steady_updates);
 }
 
 }  // namespace
@@ -728,11 +742,11 @@ int main(int argc, char** argv) {
               "relay_cpu_per_update_us=%.1f verify_us=%.1f allocs_per_update=%.3f rss_mb=%.1f "
               "datagrams_per_update=%.2f relay_wall_overhead=%.2f checkpoint_load_ms=%.1f "
               "join_over_load=%.2f catchup_over_verify=%.2f join_first_ms=%.1f "
-              "checkpoint_load_first_ms=%.1f\n",
+              "checkpoint_load_first_ms=%.1f pool_blocks_per_update=%.4f\n",
               join_ms, catchup_ms, f.per_s, f.cpu_per_update_us / f.verify_us, f.cpu_per_update_us,
               f.verify_us, f.allocs_per_update, rss_mb, f.datagrams_per_update, f.wall_overhead,
               load_ms, load_ms > 0 ? join_ms / load_ms : 0.0,
               f.verify_us > 0 ? catchup_ms * 1000 / (10'000 * f.verify_us) : 0.0, join_first_ms,
-              load_first_ms);
+              load_first_ms, f.pool_blocks_per_update);
   return 0;
 }

@@ -31,6 +31,8 @@ TEST(RecordArena, RecordsStayPutAlignedAndReadable) {
     ASSERT_EQ(refs[i].size(), want[i].size());
     EXPECT_EQ(reinterpret_cast<uintptr_t>(refs[i].data()) % RecordArena::kAlign, 0u) << i;
     EXPECT_TRUE(std::equal(want[i].begin(), want[i].end(), refs[i].data())) << i;
+    // Chunks are pool blocks (base/block_pool.h), not heap ones.
+    EXPECT_TRUE(base::BlockPool::Global().Owns(refs[i].data())) << i;
   }
   // ~250 KB: chunks of 4, 8, 16, 32 and 64 KiB (124 KiB), then 64 KiB ones.
   EXPECT_GE(a.chunks_in_use(), 6u);
@@ -38,8 +40,10 @@ TEST(RecordArena, RecordsStayPutAlignedAndReadable) {
   for (auto& r : refs) a.Free(r);
   EXPECT_EQ(a.records(), 0u);
   EXPECT_TRUE(refs[0].empty());
-  // Emptied chunks: at most kFreeChunksKept kept, plus the current one.
-  EXPECT_LE(a.bytes_held(), (RecordArena::kFreeChunksKept + 1) * RecordArena::kChunkBytes + 4096);
+  // Emptied chunks: at most kFreeChunksKept kept, plus the current one, and the two tables
+  // (one pool block each once the log reached full-size chunks).
+  constexpr size_t kTables = 2 * base::BlockPool::kMinBlock;
+  EXPECT_LE(a.bytes_held(), (RecordArena::kFreeChunksKept + 1) * RecordArena::kChunkBytes + kTables);
   RecordArena::Ref none = a.Store({});
   EXPECT_TRUE(none.empty());
   a.Free(none);  // freeing nothing is harmless
@@ -96,7 +100,8 @@ TEST(RecordArena, ALogPrunedInStepsTakesItsChunksBackFromTheFreeList) {
   while (log.size() - oldest > 800) a.Free(log[oldest++]);
   EXPECT_LE(a.chunks_free(), std::max<size_t>(RecordArena::kFreeChunksKept,
                                               a.chunks_in_use() / RecordArena::kFreeChunksShare));
-  EXPECT_LE(a.bytes_held(), (a.chunks_in_use() + a.chunks_free()) * RecordArena::kChunkBytes + 4096);
+  EXPECT_LE(a.bytes_held(), (a.chunks_in_use() + a.chunks_free()) * RecordArena::kChunkBytes +
+                                2 * base::BlockPool::kMinBlock);  // + the two tables
   while (oldest < log.size()) a.Free(log[oldest++]);
   EXPECT_EQ(a.records(), 0u);
 }
