@@ -405,6 +405,10 @@ absl::StatusOr<ServeSettings> ServeConfig(const Flags& f) {
   if (auto v = f.Value("room-log-space")) {
     RP_ASSIGN_OR_RETURN(settings.room_log_space,
                         ParseBytes("room-log-space", *v, 0, base::BlockPool::kMaxSpace));
+    if (settings.room_log_space != 0 && settings.room_log_space < (uint64_t{1} << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--room-log-space: ", *v, " is less than 1M (0 keeps rooms' logs on the heap)"));
+    }
   }
   const std::string admin = f.Value("admin").value_or(admin::kAdminDefaultAddress);
   if (admin != "off") {
@@ -687,6 +691,11 @@ int Serve(std::span<const char* const> args) {
   const std::string& data_dir_path = settings->data_dir;
   if (!base::BlockPool::SetGlobalSpace(settings->room_log_space)) {
     base::Log(base::LogLevel::kWarn, "--room-log-space ignored: the pool was reserved before");
+  }
+  // Reserve it now, so that a refusal (vm.overcommit_memory=2, a ulimit -v) is said at start.
+  if (settings->room_log_space > 0 && base::BlockPool::Global().stats().space == 0) {
+    base::Log(base::LogLevel::kWarn, "room log pool not reserved: rooms' logs use the heap")
+        .Field("room_log_space", settings->room_log_space);
   }
   if (!wire::InitCrypto()) return RuntimeError(absl::InternalError("libsodium failed to start"));
   auto data_dir = store::DataDir::Open(data_dir_path);

@@ -258,6 +258,12 @@ def main():
         st2 = second.status()
         check(code == 200 and any(p["id"] == st2["node_id"] and p["live"] for p in st["peers"]),
               "/status is the status JSON and lists the peer")
+        pool = st.get("room_log_pool", {})
+        # 16 GiB of address space by default; 0 where the kernel refuses it (overcommit
+        # off, a ulimit -v): then every block is a counted fallback to the heap.
+        check(pool.get("space_bytes") in (16 << 30, 0) and "blocks_taken" in pool and
+              (pool.get("space_bytes") == 0 or pool.get("fallbacks") == 0),
+              f"/status shows the room log pool, 16 GiB reserved by default: {pool}")
 
         def gained():
             for line in first.read_log().splitlines():
@@ -315,6 +321,19 @@ def main():
                              capture_output=True, text=True, timeout=5)
         check(bad.returncode == 2 and "--recv-gro: 'yes' is not on or off" in bad.stderr,
               "bad --recv-gro is a usage error")
+        out = subprocess.run([a.binary, "serve", "--room-log-space", "2G", "--print-config"],
+                             capture_output=True, text=True, timeout=5)
+        check(out.returncode == 0 and any(l.startswith("room-log-space = 2147483648") and
+                                          "# flag" in l for l in out.stdout.splitlines()),
+              "print-config: --room-log-space 2G")
+        bad = subprocess.run([a.binary, "serve", "--room-log-space", "4K", "--print-config"],
+                             capture_output=True, text=True, timeout=5)
+        check(bad.returncode == 2 and "less than 1M" in bad.stderr,
+              "--room-log-space below 1M is a usage error")
+        bad = subprocess.run([a.binary, "serve", "--room-log-space", "lots", "--print-config"],
+                             capture_output=True, text=True, timeout=5)
+        check(bad.returncode == 2 and "--room-log-space: 'lots' is not a size" in bad.stderr,
+              "bad --room-log-space is a usage error")
         bad = subprocess.run([a.binary, "serve", "--config", os.path.join(c.tmp, "none.conf")],
                              capture_output=True, text=True, timeout=5)
         check(bad.returncode == 2 and "cannot open" in bad.stderr, "missing config file")
