@@ -15,10 +15,11 @@
 // against ABA. So a block may be freed on any thread, a block's bytes are never touched
 // by the pool, and under ASan a freed block is poisoned whole. A freed block of 256 KiB or
 // more gives its pages back (MADV_DONTNEED), as the heap unmaps its large blocks, so a
-// vector that doubled does not keep its old buffer resident. Nothing is unmapped.
-// Rounding up to a power of two costs address space, not memory: a block's tail past what
-// was asked for is never written (a room's held-bytes estimate counts what was asked
-// for). Freed blocks below 256 KiB stay resident, for the next block of their size only.
+// vector that doubled does not keep its old buffer resident; a smaller one keeps them
+// while its list holds under 512 KiB (the next few of its size are ready), and gives them
+// back beyond (a closed room's chunks). Nothing is unmapped. Rounding up to a power of
+// two costs address space, not memory: a block's tail past what was asked for is never
+// written (a room's held-bytes estimate counts what was asked for).
 //
 // When the range is used up, could not be reserved (space 0, or the kernel refused), or a
 // block is over 1 GiB, Take returns nullptr and the caller uses the heap: counted
@@ -67,6 +68,10 @@ class BlockPool {
   static constexpr size_t kMinBlock = size_t{1} << kMinShift;
   static constexpr size_t kMaxBlock = size_t{1} << kMaxShift;
   static constexpr size_t kReleaseFrom = size_t{256} << 10;  // freed: pages given back
+  // Freed blocks below kReleaseFrom keep their pages while their size's list holds less
+  // than this; beyond it they give them back too (a closed room's log is not kept
+  // resident for its size alone: the heap could have reused it for anything).
+  static constexpr size_t kKeepResident = size_t{512} << 10;
   static constexpr uint64_t kDefaultSpace = uint64_t{16} << 30;
   // Links hold page + 1 in 32 bits (0: none), so the range has fewer than 2^32 pages.
   static constexpr uint64_t kMaxSpace = (uint64_t{1} << 44) - kMinBlock;
@@ -164,7 +169,10 @@ class BlockPool {
 #ifdef RINGPEER_BLOCK_POOL_ASAN
     __asan_poison_memory_region(p, size);
 #endif
-    if (size >= kReleaseFrom) (void)madvise(p, size, MADV_DONTNEED);
+    const uint64_t listed = listed_[c].fetch_add(1, std::memory_order_relaxed);
+    if (size >= kReleaseFrom || listed * size >= kKeepResident) {
+      (void)madvise(p, size, MADV_DONTNEED);
+    }
     Push(c, static_cast<uint32_t>((static_cast<uint8_t*>(p) - base_) >> kMinShift));
     gives_.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -241,6 +249,7 @@ class BlockPool {
       const uint64_t nh = (((h >> 32) + 1) << 32) | link;
       if (heads_[c].compare_exchange_weak(h, nh, std::memory_order_acquire,
                                           std::memory_order_acquire)) {
+        listed_[c].fetch_sub(1, std::memory_order_relaxed);
         return base_ + (uint64_t{page} << kMinShift);
       }
     }
@@ -262,6 +271,7 @@ class BlockPool {
   uint64_t space_ = 0;
   std::atomic<uint64_t> carved_{0};
   std::atomic<uint64_t> heads_[kClasses] = {};
+  std::atomic<uint64_t> listed_[kClasses] = {};  // blocks on each list (counted before a push)
   std::atomic<uint64_t> takes_{0};
   std::atomic<uint64_t> reuses_{0};
   std::atomic<uint64_t> fallbacks_{0};

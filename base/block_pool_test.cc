@@ -103,14 +103,25 @@ TEST(BlockPool, ALargeFreedBlockGivesItsPagesBack) {
   EXPECT_EQ(resident(), bytes / page);
   ASSERT_TRUE(pool.Give(p, bytes));
   EXPECT_EQ(resident(), 0u);
-  // A small block keeps its pages (it is the next one of its size handed out).
-  auto* q = static_cast<uint8_t*>(pool.Take(64 * kKiB));
-  ASSERT_NE(q, nullptr);
-  std::memset(q, 1, 64 * kKiB);
-  ASSERT_TRUE(pool.Give(q, 64 * kKiB));
-  std::vector<unsigned char> v(64 * kKiB / page);
-  ASSERT_EQ(mincore(q, 64 * kKiB, v.data()), 0);
-  EXPECT_EQ(v[0] & 1, 1);
+  // Small blocks keep their pages while their list holds under kKeepResident (the next
+  // ones of their size are ready), and give them back beyond it (a closed room's chunks).
+  constexpr size_t kSmall = 64 * kKiB;
+  constexpr size_t kKept = BlockPool::kKeepResident / kSmall;  // 8
+  std::vector<uint8_t*> q;
+  for (size_t i = 0; i < 2 * kKept; ++i) {
+    q.push_back(static_cast<uint8_t*>(pool.Take(kSmall)));
+    ASSERT_NE(q.back(), nullptr);
+    std::memset(q.back(), 1, kSmall);
+  }
+  for (uint8_t* b : q) ASSERT_TRUE(pool.Give(b, kSmall));
+  auto first_page_resident = [&](uint8_t* b) {
+    unsigned char v = 0;
+    EXPECT_EQ(mincore(b, page, &v), 0);
+    return (v & 1) != 0;
+  };
+  for (size_t i = 0; i < q.size(); ++i) {
+    EXPECT_EQ(first_page_resident(q[i]), i < kKept) << i;
+  }
 }
 
 // Two threads take and give blocks of three sizes, each stamping the blocks it holds and

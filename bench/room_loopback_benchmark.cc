@@ -31,6 +31,7 @@
 //                     update over the same steady-state stretch: what allocs_per_update
 //                     would count if they came from the heap.
 //   rss_mb            the process's peak resident set (getrusage), MiB.
+//   (RP_BENCH_ROOM_LOG_SPACE=BYTES sets the pool's range; 0 keeps the logs on the heap.)
 //   datagrams_per_update  datagrams the relay sent (its shards' counters) per update.
 //   checkpoint_load_ms  the same checkpoint loaded by a Room in memory: median of five
 //                     (checkpoint_load_first_ms: the first); join_over_load: the ratio.
@@ -645,6 +646,11 @@ void Fanout(int updates, FanoutFigures* out) {
 int main(int argc, char** argv) {
   using namespace ringpeer;
   using namespace ringpeer::bench;
+  // RP_BENCH_ROOM_LOG_SPACE=0: rooms' logs on the heap (the node's --room-log-space 0), a
+  // baseline in the same build.
+  if (const char* v = std::getenv("RP_BENCH_ROOM_LOG_SPACE"); v != nullptr) {
+    base::BlockPool::SetGlobalSpace(std::strtoull(v, nullptr, 10));
+  }
   int updates = 20'000;
   bool only_fanout = false;
   int only_joins = 0;  // --join-only N: N joins through the 5 MB checkpoint, nothing else
