@@ -45,15 +45,9 @@
 #include <vector>
 
 #include "base/assert.h"
+#include "base/sanitizers.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RINGPEER_BLOCK_POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RINGPEER_BLOCK_POOL_ASAN 1
-#endif
-#endif
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -109,10 +103,10 @@ class BlockPool {
   }
   ~BlockPool() {
     if (base_ == nullptr) return;
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
     __asan_unpoison_memory_region(base_, carved_.load());  // only carved blocks were poisoned
     for (uint64_t at = 0, end = roots_.load(); at < end;) {
-      const uint64_t to = std::min(space_, at + (uint64_t{64} << 20));
+      const uint64_t to = std::min(space_, at + kRootStep);
       __lsan_unregister_root_region(base_ + at, to - at);
       at = to;
     }
@@ -145,13 +139,13 @@ class BlockPool {
         if (at + size > space_) return Refuse();
       } while (!carved_.compare_exchange_weak(at, at + size, std::memory_order_relaxed));
       p = base_ + at;
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
       __asan_poison_memory_region(p, size);  // fresh: what the caller did not ask for
       RegisterRoots(at + size);
 #endif
     }
     takes_.fetch_add(1, std::memory_order_relaxed);
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
     __asan_unpoison_memory_region(p, bytes);  // the rest of the block stays poisoned
 #endif
     return p;
@@ -166,7 +160,7 @@ class BlockPool {
     // the wrong list and later hand out overlapping ones.
     RP_ASSERT(c >= 0 && ((static_cast<uint8_t*>(p) - base_) & (kMinBlock - 1)) == 0);
     const size_t size = ClassBytes(c);
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
     __asan_poison_memory_region(p, size);
 #endif
     const uint64_t listed = listed_[c].fetch_add(1, std::memory_order_relaxed);
@@ -215,16 +209,16 @@ class BlockPool {
  private:
   static constexpr uint32_t kEnd = 0;  // links and heads hold page index + 1
 
-#ifdef RINGPEER_BLOCK_POOL_ASAN
+#if RINGPEER_ASAN
   // LeakSanitizer does not scan mapped memory for pointers: heap blocks referenced only
   // from pool blocks (an entry's parents once there are more than two) would read as
   // leaked. The carved part of the range is registered as a root, 64 MiB at a time
   // (registering all 16 GiB would make it read every page).
+  static constexpr uint64_t kRootStep = uint64_t{64} << 20;  // one region per step
   void RegisterRoots(uint64_t carved) noexcept {
-    constexpr uint64_t kStep = uint64_t{64} << 20;
     uint64_t done = roots_.load(std::memory_order_relaxed);
     while (done < carved) {
-      const uint64_t to = std::min(space_, done + kStep);  // one step per region: ~ unregisters
+      const uint64_t to = std::min(space_, done + kRootStep);  // the destructor unregisters
       if (roots_.compare_exchange_weak(done, to, std::memory_order_relaxed)) {
         __lsan_register_root_region(base_ + done, to - done);
         done = to;

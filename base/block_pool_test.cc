@@ -199,7 +199,7 @@ TEST(PoolAllocator, SmallBuffersStayOnTheHeapLargeOnesComeFromThePool) {
   EXPECT_FALSE(BlockPool::SetGlobalSpace(4096));
 }
 
-#if defined(RINGPEER_BLOCK_POOL_ASAN)
+#if RINGPEER_ASAN
 TEST(BlockPoolDeathTest, ABlockUsedAfterItWasGivenBackIsReported) {
   BlockPool pool(64 * kKiB);
   auto* p = static_cast<volatile uint8_t*>(pool.Take(4096));

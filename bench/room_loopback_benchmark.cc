@@ -70,6 +70,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "base/assert.h"
 #include "base/block_pool.h"
+#include "base/sanitizers.h"
 #include "node/client/client.h"
 #include "node/room/reducer.h"
 #include "node/room/room.h"
@@ -82,17 +83,7 @@
 // The allocation hook: this binary's malloc family counts the calls made on threads other
 // than the benchmark's own (the relay's), then calls glibc's. A sanitizer build keeps its
 // allocator (no hook; the figure is reported as -1).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RP_BENCH_ALLOC_HOOK 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define RP_BENCH_ALLOC_HOOK 0
-#endif
-#endif
-#ifndef RP_BENCH_ALLOC_HOOK
-#define RP_BENCH_ALLOC_HOOK 1
-#endif
+#define RP_BENCH_ALLOC_HOOK (!RINGPEER_SANITIZED)
 
 namespace {
 std::atomic<uint64_t> g_allocs{0};  // allocations by threads other than the bench's

@@ -13,20 +13,12 @@
 #include <vector>
 
 #include "base/block_pool.h"
+#include "base/sanitizers.h"
 #include "gtest/gtest.h"
 #include "node/room/room.h"
 #include "node/room/test_util.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define RP_ROOM_ALLOC_HOOK 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define RP_ROOM_ALLOC_HOOK 0
-#endif
-#endif
-#ifndef RP_ROOM_ALLOC_HOOK
-#define RP_ROOM_ALLOC_HOOK 1
-#endif
+#define RP_ROOM_ALLOC_HOOK (!RINGPEER_SANITIZED)
 
 namespace {
 thread_local bool t_counting = false;
@@ -86,7 +78,6 @@ TEST(RoomAlloc, ARelaysGrowingLogTakesNothingFromTheHeap) {
   }
   auto relay = f.Open(nullptr);
   const uint64_t takes0 = base::BlockPool::Global().stats().takes;
-  uint64_t counted = 0;
   for (int i = 0; i < kUpdates; ++i) {
     if (i == kWarm) g_counted.store(0);
     t_counting = i >= kWarm;
@@ -94,7 +85,7 @@ TEST(RoomAlloc, ARelaysGrowingLogTakesNothingFromTheHeap) {
     t_counting = false;
     ASSERT_EQ(v, Verdict::kOk) << i;
   }
-  counted = g_counted.load();
+  const uint64_t counted = g_counted.load();
   EXPECT_EQ(counted, 0u) << "heap blocks taken while the log grew from " << kWarm << " to "
                          << kUpdates << " updates";
   // The log did grow, into the pool: chunks and arrays were taken from it.

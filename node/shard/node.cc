@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "base/block_pool.h"
 #include "base/assert.h"
+#include "base/block_pool.h"
 #include "base/clock.h"
 #include "base/futex.h"
 #include "base/log.h"

@@ -10,14 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RP_LMDB_ALLOC_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RP_LMDB_ALLOC_ASAN 1
-#endif
-#endif
-#ifdef RP_LMDB_ALLOC_ASAN
+#include "base/sanitizers.h"
+#if RINGPEER_ASAN
 #include <sanitizer/asan_interface.h>
 // A cached block is poisoned, so that ASan still reports LMDB touching memory it freed.
 #define RP_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)

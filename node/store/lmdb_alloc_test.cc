@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/sanitizers.h"
+
 namespace ringpeer::store::lmdb_alloc {
 namespace {
 
@@ -158,14 +160,7 @@ TEST(LmdbAllocDeathTest, ABlockFreedTwiceAborts) {
       "freed twice");
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define RP_TEST_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define RP_TEST_ASAN 1
-#endif
-#endif
-#ifdef RP_TEST_ASAN
+#if RINGPEER_ASAN
 // A block in a cache is poisoned: LMDB touching memory it freed is still reported.
 TEST(LmdbAllocDeathTest, TouchingACachedBlockIsReportedUnderAsan) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");

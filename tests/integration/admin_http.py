@@ -310,33 +310,30 @@ def main():
         check(out2.returncode == 0 and strip(out2.stdout) == strip(out.stdout),
               "print-config output reads back as a config file with the same values")
 
-        bad = subprocess.run([a.binary, "serve", "--admin", "nowhere"], capture_output=True,
-                             text=True, timeout=5)
-        check(bad.returncode == 2 and "--admin" in bad.stderr, "bad --admin is a usage error")
-        bad = subprocess.run([a.binary, "serve", "--gso", "maybe", "--print-config"],
-                             capture_output=True, text=True, timeout=5)
-        check(bad.returncode == 2 and "--gso: 'maybe' is not on or off" in bad.stderr,
+        def usage_error(args, says):
+            """`ringpeer serve ARGS` exits 2 (a usage error) and its stderr says `says`."""
+            bad = subprocess.run([a.binary, "serve", *args], capture_output=True, text=True,
+                                 timeout=5)
+            return bad.returncode == 2 and says in bad.stderr
+
+        check(usage_error(["--admin", "nowhere"], "--admin"), "bad --admin is a usage error")
+        check(usage_error(["--gso", "maybe", "--print-config"], "--gso: 'maybe' is not on or off"),
               "bad --gso is a usage error")
-        bad = subprocess.run([a.binary, "serve", "--recv-gro", "yes", "--print-config"],
-                             capture_output=True, text=True, timeout=5)
-        check(bad.returncode == 2 and "--recv-gro: 'yes' is not on or off" in bad.stderr,
+        check(usage_error(["--recv-gro", "yes", "--print-config"],
+                          "--recv-gro: 'yes' is not on or off"),
               "bad --recv-gro is a usage error")
         out = subprocess.run([a.binary, "serve", "--room-log-space", "2G", "--print-config"],
                              capture_output=True, text=True, timeout=5)
         check(out.returncode == 0 and any(l.startswith("room-log-space = 2147483648") and
                                           "# flag" in l for l in out.stdout.splitlines()),
               "print-config: --room-log-space 2G")
-        bad = subprocess.run([a.binary, "serve", "--room-log-space", "4K", "--print-config"],
-                             capture_output=True, text=True, timeout=5)
-        check(bad.returncode == 2 and "less than 1M" in bad.stderr,
+        check(usage_error(["--room-log-space", "4K", "--print-config"], "less than 1M"),
               "--room-log-space below 1M is a usage error")
-        bad = subprocess.run([a.binary, "serve", "--room-log-space", "lots", "--print-config"],
-                             capture_output=True, text=True, timeout=5)
-        check(bad.returncode == 2 and "--room-log-space: 'lots' is not a size" in bad.stderr,
+        check(usage_error(["--room-log-space", "lots", "--print-config"],
+                          "--room-log-space: 'lots' is not a size"),
               "bad --room-log-space is a usage error")
-        bad = subprocess.run([a.binary, "serve", "--config", os.path.join(c.tmp, "none.conf")],
-                             capture_output=True, text=True, timeout=5)
-        check(bad.returncode == 2 and "cannot open" in bad.stderr, "missing config file")
+        check(usage_error(["--config", os.path.join(c.tmp, "none.conf")], "cannot open"),
+              "missing config file")
         busy = subprocess.run([a.binary, "serve", "--data-dir", os.path.join(c.tmp, "n3"),
                                "--listen", "127.0.0.1:0", "--admin", a1],
                               capture_output=True, text=True, timeout=10)
